@@ -1,0 +1,151 @@
+//! The admin server: `/healthz`, `/readyz`, `/config`.
+//!
+//! It listens on its own (by default loopback-only) address, apart from user traffic.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::{Diagnostic, RoutingTable};
+
+/// What the admin server reads.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The latest published table; `None` until the first one.
+    pub tables: watch::Receiver<Option<Arc<RoutingTable>>>,
+}
+
+/// Serves the admin endpoints on `listener` until `stop` is cancelled.
+pub async fn serve(listener: TcpListener, state: AdminState, stop: CancellationToken) {
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, _) = tokio::select! {
+            () = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, &req)) }
+            });
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "admin connection error");
+            }
+        });
+    }
+}
+
+fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here\n");
+    }
+    let table = state.tables.borrow().clone();
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => match table {
+            Some(t) => text(
+                StatusCode::OK,
+                &format!("ready (configuration version {})\n", t.version),
+            ),
+            None => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: no configuration published yet\n",
+            ),
+        },
+        "/config" => match table {
+            Some(t) => json(&ConfigView::of(&t)),
+            None => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no configuration published yet\n",
+            ),
+        },
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /healthz, /readyz or /config\n",
+        ),
+    }
+}
+
+/// The `/config` document.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfigView<'a> {
+    version: u64,
+    rules: &'a [crate::model::Rule],
+    backends: &'a [crate::model::Backend],
+    /// Objects with at least one error: rejected (or serving their last accepted version).
+    rejected: Vec<String>,
+    diagnostics: &'a [Diagnostic],
+}
+
+impl<'a> ConfigView<'a> {
+    fn of(t: &'a RoutingTable) -> Self {
+        let mut rejected: Vec<String> = t
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| match (&d.object, &d.file) {
+                (Some(o), _) => o.to_string(),
+                (None, Some(f)) => format!("file {f}"),
+                (None, None) => "unknown".to_owned(),
+            })
+            .collect();
+        rejected.dedup();
+        Self {
+            version: t.version,
+            rules: &t.rules,
+            backends: &t.backends,
+            rejected,
+            diagnostics: &t.diagnostics,
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn json<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_vec_pretty(value) {
+        Ok(body) => {
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            r
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot render: {e}\n"),
+        ),
+    }
+}

@@ -1,0 +1,49 @@
+//! The custom resources users write (group `tidegate.dev`, version `v1alpha1`).
+//!
+//! These types are the shape of the YAML, in Kubernetes and in standalone files alike. They are
+//! validated structurally here (serde, the CRD schema) and semantically by the compiler.
+
+mod backend;
+mod duration;
+mod rate_limit;
+mod route;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use backend::*;
+pub use duration::{DURATION_PATTERN, Duration, ParseDurationError};
+pub use rate_limit::*;
+pub use route::*;
+
+/// The API group of every Tidegate resource.
+pub const GROUP: &str = "tidegate.dev";
+/// The API version this crate serves.
+pub const VERSION: &str = "v1alpha1";
+/// `apiVersion` as written in YAML.
+pub const API_VERSION: &str = "tidegate.dev/v1alpha1";
+/// The ingress class a Route belongs to when it names none.
+pub const DEFAULT_INGRESS_CLASS: &str = "tidegate";
+
+/// An empty object, for fields like `sourceIP: {}` whose presence is the setting.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// Every CRD this crate defines, in a stable order.
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
+    use kube::CustomResourceExt;
+    vec![Route::crd(), Backend::crd(), RateLimitPolicy::crd()]
+}
+
+/// All CRDs as one multi-document YAML stream, as `tidegate crds` prints it.
+pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {
+    let mut out = String::new();
+    for crd in crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml_ng::to_string(&crd)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,148 @@
+//! The compiler: a pure function from a [`Snapshot`] to a [`RoutingTable`] plus diagnostics.
+//!
+//! Rules: no I/O; deterministic order (objects are kept sorted by identity); one bad object never
+//! breaks another. An object whose current version is rejected keeps serving its last accepted
+//! version, if it had one.
+
+mod backend;
+mod fields;
+mod route;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::model::{Diagnostic, ObjectRef, Reason, RoutingTable, Severity};
+
+use super::snapshot::{Accepted, Obj, Snapshot};
+
+/// Settings that shape compilation but are not objects.
+#[derive(Clone, Debug)]
+pub struct CompileOptions {
+    /// Routes naming another ingress class are left alone.
+    pub ingress_class: String,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        Self {
+            ingress_class: crate::api::DEFAULT_INGRESS_CLASS.to_owned(),
+        }
+    }
+}
+
+/// The compiler's output.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    /// The table to publish (its `diagnostics` hold every finding).
+    pub table: RoutingTable,
+    /// The versions that compiled, for the next snapshot's fallback.
+    pub accepted: Accepted,
+}
+
+/// Compiles a snapshot. Never fails: every problem becomes a diagnostic on its object.
+pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
+    let mut diags: Vec<Diagnostic> = snap.problems.clone();
+    let unreadable: BTreeSet<&ObjectRef> = snap
+        .problems
+        .iter()
+        .filter(|d| d.is_error())
+        .filter_map(|d| d.object.as_ref())
+        .collect();
+    let mut accepted = Accepted::default();
+
+    let mut backends = Vec::new();
+    let mut backend_index = BTreeMap::new();
+    for id in candidates(&snap.backends, &snap.accepted.backends, &unreadable) {
+        let chosen = with_fallback(
+            snap.backends.get(id),
+            snap.accepted.backends.get(id),
+            &mut diags,
+            backend::compile_backend,
+        );
+        if let Some((backend, obj)) = chosen {
+            backend_index.insert(id.clone(), backends.len());
+            backends.push(backend);
+            accepted.backends.insert(id.clone(), obj.clone());
+        }
+    }
+
+    let known_backends: BTreeSet<&ObjectRef> = snap.backends.keys().collect();
+    let env = route::Env {
+        opts,
+        backend_index: &backend_index,
+        backends: &backends,
+        known_backends: &known_backends,
+    };
+    let mut rules = Vec::new();
+    for id in candidates(&snap.routes, &snap.accepted.routes, &unreadable) {
+        let chosen = with_fallback(
+            snap.routes.get(id),
+            snap.accepted.routes.get(id),
+            &mut diags,
+            |obj, d| route::compile_route(obj, &env, d),
+        );
+        if let Some((compiled, obj)) = chosen {
+            rules.extend(compiled);
+            accepted.routes.insert(id.clone(), obj.clone());
+        }
+    }
+
+    for policy in snap.policies.values() {
+        diags.push(
+            Diagnostic::not_supported(&policy.meta.id, "spec", "RateLimitPolicy")
+                .in_file(policy.meta.file.as_deref()),
+        );
+    }
+
+    diags.sort();
+    diags.dedup();
+    Compiled {
+        table: RoutingTable::new(rules, backends, diags),
+        accepted,
+    }
+}
+
+/// The identities to compile: every current object, plus the last accepted version of an object
+/// whose current version could not even be read.
+fn candidates<'a, S>(
+    current: &'a BTreeMap<ObjectRef, Obj<S>>,
+    accepted: &'a BTreeMap<ObjectRef, Obj<S>>,
+    unreadable: &BTreeSet<&ObjectRef>,
+) -> Vec<&'a ObjectRef> {
+    let mut ids: BTreeSet<&ObjectRef> = current.keys().collect();
+    ids.extend(accepted.keys().filter(|id| unreadable.contains(id)));
+    ids.into_iter().collect()
+}
+
+/// Compiles the current version; if it is rejected (or unreadable), the last accepted one.
+fn with_fallback<'a, S: PartialEq, T>(
+    current: Option<&'a Obj<S>>,
+    fallback: Option<&'a Obj<S>>,
+    diags: &mut Vec<Diagnostic>,
+    compile_one: impl Fn(&Obj<S>, &mut Vec<Diagnostic>) -> Option<T>,
+) -> Option<(T, &'a Obj<S>)> {
+    if let Some(obj) = current {
+        let mut found = Vec::new();
+        let out = compile_one(obj, &mut found);
+        diags.extend(
+            found
+                .into_iter()
+                .map(|d| d.in_file(obj.meta.file.as_deref())),
+        );
+        if let Some(out) = out {
+            return Some((out, obj));
+        }
+    }
+    let fallback = fallback.filter(|f| current.is_none_or(|c| c.spec != f.spec))?;
+    let out = compile_one(fallback, &mut Vec::new())?;
+    diags.push(Diagnostic {
+        object: Some(fallback.meta.id.clone()),
+        file: fallback.meta.file.clone(),
+        field: String::new(),
+        severity: Severity::Warning,
+        reason: Reason::Invalid,
+        message: "the last accepted version of this object keeps serving until it is fixed".into(),
+    });
+    Some((out, fallback))
+}

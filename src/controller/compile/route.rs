@@ -1,0 +1,715 @@
+//! Route → rules.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+
+use crate::api::{self, PathMatchType, RouteProtocol, RouteSpec, ValueMatchType};
+use crate::model::Diagnostic;
+use crate::model::weighted::smooth_schedule;
+use crate::model::{
+    Action, Backend, DirectResponse, HeaderMatcher, HeaderModifier, Kind, ObjectRef, PathMatcher,
+    PathRewrite, Pattern, QueryMatcher, Reason, Redirect, RequestFilter, RequestMatch, Rule,
+    Severity, Timeouts, UrlRewrite, ValueMatcher, WeightedBackend,
+};
+
+use super::CompileOptions;
+use super::fields::{self, Findings};
+use crate::controller::snapshot::Obj;
+
+/// Largest `directResponse.body`.
+const MAX_DIRECT_BODY: usize = 64 * 1024;
+/// Largest backendRef weight (as in Gateway API).
+const MAX_WEIGHT: u32 = 1_000_000;
+
+/// What a Route compiles against.
+pub struct Env<'a> {
+    pub opts: &'a CompileOptions,
+    /// Accepted backends by identity → index in `backends`.
+    pub backend_index: &'a BTreeMap<ObjectRef, usize>,
+    pub backends: &'a [Backend],
+    /// Every Backend that exists, accepted or not (for precise messages).
+    pub known_backends: &'a BTreeSet<&'a ObjectRef>,
+}
+
+/// Compiles one Route into its rules, or `None` if it is rejected (findings say why).
+pub fn compile_route(
+    obj: &Obj<RouteSpec>,
+    env: &Env<'_>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Vec<Rule>> {
+    let spec = &obj.spec;
+    let id = &obj.meta.id;
+    let class = spec
+        .ingress_class_name
+        .as_deref()
+        .unwrap_or(api::DEFAULT_INGRESS_CLASS);
+    if class != env.opts.ingress_class {
+        out.push(Diagnostic {
+            severity: Severity::Ignored,
+            ..Diagnostic::error(
+                id,
+                "spec.ingressClassName",
+                Reason::OtherClass,
+                format!(
+                    "belongs to ingress class {class:?}, not {:?}",
+                    env.opts.ingress_class
+                ),
+            )
+        });
+        return None;
+    }
+    let mut f = Findings::new(id, out);
+
+    if spec.protocol != RouteProtocol::Http {
+        f.not_supported(
+            "spec.protocol",
+            &format!("protocol {}", fields::wire_name(&spec.protocol)),
+        );
+    }
+    if spec.tls.is_some() {
+        f.not_supported("spec.tls", "TLS termination");
+    }
+    if spec.port.is_some() {
+        f.not_supported("spec.port", "an L4 port (TCP/UDP Routes)");
+    }
+    if !spec.backend_refs.is_empty() {
+        f.not_supported(
+            "spec.backendRefs",
+            "Route-level backendRefs (TCP/UDP Routes)",
+        );
+    }
+    if spec.udp.is_some() {
+        f.not_supported("spec.udp", "UDP settings");
+    }
+
+    let mut hostnames = Vec::new();
+    for (i, h) in spec.hostnames.iter().enumerate() {
+        match fields::hostname(h, true) {
+            Ok(h) if !hostnames.contains(&h) => hostnames.push(h),
+            Ok(_) => {}
+            Err(e) => f.invalid(format!("spec.hostnames[{i}]"), e),
+        }
+    }
+
+    if spec.rules.is_empty() && spec.protocol == RouteProtocol::Http {
+        f.invalid("spec.rules", "a Route needs at least one rule");
+    }
+    let mut names = BTreeSet::new();
+    let mut rules = Vec::new();
+    for (i, rule) in spec.rules.iter().enumerate() {
+        let at = format!("spec.rules[{i}]");
+        if let Some(name) = &rule.name {
+            if let Err(e) = crate::controller::names::dns_label(name) {
+                f.invalid(format!("{at}.name"), e);
+            } else if !names.insert(name.as_str()) {
+                f.invalid(
+                    format!("{at}.name"),
+                    format!("another rule is already named {name:?}"),
+                );
+            }
+        }
+        if let Some(r) = compile_rule(obj, i, rule, &at, &hostnames, env, &mut f) {
+            rules.push(r);
+        }
+    }
+    f.ok().then_some(rules)
+}
+
+fn compile_rule(
+    obj: &Obj<RouteSpec>,
+    index: usize,
+    rule: &api::RouteRule,
+    at: &str,
+    hostnames: &[String],
+    env: &Env<'_>,
+    f: &mut Findings<'_>,
+) -> Option<Rule> {
+    let id = &obj.meta.id;
+    let mut matches = Vec::new();
+    for (mi, m) in rule.matches.iter().enumerate() {
+        if let Some(m) = compile_match(m, &format!("{at}.matches[{mi}]"), f) {
+            matches.push(m);
+        }
+    }
+    if rule.matches.is_empty() {
+        matches.push(RequestMatch::default());
+    }
+
+    let mut request_filters = Vec::new();
+    let mut response_filters = Vec::new();
+    let mut redirect = None;
+    let mut direct = None;
+    let mut seen = BTreeSet::new();
+    for (fi, filter) in rule.filters.iter().enumerate() {
+        let fat = format!("{at}.filters[{fi}]");
+        let set: Vec<&str> = [
+            filter
+                .request_header_modifier
+                .as_ref()
+                .map(|_| "requestHeaderModifier"),
+            filter
+                .response_header_modifier
+                .as_ref()
+                .map(|_| "responseHeaderModifier"),
+            filter.url_rewrite.as_ref().map(|_| "urlRewrite"),
+            filter.request_redirect.as_ref().map(|_| "requestRedirect"),
+            filter.direct_response.as_ref().map(|_| "directResponse"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        match set.as_slice() {
+            [one] if !seen.insert(*one) => {
+                f.invalid(&fat, format!("{one} may appear only once per rule"));
+                continue;
+            }
+            [_] => {}
+            [] => {
+                f.invalid(
+                    &fat,
+                    "a filter entry must set exactly one filter, found none",
+                );
+                continue;
+            }
+            many => {
+                f.invalid(
+                    &fat,
+                    format!(
+                        "a filter entry must set exactly one filter, found {}",
+                        many.join(", ")
+                    ),
+                );
+                continue;
+            }
+        }
+        if let Some(m) = &filter.request_header_modifier {
+            if let Some(m) = header_modifier(m, &format!("{fat}.requestHeaderModifier"), f) {
+                request_filters.push(RequestFilter::RequestHeaderModifier(m));
+            }
+        }
+        if let Some(m) = &filter.response_header_modifier {
+            if let Some(m) = header_modifier(m, &format!("{fat}.responseHeaderModifier"), f) {
+                response_filters.push(m);
+            }
+        }
+        if let Some(rw) = &filter.url_rewrite {
+            if let Some(rw) = url_rewrite(rw, &format!("{fat}.urlRewrite"), &matches, f) {
+                request_filters.push(RequestFilter::UrlRewrite(rw));
+            }
+        }
+        if let Some(r) = &filter.request_redirect {
+            redirect = request_redirect(r, &format!("{fat}.requestRedirect"), &matches, f);
+        }
+        if let Some(d) = &filter.direct_response {
+            direct = direct_response(d, &format!("{fat}.directResponse"), f);
+        }
+    }
+    let terminal = seen.contains("requestRedirect") || seen.contains("directResponse");
+    if seen.contains("requestRedirect") && seen.contains("directResponse") {
+        f.invalid(
+            format!("{at}.filters"),
+            "requestRedirect and directResponse cannot be used together",
+        );
+    }
+    if seen.contains("requestRedirect") && seen.contains("urlRewrite") {
+        f.invalid(
+            format!("{at}.filters"),
+            "requestRedirect and urlRewrite cannot be used together",
+        );
+    }
+    if terminal && !rule.backend_refs.is_empty() {
+        f.invalid(
+            format!("{at}.backendRefs"),
+            "a rule that answers itself (requestRedirect or directResponse) cannot have backendRefs",
+        );
+    }
+    if !terminal && rule.backend_refs.is_empty() {
+        f.invalid(
+            format!("{at}.backendRefs"),
+            "a rule needs backendRefs, a requestRedirect or a directResponse",
+        );
+    }
+
+    let mut backends = Vec::new();
+    for (bi, r) in rule.backend_refs.iter().enumerate() {
+        if let Some(b) = backend_ref(id, r, &format!("{at}.backendRefs[{bi}]"), env, f) {
+            backends.push(b);
+        }
+    }
+    if !backends.is_empty() && backends.iter().all(|b| b.weight == 0) {
+        f.push(Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(
+                id,
+                format!("{at}.backendRefs"),
+                Reason::Invalid,
+                "every backendRef has weight 0: matching requests get 503",
+            )
+        });
+    }
+
+    let timeouts = timeouts(rule.timeouts.as_ref(), &format!("{at}.timeouts"), f);
+    if rule.retry.is_some() {
+        f.not_supported(format!("{at}.retry"), "retries");
+    }
+    if rule.authentication.is_some() {
+        f.not_supported(format!("{at}.authentication"), "authentication");
+    }
+    if !f.ok() {
+        return None;
+    }
+
+    let action = match (redirect, direct) {
+        (Some(r), _) => Action::Redirect(r),
+        (None, Some(d)) => Action::DirectResponse(d),
+        (None, None) => {
+            let weights: Vec<u32> = backends
+                .iter()
+                .map(|b: &WeightedBackend| b.weight)
+                .collect();
+            Action::Forward {
+                schedule: smooth_schedule(&weights).into(),
+                backends,
+            }
+        }
+    };
+    let label: Arc<str> = match &rule.name {
+        Some(n) => format!("{}/{}/{n}", id.namespace, id.name).into(),
+        None => id.key().into(),
+    };
+    Some(Rule {
+        route: id.clone(),
+        index,
+        name: rule.name.clone(),
+        label,
+        hostnames: hostnames.to_vec(),
+        matches,
+        request_filters,
+        response_filters,
+        action,
+        timeouts,
+        created: obj.meta.created,
+    })
+}
+
+fn compile_match(m: &api::RouteMatch, at: &str, f: &mut Findings<'_>) -> Option<RequestMatch> {
+    let ok_before = f.ok();
+    let path = match &m.path {
+        None => PathMatcher::prefix("/"),
+        Some(p) => {
+            let pat = format!("{at}.path.value");
+            match p.kind {
+                PathMatchType::PathPrefix | PathMatchType::Exact => {
+                    if let Err(e) = fields::plain_path(&p.value) {
+                        f.invalid(pat, e);
+                    }
+                    if p.kind == PathMatchType::Exact {
+                        PathMatcher::Exact(p.value.clone())
+                    } else {
+                        PathMatcher::prefix(&p.value)
+                    }
+                }
+                PathMatchType::RegularExpression => match Pattern::new(&p.value) {
+                    Ok(re) => PathMatcher::RegularExpression(re),
+                    Err(e) => {
+                        f.invalid(pat, fields::regex_error(&e));
+                        PathMatcher::prefix("/")
+                    }
+                },
+            }
+        }
+    };
+    let method = m.method.as_deref().and_then(|raw| {
+        let valid = !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_uppercase());
+        match Method::from_bytes(raw.as_bytes()) {
+            Ok(method) if valid => Some(method),
+            _ => {
+                f.invalid(
+                    format!("{at}.method"),
+                    format!("{raw:?} is not an upper-case HTTP method such as GET"),
+                );
+                None
+            }
+        }
+    });
+    let mut headers: Vec<HeaderMatcher> = Vec::new();
+    for (i, h) in m.headers.iter().enumerate() {
+        let hat = format!("{at}.headers[{i}]");
+        let name = match fields::header_name(&h.name) {
+            Ok(n) => n,
+            Err(e) => {
+                f.invalid(format!("{hat}.name"), e);
+                continue;
+            }
+        };
+        if headers.iter().any(|x| x.name == name) {
+            f.invalid(
+                format!("{hat}.name"),
+                format!("header {name} is matched twice in one match"),
+            );
+            continue;
+        }
+        if let Some(value) = value_matcher(h.kind, &h.value, &format!("{hat}.value"), f) {
+            headers.push(HeaderMatcher { name, value });
+        }
+    }
+    let mut query_params: Vec<QueryMatcher> = Vec::new();
+    for (i, q) in m.query_params.iter().enumerate() {
+        let qat = format!("{at}.queryParams[{i}]");
+        if q.name.is_empty() {
+            f.invalid(
+                format!("{qat}.name"),
+                "a query parameter name cannot be empty",
+            );
+            continue;
+        }
+        if query_params.iter().any(|x| x.name == q.name) {
+            f.invalid(
+                format!("{qat}.name"),
+                format!("query parameter {:?} is matched twice in one match", q.name),
+            );
+            continue;
+        }
+        if let Some(value) = value_matcher(q.kind, &q.value, &format!("{qat}.value"), f) {
+            query_params.push(QueryMatcher {
+                name: q.name.clone(),
+                value,
+            });
+        }
+    }
+    (ok_before && f.ok()).then_some(RequestMatch {
+        path,
+        method,
+        headers,
+        query_params,
+    })
+}
+
+fn value_matcher(
+    kind: ValueMatchType,
+    value: &str,
+    at: &str,
+    f: &mut Findings<'_>,
+) -> Option<ValueMatcher> {
+    match kind {
+        ValueMatchType::Exact => Some(ValueMatcher::Exact(value.to_owned())),
+        ValueMatchType::RegularExpression => match Pattern::new(value) {
+            Ok(p) => Some(ValueMatcher::RegularExpression(p)),
+            Err(e) => {
+                f.invalid(at, fields::regex_error(&e));
+                None
+            }
+        },
+    }
+}
+
+fn header_modifier(
+    m: &api::HeaderModifier,
+    at: &str,
+    f: &mut Findings<'_>,
+) -> Option<HeaderModifier> {
+    let mut out = HeaderModifier::default();
+    let mut ok = true;
+    for (list, target, name) in [(&m.set, &mut out.set, "set"), (&m.add, &mut out.add, "add")] {
+        for (i, h) in list.iter().enumerate() {
+            let hat = format!("{at}.{name}[{i}]");
+            match (
+                fields::modifiable_header(&h.name),
+                fields::header_value(&h.value),
+            ) {
+                (Ok(n), Ok(v)) => {
+                    if name == "set" && target.iter().any(|(x, _)| *x == n) {
+                        f.invalid(format!("{hat}.name"), format!("header {n} is set twice"));
+                        ok = false;
+                    }
+                    target.push((n, v));
+                }
+                (Err(e), _) => {
+                    f.invalid(format!("{hat}.name"), e);
+                    ok = false;
+                }
+                (_, Err(e)) => {
+                    f.invalid(format!("{hat}.value"), e);
+                    ok = false;
+                }
+            }
+        }
+    }
+    for (i, raw) in m.remove.iter().enumerate() {
+        match fields::modifiable_header(raw) {
+            Ok(n) => out.remove.push(n),
+            Err(e) => {
+                f.invalid(format!("{at}.remove[{i}]"), e);
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(out)
+}
+
+fn path_rewrite(
+    p: &api::PathModifier,
+    at: &str,
+    matches: &[RequestMatch],
+    f: &mut Findings<'_>,
+) -> Option<PathRewrite> {
+    let rewrite = match (&p.replace_prefix_match, &p.replace_full_path) {
+        (Some(v), None) => {
+            if matches
+                .iter()
+                .any(|m| !matches!(m.path, PathMatcher::Prefix(_)))
+            {
+                f.invalid(
+                    format!("{at}.replacePrefixMatch"),
+                    "replacePrefixMatch needs every match of the rule to be a PathPrefix",
+                );
+                return None;
+            }
+            (
+                format!("{at}.replacePrefixMatch"),
+                PathRewrite::ReplacePrefixMatch(v.clone()),
+                v,
+            )
+        }
+        (None, Some(v)) => (
+            format!("{at}.replaceFullPath"),
+            PathRewrite::ReplaceFullPath(v.clone()),
+            v,
+        ),
+        _ => {
+            f.invalid(
+                at,
+                "set exactly one of replacePrefixMatch or replaceFullPath",
+            );
+            return None;
+        }
+    };
+    match fields::plain_path(rewrite.2) {
+        Ok(()) => Some(rewrite.1),
+        Err(e) => {
+            f.invalid(rewrite.0, e);
+            None
+        }
+    }
+}
+
+fn url_rewrite(
+    rw: &api::UrlRewrite,
+    at: &str,
+    matches: &[RequestMatch],
+    f: &mut Findings<'_>,
+) -> Option<UrlRewrite> {
+    let path = match &rw.path {
+        Some(p) => Some(path_rewrite(p, &format!("{at}.path"), matches, f)?),
+        None => None,
+    };
+    let hostname = match &rw.hostname {
+        Some(h) => match fields::hostname(h, false).and_then(|h| fields::header_value(&h)) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                f.invalid(format!("{at}.hostname"), e);
+                return None;
+            }
+        },
+        None => None,
+    };
+    if path.is_none() && hostname.is_none() {
+        f.invalid(at, "urlRewrite needs a path or a hostname");
+        return None;
+    }
+    Some(UrlRewrite { path, hostname })
+}
+
+fn request_redirect(
+    r: &api::RequestRedirect,
+    at: &str,
+    matches: &[RequestMatch],
+    f: &mut Findings<'_>,
+) -> Option<Redirect> {
+    let mut ok = true;
+    if let Some(s) = &r.scheme {
+        if s != "http" && s != "https" {
+            f.invalid(
+                format!("{at}.scheme"),
+                format!("{s:?} must be http or https"),
+            );
+            ok = false;
+        }
+    }
+    let hostname = match &r.hostname {
+        Some(h) => match fields::hostname(h, false) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                f.invalid(format!("{at}.hostname"), e);
+                ok = false;
+                None
+            }
+        },
+        None => None,
+    };
+    if r.port == Some(0) {
+        f.invalid(format!("{at}.port"), "port must be 1-65535");
+        ok = false;
+    }
+    let code = r.status_code.unwrap_or(302);
+    let status = match code {
+        301 | 302 | 303 | 307 | 308 => StatusCode::from_u16(code).ok(),
+        _ => None,
+    };
+    if status.is_none() {
+        f.invalid(
+            format!("{at}.statusCode"),
+            format!("{code} must be one of 301, 302, 303, 307, 308"),
+        );
+        ok = false;
+    }
+    let path = match &r.path {
+        Some(p) => Some(path_rewrite(p, &format!("{at}.path"), matches, f)?),
+        None => None,
+    };
+    let status = status?;
+    ok.then(|| Redirect {
+        scheme: r.scheme.clone(),
+        hostname,
+        port: r.port,
+        path,
+        status,
+    })
+}
+
+fn direct_response(
+    d: &api::DirectResponse,
+    at: &str,
+    f: &mut Findings<'_>,
+) -> Option<DirectResponse> {
+    let status = match StatusCode::from_u16(d.status) {
+        Ok(s) if (200..=599).contains(&d.status) => s,
+        _ => {
+            f.invalid(
+                format!("{at}.status"),
+                format!("{} must be an HTTP status from 200 to 599", d.status),
+            );
+            return None;
+        }
+    };
+    let body = d.body.clone().unwrap_or_default();
+    if body.len() > MAX_DIRECT_BODY {
+        f.invalid(
+            format!("{at}.body"),
+            format!(
+                "{} bytes is more than the {MAX_DIRECT_BODY} allowed",
+                body.len()
+            ),
+        );
+        return None;
+    }
+    Some(DirectResponse {
+        status,
+        body: Bytes::from(body),
+    })
+}
+
+fn backend_ref(
+    route: &ObjectRef,
+    r: &api::BackendRef,
+    at: &str,
+    env: &Env<'_>,
+    f: &mut Findings<'_>,
+) -> Option<WeightedBackend> {
+    let weight = r.weight.unwrap_or(1);
+    if weight > MAX_WEIGHT {
+        f.invalid(
+            format!("{at}.weight"),
+            format!("{weight} is more than {MAX_WEIGHT}"),
+        );
+        return None;
+    }
+    if let Some(ns) = r.namespace.as_deref().filter(|ns| *ns != route.namespace) {
+        f.not_supported(
+            format!("{at}.namespace"),
+            &format!("a reference to another namespace ({ns})"),
+        );
+        return None;
+    }
+    let kind = r.kind.as_deref().unwrap_or("Backend");
+    match kind {
+        "Backend" if r.port.is_some() => {
+            f.invalid(
+                format!("{at}.port"),
+                "port is only for kind: Service (a Backend names its own port)",
+            );
+            None
+        }
+        "Backend" => {
+            let target = ObjectRef::new(Kind::Backend, route.namespace.clone(), r.name.clone());
+            match env.backend_index.get(&target) {
+                Some(&idx) => Some(WeightedBackend {
+                    backend: idx,
+                    name: env.backends[idx].label.clone(),
+                    weight,
+                }),
+                None => {
+                    let why = if env.known_backends.contains(&target) {
+                        format!("{target} is rejected (see its own diagnostics)")
+                    } else if r.kind.is_none() {
+                        format!("{target} not found (and Service references are not supported yet)")
+                    } else {
+                        format!("{target} not found")
+                    };
+                    f.push(Diagnostic::error(
+                        f.id(),
+                        format!("{at}.name"),
+                        Reason::RefNotFound,
+                        why,
+                    ));
+                    None
+                }
+            }
+        }
+        "Service" => {
+            f.not_supported(
+                format!("{at}.kind"),
+                "kind: Service (Kubernetes Service discovery)",
+            );
+            None
+        }
+        other => {
+            f.invalid(
+                format!("{at}.kind"),
+                format!("{other:?} must be Backend or Service"),
+            );
+            None
+        }
+    }
+}
+
+fn timeouts(t: Option<&api::RouteTimeouts>, at: &str, f: &mut Findings<'_>) -> Timeouts {
+    let Some(t) = t else {
+        return Timeouts::default();
+    };
+    let request = t.request.map(std::time::Duration::from);
+    let backend_request = t.backend_request.map(std::time::Duration::from);
+    for (name, d) in [("request", request), ("backendRequest", backend_request)] {
+        if d.is_some_and(|d| d.is_zero()) {
+            f.invalid(
+                format!("{at}.{name}"),
+                "a timeout must be greater than zero",
+            );
+        }
+    }
+    if let (Some(r), Some(b)) = (request, backend_request) {
+        if b > r {
+            f.invalid(
+                format!("{at}.backendRequest"),
+                "backendRequest cannot be longer than request",
+            );
+        }
+    }
+    Timeouts {
+        request,
+        backend_request,
+    }
+}

@@ -1,0 +1,10 @@
+//! The control plane: sources of configuration, the index, the compiler and publishing.
+
+pub mod compile;
+pub mod file;
+pub mod names;
+pub mod reload;
+pub mod snapshot;
+
+pub use compile::{CompileOptions, Compiled, compile};
+pub use snapshot::{Accepted, Meta, Obj, Snapshot};

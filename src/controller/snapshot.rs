@@ -1,0 +1,65 @@
+//! What the compiler reads: every object reduced to its identity, origin and spec.
+
+use std::collections::BTreeMap;
+
+use crate::api::{BackendSpec, RateLimitPolicySpec, RouteSpec};
+use crate::model::{Diagnostic, ObjectRef};
+
+/// Where an object came from and what orders it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Meta {
+    /// Kind, namespace, name.
+    pub id: ObjectRef,
+    /// The file it was read from (standalone mode).
+    pub file: Option<String>,
+    /// `metadata.creationTimestamp` as Unix seconds, when known (precedence tie-break).
+    pub created: Option<i64>,
+    /// `metadata.generation`, when known (status `observedGeneration`).
+    pub generation: Option<i64>,
+}
+
+impl Meta {
+    /// Metadata with only an identity.
+    pub fn new(id: ObjectRef) -> Self {
+        Self {
+            id,
+            file: None,
+            created: None,
+            generation: None,
+        }
+    }
+}
+
+/// One object as the compiler sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Obj<S> {
+    /// Identity and origin.
+    pub meta: Meta,
+    /// The spec as written.
+    pub spec: S,
+}
+
+/// The versions of objects that compiled cleanly last time: what keeps serving when a later
+/// version of the same object is broken.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Accepted {
+    /// Accepted Routes.
+    pub routes: BTreeMap<ObjectRef, Obj<RouteSpec>>,
+    /// Accepted Backends.
+    pub backends: BTreeMap<ObjectRef, Obj<BackendSpec>>,
+}
+
+/// Everything the compiler reads. Built by the index; `compile` is a pure function of it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// Routes by identity.
+    pub routes: BTreeMap<ObjectRef, Obj<RouteSpec>>,
+    /// Backends by identity.
+    pub backends: BTreeMap<ObjectRef, Obj<BackendSpec>>,
+    /// RateLimitPolicies by identity.
+    pub policies: BTreeMap<ObjectRef, Obj<RateLimitPolicySpec>>,
+    /// Objects or files the sources could not read (each names the object when it could).
+    pub problems: Vec<Diagnostic>,
+    /// The last accepted versions, from the previous compile.
+    pub accepted: Accepted,
+}

@@ -1,0 +1,218 @@
+//! The library API: build and run a gateway in code, with the same engine as the binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState};
+use crate::controller::CompileOptions;
+use crate::controller::file::{FileSource, FileSourceError};
+use crate::controller::reload::{self, FileController};
+use crate::model::RoutingTable;
+use crate::proxy::{Proxy, ProxyConfig};
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No configuration source was given.
+    #[error("no configuration: call config_path() on the builder")]
+    NoConfig,
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration path cannot be read.
+    #[error(transparent)]
+    Config(#[from] FileSourceError),
+    /// The file watcher could not start.
+    #[error("cannot watch the configuration for changes: {0}")]
+    Watch(#[from] notify::Error),
+}
+
+/// Builds a [`Gateway`]. Defaults match the `tidegate run` flags.
+#[derive(Debug)]
+pub struct GatewayBuilder {
+    config_path: Option<PathBuf>,
+    http_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    proxy: ProxyConfig,
+    compile: CompileOptions,
+    watch: bool,
+    debounce: Duration,
+}
+
+impl Default for GatewayBuilder {
+    fn default() -> Self {
+        Self {
+            config_path: None,
+            http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            proxy: ProxyConfig::default(),
+            compile: CompileOptions::default(),
+            watch: true,
+            debounce: Duration::from_millis(50),
+        }
+    }
+}
+
+impl GatewayBuilder {
+    /// Reads Route/Backend YAML from this file or directory.
+    pub fn config_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_path = Some(path.into());
+        self
+    }
+
+    /// Where user traffic is served (port 0 picks a free port; see [`Gateway::http_addr`]).
+    pub fn http_addr(mut self, addr: SocketAddr) -> Self {
+        self.http_addr = addr;
+        self
+    }
+
+    /// Where the admin endpoints are served; `None` turns the admin server off.
+    pub fn admin_addr(mut self, addr: Option<SocketAddr>) -> Self {
+        self.admin_addr = addr;
+        self
+    }
+
+    /// Proxy limits and timeouts.
+    pub fn proxy_config(mut self, config: ProxyConfig) -> Self {
+        self.proxy = config;
+        self
+    }
+
+    /// The ingress class whose Routes this gateway serves.
+    pub fn ingress_class(mut self, class: impl Into<String>) -> Self {
+        self.compile.ingress_class = class.into();
+        self
+    }
+
+    /// Whether file changes trigger a reload (default on).
+    pub fn watch(mut self, on: bool) -> Self {
+        self.watch = on;
+        self
+    }
+
+    /// Binds the listeners, publishes the first table and starts serving.
+    pub async fn start(self) -> Result<Gateway, GatewayError> {
+        let path = self.config_path.ok_or(GatewayError::NoConfig)?;
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| GatewayError::Bind { addr, source })
+        };
+        let http = bind(self.http_addr).await?;
+        let http_addr = http.local_addr().map_err(|source| GatewayError::Bind {
+            addr: self.http_addr,
+            source,
+        })?;
+        let admin = match self.admin_addr {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
+        let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+
+        let stop = CancellationToken::new();
+        let (tables_tx, tables) = watch::channel(None);
+        if let Some(listener) = admin {
+            tokio::spawn(admin::serve(
+                listener,
+                AdminState {
+                    tables: tables.clone(),
+                },
+                stop.clone(),
+            ));
+        }
+
+        let proxy = Proxy::new(self.proxy);
+        let publisher = proxy.clone();
+        let publish: reload::Publish = Box::new(move |table: Arc<RoutingTable>| {
+            publisher.publish(table.clone());
+            tables_tx.send_replace(Some(table));
+        });
+        let mut controller = FileController::new(FileSource::new(&path), self.compile, publish);
+        controller.reload()?;
+        proxy.serve(http);
+
+        let (reload_tx, reload_rx) = mpsc::channel(16);
+        let watcher = if self.watch {
+            Some(reload::watch(&path, reload_tx.clone())?)
+        } else {
+            None
+        };
+        tokio::spawn(controller.run(reload_rx, self.debounce));
+
+        Ok(Gateway {
+            http_addr,
+            admin_addr,
+            proxy,
+            tables,
+            reload: reload_tx,
+            stop,
+            _watcher: watcher,
+        })
+    }
+}
+
+/// A running gateway.
+pub struct Gateway {
+    http_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    proxy: Proxy,
+    tables: watch::Receiver<Option<Arc<RoutingTable>>>,
+    reload: mpsc::Sender<()>,
+    stop: CancellationToken,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+impl Gateway {
+    /// A builder with the defaults of `tidegate run`.
+    pub fn builder() -> GatewayBuilder {
+        GatewayBuilder::default()
+    }
+
+    /// The address user traffic is served on.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The admin server's address, if it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Asks for a reload of the configuration (what SIGHUP does).
+    pub fn reload(&self) {
+        let _ = self.reload.try_send(());
+    }
+
+    /// The table being served.
+    pub fn table(&self) -> Option<Arc<RoutingTable>> {
+        self.tables.borrow().clone()
+    }
+
+    /// A receiver that sees every published table.
+    pub fn tables(&self) -> watch::Receiver<Option<Arc<RoutingTable>>> {
+        self.tables.clone()
+    }
+
+    /// The proxy, for its runtime state.
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    /// Stops accepting, drains in-flight requests and tunnels for up to `drain`, and stops.
+    /// Returns whether everything finished within the drain period.
+    pub async fn shutdown(self, drain: Duration) -> bool {
+        let finished = self.proxy.drain(drain).await;
+        self.stop.cancel();
+        finished
+    }
+}

@@ -1,0 +1,18 @@
+//! Tidegate: a Kubernetes ingress controller and API gateway.
+//!
+//! The crate is the engine behind the `tidegate` binary and a library: [`Gateway::builder`]
+//! runs the same control loop and proxy from Rust code.
+//!
+//! Module map (see ARCHITECTURE.md): [`api`] (the CRDs) → [`controller`] (sources, compile) →
+//! [`model`] (the immutable routing table) ← [`proxy`] (the data plane), plus [`admin`].
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod api;
+pub mod controller;
+mod gateway;
+pub mod model;
+pub mod proxy;
+pub mod telemetry;
+
+pub use gateway::{Gateway, GatewayBuilder, GatewayError};

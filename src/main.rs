@@ -1,0 +1,227 @@
+//! The `tidegate` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use tidegate::Gateway;
+use tidegate::api::Duration;
+use tidegate::controller::file::FileSource;
+use tidegate::controller::{CompileOptions, compile};
+use tidegate::model::Severity;
+use tidegate::proxy::{ProxyConfig, UpstreamSettings};
+use tidegate::telemetry::{LogFormat, init_logging};
+
+/// Tidegate: a Kubernetes ingress controller and API gateway.
+#[derive(Parser, Debug)]
+#[command(name = "tidegate", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gateway.
+    Run(RunArgs),
+    /// Compile a configuration and print every problem; exit 1 if any object is rejected.
+    Validate(ValidateArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crds,
+    /// Print the version.
+    Version,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// A YAML file or a directory of YAML files (standalone mode).
+    #[arg(long, env = "TIDEGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address for user traffic (HTTP/1.1 and h2c).
+    #[arg(long, env = "TIDEGATE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// Address of the admin server (/healthz, /readyz, /config).
+    #[arg(long, env = "TIDEGATE_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
+    admin_addr: SocketAddr,
+    /// Log line format.
+    #[arg(long, env = "TIDEGATE_LOG_FORMAT", value_enum, default_value = "json")]
+    log_format: LogFormat,
+    /// Log level filter (RUST_LOG syntax; RUST_LOG itself wins when set).
+    #[arg(long, env = "TIDEGATE_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// On SIGTERM/SIGINT, how long in-flight requests and WebSockets may take to finish.
+    #[arg(long, env = "TIDEGATE_DRAIN_TIMEOUT", default_value = "30s")]
+    drain_timeout: Duration,
+    /// A client must send its whole request head within this time.
+    #[arg(long, env = "TIDEGATE_HEADER_READ_TIMEOUT", default_value = "10s")]
+    header_read_timeout: Duration,
+    /// A client connection with no request in flight is closed after this.
+    #[arg(long, env = "TIDEGATE_IDLE_TIMEOUT", default_value = "60s")]
+    idle_timeout: Duration,
+    /// Largest request head (request line plus headers), in bytes.
+    #[arg(long, env = "TIDEGATE_MAX_HEADER_BYTES", default_value_t = 65536)]
+    max_header_bytes: usize,
+    /// Limit of one TCP connect to an upstream.
+    #[arg(long, env = "TIDEGATE_CONNECT_TIMEOUT", default_value = "5s")]
+    connect_timeout: Duration,
+    /// Time to an upstream's response headers when a rule sets no timeouts (0s: no limit).
+    #[arg(long, env = "TIDEGATE_DEFAULT_REQUEST_TIMEOUT", default_value = "60s")]
+    default_request_timeout: Duration,
+    /// Idle upstream connections are closed after this.
+    #[arg(long, env = "TIDEGATE_UPSTREAM_IDLE_TIMEOUT", default_value = "90s")]
+    upstream_idle_timeout: Duration,
+    /// Serve Routes of this ingress class (and Routes that name none).
+    #[arg(long, env = "TIDEGATE_INGRESS_CLASS", default_value = tidegate::api::DEFAULT_INGRESS_CLASS)]
+    ingress_class: String,
+}
+
+#[derive(Args, Debug)]
+struct ValidateArgs {
+    /// A YAML file or a directory of YAML files.
+    #[arg(long, env = "TIDEGATE_CONFIG")]
+    config: PathBuf,
+    /// Check Routes of this ingress class (and Routes that name none).
+    #[arg(long, env = "TIDEGATE_INGRESS_CLASS", default_value = tidegate::api::DEFAULT_INGRESS_CLASS)]
+    ingress_class: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Validate(args) => validate(args),
+        Command::Crds => match tidegate::api::crds_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tidegate: cannot render CRDs: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Version => {
+            println!("tidegate {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn validate(args: ValidateArgs) -> ExitCode {
+    let mut source = FileSource::new(&args.config);
+    let snap = match source.load() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tidegate: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let counts = (snap.routes.len(), snap.backends.len(), snap.policies.len());
+    let table = compile(
+        &snap,
+        &CompileOptions {
+            ingress_class: args.ingress_class,
+        },
+    )
+    .table;
+    for d in &table.diagnostics {
+        println!("{d}");
+    }
+    let mut rejected: Vec<_> = table
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .collect();
+    rejected.dedup_by(|a, b| a.object == b.object && a.file == b.file);
+    eprintln!(
+        "{} Route(s), {} Backend(s), {} RateLimitPolicy(s) read; {} rule(s) compiled; {} object(s) or file(s) rejected",
+        counts.0,
+        counts.1,
+        counts.2,
+        table.rules.len(),
+        rejected.len()
+    );
+    if rejected.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    init_logging(args.log_format, &args.log_level);
+    let Some(config) = args.config.clone() else {
+        eprintln!("tidegate: --config is required (Kubernetes mode is not supported yet)");
+        return ExitCode::from(2);
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tidegate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let nonzero = |d: Duration| (!d.0.is_zero()).then_some(d.0);
+        let proxy = ProxyConfig {
+            header_read_timeout: args.header_read_timeout.0,
+            idle_timeout: args.idle_timeout.0,
+            max_header_bytes: args.max_header_bytes,
+            default_request_timeout: nonzero(args.default_request_timeout),
+            upstream: UpstreamSettings {
+                connect_timeout: args.connect_timeout.0,
+                pool_idle_timeout: args.upstream_idle_timeout.0,
+                ..UpstreamSettings::default()
+            },
+        };
+        let gateway = Gateway::builder()
+            .config_path(config)
+            .http_addr(args.http_addr)
+            .admin_addr(Some(args.admin_addr))
+            .ingress_class(args.ingress_class)
+            .proxy_config(proxy)
+            .start()
+            .await;
+        let gateway = match gateway {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                eprintln!("tidegate: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(http = %gateway.http_addr(), admin = ?gateway.admin_addr(), "serving");
+        wait_for_signals(&gateway).await;
+        tracing::info!(timeout = %args.drain_timeout, "draining");
+        let finished = gateway.shutdown(args.drain_timeout.0).await;
+        tracing::info!(finished, "stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// Returns on SIGTERM or SIGINT; reloads on SIGHUP.
+async fn wait_for_signals(gateway: &Gateway) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                gateway.reload();
+            }
+        }
+    }
+}

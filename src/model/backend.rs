@@ -1,0 +1,49 @@
+//! Backends as the data plane sees them: an identity, a protocol, and where the endpoints come from.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::ObjectRef;
+
+/// How the gateway talks to a backend's endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with keep-alive.
+    #[serde(rename = "HTTP1")]
+    Http1,
+    /// HTTP/2 cleartext, prior knowledge.
+    #[serde(rename = "H2C")]
+    H2c,
+}
+
+/// One endpoint address, `host:port` (an IP literal or a name resolved when connecting).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Endpoint {
+    /// `host:port`, usable as a URI authority (`[::1]:80` for IPv6).
+    pub address: Arc<str>,
+}
+
+impl Endpoint {
+    /// An endpoint from its `host:port` authority.
+    pub fn new(address: &str) -> Self {
+        Self {
+            address: address.into(),
+        }
+    }
+}
+
+/// A compiled Backend.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backend {
+    /// The object it came from; runtime state (endpoints, counters) is keyed by it.
+    pub id: ObjectRef,
+    /// `namespace/name`, for metrics and logs.
+    pub label: Arc<str>,
+    /// Upstream protocol.
+    pub protocol: UpstreamProtocol,
+    /// Endpoints known at compile time (static ones); discovery may replace them at run time.
+    pub endpoints: Vec<Endpoint>,
+}

@@ -1,0 +1,222 @@
+//! Filters: what a rule does to a request or response besides routing it.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde::Serialize;
+
+/// Header edits: `set` replaces, `add` appends, `remove` deletes (applied remove, set, add).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct HeaderModifier {
+    /// Replaced or inserted.
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "super::ser::header_pairs"
+    )]
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    /// Appended.
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "super::ser::header_pairs"
+    )]
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    /// Deleted.
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "super::ser::header_names"
+    )]
+    pub remove: Vec<HeaderName>,
+}
+
+impl HeaderModifier {
+    /// Applies the edits to `headers`.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+        for (name, value) in &self.add {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// How a path is replaced.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PathRewrite {
+    /// Replace the matched prefix with this.
+    ReplacePrefixMatch(String),
+    /// Replace the whole path with this.
+    ReplaceFullPath(String),
+}
+
+impl PathRewrite {
+    /// The new path for `path`, whose prefix `matched` (stored form: no trailing slash) matched.
+    pub fn apply(&self, path: &str, matched: &str) -> String {
+        match self {
+            PathRewrite::ReplaceFullPath(p) => p.clone(),
+            PathRewrite::ReplacePrefixMatch(replacement) => {
+                // The matcher is segment-aware, so `rest` is empty or starts with '/'.
+                let rest = path.get(matched.len()..).unwrap_or("");
+                let base = replacement.trim_end_matches('/');
+                match (base.is_empty(), rest.is_empty()) {
+                    (true, true) => "/".to_owned(),
+                    (true, false) => rest.to_owned(),
+                    (false, true) if replacement.ends_with('/') => format!("{base}/"),
+                    (false, _) => format!("{base}{rest}"),
+                }
+            }
+        }
+    }
+}
+
+/// Rewrites of the forwarded request.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct UrlRewrite {
+    /// New path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathRewrite>,
+    /// New host.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::ser::opt_header_value"
+    )]
+    pub hostname: Option<HeaderValue>,
+}
+
+/// A filter applied to the request before it is forwarded, in the order written.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RequestFilter {
+    /// Header edits.
+    RequestHeaderModifier(HeaderModifier),
+    /// Path/host rewrite.
+    UrlRewrite(UrlRewrite),
+}
+
+/// A redirect answer.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Redirect {
+    /// New scheme.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// New host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// New port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// New path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathRewrite>,
+    /// Redirect status.
+    #[serde(serialize_with = "super::ser::status")]
+    pub status: StatusCode,
+}
+
+impl Redirect {
+    /// The `Location` for a request with this scheme, host (without port), port, path and query.
+    pub fn location(
+        &self,
+        scheme: &str,
+        host: &str,
+        port: Option<u16>,
+        path: &str,
+        matched_prefix: Option<&str>,
+        query: Option<&str>,
+    ) -> String {
+        let new_scheme = self.scheme.as_deref().unwrap_or(scheme);
+        let new_host = self.hostname.as_deref().unwrap_or(host);
+        // Gateway API: an explicit port wins; a scheme change without a port means the new
+        // scheme's default; otherwise the request's port is kept.
+        let new_port = match (self.port, &self.scheme) {
+            (Some(p), _) => Some(p),
+            (None, Some(_)) => None,
+            (None, None) => port,
+        };
+        let new_path = match &self.path {
+            Some(rewrite) => rewrite.apply(path, matched_prefix.unwrap_or("")),
+            None => path.to_owned(),
+        };
+        let default_port = match new_scheme {
+            "https" => 443,
+            _ => 80,
+        };
+        let mut out = format!("{new_scheme}://{new_host}");
+        if let Some(p) = new_port.filter(|p| *p != default_port) {
+            out.push_str(&format!(":{p}"));
+        }
+        out.push_str(&new_path);
+        if let Some(q) = query.filter(|q| !q.is_empty()) {
+            out.push('?');
+            out.push_str(q);
+        }
+        out
+    }
+}
+
+/// A fixed answer.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DirectResponse {
+    /// Status code.
+    #[serde(serialize_with = "super::ser::status")]
+    pub status: StatusCode,
+    /// Body, sent as text/plain.
+    #[serde(serialize_with = "super::ser::bytes_str")]
+    pub body: Bytes,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_prefix_keeps_the_rest_of_the_path() {
+        let r = |repl: &str, path: &str, matched: &str| {
+            PathRewrite::ReplacePrefixMatch(repl.into()).apply(path, matched)
+        };
+        assert_eq!(r("/", "/api/x", "/api"), "/x");
+        assert_eq!(r("/", "/api", "/api"), "/");
+        assert_eq!(r("/v2", "/api/x/y", "/api"), "/v2/x/y");
+        assert_eq!(r("/v2/", "/api/x", "/api"), "/v2/x");
+        assert_eq!(r("/v2", "/api", "/api"), "/v2");
+        assert_eq!(r("/v2/", "/api", "/api"), "/v2/");
+        assert_eq!(r("/v2", "/api/", "/api"), "/v2/");
+        assert_eq!(r("/v2", "/x/y", ""), "/v2/x/y");
+    }
+
+    #[test]
+    fn redirect_changes_only_what_it_names() {
+        let to_https = Redirect {
+            scheme: Some("https".into()),
+            hostname: None,
+            port: None,
+            path: None,
+            status: StatusCode::MOVED_PERMANENTLY,
+        };
+        assert_eq!(
+            to_https.location("http", "a.test", Some(8080), "/x", None, Some("q=1")),
+            "https://a.test/x?q=1"
+        );
+        let host_only = Redirect {
+            scheme: None,
+            hostname: Some("b.test".into()),
+            ..to_https.clone()
+        };
+        assert_eq!(
+            host_only.location("http", "a.test", Some(8080), "/x", None, None),
+            "http://b.test:8080/x"
+        );
+        let port = Redirect {
+            port: Some(8443),
+            ..to_https
+        };
+        assert_eq!(
+            port.location("http", "a.test", None, "/", None, None),
+            "https://a.test:8443/"
+        );
+    }
+}

@@ -1,0 +1,30 @@
+//! The routing table (the IR between the compiler and the proxy).
+//!
+//! Everything here is plain data plus pure functions over it: no Kubernetes, no sockets. The
+//! compiler produces a [`RoutingTable`]; the proxy only reads it.
+
+mod backend;
+mod diagnostic;
+pub mod filter;
+mod matching;
+mod object;
+pub mod precedence;
+mod ser;
+mod table;
+pub mod weighted;
+
+pub use backend::{Backend, Endpoint, UpstreamProtocol};
+pub use diagnostic::{Diagnostic, Reason, Severity};
+pub use filter::{
+    DirectResponse, HeaderModifier, PathRewrite, Redirect, RequestFilter, UrlRewrite,
+};
+pub use matching::{
+    HeaderMatcher, PathMatcher, Pattern, QueryMatcher, RequestMatch, RequestView, ValueMatcher,
+    query_pairs,
+};
+pub use object::{Kind, ObjectRef};
+pub use ser::format_duration;
+pub use table::{
+    Action, BackendIdx, Candidate, Hit, HostIndex, RoutingTable, Rule, TableError, Timeouts,
+    WeightedBackend,
+};

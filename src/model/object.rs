@@ -1,0 +1,66 @@
+//! Identities of configuration objects, shared by diagnostics, statuses and runtime state.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// The kinds of object the compiler reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Kind {
+    /// `tidegate.dev` Route.
+    Route,
+    /// `tidegate.dev` Backend.
+    Backend,
+    /// `tidegate.dev` RateLimitPolicy.
+    RateLimitPolicy,
+}
+
+impl Kind {
+    /// The kind as written in YAML.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Route => "Route",
+            Kind::Backend => "Backend",
+            Kind::RateLimitPolicy => "RateLimitPolicy",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Kind, namespace and name: the stable identity of one object.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ObjectRef {
+    /// The object's kind.
+    pub kind: Kind,
+    /// Its namespace (`default` when a file names none).
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// An identity from its parts.
+    pub fn new(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// `namespace/name`, the form used in metrics labels and logs.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}

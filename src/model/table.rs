@@ -1,0 +1,309 @@
+//! The routing table: immutable, versioned, swapped whole by the proxy.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::filter::{DirectResponse, HeaderModifier, Redirect, RequestFilter};
+use super::matching::{RequestMatch, RequestView};
+use super::precedence::{HostRank, PathRank, Rank};
+use super::{Backend, Diagnostic, ObjectRef, PathMatcher};
+
+/// Index of a backend in [`RoutingTable::backends`].
+pub type BackendIdx = usize;
+
+/// One backendRef of a rule, resolved.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct WeightedBackend {
+    /// Index in the table's backends.
+    #[serde(skip)]
+    pub backend: BackendIdx,
+    /// The backend's `namespace/name`.
+    pub name: Arc<str>,
+    /// Its relative share.
+    pub weight: u32,
+}
+
+/// What a rule does with a request once filters ran.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Action {
+    /// Proxy to one of the backends, chosen by smooth weighted round robin.
+    Forward {
+        /// The weighted backends.
+        backends: Vec<WeightedBackend>,
+        /// One cycle of the weighted order, as indexes into `backends` (see `weighted`).
+        #[serde(skip)]
+        schedule: Arc<[u32]>,
+    },
+    /// Answer with a redirect.
+    Redirect(Redirect),
+    /// Answer with a fixed response.
+    DirectResponse(DirectResponse),
+}
+
+/// Time limits of a rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeouts {
+    /// From the request's arrival to the response headers.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::ser::duration"
+    )]
+    pub request: Option<Duration>,
+    /// For one backend attempt, to its response headers.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::ser::duration"
+    )]
+    pub backend_request: Option<Duration>,
+}
+
+/// A compiled rule of a Route.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rule {
+    /// The Route it came from.
+    pub route: ObjectRef,
+    /// Its position in the Route's rules.
+    pub index: usize,
+    /// Its name, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `namespace/name` or `namespace/name/rule`: the label for metrics and logs.
+    pub label: Arc<str>,
+    /// Host names, lower-case; empty means every host.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    /// Conditions; any one selects the rule. Never empty (no matches = prefix `/`).
+    pub matches: Vec<RequestMatch>,
+    /// Applied to the request, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub request_filters: Vec<RequestFilter>,
+    /// Applied to the response, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub response_filters: Vec<HeaderModifier>,
+    /// What happens to a matched request.
+    pub action: Action,
+    /// Time limits.
+    pub timeouts: Timeouts,
+    /// Creation time of the Route, for precedence.
+    #[serde(skip)]
+    pub created: Option<i64>,
+}
+
+/// One (rule, match) pair to try for a host bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// Index in [`RoutingTable::rules`].
+    pub rule: u32,
+    /// Index in that rule's matches.
+    pub match_index: u32,
+}
+
+/// Rules grouped by host, each group sorted by precedence.
+#[derive(Clone, Debug, Default)]
+pub struct HostIndex {
+    exact: HashMap<Box<str>, Box<[Candidate]>>,
+    /// Keyed by the suffix after `*`, e.g. `.example.com`.
+    wildcard: HashMap<Box<str>, Box<[Candidate]>>,
+    any: Box<[Candidate]>,
+}
+
+impl HostIndex {
+    /// Groups every (hostname, match) of `rules` and sorts each group by [`Rank`].
+    pub fn build(rules: &[Rule]) -> Self {
+        let mut exact: HashMap<Box<str>, Vec<(Rank, Candidate)>> = HashMap::new();
+        let mut wildcard: HashMap<Box<str>, Vec<(Rank, Candidate)>> = HashMap::new();
+        let mut any = Vec::new();
+        for (ri, rule) in rules.iter().enumerate() {
+            for (mi, m) in rule.matches.iter().enumerate() {
+                let candidate = Candidate {
+                    rule: ri as u32,
+                    match_index: mi as u32,
+                };
+                let rank = |host| rank_of(rule, mi, m, host);
+                if rule.hostnames.is_empty() {
+                    any.push((rank(HostRank::Any), candidate));
+                }
+                for h in &rule.hostnames {
+                    match h.strip_prefix('*') {
+                        Some(suffix) => wildcard
+                            .entry(suffix.into())
+                            .or_default()
+                            .push((rank(HostRank::Wildcard(suffix.len())), candidate)),
+                        None => exact
+                            .entry(h.as_str().into())
+                            .or_default()
+                            .push((rank(HostRank::Exact), candidate)),
+                    }
+                }
+            }
+        }
+        fn sorted(mut v: Vec<(Rank, Candidate)>) -> Box<[Candidate]> {
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v.into_iter().map(|(_, c)| c).collect()
+        }
+        Self {
+            exact: exact.into_iter().map(|(k, v)| (k, sorted(v))).collect(),
+            wildcard: wildcard.into_iter().map(|(k, v)| (k, sorted(v))).collect(),
+            any: sorted(any),
+        }
+    }
+
+    /// The candidate groups for `host` (lower-case, no port), most specific first:
+    /// the exact host, then wildcards from the longest suffix, then Routes without hostnames.
+    pub fn groups<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a [Candidate]> + 'a {
+        let exact = self.exact.get(host).map(|c| &**c);
+        let wildcards = host
+            .char_indices()
+            .filter(|&(i, c)| c == '.' && i > 0)
+            .filter_map(move |(i, _)| self.wildcard.get(&host[i..]).map(|c| &**c));
+        let wildcards = (!self.wildcard.is_empty())
+            .then_some(wildcards)
+            .into_iter()
+            .flatten();
+        exact
+            .into_iter()
+            .chain(wildcards)
+            .chain(std::iter::once(&*self.any))
+    }
+}
+
+fn rank_of(rule: &Rule, match_index: usize, m: &RequestMatch, host: HostRank) -> Rank {
+    Rank {
+        host,
+        path: match &m.path {
+            PathMatcher::Exact(_) => PathRank::Exact,
+            PathMatcher::Prefix(p) => PathRank::Prefix(p.len()),
+            PathMatcher::RegularExpression(_) => PathRank::RegularExpression,
+        },
+        headers: m.headers.len(),
+        method: m.method.is_some(),
+        query: m.query_params.len(),
+        created: rule.created,
+        namespace: rule.route.namespace.clone(),
+        name: rule.route.name.clone(),
+        rule: rule.index,
+        match_index,
+    }
+}
+
+/// The result of a lookup.
+#[derive(Clone, Copy, Debug)]
+pub struct Hit<'a> {
+    /// Index of the rule in [`RoutingTable::rules`].
+    pub index: usize,
+    /// The winning rule.
+    pub rule: &'a Rule,
+    /// The match of that rule that selected the request.
+    pub matched: &'a RequestMatch,
+}
+
+/// The whole compiled configuration the data plane serves from.
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutingTable {
+    /// Increases with every published table.
+    pub version: u64,
+    /// Every accepted rule, in (namespace, name, rule index) order.
+    pub rules: Vec<Rule>,
+    /// Every accepted backend, in (namespace, name) order.
+    pub backends: Vec<Backend>,
+    /// What the compiler found wrong, rejected or ignored.
+    pub diagnostics: Vec<Diagnostic>,
+    #[serde(skip)]
+    index: HostIndex,
+}
+
+/// Why a table is not fit to publish. Any of these is a compiler bug, never a user error.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TableError {
+    /// A rule names a backend index the table does not have.
+    #[error("rule {rule} refers to backend #{backend}, but the table has {len} backends")]
+    DanglingBackend {
+        rule: Arc<str>,
+        backend: usize,
+        len: usize,
+    },
+    /// A rule's weighted schedule names a backendRef it does not have.
+    #[error("rule {rule} has a schedule entry {entry} beyond its {len} backendRefs")]
+    BadSchedule {
+        rule: Arc<str>,
+        entry: u32,
+        len: usize,
+    },
+    /// A rule has no match to select it.
+    #[error("rule {rule} has no matches")]
+    NoMatches { rule: Arc<str> },
+}
+
+impl RoutingTable {
+    /// A table from compiled rules and backends; the host index is built here.
+    pub fn new(rules: Vec<Rule>, backends: Vec<Backend>, diagnostics: Vec<Diagnostic>) -> Self {
+        let index = HostIndex::build(&rules);
+        Self {
+            version: 0,
+            rules,
+            backends,
+            diagnostics,
+            index,
+        }
+    }
+
+    /// Checks the invariants the proxy relies on, before the table is published.
+    pub fn validate(&self) -> Result<(), TableError> {
+        for rule in &self.rules {
+            if rule.matches.is_empty() {
+                return Err(TableError::NoMatches {
+                    rule: rule.label.clone(),
+                });
+            }
+            if let Action::Forward { backends, schedule } = &rule.action {
+                for b in backends {
+                    if b.backend >= self.backends.len() {
+                        return Err(TableError::DanglingBackend {
+                            rule: rule.label.clone(),
+                            backend: b.backend,
+                            len: self.backends.len(),
+                        });
+                    }
+                }
+                if let Some(&entry) = schedule.iter().find(|&&e| e as usize >= backends.len()) {
+                    return Err(TableError::BadSchedule {
+                        rule: rule.label.clone(),
+                        entry,
+                        len: backends.len(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The rule and match that win for a request to `host` (lower-case, without port).
+    pub fn lookup(&self, host: &str, req: &RequestView<'_>) -> Option<Hit<'_>> {
+        for group in self.index.groups(host) {
+            for c in group {
+                let rule = &self.rules[c.rule as usize];
+                let matched = &rule.matches[c.match_index as usize];
+                if matched.matches(req) {
+                    return Some(Hit {
+                        index: c.rule as usize,
+                        rule,
+                        matched,
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether any diagnostic rejects an object.
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+}

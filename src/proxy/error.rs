@@ -1,0 +1,74 @@
+//! Errors on the request path, and the one place they become HTTP responses.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use super::body::ProxyBody;
+
+/// Why the proxy answered a request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No rule matches the host and path.
+    #[error("no route matches this request")]
+    NoRoute,
+    /// The request cannot be routed as sent.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// Every backendRef of the rule has weight 0.
+    #[error("no backend has a non-zero weight")]
+    NoBackend,
+    /// The chosen backend has no endpoint to send to.
+    #[error("backend {backend} has no endpoints")]
+    NoEndpoints { backend: std::sync::Arc<str> },
+    /// Connecting to the endpoint failed.
+    #[error("cannot connect to upstream")]
+    UpstreamConnect(#[source] hyper_util::client::legacy::Error),
+    /// The upstream reset the connection or spoke invalid HTTP.
+    #[error("upstream failed")]
+    UpstreamFailed(#[source] hyper_util::client::legacy::Error),
+    /// The upstream did not answer in time.
+    #[error("upstream timed out")]
+    Timeout,
+    /// A protocol upgrade cannot be proxied to this backend.
+    #[error("upgrade not possible: {0}")]
+    UpgradeUnsupported(&'static str),
+}
+
+impl ProxyError {
+    /// The status a client sees.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoBackend | ProxyError::NoEndpoints { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::UpstreamConnect(_)
+            | ProxyError::UpstreamFailed(_)
+            | ProxyError::UpgradeUnsupported(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// A short plain-text answer that says what happened without leaking internals.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let body = match &self {
+            ProxyError::NoRoute => "no route matches this host and path\n".to_owned(),
+            ProxyError::BadRequest(why) => format!("bad request: {why}\n"),
+            ProxyError::NoBackend => "no backend available for this route\n".to_owned(),
+            ProxyError::NoEndpoints { backend } => {
+                format!("no endpoints available for backend {backend}\n")
+            }
+            ProxyError::UpstreamConnect(_) => "upstream connect error\n".to_owned(),
+            ProxyError::UpstreamFailed(_) => "upstream connection failed\n".to_owned(),
+            ProxyError::Timeout => "upstream timed out\n".to_owned(),
+            ProxyError::UpgradeUnsupported(why) => format!("cannot upgrade: {why}\n"),
+        };
+        let mut resp = Response::new(ProxyBody::full(body));
+        *resp.status_mut() = self.status();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+}

@@ -1,0 +1,82 @@
+//! `x-request-id`: kept when the client sent one, generated when absent.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// The request-id header.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Per-process random seeds, so ids from different replicas do not collide.
+static SEED: LazyLock<(u64, u64)> = LazyLock::new(|| {
+    let s = std::collections::hash_map::RandomState::new();
+    let mut a = s.build_hasher();
+    a.write_u64(std::process::id() as u64);
+    let mut b = s.build_hasher();
+    b.write_u64(a.finish());
+    (a.finish(), b.finish())
+});
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A new 32-hex-digit id: the process seed, then a counter scrambled by a bijective mix.
+pub fn generate() -> HeaderValue {
+    let (hi, salt) = *SEED;
+    let lo = splitmix64(COUNTER.fetch_add(1, Ordering::Relaxed) ^ salt);
+    let mut buf = [0u8; 32];
+    hex(hi, &mut buf[..16]);
+    hex(lo, &mut buf[16..]);
+    HeaderValue::from_bytes(&buf).expect("hex digits are a valid header value")
+}
+
+/// The request's id, inserting a new one when the request has none (or an empty one).
+pub fn ensure(headers: &mut HeaderMap) -> HeaderValue {
+    match headers.get(&X_REQUEST_ID) {
+        Some(v) if !v.is_empty() => v.clone(),
+        _ => {
+            let id = generate();
+            headers.insert(X_REQUEST_ID.clone(), id.clone());
+            id
+        }
+    }
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+fn hex(mut v: u64, out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_are_unique_and_hex() {
+        let a = generate();
+        let b = generate();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        assert!(a.to_str().unwrap().bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn an_existing_id_is_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID.clone(), HeaderValue::from_static("abc"));
+        assert_eq!(ensure(&mut h), "abc");
+        let mut empty = HeaderMap::new();
+        let id = ensure(&mut empty);
+        assert_eq!(empty.get(&X_REQUEST_ID), Some(&id));
+    }
+}

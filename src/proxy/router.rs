@@ -1,0 +1,42 @@
+//! A routing table linked to runtime state: what one request reads, swapped whole on reload.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::upstream::{BackendState, Registry};
+use crate::model::{Action, RoutingTable, Rule};
+
+/// The table plus the live state its rules point into.
+pub struct Router {
+    /// The compiled table.
+    pub table: Arc<RoutingTable>,
+    /// `backends[i]` is the state of `table.backends[i]`.
+    pub backends: Vec<Arc<BackendState>>,
+    /// Per rule: position in its weighted schedule.
+    splits: Box<[AtomicUsize]>,
+}
+
+impl Router {
+    /// Links `table` to the registry's backend states.
+    pub fn link(table: Arc<RoutingTable>, registry: &Registry) -> Self {
+        let backends = registry.link(&table);
+        let splits = table.rules.iter().map(|_| AtomicUsize::new(0)).collect();
+        Self {
+            table,
+            backends,
+            splits,
+        }
+    }
+
+    /// The backend (index into `table.backends`) that rule number `rule` sends its next request to.
+    pub fn pick_backend(&self, rule_index: usize, rule: &Rule) -> Option<usize> {
+        let Action::Forward { backends, schedule } = &rule.action else {
+            return None;
+        };
+        if schedule.is_empty() {
+            return None;
+        }
+        let n = self.splits[rule_index].fetch_add(1, Ordering::Relaxed);
+        Some(backends[schedule[n % schedule.len()] as usize].backend)
+    }
+}
