@@ -74,6 +74,9 @@ struct RunArgs {
     /// Serve Routes of this ingress class (and Routes that name none).
     #[arg(long, env = "TIDEGATE_INGRESS_CLASS", default_value = tidegate::api::DEFAULT_INGRESS_CLASS)]
     ingress_class: String,
+    /// Runtime worker threads (default: one per available CPU). 1 runs a single-threaded runtime.
+    #[arg(long, env = "TIDEGATE_WORKER_THREADS")]
+    worker_threads: Option<usize>,
 }
 
 #[derive(Args, Debug)]
@@ -155,10 +158,16 @@ fn run(args: RunArgs) -> ExitCode {
         eprintln!("tidegate: --config is required (Kubernetes mode is not supported yet)");
         return ExitCode::from(2);
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match args.worker_threads {
+        Some(0) => {
+            eprintln!("tidegate: --worker-threads must be at least 1");
+            return ExitCode::from(2);
+        }
+        Some(1) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+        None => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tidegate: cannot start the runtime: {e}");

@@ -1,0 +1,2 @@
+//! Placeholder; the benchmark harness fills this in.
+fn main() {}
