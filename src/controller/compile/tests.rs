@@ -1,2 +1,390 @@
+//! Compiler behaviour across compiles: last accepted versions, isolation of bad objects.
+
+use crate::api::{BackendRef, BackendSpec, RouteRule, RouteSpec};
+use crate::controller::snapshot::{Meta, Obj, Snapshot};
+use crate::model::{Diagnostic, Kind, ObjectRef, Reason, Severity};
+
+use super::{CompileOptions, compile};
+
+fn backend(name: &str, endpoints: &[&str]) -> Obj<BackendSpec> {
+    Obj {
+        meta: Meta::new(ObjectRef::new(Kind::Backend, "default", name)),
+        spec: BackendSpec {
+            endpoints: endpoints.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        },
+    }
+}
+
+fn route(name: &str, backend: &str) -> Obj<RouteSpec> {
+    Obj {
+        meta: Meta::new(ObjectRef::new(Kind::Route, "default", name)),
+        spec: RouteSpec {
+            rules: vec![RouteRule {
+                backend_refs: vec![BackendRef {
+                    name: backend.into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    }
+}
+
+fn snapshot(routes: Vec<Obj<RouteSpec>>, backends: Vec<Obj<BackendSpec>>) -> Snapshot {
+    Snapshot {
+        routes: routes.into_iter().map(|o| (o.meta.id.clone(), o)).collect(),
+        backends: backends
+            .into_iter()
+            .map(|o| (o.meta.id.clone(), o))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn errors_of<'a>(diags: &'a [Diagnostic], name: &str) -> Vec<&'a Diagnostic> {
+    diags
+        .iter()
+        .filter(|d| d.is_error() && d.object.as_ref().is_some_and(|o| o.name == name))
+        .collect()
+}
+
 #[test]
-fn placeholder() {}
+fn a_bad_route_does_not_affect_the_others() {
+    let snap = snapshot(
+        vec![route("good", "app"), route("bad", "missing")],
+        vec![backend("app", &["127.0.0.1:1"])],
+    );
+    let out = compile(&snap, &CompileOptions::default());
+    assert_eq!(out.table.rules.len(), 1);
+    assert_eq!(out.table.rules[0].route.name, "good");
+    let bad = errors_of(&out.table.diagnostics, "bad");
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0].reason, Reason::RefNotFound);
+    assert_eq!(bad[0].field, "spec.rules[0].backendRefs[0].name");
+}
+
+#[test]
+fn a_broken_update_keeps_the_last_accepted_version() {
+    let first = snapshot(
+        vec![route("web", "app")],
+        vec![backend("app", &["127.0.0.1:1"])],
+    );
+    let accepted = compile(&first, &CompileOptions::default()).accepted;
+
+    // The Route now names a Backend that does not exist.
+    let mut second = snapshot(
+        vec![route("web", "nope")],
+        vec![backend("app", &["127.0.0.1:1"])],
+    );
+    second.accepted = accepted;
+    let out = compile(&second, &CompileOptions::default());
+    assert_eq!(
+        out.table.rules.len(),
+        1,
+        "the last accepted version keeps serving"
+    );
+    assert_eq!(out.table.rules[0].route.name, "web");
+    assert_eq!(
+        errors_of(&out.table.diagnostics, "web").len(),
+        1,
+        "the new version is still reported"
+    );
+    assert!(
+        out.table
+            .diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Warning && d.message.contains("last accepted")),
+        "{:?}",
+        out.table.diagnostics
+    );
+    assert_eq!(
+        out.accepted.routes[&ObjectRef::new(Kind::Route, "default", "web")].spec,
+        route("web", "app").spec
+    );
+}
+
+#[test]
+fn an_unreadable_document_keeps_the_last_accepted_version() {
+    let first = snapshot(
+        vec![route("web", "app")],
+        vec![backend("app", &["127.0.0.1:1"])],
+    );
+    let accepted = compile(&first, &CompileOptions::default()).accepted;
+
+    let id = ObjectRef::new(Kind::Route, "default", "web");
+    let mut second = snapshot(vec![], vec![backend("app", &["127.0.0.1:1"])]);
+    second.problems.push(Diagnostic::error(
+        &id,
+        "spec.rules",
+        Reason::Malformed,
+        "bad",
+    ));
+    second.accepted = accepted;
+    let out = compile(&second, &CompileOptions::default());
+    assert_eq!(out.table.rules.len(), 1);
+}
+
+#[test]
+fn a_deleted_object_is_gone_even_with_an_accepted_version() {
+    let first = snapshot(
+        vec![route("web", "app")],
+        vec![backend("app", &["127.0.0.1:1"])],
+    );
+    let accepted = compile(&first, &CompileOptions::default()).accepted;
+    let mut second = snapshot(vec![], vec![backend("app", &["127.0.0.1:1"])]);
+    second.accepted = accepted;
+    let out = compile(&second, &CompileOptions::default());
+    assert!(out.table.rules.is_empty());
+    assert!(out.accepted.routes.is_empty());
+}
+
+#[test]
+fn a_route_to_a_broken_backend_falls_back_with_it() {
+    let first = snapshot(
+        vec![route("web", "app")],
+        vec![backend("app", &["127.0.0.1:1"])],
+    );
+    let accepted = compile(&first, &CompileOptions::default()).accepted;
+    // The Backend loses its endpoints: it is rejected, its last version serves, and so the
+    // Route that points at it still compiles.
+    let mut second = snapshot(vec![route("web", "app")], vec![backend("app", &[])]);
+    second.accepted = accepted;
+    let out = compile(&second, &CompileOptions::default());
+    assert_eq!(out.table.backends.len(), 1);
+    assert_eq!(&*out.table.backends[0].endpoints[0].address, "127.0.0.1:1");
+    assert_eq!(out.table.rules.len(), 1);
+    assert!(errors_of(&out.table.diagnostics, "web").is_empty());
+}
+
+#[test]
+fn compile_is_deterministic() {
+    let snap = snapshot(
+        vec![route("b", "app"), route("a", "app"), route("c", "missing")],
+        vec![backend("app", &["127.0.0.1:1", "127.0.0.1:2"])],
+    );
+    let a = compile(&snap, &CompileOptions::default());
+    let b = compile(&snap, &CompileOptions::default());
+    assert_eq!(
+        serde_json::to_string(&a.table).unwrap(),
+        serde_json::to_string(&b.table).unwrap()
+    );
+    let names: Vec<_> = a
+        .table
+        .rules
+        .iter()
+        .map(|r| r.route.name.as_str())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+}
+
+mod lookup {
+    //! Precedence through a compiled table: which rule a request lands on.
+
+    use http::{HeaderMap, HeaderValue, Method};
+
+    use super::*;
+    use crate::api::{HeaderMatch, PathMatch, PathMatchType, RouteMatch};
+    use crate::model::{RequestView, RoutingTable};
+
+    fn r(name: &str, hosts: &[&str], m: RouteMatch) -> Obj<RouteSpec> {
+        let mut o = route(name, "app");
+        o.spec.hostnames = hosts.iter().map(|h| h.to_string()).collect();
+        o.spec.rules[0].matches = vec![m];
+        o
+    }
+
+    fn path(kind: PathMatchType, value: &str) -> RouteMatch {
+        RouteMatch {
+            path: Some(PathMatch {
+                kind,
+                value: value.into(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn table(routes: Vec<Obj<RouteSpec>>) -> RoutingTable {
+        let out = compile(
+            &snapshot(routes, vec![backend("app", &["127.0.0.1:1"])]),
+            &CompileOptions::default(),
+        );
+        assert!(!out.table.has_errors(), "{:?}", out.table.diagnostics);
+        out.table
+    }
+
+    fn winner(
+        t: &RoutingTable,
+        host: &str,
+        p: &str,
+        headers: &[(&'static str, &'static str)],
+    ) -> Option<String> {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        let view = RequestView {
+            method: &Method::GET,
+            path: p,
+            query: None,
+            headers: &h,
+        };
+        t.lookup(host, &view).map(|hit| hit.rule.route.name.clone())
+    }
+
+    #[test]
+    fn exact_host_route_beats_wildcard_route() {
+        let t = table(vec![
+            r(
+                "wild",
+                &["*.example.com"],
+                path(PathMatchType::PathPrefix, "/"),
+            ),
+            r(
+                "exact",
+                &["shop.example.com"],
+                path(PathMatchType::PathPrefix, "/"),
+            ),
+        ]);
+        assert_eq!(
+            winner(&t, "shop.example.com", "/", &[]).as_deref(),
+            Some("exact")
+        );
+        assert_eq!(
+            winner(&t, "blog.example.com", "/", &[]).as_deref(),
+            Some("wild")
+        );
+    }
+
+    #[test]
+    fn unmatched_exact_host_rules_fall_through_to_wildcard_then_any_host() {
+        let t = table(vec![
+            r(
+                "exact",
+                &["shop.example.com"],
+                path(PathMatchType::PathPrefix, "/api"),
+            ),
+            r(
+                "wild",
+                &["*.example.com"],
+                path(PathMatchType::PathPrefix, "/static"),
+            ),
+            r("any", &[], path(PathMatchType::PathPrefix, "/")),
+        ]);
+        assert_eq!(
+            winner(&t, "shop.example.com", "/api/x", &[]).as_deref(),
+            Some("exact")
+        );
+        assert_eq!(
+            winner(&t, "shop.example.com", "/static/a.css", &[]).as_deref(),
+            Some("wild")
+        );
+        assert_eq!(
+            winner(&t, "shop.example.com", "/other", &[]).as_deref(),
+            Some("any")
+        );
+        assert_eq!(winner(&t, "unknown.test", "/", &[]).as_deref(), Some("any"));
+    }
+
+    #[test]
+    fn wildcard_matches_subdomains_at_any_depth_but_not_the_apex() {
+        let t = table(vec![r(
+            "wild",
+            &["*.example.com"],
+            path(PathMatchType::PathPrefix, "/"),
+        )]);
+        assert_eq!(
+            winner(&t, "a.example.com", "/", &[]).as_deref(),
+            Some("wild")
+        );
+        assert_eq!(
+            winner(&t, "a.b.example.com", "/", &[]).as_deref(),
+            Some("wild")
+        );
+        assert_eq!(winner(&t, "example.com", "/", &[]), None);
+        assert_eq!(winner(&t, "badexample.com", "/", &[]), None);
+    }
+
+    #[test]
+    fn longer_wildcard_beats_shorter_wildcard() {
+        let t = table(vec![
+            r(
+                "short",
+                &["*.example.com"],
+                path(PathMatchType::PathPrefix, "/"),
+            ),
+            r(
+                "long",
+                &["*.eu.example.com"],
+                path(PathMatchType::PathPrefix, "/"),
+            ),
+        ]);
+        assert_eq!(
+            winner(&t, "shop.eu.example.com", "/", &[]).as_deref(),
+            Some("long")
+        );
+        assert_eq!(
+            winner(&t, "shop.us.example.com", "/", &[]).as_deref(),
+            Some("short")
+        );
+    }
+
+    #[test]
+    fn exact_path_beats_longer_prefix_and_prefix_beats_regex() {
+        let t = table(vec![
+            r(
+                "regex",
+                &[],
+                path(PathMatchType::RegularExpression, "/a/.*"),
+            ),
+            r("prefix", &[], path(PathMatchType::PathPrefix, "/a/b")),
+            r("exact", &[], path(PathMatchType::Exact, "/a/b")),
+        ]);
+        assert_eq!(winner(&t, "h", "/a/b", &[]).as_deref(), Some("exact"));
+        assert_eq!(winner(&t, "h", "/a/b/c", &[]).as_deref(), Some("prefix"));
+        assert_eq!(winner(&t, "h", "/a/z", &[]).as_deref(), Some("regex"));
+    }
+
+    #[test]
+    fn more_header_matches_beat_fewer() {
+        let hm = |n: &str, v: &str| HeaderMatch {
+            name: n.into(),
+            value: v.into(),
+            kind: Default::default(),
+        };
+        let one = RouteMatch {
+            headers: vec![hm("x-a", "1")],
+            ..Default::default()
+        };
+        let two = RouteMatch {
+            headers: vec![hm("x-a", "1"), hm("x-b", "2")],
+            ..Default::default()
+        };
+        let t = table(vec![r("one", &[], one), r("two", &[], two)]);
+        assert_eq!(
+            winner(&t, "h", "/", &[("x-a", "1"), ("x-b", "2")]).as_deref(),
+            Some("two")
+        );
+        assert_eq!(
+            winner(&t, "h", "/", &[("x-a", "1")]).as_deref(),
+            Some("one")
+        );
+        assert_eq!(winner(&t, "h", "/", &[]), None);
+    }
+
+    #[test]
+    fn older_route_wins_identical_matches_then_namespace_and_name() {
+        let mut newer = r("a-newer", &[], path(PathMatchType::PathPrefix, "/"));
+        newer.meta.created = Some(2_000);
+        let mut older = r("z-older", &[], path(PathMatchType::PathPrefix, "/"));
+        older.meta.created = Some(1_000);
+        let t = table(vec![newer, older]);
+        assert_eq!(winner(&t, "h", "/", &[]).as_deref(), Some("z-older"));
+        let t = table(vec![
+            r("b", &[], path(PathMatchType::PathPrefix, "/")),
+            r("a", &[], path(PathMatchType::PathPrefix, "/")),
+        ]);
+        assert_eq!(winner(&t, "h", "/", &[]).as_deref(), Some("a"));
+    }
+}

@@ -1,0 +1,459 @@
+//! Routing through real sockets: a gateway from the library API, echo upstreams, a real client.
+
+mod common;
+
+use common::{ConfigDir, HttpClient, Upstream, backend_yaml, gateway};
+use http::StatusCode;
+
+const ROUTES: &str = r#"
+apiVersion: tidegate.dev/v1alpha1
+kind: Route
+metadata: { name: shop }
+spec:
+  hostnames: ["shop.example.com"]
+  rules:
+    - name: api
+      matches: [{ path: { type: PathPrefix, value: /api } }]
+      backendRefs: [{ name: api }]
+    - name: exact
+      matches: [{ path: { type: Exact, value: /api/special } }]
+      backendRefs: [{ name: web }]
+    - name: post
+      matches: [{ path: { value: /orders }, method: POST }]
+      backendRefs: [{ name: api }]
+    - name: header
+      matches: [{ headers: [{ name: x-version, value: v2 }] }]
+      backendRefs: [{ name: api }]
+    - name: query
+      matches: [{ queryParams: [{ name: debug, value: "on now" }] }]
+      backendRefs: [{ name: api }]
+    - name: public
+      matches: [{ path: { value: /public } }]
+      backendRefs: [{ name: api }]
+    - backendRefs: [{ name: web }]
+---
+# Prefix beats regex (API.md precedence), so a regex rule only wins where no prefix rule, not
+# even a catch-all "/", matches: here, on a host of its own.
+apiVersion: tidegate.dev/v1alpha1
+kind: Route
+metadata: { name: regex }
+spec:
+  hostnames: ["regex.test"]
+  rules:
+    - matches: [{ path: { type: RegularExpression, value: "/v[0-9]+/items" } }]
+      backendRefs: [{ name: api }]
+---
+apiVersion: tidegate.dev/v1alpha1
+kind: Route
+metadata: { name: wildcard }
+spec:
+  hostnames: ["*.example.com"]
+  rules:
+    - backendRefs: [{ name: api }]
+"#;
+
+#[tokio::test]
+async fn routes_by_host_path_method_header_and_query() {
+    let (web, api) = (Upstream::start("web").await, Upstream::start("api").await);
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "backends.yaml",
+        &(backend_yaml("web", &[web.addr]) + &backend_yaml("api", &[api.addr])),
+    );
+    cfg.write("routes.yaml", ROUTES);
+    let gw = gateway(cfg.path()).await;
+    let c = HttpClient::http1();
+    let at = gw.http_addr();
+    let upstream = |r: common::Reply| {
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.echo().upstream
+    };
+
+    assert_eq!(
+        upstream(c.get(at, "shop.example.com", "/", &[]).await),
+        "web"
+    );
+    assert_eq!(
+        upstream(c.get(at, "shop.example.com", "/api", &[]).await),
+        "api"
+    );
+    assert_eq!(
+        upstream(c.get(at, "shop.example.com", "/api/users", &[]).await),
+        "api"
+    );
+    assert_eq!(
+        upstream(c.get(at, "shop.example.com", "/apix", &[]).await),
+        "web",
+        "prefix is segment-aware"
+    );
+    assert_eq!(
+        upstream(c.get(at, "shop.example.com", "/api/special", &[]).await),
+        "web",
+        "exact beats prefix"
+    );
+    assert_eq!(
+        upstream(c.get(at, "regex.test", "/v2/items", &[]).await),
+        "api"
+    );
+    assert_eq!(
+        c.get(at, "regex.test", "/v2/items/x", &[]).await.status,
+        StatusCode::NOT_FOUND,
+        "regex is anchored"
+    );
+    assert_eq!(
+        upstream(c.get(at, "shop.example.com", "/orders", &[]).await),
+        "web",
+        "GET is not POST"
+    );
+    let post = http::Request::post(format!("http://{at}/orders"))
+        .header("host", "shop.example.com")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+        .unwrap();
+    assert_eq!(upstream(c.send(post).await.unwrap()), "api");
+    assert_eq!(
+        upstream(
+            c.get(at, "shop.example.com", "/", &[("x-version", "v2")])
+                .await
+        ),
+        "api"
+    );
+    assert_eq!(
+        upstream(
+            c.get(at, "shop.example.com", "/", &[("x-version", "v3")])
+                .await
+        ),
+        "web"
+    );
+    assert_eq!(
+        upstream(c.get(at, "shop.example.com", "/?debug=on%20now", &[]).await),
+        "api"
+    );
+    assert_eq!(
+        upstream(c.get(at, "SHOP.example.com:8080", "/api", &[]).await),
+        "api",
+        "host is case- and port-blind"
+    );
+    assert_eq!(
+        upstream(c.get(at, "blog.example.com", "/", &[]).await),
+        "api",
+        "wildcard host"
+    );
+
+    let unknown = c.get(at, "unknown.test", "/", &[]).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(unknown.body.contains("no route"), "{}", unknown.body);
+
+    // Dot segments are resolved before matching, and the upstream sees the resolved path.
+    let r = c.get(at, "shop.example.com", "/public/../api/x", &[]).await;
+    assert_eq!(r.echo().upstream, "api");
+    assert_eq!(r.echo().uri, "/api/x");
+    gw.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn rewrites_redirects_and_direct_responses() {
+    let web = Upstream::start("web").await;
+    let cfg = ConfigDir::new();
+    cfg.write("backends.yaml", &backend_yaml("web", &[web.addr]));
+    cfg.write(
+        "routes.yaml",
+        r#"
+apiVersion: tidegate.dev/v1alpha1
+kind: Route
+metadata: { name: r }
+spec:
+  rules:
+    - matches: [{ path: { value: /api } }]
+      filters:
+        - urlRewrite: { path: { replacePrefixMatch: /v2 }, hostname: internal.example.com }
+        - requestHeaderModifier: { set: [{ name: x-env, value: prod }], add: [{ name: x-tag, value: b }], remove: [x-debug] }
+        - responseHeaderModifier: { remove: [server], set: [{ name: x-served-by, value: tidegate }] }
+      backendRefs: [{ name: web }]
+    - matches: [{ path: { value: /strip } }]
+      filters: [{ urlRewrite: { path: { replacePrefixMatch: / } } }]
+      backendRefs: [{ name: web }]
+    - matches: [{ path: { type: Exact, value: /login } }]
+      filters: [{ urlRewrite: { path: { replaceFullPath: /auth/login } } }]
+      backendRefs: [{ name: web }]
+    - matches: [{ path: { value: /old } }]
+      filters: [{ requestRedirect: { scheme: https, hostname: new.example.com, path: { replacePrefixMatch: /new }, statusCode: 301 } }]
+    - matches: [{ path: { type: Exact, value: /moved } }]
+      filters: [{ requestRedirect: { port: 8443 } }]
+    - matches: [{ path: { type: Exact, value: /maintenance } }]
+      filters:
+        - directResponse: { status: 503, body: "down for maintenance" }
+        - responseHeaderModifier: { set: [{ name: retry-after, value: "120" }] }
+"#,
+    );
+    let gw = gateway(cfg.path()).await;
+    let c = HttpClient::http1();
+    let at = gw.http_addr();
+
+    let r = c
+        .get(
+            at,
+            "shop.test",
+            "/api/users?page=2",
+            &[("x-debug", "1"), ("x-tag", "a")],
+        )
+        .await;
+    let e = r.echo();
+    assert_eq!(e.uri, "/v2/users?page=2");
+    assert_eq!(e.header("host"), Some("internal.example.com"));
+    assert_eq!(e.header("x-forwarded-host"), Some("shop.test"));
+    assert_eq!(e.header("x-env"), Some("prod"));
+    assert_eq!(e.headers["x-tag"], vec!["a", "b"]);
+    assert_eq!(e.header("x-debug"), None);
+    assert_eq!(r.headers.get("server"), None);
+    assert_eq!(r.headers["x-served-by"], "tidegate");
+
+    assert_eq!(c.get(at, "h", "/strip/a/b", &[]).await.echo().uri, "/a/b");
+    assert_eq!(c.get(at, "h", "/strip", &[]).await.echo().uri, "/");
+    assert_eq!(
+        c.get(at, "h", "/login?next=/x", &[]).await.echo().uri,
+        "/auth/login?next=/x"
+    );
+
+    let r = c.get(at, "shop.test:8080", "/old/page?q=1", &[]).await;
+    assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(
+        r.headers["location"],
+        "https://new.example.com/new/page?q=1"
+    );
+    let r = c.get(at, "shop.test:8080", "/moved", &[]).await;
+    assert_eq!(r.status, StatusCode::FOUND);
+    assert_eq!(r.headers["location"], "http://shop.test:8443/moved");
+
+    let r = c.get(at, "h", "/maintenance", &[]).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.body, "down for maintenance");
+    assert_eq!(r.headers["retry-after"], "120");
+    assert_eq!(
+        web.hits(),
+        4,
+        "redirects and direct responses never reach the upstream"
+    );
+    gw.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn weighted_split_is_within_three_percent_over_2000_requests() {
+    let (a, b, c3) = (
+        Upstream::start("a").await,
+        Upstream::start("b").await,
+        Upstream::start("c").await,
+    );
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "all.yaml",
+        &(backend_yaml("a", &[a.addr])
+            + &backend_yaml("b", &[b.addr])
+            + &backend_yaml("c", &[c3.addr])
+            + r#"
+apiVersion: tidegate.dev/v1alpha1
+kind: Route
+metadata: { name: split }
+spec:
+  rules:
+    - backendRefs: [{ name: a, weight: 90 }, { name: b, weight: 10 }]
+---
+apiVersion: tidegate.dev/v1alpha1
+kind: Route
+metadata: { name: three }
+spec:
+  hostnames: [three.test]
+  rules:
+    - backendRefs: [{ name: a, weight: 50 }, { name: b, weight: 30 }, { name: c, weight: 20 }]
+"#),
+    );
+    let gw = gateway(cfg.path()).await;
+    let client = HttpClient::http1();
+    let at = gw.http_addr();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..250 {
+                let r = client.get(at, "split.test", "/", &[]).await;
+                assert_eq!(r.status, StatusCode::OK);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let share_a = a.hits() as f64 / 2000.0;
+    assert!((share_a - 0.90).abs() <= 0.03, "a got {share_a}");
+    assert_eq!(a.hits() + b.hits(), 2000);
+
+    let (a0, b0) = (a.hits(), b.hits());
+    for _ in 0..2000 {
+        client.get(at, "three.test", "/", &[]).await;
+    }
+    let shares = [(a.hits() - a0), (b.hits() - b0), c3.hits()].map(|n| n as f64 / 2000.0);
+    for (got, want) in shares.iter().zip([0.5, 0.3, 0.2]) {
+        assert!((got - want).abs() <= 0.03, "shares {shares:?}");
+    }
+    gw.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn forwarding_headers_request_ids_and_hop_by_hop() {
+    let web = Upstream::start("web").await;
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "all.yaml",
+        &(backend_yaml("web", &[web.addr])
+            + "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: { name: r }\nspec:\n  rules:\n    - backendRefs: [{ name: web }]\n"),
+    );
+    let gw = gateway(cfg.path()).await;
+    let c = HttpClient::http1();
+    let at = gw.http_addr();
+
+    let r = c
+        .get(
+            at,
+            "shop.test",
+            "/",
+            &[
+                ("connection", "x-secret"),
+                ("x-secret", "1"),
+                ("x-forwarded-for", "10.1.2.3"),
+            ],
+        )
+        .await;
+    let e = r.echo();
+    assert_eq!(e.header("x-forwarded-for"), Some("10.1.2.3, 127.0.0.1"));
+    assert_eq!(e.header("x-forwarded-proto"), Some("http"));
+    assert_eq!(e.header("x-forwarded-host"), Some("shop.test"));
+    assert_eq!(e.header("host"), Some("shop.test"));
+    assert_eq!(
+        e.header("x-secret"),
+        None,
+        "headers named in Connection are hop-by-hop"
+    );
+    let id = e
+        .header("x-request-id")
+        .expect("a request id is generated")
+        .to_owned();
+    assert_eq!(id.len(), 32);
+    assert_eq!(
+        r.headers["x-request-id"],
+        id.as_str(),
+        "and returned to the client"
+    );
+    assert!(
+        r.headers.get("keep-alive").is_none(),
+        "hop-by-hop response headers are removed"
+    );
+    assert_eq!(e.version, "HTTP/1.1");
+
+    let r = c
+        .get(
+            at,
+            "shop.test",
+            "/",
+            &[("x-request-id", "client-chosen-id")],
+        )
+        .await;
+    assert_eq!(r.echo().header("x-request-id"), Some("client-chosen-id"));
+    assert_eq!(r.headers["x-request-id"], "client-chosen-id");
+    gw.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn http2_cleartext_clients_and_h2c_backends() {
+    let (web, grpc) = (Upstream::start("web").await, Upstream::start("grpc").await);
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "all.yaml",
+        &(backend_yaml("web", &[web.addr])
+            + &format!(
+                "apiVersion: tidegate.dev/v1alpha1\nkind: Backend\nmetadata: {{ name: grpc }}\nspec:\n  protocol: H2C\n  endpoints: [\"{}\"]\n---\n",
+                grpc.addr
+            )
+            + r#"
+apiVersion: tidegate.dev/v1alpha1
+kind: Route
+metadata: { name: r }
+spec:
+  rules:
+    - matches: [{ path: { value: /grpc } }]
+      backendRefs: [{ name: grpc }]
+    - backendRefs: [{ name: web }]
+"#),
+    );
+    let gw = gateway(cfg.path()).await;
+    let at = gw.http_addr();
+    let h2 = HttpClient::h2c();
+    let r = h2.get(at, "ignored", "/x", &[]).await;
+    assert_eq!(
+        r.version,
+        http::Version::HTTP_2,
+        "the gateway speaks h2c on the same port"
+    );
+    assert_eq!(r.echo().version, "HTTP/1.1", "to an HTTP/1 backend");
+    assert!(
+        r.echo().header("host").is_some(),
+        "the upstream gets a Host header from :authority"
+    );
+    let r = HttpClient::http1()
+        .get(at, "h", "/grpc/svc", &[("te", "trailers")])
+        .await;
+    assert_eq!(r.echo().upstream, "grpc");
+    assert_eq!(r.echo().version, "HTTP/2.0", "an H2C backend gets HTTP/2");
+    assert_eq!(r.echo().header("te"), Some("trailers"));
+    gw.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn upstream_failures_become_502_503_504() {
+    let slow = Upstream::start("slow").await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap(); // closed at once
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "all.yaml",
+        &(backend_yaml("slow", &[slow.addr])
+            + &backend_yaml("dead", &[dead])
+            + r#"
+apiVersion: tidegate.dev/v1alpha1
+kind: Route
+metadata: { name: r }
+spec:
+  rules:
+    - matches: [{ path: { value: /dead } }]
+      backendRefs: [{ name: dead }]
+    - matches: [{ path: { value: /zero } }]
+      backendRefs: [{ name: slow, weight: 0 }]
+    - matches: [{ path: { value: /slow } }]
+      timeouts: { request: 2s, backendRequest: 200ms }
+      backendRefs: [{ name: slow }]
+"#),
+    );
+    let gw = gateway(cfg.path()).await;
+    let c = HttpClient::http1();
+    let at = gw.http_addr();
+    let r = c.get(at, "h", "/dead", &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.body, "upstream connect error\n");
+    let r = c.get(at, "h", "/zero", &[]).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    let started = std::time::Instant::now();
+    let r = c.get(at, "h", "/slow", &[("x-delay-ms", "2000")]).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        c.get(at, "h", "/slow", &[("x-delay-ms", "10")])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    gw.shutdown(std::time::Duration::from_secs(1)).await;
+}
