@@ -210,7 +210,11 @@ fn run(args: RunArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(http = %gateway.http_addr(), admin = ?gateway.admin_addr(), "serving");
+        let admin = gateway
+            .admin_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(http = %gateway.http_addr(), admin = %admin, "serving");
         wait_for_signals(&gateway).await;
         tracing::info!(timeout = %args.drain_timeout, "draining");
         let finished = gateway.shutdown(args.drain_timeout.0).await;

@@ -26,9 +26,26 @@ pub const API_VERSION: &str = "tidegate.dev/v1alpha1";
 pub const DEFAULT_INGRESS_CLASS: &str = "tidegate";
 
 /// An empty object, for fields like `sourceIP: {}` whose presence is the setting.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
+
+/// `type: object` with no properties: Kubernetes forbids `additionalProperties: false`, which
+/// the derived schema of a `deny_unknown_fields` struct would carry. Files still reject
+/// unknown keys (serde); the apiserver prunes them.
+impl JsonSchema for Empty {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Empty".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "object" })
+    }
+}
 
 /// Every CRD this crate defines, in a stable order.
 pub fn crds()

@@ -1,0 +1,209 @@
+//! Hot reload: routes come and go while traffic flows, bad files keep the last good table, and
+//! open connections (WebSockets included) survive every reload.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{ConfigDir, HttpClient, Upstream, backend_yaml, gateway, wait_for_version};
+use futures::{SinkExt, StreamExt};
+use http::StatusCode;
+use tokio_tungstenite::tungstenite::Message;
+
+fn route(name: &str, path: &str, backend: &str) -> String {
+    format!(
+        "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: {{ name: {name} }}\nspec:\n  rules:\n    - matches: [{{ path: {{ value: {path} }} }}]\n      backendRefs: [{{ name: {backend} }}]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_are_added_and_removed_with_zero_failed_requests_while_a_client_loops() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "backends.yaml",
+        &(backend_yaml("a", &[a.addr]) + &backend_yaml("b", &[b.addr])),
+    );
+    cfg.write("a.yaml", &route("ra", "/a", "a"));
+    let gw = gateway(cfg.path()).await;
+    let at = gw.http_addr();
+
+    // Clients loop on the stable route the whole time, on fresh and on kept-alive connections.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut loops = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        loops.push(tokio::spawn(async move {
+            let client = HttpClient::http1();
+            while !stop.load(Ordering::Relaxed) {
+                match client.send(get(at, "/a/x")).await {
+                    Ok(r) if r.status == StatusCode::OK => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+
+    let c = HttpClient::http1();
+    let mut version = gw.table().unwrap().version;
+    assert_eq!(
+        c.get(at, "h", "/b", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    for round in 0..5 {
+        cfg.write("b.yaml", &route("rb", "/b", "b"));
+        version = wait_for_version(&gw, version).await;
+        assert_eq!(
+            c.get(at, "h", "/b", &[]).await.echo().upstream,
+            "b",
+            "round {round}: route added"
+        );
+        cfg.remove("b.yaml");
+        version = wait_for_version(&gw, version).await;
+        assert_eq!(
+            c.get(at, "h", "/b", &[]).await.status,
+            StatusCode::NOT_FOUND,
+            "round {round}: route removed"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for l in loops {
+        l.await.unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "no request failed during 10 reloads"
+    );
+    assert!(
+        ok.load(Ordering::Relaxed) > 100,
+        "the clients kept going: {}",
+        ok.load(Ordering::Relaxed)
+    );
+    gw.shutdown(Duration::from_secs(1)).await;
+}
+
+fn get(at: std::net::SocketAddr, path: &str) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    http::Request::get(format!("http://{at}{path}"))
+        .header("host", "h")
+        .body(Default::default())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_invalid_file_or_object_keeps_the_last_good_table() {
+    let a = Upstream::start("a").await;
+    let cfg = ConfigDir::new();
+    cfg.write("backends.yaml", &backend_yaml("a", &[a.addr]));
+    cfg.write("routes.yaml", &route("ra", "/a", "a"));
+    let gw = gateway(cfg.path()).await;
+    let (at, c) = (gw.http_addr(), HttpClient::http1());
+    let admin = gw.admin_addr().unwrap();
+    let v1 = gw.table().unwrap().version;
+
+    // Not YAML at all: the file's previous documents keep serving.
+    cfg.write("routes.yaml", "kind: Route\nmetadata: [unclosed\n");
+    let v2 = wait_for_version(&gw, v1).await;
+    assert_eq!(c.get(at, "h", "/a", &[]).await.echo().upstream, "a");
+    let config = c.get(admin, "admin", "/config", &[]).await;
+    let config: serde_json::Value = serde_json::from_str(&config.body).unwrap();
+    assert_eq!(config["version"], v2);
+    let diag = config["diagnostics"][0].to_string();
+    assert!(
+        diag.contains("routes.yaml") && diag.contains("last good version keeps serving"),
+        "{diag}"
+    );
+
+    // Valid YAML, invalid object (unknown Backend): the last accepted version keeps serving.
+    cfg.write("routes.yaml", &route("ra", "/a", "missing"));
+    let v3 = wait_for_version(&gw, v2).await;
+    assert_eq!(c.get(at, "h", "/a", &[]).await.echo().upstream, "a");
+    let table = gw.table().unwrap();
+    assert!(
+        table
+            .diagnostics
+            .iter()
+            .any(|d| d.is_error() && d.field == "spec.rules[0].backendRefs[0].name")
+    );
+
+    // A broken object next to working ones: only it is rejected.
+    cfg.write(
+        "more.yaml",
+        &(route("good", "/good", "a") + "---\n" + &route("bad", "/bad", "missing")),
+    );
+    let v4 = wait_for_version(&gw, v3).await;
+    assert_eq!(c.get(at, "h", "/good", &[]).await.status, StatusCode::OK);
+    assert_eq!(
+        c.get(at, "h", "/bad", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Fixed: the new version serves, the diagnostics are gone.
+    cfg.write("routes.yaml", &route("ra", "/fixed", "a"));
+    cfg.remove("more.yaml");
+    wait_for_version(&gw, v4).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // both writes land in one or two reloads
+    gw.reload();
+    let v = wait_for_version(&gw, gw.table().unwrap().version).await;
+    assert!(v > v4);
+    assert_eq!(c.get(at, "h", "/fixed", &[]).await.status, StatusCode::OK);
+    assert_eq!(
+        c.get(at, "h", "/a", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        !gw.table().unwrap().has_errors(),
+        "{:?}",
+        gw.table().unwrap().diagnostics
+    );
+    gw.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_websocket_stays_open_across_reloads() {
+    let ws_up = Upstream::start("ws").await;
+    let other = Upstream::start("other").await;
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "backends.yaml",
+        &(backend_yaml("ws", &[ws_up.addr]) + &backend_yaml("other", &[other.addr])),
+    );
+    cfg.write("routes.yaml", &route("chat", "/chat", "ws"));
+    let gw = gateway(cfg.path()).await;
+    let url = format!("ws://{}/chat", gw.http_addr());
+    let (mut ws, resp) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket through the gateway");
+    assert_eq!(resp.status(), StatusCode::SWITCHING_PROTOCOLS);
+
+    let mut version = gw.table().unwrap().version;
+    for i in 0..3 {
+        ws.send(Message::text(format!("before reload {i}")))
+            .await
+            .unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text(format!("before reload {i}"))
+        );
+        // Point the route elsewhere, then remove it entirely: the open tunnel is unaffected.
+        let change = if i % 2 == 0 {
+            route("chat", "/chat", "other")
+        } else {
+            String::new()
+        };
+        cfg.write("routes.yaml", &change);
+        version = wait_for_version(&gw, version).await;
+        ws.send(Message::text(format!("after reload {i}")))
+            .await
+            .unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text(format!("after reload {i}"))
+        );
+    }
+    ws.close(None).await.unwrap();
+    gw.shutdown(Duration::from_secs(1)).await;
+}
