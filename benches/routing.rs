@@ -94,7 +94,11 @@ fn route(i: usize, shape: Shape) -> Obj<RouteSpec> {
         Shape::SharedHost => vec!["api.example.com".to_owned()],
     };
     Obj {
-        meta: Meta::new(ObjectRef::new(Kind::Route, "default", format!("route-{i:05}"))),
+        meta: Meta::new(ObjectRef::new(
+            Kind::Route,
+            "default",
+            format!("route-{i:05}"),
+        )),
         spec: RouteSpec {
             hostnames,
             rules,
@@ -182,7 +186,9 @@ fn lookup(c: &mut Criterion) {
         g.bench_with_input(
             BenchmarkId::new("distinct_hosts/header_hit", n),
             &(&t, &host, req),
-            |b, (t, host, req)| b.iter(|| t.lookup(black_box(host), black_box(req)).map(|h| h.index)),
+            |b, (t, host, req)| {
+                b.iter(|| t.lookup(black_box(host), black_box(req)).map(|h| h.index))
+            },
         );
         let unknown = RequestView {
             path: "/index.html",
@@ -296,11 +302,9 @@ fn balance(c: &mut Criterion) {
             .map(|i| Endpoint::new(&format!("10.0.{}.{}:8080", i / 256, i % 256)))
             .collect();
         let rr = RoundRobin::default();
-        g.bench_with_input(
-            BenchmarkId::new("round_robin", n),
-            &endpoints,
-            |b, eps| b.iter(|| rr.pick(black_box(eps), &ctx)),
-        );
+        g.bench_with_input(BenchmarkId::new("round_robin", n), &endpoints, |b, eps| {
+            b.iter(|| rr.pick(black_box(eps), &ctx))
+        });
     }
     // What the proxy does per request: load the live endpoint set, pick, clone the address.
     let t = Arc::new(table(10, Shape::DistinctHosts));

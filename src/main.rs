@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the gateway.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Compile a configuration and print every problem; exit 1 if any object is rejected.
     Validate(ValidateArgs),
     /// Print the CustomResourceDefinitions as YAML.
@@ -92,7 +92,7 @@ struct ValidateArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Validate(args) => validate(args),
         Command::Crds => match tidegate::api::crds_yaml() {
             Ok(yaml) => {

@@ -38,9 +38,9 @@ pub enum FileSourceError {
 /// One object read from a file.
 #[derive(Clone, Debug)]
 enum Doc {
-    Route(Obj<RouteSpec>),
-    Backend(Obj<BackendSpec>),
-    Policy(Obj<RateLimitPolicySpec>),
+    Route(Box<Obj<RouteSpec>>),
+    Backend(Box<Obj<BackendSpec>>),
+    Policy(Box<Obj<RateLimitPolicySpec>>),
 }
 
 impl Doc {
@@ -138,9 +138,9 @@ impl FileSource {
                 }
                 seen.insert(doc.id().clone(), shown.clone());
                 match doc {
-                    Doc::Route(o) => snap.routes.insert(o.meta.id.clone(), o).map(|_| ()),
-                    Doc::Backend(o) => snap.backends.insert(o.meta.id.clone(), o).map(|_| ()),
-                    Doc::Policy(o) => snap.policies.insert(o.meta.id.clone(), o).map(|_| ()),
+                    Doc::Route(o) => snap.routes.insert(o.meta.id.clone(), *o).map(|_| ()),
+                    Doc::Backend(o) => snap.backends.insert(o.meta.id.clone(), *o).map(|_| ()),
+                    Doc::Policy(o) => snap.policies.insert(o.meta.id.clone(), *o).map(|_| ()),
                 };
             }
         }
@@ -222,7 +222,7 @@ fn parse_file(text: &str, file: &str) -> Result<Parsed, String> {
             Err(d) => {
                 let d = Diagnostic {
                     file: Some(file.to_owned()),
-                    ..d
+                    ..*d
                 };
                 if d.object.is_none() {
                     let field = if d.field.is_empty() {
@@ -241,14 +241,16 @@ fn parse_file(text: &str, file: &str) -> Result<Parsed, String> {
 }
 
 /// Turns one YAML document into an object, or a diagnostic naming as much as could be read.
-fn read_doc(value: serde_yaml_ng::Value) -> Result<Doc, Diagnostic> {
-    let unnamed = |field: &str, message: String| Diagnostic {
-        object: None,
-        file: None,
-        field: field.to_owned(),
-        severity: Severity::Error,
-        reason: Reason::Malformed,
-        message,
+fn read_doc(value: serde_yaml_ng::Value) -> Result<Doc, Box<Diagnostic>> {
+    let unnamed = |field: &str, message: String| {
+        Box::new(Diagnostic {
+            object: None,
+            file: None,
+            field: field.to_owned(),
+            severity: Severity::Error,
+            reason: Reason::Malformed,
+            message,
+        })
     };
     let str_at = |v: &serde_yaml_ng::Value, key: &str| {
         v.get(key).and_then(|x| x.as_str()).map(str::to_owned)
@@ -282,8 +284,9 @@ fn read_doc(value: serde_yaml_ng::Value) -> Result<Doc, Diagnostic> {
         .and_then(|m| str_at(m, "namespace"))
         .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
     let id = ObjectRef::new(kind, namespace.clone(), name);
-    let bad =
-        |field: &str, message: String| Diagnostic::error(&id, field, Reason::Malformed, message);
+    let bad = |field: &str, message: String| {
+        Box::new(Diagnostic::error(&id, field, Reason::Malformed, message))
+    };
 
     match str_at(&value, "apiVersion") {
         Some(v) if v == api::API_VERSION => {}
@@ -326,24 +329,24 @@ fn read_doc(value: serde_yaml_ng::Value) -> Result<Doc, Diagnostic> {
     Ok(match kind {
         Kind::Route => {
             let r: Route = typed(value).map_err(to_diag)?;
-            Doc::Route(Obj {
+            Doc::Route(Box::new(Obj {
                 meta: meta_of(&r.metadata),
                 spec: r.spec,
-            })
+            }))
         }
         Kind::Backend => {
             let b: Backend = typed(value).map_err(to_diag)?;
-            Doc::Backend(Obj {
+            Doc::Backend(Box::new(Obj {
                 meta: meta_of(&b.metadata),
                 spec: b.spec,
-            })
+            }))
         }
         Kind::RateLimitPolicy => {
             let p: RateLimitPolicy = typed(value).map_err(to_diag)?;
-            Doc::Policy(Obj {
+            Doc::Policy(Box::new(Obj {
                 meta: meta_of(&p.metadata),
                 spec: p.spec,
-            })
+            }))
         }
     })
 }

@@ -196,10 +196,10 @@ impl Default for RequestMatch {
 impl RequestMatch {
     /// Whether the request meets every condition. Cheap conditions are checked first.
     pub fn matches(&self, req: &RequestView<'_>) -> bool {
-        if let Some(m) = &self.method {
-            if m != req.method {
-                return false;
-            }
+        if let Some(m) = &self.method
+            && m != req.method
+        {
+            return false;
         }
         if !self.path.matches(req.path) {
             return false;
@@ -241,12 +241,13 @@ fn percent_decode(s: &str) -> Cow<'_, str> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;

@@ -185,20 +185,20 @@ fn compile_rule(
                 continue;
             }
         }
-        if let Some(m) = &filter.request_header_modifier {
-            if let Some(m) = header_modifier(m, &format!("{fat}.requestHeaderModifier"), f) {
-                request_filters.push(RequestFilter::RequestHeaderModifier(m));
-            }
+        if let Some(m) = &filter.request_header_modifier
+            && let Some(m) = header_modifier(m, &format!("{fat}.requestHeaderModifier"), f)
+        {
+            request_filters.push(RequestFilter::RequestHeaderModifier(m));
         }
-        if let Some(m) = &filter.response_header_modifier {
-            if let Some(m) = header_modifier(m, &format!("{fat}.responseHeaderModifier"), f) {
-                response_filters.push(m);
-            }
+        if let Some(m) = &filter.response_header_modifier
+            && let Some(m) = header_modifier(m, &format!("{fat}.responseHeaderModifier"), f)
+        {
+            response_filters.push(m);
         }
-        if let Some(rw) = &filter.url_rewrite {
-            if let Some(rw) = url_rewrite(rw, &format!("{fat}.urlRewrite"), &matches, f) {
-                request_filters.push(RequestFilter::UrlRewrite(rw));
-            }
+        if let Some(rw) = &filter.url_rewrite
+            && let Some(rw) = url_rewrite(rw, &format!("{fat}.urlRewrite"), &matches, f)
+        {
+            request_filters.push(RequestFilter::UrlRewrite(rw));
         }
         if let Some(r) = &filter.request_redirect {
             redirect = request_redirect(r, &format!("{fat}.requestRedirect"), &matches, f);
@@ -530,14 +530,15 @@ fn request_redirect(
     f: &mut Findings<'_>,
 ) -> Option<Redirect> {
     let mut ok = true;
-    if let Some(s) = &r.scheme {
-        if s != "http" && s != "https" {
-            f.invalid(
-                format!("{at}.scheme"),
-                format!("{s:?} must be http or https"),
-            );
-            ok = false;
-        }
+    if let Some(s) = &r.scheme
+        && s != "http"
+        && s != "https"
+    {
+        f.invalid(
+            format!("{at}.scheme"),
+            format!("{s:?} must be http or https"),
+        );
+        ok = false;
     }
     let hostname = match &r.hostname {
         Some(h) => match fields::hostname(h, false) {
@@ -700,13 +701,13 @@ fn timeouts(t: Option<&api::RouteTimeouts>, at: &str, f: &mut Findings<'_>) -> T
             );
         }
     }
-    if let (Some(r), Some(b)) = (request, backend_request) {
-        if b > r {
-            f.invalid(
-                format!("{at}.backendRequest"),
-                "backendRequest cannot be longer than request",
-            );
-        }
+    if let (Some(r), Some(b)) = (request, backend_request)
+        && b > r
+    {
+        f.invalid(
+            format!("{at}.backendRequest"),
+            "backendRequest cannot be longer than request",
+        );
     }
     Timeouts {
         request,
