@@ -1,0 +1,42 @@
+# Tidegate tasks. Install just with `pip install rust-just` or `cargo install just`.
+
+# List the recipes.
+default:
+    @just --list
+
+# Build the release binary (target/release/tidegate).
+build:
+    cargo build --release
+
+# Run every test (the README's test command).
+test *ARGS:
+    bash scripts/test.sh {{ARGS}}
+
+# Everything CI checks: format, lint, generated files, tests.
+ci:
+    bash .ci/run
+
+# Format and lint.
+lint:
+    cargo fmt --all
+    cargo clippy --all-targets -- -D warnings
+
+# Regenerate the checked-in CRDs.
+crds:
+    cargo run --quiet -- crds > crds/tidegate.dev.yaml
+
+# Regenerate the compiler's golden files after an intended change.
+golden:
+    UPDATE_GOLDEN=1 cargo test --test compile_golden
+
+# Run the gateway on a config file or directory (default: the quickstart YAML).
+run CONFIG="examples/quickstart":
+    cargo run --release -- run --config {{CONFIG}} --log-format text
+
+# The quickstart: two echo upstreams plus the gateway, in one process.
+quickstart:
+    cargo run --release --example quickstart
+
+# The side-by-side benchmark against nginx, HAProxy and Caddy.
+bench:
+    bash bench/run.sh
