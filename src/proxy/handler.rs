@@ -8,12 +8,13 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::ProxyBody;
+use super::body::{ProxyBody, RequestBody};
 use super::conn::ConnCtx;
 use super::error::ProxyError;
+use super::exchange::Exchange;
 use super::request_id::{self, X_REQUEST_ID};
 use super::router::Router;
-use super::{Shared, balance::PickContext, headers, path};
+use super::{Shared, balance::PickContext, headers, path, trace};
 use crate::model::{
     Action, DirectResponse, PathMatcher, Redirect, RequestFilter, RequestView, Timeouts,
     UpstreamProtocol,
@@ -27,16 +28,21 @@ pub(crate) async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let guard = conn.activity.begin();
     let id = request_id::ensure(req.headers_mut());
+    let mut exchange = Exchange::start(&shared.telemetry, &req, conn.peer.ip(), &id);
     let router = shared.router.load_full();
-    let mut resp = match serve(&shared, &router, &conn, req).await {
+    let mut resp = match serve(&shared, &router, &conn, req, &mut exchange).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(error = %e, source = ?std::error::Error::source(&e), "request answered by the proxy");
+            if matches!(e, ProxyError::UpstreamConnect(_)) {
+                exchange.connect_failed();
+            }
             e.into_response()
         }
     };
+    exchange.status = resp.status().as_u16();
     resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
-    Ok(resp.map(|b| b.with_guard(guard)))
+    Ok(resp.map(|b| b.finish_with(exchange, guard)))
 }
 
 async fn serve(
@@ -44,6 +50,7 @@ async fn serve(
     router: &Router,
     conn: &ConnCtx,
     mut req: Request<Incoming>,
+    ex: &mut Exchange,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let started = Instant::now();
     let normalized = path::normalize(req.uri().path());
@@ -62,6 +69,7 @@ async fn serve(
             .ok_or(ProxyError::NoRoute)?
     };
     let rule = hit.rule;
+    ex.route = rule.label.clone();
     let matched_prefix = match &hit.matched.path {
         PathMatcher::Prefix(p) => Some(p.as_str()),
         _ => None,
@@ -75,6 +83,7 @@ async fn serve(
                 .pick_backend(hit.index, rule)
                 .ok_or(ProxyError::NoBackend)?;
             let cfg = &router.table.backends[backend];
+            ex.backend = cfg.label.clone();
             let endpoint = router.backends[backend]
                 .pick(&PickContext {
                     client: conn.peer.ip(),
@@ -82,6 +91,7 @@ async fn serve(
                 .ok_or_else(|| ProxyError::NoEndpoints {
                     backend: cfg.label.clone(),
                 })?;
+            ex.upstream = Some(endpoint.address.clone());
             let upgrade = headers::upgrade_protocol(&req);
             if upgrade.is_some() && cfg.protocol == UpstreamProtocol::H2c {
                 return Err(ProxyError::UpgradeUnsupported(
@@ -123,12 +133,15 @@ async fn serve(
             if let Some(proto) = &upgrade {
                 headers::set_upgrade(h, proto.clone());
             }
+            ex.trace_id = Some(trace::propagate(h));
             *req.uri_mut() = uri;
             *req.version_mut() = match cfg.protocol {
                 UpstreamProtocol::Http1 => Version::HTTP_11,
                 UpstreamProtocol::H2c => Version::HTTP_2,
             };
             let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+            let counter = ex.bytes_in_counter();
+            let req = req.map(|body| RequestBody::new(body, counter));
 
             let client = match cfg.protocol {
                 UpstreamProtocol::Http1 => &shared.clients.http1,
@@ -140,12 +153,14 @@ async fn serve(
                 started,
             );
             let sent = client.request(req);
+            let upstream_started = Instant::now();
             let result = match budget {
                 Some(d) => tokio::time::timeout(d, sent)
                     .await
                     .map_err(|_| ProxyError::Timeout)?,
                 None => sent.await,
             };
+            ex.upstream_duration = Some(upstream_started.elapsed());
             let mut resp = result.map_err(|e| {
                 if e.is_connect() {
                     ProxyError::UpstreamConnect(e)

@@ -8,12 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::balance::{PickContext, RoundRobin, Selector};
+use super::body::RequestBody;
 use crate::model::{Endpoint, ObjectRef, RoutingTable};
 
 /// One backend's live state.
@@ -113,9 +113,9 @@ impl Default for UpstreamSettings {
 /// The pooled clients, one per upstream protocol.
 pub struct Clients {
     /// HTTP/1.1 with keep-alive.
-    pub http1: Client<HttpConnector, Incoming>,
+    pub http1: Client<HttpConnector, RequestBody>,
     /// HTTP/2 cleartext, prior knowledge.
-    pub h2c: Client<HttpConnector, Incoming>,
+    pub h2c: Client<HttpConnector, RequestBody>,
 }
 
 impl Clients {
