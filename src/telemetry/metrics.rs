@@ -33,6 +33,24 @@ pub mod names {
     pub const CONTROLLER_EVENTS: &str = "tidegate_controller_events";
     pub const CONTROLLER_ERRORS: &str = "tidegate_controller_errors";
     pub const ACCESS_LOG_DROPPED: &str = "tidegate_access_log_dropped";
+
+    /// Every name above (counters without their `_total` suffix).
+    pub const ALL: &[&str] = &[
+        REQUESTS,
+        REQUEST_DURATION,
+        UPSTREAM_CONNECT_ERRORS,
+        UPSTREAM_RETRIES,
+        OPEN_CONNECTIONS,
+        BACKEND_ENDPOINTS,
+        CIRCUIT_BREAKER_OPEN,
+        CONFIG_RELOADS,
+        CONFIG_LAST_RELOAD_SUCCESS,
+        ROUTES,
+        CONFIG_COMPILE_DURATION,
+        CONTROLLER_EVENTS,
+        CONTROLLER_ERRORS,
+        ACCESS_LOG_DROPPED,
+    ];
 }
 
 /// Request-duration buckets, in seconds: fine below 100 ms, where a proxy's latency lives.
