@@ -93,7 +93,9 @@ UNSUPPORTED=$WORK/unsupported.tsv
 
 # --- process bookkeeping -------------------------------------------------------------------------
 
+# Children not yet reaped: their PIDs cannot be reused, so killing them on exit is safe.
 STARTED=()
+LOAD_PID=
 
 # start NAME CPU CMD...: runs CMD pinned to CPU, output in $WORK/NAME.log; sets LAST_PID.
 start() {
@@ -113,10 +115,16 @@ stop() {
     done
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
+    local keep=() p
+    for p in "${STARTED[@]}"; do
+        if [[ $p != "$pid" ]]; then keep+=("$p"); fi
+    done
+    STARTED=("${keep[@]}")
 }
 
 cleanup() {
     local pid
+    if [[ -n $LOAD_PID ]]; then stop "$LOAD_PID"; fi
     for pid in "${STARTED[@]}"; do
         if kill -0 "$pid" 2>/dev/null; then stop "$pid"; fi
     done
@@ -393,7 +401,7 @@ UP_PID=
 
 # measure ROUND PROXY LOAD RSS_IDLE: warm up, then one measured run; appends to $RUNS.
 measure() {
-    local round=$1 proxy=$2 load=$3 rss_idle=$4 url tool out h2log pid rc=0
+    local round=$1 proxy=$2 load=$3 rss_idle=$4 url tool out h2log rc=0
     local cpu_before=0 cpu_after=0 rss_load=0 up_before up_after cores_before cores_after
     if [[ $load == h2c ]]; then
         url=$H2_URL
@@ -417,10 +425,11 @@ measure() {
     up_before=$("${REPORT[@]}" cpu "$UP_PID")
     cores_before=$("${REPORT[@]}" cores "$PROXY_CPU" "$LOAD_CPU")
     "${LOAD_CMD[@]}" >"$out" 2>&1 &
-    pid=$!
+    LOAD_PID=$!
     sleep $((DURATION - 1))
     if [[ -n $PROXY_PID ]]; then rss_load=$("${REPORT[@]}" rss "$PROXY_PID"); fi
-    wait "$pid" || rc=$?
+    wait "$LOAD_PID" || rc=$?
+    LOAD_PID=
     cores_after=$("${REPORT[@]}" cores "$PROXY_CPU" "$LOAD_CPU")
     if [[ -n $PROXY_PID ]]; then cpu_after=$("${REPORT[@]}" cpu "$PROXY_PID"); fi
     up_after=$("${REPORT[@]}" cpu "$UP_PID")

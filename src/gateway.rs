@@ -145,18 +145,16 @@ impl GatewayBuilder {
             .unwrap_or_else(|| Arc::new(Telemetry::new(&self.access_log)));
         let stop = CancellationToken::new();
         let (tables_tx, tables) = watch::channel(None);
+        let proxy = Proxy::new(self.proxy, telemetry.clone());
         if let Some(listener) = admin {
-            tokio::spawn(admin::serve(
-                listener,
-                AdminState {
-                    tables: tables.clone(),
-                    telemetry: telemetry.clone(),
-                },
-                stop.clone(),
-            ));
+            let state = AdminState {
+                tables: tables.clone(),
+                telemetry: telemetry.clone(),
+                proxy: proxy.clone(),
+            };
+            tokio::spawn(admin::serve(listener, state, stop.clone()));
         }
 
-        let proxy = Proxy::new(self.proxy, telemetry.clone());
         let publisher = proxy.clone();
         let publish: reload::Publish = Box::new(move |table: Arc<RoutingTable>| {
             publisher.publish(table.clone());

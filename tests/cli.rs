@@ -190,7 +190,10 @@ async fn readiness_config_and_sighup_reload() {
         serde_json::from_str(&c.get(gw.admin, "admin", "/config", &[]).await.body).unwrap();
     assert_eq!(config["version"], 1);
     assert_eq!(config["rules"][0]["label"], "default/r");
-    assert_eq!(config["backends"][0]["endpoints"][0], up.addr.to_string());
+    assert_eq!(
+        config["backends"][0]["endpoints"][0]["address"],
+        up.addr.to_string()
+    );
 
     gw.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -1,4 +1,4 @@
-//! The admin server: `/healthz`, `/readyz`, `/metrics`, `/config`.
+//! The admin server: `/healthz`, `/readyz`, `/metrics`, `/config`, `/backends`.
 //!
 //! It listens on its own (by default loopback-only) address, apart from user traffic.
 
@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{Diagnostic, RoutingTable};
+use crate::proxy::Proxy;
 use crate::telemetry::Telemetry;
 
 /// The OpenMetrics content type Prometheus negotiates for.
@@ -29,6 +30,8 @@ pub struct AdminState {
     pub tables: watch::Receiver<Option<Arc<RoutingTable>>>,
     /// Metrics for `/metrics`.
     pub telemetry: Arc<Telemetry>,
+    /// Runtime backend state for `/backends`.
+    pub proxy: Proxy,
 }
 
 /// Serves the admin endpoints on `listener` until `stop` is cancelled.
@@ -88,6 +91,7 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 "not ready: no configuration published yet\n",
             ),
         },
+        "/backends" => json(&state.proxy.registry().views()),
         "/config" => match table {
             Some(t) => json(&ConfigView::of(&t)),
             None => text(
@@ -97,7 +101,7 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         },
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /healthz, /readyz, /metrics or /config\n",
+            "not found; try /healthz, /readyz, /metrics, /config or /backends\n",
         ),
     }
 }

@@ -13,7 +13,10 @@ mod ser;
 mod table;
 pub mod weighted;
 
-pub use backend::{Backend, Endpoint, UpstreamProtocol};
+pub use backend::{
+    ActiveHealthCheck, Backend, CircuitBreaker, ConnectionLimits, Endpoint, HashKey, LoadBalancing,
+    PassiveHealthCheck, ProbeKind, UpstreamProtocol,
+};
 pub use diagnostic::{Diagnostic, Reason, Severity};
 pub use filter::{
     DirectResponse, HeaderModifier, PathRewrite, Redirect, RequestFilter, UrlRewrite,
@@ -25,6 +28,6 @@ pub use matching::{
 pub use object::{Kind, ObjectRef};
 pub use ser::format_duration;
 pub use table::{
-    Action, BackendIdx, Candidate, Hit, HostIndex, RoutingTable, Rule, TableError, Timeouts,
-    WeightedBackend,
+    Action, BackendIdx, Candidate, Hit, HostIndex, Retry, RetryOn, RoutingTable, Rule, TableError,
+    Timeouts, WeightedBackend,
 };

@@ -104,14 +104,40 @@ impl Body for ProxyBody {
 
 /// A request body on its way upstream.
 pub struct RequestBody {
-    inner: Incoming,
+    prefix: Option<Bytes>,
+    rest: Option<Incoming>,
     counted: Option<Arc<AtomicU64>>,
 }
 
 impl RequestBody {
     /// The client's body, counting its bytes into `counted` when given.
     pub fn new(inner: Incoming, counted: Option<Arc<AtomicU64>>) -> Self {
-        Self { inner, counted }
+        Self {
+            prefix: None,
+            rest: Some(inner),
+            counted,
+        }
+    }
+
+    /// A body kept in memory (a replayable retry body; already counted).
+    pub fn full(bytes: Bytes) -> Self {
+        Self {
+            prefix: (!bytes.is_empty()).then_some(bytes),
+            rest: None,
+            counted: None,
+        }
+    }
+
+    /// What was already read, then the rest of the client's body.
+    pub fn chained(prefix: Bytes, rest: Incoming, counted: Option<Arc<AtomicU64>>) -> Self {
+        if let Some(c) = &counted {
+            c.fetch_add(prefix.len() as u64, Ordering::Relaxed);
+        }
+        Self {
+            prefix: (!prefix.is_empty()).then_some(prefix),
+            rest: Some(rest),
+            counted,
+        }
     }
 }
 
@@ -124,7 +150,13 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Some(prefix) = this.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        let Some(rest) = &mut this.rest else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(rest).poll_frame(cx);
         if let (Poll::Ready(Some(Ok(frame))), Some(counter)) = (&polled, &this.counted)
             && let Some(data) = frame.data_ref()
         {
@@ -134,10 +166,22 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.prefix.is_none() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let prefix = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        match &self.rest {
+            None => SizeHint::with_exact(prefix),
+            Some(r) => {
+                let h = r.size_hint();
+                let mut out = SizeHint::new();
+                out.set_lower(h.lower() + prefix);
+                if let Some(upper) = h.upper() {
+                    out.set_upper(upper + prefix);
+                }
+                out
+            }
+        }
     }
 }

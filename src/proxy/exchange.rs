@@ -8,9 +8,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderValue, Method, Request, Uri, Version};
 
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::upstream::InFlight;
 use crate::telemetry::Telemetry;
 use crate::telemetry::access_log::Entry;
-use crate::telemetry::metrics::{BackendLabels, MethodLabel, RequestLabels, RouteBackendLabels};
+use crate::telemetry::metrics::{MethodLabel, RequestLabels, RouteBackendLabels};
 
 /// The label of requests that matched no route (or reached no backend).
 static NONE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
@@ -52,6 +55,8 @@ pub struct Exchange {
     /// Response body bytes sent.
     pub bytes_out: u64,
     log: Option<LogFields>,
+    /// The connection-limit slot and the endpoint's in-flight count, held to the end.
+    held: Option<(Option<OwnedSemaphorePermit>, InFlight)>,
 }
 
 impl Exchange {
@@ -85,6 +90,7 @@ impl Exchange {
             trace_id: None,
             bytes_out: 0,
             log,
+            held: None,
         }
     }
 
@@ -94,16 +100,9 @@ impl Exchange {
         Some(log.bytes_in.get_or_insert_with(Default::default).clone())
     }
 
-    /// Counts a failed connect to the chosen backend.
-    pub fn connect_failed(&self) {
-        let labels = BackendLabels {
-            backend: self.backend.clone(),
-        };
-        self.telemetry
-            .metrics
-            .upstream_connect_errors
-            .get_or_create(&labels)
-            .inc();
+    /// Keeps the backend's slot and the endpoint's in-flight count until the response is done.
+    pub fn hold(&mut self, permit: Option<OwnedSemaphorePermit>, in_flight: InFlight) {
+        self.held = Some((permit, in_flight));
     }
 }
 

@@ -8,6 +8,7 @@ mod body;
 mod conn;
 mod error;
 mod exchange;
+mod forward;
 mod handler;
 pub mod headers;
 mod path;
@@ -90,7 +91,7 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy with an empty table (every request gets 404 until a table is published).
     pub fn new(config: ProxyConfig, telemetry: Arc<Telemetry>) -> Self {
-        let registry = Registry::default();
+        let registry = Registry::new(config.upstream.clone());
         let router = Router::link(Arc::new(RoutingTable::default()), &registry);
         let mut server = auto::Builder::new(TokioExecutor::new());
         server
