@@ -74,6 +74,7 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/metrics" => {
+            state.proxy.refresh_metrics();
             let mut r = Response::new(Full::new(Bytes::from(state.telemetry.metrics.encode())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

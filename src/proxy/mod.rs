@@ -141,15 +141,23 @@ impl Proxy {
                 }
             }
         }
+        self.refresh_metrics();
+    }
+
+    /// Sets the live gauges (endpoints ready and known per backend); the admin server calls
+    /// this before each scrape, so health changes show without a configuration change.
+    pub fn refresh_metrics(&self) {
+        let gauge = &self.shared.telemetry.metrics.backend_endpoints;
+        let current = self.shared.router.load();
         for (cfg, state) in current.table.backends.iter().zip(&current.backends) {
-            let n = state.endpoints().len() as i64;
-            for s in ["ready", "total"] {
+            let (ready, total) = state.counts();
+            for (s, n) in [("ready", ready), ("total", total)] {
                 gauge
                     .get_or_create(&EndpointStateLabels {
                         backend: cfg.label.clone(),
                         state: s,
                     })
-                    .set(n);
+                    .set(n as i64);
             }
         }
     }
