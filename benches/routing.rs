@@ -21,7 +21,9 @@ use tidegate::api::{
 use tidegate::controller::{CompileOptions, Meta, Obj, Snapshot, compile};
 use tidegate::model::weighted::smooth_schedule;
 use tidegate::model::{Endpoint, Kind, ObjectRef, RequestView, RoutingTable};
-use tidegate::proxy::balance::{PickContext, RoundRobin, Selector};
+use tidegate::proxy::balance::{
+    LeastRequest, Maglev, PickContext, Random, RoundRobin, Selector, WeightedRoundRobin,
+};
 use tidegate::proxy::{Registry, Router};
 
 /// Table sizes the lookup is measured at.
@@ -268,7 +270,7 @@ fn weighted(c: &mut Criterion) {
     let mut g = c.benchmark_group("weighted");
     // Per request: the next backend of a rule's 90/10 split (one atomic add and two indexes).
     let t = Arc::new(table(10, Shape::DistinctHosts));
-    let registry = Registry::default();
+    let registry = Registry::new(Default::default());
     let router = Router::link(t.clone(), &registry);
     let (index, rule) = t
         .rules
@@ -296,19 +298,32 @@ fn balance(c: &mut Criterion) {
     let mut g = c.benchmark_group("balance");
     let ctx = PickContext {
         client: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        hash: Some(0x9e37_79b9_7f4a_7c15),
     };
     for n in [1usize, 3, 100] {
         let endpoints: Vec<Endpoint> = (0..n)
             .map(|i| Endpoint::new(&format!("10.0.{}.{}:8080", i / 256, i % 256)))
             .collect();
-        let rr = RoundRobin::default();
-        g.bench_with_input(BenchmarkId::new("round_robin", n), &endpoints, |b, eps| {
-            b.iter(|| rr.pick(black_box(eps), &ctx))
-        });
+        let all = |_: usize| true;
+        let selectors: [(&str, Box<dyn Selector>); 5] = [
+            ("round_robin", Box::new(RoundRobin::default())),
+            (
+                "weighted_round_robin",
+                Box::new(WeightedRoundRobin::new(&endpoints)),
+            ),
+            ("least_request", Box::new(LeastRequest)),
+            ("random", Box::new(Random)),
+            ("maglev", Box::new(Maglev::new(&endpoints))),
+        ];
+        for (name, s) in &selectors {
+            g.bench_with_input(BenchmarkId::new(*name, n), &endpoints, |b, eps| {
+                b.iter(|| s.pick(black_box(eps), &ctx, &all))
+            });
+        }
     }
     // What the proxy does per request: load the live endpoint set, pick, clone the address.
     let t = Arc::new(table(10, Shape::DistinctHosts));
-    let registry = Registry::default();
+    let registry = Registry::new(Default::default());
     let router = Router::link(t, &registry);
     let state = &router.backends[0];
     state.set_endpoints(

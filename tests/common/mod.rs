@@ -90,7 +90,7 @@ impl Upstream {
                 };
                 match f.mode.load(Ordering::Relaxed) {
                     1 => {
-                        let _ = stream.set_linger(Some(Duration::ZERO));
+                        let _ = stream.set_zero_linger();
                         drop(stream);
                         continue;
                     }
