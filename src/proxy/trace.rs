@@ -64,7 +64,6 @@ fn parse(v: &[u8]) -> Option<([u8; 32], [u8; 2])> {
     Some((trace.try_into().ok()?, flags.try_into().ok()?))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
