@@ -160,6 +160,9 @@ pub struct Candidate {
     pub match_index: u32,
 }
 
+/// Groups shorter than this are scanned without the segment index.
+const SEGMENT_INDEX_MIN: usize = 16;
+
 /// The candidates of one host bucket in precedence order, indexed by the first path segment,
 /// so that a host with thousands of path rules is not scanned rule by rule.
 #[derive(Clone, Debug, Default)]
@@ -173,10 +176,12 @@ pub struct Group {
 
 impl Group {
     fn new(sorted: Vec<(Candidate, Option<&str>)>) -> Self {
+        // A short list is scanned faster than a segment is hashed.
+        let index = sorted.len() >= SEGMENT_INDEX_MIN;
         let mut by_segment: HashMap<Box<str>, Vec<(u32, Candidate)>> = HashMap::new();
         let mut rest = Vec::new();
         for (order, (c, segment)) in sorted.into_iter().enumerate() {
-            match segment {
+            match segment.filter(|_| index) {
                 Some(s) => by_segment
                     .entry(s.into())
                     .or_default()
@@ -193,9 +198,13 @@ impl Group {
     /// The candidates that may match `path`, in precedence order: the path's first-segment
     /// list merged with the list that fits any path.
     pub fn candidates<'a>(&'a self, path: &str) -> impl Iterator<Item = Candidate> + 'a {
-        let fixed: &[(u32, Candidate)] = first_segment(path)
-            .and_then(|s| self.by_segment.get(s))
-            .map_or(&[], |v| v);
+        let fixed: &[(u32, Candidate)] = if self.by_segment.is_empty() {
+            &[]
+        } else {
+            first_segment(path)
+                .and_then(|s| self.by_segment.get(s))
+                .map_or(&[], |v| v)
+        };
         let (mut a, mut b) = (fixed.iter().peekable(), self.rest.iter().peekable());
         std::iter::from_fn(move || match (a.peek(), b.peek()) {
             (Some(x), Some(y)) if x.0 < y.0 => a.next().map(|c| c.1),
