@@ -4,7 +4,9 @@
 //! compiler produces a [`RoutingTable`]; the proxy only reads it.
 
 mod backend;
+mod canary;
 mod diagnostic;
+mod discovery;
 pub mod filter;
 mod matching;
 mod object;
@@ -14,7 +16,9 @@ mod table;
 pub mod weighted;
 
 pub use backend::{Backend, Endpoint, UpstreamProtocol};
+pub use canary::{CANARY_ALWAYS, CANARY_NEVER, Canary};
 pub use diagnostic::{Diagnostic, Reason, Severity};
+pub use discovery::{Discovery, EndpointSet, ServiceKey};
 pub use filter::{
     DirectResponse, HeaderModifier, PathRewrite, Redirect, RequestFilter, UrlRewrite,
 };
@@ -25,6 +29,6 @@ pub use matching::{
 pub use object::{Kind, ObjectRef};
 pub use ser::format_duration;
 pub use table::{
-    Action, BackendIdx, Candidate, Hit, HostIndex, RoutingTable, Rule, TableError, Timeouts,
-    WeightedBackend,
+    Action, BackendIdx, Candidate, Hit, HostIndex, RoutingTable, Rule, TableError, Target,
+    Timeouts, WeightedBackend,
 };

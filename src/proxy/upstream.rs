@@ -14,42 +14,61 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::balance::{PickContext, RoundRobin, Selector};
-use crate::model::{Endpoint, ObjectRef, RoutingTable};
+use crate::model::{Backend, Discovery, Endpoint, EndpointSet, ObjectRef, RoutingTable};
 
 /// One backend's live state.
 pub struct BackendState {
     /// The backend's identity.
     pub id: ObjectRef,
-    endpoints: ArcSwap<Vec<Endpoint>>,
+    /// Its own fixed set, or a Service port's set shared with the discovery store.
+    endpoints: ArcSwap<EndpointSet>,
     selector: Box<dyn Selector>,
 }
 
 impl BackendState {
-    fn new(id: ObjectRef, endpoints: Vec<Endpoint>) -> Self {
+    fn new(id: ObjectRef, endpoints: Arc<EndpointSet>) -> Self {
         Self {
             id,
-            endpoints: ArcSwap::from_pointee(endpoints),
+            endpoints: ArcSwap::new(endpoints),
             selector: Box::new(RoundRobin::default()),
         }
     }
 
-    /// The endpoint for a request, or `None` when the backend has none.
+    /// The endpoint for a request, or `None` when the backend has none ready.
     pub fn pick(&self, ctx: &PickContext) -> Option<Endpoint> {
-        let eps = self.endpoints.load();
+        let set = self.endpoints.load();
+        let eps = set.ready();
         let i = self.selector.pick(&eps, ctx)?;
         eps.get(i).cloned()
     }
 
-    /// Replaces the endpoint set in place (discovery's fast path; no table rebuild).
+    /// Replaces a fixed endpoint set in place (no table rebuild).
     pub fn set_endpoints(&self, endpoints: Vec<Endpoint>) {
-        if **self.endpoints.load() != endpoints {
-            self.endpoints.store(Arc::new(endpoints));
+        let set = self.endpoints.load();
+        if set.is_discovered() {
+            self.endpoints
+                .store(Arc::new(EndpointSet::fixed(endpoints)));
+        } else {
+            set.store(endpoints);
         }
     }
 
-    /// The current endpoint set.
+    /// The endpoints that take new requests now.
     pub fn endpoints(&self) -> Arc<Vec<Endpoint>> {
-        self.endpoints.load_full()
+        self.endpoints.load().ready().clone()
+    }
+
+    /// Points this state at where `backend` says its endpoints come from.
+    fn relink(&self, backend: &Backend, discovery: &Discovery) {
+        match &backend.service {
+            Some(key) => {
+                let set = discovery.subscribe(key);
+                if !Arc::ptr_eq(&self.endpoints.load(), &set) {
+                    self.endpoints.store(set);
+                }
+            }
+            None => self.set_endpoints(backend.endpoints.clone()),
+        }
     }
 }
 
@@ -57,11 +76,25 @@ impl BackendState {
 #[derive(Default)]
 pub struct Registry {
     backends: Mutex<HashMap<ObjectRef, Arc<BackendState>>>,
+    discovery: Arc<Discovery>,
 }
 
 impl Registry {
+    /// A registry whose Service-backed backends read endpoints from `discovery`.
+    pub fn with_discovery(discovery: Arc<Discovery>) -> Self {
+        Self {
+            backends: Mutex::default(),
+            discovery,
+        }
+    }
+
+    /// Where discovered endpoints are written (Kubernetes mode's EndpointSlice watcher).
+    pub fn discovery(&self) -> &Arc<Discovery> {
+        &self.discovery
+    }
+
     /// The states for `table.backends`, in the same order: existing entries are reused (their
-    /// static endpoints refreshed), new ones created, and entries no table uses are dropped.
+    /// endpoint source refreshed), new ones created, and entries no table uses are dropped.
     pub fn link(&self, table: &RoutingTable) -> Vec<Arc<BackendState>> {
         let mut map = self.backends.lock().unwrap_or_else(|e| e.into_inner());
         let linked: Vec<Arc<BackendState>> = table
@@ -69,9 +102,12 @@ impl Registry {
             .iter()
             .map(|b| {
                 let state = map.entry(b.id.clone()).or_insert_with(|| {
-                    Arc::new(BackendState::new(b.id.clone(), b.endpoints.clone()))
+                    Arc::new(BackendState::new(
+                        b.id.clone(),
+                        Arc::new(EndpointSet::fixed(Vec::new())),
+                    ))
                 });
-                state.set_endpoints(b.endpoints.clone());
+                state.relink(b, &self.discovery);
                 state.clone()
             })
             .collect();

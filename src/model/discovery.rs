@@ -1,0 +1,173 @@
+//! Endpoints found at run time (Kubernetes EndpointSlices), shared with the data plane.
+//!
+//! This is the discovery fast path (DESIGN.md): a compiled [`Backend`](super::Backend) names the
+//! Service port its endpoints come from; the source that watches EndpointSlices writes the ready
+//! endpoints here, and the proxy reads them on every pick. Endpoint churn therefore never
+//! recompiles routes or swaps the routing table.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use super::Endpoint;
+
+/// One port of one Service: the unit endpoints are discovered for.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ServiceKey {
+    /// The Service's namespace.
+    pub namespace: String,
+    /// The Service's name.
+    pub name: String,
+    /// The Service port's name (`""` for a Service's single unnamed port). EndpointSlices name
+    /// their ports after the Service's, which is how an endpoint port is found.
+    pub port: String,
+}
+
+impl ServiceKey {
+    /// A key from its parts.
+    pub fn new(
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+        port: impl Into<String>,
+    ) -> Self {
+        Self {
+            namespace: namespace.into(),
+            name: name.into(),
+            port: port.into(),
+        }
+    }
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)?;
+        if !self.port.is_empty() {
+            write!(f, ":{}", self.port)?;
+        }
+        Ok(())
+    }
+}
+
+/// The endpoints that may take new requests, swapped whole when they change.
+#[derive(Debug)]
+pub struct EndpointSet {
+    ready: ArcSwap<Vec<Endpoint>>,
+    discovered: bool,
+}
+
+impl EndpointSet {
+    /// A fixed set (static `endpoints:` of a Backend).
+    pub fn fixed(endpoints: Vec<Endpoint>) -> Self {
+        Self {
+            ready: ArcSwap::from_pointee(endpoints),
+            discovered: false,
+        }
+    }
+
+    fn discovered() -> Self {
+        Self {
+            ready: ArcSwap::from_pointee(Vec::new()),
+            discovered: true,
+        }
+    }
+
+    /// The endpoints to pick from now. Requests already sent keep their endpoint.
+    pub fn ready(&self) -> arc_swap::Guard<Arc<Vec<Endpoint>>> {
+        self.ready.load()
+    }
+
+    /// Replaces the set if it differs (readers see either the old or the new set, never a mix).
+    pub fn store(&self, endpoints: Vec<Endpoint>) {
+        if **self.ready.load() != endpoints {
+            self.ready.store(Arc::new(endpoints));
+        }
+    }
+
+    /// Whether this set belongs to a [`Discovery`] store (rather than to one backend).
+    pub fn is_discovered(&self) -> bool {
+        self.discovered
+    }
+}
+
+/// Ready endpoints per Service port. Written by discovery, read by the proxy.
+#[derive(Debug, Default)]
+pub struct Discovery {
+    sets: Mutex<HashMap<ServiceKey, Arc<EndpointSet>>>,
+}
+
+impl Discovery {
+    /// Sets the ready endpoints of `key` (sorted, so equal sets compare equal).
+    pub fn set(&self, key: &ServiceKey, mut ready: Vec<Endpoint>) {
+        ready.sort();
+        ready.dedup();
+        let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+        match sets.get(key) {
+            Some(set) => {
+                set.store(ready);
+                // Nobody reads it and there is nothing in it: forget it.
+                if set.ready().is_empty() && Arc::strong_count(set) == 1 {
+                    sets.remove(key);
+                }
+            }
+            None if ready.is_empty() => {}
+            None => {
+                let set = EndpointSet::discovered();
+                set.store(ready);
+                sets.insert(key.clone(), Arc::new(set));
+            }
+        }
+    }
+
+    /// The live set of `key`, created empty if discovery has not seen it yet.
+    pub fn subscribe(&self, key: &ServiceKey) -> Arc<EndpointSet> {
+        let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+        sets.entry(key.clone())
+            .or_insert_with(|| Arc::new(EndpointSet::discovered()))
+            .clone()
+    }
+
+    /// The ready endpoints of `key` right now (empty when unknown).
+    pub fn ready(&self, key: &ServiceKey) -> Vec<Endpoint> {
+        let sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+        sets.get(key)
+            .map(|s| s.ready().as_ref().clone())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscriber_sees_later_updates_in_place() {
+        let d = Discovery::default();
+        let key = ServiceKey::new("shop", "api", "http");
+        let set = d.subscribe(&key);
+        assert!(set.ready().is_empty());
+        d.set(
+            &key,
+            vec![Endpoint::new("10.0.0.2:80"), Endpoint::new("10.0.0.1:80")],
+        );
+        assert_eq!(set.ready().len(), 2);
+        assert_eq!(&*set.ready()[0].address, "10.0.0.1:80");
+        d.set(&key, vec![]);
+        assert!(
+            set.ready().is_empty(),
+            "the subscriber's set is emptied, not dropped"
+        );
+        assert!(Arc::ptr_eq(&set, &d.subscribe(&key)));
+    }
+
+    #[test]
+    fn unused_empty_sets_are_forgotten() {
+        let d = Discovery::default();
+        let key = ServiceKey::new("shop", "api", "");
+        d.set(&key, vec![Endpoint::new("10.0.0.1:80")]);
+        d.set(&key, vec![]);
+        assert!(d.sets.lock().unwrap().is_empty());
+    }
+}
