@@ -45,6 +45,7 @@ pub struct Backend {
     /// Upstream protocol.
     pub protocol: UpstreamProtocol,
     /// Endpoints known at compile time (static ones); empty when `service` is set.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<Endpoint>,
     /// The Service port whose discovered endpoints this backend uses (Kubernetes mode); the
     /// proxy reads them from the [`Discovery`](super::Discovery) store, so they change without

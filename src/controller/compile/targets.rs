@@ -119,7 +119,11 @@ impl<'a> Targets<'a> {
                 .get(&(ns.clone(), service.clone()))
                 .cloned()
                 .unwrap_or_default();
-            for c in list {
+            // A canary with no weight, header or cookie would never get a request.
+            for c in list
+                .into_iter()
+                .filter(|c| c.weight > 0 || c.header.is_some() || c.cookie.is_some())
+            {
                 let Some(canary_port) = self.canary_port(&ns, &c.service, &port) else {
                     self.diagnostics.push(Diagnostic {
                         severity: crate::model::Severity::Warning,
