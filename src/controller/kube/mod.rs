@@ -508,15 +508,16 @@ async fn status_loop(
         })
         .collect();
     let publishes = opts.publish_service.is_some() || !static_addresses.is_empty();
+    // Without an elector the sender is gone at once and `leader` stays what it was made with.
+    let mut elector_alive = opts.leader_elect;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = shared.status.notified() => {}
-            r = leader.changed() => {
+            r = leader.changed(), if elector_alive => {
                 if r.is_err() {
-                    // The elector ended (shutdown): nothing more to write.
-                    stop.cancelled().await;
-                    return;
+                    elector_alive = false;
+                    continue;
                 }
                 events.forget();
             }
