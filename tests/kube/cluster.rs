@@ -313,12 +313,27 @@ pub struct Tidegate {
 }
 
 impl Tidegate {
-    /// Starts the binary against `kubeconfig`, watching namespace `ns`, as pod `pod`.
+    /// Starts the binary against `kubeconfig`, watching namespace `ns`, as pod `pod` of `ns`.
     pub fn start(kubeconfig: &Path, ns: &str, pod: &str, extra: &[&str]) -> Self {
+        Self::start_with(kubeconfig, Some(ns), ns, pod, extra)
+    }
+
+    /// Starts the binary watching `watch` (`None`: every namespace), as pod `pod` of `pod_ns`.
+    pub fn start_with(
+        kubeconfig: &Path,
+        watch: Option<&str>,
+        pod_ns: &str,
+        pod: &str,
+        extra: &[&str],
+    ) -> Self {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut child = Command::new(BIN)
-            .args(["run", "--namespace", ns, "--log-format", "json"])
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "--log-format", "json"]);
+        if let Some(ns) = watch {
+            cmd.args(["--namespace", ns]);
+        }
+        let mut child = cmd
             .args([
                 "--http-addr",
                 &http.to_string(),
@@ -328,7 +343,7 @@ impl Tidegate {
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", pod)
-            .env("POD_NAMESPACE", ns)
+            .env("POD_NAMESPACE", pod_ns)
             .env("RUST_LOG", "info")
             .env_remove("TIDEGATE_CONFIG")
             .stderr(Stdio::piped())
@@ -375,6 +390,17 @@ impl Tidegate {
             .iter()
             .filter(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v["message"] == message))
             .count()
+    }
+
+    /// Log lines that contain `needle`.
+    pub fn lines_with(&self, needle: &str) -> Vec<String> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
     }
 
     /// The log so far, for failure messages.

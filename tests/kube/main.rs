@@ -10,6 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use serde_json::json;
 
 use cluster::{Ns, PrivateApiserver, Tidegate, client_for, eventually, install_crds, kubeconfig};
@@ -481,4 +482,88 @@ async fn traffic_flows_while_the_apiserver_is_down_and_changes_apply_after_it_re
     )
     .await;
     assert_eq!(get(&gw, "outage.test", "/", &[]).await.status, 200);
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn the_rbac_in_manifests_is_enough_to_run_every_namespace() {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+
+    let kc = kubeconfig();
+    let admin = client_for(&kc).await;
+    install_crds(&admin).await;
+    // manifests/rbac.yaml as users apply it (namespace `tidegate`).
+    let system = Ns {
+        client: admin.clone(),
+        name: "tidegate".into(),
+    };
+    system
+        .apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tidegate"}}))
+        .await;
+    let rbac = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/rbac.yaml"))
+        .unwrap();
+    for doc in serde_yaml_ng::Deserializer::from_str(&rbac) {
+        let v: serde_json::Value =
+            serde_json::to_value(serde_yaml_ng::Value::deserialize(doc).unwrap()).unwrap();
+        system.apply(v).await;
+    }
+    // A kubeconfig with the ServiceAccount's token instead of the admin's.
+    let token = kube::Api::<ServiceAccount>::namespaced(admin.clone(), "tidegate")
+        .create_token_request(
+            "tidegate",
+            &Default::default(),
+            &TokenRequest {
+                spec: TokenRequestSpec {
+                    expiration_seconds: Some(3600),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let mut config: serde_json::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&kc).unwrap()).unwrap();
+    config["users"][0]["user"]["token"] = json!(token);
+    let dir = tempfile::tempdir().unwrap();
+    let sa_kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&sa_kubeconfig, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
+
+    let ns = Ns::create(&admin, "rbac").await;
+    let a = Upstream::start("a").await;
+    ns.service("api", json!({})).await;
+    ns.slice("api-a", "api", a.addr.port(), true).await;
+    ns.apply(backend("api", "api")).await;
+    // This replica sees every namespace, earlier runs' too: a host of this run's own.
+    let host = format!("{}.rbac.test", ns.name);
+    ns.apply(route("web", &host, json!([{"name": "api"}])))
+        .await;
+    let mut bad = route("bad", &format!("bad.{host}"), json!([{"name": "api"}]));
+    bad["spec"]["rules"][0]["matches"] = json!([{"method": "get"}]);
+    ns.apply(bad).await;
+
+    let gw = Tidegate::start_with(&sa_kubeconfig, None, "tidegate", "rbac-0", &[]);
+    gw.wait_ready().await;
+    wait_served_by(&gw, &host, "/", "a").await;
+    ns.wait_condition("Route", "web", "Programmed", "True")
+        .await;
+    ns.wait_condition("Route", "bad", "Accepted", "False").await;
+    eventually(
+        Duration::from_secs(10),
+        "a Warning Event from the ServiceAccount",
+        || async { (!ns.warnings("Route", "bad").await.is_empty()).then_some(()) },
+    )
+    .await;
+    assert!(
+        system
+            .get("coordination.k8s.io/v1", "Lease", "tidegate-leader")
+            .await
+            .is_some()
+    );
+    let forbidden = gw.lines_with("forbidden");
+    assert!(forbidden.is_empty(), "{forbidden:#?}");
 }
