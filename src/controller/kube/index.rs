@@ -598,3 +598,85 @@ fn ingress_backend(b: &IngressBackend) -> IngressBackendInfo {
         None => IngressBackendInfo::Resource,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::{CompileOptions, compile};
+
+    fn route(name: &str, backend: &str) -> Route {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "tidegate.dev/v1alpha1", "kind": "Route",
+            "metadata": {"name": name, "namespace": "shop", "generation": 1},
+            "spec": {"rules": [{"backendRefs": [{"name": backend}]}]},
+        }))
+        .unwrap()
+    }
+
+    fn backend(name: &str) -> Backend {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "tidegate.dev/v1alpha1", "kind": "Backend",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"endpoints": ["127.0.0.1:1"]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_undecodable_object_is_a_problem_and_its_last_accepted_version_serves() {
+        let mut idx = Index::default();
+        idx.apply_custom::<Backend>(Ok(backend("api")));
+        assert_eq!(
+            idx.apply_custom::<Route>(Ok(route("web", "api"))),
+            Change::Compile
+        );
+        let opts = CompileOptions::default();
+        let first = compile(&idx.snapshot(Accepted::default()), &opts);
+        assert_eq!(first.table.rules.len(), 1);
+
+        let invalid = InvalidObject {
+            error: "spec.rules: invalid type: string \"x\", expected a sequence".into(),
+            metadata: route("web", "api").metadata,
+        };
+        assert_eq!(idx.apply_custom::<Route>(Err(invalid)), Change::Compile);
+        let second = compile(&idx.snapshot(first.accepted), &opts);
+        assert_eq!(
+            second.table.rules.len(),
+            1,
+            "the last accepted version keeps serving"
+        );
+        assert!(
+            second
+                .table
+                .diagnostics
+                .iter()
+                .any(|d| d.reason == Reason::Malformed && d.message.contains("cannot be read")),
+            "{:?}",
+            second.table.diagnostics
+        );
+    }
+
+    #[test]
+    fn a_status_only_change_does_not_recompile() {
+        let mut idx = Index::default();
+        idx.apply_custom::<Route>(Ok(route("web", "api")));
+        let mut r = route("web", "api");
+        r.status = Some(crate::api::RouteStatus {
+            observed_generation: Some(1),
+            conditions: Vec::new(),
+        });
+        assert_eq!(idx.apply_custom::<Route>(Ok(r.clone())), Change::Status);
+        assert_eq!(idx.apply_custom::<Route>(Ok(r)), Change::None);
+    }
+
+    #[test]
+    fn readiness_waits_for_every_kind() {
+        let mut idx = Index::default();
+        for k in &Watched::ALL[..Watched::ALL.len() - 1] {
+            idx.mark_synced(*k);
+        }
+        assert!(!idx.synced());
+        idx.mark_synced(Watched::IngressClass);
+        assert!(idx.synced());
+    }
+}

@@ -150,3 +150,75 @@ fn report<K: Resource>(kind: Watched, obj: Result<K, InvalidObject>) -> Result<K
     }
     obj
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    fn cm(name: &str) -> DeserializeGuard<ConfigMap> {
+        DeserializeGuard(Ok(ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        }))
+    }
+
+    /// A relist (after a 410 Gone, say) is buffered and handed over whole: the objects known
+    /// before are never dropped while the list is in progress.
+    #[tokio::test]
+    async fn a_relist_replaces_the_kind_in_one_step() {
+        let calls = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (a, d, r) = (calls.clone(), calls.clone(), calls.clone());
+        let handlers = Handlers::<ConfigMap> {
+            apply: Box::new(move |o| {
+                a.lock()
+                    .unwrap()
+                    .push(format!("apply {}", metadata(&o).name.clone().unwrap()));
+                Change::Compile
+            }),
+            delete: Box::new(move |m| {
+                d.lock()
+                    .unwrap()
+                    .push(format!("delete {}", m.name.clone().unwrap()));
+                Change::Compile
+            }),
+            reset: Box::new(move |objs| {
+                let names: Vec<String> = objs
+                    .iter()
+                    .map(|o| metadata(o).name.clone().unwrap())
+                    .collect();
+                r.lock().unwrap().push(format!("reset {}", names.join(",")));
+                Change::Compile
+            }),
+            changed: Box::new(|_, _| {}),
+        };
+        let events: Vec<Result<Event<DeserializeGuard<ConfigMap>>, watcher::Error>> = vec![
+            Ok(Event::Init),
+            Ok(Event::InitApply(cm("a"))),
+            Ok(Event::InitDone),
+            Ok(Event::Apply(cm("b"))),
+            Err(watcher::Error::NoResourceVersion),
+            Ok(Event::Init),
+            Ok(Event::InitApply(cm("a"))),
+            Ok(Event::InitApply(cm("c"))),
+            Ok(Event::InitDone),
+            Ok(Event::Delete(cm("a"))),
+        ];
+        run(
+            Watched::Route,
+            futures::stream::iter(events),
+            handlers,
+            CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(
+            *calls.lock().unwrap(),
+            ["reset a", "apply b", "reset a,c", "delete a"]
+        );
+    }
+}
