@@ -75,6 +75,8 @@ struct Shared {
     endpoints: Mutex<EndpointIndex>,
     /// Rung when the compiler's input changed.
     compile: Notify,
+    /// The kinds whose changes the next compile answers (logged with it).
+    dirty: Mutex<BTreeSet<Watched>>,
     /// Rung when status may need writing.
     status: Notify,
 }
@@ -86,14 +88,20 @@ impl Shared {
     fn endpoints(&self) -> MutexGuard<'_, EndpointIndex> {
         self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
     }
-    fn changed(&self, change: Change, synced: Option<Watched>) {
-        if let Some(kind) = synced {
+    fn changed(&self, kind: Watched, change: Change, first_list: bool) {
+        if first_list {
             self.index().mark_synced(kind);
         }
         match change {
             Change::None => {}
             Change::Status => self.status.notify_one(),
-            Change::Compile => self.compile.notify_one(),
+            Change::Compile => {
+                self.dirty
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(kind);
+                self.compile.notify_one();
+            }
         }
     }
 }
@@ -119,6 +127,7 @@ pub fn start(
         index: Mutex::new(Index::new(opts.publish_service.clone())),
         endpoints: Mutex::new(EndpointIndex::new(discovery)),
         compile: Notify::new(),
+        dirty: Mutex::default(),
         status: Notify::new(),
     });
     let ns = opts.namespace.clone();
@@ -178,7 +187,7 @@ where
 
 fn changed_fn(shared: &Arc<Shared>) -> watch::ChangedFn {
     let s = shared.clone();
-    Box::new(move |c, synced| s.changed(c, synced))
+    Box::new(move |kind, c, first| s.changed(kind, c, first))
 }
 
 /// Index handlers for a kind: `apply`/`delete` per event, `reset` under one lock.
@@ -367,7 +376,7 @@ async fn endpoint_slices(
 ) {
     let Some(version) = endpoint_slice_version(&client, &stop).await else {
         // Nothing to wait for: count the kind as listed so the table can be published.
-        shared.changed(Change::Compile, Some(Watched::EndpointSlice));
+        shared.changed(Watched::EndpointSlice, Change::Compile, true);
         return;
     };
     tracing::info!(version, "watching EndpointSlices");
@@ -400,9 +409,9 @@ async fn endpoint_slices(
         changed: {
             let s = shared.clone();
             // Endpoint churn never recompiles; the first list still gates readiness.
-            Box::new(move |c, synced| {
-                if synced.is_some() {
-                    s.changed(Change::Compile, synced);
+            Box::new(move |kind, c, first| {
+                if first {
+                    s.changed(kind, Change::Compile, true);
                 }
                 if c != Change::None {
                     s.status.notify_one();
@@ -448,6 +457,10 @@ async fn compile_loop(
             }
             idx.snapshot(accepted.clone())
         };
+        let triggered_by: Vec<Watched> =
+            std::mem::take(&mut *shared.dirty.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_iter()
+                .collect();
         let started = std::time::Instant::now();
         let compiled = compile(&snap, &opts);
         if let Err(e) = compiled.table.validate() {
@@ -474,6 +487,7 @@ async fn compile_loop(
             backends = table.backends.len(),
             errors = table.diagnostics.iter().filter(|d| d.is_error()).count(),
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            ?triggered_by,
             "configuration published"
         );
         published.send_replace(Some(Arc::new(Published { table, desired })));

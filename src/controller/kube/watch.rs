@@ -58,8 +58,8 @@ pub type Decoded<K> = Result<K, InvalidObject>;
 type ApplyFn<K> = Box<dyn Fn(Decoded<K>) -> Change + Send + Sync>;
 type DeleteFn = Box<dyn Fn(&ObjectMeta) -> Change + Send + Sync>;
 type ResetFn<K> = Box<dyn Fn(Vec<Decoded<K>>) -> Change + Send + Sync>;
-/// Told of every change, and of a kind's first complete list.
-pub type ChangedFn = Box<dyn Fn(Change, Option<Watched>) + Send + Sync>;
+/// Told of every change of a kind, and whether it completes the kind's first list.
+pub type ChangedFn = Box<dyn Fn(Watched, Change, bool) + Send + Sync>;
 
 /// Where one kind's events go.
 pub struct Handlers<K> {
@@ -123,16 +123,16 @@ pub async fn run<G, S>(
                 if first {
                     tracing::info!(?kind, "initial list done");
                 }
-                (handlers.changed)(change.max(Change::Compile), first.then_some(kind));
+                (handlers.changed)(kind, change.max(Change::Compile), first);
             }
             Event::Apply(obj) => {
                 let change = (handlers.apply)(report(kind, obj.into_result()));
-                (handlers.changed)(change, None);
+                (handlers.changed)(kind, change, false);
             }
             Event::Delete(obj) => {
                 let obj = obj.into_result();
                 let change = (handlers.delete)(metadata(&obj));
-                (handlers.changed)(change, None);
+                (handlers.changed)(kind, change, false);
             }
         }
     }
@@ -195,7 +195,7 @@ mod tests {
                 r.lock().unwrap().push(format!("reset {}", names.join(",")));
                 Change::Compile
             }),
-            changed: Box::new(|_, _| {}),
+            changed: Box::new(|_, _, _| {}),
         };
         let events: Vec<Result<Event<DeserializeGuard<ConfigMap>>, watcher::Error>> = vec![
             Ok(Event::Init),
