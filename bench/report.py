@@ -4,6 +4,7 @@
 Subcommands (all print to stdout):
   ports N                   N distinct free TCP ports on 127.0.0.1
   cpu PID...                utime+stime clock ticks summed over each PID and its descendants
+  cores CPU...              busy and total clock ticks of each CPU, from /proc/stat
   rss PID...                VmRSS in KiB summed over each PID and its descendants
   meta ...                  describe the machine, tool versions and settings as JSON
   record ...                parse one wrk/h2load run and append it as a JSON line
@@ -64,6 +65,19 @@ def cpu_ticks(pids):
         # Fields 14 and 15 of proc(5) (utime, stime); fields[] starts at field 3.
         total += int(fields[11]) + int(fields[12])
     return total
+
+
+def core_ticks(cpus):
+    """[busy, total] ticks per CPU; busy is everything but idle and iowait."""
+    rows = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *values = line.split()
+            if name.startswith("cpu") and name != "cpu":
+                v = [int(x) for x in values[:8]]
+                total = sum(v)
+                rows[int(name[3:])] = [total - v[3] - v[4], total]
+    return [x for cpu in cpus for x in rows[cpu]]
 
 
 def rss_kib(pids):
@@ -177,6 +191,7 @@ def cmd_meta(a):
                 break
     meta = {
         "started_utc": a.started,
+        "loadavg_start": _loadavg(),
         "machine": {
             "nproc": os.cpu_count(),
             "cpu_model": model,
@@ -204,6 +219,17 @@ def cmd_record(a):
     parsed = parse_wrk(text) if a.tool == "wrk" else parse_h2load(text, a.h2load_log)
     tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
     requests = parsed["requests"]
+    # Busy share of each core over the run: is the proxy's core saturated, is the load
+    # generator's, and how much of the proxy's core went to anything else.
+    before = [int(x) for x in a.cores_before.split()]
+    after = [int(x) for x in a.cores_after.split()]
+    d = [y - x for x, y in zip(before, after)]
+    proxy_ticks = a.cpu_after - a.cpu_before
+    cores = {
+        "proxy_core_busy_pct": 100 * d[0] / d[1] if d[1] else None,
+        "proxy_core_other_pct": 100 * max(0, d[0] - proxy_ticks) / d[1] if d[1] else None,
+        "load_core_busy_pct": 100 * d[2] / d[3] if d[3] else None,
+    }
     row = {
         "round": a.round,
         "proxy": a.proxy,
@@ -217,6 +243,7 @@ def cmd_record(a):
         "upstream_cpu_us_per_req": (
             (a.up_cpu_after - a.up_cpu_before) * tick_us / requests if requests else None
         ),
+        **cores,
         "rss_idle_kib": a.rss_idle if a.proxy != "none" else None,
         "rss_load_kib": a.rss_load if a.proxy != "none" else None,
     }
@@ -250,12 +277,23 @@ def aggregate(runs, proxies, loads, unsupported):
         for proxy in proxies:
             rows = [r for r in runs if r["proxy"] == proxy and r["load"] == load]
             entry = {"proxy": proxy, "load": load, "rounds": len(rows)}
-            if (proxy, load) in unsupported or not rows:
+            if not rows:
                 entry["status"] = unsupported.get((proxy, load), "not run")
                 summary.append(entry)
                 continue
             entry["status"] = "ok"
-            for key in ("rps", "p50_ms", "p99_ms", "proxy_cpu_us_per_req", "upstream_cpu_us_per_req"):
+            if (proxy, load) in unsupported:
+                entry["note"] = f"{unsupported[(proxy, load)]} in some rounds"
+            for key in (
+                "rps",
+                "p50_ms",
+                "p99_ms",
+                "proxy_cpu_us_per_req",
+                "upstream_cpu_us_per_req",
+                "proxy_core_busy_pct",
+                "proxy_core_other_pct",
+                "load_core_busy_pct",
+            ):
                 entry[key] = _median(r.get(key) for r in rows)
             for key in ("rss_idle", "rss_load"):
                 kib = _median(r.get(f"{key}_kib") for r in rows)
@@ -273,6 +311,16 @@ def aggregate(runs, proxies, loads, unsupported):
     return summary
 
 
+def _other_share(summary):
+    other = _median(e.get("proxy_core_other_pct") for e in summary if e["proxy"] != "none")
+    return "?" if other is None else f"{other:.0f}%"
+
+
+def _loadavg():
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
 def markdown(meta, summary):
     lines = [
         f"### Tidegate vs peers — {meta['started_utc']}",
@@ -285,14 +333,16 @@ def markdown(meta, summary):
         f"{meta['rounds']} round(s) of {meta['duration_s']} s per load, A B A B order; "
         "medians over rounds, ratio to nginx in parentheses.",
         "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ". "
+        f"Load average at start {meta['loadavg_start']}, at end {meta.get('loadavg_end', '?')}; "
+        f"other processes took a median {_other_share(summary)} of the proxy's CPU during loads.",
         "",
-        "| load | proxy | " + " | ".join(t for _, t, _ in METRICS) + " | errors |",
-        "|---|---|" + "---:|" * (len(METRICS) + 1),
+        "| load | proxy | " + " | ".join(t for _, t, _ in METRICS) + " | CPU busy % proxy/load | errors |",
+        "|---|---|" + "---:|" * (len(METRICS) + 2),
     ]
     for e in summary:
         if e["status"] != "ok":
-            cells = ["n/a"] * len(METRICS) + [e["status"]]
+            cells = ["n/a"] * (len(METRICS) + 1) + [e["status"]]
         else:
             cells = []
             for key, _, fmt in METRICS:
@@ -303,7 +353,9 @@ def markdown(meta, summary):
                     cells.append(fmt.format(v))
                 else:
                     cells.append(f"{fmt.format(v)} ({ratio:.2f}×)")
-            cells.append(str(e["errors"]))
+            busy = (e.get("proxy_core_busy_pct"), e.get("load_core_busy_pct"))
+            cells.append("/".join("—" if b is None else f"{b:.0f}" for b in busy))
+            cells.append(str(e["errors"]) + (f" ({e['note']})" if e.get("note") else ""))
         lines.append(f"| {e['load']} | {e['proxy']} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -311,7 +363,9 @@ def markdown(meta, summary):
         f"`h2c` = h2load, prior knowledge, {meta['h2load']['clients']} connections × "
         f"{meta['h2load']['streams']} streams. `none` = wrk/h2load straight to the upstream. "
         "Proxy CPU = utime+stime of all the proxy's processes from /proc over the run, "
-        "divided by requests completed.",
+        "divided by requests completed. CPU busy % = share of the proxy's and the load "
+        "generator's cores busy during the load (near 100 on the load side: the load generator, "
+        "not the proxy, set req/s and latency).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -330,6 +384,7 @@ def cmd_report(a):
                 if line.strip():
                     proxy, load, why = line.rstrip("\n").split("\t", 2)
                     unsupported[(proxy, load)] = why
+    meta["loadavg_end"] = _loadavg()
     summary = aggregate(runs, meta["proxies"], meta["loads"], unsupported)
     with open(a.json, "w") as f:
         json.dump({"meta": meta, "summary": summary, "runs": runs}, f, indent=2)
@@ -362,6 +417,7 @@ def main():
     m.add_argument("--body-bytes", type=int, required=True)
     m.add_argument("--nginx-keepalive", type=int, required=True)
     m.add_argument("--version", action="append", default=[], help="name=version")
+    sub.add_parser("cores").add_argument("cpus", nargs="+", type=int)
     r = sub.add_parser("record")
     r.add_argument("--runs", required=True)
     r.add_argument("--round", type=int, required=True)
@@ -370,6 +426,8 @@ def main():
     r.add_argument("--tool", choices=["wrk", "h2load"], required=True)
     r.add_argument("--output", required=True)
     r.add_argument("--h2load-log")
+    r.add_argument("--cores-before", required=True, help="proxy core busy/total, load core busy/total")
+    r.add_argument("--cores-after", required=True)
     for name in ("cpu-before", "cpu-after", "up-cpu-before", "up-cpu-after", "rss-idle", "rss-load"):
         r.add_argument(f"--{name}", type=int, required=True)
     rep = sub.add_parser("report")
@@ -383,6 +441,8 @@ def main():
         print(" ".join(map(str, free_ports(a.n))))
     elif a.cmd == "cpu":
         print(cpu_ticks(a.pids))
+    elif a.cmd == "cores":
+        print(" ".join(map(str, core_ticks(a.cpus))))
     elif a.cmd == "rss":
         print(rss_kib(a.pids))
     elif a.cmd == "meta":

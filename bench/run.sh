@@ -44,6 +44,9 @@ log() { echo "bench: $*" >&2; }
 ((DURATION >= 2)) || die "DURATION must be at least 2 seconds"
 (($(nproc) >= 2)) || die "needs at least 2 CPUs (proxy on one, load generator and upstream on another)"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+NOFILE=$(ulimit -n)
+# 256 client connections need ~512 descriptors in a proxy; leave the rest as headroom.
+((NOFILE >= 2048)) || die "open file limit $NOFILE is too low (need 2048)"
 
 # --- peers ---------------------------------------------------------------------------------------
 
@@ -71,6 +74,11 @@ if [[ ${SKIP_BUILD:-0} != 1 ]]; then
 fi
 TIDEGATE=$ROOT/target/release/tidegate
 [[ -x $TIDEGATE ]] || die "$TIDEGATE is missing"
+# Access logs are off for every proxy; builds before `--access-log` had none to turn off.
+TIDEGATE_ACCESS_LOG_OFF=()
+if "$TIDEGATE" run --help | grep -q -- --access-log; then
+    TIDEGATE_ACCESS_LOG_OFF=(--access-log off)
+fi
 
 # From here on this shell, its helpers, the load generators and the upstream share LOAD_CPU;
 # each proxy under test gets PROXY_CPU to itself.
@@ -85,7 +93,9 @@ UNSUPPORTED=$WORK/unsupported.tsv
 
 # --- process bookkeeping -------------------------------------------------------------------------
 
+# Children not yet reaped: their PIDs cannot be reused, so killing them on exit is safe.
 STARTED=()
+LOAD_PID=
 
 # start NAME CPU CMD...: runs CMD pinned to CPU, output in $WORK/NAME.log; sets LAST_PID.
 start() {
@@ -105,10 +115,16 @@ stop() {
     done
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
+    local keep=() p
+    for p in "${STARTED[@]}"; do
+        if [[ $p != "$pid" ]]; then keep+=("$p"); fi
+    done
+    STARTED=("${keep[@]}")
 }
 
 cleanup() {
     local pid
+    if [[ -n $LOAD_PID ]]; then stop "$LOAD_PID"; fi
     for pid in "${STARTED[@]}"; do
         if kill -0 "$pid" 2>/dev/null; then stop "$pid"; fi
     done
@@ -116,21 +132,22 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# wait_ready NAME PID URL BODY [curl options]: until URL answers BODY, or fail with the log.
+# wait_ready NAME PID URL BODY: until URL answers BODY; on failure shows the log, returns 1.
 wait_ready() {
     local name=$1 pid=$2 url=$3 body=$4 i got
-    shift 4
     for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || {
+        if ! kill -0 "$pid" 2>/dev/null; then
             tail -n 20 "$WORK/$name.log" >&2
-            die "$name exited during startup"
-        }
-        got=$(curl -fsS --max-time 1 "$@" "$url" 2>/dev/null) || got=
-        [[ $got == "$body" ]] && return 0
+            log "$name exited during startup"
+            return 1
+        fi
+        got=$(curl -fsS --max-time 1 "$url" 2>/dev/null) || got=
+        if [[ $got == "$body" ]]; then return 0; fi
         sleep 0.1
     done
     tail -n 20 "$WORK/$name.log" >&2
-    die "$name did not answer $url with the upstream body"
+    log "$name did not answer $url with the upstream body"
+    return 1
 }
 
 # h2c_ok URL BODY: whether URL answers BODY over HTTP/2 with prior knowledge.
@@ -146,7 +163,7 @@ read -r UP_PORT UP_H2_PORT TG_PORT TG_ADMIN_PORT NGX_PORT NGX_H2_PORT HAP_PORT H
     CADDY_PORT < <("${REPORT[@]}" ports 9)
 
 # ~100 bytes, so the upstream is never the bottleneck.
-BODY="tidegate bench upstream: a fixed 100-byte body so every proxy moves the same bytes .........."
+BODY="tidegate bench upstream: a fixed 100-byte body (newline included) so every proxy moves equal bytes."
 BODY_BYTES=$((${#BODY} + 1))
 
 NGINX_VERSION=$(nginx -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p')
@@ -163,11 +180,11 @@ nginx_h2c_listen() {
 nginx_main() {
     cat <<EOF
 worker_processes 1;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile $NOFILE;
 daemon off;
 pid $1/nginx.pid;
 error_log $1/error.log warn;
-events { worker_connections 16384; }
+events { worker_connections 4096; }
 http {
     access_log off;
     keepalive_timeout 120s;
@@ -253,7 +270,7 @@ write_haproxy_config() {
     cat >"$WORK/haproxy/haproxy.cfg" <<EOF
 global
     nbthread 1
-    maxconn 20000
+    maxconn 4096
 defaults
     mode http
     option http-keep-alive
@@ -313,7 +330,7 @@ write_caddy_config
 # --- proxies -------------------------------------------------------------------------------------
 
 # start_proxy NAME: starts it on PROXY_CPU and waits until it proxies; sets PROXY_PID (empty for
-# none), H1_URL and H2_URL (empty when the proxy cannot serve h2c).
+# none), H1_URL and H2_URL (empty when the proxy cannot serve h2c). Returns 1 if it never proxied.
 start_proxy() {
     local name=$1 h1_port h2_port
     PROXY_PID=
@@ -325,7 +342,8 @@ start_proxy() {
     tidegate)
         start tidegate "$PROXY_CPU" "$TIDEGATE" run --config "$WORK/tidegate/config" \
             --http-addr "127.0.0.1:$TG_PORT" --admin-addr "127.0.0.1:$TG_ADMIN_PORT" \
-            --worker-threads 1 --log-format text --log-level warn --drain-timeout 1s
+            --worker-threads 1 --log-format text --log-level warn --drain-timeout 1s \
+            "${TIDEGATE_ACCESS_LOG_OFF[@]}"
         h1_port=$TG_PORT
         h2_port=$TG_PORT
         ;;
@@ -353,7 +371,10 @@ start_proxy() {
     H2_URL=http://127.0.0.1:$h2_port/
     if [[ $name != none ]]; then
         PROXY_PID=$LAST_PID
-        wait_ready "$name" "$PROXY_PID" "$H1_URL" "$BODY"
+        if ! wait_ready "$name" "$PROXY_PID" "$H1_URL" "$BODY"; then
+            stop "$PROXY_PID"
+            return 1
+        fi
     fi
     if ! h2c_ok "$H2_URL" "$BODY"; then
         log "$name does not answer h2c (prior knowledge) on $H2_URL: reported as n/a"
@@ -380,8 +401,8 @@ UP_PID=
 
 # measure ROUND PROXY LOAD RSS_IDLE: warm up, then one measured run; appends to $RUNS.
 measure() {
-    local round=$1 proxy=$2 load=$3 rss_idle=$4 url tool out h2log pid rc=0
-    local cpu_before=0 cpu_after=0 rss_load=0 up_before up_after
+    local round=$1 proxy=$2 load=$3 rss_idle=$4 url tool out h2log rc=0
+    local cpu_before=0 cpu_after=0 rss_load=0 up_before up_after cores_before cores_after
     if [[ $load == h2c ]]; then
         url=$H2_URL
         tool=h2load
@@ -402,11 +423,14 @@ measure() {
     load_cmd "$load" "$url" "$DURATION" "$h2log"
     if [[ -n $PROXY_PID ]]; then cpu_before=$("${REPORT[@]}" cpu "$PROXY_PID"); fi
     up_before=$("${REPORT[@]}" cpu "$UP_PID")
+    cores_before=$("${REPORT[@]}" cores "$PROXY_CPU" "$LOAD_CPU")
     "${LOAD_CMD[@]}" >"$out" 2>&1 &
-    pid=$!
+    LOAD_PID=$!
     sleep $((DURATION - 1))
     if [[ -n $PROXY_PID ]]; then rss_load=$("${REPORT[@]}" rss "$PROXY_PID"); fi
-    wait "$pid" || rc=$?
+    wait "$LOAD_PID" || rc=$?
+    LOAD_PID=
+    cores_after=$("${REPORT[@]}" cores "$PROXY_CPU" "$LOAD_CPU")
     if [[ -n $PROXY_PID ]]; then cpu_after=$("${REPORT[@]}" cpu "$PROXY_PID"); fi
     up_after=$("${REPORT[@]}" cpu "$UP_PID")
     if ((rc != 0)); then log "$tool exited with $rc for $proxy $load (see $out)"; fi
@@ -414,6 +438,7 @@ measure() {
         --tool "$tool" --output "$out" --h2load-log "$h2log" \
         --cpu-before "$cpu_before" --cpu-after "$cpu_after" \
         --up-cpu-before "$up_before" --up-cpu-after "$up_after" \
+        --cores-before "$cores_before" --cores-after "$cores_after" \
         --rss-idle "$rss_idle" --rss-load "$rss_load"
     rm -f "$h2log"
 }
@@ -437,13 +462,18 @@ tidegate_version="$("$TIDEGATE" version | awk '{print $2}') ($(git -C "$ROOT" re
 start upstream "$LOAD_CPU" nginx -p "$WORK/upstream" -c "$WORK/upstream/nginx.conf" \
     -e "$WORK/upstream/error.log"
 UP_PID=$LAST_PID
-wait_ready upstream "$UP_PID" "http://127.0.0.1:$UP_PORT/" "$BODY"
+wait_ready upstream "$UP_PID" "http://127.0.0.1:$UP_PORT/" "$BODY" || die "the upstream did not start"
 h2c_ok "http://127.0.0.1:$UP_H2_PORT/" "$BODY" || die "the upstream does not answer h2c"
 
 log "$ROUNDS round(s) × {$PROXIES} × {$LOADS}, $DURATION s each"
 for ((round = 1; round <= ROUNDS; round++)); do
     for proxy in $PROXIES; do
-        start_proxy "$proxy"
+        if ! start_proxy "$proxy"; then
+            for load in $LOADS; do
+                printf '%s\t%s\t%s\n' "$proxy" "$load" "failed to start" >>"$UNSUPPORTED"
+            done
+            continue
+        fi
         sleep 1
         rss_idle=0
         if [[ -n $PROXY_PID ]]; then rss_idle=$("${REPORT[@]}" rss "$PROXY_PID"); fi

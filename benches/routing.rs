@@ -268,7 +268,7 @@ fn weighted(c: &mut Criterion) {
     let mut g = c.benchmark_group("weighted");
     // Per request: the next backend of a rule's 90/10 split (one atomic add and two indexes).
     let t = Arc::new(table(10, Shape::DistinctHosts));
-    let registry = Registry::default();
+    let registry = Registry::new(Default::default());
     let router = Router::link(t.clone(), &registry);
     let (index, rule) = t
         .rules
@@ -297,19 +297,24 @@ fn balance(c: &mut Criterion) {
     let mut g = c.benchmark_group("balance");
     let ctx = PickContext {
         client: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        hash: None,
     };
     for n in [1usize, 3, 100] {
         let endpoints: Vec<Endpoint> = (0..n)
             .map(|i| Endpoint::new(&format!("10.0.{}.{}:8080", i / 256, i % 256)))
             .collect();
         let rr = RoundRobin::default();
-        g.bench_with_input(BenchmarkId::new("round_robin", n), &endpoints, |b, eps| {
-            b.iter(|| rr.pick(black_box(eps), &ctx))
+        let views: Vec<&dyn tidegate::proxy::balance::EndpointView> = endpoints
+            .iter()
+            .map(|e| e as &dyn tidegate::proxy::balance::EndpointView)
+            .collect();
+        g.bench_with_input(BenchmarkId::new("round_robin", n), &views, |b, eps| {
+            b.iter(|| rr.pick(black_box(eps), &ctx, &|_| true))
         });
     }
     // What the proxy does per request: load the live endpoint set, pick, clone the address.
     let t = Arc::new(table(10, Shape::DistinctHosts));
-    let registry = Registry::default();
+    let registry = Registry::new(Default::default());
     let router = Router::link(t, &registry);
     let state = &router.backends[0];
     state.set_endpoints(

@@ -15,6 +15,7 @@ use crate::controller::file::{FileSource, FileSourceError};
 use crate::controller::reload::{self, FileController};
 use crate::model::RoutingTable;
 use crate::proxy::{Proxy, ProxyConfig};
+use crate::telemetry::{AccessLogConfig, AccessLogFormat, Telemetry};
 
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +42,6 @@ pub enum GatewayError {
 }
 
 /// Builds a [`Gateway`]. Defaults match the `tidegate run` flags.
-#[derive(Debug)]
 pub struct GatewayBuilder {
     config_path: Option<PathBuf>,
     http_addr: SocketAddr,
@@ -50,6 +50,8 @@ pub struct GatewayBuilder {
     compile: CompileOptions,
     watch: bool,
     debounce: Duration,
+    access_log: AccessLogConfig,
+    telemetry: Option<Arc<Telemetry>>,
     kube: Option<crate::controller::kube::KubeOptions>,
 }
 
@@ -63,6 +65,12 @@ impl Default for GatewayBuilder {
             compile: CompileOptions::default(),
             watch: true,
             debounce: Duration::from_millis(50),
+            // A library user opts in; the binary turns it on by default (--access-log).
+            access_log: AccessLogConfig {
+                format: AccessLogFormat::Off,
+                include_query: false,
+            },
+            telemetry: None,
             kube: None,
         }
     }
@@ -118,6 +126,19 @@ impl GatewayBuilder {
         self
     }
 
+    /// The access log (default for the library: off; lines go to stdout).
+    pub fn access_log(mut self, config: AccessLogConfig) -> Self {
+        self.access_log = config;
+        self
+    }
+
+    /// Metrics and access log to use instead of new ones (e.g. to send the access log elsewhere
+    /// with [`Telemetry::with_output`]).
+    pub fn telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
     /// Binds the listeners, publishes the first table and starts serving.
     pub async fn start(self) -> Result<Gateway, GatewayError> {
         if self.config_path.is_none() && self.kube.is_none() {
@@ -144,19 +165,21 @@ impl GatewayBuilder {
         };
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
 
+        let telemetry = self
+            .telemetry
+            .unwrap_or_else(|| Arc::new(Telemetry::new(&self.access_log)));
         let stop = CancellationToken::new();
         let (tables_tx, tables) = watch::channel(None);
+        let proxy = Proxy::new(self.proxy, telemetry.clone());
         if let Some(listener) = admin {
-            tokio::spawn(admin::serve(
-                listener,
-                AdminState {
-                    tables: tables.clone(),
-                },
-                stop.clone(),
-            ));
+            let state = AdminState {
+                tables: tables.clone(),
+                telemetry: telemetry.clone(),
+                proxy: proxy.clone(),
+            };
+            tokio::spawn(admin::serve(listener, state, stop.clone()));
         }
 
-        let proxy = Proxy::new(self.proxy);
         let publisher = proxy.clone();
         let publish: reload::Publish = Box::new(move |table: Arc<RoutingTable>| {
             publisher.publish(table.clone());
@@ -179,7 +202,12 @@ impl GatewayBuilder {
             None
         } else {
             let path = self.config_path.ok_or(GatewayError::NoConfig)?;
-            let mut controller = FileController::new(FileSource::new(&path), self.compile, publish);
+            let mut controller = FileController::new(
+                FileSource::new(&path),
+                self.compile,
+                publish,
+                telemetry.clone(),
+            );
             controller.reload()?;
             proxy.serve(http);
             let watcher = if self.watch {
@@ -195,6 +223,7 @@ impl GatewayBuilder {
             http_addr,
             admin_addr,
             proxy,
+            telemetry,
             tables,
             reload: reload_tx,
             stop,
@@ -209,6 +238,7 @@ pub struct Gateway {
     admin_addr: Option<SocketAddr>,
     proxy: Proxy,
     tables: watch::Receiver<Option<Arc<RoutingTable>>>,
+    telemetry: Arc<Telemetry>,
     reload: mpsc::Sender<()>,
     stop: CancellationToken,
     _watcher: Option<notify::RecommendedWatcher>,
@@ -243,6 +273,11 @@ impl Gateway {
     /// A receiver that sees every published table.
     pub fn tables(&self) -> watch::Receiver<Option<Arc<RoutingTable>>> {
         self.tables.clone()
+    }
+
+    /// Metrics and access log.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
     }
 
     /// The proxy, for its runtime state.

@@ -11,7 +11,7 @@ use tidegate::controller::file::FileSource;
 use tidegate::controller::{CompileOptions, compile};
 use tidegate::model::Severity;
 use tidegate::proxy::{ProxyConfig, UpstreamSettings};
-use tidegate::telemetry::{LogFormat, init_logging};
+use tidegate::telemetry::{AccessLogConfig, AccessLogFormat, LogFormat, init_logging};
 
 /// Tidegate: a Kubernetes ingress controller and API gateway.
 #[derive(Parser, Debug)]
@@ -48,6 +48,12 @@ struct RunArgs {
     /// Log line format.
     #[arg(long, env = "TIDEGATE_LOG_FORMAT", value_enum, default_value = "json")]
     log_format: LogFormat,
+    /// Access log on stdout: one line per request.
+    #[arg(long, env = "TIDEGATE_ACCESS_LOG", value_enum, default_value = "json")]
+    access_log: AccessLogFormat,
+    /// Include the query string in the access log's path (off: queries often carry secrets).
+    #[arg(long, env = "TIDEGATE_ACCESS_LOG_INCLUDE_QUERY")]
+    access_log_include_query: bool,
     /// Log level filter (RUST_LOG syntax; RUST_LOG itself wins when set).
     #[arg(long, env = "TIDEGATE_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -232,6 +238,10 @@ fn run(args: RunArgs) -> ExitCode {
             .admin_addr(Some(args.admin_addr))
             .ingress_class(args.ingress_class)
             .proxy_config(proxy)
+            .access_log(AccessLogConfig {
+                format: args.access_log,
+                include_query: args.access_log_include_query,
+            })
             .start()
             .await;
         let gateway = match gateway {

@@ -23,6 +23,8 @@ struct Running {
     child: Child,
     http: SocketAddr,
     admin: SocketAddr,
+    /// Access-log lines (the binary's stdout).
+    stdout: std::sync::mpsc::Receiver<String>,
 }
 
 impl Running {
@@ -39,6 +41,7 @@ impl Running {
                 "json",
             ])
             .args(extra)
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("binary starts");
@@ -58,7 +61,19 @@ impl Running {
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        Self { child, http, admin }
+        let (tx, stdout) = std::sync::mpsc::channel();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Self {
+            child,
+            http,
+            admin,
+            stdout,
+        }
     }
 
     fn signal(&self, sig: &str) {
@@ -175,7 +190,10 @@ async fn readiness_config_and_sighup_reload() {
         serde_json::from_str(&c.get(gw.admin, "admin", "/config", &[]).await.body).unwrap();
     assert_eq!(config["version"], 1);
     assert_eq!(config["rules"][0]["label"], "default/r");
-    assert_eq!(config["backends"][0]["endpoints"][0], up.addr.to_string());
+    assert_eq!(
+        config["backends"][0]["endpoints"][0]["address"],
+        up.addr.to_string()
+    );
 
     gw.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -250,4 +268,45 @@ async fn drain_timeout_bounds_shutdown() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test]
+async fn the_access_log_goes_to_stdout_as_json_lines() {
+    let up = Upstream::start("up").await;
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "all.yaml",
+        &(backend_yaml("up", &[up.addr]) + &route("r", "/", "up")),
+    );
+    let gw = Running::start(cfg.path(), &[]);
+    let c = HttpClient::http1();
+    c.get(gw.http, "a.test", "/one?secret=1", &[]).await;
+    c.get(
+        gw.http,
+        "b.test",
+        "/two",
+        &[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )],
+    )
+    .await;
+    let line = |gw: &Running| -> serde_json::Value {
+        let l = gw
+            .stdout
+            .recv_timeout(Duration::from_secs(5))
+            .expect("an access-log line");
+        serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))
+    };
+    let (one, two) = (line(&gw), line(&gw));
+    assert_eq!(
+        (
+            one["host"].as_str(),
+            one["path"].as_str(),
+            one["status"].as_u64()
+        ),
+        (Some("a.test"), Some("/one"), Some(200))
+    );
+    assert_eq!(one["route"], "default/r");
+    assert_eq!(two["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
 }

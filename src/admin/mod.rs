@@ -1,4 +1,4 @@
-//! The admin server: `/healthz`, `/readyz`, `/config`.
+//! The admin server: `/healthz`, `/readyz`, `/metrics`, `/config`, `/backends`.
 //!
 //! It listens on its own (by default loopback-only) address, apart from user traffic.
 
@@ -17,12 +17,21 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{Diagnostic, RoutingTable};
+use crate::proxy::Proxy;
+use crate::telemetry::Telemetry;
+
+/// The OpenMetrics content type Prometheus negotiates for.
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// What the admin server reads.
 #[derive(Clone)]
 pub struct AdminState {
     /// The latest published table; `None` until the first one.
     pub tables: watch::Receiver<Option<Arc<RoutingTable>>>,
+    /// Metrics for `/metrics`.
+    pub telemetry: Arc<Telemetry>,
+    /// Runtime backend state for `/backends`.
+    pub proxy: Proxy,
 }
 
 /// Serves the admin endpoints on `listener` until `stop` is cancelled.
@@ -64,6 +73,15 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let table = state.tables.borrow().clone();
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/metrics" => {
+            state.proxy.refresh_metrics();
+            let mut r = Response::new(Full::new(Bytes::from(state.telemetry.metrics.encode())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(OPENMETRICS),
+            );
+            r
+        }
         "/readyz" => match table {
             Some(t) => text(
                 StatusCode::OK,
@@ -74,6 +92,7 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 "not ready: no configuration published yet\n",
             ),
         },
+        "/backends" => json(&state.proxy.registry().views()),
         "/config" => match table {
             Some(t) => json(&ConfigView::of(&t)),
             None => text(
@@ -83,7 +102,7 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         },
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /healthz, /readyz or /config\n",
+            "not found; try /healthz, /readyz, /metrics, /config or /backends\n",
         ),
     }
 }

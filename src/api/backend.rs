@@ -29,7 +29,8 @@ pub struct BackendSpec {
     /// A Service whose EndpointSlices give the endpoints (Kubernetes mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceRef>,
-    /// Static endpoints `host:port`, instead of `service` (standalone mode).
+    /// Static endpoints `host:port`, optionally with a weight: `host:port weight=3`
+    /// (standalone mode, instead of `service`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<String>,
     /// How the gateway talks to the endpoints.
@@ -196,6 +197,9 @@ pub struct PassiveHealthCheck {
     /// Most endpoints ejected at once, in percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ejection_percent: Option<u32>,
+    /// Upstream statuses or ranges that count as failures, e.g. `500-599` (the default).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failure_statuses: Vec<String>,
 }
 
 /// Circuit breaker settings.

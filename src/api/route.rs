@@ -344,6 +344,12 @@ pub struct RetryPolicy {
     /// Exponential backoff with full jitter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,
+    /// Retry non-idempotent methods (POST, PATCH, …) too; off by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub non_idempotent: Option<bool>,
+    /// Largest request body kept for replay (default 64 KiB); larger bodies are not retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u32>,
 }
 
 /// Exponential backoff bounds.

@@ -10,7 +10,36 @@ use tokio::sync::mpsc;
 use super::compile::{CompileOptions, compile};
 use super::file::{FileSource, FileSourceError, is_yaml};
 use super::snapshot::Accepted;
-use crate::model::{RoutingTable, Severity};
+use crate::model::{Kind, RoutingTable, Severity};
+use crate::telemetry::Telemetry;
+use crate::telemetry::metrics::{KindLabels, ResultLabels, StateLabels};
+
+/// Route objects by state: `accepted` (serving its current version), `stale` (serving its last
+/// accepted version; the current one is rejected), `rejected` (not serving), `ignored` (another
+/// ingress class).
+pub fn route_states(table: &RoutingTable) -> [(&'static str, i64); 4] {
+    use std::collections::BTreeSet;
+    let serving: BTreeSet<_> = table.rules.iter().map(|r| &r.route).collect();
+    let of_routes = |sev: Severity| -> BTreeSet<_> {
+        table
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == sev)
+            .filter_map(|d| d.object.as_ref())
+            .filter(|o| o.kind == Kind::Route)
+            .collect()
+    };
+    let errors = of_routes(Severity::Error);
+    let stale = errors.iter().filter(|o| serving.contains(*o)).count();
+    let rejected = errors.len() - stale;
+    let ignored = of_routes(Severity::Ignored).len();
+    [
+        ("accepted", (serving.len() - stale) as i64),
+        ("stale", stale as i64),
+        ("rejected", rejected as i64),
+        ("ignored", ignored as i64),
+    ]
+}
 
 /// Receives every table the controller publishes.
 pub type Publish = Box<dyn Fn(Arc<RoutingTable>) + Send + Sync>;
@@ -22,27 +51,65 @@ pub struct FileController {
     accepted: Accepted,
     version: u64,
     publish: Publish,
+    telemetry: Arc<Telemetry>,
 }
 
 impl FileController {
     /// A controller for `source`; `publish` is called with each new table.
-    pub fn new(source: FileSource, opts: CompileOptions, publish: Publish) -> Self {
+    pub fn new(
+        source: FileSource,
+        opts: CompileOptions,
+        publish: Publish,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
         Self {
             source,
             opts,
             accepted: Accepted::default(),
             version: 0,
             publish,
+            telemetry,
         }
     }
 
     /// Reads, compiles and publishes once. Fails only if the configuration path is unreadable,
     /// in which case the previous table keeps serving.
     pub fn reload(&mut self) -> Result<Arc<RoutingTable>, FileSourceError> {
+        let result = self.reload_inner();
+        let m = &self.telemetry.metrics;
+        let outcome = if result.is_ok() { "success" } else { "failure" };
+        m.config_reloads
+            .get_or_create(&ResultLabels { result: outcome })
+            .inc();
+        match &result {
+            Ok(table) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                m.config_last_reload_success.set(now.as_secs_f64());
+                for (state, n) in route_states(table) {
+                    m.routes.get_or_create(&StateLabels { state }).set(n);
+                }
+            }
+            Err(_) => {
+                m.controller_errors
+                    .get_or_create(&KindLabels { kind: "file" })
+                    .inc();
+            }
+        }
+        result
+    }
+
+    fn reload_inner(&mut self) -> Result<Arc<RoutingTable>, FileSourceError> {
         let started = std::time::Instant::now();
         let mut snap = self.source.load()?;
         snap.accepted = std::mem::take(&mut self.accepted);
+        let compile_started = std::time::Instant::now();
         let compiled = compile(&snap, &self.opts);
+        self.telemetry
+            .metrics
+            .compile_duration
+            .observe(compile_started.elapsed().as_secs_f64());
         let mut table = compiled.table;
         if let Err(e) = table.validate() {
             // A compiler bug, never a user error: keep what serves.
@@ -76,6 +143,11 @@ impl FileController {
     /// Reloads on every trigger, coalescing triggers that arrive within `debounce`.
     pub async fn run(mut self, mut triggers: mpsc::Receiver<()>, debounce: Duration) {
         while triggers.recv().await.is_some() {
+            self.telemetry
+                .metrics
+                .controller_events
+                .get_or_create(&KindLabels { kind: "file" })
+                .inc();
             // Editors write a file in several steps; wait for the burst to end.
             loop {
                 match tokio::time::timeout(debounce, triggers.recv()).await {

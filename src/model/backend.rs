@@ -1,7 +1,9 @@
-//! Backends as the data plane sees them: an identity, a protocol, and where the endpoints come from.
+//! Backends as the data plane sees them: identity, protocol, endpoints, and how to treat them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use http::HeaderName;
 use serde::Serialize;
 
 use super::{ObjectRef, ServiceKey};
@@ -17,20 +19,163 @@ pub enum UpstreamProtocol {
     H2c,
 }
 
-/// One endpoint address, `host:port` (an IP literal or a name resolved when connecting).
+/// One endpoint: a `host:port` address (an IP literal or a name resolved when connecting) and
+/// its relative weight (used by WeightedRoundRobin; 1 unless written).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
 pub struct Endpoint {
     /// `host:port`, usable as a URI authority (`[::1]:80` for IPv6).
     pub address: Arc<str>,
+    /// Relative weight, at least 1.
+    pub weight: u32,
 }
 
 impl Endpoint {
-    /// An endpoint from its `host:port` authority.
+    /// An endpoint of weight 1 from its `host:port` authority.
     pub fn new(address: &str) -> Self {
         Self {
             address: address.into(),
+            weight: 1,
         }
+    }
+}
+
+/// The request attribute a hash-based balancer keys on.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum HashKey {
+    /// A request header (missing: the client address).
+    Header(#[serde(serialize_with = "super::ser::header_name")] HeaderName),
+    /// A cookie (missing: the client address).
+    Cookie(String),
+    /// The client address.
+    SourceIp,
+    /// A query parameter (missing: the client address).
+    QueryParam(String),
+}
+
+/// How an endpoint is picked within a backend.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(tag = "algorithm", content = "hashOn")]
+pub enum LoadBalancing {
+    /// Each endpoint in turn.
+    #[default]
+    RoundRobin,
+    /// Smooth weighted round robin over the endpoints' weights.
+    WeightedRoundRobin,
+    /// The less loaded of two random endpoints (power of two choices on requests in flight).
+    LeastRequest,
+    /// Uniformly random.
+    Random,
+    /// Maglev consistent hashing of a request attribute.
+    ConsistentHash(HashKey),
+    /// Consistent hashing of the client address.
+    #[serde(rename = "IPHash")]
+    IpHash,
+}
+
+/// What an active probe does.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ProbeKind {
+    /// `GET path`; healthy when the status is in one of the ranges.
+    Http {
+        /// Path probed.
+        path: String,
+        /// Host header (default: the endpoint address).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        /// Inclusive status ranges counted as healthy.
+        expected: Vec<(u16, u16)>,
+    },
+    /// A TCP connect.
+    Tcp,
+}
+
+/// Active health checking.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveHealthCheck {
+    /// The probe.
+    pub probe: ProbeKind,
+    /// Time between probes (jittered by up to 10%).
+    #[serde(serialize_with = "super::ser::plain_duration")]
+    pub interval: Duration,
+    /// Limit of one probe.
+    #[serde(serialize_with = "super::ser::plain_duration")]
+    pub timeout: Duration,
+    /// Consecutive successes that make an unhealthy endpoint healthy.
+    pub healthy_threshold: u32,
+    /// Consecutive failures that make a healthy endpoint unhealthy.
+    pub unhealthy_threshold: u32,
+}
+
+/// Passive health checking (outlier ejection) on real traffic.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PassiveHealthCheck {
+    /// Consecutive failures that eject an endpoint.
+    pub consecutive_failures: u32,
+    /// First ejection's length; the n-th ejection lasts n times this (at most 10 times).
+    #[serde(serialize_with = "super::ser::plain_duration")]
+    pub ejection_time: Duration,
+    /// Most endpoints ejected at once, in percent (one may always be ejected).
+    pub max_ejection_percent: u32,
+    /// Upstream statuses that count as failures (inclusive ranges); connect errors, resets and
+    /// timeouts always count.
+    pub failure_statuses: Vec<(u16, u16)>,
+}
+
+/// Circuit breaker settings.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitBreaker {
+    /// Failure ratio (0–1] over the window that opens the breaker.
+    pub failure_ratio: f64,
+    /// Requests in the window before the ratio counts.
+    pub min_requests: u32,
+    /// The sliding window.
+    #[serde(serialize_with = "super::ser::plain_duration")]
+    pub window: Duration,
+    /// How long the breaker stays open before trying again.
+    #[serde(serialize_with = "super::ser::plain_duration")]
+    pub open_duration: Duration,
+    /// Trial requests let through while half-open; all must succeed to close.
+    pub half_open_requests: u32,
+}
+
+/// Connection limits and timeouts towards a backend.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionLimits {
+    /// Limit of one TCP connect (default: the gateway's --connect-timeout).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::ser::duration"
+    )]
+    pub connect_timeout: Option<Duration>,
+    /// Idle pooled connections are closed after this (default: --upstream-idle-timeout).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::ser::duration"
+    )]
+    pub idle_timeout: Option<Duration>,
+    /// Most requests in flight to the backend at once (HTTP/1.1: most connections in use).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Most requests waiting for one of those slots; more get 503 at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pending_requests: Option<u32>,
+    /// Longest wait for a slot before 503.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::ser::duration"
+    )]
+    pub pending_timeout: Option<Duration>,
+}
+
+impl ConnectionLimits {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
     }
 }
 
@@ -38,7 +183,7 @@ impl Endpoint {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Backend {
-    /// The object it came from; runtime state (endpoints, counters) is keyed by it.
+    /// The object it came from; runtime state (endpoints, health, counters) is keyed by it.
     pub id: ObjectRef,
     /// `namespace/name`, for metrics and logs.
     pub label: Arc<str>,
@@ -52,4 +197,43 @@ pub struct Backend {
     /// a new table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceKey>,
+    /// Endpoint selection.
+    pub load_balancer: LoadBalancing,
+    /// Active probes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_health_check: Option<ActiveHealthCheck>,
+    /// Outlier ejection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub passive_health_check: Option<PassiveHealthCheck>,
+    /// Circuit breaker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreaker>,
+    /// Connection limits and timeouts.
+    #[serde(skip_serializing_if = "ConnectionLimits::is_default")]
+    pub connection: ConnectionLimits,
+    /// Newly healthy endpoints ramp from a small share to their full share over this window.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::ser::duration"
+    )]
+    pub slow_start: Option<Duration>,
+}
+
+impl Backend {
+    /// A backend with static endpoints and default treatment.
+    pub fn new(id: ObjectRef, protocol: UpstreamProtocol, endpoints: Vec<Endpoint>) -> Self {
+        Self {
+            label: id.key().into(),
+            id,
+            protocol,
+            endpoints,
+            load_balancer: LoadBalancing::default(),
+            active_health_check: None,
+            passive_health_check: None,
+            circuit_breaker: None,
+            connection: ConnectionLimits::default(),
+            slow_start: None,
+            service: None,
+        }
+    }
 }

@@ -92,31 +92,68 @@ impl EndpointSet {
     }
 }
 
+/// Told of a Service port's new ready endpoints.
+pub type Listener = Box<dyn Fn(&ServiceKey, &[Endpoint]) + Send + Sync>;
+
 /// Ready endpoints per Service port. Written by discovery, read by the proxy.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Discovery {
     sets: Mutex<HashMap<ServiceKey, Arc<EndpointSet>>>,
+    listeners: Mutex<Vec<Listener>>,
+}
+
+impl fmt::Debug for Discovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Discovery")
+            .field("sets", &self.sets)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Discovery {
-    /// Sets the ready endpoints of `key` (sorted, so equal sets compare equal).
+    /// Calls `listener` with every change of a Service port's ready endpoints.
+    pub fn listen(&self, listener: Listener) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(listener);
+    }
+
+    /// Sets the ready endpoints of `key` (sorted, so equal sets compare equal), and tells the
+    /// listeners when they changed.
     pub fn set(&self, key: &ServiceKey, mut ready: Vec<Endpoint>) {
         ready.sort();
         ready.dedup();
-        let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
-        match sets.get(key) {
-            Some(set) => {
-                set.store(ready);
-                // Nobody reads it and there is nothing in it: forget it.
-                if set.ready().is_empty() && Arc::strong_count(set) == 1 {
-                    sets.remove(key);
+        let changed = {
+            let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
+            match sets.get(key) {
+                Some(set) => {
+                    let changed = **set.ready() != ready;
+                    set.store(ready.clone());
+                    // Nobody reads it and there is nothing in it: forget it.
+                    if set.ready().is_empty() && Arc::strong_count(set) == 1 {
+                        sets.remove(key);
+                    }
+                    changed
+                }
+                None if ready.is_empty() => false,
+                None => {
+                    let set = EndpointSet::discovered();
+                    set.store(ready.clone());
+                    sets.insert(key.clone(), Arc::new(set));
+                    true
                 }
             }
-            None if ready.is_empty() => {}
-            None => {
-                let set = EndpointSet::discovered();
-                set.store(ready);
-                sets.insert(key.clone(), Arc::new(set));
+        };
+        // Outside the lock: listeners take their own.
+        if changed {
+            for l in self
+                .listeners
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+            {
+                l(key, &ready);
             }
         }
     }

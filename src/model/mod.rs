@@ -15,7 +15,10 @@ mod ser;
 mod table;
 pub mod weighted;
 
-pub use backend::{Backend, Endpoint, UpstreamProtocol};
+pub use backend::{
+    ActiveHealthCheck, Backend, CircuitBreaker, ConnectionLimits, Endpoint, HashKey, LoadBalancing,
+    PassiveHealthCheck, ProbeKind, UpstreamProtocol,
+};
 pub use canary::{CANARY_ALWAYS, CANARY_NEVER, Canary};
 pub use diagnostic::{Diagnostic, Reason, Severity};
 pub use discovery::{Discovery, EndpointSet, ServiceKey};
@@ -29,6 +32,6 @@ pub use matching::{
 pub use object::{Kind, ObjectRef};
 pub use ser::format_duration;
 pub use table::{
-    Action, BackendIdx, Candidate, Hit, HostIndex, RoutingTable, Rule, TableError, Target,
-    Timeouts, WeightedBackend,
+    Action, BackendIdx, Candidate, Hit, HostIndex, Retry, RetryOn, RoutingTable, Rule, TableError,
+    Target, Timeouts, WeightedBackend,
 };

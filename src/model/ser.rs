@@ -85,3 +85,7 @@ pub fn format_duration(d: std::time::Duration) -> String {
         .map(|(n, u)| format!("{n}{u}"))
         .collect()
 }
+
+pub fn plain_duration<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration(*d))
+}

@@ -130,6 +130,59 @@ pub struct Timeouts {
     pub backend_request: Option<Duration>,
 }
 
+/// When a failed attempt may be tried again.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryOn {
+    /// The TCP connect failed (nothing was sent).
+    pub connect_failure: bool,
+    /// The connection broke before response headers (also: the per-try timeout fired).
+    pub reset: bool,
+    /// The upstream answered 502, 503 or 504.
+    pub gateway_error: bool,
+    /// The upstream answered any 5xx.
+    #[serde(rename = "5xx")]
+    pub any_5xx: bool,
+    /// The upstream answered one of these.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub statuses: Vec<u16>,
+}
+
+impl RetryOn {
+    /// Whether a response with this status may be retried.
+    pub fn status(&self, code: u16) -> bool {
+        (self.any_5xx && (500..600).contains(&code))
+            || (self.gateway_error && matches!(code, 502..=504))
+            || self.statuses.contains(&code)
+    }
+}
+
+/// Retries of a rule.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Retry {
+    /// Attempts in all, the first included (at least 2).
+    pub attempts: u32,
+    /// Conditions.
+    pub on: RetryOn,
+    /// Limit of one attempt.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::ser::duration"
+    )]
+    pub per_try_timeout: Option<Duration>,
+    /// First backoff (full jitter: a random wait up to base × 2^n, capped at max).
+    #[serde(serialize_with = "super::ser::plain_duration")]
+    pub backoff_base: Duration,
+    /// Largest backoff.
+    #[serde(serialize_with = "super::ser::plain_duration")]
+    pub backoff_max: Duration,
+    /// Whether non-idempotent methods (POST, PATCH, …) are retried too.
+    pub non_idempotent: bool,
+    /// Largest request body kept for replay; larger bodies are streamed and not retried.
+    pub max_body_bytes: usize,
+}
+
 /// A compiled rule of a Route.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -158,6 +211,9 @@ pub struct Rule {
     pub action: Action,
     /// Time limits.
     pub timeouts: Timeouts,
+    /// Retries, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
     /// Creation time of the Route, for precedence.
     #[serde(skip)]
     pub created: Option<i64>,

@@ -1,6 +1,13 @@
-//! The response body the proxy sends: an upstream's stream or a small fixed answer.
+//! Bodies on both sides of the proxy.
+//!
+//! [`ProxyBody`] is what the client receives: an upstream's stream or a small fixed answer. It
+//! carries the request's [`Exchange`] and the connection's in-flight guard, so the request is
+//! recorded (and the connection counted busy) until the last byte is sent or the client leaves.
+//! [`RequestBody`] is what the upstream receives: the client's stream, counted when asked.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -8,10 +15,12 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::conn::ActivityGuard;
+use super::exchange::Exchange;
 
-/// A response body; it holds the connection's in-flight guard until it is fully sent.
+/// A response body.
 pub struct ProxyBody {
     inner: Inner,
+    exchange: Option<Exchange>,
     _guard: Option<ActivityGuard>,
 }
 
@@ -25,6 +34,7 @@ impl ProxyBody {
     pub fn upstream(body: Incoming) -> Self {
         Self {
             inner: Inner::Upstream(body),
+            exchange: None,
             _guard: None,
         }
     }
@@ -34,6 +44,7 @@ impl ProxyBody {
         let bytes = bytes.into();
         Self {
             inner: Inner::Full((!bytes.is_empty()).then_some(bytes)),
+            exchange: None,
             _guard: None,
         }
     }
@@ -42,12 +53,14 @@ impl ProxyBody {
     pub fn empty() -> Self {
         Self {
             inner: Inner::Full(None),
+            exchange: None,
             _guard: None,
         }
     }
 
-    /// Keeps `guard` alive until the body is done.
-    pub fn with_guard(mut self, guard: ActivityGuard) -> Self {
+    /// Keeps the request's record and the connection's guard until the body is done.
+    pub(crate) fn finish_with(mut self, exchange: Exchange, guard: ActivityGuard) -> Self {
+        self.exchange = Some(exchange);
         self._guard = Some(guard);
         self
     }
@@ -61,10 +74,17 @@ impl Body for ProxyBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.get_mut().inner {
+        let this = self.get_mut();
+        let polled = match &mut this.inner {
             Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
             Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+        };
+        if let (Poll::Ready(Some(Ok(frame))), Some(ex)) = (&polled, &mut this.exchange)
+            && let Some(data) = frame.data_ref()
+        {
+            ex.bytes_out += data.len() as u64;
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -78,6 +98,90 @@ impl Body for ProxyBody {
         match &self.inner {
             Inner::Upstream(b) => b.size_hint(),
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+/// A request body on its way upstream.
+pub struct RequestBody {
+    prefix: Option<Bytes>,
+    rest: Option<Incoming>,
+    counted: Option<Arc<AtomicU64>>,
+}
+
+impl RequestBody {
+    /// The client's body, counting its bytes into `counted` when given.
+    pub fn new(inner: Incoming, counted: Option<Arc<AtomicU64>>) -> Self {
+        Self {
+            prefix: None,
+            rest: Some(inner),
+            counted,
+        }
+    }
+
+    /// A body kept in memory (a replayable retry body; already counted).
+    pub fn full(bytes: Bytes) -> Self {
+        Self {
+            prefix: (!bytes.is_empty()).then_some(bytes),
+            rest: None,
+            counted: None,
+        }
+    }
+
+    /// What was already read, then the rest of the client's body.
+    pub fn chained(prefix: Bytes, rest: Incoming, counted: Option<Arc<AtomicU64>>) -> Self {
+        if let Some(c) = &counted {
+            c.fetch_add(prefix.len() as u64, Ordering::Relaxed);
+        }
+        Self {
+            prefix: (!prefix.is_empty()).then_some(prefix),
+            rest: Some(rest),
+            counted,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if let Some(prefix) = this.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        let Some(rest) = &mut this.rest else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(rest).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(counter)) = (&polled, &this.counted)
+            && let Some(data) = frame.data_ref()
+        {
+            counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let prefix = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        match &self.rest {
+            None => SizeHint::with_exact(prefix),
+            Some(r) => {
+                let h = r.size_hint();
+                let mut out = SizeHint::new();
+                out.set_lower(h.lower() + prefix);
+                if let Some(upper) = h.upper() {
+                    out.set_upper(upper + prefix);
+                }
+                out
+            }
         }
     }
 }

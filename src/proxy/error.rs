@@ -19,6 +19,15 @@ pub enum ProxyError {
     /// The chosen backend has no endpoint to send to.
     #[error("backend {backend} has no endpoints")]
     NoEndpoints { backend: std::sync::Arc<str> },
+    /// Every endpoint of the chosen backend is unhealthy or ejected.
+    #[error("backend {backend} has no healthy endpoints")]
+    NoHealthyEndpoints { backend: std::sync::Arc<str> },
+    /// The backend's circuit breaker is open.
+    #[error("circuit breaker open for backend {backend}")]
+    CircuitOpen { backend: std::sync::Arc<str> },
+    /// The backend's connection limit and queue are full.
+    #[error("backend {backend} is at its connection limit")]
+    Overloaded { backend: std::sync::Arc<str> },
     /// Connecting to the endpoint failed.
     #[error("cannot connect to upstream")]
     UpstreamConnect(#[source] hyper_util::client::legacy::Error),
@@ -39,9 +48,11 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ProxyError::NoBackend | ProxyError::NoEndpoints { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoBackend
+            | ProxyError::NoEndpoints { .. }
+            | ProxyError::NoHealthyEndpoints { .. }
+            | ProxyError::CircuitOpen { .. }
+            | ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamConnect(_)
             | ProxyError::UpstreamFailed(_)
             | ProxyError::UpgradeUnsupported(_) => StatusCode::BAD_GATEWAY,
@@ -57,6 +68,15 @@ impl ProxyError {
             ProxyError::NoBackend => "no backend available for this route\n".to_owned(),
             ProxyError::NoEndpoints { backend } => {
                 format!("no endpoints available for backend {backend}\n")
+            }
+            ProxyError::NoHealthyEndpoints { backend } => {
+                format!("no healthy endpoints for backend {backend}\n")
+            }
+            ProxyError::CircuitOpen { backend } => {
+                format!("circuit breaker open for backend {backend}\n")
+            }
+            ProxyError::Overloaded { backend } => {
+                format!("backend {backend} is at its connection limit\n")
             }
             ProxyError::UpstreamConnect(_) => "upstream connect error\n".to_owned(),
             ProxyError::UpstreamFailed(_) => "upstream connection failed\n".to_owned(),

@@ -7,12 +7,15 @@ pub mod balance;
 mod body;
 mod conn;
 mod error;
+mod exchange;
+mod forward;
 mod handler;
 pub mod headers;
 mod path;
 pub mod request_id;
 mod router;
 mod server;
+mod trace;
 mod tunnel;
 pub mod upstream;
 
@@ -32,6 +35,8 @@ pub use router::Router;
 pub use upstream::{BackendState, Registry, UpstreamSettings};
 
 use crate::model::RoutingTable;
+use crate::telemetry::Telemetry;
+use crate::telemetry::metrics::EndpointStateLabels;
 use upstream::Clients;
 
 /// Limits and timeouts of the proxy. Every field has a documented default.
@@ -67,6 +72,7 @@ pub(crate) struct Shared {
     registry: Registry,
     clients: Clients,
     config: ProxyConfig,
+    telemetry: Arc<Telemetry>,
     server: auto::Builder<TokioExecutor>,
     /// Cancelled when the gateway stops accepting: connections finish what is in flight.
     draining: CancellationToken,
@@ -84,8 +90,8 @@ pub struct Proxy {
 
 impl Proxy {
     /// A proxy with an empty table (every request gets 404 until a table is published).
-    pub fn new(config: ProxyConfig) -> Self {
-        let registry = Registry::default();
+    pub fn new(config: ProxyConfig, telemetry: Arc<Telemetry>) -> Self {
+        let registry = Registry::new(config.upstream.clone());
         let router = Router::link(Arc::new(RoutingTable::default()), &registry);
         let mut server = auto::Builder::new(TokioExecutor::new());
         server
@@ -103,6 +109,7 @@ impl Proxy {
                 registry,
                 clients: Clients::new(&config.upstream),
                 config,
+                telemetry,
                 server,
                 draining: CancellationToken::new(),
                 hard_stop: CancellationToken::new(),
@@ -115,7 +122,44 @@ impl Proxy {
     /// Makes `table` the one new requests are served from.
     pub fn publish(&self, table: Arc<RoutingTable>) {
         let router = Router::link(table, &self.shared.registry);
-        self.shared.router.store(Arc::new(router));
+        let previous = self.shared.router.swap(Arc::new(router));
+        self.export_endpoint_counts(&previous);
+    }
+
+    /// Sets `tidegate_backend_endpoints` for the current backends and drops the series of
+    /// backends that are gone.
+    fn export_endpoint_counts(&self, previous: &Router) {
+        let gauge = &self.shared.telemetry.metrics.backend_endpoints;
+        let current = self.shared.router.load();
+        for old in &previous.table.backends {
+            if !current.table.backends.iter().any(|b| b.label == old.label) {
+                for state in ["ready", "total"] {
+                    gauge.remove(&EndpointStateLabels {
+                        backend: old.label.clone(),
+                        state,
+                    });
+                }
+            }
+        }
+        self.refresh_metrics();
+    }
+
+    /// Sets the live gauges (endpoints ready and known per backend); the admin server calls
+    /// this before each scrape, so health changes show without a configuration change.
+    pub fn refresh_metrics(&self) {
+        let gauge = &self.shared.telemetry.metrics.backend_endpoints;
+        let current = self.shared.router.load();
+        for (cfg, state) in current.table.backends.iter().zip(&current.backends) {
+            let (ready, total) = state.counts();
+            for (s, n) in [("ready", ready), ("total", total)] {
+                gauge
+                    .get_or_create(&EndpointStateLabels {
+                        backend: cfg.label.clone(),
+                        state: s,
+                    })
+                    .set(n as i64);
+            }
+        }
     }
 
     /// The router new requests use.

@@ -42,6 +42,13 @@ pub fn ensure(headers: &mut HeaderMap) -> HeaderValue {
     }
 }
 
+/// A fresh pseudo-random number: a scrambled process-wide counter (unique within the process,
+/// unpredictable enough for ids; not for secrets).
+pub fn random_u64() -> u64 {
+    let (_, salt) = *SEED;
+    splitmix64(COUNTER.fetch_add(1, Ordering::Relaxed) ^ salt.rotate_left(17))
+}
+
 fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -10,9 +10,19 @@ use tokio::time::Instant;
 use super::Shared;
 use super::conn::{Activity, ConnCtx};
 use super::handler;
+use crate::telemetry::metrics::ListenerLabels;
 
 /// Accepts connections until `shared.draining` is cancelled.
 pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    let open = shared
+        .telemetry
+        .metrics
+        .open_connections
+        .get_or_create(&ListenerLabels {
+            listener: "http",
+            protocol: "http",
+        })
+        .clone();
     loop {
         let accepted = tokio::select! {
             () = shared.draining.cancelled() => break,
@@ -21,9 +31,12 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         match accepted {
             Ok((stream, peer)) => {
                 let shared2 = shared.clone();
-                shared
-                    .connections
-                    .spawn(async move { serve_connection(shared2, stream, peer).await });
+                let open = open.clone();
+                open.inc();
+                shared.connections.spawn(async move {
+                    serve_connection(shared2, stream, peer).await;
+                    open.dec();
+                });
             }
             Err(e) => {
                 // Usually EMFILE/ENFILE: back off briefly instead of spinning.

@@ -1,6 +1,12 @@
-//! Logging setup (metrics and access logs join here later).
+//! Logging, metrics and the access log.
+
+pub mod access_log;
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
+
+pub use access_log::{AccessLog, AccessLogConfig, AccessLogFormat};
+pub use metrics::Metrics;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -26,4 +32,29 @@ pub fn init_logging(format: LogFormat, default_filter: &str) {
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// Metrics and access log, shared by the proxy, the controller and the admin server.
+pub struct Telemetry {
+    /// Every metric.
+    pub metrics: Metrics,
+    /// The access log (maybe off).
+    pub access_log: AccessLog,
+}
+
+impl Telemetry {
+    /// Metrics, and an access log writing to stdout.
+    pub fn new(access_log: &AccessLogConfig) -> Self {
+        Self::with_output(access_log, Box::new(std::io::stdout()))
+    }
+
+    /// Metrics, and an access log writing to `out`.
+    pub fn with_output(access_log: &AccessLogConfig, out: Box<dyn std::io::Write + Send>) -> Self {
+        let metrics = Metrics::new();
+        let access_log = AccessLog::start(access_log, out, metrics.access_log_dropped.clone());
+        Self {
+            metrics,
+            access_log,
+        }
+    }
 }

@@ -38,11 +38,37 @@ impl Echo {
     }
 }
 
+/// Faults an [`Upstream`] injects on cue (tc netem does not work here).
+#[derive(Debug)]
+pub struct Faults {
+    /// Answer every request with this status (0: answer normally).
+    pub status: std::sync::atomic::AtomicU16,
+    /// The status of `GET /healthz` (health probes; not counted as hits).
+    pub health: std::sync::atomic::AtomicU16,
+    /// 0: normal; 1: reset every new connection; 2: accept and never answer (a black hole).
+    pub mode: std::sync::atomic::AtomicU8,
+}
+
+impl Faults {
+    pub fn set_status(&self, s: u16) {
+        self.status.store(s, Ordering::Relaxed);
+    }
+    pub fn set_health(&self, s: u16) {
+        self.health.store(s, Ordering::Relaxed);
+    }
+    pub fn set_mode(&self, m: u8) {
+        self.mode.store(m, Ordering::Relaxed);
+    }
+}
+
 /// An HTTP/1.1 + h2c upstream that answers with what it saw. `x-delay-ms: N` delays the answer;
-/// `x-status: N` sets the status; a request with `Upgrade: websocket` is upgraded and echoed.
+/// `x-status: N` sets the status; a request with `Upgrade: websocket` is upgraded and echoed;
+/// [`Faults`] make it fail on cue.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    pub faults: Arc<Faults>,
+    pub health_hits: Arc<AtomicUsize>,
 }
 
 impl Upstream {
@@ -50,17 +76,63 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
-        let counter = hits.clone();
+        let health_hits = Arc::new(AtomicUsize::new(0));
+        let faults = Arc::new(Faults {
+            status: 0.into(),
+            health: 200.into(),
+            mode: 0.into(),
+        });
+        let (counter, health_counter, f) = (hits.clone(), health_hits.clone(), faults.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let counter = counter.clone();
+                match f.mode.load(Ordering::Relaxed) {
+                    1 => {
+                        // A reset on close is the point here (fault injection), so the
+                        // blocking-drop caveat of SO_LINGER does not apply.
+                        #[allow(deprecated)]
+                        let _ = stream.set_linger(Some(Duration::ZERO));
+                        drop(stream);
+                        continue;
+                    }
+                    2 => {
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_secs(60)).await;
+                            drop(stream);
+                        });
+                        continue;
+                    }
+                    _ => {}
+                }
+                let (counter, health_counter, f) =
+                    (counter.clone(), health_counter.clone(), f.clone());
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        echo(name, req)
+                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let f = f.clone();
+                        let health = req.uri().path() == "/healthz";
+                        if health {
+                            health_counter.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            counter.fetch_add(1, Ordering::Relaxed);
+                        }
+                        async move {
+                            let forced = if health {
+                                f.health.load(Ordering::Relaxed)
+                            } else {
+                                f.status.load(Ordering::Relaxed)
+                            };
+                            if forced != 0 {
+                                let mut r = Response::new(Full::new(Bytes::from(format!(
+                                    "{name} forced {forced}"
+                                ))));
+                                *r.status_mut() = StatusCode::from_u16(forced).unwrap();
+                                r.headers_mut().insert("x-upstream", name.parse().unwrap());
+                                return Ok::<_, Infallible>(r);
+                            }
+                            echo(name, req).await
+                        }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
@@ -68,7 +140,12 @@ impl Upstream {
                 });
             }
         });
-        Self { addr, hits }
+        Self {
+            addr,
+            hits,
+            faults,
+            health_hits,
+        }
     }
 
     pub fn hits(&self) -> usize {

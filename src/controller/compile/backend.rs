@@ -3,12 +3,17 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
+use std::time::Duration;
+
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::api::{BackendProtocol, BackendSpec, LbAlgorithm};
+use crate::api::{self, BackendProtocol, BackendSpec, LbAlgorithm};
 use crate::controller::objects::{PortRef, ServicePortInfo};
 use crate::controller::snapshot::Obj;
-use crate::model::{Backend, Diagnostic, Endpoint, Reason, ServiceKey, Severity, UpstreamProtocol};
+use crate::model::{
+    ActiveHealthCheck, Backend, CircuitBreaker, ConnectionLimits, Diagnostic, Endpoint, HashKey,
+    LoadBalancing, PassiveHealthCheck, ProbeKind, Reason, ServiceKey, Severity, UpstreamProtocol,
+};
 
 use super::CompileOptions;
 use super::fields::{self, Findings};
@@ -109,57 +114,361 @@ pub fn compile_backend(
         }
     }
 
-    if let Some(lb) = &spec.load_balancer {
-        if lb.algorithm != LbAlgorithm::RoundRobin {
-            f.not_supported(
-                "spec.loadBalancer.algorithm",
-                &format!("algorithm {}", fields::wire_name(&lb.algorithm)),
-            );
-        }
-        if lb.hash_on.is_some() {
-            f.not_supported("spec.loadBalancer.hashOn", "hash keys (hashOn)");
-        }
+    let load_balancer = load_balancing(spec.load_balancer.as_ref(), &mut f);
+    let active_health_check = spec
+        .health_check
+        .as_ref()
+        .and_then(|h| h.active.as_ref())
+        .and_then(|a| active_check(a, &mut f));
+    let passive_health_check = spec
+        .health_check
+        .as_ref()
+        .and_then(|h| h.passive.as_ref())
+        .and_then(|p| passive_check(p, &mut f));
+    let circuit_breaker = spec
+        .circuit_breaker
+        .as_ref()
+        .and_then(|b| breaker(b, &mut f));
+    let connection = connection_limits(spec.connection.as_ref(), &mut f);
+    let slow_start = spec.slow_start.as_ref().map(|s| s.window.0);
+    if slow_start.is_some_and(|w| w.is_zero()) {
+        f.invalid("spec.slowStart.window", "must be greater than zero");
     }
-    for (set, field, what) in [
-        (
-            spec.health_check.is_some(),
-            "spec.healthCheck",
-            "health checking",
-        ),
-        (
-            spec.circuit_breaker.is_some(),
-            "spec.circuitBreaker",
-            "circuit breaking",
-        ),
-        (
-            spec.connection.is_some(),
-            "spec.connection",
-            "connection limits and timeouts",
-        ),
-        (spec.slow_start.is_some(), "spec.slowStart", "slow start"),
-        (spec.tls.is_some(), "spec.tls", "TLS to backends"),
-    ] {
-        if set {
-            f.not_supported(field, what);
-        }
+    if spec.tls.is_some() {
+        f.not_supported("spec.tls", "TLS to backends");
     }
 
     f.ok().then(|| {
         (
             Backend {
-                id: obj.meta.id.clone(),
-                label: obj.meta.id.key().into(),
-                protocol,
-                endpoints,
+                load_balancer,
+                active_health_check,
+                passive_health_check,
+                circuit_breaker,
+                connection,
+                slow_start,
                 service,
+                ..Backend::new(obj.meta.id.clone(), protocol, endpoints)
             },
             origin,
         )
     })
 }
 
-/// `host:port`, `ip:port` or `[ipv6]:port`, normalized into a URI authority.
+fn load_balancing(lb: Option<&api::LoadBalancer>, f: &mut Findings<'_>) -> LoadBalancing {
+    let Some(lb) = lb else {
+        return LoadBalancing::default();
+    };
+    let key = lb.hash_on.as_ref().and_then(|h| hash_key(h, f));
+    match (lb.algorithm, key) {
+        (LbAlgorithm::ConsistentHash, Some(k)) => LoadBalancing::ConsistentHash(k),
+        (LbAlgorithm::ConsistentHash, None) => {
+            if lb.hash_on.is_none() {
+                f.invalid(
+                    "spec.loadBalancer.hashOn",
+                    "ConsistentHash needs hashOn (header, cookie, sourceIP or queryParam)",
+                );
+            }
+            LoadBalancing::default()
+        }
+        (other, _) if lb.hash_on.is_some() => {
+            f.invalid(
+                "spec.loadBalancer.hashOn",
+                format!(
+                    "hashOn is only for ConsistentHash, not {}",
+                    fields::wire_name(&other)
+                ),
+            );
+            LoadBalancing::default()
+        }
+        (LbAlgorithm::RoundRobin, _) => LoadBalancing::RoundRobin,
+        (LbAlgorithm::WeightedRoundRobin, _) => LoadBalancing::WeightedRoundRobin,
+        (LbAlgorithm::LeastRequest, _) => LoadBalancing::LeastRequest,
+        (LbAlgorithm::Random, _) => LoadBalancing::Random,
+        (LbAlgorithm::IpHash, _) => LoadBalancing::IpHash,
+    }
+}
+
+fn hash_key(h: &api::HashOn, f: &mut Findings<'_>) -> Option<HashKey> {
+    let at = "spec.loadBalancer.hashOn";
+    let set = [
+        h.header.is_some(),
+        h.cookie.is_some(),
+        h.source_ip.is_some(),
+        h.query_param.is_some(),
+    ];
+    if set.iter().filter(|x| **x).count() != 1 {
+        f.invalid(
+            at,
+            "set exactly one of header, cookie, sourceIP or queryParam",
+        );
+        return None;
+    }
+    if let Some(name) = &h.header {
+        return match fields::header_name(name) {
+            Ok(n) => Some(HashKey::Header(n)),
+            Err(e) => {
+                f.invalid(format!("{at}.header"), e);
+                None
+            }
+        };
+    }
+    let non_empty = |v: &String, field: &str, f: &mut Findings<'_>| {
+        if v.is_empty() {
+            f.invalid(format!("{at}.{field}"), "cannot be empty");
+            false
+        } else {
+            true
+        }
+    };
+    if let Some(c) = &h.cookie {
+        return non_empty(c, "cookie", f).then(|| HashKey::Cookie(c.clone()));
+    }
+    if let Some(q) = &h.query_param {
+        return non_empty(q, "queryParam", f).then(|| HashKey::QueryParam(q.clone()));
+    }
+    Some(HashKey::SourceIp)
+}
+
+fn positive(
+    d: Option<api::Duration>,
+    default: Duration,
+    field: &str,
+    f: &mut Findings<'_>,
+) -> Duration {
+    match d {
+        Some(d) if d.0.is_zero() => {
+            f.invalid(field, "must be greater than zero");
+            default
+        }
+        Some(d) => d.0,
+        None => default,
+    }
+}
+
+fn at_least_one(v: Option<u32>, default: u32, field: &str, f: &mut Findings<'_>) -> u32 {
+    match v {
+        Some(0) => {
+            f.invalid(field, "must be at least 1");
+            default
+        }
+        Some(n) => n,
+        None => default,
+    }
+}
+
+fn active_check(a: &api::ActiveHealthCheck, f: &mut Findings<'_>) -> Option<ActiveHealthCheck> {
+    let at = "spec.healthCheck.active";
+    let probe = match (&a.http, &a.tcp) {
+        (Some(http), None) => {
+            if let Err(e) = fields::plain_path(&http.path) {
+                f.invalid(format!("{at}.http.path"), e);
+            }
+            let statuses = if http.expected_statuses.is_empty() {
+                vec!["200-399".to_owned()]
+            } else {
+                http.expected_statuses.clone()
+            };
+            let expected = status_ranges(&statuses, &format!("{at}.http.expectedStatuses"), f);
+            if let Some(h) = &http.host
+                && let Err(e) = fields::hostname(h, false)
+            {
+                f.invalid(format!("{at}.http.host"), e);
+            }
+            ProbeKind::Http {
+                path: http.path.clone(),
+                host: http.host.clone(),
+                expected,
+            }
+        }
+        (None, Some(_)) => ProbeKind::Tcp,
+        _ => {
+            f.invalid(at, "set exactly one of http or tcp");
+            return None;
+        }
+    };
+    let interval = positive(
+        a.interval,
+        Duration::from_secs(5),
+        &format!("{at}.interval"),
+        f,
+    );
+    let timeout = positive(
+        a.timeout,
+        Duration::from_secs(1),
+        &format!("{at}.timeout"),
+        f,
+    );
+    if timeout > interval {
+        f.invalid(format!("{at}.timeout"), "cannot be longer than interval");
+    }
+    Some(ActiveHealthCheck {
+        probe,
+        interval,
+        timeout,
+        healthy_threshold: at_least_one(
+            a.healthy_threshold,
+            2,
+            &format!("{at}.healthyThreshold"),
+            f,
+        ),
+        unhealthy_threshold: at_least_one(
+            a.unhealthy_threshold,
+            3,
+            &format!("{at}.unhealthyThreshold"),
+            f,
+        ),
+    })
+}
+
+fn passive_check(p: &api::PassiveHealthCheck, f: &mut Findings<'_>) -> Option<PassiveHealthCheck> {
+    let at = "spec.healthCheck.passive";
+    let max_ejection_percent = p.max_ejection_percent.unwrap_or(50);
+    if max_ejection_percent > 100 {
+        f.invalid(format!("{at}.maxEjectionPercent"), "must be 0-100");
+    }
+    let statuses = if p.failure_statuses.is_empty() {
+        vec!["500-599".to_owned()]
+    } else {
+        p.failure_statuses.clone()
+    };
+    Some(PassiveHealthCheck {
+        consecutive_failures: at_least_one(
+            p.consecutive_failures,
+            5,
+            &format!("{at}.consecutiveFailures"),
+            f,
+        ),
+        ejection_time: positive(
+            p.ejection_time,
+            Duration::from_secs(30),
+            &format!("{at}.ejectionTime"),
+            f,
+        ),
+        max_ejection_percent,
+        failure_statuses: status_ranges(&statuses, &format!("{at}.failureStatuses"), f),
+    })
+}
+
+fn breaker(b: &api::CircuitBreaker, f: &mut Findings<'_>) -> Option<CircuitBreaker> {
+    let at = "spec.circuitBreaker";
+    let failure_ratio = b.failure_ratio.unwrap_or(0.5);
+    if !(failure_ratio > 0.0 && failure_ratio <= 1.0) {
+        f.invalid(
+            format!("{at}.failureRatio"),
+            format!("{failure_ratio} must be above 0 and at most 1"),
+        );
+    }
+    Some(CircuitBreaker {
+        failure_ratio,
+        min_requests: at_least_one(b.min_requests, 20, &format!("{at}.minRequests"), f),
+        window: positive(
+            b.window,
+            Duration::from_secs(10),
+            &format!("{at}.window"),
+            f,
+        ),
+        open_duration: positive(
+            b.open_duration,
+            Duration::from_secs(30),
+            &format!("{at}.openDuration"),
+            f,
+        ),
+        half_open_requests: at_least_one(
+            b.half_open_requests,
+            5,
+            &format!("{at}.halfOpenRequests"),
+            f,
+        ),
+    })
+}
+
+fn connection_limits(
+    c: Option<&api::ConnectionSettings>,
+    f: &mut Findings<'_>,
+) -> ConnectionLimits {
+    let Some(c) = c else {
+        return ConnectionLimits::default();
+    };
+    let at = "spec.connection";
+    let dur = |d: Option<api::Duration>, name: &str, f: &mut Findings<'_>| {
+        d.map(|d| positive(Some(d), Duration::ZERO, &format!("{at}.{name}"), f))
+    };
+    let limits = ConnectionLimits {
+        connect_timeout: dur(c.connect_timeout, "connectTimeout", f),
+        idle_timeout: dur(c.idle_timeout, "idleTimeout", f),
+        max_connections: c
+            .max_connections
+            .map(|n| at_least_one(Some(n), 1, &format!("{at}.maxConnections"), f)),
+        max_pending_requests: c.max_pending_requests,
+        pending_timeout: dur(c.pending_timeout, "pendingTimeout", f),
+    };
+    if limits.max_connections.is_none()
+        && (limits.max_pending_requests.is_some() || limits.pending_timeout.is_some())
+    {
+        f.invalid(
+            at,
+            "maxPendingRequests and pendingTimeout need maxConnections",
+        );
+    }
+    limits
+}
+
+/// `"200"` or `"200-399"`, each within 100-599.
+fn status_ranges(raw: &[String], at: &str, f: &mut Findings<'_>) -> Vec<(u16, u16)> {
+    let mut out = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let parsed = match r.split_once('-') {
+            Some((lo, hi)) => lo
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .zip(hi.trim().parse::<u16>().ok()),
+            None => r.trim().parse::<u16>().ok().map(|c| (c, c)),
+        };
+        match parsed {
+            Some((lo, hi))
+                if (100..=599).contains(&lo) && (100..=599).contains(&hi) && lo <= hi =>
+            {
+                out.push((lo, hi))
+            }
+            _ => f.invalid(
+                format!("{at}[{i}]"),
+                format!("{r:?} must be a status (e.g. 503) or a range (e.g. 500-599)"),
+            ),
+        }
+    }
+    out
+}
+
+/// `host:port`, `ip:port` or `[ipv6]:port` (normalized into a URI authority), optionally
+/// followed by ` weight=N`.
 fn endpoint(raw: &str) -> Result<Endpoint, String> {
+    let mut parts = raw.split_whitespace();
+    let addr = parts.next().unwrap_or("");
+    let weight = match parts.next() {
+        None => 1,
+        Some(w) => match w
+            .strip_prefix("weight=")
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            Some(n) if (1..=10_000).contains(&n) => n,
+            _ => {
+                return Err(format!(
+                    "{raw:?}: write the weight as weight=N with N from 1 to 10000"
+                ));
+            }
+        },
+    };
+    if parts.next().is_some() {
+        return Err(format!(
+            "{raw:?}: expected host:port, optionally followed by weight=N"
+        ));
+    }
+    address(addr).map(|address| Endpoint { weight, ..address })
+}
+
+fn address(raw: &str) -> Result<Endpoint, String> {
     if let Ok(sa) = raw.parse::<SocketAddr>() {
         if sa.port() == 0 {
             return Err(format!("{raw:?}: port must be 1-65535"));

@@ -102,6 +102,7 @@ pub fn compile_ingress(
             response_filters: Vec::new(),
             action: Action::forward(vec![wb]),
             timeouts: Timeouts::default(),
+            retry: None,
             created: obj.meta.created,
         });
         Some(())

@@ -8,12 +8,12 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 
 use crate::api::{self, PathMatchType, RouteProtocol, RouteSpec, ValueMatchType};
-use crate::model::Diagnostic;
 use crate::model::{
     Action, DirectResponse, HeaderMatcher, HeaderModifier, Kind, ObjectRef, PathMatcher,
     PathRewrite, Pattern, QueryMatcher, Reason, Redirect, RequestFilter, RequestMatch, Rule,
     Severity, Timeouts, UrlRewrite, ValueMatcher, WeightedBackend,
 };
+use crate::model::{Diagnostic, Retry, RetryOn};
 
 use super::CompileOptions;
 use super::fields::{self, Findings};
@@ -253,9 +253,10 @@ fn compile_rule(
     }
 
     let timeouts = timeouts(rule.timeouts.as_ref(), &format!("{at}.timeouts"), f);
-    if rule.retry.is_some() {
-        f.not_supported(format!("{at}.retry"), "retries");
-    }
+    let retry = rule
+        .retry
+        .as_ref()
+        .and_then(|r| retry(r, &format!("{at}.retry"), f));
     if rule.authentication.is_some() {
         f.not_supported(format!("{at}.authentication"), "authentication");
     }
@@ -283,6 +284,7 @@ fn compile_rule(
         response_filters,
         action,
         timeouts,
+        retry,
         created: obj.meta.created,
     })
 }
@@ -760,4 +762,76 @@ fn timeouts(t: Option<&api::RouteTimeouts>, at: &str, f: &mut Findings<'_>) -> T
         request,
         backend_request,
     }
+}
+
+/// Longest replay buffer a rule may ask for.
+const MAX_RETRY_BODY: u32 = 16 * 1024 * 1024;
+
+fn retry(r: &api::RetryPolicy, at: &str, f: &mut Findings<'_>) -> Option<Retry> {
+    let attempts = r.attempts.unwrap_or(2);
+    if !(2..=10).contains(&attempts) {
+        f.invalid(
+            format!("{at}.attempts"),
+            format!("{attempts} must be 2-10 (attempts count the first try)"),
+        );
+    }
+    let mut on = RetryOn::default();
+    let conditions: Vec<String> = if r.on.is_empty() {
+        vec![
+            "connect-failure".into(),
+            "reset".into(),
+            "gateway-error".into(),
+        ]
+    } else {
+        r.on.clone()
+    };
+    for (i, c) in conditions.iter().enumerate() {
+        match c.as_str() {
+            "connect-failure" => on.connect_failure = true,
+            "reset" => on.reset = true,
+            "gateway-error" => on.gateway_error = true,
+            "5xx" => on.any_5xx = true,
+            code => match code.parse::<u16>() {
+                Ok(n) if (400..=599).contains(&n) => on.statuses.push(n),
+                _ => f.invalid(
+                    format!("{at}.on[{i}]"),
+                    format!("{c:?} must be connect-failure, reset, gateway-error, 5xx or a status code 400-599"),
+                ),
+            },
+        }
+    }
+    let per_try_timeout = r.per_try_timeout.map(|d| d.0);
+    if per_try_timeout.is_some_and(|d| d.is_zero()) {
+        f.invalid(format!("{at}.perTryTimeout"), "must be greater than zero");
+    }
+    let backoff = r.backoff.clone().unwrap_or_default();
+    let backoff_base = backoff
+        .base
+        .map_or(std::time::Duration::from_millis(25), |d| d.0);
+    let backoff_max = backoff.max.map_or(
+        std::time::Duration::from_millis(250).max(backoff_base),
+        |d| d.0,
+    );
+    if backoff_base.is_zero() {
+        f.invalid(format!("{at}.backoff.base"), "must be greater than zero");
+    }
+    if backoff_max < backoff_base {
+        f.invalid(format!("{at}.backoff.max"), "cannot be shorter than base");
+    }
+    let max_body = r.max_body_bytes.unwrap_or(64 * 1024);
+    if max_body > MAX_RETRY_BODY {
+        f.invalid(
+            format!("{at}.maxBodyBytes"),
+            format!("{max_body} is more than {MAX_RETRY_BODY}"),
+        );
+    }
+    Some(Retry {
+        attempts,
+        on,
+        per_try_timeout,
+        backoff_base,
+        backoff_max,
+        non_idempotent: r.non_idempotent.unwrap_or(false),
+        max_body_bytes: max_body as usize,
+    })
 }

@@ -100,11 +100,8 @@ impl<'a> Targets<'a> {
             return idx;
         }
         let backend = Backend {
-            label: id.key().into(),
-            id,
-            protocol: UpstreamProtocol::Http1,
-            endpoints: Vec::new(),
             service: Some(ServiceKey::new(namespace, name, port.name.clone())),
+            ..Backend::new(id, UpstreamProtocol::Http1, Vec::new())
         };
         self.add(backend, Some((name.to_owned(), port.clone())))
     }
@@ -199,12 +196,13 @@ impl<'a> Targets<'a> {
             return idx;
         }
         let label: Arc<str> = format!("{ns}/{}/canary/{canary}", p.id.name).into();
+        // The canary is treated like its primary: same protocol, balancing, health, limits.
         let backend = Backend {
             id,
             label,
-            protocol: p.protocol,
             endpoints: Vec::new(),
             service: Some(ServiceKey::new(ns, canary, port.name.clone())),
+            ..p.clone()
         };
         self.add(backend, None)
     }

@@ -2,43 +2,63 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{PickContext, Selector};
-use crate::model::Endpoint;
+use super::{EndpointView, PickContext, Selector, first_usable};
 
-/// Round robin over the endpoints, one shared counter per backend.
+/// Round robin, one shared counter per backend; unusable endpoints are skipped.
 #[derive(Debug, Default)]
 pub struct RoundRobin {
     next: AtomicUsize,
 }
 
 impl Selector for RoundRobin {
-    fn pick(&self, endpoints: &[Endpoint], _: &PickContext) -> Option<usize> {
+    fn pick(
+        &self,
+        endpoints: &[&dyn EndpointView],
+        _: &PickContext,
+        usable: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
         match endpoints.len() {
             0 => None,
-            1 => Some(0),
-            n => Some(self.next.fetch_add(1, Ordering::Relaxed) % n),
+            1 => usable(0).then_some(0),
+            n => {
+                // Draw again past an unusable endpoint instead of taking its neighbour, so the
+                // neighbour does not get a double share.
+                for _ in 0..n {
+                    let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
+                    if usable(i) {
+                        return Some(i);
+                    }
+                }
+                first_usable(0, n, usable)
+            }
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::*;
     use super::*;
 
     #[test]
     fn visits_every_endpoint_evenly() {
-        let eps: Vec<Endpoint> = (0..3)
-            .map(|i| Endpoint::new(&format!("127.0.0.1:{}", 8000 + i)))
-            .collect();
-        let rr = RoundRobin::default();
-        let ctx = PickContext {
-            client: "127.0.0.1".parse().unwrap(),
-        };
-        let mut counts = [0; 3];
-        for _ in 0..300 {
-            counts[rr.pick(&eps, &ctx).unwrap()] += 1;
-        }
-        assert_eq!(counts, [100, 100, 100]);
-        assert_eq!(rr.pick(&[], &ctx), None);
+        let eps = endpoints(3);
+        assert_eq!(
+            counts(&RoundRobin::default(), &eps, 300, &|_| true),
+            [100, 100, 100]
+        );
+    }
+
+    #[test]
+    fn skips_unusable_endpoints() {
+        let eps = endpoints(3);
+        assert_eq!(
+            counts(&RoundRobin::default(), &eps, 300, &|i| i != 1),
+            [150, 0, 150]
+        );
+        assert_eq!(
+            counts(&RoundRobin::default(), &eps, 10, &|_| false),
+            [0, 0, 0]
+        );
     }
 }

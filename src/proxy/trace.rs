@@ -1,0 +1,113 @@
+//! W3C trace context: `traceparent` is continued with a new span id for this hop, or started
+//! when absent or malformed; `tracestate` passes through untouched.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::request_id::random_u64;
+
+/// `traceparent`.
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// Sets the upstream `traceparent` and returns the trace id (32 hex digits).
+pub fn propagate(headers: &mut HeaderMap) -> Arc<str> {
+    let incoming = headers.get(&TRACEPARENT).and_then(|v| parse(v.as_bytes()));
+    let (trace, flags) = match incoming {
+        Some((trace, flags)) => (trace, flags),
+        None => {
+            let mut t = [0u8; 32];
+            hex(random_u64(), &mut t[..16]);
+            hex(random_u64() | 1, &mut t[16..]); // never all zeros (invalid)
+            (t, *b"01")
+        }
+    };
+    let mut out = [0u8; 55];
+    out[..3].copy_from_slice(b"00-");
+    out[3..35].copy_from_slice(&trace);
+    out[35] = b'-';
+    hex(random_u64() | 1, &mut out[36..52]);
+    out[52] = b'-';
+    out[53..55].copy_from_slice(&flags);
+    if let Ok(v) = HeaderValue::from_bytes(&out) {
+        headers.insert(TRACEPARENT.clone(), v);
+    }
+    // The trace id is ASCII hex by construction.
+    Arc::from(std::str::from_utf8(&trace).unwrap_or_default())
+}
+
+/// The trace id and flags of a valid version-00 `traceparent` (lower-case hex, non-zero ids).
+fn parse(v: &[u8]) -> Option<([u8; 32], [u8; 2])> {
+    // Future versions may append fields after the flags; version 00 must be exactly 55 bytes.
+    if v.len() < 55
+        || v[2] != b'-'
+        || v[35] != b'-'
+        || v[52] != b'-'
+        || (v.len() > 55 && v[55] != b'-')
+    {
+        return None;
+    }
+    let is_hex = |s: &[u8]| {
+        s.iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    };
+    let (version, trace, parent, flags) = (&v[..2], &v[3..35], &v[36..52], &v[53..55]);
+    if !is_hex(version) || version == b"ff" || (version == b"00" && v.len() != 55) {
+        return None;
+    }
+    if !is_hex(trace) || !is_hex(parent) || !is_hex(flags) {
+        return None;
+    }
+    if trace.iter().all(|&b| b == b'0') || parent.iter().all(|&b| b == b'0') {
+        return None;
+    }
+    Some((trace.try_into().ok()?, flags.try_into().ok()?))
+}
+
+fn hex(mut v: u64, out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIVEN: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn keeps_the_trace_id_and_replaces_the_parent_id() {
+        let mut h = HeaderMap::new();
+        h.insert(&TRACEPARENT, HeaderValue::from_static(GIVEN));
+        let trace = propagate(&mut h);
+        assert_eq!(&*trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+        let out = h[&TRACEPARENT].to_str().unwrap();
+        assert_eq!(&out[..36], &GIVEN[..36]);
+        assert_ne!(&out[36..52], &GIVEN[36..52]);
+        assert_eq!(&out[52..], "-01");
+    }
+
+    #[test]
+    fn starts_a_trace_when_absent_or_malformed() {
+        for bad in [
+            None,
+            Some("garbage"),
+            Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
+            Some(&GIVEN.to_uppercase()[..]),
+        ] {
+            let mut h = HeaderMap::new();
+            if let Some(b) = bad {
+                h.insert(&TRACEPARENT, HeaderValue::from_str(b).unwrap());
+            }
+            let trace = propagate(&mut h);
+            let out = h[&TRACEPARENT].to_str().unwrap();
+            assert_eq!(out.len(), 55);
+            assert!(parse(out.as_bytes()).is_some(), "{out}");
+            assert_eq!(&out[3..35], &*trace);
+            assert_ne!(&*trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! The Prometheus metrics (OpenMetrics text on the admin server's `/metrics`).
+//!
+//! Every label value comes from configuration (route and backend names) or a small fixed set
+//! (methods, status codes, states), never from request data, so cardinality stays bounded. Label
+//! values are `Arc<str>` shared with the routing table: recording a request allocates nothing
+//! once its series exists.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use http::Method;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Metric names, in one place (also listed in the README).
+pub mod names {
+    pub const REQUESTS: &str = "tidegate_requests";
+    pub const REQUEST_DURATION: &str = "tidegate_request_duration_seconds";
+    pub const UPSTREAM_CONNECT_ERRORS: &str = "tidegate_upstream_connect_errors";
+    pub const UPSTREAM_RETRIES: &str = "tidegate_upstream_retries";
+    pub const OPEN_CONNECTIONS: &str = "tidegate_open_connections";
+    pub const BACKEND_ENDPOINTS: &str = "tidegate_backend_endpoints";
+    pub const CIRCUIT_BREAKER_OPEN: &str = "tidegate_circuit_breaker_open";
+    pub const CONFIG_RELOADS: &str = "tidegate_config_reloads";
+    pub const CONFIG_LAST_RELOAD_SUCCESS: &str =
+        "tidegate_config_last_reload_success_timestamp_seconds";
+    pub const ROUTES: &str = "tidegate_routes";
+    pub const CONFIG_COMPILE_DURATION: &str = "tidegate_config_compile_duration_seconds";
+    pub const CONTROLLER_EVENTS: &str = "tidegate_controller_events";
+    pub const CONTROLLER_ERRORS: &str = "tidegate_controller_errors";
+    pub const ACCESS_LOG_DROPPED: &str = "tidegate_access_log_dropped";
+
+    /// Every name above (counters without their `_total` suffix).
+    pub const ALL: &[&str] = &[
+        REQUESTS,
+        REQUEST_DURATION,
+        UPSTREAM_CONNECT_ERRORS,
+        UPSTREAM_RETRIES,
+        OPEN_CONNECTIONS,
+        BACKEND_ENDPOINTS,
+        CIRCUIT_BREAKER_OPEN,
+        CONFIG_RELOADS,
+        CONFIG_LAST_RELOAD_SUCCESS,
+        ROUTES,
+        CONFIG_COMPILE_DURATION,
+        CONTROLLER_EVENTS,
+        CONTROLLER_ERRORS,
+        ACCESS_LOG_DROPPED,
+    ];
+}
+
+/// Request-duration buckets, in seconds: fine below 100 ms, where a proxy's latency lives.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// An HTTP method as a bounded label value.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum MethodLabel {
+    GET,
+    HEAD,
+    POST,
+    PUT,
+    DELETE,
+    CONNECT,
+    OPTIONS,
+    TRACE,
+    PATCH,
+    OTHER,
+}
+
+impl From<&Method> for MethodLabel {
+    fn from(m: &Method) -> Self {
+        match *m {
+            Method::GET => MethodLabel::GET,
+            Method::HEAD => MethodLabel::HEAD,
+            Method::POST => MethodLabel::POST,
+            Method::PUT => MethodLabel::PUT,
+            Method::DELETE => MethodLabel::DELETE,
+            Method::CONNECT => MethodLabel::CONNECT,
+            Method::OPTIONS => MethodLabel::OPTIONS,
+            Method::TRACE => MethodLabel::TRACE,
+            Method::PATCH => MethodLabel::PATCH,
+            _ => MethodLabel::OTHER,
+        }
+    }
+}
+
+/// `{route, backend, method, code}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: Arc<str>,
+    pub backend: Arc<str>,
+    pub method: MethodLabel,
+    pub code: u16,
+}
+
+/// `{route, backend}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteBackendLabels {
+    pub route: Arc<str>,
+    pub backend: Arc<str>,
+}
+
+/// `{backend}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub backend: Arc<str>,
+}
+
+/// `{route}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: Arc<str>,
+}
+
+/// `{listener, protocol}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: &'static str,
+    pub protocol: &'static str,
+}
+
+/// `{backend, state}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointStateLabels {
+    pub backend: Arc<str>,
+    pub state: &'static str,
+}
+
+/// `{result}` (`success` or `failure`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+/// `{state}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: &'static str,
+}
+
+/// `{kind}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+fn compile_histogram() -> Histogram {
+    Histogram::new([
+        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ])
+}
+
+/// Every metric Tidegate exports.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<RouteBackendLabels, Histogram, fn() -> Histogram>,
+    pub upstream_connect_errors: Family<BackendLabels, Counter>,
+    pub upstream_retries: Family<RouteLabels, Counter>,
+    pub open_connections: Family<ListenerLabels, Gauge>,
+    pub backend_endpoints: Family<EndpointStateLabels, Gauge>,
+    pub circuit_breaker_open: Family<BackendLabels, Gauge>,
+    pub config_reloads: Family<ResultLabels, Counter>,
+    pub config_last_reload_success: Gauge<f64, AtomicU64>,
+    pub routes: Family<StateLabels, Gauge>,
+    pub compile_duration: Histogram,
+    pub controller_events: Family<KindLabels, Counter>,
+    pub controller_errors: Family<KindLabels, Counter>,
+    pub access_log_dropped: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let m = Self {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(duration_histogram),
+            upstream_connect_errors: Family::default(),
+            upstream_retries: Family::default(),
+            open_connections: Family::default(),
+            backend_endpoints: Family::default(),
+            circuit_breaker_open: Family::default(),
+            config_reloads: Family::default(),
+            config_last_reload_success: Gauge::default(),
+            routes: Family::default(),
+            compile_duration: compile_histogram(),
+            controller_events: Family::default(),
+            controller_errors: Family::default(),
+            access_log_dropped: Counter::default(),
+            registry: Registry::default(),
+        };
+        use names::*;
+        registry.register(
+            REQUESTS,
+            "Requests answered, by route, backend, method and status code",
+            m.requests.clone(),
+        );
+        registry.register(
+            REQUEST_DURATION,
+            "Time from a request's arrival to the end of its response, by route and backend",
+            m.request_duration.clone(),
+        );
+        registry.register(
+            UPSTREAM_CONNECT_ERRORS,
+            "Failed TCP connects to a backend's endpoints",
+            m.upstream_connect_errors.clone(),
+        );
+        registry.register(
+            UPSTREAM_RETRIES,
+            "Retried upstream attempts, by route",
+            m.upstream_retries.clone(),
+        );
+        registry.register(
+            OPEN_CONNECTIONS,
+            "Client connections open, by listener and protocol",
+            m.open_connections.clone(),
+        );
+        registry.register(
+            BACKEND_ENDPOINTS,
+            "Endpoints of a backend, by state (ready: gets new requests; total: known)",
+            m.backend_endpoints.clone(),
+        );
+        registry.register(
+            CIRCUIT_BREAKER_OPEN,
+            "1 while a backend's circuit breaker is open",
+            m.circuit_breaker_open.clone(),
+        );
+        registry.register(
+            CONFIG_RELOADS,
+            "Configuration reloads, by result",
+            m.config_reloads.clone(),
+        );
+        registry.register(
+            CONFIG_LAST_RELOAD_SUCCESS,
+            "Unix time of the last successful configuration reload",
+            m.config_last_reload_success.clone(),
+        );
+        registry.register(
+            ROUTES,
+            "Route objects, by state (accepted, rejected, ignored)",
+            m.routes.clone(),
+        );
+        registry.register(
+            CONFIG_COMPILE_DURATION,
+            "Time to compile the configuration into a routing table",
+            m.compile_duration.clone(),
+        );
+        registry.register(
+            CONTROLLER_EVENTS,
+            "Configuration events seen by the controller, by kind",
+            m.controller_events.clone(),
+        );
+        registry.register(
+            CONTROLLER_ERRORS,
+            "Errors of the controller's sources (unreadable files, failed watches), by kind",
+            m.controller_errors.clone(),
+        );
+        registry.register(
+            ACCESS_LOG_DROPPED,
+            "Access-log lines dropped because the writer fell behind",
+            m.access_log_dropped.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
