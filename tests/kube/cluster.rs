@@ -116,6 +116,24 @@ async fn resource(client: &Client, api_version: &str, kind: &str) -> (ApiResourc
     (ar, caps.scope == Scope::Namespaced)
 }
 
+/// Waits until the apiserver serves `apiVersion` `kind` (CRD-backed APIs come back a moment
+/// after a restarted apiserver answers).
+pub async fn wait_served(client: &Client, api_version: &str, kind: &str) {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    eventually(
+        Duration::from_secs(30),
+        &format!("{api_version} {kind} served"),
+        || async {
+            kube::discovery::pinned_kind(client, &gvk)
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await;
+}
+
 /// The EndpointSlice apiVersion this apiserver serves (`v1beta1` on Kubernetes 1.20).
 pub async fn endpoint_slice_version(client: &Client) -> &'static str {
     let gvk = GroupVersionKind::gvk("discovery.k8s.io", "v1", "EndpointSlice");
@@ -346,6 +364,7 @@ impl Tidegate {
             .env("POD_NAMESPACE", pod_ns)
             .env("RUST_LOG", "info")
             .env_remove("TIDEGATE_CONFIG")
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("binary starts");

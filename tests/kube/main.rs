@@ -500,6 +500,7 @@ async fn traffic_flows_while_the_apiserver_is_down_and_changes_apply_after_it_re
 
     cluster.start_apiserver();
     let client = client_for(&cluster.kubeconfig).await;
+    cluster::wait_served(&client, "tidegate.dev/v1alpha1", "Route").await;
     let ns = Ns {
         client,
         name: ns.name.clone(),
