@@ -200,6 +200,27 @@ mod tests {
     }
 
     #[test]
+    fn listeners_hear_changes_only() {
+        let d = Discovery::default();
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let h = heard.clone();
+        d.listen(Box::new(move |k: &ServiceKey, eps: &[Endpoint]| {
+            h.lock().unwrap().push((k.to_string(), eps.len()));
+        }));
+        let key = ServiceKey::new("shop", "api", "http");
+        d.set(&key, vec![Endpoint::new("10.0.0.1:80")]);
+        d.set(&key, vec![Endpoint::new("10.0.0.1:80")]);
+        d.set(&key, vec![]);
+        assert_eq!(
+            *heard.lock().unwrap(),
+            [
+                ("shop/api:http".to_owned(), 1),
+                ("shop/api:http".to_owned(), 0)
+            ]
+        );
+    }
+
+    #[test]
     fn unused_empty_sets_are_forgotten() {
         let d = Discovery::default();
         let key = ServiceKey::new("shop", "api", "");

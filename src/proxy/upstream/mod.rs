@@ -628,3 +628,44 @@ impl Clients {
         }
     }
 }
+
+#[cfg(test)]
+mod discovery_tests {
+    use super::*;
+    use crate::model::{Kind, UpstreamProtocol};
+
+    fn table_with(backend: Backend) -> RoutingTable {
+        RoutingTable::new(Vec::new(), vec![backend], Vec::new())
+    }
+
+    /// Discovered endpoints reach a Service-backed backend in place, before and after linking.
+    #[tokio::test]
+    async fn discovered_endpoints_are_pushed_to_the_backends_that_use_them() {
+        let registry = Registry::new(UpstreamSettings::default());
+        let key = ServiceKey::new("shop", "api", "http");
+        registry
+            .discovery()
+            .set(&key, vec![Endpoint::new("10.0.0.1:80")]);
+        let backend = Backend {
+            service: Some(key.clone()),
+            ..Backend::new(
+                ObjectRef::new(Kind::Backend, "shop", "api"),
+                UpstreamProtocol::Http1,
+                Vec::new(),
+            )
+        };
+        let linked = registry.link(&table_with(backend.clone()));
+        assert_eq!(linked[0].endpoints(), vec![Endpoint::new("10.0.0.1:80")]);
+        registry.discovery().set(
+            &key,
+            vec![Endpoint::new("10.0.0.1:80"), Endpoint::new("10.0.0.2:80")],
+        );
+        assert_eq!(linked[0].endpoints().len(), 2, "pushed without a new table");
+        // A relink with the same table keeps the discovered set.
+        let relinked = registry.link(&table_with(backend));
+        assert!(Arc::ptr_eq(&linked[0], &relinked[0]));
+        assert_eq!(relinked[0].endpoints().len(), 2);
+        registry.discovery().set(&key, Vec::new());
+        assert!(relinked[0].endpoints().is_empty());
+    }
+}
