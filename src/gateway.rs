@@ -196,6 +196,7 @@ impl GatewayBuilder {
                 self.compile,
                 proxy.discovery(),
                 publish,
+                telemetry.clone(),
                 stop.clone(),
             );
             proxy.serve(http);

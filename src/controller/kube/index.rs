@@ -52,6 +52,20 @@ pub enum Watched {
 }
 
 impl Watched {
+    /// The kind as a metrics label (`tidegate_controller_events_total{kind}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Watched::Route => "route",
+            Watched::Backend => "backend",
+            Watched::RateLimitPolicy => "ratelimitpolicy",
+            Watched::Service => "service",
+            Watched::EndpointSlice => "endpointslice",
+            Watched::Secret => "secret",
+            Watched::Ingress => "ingress",
+            Watched::IngressClass => "ingressclass",
+        }
+    }
+
     /// Every kind, in a stable order.
     pub const ALL: [Watched; 8] = [
         Watched::Route,

@@ -45,6 +45,8 @@ use super::reload::Publish;
 use super::snapshot::Accepted;
 use crate::api::{Backend, RateLimitPolicy, Route};
 use crate::model::{Discovery, Kind, ObjectRef, RoutingTable, Severity};
+use crate::telemetry::Telemetry;
+use crate::telemetry::metrics::{ResultLabels, StateLabels};
 
 /// How Kubernetes mode runs.
 #[derive(Clone, Debug)]
@@ -71,6 +73,7 @@ struct Published {
 
 /// State shared by the watch tasks and the loops.
 struct Shared {
+    telemetry: Arc<Telemetry>,
     index: Mutex<Index>,
     endpoints: Mutex<EndpointIndex>,
     /// Rung when the compiler's input changed.
@@ -121,9 +124,11 @@ pub fn start(
     compile_opts: CompileOptions,
     discovery: Arc<Discovery>,
     publish: Publish,
+    telemetry: Arc<Telemetry>,
     stop: CancellationToken,
 ) {
     let shared = Arc::new(Shared {
+        telemetry,
         index: Mutex::new(Index::new(opts.publish_service.clone())),
         endpoints: Mutex::new(EndpointIndex::new(discovery)),
         compile: Notify::new(),
@@ -210,6 +215,7 @@ fn index_handlers<K: Send + 'static>(
             Change::Compile
         }),
         changed: changed_fn(shared),
+        observe: Some(shared.telemetry.clone()),
     }
 }
 
@@ -418,6 +424,7 @@ async fn endpoint_slices(
                 }
             })
         },
+        observe: Some(shared.telemetry.clone()),
     };
     watch::run(Watched::EndpointSlice, stream, handlers, stop).await;
 }
@@ -463,6 +470,8 @@ async fn compile_loop(
                 .collect();
         let started = std::time::Instant::now();
         let compiled = compile(&snap, &opts);
+        let m = &shared.telemetry.metrics;
+        m.compile_duration.observe(started.elapsed().as_secs_f64());
         if let Err(e) = compiled.table.validate() {
             tracing::error!(error = %e, "compiled table failed validation; not publishing it");
             continue;
@@ -481,6 +490,16 @@ async fn compile_loop(
         }
         let table = Arc::new(table);
         publish(table.clone());
+        m.config_reloads
+            .get_or_create(&ResultLabels { result: "success" })
+            .inc();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        m.config_last_reload_success.set(now.as_secs_f64());
+        for (state, n) in crate::controller::reload::route_states(&table) {
+            m.routes.get_or_create(&StateLabels { state }).set(n);
+        }
         tracing::info!(
             version,
             rules = table.rules.len(),

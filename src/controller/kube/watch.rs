@@ -10,6 +10,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::fmt::Debug;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -21,6 +22,7 @@ use kube::runtime::watcher::{self, Event};
 use tokio_util::sync::CancellationToken;
 
 use super::index::{Change, Watched};
+use crate::telemetry::metrics::KindLabels;
 
 /// A watched object that may have failed to decode.
 pub trait Guarded: Send + 'static {
@@ -71,6 +73,8 @@ pub struct Handlers<K> {
     pub reset: ResetFn<K>,
     /// Called with the kind's change, and once when its first list is in.
     pub changed: ChangedFn,
+    /// Counts events and watch errors (metrics).
+    pub observe: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 /// Runs one watch until `stop`.
@@ -105,6 +109,14 @@ pub async fn run<G, S>(
                 e
             }
             Err(e) => {
+                if let Some(t) = &handlers.observe {
+                    t.metrics
+                        .controller_errors
+                        .get_or_create(&KindLabels {
+                            kind: kind.as_str(),
+                        })
+                        .inc();
+                }
                 // The backoff wrapper retries; the table keeps serving meanwhile.
                 if !std::mem::replace(&mut failing, true) {
                     tracing::warn!(?kind, error = %e, "watch failed; retrying with backoff");
@@ -114,6 +126,14 @@ pub async fn run<G, S>(
                 continue;
             }
         };
+        if let Some(t) = &handlers.observe {
+            t.metrics
+                .controller_events
+                .get_or_create(&KindLabels {
+                    kind: kind.as_str(),
+                })
+                .inc();
+        }
         match event {
             Event::Init => listing.clear(),
             Event::InitApply(obj) => listing.push(report(kind, obj.into_result())),
@@ -196,6 +216,7 @@ mod tests {
                 Change::Compile
             }),
             changed: Box::new(|_, _, _| {}),
+            observe: None,
         };
         let events: Vec<Result<Event<DeserializeGuard<ConfigMap>>, watcher::Error>> = vec![
             Ok(Event::Init),
