@@ -21,7 +21,9 @@ use tidegate::api::{
 use tidegate::controller::{CompileOptions, Meta, Obj, Snapshot, compile};
 use tidegate::model::weighted::smooth_schedule;
 use tidegate::model::{Endpoint, Kind, ObjectRef, RequestView, RoutingTable};
-use tidegate::proxy::balance::{PickContext, RoundRobin, Selector};
+use tidegate::proxy::balance::{
+    LeastRequest, Maglev, PickContext, Random, RoundRobin, Selector, WeightedRoundRobin,
+};
 use tidegate::proxy::{Registry, Router};
 
 /// Table sizes the lookup is measured at.
@@ -297,20 +299,28 @@ fn balance(c: &mut Criterion) {
     let mut g = c.benchmark_group("balance");
     let ctx = PickContext {
         client: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        hash: None,
+        hash: Some(0x9e37_79b9_7f4a_7c15),
     };
     for n in [1usize, 3, 100] {
         let endpoints: Vec<Endpoint> = (0..n)
             .map(|i| Endpoint::new(&format!("10.0.{}.{}:8080", i / 256, i % 256)))
             .collect();
-        let rr = RoundRobin::default();
-        let views: Vec<&dyn tidegate::proxy::balance::EndpointView> = endpoints
-            .iter()
-            .map(|e| e as &dyn tidegate::proxy::balance::EndpointView)
-            .collect();
-        g.bench_with_input(BenchmarkId::new("round_robin", n), &views, |b, eps| {
-            b.iter(|| rr.pick(black_box(eps), &ctx, &|_| true))
-        });
+        let all = |_: usize| true;
+        let selectors: [(&str, Box<dyn Selector>); 5] = [
+            ("round_robin", Box::new(RoundRobin::default())),
+            (
+                "weighted_round_robin",
+                Box::new(WeightedRoundRobin::new(&endpoints)),
+            ),
+            ("least_request", Box::new(LeastRequest)),
+            ("random", Box::new(Random)),
+            ("maglev", Box::new(Maglev::new(&endpoints))),
+        ];
+        for (name, s) in &selectors {
+            g.bench_with_input(BenchmarkId::new(*name, n), &endpoints, |b, eps| {
+                b.iter(|| s.pick(black_box(eps), &ctx, &all))
+            });
+        }
     }
     // What the proxy does per request: load the live endpoint set, pick, clone the address.
     let t = Arc::new(table(10, Shape::DistinctHosts));

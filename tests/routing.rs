@@ -429,7 +429,7 @@ spec:
     - matches: [{ path: { value: /zero } }]
       backendRefs: [{ name: slow, weight: 0 }]
     - matches: [{ path: { value: /slow } }]
-      timeouts: { request: 2s, backendRequest: 200ms }
+      timeouts: { request: 2s, backendRequest: 500ms }
       backendRefs: [{ name: slow }]
 "#),
     );

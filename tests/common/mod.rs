@@ -90,10 +90,7 @@ impl Upstream {
                 };
                 match f.mode.load(Ordering::Relaxed) {
                     1 => {
-                        // A reset on close is the point here (fault injection), so the
-                        // blocking-drop caveat of SO_LINGER does not apply.
-                        #[allow(deprecated)]
-                        let _ = stream.set_linger(Some(Duration::ZERO));
+                        let _ = stream.set_zero_linger();
                         drop(stream);
                         continue;
                     }

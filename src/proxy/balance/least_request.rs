@@ -1,7 +1,7 @@
 //! Power of two choices: of two random usable endpoints, the one with fewer requests in flight.
 
 use super::random::random_index;
-use super::{EndpointView, PickContext, Selector};
+use super::{EndpointList, PickContext, Selector};
 
 /// Least request (P2C), weighted: in-flight counts are divided by the endpoint weight.
 #[derive(Debug, Default)]
@@ -10,7 +10,7 @@ pub struct LeastRequest;
 impl Selector for LeastRequest {
     fn pick(
         &self,
-        endpoints: &[&dyn EndpointView],
+        endpoints: &dyn EndpointList,
         _: &PickContext,
         usable: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {
@@ -20,8 +20,7 @@ impl Selector for LeastRequest {
             return Some(a);
         };
         let load = |i: usize| {
-            let e = endpoints[i];
-            u64::from(e.in_flight()) * 1000 / u64::from(e.endpoint().weight.max(1))
+            u64::from(endpoints.in_flight(i)) * 1000 / u64::from(endpoints.weight(i).max(1))
         };
         Some(if load(b) < load(a) { b } else { a })
     }
@@ -46,26 +45,23 @@ fn random_usable(n: usize, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
 mod tests {
     use super::super::testing::*;
     use super::*;
-    use crate::model::Endpoint;
 
-    struct Loaded(Endpoint, u32);
-    impl EndpointView for Loaded {
-        fn endpoint(&self) -> &Endpoint {
-            &self.0
+    struct Loaded(Vec<u32>);
+    impl EndpointList for Loaded {
+        fn len(&self) -> usize {
+            self.0.len()
         }
-        fn in_flight(&self) -> u32 {
-            self.1
+        fn weight(&self, _: usize) -> u32 {
+            1
+        }
+        fn in_flight(&self, i: usize) -> u32 {
+            self.0[i]
         }
     }
 
     #[test]
     fn prefers_the_less_loaded_endpoint() {
-        let eps: Vec<Loaded> = endpoints(2)
-            .into_iter()
-            .zip([50, 0])
-            .map(|(e, l)| Loaded(e, l))
-            .collect();
-        let views: Vec<&dyn EndpointView> = eps.iter().map(|e| e as &dyn EndpointView).collect();
+        let views = Loaded(vec![50, 0]);
         let mut picks = [0; 2];
         for _ in 0..1000 {
             picks[LeastRequest.pick(&views, &ctx(None), &|_| true).unwrap()] += 1;

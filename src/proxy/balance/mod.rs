@@ -33,19 +33,28 @@ pub struct PickContext {
     pub hash: Option<u64>,
 }
 
-/// The per-endpoint facts a selector may use.
-pub trait EndpointView {
-    /// The endpoint.
-    fn endpoint(&self) -> &Endpoint;
-    /// Requests in flight to it.
-    fn in_flight(&self) -> u32;
+/// The endpoints a selector picks among, read in place (no per-pick copy).
+pub trait EndpointList {
+    /// How many there are.
+    fn len(&self) -> usize;
+    /// Whether there are none.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The weight of endpoint `i`.
+    fn weight(&self, i: usize) -> u32;
+    /// Requests in flight to endpoint `i`.
+    fn in_flight(&self, i: usize) -> u32;
 }
 
-impl EndpointView for Endpoint {
-    fn endpoint(&self) -> &Endpoint {
-        self
+impl EndpointList for Vec<Endpoint> {
+    fn len(&self) -> usize {
+        Vec::len(self)
     }
-    fn in_flight(&self) -> u32 {
+    fn weight(&self, i: usize) -> u32 {
+        self[i].weight
+    }
+    fn in_flight(&self, _: usize) -> u32 {
         0
     }
 }
@@ -56,7 +65,7 @@ pub trait Selector: Send + Sync + 'static {
     /// none is usable.
     fn pick(
         &self,
-        endpoints: &[&dyn EndpointView],
+        endpoints: &dyn EndpointList,
         ctx: &PickContext,
         usable: &dyn Fn(usize) -> bool,
     ) -> Option<usize>;
@@ -94,10 +103,6 @@ pub(crate) mod testing {
             .collect()
     }
 
-    pub fn views(eps: &[Endpoint]) -> Vec<&dyn EndpointView> {
-        eps.iter().map(|e| e as &dyn EndpointView).collect()
-    }
-
     pub fn ctx(hash: Option<u64>) -> PickContext {
         PickContext {
             client: "127.0.0.1".parse().unwrap(),
@@ -106,16 +111,16 @@ pub(crate) mod testing {
     }
 
     /// How often each endpoint is picked over `rounds` picks.
+    #[allow(clippy::ptr_arg)] // a Vec is what implements EndpointList
     pub fn counts(
         s: &dyn Selector,
-        eps: &[Endpoint],
+        eps: &Vec<Endpoint>,
         rounds: usize,
         usable: &dyn Fn(usize) -> bool,
     ) -> Vec<usize> {
-        let v = views(eps);
         let mut c = vec![0; eps.len()];
         for i in 0..rounds {
-            if let Some(p) = s.pick(&v, &ctx(Some(stable_hash(&i.to_le_bytes()))), usable) {
+            if let Some(p) = s.pick(eps, &ctx(Some(stable_hash(&i.to_le_bytes()))), usable) {
                 c[p] += 1;
             }
         }

@@ -2,7 +2,7 @@
 
 use std::cell::Cell;
 
-use super::{EndpointView, PickContext, Selector, first_usable};
+use super::{EndpointList, PickContext, Selector, first_usable};
 
 /// A uniformly random usable endpoint.
 #[derive(Debug, Default)]
@@ -11,7 +11,7 @@ pub struct Random;
 impl Selector for Random {
     fn pick(
         &self,
-        endpoints: &[&dyn EndpointView],
+        endpoints: &dyn EndpointList,
         _: &PickContext,
         usable: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {

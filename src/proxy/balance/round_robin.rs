@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{EndpointView, PickContext, Selector, first_usable};
+use super::{EndpointList, PickContext, Selector, first_usable};
 
 /// Round robin, one shared counter per backend; unusable endpoints are skipped.
 #[derive(Debug, Default)]
@@ -13,7 +13,7 @@ pub struct RoundRobin {
 impl Selector for RoundRobin {
     fn pick(
         &self,
-        endpoints: &[&dyn EndpointView],
+        endpoints: &dyn EndpointList,
         _: &PickContext,
         usable: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{EndpointView, PickContext, Selector};
+use super::{EndpointList, PickContext, Selector};
 use crate::model::Endpoint;
 use crate::model::weighted::smooth_schedule;
 
@@ -27,7 +27,7 @@ impl WeightedRoundRobin {
 impl Selector for WeightedRoundRobin {
     fn pick(
         &self,
-        endpoints: &[&dyn EndpointView],
+        endpoints: &dyn EndpointList,
         _: &PickContext,
         usable: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {

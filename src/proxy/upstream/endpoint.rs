@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::model::{Endpoint, PassiveHealthCheck};
-use crate::proxy::balance::EndpointView;
+use crate::proxy::balance::EndpointList;
 
 /// Milliseconds on a monotonic clock shared by a registry (0 means "never").
 #[derive(Clone, Copy, Debug)]
@@ -59,12 +59,15 @@ pub struct EndpointState {
     healthy_since: AtomicU64,
 }
 
-impl EndpointView for EndpointState {
-    fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
+impl EndpointList for Vec<Arc<EndpointState>> {
+    fn len(&self) -> usize {
+        Vec::len(self)
     }
-    fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Relaxed)
+    fn weight(&self, i: usize) -> u32 {
+        self[i].endpoint.weight
+    }
+    fn in_flight(&self, i: usize) -> u32 {
+        self[i].in_flight()
     }
 }
 
@@ -86,6 +89,11 @@ impl EndpointState {
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
+    }
+
+    /// Requests in flight to it.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Whether active probes consider it healthy.

@@ -27,7 +27,7 @@ pub use budget::RetryBudget;
 pub use endpoint::{Clock, EndpointState, InFlight};
 pub use limits::{Limiter, Overloaded};
 
-use super::balance::{self, EndpointView, PickContext, Selector};
+use super::balance::{self, PickContext, Selector};
 use super::body::RequestBody;
 use crate::model::{
     ActiveHealthCheck, Backend, Discovery, Endpoint, LoadBalancing, ObjectRef, RoutingTable,
@@ -250,11 +250,6 @@ impl BackendState {
             return Err(NoEndpoint::Empty);
         }
         let now = self.clock.now_ms();
-        let views: Vec<&dyn EndpointView> = pool
-            .endpoints
-            .iter()
-            .map(|e| &**e as &dyn EndpointView)
-            .collect();
         let slow_start = pool.config.slow_start;
         let admitted = |i: usize| {
             let e = &pool.endpoints[i];
@@ -268,8 +263,8 @@ impl BackendState {
         // If slow start happened to turn every candidate away, fall back to availability alone.
         let i = pool
             .selector
-            .pick(&views, ctx, &admitted)
-            .or_else(|| pool.selector.pick(&views, ctx, &available))
+            .pick(&pool.endpoints, ctx, &admitted)
+            .or_else(|| pool.selector.pick(&pool.endpoints, ctx, &available))
             .ok_or(NoEndpoint::NoneHealthy)?;
         Ok(pool.endpoints[i].clone())
     }
