@@ -594,6 +594,10 @@ async fn status_loop(
                     have.sort();
                     if ours.contains(id) && have != want {
                         ingress_patches.push((id.clone(), want.clone()));
+                    } else if !ours.contains(id) && !have.is_empty() && have == want {
+                        // It carries our addresses but is no longer served by us (another
+                        // class, or rejected): take them back rather than leave them stale.
+                        ingress_patches.push((id.clone(), Vec::new()));
                     }
                 }
             }
