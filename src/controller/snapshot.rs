@@ -48,6 +48,8 @@ pub struct Accepted {
     pub routes: BTreeMap<ObjectRef, Obj<RouteSpec>>,
     /// Accepted Backends.
     pub backends: BTreeMap<ObjectRef, Obj<BackendSpec>>,
+    /// Accepted Ingresses (Kubernetes mode).
+    pub ingresses: BTreeMap<ObjectRef, Obj<IngressInfo>>,
 }
 
 /// Everything the compiler reads. Built by the index; `compile` is a pure function of it.

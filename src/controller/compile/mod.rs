@@ -96,12 +96,17 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
             accepted.routes.insert(id.clone(), obj.clone());
         }
     }
-    for obj in snap.ingresses.values() {
-        let mut found = Vec::new();
-        if let Some(compiled) = ingress::compile_ingress(obj, snap, &env, &mut found) {
+    for id in candidates(&snap.ingresses, &snap.accepted.ingresses, &unreadable) {
+        let chosen = with_fallback(
+            snap.ingresses.get(id),
+            snap.accepted.ingresses.get(id),
+            &mut diags,
+            |obj, d| ingress::compile_ingress(obj, snap, &env, d),
+        );
+        if let Some((compiled, obj)) = chosen {
             rules.extend(compiled);
+            accepted.ingresses.insert(id.clone(), obj.clone());
         }
-        diags.extend(found);
     }
     let (backends, target_diags) = env.targets.into_inner().into_backends();
     diags.extend(target_diags);
@@ -143,6 +148,8 @@ fn with_fallback<'a, S: PartialEq, T>(
     if let Some(obj) = current {
         let mut found = Vec::new();
         let out = compile_one(obj, &mut found);
+        // Moved to another ingress class: not ours any more, so no older version serves either.
+        let not_ours = found.iter().any(|d| d.severity == Severity::Ignored);
         diags.extend(
             found
                 .into_iter()
@@ -150,6 +157,9 @@ fn with_fallback<'a, S: PartialEq, T>(
         );
         if let Some(out) = out {
             return Some((out, obj));
+        }
+        if not_ours {
+            return None;
         }
     }
     let fallback = fallback.filter(|f| current.is_none_or(|c| c.spec != f.spec))?;
