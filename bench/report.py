@@ -337,7 +337,7 @@ def markdown(meta, summary):
         f"Load average at start {meta['loadavg_start']}, at end {meta.get('loadavg_end', '?')}; "
         f"other processes took a median {_other_share(summary)} of the proxy's CPU during loads.",
         "",
-        "| load | proxy | " + " | ".join(t for _, t, _ in METRICS) + " | CPU busy % proxy/load | errors |",
+        "| load | proxy | " + " | ".join(t for _, t, _ in METRICS) + " | CPU busy %: proxy (others) / load | errors |",
         "|---|---|" + "---:|" * (len(METRICS) + 2),
     ]
     for e in summary:
@@ -353,8 +353,14 @@ def markdown(meta, summary):
                     cells.append(fmt.format(v))
                 else:
                     cells.append(f"{fmt.format(v)} ({ratio:.2f}×)")
-            busy = (e.get("proxy_core_busy_pct"), e.get("load_core_busy_pct"))
-            cells.append("/".join("—" if b is None else f"{b:.0f}" for b in busy))
+            def pct(key):
+                v = e.get(key)
+                return "—" if v is None else f"{v:.0f}"
+
+            cells.append(
+                f"{pct('proxy_core_busy_pct')} ({pct('proxy_core_other_pct')}) / "
+                f"{pct('load_core_busy_pct')}"
+            )
             cells.append(str(e["errors"]) + (f" ({e['note']})" if e.get("note") else ""))
         lines.append(f"| {e['load']} | {e['proxy']} | " + " | ".join(cells) + " |")
     lines += [
@@ -363,9 +369,10 @@ def markdown(meta, summary):
         f"`h2c` = h2load, prior knowledge, {meta['h2load']['clients']} connections × "
         f"{meta['h2load']['streams']} streams. `none` = wrk/h2load straight to the upstream. "
         "Proxy CPU = utime+stime of all the proxy's processes from /proc over the run, "
-        "divided by requests completed. CPU busy % = share of the proxy's and the load "
-        "generator's cores busy during the load (near 100 on the load side: the load generator, "
-        "not the proxy, set req/s and latency).",
+        "divided by requests completed. CPU busy % = share of the proxy's core busy during the "
+        "load, in parentheses the part of it not charged to the proxy (other processes, "
+        "interrupts: a high figure means the row is noisy), then the share of the load "
+        "generator's core busy (near 100: the load side, not the proxy, set req/s and latency).",
     ]
     return "\n".join(lines) + "\n"
 
@@ -384,7 +391,7 @@ def cmd_report(a):
                 if line.strip():
                     proxy, load, why = line.rstrip("\n").split("\t", 2)
                     unsupported[(proxy, load)] = why
-    meta["loadavg_end"] = _loadavg()
+    meta.setdefault("loadavg_end", _loadavg())
     summary = aggregate(runs, meta["proxies"], meta["loads"], unsupported)
     with open(a.json, "w") as f:
         json.dump({"meta": meta, "summary": summary, "runs": runs}, f, indent=2)

@@ -447,6 +447,7 @@ measure() {
 
 STAMP=$(date -u +%Y-%m-%d-%H%M%S)
 tidegate_version="$("$TIDEGATE" version | awk '{print $2}') ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ", dirty"))"
+if [[ ${SKIP_BUILD:-0} == 1 ]]; then tidegate_version+=" (prebuilt binary, may not match the tree)"; fi
 "${REPORT[@]}" meta --out "$WORK/meta.json" --started "$(date -u +'%Y-%m-%d %H:%M:%S UTC')" \
     --proxy-cpu "$PROXY_CPU" --load-cpu "$LOAD_CPU" --rounds "$ROUNDS" --duration "$DURATION" \
     --warmup "$WARMUP" --proxies "$PROXIES" --loads "$LOADS" \

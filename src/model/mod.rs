@@ -32,6 +32,6 @@ pub use matching::{
 pub use object::{Kind, ObjectRef};
 pub use ser::format_duration;
 pub use table::{
-    Action, BackendIdx, Candidate, Hit, HostIndex, Retry, RetryOn, RoutingTable, Rule, TableError,
-    Target, Timeouts, WeightedBackend,
+    Action, BackendIdx, Candidate, Group, Hit, HostIndex, Retry, RetryOn, RoutingTable, Rule,
+    TableError, Target, Timeouts, WeightedBackend,
 };

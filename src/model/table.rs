@@ -228,13 +228,74 @@ pub struct Candidate {
     pub match_index: u32,
 }
 
+/// The candidates of one host bucket in precedence order, indexed by the first path segment,
+/// so that a host with thousands of path rules is not scanned rule by rule.
+#[derive(Clone, Debug, Default)]
+pub struct Group {
+    /// Candidates whose path condition fixes the first segment (`/api/...` → `api`), by that
+    /// segment. The `u32` is the candidate's position in the whole group (its precedence).
+    by_segment: HashMap<Box<str>, Box<[(u32, Candidate)]>>,
+    /// Candidates that may match any first segment: prefix `/` and regular expressions.
+    rest: Box<[(u32, Candidate)]>,
+}
+
+impl Group {
+    fn new(sorted: Vec<(Candidate, Option<&str>)>) -> Self {
+        let mut by_segment: HashMap<Box<str>, Vec<(u32, Candidate)>> = HashMap::new();
+        let mut rest = Vec::new();
+        for (order, (c, segment)) in sorted.into_iter().enumerate() {
+            match segment {
+                Some(s) => by_segment
+                    .entry(s.into())
+                    .or_default()
+                    .push((order as u32, c)),
+                None => rest.push((order as u32, c)),
+            }
+        }
+        Self {
+            by_segment: by_segment.into_iter().map(|(k, v)| (k, v.into())).collect(),
+            rest: rest.into(),
+        }
+    }
+
+    /// The candidates that may match `path`, in precedence order: the path's first-segment
+    /// list merged with the list that fits any path.
+    pub fn candidates<'a>(&'a self, path: &str) -> impl Iterator<Item = Candidate> + 'a {
+        let fixed: &[(u32, Candidate)] = first_segment(path)
+            .and_then(|s| self.by_segment.get(s))
+            .map_or(&[], |v| v);
+        let (mut a, mut b) = (fixed.iter().peekable(), self.rest.iter().peekable());
+        std::iter::from_fn(move || match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.0 < y.0 => a.next().map(|c| c.1),
+            (Some(_), Some(_)) | (None, Some(_)) => b.next().map(|c| c.1),
+            (Some(_), None) => a.next().map(|c| c.1),
+            (None, None) => None,
+        })
+    }
+}
+
+/// `api` for `/api/v1`, `` for `/`; `None` for a path that does not start with `/`.
+fn first_segment(path: &str) -> Option<&str> {
+    path.strip_prefix('/')
+        .map(|p| p.split('/').next().unwrap_or(""))
+}
+
+/// The first segment a match requires, if it requires one.
+fn required_segment(m: &RequestMatch) -> Option<&str> {
+    match &m.path {
+        PathMatcher::Exact(p) => first_segment(p),
+        PathMatcher::Prefix(p) if !p.is_empty() => first_segment(p),
+        PathMatcher::Prefix(_) | PathMatcher::RegularExpression(_) => None,
+    }
+}
+
 /// Rules grouped by host, each group sorted by precedence.
 #[derive(Clone, Debug, Default)]
 pub struct HostIndex {
-    exact: HashMap<Box<str>, Box<[Candidate]>>,
+    exact: HashMap<Box<str>, Group>,
     /// Keyed by the suffix after `*`, e.g. `.example.com`.
-    wildcard: HashMap<Box<str>, Box<[Candidate]>>,
-    any: Box<[Candidate]>,
+    wildcard: HashMap<Box<str>, Group>,
+    any: Group,
 }
 
 impl HostIndex {
@@ -267,25 +328,36 @@ impl HostIndex {
                 }
             }
         }
-        fn sorted(mut v: Vec<(Rank, Candidate)>) -> Box<[Candidate]> {
+        let group = |mut v: Vec<(Rank, Candidate)>| {
             v.sort_by(|a, b| a.0.cmp(&b.0));
-            v.into_iter().map(|(_, c)| c).collect()
-        }
+            Group::new(
+                v.into_iter()
+                    .map(|(_, c)| {
+                        (
+                            c,
+                            required_segment(
+                                &rules[c.rule as usize].matches[c.match_index as usize],
+                            ),
+                        )
+                    })
+                    .collect(),
+            )
+        };
         Self {
-            exact: exact.into_iter().map(|(k, v)| (k, sorted(v))).collect(),
-            wildcard: wildcard.into_iter().map(|(k, v)| (k, sorted(v))).collect(),
-            any: sorted(any),
+            exact: exact.into_iter().map(|(k, v)| (k, group(v))).collect(),
+            wildcard: wildcard.into_iter().map(|(k, v)| (k, group(v))).collect(),
+            any: group(any),
         }
     }
 
     /// The candidate groups for `host` (lower-case, no port), most specific first:
     /// the exact host, then wildcards from the longest suffix, then Routes without hostnames.
-    pub fn groups<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a [Candidate]> + 'a {
-        let exact = self.exact.get(host).map(|c| &**c);
+    pub fn groups<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a Group> + 'a {
+        let exact = self.exact.get(host);
         let wildcards = host
             .char_indices()
             .filter(|&(i, c)| c == '.' && i > 0)
-            .filter_map(move |(i, _)| self.wildcard.get(&host[i..]).map(|c| &**c));
+            .filter_map(move |(i, _)| self.wildcard.get(&host[i..]));
         let wildcards = (!self.wildcard.is_empty())
             .then_some(wildcards)
             .into_iter()
@@ -293,7 +365,7 @@ impl HostIndex {
         exact
             .into_iter()
             .chain(wildcards)
-            .chain(std::iter::once(&*self.any))
+            .chain(std::iter::once(&self.any))
     }
 }
 
@@ -419,7 +491,7 @@ impl RoutingTable {
     /// The rule and match that win for a request to `host` (lower-case, without port).
     pub fn lookup(&self, host: &str, req: &RequestView<'_>) -> Option<Hit<'_>> {
         for group in self.index.groups(host) {
-            for c in group {
+            for c in group.candidates(req.path) {
                 let rule = &self.rules[c.rule as usize];
                 let matched = &rule.matches[c.match_index as usize];
                 if matched.matches(req) {

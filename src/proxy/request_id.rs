@@ -56,7 +56,8 @@ fn splitmix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-fn hex(mut v: u64, out: &mut [u8]) {
+/// `v` as lower-case hex digits filling `out` (most significant first).
+pub(crate) fn hex(mut v: u64, out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for slot in out.iter_mut().rev() {
         *slot = DIGITS[(v & 0xf) as usize];

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::request_id::random_u64;
+use super::request_id::{hex, random_u64};
 
 /// `traceparent`.
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -62,14 +62,6 @@ fn parse(v: &[u8]) -> Option<([u8; 32], [u8; 2])> {
         return None;
     }
     Some((trace.try_into().ok()?, flags.try_into().ok()?))
-}
-
-fn hex(mut v: u64, out: &mut [u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for slot in out.iter_mut().rev() {
-        *slot = DIGITS[(v & 0xf) as usize];
-        v >>= 4;
-    }
 }
 
 #[cfg(test)]

@@ -459,3 +459,89 @@ fn a_broken_ingress_update_keeps_its_last_accepted_version() {
     );
     assert!(second.table.has_errors());
 }
+
+mod segment_index {
+    //! The first-segment index must not change which rule wins.
+
+    use http::{HeaderMap, Method};
+
+    use super::*;
+    use crate::api::{PathMatch, PathMatchType, RouteMatch};
+    use crate::model::RequestView;
+
+    #[test]
+    fn many_prefixes_on_one_host_keep_precedence() {
+        let mut routes = Vec::new();
+        for i in 0..500 {
+            let mut r = route(&format!("r{i:03}"), "app");
+            r.spec.rules[0].matches = vec![RouteMatch {
+                path: Some(PathMatch {
+                    kind: PathMatchType::PathPrefix,
+                    value: format!("/p{i}"),
+                }),
+                ..Default::default()
+            }];
+            routes.push(r);
+        }
+        let mut regex = route("regex", "app");
+        regex.spec.rules[0].matches = vec![RouteMatch {
+            path: Some(PathMatch {
+                kind: PathMatchType::RegularExpression,
+                value: "/p1[0-9]/special".into(),
+            }),
+            ..Default::default()
+        }];
+        let mut deep = route("deep", "app");
+        deep.spec.rules[0].matches = vec![RouteMatch {
+            path: Some(PathMatch {
+                kind: PathMatchType::PathPrefix,
+                value: "/p7/deeper".into(),
+            }),
+            ..Default::default()
+        }];
+        let mut exact = route("exact-root", "app");
+        exact.spec.rules[0].matches = vec![RouteMatch {
+            path: Some(PathMatch {
+                kind: PathMatchType::Exact,
+                value: "/".into(),
+            }),
+            ..Default::default()
+        }];
+        routes.extend([regex, deep, exact, route("catch-all", "app")]);
+        let out = compile(
+            &snapshot(routes, vec![backend("app", &["127.0.0.1:1"])]),
+            &CompileOptions::default(),
+        );
+        let h = HeaderMap::new();
+        let win = |p: &str| {
+            let view = RequestView {
+                method: &Method::GET,
+                path: p,
+                query: None,
+                headers: &h,
+            };
+            out.table
+                .lookup("any.test", &view)
+                .map(|hit| hit.rule.route.name.clone())
+        };
+        assert_eq!(win("/p42/x").as_deref(), Some("r042"));
+        assert_eq!(
+            win("/p7/deeper/x").as_deref(),
+            Some("deep"),
+            "longer prefix in the same segment"
+        );
+        assert_eq!(win("/p7/other").as_deref(), Some("r007"));
+        assert_eq!(
+            win("/p12/special").as_deref(),
+            Some("r012"),
+            "prefix beats regex"
+        );
+        assert_eq!(win("/nope").as_deref(), Some("catch-all"));
+        assert_eq!(win("/").as_deref(), Some("exact-root"));
+        assert_eq!(
+            win("*").as_deref(),
+            None,
+            "not an origin-form path: only any-path rules could match"
+        );
+    }
+}
