@@ -12,6 +12,10 @@ build:
 test *ARGS:
     bash scripts/test.sh {{ARGS}}
 
+# Build the test kube-apiserver once (cached in ~/.cache/tidegate/).
+kube-apiserver:
+    bash e2e/kube/build.sh
+
 # Everything CI checks: format, lint, generated files, tests.
 ci:
     bash .ci/run

@@ -279,7 +279,8 @@ fn weighted(c: &mut Criterion) {
         .find(|(_, r)| matches!(&r.action, tidegate::model::Action::Forward { backends, .. } if backends.len() == 2))
         .expect("a 90/10 rule");
     g.bench_function("pick_90_10", |b| {
-        b.iter(|| router.pick_backend(black_box(index), black_box(rule)))
+        let headers = HeaderMap::new();
+        b.iter(|| router.pick_backend(black_box(index), black_box(rule), &headers))
     });
     // Per compile: building one cycle of the schedule.
     for (name, weights) in [

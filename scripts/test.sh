@@ -1,8 +1,23 @@
 #!/usr/bin/env bash
-# Runs every test: unit, golden, integration (real sockets, the real binary).
-# Tests that need an outside service are marked #[ignore] and run here with --include-ignored,
-# after this script has installed and started what they need.
+# Runs every test: unit, golden, integration (real sockets, the real binary), and the Kubernetes
+# tests against a real kube-apiserver. Tests that need an outside service are marked #[ignore]
+# and run here with --include-ignored, after this script has installed and started what they need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# --- Kubernetes mode: a real kube-apiserver + etcd on loopback (e2e/kube/) ---
+KUBE_DIR=${TIDEGATE_KUBE_DIR:-${HOME}/.cache/tidegate/kube-apiserver-1.20}
+bash e2e/kube/build.sh "$KUBE_DIR"   # a no-op when already built (cached outside the repo)
+RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/tidegate-kube.XXXXXX")
+# Free loopback ports, so that several runs (or a developer's own cluster) do not collide.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+export ETCD_PORT=$(free_port) PEER_PORT=$(free_port) API_PORT=$(free_port)
+cleanup() { bash e2e/kube/stop.sh "$RUN_DIR"; rm -rf "$RUN_DIR"; }
+trap cleanup EXIT
+KUBECONFIG_PATH=$(bash e2e/kube/start.sh "$KUBE_DIR/bin" "$RUN_DIR" | tail -n 1)
+export TIDEGATE_TEST_KUBECONFIG="$KUBECONFIG_PATH"
+# The resilience test starts its own apiserver from these binaries (it stops and restarts it).
+export TIDEGATE_TEST_KUBE_BIN="$KUBE_DIR/bin"
+echo "kube-apiserver on 127.0.0.1:$API_PORT (kubeconfig $KUBECONFIG_PATH)" >&2
 
 cargo test --locked -- --include-ignored "$@"

@@ -21,8 +21,11 @@ use crate::telemetry::{AccessLogConfig, AccessLogFormat, Telemetry};
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     /// No configuration source was given.
-    #[error("no configuration: call config_path() on the builder")]
+    #[error("no configuration: call config_path() or kubernetes() on the builder")]
     NoConfig,
+    /// Kubernetes mode cannot start.
+    #[error(transparent)]
+    Kube(#[from] crate::controller::kube::KubeError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -49,6 +52,7 @@ pub struct GatewayBuilder {
     debounce: Duration,
     access_log: AccessLogConfig,
     telemetry: Option<Arc<Telemetry>>,
+    kube: Option<crate::controller::kube::KubeOptions>,
 }
 
 impl Default for GatewayBuilder {
@@ -67,6 +71,7 @@ impl Default for GatewayBuilder {
                 include_query: false,
             },
             telemetry: None,
+            kube: None,
         }
     }
 }
@@ -102,6 +107,19 @@ impl GatewayBuilder {
         self
     }
 
+    /// Kubernetes mode: watch the cluster (used when no `config_path` is set).
+    pub fn kubernetes(mut self, opts: crate::controller::kube::KubeOptions) -> Self {
+        self.compile.discovery = true;
+        self.kube = Some(opts);
+        self
+    }
+
+    /// The `spec.controller` of the IngressClasses this gateway serves (Kubernetes mode).
+    pub fn controller_name(mut self, name: impl Into<String>) -> Self {
+        self.compile.controller_name = name.into();
+        self
+    }
+
     /// Whether file changes trigger a reload (default on).
     pub fn watch(mut self, on: bool) -> Self {
         self.watch = on;
@@ -123,7 +141,14 @@ impl GatewayBuilder {
 
     /// Binds the listeners, publishes the first table and starts serving.
     pub async fn start(self) -> Result<Gateway, GatewayError> {
-        let path = self.config_path.ok_or(GatewayError::NoConfig)?;
+        if self.config_path.is_none() && self.kube.is_none() {
+            return Err(GatewayError::NoConfig);
+        }
+        // Kubernetes mode: the client is made before binding, so a missing kubeconfig fails fast.
+        let kube_client = match (&self.config_path, &self.kube) {
+            (None, Some(_)) => Some(crate::controller::kube::client().await?),
+            _ => None,
+        };
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -160,22 +185,40 @@ impl GatewayBuilder {
             publisher.publish(table.clone());
             tables_tx.send_replace(Some(table));
         });
-        let mut controller = FileController::new(
-            FileSource::new(&path),
-            self.compile,
-            publish,
-            telemetry.clone(),
-        );
-        controller.reload()?;
-        proxy.serve(http);
-
         let (reload_tx, reload_rx) = mpsc::channel(16);
-        let watcher = if self.watch {
-            Some(reload::watch(&path, reload_tx.clone())?)
-        } else {
+        // --- Kubernetes mode (controller::kube); the file mode below is unchanged. ---
+        let watcher = if let (Some(client), Some(kube)) = (kube_client, self.kube) {
+            let mut kube = kube;
+            kube.debounce = self.debounce;
+            crate::controller::kube::start(
+                client,
+                kube,
+                self.compile,
+                proxy.discovery(),
+                publish,
+                telemetry.clone(),
+                stop.clone(),
+            );
+            proxy.serve(http);
             None
+        } else {
+            let path = self.config_path.ok_or(GatewayError::NoConfig)?;
+            let mut controller = FileController::new(
+                FileSource::new(&path),
+                self.compile,
+                publish,
+                telemetry.clone(),
+            );
+            controller.reload()?;
+            proxy.serve(http);
+            let watcher = if self.watch {
+                Some(reload::watch(&path, reload_tx.clone())?)
+            } else {
+                None
+            };
+            tokio::spawn(controller.run(reload_rx, self.debounce));
+            watcher
         };
-        tokio::spawn(controller.run(reload_rx, self.debounce));
 
         Ok(Gateway {
             http_addr,

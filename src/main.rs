@@ -35,7 +35,8 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// A YAML file or a directory of YAML files (standalone mode).
+    /// A YAML file or a directory of YAML files (standalone mode). Without it: Kubernetes mode
+    /// (in-cluster configuration, or KUBECONFIG).
     #[arg(long, env = "TIDEGATE_CONFIG")]
     config: Option<PathBuf>,
     /// Address for user traffic (HTTP/1.1 and h2c).
@@ -80,6 +81,27 @@ struct RunArgs {
     /// Serve Routes of this ingress class (and Routes that name none).
     #[arg(long, env = "TIDEGATE_INGRESS_CLASS", default_value = tidegate::api::DEFAULT_INGRESS_CLASS)]
     ingress_class: String,
+    /// Kubernetes mode: watch only this namespace (default: every namespace).
+    #[arg(long, env = "TIDEGATE_NAMESPACE")]
+    namespace: Option<String>,
+    /// Kubernetes mode: serve Ingresses whose IngressClass has this spec.controller.
+    #[arg(long, env = "TIDEGATE_CONTROLLER_NAME", default_value = tidegate::api::DEFAULT_CONTROLLER_NAME)]
+    controller_name: String,
+    /// Kubernetes mode: only the holder of a Lease writes status and Events (every replica
+    /// serves). `false`: this replica always writes.
+    #[arg(long, env = "TIDEGATE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    leader_elect: bool,
+    /// Kubernetes mode: the Lease's name (in POD_NAMESPACE, else the kubeconfig's namespace).
+    #[arg(long, env = "TIDEGATE_ELECTION_ID", default_value = "tidegate-leader")]
+    election_id: String,
+    /// Kubernetes mode: NAMESPACE/NAME of the Service whose load balancer addresses are
+    /// written to the status of our Ingresses.
+    #[arg(long, env = "TIDEGATE_PUBLISH_SERVICE")]
+    publish_service: Option<String>,
+    /// Kubernetes mode: addresses (IPs or host names, comma-separated) written to the status of
+    /// our Ingresses.
+    #[arg(long, env = "TIDEGATE_PUBLISH_ADDRESS", value_delimiter = ',')]
+    publish_address: Vec<String>,
     /// Runtime worker threads (default: one per available CPU). 1 runs a single-threaded runtime.
     #[arg(long, env = "TIDEGATE_WORKER_THREADS")]
     worker_threads: Option<usize>,
@@ -131,6 +153,7 @@ fn validate(args: ValidateArgs) -> ExitCode {
         &snap,
         &CompileOptions {
             ingress_class: args.ingress_class,
+            ..CompileOptions::default()
         },
     )
     .table;
@@ -160,9 +183,12 @@ fn validate(args: ValidateArgs) -> ExitCode {
 
 fn run(args: RunArgs) -> ExitCode {
     init_logging(args.log_format, &args.log_level);
-    let Some(config) = args.config.clone() else {
-        eprintln!("tidegate: --config is required (Kubernetes mode is not supported yet)");
-        return ExitCode::from(2);
+    let kube = match kube_options(&args) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("tidegate: {e}");
+            return ExitCode::from(2);
+        }
     };
     let runtime = match args.worker_threads {
         Some(0) => {
@@ -200,8 +226,14 @@ fn run(args: RunArgs) -> ExitCode {
                 ..UpstreamSettings::default()
             },
         };
-        let gateway = Gateway::builder()
-            .config_path(config)
+        let mut builder = Gateway::builder();
+        builder = match (args.config.clone(), kube) {
+            (Some(config), _) => builder.config_path(config),
+            (None, Some(kube)) => builder.kubernetes(kube),
+            (None, None) => builder,
+        };
+        let gateway = builder
+            .controller_name(args.controller_name.clone())
             .http_addr(args.http_addr)
             .admin_addr(Some(args.admin_addr))
             .ingress_class(args.ingress_class)
@@ -231,6 +263,55 @@ fn run(args: RunArgs) -> ExitCode {
         tracing::info!(finished, "stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// The Kubernetes-mode settings, when no `--config` is given.
+fn kube_options(args: &RunArgs) -> Result<Option<tidegate::controller::kube::KubeOptions>, String> {
+    use tidegate::controller::kube::{KubeOptions, leader::LeaseConfig};
+    use tidegate::model::{Kind, ObjectRef};
+    if args.config.is_some() {
+        return Ok(None);
+    }
+    let publish_service = match args.publish_service.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(raw) => match raw.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Some(ObjectRef::new(Kind::Service, ns, name))
+            }
+            _ => return Err(format!("--publish-service {raw:?} must be NAMESPACE/NAME")),
+        },
+    };
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    // The downward API gives a pod its name and namespace; elsewhere host name and pid do.
+    let identity = env("POD_NAME").unwrap_or_else(|| {
+        let host = env("HOSTNAME")
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+            })
+            .unwrap_or_else(|| "tidegate".to_owned());
+        format!("{host}-{}", std::process::id())
+    });
+    Ok(Some(KubeOptions {
+        namespace: args.namespace.clone().filter(|n| !n.is_empty()),
+        leader_elect: args.leader_elect,
+        lease: LeaseConfig {
+            namespace: env("POD_NAMESPACE").or_else(|| args.namespace.clone()),
+            name: args.election_id.clone(),
+            identity,
+            lease_duration: std::time::Duration::from_secs(15),
+            retry: std::time::Duration::from_secs(2),
+        },
+        publish_service,
+        publish_addresses: args
+            .publish_address
+            .iter()
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect(),
+        debounce: std::time::Duration::from_millis(50),
+    }))
 }
 
 /// Returns on SIGTERM or SIGINT; reloads on SIGHUP.

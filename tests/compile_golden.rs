@@ -1,10 +1,12 @@
 //! Golden tests of the compiler: each `tests/golden/compile/NAME.in.yaml` is read by the file
 //! source and compiled; the table and diagnostics must equal `NAME.out.yaml`.
+//! `tests/golden/kube/` is the same for Kubernetes mode: its documents (our CRDs and core
+//! objects such as Services and Ingresses) go through the Kubernetes index, then the compiler.
 //! `UPDATE_GOLDEN=1 cargo test --test compile_golden` rewrites the expected files.
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tidegate::controller::file::FileSource;
 use tidegate::controller::{CompileOptions, compile};
 use tidegate::model::{Backend, Rule};
@@ -20,7 +22,56 @@ fn render(input: &Path) -> String {
     let snap = FileSource::new(input)
         .load()
         .expect("golden input is readable");
-    let table = compile(&snap, &CompileOptions::default()).table;
+    render_table(compile(&snap, &CompileOptions::default()).table)
+}
+
+/// Feeds every document of `input` to the Kubernetes index, then compiles in Kubernetes mode.
+fn render_kube(input: &Path) -> String {
+    use k8s_openapi::api::core::v1::{Secret, Service};
+    use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+    use tidegate::api::{Backend, RateLimitPolicy, Route};
+    use tidegate::controller::kube::index::Index;
+
+    let text = std::fs::read_to_string(input).expect("golden input is readable");
+    let mut index = Index::new(None);
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let mut value = serde_yaml_ng::Value::deserialize(doc).expect("valid YAML");
+        if value.is_null() {
+            continue;
+        }
+        // As the apiserver would: a namespace, and a creation order for precedence.
+        value["metadata"]
+            .as_mapping_mut()
+            .expect("metadata")
+            .entry("namespace".into())
+            .or_insert("default".into());
+        let json: serde_json::Value = serde_json::to_value(&value).unwrap();
+        let kind = json["kind"].as_str().expect("kind").to_owned();
+        let _ = match kind.as_str() {
+            "Route" => index.apply_custom::<Route>(Ok(serde_json::from_value(json).unwrap())),
+            "Backend" => index.apply_custom::<Backend>(Ok(serde_json::from_value(json).unwrap())),
+            "RateLimitPolicy" => {
+                index.apply_custom::<RateLimitPolicy>(Ok(serde_json::from_value(json).unwrap()))
+            }
+            "Service" => index.apply_service(&serde_json::from_value::<Service>(json).unwrap()),
+            "Ingress" => index.apply_ingress(&serde_json::from_value::<Ingress>(json).unwrap()),
+            "IngressClass" => {
+                index.apply_ingress_class(&serde_json::from_value::<IngressClass>(json).unwrap())
+            }
+            "Secret" => {
+                index.apply_secret(&serde_json::from_value::<Secret>(json).unwrap().metadata)
+            }
+            other => panic!("{}: unexpected kind {other}", input.display()),
+        };
+    }
+    let opts = CompileOptions {
+        discovery: true,
+        ..CompileOptions::default()
+    };
+    render_table(compile(&index.snapshot(Default::default()), &opts).table)
+}
+
+fn render_table(table: tidegate::model::RoutingTable) -> String {
     table.validate().expect("compiled table is valid");
     let golden = Golden {
         rules: &table.rules,
@@ -32,9 +83,18 @@ fn render(input: &Path) -> String {
 
 #[test]
 fn compile_matches_golden_files() {
+    check_dir("tests/golden/compile", render);
+}
+
+#[test]
+fn kube_compile_matches_golden_files() {
+    check_dir("tests/golden/kube", render_kube);
+}
+
+fn check_dir(dir: &str, render: fn(&Path) -> String) {
     // Relative, so file names in diagnostics are the same on every machine (cargo runs tests
     // from the package root).
-    let dir = PathBuf::from("tests/golden/compile");
+    let dir = PathBuf::from(dir);
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut inputs: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()

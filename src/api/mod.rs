@@ -3,6 +3,7 @@
 //! These types are the shape of the YAML, in Kubernetes and in standalone files alike. They are
 //! validated structurally here (serde, the CRD schema) and semantically by the compiler.
 
+pub mod annotations;
 mod backend;
 mod duration;
 mod rate_limit;
@@ -24,6 +25,8 @@ pub const VERSION: &str = "v1alpha1";
 pub const API_VERSION: &str = "tidegate.dev/v1alpha1";
 /// The ingress class a Route belongs to when it names none.
 pub const DEFAULT_INGRESS_CLASS: &str = "tidegate";
+/// The `spec.controller` of IngressClasses this controller serves, unless told otherwise.
+pub const DEFAULT_CONTROLLER_NAME: &str = "tidegate.dev/ingress-controller";
 
 /// An empty object, for fields like `sourceIP: {}` whose presence is the setting.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq)]

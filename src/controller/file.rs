@@ -348,5 +348,12 @@ fn read_doc(value: serde_yaml_ng::Value) -> Result<Doc, Box<Diagnostic>> {
                 spec: p.spec,
             }))
         }
+        // Kubernetes objects come from the cluster, not from files (see the kind check above).
+        Kind::Service | Kind::Ingress => {
+            return Err(bad(
+                "kind",
+                format!("{kind} is read only in Kubernetes mode"),
+            ));
+        }
     })
 }

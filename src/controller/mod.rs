@@ -2,7 +2,9 @@
 
 pub mod compile;
 pub mod file;
+pub mod kube;
 pub mod names;
+pub mod objects;
 pub mod reload;
 pub mod snapshot;
 

@@ -1,7 +1,8 @@
 //! What the compiler reads: every object reduced to its identity, origin and spec.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use super::objects::{IngressClasses, IngressInfo, ServiceInfo};
 use crate::api::{BackendSpec, RateLimitPolicySpec, RouteSpec};
 use crate::model::{Diagnostic, ObjectRef};
 
@@ -47,6 +48,8 @@ pub struct Accepted {
     pub routes: BTreeMap<ObjectRef, Obj<RouteSpec>>,
     /// Accepted Backends.
     pub backends: BTreeMap<ObjectRef, Obj<BackendSpec>>,
+    /// Accepted Ingresses (Kubernetes mode).
+    pub ingresses: BTreeMap<ObjectRef, Obj<IngressInfo>>,
 }
 
 /// Everything the compiler reads. Built by the index; `compile` is a pure function of it.
@@ -58,6 +61,14 @@ pub struct Snapshot {
     pub backends: BTreeMap<ObjectRef, Obj<BackendSpec>>,
     /// RateLimitPolicies by identity.
     pub policies: BTreeMap<ObjectRef, Obj<RateLimitPolicySpec>>,
+    /// Services by identity (Kubernetes mode): ports for backend references, canary annotations.
+    pub services: BTreeMap<ObjectRef, Obj<ServiceInfo>>,
+    /// Ingresses by identity (Kubernetes mode).
+    pub ingresses: BTreeMap<ObjectRef, Obj<IngressInfo>>,
+    /// IngressClasses by name (Kubernetes mode).
+    pub ingress_classes: IngressClasses,
+    /// `kubernetes.io/tls` Secrets that exist, as (namespace, name) (Kubernetes mode).
+    pub tls_secrets: BTreeSet<(String, String)>,
     /// Objects or files the sources could not read (each names the object when it could).
     pub problems: Vec<Diagnostic>,
     /// The last accepted versions, from the previous compile.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::HeaderName;
 use serde::Serialize;
 
-use super::ObjectRef;
+use super::{ObjectRef, ServiceKey};
 
 /// How the gateway talks to a backend's endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -189,8 +189,14 @@ pub struct Backend {
     pub label: Arc<str>,
     /// Upstream protocol.
     pub protocol: UpstreamProtocol,
-    /// Endpoints known at compile time (static ones); discovery may replace them at run time.
+    /// Endpoints known at compile time (static ones); empty when `service` is set.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<Endpoint>,
+    /// The Service port whose discovered endpoints this backend uses (Kubernetes mode); the
+    /// proxy reads them from the [`Discovery`](super::Discovery) store, so they change without
+    /// a new table.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceKey>,
     /// Endpoint selection.
     pub load_balancer: LoadBalancing,
     /// Active probes.
@@ -227,6 +233,7 @@ impl Backend {
             circuit_breaker: None,
             connection: ConnectionLimits::default(),
             slow_start: None,
+            service: None,
         }
     }
 }

@@ -29,6 +29,10 @@ pub enum Reason {
     NotSupported,
     /// A reference names an object that does not exist or is itself rejected.
     RefNotFound,
+    /// A Service named by a Backend, a backendRef or an Ingress does not exist.
+    ServiceNotFound,
+    /// The Service exists but has no such port.
+    PortNotFound,
     /// Another object already has this identity.
     Duplicate,
     /// The object belongs to another ingress class.
@@ -43,6 +47,8 @@ impl Reason {
             Reason::Invalid => "Invalid",
             Reason::NotSupported => "NotSupported",
             Reason::RefNotFound => "BackendNotFound",
+            Reason::ServiceNotFound => "ServiceNotFound",
+            Reason::PortNotFound => "PortNotFound",
             Reason::Duplicate => "Duplicate",
             Reason::OtherClass => "OtherIngressClass",
         }
@@ -93,6 +99,14 @@ impl Diagnostic {
             field,
             Reason::NotSupported,
             format!("not supported yet: {what}"),
+        )
+    }
+
+    /// Whether this finding is about an unresolved reference (status `ResolvedRefs`).
+    pub fn is_unresolved_ref(&self) -> bool {
+        matches!(
+            self.reason,
+            Reason::RefNotFound | Reason::ServiceNotFound | Reason::PortNotFound
         )
     }
 

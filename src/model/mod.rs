@@ -4,7 +4,9 @@
 //! compiler produces a [`RoutingTable`]; the proxy only reads it.
 
 mod backend;
+mod canary;
 mod diagnostic;
+mod discovery;
 pub mod filter;
 mod matching;
 mod object;
@@ -17,7 +19,9 @@ pub use backend::{
     ActiveHealthCheck, Backend, CircuitBreaker, ConnectionLimits, Endpoint, HashKey, LoadBalancing,
     PassiveHealthCheck, ProbeKind, UpstreamProtocol,
 };
+pub use canary::{CANARY_ALWAYS, CANARY_NEVER, Canary};
 pub use diagnostic::{Diagnostic, Reason, Severity};
+pub use discovery::{Discovery, EndpointSet, ServiceKey};
 pub use filter::{
     DirectResponse, HeaderModifier, PathRewrite, Redirect, RequestFilter, UrlRewrite,
 };
@@ -29,5 +33,5 @@ pub use object::{Kind, ObjectRef};
 pub use ser::format_duration;
 pub use table::{
     Action, BackendIdx, Candidate, Group, Hit, HostIndex, Retry, RetryOn, RoutingTable, Rule,
-    TableError, Timeouts, WeightedBackend,
+    TableError, Target, Timeouts, WeightedBackend,
 };

@@ -13,6 +13,10 @@ pub enum Kind {
     Backend,
     /// `tidegate.dev` RateLimitPolicy.
     RateLimitPolicy,
+    /// A core Service (a backendRef of kind Service, a canary, an Ingress backend).
+    Service,
+    /// A `networking.k8s.io` Ingress.
+    Ingress,
 }
 
 impl Kind {
@@ -22,6 +26,8 @@ impl Kind {
             Kind::Route => "Route",
             Kind::Backend => "Backend",
             Kind::RateLimitPolicy => "RateLimitPolicy",
+            Kind::Service => "Service",
+            Kind::Ingress => "Ingress",
         }
     }
 }

@@ -9,6 +9,13 @@ pub fn header_name<S: Serializer>(n: &HeaderName, s: S) -> Result<S::Ok, S::Erro
     s.serialize_str(n.as_str())
 }
 
+pub fn opt_header_name<S: Serializer>(n: &Option<HeaderName>, s: S) -> Result<S::Ok, S::Error> {
+    match n {
+        Some(n) => s.serialize_str(n.as_str()),
+        None => s.serialize_none(),
+    }
+}
+
 pub fn header_names<S: Serializer>(v: &[HeaderName], s: S) -> Result<S::Ok, S::Error> {
     let mut seq = s.serialize_seq(Some(v.len()))?;
     for n in v {

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use http::HeaderMap;
+
+use super::canary::{Canary, Override, canary_override};
 use super::filter::{DirectResponse, HeaderModifier, Redirect, RequestFilter};
 use super::matching::{RequestMatch, RequestView};
 use super::precedence::{HostRank, PathRank, Rank};
@@ -24,6 +27,39 @@ pub struct WeightedBackend {
     pub name: Arc<str>,
     /// Its relative share.
     pub weight: u32,
+    /// Canaries of this backend (Service annotations), each taking a percentage of its share.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub canaries: Vec<Canary>,
+}
+
+impl WeightedBackend {
+    /// The backend a request goes to when the schedule chose `target` of this backendRef:
+    /// a canary header or cookie overrides the weighted choice.
+    pub fn resolve(&self, target: Target, headers: &HeaderMap) -> BackendIdx {
+        if !self.canaries.is_empty() {
+            match canary_override(&self.canaries, headers) {
+                Some(Override::Primary) => return self.backend,
+                Some(Override::Canary(i)) => return self.canaries[i].backend,
+                None => {}
+            }
+        }
+        match target.canary {
+            0 => self.backend,
+            n => self
+                .canaries
+                .get(n as usize - 1)
+                .map_or(self.backend, |c| c.backend),
+        }
+    }
+}
+
+/// One entry of a rule's weighted schedule: a backendRef, and which of its backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Index in the rule's backendRefs.
+    pub backend_ref: u32,
+    /// 0 for the backendRef's own backend, `n` for its canary `n - 1`.
+    pub canary: u32,
 }
 
 /// What a rule does with a request once filters ran.
@@ -34,14 +70,46 @@ pub enum Action {
     Forward {
         /// The weighted backends.
         backends: Vec<WeightedBackend>,
-        /// One cycle of the weighted order, as indexes into `backends` (see `weighted`).
+        /// One cycle of the weighted order (see `weighted`), canary shares included.
         #[serde(skip)]
-        schedule: Arc<[u32]>,
+        schedule: Arc<[Target]>,
     },
     /// Answer with a redirect.
     Redirect(Redirect),
     /// Answer with a fixed response.
     DirectResponse(DirectResponse),
+}
+
+impl Action {
+    /// A forward action whose schedule splits by backendRef weight, and within each backendRef
+    /// between its backend and its canaries by their percentages.
+    pub fn forward(backends: Vec<WeightedBackend>) -> Self {
+        let mut weights = Vec::new();
+        let mut targets = Vec::new();
+        for (i, b) in backends.iter().enumerate() {
+            // Percentages over 100 in total are refused by the compiler; clamp anyway.
+            let canary_total: u64 = b.canaries.iter().map(|c| u64::from(c.weight)).sum();
+            let primary = 100u64.saturating_sub(canary_total);
+            let w = u64::from(b.weight);
+            weights.push(w * primary);
+            targets.push(Target {
+                backend_ref: i as u32,
+                canary: 0,
+            });
+            for (j, c) in b.canaries.iter().enumerate() {
+                weights.push(w * u64::from(c.weight));
+                targets.push(Target {
+                    backend_ref: i as u32,
+                    canary: j as u32 + 1,
+                });
+            }
+        }
+        let schedule = super::weighted::smooth_schedule_u64(&weights)
+            .into_iter()
+            .map(|i| targets[i as usize])
+            .collect();
+        Action::Forward { backends, schedule }
+    }
 }
 
 /// Time limits of a rule.
@@ -401,18 +469,26 @@ impl RoutingTable {
             }
             if let Action::Forward { backends, schedule } = &rule.action {
                 for b in backends {
-                    if b.backend >= self.backends.len() {
-                        return Err(TableError::DanglingBackend {
-                            rule: rule.label.clone(),
-                            backend: b.backend,
-                            len: self.backends.len(),
-                        });
+                    let targets =
+                        std::iter::once(b.backend).chain(b.canaries.iter().map(|c| c.backend));
+                    for backend in targets {
+                        if backend >= self.backends.len() {
+                            return Err(TableError::DanglingBackend {
+                                rule: rule.label.clone(),
+                                backend,
+                                len: self.backends.len(),
+                            });
+                        }
                     }
                 }
-                if let Some(&entry) = schedule.iter().find(|&&e| e as usize >= backends.len()) {
+                if let Some(t) = schedule.iter().find(|t| {
+                    backends
+                        .get(t.backend_ref as usize)
+                        .is_none_or(|b| t.canary as usize > b.canaries.len())
+                }) {
                     return Err(TableError::BadSchedule {
                         rule: rule.label.clone(),
-                        entry,
+                        entry: t.backend_ref,
                         len: backends.len(),
                     });
                 }

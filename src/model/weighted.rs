@@ -8,7 +8,13 @@ pub const MAX_SCHEDULE: u32 = 4096;
 /// Each entry is an index into `weights`. Zero weights never appear; an all-zero input gives an
 /// empty schedule (the rule then has no backend to send to).
 pub fn smooth_schedule(weights: &[u32]) -> Vec<u32> {
-    let mut w: Vec<u64> = weights.iter().map(|&x| u64::from(x)).collect();
+    let w: Vec<u64> = weights.iter().map(|&x| u64::from(x)).collect();
+    smooth_schedule_u64(&w)
+}
+
+/// [`smooth_schedule`] over wider weights (backendRef weight × canary percentage).
+pub fn smooth_schedule_u64(weights: &[u64]) -> Vec<u32> {
+    let mut w: Vec<u64> = weights.to_vec();
     let g = w.iter().copied().filter(|&x| x > 0).fold(0, gcd);
     if g == 0 {
         return Vec::new();

@@ -73,7 +73,7 @@ async fn serve(
         Action::Redirect(r) => redirect(r, conn, &req, normalized.as_deref(), matched_prefix)?,
         Action::Forward { .. } => {
             let backend = router
-                .pick_backend(hit.index, rule)
+                .pick_backend(hit.index, rule, req.headers())
                 .ok_or(ProxyError::NoBackend)?;
             let target = forward::Target {
                 shared,

@@ -167,6 +167,12 @@ impl Proxy {
         self.shared.router.load_full()
     }
 
+    /// Where discovered endpoints go: a source that watches EndpointSlices writes here, and
+    /// the backends of every table read from it without a republish.
+    pub fn discovery(&self) -> Arc<crate::model::Discovery> {
+        self.shared.registry.discovery().clone()
+    }
+
     /// The runtime state of backends.
     pub fn registry(&self) -> &Registry {
         &self.shared.registry

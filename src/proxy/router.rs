@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use http::HeaderMap;
+
 use super::upstream::{BackendState, Registry};
 use crate::model::{Action, RoutingTable, Rule};
 
@@ -28,8 +30,14 @@ impl Router {
         }
     }
 
-    /// The backend (index into `table.backends`) that rule number `rule` sends its next request to.
-    pub fn pick_backend(&self, rule_index: usize, rule: &Rule) -> Option<usize> {
+    /// The backend (index into `table.backends`) that rule number `rule` sends its next request
+    /// to; `headers` may override a canary split (see `model::Canary`).
+    pub fn pick_backend(
+        &self,
+        rule_index: usize,
+        rule: &Rule,
+        headers: &HeaderMap,
+    ) -> Option<usize> {
         let Action::Forward { backends, schedule } = &rule.action else {
             return None;
         };
@@ -37,6 +45,7 @@ impl Router {
             return None;
         }
         let n = self.splits[rule_index].fetch_add(1, Ordering::Relaxed);
-        Some(backends[schedule[n % schedule.len()] as usize].backend)
+        let target = schedule[n % schedule.len()];
+        Some(backends[target.backend_ref as usize].resolve(target, headers))
     }
 }

@@ -5,17 +5,30 @@ use std::net::{IpAddr, SocketAddr};
 
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
 use crate::api::{self, BackendProtocol, BackendSpec, LbAlgorithm};
+use crate::controller::objects::{PortRef, ServicePortInfo};
 use crate::controller::snapshot::Obj;
 use crate::model::{
     ActiveHealthCheck, Backend, CircuitBreaker, ConnectionLimits, Diagnostic, Endpoint, HashKey,
-    LoadBalancing, PassiveHealthCheck, ProbeKind, Reason, UpstreamProtocol,
+    LoadBalancing, PassiveHealthCheck, ProbeKind, Reason, ServiceKey, Severity, UpstreamProtocol,
 };
 
+use super::CompileOptions;
 use super::fields::{self, Findings};
+use super::targets::Targets;
+
+/// A compiled Backend and the Service port its endpoints come from, if any.
+pub type CompiledBackend = (Backend, Option<(String, ServicePortInfo)>);
 
 /// Compiles one Backend, or `None` if it is rejected (findings say why).
-pub fn compile_backend(obj: &Obj<BackendSpec>, out: &mut Vec<Diagnostic>) -> Option<Backend> {
+pub fn compile_backend(
+    obj: &Obj<BackendSpec>,
+    opts: &CompileOptions,
+    targets: &Targets<'_>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<CompiledBackend> {
     let spec = &obj.spec;
     let mut f = Findings::new(&obj.meta.id, out);
 
@@ -32,15 +45,63 @@ pub fn compile_backend(obj: &Obj<BackendSpec>, out: &mut Vec<Diagnostic>) -> Opt
     };
 
     let mut endpoints = Vec::new();
+    let mut service = None;
+    let mut origin = None;
     match (&spec.service, spec.endpoints.is_empty()) {
         (Some(_), false) => f.invalid("spec", "service and endpoints are mutually exclusive; set one"),
         (None, true) => f.invalid("spec", "set service (Kubernetes) or endpoints (a static list)"),
-        (Some(_), true) => f.push(Diagnostic::error(
+        (Some(_), true) if !opts.discovery => f.push(Diagnostic::error(
             &obj.meta.id,
             "spec.service",
             Reason::NotSupported,
             "not supported yet: Service discovery (needs Kubernetes mode); list spec.endpoints instead",
         )),
+        (Some(svc), true) => {
+            let ns = &obj.meta.id.namespace;
+            let port = match &svc.port {
+                IntOrString::Int(n) => u16::try_from(*n)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .map(PortRef::Number),
+                IntOrString::String(s) => match s.parse::<u16>() {
+                    Ok(n) if n > 0 => Some(PortRef::Number(n)),
+                    Ok(_) => None,
+                    Err(_) => Some(PortRef::Name(s.clone())),
+                },
+            };
+            match port {
+                None => f.invalid("spec.service.port", "a port number must be 1-65535"),
+                Some(port) => match targets.resolve_port(ns, &svc.name, Some(&port)) {
+                    Ok(p) => {
+                        service = Some(ServiceKey::new(ns.clone(), svc.name.clone(), p.name.clone()));
+                        origin = Some((svc.name.clone(), p));
+                    }
+                    // Accepted all the same: the Service may come later, and then endpoints
+                    // appear without a change here. Until then requests get 503.
+                    Err(u) => {
+                        let field = if u.reason == Reason::PortNotFound {
+                            "spec.service.port"
+                        } else {
+                            "spec.service.name"
+                        };
+                        f.push(Diagnostic {
+                            severity: Severity::Warning,
+                            ..Diagnostic::error(
+                                &obj.meta.id,
+                                field,
+                                u.reason,
+                                format!("{}: the Backend has no endpoints until it is fixed", u.message),
+                            )
+                        });
+                        let port_name = match port {
+                            PortRef::Name(n) => n,
+                            PortRef::Number(_) => String::new(),
+                        };
+                        service = Some(ServiceKey::new(ns.clone(), svc.name.clone(), port_name));
+                    }
+                },
+            }
+        }
         (None, false) => {
             let mut seen = BTreeSet::new();
             for (i, raw) in spec.endpoints.iter().enumerate() {
@@ -77,14 +138,20 @@ pub fn compile_backend(obj: &Obj<BackendSpec>, out: &mut Vec<Diagnostic>) -> Opt
         f.not_supported("spec.tls", "TLS to backends");
     }
 
-    f.ok().then(|| Backend {
-        load_balancer,
-        active_health_check,
-        passive_health_check,
-        circuit_breaker,
-        connection,
-        slow_start,
-        ..Backend::new(obj.meta.id.clone(), protocol, endpoints)
+    f.ok().then(|| {
+        (
+            Backend {
+                load_balancer,
+                active_health_check,
+                passive_health_check,
+                circuit_breaker,
+                connection,
+                slow_start,
+                service,
+                ..Backend::new(obj.meta.id.clone(), protocol, endpoints)
+            },
+            origin,
+        )
     })
 }
 

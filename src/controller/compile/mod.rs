@@ -5,11 +5,15 @@
 //! version, if it had one.
 
 mod backend;
+mod canary;
 mod fields;
+mod ingress;
 mod route;
+mod targets;
 #[cfg(test)]
 mod tests;
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::{Diagnostic, ObjectRef, Reason, RoutingTable, Severity};
@@ -21,12 +25,19 @@ use super::snapshot::{Accepted, Obj, Snapshot};
 pub struct CompileOptions {
     /// Routes naming another ingress class are left alone.
     pub ingress_class: String,
+    /// IngressClasses with this `spec.controller` are ours (Kubernetes mode).
+    pub controller_name: String,
+    /// Whether endpoints can be discovered from Services (Kubernetes mode); without it a
+    /// Backend must list static endpoints.
+    pub discovery: bool,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
         Self {
             ingress_class: crate::api::DEFAULT_INGRESS_CLASS.to_owned(),
+            controller_name: crate::api::DEFAULT_CONTROLLER_NAME.to_owned(),
+            discovery: false,
         }
     }
 }
@@ -51,18 +62,17 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
         .collect();
     let mut accepted = Accepted::default();
 
-    let mut backends = Vec::new();
-    let mut backend_index = BTreeMap::new();
+    let canaries = canary::index(&snap.services, &mut diags);
+    let mut targets = targets::Targets::new(&snap.services, &canaries);
     for id in candidates(&snap.backends, &snap.accepted.backends, &unreadable) {
         let chosen = with_fallback(
             snap.backends.get(id),
             snap.accepted.backends.get(id),
             &mut diags,
-            backend::compile_backend,
+            |obj, d| backend::compile_backend(obj, opts, &targets, d),
         );
-        if let Some((backend, obj)) = chosen {
-            backend_index.insert(id.clone(), backends.len());
-            backends.push(backend);
+        if let Some(((backend, origin), obj)) = chosen {
+            targets.add(backend, origin);
             accepted.backends.insert(id.clone(), obj.clone());
         }
     }
@@ -70,8 +80,7 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
     let known_backends: BTreeSet<&ObjectRef> = snap.backends.keys().collect();
     let env = route::Env {
         opts,
-        backend_index: &backend_index,
-        backends: &backends,
+        targets: RefCell::new(targets),
         known_backends: &known_backends,
     };
     let mut rules = Vec::new();
@@ -87,6 +96,20 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
             accepted.routes.insert(id.clone(), obj.clone());
         }
     }
+    for id in candidates(&snap.ingresses, &snap.accepted.ingresses, &unreadable) {
+        let chosen = with_fallback(
+            snap.ingresses.get(id),
+            snap.accepted.ingresses.get(id),
+            &mut diags,
+            |obj, d| ingress::compile_ingress(obj, snap, &env, d),
+        );
+        if let Some((compiled, obj)) = chosen {
+            rules.extend(compiled);
+            accepted.ingresses.insert(id.clone(), obj.clone());
+        }
+    }
+    let (backends, target_diags) = env.targets.into_inner().into_backends();
+    diags.extend(target_diags);
 
     for policy in snap.policies.values() {
         diags.push(
@@ -120,11 +143,13 @@ fn with_fallback<'a, S: PartialEq, T>(
     current: Option<&'a Obj<S>>,
     fallback: Option<&'a Obj<S>>,
     diags: &mut Vec<Diagnostic>,
-    compile_one: impl Fn(&Obj<S>, &mut Vec<Diagnostic>) -> Option<T>,
+    mut compile_one: impl FnMut(&Obj<S>, &mut Vec<Diagnostic>) -> Option<T>,
 ) -> Option<(T, &'a Obj<S>)> {
     if let Some(obj) = current {
         let mut found = Vec::new();
         let out = compile_one(obj, &mut found);
+        // Moved to another ingress class: not ours any more, so no older version serves either.
+        let not_ours = found.iter().any(|d| d.severity == Severity::Ignored);
         diags.extend(
             found
                 .into_iter()
@@ -132,6 +157,9 @@ fn with_fallback<'a, S: PartialEq, T>(
         );
         if let Some(out) = out {
             return Some((out, obj));
+        }
+        if not_ours {
+            return None;
         }
     }
     let fallback = fallback.filter(|f| current.is_none_or(|c| c.spec != f.spec))?;

@@ -1,15 +1,15 @@
 //! Route → rules.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
 
 use crate::api::{self, PathMatchType, RouteProtocol, RouteSpec, ValueMatchType};
-use crate::model::weighted::smooth_schedule;
 use crate::model::{
-    Action, Backend, DirectResponse, HeaderMatcher, HeaderModifier, Kind, ObjectRef, PathMatcher,
+    Action, DirectResponse, HeaderMatcher, HeaderModifier, Kind, ObjectRef, PathMatcher,
     PathRewrite, Pattern, QueryMatcher, Reason, Redirect, RequestFilter, RequestMatch, Rule,
     Severity, Timeouts, UrlRewrite, ValueMatcher, WeightedBackend,
 };
@@ -17,6 +17,8 @@ use crate::model::{Diagnostic, Retry, RetryOn};
 
 use super::CompileOptions;
 use super::fields::{self, Findings};
+use super::targets::Targets;
+use crate::controller::objects::PortRef;
 use crate::controller::snapshot::Obj;
 
 /// Largest `directResponse.body`.
@@ -27,9 +29,8 @@ const MAX_WEIGHT: u32 = 1_000_000;
 /// What a Route compiles against.
 pub struct Env<'a> {
     pub opts: &'a CompileOptions,
-    /// Accepted backends by identity → index in `backends`.
-    pub backend_index: &'a BTreeMap<ObjectRef, usize>,
-    pub backends: &'a [Backend],
+    /// Accepted backends, and Service backends made as references need them.
+    pub targets: RefCell<Targets<'a>>,
     /// Every Backend that exists, accepted or not (for precise messages).
     pub known_backends: &'a BTreeSet<&'a ObjectRef>,
 }
@@ -266,16 +267,7 @@ fn compile_rule(
     let action = match (redirect, direct) {
         (Some(r), _) => Action::Redirect(r),
         (None, Some(d)) => Action::DirectResponse(d),
-        (None, None) => {
-            let weights: Vec<u32> = backends
-                .iter()
-                .map(|b: &WeightedBackend| b.weight)
-                .collect();
-            Action::Forward {
-                schedule: smooth_schedule(&weights).into(),
-                backends,
-            }
-        }
+        (None, None) => Action::forward(backends),
     };
     let label: Arc<str> = match &rule.name {
         Some(n) => format!("{}/{}/{n}", id.namespace, id.name).into(),
@@ -639,7 +631,16 @@ fn backend_ref(
     }
     let kind = r.kind.as_deref().unwrap_or("Backend");
     match kind {
-        "Backend" if r.port.is_some() => {
+        "Backend"
+            if r.port.is_some()
+                && (r.kind.is_some()
+                    || !env.opts.discovery
+                    || env.known_backends.contains(&ObjectRef::new(
+                        Kind::Backend,
+                        route.namespace.clone(),
+                        r.name.clone(),
+                    ))) =>
+        {
             f.invalid(
                 format!("{at}.port"),
                 "port is only for kind: Service (a Backend names its own port)",
@@ -648,12 +649,16 @@ fn backend_ref(
         }
         "Backend" => {
             let target = ObjectRef::new(Kind::Backend, route.namespace.clone(), r.name.clone());
-            match env.backend_index.get(&target) {
-                Some(&idx) => Some(WeightedBackend {
-                    backend: idx,
-                    name: env.backends[idx].label.clone(),
-                    weight,
-                }),
+            let found = env.targets.borrow().get(&target);
+            match found {
+                Some(idx) => Some(env.targets.borrow_mut().weighted(idx, weight)),
+                // An unqualified name with no Backend of that name means the Service.
+                None if r.kind.is_none()
+                    && env.opts.discovery
+                    && !env.known_backends.contains(&target) =>
+                {
+                    service_ref(route, r, weight, at, env, f, true)
+                }
                 None => {
                     let why = if env.known_backends.contains(&target) {
                         format!("{target} is rejected (see its own diagnostics)")
@@ -672,6 +677,7 @@ fn backend_ref(
                 }
             }
         }
+        "Service" if env.opts.discovery => service_ref(route, r, weight, at, env, f, false),
         "Service" => {
             f.not_supported(
                 format!("{at}.kind"),
@@ -684,6 +690,47 @@ fn backend_ref(
                 format!("{at}.kind"),
                 format!("{other:?} must be Backend or Service"),
             );
+            None
+        }
+    }
+}
+
+/// A backendRef to a Service port. `implicit`: the ref named no kind and no Backend has the
+/// name, so a missing Service is reported as "neither found".
+fn service_ref(
+    route: &ObjectRef,
+    r: &api::BackendRef,
+    weight: u32,
+    at: &str,
+    env: &Env<'_>,
+    f: &mut Findings<'_>,
+    implicit: bool,
+) -> Option<WeightedBackend> {
+    let port = r.port.map(PortRef::Number);
+    let resolved = env
+        .targets
+        .borrow()
+        .resolve_port(&route.namespace, &r.name, port.as_ref());
+    match resolved {
+        Ok(p) => {
+            let mut targets = env.targets.borrow_mut();
+            let idx = targets.service(&route.namespace, &r.name, &p);
+            Some(targets.weighted(idx, weight))
+        }
+        Err(u) => {
+            let (field, reason, message) = match u.reason {
+                Reason::ServiceNotFound if implicit => (
+                    format!("{at}.name"),
+                    Reason::RefNotFound,
+                    format!(
+                        "neither Backend nor Service {}/{} found",
+                        route.namespace, r.name
+                    ),
+                ),
+                Reason::ServiceNotFound => (format!("{at}.name"), u.reason, u.message),
+                _ => (format!("{at}.port"), u.reason, u.message),
+            };
+            f.push(Diagnostic::error(f.id(), field, reason, message));
             None
         }
     }

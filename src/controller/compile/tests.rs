@@ -159,6 +159,22 @@ fn a_route_to_a_broken_backend_falls_back_with_it() {
 }
 
 #[test]
+fn a_route_moved_to_another_class_is_not_served_by_its_last_accepted_version() {
+    let first = snapshot(
+        vec![route("web", "app")],
+        vec![backend("app", &["127.0.0.1:1"])],
+    );
+    let accepted = compile(&first, &CompileOptions::default()).accepted;
+    let mut moved = route("web", "app");
+    moved.spec.ingress_class_name = Some("someone-else".into());
+    let mut second = snapshot(vec![moved], vec![backend("app", &["127.0.0.1:1"])]);
+    second.accepted = accepted;
+    let out = compile(&second, &CompileOptions::default());
+    assert!(out.table.rules.is_empty(), "{:?}", out.table.rules);
+    assert!(out.accepted.routes.is_empty());
+}
+
+#[test]
 fn compile_is_deterministic() {
     let snap = snapshot(
         vec![route("b", "app"), route("a", "app"), route("c", "missing")],
@@ -387,6 +403,61 @@ mod lookup {
         ]);
         assert_eq!(winner(&t, "h", "/", &[]).as_deref(), Some("a"));
     }
+}
+
+#[test]
+fn a_broken_ingress_update_keeps_its_last_accepted_version() {
+    use crate::controller::objects::{
+        IngressBackendInfo, IngressInfo, IngressPathInfo, IngressRuleInfo, PortRef, ServiceInfo,
+        ServicePortInfo,
+    };
+    let svc = Obj {
+        meta: Meta::new(ObjectRef::new(Kind::Service, "default", "web")),
+        spec: ServiceInfo {
+            ports: vec![ServicePortInfo {
+                name: "http".into(),
+                port: 80,
+            }],
+            ..Default::default()
+        },
+    };
+    let ingress = |path_type: &str| Obj {
+        meta: Meta::new(ObjectRef::new(Kind::Ingress, "default", "shop")),
+        spec: IngressInfo {
+            class_name: Some(crate::api::DEFAULT_INGRESS_CLASS.into()),
+            rules: vec![IngressRuleInfo {
+                host: Some("shop.test".into()),
+                paths: vec![IngressPathInfo {
+                    path: Some("/".into()),
+                    path_type: path_type.into(),
+                    backend: IngressBackendInfo::Service {
+                        name: "web".into(),
+                        port: Some(PortRef::Number(80)),
+                    },
+                }],
+            }],
+            ..Default::default()
+        },
+    };
+    let opts = CompileOptions {
+        discovery: true,
+        ..CompileOptions::default()
+    };
+    let snap = |ing: Obj<IngressInfo>, accepted| Snapshot {
+        services: [(svc.meta.id.clone(), svc.clone())].into(),
+        ingresses: [(ing.meta.id.clone(), ing)].into(),
+        accepted,
+        ..Default::default()
+    };
+    let first = compile(&snap(ingress("Prefix"), Default::default()), &opts);
+    assert_eq!(first.table.rules.len(), 1);
+    let second = compile(&snap(ingress("Regex"), first.accepted), &opts);
+    assert_eq!(
+        second.table.rules.len(),
+        1,
+        "the last accepted version serves"
+    );
+    assert!(second.table.has_errors());
 }
 
 mod segment_index {

@@ -29,7 +29,10 @@ pub use limits::{Limiter, Overloaded};
 
 use super::balance::{self, PickContext, Selector};
 use super::body::RequestBody;
-use crate::model::{ActiveHealthCheck, Backend, Endpoint, LoadBalancing, ObjectRef, RoutingTable};
+use crate::model::{
+    ActiveHealthCheck, Backend, Discovery, Endpoint, LoadBalancing, ObjectRef, RoutingTable,
+    ServiceKey,
+};
 
 /// One endpoint set with the selector built for it and the policy it runs under.
 struct Pool {
@@ -331,6 +334,11 @@ impl BackendState {
         self.clients.load_full()
     }
 
+    /// The Service port this backend's endpoints are discovered from, if any.
+    fn service(&self) -> Option<ServiceKey> {
+        self.pool.load().config.service.clone()
+    }
+
     /// The current endpoints.
     pub fn endpoints(&self) -> Vec<Endpoint> {
         self.pool
@@ -439,21 +447,51 @@ struct EndpointView_ {
     slow_start_share: Option<f64>,
 }
 
+type BackendMap = Arc<Mutex<HashMap<ObjectRef, Arc<BackendState>>>>;
+
 /// Backend states by identity.
 pub struct Registry {
-    backends: Mutex<HashMap<ObjectRef, Arc<BackendState>>>,
+    backends: BackendMap,
     clock: Clock,
     settings: UpstreamSettings,
+    discovery: Arc<Discovery>,
 }
 
 impl Registry {
     /// An empty registry; `settings` are the defaults for backends that set none.
     pub fn new(settings: UpstreamSettings) -> Self {
+        let backends: BackendMap = Arc::default();
+        let discovery = Arc::new(Discovery::default());
+        // Discovery's fast path: a Service port's new endpoint set goes straight to the
+        // backends that use it (their pools are rebuilt in place, keeping endpoint state);
+        // no table is recompiled.
+        let weak = Arc::downgrade(&backends);
+        discovery.listen(Box::new(move |key: &ServiceKey, ready: &[Endpoint]| {
+            let Some(map) = weak.upgrade() else {
+                return;
+            };
+            let states: Vec<Arc<BackendState>> = map
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .filter(|s| s.service().as_ref() == Some(key))
+                .cloned()
+                .collect();
+            for state in states {
+                state.set_endpoints(ready.to_vec());
+            }
+        }));
         Self {
-            backends: Mutex::new(HashMap::new()),
+            backends,
             clock: Clock::new(),
             settings,
+            discovery,
         }
+    }
+
+    /// Where discovered endpoints are written (Kubernetes mode's EndpointSlice watcher).
+    pub fn discovery(&self) -> &Arc<Discovery> {
+        &self.discovery
     }
 
     /// The states for `table.backends`, in the same order: existing entries are reused and
@@ -465,6 +503,18 @@ impl Registry {
             .backends
             .iter()
             .map(|b| {
+                // A Service-backed backend's endpoints are the discovered ones right now.
+                let discovered;
+                let b = match &b.service {
+                    Some(key) => {
+                        discovered = Backend {
+                            endpoints: self.discovery.ready(key),
+                            ..b.clone()
+                        };
+                        &discovered
+                    }
+                    None => b,
+                };
                 let state = map
                     .entry(b.id.clone())
                     .or_insert_with(|| Arc::new(BackendState::new(b, self.clock)))
@@ -571,5 +621,46 @@ impl Clients {
             http1,
             h2c,
         }
+    }
+}
+
+#[cfg(test)]
+mod discovery_tests {
+    use super::*;
+    use crate::model::{Kind, UpstreamProtocol};
+
+    fn table_with(backend: Backend) -> RoutingTable {
+        RoutingTable::new(Vec::new(), vec![backend], Vec::new())
+    }
+
+    /// Discovered endpoints reach a Service-backed backend in place, before and after linking.
+    #[tokio::test]
+    async fn discovered_endpoints_are_pushed_to_the_backends_that_use_them() {
+        let registry = Registry::new(UpstreamSettings::default());
+        let key = ServiceKey::new("shop", "api", "http");
+        registry
+            .discovery()
+            .set(&key, vec![Endpoint::new("10.0.0.1:80")]);
+        let backend = Backend {
+            service: Some(key.clone()),
+            ..Backend::new(
+                ObjectRef::new(Kind::Backend, "shop", "api"),
+                UpstreamProtocol::Http1,
+                Vec::new(),
+            )
+        };
+        let linked = registry.link(&table_with(backend.clone()));
+        assert_eq!(linked[0].endpoints(), vec![Endpoint::new("10.0.0.1:80")]);
+        registry.discovery().set(
+            &key,
+            vec![Endpoint::new("10.0.0.1:80"), Endpoint::new("10.0.0.2:80")],
+        );
+        assert_eq!(linked[0].endpoints().len(), 2, "pushed without a new table");
+        // A relink with the same table keeps the discovered set.
+        let relinked = registry.link(&table_with(backend));
+        assert!(Arc::ptr_eq(&linked[0], &relinked[0]));
+        assert_eq!(relinked[0].endpoints().len(), 2);
+        registry.discovery().set(&key, Vec::new());
+        assert!(relinked[0].endpoints().is_empty());
     }
 }

@@ -1,0 +1,214 @@
+//! The table's backends while compiling: accepted Backends, plus backends made on demand for
+//! Service references (Route `kind: Service`, Ingress backends) and for canaries.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::canary::CanaryIndex;
+use crate::controller::objects::{PortRef, ServiceInfo, ServicePortInfo};
+use crate::controller::snapshot::Obj;
+use crate::model::{
+    Backend, BackendIdx, Canary, Diagnostic, Kind, ObjectRef, Reason, ServiceKey, UpstreamProtocol,
+    WeightedBackend,
+};
+
+/// Why a Service reference cannot be resolved (becomes a diagnostic on the referrer).
+pub struct Unresolved {
+    pub reason: Reason,
+    pub message: String,
+}
+
+/// Backends by index, and how to find or make them.
+pub struct Targets<'a> {
+    services: &'a BTreeMap<ObjectRef, Obj<ServiceInfo>>,
+    canaries: &'a CanaryIndex,
+    backends: Vec<Backend>,
+    index: BTreeMap<ObjectRef, BackendIdx>,
+    /// Per backend: the Service port its endpoints come from, for canary port matching.
+    origin: Vec<Option<(String, ServicePortInfo)>>,
+    /// Canary findings about Services, reported once each.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl<'a> Targets<'a> {
+    pub fn new(
+        services: &'a BTreeMap<ObjectRef, Obj<ServiceInfo>>,
+        canaries: &'a CanaryIndex,
+    ) -> Self {
+        Self {
+            services,
+            canaries,
+            backends: Vec::new(),
+            index: BTreeMap::new(),
+            origin: Vec::new(),
+            diagnostics: Vec::new(),
+        }
+    }
+
+    /// Adds an accepted Backend; `origin` is its resolved Service port, if it has one.
+    pub fn add(
+        &mut self,
+        backend: Backend,
+        origin: Option<(String, ServicePortInfo)>,
+    ) -> BackendIdx {
+        let idx = self.backends.len();
+        self.index.insert(backend.id.clone(), idx);
+        self.backends.push(backend);
+        self.origin.push(origin);
+        idx
+    }
+
+    /// The index of an accepted Backend (or an already-made backend) by identity.
+    pub fn get(&self, id: &ObjectRef) -> Option<BackendIdx> {
+        self.index.get(id).copied()
+    }
+
+    /// Resolves `name`'s port in `namespace`: the port by number or name; with no port, the
+    /// Service's only port.
+    pub fn resolve_port(
+        &self,
+        namespace: &str,
+        name: &str,
+        port: Option<&PortRef>,
+    ) -> Result<ServicePortInfo, Unresolved> {
+        let id = ObjectRef::new(Kind::Service, namespace, name);
+        let Some(svc) = self.services.get(&id) else {
+            return Err(Unresolved {
+                reason: Reason::ServiceNotFound,
+                message: format!("{id} not found"),
+            });
+        };
+        match port {
+            Some(p) => svc.spec.port(p).cloned().ok_or_else(|| Unresolved {
+                reason: Reason::PortNotFound,
+                message: format!("{id} has no port {p}"),
+            }),
+            None => match svc.spec.ports.as_slice() {
+                [only] => Ok(only.clone()),
+                ports => Err(Unresolved {
+                    reason: Reason::PortNotFound,
+                    message: format!("{id} has {} ports; name one with port", ports.len()),
+                }),
+            },
+        }
+    }
+
+    /// The backend for a Service port with default settings (made once, shared by referrers).
+    pub fn service(&mut self, namespace: &str, name: &str, port: &ServicePortInfo) -> BackendIdx {
+        let id = ObjectRef::new(Kind::Service, namespace, format!("{name}:{}", port.port));
+        if let Some(idx) = self.get(&id) {
+            return idx;
+        }
+        let backend = Backend {
+            service: Some(ServiceKey::new(namespace, name, port.name.clone())),
+            ..Backend::new(id, UpstreamProtocol::Http1, Vec::new())
+        };
+        self.add(backend, Some((name.to_owned(), port.clone())))
+    }
+
+    /// A backendRef to backend `idx` with `weight`, with the canaries of its Service attached.
+    pub fn weighted(&mut self, idx: BackendIdx, weight: u32) -> WeightedBackend {
+        let mut canaries = Vec::new();
+        if let Some((service, port)) = self.origin[idx].clone() {
+            let ns = self.backends[idx].id.namespace.clone();
+            let list = self
+                .canaries
+                .get(&(ns.clone(), service.clone()))
+                .cloned()
+                .unwrap_or_default();
+            // A canary with no weight, header or cookie would never get a request.
+            for c in list
+                .into_iter()
+                .filter(|c| c.weight > 0 || c.header.is_some() || c.cookie.is_some())
+            {
+                let Some(canary_port) = self.canary_port(&ns, &c.service, &port) else {
+                    self.diagnostics.push(Diagnostic {
+                        severity: crate::model::Severity::Warning,
+                        ..Diagnostic::error(
+                            &ObjectRef::new(Kind::Service, ns.clone(), c.service.clone()),
+                            "spec.ports",
+                            Reason::PortNotFound,
+                            format!(
+                                "no port matches port {} of the primary Service {ns}/{service} (by name, then number); this canary gets no traffic",
+                                port.port
+                            ),
+                        )
+                    });
+                    continue;
+                };
+                let backend = self.canary_backend(idx, &ns, &c.service, &canary_port);
+                canaries.push(Canary {
+                    backend,
+                    name: self.backends[backend].label.clone(),
+                    weight: c.weight,
+                    header: c.header.clone(),
+                    cookie: c.cookie.clone(),
+                });
+            }
+        }
+        WeightedBackend {
+            backend: idx,
+            name: self.backends[idx].label.clone(),
+            weight,
+            canaries,
+        }
+    }
+
+    /// The canary's port for the primary's `port`: same name, else same number, else its only port.
+    fn canary_port(
+        &self,
+        ns: &str,
+        canary: &str,
+        port: &ServicePortInfo,
+    ) -> Option<ServicePortInfo> {
+        let svc = self
+            .services
+            .get(&ObjectRef::new(Kind::Service, ns, canary))?;
+        let ports = &svc.spec.ports;
+        ports
+            .iter()
+            .find(|p| !port.name.is_empty() && p.name == port.name)
+            .or_else(|| ports.iter().find(|p| p.port == port.port))
+            .or(if ports.len() == 1 {
+                ports.first()
+            } else {
+                None
+            })
+            .cloned()
+    }
+
+    /// The backend a canary of `primary` sends to: a Service backend when the primary is one;
+    /// for a Backend object, a copy of its settings pointed at the canary Service.
+    fn canary_backend(
+        &mut self,
+        primary: BackendIdx,
+        ns: &str,
+        canary: &str,
+        port: &ServicePortInfo,
+    ) -> BackendIdx {
+        let p = &self.backends[primary];
+        if p.id.kind == Kind::Service {
+            return self.service(ns, canary, port);
+        }
+        // `/` cannot appear in object names, so this identity never collides with a real one.
+        let id = ObjectRef::new(p.id.kind, ns, format!("{}/canary/{canary}", p.id.name));
+        if let Some(idx) = self.get(&id) {
+            return idx;
+        }
+        let label: Arc<str> = format!("{ns}/{}/canary/{canary}", p.id.name).into();
+        // The canary is treated like its primary: same protocol, balancing, health, limits.
+        let backend = Backend {
+            id,
+            label,
+            endpoints: Vec::new(),
+            service: Some(ServiceKey::new(ns, canary, port.name.clone())),
+            ..p.clone()
+        };
+        self.add(backend, None)
+    }
+
+    /// The finished list of backends.
+    pub fn into_backends(self) -> (Vec<Backend>, Vec<Diagnostic>) {
+        (self.backends, self.diagnostics)
+    }
+}

@@ -1,0 +1,696 @@
+//! The index: every watched object reduced to what the compiler and the status writer need.
+//!
+//! As in linkerd2's policy controller, each kind has synchronous `apply`/`delete`/`reset` that
+//! never fail: an object that cannot be read becomes a problem on its identity (and its last
+//! accepted version keeps serving). Kubernetes types stop here; what leaves is a [`Snapshot`].
+
+// kube's DeserializeGuard hands over `Result<K, InvalidObject>`; see watch.rs.
+#![allow(clippy::result_large_err)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
+use kube::core::error_boundary::InvalidObject;
+
+use crate::api::annotations::{
+    CANARY_COOKIE, CANARY_HEADER, CANARY_OF, CANARY_WEIGHT, IS_DEFAULT_CLASS, LEGACY_INGRESS_CLASS,
+};
+use crate::api::{
+    Backend, BackendSpec, EndpointCounts, RateLimitPolicy, RateLimitPolicySpec, Route, RouteSpec,
+};
+use crate::controller::objects::{
+    CanaryAnnotations, IngressBackendInfo, IngressClassInfo, IngressInfo, IngressPathInfo,
+    IngressRuleInfo, IngressTlsInfo, PortRef, ServiceInfo, ServicePortInfo,
+};
+use crate::controller::snapshot::{Accepted, Meta, Obj, Snapshot};
+use crate::model::{Diagnostic, Kind, ObjectRef, Reason};
+
+/// What an index update means for the control loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Change {
+    /// Nothing the compiler or the status writer reads.
+    None,
+    /// Only an object's observed status changed: check whether status needs writing.
+    Status,
+    /// The compiler's input changed.
+    Compile,
+}
+
+/// The watched kinds, for readiness (every one must finish its first list).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Watched {
+    Route,
+    Backend,
+    RateLimitPolicy,
+    Service,
+    EndpointSlice,
+    Secret,
+    Ingress,
+    IngressClass,
+}
+
+impl Watched {
+    /// The kind as a metrics label (`tidegate_controller_events_total{kind}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Watched::Route => "route",
+            Watched::Backend => "backend",
+            Watched::RateLimitPolicy => "ratelimitpolicy",
+            Watched::Service => "service",
+            Watched::EndpointSlice => "endpointslice",
+            Watched::Secret => "secret",
+            Watched::Ingress => "ingress",
+            Watched::IngressClass => "ingressclass",
+        }
+    }
+
+    /// Every kind, in a stable order.
+    pub const ALL: [Watched; 8] = [
+        Watched::Route,
+        Watched::Backend,
+        Watched::RateLimitPolicy,
+        Watched::Service,
+        Watched::EndpointSlice,
+        Watched::Secret,
+        Watched::Ingress,
+        Watched::IngressClass,
+    ];
+}
+
+/// The status an object carries now (as last seen through the watch).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// `status.observedGeneration`.
+    pub generation: Option<i64>,
+    /// `status.conditions`.
+    pub conditions: Vec<Condition>,
+    /// `status.endpoints` (Backends).
+    pub endpoints: Option<EndpointCounts>,
+    /// `metadata.uid`, for Events.
+    pub uid: Option<String>,
+}
+
+/// One address of a load balancer status.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LbAddress {
+    /// An IP address.
+    pub ip: Option<String>,
+    /// A host name.
+    pub hostname: Option<String>,
+}
+
+/// Every watched object, reduced.
+#[derive(Default)]
+pub struct Index {
+    routes: BTreeMap<ObjectRef, Obj<RouteSpec>>,
+    backends: BTreeMap<ObjectRef, Obj<BackendSpec>>,
+    policies: BTreeMap<ObjectRef, Obj<RateLimitPolicySpec>>,
+    services: BTreeMap<ObjectRef, Obj<ServiceInfo>>,
+    ingresses: BTreeMap<ObjectRef, Obj<IngressInfo>>,
+    ingress_classes: BTreeMap<String, IngressClassInfo>,
+    tls_secrets: BTreeSet<(String, String)>,
+    /// Objects that could not be read, by identity.
+    problems: BTreeMap<ObjectRef, Diagnostic>,
+    /// Status as seen on Route/Backend/RateLimitPolicy objects.
+    observed: BTreeMap<ObjectRef, Observed>,
+    /// `status.loadBalancer` as seen on Ingresses (and their uids).
+    ingress_lb: BTreeMap<ObjectRef, (Vec<LbAddress>, Option<String>)>,
+    /// The Service whose load balancer addresses are published to Ingresses.
+    publish_service: Option<ObjectRef>,
+    published: Vec<LbAddress>,
+    synced: BTreeSet<Watched>,
+}
+
+/// One of our custom resources, as the index stores it.
+pub trait Custom: kube::Resource<DynamicType = ()> + Sized {
+    /// Its spec.
+    type Spec: Clone + PartialEq;
+    /// The compiler's name for it.
+    const KIND: Kind;
+    /// Which watch it comes from.
+    const WATCHED: Watched;
+    /// Its spec.
+    fn spec(&self) -> &Self::Spec;
+    /// Its status, as the index keeps it.
+    fn observed(&self) -> Observed;
+    /// Where the index keeps it.
+    fn map(index: &mut Index) -> &mut BTreeMap<ObjectRef, Obj<Self::Spec>>;
+}
+
+impl Custom for Route {
+    type Spec = RouteSpec;
+    const KIND: Kind = Kind::Route;
+    const WATCHED: Watched = Watched::Route;
+    fn spec(&self) -> &RouteSpec {
+        &self.spec
+    }
+    fn observed(&self) -> Observed {
+        let s = self.status.clone().unwrap_or_default();
+        Observed {
+            generation: s.observed_generation,
+            conditions: s.conditions,
+            endpoints: None,
+            uid: self.metadata.uid.clone(),
+        }
+    }
+    fn map(index: &mut Index) -> &mut BTreeMap<ObjectRef, Obj<RouteSpec>> {
+        &mut index.routes
+    }
+}
+
+impl Custom for Backend {
+    type Spec = BackendSpec;
+    const KIND: Kind = Kind::Backend;
+    const WATCHED: Watched = Watched::Backend;
+    fn spec(&self) -> &BackendSpec {
+        &self.spec
+    }
+    fn observed(&self) -> Observed {
+        let s = self.status.clone().unwrap_or_default();
+        Observed {
+            generation: s.observed_generation,
+            conditions: s.conditions,
+            endpoints: s.endpoints,
+            uid: self.metadata.uid.clone(),
+        }
+    }
+    fn map(index: &mut Index) -> &mut BTreeMap<ObjectRef, Obj<BackendSpec>> {
+        &mut index.backends
+    }
+}
+
+impl Custom for RateLimitPolicy {
+    type Spec = RateLimitPolicySpec;
+    const KIND: Kind = Kind::RateLimitPolicy;
+    const WATCHED: Watched = Watched::RateLimitPolicy;
+    fn spec(&self) -> &RateLimitPolicySpec {
+        &self.spec
+    }
+    fn observed(&self) -> Observed {
+        let s = self.status.clone().unwrap_or_default();
+        Observed {
+            generation: s.observed_generation,
+            conditions: s.conditions,
+            endpoints: None,
+            uid: self.metadata.uid.clone(),
+        }
+    }
+    fn map(index: &mut Index) -> &mut BTreeMap<ObjectRef, Obj<RateLimitPolicySpec>> {
+        &mut index.policies
+    }
+}
+
+fn id_of(kind: Kind, meta: &ObjectMeta) -> ObjectRef {
+    ObjectRef::new(
+        kind,
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+fn meta_of(kind: Kind, meta: &ObjectMeta) -> Meta {
+    Meta {
+        id: id_of(kind, meta),
+        file: None,
+        created: meta.creation_timestamp.as_ref().map(|t| t.0.as_second()),
+        generation: meta.generation,
+    }
+}
+
+impl Index {
+    /// An index that records the load balancer addresses of `publish_service`.
+    pub fn new(publish_service: Option<ObjectRef>) -> Self {
+        Self {
+            publish_service,
+            ..Self::default()
+        }
+    }
+
+    /// Adds or replaces one of our resources (or records why it cannot be read).
+    pub fn apply_custom<K: Custom>(&mut self, obj: Result<K, InvalidObject>) -> Change {
+        match obj {
+            Ok(obj) => {
+                let meta = meta_of(K::KIND, obj.meta());
+                let id = meta.id.clone();
+                let observed = obj.observed();
+                let status_changed = self.observed.get(&id) != Some(&observed);
+                self.observed.insert(id.clone(), observed);
+                let had_problem = self.problems.remove(&id).is_some();
+                let new = Obj {
+                    meta,
+                    spec: obj.spec().clone(),
+                };
+                let map = K::map(self);
+                if !had_problem && map.get(&id) == Some(&new) {
+                    return if status_changed {
+                        Change::Status
+                    } else {
+                        Change::None
+                    };
+                }
+                map.insert(id, new);
+                Change::Compile
+            }
+            Err(invalid) => {
+                let id = id_of(K::KIND, &invalid.metadata);
+                tracing::warn!(object = %id, error = %invalid.error, "cannot read object; its last accepted version keeps serving");
+                K::map(self).remove(&id);
+                self.observed.insert(
+                    id.clone(),
+                    Observed {
+                        uid: invalid.metadata.uid.clone(),
+                        ..self.observed.get(&id).cloned().unwrap_or_default()
+                    },
+                );
+                self.problems.insert(
+                    id.clone(),
+                    Diagnostic::error(
+                        &id,
+                        "",
+                        Reason::Malformed,
+                        format!("cannot be read: {}", invalid.error),
+                    ),
+                );
+                Change::Compile
+            }
+        }
+    }
+
+    /// Removes one of our resources.
+    pub fn delete_custom<K: Custom>(&mut self, meta: &ObjectMeta) -> Change {
+        let id = id_of(K::KIND, meta);
+        self.observed.remove(&id);
+        let a = K::map(self).remove(&id).is_some();
+        let b = self.problems.remove(&id).is_some();
+        if a || b {
+            Change::Compile
+        } else {
+            Change::None
+        }
+    }
+
+    /// Forgets every object of `kind` (before a relist's objects are applied again).
+    pub fn clear(&mut self, kind: Watched) {
+        let of_kind = |k: Kind| match k {
+            Kind::Route => Watched::Route,
+            Kind::Backend => Watched::Backend,
+            Kind::RateLimitPolicy => Watched::RateLimitPolicy,
+            Kind::Service => Watched::Service,
+            Kind::Ingress => Watched::Ingress,
+        };
+        self.problems.retain(|id, _| of_kind(id.kind) != kind);
+        self.observed.retain(|id, _| of_kind(id.kind) != kind);
+        match kind {
+            Watched::Route => self.routes.clear(),
+            Watched::Backend => self.backends.clear(),
+            Watched::RateLimitPolicy => self.policies.clear(),
+            Watched::Service => {
+                self.services.clear();
+                self.published.clear();
+            }
+            Watched::Ingress => {
+                self.ingresses.clear();
+                self.ingress_lb.clear();
+            }
+            Watched::IngressClass => self.ingress_classes.clear(),
+            Watched::Secret => self.tls_secrets.clear(),
+            Watched::EndpointSlice => {}
+        }
+    }
+
+    /// Marks `kind` as listed once; the table is published only when every kind is.
+    pub fn mark_synced(&mut self, kind: Watched) {
+        self.synced.insert(kind);
+    }
+
+    /// Whether every watched kind has been listed.
+    pub fn synced(&self) -> bool {
+        Watched::ALL.iter().all(|k| self.synced.contains(k))
+    }
+
+    /// The kinds not listed yet.
+    pub fn pending(&self) -> Vec<Watched> {
+        Watched::ALL
+            .iter()
+            .filter(|k| !self.synced.contains(k))
+            .copied()
+            .collect()
+    }
+
+    /// Adds or replaces a Service.
+    pub fn apply_service(&mut self, svc: &Service) -> Change {
+        let meta = meta_of(Kind::Service, &svc.metadata);
+        let id = meta.id.clone();
+        let mut change = Change::None;
+        if self.publish_service.as_ref() == Some(&id) {
+            let lb: Vec<LbAddress> = svc
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|lb| lb.ingress.as_ref())
+                .map(|list| {
+                    list.iter()
+                        .map(|i| LbAddress {
+                            ip: i.ip.clone(),
+                            hostname: i.hostname.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if lb != self.published {
+                self.published = lb;
+                change = Change::Status;
+            }
+        }
+        let annotation = |name: &str| {
+            svc.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(name))
+                .cloned()
+        };
+        let info = ServiceInfo {
+            ports: svc
+                .spec
+                .as_ref()
+                .and_then(|s| s.ports.as_ref())
+                .map(|ports| {
+                    ports
+                        .iter()
+                        .filter_map(|p| {
+                            Some(ServicePortInfo {
+                                name: p.name.clone().unwrap_or_default(),
+                                port: u16::try_from(p.port).ok()?,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            canary: CanaryAnnotations {
+                of: annotation(CANARY_OF),
+                weight: annotation(CANARY_WEIGHT),
+                header: annotation(CANARY_HEADER),
+                cookie: annotation(CANARY_COOKIE),
+            },
+        };
+        let new = Obj { meta, spec: info };
+        // Services change often (status, resourceVersion); only what routing reads matters.
+        let same = self
+            .services
+            .get(&id)
+            .is_some_and(|old| old.spec == new.spec);
+        self.observed.insert(
+            id.clone(),
+            Observed {
+                uid: svc.metadata.uid.clone(),
+                ..Observed::default()
+            },
+        );
+        self.services.insert(id, new);
+        if same { change } else { Change::Compile }
+    }
+
+    /// Removes a Service.
+    pub fn delete_service(&mut self, meta: &ObjectMeta) -> Change {
+        let id = id_of(Kind::Service, meta);
+        if self.publish_service.as_ref() == Some(&id) {
+            self.published.clear();
+        }
+        self.observed.remove(&id);
+        if self.services.remove(&id).is_some() {
+            Change::Compile
+        } else {
+            Change::None
+        }
+    }
+
+    /// Adds or replaces an Ingress.
+    pub fn apply_ingress(&mut self, ing: &Ingress) -> Change {
+        let meta = meta_of(Kind::Ingress, &ing.metadata);
+        let id = meta.id.clone();
+        let spec = ing.spec.clone().unwrap_or_default();
+        let info = IngressInfo {
+            class_name: spec.ingress_class_name.clone(),
+            class_annotation: ing
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(LEGACY_INGRESS_CLASS))
+                .cloned(),
+            default_backend: spec.default_backend.as_ref().map(ingress_backend),
+            rules: spec
+                .rules
+                .iter()
+                .flatten()
+                .map(|r| IngressRuleInfo {
+                    host: r.host.clone().filter(|h| !h.is_empty()),
+                    paths: r
+                        .http
+                        .iter()
+                        .flat_map(|h| h.paths.iter())
+                        .map(|p| IngressPathInfo {
+                            path: p.path.clone().filter(|p| !p.is_empty()),
+                            path_type: p.path_type.clone(),
+                            backend: ingress_backend(&p.backend),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            tls: spec
+                .tls
+                .iter()
+                .flatten()
+                .map(|t| IngressTlsInfo {
+                    hosts: t.hosts.clone().unwrap_or_default(),
+                    secret_name: t.secret_name.clone(),
+                })
+                .collect(),
+        };
+        let lb: Vec<LbAddress> = ing
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .map(|l| {
+                l.iter()
+                    .map(|i| LbAddress {
+                        ip: i.ip.clone(),
+                        hostname: i.hostname.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let lb = (lb, ing.metadata.uid.clone());
+        let status_changed = self.ingress_lb.get(&id) != Some(&lb);
+        self.ingress_lb.insert(id.clone(), lb);
+        let new = Obj { meta, spec: info };
+        if self.ingresses.get(&id) == Some(&new) {
+            return if status_changed {
+                Change::Status
+            } else {
+                Change::None
+            };
+        }
+        self.ingresses.insert(id, new);
+        Change::Compile
+    }
+
+    /// Removes an Ingress.
+    pub fn delete_ingress(&mut self, meta: &ObjectMeta) -> Change {
+        let id = id_of(Kind::Ingress, meta);
+        self.ingress_lb.remove(&id);
+        if self.ingresses.remove(&id).is_some() {
+            Change::Compile
+        } else {
+            Change::None
+        }
+    }
+
+    /// Adds or replaces an IngressClass.
+    pub fn apply_ingress_class(&mut self, class: &IngressClass) -> Change {
+        let name = class.metadata.name.clone().unwrap_or_default();
+        let info = IngressClassInfo {
+            controller: class
+                .spec
+                .as_ref()
+                .and_then(|s| s.controller.clone())
+                .unwrap_or_default(),
+            is_default: class
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(IS_DEFAULT_CLASS))
+                .is_some_and(|v| v.trim() == "true"),
+        };
+        if self.ingress_classes.get(&name) == Some(&info) {
+            return Change::None;
+        }
+        self.ingress_classes.insert(name, info);
+        Change::Compile
+    }
+
+    /// Removes an IngressClass.
+    pub fn delete_ingress_class(&mut self, meta: &ObjectMeta) -> Change {
+        match self
+            .ingress_classes
+            .remove(meta.name.as_deref().unwrap_or_default())
+        {
+            Some(_) => Change::Compile,
+            None => Change::None,
+        }
+    }
+
+    /// Records that a TLS Secret exists (its contents are read by TLS termination, later).
+    pub fn apply_secret(&mut self, meta: &ObjectMeta) -> Change {
+        let key = (
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        );
+        if self.tls_secrets.insert(key) {
+            Change::Compile
+        } else {
+            Change::None
+        }
+    }
+
+    /// Forgets a TLS Secret.
+    pub fn delete_secret(&mut self, meta: &ObjectMeta) -> Change {
+        let key = (
+            meta.namespace.clone().unwrap_or_default(),
+            meta.name.clone().unwrap_or_default(),
+        );
+        if self.tls_secrets.remove(&key) {
+            Change::Compile
+        } else {
+            Change::None
+        }
+    }
+
+    /// What the compiler reads, with the accepted versions of the previous compile.
+    pub fn snapshot(&self, accepted: Accepted) -> Snapshot {
+        Snapshot {
+            routes: self.routes.clone(),
+            backends: self.backends.clone(),
+            policies: self.policies.clone(),
+            services: self.services.clone(),
+            ingresses: self.ingresses.clone(),
+            ingress_classes: self.ingress_classes.clone(),
+            tls_secrets: self.tls_secrets.clone(),
+            problems: self.problems.values().cloned().collect(),
+            accepted,
+        }
+    }
+
+    /// The status an object carries now.
+    pub fn observed(&self, id: &ObjectRef) -> Option<&Observed> {
+        self.observed.get(id)
+    }
+
+    /// Every Ingress's current load balancer status and uid.
+    pub fn ingress_status(&self) -> &BTreeMap<ObjectRef, (Vec<LbAddress>, Option<String>)> {
+        &self.ingress_lb
+    }
+
+    /// The load balancer addresses of the publish Service.
+    pub fn published(&self) -> &[LbAddress] {
+        &self.published
+    }
+}
+
+fn ingress_backend(b: &IngressBackend) -> IngressBackendInfo {
+    match &b.service {
+        Some(s) => IngressBackendInfo::Service {
+            name: s.name.clone(),
+            port: s.port.as_ref().and_then(|p| match (&p.name, p.number) {
+                (Some(name), _) if !name.is_empty() => Some(PortRef::Name(name.clone())),
+                (_, Some(n)) => u16::try_from(n).ok().map(PortRef::Number),
+                _ => None,
+            }),
+        },
+        None => IngressBackendInfo::Resource,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::{CompileOptions, compile};
+
+    fn route(name: &str, backend: &str) -> Route {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "tidegate.dev/v1alpha1", "kind": "Route",
+            "metadata": {"name": name, "namespace": "shop", "generation": 1},
+            "spec": {"rules": [{"backendRefs": [{"name": backend}]}]},
+        }))
+        .unwrap()
+    }
+
+    fn backend(name: &str) -> Backend {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "tidegate.dev/v1alpha1", "kind": "Backend",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"endpoints": ["127.0.0.1:1"]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_undecodable_object_is_a_problem_and_its_last_accepted_version_serves() {
+        let mut idx = Index::default();
+        idx.apply_custom::<Backend>(Ok(backend("api")));
+        assert_eq!(
+            idx.apply_custom::<Route>(Ok(route("web", "api"))),
+            Change::Compile
+        );
+        let opts = CompileOptions::default();
+        let first = compile(&idx.snapshot(Accepted::default()), &opts);
+        assert_eq!(first.table.rules.len(), 1);
+
+        let invalid = InvalidObject {
+            error: "spec.rules: invalid type: string \"x\", expected a sequence".into(),
+            metadata: route("web", "api").metadata,
+        };
+        assert_eq!(idx.apply_custom::<Route>(Err(invalid)), Change::Compile);
+        let second = compile(&idx.snapshot(first.accepted), &opts);
+        assert_eq!(
+            second.table.rules.len(),
+            1,
+            "the last accepted version keeps serving"
+        );
+        assert!(
+            second
+                .table
+                .diagnostics
+                .iter()
+                .any(|d| d.reason == Reason::Malformed && d.message.contains("cannot be read")),
+            "{:?}",
+            second.table.diagnostics
+        );
+    }
+
+    #[test]
+    fn a_status_only_change_does_not_recompile() {
+        let mut idx = Index::default();
+        idx.apply_custom::<Route>(Ok(route("web", "api")));
+        let mut r = route("web", "api");
+        r.status = Some(crate::api::RouteStatus {
+            observed_generation: Some(1),
+            conditions: Vec::new(),
+        });
+        assert_eq!(idx.apply_custom::<Route>(Ok(r.clone())), Change::Status);
+        assert_eq!(idx.apply_custom::<Route>(Ok(r)), Change::None);
+    }
+
+    #[test]
+    fn readiness_waits_for_every_kind() {
+        let mut idx = Index::default();
+        for k in &Watched::ALL[..Watched::ALL.len() - 1] {
+            idx.mark_synced(*k);
+        }
+        assert!(!idx.synced());
+        idx.mark_synced(Watched::IngressClass);
+        assert!(idx.synced());
+    }
+}

@@ -1,0 +1,648 @@
+//! Kubernetes mode: watch the cluster, index what is seen, compile, publish, report status.
+//!
+//! ```text
+//!  watchers (one per kind) ──► Index (sync apply/delete/reset) ──► compile (debounced) ──► publish
+//!  EndpointSlice watcher  ──► EndpointIndex ──► Discovery store (read by the proxy; no recompile)
+//!  leader only:  desired status vs. observed ──► SSA status patches, Warning Events, Ingress LB
+//! ```
+
+// kube's DeserializeGuard hands over `Result<K, InvalidObject>`; see watch.rs.
+#![allow(clippy::result_large_err)]
+
+pub mod endpoints;
+mod error;
+mod events;
+pub mod index;
+pub mod leader;
+pub mod status;
+mod watch;
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Api;
+use kube::core::DeserializeGuard;
+use kube::core::error_boundary::InvalidObject;
+use kube::runtime::watcher;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Notify, watch as tokio_watch};
+use tokio_util::sync::CancellationToken;
+
+pub use error::KubeError;
+
+use self::endpoints::{EndpointIndex, EndpointSlice};
+use self::index::{Change, Custom, Index, LbAddress, Watched};
+use self::leader::LeaseConfig;
+use self::status::Desired;
+use self::status::writer::StatusWriter;
+use super::compile::{CompileOptions, compile};
+use super::reload::Publish;
+use super::snapshot::Accepted;
+use crate::api::{Backend, RateLimitPolicy, Route};
+use crate::model::{Discovery, Kind, ObjectRef, RoutingTable, Severity};
+use crate::telemetry::Telemetry;
+use crate::telemetry::metrics::{ResultLabels, StateLabels};
+
+/// How Kubernetes mode runs.
+#[derive(Clone, Debug)]
+pub struct KubeOptions {
+    /// Watch only this namespace (`None`: every namespace).
+    pub namespace: Option<String>,
+    /// Campaign for the Lease; without it this replica always writes status.
+    pub leader_elect: bool,
+    /// The Lease (its namespace is the controller's own).
+    pub lease: LeaseConfig,
+    /// `namespace/name` of the Service whose load balancer addresses go to Ingress status.
+    pub publish_service: Option<ObjectRef>,
+    /// Addresses (IPs or host names) written to Ingress status.
+    pub publish_addresses: Vec<String>,
+    /// Quiet time before a recompile (changes within it are coalesced).
+    pub debounce: Duration,
+}
+
+/// What the last compile produced, for the status writer.
+struct Published {
+    table: Arc<RoutingTable>,
+    desired: std::collections::BTreeMap<ObjectRef, Desired>,
+}
+
+/// State shared by the watch tasks and the loops.
+struct Shared {
+    telemetry: Arc<Telemetry>,
+    index: Mutex<Index>,
+    endpoints: Mutex<EndpointIndex>,
+    /// Rung when the compiler's input changed.
+    compile: Notify,
+    /// The kinds whose changes the next compile answers (logged with it).
+    dirty: Mutex<BTreeSet<Watched>>,
+    /// Rung when status may need writing.
+    status: Notify,
+}
+
+impl Shared {
+    fn index(&self) -> MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn endpoints(&self) -> MutexGuard<'_, EndpointIndex> {
+        self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn changed(&self, kind: Watched, change: Change, first_list: bool) {
+        if first_list {
+            self.index().mark_synced(kind);
+        }
+        match change {
+            Change::None => {}
+            Change::Status => self.status.notify_one(),
+            Change::Compile => {
+                self.dirty
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(kind);
+                self.compile.notify_one();
+            }
+        }
+    }
+}
+
+/// Loads the client configuration: in-cluster when run in a pod, else `KUBECONFIG` or
+/// `~/.kube/config`.
+pub async fn client() -> Result<kube::Client, KubeError> {
+    let config = kube::Config::infer().await.map_err(KubeError::Config)?;
+    kube::Client::try_from(config).map_err(KubeError::Client)
+}
+
+/// Starts the watches, the compile loop, the elector and the status writer. Returns at once:
+/// the table is published when every kind has been listed (`/readyz` turns 200 then).
+pub fn start(
+    client: kube::Client,
+    opts: KubeOptions,
+    compile_opts: CompileOptions,
+    discovery: Arc<Discovery>,
+    publish: Publish,
+    telemetry: Arc<Telemetry>,
+    stop: CancellationToken,
+) {
+    let shared = Arc::new(Shared {
+        telemetry,
+        index: Mutex::new(Index::new(opts.publish_service.clone())),
+        endpoints: Mutex::new(EndpointIndex::new(discovery)),
+        compile: Notify::new(),
+        dirty: Mutex::default(),
+        status: Notify::new(),
+    });
+    let ns = opts.namespace.clone();
+
+    spawn_custom::<Route>(&client, ns.as_deref(), &shared, &stop);
+    spawn_custom::<Backend>(&client, ns.as_deref(), &shared, &stop);
+    spawn_custom::<RateLimitPolicy>(&client, ns.as_deref(), &shared, &stop);
+    spawn_services(&client, ns.as_deref(), &shared, &stop);
+    spawn_ingresses(&client, ns.as_deref(), &shared, &stop);
+    spawn_ingress_classes(&client, &shared, &stop);
+    spawn_secrets(&client, ns.as_deref(), &shared, &stop);
+    tokio::spawn(endpoint_slices(
+        client.clone(),
+        ns.clone(),
+        shared.clone(),
+        stop.clone(),
+    ));
+
+    let (leader_tx, leader_rx) = tokio_watch::channel(!opts.leader_elect);
+    if opts.leader_elect {
+        tokio::spawn(leader::run(
+            client.clone(),
+            opts.lease.clone(),
+            leader_tx,
+            stop.clone(),
+        ));
+    }
+    let (published_tx, published_rx) = tokio_watch::channel(None);
+    tokio::spawn(compile_loop(
+        shared.clone(),
+        compile_opts,
+        publish,
+        published_tx,
+        opts.debounce,
+        stop.clone(),
+    ));
+    tokio::spawn(status_loop(
+        shared,
+        client,
+        opts,
+        published_rx,
+        leader_rx,
+        stop,
+    ));
+}
+
+fn api<K>(client: &kube::Client, ns: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn changed_fn(shared: &Arc<Shared>) -> watch::ChangedFn {
+    let s = shared.clone();
+    Box::new(move |kind, c, first| s.changed(kind, c, first))
+}
+
+/// Index handlers for a kind: `apply`/`delete` per event, `reset` under one lock.
+fn index_handlers<K: Send + 'static>(
+    shared: &Arc<Shared>,
+    kind: Watched,
+    apply: fn(&mut Index, Result<K, InvalidObject>) -> Change,
+    delete: fn(&mut Index, &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Change,
+) -> watch::Handlers<K> {
+    let (a, d, r) = (shared.clone(), shared.clone(), shared.clone());
+    watch::Handlers {
+        apply: Box::new(move |o| apply(&mut a.index(), o)),
+        delete: Box::new(move |m| delete(&mut d.index(), m)),
+        reset: Box::new(move |objs| {
+            let mut idx = r.index();
+            idx.clear(kind);
+            for o in objs {
+                apply(&mut idx, o);
+            }
+            Change::Compile
+        }),
+        changed: changed_fn(shared),
+        observe: Some(shared.telemetry.clone()),
+    }
+}
+
+fn spawn_custom<K>(
+    client: &kube::Client,
+    ns: Option<&str>,
+    shared: &Arc<Shared>,
+    stop: &CancellationToken,
+) where
+    K: Custom
+        + kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let stream = watcher(
+        api::<DeserializeGuard<K>>(client, ns),
+        watcher::Config::default(),
+    );
+    let handlers = index_handlers::<K>(
+        shared,
+        K::WATCHED,
+        |idx, o| idx.apply_custom::<K>(o),
+        |idx, m| idx.delete_custom::<K>(m),
+    );
+    tokio::spawn(watch::run(K::WATCHED, stream, handlers, stop.clone()));
+}
+
+fn spawn_services(
+    client: &kube::Client,
+    ns: Option<&str>,
+    shared: &Arc<Shared>,
+    stop: &CancellationToken,
+) {
+    let stream = watcher(
+        api::<DeserializeGuard<Service>>(client, ns),
+        watcher::Config::default(),
+    );
+    let handlers = index_handlers::<Service>(
+        shared,
+        Watched::Service,
+        |idx, o| match o {
+            Ok(s) => idx.apply_service(&s),
+            Err(_) => Change::None,
+        },
+        |idx, m| idx.delete_service(m),
+    );
+    tokio::spawn(watch::run(Watched::Service, stream, handlers, stop.clone()));
+}
+
+fn spawn_ingresses(
+    client: &kube::Client,
+    ns: Option<&str>,
+    shared: &Arc<Shared>,
+    stop: &CancellationToken,
+) {
+    let stream = watcher(
+        api::<DeserializeGuard<Ingress>>(client, ns),
+        watcher::Config::default(),
+    );
+    let handlers = index_handlers::<Ingress>(
+        shared,
+        Watched::Ingress,
+        |idx, o| match o {
+            Ok(i) => idx.apply_ingress(&i),
+            Err(_) => Change::None,
+        },
+        |idx, m| idx.delete_ingress(m),
+    );
+    tokio::spawn(watch::run(Watched::Ingress, stream, handlers, stop.clone()));
+}
+
+fn spawn_ingress_classes(client: &kube::Client, shared: &Arc<Shared>, stop: &CancellationToken) {
+    let api: Api<DeserializeGuard<IngressClass>> = Api::all(client.clone());
+    let stream = watcher(api, watcher::Config::default());
+    let handlers = index_handlers::<IngressClass>(
+        shared,
+        Watched::IngressClass,
+        |idx, o| match o {
+            Ok(c) => idx.apply_ingress_class(&c),
+            Err(_) => Change::None,
+        },
+        |idx, m| idx.delete_ingress_class(m),
+    );
+    tokio::spawn(watch::run(
+        Watched::IngressClass,
+        stream,
+        handlers,
+        stop.clone(),
+    ));
+}
+
+fn spawn_secrets(
+    client: &kube::Client,
+    ns: Option<&str>,
+    shared: &Arc<Shared>,
+    stop: &CancellationToken,
+) {
+    // Only TLS Secrets, and only their metadata: names are what Ingress TLS records today.
+    let cfg = watcher::Config::default().fields("type=kubernetes.io/tls");
+    let stream = watcher(
+        api::<kube::core::PartialObjectMeta<Secret>>(client, ns),
+        cfg,
+    );
+    let handlers = index_handlers::<kube::core::PartialObjectMeta<Secret>>(
+        shared,
+        Watched::Secret,
+        |idx, o| match o {
+            Ok(m) => idx.apply_secret(&m.metadata),
+            Err(_) => Change::None,
+        },
+        |idx, m| idx.delete_secret(m),
+    );
+    tokio::spawn(watch::run(Watched::Secret, stream, handlers, stop.clone()));
+}
+
+/// Which EndpointSlice version the apiserver serves: `v1`, else `v1beta1` (Kubernetes ≤ 1.20).
+/// Retries until the apiserver answers.
+async fn endpoint_slice_version(
+    client: &kube::Client,
+    stop: &CancellationToken,
+) -> Option<&'static str> {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match client.list_api_groups().await {
+            Ok(groups) => {
+                let versions: BTreeSet<String> = groups
+                    .groups
+                    .iter()
+                    .filter(|g| g.name == "discovery.k8s.io")
+                    .flat_map(|g| g.versions.iter().map(|v| v.version.clone()))
+                    .collect();
+                if versions.contains("v1") {
+                    return Some("v1");
+                }
+                if versions.contains("v1beta1") {
+                    return Some("v1beta1");
+                }
+                tracing::warn!(
+                    "the apiserver serves no EndpointSlices (discovery.k8s.io); Services get no endpoints"
+                );
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list API groups; retrying");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+async fn endpoint_slices(
+    client: kube::Client,
+    ns: Option<String>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) {
+    let Some(version) = endpoint_slice_version(&client, &stop).await else {
+        // Nothing to wait for: count the kind as listed so the table can be published.
+        shared.changed(Watched::EndpointSlice, Change::Compile, true);
+        return;
+    };
+    tracing::info!(version, "watching EndpointSlices");
+    let ar = endpoints::api_resource(version);
+    let api: Api<DeserializeGuard<EndpointSlice>> = match ns.as_deref() {
+        Some(ns) => Api::namespaced_with(client, ns, &ar),
+        None => Api::all_with(client, &ar),
+    };
+    let stream = watcher(api, watcher::Config::default());
+    let (a, d, r) = (shared.clone(), shared.clone(), shared.clone());
+    let handlers = watch::Handlers::<EndpointSlice> {
+        apply: Box::new(move |o| match o {
+            Ok(s) if a.endpoints().apply(&s) => Change::Status,
+            _ => Change::None,
+        }),
+        delete: Box::new(move |m| {
+            let ns = m.namespace.as_deref().unwrap_or_default();
+            let name = m.name.as_deref().unwrap_or_default();
+            if d.endpoints().delete(ns, name) {
+                Change::Status
+            } else {
+                Change::None
+            }
+        }),
+        reset: Box::new(move |objs| {
+            let slices: Vec<EndpointSlice> = objs.into_iter().filter_map(Result::ok).collect();
+            r.endpoints().reset(&slices);
+            Change::Status
+        }),
+        changed: {
+            let s = shared.clone();
+            // Endpoint churn never recompiles; the first list still gates readiness.
+            Box::new(move |kind, c, first| {
+                if first {
+                    s.changed(kind, Change::Compile, true);
+                }
+                if c != Change::None {
+                    s.status.notify_one();
+                }
+            })
+        },
+        observe: Some(shared.telemetry.clone()),
+    };
+    watch::run(Watched::EndpointSlice, stream, handlers, stop).await;
+}
+
+/// Recompiles when the index changes (after `debounce` of quiet), once every kind is listed.
+async fn compile_loop(
+    shared: Arc<Shared>,
+    opts: CompileOptions,
+    publish: Publish,
+    published: tokio_watch::Sender<Option<Arc<Published>>>,
+    debounce: Duration,
+    stop: CancellationToken,
+) {
+    let mut accepted = Accepted::default();
+    let mut version = 0u64;
+    let mut waiting_logged = false;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = shared.compile.notified() => {}
+        }
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = shared.compile.notified() => continue,
+                () = tokio::time::sleep(debounce) => break,
+            }
+        }
+        let snap = {
+            let idx = shared.index();
+            if !idx.synced() {
+                if !waiting_logged {
+                    tracing::info!(pending = ?idx.pending(), "waiting for the initial list of every kind");
+                    waiting_logged = true;
+                }
+                continue;
+            }
+            idx.snapshot(accepted.clone())
+        };
+        let triggered_by: Vec<Watched> =
+            std::mem::take(&mut *shared.dirty.lock().unwrap_or_else(|e| e.into_inner()))
+                .into_iter()
+                .collect();
+        let started = std::time::Instant::now();
+        let compiled = compile(&snap, &opts);
+        let m = &shared.telemetry.metrics;
+        m.compile_duration.observe(started.elapsed().as_secs_f64());
+        if let Err(e) = compiled.table.validate() {
+            tracing::error!(error = %e, "compiled table failed validation; not publishing it");
+            continue;
+        }
+        accepted = compiled.accepted.clone();
+        version += 1;
+        let desired = status::desired(&snap, &compiled);
+        let mut table = compiled.table;
+        table.version = version;
+        for d in &table.diagnostics {
+            match d.severity {
+                Severity::Error => tracing::warn!(diagnostic = %d, "configuration rejected"),
+                Severity::Warning => tracing::info!(diagnostic = %d, "configuration warning"),
+                Severity::Ignored => tracing::debug!(diagnostic = %d, "configuration ignored"),
+            }
+        }
+        let table = Arc::new(table);
+        publish(table.clone());
+        m.config_reloads
+            .get_or_create(&ResultLabels { result: "success" })
+            .inc();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        m.config_last_reload_success.set(now.as_secs_f64());
+        for (state, n) in crate::controller::reload::route_states(&table) {
+            m.routes.get_or_create(&StateLabels { state }).set(n);
+        }
+        tracing::info!(
+            version,
+            rules = table.rules.len(),
+            backends = table.backends.len(),
+            errors = table.diagnostics.iter().filter(|d| d.is_error()).count(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            ?triggered_by,
+            "configuration published"
+        );
+        published.send_replace(Some(Arc::new(Published { table, desired })));
+        shared.status.notify_one();
+    }
+}
+
+/// On the leader: writes what differs between desired and observed status, Ingress load
+/// balancer addresses, and Warning Events.
+async fn status_loop(
+    shared: Arc<Shared>,
+    client: kube::Client,
+    opts: KubeOptions,
+    published: tokio_watch::Receiver<Option<Arc<Published>>>,
+    mut leader: tokio_watch::Receiver<bool>,
+    stop: CancellationToken,
+) {
+    let writer = StatusWriter::new(client.clone());
+    let mut events = events::Events::new(client, "tidegate", &opts.lease.identity);
+    let static_addresses: Vec<LbAddress> = opts
+        .publish_addresses
+        .iter()
+        .map(|a| match a.parse::<IpAddr>() {
+            Ok(_) => LbAddress {
+                ip: Some(a.clone()),
+                hostname: None,
+            },
+            Err(_) => LbAddress {
+                ip: None,
+                hostname: Some(a.clone()),
+            },
+        })
+        .collect();
+    let publishes = opts.publish_service.is_some() || !static_addresses.is_empty();
+    // Without an elector the sender is gone at once and `leader` stays what it was made with.
+    let mut elector_alive = opts.leader_elect;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = shared.status.notified() => {}
+            r = leader.changed(), if elector_alive => {
+                if r.is_err() {
+                    elector_alive = false;
+                    continue;
+                }
+                events.forget();
+            }
+        }
+        // Let a burst (a compile plus the watch events of our own writes) settle.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !*leader.borrow() {
+            continue;
+        }
+        let Some(p) = published.borrow().clone() else {
+            continue;
+        };
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let (patches, ingress_patches, uids) = {
+            let idx = shared.index();
+            let eps = shared.endpoints();
+            let patches: Vec<(ObjectRef, serde_json::Value)> = p
+                .desired
+                .iter()
+                .filter_map(|(id, d)| {
+                    let counts = d.service.as_ref().map(|k| eps.counts(k));
+                    status::writer::status_patch(d, idx.observed(id), counts, &now)
+                        .map(|v| (id.clone(), v))
+                })
+                .collect();
+            let mut ingress_patches = Vec::new();
+            if publishes {
+                let mut want: Vec<LbAddress> = static_addresses.clone();
+                want.extend(idx.published().iter().cloned());
+                want.sort();
+                want.dedup();
+                let ours: BTreeSet<&ObjectRef> = p
+                    .table
+                    .rules
+                    .iter()
+                    .filter(|r| r.route.kind == Kind::Ingress)
+                    .map(|r| &r.route)
+                    .collect();
+                for (id, (have, _)) in idx.ingress_status() {
+                    let mut have = have.clone();
+                    have.sort();
+                    if ours.contains(id) && have != want {
+                        ingress_patches.push((id.clone(), want.clone()));
+                    } else if !ours.contains(id) && !have.is_empty() && have == want {
+                        // It carries our addresses but is no longer served by us (another
+                        // class, or rejected): take them back rather than leave them stale.
+                        ingress_patches.push((id.clone(), Vec::new()));
+                    }
+                }
+            }
+            let mut uids = std::collections::BTreeMap::new();
+            for d in &p.table.diagnostics {
+                if let Some(id) = &d.object {
+                    let uid = match id.kind {
+                        Kind::Ingress => idx.ingress_status().get(id).and_then(|(_, u)| u.clone()),
+                        _ => idx.observed(id).and_then(|o| o.uid.clone()),
+                    };
+                    uids.insert(id.clone(), uid);
+                }
+            }
+            (patches, ingress_patches, uids)
+        };
+        let mut failed = false;
+        for (id, status) in patches {
+            match writer.write(&id, status).await {
+                Ok(()) => tracing::info!(object = %id, "status written"),
+                Err(kube::Error::Api(s)) if s.code == 404 => {} // deleted meanwhile
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(object = %id, error = %e, "cannot write status; will retry");
+                }
+            }
+        }
+        for (id, addrs) in ingress_patches {
+            match writer.write_ingress(&id, &addrs).await {
+                Ok(()) => tracing::info!(object = %id, "ingress status written"),
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(object = %id, error = %e, "cannot write ingress status; will retry");
+                }
+            }
+        }
+        events
+            .publish(&p.table.diagnostics, |id| uids.get(id).cloned().flatten())
+            .await;
+        if failed {
+            let s = shared.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                s.status.notify_one();
+            });
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Status: what every Route, Backend and RateLimitPolicy is told about itself.
+//!
+//! [`desired`] is a pure function of a snapshot and what the compiler made of it; the
+//! [`writer`] compares it with what objects carry and patches only the differences (server-side
+//! apply, one field manager), and only on the leader.
+
+pub mod conditions;
+pub mod writer;
+
+use std::collections::BTreeMap;
+
+use crate::controller::Compiled;
+use crate::controller::snapshot::Snapshot;
+use crate::model::{Diagnostic, Kind, ObjectRef, ServiceKey, Severity};
+
+use conditions::*;
+
+/// One condition to write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cond {
+    /// `Accepted`, `ResolvedRefs` or `Programmed`.
+    pub type_: &'static str,
+    /// `True` or `False`.
+    pub status: bool,
+    /// One-word reason.
+    pub reason: String,
+    /// For a person; names the field at fault.
+    pub message: String,
+}
+
+/// The status one object should carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    /// The generation the conditions describe.
+    pub generation: Option<i64>,
+    /// The conditions.
+    pub conditions: Vec<Cond>,
+    /// Backends: where `status.endpoints` is counted from (`None`: static endpoints).
+    pub service: Option<ServiceKey>,
+    /// Backends: the static endpoint count.
+    pub static_endpoints: Option<u32>,
+}
+
+/// The status every object of ours in `snap` should carry after `compiled`.
+pub fn desired(snap: &Snapshot, compiled: &Compiled) -> BTreeMap<ObjectRef, Desired> {
+    let mut by_object: BTreeMap<&ObjectRef, Vec<&Diagnostic>> = BTreeMap::new();
+    for d in &compiled.table.diagnostics {
+        if let Some(o) = &d.object {
+            by_object.entry(o).or_default().push(d);
+        }
+    }
+    let mut out = BTreeMap::new();
+    let mut ids: Vec<(&ObjectRef, Option<i64>, bool)> = Vec::new();
+    for (id, o) in &snap.routes {
+        let programmed = compiled
+            .accepted
+            .routes
+            .get(id)
+            .is_some_and(|a| a.spec == o.spec);
+        ids.push((id, o.meta.generation, programmed));
+    }
+    for (id, o) in &snap.backends {
+        let programmed = compiled
+            .accepted
+            .backends
+            .get(id)
+            .is_some_and(|a| a.spec == o.spec);
+        ids.push((id, o.meta.generation, programmed));
+    }
+    for (id, o) in &snap.policies {
+        ids.push((id, o.meta.generation, false));
+    }
+    // Objects that could not be read at all are ours too.
+    for d in &snap.problems {
+        if let Some(id) = &d.object
+            && matches!(id.kind, Kind::Route | Kind::Backend | Kind::RateLimitPolicy)
+            && !ids.iter().any(|(i, _, _)| *i == id)
+        {
+            ids.push((id, None, false));
+        }
+    }
+    for (id, generation, programmed) in ids {
+        let diags = by_object.get(id).map(Vec::as_slice).unwrap_or_default();
+        if diags.iter().any(|d| d.severity == Severity::Ignored) {
+            continue; // another ingress class: not ours to report on
+        }
+        let invalid: Vec<&Diagnostic> = diags
+            .iter()
+            .copied()
+            .filter(|d| d.is_error() && !d.is_unresolved_ref())
+            .collect();
+        let unresolved: Vec<&Diagnostic> = diags
+            .iter()
+            .copied()
+            .filter(|d| d.is_unresolved_ref())
+            .collect();
+        let mut conditions = vec![
+            condition(ACCEPTED, REASON_ACCEPTED, "accepted", &invalid),
+            condition(
+                RESOLVED_REFS,
+                REASON_RESOLVED,
+                "every reference resolves",
+                &unresolved,
+            ),
+        ];
+        let serving_older = match id.kind {
+            Kind::Route => compiled.accepted.routes.contains_key(id),
+            Kind::Backend => compiled.accepted.backends.contains_key(id),
+            _ => false,
+        };
+        conditions.push(match (programmed, serving_older) {
+            (true, _) => Cond {
+                type_: PROGRAMMED,
+                status: true,
+                reason: REASON_PROGRAMMED.into(),
+                message: "this version is serving".into(),
+            },
+            (false, true) => Cond {
+                type_: PROGRAMMED,
+                status: false,
+                reason: REASON_LAST_ACCEPTED_SERVING.into(),
+                message: "the last accepted version keeps serving until this one is fixed".into(),
+            },
+            (false, false) => Cond {
+                type_: PROGRAMMED,
+                status: false,
+                reason: REASON_NOT_PROGRAMMED.into(),
+                message: "not in the routing table".into(),
+            },
+        });
+        let backend = (id.kind == Kind::Backend)
+            .then(|| compiled.table.backends.iter().find(|b| &b.id == id))
+            .flatten();
+        out.insert(
+            id.clone(),
+            Desired {
+                generation,
+                conditions,
+                service: backend.and_then(|b| b.service.clone()),
+                static_endpoints: backend
+                    .filter(|b| b.service.is_none())
+                    .map(|b| b.endpoints.len() as u32),
+            },
+        );
+    }
+    out
+}
+
+/// A condition that is True unless `problems` has something, then False with the first reason
+/// and every problem's field and message.
+fn condition(type_: &'static str, ok_reason: &str, ok: &str, problems: &[&Diagnostic]) -> Cond {
+    match problems.first() {
+        None => Cond {
+            type_,
+            status: true,
+            reason: ok_reason.into(),
+            message: ok.into(),
+        },
+        Some(first) => {
+            let mut message = String::new();
+            for d in problems {
+                let line = if d.field.is_empty() {
+                    d.message.clone()
+                } else {
+                    format!("{}: {}", d.field, d.message)
+                };
+                if !message.is_empty() {
+                    message.push_str("; ");
+                }
+                if message.len() + line.len() > MAX_MESSAGE {
+                    message.push('…');
+                    break;
+                }
+                message.push_str(&line);
+            }
+            Cond {
+                type_,
+                status: false,
+                reason: first.reason.as_str().into(),
+                message,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{BackendRef, BackendSpec, RouteRule, RouteSpec};
+    use crate::controller::snapshot::{Meta, Obj};
+    use crate::controller::{CompileOptions, compile};
+
+    fn route(name: &str, backend: &str, generation: i64) -> Obj<RouteSpec> {
+        let mut meta = Meta::new(ObjectRef::new(Kind::Route, "shop", name));
+        meta.generation = Some(generation);
+        Obj {
+            meta,
+            spec: RouteSpec {
+                rules: vec![RouteRule {
+                    backend_refs: vec![BackendRef {
+                        name: backend.into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+        }
+    }
+
+    fn snap(routes: Vec<Obj<RouteSpec>>) -> Snapshot {
+        let backend = Obj {
+            meta: Meta::new(ObjectRef::new(Kind::Backend, "shop", "api")),
+            spec: BackendSpec {
+                endpoints: vec!["127.0.0.1:1".into()],
+                ..Default::default()
+            },
+        };
+        Snapshot {
+            routes: routes.into_iter().map(|r| (r.meta.id.clone(), r)).collect(),
+            backends: [(backend.meta.id.clone(), backend)].into(),
+            ..Default::default()
+        }
+    }
+
+    fn cond<'a>(d: &'a Desired, t: &str) -> &'a Cond {
+        d.conditions.iter().find(|c| c.type_ == t).unwrap()
+    }
+
+    #[test]
+    fn a_good_route_is_accepted_resolved_and_programmed() {
+        let s = snap(vec![route("web", "api", 3)]);
+        let out = desired(&s, &compile(&s, &CompileOptions::default()));
+        let d = &out[&ObjectRef::new(Kind::Route, "shop", "web")];
+        assert_eq!(d.generation, Some(3));
+        assert!(d.conditions.iter().all(|c| c.status), "{d:?}");
+        let b = &out[&ObjectRef::new(Kind::Backend, "shop", "api")];
+        assert_eq!(b.static_endpoints, Some(1));
+    }
+
+    #[test]
+    fn a_missing_backend_is_resolved_refs_false_naming_the_field() {
+        let s = snap(vec![route("web", "nope", 1)]);
+        let out = desired(&s, &compile(&s, &CompileOptions::default()));
+        let d = &out[&ObjectRef::new(Kind::Route, "shop", "web")];
+        assert!(cond(d, ACCEPTED).status);
+        let r = cond(d, RESOLVED_REFS);
+        assert!(!r.status);
+        assert_eq!(r.reason, "BackendNotFound");
+        assert!(
+            r.message.starts_with("spec.rules[0].backendRefs[0].name: "),
+            "{}",
+            r.message
+        );
+        assert_eq!(cond(d, PROGRAMMED).reason, REASON_NOT_PROGRAMMED);
+    }
+
+    #[test]
+    fn a_broken_update_says_the_last_accepted_version_serves() {
+        let first = snap(vec![route("web", "api", 1)]);
+        let accepted = compile(&first, &CompileOptions::default()).accepted;
+        let mut bad = route("web", "api", 2);
+        bad.spec.rules[0].backend_refs[0].weight = Some(5_000_000);
+        let mut second = snap(vec![bad]);
+        second.accepted = accepted;
+        let out = desired(&second, &compile(&second, &CompileOptions::default()));
+        let d = &out[&ObjectRef::new(Kind::Route, "shop", "web")];
+        assert_eq!(d.generation, Some(2));
+        let a = cond(d, ACCEPTED);
+        assert!(!a.status);
+        assert_eq!(a.reason, "Invalid");
+        assert!(a.message.contains("spec.rules[0].backendRefs[0].weight"));
+        assert_eq!(cond(d, PROGRAMMED).reason, REASON_LAST_ACCEPTED_SERVING);
+    }
+}

@@ -1,0 +1,136 @@
+//! Kubernetes objects the compiler reads besides ours, reduced to the few fields that matter.
+//!
+//! The Kubernetes source (`controller::kube::index`) produces these from Services, Ingresses and
+//! IngressClasses; nothing here names a Kubernetes type, so the compiler stays a pure function of
+//! plain data.
+
+use std::collections::BTreeMap;
+
+/// A Service port, as routing needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePortInfo {
+    /// Port name (`""` when unnamed); EndpointSlice ports carry the same name.
+    pub name: String,
+    /// The Service port number.
+    pub port: u16,
+}
+
+/// The canary annotations of a Service, as written (checked by the compiler).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CanaryAnnotations {
+    /// `tidegate.dev/canary-of`.
+    pub of: Option<String>,
+    /// `tidegate.dev/canary-weight`.
+    pub weight: Option<String>,
+    /// `tidegate.dev/canary-header`.
+    pub header: Option<String>,
+    /// `tidegate.dev/canary-cookie`.
+    pub cookie: Option<String>,
+}
+
+/// A Service: its ports and canary annotations.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceInfo {
+    /// Its ports.
+    pub ports: Vec<ServicePortInfo>,
+    /// Its canary annotations.
+    pub canary: CanaryAnnotations,
+}
+
+impl ServiceInfo {
+    /// The port a reference means: by number, or by name.
+    pub fn port(&self, port: &PortRef) -> Option<&ServicePortInfo> {
+        match port {
+            PortRef::Number(n) => self.ports.iter().find(|p| p.port == *n),
+            PortRef::Name(name) => self.ports.iter().find(|p| &p.name == name),
+        }
+    }
+}
+
+/// A Service port named by number or by name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PortRef {
+    /// `port: 8080`.
+    Number(u16),
+    /// `port: http`.
+    Name(String),
+}
+
+impl std::fmt::Display for PortRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortRef::Number(n) => write!(f, "{n}"),
+            PortRef::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// Where an Ingress path (or its default backend) sends traffic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IngressBackendInfo {
+    /// A Service port.
+    Service {
+        /// Service name, in the Ingress's namespace.
+        name: String,
+        /// `port.number` or `port.name`; `None` when neither is set.
+        port: Option<PortRef>,
+    },
+    /// A `resource` backend (not supported).
+    Resource,
+}
+
+/// One path of an Ingress rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngressPathInfo {
+    /// The path (`None`: every path).
+    pub path: Option<String>,
+    /// `Prefix`, `Exact` or `ImplementationSpecific`.
+    pub path_type: String,
+    /// Where it goes.
+    pub backend: IngressBackendInfo,
+}
+
+/// One rule of an Ingress.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngressRuleInfo {
+    /// The host (`None`: every host).
+    pub host: Option<String>,
+    /// Its paths.
+    pub paths: Vec<IngressPathInfo>,
+}
+
+/// A TLS entry of an Ingress, recorded for TLS termination (a later step).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngressTlsInfo {
+    /// Host names the certificate is for.
+    pub hosts: Vec<String>,
+    /// The Secret holding it.
+    pub secret_name: Option<String>,
+}
+
+/// An Ingress, reduced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngressInfo {
+    /// `spec.ingressClassName`.
+    pub class_name: Option<String>,
+    /// The legacy `kubernetes.io/ingress.class` annotation.
+    pub class_annotation: Option<String>,
+    /// `spec.defaultBackend`.
+    pub default_backend: Option<IngressBackendInfo>,
+    /// `spec.rules`.
+    pub rules: Vec<IngressRuleInfo>,
+    /// `spec.tls`.
+    pub tls: Vec<IngressTlsInfo>,
+}
+
+/// An IngressClass, reduced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngressClassInfo {
+    /// `spec.controller`.
+    pub controller: String,
+    /// The `ingressclass.kubernetes.io/is-default-class: "true"` annotation.
+    pub is_default: bool,
+}
+
+/// IngressClasses by name (cluster-scoped).
+pub type IngressClasses = BTreeMap<String, IngressClassInfo>;

@@ -1,0 +1,601 @@
+//! Kubernetes mode against a real kube-apiserver, through the real binary.
+//!
+//! `scripts/test.sh` builds (once) and starts an apiserver on loopback and sets
+//! `TIDEGATE_TEST_KUBECONFIG`; each test works in its own namespace, with selector-less
+//! Services and hand-made EndpointSlices pointing at echo upstreams on 127.0.0.1.
+
+mod cluster;
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::json;
+
+use cluster::{Ns, PrivateApiserver, Tidegate, client_for, eventually, install_crds, kubeconfig};
+use common::{HttpClient, Reply, Upstream};
+
+async fn get(gw: &Tidegate, host: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    HttpClient::http1().get(gw.http, host, path, headers).await
+}
+
+/// Which upstream answered each of `n` requests.
+async fn spread(gw: &Tidegate, host: &str, headers: &[(&str, &str)], n: usize) -> Vec<String> {
+    let http = HttpClient::http1();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let r = http.get(gw.http, host, "/", headers).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        out.push(r.echo().upstream);
+    }
+    out
+}
+
+/// Waits until `host` answers 200 from `upstream`.
+async fn wait_served_by(gw: &Tidegate, host: &str, path: &str, upstream: &str) {
+    eventually(
+        Duration::from_secs(20),
+        &format!("{host}{path} served by {upstream}"),
+        || async {
+            let r = get(gw, host, path, &[]).await;
+            (r.status == 200 && r.echo().upstream == upstream).then_some(())
+        },
+    )
+    .await;
+}
+
+fn route(name: &str, host: &str, backend_refs: serde_json::Value) -> serde_json::Value {
+    json!({
+        "apiVersion": "tidegate.dev/v1alpha1", "kind": "Route",
+        "metadata": {"name": name},
+        "spec": {"hostnames": [host], "rules": [{"backendRefs": backend_refs}]},
+    })
+}
+
+fn backend(name: &str, service: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "tidegate.dev/v1alpha1", "kind": "Backend",
+        "metadata": {"name": name},
+        "spec": {"service": {"name": service, "port": "http"}},
+    })
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn crds_install_and_reach_established() {
+    let client = client_for(&kubeconfig()).await;
+    install_crds(&client).await;
+    // And they take a valid object: the schema is structural and accepted as generated.
+    let ns = Ns::create(&client, "crds").await;
+    ns.apply(route("r", "crd.test", json!([{"name": "b"}])))
+        .await;
+    assert!(
+        ns.get("tidegate.dev/v1alpha1", "Route", "r")
+            .await
+            .is_some()
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn services_and_endpoint_slices_drive_traffic_and_status_tells_the_truth() {
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "basic").await;
+    let a = Upstream::start("a").await;
+    ns.service("api", json!({})).await;
+    ns.slice("api-a", "api", a.addr.port(), true).await;
+    ns.apply(backend("api", "api")).await;
+    ns.apply(route("web", "web.test", json!([{"name": "api"}])))
+        .await;
+
+    let gw = Tidegate::start(&kc, &ns.name, "basic-0", &["--leader-elect=false"]);
+    gw.wait_ready().await;
+    wait_served_by(&gw, "web.test", "/", "a").await;
+
+    // Status: every condition True at the current generation; endpoint counts on the Backend.
+    for t in ["Accepted", "ResolvedRefs", "Programmed"] {
+        ns.wait_condition("Route", "web", t, "True").await;
+    }
+    ns.wait_condition("Backend", "api", "ResolvedRefs", "True")
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "Backend status.endpoints",
+        || async {
+            let b = ns.get("tidegate.dev/v1alpha1", "Backend", "api").await?;
+            (b["status"]["endpoints"] == json!({"ready": 1, "total": 1})).then_some(())
+        },
+    )
+    .await;
+
+    // An invalid Route is refused with a condition naming the field; the others keep serving.
+    let mut bad = route("bad", "bad.test", json!([{"name": "api"}]));
+    bad["spec"]["rules"][0]["matches"] = json!([{"method": "get"}]);
+    ns.apply(bad.clone()).await;
+    let (reason, message) = ns.wait_condition("Route", "bad", "Accepted", "False").await;
+    assert_eq!(reason, "Invalid");
+    assert!(
+        message.contains("spec.rules[0].matches[0].method"),
+        "{message}"
+    );
+    ns.wait_condition("Route", "bad", "Programmed", "False")
+        .await;
+    assert_eq!(get(&gw, "bad.test", "/", &[]).await.status, 404);
+    assert_eq!(get(&gw, "web.test", "/", &[]).await.echo().upstream, "a");
+    eventually(
+        Duration::from_secs(10),
+        "a Warning Event on Route bad",
+        || async {
+            let w = ns.warnings("Route", "bad").await;
+            w.iter()
+                .any(|w| w.contains("spec.rules[0].matches[0].method"))
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Fixed: the conditions follow the new generation, and it serves.
+    bad["spec"]["rules"][0]["matches"] = json!([{"method": "GET"}]);
+    ns.apply(bad).await;
+    ns.wait_condition("Route", "bad", "Accepted", "True").await;
+    ns.wait_condition("Route", "bad", "Programmed", "True")
+        .await;
+    wait_served_by(&gw, "bad.test", "/", "a").await;
+
+    // A reference to a missing Backend: ResolvedRefs=False, BackendNotFound.
+    ns.apply(route(
+        "dangling",
+        "dangling.test",
+        json!([{"name": "nope", "kind": "Backend"}]),
+    ))
+    .await;
+    let (reason, message) = ns
+        .wait_condition("Route", "dangling", "ResolvedRefs", "False")
+        .await;
+    assert_eq!(reason, "BackendNotFound");
+    assert!(
+        message.contains("spec.rules[0].backendRefs[0].name"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn canary_annotation_shifts_the_split_and_the_header_overrides_it() {
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "canary").await;
+    let (stable, canary) = (
+        Upstream::start("stable").await,
+        Upstream::start("canary").await,
+    );
+    ns.service("api", json!({})).await;
+    ns.slice("api-1", "api", stable.addr.port(), true).await;
+    let annotations = |weight: &str| {
+        json!({"tidegate.dev/canary-of": "api", "tidegate.dev/canary-weight": weight,
+               "tidegate.dev/canary-header": "x-canary", "tidegate.dev/canary-cookie": "canary"})
+    };
+    ns.service("api-v2", annotations("0")).await;
+    ns.slice("api-v2-1", "api-v2", canary.addr.port(), true)
+        .await;
+    ns.apply(route(
+        "shop",
+        "shop.test",
+        json!([{"name": "api", "kind": "Service"}]),
+    ))
+    .await;
+
+    let gw = Tidegate::start(&kc, &ns.name, "canary-0", &["--leader-elect=false"]);
+    gw.wait_ready().await;
+    wait_served_by(&gw, "shop.test", "/", "stable").await;
+    assert!(
+        spread(&gw, "shop.test", &[], 10)
+            .await
+            .iter()
+            .all(|u| u == "stable")
+    );
+    // Header, then cookie, override the weight.
+    let always = spread(&gw, "shop.test", &[("x-canary", "always")], 5).await;
+    assert!(always.iter().all(|u| u == "canary"), "{always:?}");
+    let cookie = spread(&gw, "shop.test", &[("cookie", "a=b; canary=always")], 5).await;
+    assert!(cookie.iter().all(|u| u == "canary"), "{cookie:?}");
+    let never = spread(
+        &gw,
+        "shop.test",
+        &[("x-canary", "never"), ("cookie", "canary=always")],
+        5,
+    )
+    .await;
+    assert!(never.iter().all(|u| u == "stable"), "{never:?}");
+
+    // Moving the weight moves traffic within about a second, on the same client connections.
+    let changed = Instant::now();
+    ns.service("api-v2", annotations("50")).await;
+    eventually(
+        Duration::from_secs(5),
+        "the canary to get traffic",
+        || async {
+            (get(&gw, "shop.test", "/", &[]).await.echo().upstream == "canary").then_some(())
+        },
+    )
+    .await;
+    let took = changed.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "the split moved after {took:?}"
+    );
+    // Exactly half over whole cycles, unless a recompile (another test's cluster-scoped
+    // IngressClass, say) restarts the cycle in between.
+    let split = spread(&gw, "shop.test", &[], 20).await;
+    let to_canary = split.iter().filter(|u| *u == "canary").count();
+    assert!((8..=12).contains(&to_canary), "about 50%: {split:?}");
+
+    // An invalid weight is ignored (a Warning Event on the Service); traffic returns to stable.
+    ns.service("api-v2", annotations("lots")).await;
+    eventually(
+        Duration::from_secs(10),
+        "Warning Event on Service api-v2",
+        || async {
+            let w = ns.warnings("Service", "api-v2").await;
+            w.iter().any(|w| w.contains("canary-weight")).then_some(())
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "all traffic back on stable",
+        || async {
+            spread(&gw, "shop.test", &[], 6)
+                .await
+                .iter()
+                .all(|u| u == "stable")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn endpoints_turning_not_ready_stop_receiving_traffic() {
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "ready").await;
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    ns.service("api", json!({})).await;
+    ns.slice("api-a", "api", a.addr.port(), true).await;
+    ns.slice("api-b", "api", b.addr.port(), true).await;
+    ns.apply(backend("api", "api")).await;
+    ns.apply(route("web", "ready.test", json!([{"name": "api"}])))
+        .await;
+
+    let gw = Tidegate::start(&kc, &ns.name, "ready-0", &["--leader-elect=false"]);
+    gw.wait_ready().await;
+    eventually(
+        Duration::from_secs(20),
+        "both endpoints in rotation",
+        || async {
+            let seen = spread(&gw, "ready.test", &[], 4).await;
+            (seen.iter().any(|u| u == "a") && seen.iter().any(|u| u == "b")).then_some(())
+        },
+    )
+    .await;
+    let published = gw.count("configuration published");
+
+    // b turns not ready: no new requests reach it.
+    ns.slice("api-b", "api", b.addr.port(), false).await;
+    eventually(Duration::from_secs(5), "b out of rotation", || async {
+        spread(&gw, "ready.test", &[], 6)
+            .await
+            .iter()
+            .all(|u| u == "a")
+            .then_some(())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "Backend endpoints 1 of 2",
+        || async {
+            let o = ns.get("tidegate.dev/v1alpha1", "Backend", "api").await?;
+            (o["status"]["endpoints"] == json!({"ready": 1, "total": 2})).then_some(())
+        },
+    )
+    .await;
+    // No ready endpoint at all: 503 with a clear body.
+    ns.slice("api-a", "api", a.addr.port(), false).await;
+    let r = eventually(Duration::from_secs(5), "503", || async {
+        let r = get(&gw, "ready.test", "/", &[]).await;
+        (r.status == 503).then_some(r)
+    })
+    .await;
+    assert!(r.body.contains("no endpoints available"), "{}", r.body);
+    // Endpoint churn is the fast path: no table was recompiled for it. (A cluster-scoped
+    // IngressClass made by another test may recompile meanwhile; that is not ours.)
+    let since: Vec<String> = gw
+        .lines_with("configuration published")
+        .into_iter()
+        .skip(published)
+        .filter(|l| !l.contains("triggered_by\":\"[IngressClass]"))
+        .collect();
+    assert!(
+        since.is_empty(),
+        "recompiled for endpoint changes: {since:#?}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn an_ingress_of_our_class_is_served_and_gets_the_published_address() {
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "ingress").await;
+    let class = format!("tg-{}", ns.name);
+    ns.apply(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": class},
+        "spec": {"controller": "tidegate.dev/ingress-controller"},
+    }))
+    .await;
+    let web = Upstream::start("web").await;
+    ns.service("web", json!({})).await;
+    ns.slice("web-1", "web", web.addr.port(), true).await;
+    let ingress = |class: &str| {
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": "shop"},
+            "spec": {
+                "ingressClassName": class,
+                "rules": [{"host": "ingress.test", "http": {"paths": [
+                    {"path": "/app", "pathType": "Prefix",
+                     "backend": {"service": {"name": "web", "port": {"name": "http"}}}},
+                    {"path": "/exact", "pathType": "Exact",
+                     "backend": {"service": {"name": "web", "port": {"number": 80}}}},
+                ]}}],
+            },
+        })
+    };
+    ns.apply(ingress(&class)).await;
+
+    // The Service in front of the gateway, with a load balancer address (set by hand here).
+    ns.service("front", json!({})).await;
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> =
+        kube::Api::namespaced(client.clone(), &ns.name);
+    services
+        .patch_status(
+            "front",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({
+                "status": {"loadBalancer": {"ingress": [{"ip": "10.1.1.1"}]}}
+            })),
+        )
+        .await
+        .unwrap();
+    let publish_service = format!("{}/front", ns.name);
+
+    let gw = Tidegate::start(
+        &kc,
+        &ns.name,
+        "ingress-0",
+        &[
+            "--leader-elect=false",
+            "--publish-address",
+            "10.9.8.7",
+            "--publish-service",
+            &publish_service,
+        ],
+    );
+    gw.wait_ready().await;
+    wait_served_by(&gw, "ingress.test", "/app/x", "web").await;
+    assert_eq!(get(&gw, "ingress.test", "/exact", &[]).await.status, 200);
+    assert_eq!(get(&gw, "ingress.test", "/exact/x", &[]).await.status, 404);
+    assert_eq!(get(&gw, "ingress.test", "/other", &[]).await.status, 404);
+    eventually(
+        Duration::from_secs(10),
+        "Ingress status.loadBalancer",
+        || async {
+            let o = ns.get("networking.k8s.io/v1", "Ingress", "shop").await?;
+            (o["status"]["loadBalancer"]["ingress"]
+                == json!([{"ip": "10.1.1.1"}, {"ip": "10.9.8.7"}]))
+            .then_some(())
+        },
+    )
+    .await;
+
+    // Another class's Ingress is left alone.
+    ns.apply(ingress("someone-else")).await;
+    eventually(
+        Duration::from_secs(10),
+        "the Ingress to be dropped",
+        || async { (get(&gw, "ingress.test", "/app", &[]).await.status == 404).then_some(()) },
+    )
+    .await;
+    ns.delete("networking.k8s.io/v1", "IngressClass", &class)
+        .await;
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn two_replicas_serve_and_only_the_leader_writes_status() {
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "replicas").await;
+    let a = Upstream::start("a").await;
+    ns.service("api", json!({})).await;
+    ns.slice("api-a", "api", a.addr.port(), true).await;
+    ns.apply(backend("api", "api")).await;
+    ns.apply(route("web", "ha.test", json!([{"name": "api"}])))
+        .await;
+
+    let one = Tidegate::start(&kc, &ns.name, "replica-1", &[]);
+    let two = Tidegate::start(&kc, &ns.name, "replica-2", &[]);
+    one.wait_ready().await;
+    two.wait_ready().await;
+    wait_served_by(&one, "ha.test", "/", "a").await;
+    wait_served_by(&two, "ha.test", "/", "a").await;
+    ns.wait_condition("Route", "web", "Programmed", "True")
+        .await;
+
+    let holder = eventually(Duration::from_secs(20), "a Lease holder", || async {
+        let lease = ns
+            .get("coordination.k8s.io/v1", "Lease", "tidegate-leader")
+            .await?;
+        lease["spec"]["holderIdentity"].as_str().map(str::to_owned)
+    })
+    .await;
+    // A change after both run: still written once, by the leader only.
+    let mut bad = route("bad", "bad.test", json!([{"name": "api"}]));
+    bad["spec"]["rules"][0]["matches"] = json!([{"method": "get"}]);
+    ns.apply(bad).await;
+    ns.wait_condition("Route", "bad", "Accepted", "False").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (leader, follower) = match holder.as_str() {
+        "replica-1" => (&one, &two),
+        "replica-2" => (&two, &one),
+        other => panic!("unexpected holder {other}"),
+    };
+    assert!(leader.count("status written") > 0, "{}", leader.log());
+    assert_eq!(follower.count("status written"), 0, "{}", follower.log());
+    // Both still serve.
+    assert_eq!(get(&one, "ha.test", "/", &[]).await.status, 200);
+    assert_eq!(get(&two, "ha.test", "/", &[]).await.status, 200);
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn traffic_flows_while_the_apiserver_is_down_and_changes_apply_after_it_returns() {
+    let cluster = PrivateApiserver::start();
+    let client = client_for(&cluster.kubeconfig).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "outage").await;
+    let a = Upstream::start("a").await;
+    ns.service("api", json!({})).await;
+    ns.slice("api-a", "api", a.addr.port(), true).await;
+    ns.apply(backend("api", "api")).await;
+    ns.apply(route("web", "outage.test", json!([{"name": "api"}])))
+        .await;
+
+    let gw = Tidegate::start(
+        &cluster.kubeconfig,
+        &ns.name,
+        "outage-0",
+        &["--leader-elect=false"],
+    );
+    gw.wait_ready().await;
+    wait_served_by(&gw, "outage.test", "/", "a").await;
+
+    cluster.stop_apiserver();
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let r = get(&gw, "outage.test", "/", &[]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    cluster.start_apiserver();
+    let client = client_for(&cluster.kubeconfig).await;
+    cluster::wait_served(&client, "tidegate.dev/v1alpha1", "Route").await;
+    let ns = Ns {
+        client,
+        name: ns.name.clone(),
+    };
+    ns.apply(route("later", "later.test", json!([{"name": "api"}])))
+        .await;
+    eventually(
+        Duration::from_secs(60),
+        "a Route made after the restart",
+        || async { (get(&gw, "later.test", "/", &[]).await.status == 200).then_some(()) },
+    )
+    .await;
+    assert_eq!(get(&gw, "outage.test", "/", &[]).await.status, 200);
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn the_rbac_in_manifests_is_enough_to_run_every_namespace() {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+
+    let kc = kubeconfig();
+    let admin = client_for(&kc).await;
+    install_crds(&admin).await;
+    // manifests/rbac.yaml as users apply it (namespace `tidegate`).
+    let system = Ns {
+        client: admin.clone(),
+        name: "tidegate".into(),
+    };
+    system
+        .apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tidegate"}}))
+        .await;
+    let rbac = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/rbac.yaml"))
+        .unwrap();
+    for doc in serde_yaml_ng::Deserializer::from_str(&rbac) {
+        let v: serde_json::Value =
+            serde_json::to_value(serde_yaml_ng::Value::deserialize(doc).unwrap()).unwrap();
+        system.apply(v).await;
+    }
+    // A kubeconfig with the ServiceAccount's token instead of the admin's.
+    let token = kube::Api::<ServiceAccount>::namespaced(admin.clone(), "tidegate")
+        .create_token_request(
+            "tidegate",
+            &Default::default(),
+            &TokenRequest {
+                spec: TokenRequestSpec {
+                    expiration_seconds: Some(3600),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let mut config: serde_json::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&kc).unwrap()).unwrap();
+    config["users"][0]["user"]["token"] = json!(token);
+    let dir = tempfile::tempdir().unwrap();
+    let sa_kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&sa_kubeconfig, serde_yaml_ng::to_string(&config).unwrap()).unwrap();
+
+    let ns = Ns::create(&admin, "rbac").await;
+    let a = Upstream::start("a").await;
+    ns.service("api", json!({})).await;
+    ns.slice("api-a", "api", a.addr.port(), true).await;
+    ns.apply(backend("api", "api")).await;
+    // This replica sees every namespace, earlier runs' too: a host of this run's own.
+    let host = format!("{}.rbac.test", ns.name);
+    ns.apply(route("web", &host, json!([{"name": "api"}])))
+        .await;
+    let mut bad = route("bad", &format!("bad.{host}"), json!([{"name": "api"}]));
+    bad["spec"]["rules"][0]["matches"] = json!([{"method": "get"}]);
+    ns.apply(bad).await;
+
+    let gw = Tidegate::start_with(&sa_kubeconfig, None, "tidegate", "rbac-0", &[]);
+    gw.wait_ready().await;
+    wait_served_by(&gw, &host, "/", "a").await;
+    ns.wait_condition("Route", "web", "Programmed", "True")
+        .await;
+    ns.wait_condition("Route", "bad", "Accepted", "False").await;
+    eventually(
+        Duration::from_secs(10),
+        "a Warning Event from the ServiceAccount",
+        || async { (!ns.warnings("Route", "bad").await.is_empty()).then_some(()) },
+    )
+    .await;
+    assert!(
+        system
+            .get("coordination.k8s.io/v1", "Lease", "tidegate-leader")
+            .await
+            .is_some()
+    );
+    let forbidden = gw.lines_with("forbidden");
+    assert!(forbidden.is_empty(), "{forbidden:#?}");
+}
