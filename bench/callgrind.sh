@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by valgrind's callgrind: repeatable on a noisy
+# machine (it counts instructions, not time). Starts an nginx upstream and the given tidegate
+# binary, sends N1 then N2 keep-alive requests in two runs, and prints (I(N2) - I(N1)) / (N2 - N1).
+#
+# usage: bench/callgrind.sh [BINARY] [extra tidegate run flags...]
+#   e.g. bench/callgrind.sh target/release/tidegate --access-log off
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${1:-target/release/tidegate}; shift || true
+EXTRA=("$@")
+N1=${N1:-500}; N2=${N2:-2500}
+for tool in valgrind nginx python3 curl; do
+  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install -y valgrind nginx curl)" >&2; exit 1; }
+done
+W=$(mktemp -d "${TMPDIR:-/tmp}/tidegate-cg.XXXXXX")
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP=$(port); HTTP=$(port); ADMIN=$(port)
+cat > "$W/nginx.conf" <<NGINX
+worker_processes 1; daemon off; pid $W/nginx.pid; error_log $W/nginx.err;
+events { worker_connections 1024; }
+http { access_log off; server { listen 127.0.0.1:$UP; location / { return 200 "$(printf 'x%.0s' $(seq 100))"; } } }
+NGINX
+nginx -c "$W/nginx.conf" & NGINX_PID=$!
+trap 'kill $NGINX_PID 2>/dev/null; rm -rf "$W"' EXIT
+mkdir -p "$W/config"
+cat > "$W/config/all.yaml" <<YAML
+apiVersion: tidegate.dev/v1alpha1
+kind: Backend
+metadata: { name: up }
+spec: { endpoints: ["127.0.0.1:$UP"] }
+---
+apiVersion: tidegate.dev/v1alpha1
+kind: Route
+metadata: { name: r }
+spec:
+  rules:
+    - backendRefs: [{ name: up }]
+YAML
+count() { # N -> total instructions of a run serving N requests
+  local out="$W/cg.$1"
+  valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" run --config "$W/config" \
+    --http-addr "127.0.0.1:$HTTP" --admin-addr "127.0.0.1:$ADMIN" --worker-threads 1 --log-level warn "${EXTRA[@]}" \
+    >/dev/null 2>"$W/tidegate.err" &
+  local pid=$!
+  for _ in $(seq 1 300); do curl -s -o /dev/null "127.0.0.1:$ADMIN/readyz" && break; sleep 0.1; done
+  python3 - "$HTTP" "$1" <<'PY'
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+for _ in range(int(sys.argv[2])):
+    c.request("GET", "/x", headers={"Host": "h"}); r = c.getresponse(); r.read()
+    assert r.status == 200, r.status
+PY
+  kill -INT "$pid"; wait "$pid" || true
+  grep -h '^summary:\|^totals:' "$out" | head -1 | awk '{print $2}'
+}
+A=$(count "$N1"); B=$(count "$N2")
+echo "instructions per request: $(( (B - A) / (N2 - N1) ))  ($BIN ${EXTRA[*]})"
