@@ -5,6 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# --- What the tests need from Debian (a fresh machine may lack some of it) ---
+need=()
+for tool in curl openssl python3; do command -v "$tool" >/dev/null || need+=("$tool"); done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]} (apt-get)" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+
 # --- Kubernetes mode: a real kube-apiserver + etcd on loopback (e2e/kube/) ---
 KUBE_DIR=${TIDEGATE_KUBE_DIR:-${HOME}/.cache/tidegate/kube-apiserver-1.20}
 bash e2e/kube/build.sh "$KUBE_DIR"   # a no-op when already built (cached outside the repo)
