@@ -10,7 +10,7 @@ use tidegate::api::Duration;
 use tidegate::controller::file::FileSource;
 use tidegate::controller::{CompileOptions, compile};
 use tidegate::model::Severity;
-use tidegate::proxy::{ProxyConfig, UpstreamSettings};
+use tidegate::proxy::{Http1Codec, ProxyConfig, UpstreamSettings};
 use tidegate::telemetry::{AccessLogConfig, AccessLogFormat, LogFormat, init_logging};
 
 /// Tidegate: a Kubernetes ingress controller and API gateway.
@@ -105,6 +105,10 @@ struct RunArgs {
     /// Runtime worker threads (default: one per available CPU). 1 runs a single-threaded runtime.
     #[arg(long, env = "TIDEGATE_WORKER_THREADS")]
     worker_threads: Option<usize>,
+    /// HTTP/1.1 implementation: `native` (tidegate's codec and upstream client; hyper still
+    /// serves HTTP/2, upgrades, HTTP/1.0 and Expect) or `hyper` (hyper for everything).
+    #[arg(long, env = "TIDEGATE_HTTP1_CODEC", value_enum, default_value = "native")]
+    http1_codec: Http1Codec,
 }
 
 #[derive(Args, Debug)]
@@ -225,6 +229,7 @@ fn run(args: RunArgs) -> ExitCode {
                 pool_idle_timeout: args.upstream_idle_timeout.0,
                 ..UpstreamSettings::default()
             },
+            http1_codec: args.http1_codec,
         };
         let mut builder = Gateway::builder();
         builder = match (args.config.clone(), kube) {

@@ -16,6 +16,47 @@ use hyper::body::Incoming;
 
 use super::conn::ActivityGuard;
 use super::exchange::Exchange;
+use super::h1::{NativeBody, UpstreamBody};
+
+/// The error type of bodies on the request path.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body as the client sends it: through hyper, or through the native HTTP/1.1 codec.
+pub enum ClientBody {
+    /// Read by hyper (HTTP/2, and HTTP/1.1 connections handed to hyper).
+    Hyper(Incoming),
+    /// Read by the native HTTP/1.1 codec.
+    Native(NativeBody),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ClientBody::Native(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::Native(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::Native(b) => b.size_hint(),
+        }
+    }
+}
 
 /// A response body.
 pub struct ProxyBody {
@@ -26,6 +67,7 @@ pub struct ProxyBody {
 
 enum Inner {
     Upstream(Incoming),
+    Native(UpstreamBody),
     Full(Option<Bytes>),
 }
 
@@ -34,6 +76,15 @@ impl ProxyBody {
     pub fn upstream(body: Incoming) -> Self {
         Self {
             inner: Inner::Upstream(body),
+            exchange: None,
+            _guard: None,
+        }
+    }
+
+    /// An upstream's body read by the native HTTP/1.1 client.
+    pub(crate) fn native(body: UpstreamBody) -> Self {
+        Self {
+            inner: Inner::Native(body),
             exchange: None,
             _guard: None,
         }
@@ -68,15 +119,16 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = match &mut this.inner {
-            Inner::Upstream(b) => Pin::new(b).poll_frame(cx),
+            Inner::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Inner::Native(b) => Pin::new(b).poll_frame(cx),
             Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         };
         if let (Poll::Ready(Some(Ok(frame))), Some(ex)) = (&polled, &mut this.exchange)
@@ -90,6 +142,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Native(b) => b.is_end_stream(),
             Inner::Full(b) => b.is_none(),
         }
     }
@@ -97,6 +150,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Inner::Upstream(b) => b.size_hint(),
+            Inner::Native(b) => b.size_hint(),
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
@@ -105,13 +159,13 @@ impl Body for ProxyBody {
 /// A request body on its way upstream.
 pub struct RequestBody {
     prefix: Option<Bytes>,
-    rest: Option<Incoming>,
+    rest: Option<ClientBody>,
     counted: Option<Arc<AtomicU64>>,
 }
 
 impl RequestBody {
     /// The client's body, counting its bytes into `counted` when given.
-    pub fn new(inner: Incoming, counted: Option<Arc<AtomicU64>>) -> Self {
+    pub fn new(inner: ClientBody, counted: Option<Arc<AtomicU64>>) -> Self {
         Self {
             prefix: None,
             rest: Some(inner),
@@ -129,7 +183,7 @@ impl RequestBody {
     }
 
     /// What was already read, then the rest of the client's body.
-    pub fn chained(prefix: Bytes, rest: Incoming, counted: Option<Arc<AtomicU64>>) -> Self {
+    pub fn chained(prefix: Bytes, rest: ClientBody, counted: Option<Arc<AtomicU64>>) -> Self {
         if let Some(c) = &counted {
             c.fetch_add(prefix.len() as u64, Ordering::Relaxed);
         }
@@ -143,12 +197,12 @@ impl RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         if let Some(prefix) = this.prefix.take() {
             return Poll::Ready(Some(Ok(Frame::data(prefix))));

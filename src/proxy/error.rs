@@ -30,10 +30,10 @@ pub enum ProxyError {
     Overloaded { backend: std::sync::Arc<str> },
     /// Connecting to the endpoint failed.
     #[error("cannot connect to upstream")]
-    UpstreamConnect(#[source] hyper_util::client::legacy::Error),
+    UpstreamConnect(#[source] super::body::BoxError),
     /// The upstream reset the connection or spoke invalid HTTP.
     #[error("upstream failed")]
-    UpstreamFailed(#[source] hyper_util::client::legacy::Error),
+    UpstreamFailed(#[source] super::body::BoxError),
     /// The upstream did not answer in time.
     #[error("upstream timed out")]
     Timeout,

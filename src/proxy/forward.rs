@@ -9,16 +9,17 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
 use super::balance::{PickContext, random::random_u64, stable_hash};
-use super::body::{ProxyBody, RequestBody};
+use super::body::{BoxError, ClientBody, ProxyBody, RequestBody};
 use super::conn::ConnCtx;
 use super::error::ProxyError;
 use super::exchange::Exchange;
 use super::router::Router;
 use super::upstream::{Admission, NoEndpoint};
-use super::{Shared, headers, trace};
+use super::{Http1Codec, Shared, h1, headers, trace};
 use crate::model::{
     HashKey, LoadBalancing, RequestFilter, Retry, Timeouts, UpstreamProtocol, query_pairs,
 };
@@ -37,9 +38,10 @@ pub(crate) struct Target<'a> {
 
 /// What came back from one attempt.
 enum Outcome {
-    Response(Response<Incoming>),
-    ConnectFailed(hyper_util::client::legacy::Error),
-    Broken(hyper_util::client::legacy::Error),
+    /// A response, and the upstream side of an upgrade when it switched protocols.
+    Response(Response<ProxyBody>, Option<OnUpgrade>),
+    ConnectFailed(BoxError),
+    Broken(BoxError),
     TimedOut,
 }
 
@@ -53,7 +55,7 @@ enum Payload {
 
 pub(crate) async fn forward(
     t: Target<'_>,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     normalized: Option<String>,
     ex: &mut Exchange,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -133,7 +135,7 @@ pub(crate) async fn forward(
     state.budget.deposit();
 
     let mut attempt = 1;
-    let mut resp = loop {
+    let (mut resp, upstream_upgrade) = loop {
         let admission = match state.breaker() {
             Some(b) => match b.admit(state.clock()) {
                 Ok(a) => Some((b, a)),
@@ -193,23 +195,32 @@ pub(crate) async fn forward(
         );
         let own = state.clients();
         let clients = own.as_deref().unwrap_or(&t.shared.clients);
-        let client = match cfg.protocol {
-            UpstreamProtocol::Http1 => &clients.http1,
-            UpstreamProtocol::H2c => &clients.h2c,
-        };
+        let native = cfg.protocol == UpstreamProtocol::Http1
+            && upgrade.is_none()
+            && t.shared.config.http1_codec == Http1Codec::Native;
         let sent_at = Instant::now();
+        let exchange = async {
+            if native {
+                classify_native(h1::send(&endpoint, &clients.native, upstream_req).await)
+            } else {
+                let client = match cfg.protocol {
+                    UpstreamProtocol::Http1 => &clients.http1,
+                    UpstreamProtocol::H2c => &clients.h2c,
+                };
+                classify(client.request(upstream_req).await)
+            }
+        };
         let outcome = match budget {
             Some(d) if d.is_zero() => Outcome::TimedOut,
-            Some(d) => match tokio::time::timeout(d, client.request(upstream_req)).await {
-                Ok(r) => classify(r),
-                Err(_) => Outcome::TimedOut,
-            },
-            None => classify(client.request(upstream_req).await),
+            Some(d) => tokio::time::timeout(d, exchange)
+                .await
+                .unwrap_or(Outcome::TimedOut),
+            None => exchange.await,
         };
         ex.upstream_duration = Some(sent_at.elapsed());
 
         let (success, retryable) = match &outcome {
-            Outcome::Response(r) => {
+            Outcome::Response(r, _) => {
                 let code = r.status().as_u16();
                 (
                     !state.is_failure_status(code),
@@ -272,9 +283,9 @@ pub(crate) async fn forward(
             continue;
         }
         match outcome {
-            Outcome::Response(r) => {
+            Outcome::Response(r, up) => {
                 ex.hold(permit, in_flight);
-                break r;
+                break (r, up);
             }
             Outcome::ConnectFailed(e) => return Err(ProxyError::UpstreamConnect(e)),
             Outcome::Broken(e) => return Err(ProxyError::UpstreamFailed(e)),
@@ -285,26 +296,38 @@ pub(crate) async fn forward(
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     let upstream_proto = resp.headers().get(header::UPGRADE).cloned();
     headers::strip_hop_by_hop(resp.headers_mut());
-    match (switching, client_upgrade, upstream_proto) {
-        (true, Some(client_upgrade), Some(proto)) => {
+    match (switching, client_upgrade, upstream_proto, upstream_upgrade) {
+        (true, Some(client_upgrade), Some(proto), Some(upstream_upgrade)) => {
             headers::set_upgrade(resp.headers_mut(), proto);
-            super::tunnel::spawn(t.shared, client_upgrade, hyper::upgrade::on(&mut resp));
+            super::tunnel::spawn(t.shared, client_upgrade, upstream_upgrade);
         }
-        (true, _, _) => {
+        (true, ..) => {
             return Err(ProxyError::UpgradeUnsupported(
                 "the upstream switched protocols unasked",
             ));
         }
         _ => {}
     }
-    Ok(resp.map(ProxyBody::upstream))
+    Ok(resp)
 }
 
 fn classify(r: Result<Response<Incoming>, hyper_util::client::legacy::Error>) -> Outcome {
     match r {
-        Ok(resp) => Outcome::Response(resp),
-        Err(e) if e.is_connect() => Outcome::ConnectFailed(e),
-        Err(e) => Outcome::Broken(e),
+        Ok(mut resp) => {
+            let upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
+                .then(|| hyper::upgrade::on(&mut resp));
+            Outcome::Response(resp.map(ProxyBody::upstream), upgrade)
+        }
+        Err(e) if e.is_connect() => Outcome::ConnectFailed(e.into()),
+        Err(e) => Outcome::Broken(e.into()),
+    }
+}
+
+fn classify_native(r: Result<Response<h1::UpstreamBody>, h1::SendError>) -> Outcome {
+    match r {
+        Ok(resp) => Outcome::Response(resp.map(ProxyBody::native), None),
+        Err(e @ h1::SendError::Connect { .. }) => Outcome::ConnectFailed(e.into()),
+        Err(h1::SendError::Broken(e)) => Outcome::Broken(e),
     }
 }
 
@@ -334,7 +357,7 @@ fn idempotent(m: &Method) -> bool {
 /// Reads the body into memory if it fits in `limit`; otherwise streams it (what was read so far
 /// first), and the request gets a single attempt.
 async fn buffer(
-    mut body: Incoming,
+    mut body: ClientBody,
     limit: usize,
     counter: Option<Arc<std::sync::atomic::AtomicU64>>,
 ) -> Payload {

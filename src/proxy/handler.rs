@@ -4,10 +4,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response, header};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use super::body::ProxyBody;
+use super::body::{ClientBody, ProxyBody};
 use super::conn::ConnCtx;
 use super::error::ProxyError;
 use super::exchange::Exchange;
@@ -20,7 +19,7 @@ use crate::model::{Action, DirectResponse, PathMatcher, Redirect, RequestView};
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnCtx>,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let guard = conn.activity.begin();
     let id = request_id::ensure(req.headers_mut());
@@ -42,7 +41,7 @@ async fn serve(
     shared: &Shared,
     router: &Router,
     conn: &ConnCtx,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     ex: &mut Exchange,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let started = Instant::now();
@@ -108,7 +107,7 @@ fn direct_response(d: &DirectResponse) -> Response<ProxyBody> {
 fn redirect(
     r: &Redirect,
     conn: &ConnCtx,
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
     normalized: Option<&str>,
     matched_prefix: Option<&str>,
 ) -> Result<Response<ProxyBody>, ProxyError> {

@@ -9,6 +9,7 @@ mod conn;
 mod error;
 mod exchange;
 mod forward;
+mod h1;
 mod handler;
 pub mod headers;
 mod path;
@@ -52,6 +53,19 @@ pub struct ProxyConfig {
     pub default_request_timeout: Option<Duration>,
     /// Upstream client settings.
     pub upstream: UpstreamSettings,
+    /// Who speaks HTTP/1.1: the native codec (default) or hyper.
+    pub http1_codec: Http1Codec,
+}
+
+/// The HTTP/1.1 implementation on both sides of the proxy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Http1Codec {
+    /// Tidegate's own codec for clients and pooled client for HTTP/1.1 upstreams; hyper serves
+    /// what it leaves (HTTP/2, upgrades, HTTP/1.0, `Expect`).
+    #[default]
+    Native,
+    /// hyper for everything.
+    Hyper,
 }
 
 impl Default for ProxyConfig {
@@ -62,6 +76,7 @@ impl Default for ProxyConfig {
             max_header_bytes: 64 * 1024,
             default_request_timeout: Some(Duration::from_secs(60)),
             upstream: UpstreamSettings::default(),
+            http1_codec: Http1Codec::default(),
         }
     }
 }

@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use super::Shared;
+use super::body::ClientBody;
 use super::conn::{Activity, ConnCtx};
-use super::handler;
+use super::{Http1Codec, Shared, h1, handler};
 use crate::telemetry::metrics::ListenerLabels;
 
 /// Accepts connections until `shared.draining` is cancelled.
@@ -33,8 +33,14 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                 let shared2 = shared.clone();
                 let open = open.clone();
                 open.inc();
+                let native = shared.config.http1_codec == Http1Codec::Native;
                 shared.connections.spawn(async move {
-                    serve_connection(shared2, stream, peer).await;
+                    if native {
+                        h1::serve(shared2, stream, peer).await;
+                    } else {
+                        let _ = stream.set_nodelay(true);
+                        serve_hyper(shared2, stream, peer).await;
+                    }
                     open.dec();
                 });
             }
@@ -47,8 +53,11 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: std::net::SocketAddr) {
-    let _ = stream.set_nodelay(true);
+/// Serves a connection with hyper (HTTP/2, and HTTP/1.1 when the native codec hands over).
+pub(crate) async fn serve_hyper<I>(shared: Arc<Shared>, stream: I, peer: std::net::SocketAddr)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let ctx = Arc::new(ConnCtx {
         peer,
@@ -56,7 +65,9 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream, peer: std::net
         activity: activity.clone(),
     });
     let svc_shared = shared.clone();
-    let service = service_fn(move |req| handler::handle(svc_shared.clone(), ctx.clone(), req));
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        handler::handle(svc_shared.clone(), ctx.clone(), req.map(ClientBody::Hyper))
+    });
     let conn = shared
         .server
         .serve_connection_with_upgrades(TokioIo::new(stream), service);

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::model::{Endpoint, PassiveHealthCheck};
 use crate::proxy::balance::EndpointList;
+use crate::proxy::h1::IdlePool;
 
 /// Milliseconds on a monotonic clock shared by a registry (0 means "never").
 #[derive(Clone, Copy, Debug)]
@@ -57,6 +58,8 @@ pub struct EndpointState {
     ejections: AtomicU32,
     /// When it last became healthy (for slow start; 0: since the start).
     healthy_since: AtomicU64,
+    /// Idle keep-alive connections of the native HTTP/1.1 client.
+    pub idle: IdlePool,
 }
 
 impl EndpointList for Vec<Arc<EndpointState>> {
@@ -82,6 +85,7 @@ impl EndpointState {
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             healthy_since: AtomicU64::new(0),
+            idle: IdlePool::default(),
         }
     }
 

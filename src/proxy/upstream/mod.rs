@@ -598,6 +598,8 @@ pub struct Clients {
     pub http1: Client<HttpConnector, RequestBody>,
     /// HTTP/2 cleartext, prior knowledge.
     pub h2c: Client<HttpConnector, RequestBody>,
+    /// The native HTTP/1.1 client's settings (its pools live on the endpoints).
+    pub native: crate::proxy::h1::ClientSettings,
 }
 
 impl Clients {
@@ -620,6 +622,11 @@ impl Clients {
             settings: s.clone(),
             http1,
             h2c,
+            native: crate::proxy::h1::ClientSettings {
+                connect_timeout: s.connect_timeout,
+                idle_timeout: s.pool_idle_timeout,
+                max_idle: s.pool_max_idle_per_host,
+            },
         }
     }
 }

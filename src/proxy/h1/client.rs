@@ -1,0 +1,458 @@
+//! The native HTTP/1.1 upstream client: pooled keep-alive connections per endpoint, driven by
+//! the task serving the request (no connection task, no channel between them).
+//!
+//! A request is written whole (head and, when it is already in memory, body in one write),
+//! then the response head is read; the response body is read by [`UpstreamBody`] as the client
+//! side consumes it, and the connection goes back to its endpoint's pool the moment the body is
+//! complete. A pooled connection that turns out to be closed by the upstream (the keep-alive
+//! race) is replaced by a new one and the request re-sent, when the whole request is still in
+//! memory and no response byte was received.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{Method, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::codec::{self, Chunk, ChunkedDecoder, Framing};
+use crate::proxy::body::{BoxError, RequestBody};
+use crate::proxy::upstream::EndpointState;
+
+/// Read buffer of a connection; a response that fits is read in one call.
+const READ_BUF: usize = 16 * 1024;
+/// Largest response head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// Bodies up to this size are copied into the head's write; larger frames are written apart.
+const COALESCE: usize = 16 * 1024;
+
+/// One upstream connection.
+pub struct Conn {
+    io: TcpStream,
+    read: BytesMut,
+    write: BytesMut,
+    idle_since: Instant,
+}
+
+/// Idle connections of one endpoint, most recently used last.
+#[derive(Default)]
+pub struct IdlePool {
+    idle: Mutex<Vec<Conn>>,
+}
+
+impl std::fmt::Debug for IdlePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdlePool").finish_non_exhaustive()
+    }
+}
+
+impl IdlePool {
+    /// A live idle connection, if one is kept. Connections idle longer than `max_idle` and ones
+    /// the upstream closed (readable while idle) are dropped on the way.
+    fn checkout(&self, max_idle: Duration) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(conn) = idle.pop() {
+            if conn.idle_since.elapsed() < max_idle && conn.is_quiet() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, mut conn: Conn, max: usize) {
+        conn.idle_since = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < max {
+            idle.push(conn);
+        }
+    }
+
+    /// Drops connections idle longer than `max_idle` or closed by the upstream.
+    pub fn reap(&self, max_idle: Duration) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|c| c.idle_since.elapsed() < max_idle && c.is_quiet());
+    }
+
+    /// How many idle connections are kept.
+    pub fn len(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether none are kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Conn {
+    /// Nothing arrived while idle: no EOF, no stray bytes. Uses the readiness the reactor
+    /// already has, and a non-blocking read only when it says readable.
+    fn is_quiet(&self) -> bool {
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read.capacity() - self.read.len() < 1024 {
+            self.read.reserve(READ_BUF);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+    }
+}
+
+/// Settings a send needs.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientSettings {
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle: usize,
+}
+
+/// Why a send failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection could be made.
+    #[error("connect to {addr}: {source}")]
+    Connect { addr: Arc<str>, source: io::Error },
+    /// The connection broke or the upstream spoke invalid HTTP.
+    #[error("{0}")]
+    Broken(BoxError),
+}
+
+fn broken(e: impl Into<BoxError>) -> SendError {
+    SendError::Broken(e.into())
+}
+
+async fn connect(endpoint: &EndpointState, s: &ClientSettings) -> Result<Conn, SendError> {
+    let addr = &endpoint.endpoint.address;
+    let fail = |source| SendError::Connect {
+        addr: addr.clone(),
+        source,
+    };
+    let io = match tokio::time::timeout(s.connect_timeout, TcpStream::connect(&**addr)).await {
+        Ok(r) => r.map_err(fail)?,
+        Err(_) => return Err(fail(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))),
+    };
+    let _ = io.set_nodelay(true);
+    Ok(Conn {
+        io,
+        read: BytesMut::with_capacity(READ_BUF),
+        write: BytesMut::with_capacity(4096),
+        idle_since: Instant::now(),
+    })
+}
+
+/// Sends `req` to `endpoint` and returns the response once its head arrived.
+pub async fn send(
+    endpoint: &Arc<EndpointState>,
+    s: &ClientSettings,
+    req: Request<RequestBody>,
+) -> Result<Response<UpstreamBody>, SendError> {
+    let (parts, mut body) = req.into_parts();
+    let head_request = parts.method == Method::HEAD;
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str());
+    let framing = match body.size_hint().exact() {
+        Some(0) if body.is_end_stream() => Framing::None,
+        Some(n) => Framing::Length(n),
+        None => Framing::Chunked,
+    };
+
+    let mut reused = true;
+    let mut conn = match endpoint.idle.checkout(s.idle_timeout) {
+        Some(c) => c,
+        None => {
+            reused = false;
+            connect(endpoint, s).await?
+        }
+    };
+    conn.write.clear();
+    codec::put_request_head(
+        &mut conn.write,
+        &parts.method,
+        target,
+        &parts.headers,
+        &endpoint.endpoint.address,
+        framing,
+    );
+    // Whatever of the body is ready now rides along with the head.
+    let mut body_done = framing == Framing::None;
+    while !body_done && conn.write.len() < COALESCE {
+        match futures::FutureExt::now_or_never(poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))) {
+            Some(Some(Ok(frame))) => put_frame(&mut conn.write, frame, framing),
+            Some(Some(Err(e))) => return Err(broken(e)),
+            Some(None) => {
+                finish_body(&mut conn.write, framing);
+                body_done = true;
+            }
+            None => break,
+        }
+    }
+
+    // The whole request is in `write` when the body is done: it can be re-sent on a new
+    // connection if a pooled one turns out dead.
+    let mut resent = false;
+    let head = loop {
+        let attempt = async {
+            conn.io.write_all(&conn.write).await.map_err(broken)?;
+            if !body_done {
+                stream_body(&mut conn, &mut body, framing).await?;
+            }
+            read_head(&mut conn, head_request).await
+        };
+        match attempt.await {
+            Ok(head) => break head,
+            Err(Failure::Stale(_)) if reused && body_done && !resent => {
+                resent = true;
+                reused = false;
+                let request = std::mem::take(&mut conn.write);
+                conn = connect(endpoint, s).await?;
+                conn.write = request;
+            }
+            Err(Failure::Stale(e) | Failure::Other(e)) => return Err(e),
+        }
+    };
+
+    let mut resp = Response::new(UpstreamBody::new(
+        conn,
+        head.framing,
+        head.reusable,
+        endpoint.clone(),
+        s.max_idle,
+    ));
+    *resp.status_mut() = head.status;
+    *resp.headers_mut() = head.headers;
+    Ok(resp)
+}
+
+/// A send failure, and whether it looks like a pooled connection the upstream had closed.
+enum Failure {
+    Stale(SendError),
+    Other(SendError),
+}
+
+impl From<SendError> for Failure {
+    fn from(e: SendError) -> Self {
+        // Writes to a connection the peer closed fail with EPIPE/ECONNRESET: stale.
+        Failure::Stale(e)
+    }
+}
+
+fn put_frame(out: &mut BytesMut, frame: Frame<Bytes>, framing: Framing) {
+    if let Ok(data) = frame.into_data() {
+        match framing {
+            Framing::Chunked => codec::put_chunk(out, &data),
+            _ => out.extend_from_slice(&data),
+        }
+    }
+}
+
+fn finish_body(out: &mut BytesMut, framing: Framing) {
+    if framing == Framing::Chunked {
+        out.extend_from_slice(codec::LAST_CHUNK);
+    }
+}
+
+async fn stream_body(
+    conn: &mut Conn,
+    body: &mut RequestBody,
+    framing: Framing,
+) -> Result<(), Failure> {
+    loop {
+        conn.write.clear();
+        match poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
+            Some(Ok(frame)) => put_frame(&mut conn.write, frame, framing),
+            Some(Err(e)) => return Err(Failure::Other(broken(e))),
+            None => {
+                finish_body(&mut conn.write, framing);
+                conn.io
+                    .write_all(&conn.write)
+                    .await
+                    .map_err(|e| Failure::Other(broken(e)))?;
+                return Ok(());
+            }
+        }
+        conn.io
+            .write_all(&conn.write)
+            .await
+            .map_err(|e| Failure::Other(broken(e)))?;
+    }
+}
+
+async fn read_head(conn: &mut Conn, head_request: bool) -> Result<codec::ResponseHead, Failure> {
+    conn.read.clear();
+    loop {
+        let n = poll_fn(|cx| conn.poll_fill(cx)).await;
+        match n {
+            Ok(0) if conn.read.is_empty() => {
+                return Err(Failure::Stale(broken("upstream closed the connection")));
+            }
+            Ok(0) => {
+                return Err(Failure::Other(broken(
+                    "upstream closed the connection in the response head",
+                )));
+            }
+            Ok(_) => {}
+            Err(e) if conn.read.is_empty() => return Err(Failure::Stale(broken(e))),
+            Err(e) => return Err(Failure::Other(broken(e))),
+        }
+        match codec::parse_response(&mut conn.read, head_request) {
+            Ok(Some(head)) => return Ok(head),
+            Ok(None) if conn.read.len() > MAX_HEAD => {
+                return Err(Failure::Other(broken("upstream response head too large")));
+            }
+            Ok(None) => {}
+            Err(why) => return Err(Failure::Other(broken(why))),
+        }
+    }
+}
+
+enum Decode {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    Close,
+    Done,
+}
+
+/// A response body read from an upstream connection, which returns to its pool when the body
+/// is complete (and is closed if the body is dropped before that).
+pub struct UpstreamBody {
+    conn: Option<Conn>,
+    decode: Decode,
+    reusable: bool,
+    endpoint: Arc<EndpointState>,
+    max_idle: usize,
+}
+
+impl UpstreamBody {
+    fn new(
+        conn: Conn,
+        framing: Framing,
+        reusable: bool,
+        endpoint: Arc<EndpointState>,
+        max_idle: usize,
+    ) -> Self {
+        let decode = match framing {
+            Framing::None => Decode::Done,
+            Framing::Length(n) => Decode::Length(n),
+            Framing::Chunked => Decode::Chunked(ChunkedDecoder::default()),
+            Framing::Close => Decode::Close,
+        };
+        let mut body = Self {
+            conn: Some(conn),
+            decode,
+            reusable,
+            endpoint,
+            max_idle,
+        };
+        if matches!(body.decode, Decode::Done) {
+            body.release();
+        }
+        body
+    }
+
+    /// The body is complete: the connection goes back to the pool if it can carry more.
+    fn release(&mut self) {
+        self.decode = Decode::Done;
+        if let Some(conn) = self.conn.take()
+            && self.reusable
+            && conn.read.is_empty()
+        {
+            self.endpoint.idle.checkin(conn, self.max_idle);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match &mut this.decode {
+                Decode::Done => {
+                    this.release();
+                    return Poll::Ready(None);
+                }
+                Decode::Length(left) if !conn.read.is_empty() => {
+                    let n = (conn.read.len() as u64).min(*left) as usize;
+                    *left -= n as u64;
+                    let data = conn.read.split_to(n).freeze();
+                    if *left == 0 {
+                        this.release();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Decode::Chunked(d) if !conn.read.is_empty() => match d.decode(&mut conn.read) {
+                    Ok(Some(Chunk::Data(data))) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Some(Chunk::End)) => {
+                        this.release();
+                        return Poll::Ready(None);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        this.conn = None;
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
+                },
+                Decode::Close if !conn.read.is_empty() => {
+                    let data = conn.read.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                _ => {}
+            }
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if matches!(this.decode, Decode::Close) => {
+                    this.reusable = false;
+                    this.release();
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err("upstream closed the connection mid-body".into())));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.decode, Decode::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.decode {
+            Decode::Done => SizeHint::with_exact(0),
+            Decode::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}

@@ -1,0 +1,828 @@
+//! HTTP/1.1 framing: request and response heads, chunked bodies, and head serialization.
+//!
+//! Parsing is security-critical for a proxy: a message that two HTTP implementations frame
+//! differently lets a client smuggle a request past the proxy. Heads are tokenized by
+//! `httparse` (the parser hyper uses) and then held to RFC 9112's framing rules strictly:
+//! `Content-Length` with `Transfer-Encoding`, a repeated or non-numeric `Content-Length`, a
+//! transfer coding other than one `chunked`, obs-fold, a repeated `Host`, and malformed chunk
+//! lines are all rejected. What this codec does not handle itself (HTTP/1.0, upgrades,
+//! `Expect`, non-origin-form targets) is reported as [`Parsed::Handoff`] and served by hyper.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, StatusCode, Uri};
+
+/// Most header lines a head may have.
+pub const MAX_HEADERS: usize = 100;
+
+/// How a message body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// Exactly this many bytes (more than zero).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the connection closes (responses only).
+    Close,
+}
+
+/// A request head the native path serves.
+#[derive(Debug)]
+pub struct RequestHead {
+    pub method: Method,
+    pub uri: Uri,
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// The client asked to close the connection after this exchange.
+    pub close: bool,
+}
+
+/// The result of parsing what a buffer holds so far.
+#[derive(Debug)]
+pub enum Parsed<T> {
+    /// More bytes are needed.
+    Partial,
+    /// A head (split off the buffer).
+    Done(T),
+    /// A valid request the native codec leaves to hyper (see the module docs).
+    Handoff,
+}
+
+/// Why a head was refused; the connection answers with the status and closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
+    #[error("request head too large")]
+    TooLarge,
+    #[error("unsupported transfer coding")]
+    UnsupportedCoding,
+}
+
+impl Reject {
+    /// The status the client gets.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Reject::Malformed(_) => StatusCode::BAD_REQUEST,
+            Reject::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Reject::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
+        }
+    }
+}
+
+/// Where a header's name and value lie in the head (offsets, so the buffer can be frozen and
+/// values shared without copying).
+#[derive(Clone, Copy, Default)]
+struct Span {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+fn span_of(base: &[u8], part: &[u8]) -> (u32, u32) {
+    let start = part.as_ptr() as usize - base.as_ptr() as usize;
+    (start as u32, (start + part.len()) as u32)
+}
+
+/// Comma-separated list elements of a header value, trimmed, empty ones skipped.
+fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|b| *b == b',').map(trim).filter(|t| !t.is_empty())
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// A `Content-Length` value: ASCII digits only (no sign, no list, no whitespace inside).
+fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        value
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
+    )
+}
+
+/// Parses a request head at the start of `buf`. On `Done`, the caller splits the head off.
+pub fn parse_request(buf: &mut BytesMut) -> Result<Parsed<RequestHead>, Reject> {
+    let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut raw) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err(Reject::TooLarge),
+        Err(httparse::Error::Version) => return Err(Reject::Malformed("unsupported HTTP version")),
+        Err(httparse::Error::HeaderName | httparse::Error::HeaderValue) => {
+            return Err(Reject::Malformed("invalid header line"));
+        }
+        Err(_) => return Err(Reject::Malformed("invalid request line")),
+    };
+    if req.version != Some(1) {
+        return Ok(Parsed::Handoff);
+    }
+    let method = req.method.unwrap_or_default();
+    let path = req.path.unwrap_or_default();
+    if method == "CONNECT" || !path.starts_with('/') {
+        return Ok(Parsed::Handoff);
+    }
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|_| Reject::Malformed("invalid method"))?;
+    let path_span = span_of(buf, path.as_bytes());
+
+    let mut spans = [Span::default(); MAX_HEADERS];
+    let mut length = None;
+    let mut chunked = false;
+    let mut codings = 0;
+    let mut hosts = 0;
+    let mut close = false;
+    for (h, span) in req.headers.iter().zip(spans.iter_mut()) {
+        let name = h.name.as_bytes();
+        let value = h.value;
+        *span = Span {
+            name: span_of(buf, name),
+            value: span_of(buf, value),
+        };
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if length.is_some() {
+                return Err(Reject::Malformed("more than one Content-Length"));
+            }
+            length = Some(content_length(value).ok_or(Reject::Malformed("invalid Content-Length"))?);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            for coding in list(value) {
+                codings += 1;
+                if !coding.eq_ignore_ascii_case(b"chunked") {
+                    return Err(Reject::UnsupportedCoding);
+                }
+                chunked = true;
+            }
+            if codings == 0 {
+                return Err(Reject::Malformed("empty Transfer-Encoding"));
+            }
+        } else if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in list(value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return Ok(Parsed::Handoff);
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"expect") {
+            return Ok(Parsed::Handoff);
+        }
+    }
+    let count = req.headers.len();
+    if codings > 1 {
+        return Err(Reject::Malformed("chunked applied more than once"));
+    }
+    if chunked && length.is_some() {
+        return Err(Reject::Malformed("both Content-Length and Transfer-Encoding"));
+    }
+    match hosts {
+        0 => return Err(Reject::Malformed("missing Host header")),
+        1 => {}
+        _ => return Err(Reject::Malformed("more than one Host header")),
+    }
+    let framing = match (chunked, length) {
+        (true, _) => Framing::Chunked,
+        (false, Some(0) | None) => Framing::None,
+        (false, Some(n)) => Framing::Length(n),
+    };
+
+    let head = buf.split_to(len).freeze();
+    let slice = |(a, b): (u32, u32)| head.slice(a as usize..b as usize);
+    let uri = Uri::from_maybe_shared(slice(path_span))
+        .map_err(|_| Reject::Malformed("invalid request target"))?;
+    let headers = header_map(&head, &spans[..count])?;
+    Ok(Parsed::Done(RequestHead {
+        method,
+        uri,
+        headers,
+        framing,
+        close,
+    }))
+}
+
+fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, Reject> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for s in spans {
+        let name = HeaderName::from_bytes(&head[s.name.0 as usize..s.name.1 as usize])
+            .map_err(|_| Reject::Malformed("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(s.value.0 as usize..s.value.1 as usize))
+            .map_err(|_| Reject::Malformed("invalid header value"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+/// A response head from an upstream.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub framing: Framing,
+    /// The connection can carry another request after this response.
+    pub reusable: bool,
+}
+
+/// Parses a response head at the start of `buf` (1xx interim responses other than 101 are
+/// consumed and skipped). `head_request`: the request was HEAD, so no body follows.
+pub fn parse_response(
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<Option<ResponseHead>, &'static str> {
+    loop {
+        let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut resp, buf, &mut raw,
+        ) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err("invalid response head"),
+        };
+        let code = resp.code.unwrap_or(0);
+        let status = StatusCode::from_u16(code).map_err(|_| "invalid status code")?;
+        if status.is_informational() && code != 101 {
+            buf.advance(len);
+            continue;
+        }
+        let mut spans = [Span::default(); MAX_HEADERS];
+        let mut length: Option<u64> = None;
+        let mut last_coding_chunked = None;
+        let mut close = resp.version != Some(1);
+        for (h, span) in resp.headers.iter().zip(spans.iter_mut()) {
+            let name = h.name.as_bytes();
+            *span = Span {
+                name: span_of(buf, name),
+                value: span_of(buf, h.value),
+            };
+            if name.eq_ignore_ascii_case(b"content-length") {
+                let n = content_length(h.value).ok_or("invalid Content-Length")?;
+                if length.is_some_and(|l| l != n) {
+                    return Err("conflicting Content-Length");
+                }
+                length = Some(n);
+            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                if let Some(last) = list(h.value).last() {
+                    last_coding_chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+                }
+            } else if name.eq_ignore_ascii_case(b"connection") {
+                for token in list(h.value) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") && resp.version == Some(0)
+                    {
+                        close = false;
+                    }
+                }
+            }
+        }
+        let count = resp.headers.len();
+        let bodiless = head_request || code == 204 || code == 304 || code == 101;
+        let framing = match (bodiless, last_coding_chunked, length) {
+            (true, _, _) => Framing::None,
+            (false, Some(true), _) => Framing::Chunked,
+            (false, Some(false), _) => Framing::Close,
+            (false, None, Some(0)) => Framing::None,
+            (false, None, Some(n)) => Framing::Length(n),
+            (false, None, None) => Framing::Close,
+        };
+        let head = buf.split_to(len).freeze();
+        let headers = header_map(&head, &spans[..count]).map_err(|_| "invalid header")?;
+        return Ok(Some(ResponseHead {
+            status,
+            headers,
+            reusable: !close && framing != Framing::Close,
+            framing,
+        }));
+    }
+}
+
+/// What a chunked decoder produced.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Chunk {
+    Data(Bytes),
+    /// The last chunk and the trailer section were read (trailers are dropped).
+    End,
+}
+
+/// Why a chunked body was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid chunked body: {0}")]
+pub struct ChunkError(pub &'static str);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Size,
+    SizeLws,
+    Ext,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    TrailerStart,
+    Trailer,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+/// Longest chunk extension or trailer section accepted.
+const MAX_CHUNK_META: usize = 16 * 1024;
+
+/// An incremental, strict decoder of `Transfer-Encoding: chunked` (RFC 9112 §7.1): hex sizes
+/// only (no sign, no `0x`, no overflow), CRLF line ends, whitespace only before an extension.
+#[derive(Debug, Clone)]
+pub struct ChunkedDecoder {
+    state: State,
+    size: u64,
+    digits: u32,
+    meta: usize,
+}
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        Self {
+            state: State::Size,
+            size: 0,
+            digits: 0,
+            meta: 0,
+        }
+    }
+}
+
+impl ChunkedDecoder {
+    /// Consumes from `buf` and returns the next piece, or `None` when `buf` ran out first.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Chunk>, ChunkError> {
+        loop {
+            if self.state == State::Done {
+                return Ok(Some(Chunk::End));
+            }
+            if self.state == State::Data {
+                if buf.is_empty() {
+                    return Ok(None);
+                }
+                let n = (buf.len() as u64).min(self.size) as usize;
+                self.size -= n as u64;
+                if self.size == 0 {
+                    self.state = State::DataCr;
+                }
+                return Ok(Some(Chunk::Data(buf.split_to(n).freeze())));
+            }
+            let Some(&b) = buf.first() else {
+                return Ok(None);
+            };
+            buf.advance(1);
+            self.state = match (self.state, b) {
+                (State::Size, b) if b.is_ascii_hexdigit() => {
+                    self.digits += 1;
+                    if self.digits > 16 {
+                        return Err(ChunkError("chunk size too large"));
+                    }
+                    let d = (b as char).to_digit(16).unwrap_or(0);
+                    self.size = (self.size << 4) | u64::from(d);
+                    State::Size
+                }
+                (State::Size, _) if self.digits == 0 => {
+                    return Err(ChunkError("missing chunk size"));
+                }
+                (State::Size | State::SizeLws, b' ' | b'\t') => State::SizeLws,
+                (State::Size | State::SizeLws, b';') => State::Ext,
+                (State::Size | State::SizeLws, b'\r') => State::SizeLf,
+                (State::Size | State::SizeLws, _) => {
+                    return Err(ChunkError("invalid chunk size line"));
+                }
+                (State::Ext, b'\r') => State::SizeLf,
+                (State::Ext, b'\n') => return Err(ChunkError("bare LF in chunk extension")),
+                (State::Ext, b) if b != b'\t' && (b < 0x20 || b == 0x7f) => {
+                    return Err(ChunkError("control character in chunk extension"));
+                }
+                (State::Ext, _) => {
+                    self.meta += 1;
+                    if self.meta > MAX_CHUNK_META {
+                        return Err(ChunkError("chunk extension too long"));
+                    }
+                    State::Ext
+                }
+                (State::SizeLf, b'\n') => {
+                    self.digits = 0;
+                    if self.size == 0 {
+                        State::TrailerStart
+                    } else {
+                        State::Data
+                    }
+                }
+                (State::SizeLf, _) => return Err(ChunkError("expected LF after chunk size")),
+                (State::DataCr, b'\r') => State::DataLf,
+                (State::DataCr, _) => return Err(ChunkError("expected CRLF after chunk data")),
+                (State::DataLf, b'\n') => State::Size,
+                (State::DataLf, _) => return Err(ChunkError("expected LF after chunk data")),
+                (State::TrailerStart, b'\r') => State::EndLf,
+                (State::TrailerStart | State::Trailer, b'\n') => {
+                    return Err(ChunkError("bare LF in trailer section"));
+                }
+                (State::Trailer, b'\r') => State::TrailerLf,
+                (State::TrailerStart | State::Trailer, _) => {
+                    self.meta += 1;
+                    if self.meta > MAX_CHUNK_META {
+                        return Err(ChunkError("trailer section too long"));
+                    }
+                    State::Trailer
+                }
+                (State::TrailerLf, b'\n') => State::TrailerStart,
+                (State::TrailerLf, _) => return Err(ChunkError("expected LF in trailer section")),
+                (State::EndLf, b'\n') => State::Done,
+                (State::EndLf, _) => return Err(ChunkError("expected LF after last chunk")),
+                (State::Data | State::Done, _) => unreachable!("handled above"),
+            };
+        }
+    }
+}
+
+/// Appends `n` in decimal.
+fn put_u64(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Appends the header lines of `headers` except the framing ones the writer sets itself.
+fn put_headers(out: &mut BytesMut, headers: &HeaderMap, keep_length: bool) {
+    for (name, value) in headers {
+        if name == header::TRANSFER_ENCODING
+            || name == header::CONNECTION
+            || (!keep_length && name == header::CONTENT_LENGTH)
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+fn put_framing(out: &mut BytesMut, framing: Framing) {
+    match framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            put_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::None | Framing::Close => {}
+    }
+}
+
+/// Appends a request head. `framing` decides `Content-Length`/`Transfer-Encoding`;
+/// `host` is written when `headers` has none.
+pub fn put_request_head(
+    out: &mut BytesMut,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    host: &str,
+    framing: Framing,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if !headers.contains_key(header::HOST) {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(host.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    put_headers(out, headers, false);
+    match framing {
+        // A body-carrying method with an empty body says so explicitly.
+        Framing::None
+            if matches!(*method, Method::POST | Method::PUT | Method::PATCH) =>
+        {
+            out.extend_from_slice(b"content-length: 0\r\n");
+        }
+        f => put_framing(out, f),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the response body is written to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// Headers only; `Content-Length` as the handler set it (HEAD, 304) or this length.
+    Bodiless(Option<u64>),
+    /// A body with this framing.
+    Body(Framing),
+}
+
+/// Appends a response head.
+pub fn put_response_head(
+    out: &mut BytesMut,
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: ResponseFraming,
+    close: bool,
+    date: &[u8],
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let no_length = status == StatusCode::NO_CONTENT || status.is_informational();
+    match framing {
+        ResponseFraming::Bodiless(computed) => {
+            let has = headers.contains_key(header::CONTENT_LENGTH);
+            put_headers(out, headers, has && !no_length);
+            if let (false, false, Some(n)) = (has, no_length, computed) {
+                put_framing(out, Framing::Length(n));
+            }
+        }
+        ResponseFraming::Body(f) => {
+            put_headers(out, headers, false);
+            put_framing(out, f);
+        }
+    }
+    if !headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(date);
+        out.extend_from_slice(b"\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends one chunk of a chunked body.
+pub fn put_chunk(out: &mut BytesMut, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    put_chunk_size(out, data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a chunk-size line (the data and its CRLF follow).
+pub fn put_chunk_size(out: &mut BytesMut, mut n: usize) {
+    let mut size = [0u8; 16];
+    let mut i = size.len();
+    loop {
+        i -= 1;
+        size[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&size[i..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The last chunk of a chunked body (no trailers).
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(raw: &str) -> Result<Parsed<RequestHead>, Reject> {
+        parse_request(&mut BytesMut::from(raw))
+    }
+
+    fn done(raw: &str) -> RequestHead {
+        match req(raw) {
+            Ok(Parsed::Done(h)) => h,
+            other => panic!("{raw:?}: {other:?}"),
+        }
+    }
+
+    fn rejected(raw: &str) -> Reject {
+        match req(raw) {
+            Err(e) => e,
+            other => panic!("{raw:?} should be rejected: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_simple_request_parses_and_leaves_the_rest() {
+        let mut buf = BytesMut::from("GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\r\nNEXT");
+        let Ok(Parsed::Done(h)) = parse_request(&mut buf) else {
+            panic!()
+        };
+        assert_eq!(&buf[..], b"NEXT");
+        assert_eq!(h.method, Method::GET);
+        assert_eq!(h.uri.path(), "/a");
+        assert_eq!(h.uri.query(), Some("b=1"));
+        assert_eq!(h.headers["x-a"], "1");
+        assert_eq!(h.framing, Framing::None);
+        assert!(!h.close);
+    }
+
+    #[test]
+    fn partial_heads_wait_for_more() {
+        assert!(matches!(req("GET / HTTP/1.1\r\nHost: x\r\n"), Ok(Parsed::Partial)));
+        assert!(matches!(req("GE"), Ok(Parsed::Partial)));
+    }
+
+    #[test]
+    fn framing_comes_from_length_or_chunked() {
+        let h = done("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n");
+        assert_eq!(h.framing, Framing::Length(12));
+        let h = done("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(h.framing, Framing::None);
+        let h = done("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n");
+        assert_eq!(h.framing, Framing::Chunked);
+        let h = done("GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, close\r\n\r\n");
+        assert!(h.close);
+    }
+
+    #[test]
+    fn smuggling_shapes_are_rejected() {
+        let cases = [
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: \r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n folded\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n\tfolded\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+            "GET / HTTP/1.1\r\nX-A: 1\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHo\"st: x\r\n\r\n",
+            "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET / HTTP/1.2\r\nHost: x\r\n\r\n",
+            "GET / HTTP/2.0\r\nHost: x\r\n\r\n",
+        ];
+        for raw in cases {
+            rejected(raw);
+        }
+        for raw in [
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n",
+        ] {
+            assert_eq!(rejected(raw), Reject::UnsupportedCoding, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn what_the_native_codec_leaves_to_hyper() {
+        for raw in [
+            "GET / HTTP/1.0\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            "CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
+            "GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+            "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            assert!(matches!(req(raw), Ok(Parsed::Handoff)), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn too_many_headers_is_431() {
+        let mut raw = "GET / HTTP/1.1\r\nHost: x\r\n".to_owned();
+        for i in 0..MAX_HEADERS {
+            raw.push_str(&format!("X-{i}: 1\r\n"));
+        }
+        raw.push_str("\r\n");
+        assert_eq!(rejected(&raw), Reject::TooLarge);
+    }
+
+    fn decode_all(input: &[u8]) -> Result<(Vec<u8>, bool), ChunkError> {
+        // Feed byte by byte: framing must not depend on how reads split the stream.
+        let mut d = ChunkedDecoder::default();
+        let mut out = Vec::new();
+        let mut buf = BytesMut::new();
+        for b in input {
+            buf.extend_from_slice(&[*b]);
+            while let Some(c) = d.decode(&mut buf)? {
+                match c {
+                    Chunk::Data(data) => out.extend_from_slice(&data),
+                    Chunk::End => return Ok((out, true)),
+                }
+            }
+        }
+        Ok((out, false))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_any_split() {
+        let (out, end) =
+            decode_all(b"5\r\nhello\r\n6;name=v\r\n world\r\n0\r\nX-T: 1\r\n\r\n").unwrap();
+        assert_eq!(out, b"hello world");
+        assert!(end);
+        let (out, end) = decode_all(b"A \r\n0123456789\r\n0\r\n\r\n").unwrap();
+        assert_eq!(out, b"0123456789");
+        assert!(end);
+        let (_, end) = decode_all(b"5\r\nhel").unwrap();
+        assert!(!end);
+    }
+
+    #[test]
+    fn bad_chunk_lines_are_rejected() {
+        for bad in [
+            &b"-5\r\nhello\r\n0\r\n\r\n"[..],
+            b"+5\r\nhello\r\n0\r\n\r\n",
+            b"0x5\r\nhello\r\n0\r\n\r\n",
+            b"\r\nhello\r\n0\r\n\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5 5\r\nhello\r\n0\r\n\r\n",
+            b"fffffffffffffffff\r\n",
+            b"5;a\nb\r\nhello\r\n0\r\n\r\n",
+            b"0\r\nX: 1\n\r\n",
+            b"0\r\n\n",
+        ] {
+            assert!(decode_all(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn responses_frame_by_status_method_and_headers() {
+        let parse = |raw: &str, head: bool| {
+            parse_response(&mut BytesMut::from(raw), head)
+                .unwrap()
+                .unwrap()
+        };
+        let r = parse("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc", false);
+        assert_eq!((r.framing, r.reusable), (Framing::Length(3), true));
+        let r = parse("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", true);
+        assert_eq!(r.framing, Framing::None);
+        let r = parse("HTTP/1.1 204 No Content\r\n\r\n", false);
+        assert_eq!(r.framing, Framing::None);
+        let r = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false);
+        assert_eq!(r.framing, Framing::Chunked);
+        let r = parse("HTTP/1.1 200 OK\r\n\r\n", false);
+        assert_eq!((r.framing, r.reusable), (Framing::Close, false));
+        let r = parse("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", false);
+        assert!(!r.reusable);
+        let r = parse("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", false);
+        assert_eq!(r.status, StatusCode::CREATED);
+        assert!(
+            parse_response(
+                &mut BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+                false
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn heads_serialize_with_one_framing_header() {
+        let mut h = HeaderMap::new();
+        h.insert("x-a", HeaderValue::from_static("1"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        let mut out = BytesMut::new();
+        put_request_head(&mut out, &Method::POST, "/p?q", &h, "up:80", Framing::Length(5));
+        assert_eq!(
+            &out[..],
+            b"POST /p?q HTTP/1.1\r\nhost: up:80\r\nx-a: 1\r\ncontent-length: 5\r\n\r\n"
+        );
+        let mut out = BytesMut::new();
+        put_response_head(&mut out, StatusCode::OK, &h, ResponseFraming::Body(Framing::Chunked), true, b"D");
+        assert_eq!(
+            &out[..],
+            b"HTTP/1.1 200 OK\r\nx-a: 1\r\ntransfer-encoding: chunked\r\ndate: D\r\nconnection: close\r\n\r\n"
+        );
+        let mut out = BytesMut::new();
+        put_chunk(&mut out, &[b'x'; 26]);
+        assert_eq!(&out[..4], b"1a\r\n");
+    }
+}
