@@ -107,7 +107,12 @@ struct RunArgs {
     worker_threads: Option<usize>,
     /// HTTP/1.1 implementation: `native` (tidegate's codec and upstream client; hyper still
     /// serves HTTP/2, upgrades, HTTP/1.0 and Expect) or `hyper` (hyper for everything).
-    #[arg(long, env = "TIDEGATE_HTTP1_CODEC", value_enum, default_value = "native")]
+    #[arg(
+        long,
+        env = "TIDEGATE_HTTP1_CODEC",
+        value_enum,
+        default_value = "native"
+    )]
     http1_codec: Http1Codec,
 }
 

@@ -21,6 +21,26 @@ use super::h1::{NativeBody, UpstreamBody};
 /// The error type of bodies on the request path.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The client's request body failed (malformed chunking, or the client went away mid-body): a
+/// fault of the client, never counted against the upstream.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the client's request body: {0}")]
+pub struct ClientBodyError(#[source] pub BoxError);
+
+impl ClientBodyError {
+    /// Whether `e` or one of its sources is a client body error.
+    pub fn is_cause_of(e: &(dyn std::error::Error + 'static)) -> bool {
+        let mut cur = Some(e);
+        while let Some(err) = cur {
+            if err.is::<ClientBodyError>() {
+                return true;
+            }
+            cur = err.source();
+        }
+        false
+    }
+}
+
 /// A request body as the client sends it: through hyper, or through the native HTTP/1.1 codec.
 pub enum ClientBody {
     /// Read by hyper (HTTP/2, and HTTP/1.1 connections handed to hyper).
@@ -210,7 +230,9 @@ impl Body for RequestBody {
         let Some(rest) = &mut this.rest else {
             return Poll::Ready(None);
         };
-        let polled = Pin::new(rest).poll_frame(cx);
+        let polled = Pin::new(rest)
+            .poll_frame(cx)
+            .map_err(|e| -> BoxError { Box::new(ClientBodyError(e)) });
         if let (Poll::Ready(Some(Ok(frame))), Some(counter)) = (&polled, &this.counted)
             && let Some(data) = frame.data_ref()
         {

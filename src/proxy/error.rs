@@ -34,6 +34,9 @@ pub enum ProxyError {
     /// The upstream reset the connection or spoke invalid HTTP.
     #[error("upstream failed")]
     UpstreamFailed(#[source] super::body::BoxError),
+    /// The client's request body was malformed or cut off.
+    #[error("the request body could not be read")]
+    ClientBody,
     /// The upstream did not answer in time.
     #[error("upstream timed out")]
     Timeout,
@@ -47,7 +50,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::ClientBody => StatusCode::BAD_REQUEST,
             ProxyError::NoBackend
             | ProxyError::NoEndpoints { .. }
             | ProxyError::NoHealthyEndpoints { .. }
@@ -81,6 +84,9 @@ impl ProxyError {
             ProxyError::UpstreamConnect(_) => "upstream connect error\n".to_owned(),
             ProxyError::UpstreamFailed(_) => "upstream connection failed\n".to_owned(),
             ProxyError::Timeout => "upstream timed out\n".to_owned(),
+            ProxyError::ClientBody => {
+                "bad request: the request body could not be read\n".to_owned()
+            }
             ProxyError::UpgradeUnsupported(why) => format!("cannot upgrade: {why}\n"),
         };
         let mut resp = Response::new(ProxyBody::full(body));

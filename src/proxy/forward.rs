@@ -13,7 +13,7 @@ use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
 use super::balance::{PickContext, random::random_u64, stable_hash};
-use super::body::{BoxError, ClientBody, ProxyBody, RequestBody};
+use super::body::{BoxError, ClientBody, ClientBodyError, ProxyBody, RequestBody};
 use super::conn::ConnCtx;
 use super::error::ProxyError;
 use super::exchange::Exchange;
@@ -36,12 +36,16 @@ pub(crate) struct Target<'a> {
     pub started: Instant,
 }
 
-/// What came back from one attempt.
+/// What came back from one attempt. (Short-lived on the stack; boxing the response would cost
+/// an allocation per request.)
+#[allow(clippy::large_enum_variant)]
 enum Outcome {
     /// A response, and the upstream side of an upgrade when it switched protocols.
     Response(Response<ProxyBody>, Option<OnUpgrade>),
     ConnectFailed(BoxError),
     Broken(BoxError),
+    /// The client's request body failed: says nothing about the upstream.
+    ClientBody(BoxError),
     TimedOut,
 }
 
@@ -244,6 +248,14 @@ pub(crate) async fn forward(
                 false,
                 retry.is_some_and(|r| r.on.reset || r.on.gateway_error || r.on.any_5xx),
             ),
+            Outcome::ClientBody(e) => {
+                // Not the upstream's doing: no health or breaker outcome, no retry.
+                if let Some((breaker, admission)) = admission {
+                    breaker.release(admission);
+                }
+                tracing::debug!(error = %e, "the client's request body failed");
+                return Err(ProxyError::ClientBody);
+            }
         };
         state.record(&endpoint, success);
         if let Some((breaker, admission)) = admission {
@@ -289,6 +301,7 @@ pub(crate) async fn forward(
             }
             Outcome::ConnectFailed(e) => return Err(ProxyError::UpstreamConnect(e)),
             Outcome::Broken(e) => return Err(ProxyError::UpstreamFailed(e)),
+            Outcome::ClientBody(_) => unreachable!("returned above"),
             Outcome::TimedOut => return Err(ProxyError::Timeout),
         }
     };
@@ -319,6 +332,7 @@ fn classify(r: Result<Response<Incoming>, hyper_util::client::legacy::Error>) ->
             Outcome::Response(resp.map(ProxyBody::upstream), upgrade)
         }
         Err(e) if e.is_connect() => Outcome::ConnectFailed(e.into()),
+        Err(e) if ClientBodyError::is_cause_of(&e) => Outcome::ClientBody(e.into()),
         Err(e) => Outcome::Broken(e.into()),
     }
 }
@@ -327,6 +341,9 @@ fn classify_native(r: Result<Response<h1::UpstreamBody>, h1::SendError>) -> Outc
     match r {
         Ok(resp) => Outcome::Response(resp.map(ProxyBody::native), None),
         Err(e @ h1::SendError::Connect { .. }) => Outcome::ConnectFailed(e.into()),
+        Err(h1::SendError::Broken(e)) if ClientBodyError::is_cause_of(&*e) => {
+            Outcome::ClientBody(e)
+        }
         Err(h1::SendError::Broken(e)) => Outcome::Broken(e),
     }
 }
@@ -347,7 +364,7 @@ fn build_request(
 }
 
 /// RFC 9110 §9.2.2: safe to repeat.
-fn idempotent(m: &Method) -> bool {
+pub(crate) fn idempotent(m: &Method) -> bool {
     matches!(
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE

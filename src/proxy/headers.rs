@@ -26,26 +26,43 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 
 /// Removes hop-by-hop headers, including those the `Connection` header names. `TE: trailers`
 /// is kept (gRPC needs it end to end).
+///
+/// One pass finds which are present (usually none, or `Connection` alone): removing absent
+/// names would hash each of them for nothing, on every request and every response.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        // Names listed in Connection are hop-by-hop too; collect before mutating.
-        let listed: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in listed {
+    let mut present = 0u16;
+    let mut te = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        } else if name == header::TE {
+            te = true;
+        }
+    }
+    if present & 1 != 0 {
+        // Names listed in Connection are hop-by-hop too (values are cheap to clone: shared).
+        let mut values = headers.get_all(header::CONNECTION).iter();
+        let first = values.next().cloned();
+        let more: Vec<HeaderValue> = values.cloned().collect();
+        for value in first.iter().chain(&more) {
+            for token in value.to_str().unwrap_or("").split(',') {
+                let token = token.trim();
+                if !token.is_empty() {
+                    headers.remove(token);
+                }
+            }
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    let te_trailers = headers
-        .get(header::TE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    if !te_trailers {
+    if te
+        && !headers
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
         headers.remove(header::TE);
     }
 }

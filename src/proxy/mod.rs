@@ -118,20 +118,31 @@ impl Proxy {
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(config.max_header_bytes as u32);
-        Self {
-            shared: Arc::new(Shared {
-                router: ArcSwap::from_pointee(router),
-                registry,
-                clients: Clients::new(&config.upstream),
-                config,
-                telemetry,
-                server,
-                draining: CancellationToken::new(),
-                hard_stop: CancellationToken::new(),
-                connections: TaskTracker::new(),
-                tunnels: TaskTracker::new(),
-            }),
+        let shared = Arc::new(Shared {
+            router: ArcSwap::from_pointee(router),
+            registry,
+            clients: Clients::new(&config.upstream),
+            config,
+            telemetry,
+            server,
+            draining: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+            connections: TaskTracker::new(),
+            tunnels: TaskTracker::new(),
+        });
+        // Idle upstream connections the upstream closed, or that outlived the idle timeout,
+        // are closed even when no request comes to check them out.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&shared);
+            runtime.spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    let Some(shared) = weak.upgrade() else { break };
+                    shared.registry.reap_idle();
+                }
+            });
         }
+        Self { shared }
     }
 
     /// Makes `table` the one new requests are served from.

@@ -39,7 +39,7 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
                         h1::serve(shared2, stream, peer).await;
                     } else {
                         let _ = stream.set_nodelay(true);
-                        serve_hyper(shared2, stream, peer).await;
+                        Box::pin(serve_hyper(shared2, stream, peer)).await;
                     }
                     open.dec();
                 });

@@ -146,7 +146,12 @@ async fn connect(endpoint: &EndpointState, s: &ClientSettings) -> Result<Conn, S
     };
     let io = match tokio::time::timeout(s.connect_timeout, TcpStream::connect(&**addr)).await {
         Ok(r) => r.map_err(fail)?,
-        Err(_) => return Err(fail(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))),
+        Err(_) => {
+            return Err(fail(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connect timed out",
+            )));
+        }
     };
     let _ = io.set_nodelay(true);
     Ok(Conn {
@@ -165,10 +170,8 @@ pub async fn send(
 ) -> Result<Response<UpstreamBody>, SendError> {
     let (parts, mut body) = req.into_parts();
     let head_request = parts.method == Method::HEAD;
-    let target = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str());
+    let idempotent = crate::proxy::forward::idempotent(&parts.method);
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let framing = match body.size_hint().exact() {
         Some(0) if body.is_end_stream() => Framing::None,
         Some(n) => Framing::Length(n),
@@ -212,14 +215,19 @@ pub async fn send(
     let head = loop {
         let attempt = async {
             conn.io.write_all(&conn.write).await.map_err(broken)?;
-            if !body_done {
-                stream_body(&mut conn, &mut body, framing).await?;
+            if !body_done
+                && let Some(early) =
+                    stream_body(&mut conn, &mut body, framing, head_request).await?
+            {
+                return Ok(early);
             }
             read_head(&mut conn, head_request).await
         };
         match attempt.await {
             Ok(head) => break head,
-            Err(Failure::Stale(_)) if reused && body_done && !resent => {
+            // Only a request that is safe to repeat is sent again (RFC 9112 §9.3.1.1): the
+            // upstream may have received it before closing.
+            Err(Failure::Stale(_)) if reused && body_done && !resent && idempotent => {
                 resent = true;
                 reused = false;
                 let request = std::mem::take(&mut conn.write);
@@ -270,29 +278,39 @@ fn finish_body(out: &mut BytesMut, framing: Framing) {
     }
 }
 
+/// Streams the rest of the body. An upstream may answer early and close (413 to a large
+/// upload): when a write fails, a response it already sent is still read and returned.
 async fn stream_body(
     conn: &mut Conn,
     body: &mut RequestBody,
     framing: Framing,
-) -> Result<(), Failure> {
+    head_request: bool,
+) -> Result<Option<codec::ResponseHead>, Failure> {
     loop {
         conn.write.clear();
-        match poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
-            Some(Ok(frame)) => put_frame(&mut conn.write, frame, framing),
+        let last = match poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
+            Some(Ok(frame)) => {
+                put_frame(&mut conn.write, frame, framing);
+                false
+            }
             Some(Err(e)) => return Err(Failure::Other(broken(e))),
             None => {
                 finish_body(&mut conn.write, framing);
-                conn.io
-                    .write_all(&conn.write)
-                    .await
-                    .map_err(|e| Failure::Other(broken(e)))?;
-                return Ok(());
+                true
             }
+        };
+        if let Err(e) = conn.io.write_all(&conn.write).await {
+            return match read_head(conn, head_request).await {
+                Ok(mut head) => {
+                    head.reusable = false;
+                    Ok(Some(head))
+                }
+                Err(_) => Err(Failure::Other(broken(e))),
+            };
         }
-        conn.io
-            .write_all(&conn.write)
-            .await
-            .map_err(|e| Failure::Other(broken(e)))?;
+        if last {
+            return Ok(None);
+        }
     }
 }
 
@@ -433,7 +451,9 @@ impl Body for UpstreamBody {
                 }
                 Ok(0) => {
                     this.conn = None;
-                    return Poll::Ready(Some(Err("upstream closed the connection mid-body".into())));
+                    return Poll::Ready(Some(
+                        Err("upstream closed the connection mid-body".into()),
+                    ));
                 }
                 Ok(_) => {}
                 Err(e) => {

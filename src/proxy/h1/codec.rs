@@ -89,7 +89,10 @@ fn span_of(base: &[u8], part: &[u8]) -> (u32, u32) {
 
 /// Comma-separated list elements of a header value, trimmed, empty ones skipped.
 fn list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|b| *b == b',').map(trim).filter(|t| !t.is_empty())
+    value
+        .split(|b| *b == b',')
+        .map(trim)
+        .filter(|t| !t.is_empty())
 }
 
 fn trim(mut s: &[u8]) -> &[u8] {
@@ -107,11 +110,7 @@ fn content_length(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some(
-        value
-            .iter()
-            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
-    )
+    Some(value.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 /// Parses a request head at the start of `buf`. On `Done`, the caller splits the head off.
@@ -136,8 +135,8 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Parsed<RequestHead>, Reject> 
     if method == "CONNECT" || !path.starts_with('/') {
         return Ok(Parsed::Handoff);
     }
-    let method = Method::from_bytes(method.as_bytes())
-        .map_err(|_| Reject::Malformed("invalid method"))?;
+    let method =
+        Method::from_bytes(method.as_bytes()).map_err(|_| Reject::Malformed("invalid method"))?;
     let path_span = span_of(buf, path.as_bytes());
 
     let mut spans = [Span::default(); MAX_HEADERS];
@@ -157,7 +156,8 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Parsed<RequestHead>, Reject> 
             if length.is_some() {
                 return Err(Reject::Malformed("more than one Content-Length"));
             }
-            length = Some(content_length(value).ok_or(Reject::Malformed("invalid Content-Length"))?);
+            length =
+                Some(content_length(value).ok_or(Reject::Malformed("invalid Content-Length"))?);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             for coding in list(value) {
                 codings += 1;
@@ -188,7 +188,9 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Parsed<RequestHead>, Reject> 
         return Err(Reject::Malformed("chunked applied more than once"));
     }
     if chunked && length.is_some() {
-        return Err(Reject::Malformed("both Content-Length and Transfer-Encoding"));
+        return Err(Reject::Malformed(
+            "both Content-Length and Transfer-Encoding",
+        ));
     }
     match hosts {
         0 => return Err(Reject::Malformed("missing Host header")),
@@ -220,8 +222,9 @@ fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, Reject> {
     for s in spans {
         let name = HeaderName::from_bytes(&head[s.name.0 as usize..s.name.1 as usize])
             .map_err(|_| Reject::Malformed("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(s.value.0 as usize..s.value.1 as usize))
-            .map_err(|_| Reject::Malformed("invalid header value"))?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(s.value.0 as usize..s.value.1 as usize))
+                .map_err(|_| Reject::Malformed("invalid header value"))?;
         headers.append(name, value);
     }
     Ok(headers)
@@ -246,9 +249,9 @@ pub fn parse_response(
     loop {
         let mut raw = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut []);
-        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut resp, buf, &mut raw,
-        ) {
+        let len = match httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut resp, buf, &mut raw)
+        {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(_) => return Err("invalid response head"),
@@ -283,8 +286,7 @@ pub fn parse_response(
                 for token in list(h.value) {
                     if token.eq_ignore_ascii_case(b"close") {
                         close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") && resp.version == Some(0)
-                    {
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") && resp.version == Some(0) {
                         close = false;
                     }
                 }
@@ -517,9 +519,7 @@ pub fn put_request_head(
     put_headers(out, headers, false);
     match framing {
         // A body-carrying method with an empty body says so explicitly.
-        Framing::None
-            if matches!(*method, Method::POST | Method::PUT | Method::PATCH) =>
-        {
+        Framing::None if matches!(*method, Method::POST | Method::PUT | Method::PATCH) => {
             out.extend_from_slice(b"content-length: 0\r\n");
         }
         f => put_framing(out, f),
@@ -643,7 +643,10 @@ mod tests {
 
     #[test]
     fn partial_heads_wait_for_more() {
-        assert!(matches!(req("GET / HTTP/1.1\r\nHost: x\r\n"), Ok(Parsed::Partial)));
+        assert!(matches!(
+            req("GET / HTTP/1.1\r\nHost: x\r\n"),
+            Ok(Parsed::Partial)
+        ));
         assert!(matches!(req("GE"), Ok(Parsed::Partial)));
     }
 
@@ -769,7 +772,11 @@ mod tests {
             b"0\r\nX: 1\n\r\n",
             b"0\r\n\n",
         ] {
-            assert!(decode_all(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                decode_all(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -786,17 +793,28 @@ mod tests {
         assert_eq!(r.framing, Framing::None);
         let r = parse("HTTP/1.1 204 No Content\r\n\r\n", false);
         assert_eq!(r.framing, Framing::None);
-        let r = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", false);
+        let r = parse(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        );
         assert_eq!(r.framing, Framing::Chunked);
         let r = parse("HTTP/1.1 200 OK\r\n\r\n", false);
         assert_eq!((r.framing, r.reusable), (Framing::Close, false));
-        let r = parse("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", false);
+        let r = parse(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+            false,
+        );
         assert!(!r.reusable);
-        let r = parse("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", false);
+        let r = parse(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
         assert_eq!(r.status, StatusCode::CREATED);
         assert!(
             parse_response(
-                &mut BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+                &mut BytesMut::from(
+                    "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+                ),
                 false
             )
             .is_err()
@@ -808,15 +826,32 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-a", HeaderValue::from_static("1"));
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         let mut out = BytesMut::new();
-        put_request_head(&mut out, &Method::POST, "/p?q", &h, "up:80", Framing::Length(5));
+        put_request_head(
+            &mut out,
+            &Method::POST,
+            "/p?q",
+            &h,
+            "up:80",
+            Framing::Length(5),
+        );
         assert_eq!(
             &out[..],
             b"POST /p?q HTTP/1.1\r\nhost: up:80\r\nx-a: 1\r\ncontent-length: 5\r\n\r\n"
         );
         let mut out = BytesMut::new();
-        put_response_head(&mut out, StatusCode::OK, &h, ResponseFraming::Body(Framing::Chunked), true, b"D");
+        put_response_head(
+            &mut out,
+            StatusCode::OK,
+            &h,
+            ResponseFraming::Body(Framing::Chunked),
+            true,
+            b"D",
+        );
         assert_eq!(
             &out[..],
             b"HTTP/1.1 200 OK\r\nx-a: 1\r\ntransfer-encoding: chunked\r\ndate: D\r\nconnection: close\r\n\r\n"

@@ -51,6 +51,10 @@ struct Reader {
 
 impl Reader {
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() == 0 {
+            // Released while idle: take memory only once there is something to read.
+            ready!(self.io.as_ref().poll_read_ready(cx))?;
+        }
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(READ_BUF);
         }
@@ -116,7 +120,9 @@ impl Body for NativeBody {
             }
             match ready!(r.poll_fill(cx)) {
                 Ok(0) => {
-                    return Poll::Ready(Some(Err("the client closed the connection mid-body".into())));
+                    return Poll::Ready(Some(Err(
+                        "the client closed the connection mid-body".into()
+                    )));
                 }
                 Ok(_) => {}
                 Err(e) => return Poll::Ready(Some(Err(e.into()))),
@@ -178,7 +184,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     let (rd, mut wr) = stream.into_split();
     let reader: SharedReader = Arc::new(Mutex::new(Reader {
         io: rd,
-        buf: BytesMut::with_capacity(READ_BUF),
+        buf: BytesMut::new(),
         body: Remaining::Done,
     }));
     let ctx = Arc::new(ConnCtx {
@@ -196,7 +202,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     tokio::pin!(timer);
     let mut idle_since = Instant::now();
     let mut first = true;
-    let mut out = BytesMut::with_capacity(READ_BUF);
+    let mut out = BytesMut::new();
 
     loop {
         // Read one request head.
@@ -215,7 +221,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
                         Step::Started
                     }
                 } else {
+                    let buffered = r.buf.len();
                     match codec::parse_request(&mut r.buf) {
+                        Ok(Parsed::Done(_)) if buffered - r.buf.len() > config.max_header_bytes => {
+                            Step::Reject(Reject::TooLarge)
+                        }
                         Ok(Parsed::Done(head)) => Step::Head(Box::new(head)),
                         Ok(Parsed::Partial) if r.buf.len() > config.max_header_bytes => {
                             Step::Reject(Reject::TooLarge)
@@ -269,14 +279,35 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
         // Serve it.
         let method = head.method.clone();
         let (body, has_body) = match head.framing {
-            Framing::None => (NativeBody { reader: reader.clone(), hint: Some(0), done: true }, false),
+            Framing::None => (
+                NativeBody {
+                    reader: reader.clone(),
+                    hint: Some(0),
+                    done: true,
+                },
+                false,
+            ),
             Framing::Length(n) => {
                 lock(&reader).body = Remaining::Length(n);
-                (NativeBody { reader: reader.clone(), hint: Some(n), done: false }, true)
+                (
+                    NativeBody {
+                        reader: reader.clone(),
+                        hint: Some(n),
+                        done: false,
+                    },
+                    true,
+                )
             }
             Framing::Chunked | Framing::Close => {
                 lock(&reader).body = Remaining::Chunked(ChunkedDecoder::default());
-                (NativeBody { reader: reader.clone(), hint: None, done: false }, true)
+                (
+                    NativeBody {
+                        reader: reader.clone(),
+                        hint: None,
+                        done: false,
+                    },
+                    true,
+                )
             }
         };
         let mut req = Request::new(ClientBody::Native(body));
@@ -284,17 +315,29 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
         *req.uri_mut() = head.uri;
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = head.headers;
-        let Ok(resp) = handler::handle(shared.clone(), ctx.clone(), req).await;
+        // Boxed: the request future is large, and an idle connection should not carry it.
+        let Ok(resp) = Box::pin(handler::handle(shared.clone(), ctx.clone(), req)).await;
 
         // A body the handler left unread ends the connection (there is no telling where the
         // next request starts without reading it).
         let body_left = has_body && !matches!(lock(&reader).body, Remaining::Done);
         let close = head.close || body_left || draining.is_cancelled();
-        if write_response(&mut wr, &mut out, &method, resp, close).await.is_err() || close {
+        if write_response(&mut wr, &mut out, &method, resp, close)
+            .await
+            .is_err()
+            || close
+        {
             let _ = wr.shutdown().await;
             return;
         }
         idle_since = Instant::now();
+        // An idle keep-alive connection holds no buffers (10k idle connections would otherwise
+        // pin ~16 KiB each).
+        out = BytesMut::new();
+        let mut r = lock(&reader);
+        if r.buf.is_empty() {
+            r.buf = BytesMut::new();
+        }
     }
 }
 
@@ -322,6 +365,7 @@ async fn write_response(
         }
     };
     out.clear();
+    out.reserve(512);
     codec::put_response_head(out, status, &parts.headers, framing, close, &http_date());
     drop(parts);
     if bodiless {
@@ -410,5 +454,6 @@ async fn handoff(shared: Arc<Shared>, reader: SharedReader, wr: OwnedWriteHalf, 
         return;
     };
     let io = Rewind::new(reader.buf.freeze(), stream);
-    crate::proxy::server::serve_hyper(shared, io, peer).await;
+    // Boxed: hyper's connection state is large, and most connections never get here.
+    Box::pin(crate::proxy::server::serve_hyper(shared, io, peer)).await;
 }

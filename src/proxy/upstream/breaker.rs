@@ -89,6 +89,15 @@ impl Breaker {
         }
     }
 
+    /// Gives back an admission whose request says nothing about the upstream (the client's
+    /// own body failed): a trial slot is freed for another request.
+    pub fn release(&self, admission: Admission) {
+        let mut inner = self.lock();
+        if let (State::HalfOpen { started, .. }, Admission::Trial) = (&mut inner.state, admission) {
+            *started = started.saturating_sub(1);
+        }
+    }
+
     /// Records the outcome of an admitted request. Returns the new open/closed state when it
     /// changed (true: open).
     pub fn record(&self, clock: &Clock, admission: Admission, success: bool) -> Option<bool> {

@@ -334,6 +334,15 @@ impl BackendState {
         self.clients.load_full()
     }
 
+    /// Closes idle upstream connections that outlived their idle timeout or that the upstream
+    /// closed.
+    fn reap_idle(&self, default: Duration) {
+        let max_idle = self.clients().map_or(default, |c| c.native.idle_timeout);
+        for e in &self.pool.load().endpoints {
+            e.idle.reap(max_idle);
+        }
+    }
+
     /// The Service port this backend's endpoints are discovered from, if any.
     fn service(&self) -> Option<ServiceKey> {
         self.pool.load().config.service.clone()
@@ -540,6 +549,20 @@ impl Registry {
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
             .cloned()
+    }
+
+    /// Closes expired and dead idle upstream connections of every backend.
+    pub fn reap_idle(&self) {
+        let states: Vec<Arc<BackendState>> = self
+            .backends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for s in states {
+            s.reap_idle(self.settings.pool_idle_timeout);
+        }
     }
 
     /// Every backend's `/backends` view, sorted by name.
