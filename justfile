@@ -44,3 +44,13 @@ quickstart:
 # The side-by-side benchmark against nginx, HAProxy and Caddy.
 bench:
     bash bench/run.sh
+
+# Scale figures: 10k idle connections, config change to serving, reloads under load.
+scale:
+    bash bench/scale.sh
+
+# Instructions per proxied request (callgrind): tidegate, then nginx for reference.
+callgrind:
+    cargo build --release
+    bash bench/callgrind.sh target/release/tidegate --access-log off
+    bash bench/callgrind.sh nginx

@@ -5,6 +5,7 @@
 #
 # usage: bench/callgrind.sh [BINARY] [extra tidegate run flags...]
 #   e.g. bench/callgrind.sh target/release/tidegate --access-log off
+#        bench/callgrind.sh nginx    (the reference: nginx as the proxy, one worker, keepalive 64)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release/tidegate}; shift || true
@@ -37,13 +38,26 @@ spec:
   rules:
     - backendRefs: [{ name: up }]
 YAML
+cat > "$W/proxy.conf" <<NGINX
+worker_processes 1; daemon off; master_process off; pid $W/proxy.pid; error_log $W/proxy.err;
+events { worker_connections 1024; }
+http { access_log off; keepalive_requests 1000000;
+  upstream up { server 127.0.0.1:$UP; keepalive 64; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:$HTTP;
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+NGINX
 count() { # N -> total instructions of a run serving N requests
   local out="$W/cg.$1"
-  valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" run --config "$W/config" \
-    --http-addr "127.0.0.1:$HTTP" --admin-addr "127.0.0.1:$ADMIN" --worker-threads 1 --log-level warn "${EXTRA[@]}" \
-    >/dev/null 2>"$W/tidegate.err" &
+  if [[ $BIN == nginx ]]; then
+    valgrind --tool=callgrind --callgrind-out-file="$out" nginx -c "$W/proxy.conf" \
+      >/dev/null 2>"$W/proxy.stderr" &
+  else
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" run --config "$W/config" \
+      --http-addr "127.0.0.1:$HTTP" --admin-addr "127.0.0.1:$ADMIN" --worker-threads 1 --log-level warn "${EXTRA[@]}" \
+      >/dev/null 2>"$W/tidegate.err" &
+  fi
   local pid=$!
-  for _ in $(seq 1 300); do curl -s -o /dev/null "127.0.0.1:$ADMIN/readyz" && break; sleep 0.1; done
+  for _ in $(seq 1 300); do curl -sf -o /dev/null -H "Host: h" "127.0.0.1:$HTTP/" && break; sleep 0.1; done
   python3 - "$HTTP" "$1" <<'PY'
 import http.client, sys
 c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
@@ -51,7 +65,8 @@ for _ in range(int(sys.argv[2])):
     c.request("GET", "/x", headers={"Host": "h"}); r = c.getresponse(); r.read()
     assert r.status == 200, r.status
 PY
-  kill -INT "$pid"; wait "$pid" || true
+  if [[ $BIN == nginx ]]; then kill -QUIT "$pid"; else kill -INT "$pid"; fi
+  wait "$pid" || true
   grep -h '^summary:\|^totals:' "$out" | head -1 | awk '{print $2}'
 }
 A=$(count "$N1"); B=$(count "$N2")

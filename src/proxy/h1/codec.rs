@@ -217,8 +217,12 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Parsed<RequestHead>, Reject> 
     }))
 }
 
+/// Room for the headers the proxy adds (request id, trace context, forwarding headers): a map
+/// that has to grow rehashes everything.
+const ADDED_HEADERS: usize = 8;
+
 fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, Reject> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_HEADERS);
     for s in spans {
         let name = HeaderName::from_bytes(&head[s.name.0 as usize..s.name.1 as usize])
             .map_err(|_| Reject::Malformed("invalid header name"))?;
