@@ -311,7 +311,8 @@ pub fn parse_response(
         return Ok(Some(ResponseHead {
             status,
             headers,
-            reusable: !close && framing != Framing::Close,
+            // After 101 the connection speaks another protocol: never back to the pool.
+            reusable: !close && framing != Framing::Close && code != 101,
             framing,
         }));
     }
