@@ -224,7 +224,7 @@ OUT=$RESULTS_DIR/scale-$(date -u +%Y-%m-%d-%H%M%S).md
     echo
     echo "Machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo). Proxy on CPU $PROXY_CPU, load and upstream on CPU $LOAD_CPU; tidegate with one worker thread, access log off."
     echo
-    echo "| figure | tidegate | nginx |"
+    echo "| figure | tidegate | nginx (worker process) |"
     echo "|---|---|---|"
     echo "| RSS idle, no connections | $((TG_BEFORE / 1024)) MiB | $((NGX_BEFORE / 1024)) MiB |"
     echo "| RSS with $IDLE_CONNS idle keep-alive connections | $((TG_AFTER / 1024)) MiB | $((NGX_AFTER / 1024)) MiB |"

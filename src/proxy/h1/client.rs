@@ -476,3 +476,52 @@ impl Body for UpstreamBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    async fn pair() -> (Conn, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let conn = Conn {
+            io: client.unwrap(),
+            read: BytesMut::new(),
+            write: BytesMut::new(),
+            idle_since: Instant::now(),
+        };
+        (conn, accepted.unwrap().0)
+    }
+
+    /// A pooled connection is handed out again only while the upstream keeps it open and quiet.
+    #[tokio::test]
+    async fn the_pool_drops_connections_the_upstream_closed_or_that_expired() {
+        let pool = IdlePool::default();
+        let (conn, peer) = pair().await;
+        pool.checkin(conn, 8);
+        let conn = pool
+            .checkout(Duration::from_secs(60))
+            .expect("a live connection");
+        pool.checkin(conn, 8);
+        drop(peer);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            pool.checkout(Duration::from_secs(60)).is_none(),
+            "closed by the upstream"
+        );
+
+        let (conn, _peer) = pair().await;
+        pool.checkin(conn, 8);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        pool.reap(Duration::from_millis(10));
+        assert!(pool.is_empty(), "expired");
+
+        let (a, _pa) = pair().await;
+        let (b, _pb) = pair().await;
+        pool.checkin(a, 1);
+        pool.checkin(b, 1);
+        assert_eq!(pool.len(), 1, "at most max idle");
+    }
+}
