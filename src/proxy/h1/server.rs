@@ -55,10 +55,7 @@ impl Reader {
             // Released while idle: take memory only once there is something to read.
             ready!(self.io.as_ref().poll_read_ready(cx))?;
         }
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(READ_BUF);
-        }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+        super::poll_fill(&mut self.io, &mut self.buf, READ_BUF, cx)
     }
 }
 

@@ -551,30 +551,26 @@ impl Registry {
             .cloned()
     }
 
-    /// Closes expired and dead idle upstream connections of every backend.
-    pub fn reap_idle(&self) {
-        let states: Vec<Arc<BackendState>> = self
-            .backends
+    /// Every backend's state (a snapshot: the map is not held while they are used).
+    fn states(&self) -> Vec<Arc<BackendState>> {
+        self.backends
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .cloned()
-            .collect();
-        for s in states {
+            .collect()
+    }
+
+    /// Closes expired and dead idle upstream connections of every backend.
+    pub fn reap_idle(&self) {
+        for s in self.states() {
             s.reap_idle(self.settings.pool_idle_timeout);
         }
     }
 
     /// Every backend's `/backends` view, sorted by name.
     pub fn views(&self) -> Vec<BackendView> {
-        let states: Vec<Arc<BackendState>> = self
-            .backends
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        let mut views: Vec<BackendView> = states.iter().map(|s| s.view()).collect();
+        let mut views: Vec<BackendView> = self.states().iter().map(|s| s.view()).collect();
         views.sort_by(|a, b| a.backend.cmp(&b.backend));
         views
     }
