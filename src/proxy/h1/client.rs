@@ -22,7 +22,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::codec::{self, Chunk, ChunkedDecoder, Framing};
+use super::codec::{self, BodyDecoder, Chunk, Framing};
 use crate::proxy::body::{BoxError, RequestBody};
 use crate::proxy::upstream::EndpointState;
 
@@ -211,7 +211,11 @@ pub async fn send(
     let mut resent = false;
     let head = loop {
         let attempt = async {
-            conn.io.write_all(&conn.write).await.map_err(broken)?;
+            // Writing to a connection the upstream closed fails (EPIPE/ECONNRESET): stale.
+            conn.io
+                .write_all(&conn.write)
+                .await
+                .map_err(|e| Failure::Stale(broken(e)))?;
             if !body_done
                 && let Some(early) =
                     stream_body(&mut conn, &mut body, framing, head_request).await?
@@ -251,13 +255,6 @@ pub async fn send(
 enum Failure {
     Stale(SendError),
     Other(SendError),
-}
-
-impl From<SendError> for Failure {
-    fn from(e: SendError) -> Self {
-        // Writes to a connection the peer closed fail with EPIPE/ECONNRESET: stale.
-        Failure::Stale(e)
-    }
 }
 
 fn put_frame(out: &mut BytesMut, frame: Frame<Bytes>, framing: Framing) {
@@ -339,18 +336,11 @@ async fn read_head(conn: &mut Conn, head_request: bool) -> Result<codec::Respons
     }
 }
 
-enum Decode {
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    Close,
-    Done,
-}
-
 /// A response body read from an upstream connection, which returns to its pool when the body
 /// is complete (and is closed if the body is dropped before that).
 pub struct UpstreamBody {
     conn: Option<Conn>,
-    decode: Decode,
+    decode: BodyDecoder,
     reusable: bool,
     endpoint: Arc<EndpointState>,
     max_idle: usize,
@@ -364,20 +354,14 @@ impl UpstreamBody {
         endpoint: Arc<EndpointState>,
         max_idle: usize,
     ) -> Self {
-        let decode = match framing {
-            Framing::None => Decode::Done,
-            Framing::Length(n) => Decode::Length(n),
-            Framing::Chunked => Decode::Chunked(ChunkedDecoder::default()),
-            Framing::Close => Decode::Close,
-        };
         let mut body = Self {
             conn: Some(conn),
-            decode,
+            decode: BodyDecoder::new(framing),
             reusable,
             endpoint,
             max_idle,
         };
-        if matches!(body.decode, Decode::Done) {
+        if body.decode.is_done() {
             body.release();
         }
         body
@@ -385,7 +369,7 @@ impl UpstreamBody {
 
     /// The body is complete: the connection goes back to the pool if it can carry more.
     fn release(&mut self) {
-        self.decode = Decode::Done;
+        self.decode = BodyDecoder::Done;
         if let Some(conn) = self.conn.take()
             && self.reusable
             && conn.read.is_empty()
@@ -408,40 +392,25 @@ impl Body for UpstreamBody {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
-            match &mut this.decode {
-                Decode::Done => {
+            match this.decode.decode(&mut conn.read) {
+                Ok(Some(Chunk::Data(data))) => {
+                    if this.decode.is_done() {
+                        this.release();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Some(Chunk::End)) => {
                     this.release();
                     return Poll::Ready(None);
                 }
-                Decode::Length(left) if !conn.read.is_empty() => {
-                    let n = (conn.read.len() as u64).min(*left) as usize;
-                    *left -= n as u64;
-                    let data = conn.read.split_to(n).freeze();
-                    if *left == 0 {
-                        this.release();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                Ok(None) => {}
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
                 }
-                Decode::Chunked(d) if !conn.read.is_empty() => match d.decode(&mut conn.read) {
-                    Ok(Some(Chunk::Data(data))) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                    Ok(Some(Chunk::End)) => {
-                        this.release();
-                        return Poll::Ready(None);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        this.conn = None;
-                        return Poll::Ready(Some(Err(e.into())));
-                    }
-                },
-                Decode::Close if !conn.read.is_empty() => {
-                    let data = conn.read.split().freeze();
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                _ => {}
             }
             match ready!(conn.poll_fill(cx)) {
-                Ok(0) if matches!(this.decode, Decode::Close) => {
+                Ok(0) if this.decode.is_close_delimited() => {
                     this.reusable = false;
                     this.release();
                     return Poll::Ready(None);
@@ -462,15 +431,13 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.decode, Decode::Done)
+        self.decode.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.decode {
-            Decode::Done => SizeHint::with_exact(0),
-            Decode::Length(n) => SizeHint::with_exact(n),
-            _ => SizeHint::default(),
-        }
+        self.decode
+            .remaining()
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
     }
 }
 

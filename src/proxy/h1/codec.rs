@@ -459,6 +459,73 @@ impl ChunkedDecoder {
     }
 }
 
+/// Reads one message body out of a connection's read buffer, by its framing: the one decoder
+/// of both request bodies (client side) and response bodies (upstream side).
+#[derive(Debug)]
+pub enum BodyDecoder {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    /// Until the connection closes (see [`BodyDecoder::is_close_delimited`]).
+    Close,
+    Done,
+}
+
+impl BodyDecoder {
+    pub fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::None | Framing::Length(0) => BodyDecoder::Done,
+            Framing::Length(n) => BodyDecoder::Length(n),
+            Framing::Chunked => BodyDecoder::Chunked(ChunkedDecoder::default()),
+            Framing::Close => BodyDecoder::Close,
+        }
+    }
+
+    /// The whole body was read.
+    pub fn is_done(&self) -> bool {
+        matches!(self, BodyDecoder::Done)
+    }
+
+    /// The body ends when the connection does (an EOF is its end, not an error).
+    pub fn is_close_delimited(&self) -> bool {
+        matches!(self, BodyDecoder::Close)
+    }
+
+    /// Bytes still to come, when the framing says.
+    pub fn remaining(&self) -> Option<u64> {
+        match self {
+            BodyDecoder::Done => Some(0),
+            BodyDecoder::Length(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// The next piece of the body from `buf`, or `None` when `buf` ran out first.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Chunk>, ChunkError> {
+        let piece = match self {
+            BodyDecoder::Done => return Ok(Some(Chunk::End)),
+            _ if buf.is_empty() => return Ok(None),
+            BodyDecoder::Length(left) => {
+                let n = (buf.len() as u64).min(*left) as usize;
+                *left -= n as u64;
+                if *left == 0 {
+                    *self = BodyDecoder::Done;
+                }
+                Chunk::Data(buf.split_to(n).freeze())
+            }
+            BodyDecoder::Chunked(d) => match d.decode(buf)? {
+                None => return Ok(None),
+                Some(Chunk::End) => {
+                    *self = BodyDecoder::Done;
+                    Chunk::End
+                }
+                Some(data) => data,
+            },
+            BodyDecoder::Close => Chunk::Data(buf.split().freeze()),
+        };
+        Ok(Some(piece))
+    }
+}
+
 /// Appends `n` in decimal.
 fn put_u64(out: &mut BytesMut, mut n: u64) {
     let mut digits = [0u8; 20];
@@ -759,6 +826,32 @@ mod tests {
         assert!(end);
         let (_, end) = decode_all(b"5\r\nhel").unwrap();
         assert!(!end);
+    }
+
+    #[test]
+    fn the_body_decoder_stops_at_the_framing_boundary() {
+        let mut buf = BytesMut::from("helloNEXT");
+        let mut d = BodyDecoder::new(Framing::Length(5));
+        assert_eq!(d.remaining(), Some(5));
+        assert_eq!(
+            d.decode(&mut buf),
+            Ok(Some(Chunk::Data(Bytes::from("hello"))))
+        );
+        assert!(d.is_done());
+        assert_eq!(d.decode(&mut buf), Ok(Some(Chunk::End)));
+        assert_eq!(&buf[..], b"NEXT");
+        let mut buf = BytesMut::from("3\r\nabc\r\n0\r\n\r\nNEXT");
+        let mut d = BodyDecoder::new(Framing::Chunked);
+        assert_eq!(
+            d.decode(&mut buf),
+            Ok(Some(Chunk::Data(Bytes::from("abc"))))
+        );
+        assert_eq!(d.decode(&mut buf), Ok(Some(Chunk::End)));
+        assert!(d.is_done());
+        assert_eq!(&buf[..], b"NEXT");
+        let mut d = BodyDecoder::new(Framing::Close);
+        assert_eq!(d.decode(&mut BytesMut::new()), Ok(None));
+        assert!(d.is_close_delimited());
     }
 
     #[test]

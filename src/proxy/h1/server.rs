@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
 
-use super::codec::{self, Chunk, ChunkedDecoder, Framing, Parsed, Reject, ResponseFraming};
+use super::codec::{self, BodyDecoder, Chunk, Framing, Parsed, Reject, ResponseFraming};
 use super::rewind::Rewind;
 use crate::proxy::Shared;
 use crate::proxy::body::{BoxError, ClientBody};
@@ -35,18 +35,12 @@ const COALESCE: usize = 64 * 1024;
 /// The HTTP/2 connection preface: such a connection goes to hyper.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// What remains of the current request's body.
-enum Remaining {
-    Done,
-    Length(u64),
-    Chunked(ChunkedDecoder),
-}
-
 /// The read side of a client connection, shared with the request body while one is read.
 struct Reader {
     io: OwnedReadHalf,
     buf: BytesMut,
-    body: Remaining,
+    /// The current request's body.
+    body: BodyDecoder,
 }
 
 impl Reader {
@@ -88,32 +82,18 @@ impl Body for NativeBody {
         let mut r = lock(&this.reader);
         loop {
             let r = &mut *r;
-            match &mut r.body {
-                Remaining::Done => {
+            match r.body.decode(&mut r.buf) {
+                Ok(Some(Chunk::Data(data))) => {
+                    this.hint = r.body.remaining();
+                    this.done = r.body.is_done();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Some(Chunk::End)) => {
                     this.done = true;
                     return Poll::Ready(None);
                 }
-                Remaining::Length(left) if !r.buf.is_empty() => {
-                    let n = (r.buf.len() as u64).min(*left) as usize;
-                    *left -= n as u64;
-                    this.hint = Some(*left);
-                    if *left == 0 {
-                        r.body = Remaining::Done;
-                        this.done = true;
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(r.buf.split_to(n).freeze()))));
-                }
-                Remaining::Chunked(d) if !r.buf.is_empty() => match d.decode(&mut r.buf) {
-                    Ok(Some(Chunk::Data(data))) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                    Ok(Some(Chunk::End)) => {
-                        r.body = Remaining::Done;
-                        this.done = true;
-                        return Poll::Ready(None);
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Poll::Ready(Some(Err(e.into()))),
-                },
-                _ => {}
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Some(Err(e.into()))),
             }
             match ready!(r.poll_fill(cx)) {
                 Ok(0) => {
@@ -182,7 +162,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     let reader: SharedReader = Arc::new(Mutex::new(Reader {
         io: rd,
         buf: BytesMut::new(),
-        body: Remaining::Done,
+        body: BodyDecoder::Done,
     }));
     let ctx = Arc::new(ConnCtx {
         peer,
@@ -275,38 +255,16 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
 
         // Serve it.
         let method = head.method.clone();
-        let (body, has_body) = match head.framing {
-            Framing::None => (
-                NativeBody {
-                    reader: reader.clone(),
-                    hint: Some(0),
-                    done: true,
-                },
-                false,
-            ),
-            Framing::Length(n) => {
-                lock(&reader).body = Remaining::Length(n);
-                (
-                    NativeBody {
-                        reader: reader.clone(),
-                        hint: Some(n),
-                        done: false,
-                    },
-                    true,
-                )
-            }
-            Framing::Chunked | Framing::Close => {
-                lock(&reader).body = Remaining::Chunked(ChunkedDecoder::default());
-                (
-                    NativeBody {
-                        reader: reader.clone(),
-                        hint: None,
-                        done: false,
-                    },
-                    true,
-                )
-            }
+        let decoder = BodyDecoder::new(head.framing);
+        let body = NativeBody {
+            reader: reader.clone(),
+            hint: decoder.remaining(),
+            done: decoder.is_done(),
         };
+        let has_body = !decoder.is_done();
+        if has_body {
+            lock(&reader).body = decoder;
+        }
         let mut req = Request::new(ClientBody::Native(body));
         *req.method_mut() = head.method;
         *req.uri_mut() = head.uri;
@@ -317,7 +275,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
 
         // A body the handler left unread ends the connection (there is no telling where the
         // next request starts without reading it).
-        let body_left = has_body && !matches!(lock(&reader).body, Remaining::Done);
+        let body_left = has_body && !lock(&reader).body.is_done();
         let close = head.close || body_left || draining.is_cancelled();
         if write_response(&mut wr, &mut out, &method, resp, close)
             .await
