@@ -7,16 +7,10 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ConfigDir, HttpClient, Upstream, backend_yaml};
+use common::{ConfigDir, HttpClient, Upstream, backend_yaml, route_yaml};
 use http::StatusCode;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tidegate");
-
-fn route(name: &str, path: &str, backend: &str) -> String {
-    format!(
-        "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: {{ name: {name} }}\nspec:\n  rules:\n    - matches: [{{ path: {{ value: {path} }} }}]\n      backendRefs: [{{ name: {backend} }}]\n"
-    )
-}
 
 /// A running `tidegate run`, killed on drop.
 struct Running {
@@ -111,7 +105,7 @@ fn validate_prints_one_line_per_problem_and_exits_1_on_rejection() {
     let cfg = ConfigDir::new();
     cfg.write(
         "ok.yaml",
-        &(backend_yaml("a", &["127.0.0.1:9".parse().unwrap()]) + &route("good", "/", "a")),
+        &(backend_yaml("a", &["127.0.0.1:9".parse().unwrap()]) + &route_yaml("good", "/", "a", "")),
     );
     let out = Command::new(BIN)
         .args(["validate", "--config"])
@@ -126,7 +120,7 @@ fn validate_prints_one_line_per_problem_and_exits_1_on_rejection() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "");
 
-    cfg.write("bad.yaml", &(route("broken", "/b", "nope") + "---\n" + "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: { name: typo, namespace: shop }\nspec: { rulez: [] }\n"));
+    cfg.write("bad.yaml", &(route_yaml("broken", "/b", "nope", "") + "---\n" + "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: { name: typo, namespace: shop }\nspec: { rulez: [] }\n"));
     let out = Command::new(BIN)
         .args(["validate", "--config"])
         .arg(cfg.path())
@@ -171,7 +165,7 @@ async fn readiness_config_and_sighup_reload() {
     let cfg = ConfigDir::new();
     cfg.write(
         "all.yaml",
-        &(backend_yaml("up", &[up.addr]) + &route("r", "/", "up")),
+        &(backend_yaml("up", &[up.addr]) + &route_yaml("r", "/", "up", "")),
     );
     let gw = Running::start(cfg.path(), &[]);
     let c = HttpClient::http1();
@@ -214,7 +208,7 @@ async fn sigterm_drains_the_request_in_flight_then_exits_0() {
     let cfg = ConfigDir::new();
     cfg.write(
         "all.yaml",
-        &(backend_yaml("slow", &[up.addr]) + &route("r", "/", "slow")),
+        &(backend_yaml("slow", &[up.addr]) + &route_yaml("r", "/", "slow", "")),
     );
     let mut gw = Running::start(cfg.path(), &["--drain-timeout", "10s"]);
     let c = HttpClient::http1();
@@ -247,7 +241,7 @@ async fn drain_timeout_bounds_shutdown() {
     let cfg = ConfigDir::new();
     cfg.write(
         "all.yaml",
-        &(backend_yaml("stuck", &[up.addr]) + &route("r", "/", "stuck")),
+        &(backend_yaml("stuck", &[up.addr]) + &route_yaml("r", "/", "stuck", "")),
     );
     let mut gw = Running::start(cfg.path(), &["--drain-timeout", "500ms"]);
     let at = gw.http;
@@ -276,7 +270,7 @@ async fn the_access_log_goes_to_stdout_as_json_lines() {
     let cfg = ConfigDir::new();
     cfg.write(
         "all.yaml",
-        &(backend_yaml("up", &[up.addr]) + &route("r", "/", "up")),
+        &(backend_yaml("up", &[up.addr]) + &route_yaml("r", "/", "up", "")),
     );
     let gw = Running::start(cfg.path(), &[]);
     let c = HttpClient::http1();
