@@ -197,6 +197,7 @@ impl GatewayBuilder {
                 proxy.discovery(),
                 publish,
                 telemetry.clone(),
+                reload_rx,
                 stop.clone(),
             );
             proxy.serve(http);
@@ -261,7 +262,8 @@ impl Gateway {
         self.admin_addr
     }
 
-    /// Asks for a reload of the configuration (what SIGHUP does).
+    /// Asks for a reload of the configuration (what SIGHUP does): file mode reads the files
+    /// again; Kubernetes mode recompiles and republishes from what its watches hold.
     pub fn reload(&self) {
         let _ = self.reload.try_send(());
     }

@@ -91,13 +91,15 @@ impl From<&Method> for MethodLabel {
     }
 }
 
-/// `{route, backend, method, code}`.
+/// `{route, backend, method, code, reason}`; `reason` is empty (no label) when the upstream
+/// answered, and says why when the gateway answered itself (`no_route`, `breaker_open`, ...).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub route: Arc<str>,
     pub backend: Arc<str>,
     pub method: MethodLabel,
     pub code: u16,
+    pub reason: &'static str,
 }
 
 /// `{route, backend}`.
@@ -210,7 +212,7 @@ impl Metrics {
         use names::*;
         registry.register(
             REQUESTS,
-            "Requests answered, by route, backend, method and status code",
+            "Requests answered, by route, backend, method, status code and, for answers the gateway made itself, reason",
             m.requests.clone(),
         );
         registry.register(

@@ -1,8 +1,11 @@
 //! Errors on the request path, and the one place they become HTTP responses.
 
+use std::sync::Arc;
+
 use http::{HeaderValue, Response, StatusCode, header};
 
-use super::body::ProxyBody;
+use super::reason;
+use crate::proxy::transport::{ErrorKind, ProxyBody, UpstreamError};
 
 /// Why the proxy answered a request itself.
 #[derive(Debug, thiserror::Error)]
@@ -18,28 +21,32 @@ pub enum ProxyError {
     NoBackend,
     /// The chosen backend has no endpoint to send to.
     #[error("backend {backend} has no endpoints")]
-    NoEndpoints { backend: std::sync::Arc<str> },
+    NoEndpoints {
+        /// The backend's label.
+        backend: Arc<str>,
+    },
     /// Every endpoint of the chosen backend is unhealthy or ejected.
     #[error("backend {backend} has no healthy endpoints")]
-    NoHealthyEndpoints { backend: std::sync::Arc<str> },
+    NoHealthyEndpoints {
+        /// The backend's label.
+        backend: Arc<str>,
+    },
     /// The backend's circuit breaker is open.
     #[error("circuit breaker open for backend {backend}")]
-    CircuitOpen { backend: std::sync::Arc<str> },
+    CircuitOpen {
+        /// The backend's label.
+        backend: Arc<str>,
+    },
     /// The backend's connection limit and queue are full.
     #[error("backend {backend} is at its connection limit")]
-    Overloaded { backend: std::sync::Arc<str> },
-    /// Connecting to the endpoint failed.
-    #[error("cannot connect to upstream")]
-    UpstreamConnect(#[source] super::body::BoxError),
-    /// The upstream reset the connection or spoke invalid HTTP.
-    #[error("upstream failed")]
-    UpstreamFailed(#[source] super::body::BoxError),
-    /// The client's request body was malformed or cut off.
-    #[error("the request body could not be read")]
-    ClientBody,
-    /// The upstream did not answer in time.
-    #[error("upstream timed out")]
-    Timeout,
+    Overloaded {
+        /// The backend's label.
+        backend: Arc<str>,
+    },
+    /// The exchange with the upstream failed (connect, reset, timeout) or the client's body
+    /// failed while it was sent.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
     /// A protocol upgrade cannot be proxied to this backend.
     #[error("upgrade not possible: {0}")]
     UpgradeUnsupported(&'static str),
@@ -50,16 +57,38 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::BadRequest(_) | ProxyError::ClientBody => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoBackend
             | ProxyError::NoEndpoints { .. }
             | ProxyError::NoHealthyEndpoints { .. }
             | ProxyError::CircuitOpen { .. }
             | ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::UpstreamConnect(_)
-            | ProxyError::UpstreamFailed(_)
-            | ProxyError::UpgradeUnsupported(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Upstream(e) => match e.kind() {
+                ErrorKind::Connect | ErrorKind::Broken => StatusCode::BAD_GATEWAY,
+                ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                ErrorKind::ClientBody => StatusCode::BAD_REQUEST,
+            },
+            ProxyError::UpgradeUnsupported(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The machine-readable reason (see [`reason`]).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => reason::NO_ROUTE,
+            ProxyError::BadRequest(_) => reason::BAD_REQUEST,
+            ProxyError::NoBackend => reason::NO_BACKEND,
+            ProxyError::NoEndpoints { .. } => reason::NO_ENDPOINTS,
+            ProxyError::NoHealthyEndpoints { .. } => reason::NO_HEALTHY_ENDPOINTS,
+            ProxyError::CircuitOpen { .. } => reason::BREAKER_OPEN,
+            ProxyError::Overloaded { .. } => reason::OVERLOADED,
+            ProxyError::Upstream(e) => match e.kind() {
+                ErrorKind::Connect => reason::CONNECT_FAILED,
+                ErrorKind::Broken => reason::UPSTREAM_RESET,
+                ErrorKind::Timeout => reason::TIMEOUT,
+                ErrorKind::ClientBody => reason::CLIENT_BODY,
+            },
+            ProxyError::UpgradeUnsupported(_) => reason::UPGRADE_FAILED,
         }
     }
 
@@ -81,12 +110,14 @@ impl ProxyError {
             ProxyError::Overloaded { backend } => {
                 format!("backend {backend} is at its connection limit\n")
             }
-            ProxyError::UpstreamConnect(_) => "upstream connect error\n".to_owned(),
-            ProxyError::UpstreamFailed(_) => "upstream connection failed\n".to_owned(),
-            ProxyError::Timeout => "upstream timed out\n".to_owned(),
-            ProxyError::ClientBody => {
-                "bad request: the request body could not be read\n".to_owned()
-            }
+            ProxyError::Upstream(e) => match e.kind() {
+                ErrorKind::Connect => "upstream connect error\n".to_owned(),
+                ErrorKind::Broken => "upstream connection failed\n".to_owned(),
+                ErrorKind::Timeout => "upstream timed out\n".to_owned(),
+                ErrorKind::ClientBody => {
+                    "bad request: the request body could not be read\n".to_owned()
+                }
+            },
             ProxyError::UpgradeUnsupported(why) => format!("cannot upgrade: {why}\n"),
         };
         let mut resp = Response::new(ProxyBody::full(body));
@@ -96,5 +127,41 @@ impl ProxyError {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every answer the proxy makes itself names a reason from the list, and the 503s tell
+    /// their causes apart.
+    #[test]
+    fn every_error_names_a_distinct_reason() {
+        let b: Arc<str> = "default/api".into();
+        let errors = [
+            ProxyError::NoRoute,
+            ProxyError::BadRequest("x"),
+            ProxyError::NoBackend,
+            ProxyError::NoEndpoints { backend: b.clone() },
+            ProxyError::NoHealthyEndpoints { backend: b.clone() },
+            ProxyError::CircuitOpen { backend: b.clone() },
+            ProxyError::Overloaded { backend: b },
+            UpstreamError::new(ErrorKind::Connect, "refused").into(),
+            UpstreamError::new(ErrorKind::Broken, "reset").into(),
+            UpstreamError::timeout().into(),
+            UpstreamError::new(ErrorKind::ClientBody, "cut").into(),
+            ProxyError::UpgradeUnsupported("x"),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for e in &errors {
+            assert!(reason::ALL.contains(&e.reason()), "{e}");
+            assert!(seen.insert(e.reason()), "{} named twice", e.reason());
+        }
+        let codes: Vec<u16> = errors.iter().map(|e| e.status().as_u16()).collect();
+        assert_eq!(
+            codes,
+            [404, 400, 503, 503, 503, 503, 503, 502, 502, 504, 400, 502]
+        );
     }
 }

@@ -1,44 +1,57 @@
 //! One request: lookup, filters, then a direct answer, a redirect, or a forward to an upstream.
 
-use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response, header};
 use tokio::time::Instant;
 
-use super::body::{ClientBody, ProxyBody};
-use super::conn::ConnCtx;
 use super::error::ProxyError;
-use super::exchange::Exchange;
+use super::exchange::{Exchange, ResponseBody};
 use super::request_id::{self, X_REQUEST_ID};
-use super::router::Router;
-use super::{Shared, forward, headers, path};
+use super::service::Service;
+use super::{forward, headers, path, reason};
 use crate::model::{Action, DirectResponse, PathMatcher, Redirect, RequestView};
+use crate::proxy::transport::{self, ClientBody, ConnCtx, ProxyBody};
+use crate::proxy::upstream::Router;
+
+impl transport::Handler for Service {
+    type Body = ResponseBody;
+
+    fn handle(
+        self: Arc<Self>,
+        conn: Arc<ConnCtx>,
+        req: Request<ClientBody>,
+    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
+        handle(self, conn, req)
+    }
+}
 
 /// Serves one request; never fails (errors become responses here, and only here).
-pub(crate) async fn handle(
-    shared: Arc<Shared>,
+async fn handle(
+    service: Arc<Service>,
     conn: Arc<ConnCtx>,
     mut req: Request<ClientBody>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Response<ResponseBody> {
     let guard = conn.activity.begin();
     let id = request_id::ensure(req.headers_mut());
-    let mut exchange = Exchange::start(&shared.telemetry, &req, conn.peer.ip(), &id);
-    let router = shared.router.load_full();
-    let mut resp = match serve(&shared, &router, &conn, req, &mut exchange).await {
+    let mut exchange = Exchange::start(&service.telemetry, &req, conn.peer.ip(), &id);
+    let router = service.router.load_full();
+    let mut resp = match serve(&service, &router, &conn, req, &mut exchange).await {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(error = %e, source = ?std::error::Error::source(&e), "request answered by the proxy");
+            exchange.reason = e.reason();
             e.into_response()
         }
     };
     exchange.status = resp.status().as_u16();
     resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
-    Ok(resp.map(|b| b.finish_with(exchange, guard)))
+    resp.map(|b| ResponseBody::new(b, exchange, guard))
 }
 
 async fn serve(
-    shared: &Shared,
+    service: &Service,
     router: &Router,
     conn: &ConnCtx,
     req: Request<ClientBody>,
@@ -68,14 +81,20 @@ async fn serve(
     };
 
     let mut resp = match &rule.action {
-        Action::DirectResponse(d) => direct_response(d),
-        Action::Redirect(r) => redirect(r, conn, &req, normalized.as_deref(), matched_prefix)?,
+        Action::DirectResponse(d) => {
+            ex.reason = reason::DIRECT_RESPONSE;
+            direct_response(d)
+        }
+        Action::Redirect(r) => {
+            ex.reason = reason::REDIRECT;
+            redirect(r, conn, &req, normalized.as_deref(), matched_prefix)?
+        }
         Action::Forward { .. } => {
             let backend = router
                 .pick_backend(hit.index, rule, req.headers())
                 .ok_or(ProxyError::NoBackend)?;
             let target = forward::Target {
-                shared,
+                service,
                 router,
                 conn,
                 rule,

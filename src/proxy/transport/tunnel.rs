@@ -5,28 +5,55 @@
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::Shared;
+/// The tunnels of one proxy: tracked, so a drain can wait for them, and closed at `hard_stop`.
+#[derive(Clone, Default)]
+pub struct Tunnels {
+    tracker: TaskTracker,
+    hard_stop: CancellationToken,
+}
 
-/// Joins the client's and the upstream's upgraded connections once both are ready.
-pub(crate) fn spawn(shared: &Shared, client: OnUpgrade, upstream: OnUpgrade) {
-    let stop = shared.hard_stop.clone();
-    shared.tunnels.spawn(async move {
-        let (client, upstream) = match tokio::try_join!(client, upstream) {
-            Ok(both) => both,
-            Err(e) => {
-                tracing::debug!(error = %e, "upgrade did not complete");
-                return;
-            }
-        };
-        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-        tokio::select! {
-            r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "tunnel closed with an error");
-                }
-            }
-            () = stop.cancelled() => tracing::debug!("tunnel closed at the end of the drain period"),
+impl Tunnels {
+    /// Tunnels that close when `hard_stop` is cancelled.
+    pub fn new(hard_stop: CancellationToken) -> Self {
+        Self {
+            tracker: TaskTracker::new(),
+            hard_stop,
         }
-    });
+    }
+
+    /// Joins the client's and the upstream's upgraded connections once both are ready.
+    pub fn spawn(&self, client: OnUpgrade, upstream: OnUpgrade) {
+        let stop = self.hard_stop.clone();
+        self.tracker.spawn(async move {
+            let (client, upstream) = match tokio::try_join!(client, upstream) {
+                Ok(both) => both,
+                Err(e) => {
+                    tracing::debug!(error = %e, "upgrade did not complete");
+                    return;
+                }
+            };
+            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+            tokio::select! {
+                r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "tunnel closed with an error");
+                    }
+                }
+                () = stop.cancelled() => tracing::debug!("tunnel closed at the end of the drain period"),
+            }
+        });
+    }
+
+    /// No new tunnels; [`Tunnels::wait`] then ends when the last one closes.
+    pub fn close(&self) {
+        self.tracker.close();
+    }
+
+    /// Waits for every tunnel to close (after [`Tunnels::close`]).
+    pub async fn wait(&self) {
+        self.tracker.wait().await;
+    }
 }

@@ -1,55 +1,18 @@
-//! Endpoints found at run time (Kubernetes EndpointSlices), shared with the data plane.
+//! The live store of endpoints found at run time (Kubernetes EndpointSlices).
 //!
-//! This is the discovery fast path (DESIGN.md): a compiled [`Backend`](super::Backend) names the
-//! Service port its endpoints come from; the source that watches EndpointSlices writes the ready
-//! endpoints here, and the proxy reads them on every pick. Endpoint churn therefore never
-//! recompiles routes or swaps the routing table.
+//! This is the discovery fast path (DESIGN.md): a compiled [`Backend`](crate::model::Backend)
+//! names the Service port its endpoints come from; the source that watches EndpointSlices
+//! writes the ready endpoints here (through [`EndpointSink`]), and the registry pushes them
+//! into the backends that use them. Endpoint churn therefore never recompiles routes or swaps
+//! the routing table.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use serde::Serialize;
 
-use super::Endpoint;
-
-/// One port of one Service: the unit endpoints are discovered for.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct ServiceKey {
-    /// The Service's namespace.
-    pub namespace: String,
-    /// The Service's name.
-    pub name: String,
-    /// The Service port's name (`""` for a Service's single unnamed port). EndpointSlices name
-    /// their ports after the Service's, which is how an endpoint port is found.
-    pub port: String,
-}
-
-impl ServiceKey {
-    /// A key from its parts.
-    pub fn new(
-        namespace: impl Into<String>,
-        name: impl Into<String>,
-        port: impl Into<String>,
-    ) -> Self {
-        Self {
-            namespace: namespace.into(),
-            name: name.into(),
-            port: port.into(),
-        }
-    }
-}
-
-impl fmt::Display for ServiceKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)?;
-        if !self.port.is_empty() {
-            write!(f, ":{}", self.port)?;
-        }
-        Ok(())
-    }
-}
+use crate::model::{Endpoint, EndpointSink, ServiceKey};
 
 /// The endpoints that may take new requests, swapped whole when they change.
 #[derive(Debug)]
@@ -121,7 +84,11 @@ impl Discovery {
 
     /// Sets the ready endpoints of `key` (sorted, so equal sets compare equal), and tells the
     /// listeners when they changed.
-    pub fn set(&self, key: &ServiceKey, mut ready: Vec<Endpoint>) {
+    pub fn set(&self, key: &ServiceKey, ready: Vec<Endpoint>) {
+        EndpointSink::set(self, key, ready);
+    }
+
+    fn store(&self, key: &ServiceKey, mut ready: Vec<Endpoint>) {
         ready.sort();
         ready.dedup();
         let changed = {
@@ -172,6 +139,12 @@ impl Discovery {
         sets.get(key)
             .map(|s| s.ready().as_ref().clone())
             .unwrap_or_default()
+    }
+}
+
+impl EndpointSink for Discovery {
+    fn set(&self, key: &ServiceKey, ready: Vec<Endpoint>) {
+        self.store(key, ready);
     }
 }
 

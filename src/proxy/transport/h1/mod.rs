@@ -16,9 +16,8 @@ use std::task::{Context, Poll};
 use bytes::BytesMut;
 use tokio::io::AsyncRead;
 
-pub use client::{ClientSettings, IdlePool, SendError, UpstreamBody, send};
-pub use server::NativeBody;
-pub(crate) use server::serve;
+pub use client::{ClientSettings, IdlePool, UpstreamBody, send};
+pub use server::{NativeBody, serve};
 
 /// Reads what is available into `buf`, first making room for at least 1 KiB (in steps of
 /// `step`). A read that does not fill the room tells the reactor the socket is drained, so the

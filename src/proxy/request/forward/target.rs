@@ -1,0 +1,19 @@
+//! Where a request goes: the rule that matched and the backend it picked.
+
+use tokio::time::Instant;
+
+use crate::model::Rule;
+use crate::proxy::request::service::Service;
+use crate::proxy::transport::ConnCtx;
+use crate::proxy::upstream::Router;
+
+/// The request's destination, and what every step reads.
+pub(crate) struct Target<'a> {
+    pub service: &'a Service,
+    pub router: &'a Router,
+    pub conn: &'a ConnCtx,
+    pub rule: &'a Rule,
+    pub backend: usize,
+    pub matched_prefix: Option<&'a str>,
+    pub started: Instant,
+}
