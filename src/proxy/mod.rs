@@ -24,7 +24,7 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use request::{ProxyError, reason};
+pub use request::{Middleware, ProxyError, reason};
 pub use transport::{Http1Codec, ProxyBody};
 pub use upstream::{BackendState, Registry, Router, UpstreamSettings, balance};
 
@@ -75,6 +75,15 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy with an empty table (every request gets 404 until a table is published).
     pub fn new(config: ProxyConfig, telemetry: Arc<Telemetry>) -> Self {
+        Self::with_middleware(config, telemetry, None)
+    }
+
+    /// A proxy whose requests and responses pass through `middleware`.
+    pub fn with_middleware(
+        config: ProxyConfig,
+        telemetry: Arc<Telemetry>,
+        middleware: Option<Arc<dyn Middleware>>,
+    ) -> Self {
         let registry = Registry::new(config.upstream.clone());
         let router = Router::link(Arc::new(RoutingTable::default()), &registry);
         let hard_stop = CancellationToken::new();
@@ -88,6 +97,7 @@ impl Proxy {
             },
             telemetry,
             tunnels: Tunnels::new(hard_stop.clone()),
+            middleware,
         });
         let limits = ConnLimits {
             header_read_timeout: config.header_read_timeout,

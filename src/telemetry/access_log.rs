@@ -46,25 +46,42 @@ const QUEUE: usize = 16 * 1024;
 /// What one request leaves in the log. Cheap to build: the `http` values are reference-counted.
 #[derive(Debug)]
 pub struct Entry {
+    /// When the request arrived.
     pub time: SystemTime,
+    /// The `x-request-id` sent back.
     pub request_id: HeaderValue,
+    /// The peer address of the connection.
     pub client: IpAddr,
+    /// The request method.
     pub method: Method,
+    /// The `Host` header, as received.
     pub host: Option<HeaderValue>,
+    /// The request target, as received.
     pub uri: Uri,
+    /// The HTTP version.
     pub version: Version,
+    /// The status sent (499: the client left first).
     pub status: u16,
     /// Why the gateway answered itself (`no_route`, `breaker_open`, ...); empty when the
     /// upstream answered.
     pub reason: &'static str,
+    /// Request body bytes.
     pub bytes_in: u64,
+    /// Response body bytes.
     pub bytes_out: u64,
+    /// From arrival to the end of the response body.
     pub duration: Duration,
+    /// The endpoint the request went to, if any.
     pub upstream: Option<Arc<str>>,
+    /// Time to the upstream's response headers, if it was asked.
     pub upstream_duration: Option<Duration>,
+    /// The rule's label (empty: no route matched).
     pub route: Arc<str>,
+    /// The backend's label (empty: none picked).
     pub backend: Arc<str>,
+    /// Retried attempts.
     pub retries: u32,
+    /// The W3C trace id of a forwarded request.
     pub trace_id: Option<Arc<str>>,
 }
 

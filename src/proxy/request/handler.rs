@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use super::error::ProxyError;
 use super::exchange::{Exchange, ResponseBody};
+use super::middleware::Middleware;
 use super::request_id::{self, X_REQUEST_ID};
 use super::service::Service;
 use super::{forward, headers, path, reason};
@@ -37,17 +38,53 @@ async fn handle(
     let id = request_id::ensure(req.headers_mut());
     let mut exchange = Exchange::start(&service.telemetry, &req, conn.peer.ip(), &id);
     let router = service.router.load_full();
-    let mut resp = match serve(&service, &router, &conn, req, &mut exchange).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            tracing::debug!(error = %e, source = ?std::error::Error::source(&e), "request answered by the proxy");
-            exchange.reason = e.reason();
-            e.into_response()
-        }
+    let answered = match &service.middleware {
+        Some(m) => before(m.as_ref(), &mut req),
+        None => None,
     };
+    let mut resp = match answered {
+        Some(resp) => {
+            exchange.reason = reason::MIDDLEWARE;
+            resp
+        }
+        None => match serve(&service, &router, &conn, req, &mut exchange).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::debug!(error = %e, source = ?std::error::Error::source(&e), "request answered by the proxy");
+                exchange.reason = e.reason();
+                e.into_response()
+            }
+        },
+    };
+    if let Some(m) = &service.middleware {
+        resp = after(m.as_ref(), resp);
+    }
     exchange.status = resp.status().as_u16();
     resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
     resp.map(|b| ResponseBody::new(b, exchange, guard))
+}
+
+/// The middleware's look at the request head; its answer, if it gives one.
+fn before(m: &dyn Middleware, req: &mut Request<ClientBody>) -> Option<Response<ProxyBody>> {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = std::mem::take(req.method_mut());
+    parts.uri = std::mem::take(req.uri_mut());
+    parts.version = req.version();
+    parts.headers = std::mem::take(req.headers_mut());
+    parts.extensions = std::mem::take(req.extensions_mut());
+    let answer = m.on_request(&mut parts);
+    *req.method_mut() = parts.method;
+    *req.uri_mut() = parts.uri;
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers;
+    *req.extensions_mut() = parts.extensions;
+    answer.map(|r| r.map(ProxyBody::full))
+}
+
+fn after(m: &dyn Middleware, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    m.on_response(&mut parts);
+    Response::from_parts(parts, body)
 }
 
 async fn serve(

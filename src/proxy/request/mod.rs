@@ -13,6 +13,7 @@ mod exchange;
 mod forward;
 mod handler;
 pub mod headers;
+mod middleware;
 mod path;
 pub mod reason;
 pub mod request_id;
@@ -20,4 +21,5 @@ mod service;
 mod trace;
 
 pub use error::ProxyError;
+pub use middleware::Middleware;
 pub use service::{RequestSettings, Service};

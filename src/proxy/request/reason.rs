@@ -32,6 +32,8 @@ pub const UPGRADE_FAILED: &str = "upgrade_failed";
 pub const DIRECT_RESPONSE: &str = "direct_response";
 /// The rule answers with a configured redirect.
 pub const REDIRECT: &str = "redirect";
+/// The embedding program's middleware answered.
+pub const MIDDLEWARE: &str = "middleware";
 
 /// Every reason, for documentation and tests.
 pub const ALL: &[&str] = &[
@@ -49,4 +51,5 @@ pub const ALL: &[&str] = &[
     UPGRADE_FAILED,
     DIRECT_RESPONSE,
     REDIRECT,
+    MIDDLEWARE,
 ];

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use super::middleware::Middleware;
 use crate::proxy::transport::{Clients, Tunnels};
 use crate::proxy::upstream::{Registry, Router};
 use crate::telemetry::Telemetry;
@@ -33,4 +34,6 @@ pub struct Service {
     pub telemetry: Arc<Telemetry>,
     /// Upgraded connections.
     pub tunnels: Tunnels,
+    /// The embedding program's middleware, if any.
+    pub middleware: Option<Arc<dyn Middleware>>,
 }
