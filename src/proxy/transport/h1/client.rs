@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use super::super::error::{BoxError, ErrorKind, UpstreamError};
 use super::codec::{self, BodyDecoder, Chunk, Framing};
+use super::fill;
 use crate::proxy::upstream::EndpointState;
 
 /// Read buffer of a connection; a response that fits is read in one call.
@@ -120,7 +121,7 @@ impl Conn {
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        super::poll_fill(&mut self.io, &mut self.read, READ_BUF, cx)
+        fill::poll_fill(&mut self.io, &mut self.read, READ_BUF, cx)
     }
 }
 

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::super::conn::ConnLimits;
 use super::super::error::BoxError;
 use super::codec::{self, BodyDecoder, Chunk, Framing, Parsed, Reject, ResponseFraming};
+use super::fill;
 use super::rewind::Rewind;
 
 /// Initial read buffer of a client connection.
@@ -48,7 +49,7 @@ impl Reader {
             // Released while idle: take memory only once there is something to read.
             ready!(self.io.as_ref().poll_read_ready(cx))?;
         }
-        super::poll_fill(&mut self.io, &mut self.buf, READ_BUF, cx)
+        fill::poll_fill(&mut self.io, &mut self.buf, READ_BUF, cx)
     }
 }
 
