@@ -18,7 +18,7 @@ use super::target::Target;
 use crate::model::{Backend, Retry, Timeouts, UpstreamProtocol};
 use crate::proxy::request::error::ProxyError;
 use crate::proxy::request::exchange::Exchange;
-use crate::proxy::transport::{ProxyBody, RequestBody, UpstreamError, h1};
+use crate::proxy::transport::{ClientBody, ProxyBody, RequestBody, UpstreamError, h1};
 use crate::proxy::upstream::balance::PickContext;
 use crate::proxy::upstream::{Admission, BackendState, Breaker, EndpointState, NoEndpoint};
 use crate::telemetry::metrics::{BackendLabels, RouteLabels};
@@ -47,9 +47,10 @@ struct Admitted {
 /// Attempts until one answers, the policy stops, or a failure is final.
 pub(super) async fn run(
     mut plan: Plan<'_>,
-    mut payload: Payload,
+    body: ClientBody,
     ex: &mut Exchange,
 ) -> Result<Answer, ProxyError> {
+    let mut payload = Payload::read(body, plan.policy, ex.bytes_in_counter()).await;
     let t = plan.t;
     let cfg = &t.router.table.backends[t.backend];
     let state = &t.router.backends[t.backend];

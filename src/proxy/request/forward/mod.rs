@@ -1,7 +1,8 @@
 //! Forwarding a request to a backend, as named steps:
 //!
 //! 1. [`prepare`]: the rule's request filters, the forwarding headers, the upstream path;
-//! 2. [`payload`]: the body, kept in memory when a retry may need to send it again;
+//! 2. [`payload`]: the body, kept in memory when a retry may need to send it again (read by
+//!    the first step of [`attempt`]);
 //! 3. [`attempt`]: admit (breaker, connection limit) → pick an endpoint → send → record the
 //!    outcome (passive health, breaker), repeated while [`retry`] says so;
 //! 4. [`upgrade`]: hand a switched connection to a tunnel.
@@ -20,7 +21,6 @@ use super::exchange::Exchange;
 use super::headers;
 use crate::model::UpstreamProtocol;
 use crate::proxy::transport::{ClientBody, ProxyBody};
-use payload::Payload;
 pub(crate) use target::Target;
 
 /// Sends `req` to the target's backend and returns the response to send the client.
@@ -50,7 +50,6 @@ pub(crate) async fn forward(
         prepared.upgrade.is_some(),
     );
     let (parts, body) = prepared.req.into_parts();
-    let payload = Payload::read(body, policy, ex.bytes_in_counter()).await;
     let plan = attempt::Plan {
         t: &t,
         parts,
@@ -59,6 +58,8 @@ pub(crate) async fn forward(
         native: prepared.upgrade.is_none(),
         policy,
     };
-    let (resp, upstream_upgrade) = attempt::run(plan, payload, ex).await?;
+    // One future holds the request from here on (the payload is read inside): a request's
+    // state is not kept twice across awaits.
+    let (resp, upstream_upgrade) = attempt::run(plan, body, ex).await?;
     upgrade::finish(t.service, resp, client_upgrade, upstream_upgrade)
 }
