@@ -201,8 +201,9 @@ async fn active_health_checks_take_an_endpoint_out_and_slow_start_brings_it_back
         let view: serde_json::Value =
             serde_json::from_str(&c.get(admin, "a", "/backends", &[]).await.body).unwrap();
         let out = view[0]["endpoints"].as_array().into_iter().flatten();
-        b.health_hits.load(std::sync::atomic::Ordering::Relaxed) >= 2
-            && out.into_iter().any(|e| e["activeHealthy"] == false)
+        let out_of_service = out.into_iter().any(|e| e["activeHealthy"] == false);
+        (b.health_hits.load(std::sync::atomic::Ordering::Relaxed) >= 2 && out_of_service)
+            .then_some(())
     })
     .await;
     let out = tally(&c, at, "/", 40, &[]).await;
@@ -213,7 +214,20 @@ async fn active_health_checks_take_an_endpoint_out_and_slow_start_brings_it_back
     );
 
     b.faults.set_health(200);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    eventually(
+        Duration::from_secs(5),
+        "the probes bring b back",
+        || async {
+            let view: serde_json::Value =
+                serde_json::from_str(&c.get(admin, "a", "/backends", &[]).await.body).unwrap();
+            let endpoints = view[0]["endpoints"].as_array().cloned().unwrap_or_default();
+            endpoints
+                .iter()
+                .all(|e| e["activeHealthy"] == true)
+                .then_some(())
+        },
+    )
+    .await;
     let early = tally(&c, at, "/", 100, &[]).await;
     let early_b = early.get("b").copied().unwrap_or(0);
     assert!(

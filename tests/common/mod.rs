@@ -299,24 +299,24 @@ pub async fn gateway(config: &Path) -> tidegate::Gateway {
         .expect("gateway starts")
 }
 
-/// Polls `check` every 10 ms until it holds; panics naming `what` if it does not within
-/// `within`. The one way a test waits for something that happens on the wall clock (never a
-/// bare fixed sleep).
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+/// Polls `check` every 50 ms until it returns `Some`, and returns that; panics naming `what`
+/// if it does not within `within`. The one way a test waits for something that happens on the
+/// wall clock (never a bare fixed sleep).
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    Fut: std::future::Future<Output = Option<T>>,
 {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        if check().await {
-            return;
+        if let Some(v) = check().await {
+            return v;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "not within {within:?}: {what}"
+            "timed out after {within:?} waiting for {what}"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
