@@ -390,6 +390,28 @@ mod lookup {
     }
 
     #[test]
+    fn a_method_match_beats_more_header_matches() {
+        let hm = |n: &str, v: &str| HeaderMatch {
+            name: n.into(),
+            value: v.into(),
+            kind: Default::default(),
+        };
+        let headers = RouteMatch {
+            headers: vec![hm("x-a", "1"), hm("x-b", "2")],
+            ..Default::default()
+        };
+        let method = RouteMatch {
+            method: Some("GET".into()),
+            ..Default::default()
+        };
+        let t = table(vec![r("headers", &[], headers), r("method", &[], method)]);
+        assert_eq!(
+            winner(&t, "h", "/", &[("x-a", "1"), ("x-b", "2")]).as_deref(),
+            Some("method")
+        );
+    }
+
+    #[test]
     fn older_route_wins_identical_matches_then_namespace_and_name() {
         let mut newer = r("a-newer", &[], path(PathMatchType::PathPrefix, "/"));
         newer.meta.created = Some(2_000);
