@@ -170,7 +170,9 @@ impl GatewayBuilder {
             .unwrap_or_else(|| Arc::new(Telemetry::new(&self.access_log)));
         let stop = CancellationToken::new();
         let (tables_tx, tables) = watch::channel(None);
-        let proxy = Proxy::new(self.proxy, telemetry.clone());
+        let mut proxy_config = self.proxy;
+        proxy_config.http_port.get_or_insert(http_addr.port());
+        let proxy = Proxy::new(proxy_config, telemetry.clone());
         if let Some(listener) = admin {
             let state = AdminState {
                 tables: tables.clone(),
