@@ -181,7 +181,9 @@ impl GatewayBuilder {
             .unwrap_or_else(|| Arc::new(Telemetry::new(&self.access_log)));
         let stop = CancellationToken::new();
         let (tables_tx, tables) = watch::channel(None);
-        let proxy = Proxy::with_middleware(self.proxy, telemetry.clone(), self.middleware);
+        let mut proxy_config = self.proxy;
+        proxy_config.http_port.get_or_insert(http_addr.port());
+        let proxy = Proxy::with_middleware(proxy_config, telemetry.clone(), self.middleware);
         if let Some(listener) = admin {
             let state = AdminState {
                 tables: tables.clone(),

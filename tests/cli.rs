@@ -7,10 +7,16 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ConfigDir, HttpClient, Upstream, backend_yaml, route_yaml};
+use common::{ConfigDir, HttpClient, Upstream, backend_yaml};
 use http::StatusCode;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tidegate");
+
+fn route(name: &str, path: &str, backend: &str) -> String {
+    format!(
+        "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: {{ name: {name} }}\nspec:\n  rules:\n    - matches: [{{ path: {{ value: {path} }} }}]\n      backendRefs: [{{ name: {backend} }}]\n"
+    )
+}
 
 /// A running `tidegate run`, killed on drop.
 struct Running {
@@ -105,7 +111,7 @@ fn validate_prints_one_line_per_problem_and_exits_1_on_rejection() {
     let cfg = ConfigDir::new();
     cfg.write(
         "ok.yaml",
-        &(backend_yaml("a", &["127.0.0.1:9".parse().unwrap()]) + &route_yaml("good", "/", "a", "")),
+        &(backend_yaml("a", &["127.0.0.1:9".parse().unwrap()]) + &route("good", "/", "a")),
     );
     let out = Command::new(BIN)
         .args(["validate", "--config"])
@@ -120,7 +126,23 @@ fn validate_prints_one_line_per_problem_and_exits_1_on_rejection() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "");
 
-    cfg.write("bad.yaml", &(route_yaml("broken", "/b", "nope", "") + "---\n" + "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: { name: typo, namespace: shop }\nspec: { rulez: [] }\n"));
+    // A reference that does not resolve is a warning that says what happens; nothing is rejected.
+    cfg.write("bad.yaml", &route("dangling", "/b", "nope"));
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let dangling = "Route default/dangling: spec.rules[0].backendRefs[0].name: Backend default/nope not found (and Service references are not supported yet): the rule answers 500 [warning] (bad.yaml)";
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        [dangling]
+    );
+
+    cfg.write("bad.yaml", &(route("dangling", "/b", "nope") + "---\n" + "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: { name: typo, namespace: shop }\nspec: { rulez: [] }\n"));
     let out = Command::new(BIN)
         .args(["validate", "--config"])
         .arg(cfg.path())
@@ -132,7 +154,7 @@ fn validate_prints_one_line_per_problem_and_exits_1_on_rejection() {
     assert_eq!(
         lines,
         [
-            "Route default/broken: spec.rules[0].backendRefs[0].name: Backend default/nope not found (and Service references are not supported yet) (bad.yaml)",
+            dangling,
             "Route shop/typo: spec.rulez: unknown field `rulez`, expected one of `ingressClassName`, `protocol`, `hostnames`, `tls`, `port`, `rules`, `backendRefs`, `udp` (bad.yaml)",
         ]
     );
@@ -165,7 +187,7 @@ async fn readiness_config_and_sighup_reload() {
     let cfg = ConfigDir::new();
     cfg.write(
         "all.yaml",
-        &(backend_yaml("up", &[up.addr]) + &route_yaml("r", "/", "up", "")),
+        &(backend_yaml("up", &[up.addr]) + &route("r", "/", "up")),
     );
     let gw = Running::start(cfg.path(), &[]);
     let c = HttpClient::http1();
@@ -208,7 +230,7 @@ async fn sigterm_drains_the_request_in_flight_then_exits_0() {
     let cfg = ConfigDir::new();
     cfg.write(
         "all.yaml",
-        &(backend_yaml("slow", &[up.addr]) + &route_yaml("r", "/", "slow", "")),
+        &(backend_yaml("slow", &[up.addr]) + &route("r", "/", "slow")),
     );
     let mut gw = Running::start(cfg.path(), &["--drain-timeout", "10s"]);
     let c = HttpClient::http1();
@@ -241,7 +263,7 @@ async fn drain_timeout_bounds_shutdown() {
     let cfg = ConfigDir::new();
     cfg.write(
         "all.yaml",
-        &(backend_yaml("stuck", &[up.addr]) + &route_yaml("r", "/", "stuck", "")),
+        &(backend_yaml("stuck", &[up.addr]) + &route("r", "/", "stuck")),
     );
     let mut gw = Running::start(cfg.path(), &["--drain-timeout", "500ms"]);
     let at = gw.http;
@@ -270,7 +292,7 @@ async fn the_access_log_goes_to_stdout_as_json_lines() {
     let cfg = ConfigDir::new();
     cfg.write(
         "all.yaml",
-        &(backend_yaml("up", &[up.addr]) + &route_yaml("r", "/", "up", "")),
+        &(backend_yaml("up", &[up.addr]) + &route("r", "/", "up")),
     );
     let gw = Running::start(cfg.path(), &[]);
     let c = HttpClient::http1();

@@ -7,12 +7,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{
-    ConfigDir, HttpClient, Upstream, backend_yaml, gateway, route_yaml, wait_for_version,
-};
+use common::{ConfigDir, HttpClient, Upstream, backend_yaml, gateway, wait_for_version};
 use futures::{SinkExt, StreamExt};
 use http::StatusCode;
 use tokio_tungstenite::tungstenite::Message;
+
+fn route(name: &str, path: &str, backend: &str) -> String {
+    format!(
+        "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: {{ name: {name} }}\nspec:\n  rules:\n    - matches: [{{ path: {{ value: {path} }} }}]\n      backendRefs: [{{ name: {backend} }}]\n"
+    )
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_are_added_and_removed_with_zero_failed_requests_while_a_client_loops() {
@@ -22,7 +26,7 @@ async fn routes_are_added_and_removed_with_zero_failed_requests_while_a_client_l
         "backends.yaml",
         &(backend_yaml("a", &[a.addr]) + &backend_yaml("b", &[b.addr])),
     );
-    cfg.write("a.yaml", &route_yaml("ra", "/a", "a", ""));
+    cfg.write("a.yaml", &route("ra", "/a", "a"));
     let gw = gateway(cfg.path()).await;
     let at = gw.http_addr();
 
@@ -50,7 +54,7 @@ async fn routes_are_added_and_removed_with_zero_failed_requests_while_a_client_l
         StatusCode::NOT_FOUND
     );
     for round in 0..5 {
-        cfg.write("b.yaml", &route_yaml("rb", "/b", "b", ""));
+        cfg.write("b.yaml", &route("rb", "/b", "b"));
         version = wait_for_version(&gw, version).await;
         assert_eq!(
             c.get(at, "h", "/b", &[]).await.echo().upstream,
@@ -94,7 +98,7 @@ async fn an_invalid_file_or_object_keeps_the_last_good_table() {
     let a = Upstream::start("a").await;
     let cfg = ConfigDir::new();
     cfg.write("backends.yaml", &backend_yaml("a", &[a.addr]));
-    cfg.write("routes.yaml", &route_yaml("ra", "/a", "a", ""));
+    cfg.write("routes.yaml", &route("ra", "/a", "a"));
     let gw = gateway(cfg.path()).await;
     let (at, c) = (gw.http_addr(), HttpClient::http1());
     let admin = gw.admin_addr().unwrap();
@@ -113,8 +117,12 @@ async fn an_invalid_file_or_object_keeps_the_last_good_table() {
         "{diag}"
     );
 
-    // Valid YAML, invalid object (unknown Backend): the last accepted version keeps serving.
-    cfg.write("routes.yaml", &route_yaml("ra", "/a", "missing", ""));
+    // Valid YAML, invalid object (a method that is not one): the last accepted version keeps
+    // serving.
+    cfg.write(
+        "routes.yaml",
+        &route("ra", "/a", "a").replace("value: /a } }", "value: /a }, method: get }"),
+    );
     let v3 = wait_for_version(&gw, v2).await;
     assert_eq!(c.get(at, "h", "/a", &[]).await.echo().upstream, "a");
     let table = gw.table().unwrap();
@@ -122,15 +130,20 @@ async fn an_invalid_file_or_object_keeps_the_last_good_table() {
         table
             .diagnostics
             .iter()
-            .any(|d| d.is_error() && d.field == "spec.rules[0].backendRefs[0].name")
+            .any(|d| d.is_error() && d.field == "spec.rules[0].matches[0].method"),
+        "{:?}",
+        table.diagnostics
     );
 
-    // A broken object next to working ones: only it is rejected.
+    // A broken object next to working ones: only it is rejected. A Route whose Backend is
+    // missing is not broken (Gateway API): it serves, and its rule answers 500.
     cfg.write(
         "more.yaml",
-        &(route_yaml("good", "/good", "a", "")
+        &(route("good", "/good", "a")
             + "---\n"
-            + &route_yaml("bad", "/bad", "missing", "")),
+            + &route("bad", "/bad", "a").replace("value: /bad } }", "value: /bad }, method: x }")
+            + "---\n"
+            + &route("dangling", "/dangling", "missing")),
     );
     let v4 = wait_for_version(&gw, v3).await;
     assert_eq!(c.get(at, "h", "/good", &[]).await.status, StatusCode::OK);
@@ -138,9 +151,13 @@ async fn an_invalid_file_or_object_keeps_the_last_good_table() {
         c.get(at, "h", "/bad", &[]).await.status,
         StatusCode::NOT_FOUND
     );
+    assert_eq!(
+        c.get(at, "h", "/dangling", &[]).await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
 
     // Fixed: the new version serves, the diagnostics are gone.
-    cfg.write("routes.yaml", &route_yaml("ra", "/fixed", "a", ""));
+    cfg.write("routes.yaml", &route("ra", "/fixed", "a"));
     cfg.remove("more.yaml");
     wait_for_version(&gw, v4).await;
     tokio::time::sleep(Duration::from_millis(200)).await; // both writes land in one or two reloads
@@ -169,7 +186,7 @@ async fn a_websocket_stays_open_across_reloads() {
         "backends.yaml",
         &(backend_yaml("ws", &[ws_up.addr]) + &backend_yaml("other", &[other.addr])),
     );
-    cfg.write("routes.yaml", &route_yaml("chat", "/chat", "ws", ""));
+    cfg.write("routes.yaml", &route("chat", "/chat", "ws"));
     let gw = gateway(cfg.path()).await;
     let url = format!("ws://{}/chat", gw.http_addr());
     let (mut ws, resp) = tokio_tungstenite::connect_async(url)
@@ -188,7 +205,7 @@ async fn a_websocket_stays_open_across_reloads() {
         );
         // Point the route elsewhere, then remove it entirely: the open tunnel is unaffected.
         let change = if i % 2 == 0 {
-            route_yaml("chat", "/chat", "other", "")
+            route("chat", "/chat", "other")
         } else {
             String::new()
         };

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::reason;
+use crate::model::NoBackend;
 use crate::proxy::transport::{ErrorKind, ProxyBody, UpstreamError};
 
 /// Why the proxy answered a request itself.
@@ -16,9 +17,10 @@ pub enum ProxyError {
     /// The request cannot be routed as sent.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
-    /// Every backendRef of the rule has weight 0.
-    #[error("no backend has a non-zero weight")]
-    NoBackend,
+    /// The rule sends this request to no backend: every weight is 0 (503), it has no
+    /// backendRefs or the chosen one does not resolve (500, as Gateway API asks).
+    #[error("no backend: {0}")]
+    NoBackend(#[from] NoBackend),
     /// The chosen backend has no endpoint to send to.
     #[error("backend {backend} has no endpoints")]
     NoEndpoints {
@@ -58,7 +60,10 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ProxyError::NoBackend
+            ProxyError::NoBackend(NoBackend::NoBackendRefs | NoBackend::Unresolved) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            ProxyError::NoBackend(NoBackend::ZeroWeights)
             | ProxyError::NoEndpoints { .. }
             | ProxyError::NoHealthyEndpoints { .. }
             | ProxyError::CircuitOpen { .. }
@@ -77,7 +82,9 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => reason::NO_ROUTE,
             ProxyError::BadRequest(_) => reason::BAD_REQUEST,
-            ProxyError::NoBackend => reason::NO_BACKEND,
+            ProxyError::NoBackend(NoBackend::ZeroWeights) => reason::NO_BACKEND,
+            ProxyError::NoBackend(NoBackend::NoBackendRefs) => reason::NO_BACKEND_REFS,
+            ProxyError::NoBackend(NoBackend::Unresolved) => reason::UNRESOLVED_BACKEND,
             ProxyError::NoEndpoints { .. } => reason::NO_ENDPOINTS,
             ProxyError::NoHealthyEndpoints { .. } => reason::NO_HEALTHY_ENDPOINTS,
             ProxyError::CircuitOpen { .. } => reason::BREAKER_OPEN,
@@ -97,7 +104,15 @@ impl ProxyError {
         let body = match &self {
             ProxyError::NoRoute => "no route matches this host and path\n".to_owned(),
             ProxyError::BadRequest(why) => format!("bad request: {why}\n"),
-            ProxyError::NoBackend => "no backend available for this route\n".to_owned(),
+            ProxyError::NoBackend(NoBackend::ZeroWeights) => {
+                "no backend available for this route\n".to_owned()
+            }
+            ProxyError::NoBackend(NoBackend::NoBackendRefs) => {
+                "this route has no backend configured\n".to_owned()
+            }
+            ProxyError::NoBackend(NoBackend::Unresolved) => {
+                "the backend reference of this route does not resolve\n".to_owned()
+            }
             ProxyError::NoEndpoints { backend } => {
                 format!("no endpoints available for backend {backend}\n")
             }
@@ -142,7 +157,9 @@ mod tests {
         let errors = [
             ProxyError::NoRoute,
             ProxyError::BadRequest("x"),
-            ProxyError::NoBackend,
+            NoBackend::ZeroWeights.into(),
+            NoBackend::NoBackendRefs.into(),
+            NoBackend::Unresolved.into(),
             ProxyError::NoEndpoints { backend: b.clone() },
             ProxyError::NoHealthyEndpoints { backend: b.clone() },
             ProxyError::CircuitOpen { backend: b.clone() },
@@ -161,7 +178,9 @@ mod tests {
         let codes: Vec<u16> = errors.iter().map(|e| e.status().as_u16()).collect();
         assert_eq!(
             codes,
-            [404, 400, 503, 503, 503, 503, 503, 502, 502, 504, 400, 502]
+            [
+                404, 400, 503, 500, 500, 503, 503, 503, 503, 502, 502, 504, 400, 502
+            ]
         );
     }
 }

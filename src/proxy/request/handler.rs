@@ -12,7 +12,7 @@ use super::middleware::Middleware;
 use super::request_id::{self, X_REQUEST_ID};
 use super::service::Service;
 use super::{forward, headers, path, reason};
-use crate::model::{Action, DirectResponse, PathMatcher, Redirect, RequestView};
+use crate::model::{Action, Answer, DirectResponse, PathMatcher, Redirect, RequestView};
 use crate::proxy::transport::{self, ClientBody, ConnCtx, ProxyBody};
 use crate::proxy::upstream::Router;
 
@@ -124,22 +124,55 @@ async fn serve(
         }
         Action::Redirect(r) => {
             ex.reason = reason::REDIRECT;
-            redirect(r, conn, &req, normalized.as_deref(), matched_prefix)?
+            redirect(
+                r,
+                service,
+                conn,
+                &req,
+                normalized.as_deref(),
+                matched_prefix,
+            )?
         }
         Action::Forward { .. } => {
-            let backend = router
-                .pick_backend(hit.index, rule, req.headers())
-                .ok_or(ProxyError::NoBackend)?;
-            let target = forward::Target {
-                service,
-                router,
-                conn,
-                rule,
-                backend,
-                matched_prefix,
-                started,
-            };
-            forward::forward(target, req, normalized, ex).await?
+            let picked = router.pick_backend(hit.index, rule, req.headers())?;
+            let filters = &picked.backend_ref.filters;
+            match &filters.answer {
+                Some(answer) => {
+                    let mut resp = match answer {
+                        Answer::DirectResponse(d) => {
+                            ex.reason = reason::DIRECT_RESPONSE;
+                            direct_response(d)
+                        }
+                        Answer::Redirect(r) => {
+                            ex.reason = reason::REDIRECT;
+                            redirect(
+                                r,
+                                service,
+                                conn,
+                                &req,
+                                normalized.as_deref(),
+                                matched_prefix,
+                            )?
+                        }
+                    };
+                    for m in &filters.response {
+                        m.apply(resp.headers_mut());
+                    }
+                    resp
+                }
+                None => {
+                    let target = forward::Target {
+                        service,
+                        router,
+                        conn,
+                        rule,
+                        picked,
+                        matched_prefix,
+                        started,
+                    };
+                    forward::forward(target, req, normalized, ex).await?
+                }
+            }
         }
     };
     for m in &rule.response_filters {
@@ -162,18 +195,21 @@ fn direct_response(d: &DirectResponse) -> Response<ProxyBody> {
 
 fn redirect(
     r: &Redirect,
+    service: &Service,
     conn: &ConnCtx,
     req: &Request<ClientBody>,
     normalized: Option<&str>,
     matched_prefix: Option<&str>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let (host, port) = headers::request_host(req)
+    let (host, _) = headers::request_host(req)
         .ok_or(ProxyError::BadRequest("missing or invalid Host header"))?;
     let path = normalized.unwrap_or(req.uri().path());
+    // The port clients reached the listener on (Gateway API), not the one in their Host header.
+    let listener_port = service.settings.http_port;
     let location = r.location(
         conn.scheme,
         &host,
-        port,
+        listener_port,
         path,
         matched_prefix,
         req.uri().query(),

@@ -12,6 +12,10 @@ pub const BAD_REQUEST: &str = "bad_request";
 pub const CLIENT_BODY: &str = "client_body";
 /// Every backendRef of the matched rule has weight 0 (503).
 pub const NO_BACKEND: &str = "no_backend";
+/// The rule has no backendRefs (500, as Gateway API asks).
+pub const NO_BACKEND_REFS: &str = "no_backend_refs";
+/// The picked backendRef does not resolve to a backend (500, as Gateway API asks).
+pub const UNRESOLVED_BACKEND: &str = "unresolved_backend";
 /// The picked backend has no endpoints (503).
 pub const NO_ENDPOINTS: &str = "no_endpoints";
 /// Every endpoint of the picked backend is unhealthy or ejected (503).
@@ -41,6 +45,8 @@ pub const ALL: &[&str] = &[
     BAD_REQUEST,
     CLIENT_BODY,
     NO_BACKEND,
+    NO_BACKEND_REFS,
+    UNRESOLVED_BACKEND,
     NO_ENDPOINTS,
     NO_HEALTHY_ENDPOINTS,
     BREAKER_OPEN,

@@ -17,6 +17,8 @@ pub struct RequestSettings {
     pub default_request_timeout: Option<Duration>,
     /// Whether HTTP/1.1 upstreams are reached with the native client (else hyper's).
     pub native_http1: bool,
+    /// The port clients reach the listener on (redirects that name no port point there).
+    pub http_port: u16,
 }
 
 /// Serves requests from the latest router: the request layer's state, shared by every

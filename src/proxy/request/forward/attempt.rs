@@ -52,8 +52,8 @@ pub(super) async fn run(
 ) -> Result<Answer, ProxyError> {
     let mut payload = Payload::read(body, plan.policy, ex.bytes_in_counter()).await;
     let t = plan.t;
-    let cfg = &t.router.table.backends[t.backend];
-    let state = &t.router.backends[t.backend];
+    let cfg = &t.router.table.backends[t.picked.backend];
+    let state = &t.router.backends[t.picked.backend];
     let attempts = payload.attempts(plan.policy);
     let mut head = Some(std::mem::take(&mut plan.parts.headers));
     let ctx = PickContext {

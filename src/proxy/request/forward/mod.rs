@@ -30,7 +30,7 @@ pub(crate) async fn forward(
     normalized: Option<String>,
     ex: &mut Exchange,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let cfg = &t.router.table.backends[t.backend];
+    let cfg = &t.router.table.backends[t.picked.backend];
     ex.backend = cfg.label.clone();
     let upgrade = headers::upgrade_protocol(&req);
     if upgrade.is_some() && cfg.protocol == UpstreamProtocol::H2c {
@@ -61,5 +61,9 @@ pub(crate) async fn forward(
     // One future holds the request from here on (the payload is read inside): a request's
     // state is not kept twice across awaits.
     let (resp, upstream_upgrade) = attempt::run(plan, body, ex).await?;
-    upgrade::finish(t.service, resp, client_upgrade, upstream_upgrade)
+    let mut resp = upgrade::finish(t.service, resp, client_upgrade, upstream_upgrade)?;
+    for m in &t.picked.backend_ref.filters.response {
+        m.apply(resp.headers_mut());
+    }
+    Ok(resp)
 }

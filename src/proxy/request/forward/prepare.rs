@@ -31,11 +31,12 @@ pub(super) fn prepare(
     normalized: Option<String>,
     upgrade: Option<HeaderValue>,
 ) -> Result<Prepared, ProxyError> {
-    let state = &t.router.backends[t.backend];
+    let state = &t.router.backends[t.picked.backend];
     let original_host = headers::host_value(&req);
     let mut new_path = normalized;
     let mut new_host = None;
-    for filter in &t.rule.request_filters {
+    let ref_filters = &t.picked.backend_ref.filters.request;
+    for filter in t.rule.request_filters.iter().chain(ref_filters) {
         match filter {
             RequestFilter::RequestHeaderModifier(m) => m.apply(req.headers_mut()),
             RequestFilter::UrlRewrite(rw) => {

@@ -2,7 +2,7 @@
 
 use tokio::time::Instant;
 
-use crate::model::Rule;
+use crate::model::{Picked, Rule};
 use crate::proxy::request::service::Service;
 use crate::proxy::transport::ConnCtx;
 use crate::proxy::upstream::Router;
@@ -13,7 +13,9 @@ pub(crate) struct Target<'a> {
     pub router: &'a Router,
     pub conn: &'a ConnCtx,
     pub rule: &'a Rule,
-    pub backend: usize,
+    /// The backend, and the backendRef whose filters run (after the rule's request filters,
+    /// before its response filters).
+    pub picked: Picked<'a>,
     pub matched_prefix: Option<&'a str>,
     pub started: Instant,
 }
