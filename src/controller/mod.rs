@@ -5,6 +5,7 @@ pub mod file;
 pub mod kube;
 pub mod names;
 pub mod objects;
+pub mod publish;
 pub mod reload;
 pub mod snapshot;
 

@@ -21,7 +21,7 @@ pub use backend::{
 };
 pub use canary::{CANARY_ALWAYS, CANARY_NEVER, Canary};
 pub use diagnostic::{Diagnostic, Reason, Severity};
-pub use discovery::{Discovery, EndpointSet, ServiceKey};
+pub use discovery::{EndpointSink, ServiceKey};
 pub use filter::{
     Answer, BackendFilters, DirectResponse, HeaderModifier, PathRewrite, Redirect, RequestFilter,
     UrlRewrite,

@@ -490,20 +490,29 @@ pub enum TableError {
     /// A rule names a backend index the table does not have.
     #[error("rule {rule} refers to backend #{backend}, but the table has {len} backends")]
     DanglingBackend {
+        /// The rule's label.
         rule: Arc<str>,
+        /// The backend index it names.
         backend: usize,
+        /// How many there are.
         len: usize,
     },
     /// A rule's weighted schedule names a backendRef it does not have.
     #[error("rule {rule} has a schedule entry {entry} beyond its {len} backendRefs")]
     BadSchedule {
+        /// The rule's label.
         rule: Arc<str>,
+        /// The schedule entry.
         entry: u32,
+        /// How many there are.
         len: usize,
     },
     /// A rule has no match to select it.
     #[error("rule {rule} has no matches")]
-    NoMatches { rule: Arc<str> },
+    NoMatches {
+        /// The rule's label.
+        rule: Arc<str>,
+    },
 }
 
 impl RoutingTable {

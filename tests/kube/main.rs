@@ -77,6 +77,39 @@ async fn crds_install_and_reach_established() {
     );
 }
 
+/// SIGHUP in Kubernetes mode recompiles and republishes from what the watches hold.
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn sighup_republishes_from_the_watches() {
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "hup").await;
+    let a = Upstream::start("a").await;
+    ns.service("api", json!({})).await;
+    ns.slice("api-a", "api", a.addr.port(), true).await;
+    ns.apply(backend("api", "api")).await;
+    ns.apply(route("web", "hup.test", json!([{"name": "api"}])))
+        .await;
+    let gw = Tidegate::start(&kc, &ns.name, "hup-0", &["--leader-elect=false"]);
+    gw.wait_ready().await;
+    wait_served_by(&gw, "hup.test", "/", "a").await;
+    let version = || async {
+        let config = HttpClient::http1().get(gw.admin, "a", "/config", &[]).await;
+        serde_json::from_str::<serde_json::Value>(&config.body).ok()?["version"].as_u64()
+    };
+    let before = version().await.expect("a published version");
+
+    gw.signal("HUP");
+    eventually(
+        Duration::from_secs(10),
+        "a new version after SIGHUP",
+        || async { version().await.filter(|v| *v > before) },
+    )
+    .await;
+    wait_served_by(&gw, "hup.test", "/", "a").await;
+}
+
 #[tokio::test]
 #[ignore = "needs a kube-apiserver; run scripts/test.sh"]
 async fn services_and_endpoint_slices_drive_traffic_and_status_tells_the_truth() {

@@ -1,16 +1,21 @@
 //! The record of one request, finished (metrics, access log) when its response body is done or
-//! when the request is abandoned.
+//! when the request is abandoned; and [`ResponseBody`], the body that carries it there.
 
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Uri, Version};
-
+use http_body::{Body, Frame, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::upstream::InFlight;
+use super::reason;
+use crate::proxy::transport::{ActivityGuard, BoxError, ProxyBody};
+use crate::proxy::upstream::InFlight;
 use crate::telemetry::Telemetry;
 use crate::telemetry::access_log::Entry;
 use crate::telemetry::metrics::{MethodLabel, RequestLabels, RouteBackendLabels};
@@ -44,6 +49,8 @@ pub struct Exchange {
     pub backend: Arc<str>,
     /// The status sent (499 until there is one).
     pub status: u16,
+    /// Why the gateway answered itself (see [`reason`]); empty when the upstream answered.
+    pub reason: &'static str,
     /// The endpoint the request went to.
     pub upstream: Option<Arc<str>>,
     /// Time to the upstream's response headers.
@@ -84,6 +91,7 @@ impl Exchange {
             route: NONE.clone(),
             backend: NONE.clone(),
             status: CLIENT_CLOSED,
+            reason: reason::NONE,
             upstream: None,
             upstream_duration: None,
             retries: 0,
@@ -115,6 +123,7 @@ impl Drop for Exchange {
             backend: self.backend.clone(),
             method: self.method,
             code: self.status,
+            reason: self.reason,
         };
         m.requests.get_or_create(&labels).inc();
         m.request_duration
@@ -133,6 +142,7 @@ impl Drop for Exchange {
                 uri: log.uri,
                 version: log.version,
                 status: self.status,
+                reason: self.reason,
                 bytes_in: log.bytes_in.map_or(0, |b| b.load(Ordering::Relaxed)),
                 bytes_out: self.bytes_out,
                 duration,
@@ -144,5 +154,51 @@ impl Drop for Exchange {
                 trace_id: self.trace_id.take(),
             });
         }
+    }
+}
+
+/// A response body that finishes the request's record, and keeps the connection counted busy,
+/// until its last byte is sent or the client leaves.
+pub struct ResponseBody {
+    inner: ProxyBody,
+    exchange: Exchange,
+    _guard: ActivityGuard,
+}
+
+impl ResponseBody {
+    /// `inner`, recorded in `exchange`.
+    pub fn new(inner: ProxyBody, exchange: Exchange, guard: ActivityGuard) -> Self {
+        Self {
+            inner,
+            exchange,
+            _guard: guard,
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.exchange.bytes_out += data.len() as u64;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -6,6 +6,17 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::time::{Duration, Instant};
 
+/// Limits every client connection runs under, whichever codec serves it.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnLimits {
+    /// A client must send the whole request head within this time.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight is closed after this long.
+    pub idle_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes.
+    pub max_header_bytes: usize,
+}
+
 /// What a request handler knows about its connection.
 pub struct ConnCtx {
     /// The client's address.

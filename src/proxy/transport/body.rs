@@ -1,8 +1,7 @@
 //! Bodies on both sides of the proxy.
 //!
-//! [`ProxyBody`] is what the client receives: an upstream's stream or a small fixed answer. It
-//! carries the request's [`Exchange`] and the connection's in-flight guard, so the request is
-//! recorded (and the connection counted busy) until the last byte is sent or the client leaves.
+//! [`ClientBody`] is what the client sends, read by hyper or by the native codec.
+//! [`ProxyBody`] is what the client receives: an upstream's stream or a small fixed answer.
 //! [`RequestBody`] is what the upstream receives: the client's stream, counted when asked.
 
 use std::pin::Pin;
@@ -14,32 +13,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::conn::ActivityGuard;
-use super::exchange::Exchange;
+use super::error::{BoxError, ClientBodyError};
 use super::h1::{NativeBody, UpstreamBody};
-
-/// The error type of bodies on the request path.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The client's request body failed (malformed chunking, or the client went away mid-body): a
-/// fault of the client, never counted against the upstream.
-#[derive(Debug, thiserror::Error)]
-#[error("reading the client's request body: {0}")]
-pub struct ClientBodyError(#[source] pub BoxError);
-
-impl ClientBodyError {
-    /// Whether `e` or one of its sources is a client body error.
-    pub fn is_cause_of(e: &(dyn std::error::Error + 'static)) -> bool {
-        let mut cur = Some(e);
-        while let Some(err) = cur {
-            if err.is::<ClientBodyError>() {
-                return true;
-            }
-            cur = err.source();
-        }
-        false
-    }
-}
 
 /// A request body as the client sends it: through hyper, or through the native HTTP/1.1 codec.
 pub enum ClientBody {
@@ -81,8 +56,6 @@ impl Body for ClientBody {
 /// A response body.
 pub struct ProxyBody {
     inner: Inner,
-    exchange: Option<Exchange>,
-    _guard: Option<ActivityGuard>,
 }
 
 enum Inner {
@@ -96,8 +69,6 @@ impl ProxyBody {
     pub fn upstream(body: Incoming) -> Self {
         Self {
             inner: Inner::Upstream(body),
-            exchange: None,
-            _guard: None,
         }
     }
 
@@ -105,8 +76,6 @@ impl ProxyBody {
     pub(crate) fn native(body: UpstreamBody) -> Self {
         Self {
             inner: Inner::Native(body),
-            exchange: None,
-            _guard: None,
         }
     }
 
@@ -115,8 +84,6 @@ impl ProxyBody {
         let bytes = bytes.into();
         Self {
             inner: Inner::Full((!bytes.is_empty()).then_some(bytes)),
-            exchange: None,
-            _guard: None,
         }
     }
 
@@ -124,16 +91,7 @@ impl ProxyBody {
     pub fn empty() -> Self {
         Self {
             inner: Inner::Full(None),
-            exchange: None,
-            _guard: None,
         }
-    }
-
-    /// Keeps the request's record and the connection's guard until the body is done.
-    pub(crate) fn finish_with(mut self, exchange: Exchange, guard: ActivityGuard) -> Self {
-        self.exchange = Some(exchange);
-        self._guard = Some(guard);
-        self
     }
 }
 
@@ -145,18 +103,11 @@ impl Body for ProxyBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        let polled = match &mut this.inner {
+        match &mut self.get_mut().inner {
             Inner::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Inner::Native(b) => Pin::new(b).poll_frame(cx),
             Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
-        };
-        if let (Poll::Ready(Some(Ok(frame))), Some(ex)) = (&polled, &mut this.exchange)
-            && let Some(data) = frame.data_ref()
-        {
-            ex.bytes_out += data.len() as u64;
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -22,8 +22,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::super::error::{BoxError, ErrorKind, UpstreamError};
 use super::codec::{self, BodyDecoder, Chunk, Framing};
-use crate::proxy::body::{BoxError, RequestBody};
+use super::fill;
 use crate::proxy::upstream::EndpointState;
 
 /// Read buffer of a connection; a response that fits is read in one call.
@@ -41,7 +42,8 @@ pub struct Conn {
     idle_since: Instant,
 }
 
-/// Idle connections of one endpoint, most recently used last.
+/// Idle connections of one endpoint, most recently used last. Kept on the endpoint (its
+/// [`Attachment`](crate::proxy::upstream::Attachment)), so it goes when the endpoint goes.
 #[derive(Default)]
 pub struct IdlePool {
     idle: Mutex<Vec<Conn>>,
@@ -54,6 +56,15 @@ impl std::fmt::Debug for IdlePool {
 }
 
 impl IdlePool {
+    /// The pool of `endpoint`.
+    pub fn of(endpoint: &EndpointState) -> &IdlePool {
+        // Only this type is ever attached to an endpoint.
+        endpoint
+            .attached
+            .get_or_default::<IdlePool>()
+            .expect("endpoints carry only the idle pool")
+    }
+
     /// A live idle connection, if one is kept. Connections idle longer than `max_idle` and ones
     /// the upstream closed (readable while idle) are dropped on the way.
     fn checkout(&self, max_idle: Duration) -> Option<Conn> {
@@ -81,11 +92,13 @@ impl IdlePool {
     }
 
     /// How many idle connections are kept.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Whether none are kept.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -108,38 +121,38 @@ impl Conn {
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        super::poll_fill(&mut self.io, &mut self.read, READ_BUF, cx)
+        fill::poll_fill(&mut self.io, &mut self.read, READ_BUF, cx)
     }
 }
 
 /// Settings a send needs.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientSettings {
+    /// Limit of one TCP connect.
     pub connect_timeout: Duration,
+    /// Idle connections older than this are not reused.
     pub idle_timeout: Duration,
+    /// Idle connections kept per endpoint.
     pub max_idle: usize,
 }
 
-/// Why a send failed.
+fn broken(e: impl Into<BoxError>) -> UpstreamError {
+    UpstreamError::new(ErrorKind::Broken, e)
+}
+
+/// A connect failure names the address (the log line is often all an operator has).
 #[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    /// No connection could be made.
-    #[error("connect to {addr}: {source}")]
-    Connect { addr: Arc<str>, source: io::Error },
-    /// The connection broke or the upstream spoke invalid HTTP.
-    #[error("{0}")]
-    Broken(BoxError),
+#[error("connect to {addr}: {source}")]
+struct ConnectError {
+    addr: Arc<str>,
+    source: io::Error,
 }
 
-fn broken(e: impl Into<BoxError>) -> SendError {
-    SendError::Broken(e.into())
-}
-
-async fn connect(endpoint: &EndpointState, s: &ClientSettings) -> Result<Conn, SendError> {
+async fn connect(endpoint: &EndpointState, s: &ClientSettings) -> Result<Conn, UpstreamError> {
     let addr = &endpoint.endpoint.address;
-    let fail = |source| SendError::Connect {
-        addr: addr.clone(),
-        source,
+    let fail = |source| {
+        let addr = addr.clone();
+        UpstreamError::new(ErrorKind::Connect, ConnectError { addr, source })
     };
     let io = match tokio::time::timeout(s.connect_timeout, TcpStream::connect(&**addr)).await {
         Ok(r) => r.map_err(fail)?,
@@ -160,14 +173,22 @@ async fn connect(endpoint: &EndpointState, s: &ClientSettings) -> Result<Conn, S
 }
 
 /// Sends `req` to `endpoint` and returns the response once its head arrived.
-pub async fn send(
+///
+/// `resend_if_stale`: whether the request may be sent again on a new connection when a pooled
+/// one turns out to be closed by the upstream (the request layer decides: RFC 9112 §9.3.1.1
+/// allows it for requests that are safe to repeat, as the upstream may have received it
+/// before closing). A failure of `body` is the client's ([`ErrorKind::ClientBody`]).
+pub async fn send<B>(
     endpoint: &Arc<EndpointState>,
     s: &ClientSettings,
-    req: Request<RequestBody>,
-) -> Result<Response<UpstreamBody>, SendError> {
+    req: Request<B>,
+    resend_if_stale: bool,
+) -> Result<Response<UpstreamBody>, UpstreamError>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
     let (parts, mut body) = req.into_parts();
     let head_request = parts.method == Method::HEAD;
-    let idempotent = crate::proxy::forward::idempotent(&parts.method);
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let framing = match body.size_hint().exact() {
         Some(0) if body.is_end_stream() => Framing::None,
@@ -176,7 +197,8 @@ pub async fn send(
     };
 
     let mut reused = true;
-    let mut conn = match endpoint.idle.checkout(s.idle_timeout) {
+    let pool = IdlePool::of(endpoint);
+    let mut conn = match pool.checkout(s.idle_timeout) {
         Some(c) => c,
         None => {
             reused = false;
@@ -197,7 +219,7 @@ pub async fn send(
     while !body_done && conn.write.len() < COALESCE {
         match futures::FutureExt::now_or_never(poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))) {
             Some(Some(Ok(frame))) => put_frame(&mut conn.write, frame, framing),
-            Some(Some(Err(e))) => return Err(broken(e)),
+            Some(Some(Err(e))) => return Err(UpstreamError::new(ErrorKind::ClientBody, e)),
             Some(None) => {
                 finish_body(&mut conn.write, framing);
                 body_done = true;
@@ -226,9 +248,7 @@ pub async fn send(
         };
         match attempt.await {
             Ok(head) => break head,
-            // Only a request that is safe to repeat is sent again (RFC 9112 §9.3.1.1): the
-            // upstream may have received it before closing.
-            Err(Failure::Stale(_)) if reused && body_done && !resent && idempotent => {
+            Err(Failure::Stale(_)) if reused && body_done && !resent && resend_if_stale => {
                 resent = true;
                 reused = false;
                 let request = std::mem::take(&mut conn.write);
@@ -253,8 +273,8 @@ pub async fn send(
 
 /// A send failure, and whether it looks like a pooled connection the upstream had closed.
 enum Failure {
-    Stale(SendError),
-    Other(SendError),
+    Stale(UpstreamError),
+    Other(UpstreamError),
 }
 
 fn put_frame(out: &mut BytesMut, frame: Frame<Bytes>, framing: Framing) {
@@ -274,12 +294,15 @@ fn finish_body(out: &mut BytesMut, framing: Framing) {
 
 /// Streams the rest of the body. An upstream may answer early and close (413 to a large
 /// upload): when a write fails, a response it already sent is still read and returned.
-async fn stream_body(
+async fn stream_body<B>(
     conn: &mut Conn,
-    body: &mut RequestBody,
+    body: &mut B,
     framing: Framing,
     head_request: bool,
-) -> Result<Option<codec::ResponseHead>, Failure> {
+) -> Result<Option<codec::ResponseHead>, Failure>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
     loop {
         conn.write.clear();
         let last = match poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
@@ -287,7 +310,9 @@ async fn stream_body(
                 put_frame(&mut conn.write, frame, framing);
                 false
             }
-            Some(Err(e)) => return Err(Failure::Other(broken(e))),
+            Some(Err(e)) => {
+                return Err(Failure::Other(UpstreamError::new(ErrorKind::ClientBody, e)));
+            }
             None => {
                 finish_body(&mut conn.write, framing);
                 true
@@ -374,7 +399,7 @@ impl UpstreamBody {
             && self.reusable
             && conn.read.is_empty()
         {
-            self.endpoint.idle.checkin(conn, self.max_idle);
+            IdlePool::of(&self.endpoint).checkin(conn, self.max_idle);
         }
     }
 }

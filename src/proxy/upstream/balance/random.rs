@@ -29,7 +29,13 @@ impl Selector for Random {
 }
 
 thread_local! {
-    static STATE: Cell<u64> = Cell::new(crate::proxy::request_id::random_u64() | 1);
+    static STATE: Cell<u64> = Cell::new(seed() | 1);
+}
+
+/// A random seed per thread (std's per-process hash keys, mixed with the thread's id).
+fn seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::thread::current().id())
 }
 
 /// A random index below `n` (xorshift per thread: no lock, no syscall).
@@ -38,7 +44,7 @@ pub(crate) fn random_index(n: usize) -> usize {
 }
 
 /// A per-thread xorshift64* number.
-pub(crate) fn random_u64() -> u64 {
+pub fn random_u64() -> u64 {
     STATE.with(|s| {
         let mut x = s.get();
         x ^= x >> 12;

@@ -1,11 +1,14 @@
 //! A routing table linked to runtime state: what one request reads, swapped whole on reload.
+//! The state it links to (backends, weighted-split positions) lives in the [`Registry`] and
+//! survives the swap.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::HeaderMap;
 
-use super::upstream::{BackendState, Registry};
+use super::backend::BackendState;
+use super::registry::Registry;
 use crate::model::{Action, NoBackend, Picked, RoutingTable, Rule};
 
 /// The table plus the live state its rules point into.
@@ -14,15 +17,15 @@ pub struct Router {
     pub table: Arc<RoutingTable>,
     /// `backends[i]` is the state of `table.backends[i]`.
     pub backends: Vec<Arc<BackendState>>,
-    /// Per rule: position in its weighted schedule.
-    splits: Box<[AtomicUsize]>,
+    /// Per rule: position in its weighted schedule (kept by the registry across reloads).
+    splits: Box<[Arc<AtomicUsize>]>,
 }
 
 impl Router {
     /// Links `table` to the registry's backend states.
     pub fn link(table: Arc<RoutingTable>, registry: &Registry) -> Self {
         let backends = registry.link(&table);
-        let splits = table.rules.iter().map(|_| AtomicUsize::new(0)).collect();
+        let splits = registry.link_splits(&table);
         Self {
             table,
             backends,

@@ -1,44 +1,94 @@
 //! One request: lookup, filters, then a direct answer, a redirect, or a forward to an upstream.
 
-use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response, header};
 use tokio::time::Instant;
 
-use super::body::{ClientBody, ProxyBody};
-use super::conn::ConnCtx;
 use super::error::ProxyError;
-use super::exchange::Exchange;
+use super::exchange::{Exchange, ResponseBody};
+use super::middleware::Middleware;
 use super::request_id::{self, X_REQUEST_ID};
-use super::router::Router;
-use super::{Shared, forward, headers, path};
+use super::service::Service;
+use super::{forward, headers, path, reason};
 use crate::model::{Action, Answer, DirectResponse, PathMatcher, Redirect, RequestView};
+use crate::proxy::transport::{self, ClientBody, ConnCtx, ProxyBody};
+use crate::proxy::upstream::Router;
+
+impl transport::Handler for Service {
+    type Body = ResponseBody;
+
+    fn handle(
+        self: Arc<Self>,
+        conn: Arc<ConnCtx>,
+        req: Request<ClientBody>,
+    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
+        handle(self, conn, req)
+    }
+}
 
 /// Serves one request; never fails (errors become responses here, and only here).
-pub(crate) async fn handle(
-    shared: Arc<Shared>,
+async fn handle(
+    service: Arc<Service>,
     conn: Arc<ConnCtx>,
     mut req: Request<ClientBody>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Response<ResponseBody> {
     let guard = conn.activity.begin();
     let id = request_id::ensure(req.headers_mut());
-    let mut exchange = Exchange::start(&shared.telemetry, &req, conn.peer.ip(), &id);
-    let router = shared.router.load_full();
-    let mut resp = match serve(&shared, &router, &conn, req, &mut exchange).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            tracing::debug!(error = %e, source = ?std::error::Error::source(&e), "request answered by the proxy");
-            e.into_response()
-        }
+    let mut exchange = Exchange::start(&service.telemetry, &req, conn.peer.ip(), &id);
+    let router = service.router.load_full();
+    let answered = match &service.middleware {
+        Some(m) => before(m.as_ref(), &mut req),
+        None => None,
     };
+    let mut resp = match answered {
+        Some(resp) => {
+            exchange.reason = reason::MIDDLEWARE;
+            resp
+        }
+        None => match serve(&service, &router, &conn, req, &mut exchange).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::debug!(error = %e, source = ?std::error::Error::source(&e), "request answered by the proxy");
+                exchange.reason = e.reason();
+                e.into_response()
+            }
+        },
+    };
+    if let Some(m) = &service.middleware {
+        resp = after(m.as_ref(), resp);
+    }
     exchange.status = resp.status().as_u16();
     resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
-    Ok(resp.map(|b| b.finish_with(exchange, guard)))
+    resp.map(|b| ResponseBody::new(b, exchange, guard))
+}
+
+/// The middleware's look at the request head; its answer, if it gives one.
+fn before(m: &dyn Middleware, req: &mut Request<ClientBody>) -> Option<Response<ProxyBody>> {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = std::mem::take(req.method_mut());
+    parts.uri = std::mem::take(req.uri_mut());
+    parts.version = req.version();
+    parts.headers = std::mem::take(req.headers_mut());
+    parts.extensions = std::mem::take(req.extensions_mut());
+    let answer = m.on_request(&mut parts);
+    *req.method_mut() = parts.method;
+    *req.uri_mut() = parts.uri;
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers;
+    *req.extensions_mut() = parts.extensions;
+    answer.map(|r| r.map(ProxyBody::full))
+}
+
+fn after(m: &dyn Middleware, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    m.on_response(&mut parts);
+    Response::from_parts(parts, body)
 }
 
 async fn serve(
-    shared: &Shared,
+    service: &Service,
     router: &Router,
     conn: &ConnCtx,
     req: Request<ClientBody>,
@@ -68,9 +118,20 @@ async fn serve(
     };
 
     let mut resp = match &rule.action {
-        Action::DirectResponse(d) => direct_response(d),
+        Action::DirectResponse(d) => {
+            ex.reason = reason::DIRECT_RESPONSE;
+            direct_response(d)
+        }
         Action::Redirect(r) => {
-            redirect(r, shared, conn, &req, normalized.as_deref(), matched_prefix)?
+            ex.reason = reason::REDIRECT;
+            redirect(
+                r,
+                service,
+                conn,
+                &req,
+                normalized.as_deref(),
+                matched_prefix,
+            )?
         }
         Action::Forward { .. } => {
             let picked = router.pick_backend(hit.index, rule, req.headers())?;
@@ -78,9 +139,20 @@ async fn serve(
             match &filters.answer {
                 Some(answer) => {
                     let mut resp = match answer {
-                        Answer::DirectResponse(d) => direct_response(d),
+                        Answer::DirectResponse(d) => {
+                            ex.reason = reason::DIRECT_RESPONSE;
+                            direct_response(d)
+                        }
                         Answer::Redirect(r) => {
-                            redirect(r, shared, conn, &req, normalized.as_deref(), matched_prefix)?
+                            ex.reason = reason::REDIRECT;
+                            redirect(
+                                r,
+                                service,
+                                conn,
+                                &req,
+                                normalized.as_deref(),
+                                matched_prefix,
+                            )?
                         }
                     };
                     for m in &filters.response {
@@ -90,7 +162,7 @@ async fn serve(
                 }
                 None => {
                     let target = forward::Target {
-                        shared,
+                        service,
                         router,
                         conn,
                         rule,
@@ -123,7 +195,7 @@ fn direct_response(d: &DirectResponse) -> Response<ProxyBody> {
 
 fn redirect(
     r: &Redirect,
-    shared: &Shared,
+    service: &Service,
     conn: &ConnCtx,
     req: &Request<ClientBody>,
     normalized: Option<&str>,
@@ -133,7 +205,7 @@ fn redirect(
         .ok_or(ProxyError::BadRequest("missing or invalid Host header"))?;
     let path = normalized.unwrap_or(req.uri().path());
     // The port clients reached the listener on (Gateway API), not the one in their Host header.
-    let listener_port = shared.config.http_port.unwrap_or(80);
+    let listener_port = service.settings.http_port;
     let location = r.location(
         conn.scheme,
         &host,

@@ -1,12 +1,12 @@
-//! The native HTTP/1.1 connection: reads request heads, hands each request to the shared
-//! handler, and writes the response, all in the connection's own task.
+//! The native HTTP/1.1 connection: reads request heads, hands each request to the service the
+//! listener gives it, and writes the response, all in the connection's own task.
 //!
-//! The handler is the same one hyper's connections use, so routing, filters, retries, limits,
-//! metrics and the access log behave identically; only the framing differs. A connection whose
-//! next request the codec leaves to hyper (see [`codec`]) is handed over whole, with the bytes
-//! already read, and hyper serves it from there on.
+//! The service is the same handler hyper's connections use, so routing, filters, retries,
+//! limits, metrics and the access log behave identically; only the framing differs. A
+//! connection whose next request the codec leaves to hyper (see [`codec`]) is handed back
+//! whole, with the bytes already read, and hyper serves it from there on.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -14,19 +14,19 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
+use super::super::conn::ConnLimits;
+use super::super::error::BoxError;
 use super::codec::{self, BodyDecoder, Chunk, Framing, Parsed, Reject, ResponseFraming};
+use super::fill;
 use super::rewind::Rewind;
-use crate::proxy::Shared;
-use crate::proxy::body::{BoxError, ClientBody};
-use crate::proxy::conn::{Activity, ConnCtx};
-use crate::proxy::handler;
 
 /// Initial read buffer of a client connection.
 const READ_BUF: usize = 8 * 1024;
@@ -49,7 +49,7 @@ impl Reader {
             // Released while idle: take memory only once there is something to read.
             ready!(self.io.as_ref().poll_read_ready(cx))?;
         }
-        super::poll_fill(&mut self.io, &mut self.buf, READ_BUF, cx)
+        fill::poll_fill(&mut self.io, &mut self.buf, READ_BUF, cx)
     }
 }
 
@@ -155,8 +155,20 @@ enum Step {
     Reject(Reject),
 }
 
-/// Serves one client connection until it closes, fails, idles out or the gateway drains.
-pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+/// Serves one client connection until it closes, fails, idles out or the gateway drains;
+/// returns it, with the bytes already read put back, when hyper must serve the rest.
+pub async fn serve<S, F, B>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: &ConnLimits,
+    draining: &CancellationToken,
+    service: S,
+) -> Option<Rewind<TcpStream>>
+where
+    S: Fn(Request<NativeBody>) -> F,
+    F: Future<Output = Response<B>>,
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
     let _ = stream.set_nodelay(true);
     let (rd, mut wr) = stream.into_split();
     let reader: SharedReader = Arc::new(Mutex::new(Reader {
@@ -164,13 +176,6 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
         buf: BytesMut::new(),
         body: BodyDecoder::Done,
     }));
-    let ctx = Arc::new(ConnCtx {
-        peer,
-        scheme: "http",
-        activity: Arc::new(Activity::new()),
-    });
-    let config = &shared.config;
-    let draining = shared.draining.clone();
     let drained = draining.cancelled();
     tokio::pin!(drained);
     // One timer for the connection's life, re-armed only when it fires early or must fire
@@ -215,10 +220,11 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
             };
             match step {
                 Step::Head(head) => break *head,
-                Step::Handoff => return handoff(shared, reader, wr, peer).await,
+                Step::Handoff => return handoff(reader, wr),
                 Step::Reject(why) => {
                     tracing::debug!(%peer, error = %why, "request refused");
-                    return reject(&mut wr, why).await;
+                    reject(&mut wr, why).await;
+                    return None;
                 }
                 Step::Started => {
                     head_started.get_or_insert_with(Instant::now);
@@ -236,16 +242,16 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
             tokio::select! {
                 biased;
                 r = poll_fn(|cx| lock(&reader).poll_fill(cx)) => match r {
-                    Ok(0) | Err(_) => return,
+                    Ok(0) | Err(_) => return None,
                     Ok(_) => {}
                 },
-                () = &mut drained, if waiting_for_first_byte => return,
+                () = &mut drained, if waiting_for_first_byte => return None,
                 () = &mut timer => {
                     if Instant::now() >= deadline {
                         if !waiting_for_first_byte {
                             tracing::debug!(%peer, "request head not received in time");
                         }
-                        return;
+                        return None;
                     }
                     timer.as_mut().reset(deadline);
                 }
@@ -265,13 +271,13 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
         if has_body {
             lock(&reader).body = decoder;
         }
-        let mut req = Request::new(ClientBody::Native(body));
+        let mut req = Request::new(body);
         *req.method_mut() = head.method;
         *req.uri_mut() = head.uri;
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = head.headers;
         // Boxed: the request future is large, and an idle connection should not carry it.
-        let Ok(resp) = Box::pin(handler::handle(shared.clone(), ctx.clone(), req)).await;
+        let resp = Box::pin(service(req)).await;
 
         // A body the handler left unread ends the connection (there is no telling where the
         // next request starts without reading it).
@@ -283,7 +289,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
             || close
         {
             let _ = wr.shutdown().await;
-            return;
+            return None;
         }
         idle_since = Instant::now();
         // An idle keep-alive connection holds no buffers (10k idle connections would otherwise
@@ -298,13 +304,16 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
 
 /// Writes the response head and streams its body; `Err` when the connection must be dropped
 /// (the client went away, or the body failed after the head was sent).
-async fn write_response(
+async fn write_response<B>(
     wr: &mut OwnedWriteHalf,
     out: &mut BytesMut,
     method: &Method,
-    resp: http::Response<crate::proxy::ProxyBody>,
+    resp: Response<B>,
     close: bool,
-) -> io::Result<()> {
+) -> io::Result<()>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
     let bodiless = *method == Method::HEAD
@@ -399,16 +408,11 @@ async fn reject(wr: &mut OwnedWriteHalf, why: Reject) {
     let _ = wr.shutdown().await;
 }
 
-/// Gives the connection, with what was read of it, to hyper.
-async fn handoff(shared: Arc<Shared>, reader: SharedReader, wr: OwnedWriteHalf, peer: SocketAddr) {
-    let Ok(reader) = Arc::try_unwrap(reader) else {
-        return; // A request body still holds the reader: nothing sane to continue with.
-    };
+/// The connection, with what was read of it put back, for hyper.
+fn handoff(reader: SharedReader, wr: OwnedWriteHalf) -> Option<Rewind<TcpStream>> {
+    // A request body still holding the reader leaves nothing sane to continue with.
+    let reader = Arc::try_unwrap(reader).ok()?;
     let reader = reader.into_inner().unwrap_or_else(|e| e.into_inner());
-    let Ok(stream) = reader.io.reunite(wr) else {
-        return;
-    };
-    let io = Rewind::new(reader.buf.freeze(), stream);
-    // Boxed: hyper's connection state is large, and most connections never get here.
-    Box::pin(crate::proxy::server::serve_hyper(shared, io, peer)).await;
+    let stream = reader.io.reunite(wr).ok()?;
+    Some(Rewind::new(reader.buf.freeze(), stream))
 }
