@@ -17,6 +17,9 @@ use crate::model::RoutingTable;
 use crate::proxy::{Middleware, Proxy, ProxyConfig};
 use crate::telemetry::{AccessLogConfig, AccessLogFormat, Telemetry};
 
+/// How long `start` waits for Redis before serving anyway.
+const REDIS_START_WAIT: Duration = Duration::from_secs(2);
+
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -41,6 +44,9 @@ pub enum GatewayError {
     /// The file watcher could not start.
     #[error("cannot watch the configuration for changes: {0}")]
     Watch(#[from] notify::Error),
+    /// The Redis settings are unusable (a bad URL or CA file).
+    #[error(transparent)]
+    Redis(#[from] crate::proxy::RedisSetupError),
 }
 
 /// Builds a [`Gateway`]. Defaults match the `tidegate run` flags.
@@ -183,7 +189,17 @@ impl GatewayBuilder {
         let (tables_tx, tables) = watch::channel(None);
         let mut proxy_config = self.proxy;
         proxy_config.http_port.get_or_insert(http_addr.port());
-        let proxy = Proxy::with_middleware(proxy_config, telemetry.clone(), self.middleware);
+        let mut compile = self.compile;
+        compile.global_rate_limits = proxy_config.redis.is_some();
+        let with_redis = proxy_config.redis.is_some();
+        let proxy = Proxy::with_middleware(proxy_config, telemetry.clone(), self.middleware)?;
+        // Give Redis a moment, so that the first requests find Global limits counting; if it is
+        // not there, they follow their failureMode until it is.
+        if with_redis && !proxy.redis_ready(REDIS_START_WAIT).await {
+            tracing::warn!(
+                "Redis is not reachable yet; Global rate limits follow their failureMode until it is"
+            );
+        }
         if let Some(listener) = admin {
             let state = AdminState {
                 tables: tables.clone(),
@@ -206,7 +222,7 @@ impl GatewayBuilder {
             crate::controller::kube::start(
                 client,
                 kube,
-                self.compile,
+                compile,
                 proxy.discovery(),
                 publish,
                 telemetry.clone(),
@@ -217,12 +233,8 @@ impl GatewayBuilder {
             None
         } else {
             let path = self.config_path.ok_or(GatewayError::NoConfig)?;
-            let mut controller = FileController::new(
-                FileSource::new(&path),
-                self.compile,
-                publish,
-                telemetry.clone(),
-            );
+            let mut controller =
+                FileController::new(FileSource::new(&path), compile, publish, telemetry.clone());
             controller.reload()?;
             proxy.serve(http);
             let watcher = if self.watch {

@@ -9,8 +9,10 @@ use tidegate::Gateway;
 use tidegate::api::Duration;
 use tidegate::controller::file::FileSource;
 use tidegate::controller::{CompileOptions, compile};
-use tidegate::model::Severity;
-use tidegate::proxy::{Http1Codec, ProxyConfig, UpstreamSettings};
+use tidegate::model::{Cidr, Severity};
+use tidegate::proxy::{
+    ClientIpConfig, ForwardedHeader, Http1Codec, ProxyConfig, RedisConfig, UpstreamSettings,
+};
 use tidegate::telemetry::{AccessLogConfig, AccessLogFormat, LogFormat, init_logging};
 
 /// Tidegate: a Kubernetes ingress controller and API gateway.
@@ -118,6 +120,54 @@ struct RunArgs {
         default_value = "native"
     )]
     http1_codec: Http1Codec,
+    /// Proxies (comma-separated CIDRs or addresses) whose forwarding header is believed about
+    /// the client's address (rate-limit keys); from any other peer the socket address is used.
+    #[arg(long, env = "TIDEGATE_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<Cidr>,
+    /// How many trusted proxies deep to look for the client (1: the address the trusted peer
+    /// recorded).
+    #[arg(long, env = "TIDEGATE_TRUSTED_PROXY_HOPS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    trusted_proxy_hops: u32,
+    /// The header trusted proxies record the client in (only that one is read).
+    #[arg(
+        long,
+        env = "TIDEGATE_CLIENT_IP_HEADER",
+        value_enum,
+        default_value = "x-forwarded-for"
+    )]
+    client_ip_header: ForwardedHeader,
+    #[command(flatten)]
+    redis: RedisArgs,
+}
+
+#[derive(Args, Debug)]
+struct RedisArgs {
+    /// Redis for Global rate limits: redis://[user:password@]host:port[/db], or rediss:// for
+    /// TLS. Without it, a policy with a Global limit is rejected.
+    #[arg(long, env = "TIDEGATE_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// rediss:// only: a PEM file of CA certificates to trust instead of the system's.
+    #[arg(long, env = "TIDEGATE_REDIS_CA_FILE")]
+    redis_ca_file: Option<PathBuf>,
+    /// Longest wait for Redis per request; past it, Global limits follow their failureMode.
+    #[arg(long, env = "TIDEGATE_REDIS_TIMEOUT", default_value = "50ms")]
+    redis_timeout: Duration,
+}
+
+impl RedisArgs {
+    fn config(&self) -> Result<Option<RedisConfig>, String> {
+        let Some(url) = self.redis_url.clone().filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        if self.redis_timeout.0.is_zero() {
+            return Err("--redis-timeout must be greater than zero".into());
+        }
+        Ok(Some(RedisConfig {
+            url,
+            ca_file: self.redis_ca_file.clone(),
+            timeout: self.redis_timeout.0,
+        }))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -128,6 +178,10 @@ struct ValidateArgs {
     /// Check Routes of this ingress class (and Routes that name none).
     #[arg(long, env = "TIDEGATE_INGRESS_CLASS", default_value = tidegate::api::DEFAULT_INGRESS_CLASS)]
     ingress_class: String,
+    /// Check as for a gateway with this Redis (only whether one is set matters: Global rate
+    /// limits need it). Nothing is connected to.
+    #[arg(long, env = "TIDEGATE_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -166,6 +220,7 @@ fn validate(args: ValidateArgs) -> ExitCode {
         &snap,
         &CompileOptions {
             ingress_class: args.ingress_class,
+            global_rate_limits: args.redis_url.is_some_and(|u| !u.is_empty()),
             ..CompileOptions::default()
         },
     )
@@ -226,6 +281,13 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let redis = match args.redis.config() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tidegate: {e}");
+            return ExitCode::from(2);
+        }
+    };
     runtime.block_on(async move {
         let nonzero = |d: Duration| (!d.0.is_zero()).then_some(d.0);
         let proxy = ProxyConfig {
@@ -240,6 +302,12 @@ fn run(args: RunArgs) -> ExitCode {
             },
             http1_codec: args.http1_codec,
             http_port: args.http_public_port,
+            client_ip: ClientIpConfig {
+                trusted_proxies: args.trusted_proxies.clone(),
+                hops: args.trusted_proxy_hops,
+                header: args.client_ip_header,
+            },
+            redis,
         };
         let mut builder = Gateway::builder();
         builder = match (args.config.clone(), kube) {

@@ -3,7 +3,8 @@
 //! `tests/golden/kube/` is the same for Kubernetes mode: its documents (our CRDs and core
 //! objects such as Services and Ingresses) go through the Kubernetes index, then the compiler.
 //! Each output also shows the status conditions every Route and Backend would get in a cluster
-//! (`controller::kube::status::desired`, the mapping the status writer patches).
+//! (`controller::kube::status::desired`, the mapping the status writer patches). Inputs are
+//! compiled as for a gateway with Redis (`--redis-url`), so Global rate limits are allowed.
 //! `UPDATE_GOLDEN=1 cargo test --test compile_golden` rewrites the expected files.
 
 use std::path::{Path, PathBuf};
@@ -14,12 +15,14 @@ use serde::{Deserialize, Serialize};
 use tidegate::controller::file::FileSource;
 use tidegate::controller::kube::status;
 use tidegate::controller::{CompileOptions, Snapshot, compile};
-use tidegate::model::{Backend, Rule};
+use tidegate::model::{Backend, RateLimitPolicy, Rule};
 
 #[derive(Serialize)]
 struct Golden<'a> {
     rules: &'a [Rule],
     backends: &'a [Backend],
+    #[serde(rename = "rateLimits", skip_serializing_if = "<[_]>::is_empty")]
+    rate_limits: &'a [RateLimitPolicy],
     diagnostics: Vec<String>,
     /// Per object: `Type=Status`, then `Reason: message` when False.
     status: BTreeMap<String, Vec<String>>,
@@ -29,7 +32,15 @@ fn render(input: &Path) -> String {
     let snap = FileSource::new(input)
         .load()
         .expect("golden input is readable");
-    render_compiled(&snap, &CompileOptions::default())
+    render_compiled(&snap, &options())
+}
+
+/// As a gateway run with `--redis-url` compiles (Global rate limits allowed).
+fn options() -> CompileOptions {
+    CompileOptions {
+        global_rate_limits: true,
+        ..CompileOptions::default()
+    }
 }
 
 /// Feeds every document of `input` to the Kubernetes index, then compiles in Kubernetes mode.
@@ -73,7 +84,7 @@ fn render_kube(input: &Path) -> String {
     }
     let opts = CompileOptions {
         discovery: true,
-        ..CompileOptions::default()
+        ..options()
     };
     render_compiled(&index.snapshot(Default::default()), &opts)
 }
@@ -99,6 +110,7 @@ fn render_compiled(snap: &Snapshot, opts: &CompileOptions) -> String {
     let golden = Golden {
         rules: &table.rules,
         backends: &table.backends,
+        rate_limits: &table.rate_limits,
         diagnostics: table.diagnostics.iter().map(ToString::to_string).collect(),
         status,
     };

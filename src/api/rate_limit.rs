@@ -28,7 +28,8 @@ pub struct RateLimitPolicySpec {
     /// The limits; a request must pass all of them.
     #[serde(default)]
     pub limits: Vec<RateLimit>,
-    /// Global limits only: Open (allow) or Closed (deny) when Redis is down.
+    /// Global limits only: when Redis cannot answer in time, Open (default) lets the request
+    /// through, Closed answers 503.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_mode: Option<FailureMode>,
     /// The answer to a limited request.
@@ -53,7 +54,8 @@ pub struct PolicyTargetRef {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimit {
-    /// Name, for metrics and headers.
+    /// Name, for the `RateLimit` headers and metrics (an RFC 1123 label); default: the
+    /// policy's name, or `<policy>-<index>` when it has several limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// What a bucket is kept per.
@@ -64,32 +66,50 @@ pub struct RateLimit {
     pub algorithm: Option<RateLimitAlgorithm>,
     /// Requests allowed per `per`.
     pub rate: u32,
-    /// 1s, 1m or 1h.
+    /// The window `rate` is counted over: whole seconds, 1s to 24h (`1s`, `1m`, `1h`).
     pub per: Duration,
-    /// Burst size (TokenBucket only).
+    /// TokenBucket only: how many requests may come at once after a quiet spell; default
+    /// `rate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
-    /// Local (per replica) or Global (Redis).
+    /// Local (per replica, the default) or Global (Redis, exact across replicas).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<RateLimitScope>,
+    /// Local only: the most keys (clients) kept per replica; default 100000. Beyond it the
+    /// least active key of a set is evicted (see the README for the bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_keys: Option<u32>,
 }
 
-/// The bucket key; exactly one field is set.
+/// The bucket key: `none`, or one or more of `clientIP` and `header` (combined: one bucket
+/// per combination). `jwtClaim` is not supported yet.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimitKey {
-    /// The client address.
+    /// The client address (see `--trusted-proxies`).
     #[serde(default, rename = "clientIP", skip_serializing_if = "Option::is_none")]
     pub client_ip: Option<Empty>,
-    /// A request header.
+    /// A request header's value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
-    /// A claim of the validated JWT.
+    /// `header` only: what a request without the header gets; default SharedBucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_header: Option<MissingHeader>,
+    /// A claim of the validated JWT (not supported yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_claim: Option<String>,
     /// One bucket for everyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub none: Option<Empty>,
+}
+
+/// What a request without the key's header gets.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum MissingHeader {
+    /// Every such request shares one bucket.
+    SharedBucket,
+    /// This limit does not apply to it.
+    NoLimit,
 }
 
 /// Rate-limit algorithms.
@@ -123,7 +143,7 @@ pub enum FailureMode {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateLimitResponse {
-    /// Status code; default 429.
+    /// Status code of a limited request, 400-599; default 429.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_code: Option<u16>,
 }

@@ -50,6 +50,8 @@ pub struct Accepted {
     pub backends: BTreeMap<ObjectRef, Obj<BackendSpec>>,
     /// Accepted Ingresses (Kubernetes mode).
     pub ingresses: BTreeMap<ObjectRef, Obj<IngressInfo>>,
+    /// Accepted RateLimitPolicies.
+    pub policies: BTreeMap<ObjectRef, Obj<RateLimitPolicySpec>>,
 }
 
 /// Everything the compiler reads. Built by the index; `compile` is a pure function of it.

@@ -39,6 +39,10 @@ pub enum Reason {
     Duplicate,
     /// The object belongs to another ingress class.
     OtherClass,
+    /// A policy's target (a Route, or one of its rules) is not served.
+    TargetNotFound,
+    /// Two policies that apply to the same requests disagree; the message says which wins.
+    Conflicted,
 }
 
 impl Reason {
@@ -54,6 +58,8 @@ impl Reason {
             Reason::InvalidKind => "InvalidKind",
             Reason::Duplicate => "Duplicate",
             Reason::OtherClass => "OtherIngressClass",
+            Reason::TargetNotFound => "TargetNotFound",
+            Reason::Conflicted => "Conflicted",
         }
     }
 }
@@ -113,6 +119,7 @@ impl Diagnostic {
                 | Reason::ServiceNotFound
                 | Reason::PortNotFound
                 | Reason::InvalidKind
+                | Reason::TargetNotFound
         )
     }
 

@@ -5,12 +5,14 @@
 
 mod backend;
 mod canary;
+mod cidr;
 mod diagnostic;
 mod discovery;
 pub mod filter;
 mod matching;
 mod object;
 pub mod precedence;
+mod rate_limit;
 mod ser;
 mod table;
 pub mod weighted;
@@ -20,6 +22,7 @@ pub use backend::{
     PassiveHealthCheck, ProbeKind, UpstreamProtocol,
 };
 pub use canary::{CANARY_ALWAYS, CANARY_NEVER, Canary};
+pub use cidr::{Cidr, ParseCidrError};
 pub use diagnostic::{Diagnostic, Reason, Severity};
 pub use discovery::{EndpointSink, ServiceKey};
 pub use filter::{
@@ -31,6 +34,9 @@ pub use matching::{
     query_pairs,
 };
 pub use object::{Kind, ObjectRef};
+pub use rate_limit::{
+    Algorithm, FailureMode, KeyPart, Limit, LimitKey, MissingHeader, RateLimitPolicy, Scope,
+};
 pub use ser::format_duration;
 pub use table::{
     Action, BackendIdx, Candidate, Group, Hit, HostIndex, NoBackend, Picked, Retry, RetryOn,

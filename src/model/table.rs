@@ -12,7 +12,7 @@ use super::canary::{Canary, Override, canary_override};
 use super::filter::{BackendFilters, DirectResponse, HeaderModifier, Redirect, RequestFilter};
 use super::matching::{RequestMatch, RequestView};
 use super::precedence::{HostRank, PathRank, Rank};
-use super::{Backend, Diagnostic, ObjectRef, PathMatcher};
+use super::{Backend, Diagnostic, ObjectRef, PathMatcher, RateLimitPolicy};
 
 /// Index of a backend in [`RoutingTable::backends`].
 pub type BackendIdx = usize;
@@ -274,6 +274,10 @@ pub struct Rule {
     /// Retries, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
+    /// The rate-limit policies that apply, as indices into [`RoutingTable::rate_limits`],
+    /// oldest policy first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<usize>,
     /// Creation time of the Route, for precedence.
     #[serde(skip)]
     pub created: Option<i64>,
@@ -478,6 +482,9 @@ pub struct RoutingTable {
     pub rules: Vec<Rule>,
     /// Every accepted backend, in (namespace, name) order.
     pub backends: Vec<Backend>,
+    /// Every accepted rate-limit policy that applies to a rule, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<RateLimitPolicy>,
     /// What the compiler found wrong, rejected or ignored.
     pub diagnostics: Vec<Diagnostic>,
     #[serde(skip)]
@@ -507,6 +514,16 @@ pub enum TableError {
         /// How many there are.
         len: usize,
     },
+    /// A rule names a rate-limit policy the table does not have.
+    #[error("rule {rule} refers to rate-limit policy #{policy}, but the table has {len}")]
+    DanglingRateLimit {
+        /// The rule's label.
+        rule: Arc<str>,
+        /// The policy index it names.
+        policy: usize,
+        /// How many there are.
+        len: usize,
+    },
     /// A rule has no match to select it.
     #[error("rule {rule} has no matches")]
     NoMatches {
@@ -523,9 +540,16 @@ impl RoutingTable {
             version: 0,
             rules,
             backends,
+            rate_limits: Vec::new(),
             diagnostics,
             index,
         }
+    }
+
+    /// The same table with these rate-limit policies (rules name them by index).
+    pub fn with_rate_limits(mut self, rate_limits: Vec<RateLimitPolicy>) -> Self {
+        self.rate_limits = rate_limits;
+        self
     }
 
     /// Checks the invariants the proxy relies on, before the table is published.
@@ -534,6 +558,17 @@ impl RoutingTable {
             if rule.matches.is_empty() {
                 return Err(TableError::NoMatches {
                     rule: rule.label.clone(),
+                });
+            }
+            if let Some(&policy) = rule
+                .rate_limits
+                .iter()
+                .find(|p| **p >= self.rate_limits.len())
+            {
+                return Err(TableError::DanglingRateLimit {
+                    rule: rule.label.clone(),
+                    policy,
+                    len: self.rate_limits.len(),
                 });
             }
             if let Action::Forward { backends, schedule } = &rule.action {

@@ -25,14 +25,16 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use request::{Middleware, ProxyError, reason};
-pub use transport::{Http1Codec, ProxyBody};
+pub use transport::{
+    ClientIpConfig, ForwardedHeader, Http1Codec, ProxyBody, RedisConfig, RedisSetupError,
+};
 pub use upstream::{BackendState, Registry, Router, UpstreamSettings, balance};
 
 use crate::model::RoutingTable;
 use crate::telemetry::Telemetry;
-use crate::telemetry::metrics::{EndpointStateLabels, ListenerLabels};
+use crate::telemetry::metrics::{EndpointStateLabels, LimitLabels, ListenerLabels};
 use request::{RequestSettings, Service};
-use transport::{Clients, ConnLimits, Server, Tunnels};
+use transport::{ClientIpResolver, Clients, ConnLimits, Redis, RedisMetrics, Server, Tunnels};
 
 /// Limits and timeouts of the proxy. Every field has a documented default.
 #[derive(Clone, Debug)]
@@ -54,6 +56,10 @@ pub struct ProxyConfig {
     /// the pod's 8080). `None`: the port [`crate::Gateway`] binds (for a `Proxy` used on its
     /// own: 80).
     pub http_port: Option<u16>,
+    /// Who the client of a request is: trusted proxies and their forwarding header.
+    pub client_ip: ClientIpConfig,
+    /// The Redis server Global rate limits count in; without one, Global limits are refused.
+    pub redis: Option<RedisConfig>,
 }
 
 impl Default for ProxyConfig {
@@ -66,6 +72,8 @@ impl Default for ProxyConfig {
             upstream: UpstreamSettings::default(),
             http1_codec: Http1Codec::default(),
             http_port: None,
+            client_ip: ClientIpConfig::default(),
+            redis: None,
         }
     }
 }
@@ -79,8 +87,10 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// A proxy with an empty table (every request gets 404 until a table is published).
-    pub fn new(config: ProxyConfig, telemetry: Arc<Telemetry>) -> Self {
+    /// A proxy with an empty table (every request gets 404 until a table is published). With
+    /// a Redis server configured, it starts connecting in the background (so this must run
+    /// inside a tokio runtime); a bad Redis URL or CA file is an error.
+    pub fn new(config: ProxyConfig, telemetry: Arc<Telemetry>) -> Result<Self, RedisSetupError> {
         Self::with_middleware(config, telemetry, None)
     }
 
@@ -89,8 +99,27 @@ impl Proxy {
         config: ProxyConfig,
         telemetry: Arc<Telemetry>,
         middleware: Option<Arc<dyn Middleware>>,
-    ) -> Self {
-        let registry = Registry::new(config.upstream.clone());
+    ) -> Result<Self, RedisSetupError> {
+        let metrics = &telemetry.metrics;
+        let redis = match &config.redis {
+            Some(redis) => Some(Redis::start(
+                redis,
+                vec![request::rate_limit::SCRIPT.clone()],
+                RedisMetrics {
+                    errors: metrics.redis_errors.clone(),
+                    duration: metrics.redis_duration.clone(),
+                    connected: metrics.redis_connected.clone(),
+                },
+            )?),
+            None => None,
+        };
+        let registry = Registry::with_metrics(
+            config.upstream.clone(),
+            upstream::rate_limit::RateLimitMetrics {
+                decisions: metrics.rate_limit_decisions.clone(),
+                evictions: metrics.rate_limit_evictions.clone(),
+            },
+        );
         let router = Router::link(Arc::new(RoutingTable::default()), &registry);
         let hard_stop = CancellationToken::new();
         let service = Arc::new(Service {
@@ -105,6 +134,8 @@ impl Proxy {
             telemetry,
             tunnels: Tunnels::new(hard_stop.clone()),
             middleware,
+            client_ip: ClientIpResolver::new(&config.client_ip),
+            redis,
         });
         let limits = ConnLimits {
             header_read_timeout: config.header_read_timeout,
@@ -124,10 +155,19 @@ impl Proxy {
                 }
             });
         }
-        Self {
+        Ok(Self {
             service,
             server,
             hard_stop,
+        })
+    }
+
+    /// Waits up to `within` for the Redis connection (if one is configured); returns whether
+    /// it is up. Until it is, Global limits follow their failureMode.
+    pub async fn redis_ready(&self, within: Duration) -> bool {
+        match &self.service.redis {
+            Some(redis) => redis.ready(within).await,
+            None => false,
         }
     }
 
@@ -156,9 +196,21 @@ impl Proxy {
         self.refresh_metrics();
     }
 
-    /// Sets the live gauges (endpoints ready and known per backend); the admin server calls
-    /// this before each scrape, so health changes show without a configuration change.
+    /// Sets the live gauges (endpoints ready and known per backend, keys per Local rate
+    /// limit); the admin server calls this before each scrape, so health changes show without
+    /// a configuration change.
     pub fn refresh_metrics(&self) {
+        let keys = &self.service.telemetry.metrics.rate_limit_keys;
+        keys.clear();
+        for state in self.service.registry.rate_limits().states() {
+            if let Some(store) = &state.local {
+                keys.get_or_create(&LimitLabels {
+                    policy: state.policy.clone(),
+                    limit: state.limit.name.clone(),
+                })
+                .set(store.len() as i64);
+            }
+        }
         let gauge = &self.service.telemetry.metrics.backend_endpoints;
         let current = self.service.router.load();
         for (cfg, state) in current.table.backends.iter().zip(&current.backends) {

@@ -47,6 +47,18 @@ pub mod names {
     pub const CONTROLLER_ERRORS: &str = "tidegate_controller_errors";
     /// `tidegate_access_log_dropped`.
     pub const ACCESS_LOG_DROPPED: &str = "tidegate_access_log_dropped";
+    /// `tidegate_rate_limit_decisions`.
+    pub const RATE_LIMIT_DECISIONS: &str = "tidegate_rate_limit_decisions";
+    /// `tidegate_rate_limit_keys`.
+    pub const RATE_LIMIT_KEYS: &str = "tidegate_rate_limit_keys";
+    /// `tidegate_rate_limit_evictions`.
+    pub const RATE_LIMIT_EVICTIONS: &str = "tidegate_rate_limit_evictions";
+    /// `tidegate_redis_errors`.
+    pub const REDIS_ERRORS: &str = "tidegate_redis_errors";
+    /// `tidegate_redis_duration_seconds`.
+    pub const REDIS_DURATION: &str = "tidegate_redis_duration_seconds";
+    /// `tidegate_redis_connected`.
+    pub const REDIS_CONNECTED: &str = "tidegate_redis_connected";
 
     /// Every name above (counters without their `_total` suffix).
     pub const ALL: &[&str] = &[
@@ -64,6 +76,12 @@ pub mod names {
         CONTROLLER_EVENTS,
         CONTROLLER_ERRORS,
         ACCESS_LOG_DROPPED,
+        RATE_LIMIT_DECISIONS,
+        RATE_LIMIT_KEYS,
+        RATE_LIMIT_EVICTIONS,
+        REDIS_ERRORS,
+        REDIS_DURATION,
+        REDIS_CONNECTED,
     ];
 }
 
@@ -154,6 +172,27 @@ pub struct RouteLabels {
     pub route: Arc<str>,
 }
 
+/// `{policy, limit, result}`: one rate-limit decision (`result`: `allowed`, `limited`,
+/// `unavailable_allowed`, `unavailable_denied`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitLabels {
+    /// The `policy` label (`namespace/name`).
+    pub policy: Arc<str>,
+    /// The `limit` label.
+    pub limit: Arc<str>,
+    /// The `result` label.
+    pub result: &'static str,
+}
+
+/// `{policy, limit}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// The `policy` label (`namespace/name`).
+    pub policy: Arc<str>,
+    /// The `limit` label.
+    pub limit: Arc<str>,
+}
+
 /// `{listener, protocol}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
@@ -197,6 +236,13 @@ fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
 
+/// Redis round trips live well under a millisecond on a local network.
+fn redis_histogram() -> Histogram {
+    Histogram::new([
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    ])
+}
+
 fn compile_histogram() -> Histogram {
     Histogram::new([
         0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -234,6 +280,18 @@ pub struct Metrics {
     pub controller_errors: Family<KindLabels, Counter>,
     /// [`names::ACCESS_LOG_DROPPED`].
     pub access_log_dropped: Counter,
+    /// [`names::RATE_LIMIT_DECISIONS`].
+    pub rate_limit_decisions: Family<RateLimitLabels, Counter>,
+    /// [`names::RATE_LIMIT_KEYS`].
+    pub rate_limit_keys: Family<LimitLabels, Gauge>,
+    /// [`names::RATE_LIMIT_EVICTIONS`].
+    pub rate_limit_evictions: Family<LimitLabels, Counter>,
+    /// [`names::REDIS_ERRORS`].
+    pub redis_errors: Family<KindLabels, Counter>,
+    /// [`names::REDIS_DURATION`].
+    pub redis_duration: Histogram,
+    /// [`names::REDIS_CONNECTED`].
+    pub redis_connected: Gauge,
 }
 
 impl Default for Metrics {
@@ -261,6 +319,12 @@ impl Metrics {
             controller_events: Family::default(),
             controller_errors: Family::default(),
             access_log_dropped: Counter::default(),
+            rate_limit_decisions: Family::default(),
+            rate_limit_keys: Family::default(),
+            rate_limit_evictions: Family::default(),
+            redis_errors: Family::default(),
+            redis_duration: redis_histogram(),
+            redis_connected: Gauge::default(),
             registry: Registry::default(),
         };
         use names::*;
@@ -333,6 +397,36 @@ impl Metrics {
             ACCESS_LOG_DROPPED,
             "Access-log lines dropped because the writer fell behind",
             m.access_log_dropped.clone(),
+        );
+        registry.register(
+            RATE_LIMIT_DECISIONS,
+            "Rate-limit decisions, by policy, limit and result (allowed, limited, unavailable_allowed, unavailable_denied)",
+            m.rate_limit_decisions.clone(),
+        );
+        registry.register(
+            RATE_LIMIT_KEYS,
+            "Keys (clients) a Local rate limit keeps in this replica",
+            m.rate_limit_keys.clone(),
+        );
+        registry.register(
+            RATE_LIMIT_EVICTIONS,
+            "Keys a Local rate limit evicted while they still counted (bounded by maxKeys)",
+            m.rate_limit_evictions.clone(),
+        );
+        registry.register(
+            REDIS_ERRORS,
+            "Redis calls of Global rate limits that failed or were not made, by kind (timeout, connection, response, overloaded, disconnected)",
+            m.redis_errors.clone(),
+        );
+        registry.register(
+            REDIS_DURATION,
+            "Time of one Redis call of Global rate limits (one per request)",
+            m.redis_duration.clone(),
+        );
+        registry.register(
+            REDIS_CONNECTED,
+            "1 while the connection to Redis is up",
+            m.redis_connected.clone(),
         );
         Self { registry, ..m }
     }

@@ -103,6 +103,7 @@ pub fn compile_ingress(
             action: Action::forward(vec![wb]),
             timeouts: Timeouts::default(),
             retry: None,
+            rate_limits: Vec::new(),
             created: obj.meta.created,
         });
         Some(())

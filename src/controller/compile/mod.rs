@@ -8,6 +8,7 @@ mod backend;
 mod canary;
 mod fields;
 mod ingress;
+mod rate_limit;
 mod route;
 mod targets;
 #[cfg(test)]
@@ -30,6 +31,9 @@ pub struct CompileOptions {
     /// Whether endpoints can be discovered from Services (Kubernetes mode); without it a
     /// Backend must list static endpoints.
     pub discovery: bool,
+    /// Whether Global rate limits can be counted (the gateway has a Redis server); without it
+    /// a policy with a Global limit is rejected.
+    pub global_rate_limits: bool,
 }
 
 impl Default for CompileOptions {
@@ -38,6 +42,7 @@ impl Default for CompileOptions {
             ingress_class: crate::api::DEFAULT_INGRESS_CLASS.to_owned(),
             controller_name: crate::api::DEFAULT_CONTROLLER_NAME.to_owned(),
             discovery: false,
+            global_rate_limits: false,
         }
     }
 }
@@ -111,17 +116,34 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
     let (backends, target_diags) = env.targets.into_inner().into_backends();
     diags.extend(target_diags);
 
-    for policy in snap.policies.values() {
-        diags.push(
-            Diagnostic::not_supported(&policy.meta.id, "spec", "RateLimitPolicy")
-                .in_file(policy.meta.file.as_deref()),
+    let mut policies = Vec::new();
+    for id in candidates(&snap.policies, &snap.accepted.policies, &unreadable) {
+        let chosen = with_fallback(
+            snap.policies.get(id),
+            snap.accepted.policies.get(id),
+            &mut diags,
+            |obj, d| rate_limit::compile_policy(obj, opts, d),
         );
+        if let Some((policy, obj)) = chosen {
+            policies.push((policy, obj.spec.target_ref.clone()));
+            accepted.policies.insert(id.clone(), obj.clone());
+        }
     }
+    let mut policy_diags = Vec::new();
+    let policies = rate_limit::attach(policies, snap, &mut rules, &mut policy_diags);
+    diags.extend(policy_diags.into_iter().map(|d| {
+        let file = d
+            .object
+            .as_ref()
+            .and_then(|id| snap.policies.get(id))
+            .and_then(|p| p.meta.file.clone());
+        d.in_file(file.as_deref())
+    }));
 
     diags.sort();
     diags.dedup();
     Compiled {
-        table: RoutingTable::new(rules, backends, diags),
+        table: RoutingTable::new(rules, backends, diags).with_rate_limits(policies),
         accepted,
     }
 }

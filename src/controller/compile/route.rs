@@ -197,6 +197,7 @@ fn compile_rule(
         action,
         timeouts,
         retry,
+        rate_limits: Vec::new(),
         created: obj.meta.created,
     })
 }

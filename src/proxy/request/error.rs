@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
+use super::rate_limit::Limited;
 use super::reason;
 use crate::model::NoBackend;
 use crate::proxy::transport::{ErrorKind, ProxyBody, UpstreamError};
@@ -52,6 +53,12 @@ pub enum ProxyError {
     /// A protocol upgrade cannot be proxied to this backend.
     #[error("upgrade not possible: {0}")]
     UpgradeUnsupported(&'static str),
+    /// A rate limit refused the request (429 unless the policy says otherwise).
+    #[error("rate limited by {}", .0.violated.join(", "))]
+    RateLimited(Box<Limited>),
+    /// A Global limit with failureMode Closed could not ask Redis (503).
+    #[error("rate limiter unavailable")]
+    RateLimitUnavailable,
 }
 
 impl ProxyError {
@@ -74,6 +81,8 @@ impl ProxyError {
                 ErrorKind::ClientBody => StatusCode::BAD_REQUEST,
             },
             ProxyError::UpgradeUnsupported(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::RateLimited(l) => l.status,
+            ProxyError::RateLimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -96,12 +105,26 @@ impl ProxyError {
                 ErrorKind::ClientBody => reason::CLIENT_BODY,
             },
             ProxyError::UpgradeUnsupported(_) => reason::UPGRADE_FAILED,
+            ProxyError::RateLimited(_) => reason::RATE_LIMITED,
+            ProxyError::RateLimitUnavailable => reason::RATE_LIMIT_UNAVAILABLE,
         }
     }
 
-    /// A short plain-text answer that says what happened without leaking internals.
+    /// A short plain-text answer that says what happened without leaking internals (a rate
+    /// limit's answer is the IETF draft's `quota-exceeded` problem, with its headers).
     pub fn into_response(self) -> Response<ProxyBody> {
-        let body = match &self {
+        let status = self.status();
+        let body = match self {
+            ProxyError::RateLimited(limited) => return limited_response(*limited),
+            ProxyError::RateLimitUnavailable => {
+                let mut resp = text(status, "rate limiter unavailable\n".to_owned());
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return resp;
+            }
+            other => other,
+        };
+        let body = match &body {
             ProxyError::NoRoute => "no route matches this host and path\n".to_owned(),
             ProxyError::BadRequest(why) => format!("bad request: {why}\n"),
             ProxyError::NoBackend(NoBackend::ZeroWeights) => {
@@ -134,15 +157,40 @@ impl ProxyError {
                 }
             },
             ProxyError::UpgradeUnsupported(why) => format!("cannot upgrade: {why}\n"),
+            ProxyError::RateLimited(_) | ProxyError::RateLimitUnavailable => String::new(),
         };
-        let mut resp = Response::new(ProxyBody::full(body));
-        *resp.status_mut() = self.status();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        resp
+        text(status, body)
     }
+}
+
+fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// The problem type of the IETF RateLimit draft for an exceeded quota.
+pub const QUOTA_EXCEEDED: &str = "https://iana.org/assignments/http-problem-types#quota-exceeded";
+
+fn limited_response(limited: Limited) -> Response<ProxyBody> {
+    let body = serde_json::json!({
+        "type": QUOTA_EXCEEDED,
+        "title": "Request cannot be satisfied as assigned quota has been exceeded",
+        "status": limited.status.as_u16(),
+        "violated-policies": limited.violated.iter().map(|n| &**n).collect::<Vec<_>>(),
+    });
+    let mut resp = Response::new(ProxyBody::full(format!("{body}\n")));
+    *resp.status_mut() = limited.status;
+    *resp.headers_mut() = limited.headers;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    resp
 }
 
 #[cfg(test)]
@@ -169,6 +217,12 @@ mod tests {
             UpstreamError::timeout().into(),
             UpstreamError::new(ErrorKind::ClientBody, "cut").into(),
             ProxyError::UpgradeUnsupported("x"),
+            ProxyError::RateLimited(Box::new(Limited {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                headers: http::HeaderMap::new(),
+                violated: vec!["per-client".into()],
+            })),
+            ProxyError::RateLimitUnavailable,
         ];
         let mut seen = std::collections::BTreeSet::new();
         for e in &errors {
@@ -179,7 +233,7 @@ mod tests {
         assert_eq!(
             codes,
             [
-                404, 400, 503, 500, 500, 503, 503, 503, 503, 502, 502, 504, 400, 502
+                404, 400, 503, 500, 500, 503, 503, 503, 503, 502, 502, 504, 400, 502, 429, 503
             ]
         );
     }

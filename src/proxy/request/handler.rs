@@ -1,4 +1,5 @@
-//! One request: lookup, filters, then a direct answer, a redirect, or a forward to an upstream.
+//! One request: lookup, access policies (rate limits), filters, then a direct answer, a
+//! redirect, or a forward to an upstream.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use super::exchange::{Exchange, ResponseBody};
 use super::middleware::Middleware;
 use super::request_id::{self, X_REQUEST_ID};
 use super::service::Service;
-use super::{forward, headers, path, reason};
+use super::{forward, headers, path, rate_limit, reason};
 use crate::model::{Action, Answer, DirectResponse, PathMatcher, Redirect, RequestView};
 use crate::proxy::transport::{self, ClientBody, ConnCtx, ProxyBody};
 use crate::proxy::upstream::Router;
@@ -117,6 +118,10 @@ async fn serve(
         _ => None,
     };
 
+    // Access policies, in this order: IP lists, CORS preflight, authentication, authorization
+    // (to come, each a step here), then rate limits. The route's filters run after them.
+    let admitted = rate_limit::check(service, router, rule, conn, req.headers()).await?;
+
     let mut resp = match &rule.action {
         Action::DirectResponse(d) => {
             ex.reason = reason::DIRECT_RESPONSE;
@@ -177,6 +182,9 @@ async fn serve(
     };
     for m in &rule.response_filters {
         m.apply(resp.headers_mut());
+    }
+    if let Some(admitted) = admitted {
+        admitted.apply(resp.headers_mut());
     }
     Ok(resp)
 }

@@ -4,9 +4,10 @@
 //! place errors become responses, each with its [`reason`].
 //!
 //! It reads the layers below: the upstream layer's live state (the [`Router`], endpoints,
-//! breakers, limits) and the transport's clients and bodies. Access policies (IP lists, CORS,
-//! authentication, authorization, rate limits) belong here, as steps before the route's
-//! filters in [`handler`].
+//! breakers, limits, rate-limit buckets) and the transport's clients, bodies, client-address
+//! resolver and Redis connection. Access policies run here, as steps between the lookup and
+//! the route's filters in [`handler`]: IP lists, CORS preflight, authentication and
+//! authorization (to come), then [`rate_limit`].
 
 mod error;
 mod exchange;
@@ -15,6 +16,7 @@ mod handler;
 pub mod headers;
 mod middleware;
 mod path;
+pub(crate) mod rate_limit;
 pub mod reason;
 pub mod request_id;
 mod service;

@@ -32,6 +32,10 @@ pub const UPSTREAM_RESET: &str = "upstream_reset";
 pub const TIMEOUT: &str = "timeout";
 /// A protocol upgrade that cannot be proxied (502).
 pub const UPGRADE_FAILED: &str = "upgrade_failed";
+/// A rate limit refused the request (429, or the policy's status).
+pub const RATE_LIMITED: &str = "rate_limited";
+/// A Global rate limit with failureMode Closed could not reach Redis (503).
+pub const RATE_LIMIT_UNAVAILABLE: &str = "rate_limit_unavailable";
 /// The rule answers with a configured direct response.
 pub const DIRECT_RESPONSE: &str = "direct_response";
 /// The rule answers with a configured redirect.
@@ -55,6 +59,8 @@ pub const ALL: &[&str] = &[
     UPSTREAM_RESET,
     TIMEOUT,
     UPGRADE_FAILED,
+    RATE_LIMITED,
+    RATE_LIMIT_UNAVAILABLE,
     DIRECT_RESPONSE,
     REDIRECT,
     MIDDLEWARE,

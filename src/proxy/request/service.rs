@@ -6,7 +6,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use super::middleware::Middleware;
-use crate::proxy::transport::{Clients, Tunnels};
+use crate::proxy::transport::{ClientIpResolver, Clients, Redis, Tunnels};
 use crate::proxy::upstream::{Registry, Router};
 use crate::telemetry::Telemetry;
 
@@ -38,4 +38,8 @@ pub struct Service {
     pub tunnels: Tunnels,
     /// The embedding program's middleware, if any.
     pub middleware: Option<Arc<dyn Middleware>>,
+    /// Who the client of a request is (trusted proxies).
+    pub client_ip: ClientIpResolver,
+    /// Where Global rate limits count, if anywhere.
+    pub redis: Option<Redis>,
 }

@@ -16,6 +16,7 @@ mod discovery;
 mod endpoint;
 mod health;
 mod limits;
+pub mod rate_limit;
 mod registry;
 mod router;
 mod settings;

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use super::backend::BackendState;
 use super::discovery::Discovery;
 use super::endpoint::Clock;
+use super::rate_limit::{RateLimitMetrics, RateLimits};
 use super::settings::UpstreamSettings;
 use super::view::BackendView;
 use crate::model::{Backend, Endpoint, ObjectRef, RoutingTable, ServiceKey};
@@ -25,11 +26,17 @@ pub struct Registry {
     clock: Clock,
     settings: UpstreamSettings,
     discovery: Arc<Discovery>,
+    rate_limits: RateLimits,
 }
 
 impl Registry {
     /// An empty registry; `settings` are the defaults for backends that set none.
     pub fn new(settings: UpstreamSettings) -> Self {
+        Self::with_metrics(settings, RateLimitMetrics::default())
+    }
+
+    /// An empty registry whose rate limits count what they do in `rate_limits`.
+    pub fn with_metrics(settings: UpstreamSettings, rate_limits: RateLimitMetrics) -> Self {
         let backends: BackendMap = Arc::default();
         let discovery = Arc::new(Discovery::default());
         // Discovery's fast path: a Service port's new endpoint set goes straight to the
@@ -57,7 +64,13 @@ impl Registry {
             clock: Clock::new(),
             settings,
             discovery,
+            rate_limits: RateLimits::new(rate_limits),
         }
+    }
+
+    /// Rate-limit state by policy and limit.
+    pub fn rate_limits(&self) -> &RateLimits {
+        &self.rate_limits
     }
 
     /// Where discovered endpoints are written (Kubernetes mode's EndpointSlice watcher).

@@ -1,5 +1,5 @@
 //! A routing table linked to runtime state: what one request reads, swapped whole on reload.
-//! The state it links to (backends, weighted-split positions) lives in the [`Registry`] and
+//! The state it links to (backends, weighted-split positions, rate-limit buckets) lives in the [`Registry`] and
 //! survives the swap.
 
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use http::HeaderMap;
 
 use super::backend::BackendState;
+use super::rate_limit::LimitState;
 use super::registry::Registry;
 use crate::model::{Action, NoBackend, Picked, RoutingTable, Rule};
 
@@ -19,6 +20,8 @@ pub struct Router {
     pub backends: Vec<Arc<BackendState>>,
     /// Per rule: position in its weighted schedule (kept by the registry across reloads).
     splits: Box<[Arc<AtomicUsize>]>,
+    /// `rate_limits[p][l]` is the state of limit `l` of `table.rate_limits[p]`.
+    pub rate_limits: Box<[Box<[Arc<LimitState>]>]>,
 }
 
 impl Router {
@@ -26,10 +29,12 @@ impl Router {
     pub fn link(table: Arc<RoutingTable>, registry: &Registry) -> Self {
         let backends = registry.link(&table);
         let splits = registry.link_splits(&table);
+        let rate_limits = registry.rate_limits().link(&table);
         Self {
             table,
             backends,
             splits,
+            rate_limits,
         }
     }
 

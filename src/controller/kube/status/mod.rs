@@ -68,7 +68,14 @@ pub fn desired(snap: &Snapshot, compiled: &Compiled) -> BTreeMap<ObjectRef, Desi
         ids.push((id, o.meta.generation, programmed));
     }
     for (id, o) in &snap.policies {
-        ids.push((id, o.meta.generation, false));
+        // Programmed: this version is accepted and applies to at least one rule.
+        let programmed = compiled
+            .accepted
+            .policies
+            .get(id)
+            .is_some_and(|a| a.spec == o.spec)
+            && applies(compiled, id);
+        ids.push((id, o.meta.generation, programmed));
     }
     // Objects that could not be read at all are ours too.
     for d in &snap.problems {
@@ -106,6 +113,9 @@ pub fn desired(snap: &Snapshot, compiled: &Compiled) -> BTreeMap<ObjectRef, Desi
         let serving_older = match id.kind {
             Kind::Route => compiled.accepted.routes.contains_key(id),
             Kind::Backend => compiled.accepted.backends.contains_key(id),
+            Kind::RateLimitPolicy => {
+                compiled.accepted.policies.contains_key(id) && applies(compiled, id)
+            }
             _ => false,
         };
         conditions.push(match (programmed, serving_older) {
@@ -144,6 +154,11 @@ pub fn desired(snap: &Snapshot, compiled: &Compiled) -> BTreeMap<ObjectRef, Desi
         );
     }
     out
+}
+
+/// Whether a version of policy `id` applies to a rule of the table.
+fn applies(compiled: &Compiled, id: &ObjectRef) -> bool {
+    compiled.table.rate_limits.iter().any(|p| &p.id == id)
 }
 
 /// A condition that is True unless `problems` has something, then False with the first reason

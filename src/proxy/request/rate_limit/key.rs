@@ -1,0 +1,196 @@
+//! A request's bucket key for one limit: its parts (client address, header values) fed into a
+//! hasher, without building a string. Local limits hash with the limit's random SipHash key;
+//! Global ones with SHA-256 (the same for every replica, and no API key is stored in Redis in
+//! the clear).
+
+use std::hash::Hasher;
+use std::net::IpAddr;
+
+use http::HeaderMap;
+
+use crate::model::{KeyPart, LimitKey, MissingHeader};
+
+/// Where key bytes go.
+pub trait KeySink {
+    /// Adds bytes.
+    fn bytes(&mut self, b: &[u8]);
+}
+
+impl<H: Hasher> KeySink for H {
+    fn bytes(&mut self, b: &[u8]) {
+        self.write(b);
+    }
+}
+
+/// SHA-256 over the key (Global limits).
+pub struct Sha256(pub ring::digest::Context);
+
+impl Sha256 {
+    /// An empty digest.
+    pub fn new() -> Self {
+        Self(ring::digest::Context::new(&ring::digest::SHA256))
+    }
+
+    /// The first 16 bytes, in hex.
+    pub fn hex(self) -> String {
+        let digest = self.0.finish();
+        let mut out = String::with_capacity(32);
+        for b in &digest.as_ref()[..16] {
+            out.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+            out.push(char::from_digit(u32::from(b & 15), 16).unwrap_or('0'));
+        }
+        out
+    }
+}
+
+impl KeySink for Sha256 {
+    fn bytes(&mut self, b: &[u8]) {
+        self.0.update(b);
+    }
+}
+
+impl Default for Sha256 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Feeds the key of `key` for a request from `client` with `headers` into `sink`; `false` when
+/// the limit does not apply (a missing header with `missingHeader: NoLimit`). Each part is
+/// tagged and length-prefixed, so that different parts never produce the same bytes.
+pub fn feed(
+    key: &LimitKey,
+    client: impl FnOnce() -> IpAddr,
+    headers: &HeaderMap,
+    sink: &mut impl KeySink,
+) -> bool {
+    let mut client = Some(client);
+    for part in &key.parts {
+        match part {
+            KeyPart::ClientIp => {
+                let ip = client.take().map_or(IpAddr::from([0u8; 4]), |f| f());
+                match ip {
+                    IpAddr::V4(v4) => {
+                        sink.bytes(&[1, 4]);
+                        sink.bytes(&v4.octets());
+                    }
+                    IpAddr::V6(v6) => {
+                        sink.bytes(&[1, 16]);
+                        sink.bytes(&v6.octets());
+                    }
+                }
+            }
+            KeyPart::Header(name) => {
+                let mut values = headers.get_all(name).iter().peekable();
+                if values.peek().is_none() {
+                    match key.missing_header.unwrap_or_default() {
+                        MissingHeader::NoLimit => return false,
+                        MissingHeader::SharedBucket => sink.bytes(&[3]),
+                    }
+                }
+                for v in values {
+                    sink.bytes(&[2]);
+                    sink.bytes(&(v.len() as u32).to_le_bytes());
+                    sink.bytes(v.as_bytes());
+                }
+            }
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderName;
+
+    fn bytes_of(key: &LimitKey, ip: &str, headers: &[(&'static str, &str)]) -> Option<Vec<u8>> {
+        struct Collect(Vec<u8>);
+        impl KeySink for Collect {
+            fn bytes(&mut self, b: &[u8]) {
+                self.0.extend_from_slice(b);
+            }
+        }
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.append(*k, v.parse().unwrap());
+        }
+        let mut sink = Collect(Vec::new());
+        feed(key, || ip.parse().unwrap(), &h, &mut sink).then_some(sink.0)
+    }
+
+    fn key(parts: Vec<KeyPart>, missing: Option<MissingHeader>) -> LimitKey {
+        LimitKey {
+            parts,
+            missing_header: missing,
+        }
+    }
+
+    #[test]
+    fn clients_and_header_values_make_different_keys() {
+        let ip = key(vec![KeyPart::ClientIp], None);
+        assert_ne!(
+            bytes_of(&ip, "10.0.0.1", &[]),
+            bytes_of(&ip, "10.0.0.2", &[])
+        );
+        let h = key(
+            vec![KeyPart::Header(HeaderName::from_static("x-api-key"))],
+            Some(MissingHeader::SharedBucket),
+        );
+        assert_ne!(
+            bytes_of(&h, "10.0.0.1", &[("x-api-key", "a")]),
+            bytes_of(&h, "10.0.0.1", &[("x-api-key", "b")])
+        );
+        assert_eq!(
+            bytes_of(&h, "10.0.0.1", &[("x-api-key", "a")]),
+            bytes_of(&h, "10.0.0.2", &[("x-api-key", "a")]),
+            "a header key ignores the address"
+        );
+        // A missing header is its own shared bucket, not the empty value's.
+        assert_ne!(
+            bytes_of(&h, "10.0.0.1", &[]),
+            bytes_of(&h, "10.0.0.1", &[("x-api-key", "")])
+        );
+    }
+
+    #[test]
+    fn combined_keys_need_both_parts_to_match() {
+        let both = key(
+            vec![
+                KeyPart::ClientIp,
+                KeyPart::Header(HeaderName::from_static("x-tenant")),
+            ],
+            Some(MissingHeader::SharedBucket),
+        );
+        let a = bytes_of(&both, "10.0.0.1", &[("x-tenant", "t1")]);
+        assert_ne!(a, bytes_of(&both, "10.0.0.2", &[("x-tenant", "t1")]));
+        assert_ne!(a, bytes_of(&both, "10.0.0.1", &[("x-tenant", "t2")]));
+        assert_eq!(a, bytes_of(&both, "10.0.0.1", &[("x-tenant", "t1")]));
+    }
+
+    #[test]
+    fn no_limit_for_a_missing_header_skips_the_limit() {
+        let h = key(
+            vec![KeyPart::Header(HeaderName::from_static("x-api-key"))],
+            Some(MissingHeader::NoLimit),
+        );
+        assert_eq!(bytes_of(&h, "10.0.0.1", &[]), None);
+        assert!(bytes_of(&h, "10.0.0.1", &[("x-api-key", "k")]).is_some());
+    }
+
+    #[test]
+    fn the_shared_key_is_empty() {
+        assert_eq!(
+            bytes_of(&LimitKey::default(), "10.0.0.1", &[]),
+            Some(Vec::new())
+        );
+    }
+
+    #[test]
+    fn the_global_digest_is_stable_hex() {
+        let mut a = Sha256::new();
+        a.bytes(b"abc");
+        // SHA-256("abc") starts ba7816bf8f01cfea414140de5dae2223.
+        assert_eq!(a.hex(), "ba7816bf8f01cfea414140de5dae2223");
+    }
+}

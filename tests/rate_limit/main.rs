@@ -1,0 +1,8 @@
+//! Rate limiting through real gateways: Local limits in this process (`local`), Global limits
+//! in real Redis through the real binary (`global`, run by scripts/test.sh).
+
+#[path = "../common/mod.rs"]
+mod common;
+mod global;
+mod local;
+mod support;
