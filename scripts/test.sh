@@ -19,7 +19,8 @@ bash e2e/kube/build.sh "$KUBE_DIR"   # a no-op when already built (cached outsid
 RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/tidegate-kube.XXXXXX")
 # Free loopback ports, so that several runs (or a developer's own cluster) do not collide.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-export ETCD_PORT=$(free_port) PEER_PORT=$(free_port) API_PORT=$(free_port)
+ETCD_PORT=$(free_port); PEER_PORT=$(free_port); API_PORT=$(free_port)
+export ETCD_PORT PEER_PORT API_PORT
 cleanup() { bash e2e/kube/stop.sh "$RUN_DIR"; rm -rf "$RUN_DIR"; }
 trap cleanup EXIT
 KUBECONFIG_PATH=$(bash e2e/kube/start.sh "$KUBE_DIR/bin" "$RUN_DIR" | tail -n 1)
