@@ -3,9 +3,10 @@
 # `tidegate`, the CRDs, then every object of `helm template` (release `tidegate`). Prints to
 # stdout; `just manifests` writes the file and .ci/run fails when the file is stale.
 # usage: bash scripts/manifests.sh > manifests/tidegate.yaml
+#        HELM=helm bash scripts/manifests.sh   (a helm of your own; default: e2e/tools/helm.sh's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-HELM_DIR=$(bash e2e/tools/helm.sh)
+HELM=${HELM:-$(bash e2e/tools/helm.sh)/helm}
 export HELM_CACHE_HOME=${HELM_CACHE_HOME:-$HOME/.cache/tidegate/helm/cache}
 export HELM_CONFIG_HOME=${HELM_CONFIG_HOME:-$HOME/.cache/tidegate/helm/config}
 export HELM_DATA_HOME=${HELM_DATA_HOME:-$HOME/.cache/tidegate/helm/data}
@@ -20,4 +21,4 @@ kind: Namespace
 metadata:
   name: tidegate
 HEAD
-"$HELM_DIR/helm" template tidegate charts/tidegate --namespace tidegate --include-crds
+"$HELM" template tidegate charts/tidegate --namespace tidegate --include-crds

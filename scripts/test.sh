@@ -29,4 +29,17 @@ export TIDEGATE_TEST_KUBECONFIG="$KUBECONFIG_PATH"
 export TIDEGATE_TEST_KUBE_BIN="$KUBE_DIR/bin"
 echo "kube-apiserver on 127.0.0.1:$API_PORT (kubeconfig $KUBECONFIG_PATH)" >&2
 
+# --- Delivery: a real helm + kubectl (e2e/tools/helm.sh), and the container image built with
+# podman from the Dockerfile (e2e/tools/podman.sh: podman from Debian, and local stand-ins for the
+# base images where no image registry can be reached, as on our machines) ---
+HELM_DIR=$(bash e2e/tools/helm.sh)
+export TIDEGATE_TEST_HELM="$HELM_DIR/helm" TIDEGATE_TEST_KUBECTL="$HELM_DIR/kubectl"
+CONTAINERS_CONF=$(bash e2e/tools/podman.sh)
+export CONTAINERS_CONF
+export TIDEGATE_TEST_IMAGE=localhost/tidegate:test
+echo "building $TIDEGATE_TEST_IMAGE (podman; the first build compiles every dependency)" >&2
+started=$(date +%s)
+podman build --pull=never --quiet -t "$TIDEGATE_TEST_IMAGE" . >&2
+echo "image built in $(( $(date +%s) - started ))s" >&2
+
 cargo test --locked -- --include-ignored "$@"
