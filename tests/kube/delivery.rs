@@ -228,6 +228,31 @@ async fn kubectl_apply_of_manifests_installs_everything_the_apiserver_serves() {
             "{kind} {name}: {stdout}"
         );
     }
+    // The example objects (the kind e2e applies them) are accepted as they are.
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/kubernetes");
+    // echo.yaml's `preStop: sleep` is Kubernetes >= 1.30; 1.20 only checks the rest of it.
+    run(
+        "TIDEGATE_TEST_KUBECTL",
+        &[
+            "apply",
+            "--validate=false",
+            "-f",
+            &format!("{examples}/echo.yaml"),
+        ],
+    );
+    run(
+        "TIDEGATE_TEST_KUBECTL",
+        &["apply", "-f", &format!("{examples}/routes.yaml")],
+    );
+    let demo = Ns {
+        client: system.client.clone(),
+        name: "demo".into(),
+    };
+    assert!(
+        demo.get("tidegate.dev/v1alpha1", "Route", "web")
+            .await
+            .is_some()
+    );
 }
 
 /// A container, removed on drop (killing `podman run` does not stop the container).
