@@ -171,7 +171,9 @@ impl GatewayBuilder {
         let stop = CancellationToken::new();
         let shutting_down = CancellationToken::new();
         let (tables_tx, tables) = watch::channel(None);
-        let proxy = Proxy::new(self.proxy, telemetry.clone());
+        let mut proxy_config = self.proxy;
+        proxy_config.http_port.get_or_insert(http_addr.port());
+        let proxy = Proxy::new(proxy_config, telemetry.clone());
         if let Some(listener) = admin {
             let state = AdminState {
                 tables: tables.clone(),

@@ -126,7 +126,23 @@ fn validate_prints_one_line_per_problem_and_exits_1_on_rejection() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "");
 
-    cfg.write("bad.yaml", &(route("broken", "/b", "nope") + "---\n" + "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: { name: typo, namespace: shop }\nspec: { rulez: [] }\n"));
+    // A reference that does not resolve is a warning that says what happens; nothing is rejected.
+    cfg.write("bad.yaml", &route("dangling", "/b", "nope"));
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let dangling = "Route default/dangling: spec.rules[0].backendRefs[0].name: Backend default/nope not found (and Service references are not supported yet): the rule answers 500 [warning] (bad.yaml)";
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        [dangling]
+    );
+
+    cfg.write("bad.yaml", &(route("dangling", "/b", "nope") + "---\n" + "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: { name: typo, namespace: shop }\nspec: { rulez: [] }\n"));
     let out = Command::new(BIN)
         .args(["validate", "--config"])
         .arg(cfg.path())
@@ -138,7 +154,7 @@ fn validate_prints_one_line_per_problem_and_exits_1_on_rejection() {
     assert_eq!(
         lines,
         [
-            "Route default/broken: spec.rules[0].backendRefs[0].name: Backend default/nope not found (and Service references are not supported yet) (bad.yaml)",
+            dangling,
             "Route shop/typo: spec.rulez: unknown field `rulez`, expected one of `ingressClassName`, `protocol`, `hostnames`, `tls`, `port`, `rules`, `backendRefs`, `udp` (bad.yaml)",
         ]
     );

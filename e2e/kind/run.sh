@@ -57,7 +57,7 @@ step "helm install"
 helm install tidegate charts/tidegate --namespace tidegate --create-namespace \
   --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" --set image.pullPolicy=Never \
   --set service.type=NodePort --set service.nodePorts.http=30080 \
-  --set 'controller.publishAddresses={127.0.0.1}' \
+  --set 'controller.publishAddresses={127.0.0.1}' --set controller.httpPublicPort="$HOST_PORT" \
   --wait --timeout 5m
 kubectl -n tidegate get pods -o wide
 

@@ -274,7 +274,8 @@ pub struct RequestRedirect {
     /// Host of the Location.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
-    /// Port of the Location; default: the scheme's port when the scheme changes, else the request's.
+    /// Port of the Location; default: the scheme's well-known port when `scheme` is set, else the
+    /// port clients reached the gateway on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// Path of the Location.
@@ -314,6 +315,9 @@ pub struct BackendRef {
     /// Relative share of the traffic (0-1000000, default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
+    /// Filters that run only for the requests sent to this backendRef, after the rule's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<RouteFilter>,
 }
 
 /// Time limits of a rule.

@@ -3,6 +3,7 @@
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::body::ProxyBody;
+use crate::model::NoBackend;
 
 /// Why the proxy answered a request itself.
 #[derive(Debug, thiserror::Error)]
@@ -13,9 +14,10 @@ pub enum ProxyError {
     /// The request cannot be routed as sent.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
-    /// Every backendRef of the rule has weight 0.
-    #[error("no backend has a non-zero weight")]
-    NoBackend,
+    /// The rule sends this request to no backend: every weight is 0 (503), it has no
+    /// backendRefs or the chosen one does not resolve (500, as Gateway API asks).
+    #[error("no backend: {0}")]
+    NoBackend(#[from] NoBackend),
     /// The chosen backend has no endpoint to send to.
     #[error("backend {backend} has no endpoints")]
     NoEndpoints { backend: std::sync::Arc<str> },
@@ -51,7 +53,10 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::BadRequest(_) | ProxyError::ClientBody => StatusCode::BAD_REQUEST,
-            ProxyError::NoBackend
+            ProxyError::NoBackend(NoBackend::NoBackendRefs | NoBackend::Unresolved) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            ProxyError::NoBackend(NoBackend::ZeroWeights)
             | ProxyError::NoEndpoints { .. }
             | ProxyError::NoHealthyEndpoints { .. }
             | ProxyError::CircuitOpen { .. }
@@ -68,7 +73,15 @@ impl ProxyError {
         let body = match &self {
             ProxyError::NoRoute => "no route matches this host and path\n".to_owned(),
             ProxyError::BadRequest(why) => format!("bad request: {why}\n"),
-            ProxyError::NoBackend => "no backend available for this route\n".to_owned(),
+            ProxyError::NoBackend(NoBackend::ZeroWeights) => {
+                "no backend available for this route\n".to_owned()
+            }
+            ProxyError::NoBackend(NoBackend::NoBackendRefs) => {
+                "this route has no backend configured\n".to_owned()
+            }
+            ProxyError::NoBackend(NoBackend::Unresolved) => {
+                "the backend reference of this route does not resolve\n".to_owned()
+            }
             ProxyError::NoEndpoints { backend } => {
                 format!("no endpoints available for backend {backend}\n")
             }

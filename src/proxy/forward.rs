@@ -21,17 +21,19 @@ use super::router::Router;
 use super::upstream::{Admission, NoEndpoint};
 use super::{Http1Codec, Shared, h1, headers, trace};
 use crate::model::{
-    HashKey, LoadBalancing, RequestFilter, Retry, Timeouts, UpstreamProtocol, query_pairs,
+    HashKey, LoadBalancing, Picked, RequestFilter, Retry, Timeouts, UpstreamProtocol, query_pairs,
 };
 use crate::telemetry::metrics::{BackendLabels, RouteLabels};
 
-/// Where a request goes: the rule that matched and the backend it picked.
+/// Where a request goes: the rule that matched and the backendRef and backend it picked.
 pub(crate) struct Target<'a> {
     pub shared: &'a Shared,
     pub router: &'a Router,
     pub conn: &'a ConnCtx,
     pub rule: &'a crate::model::Rule,
-    pub backend: usize,
+    /// The backend, and the backendRef whose filters run (after the rule's request filters,
+    /// before its response filters).
+    pub picked: Picked<'a>,
     pub matched_prefix: Option<&'a str>,
     pub started: Instant,
 }
@@ -63,8 +65,8 @@ pub(crate) async fn forward(
     normalized: Option<String>,
     ex: &mut Exchange,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let cfg = &t.router.table.backends[t.backend];
-    let state = &t.router.backends[t.backend];
+    let cfg = &t.router.table.backends[t.picked.backend];
+    let state = &t.router.backends[t.picked.backend];
     ex.backend = cfg.label.clone();
     let upgrade = headers::upgrade_protocol(&req);
     if upgrade.is_some() && cfg.protocol == UpstreamProtocol::H2c {
@@ -77,7 +79,8 @@ pub(crate) async fn forward(
     let original_host = headers::host_value(&req);
     let mut new_path = normalized;
     let mut new_host = None;
-    for filter in &t.rule.request_filters {
+    let filters = &t.picked.backend_ref.filters;
+    for filter in t.rule.request_filters.iter().chain(&filters.request) {
         match filter {
             RequestFilter::RequestHeaderModifier(m) => m.apply(req.headers_mut()),
             RequestFilter::UrlRewrite(rw) => {
@@ -320,6 +323,9 @@ pub(crate) async fn forward(
             ));
         }
         _ => {}
+    }
+    for m in &filters.response {
+        m.apply(resp.headers_mut());
     }
     Ok(resp)
 }

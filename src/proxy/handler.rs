@@ -13,7 +13,7 @@ use super::exchange::Exchange;
 use super::request_id::{self, X_REQUEST_ID};
 use super::router::Router;
 use super::{Shared, forward, headers, path};
-use crate::model::{Action, DirectResponse, PathMatcher, Redirect, RequestView};
+use crate::model::{Action, Answer, DirectResponse, PathMatcher, Redirect, RequestView};
 
 /// Serves one request; never fails (errors become responses here, and only here).
 pub(crate) async fn handle(
@@ -69,21 +69,38 @@ async fn serve(
 
     let mut resp = match &rule.action {
         Action::DirectResponse(d) => direct_response(d),
-        Action::Redirect(r) => redirect(r, conn, &req, normalized.as_deref(), matched_prefix)?,
+        Action::Redirect(r) => {
+            redirect(r, shared, conn, &req, normalized.as_deref(), matched_prefix)?
+        }
         Action::Forward { .. } => {
-            let backend = router
-                .pick_backend(hit.index, rule, req.headers())
-                .ok_or(ProxyError::NoBackend)?;
-            let target = forward::Target {
-                shared,
-                router,
-                conn,
-                rule,
-                backend,
-                matched_prefix,
-                started,
-            };
-            forward::forward(target, req, normalized, ex).await?
+            let picked = router.pick_backend(hit.index, rule, req.headers())?;
+            let filters = &picked.backend_ref.filters;
+            match &filters.answer {
+                Some(answer) => {
+                    let mut resp = match answer {
+                        Answer::DirectResponse(d) => direct_response(d),
+                        Answer::Redirect(r) => {
+                            redirect(r, shared, conn, &req, normalized.as_deref(), matched_prefix)?
+                        }
+                    };
+                    for m in &filters.response {
+                        m.apply(resp.headers_mut());
+                    }
+                    resp
+                }
+                None => {
+                    let target = forward::Target {
+                        shared,
+                        router,
+                        conn,
+                        rule,
+                        picked,
+                        matched_prefix,
+                        started,
+                    };
+                    forward::forward(target, req, normalized, ex).await?
+                }
+            }
         }
     };
     for m in &rule.response_filters {
@@ -106,18 +123,21 @@ fn direct_response(d: &DirectResponse) -> Response<ProxyBody> {
 
 fn redirect(
     r: &Redirect,
+    shared: &Shared,
     conn: &ConnCtx,
     req: &Request<ClientBody>,
     normalized: Option<&str>,
     matched_prefix: Option<&str>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let (host, port) = headers::request_host(req)
+    let (host, _) = headers::request_host(req)
         .ok_or(ProxyError::BadRequest("missing or invalid Host header"))?;
     let path = normalized.unwrap_or(req.uri().path());
+    // The port clients reached the listener on (Gateway API), not the one in their Host header.
+    let listener_port = shared.config.http_port.unwrap_or(80);
     let location = r.location(
         conn.scheme,
         &host,
-        port,
+        listener_port,
         path,
         matched_prefix,
         req.uri().query(),

@@ -55,6 +55,11 @@ pub struct ProxyConfig {
     pub upstream: UpstreamSettings,
     /// Who speaks HTTP/1.1: the native codec (default) or hyper.
     pub http1_codec: Http1Codec,
+    /// The port clients reach the HTTP listener on (a redirect that names neither scheme nor
+    /// port points there), when it differs from the bound port (a Service's port 80 in front of
+    /// the pod's 8080). `None`: the port [`crate::Gateway`] binds (for a `Proxy` used on its
+    /// own: 80).
+    pub http_port: Option<u16>,
 }
 
 /// The HTTP/1.1 implementation on both sides of the proxy.
@@ -77,6 +82,7 @@ impl Default for ProxyConfig {
             default_request_timeout: Some(Duration::from_secs(60)),
             upstream: UpstreamSettings::default(),
             http1_codec: Http1Codec::default(),
+            http_port: None,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use http::HeaderMap;
 
 use super::upstream::{BackendState, Registry};
-use crate::model::{Action, RoutingTable, Rule};
+use crate::model::{Action, NoBackend, Picked, RoutingTable, Rule};
 
 /// The table plus the live state its rules point into.
 pub struct Router {
@@ -30,22 +30,22 @@ impl Router {
         }
     }
 
-    /// The backend (index into `table.backends`) that rule number `rule` sends its next request
-    /// to; `headers` may override a canary split (see `model::Canary`).
-    pub fn pick_backend(
+    /// Where rule number `rule_index` sends its next request: the backend (index into
+    /// `table.backends`) and the backendRef; `headers` may override a canary split (see
+    /// `model::Canary`).
+    pub fn pick_backend<'r>(
         &self,
         rule_index: usize,
-        rule: &Rule,
+        rule: &'r Rule,
         headers: &HeaderMap,
-    ) -> Option<usize> {
+    ) -> Result<Picked<'r>, NoBackend> {
         let Action::Forward { backends, schedule } = &rule.action else {
-            return None;
+            return Err(NoBackend::NoBackendRefs);
         };
-        if schedule.is_empty() {
-            return None;
-        }
-        let n = self.splits[rule_index].fetch_add(1, Ordering::Relaxed);
-        let target = schedule[n % schedule.len()];
-        Some(backends[target.backend_ref as usize].resolve(target, headers))
+        let n = match schedule.len() {
+            0 => 0,
+            _ => self.splits[rule_index].fetch_add(1, Ordering::Relaxed),
+        };
+        crate::model::pick(backends, schedule, n, headers)
     }
 }

@@ -161,6 +161,47 @@ async fn services_and_endpoint_slices_drive_traffic_and_status_tells_the_truth()
         message.contains("spec.rules[0].backendRefs[0].name"),
         "{message}"
     );
+    // Gateway API: the Route stays accepted and serves; the unresolved backendRef's requests
+    // are answered 500, and a Warning Event names the field.
+    ns.wait_condition("Route", "dangling", "Accepted", "True")
+        .await;
+    ns.wait_condition("Route", "dangling", "Programmed", "True")
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "dangling.test answers 500",
+        || async { (get(&gw, "dangling.test", "/", &[]).await.status == 500).then_some(()) },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "a Warning Event on Route dangling",
+        || async {
+            let w = ns.warnings("Route", "dangling").await;
+            w.iter()
+                .any(|w| w.contains("spec.rules[0].backendRefs[0].name"))
+                .then_some(())
+        },
+    )
+    .await;
+
+    // A kind traffic cannot go to: ResolvedRefs=False, InvalidKind; still accepted.
+    ns.apply(route(
+        "odd-kind",
+        "odd-kind.test",
+        json!([{"name": "api", "kind": "ConfigMap"}]),
+    ))
+    .await;
+    let (reason, message) = ns
+        .wait_condition("Route", "odd-kind", "ResolvedRefs", "False")
+        .await;
+    assert_eq!(reason, "InvalidKind");
+    assert!(
+        message.contains("spec.rules[0].backendRefs[0].kind"),
+        "{message}"
+    );
+    ns.wait_condition("Route", "odd-kind", "Accepted", "True")
+        .await;
 }
 
 #[tokio::test]

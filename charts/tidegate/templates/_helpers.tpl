@@ -83,6 +83,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- $c := .Values.controller -}}
 - run
 - --http-addr=0.0.0.0:{{ .Values.containerPorts.http }}
+{{- /* Clients reach the pods through the Service's port: redirects point there. */}}
+- --http-public-port={{ default .Values.service.ports.http $c.httpPublicPort }}
 - --admin-addr=0.0.0.0:{{ .Values.containerPorts.admin }}
 - --ingress-class={{ .Values.ingressClass.name }}
 - --controller-name={{ $c.controllerName }}
