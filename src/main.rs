@@ -62,6 +62,10 @@ struct RunArgs {
     /// On SIGTERM/SIGINT, how long in-flight requests and WebSockets may take to finish.
     #[arg(long, env = "TIDEGATE_DRAIN_TIMEOUT", default_value = "30s")]
     drain_timeout: Duration,
+    /// On SIGTERM, how long to keep accepting and serving with /readyz answering 503 before the
+    /// drain starts (so endpoints and load balancers stop sending first).
+    #[arg(long, env = "TIDEGATE_SHUTDOWN_DELAY", default_value = "0s")]
+    shutdown_delay: Duration,
     /// A client must send its whole request head within this time.
     #[arg(long, env = "TIDEGATE_HEADER_READ_TIMEOUT", default_value = "10s")]
     header_read_timeout: Duration,
@@ -340,7 +344,16 @@ fn run(args: RunArgs) -> ExitCode {
             .map(|a| a.to_string())
             .unwrap_or_default();
         tracing::info!(http = %gateway.http_addr(), admin = %admin, "serving");
-        wait_for_signals(&gateway).await;
+        let signal = wait_for_signals(&gateway).await;
+        if signal == Stop::Term && !args.shutdown_delay.0.is_zero() {
+            gateway.begin_shutdown();
+            tracing::info!(delay = %args.shutdown_delay, "shutting down: not ready, still serving");
+            // A second SIGTERM or SIGINT cuts the delay short.
+            tokio::select! {
+                () = tokio::time::sleep(args.shutdown_delay.0) => {}
+                _ = wait_for_signals(&gateway) => {}
+            }
+        }
         tracing::info!(timeout = %args.drain_timeout, "draining");
         let finished = gateway.shutdown(args.drain_timeout.0).await;
         tracing::info!(finished, "stopped");
@@ -397,8 +410,15 @@ fn kube_options(args: &RunArgs) -> Result<Option<tidegate::controller::kube::Kub
     }))
 }
 
+/// The signal that asked the process to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    Term,
+    Int,
+}
+
 /// Returns on SIGTERM or SIGINT; reloads on SIGHUP.
-async fn wait_for_signals(gateway: &Gateway) {
+async fn wait_for_signals(gateway: &Gateway) -> Stop {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -410,8 +430,8 @@ async fn wait_for_signals(gateway: &Gateway) {
     };
     loop {
         tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
+            _ = term.recv() => return Stop::Term,
+            _ = int.recv() => return Stop::Int,
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading");
                 gateway.reload();

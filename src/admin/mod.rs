@@ -32,6 +32,9 @@ pub struct AdminState {
     pub telemetry: Arc<Telemetry>,
     /// Runtime backend state for `/backends`.
     pub proxy: Proxy,
+    /// Cancelled when shutdown begins: `/readyz` answers 503 from then on, so that endpoints
+    /// and load balancers stop sending traffic while it is still served.
+    pub shutting_down: CancellationToken,
 }
 
 /// Serves the admin endpoints on `listener` until `stop` is cancelled.
@@ -82,6 +85,10 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             );
             r
         }
+        "/readyz" if state.shutting_down.is_cancelled() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n",
+        ),
         "/readyz" => match table {
             Some(t) => text(
                 StatusCode::OK,
