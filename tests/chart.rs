@@ -429,6 +429,9 @@ fn every_run_flag_is_reachable_from_values() {
         "controller.publishAddresses={lb.example.com,192.0.2.1}",
         "controller.accessLogIncludeQuery=true",
         "controller.workerThreads=4",
+        "controller.trustedProxies={10.0.0.0/8,192.0.2.1}",
+        "controller.redis.url=redis://redis:6379",
+        "controller.redis.caFile=/etc/redis-ca/ca.pem",
     ]);
     let a = args(&objs);
     assert_eq!(a[0], "run");
@@ -444,6 +447,7 @@ fn every_run_flag_is_reachable_from_values() {
     }
     assert!(a.contains(&"--publish-address=lb.example.com,192.0.2.1".to_owned()));
     assert!(a.contains(&"--worker-threads=4".to_owned()));
+    assert!(a.contains(&"--trusted-proxies=10.0.0.0/8,192.0.2.1".to_owned()));
     // Every rendered flag is one the binary knows (a typo in a template fails here).
     for x in &a[1..] {
         let flag = x.split('=').next().unwrap();

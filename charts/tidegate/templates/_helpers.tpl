@@ -119,6 +119,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - --worker-threads={{ int64 $c.workerThreads }}
 {{- end }}
 - --http1-codec={{ $c.http1Codec }}
+{{- with $c.trustedProxies }}
+- --trusted-proxies={{ join "," . }}
+{{- end }}
+- --trusted-proxy-hops={{ int64 $c.trustedProxyHops }}
+- --client-ip-header={{ $c.clientIpHeader }}
+{{- with $c.redis.url }}
+- --redis-url={{ . }}
+{{- end }}
+{{- with $c.redis.caFile }}
+- --redis-ca-file={{ . }}
+{{- end }}
+- --redis-timeout={{ $c.redis.timeout }}
 {{- with $c.extraArgs }}
 {{ toYaml . }}
 {{- end }}
