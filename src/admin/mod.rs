@@ -121,6 +121,9 @@ struct ConfigView<'a> {
     version: u64,
     rules: &'a [crate::model::Rule],
     backends: &'a [crate::model::Backend],
+    /// Rate-limit policies that apply to a rule (rules name them by index).
+    #[serde(rename = "rateLimits", skip_serializing_if = "<[_]>::is_empty")]
+    rate_limits: &'a [crate::model::RateLimitPolicy],
     /// Objects with at least one error: rejected (or serving their last accepted version).
     rejected: Vec<String>,
     diagnostics: &'a [Diagnostic],
@@ -143,6 +146,7 @@ impl<'a> ConfigView<'a> {
             version: t.version,
             rules: &t.rules,
             backends: &t.backends,
+            rate_limits: &t.rate_limits,
             rejected,
             diagnostics: &t.diagnostics,
         }

@@ -6,19 +6,15 @@
 //! tests that kill and restart Redis start their own `redis-server` (from PATH) on their own
 //! port. Without them these tests fail, never pass.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
 
 use crate::common::{ConfigDir, HttpClient, Upstream, backend_yaml, eventually};
-use crate::support::{assert_exact, hammer, metric};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tidegate");
+use crate::support::{Gateway, assert_exact, free_port, hammer, metric};
 
 /// The shared Redis `scripts/test.sh` started.
 fn shared_redis() -> String {
@@ -26,14 +22,6 @@ fn shared_redis() -> String {
         .ok()
         .filter(|u| !u.is_empty())
         .expect("TIDEGATE_TEST_REDIS_URL is not set: run these tests with scripts/test.sh")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn redis_server_bin() -> PathBuf {
@@ -141,81 +129,6 @@ fn redis_conn(url: &str) -> redis::Connection {
         .unwrap()
         .get_connection_with_timeout(Duration::from_secs(5))
         .expect("the test connects to Redis")
-}
-
-/// The `tidegate` binary, serving a config directory.
-pub struct Gateway {
-    child: Child,
-    pub http: SocketAddr,
-    pub admin: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
-}
-
-impl Gateway {
-    pub async fn start(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut child = Command::new(BIN)
-            .args(["run", "--log-format", "json", "--access-log", "off"])
-            .arg("--config")
-            .arg(config)
-            .args([
-                "--http-addr",
-                &http.to_string(),
-                "--admin-addr",
-                &admin.to_string(),
-            ])
-            .args(args)
-            .envs(env.iter().copied())
-            .env_remove("TIDEGATE_REDIS_URL")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let sink = logs.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let gw = Self {
-            child,
-            http,
-            admin,
-            logs,
-        };
-        eventually(Duration::from_secs(20), "the gateway is ready", || async {
-            let c = HttpClient::http1();
-            let r = c.send(
-                http::Request::get(format!("http://{admin}/readyz"))
-                    .body(Default::default())
-                    .unwrap(),
-            );
-            r.await.ok().filter(|r| r.status == 200).map(|_| ())
-        })
-        .await;
-        gw
-    }
-
-    pub fn log(&self) -> String {
-        self.logs.lock().unwrap().join("\n")
-    }
-
-    pub async fn get(&self, path: &str) -> (crate::common::Reply, Duration) {
-        let started = Instant::now();
-        let r = HttpClient::http1().get(self.http, "h", path, &[]).await;
-        (r, started.elapsed())
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A config with a Route `r` (host `h`): rules `open` (`/open`) and `closed` (`/closed`),

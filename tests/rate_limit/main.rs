@@ -1,6 +1,8 @@
-//! Rate limiting through real gateways: Local limits in this process (`local`), Global limits
-//! in real Redis through the real binary (`global`, run by scripts/test.sh).
+//! Rate limiting through real gateways: Local limits in this process (`local`) and through the
+//! real binary (`binary`), Global limits in real Redis through the real binary (`global`, run
+//! by scripts/test.sh).
 
+mod binary;
 #[path = "../common/mod.rs"]
 mod common;
 mod global;

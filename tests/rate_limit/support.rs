@@ -1,13 +1,27 @@
 //! Helpers shared by the rate-limit tests: gateways, load, metrics.
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
 
-use crate::common::{ConfigDir, HttpClient, Upstream, backend_yaml};
+use crate::common::{ConfigDir, HttpClient, Upstream, backend_yaml, eventually};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tidegate");
+
+/// A free loopback port (for the binary's listeners, which take addresses as flags).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
 
 /// A gateway in this process with `yaml` (plus a Backend `up`) and `config`.
 pub struct Local {
@@ -144,4 +158,88 @@ pub async fn metric(admin: SocketAddr, name: &str, labels: &[(&str, &str)]) -> O
             | prometheus_parse::Value::Untyped(v) => v,
             _ => f64::NAN,
         })
+}
+
+/// The `tidegate` binary, serving a config directory.
+pub struct Gateway {
+    child: Child,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Gateway {
+    /// Starts the binary on loopback port 0 and waits until it is ready (its "serving" log
+    /// line names the bound addresses).
+    pub async fn start(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["run", "--log-format", "json", "--access-log", "off"])
+            .arg("--config")
+            .arg(config)
+            .args(["--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("TIDEGATE_REDIS_URL")
+            .env_remove("TIDEGATE_TRUSTED_PROXIES")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                if v["message"] == "serving" {
+                    let addr = |k: &str| v[k].as_str().and_then(|a| a.parse().ok());
+                    let _ = tx.send((addr("http"), addr("admin")));
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let (http, admin) = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok((Some(http), Some(admin))) => (http, admin),
+            other => panic!(
+                "tidegate did not start serving ({other:?}):\n{}",
+                logs.lock().unwrap().join("\n")
+            ),
+        };
+        let gw = Self {
+            child,
+            http,
+            admin,
+            logs,
+        };
+        eventually(Duration::from_secs(20), "the gateway is ready", || async {
+            let c = HttpClient::http1();
+            let r = c.send(
+                http::Request::get(format!("http://{admin}/readyz"))
+                    .body(Default::default())
+                    .unwrap(),
+            );
+            r.await.ok().filter(|r| r.status == 200).map(|_| ())
+        })
+        .await;
+        gw
+    }
+
+    pub fn log(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub async fn get(&self, path: &str) -> (crate::common::Reply, Duration) {
+        let started = Instant::now();
+        let r = HttpClient::http1().get(self.http, "h", path, &[]).await;
+        (r, started.elapsed())
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
