@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test: unit, golden, integration (real sockets, the real binary), and the Kubernetes
-# tests against a real kube-apiserver. Tests that need an outside service are marked #[ignore]
+# tests against a real kube-apiserver and a real Redis. Tests that need an outside service are marked #[ignore]
 # and run here with --include-ignored, after this script has installed and started what they need.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 # --- What the tests need from Debian (a fresh machine may lack some of it) ---
 need=()
 for tool in curl openssl python3; do command -v "$tool" >/dev/null || need+=("$tool"); done
+# Global rate limits: redis-server; the clock-skew test runs gateways under libfaketime.
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v faketime >/dev/null || need+=(faketime)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} (apt-get)" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
@@ -21,13 +24,31 @@ RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/tidegate-kube.XXXXXX")
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ETCD_PORT=$(free_port); PEER_PORT=$(free_port); API_PORT=$(free_port)
 export ETCD_PORT PEER_PORT API_PORT
-cleanup() { bash e2e/kube/stop.sh "$RUN_DIR"; rm -rf "$RUN_DIR"; }
+cleanup() {
+  bash e2e/kube/stop.sh "$RUN_DIR"
+  if [ -f "$RUN_DIR/redis.pid" ]; then kill "$(cat "$RUN_DIR/redis.pid")" 2>/dev/null || true; fi
+  rm -rf "$RUN_DIR"
+}
 trap cleanup EXIT
 KUBECONFIG_PATH=$(bash e2e/kube/start.sh "$KUBE_DIR/bin" "$RUN_DIR" | tail -n 1)
 export TIDEGATE_TEST_KUBECONFIG="$KUBECONFIG_PATH"
 # The resilience test starts its own apiserver from these binaries (it stops and restarts it).
 export TIDEGATE_TEST_KUBE_BIN="$KUBE_DIR/bin"
 echo "kube-apiserver on 127.0.0.1:$API_PORT (kubeconfig $KUBECONFIG_PATH)" >&2
+
+# --- Global rate limits: a real redis-server on a free loopback port (tests that kill and restart
+# Redis start their own from PATH) ---
+REDIS_PORT=$(free_port)
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+  --dir "$RUN_DIR" --pidfile "$RUN_DIR/redis.pid" --logfile "$RUN_DIR/redis.log"
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT") 2>/dev/null && break
+  sleep 0.1
+done
+export TIDEGATE_TEST_REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+TIDEGATE_TEST_FAKETIME_LIB=$(find /usr/lib /usr/lib64 -name libfaketimeMT.so.1 2>/dev/null | head -n 1)
+export TIDEGATE_TEST_FAKETIME_LIB
+echo "redis-server on 127.0.0.1:$REDIS_PORT; libfaketime: ${TIDEGATE_TEST_FAKETIME_LIB:-missing}" >&2
 
 # --- Delivery: a real helm + kubectl (e2e/tools/helm.sh), and the container image built with
 # podman from the Dockerfile (e2e/tools/podman.sh: podman from Debian, and local stand-ins for the

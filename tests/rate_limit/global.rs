@@ -16,12 +16,22 @@ use http::StatusCode;
 use crate::common::{ConfigDir, HttpClient, Upstream, backend_yaml, eventually};
 use crate::support::{Gateway, assert_exact, free_port, hammer, metric};
 
-/// The shared Redis `scripts/test.sh` started.
-fn shared_redis() -> String {
-    std::env::var("TIDEGATE_TEST_REDIS_URL")
+/// The shared Redis `scripts/test.sh` started, without the buckets of namespace `ns` (an
+/// earlier run's keys may not have expired yet).
+fn shared_redis(ns: &str) -> String {
+    let url = std::env::var("TIDEGATE_TEST_REDIS_URL")
         .ok()
         .filter(|u| !u.is_empty())
-        .expect("TIDEGATE_TEST_REDIS_URL is not set: run these tests with scripts/test.sh")
+        .expect("TIDEGATE_TEST_REDIS_URL is not set: run these tests with scripts/test.sh");
+    let mut conn = redis_conn(&url);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("tidegate:rl:*:{ns}/*"))
+        .query(&mut conn)
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL").arg(&keys).query(&mut conn).unwrap();
+    }
+    url
 }
 
 fn redis_server_bin() -> PathBuf {
@@ -153,6 +163,19 @@ fn global_config(ns: &str, up: &Upstream, limit: &str) -> ConfigDir {
     cfg
 }
 
+/// Fails if a gateway found Redis unavailable (then limits follow their failureMode, and
+/// exactness is not what is being measured).
+async fn assert_no_redis_errors(gateways: &[&Gateway]) {
+    for gw in gateways {
+        let errors = metric(gw.admin, "tidegate_redis_errors_total", &[]).await;
+        assert!(
+            errors.unwrap_or(0.0) == 0.0,
+            "Redis errors: {errors:?}\n{}",
+            gw.log()
+        );
+    }
+}
+
 /// A config whose only rule (`/`) is limited by one Global limit (namespace `ns`).
 fn single_global(ns: &str, up: &Upstream, limit: &str) -> ConfigDir {
     let cfg = ConfigDir::new();
@@ -168,18 +191,21 @@ fn single_global(ns: &str, up: &Upstream, limit: &str) -> ConfigDir {
 #[tokio::test]
 #[ignore = "needs redis-server (scripts/test.sh starts it)"]
 async fn two_gateways_sharing_redis_admit_exactly_one_global_limit() {
-    let url = shared_redis();
+    let url = shared_redis("exact");
     let up = Upstream::start("up").await;
     let cfg = single_global(
         "exact",
         &up,
         "name: all, key: { none: {} }, rate: 50, per: 1s, burst: 10",
     );
-    let args = ["--redis-url", url.as_str()];
+    // A generous timeout: on a busy machine a 50 ms call can time out, and failureMode Open
+    // would then (rightly) let requests through uncounted; this test is about counting.
+    let args = ["--redis-url", url.as_str(), "--redis-timeout", "2s"];
     let a = Gateway::start(cfg.path(), &args, &[]).await;
     let b = Gateway::start(cfg.path(), &args, &[]).await;
     let t = hammer(&[a.http, b.http], &[], 6, Duration::from_secs(4)).await;
     assert_eq!(t.other, 0, "{t:?}\n{}", a.log());
+    assert_no_redis_errors(&[&a, &b]).await;
     assert_exact(&t, 50.0, 10.0);
     // Both gateways counted in the one bucket: each saw both results.
     for gw in [&a, &b] {
@@ -199,17 +225,20 @@ async fn two_gateways_sharing_redis_admit_exactly_one_global_limit() {
 #[tokio::test]
 #[ignore = "needs redis-server (scripts/test.sh starts it)"]
 async fn a_global_sliding_window_admits_rate_per_window_across_gateways() {
-    let url = shared_redis();
+    let url = shared_redis("sliding");
     let up = Upstream::start("up").await;
     let cfg = single_global(
         "sliding",
         &up,
         "name: all, key: { none: {} }, algorithm: SlidingWindow, rate: 100, per: 1s",
     );
-    let args = ["--redis-url", url.as_str()];
+    // A generous timeout: on a busy machine a 50 ms call can time out, and failureMode Open
+    // would then (rightly) let requests through uncounted; this test is about counting.
+    let args = ["--redis-url", url.as_str(), "--redis-timeout", "2s"];
     let a = Gateway::start(cfg.path(), &args, &[]).await;
     let b = Gateway::start(cfg.path(), &args, &[]).await;
     let t = hammer(&[a.http, b.http], &[], 6, Duration::from_secs(3)).await;
+    assert_no_redis_errors(&[&a, &b]).await;
     let secs = t.elapsed.as_secs_f64();
     assert!(t.allowed as f64 <= 100.0 * (secs.ceil() + 1.0), "{t:?}");
     assert!(t.allowed as f64 >= 0.95 * 100.0 * secs, "{t:?}");
@@ -220,21 +249,21 @@ async fn a_global_sliding_window_admits_rate_per_window_across_gateways() {
 #[tokio::test]
 #[ignore = "needs redis-server (scripts/test.sh starts it)"]
 async fn gateways_whose_clocks_disagree_still_share_one_exact_limit() {
-    let url = shared_redis();
-    let lib = [
-        "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
-        "/usr/lib/faketime/libfaketimeMT.so.1",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists())
-    .expect("libfaketime is installed (apt-get install faketime; scripts/test.sh does)");
+    let url = shared_redis("skew");
+    let lib = std::env::var("TIDEGATE_TEST_FAKETIME_LIB")
+        .ok()
+        .filter(|p| Path::new(p).is_file())
+        .expect("TIDEGATE_TEST_FAKETIME_LIB names libfaketimeMT.so.1 (scripts/test.sh installs faketime and sets it)");
+    let lib = lib.as_str();
     let up = Upstream::start("up").await;
     let cfg = single_global(
         "skew",
         &up,
         "name: all, key: { none: {} }, rate: 40, per: 1s, burst: 10",
     );
-    let args = ["--redis-url", url.as_str()];
+    // A generous timeout: on a busy machine a 50 ms call can time out, and failureMode Open
+    // would then (rightly) let requests through uncounted; this test is about counting.
+    let args = ["--redis-url", url.as_str(), "--redis-timeout", "2s"];
     let ahead = Gateway::start(
         cfg.path(),
         &args,
@@ -247,21 +276,30 @@ async fn gateways_whose_clocks_disagree_still_share_one_exact_limit() {
         &[("LD_PRELOAD", lib), ("FAKETIME", "-1h")],
     )
     .await;
-    // The fake clocks are in effect: the Date headers are two hours apart.
-    let date = |r: &crate::common::Reply| {
-        httpdate::parse_http_date(r.headers["date"].to_str().unwrap()).unwrap()
+    // The fake clocks are in effect: the Date headers of the gateways' own answers (a 404 for
+    // an unknown host, which no limit counts; a proxied answer carries the upstream's Date)
+    // are two hours apart.
+    let date = |gw: &Gateway| {
+        let addr = gw.http;
+        async move {
+            let r = HttpClient::http1()
+                .get(addr, "unknown.test", "/", &[])
+                .await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND);
+            httpdate::parse_http_date(r.headers["date"].to_str().unwrap()).unwrap()
+        }
     };
-    let (ra, _) = ahead.get("/").await;
-    let (rb, _) = behind.get("/").await;
-    let skew = date(&ra).duration_since(date(&rb)).unwrap();
+    let skew = date(&ahead)
+        .await
+        .duration_since(date(&behind).await)
+        .unwrap();
     assert!(
         skew > Duration::from_secs(7000) && skew < Duration::from_secs(7400),
         "{skew:?}"
     );
-    // Let the two probing requests' tokens come back before measuring.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let t = hammer(&[ahead.http, behind.http], &[], 6, Duration::from_secs(4)).await;
     assert_eq!(t.other, 0, "{t:?}");
+    assert_no_redis_errors(&[&ahead, &behind]).await;
     assert_exact(&t, 40.0, 10.0);
 }
 
@@ -462,7 +500,7 @@ fn tidegate_script_sha() -> String {
 #[tokio::test]
 #[ignore = "needs redis-server (scripts/test.sh starts it)"]
 async fn global_limits_answer_with_the_draft_headers_and_key_per_client() {
-    let url = shared_redis();
+    let url = shared_redis("headers");
     let up = Upstream::start("up").await;
     let cfg = single_global(
         "headers",

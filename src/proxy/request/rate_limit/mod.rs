@@ -110,7 +110,13 @@ pub async fn check(
                     if !key::feed(&limit.key, &mut client_ip, headers, &mut digest) {
                         continue;
                     }
-                    let redis_key = global::redis_key(&policy.label, limit, &digest.hex());
+                    // One shared bucket (`none`): nothing to digest.
+                    let digest = if limit.key.parts.is_empty() {
+                        String::new()
+                    } else {
+                        digest.hex()
+                    };
+                    let redis_key = global::redis_key(&policy.label, limit, &digest);
                     global.push((decided.len(), redis_key));
                     decided.push(Decided {
                         state,
