@@ -237,6 +237,60 @@ async fn services_and_endpoint_slices_drive_traffic_and_status_tells_the_truth()
         .await;
 }
 
+/// A RateLimitPolicy in the cluster: it limits the Route it targets, and its status says so;
+/// one whose Route does not exist is accepted with ResolvedRefs=False.
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn a_rate_limit_policy_limits_its_route_and_reports_status() {
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "ratelimit").await;
+    let a = Upstream::start("a").await;
+    ns.service("api", json!({})).await;
+    ns.slice("api-a", "api", a.addr.port(), true).await;
+    ns.apply(backend("api", "api")).await;
+    ns.apply(route("web", "rl.test", json!([{"name": "api"}])))
+        .await;
+    let gw = Tidegate::start(&kc, &ns.name, "rl-0", &["--leader-elect=false"]);
+    gw.wait_ready().await;
+    wait_served_by(&gw, "rl.test", "/", "a").await;
+
+    let policy = |name: &str, target: &str| {
+        json!({
+            "apiVersion": "tidegate.dev/v1alpha1", "kind": "RateLimitPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "targetRef": {"kind": "Route", "name": target},
+                "limits": [{"name": "all", "key": {"none": {}}, "rate": 1, "per": "1m", "burst": 2}],
+            },
+        })
+    };
+    ns.apply(policy("limits", "web")).await;
+    ns.apply(policy("dangling", "nope")).await;
+    for t in ["Accepted", "ResolvedRefs", "Programmed"] {
+        ns.wait_condition("RateLimitPolicy", "limits", t, "True")
+            .await;
+    }
+    let r = eventually(Duration::from_secs(10), "a 429 from the policy", || async {
+        let r = get(&gw, "rl.test", "/", &[]).await;
+        (r.status == 429).then_some(r)
+    })
+    .await;
+    assert_eq!(r.headers["ratelimit-policy"], "\"all\";q=1;w=60");
+    assert_eq!(r.headers["content-type"], "application/problem+json");
+
+    ns.wait_condition("RateLimitPolicy", "dangling", "Accepted", "True")
+        .await;
+    let (reason, message) = ns
+        .wait_condition("RateLimitPolicy", "dangling", "ResolvedRefs", "False")
+        .await;
+    assert_eq!(reason, "TargetNotFound");
+    assert!(message.contains("spec.targetRef.name"), "{message}");
+    ns.wait_condition("RateLimitPolicy", "dangling", "Programmed", "False")
+        .await;
+}
+
 #[tokio::test]
 #[ignore = "needs a kube-apiserver; run scripts/test.sh"]
 async fn canary_annotation_shifts_the_split_and_the_header_overrides_it() {
