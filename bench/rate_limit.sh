@@ -10,7 +10,9 @@
 #    gateways through one Redis (the limit the issue says must not multiply with replicas).
 #
 # usage: bench/rate_limit.sh [BINARY]      (default target/release/tidegate; build it first)
-#   DURATION=10 CONNECTIONS=16 RATE=1000 BURST=100 bench/rate_limit.sh
+#   DURATION=10 CONNECTIONS=16 RATE=1000 BURST=100 REDIS_TIMEOUT=1s bench/rate_limit.sh
+# REDIS_TIMEOUT is generous by default: on a busy machine a 50 ms call can time out, and
+# failureMode Open would then let requests through uncounted (the error count is printed).
 # Needs redis-server, nginx (the upstream), wrk, python3 and curl (apt-get install -y
 # redis-server nginx wrk curl). Wall-clock figures depend on what else the machine runs: say
 # how busy it was when quoting them.
@@ -21,6 +23,7 @@ DURATION=${DURATION:-10}
 CONNECTIONS=${CONNECTIONS:-16}
 RATE=${RATE:-1000}
 BURST=${BURST:-100}
+REDIS_TIMEOUT=${REDIS_TIMEOUT:-1s}
 for tool in redis-server nginx wrk python3 curl; do
   command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install -y redis-server nginx wrk curl)" >&2; exit 1; }
 done
@@ -73,7 +76,7 @@ start_gateway() { # N -> sets GW_PID_N, HTTP_N, ADMIN_N
   local http admin
   http=$(port); admin=$(port)
   "$BIN" run --config "$W/config" --http-addr "127.0.0.1:$http" --admin-addr "127.0.0.1:$admin" \
-    --redis-url "redis://127.0.0.1:$REDIS" --access-log off --log-level warn \
+    --redis-url "redis://127.0.0.1:$REDIS" --redis-timeout "$REDIS_TIMEOUT" --access-log off --log-level warn \
     2>"$W/gateway$1.err" &
   PIDS+=($!)
   eval "GW_PID_$1=$! HTTP_$1=$http ADMIN_$1=$admin"
@@ -112,24 +115,27 @@ read -r g50 g99 greq gcpu gredis <<<"$(latency /global)"
 allowed() { # ADMIN LIMIT -> allowed decisions
   curl -sf "127.0.0.1:$1/metrics" | awk -v l="limit=\"$2\"" '/^tidegate_rate_limit_decisions_total/ && index($0, l) && /result="allowed"/ {s += $2} END {print s + 0}'
 }
-accuracy() { # PATH LIMIT GATEWAYS... -> "allowed ceiling seconds"
+accuracy() { # PATH LIMIT GATEWAYS... -> "allowed ceiling seconds offered"
   local path=$1 limit=$2; shift 2
-  local before=0 after=0 t0 t1 pids=()
+  local before=0 after=0 t0 t1 pids=() offered=0
   for g in "$@"; do before=$((before + $(allowed "$(eval echo "\$ADMIN_$g")" "$limit"))); done
   t0=$(date +%s.%N)
   for g in "$@"; do
-    wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "http://127.0.0.1:$(eval echo "\$HTTP_$g")$path" >/dev/null &
+    wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "http://127.0.0.1:$(eval echo "\$HTTP_$g")$path" >"$W/acc.$g" &
     pids+=($!)
   done
   wait "${pids[@]}"
   t1=$(date +%s.%N)
-  for g in "$@"; do after=$((after + $(allowed "$(eval echo "\$ADMIN_$g")" "$limit"))); done
-  python3 -c "import sys; t=float(sys.argv[2])-float(sys.argv[1]); print($after-$before, $BURST+$RATE*t, round(t,2))" "$t0" "$t1"
+  for g in "$@"; do
+    after=$((after + $(allowed "$(eval echo "\$ADMIN_$g")" "$limit")))
+    offered=$((offered + $(awk '/requests in/ {print $1}' "$W/acc.$g")))
+  done
+  python3 -c "import sys; t=float(sys.argv[2])-float(sys.argv[1]); print($after-$before, $BURST+$RATE*t, round(t,2), $offered)" "$t0" "$t1"
 }
 sleep 1 # the shared buckets are full again before each run (they had a quiet second)
-read -r la lc lt <<<"$(accuracy /exact-local el 1)"
+read -r la lc lt lo <<<"$(accuracy /exact-local el 1)"
 sleep 1
-read -r ga gc gt <<<"$(accuracy /exact-global eg 1 2)"
+read -r ga gc gt go <<<"$(accuracy /exact-global eg 1 2)"
 errors=$(curl -sf "127.0.0.1:$ADMIN_1/metrics" "127.0.0.1:$ADMIN_2/metrics" | awk '/^tidegate_redis_errors_total/ {s += $2} END {print s + 0}')
 
 python3 - <<PY
@@ -144,9 +150,9 @@ print("|---|---|---|---|---|---|")
 for name, p50, p99, n, cpu, redis in rows:
     print(f"| {name} | {p50:.3f} | {p99:.3f} | {n} | {cpu:.1f} | {'' if redis is None else f'{redis:.1f}'} |")
 print(f"\naccuracy: one shared bucket of $RATE/s, burst $BURST; wrk -t1 -c$CONNECTIONS per gateway\n")
-print("| limit | gateways | seconds | allowed | burst + rate × t | allowed / that |")
-print("|---|---|---|---|---|---|")
-for name, gws, t, a, c in [("Local", 1, $lt, $la, $lc), ("Global (Redis)", 2, $gt, $ga, $gc)]:
-    print(f"| {name} | {gws} | {t} | {a} | {c:.0f} | {a / c:.4f} |")
-print(f"\nRedis errors during the runs: $errors")
+print("| limit | gateways | seconds | requests sent | allowed | burst + rate × t | allowed / that |")
+print("|---|---|---|---|---|---|---|")
+for name, gws, t, o, a, c in [("Local", 1, $lt, $lo, $la, $lc), ("Global (Redis)", 2, $gt, $go, $ga, $gc)]:
+    print(f"| {name} | {gws} | {t} | {o} | {a} | {c:.0f} | {a / c:.4f} |")
+print(f"\nRedis errors during the runs (--redis-timeout $REDIS_TIMEOUT): $errors")
 PY
