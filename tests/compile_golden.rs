@@ -6,6 +6,8 @@
 //! (`controller::kube::status::desired`, the mapping the status writer patches). Inputs are
 //! compiled as for a gateway with Redis (`--redis-url`), so Global rate limits are allowed.
 //! `UPDATE_GOLDEN=1 cargo test --test compile_golden` rewrites the expected files.
+// These tests use Kubernetes mode (its index or status), a default cargo feature.
+#![cfg(feature = "kubernetes")]
 
 use std::path::{Path, PathBuf};
 

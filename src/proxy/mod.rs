@@ -28,7 +28,7 @@ pub use request::{Middleware, ProxyError, reason};
 pub use transport::{
     ClientIpConfig, ForwardedHeader, Http1Codec, ProxyBody, RedisConfig, RedisSetupError,
 };
-pub use upstream::{BackendState, Registry, Router, UpstreamSettings, balance};
+pub use upstream::{BackendState, Custom, Registry, Router, UpstreamSettings, balance};
 
 use crate::model::RoutingTable;
 use crate::telemetry::Telemetry;
@@ -100,6 +100,18 @@ impl Proxy {
         telemetry: Arc<Telemetry>,
         middleware: Option<Arc<dyn Middleware>>,
     ) -> Result<Self, RedisSetupError> {
+        Self::extended(config, telemetry, middleware, Custom::default())
+    }
+
+    /// A proxy with `middleware` and the selectors and health checks of `custom`. With a Redis
+    /// server configured, it starts connecting in the background (so this must run inside a
+    /// tokio runtime); a bad Redis URL or CA file is an error.
+    pub fn extended(
+        config: ProxyConfig,
+        telemetry: Arc<Telemetry>,
+        middleware: Option<Arc<dyn Middleware>>,
+        custom: Custom,
+    ) -> Result<Self, RedisSetupError> {
         let metrics = &telemetry.metrics;
         let redis = match &config.redis {
             Some(redis) => Some(Redis::start(
@@ -115,6 +127,7 @@ impl Proxy {
         };
         let registry = Registry::with_metrics(
             config.upstream.clone(),
+            custom,
             upstream::rate_limit::RateLimitMetrics {
                 decisions: metrics.rate_limit_decisions.clone(),
                 evictions: metrics.rate_limit_evictions.clone(),

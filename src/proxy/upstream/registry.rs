@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use super::backend::BackendState;
+use super::custom::Custom;
 use super::discovery::Discovery;
 use super::endpoint::Clock;
 use super::rate_limit::{RateLimitMetrics, RateLimits};
@@ -26,17 +27,28 @@ pub struct Registry {
     clock: Clock,
     settings: UpstreamSettings,
     discovery: Arc<Discovery>,
+    custom: Custom,
     rate_limits: RateLimits,
 }
 
 impl Registry {
     /// An empty registry; `settings` are the defaults for backends that set none.
     pub fn new(settings: UpstreamSettings) -> Self {
-        Self::with_metrics(settings, RateLimitMetrics::default())
+        Self::with_custom(settings, Custom::default())
     }
 
-    /// An empty registry whose rate limits count what they do in `rate_limits`.
-    pub fn with_metrics(settings: UpstreamSettings, rate_limits: RateLimitMetrics) -> Self {
+    /// An empty registry whose backends use the selectors and health checks in `custom`.
+    pub fn with_custom(settings: UpstreamSettings, custom: Custom) -> Self {
+        Self::with_metrics(settings, custom, RateLimitMetrics::default())
+    }
+
+    /// An empty registry with `custom` (see [`Registry::with_custom`]) whose rate limits count
+    /// what they do in `rate_limits`.
+    pub fn with_metrics(
+        settings: UpstreamSettings,
+        custom: Custom,
+        rate_limits: RateLimitMetrics,
+    ) -> Self {
         let backends: BackendMap = Arc::default();
         let discovery = Arc::new(Discovery::default());
         // Discovery's fast path: a Service port's new endpoint set goes straight to the
@@ -64,6 +76,7 @@ impl Registry {
             clock: Clock::new(),
             settings,
             discovery,
+            custom,
             rate_limits: RateLimits::new(rate_limits),
         }
     }
@@ -101,7 +114,14 @@ impl Registry {
                 };
                 let state = map
                     .entry(b.id.clone())
-                    .or_insert_with(|| Arc::new(BackendState::new(b, self.clock)))
+                    .or_insert_with(|| {
+                        Arc::new(BackendState::new(
+                            b,
+                            self.clock,
+                            self.custom.selector_for(&b.id),
+                            self.custom.check_for(&b.id),
+                        ))
+                    })
                     .clone();
                 state.configure(b, &self.settings);
                 state
