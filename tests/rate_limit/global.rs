@@ -196,7 +196,9 @@ async fn two_gateways_sharing_redis_admit_exactly_one_global_limit() {
     let cfg = single_global(
         "exact",
         &up,
-        "name: all, key: { none: {} }, rate: 50, per: 1s, burst: 10",
+        // A burst of one second: a stall of the load generator (a busy machine) shorter than
+        // that loses no allowance, so the ≥ 95% bound measures the limiter, not the load.
+        "name: all, key: { none: {} }, rate: 50, per: 1s, burst: 50",
     );
     // A generous timeout: on a busy machine a 50 ms call can time out, and failureMode Open
     // would then (rightly) let requests through uncounted; this test is about counting.
@@ -206,7 +208,7 @@ async fn two_gateways_sharing_redis_admit_exactly_one_global_limit() {
     let t = hammer(&[a.http, b.http], &[], 6, Duration::from_secs(4)).await;
     assert_eq!(t.other, 0, "{t:?}\n{}", a.log());
     assert_no_redis_errors(&[&a, &b]).await;
-    assert_exact(&t, 50.0, 10.0);
+    assert_exact(&t, 50.0, 50.0);
     // Both gateways counted in the one bucket: each saw both results.
     for gw in [&a, &b] {
         for result in ["allowed", "limited"] {
@@ -259,7 +261,7 @@ async fn gateways_whose_clocks_disagree_still_share_one_exact_limit() {
     let cfg = single_global(
         "skew",
         &up,
-        "name: all, key: { none: {} }, rate: 40, per: 1s, burst: 10",
+        "name: all, key: { none: {} }, rate: 40, per: 1s, burst: 40",
     );
     // A generous timeout: on a busy machine a 50 ms call can time out, and failureMode Open
     // would then (rightly) let requests through uncounted; this test is about counting.
@@ -300,7 +302,7 @@ async fn gateways_whose_clocks_disagree_still_share_one_exact_limit() {
     let t = hammer(&[ahead.http, behind.http], &[], 6, Duration::from_secs(4)).await;
     assert_eq!(t.other, 0, "{t:?}");
     assert_no_redis_errors(&[&ahead, &behind]).await;
-    assert_exact(&t, 40.0, 10.0);
+    assert_exact(&t, 40.0, 40.0);
 }
 
 /// Redis killed mid-run: failureMode Open lets traffic through, Closed answers 503 at once, no

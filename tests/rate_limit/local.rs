@@ -28,7 +28,9 @@ async fn get(l: &Local, headers: &[(&str, &str)]) -> crate::common::Reply {
 async fn a_local_token_bucket_admits_burst_plus_rate_under_load() {
     let l = Local::start(
         &limited_route(
-            "    - { name: all, key: { none: {} }, rate: 50, per: 1s, burst: 10 }\n",
+            // A burst of one second: a stall of the load generator shorter than that loses no
+            // allowance, so the ≥ 95% bound measures the limiter, not the load.
+            "    - { name: all, key: { none: {} }, rate: 50, per: 1s, burst: 50 }\n",
             "",
         ),
         ProxyConfig::default(),
@@ -36,7 +38,7 @@ async fn a_local_token_bucket_admits_burst_plus_rate_under_load() {
     .await;
     let t = hammer(&[l.http()], &[], 4, Duration::from_secs(3)).await;
     assert_eq!(t.other, 0, "{t:?}");
-    assert_exact(&t, 50.0, 10.0);
+    assert_exact(&t, 50.0, 50.0);
 }
 
 #[tokio::test]
