@@ -18,7 +18,7 @@ RUN mkdir -p src benches \
            target/release/deps/libtidegate-* target/release/.fingerprint/tidegate-*
 COPY src ./src
 RUN cargo build --release --locked --bin tidegate \
- && install -D -m 0755 target/release/tidegate /out/tidegate
+ && install -D -s -m 0755 target/release/tidegate /out/tidegate
 
 FROM debian:bookworm-slim
 ARG VERSION=0.1.0
