@@ -47,6 +47,7 @@ pub enum GatewayError {
 pub struct GatewayBuilder {
     config_path: Option<PathBuf>,
     http_addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     proxy: ProxyConfig,
     compile: CompileOptions,
@@ -63,6 +64,8 @@ impl Default for GatewayBuilder {
         Self {
             config_path: None,
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            // A library user opts in; the binary listens on 0.0.0.0:8443 by default.
+            https_addr: None,
             admin_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
             proxy: ProxyConfig::default(),
             compile: CompileOptions::default(),
@@ -90,6 +93,24 @@ impl GatewayBuilder {
     /// Where user traffic is served (port 0 picks a free port; see [`Gateway::http_addr`]).
     pub fn http_addr(mut self, addr: SocketAddr) -> Self {
         self.http_addr = addr;
+        self
+    }
+
+    /// Where HTTPS is served (TLS with the certificates of Routes, Ingresses and the default
+    /// certificate; HTTP/1.1 and HTTP/2 by ALPN); `None` (the default): no HTTPS listener.
+    pub fn https_addr(mut self, addr: Option<SocketAddr>) -> Self {
+        self.https_addr = addr;
+        self
+    }
+
+    /// The `kubernetes.io/tls` Secret served to TLS clients whose server name no Route or
+    /// Ingress claims (without one, those handshakes fail with `unrecognized_name`).
+    pub fn default_certificate(
+        mut self,
+        namespace: impl Into<String>,
+        name: impl Into<String>,
+    ) -> Self {
+        self.compile.default_certificate = Some((namespace.into(), name.into()));
         self
     }
 
@@ -170,6 +191,11 @@ impl GatewayBuilder {
             addr: self.http_addr,
             source,
         })?;
+        let https = match self.https_addr {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
+        let https_addr = https.as_ref().and_then(|l| l.local_addr().ok());
         let admin = match self.admin_addr {
             Some(a) => Some(bind(a).await?),
             None => None,
@@ -184,6 +210,9 @@ impl GatewayBuilder {
         let (tables_tx, tables) = watch::channel(None);
         let mut proxy_config = self.proxy;
         proxy_config.http_port.get_or_insert(http_addr.port());
+        if let Some(a) = https_addr {
+            proxy_config.https_port.get_or_insert(a.port());
+        }
         let proxy = Proxy::with_middleware(proxy_config, telemetry.clone(), self.middleware);
         if let Some(listener) = admin {
             let state = AdminState {
@@ -216,6 +245,9 @@ impl GatewayBuilder {
                 stop.clone(),
             );
             proxy.serve(http);
+            if let Some(l) = https {
+                proxy.serve_tls(l);
+            }
             None
         } else {
             let path = self.config_path.ok_or(GatewayError::NoConfig)?;
@@ -227,6 +259,9 @@ impl GatewayBuilder {
             );
             controller.reload()?;
             proxy.serve(http);
+            if let Some(l) = https {
+                proxy.serve_tls(l);
+            }
             let watcher = if self.watch {
                 Some(reload::watch(&path, reload_tx.clone())?)
             } else {
@@ -238,6 +273,7 @@ impl GatewayBuilder {
 
         Ok(Gateway {
             http_addr,
+            https_addr,
             admin_addr,
             proxy,
             telemetry,
@@ -253,6 +289,7 @@ impl GatewayBuilder {
 /// A running gateway.
 pub struct Gateway {
     http_addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     proxy: Proxy,
     tables: watch::Receiver<Option<Arc<RoutingTable>>>,
@@ -272,6 +309,11 @@ impl Gateway {
     /// The address user traffic is served on.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The address HTTPS is served on, if it is.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     /// The admin server's address, if it runs.

@@ -328,6 +328,7 @@ impl Tidegate {
         extra: &[&str],
     ) -> Self {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut cmd = Command::new(BIN);
         cmd.args(["run", "--log-format", "json"]);
@@ -337,6 +338,8 @@ impl Tidegate {
         cmd.args([
             "--http-addr",
             &http.to_string(),
+            "--https-addr",
+            &https.to_string(),
             "--admin-addr",
             &admin.to_string(),
         ])

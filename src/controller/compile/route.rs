@@ -70,9 +70,6 @@ pub fn compile_route(
             &format!("protocol {}", fields::wire_name(&spec.protocol)),
         );
     }
-    if spec.tls.is_some() {
-        f.not_supported("spec.tls", "TLS termination");
-    }
     if spec.port.is_some() {
         f.not_supported("spec.port", "an L4 port (TCP/UDP Routes)");
     }
@@ -197,6 +194,8 @@ fn compile_rule(
         action,
         timeouts,
         retry,
+        // Set with the certificates (compile/tls.rs), once one serves the Route's hosts.
+        https_redirect: false,
         created: obj.meta.created,
     })
 }

@@ -19,6 +19,8 @@ pub struct RequestSettings {
     pub native_http1: bool,
     /// The port clients reach the listener on (redirects that name no port point there).
     pub http_port: u16,
+    /// The port clients reach the HTTPS listener on (HTTPS redirects point there).
+    pub https_port: u16,
 }
 
 /// Serves requests from the latest router: the request layer's state, shared by every
