@@ -309,6 +309,8 @@ pub fn free_port() -> u16 {
 pub struct Tidegate {
     child: Child,
     pub http: SocketAddr,
+    /// The HTTPS listener (when the test chose its port).
+    pub https: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub logs: Arc<Mutex<Vec<String>>>,
 }
@@ -349,7 +351,9 @@ impl Tidegate {
         .env("POD_NAMESPACE", pod_ns)
         .env("RUST_LOG", "info")
         .env_remove("TIDEGATE_CONFIG");
-        Self::spawn(cmd, http, admin)
+        let mut gw = Self::spawn(cmd, http, admin);
+        gw.https = Some(https);
+        gw
     }
 
     /// Runs `cmd` (the binary, or a container running it) serving on `http` and `admin`; its
@@ -371,6 +375,7 @@ impl Tidegate {
         Self {
             child,
             http,
+            https: None,
             admin,
             logs,
         }
