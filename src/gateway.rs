@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
 use crate::controller::CompileOptions;
+use crate::controller::compile::DefaultCertificate;
 use crate::controller::file::{FileSource, FileSourceError};
 use crate::controller::reload::{self, FileController};
 use crate::model::RoutingTable;
@@ -103,14 +104,11 @@ impl GatewayBuilder {
         self
     }
 
-    /// The `kubernetes.io/tls` Secret served to TLS clients whose server name no Route or
-    /// Ingress claims (without one, those handshakes fail with `unrecognized_name`).
-    pub fn default_certificate(
-        mut self,
-        namespace: impl Into<String>,
-        name: impl Into<String>,
-    ) -> Self {
-        self.compile.default_certificate = Some((namespace.into(), name.into()));
+    /// The certificate served to TLS clients whose server name no Route or Ingress claims
+    /// (without one, those handshakes fail with `unrecognized_name`): a `kubernetes.io/tls`
+    /// Secret, or PEM files (re-read on every reload, and when they change).
+    pub fn default_certificate(mut self, source: DefaultCertificate) -> Self {
+        self.compile.default_certificate = Some(source);
         self
     }
 
@@ -230,6 +228,18 @@ impl GatewayBuilder {
             tables_tx.send_replace(Some(table));
         });
         let (reload_tx, reload_rx) = mpsc::channel(16);
+        // Certificate files are read on every reload; a change to one triggers it.
+        let mut certificate_watchers = Vec::new();
+        if self.watch {
+            let files = self
+                .compile
+                .default_certificate
+                .iter()
+                .flat_map(|d| d.files());
+            for f in files {
+                certificate_watchers.push(reload::watch_changes_near(f, reload_tx.clone())?);
+            }
+        }
         // --- Kubernetes mode (controller::kube); the file mode below is unchanged. ---
         let watcher = if let (Some(client), Some(kube)) = (kube_client, self.kube) {
             let mut kube = kube;
@@ -282,6 +292,7 @@ impl GatewayBuilder {
             stop,
             shutting_down,
             _watcher: watcher,
+            _certificate_watchers: certificate_watchers,
         })
     }
 }
@@ -298,6 +309,7 @@ pub struct Gateway {
     stop: CancellationToken,
     shutting_down: CancellationToken,
     _watcher: Option<notify::RecommendedWatcher>,
+    _certificate_watchers: Vec<notify::RecommendedWatcher>,
 }
 
 impl Gateway {

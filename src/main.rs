@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tidegate::Gateway;
 use tidegate::api::Duration;
+use tidegate::controller::compile::DefaultCertificate;
 use tidegate::controller::file::FileSource;
 use tidegate::controller::{CompileOptions, compile};
 use tidegate::model::Severity;
@@ -49,11 +50,12 @@ struct RunArgs {
     /// front of the pod's 8443): HTTPS redirects point there.
     #[arg(long, env = "TIDEGATE_HTTPS_PUBLIC_PORT", value_parser = clap::value_parser!(u16).range(1..))]
     https_public_port: Option<u16>,
-    /// NAMESPACE/NAME of the kubernetes.io/tls Secret served to TLS clients whose server name
-    /// no Route or Ingress claims (standalone: a Secret document in --config). Without it such
-    /// handshakes fail with `unrecognized_name`.
-    #[arg(long, env = "TIDEGATE_DEFAULT_CERTIFICATE", value_parser = namespaced_name)]
-    default_certificate: Option<(String, String)>,
+    /// The certificate served to TLS clients whose server name no Route or Ingress claims:
+    /// NAMESPACE/NAME of a kubernetes.io/tls Secret (standalone: a Secret document in
+    /// --config), or CERT_FILE,KEY_FILE (PEM). Without it such handshakes fail with
+    /// `unrecognized_name`.
+    #[arg(long, env = "TIDEGATE_DEFAULT_CERTIFICATE", value_parser = default_certificate)]
+    default_certificate: Option<DefaultCertificate>,
     /// Address of the admin server (/healthz, /readyz, /config).
     #[arg(long, env = "TIDEGATE_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
     admin_addr: SocketAddr,
@@ -159,12 +161,26 @@ fn listen_addr(raw: &str) -> Result<ListenAddr, String> {
         .map_err(|e| format!("{raw:?} is not HOST:PORT or off: {e}"))
 }
 
-fn namespaced_name(raw: &str) -> Result<(String, String), String> {
+fn default_certificate(raw: &str) -> Result<DefaultCertificate, String> {
+    if let Some((cert, key)) = raw.split_once(',') {
+        if cert.is_empty() || key.is_empty() {
+            return Err(format!("{raw:?} must be CERT_FILE,KEY_FILE"));
+        }
+        return Ok(DefaultCertificate::Files {
+            cert: cert.into(),
+            key: key.into(),
+        });
+    }
     match raw.split_once('/') {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-            Ok((ns.to_owned(), name.to_owned()))
+            Ok(DefaultCertificate::Secret {
+                namespace: ns.to_owned(),
+                name: name.to_owned(),
+            })
         }
-        _ => Err(format!("{raw:?} must be NAMESPACE/NAME")),
+        _ => Err(format!(
+            "{raw:?} must be NAMESPACE/NAME (a Secret) or CERT_FILE,KEY_FILE"
+        )),
     }
 }
 
@@ -283,8 +299,8 @@ fn run(args: RunArgs) -> ExitCode {
             https_port: args.https_public_port,
         };
         let mut builder = Gateway::builder();
-        if let Some((ns, name)) = args.default_certificate.clone() {
-            builder = builder.default_certificate(ns, name);
+        if let Some(source) = args.default_certificate.clone() {
+            builder = builder.default_certificate(source);
         }
         builder = match (args.config.clone(), kube) {
             (Some(config), _) => builder.config_path(config),

@@ -585,7 +585,10 @@ fn https_is_served_by_default_and_can_be_turned_off() {
     let off = render(&["service.enableHttps=false"]);
     let a = args(&off);
     assert!(a.contains(&"--https-addr=off".to_owned()), "{a:?}");
-    assert!(!a.iter().any(|x| x.starts_with("--https-public-port")), "{a:?}");
+    assert!(
+        !a.iter().any(|x| x.starts_with("--https-public-port")),
+        "{a:?}"
+    );
     let svc = one_named(&off, "Service", "tg-tidegate");
     assert!(
         !svc["spec"]["ports"]

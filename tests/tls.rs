@@ -545,3 +545,63 @@ fn validate_names_the_route_and_the_secret_of_a_bad_certificate() {
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_certificate_from_files_serves_and_follows_changes_to_them() {
+    let ca = Ca::new();
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "route.yaml",
+        "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: { name: any }\nspec:\n  rules:\n    - filters: [{ directResponse: { status: 200, body: ok } }]\n",
+    );
+    let certs = ConfigDir::new();
+    let first = ca.leaf("from-files", &["fallback.test"]);
+    certs.write("tls.crt", &first.cert);
+    certs.write("tls.key", &first.key);
+    let source = format!(
+        "{},{}",
+        certs.file("tls.crt").display(),
+        certs.file("tls.key").display()
+    );
+    let gw = Running::start(cfg.path(), &["--default-certificate", &source]);
+    assert_eq!(
+        served_cn(gw.https, &["-servername", "any.test"]).as_deref(),
+        Some("from-files")
+    );
+
+    // The files change (key first, then the certificate, as a tool would write them): new
+    // handshakes get the new certificate without a signal.
+    let second = ca.leaf("rotated-files", &["fallback.test"]);
+    certs.write("tls.key", &second.key);
+    certs.write("tls.crt", &second.cert);
+    let https = gw.https;
+    eventually(
+        Duration::from_secs(10),
+        "the rotated files served",
+        || async move {
+            let cn = tokio::task::spawn_blocking(move || served_cn(https, &["-noservername"]))
+                .await
+                .unwrap();
+            (cn.as_deref() == Some("rotated-files")).then_some(())
+        },
+    )
+    .await;
+
+    // A broken file is reported and the last good certificate keeps serving.
+    certs.write("tls.crt", "garbage");
+    eventually(
+        Duration::from_secs(10),
+        "the broken file reported",
+        || async {
+            let config = gw.admin("/config").await;
+            config
+                .contains("the last good certificate of these files keeps serving")
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        served_cn(gw.https, &["-noservername"]).as_deref(),
+        Some("rotated-files")
+    );
+}

@@ -72,6 +72,9 @@ pub struct Snapshot {
     pub ingress_classes: IngressClasses,
     /// `kubernetes.io/tls` Secrets, by (namespace, name): their certificate and key.
     pub secrets: BTreeMap<(String, String), SecretInfo>,
+    /// Certificate files the options name (`--default-certificate CERT,KEY`): their bytes,
+    /// or why they could not be read.
+    pub files: BTreeMap<std::path::PathBuf, Result<bytes::Bytes, String>>,
     /// When the snapshot was taken (Unix seconds): certificate dates are checked against it.
     pub now: i64,
     /// Objects or files the sources could not read (each names the object when it could).

@@ -32,9 +32,37 @@ pub struct CompileOptions {
     /// Whether endpoints can be discovered from Services (Kubernetes mode); without it a
     /// Backend must list static endpoints.
     pub discovery: bool,
-    /// The `kubernetes.io/tls` Secret (namespace, name) served to TLS clients whose server
-    /// name no Route or Ingress claims.
-    pub default_certificate: Option<(String, String)>,
+    /// The certificate served to TLS clients whose server name no Route or Ingress claims.
+    pub default_certificate: Option<DefaultCertificate>,
+}
+
+/// Where the default certificate comes from (`--default-certificate`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DefaultCertificate {
+    /// A `kubernetes.io/tls` Secret: `NAMESPACE/NAME`.
+    Secret {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// PEM files: `CERT_FILE,KEY_FILE` (read into [`Snapshot::files`] by the source).
+    Files {
+        /// The certificate chain, leaf first.
+        cert: std::path::PathBuf,
+        /// Its private key.
+        key: std::path::PathBuf,
+    },
+}
+
+impl DefaultCertificate {
+    /// The files the source must read for it.
+    pub fn files(&self) -> Vec<&std::path::Path> {
+        match self {
+            DefaultCertificate::Secret { .. } => Vec::new(),
+            DefaultCertificate::Files { cert, key } => vec![cert, key],
+        }
+    }
 }
 
 impl Default for CompileOptions {

@@ -18,8 +18,8 @@ use crate::model::{
     Certificate, Diagnostic, Kind, ObjectRef, Reason, Rule, Severity, TlsHost, TlsTable,
 };
 
-use super::CompileOptions;
 use super::fields;
+use super::{CompileOptions, DefaultCertificate};
 
 /// The HTTPS side of a compile: the certificates of the accepted Routes' `spec.tls` and the
 /// Ingresses' `tls`, and the default certificate. Rules of hosts served over HTTPS get their
@@ -33,8 +33,12 @@ pub fn build(
     diags: &mut Vec<Diagnostic>,
 ) -> (TlsTable, AcceptedCertificates) {
     let mut b = TlsBuilder::new(snap);
-    if let Some((ns, name)) = &opts.default_certificate {
-        b.set_default(ns, name, diags);
+    match &opts.default_certificate {
+        Some(DefaultCertificate::Secret { namespace, name }) => {
+            b.set_default(namespace, name, diags)
+        }
+        Some(DefaultCertificate::Files { cert, key }) => b.set_default_files(cert, key, diags),
+        None => {}
     }
     // (object, hosts served over HTTPS) of the objects that ask for a redirect.
     let mut redirect: BTreeMap<ObjectRef, Vec<String>> = BTreeMap::new();
@@ -188,8 +192,19 @@ impl<'a> TlsBuilder<'a> {
     }
 
     fn resolve(&mut self, key: &(String, String)) -> Resolved {
+        let secret = self.snap.secrets.get(key).cloned();
+        self.resolve_with(key, secret, &format!("{}/{}", key.0, key.1))
+    }
+
+    /// Resolves `secret` (the current contents of the source `key`, if any), named `source`.
+    fn resolve_with(
+        &mut self,
+        key: &(String, String),
+        secret: Option<SecretInfo>,
+        source: &str,
+    ) -> Resolved {
         let last = self.snap.accepted.certificates.get(key);
-        let current = match self.snap.secrets.get(key) {
+        let current = match secret.as_ref() {
             None => Err("not found (or not of type kubernetes.io/tls)".to_owned()),
             Some(s) if s.type_.as_deref() != Some(SECRET_TYPE_TLS) => Err(format!(
                 "has type {:?}, not {SECRET_TYPE_TLS}",
@@ -198,14 +213,12 @@ impl<'a> TlsBuilder<'a> {
             Some(s) => match last.filter(|(seen, _)| seen == s) {
                 // Unchanged since it was accepted: only the dates can have gone bad.
                 Some((_, cert)) => check_dates(cert, self.snap.now).map(|()| cert.clone()),
-                None => {
-                    parse_secret(&format!("{}/{}", key.0, key.1), s, self.snap.now).map(Arc::new)
-                }
+                None => parse_secret(source, s, self.snap.now).map(Arc::new),
             },
         };
         match current {
             Ok(cert) => {
-                let info = self.snap.secrets[key].clone();
+                let info = secret.unwrap_or_default();
                 self.accepted.insert(key.clone(), (info, cert.clone()));
                 Resolved {
                     index: Some(self.push(cert)),
@@ -281,6 +294,56 @@ impl<'a> TlsBuilder<'a> {
     pub fn set_default(&mut self, namespace: &str, name: &str, out: &mut Vec<Diagnostic>) {
         let owner = ObjectRef::new(crate::model::Kind::Secret, namespace, name);
         self.default = self.certificate(namespace, name, &owner, "--default-certificate", out);
+    }
+
+    /// The default certificate from PEM files (`--default-certificate CERT,KEY`), as the
+    /// source read them into [`Snapshot::files`]. Problems are reported on the certificate file.
+    pub fn set_default_files(
+        &mut self,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        out: &mut Vec<Diagnostic>,
+    ) {
+        let read = |p: &std::path::Path| match self.snap.files.get(p) {
+            Some(Ok(b)) => Ok(b.clone()),
+            Some(Err(e)) => Err(format!("{}: {e}", p.display())),
+            None => Err(format!("{}: not read", p.display())),
+        };
+        let secret = match (read(cert), read(key)) {
+            (Ok(c), Ok(k)) => Ok(SecretInfo {
+                type_: Some(SECRET_TYPE_TLS.to_owned()),
+                cert: Some(c),
+                key: Some(k),
+            }),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        let source = cert.display().to_string();
+        // Files have no namespace: "" keeps them apart from Secrets in `Accepted`.
+        let id = (String::new(), source.clone());
+        let r = match secret {
+            Ok(s) => self.resolve_with(&id, Some(s), &source),
+            Err(e) => {
+                let mut r = self.resolve_with(&id, None, &source);
+                r.problem = Some(e);
+                r
+            }
+        };
+        if let Some(problem) = &r.problem {
+            let tail = if r.index.is_some() {
+                "; the last good certificate of these files keeps serving"
+            } else {
+                ""
+            };
+            out.push(Diagnostic {
+                object: None,
+                file: Some(source),
+                field: "--default-certificate".to_owned(),
+                severity: Severity::Error,
+                reason: Reason::InvalidCertificateRef,
+                message: format!("{problem}{tail}"),
+            });
+        }
+        self.default = r.index;
     }
 
     /// The table, and what the next compile keeps.

@@ -595,6 +595,7 @@ impl Index {
             ingresses: self.ingresses.clone(),
             ingress_classes: self.ingress_classes.clone(),
             secrets: self.secrets.clone(),
+            files: BTreeMap::new(),
             now: crate::controller::file::unix_now(),
             problems: self.problems.values().cloned().collect(),
             accepted,

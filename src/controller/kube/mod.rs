@@ -470,6 +470,8 @@ async fn compile_loop(
             }
             idx.snapshot(accepted.clone())
         };
+        let mut snap = snap;
+        snap.files = crate::controller::file::read_certificate_files(&opts);
         let triggered_by: Vec<Watched> =
             std::mem::take(&mut *shared.dirty.lock().unwrap_or_else(|e| e.into_inner()))
                 .into_iter()
