@@ -51,7 +51,7 @@ impl FileController {
             snap.files = super::file::read_certificate_files(&self.opts);
             snap.accepted = std::mem::take(&mut self.accepted);
             let compiled = self.publisher.compile(&snap, &self.opts);
-            match self.publisher.publish(compiled.table, started) {
+            match self.publisher.publish(compiled.table, started, "files") {
                 Ok(table) => {
                     self.accepted = compiled.accepted;
                     Ok(table)
