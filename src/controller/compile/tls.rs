@@ -63,7 +63,9 @@ pub fn build(
         }
         if let Some(i) = b.certificate(&id.namespace, &tls.secret_name, id, field, &mut found) {
             b.claim(i, &hostnames, id, field, &mut found);
-            if tls.https_redirect == Some(true) {
+            // Without hostnames only the default certificate serves the Route over HTTPS:
+            // without one, a redirect would send clients to a failing handshake.
+            if tls.https_redirect == Some(true) && (!hostnames.is_empty() || b.default.is_some()) {
                 redirect.insert(id.clone(), Vec::new());
             }
         }
