@@ -474,6 +474,184 @@ mod tests {
             .as_secs() as i64
     }
 
+    mod compiled {
+        use super::*;
+        use crate::api::{BackendRef, RouteRule, RouteSpec, RouteTls};
+        use crate::controller::compile::compile;
+        use crate::controller::snapshot::{Meta, Obj};
+
+        fn route(name: &str, hosts: &[&str], secret: &str, redirect: bool) -> Obj<RouteSpec> {
+            Obj {
+                meta: Meta::new(ObjectRef::new(Kind::Route, "default", name)),
+                spec: RouteSpec {
+                    hostnames: hosts.iter().map(|h| h.to_string()).collect(),
+                    tls: Some(RouteTls {
+                        secret_name: secret.into(),
+                        https_redirect: Some(redirect),
+                    }),
+                    rules: vec![RouteRule {
+                        backend_refs: vec![BackendRef {
+                            name: "missing".into(),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            }
+        }
+
+        fn secret(names: &[&str]) -> SecretInfo {
+            let (cert, key) = self_signed(names);
+            SecretInfo {
+                type_: Some(SECRET_TYPE_TLS.into()),
+                cert: Some(cert.into()),
+                key: Some(key.into()),
+            }
+        }
+
+        fn snap(routes: Vec<Obj<RouteSpec>>, secrets: Vec<(&str, SecretInfo)>) -> Snapshot {
+            Snapshot {
+                routes: routes.into_iter().map(|o| (o.meta.id.clone(), o)).collect(),
+                secrets: secrets
+                    .into_iter()
+                    .map(|(n, s)| (("default".to_owned(), n.to_owned()), s))
+                    .collect(),
+                now: now(),
+                ..Default::default()
+            }
+        }
+
+        fn messages(diags: &[Diagnostic]) -> Vec<String> {
+            diags.iter().map(ToString::to_string).collect()
+        }
+
+        #[test]
+        fn hosts_get_their_route_certificate_and_the_first_claim_wins() {
+            let s = snap(
+                vec![
+                    route("a", &["shop.test"], "a-cert", true),
+                    route("b", &["shop.test", "api.test"], "b-cert", false),
+                ],
+                vec![
+                    ("a-cert", secret(&["shop.test"])),
+                    ("b-cert", secret(&["api.test"])),
+                ],
+            );
+            let out = compile(&s, &CompileOptions::default());
+            let t = &out.table.tls;
+            let source = |host: &str| {
+                t.select(Some(host))
+                    .map(|i| t.certificates[i].source.to_string())
+            };
+            assert_eq!(source("shop.test").as_deref(), Some("default/a-cert"));
+            assert_eq!(source("api.test").as_deref(), Some("default/b-cert"));
+            assert_eq!(source("other.test"), None);
+            let m = messages(&out.table.diagnostics);
+            assert!(
+                m.iter().any(|d| d.contains("Route default/b")
+                    && d.contains("shop.test is already served over HTTPS")
+                    && d.contains("[warning]")),
+                "{m:?}"
+            );
+            assert!(
+                m.iter().any(|d| d.contains("not valid for shop.test")),
+                "b-cert does not cover shop.test: {m:?}"
+            );
+            let redirects: Vec<_> = out
+                .table
+                .rules
+                .iter()
+                .map(|r| (r.route.name.as_str(), r.https_redirect))
+                .collect();
+            assert_eq!(redirects, [("a", true), ("b", false)]);
+        }
+
+        #[test]
+        fn a_broken_secret_keeps_its_last_good_certificate_and_a_missing_one_redirects_nothing() {
+            let good = secret(&["shop.test"]);
+            let first = compile(
+                &snap(
+                    vec![route("a", &["shop.test"], "cert", true)],
+                    vec![("cert", good.clone())],
+                ),
+                &CompileOptions::default(),
+            );
+            assert!(
+                !first
+                    .table
+                    .diagnostics
+                    .iter()
+                    .any(|d| d.reason == Reason::InvalidCertificateRef),
+                "{:?}",
+                first.table.diagnostics
+            );
+            let fingerprint = first.table.tls.certificates[0].fingerprint.clone();
+
+            let broken = SecretInfo {
+                key: Some(secret(&["shop.test"]).key.unwrap()),
+                ..good
+            };
+            let mut s = snap(
+                vec![route("a", &["shop.test"], "cert", true)],
+                vec![("cert", broken)],
+            );
+            s.accepted = first.accepted.clone();
+            let second = compile(&s, &CompileOptions::default());
+            let m = messages(&second.table.diagnostics);
+            assert!(
+                m.iter().any(|d| d.contains("tls.key does not match")
+                    && d.contains("the last good certificate of this Secret keeps serving")),
+                "{m:?}"
+            );
+            let i = second.table.tls.select(Some("shop.test")).unwrap();
+            assert_eq!(second.table.tls.certificates[i].fingerprint, fingerprint);
+            assert!(second.table.rules[0].https_redirect);
+
+            // Never good: nothing serves, and plain HTTP is not redirected to a failing handshake.
+            let third = compile(
+                &snap(vec![route("a", &["shop.test"], "nope", true)], vec![]),
+                &CompileOptions::default(),
+            );
+            assert!(third.table.tls.select(Some("shop.test")).is_none());
+            assert!(!third.table.rules[0].https_redirect);
+            let m = messages(&third.table.diagnostics);
+            assert!(
+                m.iter()
+                    .any(|d| d.contains("Secret default/nope: not found")),
+                "{m:?}"
+            );
+        }
+
+        #[test]
+        fn the_default_certificate_serves_other_names() {
+            let s = snap(
+                vec![route("a", &["shop.test"], "a-cert", false)],
+                vec![
+                    ("a-cert", secret(&["shop.test"])),
+                    ("fallback", secret(&["x.test"])),
+                ],
+            );
+            let opts = CompileOptions {
+                default_certificate: Some(DefaultCertificate::Secret {
+                    namespace: "default".into(),
+                    name: "fallback".into(),
+                }),
+                ..CompileOptions::default()
+            };
+            let out = compile(&s, &opts);
+            let t = &out.table.tls;
+            let source =
+                |host: Option<&str>| t.select(host).map(|i| t.certificates[i].source.to_string());
+            assert_eq!(
+                source(Some("other.test")).as_deref(),
+                Some("default/fallback")
+            );
+            assert_eq!(source(None).as_deref(), Some("default/fallback"));
+            assert_eq!(source(Some("shop.test")).as_deref(), Some("default/a-cert"));
+        }
+    }
+
     #[test]
     fn a_good_certificate_parses_with_its_names() {
         let (cert, key) = self_signed(&["a.test", "*.b.test"]);
