@@ -262,6 +262,32 @@ async fn https_picks_certificates_by_sni_speaks_h2_and_http1_and_redirects_plain
     );
     assert_eq!(out, "200");
 
+    let config: serde_json::Value = serde_json::from_str(&gw.admin("/config").await).unwrap();
+    let tls = &config["tls"];
+    let hosts: Vec<(&str, &str)> = tls["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let cert = &tls["certificates"][h["certificate"].as_u64().unwrap() as usize];
+            (
+                h["hostname"].as_str().unwrap(),
+                cert["source"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            ("api.shop.test", "default/api-cert"),
+            ("*.shop.test", "default/shop-cert")
+        ]
+    );
+    let default = &tls["certificates"][tls["default"].as_u64().unwrap() as usize];
+    assert_eq!(default["source"], "default/default-cert");
+    assert_eq!(default["names"], serde_json::json!(["fallback.test"]));
+    assert!(!config.to_string().contains("PRIVATE KEY"));
+
     let metrics = gw.admin("/metrics").await;
     assert!(
         metrics.contains(r#"tidegate_tls_handshakes_total{result="success",version="TLSv1.3"}"#),
