@@ -187,6 +187,10 @@ async fn https_picks_certificates_by_sni_speaks_h2_and_http1_and_redirects_plain
         assert_eq!(tail, format!("200 {version}"));
         let echo: common::Echo = serde_json::from_str(body).unwrap();
         assert_eq!(echo.header("x-forwarded-proto"), Some("https"));
+        assert_eq!(
+            echo.header("x-forwarded-port"),
+            Some(port.to_string().as_str())
+        );
     }
     let url = format!("https://www.shop.test:{port}/");
     let (ok, out) = curl(

@@ -98,16 +98,18 @@ impl Proxy {
         let registry = Registry::new(config.upstream.clone());
         let router = Router::link(Arc::new(RoutingTable::default()), &registry);
         let hard_stop = CancellationToken::new();
+        let settings = RequestSettings {
+            default_request_timeout: config.default_request_timeout,
+            native_http1: config.http1_codec == Http1Codec::Native,
+            http_port: config.http_port.unwrap_or(80),
+            https_port: config.https_port.unwrap_or(443),
+        };
         let service = Arc::new(Service {
             router: ArcSwap::from_pointee(router),
             registry,
             clients: Clients::new(&config.upstream),
-            settings: RequestSettings {
-                default_request_timeout: config.default_request_timeout,
-                native_http1: config.http1_codec == Http1Codec::Native,
-                http_port: config.http_port.unwrap_or(80),
-                https_port: config.https_port.unwrap_or(443),
-            },
+            forwarded_ports: request::ForwardedPorts::new(&settings),
+            settings,
             telemetry: telemetry.clone(),
             tunnels: Tunnels::new(hard_stop.clone()),
             middleware,
