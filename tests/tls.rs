@@ -146,7 +146,8 @@ async fn https_picks_certificates_by_sni_speaks_h2_and_http1_and_redirects_plain
         "routes.yaml",
         &(backend_yaml("echo", &[up.addr])
             + &tls_route("api", &["api.shop.test"], "api-cert", true, "echo")
-            + &tls_route("shop", &["*.shop.test"], "shop-cert", false, "echo")),
+            + &tls_route("shop", &["*.shop.test"], "shop-cert", false, "echo")
+            + "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: { name: hsts }\nspec:\n  hostnames: [hsts.shop.test]\n  tls: { secretName: shop-cert, hsts: { maxAge: 8760h, includeSubDomains: true } }\n  rules:\n    - backendRefs: [{ name: echo }]\n"),
     );
     let gw = Running::start(
         cfg.path(),
@@ -284,6 +285,7 @@ async fn https_picks_certificates_by_sni_speaks_h2_and_http1_and_redirects_plain
         hosts,
         [
             ("api.shop.test", "default/api-cert"),
+            ("hsts.shop.test", "default/shop-cert"),
             ("*.shop.test", "default/shop-cert")
         ]
     );
@@ -291,6 +293,28 @@ async fn https_picks_certificates_by_sni_speaks_h2_and_http1_and_redirects_plain
     assert_eq!(default["source"], "default/default-cert");
     assert_eq!(default["names"], serde_json::json!(["fallback.test"]));
     assert!(!config.to_string().contains("PRIVATE KEY"));
+
+    // HSTS on the HTTPS responses of a Route that asks for it, never over plain HTTP.
+    let sts = |url: &str, resolve: &str| {
+        let (ok, out) = curl(
+            &ca_file,
+            &["--resolve", resolve, "-D", "-", "-o", "/dev/null", url],
+        );
+        assert!(ok, "{out}");
+        out.lines()
+            .find_map(|l| l.strip_prefix("strict-transport-security: "))
+            .map(|v| v.trim().to_owned())
+    };
+    let hsts_url = format!("https://hsts.shop.test:{port}/");
+    assert_eq!(
+        sts(&hsts_url, &resolve("hsts.shop.test")).as_deref(),
+        Some("max-age=31536000; includeSubDomains")
+    );
+    let api_url = format!("https://api.shop.test:{port}/");
+    assert_eq!(sts(&api_url, &resolve("api.shop.test")), None);
+    let plain = format!("http://hsts.shop.test:{}/", gw.http.port());
+    let plain_resolve = format!("hsts.shop.test:{}:127.0.0.1", gw.http.port());
+    assert_eq!(sts(&plain, &plain_resolve), None);
 
     let metrics = gw.admin("/metrics").await;
     assert!(
@@ -531,7 +555,8 @@ fn validate_names_the_route_and_the_secret_of_a_bad_certificate() {
                 false,
                 "echo",
             )
-            + &tls_route("gone", &["gone.shop.test"], "missing", false, "echo")),
+            + &tls_route("gone", &["gone.shop.test"], "missing", false, "echo")
+            + "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: { name: preload }\nspec:\n  hostnames: [p.shop.test]\n  tls: { secretName: api-cert, hsts: { maxAge: 8760h, preload: true } }\n  rules:\n    - backendRefs: [{ name: echo }]\n"),
     );
     let out = Command::new(BIN)
         .args(["validate", "--config"])
@@ -547,6 +572,12 @@ fn validate_names_the_route_and_the_secret_of_a_bad_certificate() {
     assert!(
         stdout
             .contains("Route default/gone: spec.tls.secretName: Secret default/missing: not found"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "Route default/preload: spec.tls.hsts.preload: preload needs includeSubDomains: true"
+        ),
         "{stdout}"
     );
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 use super::canary::{Canary, Override, canary_override};
 use super::filter::{BackendFilters, DirectResponse, HeaderModifier, Redirect, RequestFilter};
@@ -278,6 +278,13 @@ pub struct Rule {
     /// Ingress's `tls` hosts).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub https_redirect: bool,
+    /// `Strict-Transport-Security` added to the rule's HTTPS responses (its Route's
+    /// `spec.tls.hsts`).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::ser::opt_header_value"
+    )]
+    pub hsts: Option<HeaderValue>,
     /// Creation time of the Route, for precedence.
     #[serde(skip)]
     pub created: Option<i64>,

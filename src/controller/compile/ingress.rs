@@ -81,6 +81,7 @@ pub fn compile_ingress(
             timeouts: Timeouts::default(),
             retry: None,
             https_redirect: false,
+            hsts: None,
             created: obj.meta.created,
         });
         Some(())

@@ -488,6 +488,7 @@ mod tests {
                     tls: Some(RouteTls {
                         secret_name: secret.into(),
                         https_redirect: Some(redirect),
+                        hsts: None,
                     }),
                     rules: vec![RouteRule {
                         backend_refs: vec![BackendRef {

@@ -182,6 +182,12 @@ async fn serve(
     for m in &rule.response_filters {
         m.apply(resp.headers_mut());
     }
+    if let Some(hsts) = &rule.hsts
+        && conn.scheme == "https"
+    {
+        resp.headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
     Ok(resp)
 }
 
