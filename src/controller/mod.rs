@@ -1,7 +1,9 @@
 //! The control plane: sources of configuration, the index, the compiler and publishing.
 
+pub mod code;
 pub mod compile;
 pub mod file;
+#[cfg(feature = "kubernetes")]
 pub mod kube;
 pub mod names;
 pub mod objects;
