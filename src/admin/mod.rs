@@ -121,6 +121,9 @@ struct ConfigView<'a> {
     version: u64,
     rules: &'a [crate::model::Rule],
     backends: &'a [crate::model::Backend],
+    /// What the HTTPS listener serves (certificates without their keys, hosts, default).
+    #[serde(skip_serializing_if = "crate::model::TlsTable::is_empty")]
+    tls: &'a crate::model::TlsTable,
     /// Objects with at least one error: rejected (or serving their last accepted version).
     rejected: Vec<String>,
     diagnostics: &'a [Diagnostic],
@@ -143,6 +146,7 @@ impl<'a> ConfigView<'a> {
             version: t.version,
             rules: &t.rules,
             backends: &t.backends,
+            tls: &t.tls,
             rejected,
             diagnostics: &t.diagnostics,
         }

@@ -39,6 +39,9 @@ pub enum Reason {
     Duplicate,
     /// The object belongs to another ingress class.
     OtherClass,
+    /// A certificate reference names a Secret that is missing, of the wrong type, or holds an
+    /// unusable certificate (bad PEM, key mismatch, expired).
+    InvalidCertificateRef,
 }
 
 impl Reason {
@@ -54,6 +57,7 @@ impl Reason {
             Reason::InvalidKind => "InvalidKind",
             Reason::Duplicate => "Duplicate",
             Reason::OtherClass => "OtherIngressClass",
+            Reason::InvalidCertificateRef => "InvalidCertificateRef",
         }
     }
 }

@@ -13,6 +13,7 @@ mod object;
 pub mod precedence;
 mod ser;
 mod table;
+mod tls;
 pub mod weighted;
 
 pub use backend::{
@@ -32,7 +33,9 @@ pub use matching::{
 };
 pub use object::{Kind, ObjectRef};
 pub use ser::format_duration;
+pub use ser::unix_time;
 pub use table::{
     Action, BackendIdx, Candidate, Group, Hit, HostIndex, NoBackend, Picked, Retry, RetryOn,
     RoutingTable, Rule, TableError, Target, Timeouts, WeightedBackend, pick,
 };
+pub use tls::{Certificate, TlsHost, TlsTable, name_covers};

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 use super::canary::{Canary, Override, canary_override};
 use super::filter::{BackendFilters, DirectResponse, HeaderModifier, Redirect, RequestFilter};
 use super::matching::{RequestMatch, RequestView};
 use super::precedence::{HostRank, PathRank, Rank};
-use super::{Backend, Diagnostic, ObjectRef, PathMatcher};
+use super::{Backend, Diagnostic, ObjectRef, PathMatcher, TlsTable};
 
 /// Index of a backend in [`RoutingTable::backends`].
 pub type BackendIdx = usize;
@@ -274,6 +274,17 @@ pub struct Rule {
     /// Retries, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
+    /// Plain-HTTP requests get a 308 to https (the Route's `spec.tls.httpsRedirect`, an
+    /// Ingress's `tls` hosts).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub https_redirect: bool,
+    /// `Strict-Transport-Security` added to the rule's HTTPS responses (its Route's
+    /// `spec.tls.hsts`).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::ser::opt_header_value"
+    )]
+    pub hsts: Option<HeaderValue>,
     /// Creation time of the Route, for precedence.
     #[serde(skip)]
     pub created: Option<i64>,
@@ -478,6 +489,9 @@ pub struct RoutingTable {
     pub rules: Vec<Rule>,
     /// Every accepted backend, in (namespace, name) order.
     pub backends: Vec<Backend>,
+    /// What the HTTPS listener serves.
+    #[serde(skip_serializing_if = "TlsTable::is_empty")]
+    pub tls: TlsTable,
     /// What the compiler found wrong, rejected or ignored.
     pub diagnostics: Vec<Diagnostic>,
     #[serde(skip)]
@@ -523,9 +537,16 @@ impl RoutingTable {
             version: 0,
             rules,
             backends,
+            tls: TlsTable::default(),
             diagnostics,
             index,
         }
+    }
+
+    /// The same table serving `tls` on the HTTPS listener.
+    pub fn with_tls(mut self, tls: TlsTable) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Checks the invariants the proxy relies on, before the table is published.

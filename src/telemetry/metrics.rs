@@ -48,6 +48,11 @@ pub mod names {
     /// `tidegate_access_log_dropped`.
     pub const ACCESS_LOG_DROPPED: &str = "tidegate_access_log_dropped";
 
+    /// `tidegate_tls_handshakes`.
+    pub const TLS_HANDSHAKES: &str = "tidegate_tls_handshakes";
+    /// `tidegate_tls_certificate_expiry_timestamp_seconds`.
+    pub const TLS_CERTIFICATE_EXPIRY: &str = "tidegate_tls_certificate_expiry_timestamp_seconds";
+
     /// Every name above (counters without their `_total` suffix).
     pub const ALL: &[&str] = &[
         REQUESTS,
@@ -64,6 +69,8 @@ pub mod names {
         CONTROLLER_EVENTS,
         CONTROLLER_ERRORS,
         ACCESS_LOG_DROPPED,
+        TLS_HANDSHAKES,
+        TLS_CERTIFICATE_EXPIRY,
     ];
 }
 
@@ -186,6 +193,24 @@ pub struct StateLabels {
     pub state: &'static str,
 }
 
+/// `{result, version}` of a TLS handshake.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// `success`, `unrecognized_name` (no certificate for the server name), `failed` (a TLS
+    /// error: no common version or cipher, bad data) or `aborted` (the connection closed or
+    /// timed out).
+    pub result: &'static str,
+    /// `TLSv1.3` or `TLSv1.2` for a completed handshake, else empty.
+    pub version: &'static str,
+}
+
+/// `{certificate}`: where a served certificate comes from (`namespace/name` of its Secret).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    /// The `certificate` label.
+    pub certificate: Arc<str>,
+}
+
 /// `{kind}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -234,6 +259,10 @@ pub struct Metrics {
     pub controller_errors: Family<KindLabels, Counter>,
     /// [`names::ACCESS_LOG_DROPPED`].
     pub access_log_dropped: Counter,
+    /// [`names::TLS_HANDSHAKES`].
+    pub tls_handshakes: Family<HandshakeLabels, Counter>,
+    /// [`names::TLS_CERTIFICATE_EXPIRY`].
+    pub tls_certificate_expiry: Family<CertificateLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -261,6 +290,8 @@ impl Metrics {
             controller_events: Family::default(),
             controller_errors: Family::default(),
             access_log_dropped: Counter::default(),
+            tls_handshakes: Family::default(),
+            tls_certificate_expiry: Family::default(),
             registry: Registry::default(),
         };
         use names::*;
@@ -333,6 +364,16 @@ impl Metrics {
             ACCESS_LOG_DROPPED,
             "Access-log lines dropped because the writer fell behind",
             m.access_log_dropped.clone(),
+        );
+        registry.register(
+            TLS_HANDSHAKES,
+            "TLS handshakes on the HTTPS listener, by result and TLS version",
+            m.tls_handshakes.clone(),
+        );
+        registry.register(
+            TLS_CERTIFICATE_EXPIRY,
+            "Unix time a served certificate expires (notAfter), by certificate",
+            m.tls_certificate_expiry.clone(),
         );
         Self { registry, ..m }
     }

@@ -12,6 +12,7 @@ mod route;
 mod targets;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::model::{Diagnostic, ObjectRef, Reason, RoutingTable, Severity};
 
 use super::snapshot::{Accepted, Obj, Snapshot};
+pub use tls::{AcceptedCertificates, parse_certificate};
 
 /// Settings that shape compilation but are not objects.
 #[derive(Clone, Debug)]
@@ -30,6 +32,37 @@ pub struct CompileOptions {
     /// Whether endpoints can be discovered from Services (Kubernetes mode); without it a
     /// Backend must list static endpoints.
     pub discovery: bool,
+    /// The certificate served to TLS clients whose server name no Route or Ingress claims.
+    pub default_certificate: Option<DefaultCertificate>,
+}
+
+/// Where the default certificate comes from (`--default-certificate`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DefaultCertificate {
+    /// A `kubernetes.io/tls` Secret: `NAMESPACE/NAME`.
+    Secret {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// PEM files: `CERT_FILE,KEY_FILE` (read into [`Snapshot::files`] by the source).
+    Files {
+        /// The certificate chain, leaf first.
+        cert: std::path::PathBuf,
+        /// Its private key.
+        key: std::path::PathBuf,
+    },
+}
+
+impl DefaultCertificate {
+    /// The files the source must read for it.
+    pub fn files(&self) -> Vec<&std::path::Path> {
+        match self {
+            DefaultCertificate::Secret { .. } => Vec::new(),
+            DefaultCertificate::Files { cert, key } => vec![cert, key],
+        }
+    }
 }
 
 impl Default for CompileOptions {
@@ -38,6 +71,7 @@ impl Default for CompileOptions {
             ingress_class: crate::api::DEFAULT_INGRESS_CLASS.to_owned(),
             controller_name: crate::api::DEFAULT_CONTROLLER_NAME.to_owned(),
             discovery: false,
+            default_certificate: None,
         }
     }
 }
@@ -118,10 +152,13 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
         );
     }
 
+    let (tls, certificates) = tls::build(snap, opts, &accepted, &mut rules, &mut diags);
+    accepted.certificates = certificates;
+
     diags.sort();
     diags.dedup();
     Compiled {
-        table: RoutingTable::new(rules, backends, diags),
+        table: RoutingTable::new(rules, backends, diags).with_tls(tls),
         accepted,
     }
 }

@@ -36,6 +36,8 @@ pub const UPGRADE_FAILED: &str = "upgrade_failed";
 pub const DIRECT_RESPONSE: &str = "direct_response";
 /// The rule answers with a configured redirect.
 pub const REDIRECT: &str = "redirect";
+/// A plain-HTTP request for a host served over HTTPS that asks for the redirect (308).
+pub const HTTPS_REDIRECT: &str = "https_redirect";
 /// The embedding program's middleware answered.
 pub const MIDDLEWARE: &str = "middleware";
 
@@ -57,5 +59,6 @@ pub const ALL: &[&str] = &[
     UPGRADE_FAILED,
     DIRECT_RESPONSE,
     REDIRECT,
+    HTTPS_REDIRECT,
     MIDDLEWARE,
 ];

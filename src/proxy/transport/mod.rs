@@ -11,11 +11,13 @@ pub mod conn;
 pub mod error;
 pub mod h1;
 pub mod listener;
+pub mod tls;
 pub mod tunnel;
 
 pub use body::{ClientBody, ProxyBody, RequestBody};
 pub use clients::Clients;
 pub use conn::{ActivityGuard, ConnCtx, ConnLimits};
 pub use error::{BoxError, ErrorKind, UpstreamError};
-pub use listener::{Handler, Http1Codec, Server};
+pub use listener::{Handler, Http1Codec, Server, TlsListener};
+pub use tls::TlsAcceptor;
 pub use tunnel::Tunnels;
