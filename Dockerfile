@@ -18,7 +18,7 @@ RUN mkdir -p src benches \
            target/release/deps/libtidegate-* target/release/.fingerprint/tidegate-*
 COPY src ./src
 RUN cargo build --release --locked --bin tidegate \
- && install -D -m 0755 target/release/tidegate /out/tidegate
+ && install -D -s -m 0755 target/release/tidegate /out/tidegate
 
 FROM debian:bookworm-slim
 ARG VERSION=0.1.0
@@ -35,7 +35,7 @@ COPY --from=build /out/tidegate /usr/local/bin/tidegate
 # In a container the admin server must listen beyond loopback to be probed and scraped.
 ENV TIDEGATE_ADMIN_ADDR=0.0.0.0:9090
 USER 65532:65532
-# 8080: user traffic (HTTP/1.1 and h2c); 9090: admin (/healthz, /readyz, /metrics, /config).
-EXPOSE 8080 9090
+# 8080: user traffic (HTTP/1.1 and h2c); 8443: HTTPS; 9090: admin (/healthz, /readyz, /metrics, /config).
+EXPOSE 8080 8443 9090
 ENTRYPOINT ["tidegate"]
 CMD ["run"]

@@ -53,7 +53,7 @@ count() { # N -> total instructions of a run serving N requests
       >/dev/null 2>"$W/proxy.stderr" &
   else
     valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" run --config "$W/config" \
-      --http-addr "127.0.0.1:$HTTP" --admin-addr "127.0.0.1:$ADMIN" --worker-threads 1 --log-level warn "${EXTRA[@]}" \
+      --http-addr "127.0.0.1:$HTTP" --https-addr off --admin-addr "127.0.0.1:$ADMIN" --worker-threads 1 --log-level warn "${EXTRA[@]}" \
       >/dev/null 2>"$W/tidegate.err" &
   fi
   local pid=$!

@@ -75,7 +75,7 @@ policy() { # NAME RULE LIMIT
 start_gateway() { # N -> sets GW_PID_N, HTTP_N, ADMIN_N
   local http admin
   http=$(port); admin=$(port)
-  "$BIN" run --config "$W/config" --http-addr "127.0.0.1:$http" --admin-addr "127.0.0.1:$admin" \
+  "$BIN" run --config "$W/config" --http-addr "127.0.0.1:$http" --admin-addr "127.0.0.1:$admin" --https-addr 127.0.0.1:0 \
     --redis-url "redis://127.0.0.1:$REDIS" --redis-timeout "$REDIS_TIMEOUT" --access-log off --log-level warn \
     2>"$W/gateway$1.err" &
   PIDS+=($!)

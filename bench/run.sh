@@ -341,7 +341,7 @@ start_proxy() {
         ;;
     tidegate)
         start tidegate "$PROXY_CPU" "$TIDEGATE" run --config "$WORK/tidegate/config" \
-            --http-addr "127.0.0.1:$TG_PORT" --admin-addr "127.0.0.1:$TG_ADMIN_PORT" \
+            --http-addr "127.0.0.1:$TG_PORT" --https-addr off --admin-addr "127.0.0.1:$TG_ADMIN_PORT" \
             --worker-threads 1 --log-format text --log-level warn --drain-timeout 1s \
             "${TIDEGATE_ACCESS_LOG_OFF[@]}"
         h1_port=$TG_PORT

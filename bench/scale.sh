@@ -79,7 +79,7 @@ EOF
 
 taskset -c "$LOAD_CPU" nginx -p "$WORK/up" -c "$WORK/up/nginx.conf" -e "$WORK/up/error.log" &
 PIDS+=($!)
-taskset -c "$PROXY_CPU" "$TIDEGATE" run --config "$WORK/config" --http-addr "127.0.0.1:$TG" \
+taskset -c "$PROXY_CPU" "$TIDEGATE" run --config "$WORK/config" --http-addr "127.0.0.1:$TG" --https-addr off \
     --admin-addr "127.0.0.1:$TG_ADMIN" --worker-threads 1 --access-log off --log-format text \
     --log-level warn --idle-timeout 300s >"$WORK/tidegate.log" 2>&1 &
 TG_PID=$!

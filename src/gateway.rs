@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState};
 use crate::controller::CompileOptions;
 use crate::controller::code::{CodeSource, Objects};
+use crate::controller::compile::DefaultCertificate;
 use crate::controller::file::{FileSource, FileSourceError};
 use crate::controller::reload::{self, FileController, SourceController};
 use crate::model::{Kind, ObjectRef, RoutingTable};
@@ -65,6 +66,7 @@ pub struct GatewayBuilder {
     config_path: Option<PathBuf>,
     objects: Option<Objects>,
     http_addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     proxy: ProxyConfig,
     compile: CompileOptions,
@@ -84,6 +86,8 @@ impl Default for GatewayBuilder {
             config_path: None,
             objects: None,
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            // A library user opts in; the binary listens on 0.0.0.0:8443 by default.
+            https_addr: None,
             admin_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
             proxy: ProxyConfig::default(),
             compile: CompileOptions::default(),
@@ -120,6 +124,21 @@ impl GatewayBuilder {
     /// Where user traffic is served (port 0 picks a free port; see [`Gateway::http_addr`]).
     pub fn http_addr(mut self, addr: SocketAddr) -> Self {
         self.http_addr = addr;
+        self
+    }
+
+    /// Where HTTPS is served (TLS with the certificates of Routes, Ingresses and the default
+    /// certificate; HTTP/1.1 and HTTP/2 by ALPN); `None` (the default): no HTTPS listener.
+    pub fn https_addr(mut self, addr: Option<SocketAddr>) -> Self {
+        self.https_addr = addr;
+        self
+    }
+
+    /// The certificate served to TLS clients whose server name no Route or Ingress claims
+    /// (without one, those handshakes fail with `unrecognized_name`): a `kubernetes.io/tls`
+    /// Secret, or PEM files (re-read on every reload, and when they change).
+    pub fn default_certificate(mut self, source: DefaultCertificate) -> Self {
+        self.compile.default_certificate = Some(source);
         self
     }
 
@@ -225,6 +244,11 @@ impl GatewayBuilder {
             addr: self.http_addr,
             source,
         })?;
+        let https = match self.https_addr {
+            Some(a) => Some(bind(a).await?),
+            None => None,
+        };
+        let https_addr = https.as_ref().and_then(|l| l.local_addr().ok());
         let admin = match self.admin_addr {
             Some(a) => Some(bind(a).await?),
             None => None,
@@ -242,6 +266,9 @@ impl GatewayBuilder {
         let mut compile = self.compile;
         compile.global_rate_limits = proxy_config.redis.is_some();
         let with_redis = proxy_config.redis.is_some();
+        if let Some(a) = https_addr {
+            proxy_config.https_port.get_or_insert(a.port());
+        }
         let proxy = Proxy::extended(
             proxy_config,
             telemetry.clone(),
@@ -271,6 +298,14 @@ impl GatewayBuilder {
             tables_tx.send_replace(Some(table));
         });
         let (reload_tx, reload_rx) = mpsc::channel(16);
+        // Certificate files are read on every reload; a change to one triggers it.
+        let mut certificate_watchers = Vec::new();
+        if self.watch {
+            let files = compile.default_certificate.iter().flat_map(|d| d.files());
+            for f in files {
+                certificate_watchers.push(reload::watch_changes_near(f, reload_tx.clone())?);
+            }
+        }
         let mut code = None;
         let watcher = match source {
             #[cfg(feature = "kubernetes")]
@@ -287,6 +322,9 @@ impl GatewayBuilder {
                     stop.clone(),
                 );
                 proxy.serve(http);
+                if let Some(l) = https {
+                    proxy.serve_tls(l);
+                }
                 None
             }
             Mode::Code(objects) => {
@@ -297,6 +335,9 @@ impl GatewayBuilder {
                     SourceController::new(source, compile, publish, telemetry.clone());
                 controller.reload()?;
                 proxy.serve(http);
+                if let Some(l) = https {
+                    proxy.serve_tls(l);
+                }
                 tokio::spawn(controller.run(reload_rx, self.debounce));
                 None
             }
@@ -309,6 +350,9 @@ impl GatewayBuilder {
                 );
                 controller.reload()?;
                 proxy.serve(http);
+                if let Some(l) = https {
+                    proxy.serve_tls(l);
+                }
                 let watcher = if self.watch {
                     Some(reload::watch(&path, reload_tx.clone())?)
                 } else {
@@ -321,6 +365,7 @@ impl GatewayBuilder {
 
         Ok(Gateway {
             http_addr,
+            https_addr,
             admin_addr,
             proxy,
             telemetry,
@@ -330,6 +375,7 @@ impl GatewayBuilder {
             stop,
             shutting_down,
             _watcher: watcher,
+            _certificate_watchers: certificate_watchers,
         })
     }
 }
@@ -337,6 +383,7 @@ impl GatewayBuilder {
 /// A running gateway.
 pub struct Gateway {
     http_addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
     admin_addr: Option<SocketAddr>,
     proxy: Proxy,
     tables: watch::Receiver<Option<Arc<RoutingTable>>>,
@@ -346,6 +393,7 @@ pub struct Gateway {
     stop: CancellationToken,
     shutting_down: CancellationToken,
     _watcher: Option<notify::RecommendedWatcher>,
+    _certificate_watchers: Vec<notify::RecommendedWatcher>,
 }
 
 impl Gateway {
@@ -357,6 +405,11 @@ impl Gateway {
     /// The address user traffic is served on.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The address HTTPS is served on, if it is.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     /// The admin server's address, if it runs.

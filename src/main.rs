@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tidegate::Gateway;
 use tidegate::api::Duration;
+use tidegate::controller::compile::DefaultCertificate;
 use tidegate::controller::file::FileSource;
 use tidegate::controller::{CompileOptions, compile};
 use tidegate::model::{Cidr, Severity};
@@ -44,6 +45,19 @@ struct RunArgs {
     /// Address for user traffic (HTTP/1.1 and h2c).
     #[arg(long, env = "TIDEGATE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     http_addr: SocketAddr,
+    /// Address for HTTPS (TLS 1.2/1.3; HTTP/1.1 and HTTP/2 by ALPN), or `off`.
+    #[arg(long, env = "TIDEGATE_HTTPS_ADDR", default_value = "0.0.0.0:8443", value_parser = listen_addr)]
+    https_addr: ListenAddr,
+    /// The port clients reach --https-addr on, when it differs (e.g. a Service's port 443 in
+    /// front of the pod's 8443): HTTPS redirects point there.
+    #[arg(long, env = "TIDEGATE_HTTPS_PUBLIC_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    https_public_port: Option<u16>,
+    /// The certificate served to TLS clients whose server name no Route or Ingress claims:
+    /// NAMESPACE/NAME of a kubernetes.io/tls Secret (standalone: a Secret document in
+    /// --config), or CERT_FILE,KEY_FILE (PEM). Without it such handshakes fail with
+    /// `unrecognized_name`.
+    #[arg(long, env = "TIDEGATE_DEFAULT_CERTIFICATE", value_parser = default_certificate)]
+    default_certificate: Option<DefaultCertificate>,
     /// Address of the admin server (/healthz, /readyz, /config).
     #[arg(long, env = "TIDEGATE_ADMIN_ADDR", default_value = "127.0.0.1:9090")]
     admin_addr: SocketAddr,
@@ -188,7 +202,45 @@ struct ValidateArgs {
     redis_url: Option<String>,
 }
 
+/// A listen address, or `off`.
+#[derive(Clone, Copy, Debug)]
+struct ListenAddr(Option<SocketAddr>);
+
+fn listen_addr(raw: &str) -> Result<ListenAddr, String> {
+    if raw == "off" {
+        return Ok(ListenAddr(None));
+    }
+    raw.parse()
+        .map(|a| ListenAddr(Some(a)))
+        .map_err(|e| format!("{raw:?} is not HOST:PORT or off: {e}"))
+}
+
+fn default_certificate(raw: &str) -> Result<DefaultCertificate, String> {
+    if let Some((cert, key)) = raw.split_once(',') {
+        if cert.is_empty() || key.is_empty() {
+            return Err(format!("{raw:?} must be CERT_FILE,KEY_FILE"));
+        }
+        return Ok(DefaultCertificate::Files {
+            cert: cert.into(),
+            key: key.into(),
+        });
+    }
+    match raw.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(DefaultCertificate::Secret {
+                namespace: ns.to_owned(),
+                name: name.to_owned(),
+            })
+        }
+        _ => Err(format!(
+            "{raw:?} must be NAMESPACE/NAME (a Secret) or CERT_FILE,KEY_FILE"
+        )),
+    }
+}
+
 fn main() -> ExitCode {
+    // One crypto provider for the whole process: the HTTPS listener and kube's client.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(*args),
@@ -312,8 +364,12 @@ fn run(args: RunArgs) -> ExitCode {
                 header: args.client_ip_header,
             },
             redis,
+            https_port: args.https_public_port,
         };
         let mut builder = Gateway::builder();
+        if let Some(source) = args.default_certificate.clone() {
+            builder = builder.default_certificate(source);
+        }
         builder = match (args.config.clone(), kube) {
             (Some(config), _) => builder.config_path(config),
             #[cfg(feature = "kubernetes")]
@@ -325,6 +381,7 @@ fn run(args: RunArgs) -> ExitCode {
         let gateway = builder
             .controller_name(args.controller_name.clone())
             .http_addr(args.http_addr)
+            .https_addr(args.https_addr.0)
             .admin_addr(Some(args.admin_addr))
             .ingress_class(args.ingress_class)
             .proxy_config(proxy)
@@ -346,7 +403,11 @@ fn run(args: RunArgs) -> ExitCode {
             .admin_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        tracing::info!(http = %gateway.http_addr(), admin = %admin, "serving");
+        let https = gateway
+            .https_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        tracing::info!(http = %gateway.http_addr(), https = %https, admin = %admin, "serving");
         let signal = wait_for_signals(&gateway).await;
         if signal == Stop::Term && !args.shutdown_delay.0.is_zero() {
             gateway.begin_shutdown();

@@ -116,11 +116,8 @@ fn the_values_schema_rejects_bad_values_naming_the_field() {
 #[test]
 #[ignore = "needs helm; run scripts/test.sh"]
 fn what_is_not_built_or_cannot_work_is_refused_with_a_reason() {
-    let err = template(&["service.enableHttps=true"]).unwrap_err();
-    assert!(
-        err.contains("TLS termination is not supported yet"),
-        "{err}"
-    );
+    let err = template(&["controller.defaultCertificate=no-namespace"]).unwrap_err();
+    assert!(err.contains("controller.defaultCertificate"), "{err}");
     let err = template(&["terminationGracePeriodSeconds=30"]).unwrap_err();
     assert!(
         err.contains("must be larger than controller.shutdownDelaySeconds + controller.drainTimeoutSeconds (35)"),
@@ -213,7 +210,10 @@ fn services_ingress_class_dashboard_and_service_monitor() {
     assert_eq!(traffic["spec"]["type"], "LoadBalancer");
     assert_eq!(
         traffic["spec"]["ports"],
-        json!([{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}])
+        json!([
+            {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+            {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"},
+        ])
     );
     let metrics = services
         .iter()
@@ -432,6 +432,7 @@ fn every_run_flag_is_reachable_from_values() {
         "controller.trustedProxies={10.0.0.0/8,192.0.2.1}",
         "controller.redis.url=redis://redis:6379",
         "controller.redis.caFile=/etc/redis-ca/ca.pem",
+        "controller.defaultCertificate=ingress/wildcard-cert",
     ]);
     let a = args(&objs);
     assert_eq!(a[0], "run");
@@ -555,5 +556,50 @@ fn chart_image_and_crate_versions_agree() {
         ))
         .unwrap(),
         "charts/tidegate/crds is stale: run `just crds`"
+    );
+}
+
+#[test]
+#[ignore = "needs helm; run scripts/test.sh"]
+fn https_is_served_by_default_and_can_be_turned_off() {
+    let objs = render(&[]);
+    let a = args(&objs);
+    assert!(a.contains(&"--https-addr=0.0.0.0:8443".to_owned()), "{a:?}");
+    assert!(a.contains(&"--https-public-port=443".to_owned()), "{a:?}");
+    let deploy = one_named(&objs, "Deployment", "tg-tidegate");
+    let ports = &deploy["spec"]["template"]["spec"]["containers"][0]["ports"];
+    assert!(
+        ports
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "https" && p["containerPort"] == 8443),
+        "{ports}"
+    );
+    let svc = one_named(&objs, "Service", "tg-tidegate");
+    assert!(
+        svc["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "https" && p["port"] == 443 && p["targetPort"] == "https"),
+        "{svc}"
+    );
+
+    let off = render(&["service.enableHttps=false"]);
+    let a = args(&off);
+    assert!(a.contains(&"--https-addr=off".to_owned()), "{a:?}");
+    assert!(
+        !a.iter().any(|x| x.starts_with("--https-public-port")),
+        "{a:?}"
+    );
+    let svc = one_named(&off, "Service", "tg-tidegate");
+    assert!(
+        !svc["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "https"),
+        "{svc}"
     );
 }

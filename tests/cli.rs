@@ -35,6 +35,8 @@ impl Running {
             .args([
                 "--http-addr",
                 "127.0.0.1:0",
+                "--https-addr",
+                "127.0.0.1:0",
                 "--admin-addr",
                 "127.0.0.1:0",
                 "--log-format",

@@ -78,9 +78,7 @@ fn render_kube(input: &Path) -> String {
             "IngressClass" => {
                 index.apply_ingress_class(&serde_json::from_value::<IngressClass>(json).unwrap())
             }
-            "Secret" => {
-                index.apply_secret(&serde_json::from_value::<Secret>(json).unwrap().metadata)
-            }
+            "Secret" => index.apply_secret(&serde_json::from_value::<Secret>(json).unwrap()),
             other => panic!("{}: unexpected kind {other}", input.display()),
         };
     }

@@ -336,12 +336,16 @@ async fn forwarding_headers_request_ids_and_hop_by_hop() {
                 ("connection", "x-secret"),
                 ("x-secret", "1"),
                 ("x-forwarded-for", "10.1.2.3"),
+                ("x-forwarded-port", "1"),
             ],
         )
         .await;
     let e = r.echo();
     assert_eq!(e.header("x-forwarded-for"), Some("10.1.2.3, 127.0.0.1"));
     assert_eq!(e.header("x-forwarded-proto"), Some("http"));
+    // The port the client reached (the bound port here), never what the client sent.
+    let port = at.port().to_string();
+    assert_eq!(e.header("x-forwarded-port"), Some(port.as_str()));
     assert_eq!(e.header("x-forwarded-host"), Some("shop.test"));
     assert_eq!(e.header("host"), Some("shop.test"));
     assert_eq!(

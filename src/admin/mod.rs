@@ -124,6 +124,9 @@ struct ConfigView<'a> {
     /// Rate-limit policies that apply to a rule (rules name them by index).
     #[serde(rename = "rateLimits", skip_serializing_if = "<[_]>::is_empty")]
     rate_limits: &'a [crate::model::RateLimitPolicy],
+    /// What the HTTPS listener serves (certificates without their keys, hosts, default).
+    #[serde(skip_serializing_if = "crate::model::TlsTable::is_empty")]
+    tls: &'a crate::model::TlsTable,
     /// Objects with at least one error: rejected (or serving their last accepted version).
     rejected: Vec<String>,
     diagnostics: &'a [Diagnostic],
@@ -147,6 +150,7 @@ impl<'a> ConfigView<'a> {
             rules: &t.rules,
             backends: &t.backends,
             rate_limits: &t.rate_limits,
+            tls: &t.tls,
             rejected,
             diagnostics: &t.diagnostics,
         }

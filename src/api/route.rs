@@ -74,6 +74,23 @@ pub struct RouteTls {
     /// Answer plain-HTTP requests with a 308 to https.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub https_redirect: Option<bool>,
+    /// Add `Strict-Transport-Security` to every HTTPS response of the Route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsts: Option<Hsts>,
+}
+
+/// HTTP Strict Transport Security (RFC 6797).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Hsts {
+    /// How long browsers keep to HTTPS only (`max-age`), e.g. `8760h`; `0s` tells them to forget.
+    pub max_age: Duration,
+    /// The policy covers subdomains too (`includeSubDomains`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_sub_domains: Option<bool>,
+    /// Ask for inclusion in browsers' preload lists (`preload`; needs `includeSubDomains`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preload: Option<bool>,
 }
 
 /// UDP session settings.

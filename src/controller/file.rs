@@ -1,4 +1,5 @@
-//! The standalone source: Route/Backend/RateLimitPolicy documents from YAML files.
+//! The standalone source: Route/Backend/RateLimitPolicy documents, and `kubernetes.io/tls`
+//! Secrets (the same `kind: Secret` YAML as in a cluster), from YAML files.
 //!
 //! Each file is parsed on its own. A file that is not valid YAML keeps its previous documents
 //! (the last good parse) and is reported; a document that is not a valid object is reported on
@@ -15,6 +16,7 @@ use crate::api::{
 };
 use crate::model::{Diagnostic, Kind, ObjectRef, Reason, Severity};
 
+use super::objects::SecretInfo;
 use super::snapshot::{Meta, Obj, Snapshot};
 
 /// Namespace of objects whose metadata names none.
@@ -43,6 +45,7 @@ enum Doc {
     Route(Box<Obj<RouteSpec>>),
     Backend(Box<Obj<BackendSpec>>),
     Policy(Box<Obj<RateLimitPolicySpec>>),
+    Secret(Box<Obj<SecretInfo>>),
 }
 
 impl Doc {
@@ -51,6 +54,7 @@ impl Doc {
             Doc::Route(o) => &o.meta.id,
             Doc::Backend(o) => &o.meta.id,
             Doc::Policy(o) => &o.meta.id,
+            Doc::Secret(o) => &o.meta.id,
         }
     }
 }
@@ -143,9 +147,14 @@ impl FileSource {
                     Doc::Route(o) => snap.routes.insert(o.meta.id.clone(), *o).map(|_| ()),
                     Doc::Backend(o) => snap.backends.insert(o.meta.id.clone(), *o).map(|_| ()),
                     Doc::Policy(o) => snap.policies.insert(o.meta.id.clone(), *o).map(|_| ()),
+                    Doc::Secret(o) => {
+                        let key = (o.meta.id.namespace.clone(), o.meta.id.name.clone());
+                        snap.secrets.insert(key, o.spec).map(|_| ())
+                    }
                 };
             }
         }
+        snap.now = unix_now();
         Ok(snap)
     }
 
@@ -217,6 +226,7 @@ fn parse_file(text: &str, file: &str) -> Result<Parsed, String> {
                     Doc::Route(o) => &mut o.meta,
                     Doc::Backend(o) => &mut o.meta,
                     Doc::Policy(o) => &mut o.meta,
+                    Doc::Secret(o) => &mut o.meta,
                 };
                 meta.file = Some(file.to_owned());
                 parsed.docs.push(doc);
@@ -260,17 +270,20 @@ fn read_doc(value: serde_yaml_ng::Value) -> Result<Doc, Box<Diagnostic>> {
     let Some(kind_name) = str_at(&value, "kind") else {
         return Err(unnamed(
             "kind",
-            "every document needs a kind (Route, Backend or RateLimitPolicy)".into(),
+            "every document needs a kind (Route, Backend, RateLimitPolicy or Secret)".into(),
         ));
     };
     let kind = match kind_name.as_str() {
         "Route" => Kind::Route,
         "Backend" => Kind::Backend,
         "RateLimitPolicy" => Kind::RateLimitPolicy,
+        "Secret" => Kind::Secret,
         other => {
             return Err(unnamed(
                 "kind",
-                format!("{other:?} is not a kind Tidegate reads (Route, Backend, RateLimitPolicy)"),
+                format!(
+                    "{other:?} is not a kind Tidegate reads (Route, Backend, RateLimitPolicy, Secret)"
+                ),
             ));
         }
     };
@@ -290,19 +303,18 @@ fn read_doc(value: serde_yaml_ng::Value) -> Result<Doc, Box<Diagnostic>> {
         Box::new(Diagnostic::error(&id, field, Reason::Malformed, message))
     };
 
+    let api_version = if kind == Kind::Secret {
+        "v1"
+    } else {
+        api::API_VERSION
+    };
     match str_at(&value, "apiVersion") {
-        Some(v) if v == api::API_VERSION => {}
+        Some(v) if v == api_version => {}
         Some(v) => {
-            return Err(bad(
-                "apiVersion",
-                format!("{v:?} is not {}", api::API_VERSION),
-            ));
+            return Err(bad("apiVersion", format!("{v:?} is not {api_version}")));
         }
         None => {
-            return Err(bad(
-                "apiVersion",
-                format!("missing; use {}", api::API_VERSION),
-            ));
+            return Err(bad("apiVersion", format!("missing; use {api_version}")));
         }
     }
     if let Err(e) = crate::controller::names::dns_subdomain(&id.name) {
@@ -350,6 +362,13 @@ fn read_doc(value: serde_yaml_ng::Value) -> Result<Doc, Box<Diagnostic>> {
                 spec: p.spec,
             }))
         }
+        Kind::Secret => {
+            let s: k8s_openapi::api::core::v1::Secret = typed(value).map_err(to_diag)?;
+            Doc::Secret(Box::new(Obj {
+                meta: meta_of(&s.metadata),
+                spec: secret_info(&s),
+            }))
+        }
         // Kubernetes objects come from the cluster, not from files (see the kind check above).
         Kind::Service | Kind::Ingress => {
             return Err(bad(
@@ -358,4 +377,48 @@ fn read_doc(value: serde_yaml_ng::Value) -> Result<Doc, Box<Diagnostic>> {
             ));
         }
     })
+}
+
+/// What TLS reads of a Secret: its type, `tls.crt` and `tls.key` from `data` (base64, decoded
+/// by the Secret type) or `stringData` (plain text, which wins as in the apiserver).
+pub fn secret_info(s: &k8s_openapi::api::core::v1::Secret) -> SecretInfo {
+    let get = |key: &str| {
+        let plain = s.string_data.as_ref().and_then(|d| d.get(key));
+        match plain {
+            Some(v) => Some(bytes::Bytes::from(v.clone().into_bytes())),
+            None => s
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|v| bytes::Bytes::from(v.0.clone())),
+        }
+    };
+    SecretInfo {
+        type_: s.type_.clone(),
+        cert: get("tls.crt"),
+        key: get("tls.key"),
+    }
+}
+
+/// Now, in Unix seconds (certificate dates are checked against it).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Reads the certificate files `opts` names (`--default-certificate CERT,KEY`) for a snapshot.
+pub fn read_certificate_files(
+    opts: &super::compile::CompileOptions,
+) -> BTreeMap<PathBuf, Result<bytes::Bytes, String>> {
+    opts.default_certificate
+        .iter()
+        .flat_map(|d| d.files())
+        .map(|p| {
+            let read = std::fs::read(p)
+                .map(bytes::Bytes::from)
+                .map_err(|e| format!("cannot read: {e}"));
+            (p.to_path_buf(), read)
+        })
+        .collect()
 }

@@ -99,12 +99,12 @@ pub struct IngressRuleInfo {
     pub paths: Vec<IngressPathInfo>,
 }
 
-/// A TLS entry of an Ingress, recorded for TLS termination (a later step).
+/// A TLS entry of an Ingress.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IngressTlsInfo {
-    /// Host names the certificate is for.
+    /// Host names the certificate is for (none: every host of the Ingress's rules).
     pub hosts: Vec<String>,
-    /// The Secret holding it.
+    /// The `kubernetes.io/tls` Secret holding it (none: the default certificate serves).
     pub secret_name: Option<String>,
 }
 
@@ -121,6 +121,9 @@ pub struct IngressInfo {
     pub rules: Vec<IngressRuleInfo>,
     /// `spec.tls`.
     pub tls: Vec<IngressTlsInfo>,
+    /// The ingress-nginx `ssl-redirect` annotation: `"false"` turns off the redirect of the
+    /// `tls` hosts to HTTPS.
+    pub ssl_redirect: Option<String>,
 }
 
 /// An IngressClass, reduced.
@@ -134,3 +137,18 @@ pub struct IngressClassInfo {
 
 /// IngressClasses by name (cluster-scoped).
 pub type IngressClasses = BTreeMap<String, IngressClassInfo>;
+
+/// The Secret type that holds a certificate and its key.
+pub const SECRET_TYPE_TLS: &str = "kubernetes.io/tls";
+
+/// A Secret, reduced to what TLS reads: its type and the keys `tls.crt` and `tls.key`
+/// (decoded bytes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretInfo {
+    /// The Secret's `type`.
+    pub type_: Option<String>,
+    /// `tls.crt`, when present.
+    pub cert: Option<bytes::Bytes>,
+    /// `tls.key`, when present.
+    pub key: Option<bytes::Bytes>,
+}

@@ -72,6 +72,7 @@ impl<S: Source> SourceController<S> {
         let started = std::time::Instant::now();
         let snap = self.source.load().inspect_err(|_| self.publisher.failed());
         let result = snap.and_then(|mut snap| {
+            snap.files = super::file::read_certificate_files(&self.opts);
             snap.accepted = std::mem::take(&mut self.accepted);
             let compiled = self.publisher.compile(&snap, &self.opts);
             match self
@@ -158,5 +159,27 @@ pub fn watch(path: &Path, triggers: mpsc::Sender<()>) -> notify::Result<Recommen
         )
     };
     watcher.watch(&dir, mode)?;
+    Ok(watcher)
+}
+
+/// Watches the directory of `file` and sends a trigger on any change in it (not only to `file`:
+/// a Kubernetes Secret volume swaps a `..data` symlink, not the file the path names).
+pub fn watch_changes_near(
+    file: &Path,
+    triggers: mpsc::Sender<()>,
+) -> notify::Result<RecommendedWatcher> {
+    let mut watcher =
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+            Ok(event) if !event.kind.is_access() => {
+                let _ = triggers.try_send(());
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "file watch error"),
+        })?;
+    let dir = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    watcher.watch(dir, RecursiveMode::NonRecursive)?;
     Ok(watcher)
 }

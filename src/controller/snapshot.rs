@@ -1,8 +1,8 @@
 //! What the compiler reads: every object reduced to its identity, origin and spec.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use super::objects::{IngressClasses, IngressInfo, ServiceInfo};
+use super::objects::{IngressClasses, IngressInfo, SecretInfo, ServiceInfo};
 use crate::api::{BackendSpec, RateLimitPolicySpec, RouteSpec};
 use crate::model::{Diagnostic, ObjectRef};
 
@@ -52,6 +52,9 @@ pub struct Accepted {
     pub ingresses: BTreeMap<ObjectRef, Obj<IngressInfo>>,
     /// Accepted RateLimitPolicies.
     pub policies: BTreeMap<ObjectRef, Obj<RateLimitPolicySpec>>,
+    /// The last good certificate of every Secret in use, with the contents it came from:
+    /// served while the Secret is broken or gone, and not parsed again while it stays the same.
+    pub certificates: super::compile::AcceptedCertificates,
 }
 
 /// Everything the compiler reads. Built by the index; `compile` is a pure function of it.
@@ -69,8 +72,13 @@ pub struct Snapshot {
     pub ingresses: BTreeMap<ObjectRef, Obj<IngressInfo>>,
     /// IngressClasses by name (Kubernetes mode).
     pub ingress_classes: IngressClasses,
-    /// `kubernetes.io/tls` Secrets that exist, as (namespace, name) (Kubernetes mode).
-    pub tls_secrets: BTreeSet<(String, String)>,
+    /// `kubernetes.io/tls` Secrets, by (namespace, name): their certificate and key.
+    pub secrets: BTreeMap<(String, String), SecretInfo>,
+    /// Certificate files the options name (`--default-certificate CERT,KEY`): their bytes,
+    /// or why they could not be read.
+    pub files: BTreeMap<std::path::PathBuf, Result<bytes::Bytes, String>>,
+    /// When the snapshot was taken (Unix seconds): certificate dates are checked against it.
+    pub now: i64,
     /// Objects or files the sources could not read (each names the object when it could).
     pub problems: Vec<Diagnostic>,
     /// The last accepted versions, from the previous compile.

@@ -43,6 +43,9 @@ pub enum Reason {
     TargetNotFound,
     /// Two policies that apply to the same requests disagree; the message says which wins.
     Conflicted,
+    /// A certificate reference names a Secret that is missing, of the wrong type, or holds an
+    /// unusable certificate (bad PEM, key mismatch, expired).
+    InvalidCertificateRef,
 }
 
 impl Reason {
@@ -60,6 +63,7 @@ impl Reason {
             Reason::OtherClass => "OtherIngressClass",
             Reason::TargetNotFound => "TargetNotFound",
             Reason::Conflicted => "Conflicted",
+            Reason::InvalidCertificateRef => "InvalidCertificateRef",
         }
     }
 }

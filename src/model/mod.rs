@@ -15,6 +15,7 @@ pub mod precedence;
 mod rate_limit;
 mod ser;
 mod table;
+mod tls;
 pub mod weighted;
 
 pub use backend::{
@@ -38,7 +39,9 @@ pub use rate_limit::{
     Algorithm, FailureMode, KeyPart, Limit, LimitKey, MissingHeader, RateLimitPolicy, Scope,
 };
 pub use ser::format_duration;
+pub use ser::unix_time;
 pub use table::{
     Action, BackendIdx, Candidate, Group, Hit, HostIndex, NoBackend, Picked, Retry, RetryOn,
     RoutingTable, Rule, TableError, Target, Timeouts, WeightedBackend, pick,
 };
+pub use tls::{Certificate, TlsHost, TlsTable, name_covers};

@@ -17,6 +17,8 @@ pub enum Kind {
     Service,
     /// A `networking.k8s.io` Ingress.
     Ingress,
+    /// A core `kubernetes.io/tls` Secret (a certificate and its key).
+    Secret,
 }
 
 impl Kind {
@@ -28,6 +30,7 @@ impl Kind {
             Kind::RateLimitPolicy => "RateLimitPolicy",
             Kind::Service => "Service",
             Kind::Ingress => "Ingress",
+            Kind::Secret => "Secret",
         }
     }
 }

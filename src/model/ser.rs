@@ -94,3 +94,8 @@ pub fn format_duration(d: std::time::Duration) -> String {
 pub fn plain_duration<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_duration(*d))
 }
+
+/// Unix seconds as an RFC 3339 UTC time (`2027-01-01T00:00:00Z`).
+pub fn unix_time(secs: i64) -> String {
+    jiff::Timestamp::from_second(secs).map_or_else(|_| secs.to_string(), |t| t.to_string())
+}

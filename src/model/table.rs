@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 
 use super::canary::{Canary, Override, canary_override};
 use super::filter::{BackendFilters, DirectResponse, HeaderModifier, Redirect, RequestFilter};
 use super::matching::{RequestMatch, RequestView};
 use super::precedence::{HostRank, PathRank, Rank};
-use super::{Backend, Diagnostic, ObjectRef, PathMatcher, RateLimitPolicy};
+use super::{Backend, Diagnostic, ObjectRef, PathMatcher, RateLimitPolicy, TlsTable};
 
 /// Index of a backend in [`RoutingTable::backends`].
 pub type BackendIdx = usize;
@@ -278,6 +278,17 @@ pub struct Rule {
     /// oldest policy first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rate_limits: Vec<usize>,
+    /// Plain-HTTP requests get a 308 to https (the Route's `spec.tls.httpsRedirect`, an
+    /// Ingress's `tls` hosts).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub https_redirect: bool,
+    /// `Strict-Transport-Security` added to the rule's HTTPS responses (its Route's
+    /// `spec.tls.hsts`).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::ser::opt_header_value"
+    )]
+    pub hsts: Option<HeaderValue>,
     /// Creation time of the Route, for precedence.
     #[serde(skip)]
     pub created: Option<i64>,
@@ -485,6 +496,9 @@ pub struct RoutingTable {
     /// Every accepted rate-limit policy that applies to a rule, oldest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rate_limits: Vec<RateLimitPolicy>,
+    /// What the HTTPS listener serves.
+    #[serde(skip_serializing_if = "TlsTable::is_empty")]
+    pub tls: TlsTable,
     /// What the compiler found wrong, rejected or ignored.
     pub diagnostics: Vec<Diagnostic>,
     #[serde(skip)]
@@ -541,6 +555,7 @@ impl RoutingTable {
             rules,
             backends,
             rate_limits: Vec::new(),
+            tls: TlsTable::default(),
             diagnostics,
             index,
         }
@@ -549,6 +564,12 @@ impl RoutingTable {
     /// The same table with these rate-limit policies (rules name them by index).
     pub fn with_rate_limits(mut self, rate_limits: Vec<RateLimitPolicy>) -> Self {
         self.rate_limits = rate_limits;
+        self
+    }
+
+    /// The same table serving `tls` on the HTTPS listener.
+    pub fn with_tls(mut self, tls: TlsTable) -> Self {
+        self.tls = tls;
         self
     }
 

@@ -32,9 +32,14 @@ pub use upstream::{BackendState, Custom, Registry, Router, UpstreamSettings, bal
 
 use crate::model::RoutingTable;
 use crate::telemetry::Telemetry;
-use crate::telemetry::metrics::{EndpointStateLabels, LimitLabels, ListenerLabels};
+use crate::telemetry::metrics::{
+    CertificateLabels, EndpointStateLabels, LimitLabels, ListenerLabels,
+};
 use request::{RequestSettings, Service};
-use transport::{ClientIpResolver, Clients, ConnLimits, Redis, RedisMetrics, Server, Tunnels};
+use transport::{
+    ClientIpResolver, Clients, ConnLimits, Redis, RedisMetrics, Server, TlsAcceptor, TlsListener,
+    Tunnels,
+};
 
 /// Limits and timeouts of the proxy. Every field has a documented default.
 #[derive(Clone, Debug)]
@@ -60,6 +65,9 @@ pub struct ProxyConfig {
     pub client_ip: ClientIpConfig,
     /// The Redis server Global rate limits count in; without one, Global limits are refused.
     pub redis: Option<RedisConfig>,
+    /// The port clients reach the HTTPS listener on (HTTPS redirects point there), when it
+    /// differs from the bound port. `None`: the port [`crate::Gateway`] binds (else 443).
+    pub https_port: Option<u16>,
 }
 
 impl Default for ProxyConfig {
@@ -74,6 +82,7 @@ impl Default for ProxyConfig {
             http_port: None,
             client_ip: ClientIpConfig::default(),
             redis: None,
+            https_port: None,
         }
     }
 }
@@ -83,6 +92,7 @@ impl Default for ProxyConfig {
 pub struct Proxy {
     service: Arc<Service>,
     server: Arc<Server<Service>>,
+    tls: Arc<TlsListener>,
     hard_stop: CancellationToken,
 }
 
@@ -135,16 +145,19 @@ impl Proxy {
         );
         let router = Router::link(Arc::new(RoutingTable::default()), &registry);
         let hard_stop = CancellationToken::new();
+        let settings = RequestSettings {
+            default_request_timeout: config.default_request_timeout,
+            native_http1: config.http1_codec == Http1Codec::Native,
+            http_port: config.http_port.unwrap_or(80),
+            https_port: config.https_port.unwrap_or(443),
+        };
         let service = Arc::new(Service {
             router: ArcSwap::from_pointee(router),
             registry,
             clients: Clients::new(&config.upstream),
-            settings: RequestSettings {
-                default_request_timeout: config.default_request_timeout,
-                native_http1: config.http1_codec == Http1Codec::Native,
-                http_port: config.http_port.unwrap_or(80),
-            },
-            telemetry,
+            forwarded_ports: request::ForwardedPorts::new(&settings),
+            settings,
+            telemetry: telemetry.clone(),
             tunnels: Tunnels::new(hard_stop.clone()),
             middleware,
             client_ip: ClientIpResolver::new(&config.client_ip),
@@ -168,9 +181,14 @@ impl Proxy {
                 }
             });
         }
+        let tls = Arc::new(TlsListener {
+            acceptor: Arc::new(TlsAcceptor::new().expect("the system's random generator works")),
+            handshakes: telemetry.metrics.tls_handshakes.clone(),
+        });
         Ok(Self {
             service,
             server,
+            tls,
             hard_stop,
         })
     }
@@ -186,9 +204,37 @@ impl Proxy {
 
     /// Makes `table` the one new requests are served from.
     pub fn publish(&self, table: Arc<RoutingTable>) {
+        self.tls.acceptor.publish(&table);
+        self.export_certificate_expiry(&table);
         let router = Router::link(table, &self.service.registry);
         let previous = self.service.router.swap(Arc::new(router));
         self.export_endpoint_counts(&previous);
+    }
+
+    /// Sets `tidegate_tls_certificate_expiry_timestamp_seconds` for the certificates served,
+    /// and drops the series of the ones no longer served.
+    fn export_certificate_expiry(&self, table: &RoutingTable) {
+        let gauge = &self.service.telemetry.metrics.tls_certificate_expiry;
+        let previous = self.service.router.load();
+        for old in &previous.table.tls.certificates {
+            if !table
+                .tls
+                .certificates
+                .iter()
+                .any(|c| c.source == old.source)
+            {
+                gauge.remove(&CertificateLabels {
+                    certificate: old.source.clone(),
+                });
+            }
+        }
+        for c in &table.tls.certificates {
+            gauge
+                .get_or_create(&CertificateLabels {
+                    certificate: c.source.clone(),
+                })
+                .set(c.not_after);
+        }
     }
 
     /// Sets `tidegate_backend_endpoints` for the current backends and drops the series of
@@ -267,7 +313,24 @@ impl Proxy {
                 protocol: "http",
             })
             .clone();
-        tokio::spawn(self.server.clone().accept_loop(listener, open))
+        tokio::spawn(self.server.clone().accept_loop(listener, open, None))
+    }
+
+    /// Serves `listener` as the HTTPS listener (TLS, then HTTP/1.1 or HTTP/2 by ALPN) until
+    /// [`Proxy::drain`] is called.
+    pub fn serve_tls(&self, listener: TcpListener) -> tokio::task::JoinHandle<()> {
+        let open = self
+            .service
+            .telemetry
+            .metrics
+            .open_connections
+            .get_or_create(&ListenerLabels {
+                listener: "https",
+                protocol: "https",
+            })
+            .clone();
+        let server = self.server.clone();
+        tokio::spawn(server.accept_loop(listener, open, Some(self.tls.clone())))
     }
 
     /// Stops accepting, lets in-flight requests and tunnels finish for up to `timeout`, then

@@ -60,6 +60,11 @@ pub mod names {
     /// `tidegate_redis_connected`.
     pub const REDIS_CONNECTED: &str = "tidegate_redis_connected";
 
+    /// `tidegate_tls_handshakes`.
+    pub const TLS_HANDSHAKES: &str = "tidegate_tls_handshakes";
+    /// `tidegate_tls_certificate_expiry_timestamp_seconds`.
+    pub const TLS_CERTIFICATE_EXPIRY: &str = "tidegate_tls_certificate_expiry_timestamp_seconds";
+
     /// Every name above (counters without their `_total` suffix).
     pub const ALL: &[&str] = &[
         REQUESTS,
@@ -82,6 +87,8 @@ pub mod names {
         REDIS_ERRORS,
         REDIS_DURATION,
         REDIS_CONNECTED,
+        TLS_HANDSHAKES,
+        TLS_CERTIFICATE_EXPIRY,
     ];
 }
 
@@ -225,6 +232,24 @@ pub struct StateLabels {
     pub state: &'static str,
 }
 
+/// `{result, version}` of a TLS handshake.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// `success`, `unrecognized_name` (no certificate for the server name), `failed` (a TLS
+    /// error: no common version or cipher, bad data) or `aborted` (the connection closed or
+    /// timed out).
+    pub result: &'static str,
+    /// `TLSv1.3` or `TLSv1.2` for a completed handshake, else empty.
+    pub version: &'static str,
+}
+
+/// `{certificate}`: where a served certificate comes from (`namespace/name` of its Secret).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    /// The `certificate` label.
+    pub certificate: Arc<str>,
+}
+
 /// `{kind}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -292,6 +317,10 @@ pub struct Metrics {
     pub redis_duration: Histogram,
     /// [`names::REDIS_CONNECTED`].
     pub redis_connected: Gauge,
+    /// [`names::TLS_HANDSHAKES`].
+    pub tls_handshakes: Family<HandshakeLabels, Counter>,
+    /// [`names::TLS_CERTIFICATE_EXPIRY`].
+    pub tls_certificate_expiry: Family<CertificateLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -325,6 +354,8 @@ impl Metrics {
             redis_errors: Family::default(),
             redis_duration: redis_histogram(),
             redis_connected: Gauge::default(),
+            tls_handshakes: Family::default(),
+            tls_certificate_expiry: Family::default(),
             registry: Registry::default(),
         };
         use names::*;
@@ -427,6 +458,16 @@ impl Metrics {
             REDIS_CONNECTED,
             "1 while the connection to Redis is up",
             m.redis_connected.clone(),
+        );
+        registry.register(
+            TLS_HANDSHAKES,
+            "TLS handshakes on the HTTPS listener, by result and TLS version",
+            m.tls_handshakes.clone(),
+        );
+        registry.register(
+            TLS_CERTIFICATE_EXPIRY,
+            "Unix time a served certificate expires (notAfter), by certificate",
+            m.tls_certificate_expiry.clone(),
         );
         Self { registry, ..m }
     }

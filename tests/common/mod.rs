@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: echo upstreams, config directories, an HTTP client.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -324,14 +324,17 @@ pub(crate) fn client_view(mut r: Reply) -> Reply {
 
 /// What reached the upstream, with the values that legitimately differ between two runs
 /// masked: a generated `x-request-id` (32 random hex digits; a client's own id is kept and
-/// compared) and the `traceparent` span id (new per hop) and trace id (new when the client
-/// sent none). Names are sorted, keeping the order of a repeated name's values: the order of
+/// compared), the `traceparent` span id (new per hop) and trace id (new when the client
+/// sent none), and `x-forwarded-port` (each gateway's own listener port). Names are sorted, keeping the order of a repeated name's values: the order of
 /// distinct fields carries no meaning (RFC 9110 §5.3).
 pub(crate) fn upstream_view(mut s: Seen) -> Seen {
     for (name, value) in &mut s.headers {
         match name.as_str() {
             "x-request-id" if value.len() == 32 && value.bytes().all(|b| b.is_ascii_hexdigit()) => {
                 *value = "<generated>".into();
+            }
+            "x-forwarded-port" if value.parse::<u16>().is_ok() => {
+                *value = "<listener port>".into();
             }
             "traceparent" => {
                 let parts: Vec<&str> = value.split('-').collect();

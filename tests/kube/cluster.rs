@@ -309,6 +309,8 @@ pub fn free_port() -> u16 {
 pub struct Tidegate {
     child: Child,
     pub http: SocketAddr,
+    /// The HTTPS listener (when the test chose its port).
+    pub https: Option<SocketAddr>,
     pub admin: SocketAddr,
     pub logs: Arc<Mutex<Vec<String>>>,
 }
@@ -328,6 +330,7 @@ impl Tidegate {
         extra: &[&str],
     ) -> Self {
         let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut cmd = Command::new(BIN);
         cmd.args(["run", "--log-format", "json"]);
@@ -337,6 +340,8 @@ impl Tidegate {
         cmd.args([
             "--http-addr",
             &http.to_string(),
+            "--https-addr",
+            &https.to_string(),
             "--admin-addr",
             &admin.to_string(),
         ])
@@ -346,7 +351,9 @@ impl Tidegate {
         .env("POD_NAMESPACE", pod_ns)
         .env("RUST_LOG", "info")
         .env_remove("TIDEGATE_CONFIG");
-        Self::spawn(cmd, http, admin)
+        let mut gw = Self::spawn(cmd, http, admin);
+        gw.https = Some(https);
+        gw
     }
 
     /// Runs `cmd` (the binary, or a container running it) serving on `http` and `admin`; its
@@ -368,6 +375,7 @@ impl Tidegate {
         Self {
             child,
             http,
+            https: None,
             admin,
             logs,
         }

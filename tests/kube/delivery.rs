@@ -341,13 +341,14 @@ async fn the_image_runs_as_the_charts_pod_with_only_the_charts_rbac() {
     // The chart as a user installs it; only what cannot be had without a kubelet differs: the
     // ports (the container shares the host's network with other tests), the namespace watched
     // (this test's own) and a published address (no load balancer here).
-    let (http_port, admin_port) = (free_port(), free_port());
+    let (http_port, https_port, admin_port) = (free_port(), free_port(), free_port());
     let objs = helm_install(
         &ns.name,
         &[
             format!("image.repository={repository}"),
             format!("image.tag={tag}"),
             format!("containerPorts.http={http_port}"),
+            format!("containerPorts.https={https_port}"),
             format!("containerPorts.admin={admin_port}"),
             format!("controller.watchNamespace={}", ns.name),
             "controller.publishAddresses={127.0.0.1}".to_owned(),

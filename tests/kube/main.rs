@@ -741,3 +741,161 @@ async fn the_rbac_in_manifests_is_enough_to_run_every_namespace() {
     let forbidden = gw.lines_with("forbidden");
     assert!(forbidden.is_empty(), "{forbidden:#?}");
 }
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn tls_secrets_serve_rotate_and_a_broken_or_deleted_one_keeps_the_last_good_certificate() {
+    use base64::Engine;
+    use common::tls::{Ca, Leaf, connect, get as tls_get, tls_client};
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "tls").await;
+    let ca = Ca::new();
+    let (first, second) = (
+        ca.leaf("first", &["secure.test"]),
+        ca.leaf("second", &["secure.test"]),
+    );
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let secret = |leaf: &Leaf| {
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "secure-cert"},
+            "type": "kubernetes.io/tls",
+            "data": {"tls.crt": b64(&leaf.cert), "tls.key": b64(&leaf.key)},
+        })
+    };
+    ns.apply(secret(&first)).await;
+    // An Opaque Secret of the same shape is not read (the watch selects kubernetes.io/tls).
+    ns.apply(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "opaque"},
+        "type": "Opaque",
+        "data": {"tls.crt": b64(&second.cert), "tls.key": b64(&second.key)},
+    }))
+    .await;
+    let route = |secret: &str| {
+        json!({
+            "apiVersion": "tidegate.dev/v1alpha1", "kind": "Route",
+            "metadata": {"name": "secure"},
+            "spec": {
+                "hostnames": ["secure.test"],
+                "tls": {"secretName": secret, "httpsRedirect": true},
+                "rules": [{"filters": [{"directResponse": {"status": 200, "body": "ok"}}]}],
+            },
+        })
+    };
+    ns.apply(route("opaque")).await;
+    let gw = Tidegate::start(&kc, &ns.name, "tls-0", &["--leader-elect=false"]);
+    gw.wait_ready().await;
+    let (_, message) = ns
+        .wait_condition("Route", "secure", "Accepted", "False")
+        .await;
+    assert!(message.contains("Secret"), "{message}");
+    assert!(message.contains("/opaque: not found"), "{message}");
+
+    ns.apply(route("secure-cert")).await;
+    ns.wait_condition("Route", "secure", "Accepted", "True")
+        .await;
+    let tls = tls_client(&ca);
+    let https = gw.https.unwrap();
+    let served = || async {
+        let (mut sender, leaf) = connect(&tls, https, "secure.test").await.ok()?;
+        tls_get(&mut sender, "secure.test").await.ok()?;
+        Some(leaf)
+    };
+    let leaf = eventually(Duration::from_secs(10), "HTTPS served", served).await;
+    assert_eq!(leaf, first.der);
+    let plain = get(&gw, "secure.test", "/x", &[]).await;
+    assert_eq!(plain.status, 308);
+    let location = format!("https://secure.test:{}/x", https.port());
+    assert_eq!(plain.headers["location"], location.as_str());
+
+    // Rotation: the next handshakes get the new certificate.
+    ns.apply(secret(&second)).await;
+    eventually(
+        Duration::from_secs(10),
+        "the rotated certificate",
+        || async { (served().await? == second.der).then_some(()) },
+    )
+    .await;
+
+    // An Ingress with tls: its hosts are served over HTTPS with its Secret, and plain HTTP
+    // redirects (as ingress-nginx does by default).
+    let class = format!("tg-{}", ns.name);
+    ns.apply(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": class},
+        "spec": {"controller": "tidegate.dev/ingress-controller"},
+    }))
+    .await;
+    let web = Upstream::start("web").await;
+    ns.service("web", json!({})).await;
+    ns.slice("web-1", "web", web.addr.port(), true).await;
+    let shop = ca.leaf("shop", &["shop.secure.test"]);
+    ns.apply(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "shop-cert"},
+        "type": "kubernetes.io/tls",
+        "data": {"tls.crt": b64(&shop.cert), "tls.key": b64(&shop.key)},
+    }))
+    .await;
+    ns.apply(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "shop"},
+        "spec": {
+            "ingressClassName": class,
+            "tls": [{"hosts": ["shop.secure.test"], "secretName": "shop-cert"}],
+            "rules": [{"host": "shop.secure.test", "http": {"paths": [
+                {"path": "/", "pathType": "Prefix",
+                 "backend": {"service": {"name": "web", "port": {"number": 80}}}},
+            ]}}],
+        },
+    }))
+    .await;
+    let leaf = eventually(
+        Duration::from_secs(10),
+        "the Ingress over HTTPS",
+        || async {
+            let (mut sender, leaf) = connect(&tls, https, "shop.secure.test").await.ok()?;
+            tls_get(&mut sender, "shop.secure.test").await.ok()?;
+            Some(leaf)
+        },
+    )
+    .await;
+    assert_eq!(leaf, shop.der);
+    assert_eq!(get(&gw, "shop.secure.test", "/", &[]).await.status, 308);
+    ns.delete("networking.k8s.io/v1", "IngressClass", &class)
+        .await;
+
+    // A broken Secret: the Route says why, and the last good certificate keeps serving.
+    ns.apply(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "secure-cert"},
+        "type": "kubernetes.io/tls",
+        "data": {"tls.crt": b64("not a certificate"), "tls.key": b64(&second.key)},
+    }))
+    .await;
+    let (reason, message) = ns
+        .wait_condition("Route", "secure", "Accepted", "False")
+        .await;
+    assert_eq!(reason, "InvalidCertificateRef");
+    assert!(
+        message.contains("tls.crt holds no certificate")
+            && message.contains("the last good certificate of this Secret keeps serving"),
+        "{message}"
+    );
+    assert_eq!(served().await, Some(second.der.clone()));
+
+    // Deleted: the same, with "not found".
+    ns.delete("v1", "Secret", "secure-cert").await;
+    eventually(Duration::from_secs(20), "the deletion reported", || async {
+        let conditions = ns.conditions("Route", "secure").await;
+        conditions
+            .iter()
+            .any(|c| c.0 == "Accepted" && c.3.contains("not found"))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(served().await, Some(second.der.clone()));
+}

@@ -148,7 +148,7 @@ fn bad_client_address_flags_are_refused_at_start() {
                 "--http-addr",
                 "127.0.0.1:0",
             ])
-            .args(["--admin-addr", "127.0.0.1:0"])
+            .args(["--admin-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0"])
             .args(args)
             .env_remove("TIDEGATE_REDIS_URL")
             .output()

@@ -177,6 +177,7 @@ impl Gateway {
             .arg("--config")
             .arg(config)
             .args(["--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .args(["--https-addr", "127.0.0.1:0"])
             .args(args)
             .env_remove("TIDEGATE_REDIS_URL")
             .env_remove("TIDEGATE_TRUSTED_PROXIES")

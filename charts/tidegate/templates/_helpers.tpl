@@ -85,6 +85,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - --http-addr=0.0.0.0:{{ .Values.containerPorts.http }}
 {{- /* Clients reach the pods through the Service's port: redirects point there. */}}
 - --http-public-port={{ default .Values.service.ports.http $c.httpPublicPort }}
+{{- if .Values.service.enableHttps }}
+- --https-addr=0.0.0.0:{{ .Values.containerPorts.https }}
+- --https-public-port={{ default .Values.service.ports.https $c.httpsPublicPort }}
+{{- else }}
+- --https-addr=off
+{{- end }}
+{{- with $c.defaultCertificate }}
+- --default-certificate={{ . }}
+{{- end }}
 - --admin-addr=0.0.0.0:{{ .Values.containerPorts.admin }}
 - --ingress-class={{ .Values.ingressClass.name }}
 - --controller-name={{ $c.controllerName }}
@@ -145,7 +154,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: [services]
   verbs: [list, watch]
-# Only TLS Secrets (field selector type=kubernetes.io/tls), only their metadata.
+# Only TLS Secrets (field selector type=kubernetes.io/tls): certificates for HTTPS; the
+# controller keeps their tls.crt and tls.key only.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [list, watch]

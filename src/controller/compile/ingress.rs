@@ -57,29 +57,6 @@ pub fn compile_ingress(
         return None;
     }
     let mut f = Findings::new(id, out);
-    for (i, tls) in ing.tls.iter().enumerate() {
-        // Recorded for TLS termination (not there yet); plain HTTP keeps working meanwhile.
-        let secret = match &tls.secret_name {
-            Some(s)
-                if snap
-                    .tls_secrets
-                    .contains(&(id.namespace.clone(), s.clone())) =>
-            {
-                format!("Secret {s} found")
-            }
-            Some(s) => format!("Secret {s} not found"),
-            None => "no secretName".to_owned(),
-        };
-        f.push(Diagnostic {
-            severity: Severity::Warning,
-            ..Diagnostic::not_supported(
-                id,
-                format!("spec.tls[{i}]"),
-                &format!("TLS termination ({secret}); the hosts are served over plain HTTP"),
-            )
-        });
-    }
-
     let mut rules = Vec::new();
     let mut make = |hostnames: Vec<String>,
                     path: PathMatcher,
@@ -104,6 +81,8 @@ pub fn compile_ingress(
             timeouts: Timeouts::default(),
             retry: None,
             rate_limits: Vec::new(),
+            https_redirect: false,
+            hsts: None,
             created: obj.meta.created,
         });
         Some(())

@@ -13,6 +13,7 @@ mod route;
 mod targets;
 #[cfg(test)]
 mod tests;
+mod tls;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::model::{Diagnostic, ObjectRef, Reason, RoutingTable, Severity};
 
 use super::snapshot::{Accepted, Obj, Snapshot};
+pub use tls::{AcceptedCertificates, parse_certificate};
 
 /// Settings that shape compilation but are not objects.
 #[derive(Clone, Debug)]
@@ -34,6 +36,37 @@ pub struct CompileOptions {
     /// Whether Global rate limits can be counted (the gateway has a Redis server); without it
     /// a policy with a Global limit is rejected.
     pub global_rate_limits: bool,
+    /// The certificate served to TLS clients whose server name no Route or Ingress claims.
+    pub default_certificate: Option<DefaultCertificate>,
+}
+
+/// Where the default certificate comes from (`--default-certificate`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DefaultCertificate {
+    /// A `kubernetes.io/tls` Secret: `NAMESPACE/NAME`.
+    Secret {
+        /// Its namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+    },
+    /// PEM files: `CERT_FILE,KEY_FILE` (read into [`Snapshot::files`] by the source).
+    Files {
+        /// The certificate chain, leaf first.
+        cert: std::path::PathBuf,
+        /// Its private key.
+        key: std::path::PathBuf,
+    },
+}
+
+impl DefaultCertificate {
+    /// The files the source must read for it.
+    pub fn files(&self) -> Vec<&std::path::Path> {
+        match self {
+            DefaultCertificate::Secret { .. } => Vec::new(),
+            DefaultCertificate::Files { cert, key } => vec![cert, key],
+        }
+    }
 }
 
 impl Default for CompileOptions {
@@ -43,6 +76,7 @@ impl Default for CompileOptions {
             controller_name: crate::api::DEFAULT_CONTROLLER_NAME.to_owned(),
             discovery: false,
             global_rate_limits: false,
+            default_certificate: None,
         }
     }
 }
@@ -140,10 +174,15 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
         d.in_file(file.as_deref())
     }));
 
+    let (tls, certificates) = tls::build(snap, opts, &accepted, &mut rules, &mut diags);
+    accepted.certificates = certificates;
+
     diags.sort();
     diags.dedup();
     Compiled {
-        table: RoutingTable::new(rules, backends, diags).with_rate_limits(policies),
+        table: RoutingTable::new(rules, backends, diags)
+            .with_rate_limits(policies)
+            .with_tls(tls),
         accepted,
     }
 }

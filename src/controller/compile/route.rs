@@ -70,9 +70,6 @@ pub fn compile_route(
             &format!("protocol {}", fields::wire_name(&spec.protocol)),
         );
     }
-    if spec.tls.is_some() {
-        f.not_supported("spec.tls", "TLS termination");
-    }
     if spec.port.is_some() {
         f.not_supported("spec.port", "an L4 port (TCP/UDP Routes)");
     }
@@ -198,6 +195,14 @@ fn compile_rule(
         timeouts,
         retry,
         rate_limits: Vec::new(),
+        // Set with the certificates (compile/tls.rs), once one serves the Route's hosts.
+        https_redirect: false,
+        hsts: obj
+            .spec
+            .tls
+            .as_ref()
+            .and_then(|t| t.hsts.as_ref())
+            .and_then(|h| hsts(h, f)),
         created: obj.meta.created,
     })
 }
@@ -302,6 +307,25 @@ fn filter_kinds(filter: &api::RouteFilter) -> Vec<&'static str> {
     .into_iter()
     .flatten()
     .collect()
+}
+
+/// The `Strict-Transport-Security` value of `spec.tls.hsts`.
+fn hsts(h: &api::Hsts, f: &mut Findings<'_>) -> Option<http::HeaderValue> {
+    let mut value = format!("max-age={}", h.max_age.0.as_secs());
+    if h.include_sub_domains == Some(true) {
+        value.push_str("; includeSubDomains");
+    }
+    if h.preload == Some(true) {
+        if h.include_sub_domains != Some(true) {
+            f.invalid(
+                "spec.tls.hsts.preload",
+                "preload needs includeSubDomains: true (browsers' preload lists require it)",
+            );
+            return None;
+        }
+        value.push_str("; preload");
+    }
+    http::HeaderValue::from_str(&value).ok()
 }
 
 /// A finding that does not reject the object.

@@ -85,6 +85,7 @@ impl Events {
                     (crate::api::API_VERSION, id.kind.as_str())
                 }
                 Kind::Service => ("v1", "Service"),
+                Kind::Secret => ("v1", "Secret"),
                 Kind::Ingress => ("networking.k8s.io/v1", "Ingress"),
             };
             let reference = ObjectReference {

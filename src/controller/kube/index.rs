@@ -9,20 +9,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use kube::core::error_boundary::InvalidObject;
 
 use crate::api::annotations::{
     CANARY_COOKIE, CANARY_HEADER, CANARY_OF, CANARY_WEIGHT, IS_DEFAULT_CLASS, LEGACY_INGRESS_CLASS,
+    SSL_REDIRECT,
 };
 use crate::api::{
     Backend, BackendSpec, EndpointCounts, RateLimitPolicy, RateLimitPolicySpec, Route, RouteSpec,
 };
 use crate::controller::objects::{
     CanaryAnnotations, IngressBackendInfo, IngressClassInfo, IngressInfo, IngressPathInfo,
-    IngressRuleInfo, IngressTlsInfo, PortRef, ServiceInfo, ServicePortInfo,
+    IngressRuleInfo, IngressTlsInfo, PortRef, SecretInfo, ServiceInfo, ServicePortInfo,
 };
 use crate::controller::snapshot::{Accepted, Meta, Obj, Snapshot};
 use crate::model::{Diagnostic, Kind, ObjectRef, Reason};
@@ -118,7 +119,7 @@ pub struct Index {
     services: BTreeMap<ObjectRef, Obj<ServiceInfo>>,
     ingresses: BTreeMap<ObjectRef, Obj<IngressInfo>>,
     ingress_classes: BTreeMap<String, IngressClassInfo>,
-    tls_secrets: BTreeSet<(String, String)>,
+    secrets: BTreeMap<(String, String), SecretInfo>,
     /// Objects that could not be read, by identity.
     problems: BTreeMap<ObjectRef, Diagnostic>,
     /// Status as seen on Route/Backend/RateLimitPolicy objects.
@@ -307,6 +308,7 @@ impl Index {
             Kind::RateLimitPolicy => Watched::RateLimitPolicy,
             Kind::Service => Watched::Service,
             Kind::Ingress => Watched::Ingress,
+            Kind::Secret => Watched::Secret,
         };
         self.problems.retain(|id, _| of_kind(id.kind) != kind);
         self.observed.retain(|id, _| of_kind(id.kind) != kind);
@@ -323,7 +325,7 @@ impl Index {
                 self.ingress_lb.clear();
             }
             Watched::IngressClass => self.ingress_classes.clear(),
-            Watched::Secret => self.tls_secrets.clear(),
+            Watched::Secret => self.secrets.clear(),
             Watched::EndpointSlice => {}
         }
     }
@@ -475,6 +477,12 @@ impl Index {
                     secret_name: t.secret_name.clone(),
                 })
                 .collect(),
+            ssl_redirect: ing
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(SSL_REDIRECT))
+                .cloned(),
         };
         let lb: Vec<LbAddress> = ing
             .status
@@ -550,26 +558,27 @@ impl Index {
         }
     }
 
-    /// Records that a TLS Secret exists (its contents are read by TLS termination, later).
-    pub fn apply_secret(&mut self, meta: &ObjectMeta) -> Change {
+    /// Adds or replaces a `kubernetes.io/tls` Secret (its certificate and key).
+    pub fn apply_secret(&mut self, secret: &Secret) -> Change {
         let key = (
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone().unwrap_or_default(),
+            secret.metadata.namespace.clone().unwrap_or_default(),
+            secret.metadata.name.clone().unwrap_or_default(),
         );
-        if self.tls_secrets.insert(key) {
-            Change::Compile
-        } else {
-            Change::None
+        let info = crate::controller::file::secret_info(secret);
+        if self.secrets.get(&key) == Some(&info) {
+            return Change::None;
         }
+        self.secrets.insert(key, info);
+        Change::Compile
     }
 
-    /// Forgets a TLS Secret.
+    /// Forgets a Secret.
     pub fn delete_secret(&mut self, meta: &ObjectMeta) -> Change {
         let key = (
             meta.namespace.clone().unwrap_or_default(),
             meta.name.clone().unwrap_or_default(),
         );
-        if self.tls_secrets.remove(&key) {
+        if self.secrets.remove(&key).is_some() {
             Change::Compile
         } else {
             Change::None
@@ -585,7 +594,9 @@ impl Index {
             services: self.services.clone(),
             ingresses: self.ingresses.clone(),
             ingress_classes: self.ingress_classes.clone(),
-            tls_secrets: self.tls_secrets.clone(),
+            secrets: self.secrets.clone(),
+            files: BTreeMap::new(),
+            now: crate::controller::file::unix_now(),
             problems: self.problems.values().cloned().collect(),
             accepted,
         }

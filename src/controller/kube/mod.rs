@@ -325,17 +325,15 @@ fn spawn_secrets(
     shared: &Arc<Shared>,
     stop: &CancellationToken,
 ) {
-    // Only TLS Secrets, and only their metadata: names are what Ingress TLS records today.
+    // Only `kubernetes.io/tls` Secrets (a field selector): the controller never holds the
+    // cluster's other Secrets; the index keeps only `tls.crt` and `tls.key` of these.
     let cfg = watcher::Config::default().fields("type=kubernetes.io/tls");
-    let stream = watcher(
-        api::<kube::core::PartialObjectMeta<Secret>>(client, ns),
-        cfg,
-    );
-    let handlers = index_handlers::<kube::core::PartialObjectMeta<Secret>>(
+    let stream = watcher(api::<DeserializeGuard<Secret>>(client, ns), cfg);
+    let handlers = index_handlers::<Secret>(
         shared,
         Watched::Secret,
         |idx, o| match o {
-            Ok(m) => idx.apply_secret(&m.metadata),
+            Ok(s) => idx.apply_secret(&s),
             Err(_) => Change::None,
         },
         |idx, m| idx.delete_secret(m),
@@ -472,6 +470,8 @@ async fn compile_loop(
             }
             idx.snapshot(accepted.clone())
         };
+        let mut snap = snap;
+        snap.files = crate::controller::file::read_certificate_files(&opts);
         let triggered_by: Vec<Watched> =
             std::mem::take(&mut *shared.dirty.lock().unwrap_or_else(|e| e.into_inner()))
                 .into_iter()

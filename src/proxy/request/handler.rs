@@ -113,6 +113,10 @@ async fn serve(
     };
     let rule = hit.rule;
     ex.route = rule.label.clone();
+    if rule.https_redirect && conn.scheme == "http" {
+        ex.reason = reason::HTTPS_REDIRECT;
+        return https_redirect(service, &req, normalized.as_deref());
+    }
     let matched_prefix = match &hit.matched.path {
         PathMatcher::Prefix(p) => Some(p.as_str()),
         _ => None,
@@ -186,6 +190,12 @@ async fn serve(
     if let Some(admitted) = admitted {
         admitted.apply(resp.headers_mut());
     }
+    if let Some(hsts) = &rule.hsts
+        && conn.scheme == "https"
+    {
+        resp.headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
     Ok(resp)
 }
 
@@ -213,7 +223,10 @@ fn redirect(
         .ok_or(ProxyError::BadRequest("missing or invalid Host header"))?;
     let path = normalized.unwrap_or(req.uri().path());
     // The port clients reached the listener on (Gateway API), not the one in their Host header.
-    let listener_port = service.settings.http_port;
+    let listener_port = match conn.scheme {
+        "https" => service.settings.https_port,
+        _ => service.settings.http_port,
+    };
     let location = r.location(
         conn.scheme,
         &host,
@@ -226,6 +239,32 @@ fn redirect(
         .map_err(|_| ProxyError::BadRequest("cannot build a redirect"))?;
     let mut resp = Response::new(ProxyBody::empty());
     *resp.status_mut() = r.status;
+    resp.headers_mut().insert(header::LOCATION, location);
+    Ok(resp)
+}
+
+/// 308 to the same URL on the HTTPS listener (a rule of a host served over HTTPS that asks for
+/// it: `spec.tls.httpsRedirect`, an Ingress's `tls`).
+fn https_redirect(
+    service: &Service,
+    req: &Request<ClientBody>,
+    normalized: Option<&str>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (host, _) = headers::request_host(req)
+        .ok_or(ProxyError::BadRequest("missing or invalid Host header"))?;
+    let to = Redirect {
+        scheme: Some("https".to_owned()),
+        hostname: None,
+        port: Some(service.settings.https_port),
+        path: None,
+        status: http::StatusCode::PERMANENT_REDIRECT,
+    };
+    let path = normalized.unwrap_or(req.uri().path());
+    let location = to.location("http", &host, 0, path, None, req.uri().query());
+    let location = HeaderValue::try_from(location)
+        .map_err(|_| ProxyError::BadRequest("cannot build a redirect"))?;
+    let mut resp = Response::new(ProxyBody::empty());
+    *resp.status_mut() = to.status;
     resp.headers_mut().insert(header::LOCATION, location);
     Ok(resp)
 }

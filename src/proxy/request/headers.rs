@@ -23,6 +23,8 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`.
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Forwarded-Port`.
+pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
 /// Removes hop-by-hop headers, including those the `Connection` header names. `TE: trailers`
 /// is kept (gRPC needs it end to end).
@@ -91,11 +93,13 @@ pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
     headers.insert(header::UPGRADE, protocol);
 }
 
-/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` and `X-Forwarded-Host`.
+/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto`, `X-Forwarded-Port`
+/// (the port the client reached: the listener's public port) and `X-Forwarded-Host`.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     client: IpAddr,
     scheme: &'static str,
+    port: &HeaderValue,
     host: Option<&HeaderValue>,
 ) {
     let mut value = bytes::BytesMut::new();
@@ -110,6 +114,7 @@ pub fn set_forwarded(
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
+    headers.insert(X_FORWARDED_PORT.clone(), port.clone());
     match host {
         Some(h) => headers.insert(X_FORWARDED_HOST.clone(), h.clone()),
         None => headers.remove(&X_FORWARDED_HOST),
@@ -255,10 +260,12 @@ mod tests {
             &mut h,
             "127.0.0.1".parse().unwrap(),
             "http",
+            &HeaderValue::from_static("8080"),
             Some(&HeaderValue::from_static("a.test")),
         );
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_PORT], "8080");
         assert_eq!(h[&X_FORWARDED_HOST], "a.test");
     }
 }

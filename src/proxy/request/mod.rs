@@ -24,4 +24,4 @@ mod trace;
 
 pub use error::ProxyError;
 pub use middleware::Middleware;
-pub use service::{RequestSettings, Service};
+pub use service::{ForwardedPorts, RequestSettings, Service};

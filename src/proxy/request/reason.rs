@@ -40,6 +40,8 @@ pub const RATE_LIMIT_UNAVAILABLE: &str = "rate_limit_unavailable";
 pub const DIRECT_RESPONSE: &str = "direct_response";
 /// The rule answers with a configured redirect.
 pub const REDIRECT: &str = "redirect";
+/// A plain-HTTP request for a host served over HTTPS that asks for the redirect (308).
+pub const HTTPS_REDIRECT: &str = "https_redirect";
 /// The embedding program's middleware answered.
 pub const MIDDLEWARE: &str = "middleware";
 
@@ -63,5 +65,6 @@ pub const ALL: &[&str] = &[
     RATE_LIMIT_UNAVAILABLE,
     DIRECT_RESPONSE,
     REDIRECT,
+    HTTPS_REDIRECT,
     MIDDLEWARE,
 ];

@@ -19,6 +19,26 @@ pub struct RequestSettings {
     pub native_http1: bool,
     /// The port clients reach the listener on (redirects that name no port point there).
     pub http_port: u16,
+    /// The port clients reach the HTTPS listener on (HTTPS redirects point there).
+    pub https_port: u16,
+}
+
+/// `X-Forwarded-Port` of each listener (its public port), made once.
+pub struct ForwardedPorts {
+    /// The HTTP listener's.
+    pub http: http::HeaderValue,
+    /// The HTTPS listener's.
+    pub https: http::HeaderValue,
+}
+
+impl ForwardedPorts {
+    /// The values for these settings' ports.
+    pub fn new(settings: &RequestSettings) -> Self {
+        Self {
+            http: settings.http_port.into(),
+            https: settings.https_port.into(),
+        }
+    }
 }
 
 /// Serves requests from the latest router: the request layer's state, shared by every
@@ -32,6 +52,8 @@ pub struct Service {
     pub clients: Clients,
     /// Settings of the request path.
     pub settings: RequestSettings,
+    /// `X-Forwarded-Port` values, from `settings`.
+    pub forwarded_ports: ForwardedPorts,
     /// Metrics and access log.
     pub telemetry: Arc<Telemetry>,
     /// Upgraded connections.

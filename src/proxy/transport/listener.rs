@@ -1,4 +1,5 @@
-//! Listeners and connections: HTTP/1.1 and h2c on one port, idle timeouts, graceful drain.
+//! Listeners and connections: HTTP/1.1 and h2c on one port, HTTPS (HTTP/1.1 and HTTP/2 by
+//! ALPN) on another, idle timeouts, graceful drain.
 //!
 //! The transport moves requests and responses; what a request means is the [`Handler`]'s
 //! business (the request layer implements it). Each connection is served by the native
@@ -24,6 +25,19 @@ use super::body::ClientBody;
 use super::conn::{Activity, ConnCtx, ConnLimits};
 use super::error::BoxError;
 use super::h1;
+use super::tls::{self, TlsAcceptor};
+use crate::telemetry::metrics::HandshakeLabels;
+
+/// What the HTTPS listener needs besides the plain one.
+pub struct TlsListener {
+    /// Certificates and handshakes.
+    pub acceptor: Arc<TlsAcceptor>,
+    /// `tidegate_tls_handshakes_total`.
+    pub handshakes: prometheus_client::metrics::family::Family<
+        HandshakeLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
 
 /// What serves requests. The transport calls it for every request, whichever codec read it.
 pub trait Handler: Send + Sync + 'static {
@@ -83,8 +97,14 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// Accepts connections until [`Server::drain`]; `open` counts the open ones.
-    pub async fn accept_loop(self: Arc<Self>, listener: TcpListener, open: Gauge) {
+    /// Accepts connections until [`Server::drain`]; `open` counts the open ones. With `tls`,
+    /// every connection starts with a TLS handshake (the HTTPS listener).
+    pub async fn accept_loop(
+        self: Arc<Self>,
+        listener: TcpListener,
+        open: Gauge,
+        tls: Option<Arc<TlsListener>>,
+    ) {
         loop {
             let accepted = tokio::select! {
                 () = self.draining.cancelled() => break,
@@ -94,9 +114,13 @@ impl<H: Handler> Server<H> {
                 Ok((stream, peer)) => {
                     let server = self.clone();
                     let open = open.clone();
+                    let tls = tls.clone();
                     open.inc();
                     self.connections.spawn(async move {
-                        server.serve_tcp(stream, peer).await;
+                        match tls {
+                            Some(tls) => server.serve_tls(stream, peer, &tls).await,
+                            None => server.serve_tcp(stream, peer).await,
+                        }
                         open.dec();
                     });
                 }
@@ -109,12 +133,49 @@ impl<H: Handler> Server<H> {
         }
     }
 
+    /// A TLS handshake (within the header read timeout), then hyper for HTTP/2 (ALPN `h2`)
+    /// and HTTP/1.1 alike.
+    async fn serve_tls(&self, stream: tokio::net::TcpStream, peer: SocketAddr, tls: &TlsListener) {
+        let _ = stream.set_nodelay(true);
+        let handshake =
+            tokio::time::timeout(self.limits.header_read_timeout, tls.acceptor.accept(stream))
+                .await;
+        let (labels, stream) = match handshake {
+            Ok(Ok(s)) => (
+                HandshakeLabels {
+                    result: "success",
+                    version: tls::version_label(&s),
+                },
+                Some(s),
+            ),
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                let labels = HandshakeLabels {
+                    result: e.result(),
+                    version: "",
+                };
+                (labels, None)
+            }
+            Err(_) => {
+                let labels = HandshakeLabels {
+                    result: "aborted",
+                    version: "",
+                };
+                (labels, None)
+            }
+        };
+        tls.handshakes.get_or_create(&labels).inc();
+        if let Some(stream) = stream {
+            Box::pin(self.serve_hyper(stream, peer, "https")).await;
+        }
+    }
+
     async fn serve_tcp(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
         if self.codec == Http1Codec::Hyper {
             let _ = stream.set_nodelay(true);
-            return Box::pin(self.serve_hyper(stream, peer)).await;
+            return Box::pin(self.serve_hyper(stream, peer, "http")).await;
         }
-        let ctx = conn_ctx(peer);
+        let ctx = conn_ctx(peer, "http");
         let service = |req: Request<h1::NativeBody>| {
             self.handler
                 .clone()
@@ -123,16 +184,16 @@ impl<H: Handler> Server<H> {
         let handed_over = h1::serve(stream, peer, &self.limits, &self.draining, service).await;
         if let Some(io) = handed_over {
             // Boxed: hyper's connection state is large, and most connections never get here.
-            Box::pin(self.serve_hyper(io, peer)).await;
+            Box::pin(self.serve_hyper(io, peer, "http")).await;
         }
     }
 
     /// Serves a connection with hyper (HTTP/2, and HTTP/1.1 when the native codec hands over).
-    async fn serve_hyper<I>(&self, stream: I, peer: SocketAddr)
+    async fn serve_hyper<I>(&self, stream: I, peer: SocketAddr, scheme: &'static str)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let ctx = conn_ctx(peer);
+        let ctx = conn_ctx(peer, scheme);
         let activity = ctx.activity.clone();
         let handler = self.handler.clone();
         let service = service_fn(move |req: Request<hyper::body::Incoming>| {
@@ -188,10 +249,10 @@ impl<H: Handler> Server<H> {
     }
 }
 
-fn conn_ctx(peer: SocketAddr) -> Arc<ConnCtx> {
+fn conn_ctx(peer: SocketAddr, scheme: &'static str) -> Arc<ConnCtx> {
     Arc::new(ConnCtx {
         peer,
-        scheme: "http",
+        scheme,
         activity: Arc::new(Activity::new()),
     })
 }

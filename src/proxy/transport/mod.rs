@@ -14,6 +14,7 @@ pub mod error;
 pub mod h1;
 pub mod listener;
 pub mod redis;
+pub mod tls;
 pub mod tunnel;
 
 pub use self::redis::{Redis, RedisConfig, RedisMetrics, RedisSetupError, Unavailable};
@@ -22,5 +23,6 @@ pub use client_ip::{ClientIpConfig, ClientIpResolver, ForwardedHeader};
 pub use clients::Clients;
 pub use conn::{ActivityGuard, ConnCtx, ConnLimits};
 pub use error::{BoxError, ErrorKind, UpstreamError};
-pub use listener::{Handler, Http1Codec, Server};
+pub use listener::{Handler, Http1Codec, Server, TlsListener};
+pub use tls::TlsAcceptor;
 pub use tunnel::Tunnels;

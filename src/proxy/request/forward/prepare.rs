@@ -55,7 +55,17 @@ pub(super) fn prepare(
 
     let h = req.headers_mut();
     headers::strip_hop_by_hop(h);
-    headers::set_forwarded(h, t.conn.peer.ip(), t.conn.scheme, original_host.as_ref());
+    let port = match t.conn.scheme {
+        "https" => &t.service.forwarded_ports.https,
+        _ => &t.service.forwarded_ports.http,
+    };
+    headers::set_forwarded(
+        h,
+        t.conn.peer.ip(),
+        t.conn.scheme,
+        port,
+        original_host.as_ref(),
+    );
     match (new_host, original_host) {
         (Some(host), _) => {
             h.insert(header::HOST, host);

@@ -1,0 +1,684 @@
+//! Certificates: `kubernetes.io/tls` Secrets → checked [`Certificate`]s, and the host names
+//! Routes and Ingresses claim with them → the [`TlsTable`] the HTTPS listener serves.
+//!
+//! A Secret that is missing or unusable is a diagnostic on every object that references it;
+//! the last certificate that Secret held while it was good keeps serving.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+use crate::controller::objects::{SECRET_TYPE_TLS, SecretInfo};
+use crate::controller::snapshot::{Accepted, Snapshot};
+use crate::model::{
+    Certificate, Diagnostic, Kind, ObjectRef, Reason, Rule, Severity, TlsHost, TlsTable,
+};
+
+use super::fields;
+use super::{CompileOptions, DefaultCertificate};
+
+/// The HTTPS side of a compile: the certificates of the accepted Routes' `spec.tls` and the
+/// Ingresses' `tls`, and the default certificate. Rules of hosts served over HTTPS get their
+/// redirect here (a Route's `httpsRedirect`; an Ingress's `tls` hosts unless its
+/// `ssl-redirect` annotation is `"false"`), but only once a certificate serves them.
+pub fn build(
+    snap: &Snapshot,
+    opts: &CompileOptions,
+    chosen: &Accepted,
+    rules: &mut [Rule],
+    diags: &mut Vec<Diagnostic>,
+) -> (TlsTable, AcceptedCertificates) {
+    let mut b = TlsBuilder::new(snap);
+    match &opts.default_certificate {
+        Some(DefaultCertificate::Secret { namespace, name }) => {
+            b.set_default(namespace, name, diags)
+        }
+        Some(DefaultCertificate::Files { cert, key }) => b.set_default_files(cert, key, diags),
+        None => {}
+    }
+    // (object, hosts served over HTTPS) of the objects that ask for a redirect.
+    let mut redirect: BTreeMap<ObjectRef, Vec<String>> = BTreeMap::new();
+    for (id, obj) in &chosen.routes {
+        let Some(tls) = &obj.spec.tls else { continue };
+        let mut found = Vec::new();
+        let hostnames: Vec<String> = obj
+            .spec
+            .hostnames
+            .iter()
+            .filter_map(|h| fields::hostname(h, true).ok())
+            .collect();
+        let field = "spec.tls.secretName";
+        if hostnames.is_empty() {
+            found.push(warning(
+                id,
+                field,
+                "the Route has no spec.hostnames, so no server name selects this certificate \
+                 (HTTPS requests reach the Route through the default certificate)"
+                    .to_owned(),
+            ));
+        }
+        if let Some(i) = b.certificate(&id.namespace, &tls.secret_name, id, field, &mut found) {
+            b.claim(i, &hostnames, id, field, &mut found);
+            // Without hostnames only the default certificate serves the Route over HTTPS:
+            // without one, a redirect would send clients to a failing handshake.
+            if tls.https_redirect == Some(true) && (!hostnames.is_empty() || b.default.is_some()) {
+                redirect.insert(id.clone(), Vec::new());
+            }
+        }
+        diags.extend(
+            found
+                .into_iter()
+                .map(|d| d.in_file(obj.meta.file.as_deref())),
+        );
+    }
+    for (id, obj) in &chosen.ingresses {
+        let ing = &obj.spec;
+        let mut hosts = Vec::new();
+        for (i, tls) in ing.tls.iter().enumerate() {
+            let mut names: Vec<String> = tls
+                .hosts
+                .iter()
+                .filter_map(|h| fields::hostname(h, true).ok())
+                .collect();
+            if tls.hosts.is_empty() {
+                names = ing
+                    .rules
+                    .iter()
+                    .filter_map(|r| r.host.as_deref())
+                    .filter_map(|h| fields::hostname(h, true).ok())
+                    .collect();
+            }
+            match &tls.secret_name {
+                Some(secret) => {
+                    let field = format!("spec.tls[{i}].secretName");
+                    if let Some(c) = b.certificate(&id.namespace, secret, id, &field, diags) {
+                        b.claim(c, &names, id, &field, diags);
+                        hosts.extend(names);
+                    }
+                }
+                None if b.default.is_some() => hosts.extend(names),
+                None => diags.push(warning(
+                    id,
+                    &format!("spec.tls[{i}]"),
+                    "no secretName and no --default-certificate: these hosts are not served \
+                     over HTTPS"
+                        .to_owned(),
+                )),
+            }
+        }
+        if !hosts.is_empty() && ing.ssl_redirect.as_deref() != Some("false") {
+            redirect.insert(id.clone(), hosts);
+        }
+    }
+    for rule in rules.iter_mut() {
+        rule.https_redirect = match redirect.get(&rule.route) {
+            None => false,
+            Some(_) if rule.route.kind == Kind::Route => true,
+            Some(hosts) => rule.hostnames.iter().any(|h| hosts.contains(h)),
+        };
+    }
+    b.finish()
+}
+
+/// The last good certificate of each Secret, with the contents it was parsed from.
+pub type AcceptedCertificates = BTreeMap<(String, String), (SecretInfo, Arc<Certificate>)>;
+
+/// A Secret's certificate as this compile resolved it.
+#[derive(Clone)]
+struct Resolved {
+    /// Index in `certificates`, when a certificate (current or last good) serves.
+    index: Option<usize>,
+    /// Why the current contents are not used.
+    problem: Option<String>,
+}
+
+/// Builds the [`TlsTable`]: Secrets are parsed once per compile, host names claimed in the
+/// order objects are compiled (the first claim of a host wins).
+pub struct TlsBuilder<'a> {
+    snap: &'a Snapshot,
+    resolved: BTreeMap<(String, String), Resolved>,
+    certificates: Vec<Arc<Certificate>>,
+    hosts: Vec<TlsHost>,
+    default: Option<usize>,
+    /// What the next compile keeps as last good.
+    pub accepted: AcceptedCertificates,
+}
+
+impl<'a> TlsBuilder<'a> {
+    pub fn new(snap: &'a Snapshot) -> Self {
+        Self {
+            snap,
+            resolved: BTreeMap::new(),
+            certificates: Vec::new(),
+            hosts: Vec::new(),
+            default: None,
+            accepted: BTreeMap::new(),
+        }
+    }
+
+    /// The certificate of Secret `namespace/name`, referenced by `owner` at `field`: its index,
+    /// or `None` (then a diagnostic says why). A broken Secret that held a good certificate
+    /// before keeps serving that one (the diagnostic says so).
+    pub fn certificate(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        owner: &ObjectRef,
+        field: &str,
+        out: &mut Vec<Diagnostic>,
+    ) -> Option<usize> {
+        let key = (namespace.to_owned(), name.to_owned());
+        if !self.resolved.contains_key(&key) {
+            let r = self.resolve(&key);
+            self.resolved.insert(key.clone(), r);
+        }
+        let r = &self.resolved[&key];
+        if let Some(problem) = &r.problem {
+            let tail = if r.index.is_some() {
+                "; the last good certificate of this Secret keeps serving"
+            } else {
+                ""
+            };
+            out.push(Diagnostic::error(
+                owner,
+                field,
+                Reason::InvalidCertificateRef,
+                format!("Secret {namespace}/{name}: {problem}{tail}"),
+            ));
+        }
+        r.index
+    }
+
+    fn resolve(&mut self, key: &(String, String)) -> Resolved {
+        let secret = self.snap.secrets.get(key).cloned();
+        self.resolve_with(key, secret, &format!("{}/{}", key.0, key.1))
+    }
+
+    /// Resolves `secret` (the current contents of the source `key`, if any), named `source`.
+    fn resolve_with(
+        &mut self,
+        key: &(String, String),
+        secret: Option<SecretInfo>,
+        source: &str,
+    ) -> Resolved {
+        let last = self.snap.accepted.certificates.get(key);
+        let current = match secret.as_ref() {
+            None => Err("not found (or not of type kubernetes.io/tls)".to_owned()),
+            Some(s) if s.type_.as_deref() != Some(SECRET_TYPE_TLS) => Err(format!(
+                "has type {:?}, not {SECRET_TYPE_TLS}",
+                s.type_.as_deref().unwrap_or("")
+            )),
+            Some(s) => match last.filter(|(seen, _)| seen == s) {
+                // Unchanged since it was accepted: only the dates can have gone bad.
+                Some((_, cert)) => check_dates(cert, self.snap.now).map(|()| cert.clone()),
+                None => parse_secret(source, s, self.snap.now).map(Arc::new),
+            },
+        };
+        match current {
+            Ok(cert) => {
+                let info = secret.unwrap_or_default();
+                self.accepted.insert(key.clone(), (info, cert.clone()));
+                Resolved {
+                    index: Some(self.push(cert)),
+                    problem: None,
+                }
+            }
+            Err(problem) => {
+                let index = last.map(|(info, cert)| {
+                    self.accepted
+                        .insert(key.clone(), (info.clone(), cert.clone()));
+                    self.push(cert.clone())
+                });
+                Resolved {
+                    index,
+                    problem: Some(problem),
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, cert: Arc<Certificate>) -> usize {
+        self.certificates.push(cert);
+        self.certificates.len() - 1
+    }
+
+    /// Serves certificate `index` for `hostnames` (lower-case, `*.` wildcards), claimed by
+    /// `owner`. A host another object claimed first keeps that object's certificate (a
+    /// warning says so); a host the certificate does not cover is a warning.
+    pub fn claim(
+        &mut self,
+        index: usize,
+        hostnames: &[String],
+        owner: &ObjectRef,
+        field: &str,
+        out: &mut Vec<Diagnostic>,
+    ) {
+        for host in hostnames {
+            let cert = &self.certificates[index];
+            if !cert.covers(host) {
+                out.push(warning(
+                    owner,
+                    field,
+                    format!(
+                        "the certificate of {} is not valid for {host} (it names {})",
+                        cert.source,
+                        cert.names.join(", ")
+                    ),
+                ));
+            }
+            match self.hosts.iter().find(|h| &h.hostname == host) {
+                Some(first) if &first.owner != owner => out.push(warning(
+                    owner,
+                    field,
+                    format!(
+                        "{host} is already served over HTTPS with the certificate {} names \
+                         ({} {}); that one is used",
+                        first.owner.kind.as_str(),
+                        first.owner.namespace,
+                        first.owner.name
+                    ),
+                )),
+                Some(_) => {}
+                None => self.hosts.push(TlsHost {
+                    hostname: host.clone(),
+                    certificate: index,
+                    owner: owner.clone(),
+                }),
+            }
+        }
+    }
+
+    /// The certificate for names no host claims (`--default-certificate NAMESPACE/NAME`).
+    pub fn set_default(&mut self, namespace: &str, name: &str, out: &mut Vec<Diagnostic>) {
+        let owner = ObjectRef::new(crate::model::Kind::Secret, namespace, name);
+        self.default = self.certificate(namespace, name, &owner, "--default-certificate", out);
+    }
+
+    /// The default certificate from PEM files (`--default-certificate CERT,KEY`), as the
+    /// source read them into [`Snapshot::files`]. Problems are reported on the certificate file.
+    pub fn set_default_files(
+        &mut self,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        out: &mut Vec<Diagnostic>,
+    ) {
+        let read = |p: &std::path::Path| match self.snap.files.get(p) {
+            Some(Ok(b)) => Ok(b.clone()),
+            Some(Err(e)) => Err(format!("{}: {e}", p.display())),
+            None => Err(format!("{}: not read", p.display())),
+        };
+        let secret = match (read(cert), read(key)) {
+            (Ok(c), Ok(k)) => Ok(SecretInfo {
+                type_: Some(SECRET_TYPE_TLS.to_owned()),
+                cert: Some(c),
+                key: Some(k),
+            }),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        let source = cert.display().to_string();
+        // Files have no namespace: "" keeps them apart from Secrets in `Accepted`.
+        let id = (String::new(), source.clone());
+        let r = match secret {
+            Ok(s) => self.resolve_with(&id, Some(s), &source),
+            Err(e) => {
+                let mut r = self.resolve_with(&id, None, &source);
+                r.problem = Some(e);
+                r
+            }
+        };
+        if let Some(problem) = &r.problem {
+            let tail = if r.index.is_some() {
+                "; the last good certificate of these files keeps serving"
+            } else {
+                ""
+            };
+            out.push(Diagnostic {
+                object: None,
+                file: Some(source),
+                field: "--default-certificate".to_owned(),
+                severity: Severity::Error,
+                reason: Reason::InvalidCertificateRef,
+                message: format!("{problem}{tail}"),
+            });
+        }
+        self.default = r.index;
+    }
+
+    /// The table, and what the next compile keeps.
+    pub fn finish(self) -> (TlsTable, AcceptedCertificates) {
+        (
+            TlsTable::new(self.certificates, self.hosts, self.default),
+            self.accepted,
+        )
+    }
+}
+
+fn warning(owner: &ObjectRef, field: &str, message: String) -> Diagnostic {
+    Diagnostic {
+        severity: Severity::Warning,
+        ..Diagnostic::error(owner, field, Reason::InvalidCertificateRef, message)
+    }
+}
+
+/// Parses and checks a Secret's `tls.crt` (chain, leaf first) and `tls.key`.
+fn parse_secret(source: &str, s: &SecretInfo, now: i64) -> Result<Certificate, String> {
+    let (Some(cert), Some(key)) = (&s.cert, &s.key) else {
+        return Err("needs both tls.crt and tls.key".to_owned());
+    };
+    parse_certificate(source, cert, key, now)
+}
+
+/// Parses a PEM chain and key, and checks that the key matches the leaf, that every
+/// certificate parses, and that the leaf is valid at `now` (Unix seconds).
+pub fn parse_certificate(
+    source: &str,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    now: i64,
+) -> Result<Certificate, String> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("tls.crt is not valid PEM: {e}"))?;
+    if chain.is_empty() {
+        return Err("tls.crt holds no certificate".to_owned());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| format!("tls.key holds no usable private key: {e}"))?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| format!("tls.key: {e}"))?;
+    match CertifiedKey::new(chain.clone(), signer).keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(_) => return Err("tls.key does not match the certificate in tls.crt".to_owned()),
+    }
+    let mut leaf = None;
+    for (i, der) in chain.iter().enumerate() {
+        let (_, parsed) = X509Certificate::from_der(der)
+            .map_err(|e| format!("certificate {} of tls.crt does not parse: {e}", i + 1))?;
+        if i == 0 {
+            leaf = Some(parsed);
+        }
+    }
+    let leaf = leaf.ok_or("tls.crt holds no certificate")?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = leaf.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let GeneralName::DNSName(d) = n {
+                names.push(d.to_ascii_lowercase());
+            }
+        }
+    }
+    if names.is_empty()
+        && let Some(cn) = leaf
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+    {
+        names.push(cn.to_ascii_lowercase());
+    }
+    let validity = leaf.validity();
+    let fingerprint = ring::digest::digest(&ring::digest::SHA256, &chain[0]);
+    let cert = Certificate {
+        source: source.into(),
+        names,
+        not_before: validity.not_before.timestamp(),
+        not_after: validity.not_after.timestamp(),
+        fingerprint: fingerprint
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        chain,
+        key,
+    };
+    check_dates(&cert, now)?;
+    Ok(cert)
+}
+
+fn check_dates(cert: &Certificate, now: i64) -> Result<(), String> {
+    if now > cert.not_after {
+        return Err(format!(
+            "the certificate expired at {}",
+            crate::model::unix_time(cert.not_after)
+        ));
+    }
+    if now < cert.not_before {
+        return Err(format!(
+            "the certificate is not valid before {}",
+            crate::model::unix_time(cert.not_before)
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn self_signed(names: &[&str]) -> (String, String) {
+        let c = rcgen::generate_simple_self_signed(
+            names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap();
+        (c.cert.pem(), c.signing_key.serialize_pem())
+    }
+
+    fn now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    mod compiled {
+        use super::*;
+        use crate::api::{BackendRef, RouteRule, RouteSpec, RouteTls};
+        use crate::controller::compile::compile;
+        use crate::controller::snapshot::{Meta, Obj};
+
+        fn route(name: &str, hosts: &[&str], secret: &str, redirect: bool) -> Obj<RouteSpec> {
+            Obj {
+                meta: Meta::new(ObjectRef::new(Kind::Route, "default", name)),
+                spec: RouteSpec {
+                    hostnames: hosts.iter().map(|h| h.to_string()).collect(),
+                    tls: Some(RouteTls {
+                        secret_name: secret.into(),
+                        https_redirect: Some(redirect),
+                        hsts: None,
+                    }),
+                    rules: vec![RouteRule {
+                        backend_refs: vec![BackendRef {
+                            name: "missing".into(),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            }
+        }
+
+        fn secret(names: &[&str]) -> SecretInfo {
+            let (cert, key) = self_signed(names);
+            SecretInfo {
+                type_: Some(SECRET_TYPE_TLS.into()),
+                cert: Some(cert.into()),
+                key: Some(key.into()),
+            }
+        }
+
+        fn snap(routes: Vec<Obj<RouteSpec>>, secrets: Vec<(&str, SecretInfo)>) -> Snapshot {
+            Snapshot {
+                routes: routes.into_iter().map(|o| (o.meta.id.clone(), o)).collect(),
+                secrets: secrets
+                    .into_iter()
+                    .map(|(n, s)| (("default".to_owned(), n.to_owned()), s))
+                    .collect(),
+                now: now(),
+                ..Default::default()
+            }
+        }
+
+        fn messages(diags: &[Diagnostic]) -> Vec<String> {
+            diags.iter().map(ToString::to_string).collect()
+        }
+
+        #[test]
+        fn hosts_get_their_route_certificate_and_the_first_claim_wins() {
+            let s = snap(
+                vec![
+                    route("a", &["shop.test"], "a-cert", true),
+                    route("b", &["shop.test", "api.test"], "b-cert", false),
+                ],
+                vec![
+                    ("a-cert", secret(&["shop.test"])),
+                    ("b-cert", secret(&["api.test"])),
+                ],
+            );
+            let out = compile(&s, &CompileOptions::default());
+            let t = &out.table.tls;
+            let source = |host: &str| {
+                t.select(Some(host))
+                    .map(|i| t.certificates[i].source.to_string())
+            };
+            assert_eq!(source("shop.test").as_deref(), Some("default/a-cert"));
+            assert_eq!(source("api.test").as_deref(), Some("default/b-cert"));
+            assert_eq!(source("other.test"), None);
+            let m = messages(&out.table.diagnostics);
+            assert!(
+                m.iter().any(|d| d.contains("Route default/b")
+                    && d.contains("shop.test is already served over HTTPS")
+                    && d.contains("[warning]")),
+                "{m:?}"
+            );
+            assert!(
+                m.iter().any(|d| d.contains("not valid for shop.test")),
+                "b-cert does not cover shop.test: {m:?}"
+            );
+            let redirects: Vec<_> = out
+                .table
+                .rules
+                .iter()
+                .map(|r| (r.route.name.as_str(), r.https_redirect))
+                .collect();
+            assert_eq!(redirects, [("a", true), ("b", false)]);
+        }
+
+        #[test]
+        fn a_broken_secret_keeps_its_last_good_certificate_and_a_missing_one_redirects_nothing() {
+            let good = secret(&["shop.test"]);
+            let first = compile(
+                &snap(
+                    vec![route("a", &["shop.test"], "cert", true)],
+                    vec![("cert", good.clone())],
+                ),
+                &CompileOptions::default(),
+            );
+            assert!(
+                !first
+                    .table
+                    .diagnostics
+                    .iter()
+                    .any(|d| d.reason == Reason::InvalidCertificateRef),
+                "{:?}",
+                first.table.diagnostics
+            );
+            let fingerprint = first.table.tls.certificates[0].fingerprint.clone();
+
+            let broken = SecretInfo {
+                key: Some(secret(&["shop.test"]).key.unwrap()),
+                ..good
+            };
+            let mut s = snap(
+                vec![route("a", &["shop.test"], "cert", true)],
+                vec![("cert", broken)],
+            );
+            s.accepted = first.accepted.clone();
+            let second = compile(&s, &CompileOptions::default());
+            let m = messages(&second.table.diagnostics);
+            assert!(
+                m.iter().any(|d| d.contains("tls.key does not match")
+                    && d.contains("the last good certificate of this Secret keeps serving")),
+                "{m:?}"
+            );
+            let i = second.table.tls.select(Some("shop.test")).unwrap();
+            assert_eq!(second.table.tls.certificates[i].fingerprint, fingerprint);
+            assert!(second.table.rules[0].https_redirect);
+
+            // Never good: nothing serves, and plain HTTP is not redirected to a failing handshake.
+            let third = compile(
+                &snap(vec![route("a", &["shop.test"], "nope", true)], vec![]),
+                &CompileOptions::default(),
+            );
+            assert!(third.table.tls.select(Some("shop.test")).is_none());
+            assert!(!third.table.rules[0].https_redirect);
+            let m = messages(&third.table.diagnostics);
+            assert!(
+                m.iter()
+                    .any(|d| d.contains("Secret default/nope: not found")),
+                "{m:?}"
+            );
+        }
+
+        #[test]
+        fn the_default_certificate_serves_other_names() {
+            let s = snap(
+                vec![route("a", &["shop.test"], "a-cert", false)],
+                vec![
+                    ("a-cert", secret(&["shop.test"])),
+                    ("fallback", secret(&["x.test"])),
+                ],
+            );
+            let opts = CompileOptions {
+                default_certificate: Some(DefaultCertificate::Secret {
+                    namespace: "default".into(),
+                    name: "fallback".into(),
+                }),
+                ..CompileOptions::default()
+            };
+            let out = compile(&s, &opts);
+            let t = &out.table.tls;
+            let source =
+                |host: Option<&str>| t.select(host).map(|i| t.certificates[i].source.to_string());
+            assert_eq!(
+                source(Some("other.test")).as_deref(),
+                Some("default/fallback")
+            );
+            assert_eq!(source(None).as_deref(), Some("default/fallback"));
+            assert_eq!(source(Some("shop.test")).as_deref(), Some("default/a-cert"));
+        }
+    }
+
+    #[test]
+    fn a_good_certificate_parses_with_its_names() {
+        let (cert, key) = self_signed(&["a.test", "*.b.test"]);
+        let c = parse_certificate("ns/s", cert.as_bytes(), key.as_bytes(), now()).unwrap();
+        assert_eq!(c.names, ["a.test", "*.b.test"]);
+        assert!(c.covers("x.b.test"));
+        assert!(!c.covers("b.test"));
+        assert_eq!(c.fingerprint.len(), 64);
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_refused() {
+        let (cert, _) = self_signed(&["a.test"]);
+        let (_, other_key) = self_signed(&["a.test"]);
+        let e =
+            parse_certificate("ns/s", cert.as_bytes(), other_key.as_bytes(), now()).unwrap_err();
+        assert!(e.contains("does not match"), "{e}");
+    }
+
+    #[test]
+    fn garbage_and_expired_certificates_are_refused() {
+        let (cert, key) = self_signed(&["a.test"]);
+        let e = parse_certificate("ns/s", b"nope", key.as_bytes(), now()).unwrap_err();
+        assert!(e.contains("holds no certificate"), "{e}");
+        let far = 100_000_000_000; // year 5138: past rcgen's default not_after (4096)
+        let e = parse_certificate("ns/s", cert.as_bytes(), key.as_bytes(), far).unwrap_err();
+        assert!(e.contains("expired at"), "{e}");
+    }
+}
