@@ -28,7 +28,7 @@ enum Command {
     /// Compile a configuration and print every problem; exit 1 if any object is rejected.
     Validate(ValidateArgs),
     /// Print the CustomResourceDefinitions as YAML.
-    Crds,
+    Crds(CrdsArgs),
     /// Print the version.
     Version,
 }
@@ -126,12 +126,19 @@ struct ValidateArgs {
     ingress_class: String,
 }
 
+#[derive(Args, Debug)]
+struct CrdsArgs {
+    /// Leave out the CEL validation rules (x-kubernetes-validations), for Kubernetes ≤ 1.24.
+    #[arg(long, env = "TIDEGATE_WITHOUT_CEL")]
+    without_cel: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(*args),
         Command::Validate(args) => validate(args),
-        Command::Crds => match tidegate::api::crds_yaml() {
+        Command::Crds(args) => match tidegate::api::crds_yaml(!args.without_cel) {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS

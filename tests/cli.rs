@@ -163,6 +163,23 @@ fn crds_in_the_repo_are_what_the_binary_prints() {
     for kind in ["kind: Route", "kind: Backend", "kind: RateLimitPolicy"] {
         assert!(checked_in.contains(kind), "{kind} missing");
     }
+    assert!(checked_in.contains("x-kubernetes-validations"));
+}
+
+#[test]
+fn crds_without_cel_keep_the_openapi_constraints_for_old_clusters() {
+    let out = Command::new(BIN)
+        .args(["crds", "--without-cel"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("x-kubernetes-validations"), "{text}");
+    assert!(
+        text.contains("maxItems: 16") && text.contains("pattern:"),
+        "{text}"
+    );
+    assert_eq!(text.matches("kind: CustomResourceDefinition").count(), 3);
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ mod backend;
 mod canary;
 mod fields;
 mod ingress;
+mod limits;
 mod route;
 mod targets;
 #[cfg(test)]
