@@ -83,6 +83,7 @@ impl FileController {
             .inc();
         match &result {
             Ok(table) => {
+                self.telemetry.sources.recovered("file");
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .unwrap_or_default();
@@ -91,10 +92,11 @@ impl FileController {
                     m.routes.get_or_create(&StateLabels { state }).set(n);
                 }
             }
-            Err(_) => {
+            Err(e) => {
                 m.controller_errors
                     .get_or_create(&KindLabels { kind: "file" })
                     .inc();
+                self.telemetry.sources.failed("file", &e.to_string());
             }
         }
         result

@@ -28,6 +28,7 @@ pub mod names {
     pub const CONFIG_RELOADS: &str = "tidegate_config_reloads";
     pub const CONFIG_LAST_RELOAD_SUCCESS: &str =
         "tidegate_config_last_reload_success_timestamp_seconds";
+    pub const CONFIG_STALE_SINCE: &str = "tidegate_config_stale_since_timestamp_seconds";
     pub const ROUTES: &str = "tidegate_routes";
     pub const CONFIG_COMPILE_DURATION: &str = "tidegate_config_compile_duration_seconds";
     pub const CONTROLLER_EVENTS: &str = "tidegate_controller_events";
@@ -45,6 +46,7 @@ pub mod names {
         CIRCUIT_BREAKER_OPEN,
         CONFIG_RELOADS,
         CONFIG_LAST_RELOAD_SUCCESS,
+        CONFIG_STALE_SINCE,
         ROUTES,
         CONFIG_COMPILE_DURATION,
         CONTROLLER_EVENTS,
@@ -173,6 +175,7 @@ pub struct Metrics {
     pub circuit_breaker_open: Family<BackendLabels, Gauge>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_last_reload_success: Gauge<f64, AtomicU64>,
+    pub config_stale_since: Gauge<f64, AtomicU64>,
     pub routes: Family<StateLabels, Gauge>,
     pub compile_duration: Histogram,
     pub controller_events: Family<KindLabels, Counter>,
@@ -200,6 +203,7 @@ impl Metrics {
             circuit_breaker_open: Family::default(),
             config_reloads: Family::default(),
             config_last_reload_success: Gauge::default(),
+            config_stale_since: Gauge::default(),
             routes: Family::default(),
             compile_duration: compile_histogram(),
             controller_events: Family::default(),
@@ -252,6 +256,11 @@ impl Metrics {
             CONFIG_LAST_RELOAD_SUCCESS,
             "Unix time of the last successful configuration reload",
             m.config_last_reload_success.clone(),
+        );
+        registry.register(
+            CONFIG_STALE_SINCE,
+            "Unix time since when a configuration source (a watch, the config path) fails and the served configuration may be stale; 0 while every source is current",
+            m.config_stale_since.clone(),
         );
         registry.register(
             ROUTES,

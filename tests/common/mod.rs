@@ -233,6 +233,26 @@ fn websocket_echo(req: &mut Request<hyper::body::Incoming>) -> Response<Full<Byt
         .unwrap()
 }
 
+/// Polls `f` until it returns `Some`, or panics after `within` naming `what`: the one way tests
+/// wait on the wall clock.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A temporary configuration directory.
 pub struct ConfigDir {
     pub dir: tempfile::TempDir,

@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
@@ -35,24 +35,7 @@ pub async fn client_for(kubeconfig: &Path) -> Client {
     Client::try_from(cfg).expect("client")
 }
 
-/// Polls `f` until it returns `Some`, or panics after `within` naming `what`.
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+pub use crate::common::eventually;
 
 /// Installs the CRDs (`tidegate crds --without-cel`: Kubernetes 1.20 has no CEL) and waits until
 /// each is Established.
@@ -390,7 +373,10 @@ impl Tidegate {
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAME", pod)
             .env("POD_NAMESPACE", pod_ns)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("TIDEGATE_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env_remove("TIDEGATE_CONFIG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
