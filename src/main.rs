@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use tidegate::Gateway;
 use tidegate::api::Duration;
-use tidegate::controller::file::FileSource;
+use tidegate::controller::file::{FileSource, Mode};
 use tidegate::controller::{CompileOptions, compile};
 use tidegate::model::Severity;
 use tidegate::proxy::{Http1Codec, ProxyConfig, UpstreamSettings};
@@ -124,6 +124,14 @@ struct ValidateArgs {
     /// Check Routes of this ingress class (and Routes that name none).
     #[arg(long, env = "TIDEGATE_INGRESS_CLASS", default_value = tidegate::api::DEFAULT_INGRESS_CLASS)]
     ingress_class: String,
+    /// Judge the files as the controller would in a cluster: also read Services, EndpointSlices,
+    /// Ingresses, IngressClasses and Secrets, ignore other kinds. On by itself when the files
+    /// hold any of those kinds.
+    #[arg(long, env = "TIDEGATE_KUBERNETES")]
+    kubernetes: bool,
+    /// With --kubernetes: IngressClasses whose spec.controller is this are ours.
+    #[arg(long, env = "TIDEGATE_CONTROLLER_NAME", default_value = tidegate::api::DEFAULT_CONTROLLER_NAME)]
+    controller_name: String,
 }
 
 #[derive(Args, Debug)]
@@ -156,20 +164,37 @@ fn main() -> ExitCode {
 }
 
 fn validate(args: ValidateArgs) -> ExitCode {
-    let mut source = FileSource::new(&args.config);
-    let snap = match source.load() {
-        Ok(s) => s,
+    let load = |mode| {
+        let mut source = FileSource::with_mode(&args.config, mode);
+        source.load().map(|snap| (snap, source))
+    };
+    let mode = if args.kubernetes {
+        Mode::Kubernetes
+    } else {
+        Mode::Standalone
+    };
+    let loaded = match load(mode) {
+        Ok((_, source)) if mode == Mode::Standalone && source.saw_kubernetes_kinds() => {
+            eprintln!(
+                "tidegate: the files hold Kubernetes objects (Services, Ingresses, …): validating as in a cluster (--kubernetes)"
+            );
+            load(Mode::Kubernetes).map(|l| (l, Mode::Kubernetes))
+        }
+        other => other.map(|l| (l, mode)),
+    };
+    let ((snap, source), mode) = match loaded {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("tidegate: {e}");
             return ExitCode::from(2);
         }
     };
-    let counts = (snap.routes.len(), snap.backends.len(), snap.policies.len());
     let table = compile(
         &snap,
         &CompileOptions {
             ingress_class: args.ingress_class,
-            ..CompileOptions::default()
+            controller_name: args.controller_name,
+            discovery: mode == Mode::Kubernetes,
         },
     )
     .table;
@@ -182,11 +207,34 @@ fn validate(args: ValidateArgs) -> ExitCode {
         .filter(|d| d.severity == Severity::Error)
         .collect();
     rejected.dedup_by(|a, b| a.object == b.object && a.file == b.file);
+    let counts = source.counts();
+    let mut kinds = vec!["Route", "Backend", "RateLimitPolicy"];
+    if mode == Mode::Kubernetes {
+        kinds.extend([
+            "Service",
+            "EndpointSlice",
+            "Ingress",
+            "IngressClass",
+            "Secret",
+        ]);
+    }
+    let read: Vec<String> = kinds
+        .iter()
+        .map(|k| format!("{} {k}(s)", counts.get(k).unwrap_or(&0)))
+        .collect();
+    let ignored = table
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Ignored && d.object.is_none())
+        .count();
+    let ignored = if ignored > 0 {
+        format!(", {ignored} other document(s) ignored")
+    } else {
+        String::new()
+    };
     eprintln!(
-        "{} Route(s), {} Backend(s), {} RateLimitPolicy(s) read; {} rule(s) compiled; {} object(s) or file(s) rejected",
-        counts.0,
-        counts.1,
-        counts.2,
+        "{} read{ignored}; {} rule(s) compiled; {} object(s) or file(s) rejected",
+        read.join(", "),
         table.rules.len(),
         rejected.len()
     );

@@ -3,6 +3,9 @@
 //! Each file is parsed on its own. A file that is not valid YAML keeps its previous documents
 //! (the last good parse) and is reported; a document that is not a valid object is reported on
 //! that object, whose last accepted version then keeps serving (see `compile`).
+//!
+//! In [`Mode::Kubernetes`] (`tidegate validate --kubernetes`) the same files may also hold the
+//! Kubernetes objects the controller watches (see `manifests.rs`); other kinds are ignored.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -15,7 +18,9 @@ use crate::api::{
 };
 use crate::model::{Diagnostic, Kind, ObjectRef, Reason, Severity};
 
-use super::snapshot::{Meta, Obj, Snapshot};
+use super::kube::index::Index;
+use super::manifests::{self, KubeDoc};
+use super::snapshot::{Accepted, Meta, Obj, Snapshot};
 
 /// Namespace of objects whose metadata names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -35,20 +40,41 @@ pub enum FileSourceError {
     Invalid(String),
 }
 
+/// What a source reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Tidegate's kinds only (`tidegate run --config`): anything else is an error.
+    #[default]
+    Standalone,
+    /// Also the Kubernetes objects the controller watches; other kinds are ignored.
+    Kubernetes,
+}
+
 /// One object read from a file.
 #[derive(Clone, Debug)]
 enum Doc {
     Route(Box<Obj<RouteSpec>>),
     Backend(Box<Obj<BackendSpec>>),
     Policy(Box<Obj<RateLimitPolicySpec>>),
+    Kube(Box<KubeDoc>),
 }
 
 impl Doc {
-    fn id(&self) -> &ObjectRef {
+    fn id(&self) -> Option<ObjectRef> {
         match self {
-            Doc::Route(o) => &o.meta.id,
-            Doc::Backend(o) => &o.meta.id,
-            Doc::Policy(o) => &o.meta.id,
+            Doc::Route(o) => Some(o.meta.id.clone()),
+            Doc::Backend(o) => Some(o.meta.id.clone()),
+            Doc::Policy(o) => Some(o.meta.id.clone()),
+            Doc::Kube(k) => k.id(),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Doc::Route(_) => "Route",
+            Doc::Backend(_) => "Backend",
+            Doc::Policy(_) => "RateLimitPolicy",
+            Doc::Kube(k) => k.kind(),
         }
     }
 }
@@ -58,22 +84,46 @@ impl Doc {
 struct Parsed {
     docs: Vec<Doc>,
     problems: Vec<Diagnostic>,
+    /// Documents of Kubernetes kinds seen in standalone mode (refused there).
+    kubernetes_kinds: usize,
 }
 
 /// Reads a file or a directory (recursively) of `.yaml`/`.yml` files into snapshots.
 #[derive(Debug)]
 pub struct FileSource {
     root: PathBuf,
+    mode: Mode,
     last_good: BTreeMap<PathBuf, Parsed>,
 }
 
 impl FileSource {
     /// A source for `root`, a file or a directory.
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self::with_mode(root, Mode::Standalone)
+    }
+
+    /// A source for `root` that reads in `mode`.
+    pub fn with_mode(root: impl Into<PathBuf>, mode: Mode) -> Self {
         Self {
             root: root.into(),
+            mode,
             last_good: BTreeMap::new(),
         }
+    }
+
+    /// Whether the last load met Kubernetes objects it did not read (standalone mode): the
+    /// files are probably a manifest set for [`Mode::Kubernetes`].
+    pub fn saw_kubernetes_kinds(&self) -> bool {
+        self.last_good.values().any(|p| p.kubernetes_kinds > 0)
+    }
+
+    /// How many documents of each kind the last load read.
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts = BTreeMap::new();
+        for doc in self.last_good.values().flat_map(|p| &p.docs) {
+            *counts.entry(doc.kind()).or_default() += 1;
+        }
+        counts
     }
 
     /// The path this source reads.
@@ -89,6 +139,8 @@ impl FileSource {
             source,
         })?;
         let mut snap = Snapshot::default();
+        let mut index = Index::new(None);
+        let mut kube_files: BTreeMap<ObjectRef, String> = BTreeMap::new();
         let mut seen: BTreeMap<ObjectRef, String> = BTreeMap::new();
         let present: BTreeSet<&PathBuf> = files.iter().collect();
         self.last_good.retain(|p, _| present.contains(p));
@@ -97,7 +149,7 @@ impl FileSource {
             let shown = self.display_name(path);
             let parsed = match std::fs::read_to_string(path) {
                 Err(e) => Err(format!("cannot read: {e}")),
-                Ok(text) => parse_file(&text, &shown),
+                Ok(text) => parse_file(&text, &shown, self.mode),
             };
             let parsed = match parsed {
                 Ok(p) => {
@@ -124,24 +176,49 @@ impl FileSource {
             };
             snap.problems.extend(parsed.problems);
             for doc in parsed.docs {
-                if let Some(first) = seen.get(doc.id()) {
-                    snap.problems.push(Diagnostic {
-                        file: Some(shown.clone()),
-                        ..Diagnostic::error(
-                            doc.id(),
-                            "metadata.name",
-                            Reason::Duplicate,
-                            format!("defined more than once; the definition in {first} is used"),
-                        )
-                    });
-                    continue;
+                if let Some(id) = doc.id() {
+                    if let Some(first) = seen.get(&id) {
+                        snap.problems.push(Diagnostic {
+                            file: Some(shown.clone()),
+                            ..Diagnostic::error(
+                                &id,
+                                "metadata.name",
+                                Reason::Duplicate,
+                                format!(
+                                    "defined more than once; the definition in {first} is used"
+                                ),
+                            )
+                        });
+                        continue;
+                    }
+                    seen.insert(id, shown.clone());
                 }
-                seen.insert(doc.id().clone(), shown.clone());
                 match doc {
                     Doc::Route(o) => snap.routes.insert(o.meta.id.clone(), *o).map(|_| ()),
                     Doc::Backend(o) => snap.backends.insert(o.meta.id.clone(), *o).map(|_| ()),
                     Doc::Policy(o) => snap.policies.insert(o.meta.id.clone(), *o).map(|_| ()),
+                    Doc::Kube(k) => {
+                        if let Some(id) = k.id() {
+                            kube_files.insert(id, shown.clone());
+                        }
+                        index_kube(&mut index, &k);
+                        None
+                    }
                 };
+            }
+        }
+        if self.mode == Mode::Kubernetes {
+            // The cluster's objects, reduced as the controller reduces them, named by file.
+            let kube = index.snapshot(Accepted::default());
+            snap.services = kube.services;
+            snap.ingresses = kube.ingresses;
+            snap.ingress_classes = kube.ingress_classes;
+            snap.tls_secrets = kube.tls_secrets;
+            for (id, obj) in snap.ingresses.iter_mut() {
+                obj.meta.file = kube_files.get(id).cloned();
+            }
+            for (id, obj) in snap.services.iter_mut() {
+                obj.meta.file = kube_files.get(id).cloned();
             }
         }
         Ok(snap)
@@ -201,22 +278,60 @@ pub fn is_yaml(path: &Path) -> bool {
         .is_some_and(|n| n.starts_with('.'))
 }
 
-/// Parses a multi-document YAML file. `Err` means the file is not YAML at all.
-fn parse_file(text: &str, file: &str) -> Result<Parsed, String> {
+/// Feeds one Kubernetes object to the index, as its watch would.
+fn index_kube(index: &mut Index, doc: &KubeDoc) {
+    let _ = match doc {
+        KubeDoc::Service(s) => index.apply_service(s),
+        KubeDoc::Ingress(i) => index.apply_ingress(i),
+        KubeDoc::IngressClass(c) => index.apply_ingress_class(c),
+        KubeDoc::Secret(meta, true) => index.apply_secret(meta),
+        KubeDoc::Secret(_, false) | KubeDoc::EndpointSlice(_) => {
+            crate::controller::kube::index::Change::None
+        }
+    };
+}
+
+/// Parses a multi-document YAML file. `Err` means the file is not YAML at all. A `kind: List`
+/// (as `kubectl get -o yaml` writes) counts as its items.
+fn parse_file(text: &str, file: &str, mode: Mode) -> Result<Parsed, String> {
     let mut parsed = Parsed::default();
+    let mut documents = Vec::new();
     for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let value = serde_yaml_ng::Value::deserialize(de).map_err(|e| e.to_string())?;
         if value.is_null() {
             continue;
         }
-        match read_doc(value) {
+        let is_list = value.get("kind").and_then(|k| k.as_str()) == Some("List");
+        match value.get("items").and_then(|v| v.as_sequence()) {
+            Some(items) if is_list => documents.extend(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(j, item)| (format!("documents[{i}].items[{j}]"), item.clone())),
+            ),
+            _ => documents.push((format!("documents[{i}]"), value)),
+        }
+    }
+    for (at, value) in documents {
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        let ours = matches!(kind, "Route" | "Backend" | "RateLimitPolicy");
+        let read = match mode {
+            Mode::Kubernetes if !ours => manifests::read(value).map(|k| Doc::Kube(Box::new(k))),
+            _ => {
+                if manifests::is_kubernetes_kind(kind) {
+                    parsed.kubernetes_kinds += 1;
+                }
+                read_doc(value)
+            }
+        };
+        match read {
             Ok(mut doc) => {
-                let meta = match &mut doc {
-                    Doc::Route(o) => &mut o.meta,
-                    Doc::Backend(o) => &mut o.meta,
-                    Doc::Policy(o) => &mut o.meta,
-                };
-                meta.file = Some(file.to_owned());
+                match &mut doc {
+                    Doc::Route(o) => o.meta.file = Some(file.to_owned()),
+                    Doc::Backend(o) => o.meta.file = Some(file.to_owned()),
+                    Doc::Policy(o) => o.meta.file = Some(file.to_owned()),
+                    Doc::Kube(_) => {}
+                }
                 parsed.docs.push(doc);
             }
             Err(d) => {
@@ -226,9 +341,9 @@ fn parse_file(text: &str, file: &str) -> Result<Parsed, String> {
                 };
                 if d.object.is_none() {
                     let field = if d.field.is_empty() {
-                        format!("documents[{i}]")
+                        at
                     } else {
-                        format!("documents[{i}].{}", d.field)
+                        format!("{at}.{}", d.field)
                     };
                     parsed.problems.push(Diagnostic { field, ..d });
                 } else {
@@ -265,6 +380,14 @@ fn read_doc(value: serde_yaml_ng::Value) -> Result<Doc, Box<Diagnostic>> {
         "Route" => Kind::Route,
         "Backend" => Kind::Backend,
         "RateLimitPolicy" => Kind::RateLimitPolicy,
+        other if manifests::is_kubernetes_kind(other) => {
+            return Err(unnamed(
+                "kind",
+                format!(
+                    "{other:?} is read only in Kubernetes mode (use tidegate validate --kubernetes for a manifest set)"
+                ),
+            ));
+        }
         other => {
             return Err(unnamed(
                 "kind",

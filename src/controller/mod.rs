@@ -3,6 +3,7 @@
 pub mod compile;
 pub mod file;
 pub mod kube;
+pub mod manifests;
 pub mod names;
 pub mod objects;
 pub mod reload;
