@@ -138,10 +138,7 @@ impl FileSource {
             path: self.root.clone(),
             source,
         })?;
-        let mut snap = Snapshot::default();
-        let mut index = Index::new(None);
-        let mut kube_files: BTreeMap<ObjectRef, String> = BTreeMap::new();
-        let mut seen: BTreeMap<ObjectRef, String> = BTreeMap::new();
+        let mut collect = Collector::new(self.mode);
         let present: BTreeSet<&PathBuf> = files.iter().collect();
         self.last_good.retain(|p, _| present.contains(p));
 
@@ -163,65 +160,13 @@ impl FileSource {
                     } else {
                         ""
                     };
-                    snap.problems.push(Diagnostic {
-                        object: None,
-                        file: Some(shown.clone()),
-                        field: String::new(),
-                        severity: Severity::Error,
-                        reason: Reason::Malformed,
-                        message: format!("{message}{tail}"),
-                    });
+                    collect.unreadable(&shown, format!("{message}{tail}"));
                     kept.unwrap_or_default()
                 }
             };
-            snap.problems.extend(parsed.problems);
-            for doc in parsed.docs {
-                if let Some(id) = doc.id() {
-                    if let Some(first) = seen.get(&id) {
-                        snap.problems.push(Diagnostic {
-                            file: Some(shown.clone()),
-                            ..Diagnostic::error(
-                                &id,
-                                "metadata.name",
-                                Reason::Duplicate,
-                                format!(
-                                    "defined more than once; the definition in {first} is used"
-                                ),
-                            )
-                        });
-                        continue;
-                    }
-                    seen.insert(id, shown.clone());
-                }
-                match doc {
-                    Doc::Route(o) => snap.routes.insert(o.meta.id.clone(), *o).map(|_| ()),
-                    Doc::Backend(o) => snap.backends.insert(o.meta.id.clone(), *o).map(|_| ()),
-                    Doc::Policy(o) => snap.policies.insert(o.meta.id.clone(), *o).map(|_| ()),
-                    Doc::Kube(k) => {
-                        if let Some(id) = k.id() {
-                            kube_files.insert(id, shown.clone());
-                        }
-                        index_kube(&mut index, &k);
-                        None
-                    }
-                };
-            }
+            collect.add(parsed, &shown);
         }
-        if self.mode == Mode::Kubernetes {
-            // The cluster's objects, reduced as the controller reduces them, named by file.
-            let kube = index.snapshot(Accepted::default());
-            snap.services = kube.services;
-            snap.ingresses = kube.ingresses;
-            snap.ingress_classes = kube.ingress_classes;
-            snap.tls_secrets = kube.tls_secrets;
-            for (id, obj) in snap.ingresses.iter_mut() {
-                obj.meta.file = kube_files.get(id).cloned();
-            }
-            for (id, obj) in snap.services.iter_mut() {
-                obj.meta.file = kube_files.get(id).cloned();
-            }
-        }
-        Ok(snap)
+        Ok(collect.finish())
     }
 
     /// The path as shown in diagnostics: relative to the root directory when inside it.
@@ -276,6 +221,100 @@ pub fn is_yaml(path: &Path) -> bool {
         .file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with('.'))
+}
+
+/// The objects of one text (as if it were the file `name`), without touching the file system:
+/// what `load` makes of a directory holding only that file. For tests and fuzzing.
+pub fn read_str(text: &str, name: &str, mode: Mode) -> Snapshot {
+    let mut collect = Collector::new(mode);
+    match parse_file(text, name, mode) {
+        Ok(parsed) => collect.add(parsed, name),
+        Err(message) => collect.unreadable(name, message),
+    }
+    collect.finish()
+}
+
+/// Gathers the documents of every file into one snapshot: duplicates are reported, Kubernetes
+/// objects go through the index.
+struct Collector {
+    mode: Mode,
+    snap: Snapshot,
+    index: Index,
+    /// The file each identity was first read from.
+    seen: BTreeMap<ObjectRef, String>,
+}
+
+impl Collector {
+    fn new(mode: Mode) -> Self {
+        Self {
+            mode,
+            snap: Snapshot::default(),
+            index: Index::new(None),
+            seen: BTreeMap::new(),
+        }
+    }
+
+    /// A file that is not YAML at all.
+    fn unreadable(&mut self, file: &str, message: String) {
+        self.snap.problems.push(Diagnostic {
+            object: None,
+            file: Some(file.to_owned()),
+            field: String::new(),
+            severity: Severity::Error,
+            reason: Reason::Malformed,
+            message,
+        });
+    }
+
+    fn add(&mut self, parsed: Parsed, file: &str) {
+        let snap = &mut self.snap;
+        snap.problems.extend(parsed.problems);
+        for doc in parsed.docs {
+            if let Some(id) = doc.id() {
+                if let Some(first) = self.seen.get(&id) {
+                    snap.problems.push(Diagnostic {
+                        file: Some(file.to_owned()),
+                        ..Diagnostic::error(
+                            &id,
+                            "metadata.name",
+                            Reason::Duplicate,
+                            format!("defined more than once; the definition in {first} is used"),
+                        )
+                    });
+                    continue;
+                }
+                self.seen.insert(id, file.to_owned());
+            }
+            match doc {
+                Doc::Route(o) => snap.routes.insert(o.meta.id.clone(), *o).map(|_| ()),
+                Doc::Backend(o) => snap.backends.insert(o.meta.id.clone(), *o).map(|_| ()),
+                Doc::Policy(o) => snap.policies.insert(o.meta.id.clone(), *o).map(|_| ()),
+                Doc::Kube(k) => {
+                    index_kube(&mut self.index, &k);
+                    None
+                }
+            };
+        }
+    }
+
+    fn finish(mut self) -> Snapshot {
+        if self.mode == Mode::Kubernetes {
+            // The cluster's objects, reduced as the controller reduces them, named by file.
+            let kube = self.index.snapshot(Accepted::default());
+            let snap = &mut self.snap;
+            snap.services = kube.services;
+            snap.ingresses = kube.ingresses;
+            snap.ingress_classes = kube.ingress_classes;
+            snap.tls_secrets = kube.tls_secrets;
+            for (id, obj) in snap.ingresses.iter_mut() {
+                obj.meta.file = self.seen.get(id).cloned();
+            }
+            for (id, obj) in snap.services.iter_mut() {
+                obj.meta.file = self.seen.get(id).cloned();
+            }
+        }
+        self.snap
+    }
 }
 
 /// Feeds one Kubernetes object to the index, as its watch would.
