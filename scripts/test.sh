@@ -5,6 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# `--soak`: afterwards, the long soak (tests/soak.rs) in a release build: 10,000,000 requests and
+# 1,000 configuration changes (TIDEGATE_SOAK_REQUESTS / TIDEGATE_SOAK_CHANGES override them).
+soak=0
+args=()
+for a in "$@"; do
+  if [ "$a" = "--soak" ]; then soak=1; else args+=("$a"); fi
+done
+set -- "${args[@]+"${args[@]}"}"
+
 # --- What the tests need from Debian (a fresh machine may lack some of it) ---
 need=()
 for tool in curl openssl python3; do command -v "$tool" >/dev/null || need+=("$tool"); done
@@ -29,3 +38,9 @@ export TIDEGATE_TEST_KUBE_BIN="$KUBE_DIR/bin"
 echo "kube-apiserver on 127.0.0.1:$API_PORT (kubeconfig $KUBECONFIG_PATH)" >&2
 
 cargo test --locked -- --include-ignored "$@"
+
+if [ "$soak" = 1 ]; then
+  echo "long soak (release build)" >&2
+  TIDEGATE_SOAK_REQUESTS=${TIDEGATE_SOAK_REQUESTS:-10000000} TIDEGATE_SOAK_CHANGES=${TIDEGATE_SOAK_CHANGES:-1000} \
+    cargo test --locked --release --test soak -- --nocapture
+fi
