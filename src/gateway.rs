@@ -14,7 +14,7 @@ use crate::controller::CompileOptions;
 use crate::controller::file::{FileSource, FileSourceError};
 use crate::controller::reload::{self, FileController};
 use crate::model::RoutingTable;
-use crate::proxy::{Proxy, ProxyConfig};
+use crate::proxy::{Middleware, Proxy, ProxyConfig};
 use crate::telemetry::{AccessLogConfig, AccessLogFormat, Telemetry};
 
 /// Why a gateway could not start.
@@ -29,8 +29,10 @@ pub enum GatewayError {
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
+        /// The address.
         addr: SocketAddr,
         #[source]
+        /// The cause.
         source: std::io::Error,
     },
     /// The configuration path cannot be read.
@@ -53,6 +55,7 @@ pub struct GatewayBuilder {
     access_log: AccessLogConfig,
     telemetry: Option<Arc<Telemetry>>,
     kube: Option<crate::controller::kube::KubeOptions>,
+    middleware: Option<Arc<dyn Middleware>>,
 }
 
 impl Default for GatewayBuilder {
@@ -72,6 +75,7 @@ impl Default for GatewayBuilder {
             },
             telemetry: None,
             kube: None,
+            middleware: None,
         }
     }
 }
@@ -139,6 +143,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// Passes every request and response through `middleware` (see [`Middleware`]); without
+    /// one, the request path does not look for it.
+    pub fn middleware(mut self, middleware: impl Middleware) -> Self {
+        self.middleware = Some(Arc::new(middleware));
+        self
+    }
+
     /// Binds the listeners, publishes the first table and starts serving.
     pub async fn start(self) -> Result<Gateway, GatewayError> {
         if self.config_path.is_none() && self.kube.is_none() {
@@ -170,7 +181,9 @@ impl GatewayBuilder {
             .unwrap_or_else(|| Arc::new(Telemetry::new(&self.access_log)));
         let stop = CancellationToken::new();
         let (tables_tx, tables) = watch::channel(None);
-        let proxy = Proxy::new(self.proxy, telemetry.clone());
+        let mut proxy_config = self.proxy;
+        proxy_config.http_port.get_or_insert(http_addr.port());
+        let proxy = Proxy::with_middleware(proxy_config, telemetry.clone(), self.middleware);
         if let Some(listener) = admin {
             let state = AdminState {
                 tables: tables.clone(),
@@ -197,6 +210,7 @@ impl GatewayBuilder {
                 proxy.discovery(),
                 publish,
                 telemetry.clone(),
+                reload_rx,
                 stop.clone(),
             );
             proxy.serve(http);
@@ -261,7 +275,8 @@ impl Gateway {
         self.admin_addr
     }
 
-    /// Asks for a reload of the configuration (what SIGHUP does).
+    /// Asks for a reload of the configuration (what SIGHUP does): file mode reads the files
+    /// again; Kubernetes mode recompiles and republishes from what its watches hold.
     pub fn reload(&self) {
         let _ = self.reload.try_send(());
     }

@@ -6,6 +6,7 @@
 //! Module map (see ARCHITECTURE.md): [`api`] (the CRDs) → [`controller`] (sources, compile) →
 //! [`model`] (the immutable routing table) ← [`proxy`] (the data plane), plus [`admin`].
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod admin;
 pub mod api;
@@ -16,3 +17,4 @@ pub mod proxy;
 pub mod telemetry;
 
 pub use gateway::{Gateway, GatewayBuilder, GatewayError};
+pub use proxy::Middleware;

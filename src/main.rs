@@ -105,6 +105,10 @@ struct RunArgs {
     /// Runtime worker threads (default: one per available CPU). 1 runs a single-threaded runtime.
     #[arg(long, env = "TIDEGATE_WORKER_THREADS")]
     worker_threads: Option<usize>,
+    /// The port clients reach --http-addr on, when it differs (e.g. a Service's port 80 in front
+    /// of the pod's 8080): redirects that name neither scheme nor port point there.
+    #[arg(long, env = "TIDEGATE_HTTP_PUBLIC_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    http_public_port: Option<u16>,
     /// HTTP/1.1 implementation: `native` (tidegate's codec and upstream client; hyper still
     /// serves HTTP/2, upgrades, HTTP/1.0 and Expect) or `hyper` (hyper for everything).
     #[arg(
@@ -290,6 +294,7 @@ fn run(args: RunArgs) -> ExitCode {
                 ..UpstreamSettings::default()
             },
             http1_codec: args.http1_codec,
+            http_port: args.http_public_port,
         };
         let mut builder = Gateway::builder();
         builder = match (args.config.clone(), kube) {

@@ -126,7 +126,23 @@ fn validate_prints_one_line_per_problem_and_exits_1_on_rejection() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "");
 
-    cfg.write("bad.yaml", &(route("broken", "/b", "nope") + "---\n" + "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: { name: typo, namespace: shop }\nspec: { rulez: [] }\n"));
+    // A reference that does not resolve is a warning that says what happens; nothing is rejected.
+    cfg.write("bad.yaml", &route("dangling", "/b", "nope"));
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let dangling = "Route default/dangling: spec.rules[0].backendRefs[0].name: Backend default/nope not found (and Service references are not supported yet): the rule answers 500 [warning] (bad.yaml)";
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        [dangling]
+    );
+
+    cfg.write("bad.yaml", &(route("dangling", "/b", "nope") + "---\n" + "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: { name: typo, namespace: shop }\nspec: { rulez: [] }\n"));
     let out = Command::new(BIN)
         .args(["validate", "--config"])
         .arg(cfg.path())
@@ -138,7 +154,7 @@ fn validate_prints_one_line_per_problem_and_exits_1_on_rejection() {
     assert_eq!(
         lines,
         [
-            "Route default/broken: spec.rules[0].backendRefs[0].name: Backend default/nope not found (and Service references are not supported yet) (bad.yaml)",
+            dangling,
             "Route shop/typo: spec.rulez: unknown field `rulez`, expected one of `ingressClassName`, `protocol`, `hostnames`, `tls`, `port`, `rules`, `backendRefs`, `udp` (bad.yaml)",
         ]
     );
@@ -252,9 +268,9 @@ fn validate_kubernetes_reads_a_whole_manifest_set() {
         "{stderr}"
     );
 
-    // What the controller would refuse in the cluster is refused here, naming object and file:
-    // a reference to a Service the manifests lack, a Service port that does not exist, a
-    // malformed Service.
+    // What the controller would refuse or warn about in the cluster is said here, naming object
+    // and file: a reference to a Service the manifests lack (a warning: the rule answers 500), a
+    // Service port that does not exist, a malformed Service.
     cfg.write(
         "more.yaml",
         r#"
@@ -279,7 +295,7 @@ spec: {ports: [{port: http}]}
     let (code, lines, _) = validate(cfg.path(), &["--kubernetes"]);
     assert_eq!(code, Some(1), "{lines:#?}");
     for expected in [
-        "Route shop/typo: spec.rules[0].backendRefs[0].name: Service shop/apii not found (more.yaml)",
+        "Route shop/typo: spec.rules[0].backendRefs[0].name: Service shop/apii not found: the rule answers 500 [warning] (more.yaml)",
         "Ingress shop/port: spec.defaultBackend.service.port: Service shop/api has no port grpc (more.yaml)",
         "Service shop/broken: spec.ports[0].port: invalid type: string \"http\", expected i32 (more.yaml)",
     ] {

@@ -2,13 +2,18 @@
 //! source and compiled; the table and diagnostics must equal `NAME.out.yaml`.
 //! `tests/golden/kube/` is the same for Kubernetes mode: its documents (our CRDs and core
 //! objects such as Services and Ingresses) go through the Kubernetes index, then the compiler.
+//! Each output also shows the status conditions every Route and Backend would get in a cluster
+//! (`controller::kube::status::desired`, the mapping the status writer patches).
 //! `UPDATE_GOLDEN=1 cargo test --test compile_golden` rewrites the expected files.
 
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use tidegate::controller::file::FileSource;
-use tidegate::controller::{CompileOptions, compile};
+use tidegate::controller::kube::status;
+use tidegate::controller::{CompileOptions, Snapshot, compile};
 use tidegate::model::{Backend, Rule};
 
 #[derive(Serialize)]
@@ -16,13 +21,15 @@ struct Golden<'a> {
     rules: &'a [Rule],
     backends: &'a [Backend],
     diagnostics: Vec<String>,
+    /// Per object: `Type=Status`, then `Reason: message` when False.
+    status: BTreeMap<String, Vec<String>>,
 }
 
 fn render(input: &Path) -> String {
     let snap = FileSource::new(input)
         .load()
         .expect("golden input is readable");
-    render_table(compile(&snap, &CompileOptions::default()).table)
+    render_compiled(&snap, &CompileOptions::default())
 }
 
 /// Feeds every document of `input` to the Kubernetes index, then compiles in Kubernetes mode.
@@ -68,15 +75,32 @@ fn render_kube(input: &Path) -> String {
         discovery: true,
         ..CompileOptions::default()
     };
-    render_table(compile(&index.snapshot(Default::default()), &opts).table)
+    render_compiled(&index.snapshot(Default::default()), &opts)
 }
 
-fn render_table(table: tidegate::model::RoutingTable) -> String {
+fn render_compiled(snap: &Snapshot, opts: &CompileOptions) -> String {
+    let compiled = compile(snap, opts);
+    let status = status::desired(snap, &compiled)
+        .into_iter()
+        .map(|(id, desired)| {
+            let conditions = desired
+                .conditions
+                .iter()
+                .map(|c| match c.status {
+                    true => format!("{}=True", c.type_),
+                    false => format!("{}=False {}: {}", c.type_, c.reason, c.message),
+                })
+                .collect();
+            (id.to_string(), conditions)
+        })
+        .collect();
+    let table = compiled.table;
     table.validate().expect("compiled table is valid");
     let golden = Golden {
         rules: &table.rules,
         backends: &table.backends,
         diagnostics: table.diagnostics.iter().map(ToString::to_string).collect(),
+        status,
     };
     serde_yaml_ng::to_string(&golden).expect("serializable")
 }

@@ -117,8 +117,12 @@ async fn an_invalid_file_or_object_keeps_the_last_good_table() {
         "{diag}"
     );
 
-    // Valid YAML, invalid object (unknown Backend): the last accepted version keeps serving.
-    cfg.write("routes.yaml", &route("ra", "/a", "missing"));
+    // Valid YAML, invalid object (a method that is not one): the last accepted version keeps
+    // serving.
+    cfg.write(
+        "routes.yaml",
+        &route("ra", "/a", "a").replace("value: /a } }", "value: /a }, method: get }"),
+    );
     let v3 = wait_for_version(&gw, v2).await;
     assert_eq!(c.get(at, "h", "/a", &[]).await.echo().upstream, "a");
     let table = gw.table().unwrap();
@@ -126,19 +130,30 @@ async fn an_invalid_file_or_object_keeps_the_last_good_table() {
         table
             .diagnostics
             .iter()
-            .any(|d| d.is_error() && d.field == "spec.rules[0].backendRefs[0].name")
+            .any(|d| d.is_error() && d.field == "spec.rules[0].matches[0].method"),
+        "{:?}",
+        table.diagnostics
     );
 
-    // A broken object next to working ones: only it is rejected.
+    // A broken object next to working ones: only it is rejected. A Route whose Backend is
+    // missing is not broken (Gateway API): it serves, and its rule answers 500.
     cfg.write(
         "more.yaml",
-        &(route("good", "/good", "a") + "---\n" + &route("bad", "/bad", "missing")),
+        &(route("good", "/good", "a")
+            + "---\n"
+            + &route("bad", "/bad", "a").replace("value: /bad } }", "value: /bad }, method: x }")
+            + "---\n"
+            + &route("dangling", "/dangling", "missing")),
     );
     let v4 = wait_for_version(&gw, v3).await;
     assert_eq!(c.get(at, "h", "/good", &[]).await.status, StatusCode::OK);
     assert_eq!(
         c.get(at, "h", "/bad", &[]).await.status,
         StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        c.get(at, "h", "/dangling", &[]).await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
     );
 
     // Fixed: the new version serves, the diagnostics are gone.

@@ -7,22 +7,11 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{ConfigDir, HttpClient, Upstream, gateway, wait_for_version};
+use common::{
+    ConfigDir, HttpClient, Upstream, backend_yaml_with, eventually, gateway, route_yaml,
+    wait_for_version,
+};
 use http::StatusCode;
-
-fn backend(name: &str, endpoints: &[String], extra: &str) -> String {
-    let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
-    format!(
-        "apiVersion: tidegate.dev/v1alpha1\nkind: Backend\nmetadata: {{ name: {name} }}\nspec:\n  endpoints: [{}]\n{extra}---\n",
-        eps.join(", ")
-    )
-}
-
-fn route(name: &str, path: &str, backend: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: {{ name: {name} }}\nspec:\n  rules:\n    - matches: [{{ path: {{ value: {path} }} }}]\n      backendRefs: [{{ name: {backend} }}]\n{extra}---\n"
-    )
-}
 
 fn addrs(ups: &[&Upstream]) -> Vec<String> {
     ups.iter().map(|u| u.addr.to_string()).collect()
@@ -61,32 +50,32 @@ async fn each_algorithm_distributes_or_sticks_as_documented() {
     cfg.write(
         "all.yaml",
         &[
-            backend("rr", &all, ""),
-            backend(
+            backend_yaml_with("rr", &all, ""),
+            backend_yaml_with(
                 "wrr",
                 &weighted,
                 "  loadBalancer: { algorithm: WeightedRoundRobin }\n",
             ),
-            backend("rand", &all, "  loadBalancer: { algorithm: Random }\n"),
-            backend("lr", &all, "  loadBalancer: { algorithm: LeastRequest }\n"),
-            backend(
+            backend_yaml_with("rand", &all, "  loadBalancer: { algorithm: Random }\n"),
+            backend_yaml_with("lr", &all, "  loadBalancer: { algorithm: LeastRequest }\n"),
+            backend_yaml_with(
                 "hash",
                 &all,
                 "  loadBalancer: { algorithm: ConsistentHash, hashOn: { header: x-user } }\n",
             ),
-            backend(
+            backend_yaml_with(
                 "cookie",
                 &all,
                 "  loadBalancer: { algorithm: ConsistentHash, hashOn: { cookie: session } }\n",
             ),
-            backend("ip", &all, "  loadBalancer: { algorithm: IPHash }\n"),
-            route("rr", "/rr", "rr", ""),
-            route("wrr", "/wrr", "wrr", ""),
-            route("rand", "/rand", "rand", ""),
-            route("lr", "/lr", "lr", ""),
-            route("hash", "/hash", "hash", ""),
-            route("cookie", "/cookie", "cookie", ""),
-            route("ip", "/ip", "ip", ""),
+            backend_yaml_with("ip", &all, "  loadBalancer: { algorithm: IPHash }\n"),
+            route_yaml("rr", "/rr", "rr", ""),
+            route_yaml("wrr", "/wrr", "wrr", ""),
+            route_yaml("rand", "/rand", "rand", ""),
+            route_yaml("lr", "/lr", "lr", ""),
+            route_yaml("hash", "/hash", "hash", ""),
+            route_yaml("cookie", "/cookie", "cookie", ""),
+            route_yaml("ip", "/ip", "ip", ""),
         ]
         .concat(),
     );
@@ -155,11 +144,11 @@ async fn a_failing_endpoint_is_ejected_within_its_threshold_and_comes_back() {
     let cfg = ConfigDir::new();
     cfg.write(
         "all.yaml",
-        &(backend(
+        &(backend_yaml_with(
             "b",
             &addrs(&[&good, &bad]),
             "  healthCheck: { passive: { consecutiveFailures: 3, ejectionTime: 1s, maxEjectionPercent: 50 } }\n",
-        ) + &route("r", "/", "b", "")),
+        ) + &route_yaml("r", "/", "b", "")),
     );
     let gw = gateway(cfg.path()).await;
     let (c, at) = (HttpClient::http1(), gw.http_addr());
@@ -198,20 +187,25 @@ async fn active_health_checks_take_an_endpoint_out_and_slow_start_brings_it_back
     let cfg = ConfigDir::new();
     cfg.write(
         "all.yaml",
-        &(backend(
+        &(backend_yaml_with(
             "b",
             &addrs(&[&a, &b]),
             "  healthCheck: { active: { http: { path: /healthz }, interval: 100ms, timeout: 80ms, healthyThreshold: 2, unhealthyThreshold: 2 } }\n  slowStart: { window: 2s }\n",
-        ) + &route("r", "/", "b", "")),
+        ) + &route_yaml("r", "/", "b", "")),
     );
     let gw = gateway(cfg.path()).await;
     let (c, at) = (HttpClient::http1(), gw.http_addr());
     b.faults.set_health(500);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        b.health_hits.load(std::sync::atomic::Ordering::Relaxed) >= 2,
-        "probes reach the endpoint"
-    );
+    let admin = gw.admin_addr().unwrap();
+    eventually(Duration::from_secs(5), "the probes take b out", || async {
+        let view: serde_json::Value =
+            serde_json::from_str(&c.get(admin, "a", "/backends", &[]).await.body).unwrap();
+        let out = view[0]["endpoints"].as_array().into_iter().flatten();
+        let out_of_service = out.into_iter().any(|e| e["activeHealthy"] == false);
+        (b.health_hits.load(std::sync::atomic::Ordering::Relaxed) >= 2 && out_of_service)
+            .then_some(())
+    })
+    .await;
     let out = tally(&c, at, "/", 40, &[]).await;
     assert_eq!(
         out.get("a"),
@@ -220,7 +214,20 @@ async fn active_health_checks_take_an_endpoint_out_and_slow_start_brings_it_back
     );
 
     b.faults.set_health(200);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    eventually(
+        Duration::from_secs(5),
+        "the probes bring b back",
+        || async {
+            let view: serde_json::Value =
+                serde_json::from_str(&c.get(admin, "a", "/backends", &[]).await.body).unwrap();
+            let endpoints = view[0]["endpoints"].as_array().cloned().unwrap_or_default();
+            endpoints
+                .iter()
+                .all(|e| e["activeHealthy"] == true)
+                .then_some(())
+        },
+    )
+    .await;
     let early = tally(&c, at, "/", 100, &[]).await;
     let early_b = early.get("b").copied().unwrap_or(0);
     assert!(
@@ -240,11 +247,11 @@ async fn a_circuit_breaker_opens_sheds_half_opens_and_closes() {
     let cfg = ConfigDir::new();
     cfg.write(
         "all.yaml",
-        &(backend(
+        &(backend_yaml_with(
             "b",
             &addrs(&[&up]),
             "  circuitBreaker: { failureRatio: 0.5, minRequests: 5, window: 10s, openDuration: 500ms, halfOpenRequests: 2 }\n",
-        ) + &route("r", "/", "b", "")),
+        ) + &route_yaml("r", "/", "b", "")),
     );
     let gw = gateway(cfg.path()).await;
     let (c, at) = (HttpClient::http1(), gw.http_addr());
@@ -287,15 +294,15 @@ async fn retries_recover_a_dead_endpoint_and_a_flaky_one() {
     cfg.write(
         "all.yaml",
         &[
-            backend(
+            backend_yaml_with(
                 "with-dead",
                 &[dead.to_string(), good.addr.to_string()],
                 "  healthCheck: { passive: { consecutiveFailures: 3, ejectionTime: 30s } }\n",
             ),
-            backend("with-flaky", &addrs(&[&flaky, &good]), ""),
-            route("dead", "/dead", "with-dead", retry),
-            route("flaky", "/flaky", "with-flaky", retry),
-            route("post", "/post", "with-flaky", retry),
+            backend_yaml_with("with-flaky", &addrs(&[&flaky, &good]), ""),
+            route_yaml("dead", "/dead", "with-dead", retry),
+            route_yaml("flaky", "/flaky", "with-flaky", retry),
+            route_yaml("post", "/post", "with-flaky", retry),
         ]
         .concat(),
     );
@@ -348,8 +355,8 @@ async fn a_retried_post_replays_its_body() {
     let cfg = ConfigDir::new();
     cfg.write(
         "all.yaml",
-        &(backend("b", &addrs(&[&flaky, &good]), "")
-            + &route(
+        &(backend_yaml_with("b", &addrs(&[&flaky, &good]), "")
+            + &route_yaml(
                 "r",
                 "/",
                 "b",
@@ -382,8 +389,8 @@ async fn the_retry_budget_caps_amplification_in_a_full_outage() {
     let cfg = ConfigDir::new();
     cfg.write(
         "all.yaml",
-        &(backend("b", &addrs(&[&a, &b]), "")
-            + &route("r", "/", "b", "      retry: { attempts: 5, on: [gateway-error], backoff: { base: 1ms, max: 1ms } }\n")),
+        &(backend_yaml_with("b", &addrs(&[&a, &b]), "")
+            + &route_yaml("r", "/", "b", "      retry: { attempts: 5, on: [gateway-error], backoff: { base: 1ms, max: 1ms } }\n")),
     );
     let gw = gateway(cfg.path()).await;
     let (c, at) = (HttpClient::http1(), gw.http_addr());
@@ -405,8 +412,8 @@ async fn per_try_timeout_moves_on_to_another_endpoint() {
     let cfg = ConfigDir::new();
     cfg.write(
         "all.yaml",
-        &(backend("b", &addrs(&[&hole, &good]), "")
-            + &route("r", "/", "b", "      retry: { attempts: 2, on: [reset], perTryTimeout: 200ms, backoff: { base: 1ms } }\n      timeouts: { request: 3s }\n")),
+        &(backend_yaml_with("b", &addrs(&[&hole, &good]), "")
+            + &route_yaml("r", "/", "b", "      retry: { attempts: 2, on: [reset], perTryTimeout: 200ms, backoff: { base: 1ms } }\n      timeouts: { request: 3s }\n")),
     );
     let gw = gateway(cfg.path()).await;
     let (c, at) = (HttpClient::http1(), gw.http_addr());
@@ -427,11 +434,11 @@ async fn connection_limits_shed_excess_load_fast() {
     let cfg = ConfigDir::new();
     cfg.write(
         "all.yaml",
-        &(backend(
+        &(backend_yaml_with(
             "b",
             &addrs(&[&up]),
             "  connection: { maxConnections: 2, maxPendingRequests: 1, pendingTimeout: 100ms }\n",
-        ) + &route("r", "/", "b", "")),
+        ) + &route_yaml("r", "/", "b", "")),
     );
     let gw = gateway(cfg.path()).await;
     let (c, at) = (HttpClient::http1(), gw.http_addr());
@@ -469,13 +476,13 @@ async fn ejections_and_counters_survive_a_route_reload() {
     let (good, bad) = (Upstream::start("good").await, Upstream::start("bad").await);
     bad.faults.set_status(500);
     let cfg = ConfigDir::new();
-    let b = backend(
+    let b = backend_yaml_with(
         "b",
         &addrs(&[&good, &bad]),
         "  healthCheck: { passive: { consecutiveFailures: 2, ejectionTime: 30s } }\n",
     );
     cfg.write("backends.yaml", &b);
-    cfg.write("routes.yaml", &route("r", "/", "b", ""));
+    cfg.write("routes.yaml", &route_yaml("r", "/", "b", ""));
     let gw = gateway(cfg.path()).await;
     let (c, at) = (HttpClient::http1(), gw.http_addr());
     let before = tally(&c, at, "/", 10, &[]).await;
@@ -483,7 +490,7 @@ async fn ejections_and_counters_survive_a_route_reload() {
     let v = gw.table().unwrap().version;
     cfg.write(
         "routes.yaml",
-        &(route("r", "/", "b", "") + &route("other", "/other", "b", "")),
+        &(route_yaml("r", "/", "b", "") + &route_yaml("other", "/other", "b", "")),
     );
     wait_for_version(&gw, v).await;
     let after = tally(&c, at, "/", 10, &[]).await;

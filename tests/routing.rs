@@ -179,6 +179,10 @@ spec:
       filters: [{ requestRedirect: { scheme: https, hostname: new.example.com, path: { replacePrefixMatch: /new }, statusCode: 301 } }]
     - matches: [{ path: { type: Exact, value: /moved } }]
       filters: [{ requestRedirect: { port: 8443 } }]
+    - matches: [{ path: { type: Exact, value: /elsewhere } }]
+      filters: [{ requestRedirect: { hostname: other.example.com } }]
+    - matches: [{ path: { type: Exact, value: /secure } }]
+      filters: [{ requestRedirect: { scheme: https } }]
     - matches: [{ path: { type: Exact, value: /maintenance } }]
       filters:
         - directResponse: { status: 503, body: "down for maintenance" }
@@ -223,6 +227,19 @@ spec:
     let r = c.get(at, "shop.test:8080", "/moved", &[]).await;
     assert_eq!(r.status, StatusCode::FOUND);
     assert_eq!(r.headers["location"], "http://shop.test:8443/moved");
+    // Neither scheme nor port: the port clients reached the listener on, whatever the Host
+    // header says (Gateway API); with a scheme, its well-known port.
+    let listener = at.port();
+    for host in ["shop.test", "shop.test:8080"] {
+        let r = c.get(at, host, "/elsewhere", &[]).await;
+        assert_eq!(r.status, StatusCode::FOUND);
+        assert_eq!(
+            r.headers["location"],
+            format!("http://other.example.com:{listener}/elsewhere").as_str()
+        );
+        let r = c.get(at, host, "/secure", &[]).await;
+        assert_eq!(r.headers["location"], "https://shop.test/secure");
+    }
 
     let r = c.get(at, "h", "/maintenance", &[]).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -407,7 +424,7 @@ spec:
 }
 
 #[tokio::test]
-async fn upstream_failures_become_502_503_504() {
+async fn upstream_failures_become_500_502_503_504() {
     let slow = Upstream::start("slow").await;
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -428,6 +445,9 @@ spec:
       backendRefs: [{ name: dead }]
     - matches: [{ path: { value: /zero } }]
       backendRefs: [{ name: slow, weight: 0 }]
+    - matches: [{ path: { value: /unresolved } }]
+      backendRefs: [{ name: slow, weight: 1 }, { name: missing, weight: 1 }]
+    - matches: [{ path: { value: /none } }]
     - matches: [{ path: { value: /slow } }]
       timeouts: { request: 2s, backendRequest: 500ms }
       backendRefs: [{ name: slow }]
@@ -441,6 +461,16 @@ spec:
     assert_eq!(r.body, "upstream connect error\n");
     let r = c.get(at, "h", "/zero", &[]).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    // Half the split names a Backend that does not exist: those requests get 500.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(c.get(at, "h", "/unresolved", &[]).await.status.as_u16());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 500, 500]);
+    let r = c.get(at, "h", "/none", &[]).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(r.body, "this route has no backend configured\n");
     let started = std::time::Instant::now();
     let r = c.get(at, "h", "/slow", &[("x-delay-ms", "2000")]).await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);

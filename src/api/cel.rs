@@ -89,32 +89,57 @@ const FILTERS: [&str; 5] = [
     "directResponse",
 ];
 
-/// A Route rule: each filter kind at most once; which filters and backendRefs go together;
-/// `replacePrefixMatch` only with PathPrefix matches.
-pub fn route_rule(s: &mut Schema) {
+/// The rules of one filter list (a rule's or a backendRef's, named by `scope`): each kind at most
+/// once; requestRedirect with neither directResponse nor urlRewrite.
+fn filter_list(scope: &str) -> Vec<(String, String)> {
     let once = FILTERS
         .iter()
         .map(|f| format!("self.filters.filter(f, has(f.{f})).size() <= 1"))
         .collect::<Vec<_>>()
         .join(" && ");
     let has = |f: &str| format!("(has(self.filters) && self.filters.exists(f, has(f.{f})))");
-    let replaces_prefix = "(has(self.filters) && self.filters.exists(f, \
-         (has(f.urlRewrite) && has(f.urlRewrite.path) && has(f.urlRewrite.path.replacePrefixMatch)) || \
-         (has(f.requestRedirect) && has(f.requestRedirect.path) && has(f.requestRedirect.path.replacePrefixMatch))))";
+    vec![
+        (
+            format!("!has(self.filters) || ({once})"),
+            format!("filters: each filter kind may appear only once per {scope}"),
+        ),
+        (
+            format!("!({} && {})", has("requestRedirect"), has("directResponse")),
+            "filters: requestRedirect and directResponse cannot be used together".into(),
+        ),
+        (
+            format!("!({} && {})", has("requestRedirect"), has("urlRewrite")),
+            "filters: requestRedirect and urlRewrite cannot be used together".into(),
+        ),
+    ]
+}
+
+/// CEL that tells whether filter `f` replaces a path prefix.
+const REPLACES_PREFIX: &str = "(has(f.urlRewrite) && has(f.urlRewrite.path) && has(f.urlRewrite.path.replacePrefixMatch)) || \
+     (has(f.requestRedirect) && has(f.requestRedirect.path) && has(f.requestRedirect.path.replacePrefixMatch))";
+
+/// A Route rule: its filter list; which filters and backendRefs go together; one path rewrite
+/// between the rule and its backendRefs; `replacePrefixMatch` (the rule's or a backendRef's)
+/// only with PathPrefix matches.
+pub fn route_rule(s: &mut Schema) {
+    let lists: Vec<(String, String)> = filter_list("rule");
+    let lists: Vec<(String, &str)> = lists.iter().map(|(r, m)| (r.clone(), m.as_str())).collect();
+    add(s, &lists);
+    let has = |f: &str| format!("(has(self.filters) && self.filters.exists(f, has(f.{f})))");
+    let replaces_prefix = format!(
+        "((has(self.filters) && self.filters.exists(f, {REPLACES_PREFIX})) || \
+         (has(self.backendRefs) && self.backendRefs.exists(b, has(b.filters) && b.filters.exists(f, {REPLACES_PREFIX}))))"
+    );
+    let rewrites_path = "(has(f.urlRewrite) && has(f.urlRewrite.path))";
     add(
         s,
         &[
             (
-                format!("!has(self.filters) || ({once})"),
-                "filters: each filter kind may appear only once per rule",
-            ),
-            (
-                format!("!({} && {})", has("requestRedirect"), has("directResponse")),
-                "filters: requestRedirect and directResponse cannot be used together",
-            ),
-            (
-                format!("!({} && {})", has("requestRedirect"), has("urlRewrite")),
-                "filters: requestRedirect and urlRewrite cannot be used together",
+                format!(
+                    "!(has(self.filters) && self.filters.exists(f, {rewrites_path})) || !has(self.backendRefs) || \
+                     self.backendRefs.all(b, !has(b.filters) || !b.filters.exists(f, {rewrites_path}))"
+                ),
+                "backendRefs: the rule already rewrites the path (urlRewrite.path); a backendRef's filters may not too",
             ),
             (
                 format!(
@@ -204,7 +229,7 @@ pub fn path_modifier(s: &mut Schema) {
     );
 }
 
-/// A backendRef's `port` is for Services.
+/// A backendRef: `port` is for Services; its filter list.
 pub fn backend_ref(s: &mut Schema) {
     add(
         s,
@@ -213,6 +238,9 @@ pub fn backend_ref(s: &mut Schema) {
             "port is only for kind: Service (a Backend names its own port)",
         )],
     );
+    let lists = filter_list("backendRef");
+    let lists: Vec<(String, &str)> = lists.iter().map(|(r, m)| (r.clone(), m.as_str())).collect();
+    add(s, &lists);
 }
 
 /// `backendRequest` fits in `request`.

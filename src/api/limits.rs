@@ -8,10 +8,13 @@
 pub const MAX_HOSTNAMES: usize = 16;
 /// A host name, wildcard included (RFC 1123).
 pub const MAX_HOSTNAME_LEN: usize = 253;
-/// `spec.rules` of a Route.
-pub const MAX_RULES: usize = 64;
-/// `matches`, `filters`, `backendRefs` of one rule; headers and query parameters of one match;
-/// `set`, `add`, `remove` of a header modifier; `retry.on`; status lists of health checks.
+/// `spec.rules` of a Route (as Gateway API: with backendRef filters, rules × backendRefs ×
+/// filters × headers is the cardinality of the deepest CEL rule, which must stay within the
+/// apiserver's cost budget).
+pub const MAX_RULES: usize = 16;
+/// `matches`, `filters`, `backendRefs` of one rule; a backendRef's `filters`; headers and query
+/// parameters of one match; `set`, `add`, `remove` of a header modifier; `retry.on`; status
+/// lists of health checks.
 pub const MAX_LIST: usize = 16;
 /// `spec.endpoints` of a Backend.
 pub const MAX_ENDPOINTS: usize = 1024;

@@ -317,7 +317,8 @@ pub struct RequestRedirect {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_HOSTNAME_LEN), pattern(EXACT_HOSTNAME_PATTERN), transform = cel::hostname)]
     pub hostname: Option<String>,
-    /// Port of the Location; default: the scheme's port when the scheme changes, else the request's.
+    /// Port of the Location; default: the scheme's well-known port when `scheme` is set, else the
+    /// port clients reached the gateway on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub port: Option<u16>,
@@ -364,6 +365,10 @@ pub struct BackendRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = MAX_WEIGHT))]
     pub weight: Option<u32>,
+    /// Filters that run only for the requests sent to this backendRef, after the rule's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LIST))]
+    pub filters: Vec<RouteFilter>,
 }
 
 /// Time limits of a rule.

@@ -31,8 +31,10 @@ pub enum FileSourceError {
     /// The path does not exist or cannot be listed.
     #[error("cannot read configuration at {path}: {source}")]
     Unreadable {
+        /// The configuration path.
         path: PathBuf,
         #[source]
+        /// The cause.
         source: std::io::Error,
     },
     /// The compiled table broke an invariant (a compiler bug); it was not published.

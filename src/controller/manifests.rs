@@ -24,8 +24,11 @@ pub const READ: &[(&str, &str)] = &[
 /// One Kubernetes object read from a file.
 #[derive(Clone, Debug)]
 pub enum KubeDoc {
+    /// A `v1` Service.
     Service(Box<Service>),
+    /// A `networking.k8s.io/v1` Ingress.
     Ingress(Box<Ingress>),
+    /// A `networking.k8s.io/v1` IngressClass.
     IngressClass(Box<IngressClass>),
     /// A Secret: its metadata, and whether it is a `kubernetes.io/tls` Secret (the only ones
     /// Tidegate reads).

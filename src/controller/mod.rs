@@ -6,6 +6,7 @@ pub mod kube;
 pub mod manifests;
 pub mod names;
 pub mod objects;
+pub mod publish;
 pub mod reload;
 pub mod snapshot;
 

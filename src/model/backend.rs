@@ -193,7 +193,7 @@ pub struct Backend {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<Endpoint>,
     /// The Service port whose discovered endpoints this backend uses (Kubernetes mode); the
-    /// proxy reads them from the [`Discovery`](super::Discovery) store, so they change without
+    /// proxy reads them from its discovery store (`proxy::upstream::Discovery`), so they change without
     /// a new table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceKey>,

@@ -33,6 +33,8 @@ pub enum Reason {
     ServiceNotFound,
     /// The Service exists but has no such port.
     PortNotFound,
+    /// A reference names a kind of object Tidegate cannot send traffic to.
+    InvalidKind,
     /// Another object already has this identity.
     Duplicate,
     /// The object belongs to another ingress class.
@@ -49,6 +51,7 @@ impl Reason {
             Reason::RefNotFound => "BackendNotFound",
             Reason::ServiceNotFound => "ServiceNotFound",
             Reason::PortNotFound => "PortNotFound",
+            Reason::InvalidKind => "InvalidKind",
             Reason::Duplicate => "Duplicate",
             Reason::OtherClass => "OtherIngressClass",
         }
@@ -106,7 +109,10 @@ impl Diagnostic {
     pub fn is_unresolved_ref(&self) -> bool {
         matches!(
             self.reason,
-            Reason::RefNotFound | Reason::ServiceNotFound | Reason::PortNotFound
+            Reason::RefNotFound
+                | Reason::ServiceNotFound
+                | Reason::PortNotFound
+                | Reason::InvalidKind
         )
     }
 

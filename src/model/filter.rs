@@ -118,36 +118,35 @@ pub struct Redirect {
 }
 
 impl Redirect {
-    /// The `Location` for a request with this scheme, host (without port), port, path and query.
+    /// The `Location` for a request with this scheme, host (without port), path and query that
+    /// reached a listener on `listener_port` (the port clients use, which may differ from the
+    /// port the gateway binds, e.g. behind a Service).
     pub fn location(
         &self,
         scheme: &str,
         host: &str,
-        port: Option<u16>,
+        listener_port: u16,
         path: &str,
         matched_prefix: Option<&str>,
         query: Option<&str>,
     ) -> String {
         let new_scheme = self.scheme.as_deref().unwrap_or(scheme);
         let new_host = self.hostname.as_deref().unwrap_or(host);
-        // Gateway API: an explicit port wins; a scheme change without a port means the new
-        // scheme's default; otherwise the request's port is kept.
+        // Gateway API (HTTPRequestRedirectFilter.port): an explicit port wins; a redirect that
+        // names a scheme goes to that scheme's well-known port; otherwise to the listener's
+        // port, whatever port the client wrote in its Host header.
         let new_port = match (self.port, &self.scheme) {
-            (Some(p), _) => Some(p),
-            (None, Some(_)) => None,
-            (None, None) => port,
+            (Some(p), _) => p,
+            (None, Some(s)) => well_known_port(s),
+            (None, None) => listener_port,
         };
         let new_path = match &self.path {
             Some(rewrite) => rewrite.apply(path, matched_prefix.unwrap_or("")),
             None => path.to_owned(),
         };
-        let default_port = match new_scheme {
-            "https" => 443,
-            _ => 80,
-        };
         let mut out = format!("{new_scheme}://{new_host}");
-        if let Some(p) = new_port.filter(|p| *p != default_port) {
-            out.push_str(&format!(":{p}"));
+        if new_port != well_known_port(new_scheme) {
+            out.push_str(&format!(":{new_port}"));
         }
         out.push_str(&new_path);
         if let Some(q) = query.filter(|q| !q.is_empty()) {
@@ -155,6 +154,14 @@ impl Redirect {
             out.push_str(q);
         }
         out
+    }
+}
+
+/// 443 for https, 80 for http (the only schemes a redirect may name).
+fn well_known_port(scheme: &str) -> u16 {
+    match scheme {
+        "https" => 443,
+        _ => 80,
     }
 }
 
@@ -167,6 +174,38 @@ pub struct DirectResponse {
     /// Body, sent as text/plain.
     #[serde(serialize_with = "super::ser::bytes_str")]
     pub body: Bytes,
+}
+
+/// What a backendRef's `requestRedirect` or `directResponse` answers instead of forwarding.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Answer {
+    /// A redirect.
+    Redirect(Redirect),
+    /// A fixed response.
+    DirectResponse(DirectResponse),
+}
+
+/// The filters of one backendRef: they run only for the requests the rule sends to it (its
+/// canaries included), after the rule's own request filters and before its response filters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct BackendFilters {
+    /// Applied to the request, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub request: Vec<RequestFilter>,
+    /// Applied to the response, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub response: Vec<HeaderModifier>,
+    /// Answer instead of forwarding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<Answer>,
+}
+
+impl BackendFilters {
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.request.is_empty() && self.response.is_empty() && self.answer.is_none()
+    }
 }
 
 #[cfg(test)]
@@ -198,7 +237,7 @@ mod tests {
             status: StatusCode::MOVED_PERMANENTLY,
         };
         assert_eq!(
-            to_https.location("http", "a.test", Some(8080), "/x", None, Some("q=1")),
+            to_https.location("http", "a.test", 8080, "/x", None, Some("q=1")),
             "https://a.test/x?q=1"
         );
         let host_only = Redirect {
@@ -207,7 +246,7 @@ mod tests {
             ..to_https.clone()
         };
         assert_eq!(
-            host_only.location("http", "a.test", Some(8080), "/x", None, None),
+            host_only.location("http", "a.test", 8080, "/x", None, None),
             "http://b.test:8080/x"
         );
         let port = Redirect {
@@ -215,8 +254,50 @@ mod tests {
             ..to_https
         };
         assert_eq!(
-            port.location("http", "a.test", None, "/", None, None),
+            port.location("http", "a.test", 80, "/", None, None),
             "https://a.test:8443/"
+        );
+    }
+
+    #[test]
+    fn redirect_without_scheme_or_port_goes_to_the_listener_port() {
+        let r = Redirect {
+            scheme: None,
+            hostname: None,
+            port: None,
+            path: None,
+            status: StatusCode::FOUND,
+        };
+        assert_eq!(
+            r.location("http", "a.test", 80, "/", None, None),
+            "http://a.test/"
+        );
+        assert_eq!(
+            r.location("http", "a.test", 8080, "/", None, None),
+            "http://a.test:8080/"
+        );
+    }
+
+    #[test]
+    fn redirect_with_a_scheme_goes_to_its_well_known_port() {
+        let r = |scheme: &str, port: Option<u16>| Redirect {
+            scheme: Some(scheme.into()),
+            hostname: None,
+            port,
+            path: None,
+            status: StatusCode::FOUND,
+        };
+        assert_eq!(
+            r("http", None).location("http", "a.test", 8080, "/", None, None),
+            "http://a.test/"
+        );
+        assert_eq!(
+            r("https", Some(443)).location("http", "a.test", 8080, "/", None, None),
+            "https://a.test/"
+        );
+        assert_eq!(
+            r("http", Some(443)).location("http", "a.test", 8080, "/", None, None),
+            "http://a.test:443/"
         );
     }
 }

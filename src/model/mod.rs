@@ -21,9 +21,10 @@ pub use backend::{
 };
 pub use canary::{CANARY_ALWAYS, CANARY_NEVER, Canary};
 pub use diagnostic::{Diagnostic, Reason, Severity};
-pub use discovery::{Discovery, EndpointSet, ServiceKey};
+pub use discovery::{EndpointSink, ServiceKey};
 pub use filter::{
-    DirectResponse, HeaderModifier, PathRewrite, Redirect, RequestFilter, UrlRewrite,
+    Answer, BackendFilters, DirectResponse, HeaderModifier, PathRewrite, Redirect, RequestFilter,
+    UrlRewrite,
 };
 pub use matching::{
     HeaderMatcher, PathMatcher, Pattern, QueryMatcher, RequestMatch, RequestView, ValueMatcher,
@@ -32,6 +33,6 @@ pub use matching::{
 pub use object::{Kind, ObjectRef};
 pub use ser::format_duration;
 pub use table::{
-    Action, BackendIdx, Candidate, Group, Hit, HostIndex, Retry, RetryOn, RoutingTable, Rule,
-    TableError, Target, Timeouts, WeightedBackend,
+    Action, BackendIdx, Candidate, Group, Hit, HostIndex, NoBackend, Picked, Retry, RetryOn,
+    RoutingTable, Rule, TableError, Target, Timeouts, WeightedBackend, pick,
 };

@@ -2,8 +2,9 @@
 //!
 //! `Rank` orders best-first: `a < b` means `a` wins over `b`. The order, most significant first:
 //! exact host over wildcard (longer wildcard over shorter) over any host; exact path over
-//! prefix (longer first) over regular expression; more header conditions; a method condition;
-//! more query conditions; then the older object, then namespace/name, then rule and match order.
+//! prefix (longer first) over regular expression; a method condition; more header conditions;
+//! more query conditions; then the older object, then namespace/name, then rule and match order
+//! (Gateway API, `HTTPRouteRule` in its apis/v1).
 
 use std::cmp::Ordering;
 
@@ -58,10 +59,10 @@ pub struct Rank {
     pub host: HostRank,
     /// Path specificity.
     pub path: PathRank,
-    /// Number of header conditions.
-    pub headers: usize,
     /// Whether a method is required.
     pub method: bool,
+    /// Number of header conditions.
+    pub headers: usize,
     /// Number of query conditions.
     pub query: usize,
     /// Creation time of the Route (Unix seconds), when known; unknown sorts last.
@@ -82,8 +83,8 @@ impl Ord for Rank {
             .key()
             .cmp(&other.host.key())
             .then_with(|| self.path.key().cmp(&other.path.key()))
-            .then_with(|| other.headers.cmp(&self.headers))
             .then_with(|| other.method.cmp(&self.method))
+            .then_with(|| other.headers.cmp(&self.headers))
             .then_with(|| other.query.cmp(&self.query))
             .then_with(|| match (self.created, other.created) {
                 (Some(a), Some(b)) => a.cmp(&b),
@@ -112,8 +113,8 @@ mod tests {
         Rank {
             host: HostRank::Exact,
             path: PathRank::Prefix(4),
-            headers: 0,
             method: false,
+            headers: 0,
             query: 0,
             created: None,
             namespace: "default".into(),
@@ -225,6 +226,38 @@ mod tests {
     }
 
     #[test]
+    fn method_beats_header_count() {
+        // HTTPRouteMethodMatching case 11: `PATCH /` with `version: four` goes to the rule that
+        // matches the method, not to the one that matches the header.
+        wins(
+            Rank {
+                method: true,
+                ..base()
+            },
+            Rank {
+                headers: 3,
+                query: 3,
+                ..base()
+            },
+        );
+    }
+
+    #[test]
+    fn path_beats_method() {
+        wins(
+            Rank {
+                path: PathRank::Prefix(6),
+                ..base()
+            },
+            Rank {
+                method: true,
+                headers: 2,
+                ..base()
+            },
+        );
+    }
+
+    #[test]
     fn more_headers_beat_fewer() {
         wins(
             Rank {
@@ -233,8 +266,18 @@ mod tests {
             },
             Rank {
                 headers: 1,
-                method: true,
                 query: 3,
+                ..base()
+            },
+        );
+        wins(
+            Rank {
+                method: true,
+                headers: 1,
+                ..base()
+            },
+            Rank {
+                method: true,
                 ..base()
             },
         );
@@ -254,6 +297,17 @@ mod tests {
     #[test]
     fn more_query_params_beat_fewer() {
         wins(Rank { query: 2, ..base() }, Rank { query: 1, ..base() });
+        wins(
+            Rank {
+                headers: 1,
+                query: 1,
+                ..base()
+            },
+            Rank {
+                headers: 1,
+                ..base()
+            },
+        );
     }
 
     #[test]

@@ -5,6 +5,11 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use serde::Serializer;
 use serde::ser::SerializeSeq;
 
+/// An unresolved backendRef is shown as `unresolved: true` (resolved ones show nothing).
+pub fn unresolved<S: Serializer>(_: &Option<usize>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bool(true)
+}
+
 pub fn header_name<S: Serializer>(n: &HeaderName, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(n.as_str())
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use http::HeaderMap;
 
 use super::canary::{Canary, Override, canary_override};
-use super::filter::{DirectResponse, HeaderModifier, Redirect, RequestFilter};
+use super::filter::{BackendFilters, DirectResponse, HeaderModifier, Redirect, RequestFilter};
 use super::matching::{RequestMatch, RequestView};
 use super::precedence::{HostRank, PathRank, Rank};
 use super::{Backend, Diagnostic, ObjectRef, PathMatcher};
@@ -17,40 +17,100 @@ use super::{Backend, Diagnostic, ObjectRef, PathMatcher};
 /// Index of a backend in [`RoutingTable::backends`].
 pub type BackendIdx = usize;
 
-/// One backendRef of a rule, resolved.
+/// One backendRef of a rule.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct WeightedBackend {
-    /// Index in the table's backends.
-    #[serde(skip)]
-    pub backend: BackendIdx,
-    /// The backend's `namespace/name`.
+    /// Index in the table's backends; `None` when the reference does not resolve (a missing
+    /// or rejected Backend or Service, an unknown kind): the requests the schedule gives it are
+    /// answered 500 (Gateway API). Shown as `unresolved: true`.
+    #[serde(
+        rename = "unresolved",
+        skip_serializing_if = "Option::is_some",
+        serialize_with = "super::ser::unresolved"
+    )]
+    pub backend: Option<BackendIdx>,
+    /// The backend's `namespace/name` (for an unresolved reference: the name it gives).
     pub name: Arc<str>,
     /// Its relative share.
     pub weight: u32,
     /// Canaries of this backend (Service annotations), each taking a percentage of its share.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub canaries: Vec<Canary>,
+    /// Filters that run only for requests sent to this backendRef.
+    #[serde(skip_serializing_if = "BackendFilters::is_empty")]
+    pub filters: BackendFilters,
 }
 
 impl WeightedBackend {
     /// The backend a request goes to when the schedule chose `target` of this backendRef:
-    /// a canary header or cookie overrides the weighted choice.
-    pub fn resolve(&self, target: Target, headers: &HeaderMap) -> BackendIdx {
+    /// a canary header or cookie overrides the weighted choice. `None`: the reference does not
+    /// resolve.
+    pub fn resolve(&self, target: Target, headers: &HeaderMap) -> Option<BackendIdx> {
+        let primary = self.backend?;
         if !self.canaries.is_empty() {
             match canary_override(&self.canaries, headers) {
-                Some(Override::Primary) => return self.backend,
-                Some(Override::Canary(i)) => return self.canaries[i].backend,
+                Some(Override::Primary) => return Some(primary),
+                Some(Override::Canary(i)) => return Some(self.canaries[i].backend),
                 None => {}
             }
         }
-        match target.canary {
-            0 => self.backend,
+        Some(match target.canary {
+            0 => primary,
             n => self
                 .canaries
                 .get(n as usize - 1)
-                .map_or(self.backend, |c| c.backend),
-        }
+                .map_or(primary, |c| c.backend),
+        })
     }
+}
+
+/// Why a forwarding rule sends a request to no backend; the proxy answers instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NoBackend {
+    /// Every backendRef has weight 0 (503).
+    #[error("every backendRef of the rule has weight 0")]
+    ZeroWeights,
+    /// The rule has no backendRefs (500, as Gateway API asks).
+    #[error("the rule has no backendRefs")]
+    NoBackendRefs,
+    /// The backendRef the request was given to does not resolve (500, as Gateway API asks).
+    #[error("the chosen backendRef does not resolve")]
+    Unresolved,
+}
+
+/// Where a forwarding rule sends one request.
+#[derive(Clone, Copy, Debug)]
+pub struct Picked<'a> {
+    /// Index in the table's backends.
+    pub backend: BackendIdx,
+    /// The backendRef chosen (its filters apply).
+    pub backend_ref: &'a WeightedBackend,
+}
+
+/// The backend for the `n`-th request of a rule that forwards to `backends` along `schedule`.
+pub fn pick<'a>(
+    backends: &'a [WeightedBackend],
+    schedule: &[Target],
+    n: usize,
+    headers: &HeaderMap,
+) -> Result<Picked<'a>, NoBackend> {
+    if schedule.is_empty() {
+        return Err(if backends.is_empty() {
+            NoBackend::NoBackendRefs
+        } else {
+            NoBackend::ZeroWeights
+        });
+    }
+    let target = schedule[n % schedule.len()];
+    let backend_ref = &backends[target.backend_ref as usize];
+    let backend = backend_ref
+        .resolve(target, headers)
+        .ok_or(NoBackend::Unresolved)?;
+    Ok(Picked {
+        backend,
+        backend_ref,
+    })
 }
 
 /// One entry of a rule's weighted schedule: a backendRef, and which of its backends.
@@ -430,20 +490,29 @@ pub enum TableError {
     /// A rule names a backend index the table does not have.
     #[error("rule {rule} refers to backend #{backend}, but the table has {len} backends")]
     DanglingBackend {
+        /// The rule's label.
         rule: Arc<str>,
+        /// The backend index it names.
         backend: usize,
+        /// How many there are.
         len: usize,
     },
     /// A rule's weighted schedule names a backendRef it does not have.
     #[error("rule {rule} has a schedule entry {entry} beyond its {len} backendRefs")]
     BadSchedule {
+        /// The rule's label.
         rule: Arc<str>,
+        /// The schedule entry.
         entry: u32,
+        /// How many there are.
         len: usize,
     },
     /// A rule has no match to select it.
     #[error("rule {rule} has no matches")]
-    NoMatches { rule: Arc<str> },
+    NoMatches {
+        /// The rule's label.
+        rule: Arc<str>,
+    },
 }
 
 impl RoutingTable {
@@ -469,8 +538,10 @@ impl RoutingTable {
             }
             if let Action::Forward { backends, schedule } = &rule.action {
                 for b in backends {
-                    let targets =
-                        std::iter::once(b.backend).chain(b.canaries.iter().map(|c| c.backend));
+                    let targets = b
+                        .backend
+                        .into_iter()
+                        .chain(b.canaries.iter().map(|c| c.backend));
                     for backend in targets {
                         if backend >= self.backends.len() {
                             return Err(TableError::DanglingBackend {

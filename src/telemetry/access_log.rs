@@ -46,22 +46,42 @@ const QUEUE: usize = 16 * 1024;
 /// What one request leaves in the log. Cheap to build: the `http` values are reference-counted.
 #[derive(Debug)]
 pub struct Entry {
+    /// When the request arrived.
     pub time: SystemTime,
+    /// The `x-request-id` sent back.
     pub request_id: HeaderValue,
+    /// The peer address of the connection.
     pub client: IpAddr,
+    /// The request method.
     pub method: Method,
+    /// The `Host` header, as received.
     pub host: Option<HeaderValue>,
+    /// The request target, as received.
     pub uri: Uri,
+    /// The HTTP version.
     pub version: Version,
+    /// The status sent (499: the client left first).
     pub status: u16,
+    /// Why the gateway answered itself (`no_route`, `breaker_open`, ...); empty when the
+    /// upstream answered.
+    pub reason: &'static str,
+    /// Request body bytes.
     pub bytes_in: u64,
+    /// Response body bytes.
     pub bytes_out: u64,
+    /// From arrival to the end of the response body.
     pub duration: Duration,
+    /// The endpoint the request went to, if any.
     pub upstream: Option<Arc<str>>,
+    /// Time to the upstream's response headers, if it was asked.
     pub upstream_duration: Option<Duration>,
+    /// The rule's label (empty: no route matched).
     pub route: Arc<str>,
+    /// The backend's label (empty: none picked).
     pub backend: Arc<str>,
+    /// Retried attempts.
     pub retries: u32,
+    /// The W3C trace id of a forwarded request.
     pub trace_id: Option<Arc<str>>,
 }
 
@@ -156,6 +176,7 @@ struct JsonLine<'a> {
     path: &'a str,
     protocol: &'static str,
     status: u16,
+    reason: Option<&'static str>,
     bytes_in: u64,
     bytes_out: u64,
     duration_ms: f64,
@@ -208,6 +229,7 @@ pub fn render(e: &Entry, format: AccessLogFormat, include_query: bool, out: &mut
                 path,
                 protocol: protocol(e.version),
                 status: e.status,
+                reason: (!e.reason.is_empty()).then_some(e.reason),
                 bytes_in: e.bytes_in,
                 bytes_out: e.bytes_out,
                 duration_ms: ms(e.duration),
@@ -223,7 +245,7 @@ pub fn render(e: &Entry, format: AccessLogFormat, include_query: bool, out: &mut
         AccessLogFormat::Text | AccessLogFormat::Off => {
             let _ = write!(
                 out,
-                "{client} - [{time}] \"{method} {path} {proto}\" {status} {bytes_out} {dur}ms host={host} route={route} backend={backend} upstream={upstream} upstream_ms={up_ms} bytes_in={bytes_in} retries={retries} request_id={rid} trace_id={trace}",
+                "{client} - [{time}] \"{method} {path} {proto}\" {status} {bytes_out} {dur}ms host={host} route={route} backend={backend} reason={reason} upstream={upstream} upstream_ms={up_ms} bytes_in={bytes_in} retries={retries} request_id={rid} trace_id={trace}",
                 client = e.client.to_canonical(),
                 method = e.method,
                 proto = protocol(e.version),
@@ -237,6 +259,7 @@ pub fn render(e: &Entry, format: AccessLogFormat, include_query: bool, out: &mut
                 } else {
                     &e.backend
                 },
+                reason = if e.reason.is_empty() { "-" } else { e.reason },
                 upstream = e.upstream.as_deref().unwrap_or("-"),
                 up_ms = e
                     .upstream_duration
@@ -265,6 +288,7 @@ mod tests {
             uri: "/cart?token=secret".parse().unwrap(),
             version: Version::HTTP_11,
             status: 201,
+            reason: "",
             bytes_in: 12,
             bytes_out: 34,
             duration: Duration::from_micros(1500),
@@ -289,7 +313,12 @@ mod tests {
         assert_eq!(v["duration_ms"], 1.5);
         assert_eq!(v["upstream_duration_ms"], 1.2);
         assert_eq!(v["protocol"], "HTTP/1.1");
-        assert_eq!(v.as_object().unwrap().len(), 17);
+        assert_eq!(
+            v["reason"],
+            serde_json::Value::Null,
+            "the upstream answered"
+        );
+        assert_eq!(v.as_object().unwrap().len(), 18);
         let mut out = Vec::new();
         render(&entry(), AccessLogFormat::Json, true, &mut out);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -305,6 +334,19 @@ mod tests {
             line.starts_with(
                 "127.0.0.1 - [2023-11-14T22:13:20.123Z] \"POST /cart HTTP/1.1\" 201 34 1.5ms"
             ),
+            "{line}"
+        );
+        assert!(line.contains(" reason=- "), "{line}");
+        let mut out = Vec::new();
+        let e = Entry {
+            status: 503,
+            reason: "breaker_open",
+            ..entry()
+        };
+        render(&e, AccessLogFormat::Text, false, &mut out);
+        let line = String::from_utf8(out).unwrap();
+        assert!(
+            line.contains(" 503 ") && line.contains(" reason=breaker_open "),
             "{line}"
         );
     }

@@ -18,21 +18,36 @@ use prometheus_client::registry::Registry;
 
 /// Metric names, in one place (also listed in the README).
 pub mod names {
+    /// `tidegate_requests`.
     pub const REQUESTS: &str = "tidegate_requests";
+    /// `tidegate_request_duration_seconds`.
     pub const REQUEST_DURATION: &str = "tidegate_request_duration_seconds";
+    /// `tidegate_upstream_connect_errors`.
     pub const UPSTREAM_CONNECT_ERRORS: &str = "tidegate_upstream_connect_errors";
+    /// `tidegate_upstream_retries`.
     pub const UPSTREAM_RETRIES: &str = "tidegate_upstream_retries";
+    /// `tidegate_open_connections`.
     pub const OPEN_CONNECTIONS: &str = "tidegate_open_connections";
+    /// `tidegate_backend_endpoints`.
     pub const BACKEND_ENDPOINTS: &str = "tidegate_backend_endpoints";
+    /// `tidegate_circuit_breaker_open`.
     pub const CIRCUIT_BREAKER_OPEN: &str = "tidegate_circuit_breaker_open";
+    /// `tidegate_config_reloads`.
     pub const CONFIG_RELOADS: &str = "tidegate_config_reloads";
+    /// `tidegate_config_last_reload_success_timestamp_seconds`.
     pub const CONFIG_LAST_RELOAD_SUCCESS: &str =
         "tidegate_config_last_reload_success_timestamp_seconds";
+    /// `tidegate_config_stale_since_timestamp_seconds`.
     pub const CONFIG_STALE_SINCE: &str = "tidegate_config_stale_since_timestamp_seconds";
+    /// `tidegate_routes`.
     pub const ROUTES: &str = "tidegate_routes";
+    /// `tidegate_config_compile_duration_seconds`.
     pub const CONFIG_COMPILE_DURATION: &str = "tidegate_config_compile_duration_seconds";
+    /// `tidegate_controller_events`.
     pub const CONTROLLER_EVENTS: &str = "tidegate_controller_events";
+    /// `tidegate_controller_errors`.
     pub const CONTROLLER_ERRORS: &str = "tidegate_controller_errors";
+    /// `tidegate_access_log_dropped`.
     pub const ACCESS_LOG_DROPPED: &str = "tidegate_access_log_dropped";
 
     /// Every name above (counters without their `_total` suffix).
@@ -64,15 +79,25 @@ pub const DURATION_BUCKETS: [f64; 14] = [
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(clippy::upper_case_acronyms)]
 pub enum MethodLabel {
+    /// `GET`.
     GET,
+    /// `HEAD`.
     HEAD,
+    /// `POST`.
     POST,
+    /// `PUT`.
     PUT,
+    /// `DELETE`.
     DELETE,
+    /// `CONNECT`.
     CONNECT,
+    /// `OPTIONS`.
     OPTIONS,
+    /// `TRACE`.
     TRACE,
+    /// `PATCH`.
     PATCH,
+    /// Any other method.
     OTHER,
 }
 
@@ -93,63 +118,81 @@ impl From<&Method> for MethodLabel {
     }
 }
 
-/// `{route, backend, method, code}`.
+/// `{route, backend, method, code, reason}`; `reason` is empty (no label) when the upstream
+/// answered, and says why when the gateway answered itself (`no_route`, `breaker_open`, ...).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
+    /// The `route` label.
     pub route: Arc<str>,
+    /// The `backend` label.
     pub backend: Arc<str>,
+    /// The `method` label.
     pub method: MethodLabel,
+    /// The `code` label.
     pub code: u16,
+    /// The `reason` label.
+    pub reason: &'static str,
 }
 
 /// `{route, backend}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteBackendLabels {
+    /// The `route` label.
     pub route: Arc<str>,
+    /// The `backend` label.
     pub backend: Arc<str>,
 }
 
 /// `{backend}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabels {
+    /// The `backend` label.
     pub backend: Arc<str>,
 }
 
 /// `{route}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
+    /// The `route` label.
     pub route: Arc<str>,
 }
 
 /// `{listener, protocol}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
+    /// The `listener` label.
     pub listener: &'static str,
+    /// The `protocol` label.
     pub protocol: &'static str,
 }
 
 /// `{backend, state}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointStateLabels {
+    /// The `backend` label.
     pub backend: Arc<str>,
+    /// The `state` label.
     pub state: &'static str,
 }
 
 /// `{result}` (`success` or `failure`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
+    /// The `result` label.
     pub result: &'static str,
 }
 
 /// `{state}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
+    /// The `state` label.
     pub state: &'static str,
 }
 
 /// `{kind}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
+    /// The `kind` label.
     pub kind: &'static str,
 }
 
@@ -166,20 +209,35 @@ fn compile_histogram() -> Histogram {
 /// Every metric Tidegate exports.
 pub struct Metrics {
     registry: Registry,
+    /// [`names::REQUESTS`].
     pub requests: Family<RequestLabels, Counter>,
+    /// [`names::REQUEST_DURATION`].
     pub request_duration: Family<RouteBackendLabels, Histogram, fn() -> Histogram>,
+    /// [`names::UPSTREAM_CONNECT_ERRORS`].
     pub upstream_connect_errors: Family<BackendLabels, Counter>,
+    /// [`names::UPSTREAM_RETRIES`].
     pub upstream_retries: Family<RouteLabels, Counter>,
+    /// [`names::OPEN_CONNECTIONS`].
     pub open_connections: Family<ListenerLabels, Gauge>,
+    /// [`names::BACKEND_ENDPOINTS`].
     pub backend_endpoints: Family<EndpointStateLabels, Gauge>,
+    /// [`names::CIRCUIT_BREAKER_OPEN`].
     pub circuit_breaker_open: Family<BackendLabels, Gauge>,
+    /// [`names::CONFIG_RELOADS`].
     pub config_reloads: Family<ResultLabels, Counter>,
+    /// [`names::CONFIG_LAST_RELOAD_SUCCESS`].
     pub config_last_reload_success: Gauge<f64, AtomicU64>,
+    /// [`names::CONFIG_STALE_SINCE`].
     pub config_stale_since: Gauge<f64, AtomicU64>,
+    /// [`names::ROUTES`].
     pub routes: Family<StateLabels, Gauge>,
+    /// [`names::CONFIG_COMPILE_DURATION`].
     pub compile_duration: Histogram,
+    /// [`names::CONTROLLER_EVENTS`].
     pub controller_events: Family<KindLabels, Counter>,
+    /// [`names::CONTROLLER_ERRORS`].
     pub controller_errors: Family<KindLabels, Counter>,
+    /// [`names::ACCESS_LOG_DROPPED`].
     pub access_log_dropped: Counter,
 }
 
@@ -214,7 +272,7 @@ impl Metrics {
         use names::*;
         registry.register(
             REQUESTS,
-            "Requests answered, by route, backend, method and status code",
+            "Requests answered, by route, backend, method, status code and, for answers the gateway made itself, reason",
             m.requests.clone(),
         );
         registry.register(

@@ -293,7 +293,7 @@ pub fn cases() -> Vec<Case> {
         openapi(
             "too-many-rules",
             R,
-            json!({"rules": many(65, &|_| json!({"backendRefs": [{"name": "api"}]}))}),
+            json!({"rules": many(17, &|_| json!({"backendRefs": [{"name": "api"}]}))}),
             "spec.rules",
         ),
         openapi(
@@ -544,6 +544,30 @@ pub fn cases() -> Vec<Case> {
             "spec.rules[0]",
             "only once per rule",
             "spec.rules[0].filters[1]",
+        ),
+        cel(
+            "backend-ref-filter-kind-twice",
+            R,
+            route(|s| {
+                s["rules"][0]["backendRefs"][0]["filters"] = json!([{"requestHeaderModifier": {"remove": ["x-a"]}},
+                           {"requestHeaderModifier": {"remove": ["x-b"]}}]);
+            }),
+            "spec.rules[0].backendRefs[0]",
+            "only once per backendRef",
+            "spec.rules[0].backendRefs[0].filters[1]",
+        ),
+        cel(
+            "path-rewritten-by-rule-and-backend-ref",
+            R,
+            route(|s| {
+                s["rules"][0]["filters"] =
+                    json!([{"urlRewrite": {"path": {"replaceFullPath": "/a"}}}]);
+                s["rules"][0]["backendRefs"][0]["filters"] =
+                    json!([{"urlRewrite": {"path": {"replaceFullPath": "/b"}}}]);
+            }),
+            "spec.rules[0]",
+            "a backendRef's filters may not too",
+            "spec.rules[0].backendRefs[0].filters",
         ),
         cel(
             "redirect-and-direct-response",

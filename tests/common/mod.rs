@@ -233,26 +233,6 @@ fn websocket_echo(req: &mut Request<hyper::body::Incoming>) -> Response<Full<Byt
         .unwrap()
 }
 
-/// Polls `f` until it returns `Some`, or panics after `within` naming `what`: the one way tests
-/// wait on the wall clock.
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// A temporary configuration directory.
 pub struct ConfigDir {
     pub dir: tempfile::TempDir,
@@ -287,10 +267,24 @@ impl ConfigDir {
 
 /// YAML for a Backend with static endpoints.
 pub fn backend_yaml(name: &str, addrs: &[SocketAddr]) -> String {
-    let eps: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    let eps: Vec<String> = addrs.iter().map(ToString::to_string).collect();
+    backend_yaml_with(name, &eps, "")
+}
+
+/// YAML for a Backend with these endpoints; `extra` adds lines to its spec.
+pub fn backend_yaml_with(name: &str, endpoints: &[String], extra: &str) -> String {
+    let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
     format!(
-        "apiVersion: tidegate.dev/v1alpha1\nkind: Backend\nmetadata: {{ name: {name} }}\nspec:\n  endpoints: [{}]\n---\n",
+        "apiVersion: tidegate.dev/v1alpha1\nkind: Backend\nmetadata: {{ name: {name} }}\nspec:\n  endpoints: [{}]\n{extra}---\n",
         eps.join(", ")
+    )
+}
+
+/// YAML for a Route with one rule sending the `path` prefix to `backend`; `extra` adds lines
+/// to the rule.
+pub fn route_yaml(name: &str, path: &str, backend: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: {{ name: {name} }}\nspec:\n  rules:\n    - matches: [{{ path: {{ value: {path} }} }}]\n      backendRefs: [{{ name: {backend} }}]\n{extra}---\n"
     )
 }
 
@@ -303,6 +297,27 @@ pub async fn gateway(config: &Path) -> tidegate::Gateway {
         .start()
         .await
         .expect("gateway starts")
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, and returns that; panics naming `what`
+/// if it does not within `within`. The one way a test waits for something that happens on the
+/// wall clock (never a bare fixed sleep).
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits until the gateway serves a table newer than `version`.

@@ -398,6 +398,15 @@ impl Tidegate {
         }
     }
 
+    /// Sends `sig` (`HUP`, `TERM`, ...) to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
     /// Waits until `/readyz` answers 200 (every kind listed, a table published).
     pub async fn wait_ready(&self) {
         let http = crate::common::HttpClient::http1();

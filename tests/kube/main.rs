@@ -85,6 +85,39 @@ async fn crds_install_and_reach_established() {
     );
 }
 
+/// SIGHUP in Kubernetes mode recompiles and republishes from what the watches hold.
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn sighup_republishes_from_the_watches() {
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "hup").await;
+    let a = Upstream::start("a").await;
+    ns.service("api", json!({})).await;
+    ns.slice("api-a", "api", a.addr.port(), true).await;
+    ns.apply(backend("api", "api")).await;
+    ns.apply(route("web", "hup.test", json!([{"name": "api"}])))
+        .await;
+    let gw = Tidegate::start(&kc, &ns.name, "hup-0", &["--leader-elect=false"]);
+    gw.wait_ready().await;
+    wait_served_by(&gw, "hup.test", "/", "a").await;
+    let version = || async {
+        let config = HttpClient::http1().get(gw.admin, "a", "/config", &[]).await;
+        serde_json::from_str::<serde_json::Value>(&config.body).ok()?["version"].as_u64()
+    };
+    let before = version().await.expect("a published version");
+
+    gw.signal("HUP");
+    eventually(
+        Duration::from_secs(10),
+        "a new version after SIGHUP",
+        || async { version().await.filter(|v| *v > before) },
+    )
+    .await;
+    wait_served_by(&gw, "hup.test", "/", "a").await;
+}
+
 #[tokio::test]
 #[ignore = "needs a kube-apiserver; run scripts/test.sh"]
 async fn bad_objects_are_refused_at_apply_with_the_field_named() {
@@ -227,6 +260,47 @@ async fn services_and_endpoint_slices_drive_traffic_and_status_tells_the_truth()
         message.contains("spec.rules[0].backendRefs[0].name"),
         "{message}"
     );
+    // Gateway API: the Route stays accepted and serves; the unresolved backendRef's requests
+    // are answered 500, and a Warning Event names the field.
+    ns.wait_condition("Route", "dangling", "Accepted", "True")
+        .await;
+    ns.wait_condition("Route", "dangling", "Programmed", "True")
+        .await;
+    eventually(
+        Duration::from_secs(10),
+        "dangling.test answers 500",
+        || async { (get(&gw, "dangling.test", "/", &[]).await.status == 500).then_some(()) },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(10),
+        "a Warning Event on Route dangling",
+        || async {
+            let w = ns.warnings("Route", "dangling").await;
+            w.iter()
+                .any(|w| w.contains("spec.rules[0].backendRefs[0].name"))
+                .then_some(())
+        },
+    )
+    .await;
+
+    // A kind traffic cannot go to: ResolvedRefs=False, InvalidKind; still accepted.
+    ns.apply(route(
+        "odd-kind",
+        "odd-kind.test",
+        json!([{"name": "api", "kind": "ConfigMap"}]),
+    ))
+    .await;
+    let (reason, message) = ns
+        .wait_condition("Route", "odd-kind", "ResolvedRefs", "False")
+        .await;
+    assert_eq!(reason, "InvalidKind");
+    assert!(
+        message.contains("spec.rules[0].backendRefs[0].kind"),
+        "{message}"
+    );
+    ns.wait_condition("Route", "odd-kind", "Accepted", "True")
+        .await;
 }
 
 #[tokio::test]

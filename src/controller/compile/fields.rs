@@ -32,10 +32,6 @@ impl<'a> Findings<'a> {
         self.out.push(d);
     }
 
-    pub fn id(&self) -> &ObjectRef {
-        self.id
-    }
-
     /// Whether nothing so far rejects the object.
     pub fn ok(&self) -> bool {
         self.errors == 0

@@ -10,9 +10,9 @@ use http::{Method, StatusCode};
 use crate::api::limits::{MAX_DIRECT_BODY, MAX_RETRY_BODY, MAX_WEIGHT, RETRY_ATTEMPTS};
 use crate::api::{self, PathMatchType, RouteProtocol, RouteSpec, ValueMatchType};
 use crate::model::{
-    Action, DirectResponse, HeaderMatcher, HeaderModifier, Kind, ObjectRef, PathMatcher,
-    PathRewrite, Pattern, QueryMatcher, Reason, Redirect, RequestFilter, RequestMatch, Rule,
-    Severity, Timeouts, UrlRewrite, ValueMatcher, WeightedBackend,
+    Action, Answer, BackendFilters, DirectResponse, HeaderMatcher, HeaderModifier, Kind, ObjectRef,
+    PathMatcher, PathRewrite, Pattern, QueryMatcher, Reason, Redirect, RequestFilter, RequestMatch,
+    Rule, Severity, Timeouts, UrlRewrite, ValueMatcher, WeightedBackend,
 };
 use crate::model::{Diagnostic, Retry, RetryOn};
 
@@ -137,32 +137,94 @@ fn compile_rule(
         matches.push(RequestMatch::default());
     }
 
-    let mut request_filters = Vec::new();
-    let mut response_filters = Vec::new();
-    let mut redirect = None;
-    let mut direct = None;
+    let rule_filters = filters(&rule.filters, &format!("{at}.filters"), "rule", &matches, f);
+    let terminal = rule_filters.redirect.is_some() || rule_filters.direct.is_some();
+    if terminal && !rule.backend_refs.is_empty() {
+        f.invalid(
+            format!("{at}.backendRefs"),
+            "a rule that answers itself (requestRedirect or directResponse) cannot have backendRefs",
+        );
+    }
+    if !terminal && rule.backend_refs.is_empty() {
+        f.push(warning(
+            id,
+            format!("{at}.backendRefs"),
+            Reason::Invalid,
+            "the rule has no backendRefs: matching requests get 500",
+        ));
+    }
+    let backends = backend_refs(obj, rule, at, &matches, &rule_filters, env, f);
+
+    let timeouts = timeouts(rule.timeouts.as_ref(), &format!("{at}.timeouts"), f);
+    let retry = rule
+        .retry
+        .as_ref()
+        .and_then(|r| retry(r, &format!("{at}.retry"), f));
+    if rule.authentication.is_some() {
+        f.not_supported(format!("{at}.authentication"), "authentication");
+    }
+    if !f.ok() {
+        return None;
+    }
+
+    let Filters {
+        request: request_filters,
+        response: response_filters,
+        redirect,
+        direct,
+        ..
+    } = rule_filters;
+    let action = match (redirect, direct) {
+        (Some(r), _) => Action::Redirect(r),
+        (None, Some(d)) => Action::DirectResponse(d),
+        (None, None) => Action::forward(backends),
+    };
+    let label: Arc<str> = match &rule.name {
+        Some(n) => format!("{}/{}/{n}", id.namespace, id.name).into(),
+        None => id.key().into(),
+    };
+    Some(Rule {
+        route: id.clone(),
+        index,
+        name: rule.name.clone(),
+        label,
+        hostnames: hostnames.to_vec(),
+        matches,
+        request_filters,
+        response_filters,
+        action,
+        timeouts,
+        retry,
+        created: obj.meta.created,
+    })
+}
+
+/// One list of filters (a rule's or a backendRef's), compiled; problems are in the findings.
+#[derive(Default)]
+struct Filters {
+    request: Vec<RequestFilter>,
+    response: Vec<HeaderModifier>,
+    redirect: Option<Redirect>,
+    direct: Option<DirectResponse>,
+    /// Whether a urlRewrite replaces the path.
+    rewrites_path: bool,
+}
+
+/// Compiles `list` (at `at`, e.g. `spec.rules[0].filters`); `scope` names its owner in messages.
+fn filters(
+    list: &[api::RouteFilter],
+    at: &str,
+    scope: &str,
+    matches: &[RequestMatch],
+    f: &mut Findings<'_>,
+) -> Filters {
+    let mut out = Filters::default();
     let mut seen = BTreeSet::new();
-    for (fi, filter) in rule.filters.iter().enumerate() {
-        let fat = format!("{at}.filters[{fi}]");
-        let set: Vec<&str> = [
-            filter
-                .request_header_modifier
-                .as_ref()
-                .map(|_| "requestHeaderModifier"),
-            filter
-                .response_header_modifier
-                .as_ref()
-                .map(|_| "responseHeaderModifier"),
-            filter.url_rewrite.as_ref().map(|_| "urlRewrite"),
-            filter.request_redirect.as_ref().map(|_| "requestRedirect"),
-            filter.direct_response.as_ref().map(|_| "directResponse"),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        match set.as_slice() {
+    for (fi, filter) in list.iter().enumerate() {
+        let fat = format!("{at}[{fi}]");
+        match filter_kinds(filter).as_slice() {
             [one] if !seen.insert(*one) => {
-                f.invalid(&fat, format!("{one} may appear only once per rule"));
+                f.invalid(&fat, format!("{one} may appear only once per {scope}"));
                 continue;
             }
             [_] => {}
@@ -187,104 +249,134 @@ fn compile_rule(
         if let Some(m) = &filter.request_header_modifier
             && let Some(m) = header_modifier(m, &format!("{fat}.requestHeaderModifier"), f)
         {
-            request_filters.push(RequestFilter::RequestHeaderModifier(m));
+            out.request.push(RequestFilter::RequestHeaderModifier(m));
         }
         if let Some(m) = &filter.response_header_modifier
             && let Some(m) = header_modifier(m, &format!("{fat}.responseHeaderModifier"), f)
         {
-            response_filters.push(m);
+            out.response.push(m);
         }
         if let Some(rw) = &filter.url_rewrite
-            && let Some(rw) = url_rewrite(rw, &format!("{fat}.urlRewrite"), &matches, f)
+            && let Some(rw) = url_rewrite(rw, &format!("{fat}.urlRewrite"), matches, f)
         {
-            request_filters.push(RequestFilter::UrlRewrite(rw));
+            out.rewrites_path |= rw.path.is_some();
+            out.request.push(RequestFilter::UrlRewrite(rw));
         }
         if let Some(r) = &filter.request_redirect {
-            redirect = request_redirect(r, &format!("{fat}.requestRedirect"), &matches, f);
+            out.redirect = request_redirect(r, &format!("{fat}.requestRedirect"), matches, f);
         }
         if let Some(d) = &filter.direct_response {
-            direct = direct_response(d, &format!("{fat}.directResponse"), f);
+            out.direct = direct_response(d, &format!("{fat}.directResponse"), f);
         }
     }
-    let terminal = seen.contains("requestRedirect") || seen.contains("directResponse");
     if seen.contains("requestRedirect") && seen.contains("directResponse") {
         f.invalid(
-            format!("{at}.filters"),
+            at,
             "requestRedirect and directResponse cannot be used together",
         );
     }
     if seen.contains("requestRedirect") && seen.contains("urlRewrite") {
-        f.invalid(
-            format!("{at}.filters"),
-            "requestRedirect and urlRewrite cannot be used together",
-        );
+        f.invalid(at, "requestRedirect and urlRewrite cannot be used together");
     }
-    if terminal && !rule.backend_refs.is_empty() {
-        f.invalid(
-            format!("{at}.backendRefs"),
-            "a rule that answers itself (requestRedirect or directResponse) cannot have backendRefs",
-        );
-    }
-    if !terminal && rule.backend_refs.is_empty() {
-        f.invalid(
-            format!("{at}.backendRefs"),
-            "a rule needs backendRefs, a requestRedirect or a directResponse",
-        );
-    }
+    out
+}
 
+/// The filters one entry sets (exactly one is valid).
+fn filter_kinds(filter: &api::RouteFilter) -> Vec<&'static str> {
+    [
+        filter
+            .request_header_modifier
+            .as_ref()
+            .map(|_| "requestHeaderModifier"),
+        filter
+            .response_header_modifier
+            .as_ref()
+            .map(|_| "responseHeaderModifier"),
+        filter.url_rewrite.as_ref().map(|_| "urlRewrite"),
+        filter.request_redirect.as_ref().map(|_| "requestRedirect"),
+        filter.direct_response.as_ref().map(|_| "directResponse"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// A finding that does not reject the object.
+fn warning(
+    id: &ObjectRef,
+    field: impl Into<String>,
+    reason: Reason,
+    message: impl Into<String>,
+) -> Diagnostic {
+    Diagnostic {
+        severity: Severity::Warning,
+        ..Diagnostic::error(id, field, reason, message)
+    }
+}
+
+/// A backendRef that names nothing traffic can go to (a missing or rejected Backend or Service,
+/// an unknown kind). As in Gateway API the Route stays accepted, with `ResolvedRefs=False`, and
+/// the requests the weighted split gives this backendRef are answered 500.
+struct UnresolvedRef {
+    /// The reference as written, `namespace/name`.
+    name: String,
+    field: String,
+    reason: Reason,
+    message: String,
+}
+
+/// The rule's backendRefs in order: resolved ones, and unresolved ones that keep their share of
+/// the split (answered 500). Invalid ones (bad weight, another namespace…) reject the Route.
+fn backend_refs(
+    obj: &Obj<RouteSpec>,
+    rule: &api::RouteRule,
+    at: &str,
+    matches: &[RequestMatch],
+    rule_filters: &Filters,
+    env: &Env<'_>,
+    f: &mut Findings<'_>,
+) -> Vec<WeightedBackend> {
+    let id = &obj.meta.id;
     let mut backends = Vec::new();
+    let mut unresolved = Vec::new();
     for (bi, r) in rule.backend_refs.iter().enumerate() {
-        if let Some(b) = backend_ref(id, r, &format!("{at}.backendRefs[{bi}]"), env, f) {
-            backends.push(b);
+        let bat = format!("{at}.backendRefs[{bi}]");
+        let filters = backend_filters(r, &bat, matches, rule_filters, f);
+        match backend_ref(id, r, &bat, env, f) {
+            None => {}
+            Some(Ok(b)) => backends.push(WeightedBackend { filters, ..b }),
+            Some(Err(u)) => {
+                backends.push(WeightedBackend {
+                    backend: None,
+                    name: Arc::from(u.name.as_str()),
+                    weight: r.weight.unwrap_or(1),
+                    canaries: Vec::new(),
+                    filters,
+                });
+                unresolved.push((backends.len() - 1, u));
+            }
         }
     }
+    let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+    let all = unresolved.len() == backends.len();
+    for (i, u) in unresolved {
+        let consequence = match backends[i].weight {
+            0 => "its weight is 0, so no request is affected".to_owned(),
+            _ if all => "the rule answers 500".to_owned(),
+            w => format!("its share of the rule's requests ({w} of {total}) is answered 500"),
+        };
+        let message = format!("{}: {consequence}", u.message);
+        f.push(warning(id, u.field, u.reason, message));
+    }
     if !backends.is_empty() && backends.iter().all(|b| b.weight == 0) {
-        f.push(Diagnostic {
-            severity: Severity::Warning,
-            ..Diagnostic::error(
-                id,
-                format!("{at}.backendRefs"),
-                Reason::Invalid,
-                "every backendRef has weight 0: matching requests get 503",
-            )
-        });
+        f.push(warning(
+            id,
+            format!("{at}.backendRefs"),
+            Reason::Invalid,
+            "every backendRef has weight 0: matching requests get 503",
+        ));
     }
-
-    let timeouts = timeouts(rule.timeouts.as_ref(), &format!("{at}.timeouts"), f);
-    let retry = rule
-        .retry
-        .as_ref()
-        .and_then(|r| retry(r, &format!("{at}.retry"), f));
-    if rule.authentication.is_some() {
-        f.not_supported(format!("{at}.authentication"), "authentication");
-    }
-    if !f.ok() {
-        return None;
-    }
-
-    let action = match (redirect, direct) {
-        (Some(r), _) => Action::Redirect(r),
-        (None, Some(d)) => Action::DirectResponse(d),
-        (None, None) => Action::forward(backends),
-    };
-    let label: Arc<str> = match &rule.name {
-        Some(n) => format!("{}/{}/{n}", id.namespace, id.name).into(),
-        None => id.key().into(),
-    };
-    Some(Rule {
-        route: id.clone(),
-        index,
-        name: rule.name.clone(),
-        label,
-        hostnames: hostnames.to_vec(),
-        matches,
-        request_filters,
-        response_filters,
-        action,
-        timeouts,
-        retry,
-        created: obj.meta.created,
-    })
+    backends
 }
 
 fn compile_match(m: &api::RouteMatch, at: &str, f: &mut Findings<'_>) -> Option<RequestMatch> {
@@ -605,13 +697,46 @@ fn direct_response(
     })
 }
 
+/// The filters of one backendRef (at `at`), compiled like a rule's.
+fn backend_filters(
+    r: &api::BackendRef,
+    at: &str,
+    matches: &[RequestMatch],
+    rule_filters: &Filters,
+    f: &mut Findings<'_>,
+) -> BackendFilters {
+    let own = filters(
+        &r.filters,
+        &format!("{at}.filters"),
+        "backendRef",
+        matches,
+        f,
+    );
+    if own.rewrites_path && rule_filters.rewrites_path {
+        f.invalid(
+            format!("{at}.filters"),
+            "the rule already rewrites the path (urlRewrite.path); only one of them may",
+        );
+    }
+    BackendFilters {
+        request: own.request,
+        response: own.response,
+        answer: match (own.redirect, own.direct) {
+            (Some(r), _) => Some(Answer::Redirect(r)),
+            (None, Some(d)) => Some(Answer::DirectResponse(d)),
+            (None, None) => None,
+        },
+    }
+}
+
+/// One backendRef: `None` when its spec is invalid (reported), else resolved or not.
 fn backend_ref(
     route: &ObjectRef,
     r: &api::BackendRef,
     at: &str,
     env: &Env<'_>,
     f: &mut Findings<'_>,
-) -> Option<WeightedBackend> {
+) -> Option<Result<WeightedBackend, UnresolvedRef>> {
     let weight = r.weight.unwrap_or(1);
     if weight > MAX_WEIGHT {
         f.invalid(
@@ -653,13 +778,13 @@ fn backend_ref(
             let target = ObjectRef::new(Kind::Backend, route.namespace.clone(), r.name.clone());
             let found = env.targets.borrow().get(&target);
             match found {
-                Some(idx) => Some(env.targets.borrow_mut().weighted(idx, weight)),
+                Some(idx) => Some(Ok(env.targets.borrow_mut().weighted(idx, weight))),
                 // An unqualified name with no Backend of that name means the Service.
                 None if r.kind.is_none()
                     && env.opts.discovery
                     && !env.known_backends.contains(&target) =>
                 {
-                    service_ref(route, r, weight, at, env, f, true)
+                    Some(service_ref(route, r, weight, at, env, true))
                 }
                 None => {
                     let why = if env.known_backends.contains(&target) {
@@ -669,17 +794,16 @@ fn backend_ref(
                     } else {
                         format!("{target} not found")
                     };
-                    f.push(Diagnostic::error(
-                        f.id(),
-                        format!("{at}.name"),
-                        Reason::RefNotFound,
-                        why,
-                    ));
-                    None
+                    Some(Err(UnresolvedRef {
+                        name: target.key(),
+                        field: format!("{at}.name"),
+                        reason: Reason::RefNotFound,
+                        message: why,
+                    }))
                 }
             }
         }
-        "Service" if env.opts.discovery => service_ref(route, r, weight, at, env, f, false),
+        "Service" if env.opts.discovery => Some(service_ref(route, r, weight, at, env, false)),
         "Service" => {
             f.not_supported(
                 format!("{at}.kind"),
@@ -687,13 +811,12 @@ fn backend_ref(
             );
             None
         }
-        other => {
-            f.invalid(
-                format!("{at}.kind"),
-                format!("{other:?} must be Backend or Service"),
-            );
-            None
-        }
+        other => Some(Err(UnresolvedRef {
+            name: format!("{}/{}", route.namespace, r.name),
+            field: format!("{at}.kind"),
+            reason: Reason::InvalidKind,
+            message: format!("{other:?} is not a kind traffic can go to (Backend or Service)"),
+        })),
     }
 }
 
@@ -705,9 +828,8 @@ fn service_ref(
     weight: u32,
     at: &str,
     env: &Env<'_>,
-    f: &mut Findings<'_>,
     implicit: bool,
-) -> Option<WeightedBackend> {
+) -> Result<WeightedBackend, UnresolvedRef> {
     let port = r.port.map(PortRef::Number);
     let resolved = env
         .targets
@@ -717,7 +839,7 @@ fn service_ref(
         Ok(p) => {
             let mut targets = env.targets.borrow_mut();
             let idx = targets.service(&route.namespace, &r.name, &p);
-            Some(targets.weighted(idx, weight))
+            Ok(targets.weighted(idx, weight))
         }
         Err(u) => {
             let (field, reason, message) = match u.reason {
@@ -732,8 +854,12 @@ fn service_ref(
                 Reason::ServiceNotFound => (format!("{at}.name"), u.reason, u.message),
                 _ => (format!("{at}.port"), u.reason, u.message),
             };
-            f.push(Diagnostic::error(f.id(), field, reason, message));
-            None
+            Err(UnresolvedRef {
+                name: format!("{}/{}", route.namespace, r.name),
+                field,
+                reason,
+                message,
+            })
         }
     }
 }

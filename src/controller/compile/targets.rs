@@ -147,10 +147,11 @@ impl<'a> Targets<'a> {
             }
         }
         WeightedBackend {
-            backend: idx,
+            backend: Some(idx),
             name: self.backends[idx].label.clone(),
             weight,
             canaries,
+            filters: Default::default(),
         }
     }
 

@@ -50,10 +50,17 @@ fn errors_of<'a>(diags: &'a [Diagnostic], name: &str) -> Vec<&'a Diagnostic> {
         .collect()
 }
 
+/// A Route whose backendRef asks for more than the largest weight: an invalid spec.
+fn invalid_route(name: &str, backend: &str) -> Obj<RouteSpec> {
+    let mut r = route(name, backend);
+    r.spec.rules[0].backend_refs[0].weight = Some(5_000_000);
+    r
+}
+
 #[test]
 fn a_bad_route_does_not_affect_the_others() {
     let snap = snapshot(
-        vec![route("good", "app"), route("bad", "missing")],
+        vec![route("good", "app"), invalid_route("bad", "app")],
         vec![backend("app", &["127.0.0.1:1"])],
     );
     let out = compile(&snap, &CompileOptions::default());
@@ -61,8 +68,101 @@ fn a_bad_route_does_not_affect_the_others() {
     assert_eq!(out.table.rules[0].route.name, "good");
     let bad = errors_of(&out.table.diagnostics, "bad");
     assert_eq!(bad.len(), 1);
-    assert_eq!(bad[0].reason, Reason::RefNotFound);
-    assert_eq!(bad[0].field, "spec.rules[0].backendRefs[0].name");
+    assert_eq!(bad[0].reason, Reason::Invalid);
+    assert_eq!(bad[0].field, "spec.rules[0].backendRefs[0].weight");
+}
+
+#[test]
+fn a_missing_backend_answers_500_for_its_rule_and_the_route_stays_accepted() {
+    use crate::model::{Action, NoBackend};
+    let snap = snapshot(
+        vec![route("good", "app"), route("dangling", "missing")],
+        vec![backend("app", &["127.0.0.1:1"])],
+    );
+    let out = compile(&snap, &CompileOptions::default());
+    assert!(!out.table.has_errors(), "{:?}", out.table.diagnostics);
+    let rule = out
+        .table
+        .rules
+        .iter()
+        .find(|r| r.route.name == "dangling")
+        .expect("the Route is served");
+    let Action::Forward { backends, schedule } = &rule.action else {
+        panic!("{:?}", rule.action)
+    };
+    assert_eq!(backends[0].backend, None);
+    assert_eq!(
+        crate::model::pick(backends, schedule, 0, &Default::default()).err(),
+        Some(NoBackend::Unresolved)
+    );
+    let d = out
+        .table
+        .diagnostics
+        .iter()
+        .find(|d| d.object.as_ref().is_some_and(|o| o.name == "dangling"))
+        .expect("a finding");
+    assert_eq!(d.severity, Severity::Warning);
+    assert_eq!(d.reason, Reason::RefNotFound);
+    assert_eq!(d.field, "spec.rules[0].backendRefs[0].name");
+    assert!(d.message.ends_with("the rule answers 500"), "{}", d.message);
+    assert!(
+        out.accepted
+            .routes
+            .contains_key(&ObjectRef::new(Kind::Route, "default", "dangling"))
+    );
+}
+
+#[test]
+fn an_unresolved_backend_ref_keeps_its_share_of_the_split() {
+    use crate::model::{Action, NoBackend};
+    let mut split = route("split", "app");
+    split.spec.rules[0].backend_refs[0].weight = Some(3);
+    split.spec.rules[0].backend_refs.push(BackendRef {
+        name: "missing".into(),
+        ..Default::default()
+    });
+    let out = compile(
+        &snapshot(vec![split], vec![backend("app", &["127.0.0.1:1"])]),
+        &CompileOptions::default(),
+    );
+    let Action::Forward { backends, schedule } = &out.table.rules[0].action else {
+        panic!()
+    };
+    let picks: Vec<_> = (0..schedule.len())
+        .map(|n| {
+            crate::model::pick(backends, schedule, n, &Default::default())
+                .map(|p| p.backend)
+                .err()
+        })
+        .collect();
+    let unresolved = picks
+        .iter()
+        .filter(|p| **p == Some(NoBackend::Unresolved))
+        .count();
+    assert_eq!((unresolved, picks.len()), (1, 4), "{picks:?}");
+    let d = &out.table.diagnostics[0];
+    assert!(
+        d.message
+            .ends_with("its share of the rule's requests (1 of 4) is answered 500"),
+        "{}",
+        d.message
+    );
+}
+
+#[test]
+fn a_rule_without_backend_refs_answers_500_and_the_route_is_accepted() {
+    use crate::model::{Action, NoBackend};
+    let mut r = route("empty", "app");
+    r.spec.rules[0].backend_refs.clear();
+    let out = compile(&snapshot(vec![r], vec![]), &CompileOptions::default());
+    assert!(!out.table.has_errors(), "{:?}", out.table.diagnostics);
+    let Action::Forward { backends, schedule } = &out.table.rules[0].action else {
+        panic!()
+    };
+    assert_eq!(
+        crate::model::pick(backends, schedule, 0, &Default::default()).err(),
+        Some(NoBackend::NoBackendRefs)
+    );
 }
 
 #[test]
@@ -73,9 +173,9 @@ fn a_broken_update_keeps_the_last_accepted_version() {
     );
     let accepted = compile(&first, &CompileOptions::default()).accepted;
 
-    // The Route now names a Backend that does not exist.
+    // The Route's new spec is invalid.
     let mut second = snapshot(
-        vec![route("web", "nope")],
+        vec![invalid_route("web", "app")],
         vec![backend("app", &["127.0.0.1:1"])],
     );
     second.accepted = accepted;
@@ -102,6 +202,34 @@ fn a_broken_update_keeps_the_last_accepted_version() {
     assert_eq!(
         out.accepted.routes[&ObjectRef::new(Kind::Route, "default", "web")].spec,
         route("web", "app").spec
+    );
+}
+
+#[test]
+fn an_update_to_a_missing_backend_is_served_not_replaced_by_the_last_accepted_version() {
+    let first = snapshot(
+        vec![route("web", "app")],
+        vec![backend("app", &["127.0.0.1:1"])],
+    );
+    let accepted = compile(&first, &CompileOptions::default()).accepted;
+    // References are resolved per rule (Gateway API): the new version serves, with 500 for
+    // the rule whose backend is missing, instead of the old version.
+    let mut second = snapshot(
+        vec![route("web", "nope")],
+        vec![backend("app", &["127.0.0.1:1"])],
+    );
+    second.accepted = accepted;
+    let out = compile(&second, &CompileOptions::default());
+    assert!(!out.table.has_errors(), "{:?}", out.table.diagnostics);
+    assert_eq!(
+        out.accepted.routes[&ObjectRef::new(Kind::Route, "default", "web")].spec,
+        route("web", "nope").spec
+    );
+    assert!(
+        !out.table
+            .diagnostics
+            .iter()
+            .any(|d| d.message.contains("last accepted"))
     );
 }
 
@@ -177,7 +305,12 @@ fn a_route_moved_to_another_class_is_not_served_by_its_last_accepted_version() {
 #[test]
 fn compile_is_deterministic() {
     let snap = snapshot(
-        vec![route("b", "app"), route("a", "app"), route("c", "missing")],
+        vec![
+            route("b", "app"),
+            route("a", "app"),
+            route("c", "missing"),
+            invalid_route("d", "app"),
+        ],
         vec![backend("app", &["127.0.0.1:1", "127.0.0.1:2"])],
     );
     let a = compile(&snap, &CompileOptions::default());
@@ -192,7 +325,7 @@ fn compile_is_deterministic() {
         .iter()
         .map(|r| r.route.name.as_str())
         .collect();
-    assert_eq!(names, ["a", "b"]);
+    assert_eq!(names, ["a", "b", "c"]);
 }
 
 mod lookup {
@@ -387,6 +520,28 @@ mod lookup {
             Some("one")
         );
         assert_eq!(winner(&t, "h", "/", &[]), None);
+    }
+
+    #[test]
+    fn a_method_match_beats_more_header_matches() {
+        let hm = |n: &str, v: &str| HeaderMatch {
+            name: n.into(),
+            value: v.into(),
+            kind: Default::default(),
+        };
+        let headers = RouteMatch {
+            headers: vec![hm("x-a", "1"), hm("x-b", "2")],
+            ..Default::default()
+        };
+        let method = RouteMatch {
+            method: Some("GET".into()),
+            ..Default::default()
+        };
+        let t = table(vec![r("headers", &[], headers), r("method", &[], method)]);
+        assert_eq!(
+            winner(&t, "h", "/", &[("x-a", "1"), ("x-b", "2")]).as_deref(),
+            Some("method")
+        );
     }
 
     #[test]

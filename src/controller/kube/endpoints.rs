@@ -14,7 +14,7 @@ use kube::core::{ApiResource, DynamicResourceScope, GroupVersionKind};
 use serde::Deserialize;
 
 use crate::api::annotations::SERVICE_NAME_LABEL;
-use crate::model::{Discovery, Endpoint, ServiceKey};
+use crate::model::{Endpoint, EndpointSink, ServiceKey};
 
 /// The EndpointSlice fields discovery reads (identical in `v1` and `v1beta1`).
 #[derive(Clone, Debug, Deserialize)]
@@ -157,13 +157,13 @@ pub struct Counts {
 /// Every EndpointSlice by (namespace, name), and what it wrote to the discovery store.
 pub struct EndpointIndex {
     slices: BTreeMap<(String, String), Reduced>,
-    discovery: Arc<Discovery>,
+    discovery: Arc<dyn EndpointSink>,
     counts: BTreeMap<ServiceKey, Counts>,
 }
 
 impl EndpointIndex {
     /// An empty index writing to `discovery`.
-    pub fn new(discovery: Arc<Discovery>) -> Self {
+    pub fn new(discovery: Arc<dyn EndpointSink>) -> Self {
         Self {
             slices: BTreeMap::new(),
             discovery,
@@ -290,7 +290,27 @@ fn key_name(slice: &EndpointSlice) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
     use super::*;
+
+    /// What the index wrote, per Service port.
+    #[derive(Default)]
+    struct Written(Mutex<HashMap<ServiceKey, Vec<Endpoint>>>);
+
+    impl EndpointSink for Written {
+        fn set(&self, key: &ServiceKey, mut ready: Vec<Endpoint>) {
+            ready.sort();
+            self.0.lock().unwrap().insert(key.clone(), ready);
+        }
+    }
+
+    impl Written {
+        fn ready(&self, key: &ServiceKey) -> Vec<Endpoint> {
+            self.0.lock().unwrap().get(key).cloned().unwrap_or_default()
+        }
+    }
 
     fn slice(name: &str, eps: &[(&str, Option<bool>, Option<bool>)]) -> EndpointSlice {
         serde_json::from_value(serde_json::json!({
@@ -308,10 +328,9 @@ mod tests {
 
     #[test]
     fn only_ready_not_terminating_endpoints_take_traffic() {
-        let d = Arc::new(Discovery::default());
+        let d = Arc::new(Written::default());
         let mut idx = EndpointIndex::new(d.clone());
         let key = ServiceKey::new("shop", "api", "http");
-        let set = d.subscribe(&key);
         idx.apply(&slice(
             "api-1",
             &[
@@ -321,14 +340,18 @@ mod tests {
                 ("10.0.0.4", Some(true), Some(true)),
             ],
         ));
-        let ready: Vec<_> = set.ready().iter().map(|e| e.address.to_string()).collect();
+        let ready: Vec<_> = d
+            .ready(&key)
+            .iter()
+            .map(|e| e.address.to_string())
+            .collect();
         assert_eq!(ready, ["10.0.0.1:8080", "10.0.0.2:8080"]);
         assert_eq!(idx.counts(&key), Counts { ready: 2, total: 4 });
     }
 
     #[test]
     fn slices_of_one_service_add_up_and_deletes_remove() {
-        let d = Arc::new(Discovery::default());
+        let d = Arc::new(Written::default());
         let mut idx = EndpointIndex::new(d.clone());
         let key = ServiceKey::new("shop", "api", "http");
         idx.apply(&slice("api-1", &[("10.0.0.1", Some(true), None)]));

@@ -1,4 +1,5 @@
-//! Warning Events for rejected objects (and ignored canary annotations on Services).
+//! Warning Events for rejected objects, unresolved references (and ignored canary annotations on
+//! Services).
 //!
 //! Each object's findings are published when they change, not on every compile, so an object
 //! that stays broken does not flood its Events.
@@ -19,10 +20,12 @@ pub struct Events {
     told: BTreeMap<ObjectRef, BTreeSet<String>>,
 }
 
-/// Whether a finding deserves an Event: every rejection, and warnings on Services (canary
-/// annotations that are ignored have no other place to be seen in a cluster).
+/// Whether a finding deserves an Event: every rejection, every reference that does not resolve
+/// (its traffic gets 500 or 503), and warnings on Services (canary annotations that are ignored
+/// have no other place to be seen in a cluster).
 fn eventful(d: &Diagnostic) -> bool {
     d.is_error()
+        || d.is_unresolved_ref()
         || (d.severity == Severity::Warning
             && d.object.as_ref().is_some_and(|o| o.kind == Kind::Service))
 }

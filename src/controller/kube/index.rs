@@ -41,13 +41,21 @@ pub enum Change {
 /// The watched kinds, for readiness (every one must finish its first list).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Watched {
+    /// `Route` objects.
     Route,
+    /// `Backend` objects.
     Backend,
+    /// `RateLimitPolicy` objects.
     RateLimitPolicy,
+    /// `Service` objects.
     Service,
+    /// `EndpointSlice` objects.
     EndpointSlice,
+    /// `Secret` objects.
     Secret,
+    /// `Ingress` objects.
     Ingress,
+    /// `IngressClass` objects.
     IngressClass,
 }
 

@@ -40,13 +40,12 @@ use self::index::{Change, Custom, Index, LbAddress, Watched};
 use self::leader::LeaseConfig;
 use self::status::Desired;
 use self::status::writer::StatusWriter;
-use super::compile::{CompileOptions, compile};
-use super::reload::Publish;
+use super::compile::CompileOptions;
+use super::publish::{Publish, Publisher};
 use super::snapshot::Accepted;
 use crate::api::{Backend, RateLimitPolicy, Route};
-use crate::model::{Discovery, Kind, ObjectRef, RoutingTable, Severity};
+use crate::model::{EndpointSink, Kind, ObjectRef, RoutingTable};
 use crate::telemetry::Telemetry;
-use crate::telemetry::metrics::{ResultLabels, StateLabels};
 
 /// How Kubernetes mode runs.
 #[derive(Clone, Debug)]
@@ -143,14 +142,17 @@ where
 }
 
 /// Starts the watches, the compile loop, the elector and the status writer. Returns at once:
-/// the table is published when every kind has been listed (`/readyz` turns 200 then).
+/// the table is published when every kind has been listed (`/readyz` turns 200 then). Each
+/// message on `reload` (SIGHUP) recompiles and republishes from what the watches hold.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     client: kube::Client,
     opts: KubeOptions,
     compile_opts: CompileOptions,
-    discovery: Arc<Discovery>,
+    discovery: Arc<dyn EndpointSink>,
     publish: Publish,
     telemetry: Arc<Telemetry>,
+    mut reload: tokio::sync::mpsc::Receiver<()>,
     stop: CancellationToken,
 ) {
     let shared = Arc::new(Shared {
@@ -186,6 +188,12 @@ pub fn start(
             stop.clone(),
         ));
     }
+    let recompile = shared.clone();
+    tokio::spawn(async move {
+        while reload.recv().await.is_some() {
+            recompile.compile.notify_one();
+        }
+    });
     let (published_tx, published_rx) = tokio_watch::channel(None);
     tokio::spawn(compile_loop(
         shared.clone(),
@@ -466,7 +474,7 @@ async fn compile_loop(
     stop: CancellationToken,
 ) {
     let mut accepted = Accepted::default();
-    let mut version = 0u64;
+    let mut publisher = Publisher::new(publish, shared.telemetry.clone());
     let mut waiting_logged = false;
     loop {
         tokio::select! {
@@ -496,45 +504,16 @@ async fn compile_loop(
                 .into_iter()
                 .collect();
         let started = std::time::Instant::now();
-        let compiled = compile(&snap, &opts);
-        let m = &shared.telemetry.metrics;
-        m.compile_duration.observe(started.elapsed().as_secs_f64());
-        if let Err(e) = compiled.table.validate() {
-            tracing::error!(error = %e, "compiled table failed validation; not publishing it");
-            continue;
-        }
-        accepted = compiled.accepted.clone();
-        version += 1;
+        let compiled = publisher.compile(&snap, &opts);
         let desired = status::desired(&snap, &compiled);
-        let mut table = compiled.table;
-        table.version = version;
-        for d in &table.diagnostics {
-            match d.severity {
-                Severity::Error => tracing::warn!(diagnostic = %d, "configuration rejected"),
-                Severity::Warning => tracing::info!(diagnostic = %d, "configuration warning"),
-                Severity::Ignored => tracing::debug!(diagnostic = %d, "configuration ignored"),
-            }
-        }
-        let table = Arc::new(table);
-        publish(table.clone());
-        m.config_reloads
-            .get_or_create(&ResultLabels { result: "success" })
-            .inc();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        m.config_last_reload_success.set(now.as_secs_f64());
-        for (state, n) in crate::controller::reload::route_states(&table) {
-            m.routes.get_or_create(&StateLabels { state }).set(n);
-        }
-        tracing::info!(
-            version,
-            rules = table.rules.len(),
-            backends = table.backends.len(),
-            errors = table.diagnostics.iter().filter(|d| d.is_error()).count(),
-            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+        let Ok(table) = publisher.publish(compiled.table, started) else {
+            continue;
+        };
+        accepted = compiled.accepted;
+        tracing::debug!(
+            version = table.version,
             ?triggered_by,
-            "configuration published"
+            "recompiled after changes"
         );
         published.send_replace(Some(Arc::new(Published { table, desired })));
         shared.status.notify_one();

@@ -3,15 +3,15 @@
 //! Everything is atomics: the request path reads these on every pick and writes them on every
 //! outcome, from many threads, without a lock.
 
-use std::sync::Arc;
+use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::balance::EndpointList;
 use crate::model::{Endpoint, PassiveHealthCheck};
-use crate::proxy::balance::EndpointList;
-use crate::proxy::h1::IdlePool;
 
 /// Milliseconds on a monotonic clock shared by a registry (0 means "never").
 #[derive(Clone, Copy, Debug)]
@@ -58,8 +58,33 @@ pub struct EndpointState {
     ejections: AtomicU32,
     /// When it last became healthy (for slow start; 0: since the start).
     healthy_since: AtomicU64,
-    /// Idle keep-alive connections of the native HTTP/1.1 client.
-    pub idle: IdlePool,
+    /// What a layer above keeps per endpoint (the transport's idle connections).
+    pub attached: Attachment,
+}
+
+/// State that a layer above keeps on an endpoint, typed there: it lives and dies with the
+/// endpoint, and this layer never names it (the transport keeps its idle connections here).
+/// One type per endpoint; made on first use.
+#[derive(Default)]
+pub struct Attachment(OnceLock<Box<dyn Any + Send + Sync>>);
+
+impl Attachment {
+    /// The attached `T`, made with `T::default()` on first use; `None` if another type was
+    /// attached first.
+    pub fn get_or_default<T: Any + Send + Sync + Default>(&self) -> Option<&T> {
+        self.0.get_or_init(|| Box::<T>::default()).downcast_ref()
+    }
+
+    /// The attached `T`, if one was made.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.get()?.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachment").finish_non_exhaustive()
+    }
 }
 
 impl EndpointList for Vec<Arc<EndpointState>> {
@@ -85,7 +110,7 @@ impl EndpointState {
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             healthy_since: AtomicU64::new(0),
-            idle: IdlePool::default(),
+            attached: Attachment::default(),
         }
     }
 

@@ -11,9 +11,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio_util::sync::CancellationToken;
 
+use super::balance::random::random_u64;
 use super::endpoint::{Clock, EndpointState};
 use crate::model::{ActiveHealthCheck, ProbeKind};
-use crate::proxy::balance::random::random_u64;
 
 /// The client probes use (no pooling: a probe should see what a new connection sees).
 pub fn probe_client() -> Client<HttpConnector, Empty<Bytes>> {

@@ -252,7 +252,35 @@ mod tests {
             "{}",
             r.message
         );
-        assert_eq!(cond(d, PROGRAMMED).reason, REASON_NOT_PROGRAMMED);
+        // The Route serves (its rule answers 500), so this generation is programmed.
+        assert!(cond(d, PROGRAMMED).status, "{d:?}");
+    }
+
+    #[test]
+    fn an_unknown_backend_kind_is_resolved_refs_false_invalid_kind() {
+        let mut r = route("web", "api", 1);
+        r.spec.rules[0].backend_refs[0].kind = Some("ConfigMap".into());
+        let s = snap(vec![r]);
+        let out = desired(&s, &compile(&s, &CompileOptions::default()));
+        let d = &out[&ObjectRef::new(Kind::Route, "shop", "web")];
+        assert!(cond(d, ACCEPTED).status, "{d:?}");
+        let r = cond(d, RESOLVED_REFS);
+        assert_eq!((r.status, r.reason.as_str()), (false, "InvalidKind"));
+        assert!(
+            r.message.starts_with("spec.rules[0].backendRefs[0].kind: "),
+            "{}",
+            r.message
+        );
+    }
+
+    #[test]
+    fn a_rule_without_backend_refs_is_accepted_with_resolved_refs() {
+        let mut r = route("web", "api", 1);
+        r.spec.rules[0].backend_refs.clear();
+        let s = snap(vec![r]);
+        let out = desired(&s, &compile(&s, &CompileOptions::default()));
+        let d = &out[&ObjectRef::new(Kind::Route, "shop", "web")];
+        assert!(d.conditions.iter().all(|c| c.status), "{d:?}");
     }
 
     #[test]

@@ -1,0 +1,186 @@
+//! Errors on the request path, and the one place they become HTTP responses.
+
+use std::sync::Arc;
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use super::reason;
+use crate::model::NoBackend;
+use crate::proxy::transport::{ErrorKind, ProxyBody, UpstreamError};
+
+/// Why the proxy answered a request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No rule matches the host and path.
+    #[error("no route matches this request")]
+    NoRoute,
+    /// The request cannot be routed as sent.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// The rule sends this request to no backend: every weight is 0 (503), it has no
+    /// backendRefs or the chosen one does not resolve (500, as Gateway API asks).
+    #[error("no backend: {0}")]
+    NoBackend(#[from] NoBackend),
+    /// The chosen backend has no endpoint to send to.
+    #[error("backend {backend} has no endpoints")]
+    NoEndpoints {
+        /// The backend's label.
+        backend: Arc<str>,
+    },
+    /// Every endpoint of the chosen backend is unhealthy or ejected.
+    #[error("backend {backend} has no healthy endpoints")]
+    NoHealthyEndpoints {
+        /// The backend's label.
+        backend: Arc<str>,
+    },
+    /// The backend's circuit breaker is open.
+    #[error("circuit breaker open for backend {backend}")]
+    CircuitOpen {
+        /// The backend's label.
+        backend: Arc<str>,
+    },
+    /// The backend's connection limit and queue are full.
+    #[error("backend {backend} is at its connection limit")]
+    Overloaded {
+        /// The backend's label.
+        backend: Arc<str>,
+    },
+    /// The exchange with the upstream failed (connect, reset, timeout) or the client's body
+    /// failed while it was sent.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// A protocol upgrade cannot be proxied to this backend.
+    #[error("upgrade not possible: {0}")]
+    UpgradeUnsupported(&'static str),
+}
+
+impl ProxyError {
+    /// The status a client sees.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoBackend(NoBackend::NoBackendRefs | NoBackend::Unresolved) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            ProxyError::NoBackend(NoBackend::ZeroWeights)
+            | ProxyError::NoEndpoints { .. }
+            | ProxyError::NoHealthyEndpoints { .. }
+            | ProxyError::CircuitOpen { .. }
+            | ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream(e) => match e.kind() {
+                ErrorKind::Connect | ErrorKind::Broken => StatusCode::BAD_GATEWAY,
+                ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                ErrorKind::ClientBody => StatusCode::BAD_REQUEST,
+            },
+            ProxyError::UpgradeUnsupported(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The machine-readable reason (see [`reason`]).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => reason::NO_ROUTE,
+            ProxyError::BadRequest(_) => reason::BAD_REQUEST,
+            ProxyError::NoBackend(NoBackend::ZeroWeights) => reason::NO_BACKEND,
+            ProxyError::NoBackend(NoBackend::NoBackendRefs) => reason::NO_BACKEND_REFS,
+            ProxyError::NoBackend(NoBackend::Unresolved) => reason::UNRESOLVED_BACKEND,
+            ProxyError::NoEndpoints { .. } => reason::NO_ENDPOINTS,
+            ProxyError::NoHealthyEndpoints { .. } => reason::NO_HEALTHY_ENDPOINTS,
+            ProxyError::CircuitOpen { .. } => reason::BREAKER_OPEN,
+            ProxyError::Overloaded { .. } => reason::OVERLOADED,
+            ProxyError::Upstream(e) => match e.kind() {
+                ErrorKind::Connect => reason::CONNECT_FAILED,
+                ErrorKind::Broken => reason::UPSTREAM_RESET,
+                ErrorKind::Timeout => reason::TIMEOUT,
+                ErrorKind::ClientBody => reason::CLIENT_BODY,
+            },
+            ProxyError::UpgradeUnsupported(_) => reason::UPGRADE_FAILED,
+        }
+    }
+
+    /// A short plain-text answer that says what happened without leaking internals.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let body = match &self {
+            ProxyError::NoRoute => "no route matches this host and path\n".to_owned(),
+            ProxyError::BadRequest(why) => format!("bad request: {why}\n"),
+            ProxyError::NoBackend(NoBackend::ZeroWeights) => {
+                "no backend available for this route\n".to_owned()
+            }
+            ProxyError::NoBackend(NoBackend::NoBackendRefs) => {
+                "this route has no backend configured\n".to_owned()
+            }
+            ProxyError::NoBackend(NoBackend::Unresolved) => {
+                "the backend reference of this route does not resolve\n".to_owned()
+            }
+            ProxyError::NoEndpoints { backend } => {
+                format!("no endpoints available for backend {backend}\n")
+            }
+            ProxyError::NoHealthyEndpoints { backend } => {
+                format!("no healthy endpoints for backend {backend}\n")
+            }
+            ProxyError::CircuitOpen { backend } => {
+                format!("circuit breaker open for backend {backend}\n")
+            }
+            ProxyError::Overloaded { backend } => {
+                format!("backend {backend} is at its connection limit\n")
+            }
+            ProxyError::Upstream(e) => match e.kind() {
+                ErrorKind::Connect => "upstream connect error\n".to_owned(),
+                ErrorKind::Broken => "upstream connection failed\n".to_owned(),
+                ErrorKind::Timeout => "upstream timed out\n".to_owned(),
+                ErrorKind::ClientBody => {
+                    "bad request: the request body could not be read\n".to_owned()
+                }
+            },
+            ProxyError::UpgradeUnsupported(why) => format!("cannot upgrade: {why}\n"),
+        };
+        let mut resp = Response::new(ProxyBody::full(body));
+        *resp.status_mut() = self.status();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every answer the proxy makes itself names a reason from the list, and the 503s tell
+    /// their causes apart.
+    #[test]
+    fn every_error_names_a_distinct_reason() {
+        let b: Arc<str> = "default/api".into();
+        let errors = [
+            ProxyError::NoRoute,
+            ProxyError::BadRequest("x"),
+            NoBackend::ZeroWeights.into(),
+            NoBackend::NoBackendRefs.into(),
+            NoBackend::Unresolved.into(),
+            ProxyError::NoEndpoints { backend: b.clone() },
+            ProxyError::NoHealthyEndpoints { backend: b.clone() },
+            ProxyError::CircuitOpen { backend: b.clone() },
+            ProxyError::Overloaded { backend: b },
+            UpstreamError::new(ErrorKind::Connect, "refused").into(),
+            UpstreamError::new(ErrorKind::Broken, "reset").into(),
+            UpstreamError::timeout().into(),
+            UpstreamError::new(ErrorKind::ClientBody, "cut").into(),
+            ProxyError::UpgradeUnsupported("x"),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for e in &errors {
+            assert!(reason::ALL.contains(&e.reason()), "{e}");
+            assert!(seen.insert(e.reason()), "{} named twice", e.reason());
+        }
+        let codes: Vec<u16> = errors.iter().map(|e| e.status().as_u16()).collect();
+        assert_eq!(
+            codes,
+            [
+                404, 400, 503, 500, 500, 503, 503, 503, 503, 502, 502, 504, 400, 502
+            ]
+        );
+    }
+}

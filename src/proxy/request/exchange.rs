@@ -1,0 +1,204 @@
+//! The record of one request, finished (metrics, access log) when its response body is done or
+//! when the request is abandoned; and [`ResponseBody`], the body that carries it there.
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::reason;
+use crate::proxy::transport::{ActivityGuard, BoxError, ProxyBody};
+use crate::proxy::upstream::InFlight;
+use crate::telemetry::Telemetry;
+use crate::telemetry::access_log::Entry;
+use crate::telemetry::metrics::{MethodLabel, RequestLabels, RouteBackendLabels};
+
+/// The label of requests that matched no route (or reached no backend).
+static NONE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
+
+/// nginx's code for a request whose client went away before the answer.
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// Fields only the access log needs; captured only when it is on.
+struct LogFields {
+    time: SystemTime,
+    request_id: HeaderValue,
+    client: IpAddr,
+    method: Method,
+    host: Option<HeaderValue>,
+    uri: Uri,
+    version: Version,
+    bytes_in: Option<Arc<AtomicU64>>,
+}
+
+/// One request in flight.
+pub struct Exchange {
+    telemetry: Arc<Telemetry>,
+    started: Instant,
+    method: MethodLabel,
+    /// The rule's label, once a rule matched.
+    pub route: Arc<str>,
+    /// The backend's label, once one was picked.
+    pub backend: Arc<str>,
+    /// The status sent (499 until there is one).
+    pub status: u16,
+    /// Why the gateway answered itself (see [`reason`]); empty when the upstream answered.
+    pub reason: &'static str,
+    /// The endpoint the request went to.
+    pub upstream: Option<Arc<str>>,
+    /// Time to the upstream's response headers.
+    pub upstream_duration: Option<Duration>,
+    /// Retried attempts.
+    pub retries: u32,
+    /// The W3C trace id.
+    pub trace_id: Option<Arc<str>>,
+    /// Response body bytes sent.
+    pub bytes_out: u64,
+    log: Option<LogFields>,
+    /// The connection-limit slot and the endpoint's in-flight count, held to the end.
+    held: Option<(Option<OwnedSemaphorePermit>, InFlight)>,
+}
+
+impl Exchange {
+    /// Starts the record of `req`.
+    pub fn start<B>(
+        telemetry: &Arc<Telemetry>,
+        req: &Request<B>,
+        client: IpAddr,
+        request_id: &HeaderValue,
+    ) -> Self {
+        let log = telemetry.access_log.enabled().then(|| LogFields {
+            time: SystemTime::now(),
+            request_id: request_id.clone(),
+            client,
+            method: req.method().clone(),
+            host: req.headers().get(http::header::HOST).cloned(),
+            uri: req.uri().clone(),
+            version: req.version(),
+            bytes_in: None,
+        });
+        Self {
+            telemetry: telemetry.clone(),
+            started: Instant::now(),
+            method: MethodLabel::from(req.method()),
+            route: NONE.clone(),
+            backend: NONE.clone(),
+            status: CLIENT_CLOSED,
+            reason: reason::NONE,
+            upstream: None,
+            upstream_duration: None,
+            retries: 0,
+            trace_id: None,
+            bytes_out: 0,
+            log,
+            held: None,
+        }
+    }
+
+    /// A counter for request body bytes, when the access log wants them.
+    pub fn bytes_in_counter(&mut self) -> Option<Arc<AtomicU64>> {
+        let log = self.log.as_mut()?;
+        Some(log.bytes_in.get_or_insert_with(Default::default).clone())
+    }
+
+    /// Keeps the backend's slot and the endpoint's in-flight count until the response is done.
+    pub fn hold(&mut self, permit: Option<OwnedSemaphorePermit>, in_flight: InFlight) {
+        self.held = Some((permit, in_flight));
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        let duration = self.started.elapsed();
+        let m = &self.telemetry.metrics;
+        let labels = RequestLabels {
+            route: self.route.clone(),
+            backend: self.backend.clone(),
+            method: self.method,
+            code: self.status,
+            reason: self.reason,
+        };
+        m.requests.get_or_create(&labels).inc();
+        m.request_duration
+            .get_or_create(&RouteBackendLabels {
+                route: labels.route,
+                backend: labels.backend,
+            })
+            .observe(duration.as_secs_f64());
+        if let Some(log) = self.log.take() {
+            self.telemetry.access_log.log(Entry {
+                time: log.time,
+                request_id: log.request_id,
+                client: log.client,
+                method: log.method,
+                host: log.host,
+                uri: log.uri,
+                version: log.version,
+                status: self.status,
+                reason: self.reason,
+                bytes_in: log.bytes_in.map_or(0, |b| b.load(Ordering::Relaxed)),
+                bytes_out: self.bytes_out,
+                duration,
+                upstream: self.upstream.take(),
+                upstream_duration: self.upstream_duration,
+                route: self.route.clone(),
+                backend: self.backend.clone(),
+                retries: self.retries,
+                trace_id: self.trace_id.take(),
+            });
+        }
+    }
+}
+
+/// A response body that finishes the request's record, and keeps the connection counted busy,
+/// until its last byte is sent or the client leaves.
+pub struct ResponseBody {
+    inner: ProxyBody,
+    exchange: Exchange,
+    _guard: ActivityGuard,
+}
+
+impl ResponseBody {
+    /// `inner`, recorded in `exchange`.
+    pub fn new(inner: ProxyBody, exchange: Exchange, guard: ActivityGuard) -> Self {
+        Self {
+            inner,
+            exchange,
+            _guard: guard,
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.exchange.bytes_out += data.len() as u64;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,323 @@
+//! Step 3: attempts. Each one is admit (breaker, connection limit) → pick an endpoint → send →
+//! record the outcome (passive health, breaker); the retry decider says whether another
+//! follows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::request::Parts;
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::upgrade::OnUpgrade;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use super::payload::Payload;
+use super::retry::{self, Verdict};
+use super::target::Target;
+use crate::model::{Backend, Retry, Timeouts, UpstreamProtocol};
+use crate::proxy::request::error::ProxyError;
+use crate::proxy::request::exchange::Exchange;
+use crate::proxy::transport::{ClientBody, ProxyBody, RequestBody, UpstreamError, h1};
+use crate::proxy::upstream::balance::PickContext;
+use crate::proxy::upstream::{Admission, BackendState, Breaker, EndpointState, NoEndpoint};
+use crate::telemetry::metrics::{BackendLabels, RouteLabels};
+
+/// What every attempt of one request shares.
+pub(super) struct Plan<'a> {
+    pub t: &'a Target<'a>,
+    pub parts: Parts,
+    pub path_and_query: PathAndQuery,
+    pub hash: Option<u64>,
+    /// Whether the native HTTP/1.1 client may carry it (not for upgrades: hyper hands those
+    /// over).
+    pub native: bool,
+    pub policy: Option<&'a Retry>,
+}
+
+/// An upstream's answer, and the upstream side of an upgrade when it switched protocols.
+pub(super) type Answer = (Response<ProxyBody>, Option<OnUpgrade>);
+
+/// A request let through the backend's breaker and connection limit.
+struct Admitted {
+    breaker: Option<(Arc<Breaker>, Admission)>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Attempts until one answers, the policy stops, or a failure is final.
+pub(super) async fn run(
+    mut plan: Plan<'_>,
+    body: ClientBody,
+    ex: &mut Exchange,
+) -> Result<Answer, ProxyError> {
+    let mut payload = Payload::read(body, plan.policy, ex.bytes_in_counter()).await;
+    let t = plan.t;
+    let cfg = &t.router.table.backends[t.picked.backend];
+    let state = &t.router.backends[t.picked.backend];
+    let attempts = payload.attempts(plan.policy);
+    let mut head = Some(std::mem::take(&mut plan.parts.headers));
+    let ctx = PickContext {
+        client: t.conn.peer.ip(),
+        hash: plan.hash,
+    };
+    state.budget.deposit();
+
+    let mut attempt = 1;
+    loop {
+        let last = attempt >= attempts;
+        let admitted = admit(state, cfg).await?;
+        let endpoint = pick(state, &ctx, cfg)?;
+        ex.upstream = Some(endpoint.endpoint.address.clone());
+        let in_flight = endpoint.begin();
+        let headers = if last {
+            head.take().unwrap_or_default()
+        } else {
+            head.clone().unwrap_or_default()
+        };
+        let req = build_request(&plan, cfg, &endpoint, headers, payload.next())?;
+
+        let sent_at = Instant::now();
+        let outcome = send(&plan, cfg, state, &endpoint, req).await;
+        ex.upstream_duration = Some(sent_at.elapsed());
+
+        let status = outcome.as_ref().map(|(r, _)| r.status().as_u16());
+        let Some(verdict) = retry::judge(plan.policy, status, |c| state.is_failure_status(c))
+        else {
+            // The client's body failed: not the upstream's doing.
+            if let Some((breaker, admission)) = admitted.breaker {
+                breaker.release(admission);
+            }
+            let e = outcome.err();
+            tracing::debug!(error = ?e, "the client's request body failed");
+            return Err(e.map_or(
+                ProxyError::BadRequest("the request body failed"),
+                Into::into,
+            ));
+        };
+        record(
+            t,
+            cfg,
+            state,
+            &endpoint,
+            admitted.breaker,
+            &outcome,
+            verdict,
+        );
+
+        let time_left = t
+            .rule
+            .timeouts
+            .request
+            .is_none_or(|r| t.started.elapsed() < r);
+        if verdict.retry && !last && time_left && state.budget.withdraw() {
+            let backoff = plan
+                .policy
+                .map_or(Duration::ZERO, |r| retry::backoff(r, attempt));
+            let labels = RouteLabels {
+                route: t.rule.label.clone(),
+            };
+            t.service
+                .telemetry
+                .metrics
+                .upstream_retries
+                .get_or_create(&labels)
+                .inc();
+            ex.retries += 1;
+            tracing::debug!(route = %t.rule.label, endpoint = %endpoint.endpoint.address, attempt, "retrying");
+            drop((outcome, in_flight, admitted.permit));
+            tokio::time::sleep(backoff).await;
+            attempt += 1;
+            continue;
+        }
+        let answer = outcome?;
+        ex.hold(admitted.permit, in_flight);
+        return Ok(answer);
+    }
+}
+
+/// Through the breaker, then the connection limit (waiting in its queue if need be).
+async fn admit(state: &BackendState, cfg: &Backend) -> Result<Admitted, ProxyError> {
+    let breaker = match state.breaker() {
+        Some(b) => match b.admit(state.clock()) {
+            Ok(a) => Some((b, a)),
+            Err(_) => {
+                return Err(ProxyError::CircuitOpen {
+                    backend: cfg.label.clone(),
+                });
+            }
+        },
+        None => None,
+    };
+    let permit = match state.limiter() {
+        Some(l) => Some(l.acquire().await.map_err(|_| ProxyError::Overloaded {
+            backend: cfg.label.clone(),
+        })?),
+        None => None,
+    };
+    Ok(Admitted { breaker, permit })
+}
+
+fn pick(
+    state: &BackendState,
+    ctx: &PickContext,
+    cfg: &Backend,
+) -> Result<Arc<EndpointState>, ProxyError> {
+    state.pick(ctx).map_err(|e| match e {
+        NoEndpoint::Empty => ProxyError::NoEndpoints {
+            backend: cfg.label.clone(),
+        },
+        NoEndpoint::NoneHealthy => ProxyError::NoHealthyEndpoints {
+            backend: cfg.label.clone(),
+        },
+    })
+}
+
+fn build_request(
+    plan: &Plan<'_>,
+    cfg: &Backend,
+    endpoint: &EndpointState,
+    headers: http::HeaderMap,
+    body: RequestBody,
+) -> Result<Request<RequestBody>, ProxyError> {
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(&*endpoint.endpoint.address)
+        .path_and_query(plan.path_and_query.clone())
+        .build()
+        .map_err(|_| ProxyError::BadRequest("the upstream URL is invalid"))?;
+    let mut req = Request::new(body);
+    *req.method_mut() = plan.parts.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = match cfg.protocol {
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+        UpstreamProtocol::H2c => Version::HTTP_2,
+    };
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+/// One exchange with `endpoint`, within the attempt's time budget.
+async fn send(
+    plan: &Plan<'_>,
+    cfg: &Backend,
+    state: &BackendState,
+    endpoint: &Arc<EndpointState>,
+    req: Request<RequestBody>,
+) -> Result<Answer, UpstreamError> {
+    let t = plan.t;
+    let service = t.service;
+    let budget = attempt_budget(
+        &t.rule.timeouts,
+        plan.policy,
+        service.settings.default_request_timeout,
+        t.started,
+    );
+    let own = state.settings();
+    let native =
+        cfg.protocol == UpstreamProtocol::Http1 && plan.native && service.settings.native_http1;
+    let exchange = async {
+        if native {
+            let settings = service.clients.native(own.as_deref());
+            let resend = retry::resend_if_stale(req.method());
+            let resp = h1::send(endpoint, &settings, req, resend).await?;
+            Ok((resp.map(ProxyBody::native), None))
+        } else {
+            let clients = service.clients.hyper(own.as_deref());
+            let client = match cfg.protocol {
+                UpstreamProtocol::Http1 => &clients.http1,
+                UpstreamProtocol::H2c => &clients.h2c,
+            };
+            let mut resp = client
+                .request(req)
+                .await
+                .map_err(UpstreamError::from_hyper)?;
+            let upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
+                .then(|| hyper::upgrade::on(&mut resp));
+            Ok((resp.map(ProxyBody::upstream), upgrade))
+        }
+    };
+    match budget {
+        Some(d) if d.is_zero() => Err(UpstreamError::timeout()),
+        Some(d) => tokio::time::timeout(d, exchange)
+            .await
+            .unwrap_or_else(|_| Err(UpstreamError::timeout())),
+        None => exchange.await,
+    }
+}
+
+/// Passive health, the breaker, and the connect-error metric learn the attempt's outcome.
+fn record(
+    t: &Target<'_>,
+    cfg: &Backend,
+    state: &BackendState,
+    endpoint: &EndpointState,
+    breaker: Option<(Arc<Breaker>, Admission)>,
+    outcome: &Result<Answer, UpstreamError>,
+    verdict: Verdict,
+) {
+    let metrics = &t.service.telemetry.metrics;
+    let labels = || BackendLabels {
+        backend: cfg.label.clone(),
+    };
+    if let Err(e) = outcome
+        && e.kind() == crate::proxy::transport::ErrorKind::Connect
+    {
+        metrics
+            .upstream_connect_errors
+            .get_or_create(&labels())
+            .inc();
+    }
+    state.record(endpoint, verdict.success);
+    if let Some((breaker, admission)) = breaker {
+        let trial = admission == Admission::Trial;
+        if let Some(open) = breaker.record(state.clock(), admission, verdict.success) {
+            metrics
+                .circuit_breaker_open
+                .get_or_create(&labels())
+                .set(i64::from(open));
+            let what = if open { "opened" } else { "closed" };
+            tracing::warn!(backend = %cfg.label, trial, "circuit breaker {what}");
+        }
+    }
+}
+
+/// How long one attempt may take: the tightest of the per-try timeout, the rule's backendRequest
+/// and what is left of its request timeout; the gateway default when the rule sets none.
+fn attempt_budget(
+    t: &Timeouts,
+    retry: Option<&Retry>,
+    default: Option<Duration>,
+    started: Instant,
+) -> Option<Duration> {
+    let left = t.request.map(|r| r.saturating_sub(started.elapsed()));
+    let per_try = retry.and_then(|r| r.per_try_timeout);
+    [left, t.backend_request, per_try]
+        .into_iter()
+        .flatten()
+        .min()
+        .or(default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_timeout_caps_backend_timeout_and_counts_elapsed_time() {
+        let t = Timeouts {
+            request: Some(Duration::from_secs(10)),
+            backend_request: Some(Duration::from_secs(3)),
+        };
+        assert!(attempt_budget(&t, None, None, Instant::now()).unwrap() <= Duration::from_secs(3));
+        let t = Timeouts {
+            request: Some(Duration::from_secs(2)),
+            backend_request: Some(Duration::from_secs(3)),
+        };
+        assert!(attempt_budget(&t, None, None, Instant::now()).unwrap() <= Duration::from_secs(2));
+        let d = Some(Duration::from_secs(60));
+        assert_eq!(
+            attempt_budget(&Timeouts::default(), None, d, Instant::now()),
+            d
+        );
+    }
+}

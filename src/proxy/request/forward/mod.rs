@@ -1,0 +1,69 @@
+//! Forwarding a request to a backend, as named steps:
+//!
+//! 1. [`prepare`]: the rule's request filters, the forwarding headers, the upstream path;
+//! 2. [`payload`]: the body, kept in memory when a retry may need to send it again (read by
+//!    the first step of [`attempt`]);
+//! 3. [`attempt`]: admit (breaker, connection limit) → pick an endpoint → send → record the
+//!    outcome (passive health, breaker), repeated while [`retry`] says so;
+//! 4. [`upgrade`]: hand a switched connection to a tunnel.
+
+mod attempt;
+mod payload;
+mod prepare;
+pub(crate) mod retry;
+mod target;
+mod upgrade;
+
+use http::{Request, Response};
+
+use super::error::ProxyError;
+use super::exchange::Exchange;
+use super::headers;
+use crate::model::UpstreamProtocol;
+use crate::proxy::transport::{ClientBody, ProxyBody};
+pub(crate) use target::Target;
+
+/// Sends `req` to the target's backend and returns the response to send the client.
+pub(crate) async fn forward(
+    t: Target<'_>,
+    req: Request<ClientBody>,
+    normalized: Option<String>,
+    ex: &mut Exchange,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let cfg = &t.router.table.backends[t.picked.backend];
+    ex.backend = cfg.label.clone();
+    let upgrade = headers::upgrade_protocol(&req);
+    if upgrade.is_some() && cfg.protocol == UpstreamProtocol::H2c {
+        return Err(ProxyError::UpgradeUnsupported(
+            "the backend speaks HTTP/2 (h2c)",
+        ));
+    }
+    let mut prepared = prepare::prepare(&t, req, normalized, upgrade)?;
+    ex.trace_id = Some(prepared.trace_id.clone());
+    let client_upgrade = prepared
+        .upgrade
+        .is_some()
+        .then(|| hyper::upgrade::on(&mut prepared.req));
+    let policy = retry::policy(
+        t.rule.retry.as_ref(),
+        prepared.req.method(),
+        prepared.upgrade.is_some(),
+    );
+    let (parts, body) = prepared.req.into_parts();
+    let plan = attempt::Plan {
+        t: &t,
+        parts,
+        path_and_query: prepared.path_and_query,
+        hash: prepared.hash,
+        native: prepared.upgrade.is_none(),
+        policy,
+    };
+    // One future holds the request from here on (the payload is read inside): a request's
+    // state is not kept twice across awaits.
+    let (resp, upstream_upgrade) = attempt::run(plan, body, ex).await?;
+    let mut resp = upgrade::finish(t.service, resp, client_upgrade, upstream_upgrade)?;
+    for m in &t.picked.backend_ref.filters.response {
+        m.apply(resp.headers_mut());
+    }
+    Ok(resp)
+}

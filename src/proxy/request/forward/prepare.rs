@@ -1,0 +1,135 @@
+//! Step 1: the request as the upstream will see it. The rule's request filters (header edits
+//! in place; rewrites into the path and host sent upstream), hop-by-hop headers out,
+//! forwarding headers and trace context in, and the balancer's hash key.
+
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Request, Uri, header};
+
+use super::target::Target;
+use crate::model::{HashKey, LoadBalancing, RequestFilter, query_pairs};
+use crate::proxy::request::error::ProxyError;
+use crate::proxy::request::{headers, trace};
+use crate::proxy::transport::{ClientBody, ConnCtx};
+use crate::proxy::upstream::balance::stable_hash;
+
+/// A request ready to go upstream, and what the attempts need to know about it.
+pub(super) struct Prepared {
+    pub req: Request<ClientBody>,
+    /// Path and query sent upstream (after rewrites).
+    pub path_and_query: PathAndQuery,
+    /// The balancer's key for this request, when the backend hashes.
+    pub hash: Option<u64>,
+    /// The protocol the client asks to switch to, if any.
+    pub upgrade: Option<HeaderValue>,
+    /// The W3C trace id sent upstream.
+    pub trace_id: std::sync::Arc<str>,
+}
+
+pub(super) fn prepare(
+    t: &Target<'_>,
+    mut req: Request<ClientBody>,
+    normalized: Option<String>,
+    upgrade: Option<HeaderValue>,
+) -> Result<Prepared, ProxyError> {
+    let state = &t.router.backends[t.picked.backend];
+    let original_host = headers::host_value(&req);
+    let mut new_path = normalized;
+    let mut new_host = None;
+    let ref_filters = &t.picked.backend_ref.filters.request;
+    for filter in t.rule.request_filters.iter().chain(ref_filters) {
+        match filter {
+            RequestFilter::RequestHeaderModifier(m) => m.apply(req.headers_mut()),
+            RequestFilter::UrlRewrite(rw) => {
+                if let Some(h) = &rw.hostname {
+                    new_host = Some(h.clone());
+                }
+                if let Some(p) = &rw.path {
+                    let current = new_path.as_deref().unwrap_or(req.uri().path());
+                    new_path = Some(p.apply(current, t.matched_prefix.unwrap_or("")));
+                }
+            }
+        }
+    }
+    let path_and_query = path_and_query(req.uri(), new_path.as_deref())?;
+    let hash = request_hash(&state.load_balancing(), &req, t.conn);
+
+    let h = req.headers_mut();
+    headers::strip_hop_by_hop(h);
+    headers::set_forwarded(h, t.conn.peer.ip(), t.conn.scheme, original_host.as_ref());
+    match (new_host, original_host) {
+        (Some(host), _) => {
+            h.insert(header::HOST, host);
+        }
+        (None, Some(host)) if !h.contains_key(header::HOST) => {
+            h.insert(header::HOST, host);
+        }
+        _ => {}
+    }
+    if let Some(proto) = &upgrade {
+        headers::set_upgrade(h, proto.clone());
+    }
+    let trace_id = trace::propagate(h);
+    Ok(Prepared {
+        req,
+        path_and_query,
+        hash,
+        upgrade,
+        trace_id,
+    })
+}
+
+/// The key a hash-based balancer uses for this request.
+fn request_hash<B>(lb: &LoadBalancing, req: &Request<B>, conn: &ConnCtx) -> Option<u64> {
+    let ip_hash = || match conn.peer.ip().to_canonical() {
+        std::net::IpAddr::V4(a) => stable_hash(&a.octets()),
+        std::net::IpAddr::V6(a) => stable_hash(&a.octets()),
+    };
+    let key = match lb {
+        LoadBalancing::IpHash => return Some(ip_hash()),
+        LoadBalancing::ConsistentHash(k) => k,
+        _ => return None,
+    };
+    let found = match key {
+        HashKey::SourceIp => None,
+        HashKey::Header(name) => req.headers().get(name).map(|v| stable_hash(v.as_bytes())),
+        HashKey::Cookie(name) => req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| stable_hash(v.as_bytes())),
+        HashKey::QueryParam(name) => req.uri().query().and_then(|q| {
+            query_pairs(q)
+                .find(|(k, _)| k == name.as_str())
+                .map(|(_, v)| stable_hash(v.as_bytes()))
+        }),
+    };
+    Some(found.unwrap_or_else(ip_hash))
+}
+
+fn path_and_query(original: &Uri, new_path: Option<&str>) -> Result<PathAndQuery, ProxyError> {
+    let bad = |_| ProxyError::BadRequest("the rewritten URL is invalid");
+    match (new_path, original.query()) {
+        (None, _) => Ok(original
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"))),
+        (Some(p), Some(q)) => PathAndQuery::try_from(format!("{p}?{q}")).map_err(bad),
+        (Some(p), None) => PathAndQuery::try_from(p).map_err(bad),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rewritten_path_keeps_the_query() {
+        let orig: Uri = "/api/x?q=1".parse().unwrap();
+        assert_eq!(path_and_query(&orig, None).unwrap(), "/api/x?q=1");
+        assert_eq!(path_and_query(&orig, Some("/x")).unwrap(), "/x?q=1");
+    }
+}

@@ -1,0 +1,21 @@
+//! Where a request goes: the rule that matched and the backend it picked.
+
+use tokio::time::Instant;
+
+use crate::model::{Picked, Rule};
+use crate::proxy::request::service::Service;
+use crate::proxy::transport::ConnCtx;
+use crate::proxy::upstream::Router;
+
+/// The request's destination, and what every step reads.
+pub(crate) struct Target<'a> {
+    pub service: &'a Service,
+    pub router: &'a Router,
+    pub conn: &'a ConnCtx,
+    pub rule: &'a Rule,
+    /// The backend, and the backendRef whose filters run (after the rule's request filters,
+    /// before its response filters).
+    pub picked: Picked<'a>,
+    pub matched_prefix: Option<&'a str>,
+    pub started: Instant,
+}

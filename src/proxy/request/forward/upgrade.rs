@@ -1,0 +1,34 @@
+//! Step 4: the response's hop-by-hop headers go, and a switched connection is handed to a
+//! tunnel when both sides agreed on the upgrade.
+
+use http::{Response, StatusCode, header};
+use hyper::upgrade::OnUpgrade;
+
+use crate::proxy::request::error::ProxyError;
+use crate::proxy::request::headers;
+use crate::proxy::request::service::Service;
+use crate::proxy::transport::ProxyBody;
+
+pub(super) fn finish(
+    service: &Service,
+    mut resp: Response<ProxyBody>,
+    client_upgrade: Option<OnUpgrade>,
+    upstream_upgrade: Option<OnUpgrade>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let upstream_proto = resp.headers().get(header::UPGRADE).cloned();
+    headers::strip_hop_by_hop(resp.headers_mut());
+    match (switching, client_upgrade, upstream_proto, upstream_upgrade) {
+        (true, Some(client_upgrade), Some(proto), Some(upstream_upgrade)) => {
+            headers::set_upgrade(resp.headers_mut(), proto);
+            service.tunnels.spawn(client_upgrade, upstream_upgrade);
+        }
+        (true, ..) => {
+            return Err(ProxyError::UpgradeUnsupported(
+                "the upstream switched protocols unasked",
+            ));
+        }
+        _ => {}
+    }
+    Ok(resp)
+}

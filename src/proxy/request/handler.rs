@@ -1,0 +1,223 @@
+//! One request: lookup, filters, then a direct answer, a redirect, or a forward to an upstream.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use http::{HeaderValue, Request, Response, header};
+use tokio::time::Instant;
+
+use super::error::ProxyError;
+use super::exchange::{Exchange, ResponseBody};
+use super::middleware::Middleware;
+use super::request_id::{self, X_REQUEST_ID};
+use super::service::Service;
+use super::{forward, headers, path, reason};
+use crate::model::{Action, Answer, DirectResponse, PathMatcher, Redirect, RequestView};
+use crate::proxy::transport::{self, ClientBody, ConnCtx, ProxyBody};
+use crate::proxy::upstream::Router;
+
+impl transport::Handler for Service {
+    type Body = ResponseBody;
+
+    fn handle(
+        self: Arc<Self>,
+        conn: Arc<ConnCtx>,
+        req: Request<ClientBody>,
+    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
+        handle(self, conn, req)
+    }
+}
+
+/// Serves one request; never fails (errors become responses here, and only here).
+async fn handle(
+    service: Arc<Service>,
+    conn: Arc<ConnCtx>,
+    mut req: Request<ClientBody>,
+) -> Response<ResponseBody> {
+    let guard = conn.activity.begin();
+    let id = request_id::ensure(req.headers_mut());
+    let mut exchange = Exchange::start(&service.telemetry, &req, conn.peer.ip(), &id);
+    let router = service.router.load_full();
+    let answered = match &service.middleware {
+        Some(m) => before(m.as_ref(), &mut req),
+        None => None,
+    };
+    let mut resp = match answered {
+        Some(resp) => {
+            exchange.reason = reason::MIDDLEWARE;
+            resp
+        }
+        None => match serve(&service, &router, &conn, req, &mut exchange).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::debug!(error = %e, source = ?std::error::Error::source(&e), "request answered by the proxy");
+                exchange.reason = e.reason();
+                e.into_response()
+            }
+        },
+    };
+    if let Some(m) = &service.middleware {
+        resp = after(m.as_ref(), resp);
+    }
+    exchange.status = resp.status().as_u16();
+    resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
+    resp.map(|b| ResponseBody::new(b, exchange, guard))
+}
+
+/// The middleware's look at the request head; its answer, if it gives one.
+fn before(m: &dyn Middleware, req: &mut Request<ClientBody>) -> Option<Response<ProxyBody>> {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = std::mem::take(req.method_mut());
+    parts.uri = std::mem::take(req.uri_mut());
+    parts.version = req.version();
+    parts.headers = std::mem::take(req.headers_mut());
+    parts.extensions = std::mem::take(req.extensions_mut());
+    let answer = m.on_request(&mut parts);
+    *req.method_mut() = parts.method;
+    *req.uri_mut() = parts.uri;
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers;
+    *req.extensions_mut() = parts.extensions;
+    answer.map(|r| r.map(ProxyBody::full))
+}
+
+fn after(m: &dyn Middleware, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    m.on_response(&mut parts);
+    Response::from_parts(parts, body)
+}
+
+async fn serve(
+    service: &Service,
+    router: &Router,
+    conn: &ConnCtx,
+    req: Request<ClientBody>,
+    ex: &mut Exchange,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let started = Instant::now();
+    let normalized = path::normalize(req.uri().path());
+    let hit = {
+        let (host, _) = headers::request_host(&req)
+            .ok_or(ProxyError::BadRequest("missing or invalid Host header"))?;
+        let view = RequestView {
+            method: req.method(),
+            path: normalized.as_deref().unwrap_or(req.uri().path()),
+            query: req.uri().query(),
+            headers: req.headers(),
+        };
+        router
+            .table
+            .lookup(&host, &view)
+            .ok_or(ProxyError::NoRoute)?
+    };
+    let rule = hit.rule;
+    ex.route = rule.label.clone();
+    let matched_prefix = match &hit.matched.path {
+        PathMatcher::Prefix(p) => Some(p.as_str()),
+        _ => None,
+    };
+
+    let mut resp = match &rule.action {
+        Action::DirectResponse(d) => {
+            ex.reason = reason::DIRECT_RESPONSE;
+            direct_response(d)
+        }
+        Action::Redirect(r) => {
+            ex.reason = reason::REDIRECT;
+            redirect(
+                r,
+                service,
+                conn,
+                &req,
+                normalized.as_deref(),
+                matched_prefix,
+            )?
+        }
+        Action::Forward { .. } => {
+            let picked = router.pick_backend(hit.index, rule, req.headers())?;
+            let filters = &picked.backend_ref.filters;
+            match &filters.answer {
+                Some(answer) => {
+                    let mut resp = match answer {
+                        Answer::DirectResponse(d) => {
+                            ex.reason = reason::DIRECT_RESPONSE;
+                            direct_response(d)
+                        }
+                        Answer::Redirect(r) => {
+                            ex.reason = reason::REDIRECT;
+                            redirect(
+                                r,
+                                service,
+                                conn,
+                                &req,
+                                normalized.as_deref(),
+                                matched_prefix,
+                            )?
+                        }
+                    };
+                    for m in &filters.response {
+                        m.apply(resp.headers_mut());
+                    }
+                    resp
+                }
+                None => {
+                    let target = forward::Target {
+                        service,
+                        router,
+                        conn,
+                        rule,
+                        picked,
+                        matched_prefix,
+                        started,
+                    };
+                    forward::forward(target, req, normalized, ex).await?
+                }
+            }
+        }
+    };
+    for m in &rule.response_filters {
+        m.apply(resp.headers_mut());
+    }
+    Ok(resp)
+}
+
+fn direct_response(d: &DirectResponse) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(d.body.clone()));
+    *resp.status_mut() = d.status;
+    if !d.body.is_empty() {
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    resp
+}
+
+fn redirect(
+    r: &Redirect,
+    service: &Service,
+    conn: &ConnCtx,
+    req: &Request<ClientBody>,
+    normalized: Option<&str>,
+    matched_prefix: Option<&str>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (host, _) = headers::request_host(req)
+        .ok_or(ProxyError::BadRequest("missing or invalid Host header"))?;
+    let path = normalized.unwrap_or(req.uri().path());
+    // The port clients reached the listener on (Gateway API), not the one in their Host header.
+    let listener_port = service.settings.http_port;
+    let location = r.location(
+        conn.scheme,
+        &host,
+        listener_port,
+        path,
+        matched_prefix,
+        req.uri().query(),
+    );
+    let location = HeaderValue::try_from(location)
+        .map_err(|_| ProxyError::BadRequest("cannot build a redirect"))?;
+    let mut resp = Response::new(ProxyBody::empty());
+    *resp.status_mut() = r.status;
+    resp.headers_mut().insert(header::LOCATION, location);
+    Ok(resp)
+}

@@ -1,0 +1,61 @@
+//! Why the gateway answered a request itself: one machine-readable word per cause, in the
+//! access log (`reason`) and as the `reason` label of `tidegate_requests`. A response the
+//! upstream sent has no reason (the empty string: no label value, no log field).
+
+/// The upstream answered; nothing to explain.
+pub const NONE: &str = "";
+/// No rule matches the host and path (404).
+pub const NO_ROUTE: &str = "no_route";
+/// The request cannot be routed as sent: no valid Host, an invalid rewrite (400).
+pub const BAD_REQUEST: &str = "bad_request";
+/// The client's request body was malformed or cut off (400).
+pub const CLIENT_BODY: &str = "client_body";
+/// Every backendRef of the matched rule has weight 0 (503).
+pub const NO_BACKEND: &str = "no_backend";
+/// The rule has no backendRefs (500, as Gateway API asks).
+pub const NO_BACKEND_REFS: &str = "no_backend_refs";
+/// The picked backendRef does not resolve to a backend (500, as Gateway API asks).
+pub const UNRESOLVED_BACKEND: &str = "unresolved_backend";
+/// The picked backend has no endpoints (503).
+pub const NO_ENDPOINTS: &str = "no_endpoints";
+/// Every endpoint of the picked backend is unhealthy or ejected (503).
+pub const NO_HEALTHY_ENDPOINTS: &str = "no_healthy_endpoints";
+/// The backend's circuit breaker is open (503).
+pub const BREAKER_OPEN: &str = "breaker_open";
+/// The backend's connection limit and its queue are full (503).
+pub const OVERLOADED: &str = "overloaded";
+/// No connection to the endpoint could be made (502).
+pub const CONNECT_FAILED: &str = "connect_failed";
+/// The upstream connection broke or the upstream spoke invalid HTTP (502).
+pub const UPSTREAM_RESET: &str = "upstream_reset";
+/// The upstream did not answer in time (504).
+pub const TIMEOUT: &str = "timeout";
+/// A protocol upgrade that cannot be proxied (502).
+pub const UPGRADE_FAILED: &str = "upgrade_failed";
+/// The rule answers with a configured direct response.
+pub const DIRECT_RESPONSE: &str = "direct_response";
+/// The rule answers with a configured redirect.
+pub const REDIRECT: &str = "redirect";
+/// The embedding program's middleware answered.
+pub const MIDDLEWARE: &str = "middleware";
+
+/// Every reason, for documentation and tests.
+pub const ALL: &[&str] = &[
+    NO_ROUTE,
+    BAD_REQUEST,
+    CLIENT_BODY,
+    NO_BACKEND,
+    NO_BACKEND_REFS,
+    UNRESOLVED_BACKEND,
+    NO_ENDPOINTS,
+    NO_HEALTHY_ENDPOINTS,
+    BREAKER_OPEN,
+    OVERLOADED,
+    CONNECT_FAILED,
+    UPSTREAM_RESET,
+    TIMEOUT,
+    UPGRADE_FAILED,
+    DIRECT_RESPONSE,
+    REDIRECT,
+    MIDDLEWARE,
+];

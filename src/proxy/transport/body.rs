@@ -1,0 +1,214 @@
+//! Bodies on both sides of the proxy.
+//!
+//! [`ClientBody`] is what the client sends, read by hyper or by the native codec.
+//! [`ProxyBody`] is what the client receives: an upstream's stream or a small fixed answer.
+//! [`RequestBody`] is what the upstream receives: the client's stream, counted when asked.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use super::error::{BoxError, ClientBodyError};
+use super::h1::{NativeBody, UpstreamBody};
+
+/// A request body as the client sends it: through hyper, or through the native HTTP/1.1 codec.
+pub enum ClientBody {
+    /// Read by hyper (HTTP/2, and HTTP/1.1 connections handed to hyper).
+    Hyper(Incoming),
+    /// Read by the native HTTP/1.1 codec.
+    Native(NativeBody),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ClientBody::Native(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::Native(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::Native(b) => b.size_hint(),
+        }
+    }
+}
+
+/// A response body.
+pub struct ProxyBody {
+    inner: Inner,
+}
+
+enum Inner {
+    Upstream(Incoming),
+    Native(UpstreamBody),
+    Full(Option<Bytes>),
+}
+
+impl ProxyBody {
+    /// The upstream's body, streamed through.
+    pub fn upstream(body: Incoming) -> Self {
+        Self {
+            inner: Inner::Upstream(body),
+        }
+    }
+
+    /// An upstream's body read by the native HTTP/1.1 client.
+    pub(crate) fn native(body: UpstreamBody) -> Self {
+        Self {
+            inner: Inner::Native(body),
+        }
+    }
+
+    /// A fixed body.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        Self {
+            inner: Inner::Full((!bytes.is_empty()).then_some(bytes)),
+        }
+    }
+
+    /// No body.
+    pub fn empty() -> Self {
+        Self {
+            inner: Inner::Full(None),
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().inner {
+            Inner::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Inner::Native(b) => Pin::new(b).poll_frame(cx),
+            Inner::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Native(b) => b.is_end_stream(),
+            Inner::Full(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(b) => b.size_hint(),
+            Inner::Native(b) => b.size_hint(),
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+/// A request body on its way upstream.
+pub struct RequestBody {
+    prefix: Option<Bytes>,
+    rest: Option<ClientBody>,
+    counted: Option<Arc<AtomicU64>>,
+}
+
+impl RequestBody {
+    /// The client's body, counting its bytes into `counted` when given.
+    pub fn new(inner: ClientBody, counted: Option<Arc<AtomicU64>>) -> Self {
+        Self {
+            prefix: None,
+            rest: Some(inner),
+            counted,
+        }
+    }
+
+    /// A body kept in memory (a replayable retry body; already counted).
+    pub fn full(bytes: Bytes) -> Self {
+        Self {
+            prefix: (!bytes.is_empty()).then_some(bytes),
+            rest: None,
+            counted: None,
+        }
+    }
+
+    /// What was already read, then the rest of the client's body.
+    pub fn chained(prefix: Bytes, rest: ClientBody, counted: Option<Arc<AtomicU64>>) -> Self {
+        if let Some(c) = &counted {
+            c.fetch_add(prefix.len() as u64, Ordering::Relaxed);
+        }
+        Self {
+            prefix: (!prefix.is_empty()).then_some(prefix),
+            rest: Some(rest),
+            counted,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(prefix) = this.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        let Some(rest) = &mut this.rest else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(rest)
+            .poll_frame(cx)
+            .map_err(|e| -> BoxError { Box::new(ClientBodyError(e)) });
+        if let (Poll::Ready(Some(Ok(frame))), Some(counter)) = (&polled, &this.counted)
+            && let Some(data) = frame.data_ref()
+        {
+            counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let prefix = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        match &self.rest {
+            None => SizeHint::with_exact(prefix),
+            Some(r) => {
+                let h = r.size_hint();
+                let mut out = SizeHint::new();
+                out.set_lower(h.lower() + prefix);
+                if let Some(upper) = h.upper() {
+                    out.set_upper(upper + prefix);
+                }
+                out
+            }
+        }
+    }
+}

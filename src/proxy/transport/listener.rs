@@ -1,0 +1,197 @@
+//! Listeners and connections: HTTP/1.1 and h2c on one port, idle timeouts, graceful drain.
+//!
+//! The transport moves requests and responses; what a request means is the [`Handler`]'s
+//! business (the request layer implements it). Each connection is served by the native
+//! HTTP/1.1 codec or by hyper, and by hyper from the moment the codec hands it over.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::body::ClientBody;
+use super::conn::{Activity, ConnCtx, ConnLimits};
+use super::error::BoxError;
+use super::h1;
+
+/// What serves requests. The transport calls it for every request, whichever codec read it.
+pub trait Handler: Send + Sync + 'static {
+    /// The response body.
+    type Body: Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static;
+
+    /// Serves one request; never fails (errors are answers too).
+    fn handle(
+        self: Arc<Self>,
+        conn: Arc<ConnCtx>,
+        req: Request<ClientBody>,
+    ) -> impl Future<Output = Response<Self::Body>> + Send + 'static;
+}
+
+/// The HTTP/1.1 implementation on both sides of the proxy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Http1Codec {
+    /// Tidegate's own codec for clients and pooled client for HTTP/1.1 upstreams; hyper serves
+    /// what it leaves (HTTP/2, upgrades, HTTP/1.0, `Expect`).
+    #[default]
+    Native,
+    /// hyper for everything.
+    Hyper,
+}
+
+/// Serves client connections with one handler, and drains them on shutdown.
+pub struct Server<H> {
+    handler: Arc<H>,
+    hyper: auto::Builder<TokioExecutor>,
+    limits: ConnLimits,
+    codec: Http1Codec,
+    /// Cancelled when the gateway stops accepting: connections finish what is in flight.
+    draining: CancellationToken,
+    connections: TaskTracker,
+}
+
+impl<H: Handler> Server<H> {
+    /// A server for `handler`.
+    pub fn new(handler: Arc<H>, limits: ConnLimits, codec: Http1Codec) -> Self {
+        let mut hyper = auto::Builder::new(TokioExecutor::new());
+        hyper
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192));
+        hyper
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(limits.max_header_bytes as u32);
+        Self {
+            handler,
+            hyper,
+            limits,
+            codec,
+            draining: CancellationToken::new(),
+            connections: TaskTracker::new(),
+        }
+    }
+
+    /// Accepts connections until [`Server::drain`]; `open` counts the open ones.
+    pub async fn accept_loop(self: Arc<Self>, listener: TcpListener, open: Gauge) {
+        loop {
+            let accepted = tokio::select! {
+                () = self.draining.cancelled() => break,
+                r = listener.accept() => r,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let server = self.clone();
+                    let open = open.clone();
+                    open.inc();
+                    self.connections.spawn(async move {
+                        server.serve_tcp(stream, peer).await;
+                        open.dec();
+                    });
+                }
+                Err(e) => {
+                    // Usually EMFILE/ENFILE: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    async fn serve_tcp(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        if self.codec == Http1Codec::Hyper {
+            let _ = stream.set_nodelay(true);
+            return Box::pin(self.serve_hyper(stream, peer)).await;
+        }
+        let ctx = conn_ctx(peer);
+        let service = |req: Request<h1::NativeBody>| {
+            self.handler
+                .clone()
+                .handle(ctx.clone(), req.map(ClientBody::Native))
+        };
+        let handed_over = h1::serve(stream, peer, &self.limits, &self.draining, service).await;
+        if let Some(io) = handed_over {
+            // Boxed: hyper's connection state is large, and most connections never get here.
+            Box::pin(self.serve_hyper(io, peer)).await;
+        }
+    }
+
+    /// Serves a connection with hyper (HTTP/2, and HTTP/1.1 when the native codec hands over).
+    async fn serve_hyper<I>(&self, stream: I, peer: SocketAddr)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let ctx = conn_ctx(peer);
+        let activity = ctx.activity.clone();
+        let handler = self.handler.clone();
+        let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+            let resp = handler
+                .clone()
+                .handle(ctx.clone(), req.map(ClientBody::Hyper));
+            async move { Ok::<_, std::convert::Infallible>(resp.await) }
+        });
+        let conn = self
+            .hyper
+            .serve_connection_with_upgrades(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+
+        let idle = self.limits.idle_timeout;
+        let timer = tokio::time::sleep(idle);
+        tokio::pin!(timer);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                () = self.draining.cancelled(), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                () = &mut timer, if !closing => {
+                    match activity.idle_deadline(idle) {
+                        Some(deadline) if deadline <= Instant::now() => {
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                        Some(deadline) => timer.as_mut().reset(deadline),
+                        None => timer.as_mut().reset(Instant::now() + idle),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops accepting and asks open connections to finish what is in flight.
+    pub fn drain(&self) {
+        self.draining.cancel();
+        self.connections.close();
+    }
+
+    /// Waits for every connection to close (after [`Server::drain`]).
+    pub async fn wait(&self) {
+        self.connections.wait().await;
+    }
+}
+
+fn conn_ctx(peer: SocketAddr) -> Arc<ConnCtx> {
+    Arc::new(ConnCtx {
+        peer,
+        scheme: "http",
+        activity: Arc::new(Activity::new()),
+    })
+}

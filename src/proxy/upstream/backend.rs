@@ -1,0 +1,478 @@
+//! One backend's live state: its endpoint pool and selector, breaker, connection limiter, retry
+//! budget, its own connection settings, and the active probes of its endpoints.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio_util::sync::CancellationToken;
+
+use super::balance::{self, PickContext, Selector};
+use super::breaker::Breaker;
+use super::budget::RetryBudget;
+use super::endpoint::{Clock, EndpointState};
+use super::health;
+use super::limits::Limiter;
+use super::settings::UpstreamSettings;
+use crate::model::{ActiveHealthCheck, Backend, Endpoint, LoadBalancing, ObjectRef, ServiceKey};
+
+/// One endpoint set with the selector built for it and the policy it runs under.
+pub(super) struct Pool {
+    pub(super) endpoints: Vec<Arc<EndpointState>>,
+    selector: Arc<dyn Selector>,
+    pub(super) config: Arc<Backend>,
+}
+
+/// Active probes running for a backend: the settings, and a stop switch per endpoint.
+#[derive(Default)]
+struct Checks {
+    config: Option<ActiveHealthCheck>,
+    running: HashMap<Arc<str>, CancellationToken>,
+}
+
+/// Why no endpoint was picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoEndpoint {
+    /// The backend has no endpoints at all.
+    Empty,
+    /// It has endpoints, but all are unhealthy or ejected.
+    NoneHealthy,
+}
+
+/// One backend's live state.
+pub struct BackendState {
+    /// The backend's identity.
+    pub id: ObjectRef,
+    pub(super) clock: Clock,
+    pub(super) pool: ArcSwap<Pool>,
+    breaker: ArcSwapOption<Breaker>,
+    limiter: ArcSwapOption<Limiter>,
+    /// Connection settings of its own, when its `connection:` differs from the gateway's.
+    settings: ArcSwapOption<UpstreamSettings>,
+    /// Retries towards this backend draw on this budget.
+    pub budget: RetryBudget,
+    checks: Mutex<Checks>,
+}
+
+impl BackendState {
+    pub(super) fn new(config: &Backend, clock: Clock) -> Self {
+        let pool = Pool {
+            endpoints: config
+                .endpoints
+                .iter()
+                .cloned()
+                .map(EndpointState::new)
+                .map(Arc::new)
+                .collect(),
+            selector: balance::build(&config.load_balancer, &config.endpoints).into(),
+            config: Arc::new(config.clone()),
+        };
+        Self {
+            id: config.id.clone(),
+            clock,
+            pool: ArcSwap::from_pointee(pool),
+            breaker: ArcSwapOption::empty(),
+            limiter: ArcSwapOption::empty(),
+            settings: ArcSwapOption::empty(),
+            budget: RetryBudget::default(),
+            checks: Mutex::new(Checks::default()),
+        }
+    }
+
+    /// The clock outcomes are timed with.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Applies a (possibly) changed configuration, keeping whatever it does not change.
+    pub(super) fn configure(&self, config: &Backend, settings: &UpstreamSettings) {
+        let current = self.pool.load();
+        if *current.config != *config {
+            self.replace_pool(config.clone(), config.endpoints.clone());
+        }
+        let breaker = self.breaker.load();
+        if breaker.as_ref().map(|b| b.policy()) != config.circuit_breaker.as_ref() {
+            self.breaker.store(
+                config
+                    .circuit_breaker
+                    .clone()
+                    .map(|p| Arc::new(Breaker::new(p))),
+            );
+        }
+        let limiter = self.limiter.load();
+        let keep = match (&*limiter, config.connection.max_connections) {
+            (Some(l), Some(_)) => l.matches(&config.connection),
+            (None, None) => true,
+            _ => false,
+        };
+        if !keep {
+            self.limiter
+                .store(Limiter::new(&config.connection).map(Arc::new));
+        }
+        let own =
+            config.connection.connect_timeout.is_some() || config.connection.idle_timeout.is_some();
+        let wanted = own.then(|| UpstreamSettings {
+            connect_timeout: config
+                .connection
+                .connect_timeout
+                .unwrap_or(settings.connect_timeout),
+            pool_idle_timeout: config
+                .connection
+                .idle_timeout
+                .unwrap_or(settings.pool_idle_timeout),
+            ..settings.clone()
+        });
+        if self.settings.load().as_deref() != wanted.as_ref() {
+            self.settings.store(wanted.map(Arc::new));
+        }
+        self.reconcile_checks();
+    }
+
+    /// Replaces the endpoint set in place (discovery's fast path; no table rebuild). Endpoints
+    /// that stay keep their health and counters.
+    pub fn set_endpoints(&self, endpoints: Vec<Endpoint>) {
+        let config = (*self.pool.load().config).clone();
+        if config.endpoints != endpoints || self.pool.load().endpoints.len() != endpoints.len() {
+            self.replace_pool(
+                Backend {
+                    endpoints: endpoints.clone(),
+                    ..config
+                },
+                endpoints,
+            );
+            self.reconcile_checks();
+        }
+    }
+
+    fn replace_pool(&self, config: Backend, endpoints: Vec<Endpoint>) {
+        let current = self.pool.load();
+        let states: Vec<Arc<EndpointState>> = endpoints
+            .iter()
+            .map(|e| {
+                current
+                    .endpoints
+                    .iter()
+                    .find(|s| s.endpoint == *e)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(EndpointState::new(e.clone())))
+            })
+            .collect();
+        let same_set = current.endpoints.len() == states.len()
+            && current
+                .endpoints
+                .iter()
+                .zip(&states)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        let selector = if same_set && current.config.load_balancer == config.load_balancer {
+            current.selector.clone()
+        } else {
+            balance::build(&config.load_balancer, &endpoints).into()
+        };
+        self.pool.store(Arc::new(Pool {
+            endpoints: states,
+            selector,
+            config: Arc::new(config),
+        }));
+    }
+
+    /// Starts and stops probe tasks so that exactly the current endpoints are probed with the
+    /// current settings.
+    fn reconcile_checks(&self) {
+        let pool = self.pool.load();
+        let mut checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
+        let wanted = pool.config.active_health_check.clone();
+        if checks.config != wanted {
+            for (_, stop) in checks.running.drain() {
+                stop.cancel();
+            }
+            checks.config = wanted.clone();
+        }
+        let Some(check) = wanted else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        checks.running.retain(|addr, stop| {
+            let keep = pool.endpoints.iter().any(|e| &e.endpoint.address == addr);
+            if !keep {
+                stop.cancel();
+            }
+            keep
+        });
+        for ep in &pool.endpoints {
+            if checks.running.contains_key(&ep.endpoint.address) {
+                continue;
+            }
+            let stop = CancellationToken::new();
+            checks
+                .running
+                .insert(ep.endpoint.address.clone(), stop.clone());
+            runtime.spawn(health::run(
+                ep.clone(),
+                check.clone(),
+                self.clock,
+                health::probe_client(),
+                stop,
+                pool.config.label.clone(),
+            ));
+        }
+    }
+
+    pub(super) fn stop_checks(&self) {
+        let mut checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, stop) in checks.running.drain() {
+            stop.cancel();
+        }
+    }
+
+    /// The endpoint for a request: a usable one (healthy, not ejected, admitted by slow start).
+    pub fn pick(&self, ctx: &PickContext) -> Result<Arc<EndpointState>, NoEndpoint> {
+        let pool = self.pool.load();
+        if pool.endpoints.is_empty() {
+            return Err(NoEndpoint::Empty);
+        }
+        let now = self.clock.now_ms();
+        let slow_start = pool.config.slow_start;
+        let admitted = |i: usize| {
+            let e = &pool.endpoints[i];
+            e.available(now)
+                && slow_start.is_none_or(|w| {
+                    let share = e.slow_start_share(now, w);
+                    share >= 1.0 || (balance::random::random_u64() % 1000) < (share * 1000.0) as u64
+                })
+        };
+        let available = |i: usize| pool.endpoints[i].available(now);
+        // If slow start happened to turn every candidate away, fall back to availability alone.
+        let i = pool
+            .selector
+            .pick(&pool.endpoints, ctx, &admitted)
+            .or_else(|| pool.selector.pick(&pool.endpoints, ctx, &available))
+            .ok_or(NoEndpoint::NoneHealthy)?;
+        Ok(pool.endpoints[i].clone())
+    }
+
+    /// The balancing policy (for computing a request's hash key).
+    pub fn load_balancing(&self) -> LoadBalancing {
+        self.pool.load().config.load_balancer.clone()
+    }
+
+    /// Whether an upstream status counts as a failure for passive health and the breaker.
+    pub fn is_failure_status(&self, code: u16) -> bool {
+        match &self.pool.load().config.passive_health_check {
+            Some(p) => p
+                .failure_statuses
+                .iter()
+                .any(|(lo, hi)| (*lo..=*hi).contains(&code)),
+            None => (500..600).contains(&code),
+        }
+    }
+
+    /// Records the outcome of one attempt on `endpoint`; may eject it (within the backend's
+    /// ejection budget). Returns the ejection's length when it ejected.
+    pub fn record(&self, endpoint: &EndpointState, success: bool) -> Option<Duration> {
+        let pool = self.pool.load();
+        let policy = pool.config.passive_health_check.as_ref();
+        let now = self.clock.now_ms();
+        if success {
+            endpoint.record_success(now, policy);
+            return None;
+        }
+        if !endpoint.record_failure(policy) {
+            return None;
+        }
+        let policy = policy?;
+        let n = pool.endpoints.len();
+        let ejected = pool.endpoints.iter().filter(|e| e.ejected(now)).count();
+        let allowed = if policy.max_ejection_percent == 0 {
+            0
+        } else {
+            (n * policy.max_ejection_percent as usize / 100).max(1)
+        };
+        if endpoint.ejected(now) || ejected >= allowed {
+            return None;
+        }
+        let length = endpoint.eject(now, policy);
+        tracing::warn!(
+            backend = %pool.config.label,
+            endpoint = %endpoint.endpoint.address,
+            seconds = length.as_secs_f64(),
+            "endpoint ejected after consecutive failures"
+        );
+        Some(length)
+    }
+
+    /// The circuit breaker, if configured.
+    pub fn breaker(&self) -> Option<Arc<Breaker>> {
+        self.breaker.load_full()
+    }
+
+    /// The connection limiter, if configured.
+    pub fn limiter(&self) -> Option<Arc<Limiter>> {
+        self.limiter.load_full()
+    }
+
+    /// This backend's own connection settings, when they differ from the gateway's.
+    pub fn settings(&self) -> Option<Arc<UpstreamSettings>> {
+        self.settings.load_full()
+    }
+
+    /// The Service port this backend's endpoints are discovered from, if any.
+    pub(super) fn service(&self) -> Option<ServiceKey> {
+        self.pool.load().config.service.clone()
+    }
+
+    /// The current endpoints' live state.
+    pub fn endpoint_states(&self) -> Vec<Arc<EndpointState>> {
+        self.pool.load().endpoints.clone()
+    }
+
+    /// The current endpoints.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.pool
+            .load()
+            .endpoints
+            .iter()
+            .map(|e| e.endpoint.clone())
+            .collect()
+    }
+
+    /// Endpoints that take new requests now, and all of them.
+    pub fn counts(&self) -> (usize, usize) {
+        let pool = self.pool.load();
+        let now = self.clock.now_ms();
+        (
+            pool.endpoints.iter().filter(|e| e.available(now)).count(),
+            pool.endpoints.len(),
+        )
+    }
+}
+
+/// Ejection, the breaker and slow start through a backend's state, on paused time: what the
+/// request path sees, without sockets or waiting (`tests/resilience.rs` keeps one wall-clock
+/// run of each through the binary).
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::{CircuitBreaker, Kind, PassiveHealthCheck, RoutingTable, UpstreamProtocol};
+    use crate::proxy::upstream::{Admission, Registry, UpstreamSettings};
+
+    /// One backend's state, and the registry that keeps it.
+    fn backend(endpoints: usize, edit: impl FnOnce(&mut Backend)) -> (Registry, Arc<BackendState>) {
+        let mut b = Backend::new(
+            ObjectRef::new(Kind::Backend, "shop", "api"),
+            UpstreamProtocol::Http1,
+            (1..=endpoints)
+                .map(|i| Endpoint::new(&format!("10.0.0.{i}:80")))
+                .collect(),
+        );
+        edit(&mut b);
+        let table = RoutingTable::new(Vec::new(), vec![b], Vec::new());
+        let registry = Registry::new(UpstreamSettings::default());
+        let state = registry.link(&table).remove(0);
+        (registry, state)
+    }
+
+    fn ctx() -> PickContext {
+        PickContext {
+            client: "127.0.0.1".parse().unwrap(),
+            hash: None,
+        }
+    }
+
+    fn picks(state: &BackendState, n: usize) -> HashMap<Arc<str>, usize> {
+        let mut seen = HashMap::new();
+        for _ in 0..n {
+            let e = state.pick(&ctx()).expect("an endpoint");
+            *seen.entry(e.endpoint.address.clone()).or_default() += 1;
+        }
+        seen
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ejected_endpoint_gets_no_requests_until_its_ejection_ends() {
+        let (_registry, state) = backend(2, |b| {
+            b.passive_health_check = Some(PassiveHealthCheck {
+                consecutive_failures: 3,
+                ejection_time: Duration::from_secs(30),
+                max_ejection_percent: 50,
+                failure_statuses: vec![(500, 599)],
+            })
+        });
+        let bad = state.endpoint_states()[0].clone();
+        assert_eq!(state.record(&bad, false), None);
+        assert_eq!(state.record(&bad, false), None);
+        assert_eq!(state.record(&bad, false), Some(Duration::from_secs(30)));
+        assert_eq!(state.counts(), (1, 2));
+        assert!(!picks(&state, 50).contains_key(&bad.endpoint.address));
+
+        // The budget (50% of 2) allows no second ejection.
+        let other = state.endpoint_states()[1].clone();
+        for _ in 0..3 {
+            assert_eq!(state.record(&other, false), None);
+        }
+        assert_eq!(state.counts(), (1, 2));
+
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert_eq!(state.counts(), (2, 2), "back after its ejection time");
+        assert_eq!(picks(&state, 50).len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_opens_sheds_then_closes_after_a_good_trial() {
+        let (_registry, state) = backend(1, |b| {
+            b.circuit_breaker = Some(CircuitBreaker {
+                failure_ratio: 0.5,
+                min_requests: 4,
+                window: Duration::from_secs(10),
+                open_duration: Duration::from_secs(5),
+                half_open_requests: 1,
+            })
+        });
+        let breaker = state.breaker().expect("configured");
+        for _ in 0..4 {
+            let a = breaker.admit(state.clock()).expect("closed");
+            breaker.record(state.clock(), a, false);
+        }
+        assert_eq!(breaker.state_name(state.clock()), "open");
+        assert!(breaker.admit(state.clock()).is_err(), "sheds while open");
+
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let trial = breaker
+            .admit(state.clock())
+            .expect("a trial when half-open");
+        assert_eq!(trial, Admission::Trial);
+        assert!(breaker.admit(state.clock()).is_err(), "one trial at a time");
+        assert_eq!(breaker.record(state.clock(), trial, true), Some(false));
+        assert_eq!(breaker.state_name(state.clock()), "closed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_endpoint_back_from_ejection_ramps_up_under_slow_start() {
+        let (_registry, state) = backend(2, |b| {
+            b.slow_start = Some(Duration::from_secs(10));
+            b.passive_health_check = Some(PassiveHealthCheck {
+                consecutive_failures: 1,
+                ejection_time: Duration::from_secs(5),
+                max_ejection_percent: 50,
+                failure_statuses: vec![(500, 599)],
+            });
+        });
+        let back = state.endpoint_states()[0].clone();
+        state.record(&back, false);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        // Just back: about a tenth of its share.
+        let early = picks(&state, 2000)[&back.endpoint.address];
+        assert!(
+            (50..250).contains(&early),
+            "{early} of 2000 just after the ejection"
+        );
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let late = picks(&state, 2000)[&back.endpoint.address];
+        assert!(
+            (850..1150).contains(&late),
+            "{late} of 2000 after the window"
+        );
+    }
+}

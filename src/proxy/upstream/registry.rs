@@ -1,0 +1,205 @@
+//! Backend states by identity: linked to each new table, fed by discovery.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+
+use super::backend::BackendState;
+use super::discovery::Discovery;
+use super::endpoint::Clock;
+use super::settings::UpstreamSettings;
+use super::view::BackendView;
+use crate::model::{Backend, Endpoint, ObjectRef, RoutingTable, ServiceKey};
+
+type BackendMap = Arc<Mutex<HashMap<ObjectRef, Arc<BackendState>>>>;
+
+/// A rule's identity across reloads: its Route and its position there.
+type RuleKey = (ObjectRef, usize);
+
+/// Backend states by identity.
+pub struct Registry {
+    backends: BackendMap,
+    /// Each rule's position in its weighted schedule, so a reload does not restart every split
+    /// at its first backend.
+    splits: Mutex<HashMap<RuleKey, Arc<AtomicUsize>>>,
+    clock: Clock,
+    settings: UpstreamSettings,
+    discovery: Arc<Discovery>,
+}
+
+impl Registry {
+    /// An empty registry; `settings` are the defaults for backends that set none.
+    pub fn new(settings: UpstreamSettings) -> Self {
+        let backends: BackendMap = Arc::default();
+        let discovery = Arc::new(Discovery::default());
+        // Discovery's fast path: a Service port's new endpoint set goes straight to the
+        // backends that use it (their pools are rebuilt in place, keeping endpoint state);
+        // no table is recompiled.
+        let weak = Arc::downgrade(&backends);
+        discovery.listen(Box::new(move |key: &ServiceKey, ready: &[Endpoint]| {
+            let Some(map) = weak.upgrade() else {
+                return;
+            };
+            let states: Vec<Arc<BackendState>> = map
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .filter(|s| s.service().as_ref() == Some(key))
+                .cloned()
+                .collect();
+            for state in states {
+                state.set_endpoints(ready.to_vec());
+            }
+        }));
+        Self {
+            backends,
+            splits: Mutex::default(),
+            clock: Clock::new(),
+            settings,
+            discovery,
+        }
+    }
+
+    /// Where discovered endpoints are written (Kubernetes mode's EndpointSlice watcher).
+    pub fn discovery(&self) -> &Arc<Discovery> {
+        &self.discovery
+    }
+
+    /// The states for `table.backends`, in the same order: existing entries are reused and
+    /// updated where their configuration changed, new ones created, and entries no table uses
+    /// are dropped (their probes stopped).
+    pub fn link(&self, table: &RoutingTable) -> Vec<Arc<BackendState>> {
+        let mut map = self.backends.lock().unwrap_or_else(|e| e.into_inner());
+        let linked: Vec<Arc<BackendState>> = table
+            .backends
+            .iter()
+            .map(|b| {
+                // A Service-backed backend's endpoints are the discovered ones right now.
+                let discovered;
+                let b = match &b.service {
+                    Some(key) => {
+                        discovered = Backend {
+                            endpoints: self.discovery.ready(key),
+                            ..b.clone()
+                        };
+                        &discovered
+                    }
+                    None => b,
+                };
+                let state = map
+                    .entry(b.id.clone())
+                    .or_insert_with(|| Arc::new(BackendState::new(b, self.clock)))
+                    .clone();
+                state.configure(b, &self.settings);
+                state
+            })
+            .collect();
+        map.retain(|id, state| {
+            let keep = table.backends.iter().any(|b| &b.id == id);
+            if !keep {
+                state.stop_checks();
+            }
+            keep
+        });
+        linked
+    }
+
+    /// The weighted-split position of each rule of `table`, in order: a rule that was in the
+    /// previous table keeps its position; positions of rules no table has are dropped.
+    pub fn link_splits(&self, table: &RoutingTable) -> Box<[Arc<AtomicUsize>]> {
+        let mut splits = self.splits.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept = HashMap::with_capacity(table.rules.len());
+        let linked = table
+            .rules
+            .iter()
+            .map(|r| {
+                let key = (r.route.clone(), r.index);
+                let position = splits.remove(&key).unwrap_or_default();
+                kept.insert(key, position.clone());
+                position
+            })
+            .collect();
+        *splits = kept;
+        linked
+    }
+
+    /// The state of one backend, if a table uses it.
+    pub fn get(&self, id: &ObjectRef) -> Option<Arc<BackendState>> {
+        self.backends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Every backend's state (a snapshot: the map is not held while they are used).
+    pub fn states(&self) -> Vec<Arc<BackendState>> {
+        self.backends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Every backend's `/backends` view, sorted by name.
+    pub fn views(&self) -> Vec<BackendView> {
+        let mut views: Vec<BackendView> = self.states().iter().map(|s| s.view()).collect();
+        views.sort_by(|a, b| a.backend.cmp(&b.backend));
+        views
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        for state in self
+            .backends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            state.stop_checks();
+        }
+    }
+}
+
+#[cfg(test)]
+mod discovery_tests {
+    use super::*;
+    use crate::model::{Kind, UpstreamProtocol};
+
+    fn table_with(backend: Backend) -> RoutingTable {
+        RoutingTable::new(Vec::new(), vec![backend], Vec::new())
+    }
+
+    /// Discovered endpoints reach a Service-backed backend in place, before and after linking.
+    #[tokio::test]
+    async fn discovered_endpoints_are_pushed_to_the_backends_that_use_them() {
+        let registry = Registry::new(UpstreamSettings::default());
+        let key = ServiceKey::new("shop", "api", "http");
+        registry
+            .discovery()
+            .set(&key, vec![Endpoint::new("10.0.0.1:80")]);
+        let backend = Backend {
+            service: Some(key.clone()),
+            ..Backend::new(
+                ObjectRef::new(Kind::Backend, "shop", "api"),
+                UpstreamProtocol::Http1,
+                Vec::new(),
+            )
+        };
+        let linked = registry.link(&table_with(backend.clone()));
+        assert_eq!(linked[0].endpoints(), vec![Endpoint::new("10.0.0.1:80")]);
+        registry.discovery().set(
+            &key,
+            vec![Endpoint::new("10.0.0.1:80"), Endpoint::new("10.0.0.2:80")],
+        );
+        assert_eq!(linked[0].endpoints().len(), 2, "pushed without a new table");
+        // A relink with the same table keeps the discovered set.
+        let relinked = registry.link(&table_with(backend));
+        assert!(Arc::ptr_eq(&linked[0], &relinked[0]));
+        assert_eq!(relinked[0].endpoints().len(), 2);
+        registry.discovery().set(&key, Vec::new());
+        assert!(relinked[0].endpoints().is_empty());
+    }
+}
