@@ -25,9 +25,19 @@ lint:
     cargo fmt --all
     cargo clippy --all-targets -- -D warnings
 
-# Regenerate the checked-in CRDs.
+# Regenerate the checked-in CRDs (crds/ and the chart's copy), then the rendered manifests.
 crds:
     cargo run --quiet -- crds > crds/tidegate.dev.yaml
+    cp crds/tidegate.dev.yaml charts/tidegate/crds/tidegate.dev.yaml
+    just manifests
+
+# Render manifests/tidegate.yaml from the Helm chart (default values).
+manifests:
+    bash scripts/manifests.sh > manifests/tidegate.yaml
+
+# Build the container image with podman (on machines without a registry: local base stand-ins).
+image TAG="tidegate:0.1.0":
+    CONTAINERS_CONF=$(bash e2e/tools/podman.sh) podman build --pull=never -t {{TAG}} .
 
 # Regenerate the compiler's golden files after an intended change.
 golden:

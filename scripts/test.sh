@@ -28,7 +28,8 @@ bash e2e/kube/build.sh "$KUBE_DIR"   # a no-op when already built (cached outsid
 RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/tidegate-kube.XXXXXX")
 # Free loopback ports, so that several runs (or a developer's own cluster) do not collide.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-export ETCD_PORT=$(free_port) PEER_PORT=$(free_port) API_PORT=$(free_port)
+ETCD_PORT=$(free_port); PEER_PORT=$(free_port); API_PORT=$(free_port)
+export ETCD_PORT PEER_PORT API_PORT
 cleanup() { bash e2e/kube/stop.sh "$RUN_DIR"; rm -rf "$RUN_DIR"; }
 trap cleanup EXIT
 KUBECONFIG_PATH=$(bash e2e/kube/start.sh "$KUBE_DIR/bin" "$RUN_DIR" | tail -n 1)
@@ -36,6 +37,19 @@ export TIDEGATE_TEST_KUBECONFIG="$KUBECONFIG_PATH"
 # The resilience test starts its own apiserver from these binaries (it stops and restarts it).
 export TIDEGATE_TEST_KUBE_BIN="$KUBE_DIR/bin"
 echo "kube-apiserver on 127.0.0.1:$API_PORT (kubeconfig $KUBECONFIG_PATH)" >&2
+
+# --- Delivery: a real helm + kubectl (e2e/tools/helm.sh), and the container image built with
+# podman from the Dockerfile (e2e/tools/podman.sh: podman from Debian, and local stand-ins for the
+# base images where no image registry can be reached, as on our machines) ---
+HELM_DIR=$(bash e2e/tools/helm.sh)
+export TIDEGATE_TEST_HELM="$HELM_DIR/helm" TIDEGATE_TEST_KUBECTL="$HELM_DIR/kubectl"
+CONTAINERS_CONF=$(bash e2e/tools/podman.sh)
+export CONTAINERS_CONF
+export TIDEGATE_TEST_IMAGE=localhost/tidegate:test
+echo "building $TIDEGATE_TEST_IMAGE (podman; the first build compiles every dependency)" >&2
+started=$(date +%s)
+podman build --pull=never --quiet -t "$TIDEGATE_TEST_IMAGE" . >&2
+echo "image built in $(( $(date +%s) - started ))s" >&2
 
 cargo test --locked -- --include-ignored "$@"
 

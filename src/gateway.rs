@@ -180,6 +180,7 @@ impl GatewayBuilder {
             .telemetry
             .unwrap_or_else(|| Arc::new(Telemetry::new(&self.access_log)));
         let stop = CancellationToken::new();
+        let shutting_down = CancellationToken::new();
         let (tables_tx, tables) = watch::channel(None);
         let mut proxy_config = self.proxy;
         proxy_config.http_port.get_or_insert(http_addr.port());
@@ -189,6 +190,7 @@ impl GatewayBuilder {
                 tables: tables.clone(),
                 telemetry: telemetry.clone(),
                 proxy: proxy.clone(),
+                shutting_down: shutting_down.clone(),
             };
             tokio::spawn(admin::serve(listener, state, stop.clone()));
         }
@@ -242,6 +244,7 @@ impl GatewayBuilder {
             tables,
             reload: reload_tx,
             stop,
+            shutting_down,
             _watcher: watcher,
         })
     }
@@ -256,6 +259,7 @@ pub struct Gateway {
     telemetry: Arc<Telemetry>,
     reload: mpsc::Sender<()>,
     stop: CancellationToken,
+    shutting_down: CancellationToken,
     _watcher: Option<notify::RecommendedWatcher>,
 }
 
@@ -301,9 +305,16 @@ impl Gateway {
         &self.proxy
     }
 
+    /// Turns `/readyz` to 503 while traffic is still served: the first step of a shutdown, so
+    /// that endpoints and load balancers stop sending new traffic before the listener closes.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.cancel();
+    }
+
     /// Stops accepting, drains in-flight requests and tunnels for up to `drain`, and stops.
     /// Returns whether everything finished within the drain period.
     pub async fn shutdown(self, drain: Duration) -> bool {
+        self.shutting_down.cancel();
         let finished = self.proxy.drain(drain).await;
         self.stop.cancel();
         finished

@@ -60,6 +60,10 @@ struct RunArgs {
     /// On SIGTERM/SIGINT, how long in-flight requests and WebSockets may take to finish.
     #[arg(long, env = "TIDEGATE_DRAIN_TIMEOUT", default_value = "30s")]
     drain_timeout: Duration,
+    /// On SIGTERM, how long to keep accepting and serving with /readyz answering 503 before the
+    /// drain starts (so endpoints and load balancers stop sending first).
+    #[arg(long, env = "TIDEGATE_SHUTDOWN_DELAY", default_value = "0s")]
+    shutdown_delay: Duration,
     /// A client must send its whole request head within this time.
     #[arg(long, env = "TIDEGATE_HEADER_READ_TIMEOUT", default_value = "10s")]
     header_read_timeout: Duration,
@@ -326,8 +330,22 @@ fn run(args: RunArgs) -> ExitCode {
             .admin_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
+        // Handlers first: a SIGTERM right after the "serving" line must not kill the process.
+        let Some(mut signals) = Signals::install() else {
+            tracing::error!("cannot install signal handlers");
+            return ExitCode::FAILURE;
+        };
         tracing::info!(http = %gateway.http_addr(), admin = %admin, "serving");
-        wait_for_signals(&gateway).await;
+        let signal = signals.wait(&gateway).await;
+        if signal == Stop::Term && !args.shutdown_delay.0.is_zero() {
+            gateway.begin_shutdown();
+            tracing::info!(delay = %args.shutdown_delay, "shutting down: not ready, still serving");
+            // A second SIGTERM or SIGINT cuts the delay short.
+            tokio::select! {
+                () = tokio::time::sleep(args.shutdown_delay.0) => {}
+                _ = signals.wait(&gateway) => {}
+            }
+        }
         tracing::info!(timeout = %args.drain_timeout, "draining");
         let finished = gateway.shutdown(args.drain_timeout.0).await;
         tracing::info!(finished, "stopped");
@@ -384,24 +402,41 @@ fn kube_options(args: &RunArgs) -> Result<Option<tidegate::controller::kube::Kub
     }))
 }
 
-/// Returns on SIGTERM or SIGINT; reloads on SIGHUP.
-async fn wait_for_signals(gateway: &Gateway) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading");
-                gateway.reload();
+/// The signal that asked the process to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    Term,
+    Int,
+}
+
+/// The signals the process answers to.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Replaces the default action of SIGTERM, SIGINT and SIGHUP (for the rest of the process).
+    fn install() -> Option<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Some(Self {
+            term: signal(SignalKind::terminate()).ok()?,
+            int: signal(SignalKind::interrupt()).ok()?,
+            hup: signal(SignalKind::hangup()).ok()?,
+        })
+    }
+
+    /// Returns on SIGTERM or SIGINT; reloads on SIGHUP.
+    async fn wait(&mut self, gateway: &Gateway) -> Stop {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return Stop::Term,
+                _ = self.int.recv() => return Stop::Int,
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP: reloading");
+                    gateway.reload();
+                }
             }
         }
     }

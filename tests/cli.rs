@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ConfigDir, HttpClient, Upstream, backend_yaml};
+use common::{ConfigDir, HttpClient, Upstream, backend_yaml, eventually};
 use http::StatusCode;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tidegate");
@@ -422,6 +422,76 @@ async fn sigterm_drains_the_request_in_flight_then_exits_0() {
         StatusCode::OK,
         "the in-flight request completes"
     );
+    let status = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Waits until the gateway's `/readyz` answers 503 and returns its body.
+async fn wait_unready(admin: SocketAddr) -> String {
+    eventually(Duration::from_secs(2), "/readyz 503", || async {
+        let r = HttpClient::http1()
+            .get(admin, "admin", "/readyz", &[])
+            .await;
+        (r.status == StatusCode::SERVICE_UNAVAILABLE).then_some(r.body)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn shutdown_delay_turns_readiness_off_and_keeps_serving_before_the_drain() {
+    let up = Upstream::start("up").await;
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "all.yaml",
+        &(backend_yaml("up", &[up.addr]) + &route("r", "/", "up")),
+    );
+    let delay = Duration::from_secs(2);
+    let mut gw = Running::start(
+        cfg.path(),
+        &["--shutdown-delay", "2s", "--drain-timeout", "5s"],
+    );
+    let c = HttpClient::http1();
+    assert_eq!(
+        c.get(gw.admin, "admin", "/readyz", &[]).await.status,
+        StatusCode::OK
+    );
+    let signalled = Instant::now();
+    gw.signal("TERM");
+    assert_eq!(wait_unready(gw.admin).await, "not ready: shutting down\n");
+    // Still accepting: a new connection is served during the delay.
+    let fresh = HttpClient::http1().get(gw.http, "h", "/", &[]).await;
+    assert_eq!(fresh.status, StatusCode::OK);
+    assert_eq!(fresh.echo().upstream, "up");
+    assert!(
+        signalled.elapsed() < delay,
+        "served during the delay ({:?})",
+        signalled.elapsed()
+    );
+    let status = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        signalled.elapsed() >= delay,
+        "exited before the delay was over ({:?})",
+        signalled.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_second_sigterm_cuts_the_shutdown_delay_short() {
+    let up = Upstream::start("up").await;
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "all.yaml",
+        &(backend_yaml("up", &[up.addr]) + &route("r", "/", "up")),
+    );
+    let mut gw = Running::start(cfg.path(), &["--shutdown-delay", "60s"]);
+    gw.signal("TERM");
+    wait_unready(gw.admin).await;
+    gw.signal("TERM");
     let status = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(10)))
         .await
         .unwrap();

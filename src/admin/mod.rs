@@ -33,6 +33,9 @@ pub struct AdminState {
     pub telemetry: Arc<Telemetry>,
     /// Runtime backend state for `/backends`.
     pub proxy: Proxy,
+    /// Cancelled when shutdown begins: `/readyz` answers 503 from then on, so that endpoints
+    /// and load balancers stop sending traffic while it is still served.
+    pub shutting_down: CancellationToken,
 }
 
 /// Serves the admin endpoints on `listener` until `stop` is cancelled.
@@ -83,6 +86,10 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             );
             r
         }
+        "/readyz" if state.shutting_down.is_cancelled() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down\n",
+        ),
         // Ready as long as a table serves, even while the sources fail: pulling every replica
         // out of its Service would turn a control-plane outage into a traffic outage. The
         // `Synced` condition of /config tells the staleness.

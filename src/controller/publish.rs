@@ -44,11 +44,13 @@ impl Publisher {
     /// Validates `table`, gives it the next version, logs its diagnostics, publishes it and
     /// updates the reload metrics. A table that fails validation (a compiler bug, never a user
     /// error) is not published: what serves keeps serving, and the reload counts as failed.
-    /// `started`: when this reload began (for the log line).
+    /// `started`: when this reload began and `triggered_by`: what changed (both for the log
+    /// line).
     pub fn publish(
         &mut self,
         mut table: RoutingTable,
         started: Instant,
+        triggered_by: &str,
     ) -> Result<Arc<RoutingTable>, TableError> {
         if let Err(e) = table.validate() {
             tracing::error!(error = %e, "compiled table failed validation; not publishing it");
@@ -83,6 +85,7 @@ impl Publisher {
             backends = table.backends.len(),
             errors = table.diagnostics.iter().filter(|d| d.is_error()).count(),
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            triggered_by,
             "configuration published"
         );
         Ok(table)

@@ -50,7 +50,7 @@ impl FileController {
         let result = snap.and_then(|mut snap| {
             snap.accepted = std::mem::take(&mut self.accepted);
             let compiled = self.publisher.compile(&snap, &self.opts);
-            match self.publisher.publish(compiled.table, started) {
+            match self.publisher.publish(compiled.table, started, "files") {
                 Ok(table) => {
                     self.accepted = compiled.accepted;
                     Ok(table)

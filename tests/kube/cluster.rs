@@ -325,7 +325,7 @@ impl Ns {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -362,22 +362,28 @@ impl Tidegate {
         if let Some(ns) = watch {
             cmd.args(["--namespace", ns]);
         }
+        cmd.args([
+            "--http-addr",
+            &http.to_string(),
+            "--admin-addr",
+            &admin.to_string(),
+        ])
+        .args(extra)
+        .env("KUBECONFIG", kubeconfig)
+        .env("POD_NAME", pod)
+        .env("POD_NAMESPACE", pod_ns)
+        .env(
+            "RUST_LOG",
+            std::env::var("TIDEGATE_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .env_remove("TIDEGATE_CONFIG");
+        Self::spawn(cmd, http, admin)
+    }
+
+    /// Runs `cmd` (the binary, or a container running it) serving on `http` and `admin`; its
+    /// stderr lines are kept.
+    pub fn spawn(mut cmd: Command, http: SocketAddr, admin: SocketAddr) -> Self {
         let mut child = cmd
-            .args([
-                "--http-addr",
-                &http.to_string(),
-                "--admin-addr",
-                &admin.to_string(),
-            ])
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig)
-            .env("POD_NAME", pod)
-            .env("POD_NAMESPACE", pod_ns)
-            .env(
-                "RUST_LOG",
-                std::env::var("TIDEGATE_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .env_remove("TIDEGATE_CONFIG")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -405,6 +411,22 @@ impl Tidegate {
             .status()
             .unwrap();
         assert!(ok.success());
+    }
+
+    /// Waits until the process exits, and returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "did not exit within {within:?}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Waits until `/readyz` answers 200 (every kind listed, a table published).

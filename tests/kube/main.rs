@@ -9,6 +9,7 @@ mod cases;
 mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
+mod delivery;
 
 use std::time::{Duration, Instant};
 
@@ -731,20 +732,31 @@ async fn the_rbac_in_manifests_is_enough_to_run_every_namespace() {
     let kc = kubeconfig();
     let admin = client_for(&kc).await;
     install_crds(&admin).await;
-    // manifests/rbac.yaml as users apply it (namespace `tidegate`).
+    // The RBAC of manifests/tidegate.yaml (the chart with default values: every namespace), as
+    // users apply it (namespace `tidegate`).
     let system = Ns {
         client: admin.clone(),
         name: "tidegate".into(),
     };
-    system
-        .apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "tidegate"}}))
-        .await;
-    let rbac = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/rbac.yaml"))
-        .unwrap();
-    for doc in serde_yaml_ng::Deserializer::from_str(&rbac) {
+    let manifests = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/manifests/tidegate.yaml"
+    ))
+    .unwrap();
+    let rbac_kinds = [
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ];
+    for doc in serde_yaml_ng::Deserializer::from_str(&manifests) {
         let v: serde_json::Value =
             serde_json::to_value(serde_yaml_ng::Value::deserialize(doc).unwrap()).unwrap();
-        system.apply(v).await;
+        if rbac_kinds.iter().any(|k| v["kind"] == *k) {
+            system.apply(v).await;
+        }
     }
     // A kubeconfig with the ServiceAccount's token instead of the admin's.
     let token = kube::Api::<ServiceAccount>::namespaced(admin.clone(), "tidegate")

@@ -506,15 +506,11 @@ async fn compile_loop(
         let started = std::time::Instant::now();
         let compiled = publisher.compile(&snap, &opts);
         let desired = status::desired(&snap, &compiled);
-        let Ok(table) = publisher.publish(compiled.table, started) else {
+        let trigger = format!("{triggered_by:?}");
+        let Ok(table) = publisher.publish(compiled.table, started, &trigger) else {
             continue;
         };
         accepted = compiled.accepted;
-        tracing::debug!(
-            version = table.version,
-            ?triggered_by,
-            "recompiled after changes"
-        );
         published.send_replace(Some(Arc::new(Published { table, desired })));
         shared.status.notify_one();
     }
