@@ -70,6 +70,10 @@ struct RunArgs {
     /// A client connection with no request in flight is closed after this.
     #[arg(long, env = "TIDEGATE_IDLE_TIMEOUT", default_value = "60s")]
     idle_timeout: Duration,
+    /// A request body whose next bytes take longer than this to arrive is cut and the request
+    /// answered 408 (0s: no limit).
+    #[arg(long, env = "TIDEGATE_BODY_READ_TIMEOUT", default_value = "60s")]
+    body_read_timeout: Duration,
     /// Largest request head (request line plus headers), in bytes.
     #[arg(long, env = "TIDEGATE_MAX_HEADER_BYTES", default_value_t = 65536)]
     max_header_bytes: usize,
@@ -291,6 +295,7 @@ fn run(args: RunArgs) -> ExitCode {
             header_read_timeout: args.header_read_timeout.0,
             idle_timeout: args.idle_timeout.0,
             max_header_bytes: args.max_header_bytes,
+            body_read_timeout: nonzero(args.body_read_timeout),
             default_request_timeout: nonzero(args.default_request_timeout),
             upstream: UpstreamSettings {
                 connect_timeout: args.connect_timeout.0,

@@ -115,10 +115,11 @@ impl<H: Handler> Server<H> {
             return Box::pin(self.serve_hyper(stream, peer)).await;
         }
         let ctx = conn_ctx(peer);
+        let stall = self.limits.body_read_timeout;
         let service = |req: Request<h1::NativeBody>| {
             self.handler
                 .clone()
-                .handle(ctx.clone(), req.map(ClientBody::Native))
+                .handle(ctx.clone(), req.map(|b| ClientBody::native(b, stall)))
         };
         let handed_over = h1::serve(stream, peer, &self.limits, &self.draining, service).await;
         if let Some(io) = handed_over {
@@ -135,10 +136,11 @@ impl<H: Handler> Server<H> {
         let ctx = conn_ctx(peer);
         let activity = ctx.activity.clone();
         let handler = self.handler.clone();
+        let stall = self.limits.body_read_timeout;
         let service = service_fn(move |req: Request<hyper::body::Incoming>| {
             let resp = handler
                 .clone()
-                .handle(ctx.clone(), req.map(ClientBody::Hyper));
+                .handle(ctx.clone(), req.map(|b| ClientBody::hyper(b, stall)));
             async move { Ok::<_, std::convert::Infallible>(resp.await) }
         });
         let conn = self
