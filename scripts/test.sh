@@ -22,6 +22,15 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
 
+# --- HTTP/2 abuse tests (tests/abuse.rs): Python's h2 package (python-hyper) ---
+if ! python3 -c 'import h2, hpack' 2>/dev/null; then
+  echo "installing the h2 package (pip, else Debian's python3-h2)" >&2
+  python3 -m pip install --quiet h2 || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-h2
+  }
+  python3 -c 'import h2, hpack'
+fi
+
 # --- Kubernetes mode: a real kube-apiserver + etcd on loopback (e2e/kube/) ---
 KUBE_DIR=${TIDEGATE_KUBE_DIR:-${HOME}/.cache/tidegate/kube-apiserver-1.20}
 bash e2e/kube/build.sh "$KUBE_DIR"   # a no-op when already built (cached outside the repo)

@@ -401,3 +401,152 @@ async fn clients_that_never_read_pin_no_memory_native_codec() {
 async fn clients_that_never_read_pin_no_memory_hyper_codec() {
     a_client_that_never_reads_pins_no_memory("hyper").await;
 }
+
+/// One HTTP/2 attack at a time: each floods the machine, and the latency of the normal clients
+/// running beside it is measured.
+static H2_ATTACKS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What the normal clients saw while an attack ran.
+#[derive(Debug, Default)]
+struct Normal {
+    ok: u64,
+    failed: Vec<String>,
+    slowest: Duration,
+}
+
+/// Runs `tests/abuse/h2_abuse.py ATTACK` against the binary while one HTTP/1.1 and one HTTP/2
+/// client keep sending requests; the script checks the gateway's reaction to the attack, this
+/// checks that every normal request was answered, promptly, and that memory stayed flat.
+async fn h2_attack(attack: &str) {
+    let _one_at_a_time = H2_ATTACKS.lock().await;
+    let up = reading_upstream().await;
+    let cfg = config(up, "");
+    let gw = Gateway::start(
+        cfg.path(),
+        &["--body-read-timeout", "3s", "--max-header-bytes", "65536"],
+    );
+    let warm = HttpClient::h2c().get(gw.http, "h", "/", &[]).await;
+    assert_eq!(warm.status, StatusCode::OK);
+    let before = gw.rss_kib();
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut normal = Vec::new();
+    for client in [HttpClient::http1(), HttpClient::h2c()] {
+        let (stop, http) = (stop.clone(), gw.http);
+        normal.push(tokio::spawn(async move {
+            let mut seen = Normal::default();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let r = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    client.send(
+                        Request::get(format!("http://{http}/"))
+                            .header("host", "h")
+                            .body(Full::new(Bytes::new()))
+                            .unwrap(),
+                    ),
+                )
+                .await;
+                seen.slowest = seen.slowest.max(started.elapsed());
+                match r {
+                    Ok(Ok(r)) if r.status == StatusCode::OK => seen.ok += 1,
+                    Ok(Ok(r)) => seen.failed.push(format!("{}: {}", r.status, r.body)),
+                    Ok(Err(e)) => seen.failed.push(e.to_string()),
+                    Err(_) => seen.failed.push("no answer within 10 s".into()),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            seen
+        }));
+    }
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/abuse/h2_abuse.py");
+    let port = gw.http.port().to_string();
+    let attack_name = attack.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args([script, &port, &attack_name])
+            .output()
+            .expect("python3 runs (scripts/test.sh installs it and the h2 package)")
+    })
+    .await
+    .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let mut seen = Normal::default();
+    for n in normal {
+        let n = n.await.unwrap();
+        seen.ok += n.ok;
+        seen.failed.extend(n.failed);
+        seen.slowest = seen.slowest.max(n.slowest);
+    }
+    let after = gw.rss_kib();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("ModuleNotFoundError"),
+        "the h2 package is missing (pip install h2; scripts/test.sh installs it): {stderr}"
+    );
+    assert!(out.status.success(), "{attack}: {stdout}{stderr}");
+    eprintln!(
+        "{attack}: {} | normal requests: {} answered, slowest {:?} | RSS {before} -> {after} KiB",
+        stdout.trim(),
+        seen.ok,
+        seen.slowest
+    );
+    assert!(
+        seen.failed.is_empty(),
+        "{attack}: normal requests failed: {seen:?}"
+    );
+    assert!(seen.ok >= 10, "{attack}: too few normal requests: {seen:?}");
+    assert!(
+        seen.slowest < Duration::from_secs(3),
+        "{attack}: a normal request took {:?}",
+        seen.slowest
+    );
+    assert!(
+        after < before + 32 * 1024,
+        "{attack}: RSS grew from {before} KiB to {after} KiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs python3 with the h2 package; run scripts/test.sh"]
+async fn h2_rapid_reset_closes_the_connection() {
+    h2_attack("rapid-reset").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs python3 with the h2 package; run scripts/test.sh"]
+async fn h2_continuation_flood_is_cut_at_the_header_limit() {
+    h2_attack("continuation-flood").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs python3 with the h2 package; run scripts/test.sh"]
+async fn h2_empty_continuation_flood_is_cut() {
+    h2_attack("empty-continuation-flood").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs python3 with the h2 package; run scripts/test.sh"]
+async fn h2_settings_flood_costs_no_memory() {
+    h2_attack("settings-flood").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs python3 with the h2 package; run scripts/test.sh"]
+async fn h2_ping_flood_costs_no_memory() {
+    h2_attack("ping-flood").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs python3 with the h2 package; run scripts/test.sh"]
+async fn h2_oversized_header_blocks_get_431_or_close_the_connection() {
+    h2_attack("oversized-headers").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs python3 with the h2 package; run scripts/test.sh"]
+async fn h2_streams_beyond_the_limit_are_refused() {
+    h2_attack("stream-limit").await;
+}

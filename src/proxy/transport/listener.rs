@@ -25,6 +25,20 @@ use super::conn::{Activity, ConnCtx, ConnLimits};
 use super::error::BoxError;
 use super::h1;
 
+// HTTP/2 limits per client connection, set here rather than left to hyper's defaults so that
+// they are ours to document (README, "Limits") and do not move with a hyper upgrade.
+// tests/abuse.rs floods each one through the real binary.
+
+/// Streams open at once; beyond it a new stream is refused (RST_STREAM REFUSED_STREAM).
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 200;
+/// Streams the client may reset before the server has accepted them (HTTP/2 rapid reset,
+/// CVE-2023-44487); one more and the connection is closed (GOAWAY ENHANCE_YOUR_CALM).
+pub const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// Streams the server may reset for protocol errors on one connection before closing it.
+pub const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// Response bytes buffered per stream for a client that does not read.
+pub const H2_MAX_SEND_BUF: usize = 400 * 1024;
+
 /// What serves requests. The transport calls it for every request, whichever codec read it.
 pub trait Handler: Send + Sync + 'static {
     /// The response body.
@@ -72,7 +86,11 @@ impl<H: Handler> Server<H> {
         hyper
             .http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(limits.max_header_bytes as u32);
+            .max_header_list_size(limits.max_header_bytes as u32)
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+            .max_send_buf_size(H2_MAX_SEND_BUF);
         Self {
             handler,
             hyper,
