@@ -11,9 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState};
 use crate::controller::CompileOptions;
+use crate::controller::code::{CodeSource, Objects};
 use crate::controller::file::{FileSource, FileSourceError};
-use crate::controller::reload::{self, FileController};
-use crate::model::RoutingTable;
+use crate::controller::reload::{self, FileController, SourceController};
+use crate::model::{Kind, ObjectRef, RoutingTable};
+use crate::proxy::upstream::{Custom, HealthCheck, SelectorFactory};
 use crate::proxy::{Middleware, Proxy, ProxyConfig};
 use crate::telemetry::{AccessLogConfig, AccessLogFormat, Telemetry};
 
@@ -21,9 +23,10 @@ use crate::telemetry::{AccessLogConfig, AccessLogFormat, Telemetry};
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     /// No configuration source was given.
-    #[error("no configuration: call config_path() or kubernetes() on the builder")]
+    #[error("no configuration: call config_path(), objects() or kubernetes() on the builder")]
     NoConfig,
     /// Kubernetes mode cannot start.
+    #[cfg(feature = "kubernetes")]
     #[error(transparent)]
     Kube(#[from] crate::controller::kube::KubeError),
     /// A listener could not be bound.
@@ -43,9 +46,18 @@ pub enum GatewayError {
     Watch(#[from] notify::Error),
 }
 
+/// Where a gateway's configuration comes from.
+enum Mode {
+    Files(PathBuf),
+    Code(Objects),
+    #[cfg(feature = "kubernetes")]
+    Kube(kube::Client, Box<crate::controller::kube::KubeOptions>),
+}
+
 /// Builds a [`Gateway`]. Defaults match the `tidegate run` flags.
 pub struct GatewayBuilder {
     config_path: Option<PathBuf>,
+    objects: Option<Objects>,
     http_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     proxy: ProxyConfig,
@@ -54,14 +66,17 @@ pub struct GatewayBuilder {
     debounce: Duration,
     access_log: AccessLogConfig,
     telemetry: Option<Arc<Telemetry>>,
+    #[cfg(feature = "kubernetes")]
     kube: Option<crate::controller::kube::KubeOptions>,
     middleware: Option<Arc<dyn Middleware>>,
+    custom: Custom,
 }
 
 impl Default for GatewayBuilder {
     fn default() -> Self {
         Self {
             config_path: None,
+            objects: None,
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
             admin_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
             proxy: ProxyConfig::default(),
@@ -74,8 +89,10 @@ impl Default for GatewayBuilder {
                 include_query: false,
             },
             telemetry: None,
+            #[cfg(feature = "kubernetes")]
             kube: None,
             middleware: None,
+            custom: Custom::default(),
         }
     }
 }
@@ -84,6 +101,13 @@ impl GatewayBuilder {
     /// Reads Route/Backend YAML from this file or directory.
     pub fn config_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.config_path = Some(path.into());
+        self
+    }
+
+    /// Serves Routes, Backends and RateLimitPolicies built in code (the same types the YAML
+    /// holds; no files). Replace them later with [`Gateway::apply`].
+    pub fn objects(mut self, objects: Objects) -> Self {
+        self.objects = Some(objects);
         self
     }
 
@@ -111,7 +135,9 @@ impl GatewayBuilder {
         self
     }
 
-    /// Kubernetes mode: watch the cluster (used when no `config_path` is set).
+    /// Kubernetes mode: watch the cluster (used when neither `config_path` nor `objects` is
+    /// set). Needs the `kubernetes` cargo feature (on by default).
+    #[cfg(feature = "kubernetes")]
     pub fn kubernetes(mut self, opts: crate::controller::kube::KubeOptions) -> Self {
         self.compile.discovery = true;
         self.kube = Some(opts);
@@ -150,15 +176,38 @@ impl GatewayBuilder {
         self
     }
 
+    /// Picks the endpoints of Backend `namespace/name` with selectors built by `factory`
+    /// (whatever its `loadBalancer` says; rebuilt when its endpoint set changes). See
+    /// [`balance::Selector`](crate::proxy::balance::Selector).
+    pub fn selector(mut self, namespace: &str, name: &str, factory: impl SelectorFactory) -> Self {
+        let id = ObjectRef::new(Kind::Backend, namespace, name);
+        self.custom = self.custom.selector(id, factory);
+        self
+    }
+
+    /// Probes the endpoints of Backend `namespace/name` with `check` instead of the probe of its
+    /// `activeHealthCheck` (whose interval, timeout and thresholds still apply; a Backend
+    /// without `activeHealthCheck` is not probed).
+    pub fn health_check(mut self, namespace: &str, name: &str, check: impl HealthCheck) -> Self {
+        let id = ObjectRef::new(Kind::Backend, namespace, name);
+        self.custom = self.custom.health_check(id, check);
+        self
+    }
+
     /// Binds the listeners, publishes the first table and starts serving.
     pub async fn start(self) -> Result<Gateway, GatewayError> {
-        if self.config_path.is_none() && self.kube.is_none() {
-            return Err(GatewayError::NoConfig);
-        }
-        // Kubernetes mode: the client is made before binding, so a missing kubeconfig fails fast.
-        let kube_client = match (&self.config_path, &self.kube) {
-            (None, Some(_)) => Some(crate::controller::kube::client().await?),
-            _ => None,
+        // Files win over objects from code, which win over Kubernetes.
+        let source = match (self.config_path, self.objects) {
+            (Some(path), _) => Mode::Files(path),
+            (None, Some(objects)) => Mode::Code(objects),
+            #[cfg(feature = "kubernetes")]
+            (None, None) => match self.kube {
+                // The client is made before binding, so a missing kubeconfig fails fast.
+                Some(opts) => Mode::Kube(crate::controller::kube::client().await?, Box::new(opts)),
+                None => return Err(GatewayError::NoConfig),
+            },
+            #[cfg(not(feature = "kubernetes"))]
+            (None, None) => return Err(GatewayError::NoConfig),
         };
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
@@ -184,7 +233,12 @@ impl GatewayBuilder {
         let (tables_tx, tables) = watch::channel(None);
         let mut proxy_config = self.proxy;
         proxy_config.http_port.get_or_insert(http_addr.port());
-        let proxy = Proxy::with_middleware(proxy_config, telemetry.clone(), self.middleware);
+        let proxy = Proxy::extended(
+            proxy_config,
+            telemetry.clone(),
+            self.middleware,
+            self.custom,
+        );
         if let Some(listener) = admin {
             let state = AdminState {
                 tables: tables.clone(),
@@ -201,39 +255,52 @@ impl GatewayBuilder {
             tables_tx.send_replace(Some(table));
         });
         let (reload_tx, reload_rx) = mpsc::channel(16);
-        // --- Kubernetes mode (controller::kube); the file mode below is unchanged. ---
-        let watcher = if let (Some(client), Some(kube)) = (kube_client, self.kube) {
-            let mut kube = kube;
-            kube.debounce = self.debounce;
-            crate::controller::kube::start(
-                client,
-                kube,
-                self.compile,
-                proxy.discovery(),
-                publish,
-                telemetry.clone(),
-                reload_rx,
-                stop.clone(),
-            );
-            proxy.serve(http);
-            None
-        } else {
-            let path = self.config_path.ok_or(GatewayError::NoConfig)?;
-            let mut controller = FileController::new(
-                FileSource::new(&path),
-                self.compile,
-                publish,
-                telemetry.clone(),
-            );
-            controller.reload()?;
-            proxy.serve(http);
-            let watcher = if self.watch {
-                Some(reload::watch(&path, reload_tx.clone())?)
-            } else {
+        let mut code = None;
+        let watcher = match source {
+            #[cfg(feature = "kubernetes")]
+            Mode::Kube(client, mut kube) => {
+                kube.debounce = self.debounce;
+                crate::controller::kube::start(
+                    client,
+                    *kube,
+                    self.compile,
+                    proxy.discovery(),
+                    publish,
+                    telemetry.clone(),
+                    reload_rx,
+                    stop.clone(),
+                );
+                proxy.serve(http);
                 None
-            };
-            tokio::spawn(controller.run(reload_rx, self.debounce));
-            watcher
+            }
+            Mode::Code(objects) => {
+                // Reloaded by `Gateway::apply` (and `reload`), never by files.
+                let source = CodeSource::new(objects);
+                code = Some(source.clone());
+                let mut controller =
+                    SourceController::new(source, self.compile, publish, telemetry.clone());
+                controller.reload()?;
+                proxy.serve(http);
+                tokio::spawn(controller.run(reload_rx, self.debounce));
+                None
+            }
+            Mode::Files(path) => {
+                let mut controller = FileController::new(
+                    FileSource::new(&path),
+                    self.compile,
+                    publish,
+                    telemetry.clone(),
+                );
+                controller.reload()?;
+                proxy.serve(http);
+                let watcher = if self.watch {
+                    Some(reload::watch(&path, reload_tx.clone())?)
+                } else {
+                    None
+                };
+                tokio::spawn(controller.run(reload_rx, self.debounce));
+                watcher
+            }
         };
 
         Ok(Gateway {
@@ -243,6 +310,7 @@ impl GatewayBuilder {
             telemetry,
             tables,
             reload: reload_tx,
+            code,
             stop,
             shutting_down,
             _watcher: watcher,
@@ -258,6 +326,7 @@ pub struct Gateway {
     tables: watch::Receiver<Option<Arc<RoutingTable>>>,
     telemetry: Arc<Telemetry>,
     reload: mpsc::Sender<()>,
+    code: Option<CodeSource>,
     stop: CancellationToken,
     shutting_down: CancellationToken,
     _watcher: Option<notify::RecommendedWatcher>,
@@ -283,6 +352,19 @@ impl Gateway {
     /// again; Kubernetes mode recompiles and republishes from what its watches hold.
     pub fn reload(&self) {
         let _ = self.reload.try_send(());
+    }
+
+    /// Replaces the objects built in code with `objects` and publishes them (after the
+    /// builder's debounce; watch [`Gateway::tables`] for the new version). A bad object is
+    /// reported on that object and its last accepted version keeps serving, as with files.
+    /// Returns false, changing nothing, when this gateway does not serve objects from code.
+    pub fn apply(&self, objects: Objects) -> bool {
+        let Some(code) = &self.code else {
+            return false;
+        };
+        code.replace(objects);
+        self.reload();
+        true
     }
 
     /// The table being served.

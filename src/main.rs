@@ -308,7 +308,10 @@ fn run(args: RunArgs) -> ExitCode {
         let mut builder = Gateway::builder();
         builder = match (args.config.clone(), kube) {
             (Some(config), _) => builder.config_path(config),
+            #[cfg(feature = "kubernetes")]
             (None, Some(kube)) => builder.kubernetes(kube),
+            #[cfg(not(feature = "kubernetes"))]
+            (None, Some(never)) => match never {},
             (None, None) => builder,
         };
         let gateway = builder
@@ -358,7 +361,21 @@ fn run(args: RunArgs) -> ExitCode {
     })
 }
 
+/// Without the `kubernetes` feature there is no Kubernetes mode: `--config` is required.
+#[cfg(not(feature = "kubernetes"))]
+fn kube_options(args: &RunArgs) -> Result<Option<std::convert::Infallible>, String> {
+    match args.config {
+        Some(_) => Ok(None),
+        None => Err(
+            "this build has no Kubernetes mode (built without the `kubernetes` \
+                     feature): give --config DIR"
+                .into(),
+        ),
+    }
+}
+
 /// The Kubernetes-mode settings, when no `--config` is given.
+#[cfg(feature = "kubernetes")]
 fn kube_options(args: &RunArgs) -> Result<Option<tidegate::controller::kube::KubeOptions>, String> {
     use tidegate::controller::kube::{KubeOptions, leader::LeaseConfig};
     use tidegate::model::{Kind, ObjectRef};

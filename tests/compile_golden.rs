@@ -5,6 +5,8 @@
 //! Each output also shows the status conditions every Route and Backend would get in a cluster
 //! (`controller::kube::status::desired`, the mapping the status writer patches).
 //! `UPDATE_GOLDEN=1 cargo test --test compile_golden` rewrites the expected files.
+// These tests use Kubernetes mode (its index or status), a default cargo feature.
+#![cfg(feature = "kubernetes")]
 
 use std::path::{Path, PathBuf};
 

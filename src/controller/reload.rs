@@ -1,4 +1,5 @@
-//! The standalone control loop: files → snapshot → compile → publish, again on every change.
+//! The standalone control loop: a source (files, or objects built in code) → snapshot →
+//! compile → publish, again on every change.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,19 +17,42 @@ use crate::model::RoutingTable;
 use crate::telemetry::Telemetry;
 use crate::telemetry::metrics::KindLabels;
 
+/// Where a standalone gateway's objects come from: files ([`FileSource`]) or code
+/// ([`CodeSource`](super::code::CodeSource)).
+pub trait Source: Send + 'static {
+    /// A short name for logs and metric labels (`file`, `code`).
+    fn kind(&self) -> &'static str;
+    /// Reads every object again (without `accepted`, which the controller carries between
+    /// compiles). Fails only when nothing at all can be read.
+    fn load(&mut self) -> Result<super::snapshot::Snapshot, FileSourceError>;
+}
+
+impl Source for FileSource {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    fn load(&mut self) -> Result<super::snapshot::Snapshot, FileSourceError> {
+        FileSource::load(self)
+    }
+}
+
 /// Compiles the files of a [`FileSource`] and publishes the result.
-pub struct FileController {
-    source: FileSource,
+pub type FileController = SourceController<FileSource>;
+
+/// Compiles the objects of a [`Source`] and publishes the result.
+pub struct SourceController<S> {
+    source: S,
     opts: CompileOptions,
     accepted: Accepted,
     publisher: Publisher,
     telemetry: Arc<Telemetry>,
 }
 
-impl FileController {
+impl<S: Source> SourceController<S> {
     /// A controller for `source`; `publish` is called with each new table.
     pub fn new(
-        source: FileSource,
+        source: S,
         opts: CompileOptions,
         publish: Publish,
         telemetry: Arc<Telemetry>,
@@ -42,15 +66,18 @@ impl FileController {
         }
     }
 
-    /// Reads, compiles and publishes once. Fails only if the configuration path is unreadable,
-    /// in which case the previous table keeps serving.
+    /// Reads, compiles and publishes once. Fails only if the source cannot be read at all (an
+    /// unreadable configuration path), in which case the previous table keeps serving.
     pub fn reload(&mut self) -> Result<Arc<RoutingTable>, FileSourceError> {
         let started = std::time::Instant::now();
         let snap = self.source.load().inspect_err(|_| self.publisher.failed());
         let result = snap.and_then(|mut snap| {
             snap.accepted = std::mem::take(&mut self.accepted);
             let compiled = self.publisher.compile(&snap, &self.opts);
-            match self.publisher.publish(compiled.table, started, "files") {
+            match self
+                .publisher
+                .publish(compiled.table, started, self.source.kind())
+            {
                 Ok(table) => {
                     self.accepted = compiled.accepted;
                     Ok(table)
@@ -61,17 +88,18 @@ impl FileController {
                 }
             }
         });
+        let kind = self.source.kind();
         match &result {
             Ok(_) => {
-                self.telemetry.sources.recovered("file");
+                self.telemetry.sources.recovered(kind);
             }
             Err(e) => {
                 self.telemetry
                     .metrics
                     .controller_errors
-                    .get_or_create(&KindLabels { kind: "file" })
+                    .get_or_create(&KindLabels { kind })
                     .inc();
-                self.telemetry.sources.failed("file", &e.to_string());
+                self.telemetry.sources.failed(kind, &e.to_string());
             }
         }
         result
@@ -83,7 +111,9 @@ impl FileController {
             self.telemetry
                 .metrics
                 .controller_events
-                .get_or_create(&KindLabels { kind: "file" })
+                .get_or_create(&KindLabels {
+                    kind: self.source.kind(),
+                })
                 .inc();
             // Editors write a file in several steps; wait for the burst to end.
             loop {

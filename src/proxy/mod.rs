@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use request::{Middleware, ProxyError, reason};
 pub use transport::{Http1Codec, ProxyBody};
-pub use upstream::{BackendState, Registry, Router, UpstreamSettings, balance};
+pub use upstream::{BackendState, Custom, Registry, Router, UpstreamSettings, balance};
 
 use crate::model::RoutingTable;
 use crate::telemetry::Telemetry;
@@ -94,7 +94,17 @@ impl Proxy {
         telemetry: Arc<Telemetry>,
         middleware: Option<Arc<dyn Middleware>>,
     ) -> Self {
-        let registry = Registry::new(config.upstream.clone());
+        Self::extended(config, telemetry, middleware, Custom::default())
+    }
+
+    /// A proxy with `middleware` and the selectors and health checks of `custom`.
+    pub fn extended(
+        config: ProxyConfig,
+        telemetry: Arc<Telemetry>,
+        middleware: Option<Arc<dyn Middleware>>,
+        custom: Custom,
+    ) -> Self {
+        let registry = Registry::with_custom(config.upstream.clone(), custom);
         let router = Router::link(Arc::new(RoutingTable::default()), &registry);
         let hard_stop = CancellationToken::new();
         let service = Arc::new(Service {

@@ -5,6 +5,8 @@
 //! Every conformance test that maps onto Route/Backend is one table in `cases/` (see
 //! `cases/README.md` for the format and the README's "Gateway API conformance" section for
 //! what is covered and what is skipped, and why).
+// These tests use Kubernetes mode (its index or status), a default cargo feature.
+#![cfg(feature = "kubernetes")]
 
 #[path = "../common/mod.rs"]
 mod common;

@@ -3,6 +3,8 @@
 //! `scripts/test.sh` builds (once) and starts an apiserver on loopback and sets
 //! `TIDEGATE_TEST_KUBECONFIG`; each test works in its own namespace, with selector-less
 //! Services and hand-made EndpointSlices pointing at echo upstreams on 127.0.0.1.
+// These tests use Kubernetes mode (its index or status), a default cargo feature.
+#![cfg(feature = "kubernetes")]
 
 #[path = "../admission/cases.rs"]
 mod cases;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::balance::{self, PickContext, Selector};
 use super::breaker::Breaker;
 use super::budget::RetryBudget;
+use super::custom::{HealthCheck, SelectorFactory};
 use super::endpoint::{Clock, EndpointState};
 use super::health;
 use super::limits::Limiter;
@@ -53,10 +54,23 @@ pub struct BackendState {
     /// Retries towards this backend draw on this budget.
     pub budget: RetryBudget,
     checks: Mutex<Checks>,
+    /// A selector plugged in from code, used whatever `loadBalancer` says.
+    custom_selector: Option<Arc<dyn SelectorFactory>>,
+    /// A health check plugged in from code, replacing the `activeHealthCheck` probe.
+    custom_check: Option<Arc<dyn HealthCheck>>,
 }
 
 impl BackendState {
-    pub(super) fn new(config: &Backend, clock: Clock) -> Self {
+    pub(super) fn new(
+        config: &Backend,
+        clock: Clock,
+        custom_selector: Option<Arc<dyn SelectorFactory>>,
+        custom_check: Option<Arc<dyn HealthCheck>>,
+    ) -> Self {
+        let select = |endpoints: &[Endpoint]| match &custom_selector {
+            Some(factory) => factory.build(endpoints),
+            None => balance::build(&config.load_balancer, endpoints),
+        };
         let pool = Pool {
             endpoints: config
                 .endpoints
@@ -65,7 +79,7 @@ impl BackendState {
                 .map(EndpointState::new)
                 .map(Arc::new)
                 .collect(),
-            selector: balance::build(&config.load_balancer, &config.endpoints).into(),
+            selector: select(&config.endpoints).into(),
             config: Arc::new(config.clone()),
         };
         Self {
@@ -77,6 +91,8 @@ impl BackendState {
             settings: ArcSwapOption::empty(),
             budget: RetryBudget::default(),
             checks: Mutex::new(Checks::default()),
+            custom_selector,
+            custom_check,
         }
     }
 
@@ -166,6 +182,8 @@ impl BackendState {
                 .all(|(a, b)| Arc::ptr_eq(a, b));
         let selector = if same_set && current.config.load_balancer == config.load_balancer {
             current.selector.clone()
+        } else if let Some(factory) = &self.custom_selector {
+            factory.build(&endpoints).into()
         } else {
             balance::build(&config.load_balancer, &endpoints).into()
         };
@@ -211,7 +229,7 @@ impl BackendState {
                 ep.clone(),
                 check.clone(),
                 self.clock,
-                health::probe_client(),
+                health::Prober::new(self.custom_check.clone()),
                 stop,
                 pool.config.label.clone(),
             ));

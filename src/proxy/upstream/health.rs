@@ -12,6 +12,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio_util::sync::CancellationToken;
 
 use super::balance::random::random_u64;
+use super::custom::HealthCheck;
 use super::endpoint::{Clock, EndpointState};
 use crate::model::{ActiveHealthCheck, ProbeKind};
 
@@ -24,12 +25,30 @@ pub fn probe_client() -> Client<HttpConnector, Empty<Bytes>> {
         .build(connector)
 }
 
+/// How endpoints are probed: the backend's HTTP or TCP probe, or a check plugged in from code.
+pub enum Prober {
+    /// `activeHealthCheck.probe`, with this client.
+    Builtin(Box<Client<HttpConnector, Empty<Bytes>>>),
+    /// A [`HealthCheck`] from code.
+    Custom(Arc<dyn HealthCheck>),
+}
+
+impl Prober {
+    /// `custom` when given, else the built-in probe.
+    pub fn new(custom: Option<Arc<dyn HealthCheck>>) -> Self {
+        match custom {
+            Some(c) => Prober::Custom(c),
+            None => Prober::Builtin(Box::new(probe_client())),
+        }
+    }
+}
+
 /// Probes `endpoint` until `stop`, updating its health.
 pub async fn run(
     endpoint: Arc<EndpointState>,
     check: ActiveHealthCheck,
     clock: Clock,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    prober: Prober,
     stop: CancellationToken,
     label: Arc<str>,
 ) {
@@ -41,7 +60,14 @@ pub async fn run(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
-        let ok = probe(&endpoint, &check, &client).await;
+        let ok = match &prober {
+            Prober::Builtin(client) => probe(&endpoint, &check, client).await,
+            Prober::Custom(custom) => {
+                tokio::time::timeout(check.timeout, custom.check(&endpoint.endpoint))
+                    .await
+                    .unwrap_or(false)
+            }
+        };
         if ok {
             successes += 1;
             failures = 0;

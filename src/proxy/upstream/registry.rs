@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use super::backend::BackendState;
+use super::custom::Custom;
 use super::discovery::Discovery;
 use super::endpoint::Clock;
 use super::settings::UpstreamSettings;
@@ -25,11 +26,17 @@ pub struct Registry {
     clock: Clock,
     settings: UpstreamSettings,
     discovery: Arc<Discovery>,
+    custom: Custom,
 }
 
 impl Registry {
     /// An empty registry; `settings` are the defaults for backends that set none.
     pub fn new(settings: UpstreamSettings) -> Self {
+        Self::with_custom(settings, Custom::default())
+    }
+
+    /// An empty registry whose backends use the selectors and health checks in `custom`.
+    pub fn with_custom(settings: UpstreamSettings, custom: Custom) -> Self {
         let backends: BackendMap = Arc::default();
         let discovery = Arc::new(Discovery::default());
         // Discovery's fast path: a Service port's new endpoint set goes straight to the
@@ -57,6 +64,7 @@ impl Registry {
             clock: Clock::new(),
             settings,
             discovery,
+            custom,
         }
     }
 
@@ -88,7 +96,14 @@ impl Registry {
                 };
                 let state = map
                     .entry(b.id.clone())
-                    .or_insert_with(|| Arc::new(BackendState::new(b, self.clock)))
+                    .or_insert_with(|| {
+                        Arc::new(BackendState::new(
+                            b,
+                            self.clock,
+                            self.custom.selector_for(&b.id),
+                            self.custom.check_for(&b.id),
+                        ))
+                    })
                     .clone();
                 state.configure(b, &self.settings);
                 state
