@@ -5,6 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# `--soak`: afterwards, the long soak (tests/soak.rs) in a release build: 10,000,000 requests and
+# 1,000 configuration changes (TIDEGATE_SOAK_REQUESTS / TIDEGATE_SOAK_CHANGES override them).
+soak=0
+args=()
+for a in "$@"; do
+  if [ "$a" = "--soak" ]; then soak=1; else args+=("$a"); fi
+done
+set -- "${args[@]+"${args[@]}"}"
+
 # --- What the tests need from Debian (a fresh machine may lack some of it) ---
 need=()
 for tool in curl openssl python3; do command -v "$tool" >/dev/null || need+=("$tool"); done
@@ -14,6 +23,15 @@ command -v faketime >/dev/null || need+=(faketime)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} (apt-get)" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
+fi
+
+# --- HTTP/2 abuse tests (tests/abuse.rs): Python's h2 package (python-hyper) ---
+if ! python3 -c 'import h2, hpack' 2>/dev/null; then
+  echo "installing the h2 package (pip, else Debian's python3-h2)" >&2
+  python3 -m pip install --quiet h2 || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-h2
+  }
+  python3 -c 'import h2, hpack'
 fi
 
 # --- Kubernetes mode: a real kube-apiserver + etcd on loopback (e2e/kube/) ---
@@ -64,3 +82,9 @@ podman build --pull=never --quiet -t "$TIDEGATE_TEST_IMAGE" . >&2
 echo "image built in $(( $(date +%s) - started ))s" >&2
 
 cargo test --locked -- --include-ignored "$@"
+
+if [ "$soak" = 1 ]; then
+  echo "long soak (release build)" >&2
+  TIDEGATE_SOAK_REQUESTS=${TIDEGATE_SOAK_REQUESTS:-10000000} TIDEGATE_SOAK_CHANGES=${TIDEGATE_SOAK_CHANGES:-1000} \
+    cargo test --locked --release --test soak -- --nocapture
+fi

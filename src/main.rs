@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use tidegate::Gateway;
 use tidegate::api::Duration;
 use tidegate::controller::compile::DefaultCertificate;
-use tidegate::controller::file::FileSource;
+use tidegate::controller::file::{FileSource, Mode};
 use tidegate::controller::{CompileOptions, compile};
 use tidegate::model::{Cidr, Severity};
 use tidegate::proxy::{
@@ -31,7 +31,7 @@ enum Command {
     /// Compile a configuration and print every problem; exit 1 if any object is rejected.
     Validate(ValidateArgs),
     /// Print the CustomResourceDefinitions as YAML.
-    Crds,
+    Crds(CrdsArgs),
     /// Print the version.
     Version,
 }
@@ -86,6 +86,10 @@ struct RunArgs {
     /// A client connection with no request in flight is closed after this.
     #[arg(long, env = "TIDEGATE_IDLE_TIMEOUT", default_value = "60s")]
     idle_timeout: Duration,
+    /// A request body whose next bytes take longer than this to arrive is cut and the request
+    /// answered 408 (0s: no limit).
+    #[arg(long, env = "TIDEGATE_BODY_READ_TIMEOUT", default_value = "60s")]
+    body_read_timeout: Duration,
     /// Largest request head (request line plus headers), in bytes.
     #[arg(long, env = "TIDEGATE_MAX_HEADER_BYTES", default_value_t = 65536)]
     max_header_bytes: usize,
@@ -196,10 +200,25 @@ struct ValidateArgs {
     /// Check Routes of this ingress class (and Routes that name none).
     #[arg(long, env = "TIDEGATE_INGRESS_CLASS", default_value = tidegate::api::DEFAULT_INGRESS_CLASS)]
     ingress_class: String,
+    /// Judge the files as the controller would in a cluster: also read Services, EndpointSlices,
+    /// Ingresses, IngressClasses and Secrets, ignore other kinds. On by itself when the files
+    /// hold any of those kinds.
+    #[arg(long, env = "TIDEGATE_KUBERNETES")]
+    kubernetes: bool,
+    /// With --kubernetes: IngressClasses whose spec.controller is this are ours.
+    #[arg(long, env = "TIDEGATE_CONTROLLER_NAME", default_value = tidegate::api::DEFAULT_CONTROLLER_NAME)]
+    controller_name: String,
     /// Check as for a gateway with this Redis (only whether one is set matters: Global rate
     /// limits need it). Nothing is connected to.
     #[arg(long, env = "TIDEGATE_REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct CrdsArgs {
+    /// Leave out the CEL validation rules (x-kubernetes-validations), for Kubernetes ≤ 1.24.
+    #[arg(long, env = "TIDEGATE_WITHOUT_CEL")]
+    without_cel: bool,
 }
 
 /// A listen address, or `off`.
@@ -245,7 +264,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(*args),
         Command::Validate(args) => validate(args),
-        Command::Crds => match tidegate::api::crds_yaml() {
+        Command::Crds(args) => match tidegate::api::crds_yaml(!args.without_cel) {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS
@@ -263,20 +282,38 @@ fn main() -> ExitCode {
 }
 
 fn validate(args: ValidateArgs) -> ExitCode {
-    let mut source = FileSource::new(&args.config);
-    let snap = match source.load() {
-        Ok(s) => s,
+    let load = |mode| {
+        let mut source = FileSource::with_mode(&args.config, mode);
+        source.load().map(|snap| (snap, source))
+    };
+    let mode = if args.kubernetes {
+        Mode::Kubernetes
+    } else {
+        Mode::Standalone
+    };
+    let loaded = match load(mode) {
+        Ok((_, source)) if mode == Mode::Standalone && source.saw_kubernetes_kinds() => {
+            eprintln!(
+                "tidegate: the files hold Kubernetes objects (Services, Ingresses, …): validating as in a cluster (--kubernetes)"
+            );
+            load(Mode::Kubernetes).map(|l| (l, Mode::Kubernetes))
+        }
+        other => other.map(|l| (l, mode)),
+    };
+    let ((snap, source), mode) = match loaded {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("tidegate: {e}");
             return ExitCode::from(2);
         }
     };
-    let counts = (snap.routes.len(), snap.backends.len(), snap.policies.len());
     let table = compile(
         &snap,
         &CompileOptions {
             ingress_class: args.ingress_class,
             global_rate_limits: args.redis_url.is_some_and(|u| !u.is_empty()),
+            controller_name: args.controller_name,
+            discovery: mode == Mode::Kubernetes,
             ..CompileOptions::default()
         },
     )
@@ -290,11 +327,37 @@ fn validate(args: ValidateArgs) -> ExitCode {
         .filter(|d| d.severity == Severity::Error)
         .collect();
     rejected.dedup_by(|a, b| a.object == b.object && a.file == b.file);
+    let counts = source.counts();
+    let mut kinds = vec!["Route", "Backend", "RateLimitPolicy"];
+    if mode == Mode::Standalone && counts.contains_key("Secret") {
+        kinds.push("Secret");
+    }
+    if mode == Mode::Kubernetes {
+        kinds.extend([
+            "Service",
+            "EndpointSlice",
+            "Ingress",
+            "IngressClass",
+            "Secret",
+        ]);
+    }
+    let read: Vec<String> = kinds
+        .iter()
+        .map(|k| format!("{} {k}(s)", counts.get(k).unwrap_or(&0)))
+        .collect();
+    let ignored = table
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Ignored && d.object.is_none())
+        .count();
+    let ignored = if ignored > 0 {
+        format!(", {ignored} other document(s) ignored")
+    } else {
+        String::new()
+    };
     eprintln!(
-        "{} Route(s), {} Backend(s), {} RateLimitPolicy(s) read; {} rule(s) compiled; {} object(s) or file(s) rejected",
-        counts.0,
-        counts.1,
-        counts.2,
+        "{} read{ignored}; {} rule(s) compiled; {} object(s) or file(s) rejected",
+        read.join(", "),
         table.rules.len(),
         rejected.len()
     );
@@ -350,6 +413,7 @@ fn run(args: RunArgs) -> ExitCode {
             header_read_timeout: args.header_read_timeout.0,
             idle_timeout: args.idle_timeout.0,
             max_header_bytes: args.max_header_bytes,
+            body_read_timeout: nonzero(args.body_read_timeout),
             default_request_timeout: nonzero(args.default_request_timeout),
             upstream: UpstreamSettings {
                 connect_timeout: args.connect_timeout.0,
@@ -407,15 +471,20 @@ fn run(args: RunArgs) -> ExitCode {
             .https_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
+        // Handlers first: a SIGTERM right after the "serving" line must not kill the process.
+        let Some(mut signals) = Signals::install() else {
+            tracing::error!("cannot install signal handlers");
+            return ExitCode::FAILURE;
+        };
         tracing::info!(http = %gateway.http_addr(), https = %https, admin = %admin, "serving");
-        let signal = wait_for_signals(&gateway).await;
+        let signal = signals.wait(&gateway).await;
         if signal == Stop::Term && !args.shutdown_delay.0.is_zero() {
             gateway.begin_shutdown();
             tracing::info!(delay = %args.shutdown_delay, "shutting down: not ready, still serving");
             // A second SIGTERM or SIGINT cuts the delay short.
             tokio::select! {
                 () = tokio::time::sleep(args.shutdown_delay.0) => {}
-                _ = wait_for_signals(&gateway) => {}
+                _ = signals.wait(&gateway) => {}
             }
         }
         tracing::info!(timeout = %args.drain_timeout, "draining");
@@ -495,24 +564,34 @@ enum Stop {
     Int,
 }
 
-/// Returns on SIGTERM or SIGINT; reloads on SIGHUP.
-async fn wait_for_signals(gateway: &Gateway) -> Stop {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => return Stop::Term,
-            _ = int.recv() => return Stop::Int,
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading");
-                gateway.reload();
+/// The signals the process answers to.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Replaces the default action of SIGTERM, SIGINT and SIGHUP (for the rest of the process).
+    fn install() -> Option<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Some(Self {
+            term: signal(SignalKind::terminate()).ok()?,
+            int: signal(SignalKind::interrupt()).ok()?,
+            hup: signal(SignalKind::hangup()).ok()?,
+        })
+    }
+
+    /// Returns on SIGTERM or SIGINT; reloads on SIGHUP.
+    async fn wait(&mut self, gateway: &Gateway) -> Stop {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return Stop::Term,
+                _ = self.int.recv() => return Stop::Int,
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP: reloading");
+                    gateway.reload();
+                }
             }
         }
     }

@@ -169,6 +169,160 @@ fn validate_prints_one_line_per_problem_and_exits_1_on_rejection() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/tidegate"));
 }
 
+/// A manifest set as `helm template` prints it: our objects next to Services, EndpointSlices,
+/// Ingresses, IngressClasses, Secrets, and kinds Tidegate does not read.
+const MANIFESTS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: shop}
+spec: {}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: api-1, namespace: shop, labels: {kubernetes.io/service-name: api}}
+addressType: IPv4
+endpoints: [{addresses: [10.0.0.1]}]
+ports: [{name: http, port: 8080}]
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: tidegate}
+spec: {controller: tidegate.dev/ingress-controller}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: shop-cert, namespace: shop}
+type: kubernetes.io/tls
+data: {tls.crt: "", tls.key: ""}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: shop}
+spec:
+  ingressClassName: tidegate
+  tls: [{hosts: [shop.example.com], secretName: shop-cert}]
+  rules:
+  - host: shop.example.com
+    http:
+      paths: [{path: /, pathType: Prefix, backend: {service: {name: api, port: {name: http}}}}]
+---
+apiVersion: tidegate.dev/v1alpha1
+kind: Backend
+metadata: {name: api, namespace: shop}
+spec: {service: {name: api, port: http}}
+---
+apiVersion: tidegate.dev/v1alpha1
+kind: Route
+metadata: {name: shop, namespace: shop}
+spec:
+  hostnames: [api.example.com]
+  rules: [{backendRefs: [{name: api}, {name: api, kind: Service, port: 80}]}]
+"#;
+
+fn validate(dir: &std::path::Path, extra: &[&str]) -> (Option<i32>, Vec<String>, String) {
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(dir)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    (
+        out.status.code(),
+        stdout.lines().map(str::to_owned).collect(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_kubernetes_reads_a_whole_manifest_set() {
+    let cfg = ConfigDir::new();
+    cfg.write("all.yaml", MANIFESTS);
+    let (code, lines, stderr) = validate(cfg.path(), &["--kubernetes"]);
+    assert_eq!(code, Some(0), "{lines:#?}\n{stderr}");
+    assert_eq!(
+        lines,
+        [
+            "all.yaml: documents[0].kind: \"Namespace\" (v1) is not read by Tidegate [ignored]",
+            "all.yaml: documents[1].kind: \"Deployment\" (apps/v1) is not read by Tidegate [ignored]",
+            "Ingress shop/web: spec.tls[0]: not supported yet: TLS termination (Secret shop-cert found); the hosts are served over plain HTTP [warning] (all.yaml)",
+        ]
+    );
+    assert!(
+        stderr.contains("1 Route(s), 1 Backend(s), 0 RateLimitPolicy(s), 1 Service(s), 1 EndpointSlice(s), 1 Ingress(s), 1 IngressClass(s), 1 Secret(s) read, 2 other document(s) ignored; 2 rule(s) compiled; 0 object(s) or file(s) rejected"),
+        "{stderr}"
+    );
+
+    // Without the flag: the Kubernetes objects switch it on, and it says so.
+    let (code, auto, stderr) = validate(cfg.path(), &[]);
+    assert_eq!((code, &auto), (Some(0), &lines));
+    assert!(
+        stderr.contains("validating as in a cluster (--kubernetes)"),
+        "{stderr}"
+    );
+
+    // What the controller would refuse or warn about in the cluster is said here, naming object
+    // and file: a reference to a Service the manifests lack (a warning: the rule answers 500), a
+    // Service port that does not exist, a malformed Service.
+    cfg.write(
+        "more.yaml",
+        r#"
+apiVersion: tidegate.dev/v1alpha1
+kind: Route
+metadata: {name: typo, namespace: shop}
+spec: {rules: [{backendRefs: [{name: apii, kind: Service}]}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: port, namespace: shop}
+spec:
+  ingressClassName: tidegate
+  defaultBackend: {service: {name: api, port: {name: grpc}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: broken, namespace: shop}
+spec: {ports: [{port: http}]}
+"#,
+    );
+    let (code, lines, _) = validate(cfg.path(), &["--kubernetes"]);
+    assert_eq!(code, Some(1), "{lines:#?}");
+    for expected in [
+        "Route shop/typo: spec.rules[0].backendRefs[0].name: Service shop/apii not found: the rule answers 500 [warning] (more.yaml)",
+        "Ingress shop/port: spec.defaultBackend.service.port: Service shop/api has no port grpc (more.yaml)",
+        "Service shop/broken: spec.ports[0].port: invalid type: string \"http\", expected i32 (more.yaml)",
+    ] {
+        assert!(
+            lines.iter().any(|l| l == expected),
+            "missing {expected:?} in {lines:#?}"
+        );
+    }
+
+    // Standalone files (no flag, no Kubernetes objects) still refuse unknown kinds.
+    let plain = ConfigDir::new();
+    plain.write(
+        "x.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+    );
+    let (code, lines, _) = validate(plain.path(), &[]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        lines,
+        [
+            "x.yaml: documents[0].kind: \"ConfigMap\" is not a kind Tidegate reads (Route, Backend, RateLimitPolicy)"
+        ]
+    );
+}
+
 #[test]
 fn crds_in_the_repo_are_what_the_binary_prints() {
     let out = Command::new(BIN).arg("crds").output().unwrap();
@@ -181,6 +335,23 @@ fn crds_in_the_repo_are_what_the_binary_prints() {
     for kind in ["kind: Route", "kind: Backend", "kind: RateLimitPolicy"] {
         assert!(checked_in.contains(kind), "{kind} missing");
     }
+    assert!(checked_in.contains("x-kubernetes-validations"));
+}
+
+#[test]
+fn crds_without_cel_keep_the_openapi_constraints_for_old_clusters() {
+    let out = Command::new(BIN)
+        .args(["crds", "--without-cel"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("x-kubernetes-validations"), "{text}");
+    assert!(
+        text.contains("maxItems: 16") && text.contains("pattern:"),
+        "{text}"
+    );
+    assert_eq!(text.matches("kind: CustomResourceDefinition").count(), 3);
 }
 
 #[tokio::test]

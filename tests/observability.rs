@@ -391,3 +391,75 @@ fn the_dashboard_uses_only_metrics_that_exist() {
         );
     }
 }
+
+/// Standalone mode: an unreadable configuration path keeps the last table serving and ready,
+/// and says so (the `Synced` condition, the stale-since gauge) until it reads again.
+#[tokio::test]
+async fn an_unreadable_config_path_marks_the_configuration_stale_while_it_keeps_serving() {
+    let up = Upstream::start("a").await;
+    let parent = tempfile::tempdir().unwrap();
+    let config = parent.path().join("config");
+    std::fs::create_dir(&config).unwrap();
+    std::fs::write(config.join("b.yaml"), backend_yaml("api", &[up.addr])).unwrap();
+    std::fs::write(
+        config.join("r.yaml"),
+        "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: { name: web }\nspec:\n  rules: [{ backendRefs: [{ name: api }] }]\n",
+    )
+    .unwrap();
+    let gw = common::gateway(&config).await;
+    let admin = gw.admin_addr().unwrap();
+    let http = HttpClient::http1();
+    let synced = || async {
+        let body = http.get(admin, "admin", "/config", &[]).await.body;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let metrics = http.get(admin, "admin", "/metrics", &[]).await.body;
+        let s = prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_owned()))).unwrap();
+        let stale = sample(&s, "tidegate_config_stale_since_timestamp_seconds", &[]).unwrap();
+        (v["conditions"][0].clone(), stale)
+    };
+    let (c, stale) = synced().await;
+    assert_eq!(
+        (c["type"].as_str(), c["status"].as_str(), stale),
+        (Some("Synced"), Some("True"), 0.0)
+    );
+
+    let moved = parent.path().join("elsewhere");
+    std::fs::rename(&config, &moved).unwrap();
+    gw.reload();
+    let (c, stale) = common::eventually(Duration::from_secs(10), "Synced=False", || async {
+        let (c, stale) = synced().await;
+        (c["status"] == "False").then_some((c, stale))
+    })
+    .await;
+    assert_eq!(c["reason"], "SourceFailing");
+    assert!(
+        c["message"].as_str().unwrap().starts_with("failing since"),
+        "{c}"
+    );
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap()
+            .contains("file (cannot read configuration"),
+        "{c}"
+    );
+    assert!(c["staleSince"].is_string(), "{c}");
+    assert!(stale > 1.6e9, "{stale}");
+    let ready = http.get(admin, "admin", "/readyz", &[]).await;
+    assert_eq!(ready.status, 200);
+    assert!(
+        ready.body.contains("sources failing since"),
+        "{}",
+        ready.body
+    );
+    assert_eq!(http.get(gw.http_addr(), "x", "/", &[]).await.status, 200);
+
+    std::fs::rename(&moved, &config).unwrap();
+    gw.reload();
+    common::eventually(Duration::from_secs(10), "Synced=True again", || async {
+        let (c, stale) = synced().await;
+        (c["status"] == "True" && stale == 0.0).then_some(())
+    })
+    .await;
+    gw.shutdown(Duration::from_secs(1)).await;
+}

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::model::{Diagnostic, RoutingTable};
 use crate::proxy::Proxy;
 use crate::telemetry::Telemetry;
+use crate::telemetry::sources::SyncedCondition;
 
 /// The OpenMetrics content type Prometheus negotiates for.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -89,11 +90,21 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             StatusCode::SERVICE_UNAVAILABLE,
             "not ready: shutting down\n",
         ),
+        // Ready as long as a table serves, even while the sources fail: pulling every replica
+        // out of its Service would turn a control-plane outage into a traffic outage. The
+        // `Synced` condition of /config tells the staleness.
         "/readyz" => match table {
-            Some(t) => text(
-                StatusCode::OK,
-                &format!("ready (configuration version {})\n", t.version),
-            ),
+            Some(t) => {
+                let synced = state.telemetry.sources.condition();
+                let stale = match &synced.stale_since {
+                    Some(since) => format!("; sources failing since {since}, serving it"),
+                    None => String::new(),
+                };
+                text(
+                    StatusCode::OK,
+                    &format!("ready (configuration version {}{stale})\n", t.version),
+                )
+            }
             None => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "not ready: no configuration published yet\n",
@@ -101,7 +112,7 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         },
         "/backends" => json(&state.proxy.registry().views()),
         "/config" => match table {
-            Some(t) => json(&ConfigView::of(&t)),
+            Some(t) => json(&ConfigView::of(&t, state.telemetry.sources.condition())),
             None => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no configuration published yet\n",
@@ -119,6 +130,8 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
 #[serde(rename_all = "camelCase")]
 struct ConfigView<'a> {
     version: u64,
+    /// `Synced`: whether every configuration source is current (else the table may be stale).
+    conditions: [SyncedCondition; 1],
     rules: &'a [crate::model::Rule],
     backends: &'a [crate::model::Backend],
     /// Rate-limit policies that apply to a rule (rules name them by index).
@@ -133,7 +146,7 @@ struct ConfigView<'a> {
 }
 
 impl<'a> ConfigView<'a> {
-    fn of(t: &'a RoutingTable) -> Self {
+    fn of(t: &'a RoutingTable, synced: SyncedCondition) -> Self {
         let mut rejected: Vec<String> = t
             .diagnostics
             .iter()
@@ -147,6 +160,7 @@ impl<'a> ConfigView<'a> {
         rejected.dedup();
         Self {
             version: t.version,
+            conditions: [synced],
             rules: &t.rules,
             backends: &t.backends,
             rate_limits: &t.rate_limits,

@@ -6,6 +6,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::cel;
+use super::limits::*;
 use super::route::LocalObjectRef;
 use super::{Duration, Empty};
 
@@ -22,9 +24,11 @@ use super::{Duration, Empty};
     printcolumn = r#"{"name":"Service","type":"string","jsonPath":".spec.service.name"}"#,
     printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.endpoints.ready"}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = cel::backend_spec)]
 pub struct BackendSpec {
     /// A Service whose EndpointSlices give the endpoints (Kubernetes mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,6 +36,7 @@ pub struct BackendSpec {
     /// Static endpoints `host:port`, optionally with a weight: `host:port weight=3`
     /// (standalone mode, instead of `service`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_ENDPOINTS))]
     pub endpoints: Vec<String>,
     /// How the gateway talks to the endpoints.
     #[serde(default)]
@@ -59,6 +64,7 @@ pub struct BackendSpec {
 /// A Service and one of its ports.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = cel::service_ref)]
 pub struct ServiceRef {
     /// Service name, in the Backend's namespace.
     pub name: String,
@@ -88,6 +94,7 @@ pub enum BackendProtocol {
 /// Endpoint selection.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = cel::load_balancer)]
 pub struct LoadBalancer {
     /// The algorithm; default RoundRobin.
     #[serde(default)]
@@ -119,18 +126,22 @@ pub enum LbAlgorithm {
 /// The request attribute hashed; exactly one field is set.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = cel::hash_on)]
 pub struct HashOn {
     /// A request header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME_LEN), pattern(HEADER_NAME_PATTERN))]
     pub header: Option<String>,
     /// A cookie.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub cookie: Option<String>,
     /// The client address.
     #[serde(default, rename = "sourceIP", skip_serializing_if = "Option::is_none")]
     pub source_ip: Option<Empty>,
     /// A query parameter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub query_param: Option<String>,
 }
 
@@ -149,6 +160,7 @@ pub struct HealthCheck {
 /// Active probing.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = cel::active_health_check)]
 pub struct ActiveHealthCheck {
     /// An HTTP probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -164,9 +176,11 @@ pub struct ActiveHealthCheck {
     pub timeout: Option<Duration>,
     /// Successes before an endpoint is healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub healthy_threshold: Option<u32>,
     /// Failures before an endpoint is unhealthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub unhealthy_threshold: Option<u32>,
 }
 
@@ -175,12 +189,19 @@ pub struct ActiveHealthCheck {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpHealthCheck {
     /// Path probed.
+    #[schemars(length(max = MAX_PATH_LEN), pattern(PLAIN_PATH_PATTERN))]
     pub path: String,
     /// Statuses or ranges counted as healthy, e.g. `200-399`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_LIST),
+        inner(length(max = 7), pattern(STATUS_RANGE_PATTERN)),
+        transform = cel::status_ranges
+    )]
     pub expected_statuses: Vec<String>,
     /// Host header of the probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_HOSTNAME_LEN), pattern(EXACT_HOSTNAME_PATTERN), transform = cel::hostname)]
     pub host: Option<String>,
 }
 
@@ -190,15 +211,22 @@ pub struct HttpHealthCheck {
 pub struct PassiveHealthCheck {
     /// Consecutive failures that eject an endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub consecutive_failures: Option<u32>,
     /// How long the first ejection lasts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ejection_time: Option<Duration>,
     /// Most endpoints ejected at once, in percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 100))]
     pub max_ejection_percent: Option<u32>,
     /// Upstream statuses or ranges that count as failures, e.g. `500-599` (the default).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_LIST),
+        inner(length(max = 7), pattern(STATUS_RANGE_PATTERN)),
+        transform = cel::status_ranges
+    )]
     pub failure_statuses: Vec<String>,
 }
 
@@ -206,11 +234,13 @@ pub struct PassiveHealthCheck {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CircuitBreaker {
-    /// Failure ratio (0-1) that opens the breaker.
+    /// Failure ratio (above 0, at most 1) that opens the breaker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1), extend("exclusiveMinimum" = true))]
     pub failure_ratio: Option<f64>,
     /// Requests in the window before the ratio counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub min_requests: Option<u32>,
     /// The measuring window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,12 +250,14 @@ pub struct CircuitBreaker {
     pub open_duration: Option<Duration>,
     /// Trial requests while half-open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub half_open_requests: Option<u32>,
 }
 
 /// Connection limits and timeouts.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = cel::connection_settings)]
 pub struct ConnectionSettings {
     /// Limit of one TCP connect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -235,6 +267,7 @@ pub struct ConnectionSettings {
     pub idle_timeout: Option<Duration>,
     /// Most connections open to the backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_connections: Option<u32>,
     /// Most requests waiting for a connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -13,6 +13,8 @@ pub struct Duration(pub std::time::Duration);
 
 /// The pattern the CRD schema enforces; [`Duration::from_str`] accepts exactly the same strings.
 pub const DURATION_PATTERN: &str = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$";
+/// The longest string [`DURATION_PATTERN`] matches.
+const MAX_DURATION_LEN: usize = 28;
 
 /// Why a duration string was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -112,11 +114,16 @@ impl JsonSchema for Duration {
     }
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
+        let mut schema = json_schema!({
             "type": "string",
             "pattern": DURATION_PATTERN,
-            "description": "A duration such as 30s, 1m30s or 250ms (units h, m, s, ms)."
-        })
+            // What the pattern allows at most (4 parts of 5 digits and a 2-letter unit): a bound
+            // the apiserver's CEL cost estimate needs.
+            "maxLength": MAX_DURATION_LEN,
+            "description": "A duration such as 30s, 1m30s or 250ms (units h, m, s, ms), above zero."
+        });
+        super::cel::duration(&mut schema);
+        schema
     }
 }
 

@@ -5,7 +5,9 @@
 
 pub mod annotations;
 mod backend;
+mod cel;
 mod duration;
+pub mod limits;
 mod rate_limit;
 mod route;
 
@@ -58,12 +60,34 @@ pub fn crds()
     vec![Route::crd(), Backend::crd(), RateLimitPolicy::crd()]
 }
 
-/// All CRDs as one multi-document YAML stream, as `tidegate crds` prints it.
-pub fn crds_yaml() -> Result<String, serde_yaml_ng::Error> {
+/// All CRDs as one multi-document YAML stream, as `tidegate crds` prints it; `with_cel: false`
+/// leaves the CEL rules out, for Kubernetes ≤ 1.24 (see [`strip_cel`]).
+pub fn crds_yaml(with_cel: bool) -> Result<String, serde_yaml_ng::Error> {
     let mut out = String::new();
     for crd in crds() {
         out.push_str("---\n");
-        out.push_str(&serde_yaml_ng::to_string(&crd)?);
+        if with_cel {
+            out.push_str(&serde_yaml_ng::to_string(&crd)?);
+        } else {
+            let mut value = serde_json::to_value(&crd)
+                .map_err(<serde_yaml_ng::Error as serde::ser::Error>::custom)?;
+            strip_cel(&mut value);
+            out.push_str(&serde_yaml_ng::to_string(&value)?);
+        }
     }
     Ok(out)
+}
+
+/// Removes the CEL rules (`x-kubernetes-validations`) from a CRD. Kubernetes before 1.25 does
+/// not know them: kubectl's validation and server-side apply refuse the field there (a plain
+/// `kubectl apply --validate=false` would store the CRD with the rules silently dropped).
+pub fn strip_cel(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            map.remove("x-kubernetes-validations");
+            map.values_mut().for_each(strip_cel);
+        }
+        serde_json::Value::Array(list) => list.iter_mut().for_each(strip_cel),
+        _ => {}
+    }
 }

@@ -5,6 +5,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::cel;
+use super::limits::MAX_LIST;
 use super::{Duration, Empty};
 
 /// Limits on the requests a Route (or one of its rules) accepts.
@@ -19,6 +21,7 @@ use super::{Duration, Empty};
     category = "tidegate",
     printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.targetRef.name"}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -27,6 +30,7 @@ pub struct RateLimitPolicySpec {
     pub target_ref: PolicyTargetRef,
     /// The limits; a request must pass all of them.
     #[serde(default)]
+    #[schemars(length(max = MAX_LIST))]
     pub limits: Vec<RateLimit>,
     /// Global limits only: when Redis cannot answer in time, Open (default) lets the request
     /// through, Closed answers 503.
@@ -85,6 +89,7 @@ pub struct RateLimit {
 /// per combination). `jwtClaim` is not supported yet.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = cel::rate_limit_key)]
 pub struct RateLimitKey {
     /// The client address (see `--trusted-proxies`).
     #[serde(default, rename = "clientIP", skip_serializing_if = "Option::is_none")]

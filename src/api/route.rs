@@ -6,6 +6,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Duration;
+use super::cel;
+use super::limits::*;
 
 /// How requests (or, for L4 protocols, connections) are matched and where they go.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -17,8 +19,10 @@ use super::Duration;
     status = "RouteStatus",
     shortname = "tgr",
     category = "tidegate",
+    printcolumn = r#"{"name":"Class","type":"string","jsonPath":".spec.ingressClassName"}"#,
     printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".spec.hostnames"}"#,
     printcolumn = r#"{"name":"Accepted","type":"string","jsonPath":".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+    printcolumn = r#"{"name":"Programmed","type":"string","jsonPath":".status.conditions[?(@.type==\"Programmed\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -32,6 +36,11 @@ pub struct RouteSpec {
     /// Host names this Route serves: exact (`shop.example.com`) or wildcard (`*.example.com`).
     /// None means every host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_HOSTNAMES),
+        inner(length(max = MAX_HOSTNAME_LEN), pattern(HOSTNAME_PATTERN)),
+        transform = cel::hostnames
+    )]
     pub hostnames: Vec<String>,
     /// Terminate TLS for these host names (HTTP only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -41,9 +50,11 @@ pub struct RouteSpec {
     pub port: Option<u16>,
     /// HTTP rules, tried by precedence (see the README).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_RULES))]
     pub rules: Vec<RouteRule>,
     /// For TCP and UDP Routes: where connections go.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LIST))]
     pub backend_refs: Vec<BackendRef>,
     /// For UDP Routes: session settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,18 +116,23 @@ pub struct UdpSettings {
 /// One HTTP rule: when it applies, what to do to the request, and where it goes.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = cel::route_rule)]
 pub struct RouteRule {
     /// Optional name, so that policies and metrics can name this rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63), pattern(RULE_NAME_PATTERN))]
     pub name: Option<String>,
     /// Any match selects the rule; within a match every condition must hold. None: every request.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LIST))]
     pub matches: Vec<RouteMatch>,
     /// Applied in order; each entry sets exactly one filter.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LIST))]
     pub filters: Vec<RouteFilter>,
     /// Weighted split of the traffic.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LIST))]
     pub backend_refs: Vec<BackendRef>,
     /// Time limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,24 +154,29 @@ pub struct RouteMatch {
     pub path: Option<PathMatch>,
     /// HTTP method, e.g. `GET`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(METHOD_PATTERN))]
     pub method: Option<String>,
     /// Header conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LIST))]
     pub headers: Vec<HeaderMatch>,
     /// Query parameter conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LIST))]
     pub query_params: Vec<QueryParamMatch>,
 }
 
 /// A condition on the request path.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = cel::path_match)]
 pub struct PathMatch {
     /// PathPrefix (default, segment-aware), Exact or RegularExpression (whole path).
     #[serde(default, rename = "type")]
     pub kind: PathMatchType,
     /// The path, prefix or pattern.
     #[serde(default = "root_path")]
+    #[schemars(length(max = MAX_PATH_LEN))]
     pub value: String,
 }
 
@@ -190,8 +211,10 @@ pub enum ValueMatchType {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderMatch {
     /// Header name (case-insensitive).
+    #[schemars(length(max = MAX_NAME_LEN), pattern(HEADER_NAME_PATTERN))]
     pub name: String,
     /// Expected value or pattern.
+    #[schemars(length(max = MAX_VALUE_LEN))]
     pub value: String,
     /// Exact (default) or RegularExpression.
     #[serde(default, rename = "type")]
@@ -203,8 +226,10 @@ pub struct HeaderMatch {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QueryParamMatch {
     /// Parameter name (case-sensitive).
+    #[schemars(length(min = 1, max = MAX_NAME_LEN))]
     pub name: String,
     /// Expected value or pattern.
+    #[schemars(length(max = MAX_VALUE_LEN))]
     pub value: String,
     /// Exact (default) or RegularExpression.
     #[serde(default, rename = "type")]
@@ -214,6 +239,7 @@ pub struct QueryParamMatch {
 /// One filter; exactly one of the fields is set.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = cel::route_filter)]
 pub struct RouteFilter {
     /// Change request headers before forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -238,46 +264,61 @@ pub struct RouteFilter {
 pub struct HeaderModifier {
     /// Headers set to this value, replacing any present.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LIST))]
     pub set: Vec<HeaderValueSpec>,
     /// Headers appended, keeping any present.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LIST))]
     pub add: Vec<HeaderValueSpec>,
     /// Header names removed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = MAX_LIST),
+        inner(length(max = MAX_NAME_LEN), pattern(HEADER_NAME_PATTERN)),
+        transform = cel::removed_headers
+    )]
     pub remove: Vec<String>,
 }
 
 /// A header name and value.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = cel::header_value_spec)]
 pub struct HeaderValueSpec {
     /// Header name.
+    #[schemars(length(max = MAX_NAME_LEN), pattern(HEADER_NAME_PATTERN))]
     pub name: String,
     /// Header value.
+    #[schemars(length(max = MAX_VALUE_LEN), pattern(HEADER_VALUE_PATTERN))]
     pub value: String,
 }
 
 /// Rewrite of the forwarded request.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = cel::url_rewrite)]
 pub struct UrlRewrite {
     /// New path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathModifier>,
     /// New Host header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_HOSTNAME_LEN), pattern(EXACT_HOSTNAME_PATTERN), transform = cel::hostname)]
     pub hostname: Option<String>,
 }
 
 /// How a path is replaced; exactly one field is set.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = cel::path_modifier)]
 pub struct PathModifier {
     /// Replace the matched prefix (the rule's match must be a PathPrefix).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_PATH_LEN), pattern(PLAIN_PATH_PATTERN))]
     pub replace_prefix_match: Option<String>,
     /// Replace the whole path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_PATH_LEN), pattern(PLAIN_PATH_PATTERN))]
     pub replace_full_path: Option<String>,
 }
 
@@ -287,19 +328,23 @@ pub struct PathModifier {
 pub struct RequestRedirect {
     /// `http` or `https`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = ["http", "https"]))]
     pub scheme: Option<String>,
     /// Host of the Location.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_HOSTNAME_LEN), pattern(EXACT_HOSTNAME_PATTERN), transform = cel::hostname)]
     pub hostname: Option<String>,
     /// Port of the Location; default: the scheme's well-known port when `scheme` is set, else the
     /// port clients reached the gateway on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub port: Option<u16>,
     /// Path of the Location.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathModifier>,
     /// 301, 302 (default), 303, 307 or 308.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("enum" = [301, 302, 303, 307, 308]))]
     pub status_code: Option<u16>,
 }
 
@@ -308,15 +353,18 @@ pub struct RequestRedirect {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DirectResponse {
     /// HTTP status, 200-599.
+    #[schemars(range(min = 200, max = 599))]
     pub status: u16,
-    /// Body, sent as text/plain.
+    /// Body, sent as text/plain (at most 64 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_DIRECT_BODY))]
     pub body: Option<String>,
 }
 
 /// A weighted reference to a Backend (default) or a Service.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = cel::backend_ref)]
 pub struct BackendRef {
     /// Name of the Backend or Service.
     pub name: String,
@@ -328,18 +376,22 @@ pub struct BackendRef {
     pub namespace: Option<String>,
     /// Service port (kind Service only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub port: Option<u16>,
     /// Relative share of the traffic (0-1000000, default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_WEIGHT))]
     pub weight: Option<u32>,
     /// Filters that run only for the requests sent to this backendRef, after the rule's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LIST))]
     pub filters: Vec<RouteFilter>,
 }
 
 /// Time limits of a rule.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = cel::route_timeouts)]
 pub struct RouteTimeouts {
     /// From receiving the request to the response headers, across every attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -353,11 +405,13 @@ pub struct RouteTimeouts {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryPolicy {
-    /// Total attempts, the first included.
+    /// Total attempts, the first included (2-10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = RETRY_ATTEMPTS.0, max = RETRY_ATTEMPTS.1))]
     pub attempts: Option<u32>,
     /// Conditions that allow a retry: connect-failure, reset, gateway-error, 5xx, or a status code.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LIST), inner(pattern(RETRY_ON_PATTERN)))]
     pub on: Vec<String>,
     /// Limit of one attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -370,12 +424,14 @@ pub struct RetryPolicy {
     pub non_idempotent: Option<bool>,
     /// Largest request body kept for replay (default 64 KiB); larger bodies are not retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = MAX_RETRY_BODY))]
     pub max_body_bytes: Option<u32>,
 }
 
 /// Exponential backoff bounds.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = cel::backoff)]
 pub struct Backoff {
     /// First delay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -403,18 +459,21 @@ pub struct JwtAuthentication {
     pub issuer: Option<String>,
     /// Accepted `aud` values.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LIST))]
     pub audiences: Vec<String>,
     /// Where the signing keys come from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<JwksSource>,
     /// Claims copied into request headers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LIST))]
     pub claim_to_headers: Vec<ClaimToHeader>,
 }
 
 /// A JWKS location; exactly one field is set.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = cel::jwks_source)]
 pub struct JwksSource {
     /// Fetched over HTTPS.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,6 +4,9 @@
 //! Each file is parsed on its own. A file that is not valid YAML keeps its previous documents
 //! (the last good parse) and is reported; a document that is not a valid object is reported on
 //! that object, whose last accepted version then keeps serving (see `compile`).
+//!
+//! In [`Mode::Kubernetes`] (`tidegate validate --kubernetes`) the same files may also hold the
+//! Kubernetes objects the controller watches (see `manifests.rs`); other kinds are ignored.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -16,8 +19,10 @@ use crate::api::{
 };
 use crate::model::{Diagnostic, Kind, ObjectRef, Reason, Severity};
 
+use super::kube::index::Index;
+use super::manifests::{self, KubeDoc};
 use super::objects::SecretInfo;
-use super::snapshot::{Meta, Obj, Snapshot};
+use super::snapshot::{Accepted, Meta, Obj, Snapshot};
 
 /// Namespace of objects whose metadata names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -39,6 +44,16 @@ pub enum FileSourceError {
     Invalid(String),
 }
 
+/// What a source reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Tidegate's kinds only (`tidegate run --config`): anything else is an error.
+    #[default]
+    Standalone,
+    /// Also the Kubernetes objects the controller watches; other kinds are ignored.
+    Kubernetes,
+}
+
 /// One object read from a file.
 #[derive(Clone, Debug)]
 enum Doc {
@@ -46,15 +61,27 @@ enum Doc {
     Backend(Box<Obj<BackendSpec>>),
     Policy(Box<Obj<RateLimitPolicySpec>>),
     Secret(Box<Obj<SecretInfo>>),
+    Kube(Box<KubeDoc>),
 }
 
 impl Doc {
-    fn id(&self) -> &ObjectRef {
+    fn id(&self) -> Option<ObjectRef> {
         match self {
-            Doc::Route(o) => &o.meta.id,
-            Doc::Backend(o) => &o.meta.id,
-            Doc::Policy(o) => &o.meta.id,
-            Doc::Secret(o) => &o.meta.id,
+            Doc::Route(o) => Some(o.meta.id.clone()),
+            Doc::Backend(o) => Some(o.meta.id.clone()),
+            Doc::Policy(o) => Some(o.meta.id.clone()),
+            Doc::Secret(o) => Some(o.meta.id.clone()),
+            Doc::Kube(k) => k.id(),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Doc::Route(_) => "Route",
+            Doc::Backend(_) => "Backend",
+            Doc::Policy(_) => "RateLimitPolicy",
+            Doc::Secret(_) => "Secret",
+            Doc::Kube(k) => k.kind(),
         }
     }
 }
@@ -64,22 +91,46 @@ impl Doc {
 struct Parsed {
     docs: Vec<Doc>,
     problems: Vec<Diagnostic>,
+    /// Documents of Kubernetes kinds seen in standalone mode (refused there).
+    kubernetes_kinds: usize,
 }
 
 /// Reads a file or a directory (recursively) of `.yaml`/`.yml` files into snapshots.
 #[derive(Debug)]
 pub struct FileSource {
     root: PathBuf,
+    mode: Mode,
     last_good: BTreeMap<PathBuf, Parsed>,
 }
 
 impl FileSource {
     /// A source for `root`, a file or a directory.
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self::with_mode(root, Mode::Standalone)
+    }
+
+    /// A source for `root` that reads in `mode`.
+    pub fn with_mode(root: impl Into<PathBuf>, mode: Mode) -> Self {
         Self {
             root: root.into(),
+            mode,
             last_good: BTreeMap::new(),
         }
+    }
+
+    /// Whether the last load met Kubernetes objects it did not read (standalone mode): the
+    /// files are probably a manifest set for [`Mode::Kubernetes`].
+    pub fn saw_kubernetes_kinds(&self) -> bool {
+        self.last_good.values().any(|p| p.kubernetes_kinds > 0)
+    }
+
+    /// How many documents of each kind the last load read.
+    pub fn counts(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts = BTreeMap::new();
+        for doc in self.last_good.values().flat_map(|p| &p.docs) {
+            *counts.entry(doc.kind()).or_default() += 1;
+        }
+        counts
     }
 
     /// The path this source reads.
@@ -94,8 +145,7 @@ impl FileSource {
             path: self.root.clone(),
             source,
         })?;
-        let mut snap = Snapshot::default();
-        let mut seen: BTreeMap<ObjectRef, String> = BTreeMap::new();
+        let mut collect = Collector::new(self.mode);
         let present: BTreeSet<&PathBuf> = files.iter().collect();
         self.last_good.retain(|p, _| present.contains(p));
 
@@ -103,7 +153,7 @@ impl FileSource {
             let shown = self.display_name(path);
             let parsed = match std::fs::read_to_string(path) {
                 Err(e) => Err(format!("cannot read: {e}")),
-                Ok(text) => parse_file(&text, &shown),
+                Ok(text) => parse_file(&text, &shown, self.mode),
             };
             let parsed = match parsed {
                 Ok(p) => {
@@ -117,45 +167,13 @@ impl FileSource {
                     } else {
                         ""
                     };
-                    snap.problems.push(Diagnostic {
-                        object: None,
-                        file: Some(shown.clone()),
-                        field: String::new(),
-                        severity: Severity::Error,
-                        reason: Reason::Malformed,
-                        message: format!("{message}{tail}"),
-                    });
+                    collect.unreadable(&shown, format!("{message}{tail}"));
                     kept.unwrap_or_default()
                 }
             };
-            snap.problems.extend(parsed.problems);
-            for doc in parsed.docs {
-                if let Some(first) = seen.get(doc.id()) {
-                    snap.problems.push(Diagnostic {
-                        file: Some(shown.clone()),
-                        ..Diagnostic::error(
-                            doc.id(),
-                            "metadata.name",
-                            Reason::Duplicate,
-                            format!("defined more than once; the definition in {first} is used"),
-                        )
-                    });
-                    continue;
-                }
-                seen.insert(doc.id().clone(), shown.clone());
-                match doc {
-                    Doc::Route(o) => snap.routes.insert(o.meta.id.clone(), *o).map(|_| ()),
-                    Doc::Backend(o) => snap.backends.insert(o.meta.id.clone(), *o).map(|_| ()),
-                    Doc::Policy(o) => snap.policies.insert(o.meta.id.clone(), *o).map(|_| ()),
-                    Doc::Secret(o) => {
-                        let key = (o.meta.id.namespace.clone(), o.meta.id.name.clone());
-                        snap.secrets.insert(key, o.spec).map(|_| ())
-                    }
-                };
-            }
+            collect.add(parsed, &shown);
         }
-        snap.now = unix_now();
-        Ok(snap)
+        Ok(collect.finish())
     }
 
     /// The path as shown in diagnostics: relative to the root directory when inside it.
@@ -212,23 +230,161 @@ pub fn is_yaml(path: &Path) -> bool {
         .is_some_and(|n| n.starts_with('.'))
 }
 
-/// Parses a multi-document YAML file. `Err` means the file is not YAML at all.
-fn parse_file(text: &str, file: &str) -> Result<Parsed, String> {
+/// The objects of one text (as if it were the file `name`), without touching the file system:
+/// what `load` makes of a directory holding only that file. For tests and fuzzing.
+pub fn read_str(text: &str, name: &str, mode: Mode) -> Snapshot {
+    let mut collect = Collector::new(mode);
+    match parse_file(text, name, mode) {
+        Ok(parsed) => collect.add(parsed, name),
+        Err(message) => collect.unreadable(name, message),
+    }
+    collect.finish()
+}
+
+/// Gathers the documents of every file into one snapshot: duplicates are reported, Kubernetes
+/// objects go through the index.
+struct Collector {
+    mode: Mode,
+    snap: Snapshot,
+    index: Index,
+    /// The file each identity was first read from.
+    seen: BTreeMap<ObjectRef, String>,
+}
+
+impl Collector {
+    fn new(mode: Mode) -> Self {
+        Self {
+            mode,
+            snap: Snapshot::default(),
+            index: Index::new(None),
+            seen: BTreeMap::new(),
+        }
+    }
+
+    /// A file that is not YAML at all.
+    fn unreadable(&mut self, file: &str, message: String) {
+        self.snap.problems.push(Diagnostic {
+            object: None,
+            file: Some(file.to_owned()),
+            field: String::new(),
+            severity: Severity::Error,
+            reason: Reason::Malformed,
+            message,
+        });
+    }
+
+    fn add(&mut self, parsed: Parsed, file: &str) {
+        let snap = &mut self.snap;
+        snap.problems.extend(parsed.problems);
+        for doc in parsed.docs {
+            if let Some(id) = doc.id() {
+                if let Some(first) = self.seen.get(&id) {
+                    snap.problems.push(Diagnostic {
+                        file: Some(file.to_owned()),
+                        ..Diagnostic::error(
+                            &id,
+                            "metadata.name",
+                            Reason::Duplicate,
+                            format!("defined more than once; the definition in {first} is used"),
+                        )
+                    });
+                    continue;
+                }
+                self.seen.insert(id, file.to_owned());
+            }
+            match doc {
+                Doc::Route(o) => snap.routes.insert(o.meta.id.clone(), *o).map(|_| ()),
+                Doc::Backend(o) => snap.backends.insert(o.meta.id.clone(), *o).map(|_| ()),
+                Doc::Policy(o) => snap.policies.insert(o.meta.id.clone(), *o).map(|_| ()),
+                Doc::Secret(o) => {
+                    let key = (o.meta.id.namespace.clone(), o.meta.id.name.clone());
+                    snap.secrets.insert(key, o.spec).map(|_| ())
+                }
+                Doc::Kube(k) => {
+                    index_kube(&mut self.index, &k);
+                    None
+                }
+            };
+        }
+    }
+
+    fn finish(mut self) -> Snapshot {
+        self.snap.now = unix_now();
+        if self.mode == Mode::Kubernetes {
+            // The cluster's objects, reduced as the controller reduces them, named by file.
+            let kube = self.index.snapshot(Accepted::default());
+            let snap = &mut self.snap;
+            snap.services = kube.services;
+            snap.ingresses = kube.ingresses;
+            snap.ingress_classes = kube.ingress_classes;
+            snap.secrets.extend(kube.secrets);
+            for (id, obj) in snap.ingresses.iter_mut() {
+                obj.meta.file = self.seen.get(id).cloned();
+            }
+            for (id, obj) in snap.services.iter_mut() {
+                obj.meta.file = self.seen.get(id).cloned();
+            }
+        }
+        self.snap
+    }
+}
+
+/// Feeds one Kubernetes object to the index, as its watch would.
+fn index_kube(index: &mut Index, doc: &KubeDoc) {
+    let _ = match doc {
+        KubeDoc::Service(s) => index.apply_service(s),
+        KubeDoc::Ingress(i) => index.apply_ingress(i),
+        KubeDoc::IngressClass(c) => index.apply_ingress_class(c),
+        KubeDoc::Secret(secret, true) => index.apply_secret(secret),
+        KubeDoc::Secret(_, false) | KubeDoc::EndpointSlice(_) => {
+            crate::controller::kube::index::Change::None
+        }
+    };
+}
+
+/// Parses a multi-document YAML file. `Err` means the file is not YAML at all. A `kind: List`
+/// (as `kubectl get -o yaml` writes) counts as its items.
+fn parse_file(text: &str, file: &str, mode: Mode) -> Result<Parsed, String> {
     let mut parsed = Parsed::default();
+    let mut documents = Vec::new();
     for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let value = serde_yaml_ng::Value::deserialize(de).map_err(|e| e.to_string())?;
         if value.is_null() {
             continue;
         }
-        match read_doc(value) {
+        let is_list = value.get("kind").and_then(|k| k.as_str()) == Some("List");
+        match value.get("items").and_then(|v| v.as_sequence()) {
+            Some(items) if is_list => documents.extend(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(j, item)| (format!("documents[{i}].items[{j}]"), item.clone())),
+            ),
+            _ => documents.push((format!("documents[{i}]"), value)),
+        }
+    }
+    for (at, value) in documents {
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        let ours = matches!(kind, "Route" | "Backend" | "RateLimitPolicy");
+        let read = match mode {
+            Mode::Kubernetes if !ours => manifests::read(value).map(|k| Doc::Kube(Box::new(k))),
+            _ => {
+                // A standalone configuration holds its TLS Secrets itself.
+                if kind != "Secret" && manifests::is_kubernetes_kind(kind) {
+                    parsed.kubernetes_kinds += 1;
+                }
+                read_doc(value)
+            }
+        };
+        match read {
             Ok(mut doc) => {
-                let meta = match &mut doc {
-                    Doc::Route(o) => &mut o.meta,
-                    Doc::Backend(o) => &mut o.meta,
-                    Doc::Policy(o) => &mut o.meta,
-                    Doc::Secret(o) => &mut o.meta,
-                };
-                meta.file = Some(file.to_owned());
+                match &mut doc {
+                    Doc::Route(o) => o.meta.file = Some(file.to_owned()),
+                    Doc::Backend(o) => o.meta.file = Some(file.to_owned()),
+                    Doc::Policy(o) => o.meta.file = Some(file.to_owned()),
+                    Doc::Secret(o) => o.meta.file = Some(file.to_owned()),
+                    Doc::Kube(_) => {}
+                }
                 parsed.docs.push(doc);
             }
             Err(d) => {
@@ -238,9 +394,9 @@ fn parse_file(text: &str, file: &str) -> Result<Parsed, String> {
                 };
                 if d.object.is_none() {
                     let field = if d.field.is_empty() {
-                        format!("documents[{i}]")
+                        at
                     } else {
-                        format!("documents[{i}].{}", d.field)
+                        format!("{at}.{}", d.field)
                     };
                     parsed.problems.push(Diagnostic { field, ..d });
                 } else {
@@ -278,6 +434,14 @@ fn read_doc(value: serde_yaml_ng::Value) -> Result<Doc, Box<Diagnostic>> {
         "Backend" => Kind::Backend,
         "RateLimitPolicy" => Kind::RateLimitPolicy,
         "Secret" => Kind::Secret,
+        other if manifests::is_kubernetes_kind(other) => {
+            return Err(unnamed(
+                "kind",
+                format!(
+                    "{other:?} is read only in Kubernetes mode (use tidegate validate --kubernetes for a manifest set)"
+                ),
+            ));
+        }
         other => {
             return Err(unnamed(
                 "kind",

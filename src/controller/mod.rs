@@ -5,6 +5,16 @@ pub mod compile;
 pub mod file;
 #[cfg(feature = "kubernetes")]
 pub mod kube;
+/// Without the `kubernetes` feature, of Kubernetes mode only the index and the EndpointSlice
+/// reader (no apiserver client): `tidegate validate --kubernetes` reads manifests offline.
+#[cfg(not(feature = "kubernetes"))]
+pub mod kube {
+    #[path = "endpoints.rs"]
+    pub mod endpoints;
+    #[path = "index.rs"]
+    pub mod index;
+}
+pub mod manifests;
 pub mod names;
 pub mod objects;
 pub mod publish;

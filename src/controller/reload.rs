@@ -89,14 +89,19 @@ impl<S: Source> SourceController<S> {
                 }
             }
         });
-        if result.is_err() {
-            self.telemetry
-                .metrics
-                .controller_errors
-                .get_or_create(&KindLabels {
-                    kind: self.source.kind(),
-                })
-                .inc();
+        let kind = self.source.kind();
+        match &result {
+            Ok(_) => {
+                self.telemetry.sources.recovered(kind);
+            }
+            Err(e) => {
+                self.telemetry
+                    .metrics
+                    .controller_errors
+                    .get_or_create(&KindLabels { kind })
+                    .inc();
+                self.telemetry.sources.failed(kind, &e.to_string());
+            }
         }
         result
     }

@@ -50,6 +50,9 @@ pub struct ProxyConfig {
     pub idle_timeout: Duration,
     /// Largest request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
+    /// A request body whose next bytes take longer than this to arrive is cut, and the
+    /// request answered 408 (`None`: no limit).
+    pub body_read_timeout: Option<Duration>,
     /// Time to the upstream's response headers when a rule sets no timeout; `None`: no limit.
     pub default_request_timeout: Option<Duration>,
     /// Upstream client settings.
@@ -76,6 +79,7 @@ impl Default for ProxyConfig {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: 64 * 1024,
+            body_read_timeout: Some(Duration::from_secs(60)),
             default_request_timeout: Some(Duration::from_secs(60)),
             upstream: UpstreamSettings::default(),
             http1_codec: Http1Codec::default(),
@@ -167,6 +171,7 @@ impl Proxy {
             header_read_timeout: config.header_read_timeout,
             idle_timeout: config.idle_timeout,
             max_header_bytes: config.max_header_bytes,
+            body_read_timeout: config.body_read_timeout,
         };
         let server = Arc::new(Server::new(service.clone(), limits, config.http1_codec));
         // Idle upstream connections the upstream closed, or that outlived the idle timeout,

@@ -37,6 +37,8 @@ pub mod names {
     /// `tidegate_config_last_reload_success_timestamp_seconds`.
     pub const CONFIG_LAST_RELOAD_SUCCESS: &str =
         "tidegate_config_last_reload_success_timestamp_seconds";
+    /// `tidegate_config_stale_since_timestamp_seconds`.
+    pub const CONFIG_STALE_SINCE: &str = "tidegate_config_stale_since_timestamp_seconds";
     /// `tidegate_routes`.
     pub const ROUTES: &str = "tidegate_routes";
     /// `tidegate_config_compile_duration_seconds`.
@@ -76,6 +78,7 @@ pub mod names {
         CIRCUIT_BREAKER_OPEN,
         CONFIG_RELOADS,
         CONFIG_LAST_RELOAD_SUCCESS,
+        CONFIG_STALE_SINCE,
         ROUTES,
         CONFIG_COMPILE_DURATION,
         CONTROLLER_EVENTS,
@@ -295,6 +298,8 @@ pub struct Metrics {
     pub config_reloads: Family<ResultLabels, Counter>,
     /// [`names::CONFIG_LAST_RELOAD_SUCCESS`].
     pub config_last_reload_success: Gauge<f64, AtomicU64>,
+    /// [`names::CONFIG_STALE_SINCE`].
+    pub config_stale_since: Gauge<f64, AtomicU64>,
     /// [`names::ROUTES`].
     pub routes: Family<StateLabels, Gauge>,
     /// [`names::CONFIG_COMPILE_DURATION`].
@@ -343,6 +348,7 @@ impl Metrics {
             circuit_breaker_open: Family::default(),
             config_reloads: Family::default(),
             config_last_reload_success: Gauge::default(),
+            config_stale_since: Gauge::default(),
             routes: Family::default(),
             compile_duration: compile_histogram(),
             controller_events: Family::default(),
@@ -403,6 +409,11 @@ impl Metrics {
             CONFIG_LAST_RELOAD_SUCCESS,
             "Unix time of the last successful configuration reload",
             m.config_last_reload_success.clone(),
+        );
+        registry.register(
+            CONFIG_STALE_SINCE,
+            "Unix time since when a configuration source (a watch, the config path) fails and the served configuration may be stale; 0 while every source is current",
+            m.config_stale_since.clone(),
         );
         registry.register(
             ROUTES,

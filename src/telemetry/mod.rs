@@ -2,11 +2,13 @@
 
 pub mod access_log;
 pub mod metrics;
+pub mod sources;
 
 use tracing_subscriber::EnvFilter;
 
 pub use access_log::{AccessLog, AccessLogConfig, AccessLogFormat};
 pub use metrics::Metrics;
+pub use sources::SourceHealth;
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -40,6 +42,8 @@ pub struct Telemetry {
     pub metrics: Metrics,
     /// The access log (maybe off).
     pub access_log: AccessLog,
+    /// Whether the configuration sources are current (`/config`'s `Synced` condition).
+    pub sources: SourceHealth,
 }
 
 impl Telemetry {
@@ -52,9 +56,11 @@ impl Telemetry {
     pub fn with_output(access_log: &AccessLogConfig, out: Box<dyn std::io::Write + Send>) -> Self {
         let metrics = Metrics::new();
         let access_log = AccessLog::start(access_log, out, metrics.access_log_dropped.clone());
+        let sources = SourceHealth::new(metrics.config_stale_since.clone());
         Self {
             metrics,
             access_log,
+            sources,
         }
     }
 }

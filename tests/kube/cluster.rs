@@ -37,25 +37,14 @@ pub async fn client_for(kubeconfig: &Path) -> Client {
 
 pub use crate::common::eventually;
 
-/// Removes CEL rules (`x-kubernetes-validations`), which Kubernetes 1.20 does not know.
-pub fn strip_cel(v: &mut Value) {
-    match v {
-        Value::Object(map) => {
-            map.remove("x-kubernetes-validations");
-            map.values_mut().for_each(strip_cel);
-        }
-        Value::Array(list) => list.iter_mut().for_each(strip_cel),
-        _ => {}
-    }
-}
-
-/// Installs the CRDs (`tidegate crds`, CEL stripped) and waits until each is Established.
+/// Installs the CRDs (`tidegate crds --without-cel`: Kubernetes 1.20 has no CEL) and waits until
+/// each is Established.
 pub async fn install_crds(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in tidegate::api::crds() {
         let name = crd.metadata.name.clone().unwrap();
         let mut body = serde_json::to_value(&crd).unwrap();
-        strip_cel(&mut body);
+        tidegate::api::strip_cel(&mut body);
         body["apiVersion"] = json!("apiextensions.k8s.io/v1");
         body["kind"] = json!("CustomResourceDefinition");
         api.patch(
@@ -153,7 +142,15 @@ impl Ns {
     }
 
     /// Applies one object (server-side apply); namespaced objects go to this namespace.
-    pub async fn apply(&self, mut obj: Value) -> DynamicObject {
+    pub async fn apply(&self, obj: Value) -> DynamicObject {
+        let what = format!("{} {}", obj["kind"], obj["metadata"]["name"]);
+        self.try_apply(obj)
+            .await
+            .unwrap_or_else(|e| panic!("cannot apply {what}: {e}"))
+    }
+
+    /// Applies one object, or says why the apiserver refused it.
+    pub async fn try_apply(&self, mut obj: Value) -> Result<DynamicObject, kube::Error> {
         let api_version = obj["apiVersion"].as_str().unwrap().to_owned();
         let kind = obj["kind"].as_str().unwrap().to_owned();
         let name = obj["metadata"]["name"].as_str().unwrap().to_owned();
@@ -170,7 +167,6 @@ impl Ns {
             &Patch::Apply(&obj),
         )
         .await
-        .unwrap_or_else(|e| panic!("cannot apply {kind} {name}: {e}"))
     }
 
     /// Deletes one object.
@@ -197,6 +193,38 @@ impl Ns {
             .ok()
             .flatten()
             .map(|o| serde_json::to_value(o).unwrap())
+    }
+
+    /// `kubectl get` of our kind `plural` in this namespace: each object's printer columns, by
+    /// column name, as the apiserver's Table API renders them.
+    pub async fn columns(&self, plural: &str) -> Vec<std::collections::BTreeMap<String, Value>> {
+        let req = http::Request::get(format!(
+            "/apis/tidegate.dev/v1alpha1/namespaces/{}/{plural}",
+            self.name
+        ))
+        .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+        .body(Vec::new())
+        .unwrap();
+        let table: Value =
+            serde_json::from_str(&self.client.request_text(req).await.unwrap()).unwrap();
+        let names: Vec<String> = table["columnDefinitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_owned())
+            .collect();
+        table["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|row| {
+                names
+                    .iter()
+                    .cloned()
+                    .zip(row["cells"].as_array().unwrap().iter().cloned())
+                    .collect()
+            })
+            .collect()
     }
 
     /// A selector-less Service with one port `http` (80).
@@ -349,7 +377,10 @@ impl Tidegate {
         .env("KUBECONFIG", kubeconfig)
         .env("POD_NAME", pod)
         .env("POD_NAMESPACE", pod_ns)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("TIDEGATE_TEST_RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .env_remove("TIDEGATE_CONFIG");
         let mut gw = Self::spawn(cmd, http, admin);
         gw.https = Some(https);

@@ -119,6 +119,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - --shutdown-delay={{ $c.shutdownDelaySeconds }}s
 - --drain-timeout={{ $c.drainTimeoutSeconds }}s
 - --header-read-timeout={{ $c.headerReadTimeout }}
+- --body-read-timeout={{ $c.bodyReadTimeout }}
 - --idle-timeout={{ $c.idleTimeout }}
 - --max-header-bytes={{ int64 $c.maxHeaderBytes }}
 - --connect-timeout={{ $c.connectTimeout }}

@@ -17,6 +17,7 @@ use crate::model::{
 
 use super::CompileOptions;
 use super::fields::{self, Findings};
+use super::limits;
 use super::targets::Targets;
 
 /// A compiled Backend and the Service port its endpoints come from, if any.
@@ -31,6 +32,7 @@ pub fn compile_backend(
 ) -> Option<CompiledBackend> {
     let spec = &obj.spec;
     let mut f = Findings::new(&obj.meta.id, out);
+    limits::backend(spec, &mut f);
 
     let protocol = match spec.protocol {
         BackendProtocol::Http1 => UpstreamProtocol::Http1,
@@ -63,11 +65,11 @@ pub fn compile_backend(
                     .ok()
                     .filter(|n| *n > 0)
                     .map(PortRef::Number),
-                IntOrString::String(s) => match s.parse::<u16>() {
-                    Ok(n) if n > 0 => Some(PortRef::Number(n)),
-                    Ok(_) => None,
-                    Err(_) => Some(PortRef::Name(s.clone())),
-                },
+                // Digits are a number (as the CRD's CEL rule reads them), whatever their size.
+                IntOrString::String(s) if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() => {
+                    s.parse::<u16>().ok().filter(|n| *n > 0).map(PortRef::Number)
+                }
+                IntOrString::String(s) => Some(PortRef::Name(s.clone())),
             };
             match port {
                 None => f.invalid("spec.service.port", "a port number must be 1-65535"),
@@ -414,17 +416,18 @@ fn connection_limits(
     limits
 }
 
-/// `"200"` or `"200-399"`, each within 100-599.
+/// `"200"` or `"200-399"`, each within 100-599: three digits, as the CRD's pattern has it.
 fn status_ranges(raw: &[String], at: &str, f: &mut Findings<'_>) -> Vec<(u16, u16)> {
+    let status = |s: &str| {
+        (s.len() == 3 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u16>().ok())
+            .flatten()
+    };
     let mut out = Vec::new();
     for (i, r) in raw.iter().enumerate() {
         let parsed = match r.split_once('-') {
-            Some((lo, hi)) => lo
-                .trim()
-                .parse::<u16>()
-                .ok()
-                .zip(hi.trim().parse::<u16>().ok()),
-            None => r.trim().parse::<u16>().ok().map(|c| (c, c)),
+            Some((lo, hi)) => status(lo).zip(status(hi)),
+            None => status(r).map(|c| (c, c)),
         };
         match parsed {
             Some((lo, hi))

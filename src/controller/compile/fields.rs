@@ -2,6 +2,7 @@
 
 use http::{HeaderName, HeaderValue};
 
+use crate::api::limits::{MANAGED_HEADERS, MAX_HOSTNAME_LEN};
 use crate::model::{Diagnostic, ObjectRef, Reason};
 
 /// Collects the findings about one object and remembers whether any rejects it.
@@ -56,6 +57,7 @@ pub fn regex_error(e: &regex::Error) -> String {
 }
 
 /// A DNS name as Gateway API allows it: lower-cased here; `*.` prefix only when `wildcard`.
+/// The CRD schema checks the same (`api::limits::HOSTNAME_PATTERN` and a CEL rule).
 pub fn hostname(raw: &str, wildcard: bool) -> Result<String, String> {
     let host = raw.to_ascii_lowercase();
     let bare = match host.strip_prefix("*.") {
@@ -63,8 +65,10 @@ pub fn hostname(raw: &str, wildcard: bool) -> Result<String, String> {
         Some(_) => return Err(format!("{raw:?}: a wildcard is not allowed here")),
         None => host.as_str(),
     };
-    if bare.is_empty() || bare.len() > 253 {
-        return Err(format!("{raw:?}: a host name has 1 to 253 characters"));
+    if bare.is_empty() || host.len() > MAX_HOSTNAME_LEN {
+        return Err(format!(
+            "{raw:?}: a host name has 1 to {MAX_HOSTNAME_LEN} characters"
+        ));
     }
     if bare.contains(':') {
         return Err(format!("{raw:?}: a host name has no port"));
@@ -86,24 +90,13 @@ pub fn hostname(raw: &str, wildcard: bool) -> Result<String, String> {
             return Err(format!("{raw:?} is not a valid host name{hint}"));
         }
     }
-    if bare.parse::<std::net::Ipv4Addr>().is_ok() {
+    // Four numbers are an IPv4 address (or a mistyped one), never a host name.
+    let labels: Vec<&str> = bare.split('.').collect();
+    if labels.len() == 4 && labels.iter().all(|l| l.bytes().all(|b| b.is_ascii_digit())) {
         return Err(format!("{raw:?}: IP addresses are not host names"));
     }
     Ok(host)
 }
-
-/// Headers the proxy manages itself; filters may not touch them.
-const MANAGED_HEADERS: &[&str] = &[
-    "host",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "upgrade",
-    "content-length",
-];
 
 /// A header name that a filter may set or remove.
 pub fn modifiable_header(raw: &str) -> Result<HeaderName, String> {

@@ -8,6 +8,7 @@ mod backend;
 mod canary;
 mod fields;
 mod ingress;
+mod limits;
 mod rate_limit;
 mod route;
 mod targets;
@@ -102,6 +103,12 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
     let mut accepted = Accepted::default();
 
     let canaries = canary::index(&snap.services, &mut diags);
+    // Services read from files (`validate --kubernetes`) name their file.
+    for d in &mut diags {
+        if let Some(svc) = d.object.as_ref().and_then(|id| snap.services.get(id)) {
+            d.file = d.file.take().or_else(|| svc.meta.file.clone());
+        }
+    }
     let mut targets = targets::Targets::new(&snap.services, &canaries);
     for id in candidates(&snap.backends, &snap.accepted.backends, &unreadable) {
         let chosen = with_fallback(

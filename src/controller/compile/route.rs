@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 
+use crate::api::limits::{MAX_DIRECT_BODY, MAX_RETRY_BODY, MAX_WEIGHT, RETRY_ATTEMPTS};
 use crate::api::{self, PathMatchType, RouteProtocol, RouteSpec, ValueMatchType};
 use crate::model::{
     Action, Answer, BackendFilters, DirectResponse, HeaderMatcher, HeaderModifier, Kind, ObjectRef,
@@ -17,14 +18,10 @@ use crate::model::{Diagnostic, Retry, RetryOn};
 
 use super::CompileOptions;
 use super::fields::{self, Findings};
+use super::limits;
 use super::targets::Targets;
 use crate::controller::objects::PortRef;
 use crate::controller::snapshot::Obj;
-
-/// Largest `directResponse.body`.
-const MAX_DIRECT_BODY: usize = 64 * 1024;
-/// Largest backendRef weight (as in Gateway API).
-const MAX_WEIGHT: u32 = 1_000_000;
 
 /// What a Route compiles against.
 pub struct Env<'a> {
@@ -63,6 +60,7 @@ pub fn compile_route(
         return None;
     }
     let mut f = Findings::new(id, out);
+    limits::route(spec, &mut f);
 
     if spec.protocol != RouteProtocol::Http {
         f.not_supported(
@@ -772,6 +770,10 @@ fn backend_ref(
         );
         return None;
     }
+    if r.port == Some(0) {
+        f.invalid(format!("{at}.port"), "port must be 1-65535");
+        return None;
+    }
     if let Some(ns) = r.namespace.as_deref().filter(|ns| *ns != route.namespace) {
         f.not_supported(
             format!("{at}.namespace"),
@@ -915,15 +917,13 @@ fn timeouts(t: Option<&api::RouteTimeouts>, at: &str, f: &mut Findings<'_>) -> T
     }
 }
 
-/// Longest replay buffer a rule may ask for.
-const MAX_RETRY_BODY: u32 = 16 * 1024 * 1024;
-
 fn retry(r: &api::RetryPolicy, at: &str, f: &mut Findings<'_>) -> Option<Retry> {
     let attempts = r.attempts.unwrap_or(2);
-    if !(2..=10).contains(&attempts) {
+    let (min, max) = RETRY_ATTEMPTS;
+    if !(min..=max).contains(&attempts) {
         f.invalid(
             format!("{at}.attempts"),
-            format!("{attempts} must be 2-10 (attempts count the first try)"),
+            format!("{attempts} must be {min}-{max} (attempts count the first try)"),
         );
     }
     let mut on = RetryOn::default();
@@ -942,8 +942,9 @@ fn retry(r: &api::RetryPolicy, at: &str, f: &mut Findings<'_>) -> Option<Retry> 
             "reset" => on.reset = true,
             "gateway-error" => on.gateway_error = true,
             "5xx" => on.any_5xx = true,
+            // Three digits, as the CRD's pattern has it (no sign, no leading zero).
             code => match code.parse::<u16>() {
-                Ok(n) if (400..=599).contains(&n) => on.statuses.push(n),
+                Ok(n) if code.len() == 3 && (400..=599).contains(&n) => on.statuses.push(n),
                 _ => f.invalid(
                     format!("{at}.on[{i}]"),
                     format!("{c:?} must be connect-failure, reset, gateway-error, 5xx or a status code 400-599"),

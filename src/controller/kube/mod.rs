@@ -111,8 +111,34 @@ impl Shared {
 /// Loads the client configuration: in-cluster when run in a pod, else `KUBECONFIG` or
 /// `~/.kube/config`.
 pub async fn client() -> Result<kube::Client, KubeError> {
-    let config = kube::Config::infer().await.map_err(KubeError::Config)?;
+    let mut config = kube::Config::infer().await.map_err(KubeError::Config)?;
+    // A watch retry against an address that drops packets waits this long (kube's default is
+    // 30 s); an apiserver is a few milliseconds away.
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+    // kube's own retry of 503/429 honours `Retry-After`, which a starting apiserver sets to
+    // 10 s: watches (bounded backoff), the status loop and the elector retry on their own.
+    config.default_retry = false;
     kube::Client::try_from(config).map_err(KubeError::Client)
+}
+
+/// Limit of one TCP connect to the apiserver.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A probe of a watched kind's API: a one-item metadata list.
+fn probe<K>(api: &Api<K>) -> watch::Probe
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let api = api.clone();
+    Arc::new(move || {
+        let api = api.clone();
+        Box::pin(async move {
+            api.list_metadata(&kube::api::ListParams::default().limit(1))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    })
 }
 
 /// Starts the watches, the compile loop, the elector and the status writer. Returns at once:
@@ -209,6 +235,7 @@ fn index_handlers<K: Send + 'static>(
     kind: Watched,
     apply: fn(&mut Index, Result<K, InvalidObject>) -> Change,
     delete: fn(&mut Index, &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Change,
+    probe: watch::Probe,
 ) -> watch::Handlers<K> {
     let (a, d, r) = (shared.clone(), shared.clone(), shared.clone());
     watch::Handlers {
@@ -224,6 +251,7 @@ fn index_handlers<K: Send + 'static>(
         }),
         changed: changed_fn(shared),
         observe: Some(shared.telemetry.clone()),
+        probe: Some(probe),
     }
 }
 
@@ -242,16 +270,15 @@ fn spawn_custom<K>(
         + Sync
         + 'static,
 {
-    let stream = watcher(
-        api::<DeserializeGuard<K>>(client, ns),
-        watcher::Config::default(),
-    );
+    let api = api::<DeserializeGuard<K>>(client, ns);
     let handlers = index_handlers::<K>(
         shared,
         K::WATCHED,
         |idx, o| idx.apply_custom::<K>(o),
         |idx, m| idx.delete_custom::<K>(m),
+        probe(&api),
     );
+    let stream = watcher(api, watcher::Config::default());
     tokio::spawn(watch::run(K::WATCHED, stream, handlers, stop.clone()));
 }
 
@@ -261,10 +288,7 @@ fn spawn_services(
     shared: &Arc<Shared>,
     stop: &CancellationToken,
 ) {
-    let stream = watcher(
-        api::<DeserializeGuard<Service>>(client, ns),
-        watcher::Config::default(),
-    );
+    let api = api::<DeserializeGuard<Service>>(client, ns);
     let handlers = index_handlers::<Service>(
         shared,
         Watched::Service,
@@ -273,7 +297,9 @@ fn spawn_services(
             Err(_) => Change::None,
         },
         |idx, m| idx.delete_service(m),
+        probe(&api),
     );
+    let stream = watcher(api, watcher::Config::default());
     tokio::spawn(watch::run(Watched::Service, stream, handlers, stop.clone()));
 }
 
@@ -283,10 +309,7 @@ fn spawn_ingresses(
     shared: &Arc<Shared>,
     stop: &CancellationToken,
 ) {
-    let stream = watcher(
-        api::<DeserializeGuard<Ingress>>(client, ns),
-        watcher::Config::default(),
-    );
+    let api = api::<DeserializeGuard<Ingress>>(client, ns);
     let handlers = index_handlers::<Ingress>(
         shared,
         Watched::Ingress,
@@ -295,13 +318,14 @@ fn spawn_ingresses(
             Err(_) => Change::None,
         },
         |idx, m| idx.delete_ingress(m),
+        probe(&api),
     );
+    let stream = watcher(api, watcher::Config::default());
     tokio::spawn(watch::run(Watched::Ingress, stream, handlers, stop.clone()));
 }
 
 fn spawn_ingress_classes(client: &kube::Client, shared: &Arc<Shared>, stop: &CancellationToken) {
     let api: Api<DeserializeGuard<IngressClass>> = Api::all(client.clone());
-    let stream = watcher(api, watcher::Config::default());
     let handlers = index_handlers::<IngressClass>(
         shared,
         Watched::IngressClass,
@@ -310,7 +334,9 @@ fn spawn_ingress_classes(client: &kube::Client, shared: &Arc<Shared>, stop: &Can
             Err(_) => Change::None,
         },
         |idx, m| idx.delete_ingress_class(m),
+        probe(&api),
     );
+    let stream = watcher(api, watcher::Config::default());
     tokio::spawn(watch::run(
         Watched::IngressClass,
         stream,
@@ -328,7 +354,7 @@ fn spawn_secrets(
     // Only `kubernetes.io/tls` Secrets (a field selector): the controller never holds the
     // cluster's other Secrets; the index keeps only `tls.crt` and `tls.key` of these.
     let cfg = watcher::Config::default().fields("type=kubernetes.io/tls");
-    let stream = watcher(api::<DeserializeGuard<Secret>>(client, ns), cfg);
+    let api = api::<DeserializeGuard<Secret>>(client, ns);
     let handlers = index_handlers::<Secret>(
         shared,
         Watched::Secret,
@@ -337,17 +363,19 @@ fn spawn_secrets(
             Err(_) => Change::None,
         },
         |idx, m| idx.delete_secret(m),
+        probe(&api),
     );
+    let stream = watcher(api, cfg);
     tokio::spawn(watch::run(Watched::Secret, stream, handlers, stop.clone()));
 }
 
 /// Which EndpointSlice version the apiserver serves: `v1`, else `v1beta1` (Kubernetes ≤ 1.20).
-/// Retries until the apiserver answers.
+/// Retries until the apiserver answers, as watches do.
 async fn endpoint_slice_version(
     client: &kube::Client,
     stop: &CancellationToken,
 ) -> Option<&'static str> {
-    let mut delay = Duration::from_millis(500);
+    let mut delays = watch::WatchBackoff::default();
     loop {
         match client.list_api_groups().await {
             Ok(groups) => {
@@ -372,11 +400,11 @@ async fn endpoint_slice_version(
                 tracing::warn!(error = %e, "cannot list API groups; retrying");
             }
         }
+        let delay = delays.next().unwrap_or(watch::BACKOFF_MAX);
         tokio::select! {
             () = stop.cancelled() => return None,
             () = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(30));
     }
 }
 
@@ -397,6 +425,7 @@ async fn endpoint_slices(
         Some(ns) => Api::namespaced_with(client, ns, &ar),
         None => Api::all_with(client, &ar),
     };
+    let endpoints_probe = probe(&api);
     let stream = watcher(api, watcher::Config::default());
     let (a, d, r) = (shared.clone(), shared.clone(), shared.clone());
     let handlers = watch::Handlers::<EndpointSlice> {
@@ -431,6 +460,7 @@ async fn endpoint_slices(
             })
         },
         observe: Some(shared.telemetry.clone()),
+        probe: Some(endpoints_probe),
     };
     watch::run(Watched::EndpointSlice, stream, handlers, stop).await;
 }

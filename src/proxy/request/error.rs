@@ -78,6 +78,7 @@ impl ProxyError {
             ProxyError::Upstream(e) => match e.kind() {
                 ErrorKind::Connect | ErrorKind::Broken => StatusCode::BAD_GATEWAY,
                 ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                ErrorKind::ClientBody if e.client_body_timed_out() => StatusCode::REQUEST_TIMEOUT,
                 ErrorKind::ClientBody => StatusCode::BAD_REQUEST,
             },
             ProxyError::UpgradeUnsupported(_) => StatusCode::BAD_GATEWAY,
@@ -102,6 +103,7 @@ impl ProxyError {
                 ErrorKind::Connect => reason::CONNECT_FAILED,
                 ErrorKind::Broken => reason::UPSTREAM_RESET,
                 ErrorKind::Timeout => reason::TIMEOUT,
+                ErrorKind::ClientBody if e.client_body_timed_out() => reason::CLIENT_BODY_TIMEOUT,
                 ErrorKind::ClientBody => reason::CLIENT_BODY,
             },
             ProxyError::UpgradeUnsupported(_) => reason::UPGRADE_FAILED,
@@ -152,6 +154,9 @@ impl ProxyError {
                 ErrorKind::Connect => "upstream connect error\n".to_owned(),
                 ErrorKind::Broken => "upstream connection failed\n".to_owned(),
                 ErrorKind::Timeout => "upstream timed out\n".to_owned(),
+                ErrorKind::ClientBody if e.client_body_timed_out() => {
+                    "request timeout: the request body stopped arriving\n".to_owned()
+                }
                 ErrorKind::ClientBody => {
                     "bad request: the request body could not be read\n".to_owned()
                 }
@@ -196,6 +201,7 @@ fn limited_response(limited: Limited) -> Response<ProxyBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::transport::error::{BodyReadTimeout, ClientBodyError};
 
     /// Every answer the proxy makes itself names a reason from the list, and the 503s tell
     /// their causes apart.
@@ -216,6 +222,12 @@ mod tests {
             UpstreamError::new(ErrorKind::Broken, "reset").into(),
             UpstreamError::timeout().into(),
             UpstreamError::new(ErrorKind::ClientBody, "cut").into(),
+            // As the native client reports a stalled body: the timeout under the marker.
+            UpstreamError::new(
+                ErrorKind::ClientBody,
+                ClientBodyError(Box::new(BodyReadTimeout(std::time::Duration::from_secs(1)))),
+            )
+            .into(),
             ProxyError::UpgradeUnsupported("x"),
             ProxyError::RateLimited(Box::new(Limited {
                 status: StatusCode::TOO_MANY_REQUESTS,
@@ -233,7 +245,7 @@ mod tests {
         assert_eq!(
             codes,
             [
-                404, 400, 503, 500, 500, 503, 503, 503, 503, 502, 502, 504, 400, 502, 429, 503
+                404, 400, 503, 500, 500, 503, 503, 503, 503, 502, 502, 504, 400, 408, 502, 429, 503
             ]
         );
     }

@@ -10,6 +10,8 @@ pub const NO_ROUTE: &str = "no_route";
 pub const BAD_REQUEST: &str = "bad_request";
 /// The client's request body was malformed or cut off (400).
 pub const CLIENT_BODY: &str = "client_body";
+/// The client's request body stopped arriving for longer than `--body-read-timeout` (408).
+pub const CLIENT_BODY_TIMEOUT: &str = "client_body_timeout";
 /// Every backendRef of the matched rule has weight 0 (503).
 pub const NO_BACKEND: &str = "no_backend";
 /// The rule has no backendRefs (500, as Gateway API asks).
@@ -50,6 +52,7 @@ pub const ALL: &[&str] = &[
     NO_ROUTE,
     BAD_REQUEST,
     CLIENT_BODY,
+    CLIENT_BODY_TIMEOUT,
     NO_BACKEND,
     NO_BACKEND_REFS,
     UNRESOLVED_BACKEND,

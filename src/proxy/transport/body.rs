@@ -4,24 +4,87 @@
 //! [`ProxyBody`] is what the client receives: an upstream's stream or a small fixed answer.
 //! [`RequestBody`] is what the upstream receives: the client's stream, counted when asked.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
 
-use super::error::{BoxError, ClientBodyError};
+use super::error::{BodyReadTimeout, BoxError, ClientBodyError};
 use super::h1::{NativeBody, UpstreamBody};
 
-/// A request body as the client sends it: through hyper, or through the native HTTP/1.1 codec.
-pub enum ClientBody {
+/// A request body as the client sends it, through hyper or through the native HTTP/1.1 codec,
+/// cut with [`BodyReadTimeout`] when its next bytes take longer than the body read timeout.
+pub struct ClientBody {
+    source: Source,
+    stall: Option<Stall>,
+}
+
+enum Source {
     /// Read by hyper (HTTP/2, and HTTP/1.1 connections handed to hyper).
     Hyper(Incoming),
     /// Read by the native HTTP/1.1 codec.
     Native(NativeBody),
+}
+
+/// The body read timeout: armed when the body has nothing to give, disarmed by every frame.
+struct Stall {
+    limit: Duration,
+    /// Allocated the first time the body waits (most bodies never do).
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+    expired: bool,
+}
+
+impl ClientBody {
+    /// A body read by hyper; `stall`: the body read timeout (`None`: none).
+    pub fn hyper(body: Incoming, stall: Option<Duration>) -> Self {
+        Self::new(Source::Hyper(body), stall)
+    }
+
+    /// A body read by the native codec; `stall`: the body read timeout (`None`: none).
+    pub fn native(body: NativeBody, stall: Option<Duration>) -> Self {
+        Self::new(Source::Native(body), stall)
+    }
+
+    fn new(source: Source, stall: Option<Duration>) -> Self {
+        Self {
+            source,
+            stall: stall.map(|limit| Stall {
+                limit,
+                timer: None,
+                armed: false,
+                expired: false,
+            }),
+        }
+    }
+}
+
+impl Stall {
+    /// Called when the body has nothing to give: whether the timeout has passed since the
+    /// last frame (the timer is armed here and wakes `cx` when it passes).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.armed {
+            let deadline = Instant::now() + self.limit;
+            match &mut self.timer {
+                Some(t) => t.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.armed = true;
+        }
+        let fired = self
+            .timer
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready());
+        self.expired |= fired;
+        fired
+    }
 }
 
 impl Body for ClientBody {
@@ -32,23 +95,45 @@ impl Body for ClientBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            ClientBody::Native(b) => Pin::new(b).poll_frame(cx),
+        let this = self.get_mut();
+        if let Some(stall) = &this.stall
+            && stall.expired
+        {
+            return Poll::Ready(Some(Err(Box::new(BodyReadTimeout(stall.limit)))));
+        }
+        let polled = match &mut this.source {
+            Source::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Source::Native(b) => Pin::new(b).poll_frame(cx),
+        };
+        match (polled, &mut this.stall) {
+            (Poll::Pending, Some(stall)) => {
+                if stall.expired(cx) {
+                    Poll::Ready(Some(Err(Box::new(BodyReadTimeout(stall.limit)))))
+                } else {
+                    Poll::Pending
+                }
+            }
+            (Poll::Pending, None) => Poll::Pending,
+            (ready, stall) => {
+                if let Some(stall) = stall {
+                    stall.armed = false;
+                }
+                ready
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            ClientBody::Hyper(b) => b.is_end_stream(),
-            ClientBody::Native(b) => b.is_end_stream(),
+        match &self.source {
+            Source::Hyper(b) => b.is_end_stream(),
+            Source::Native(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            ClientBody::Hyper(b) => b.size_hint(),
-            ClientBody::Native(b) => b.size_hint(),
+        match &self.source {
+            Source::Hyper(b) => b.size_hint(),
+            Source::Native(b) => b.size_hint(),
         }
     }
 }

@@ -15,6 +15,8 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
     /// Largest request head (request line and headers), in bytes.
     pub max_header_bytes: usize,
+    /// A request body whose next bytes take longer than this is cut (`None`: no limit).
+    pub body_read_timeout: Option<Duration>,
 }
 
 /// What a request handler knows about its connection.

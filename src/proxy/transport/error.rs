@@ -74,6 +74,19 @@ impl UpstreamError {
         self.kind != ErrorKind::ClientBody
     }
 
+    /// Whether the client's body failed because it stalled past the body read timeout.
+    pub fn client_body_timed_out(&self) -> bool {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> =
+            self.source.as_deref().map(|e| e as _);
+        while let Some(err) = cur {
+            if err.is::<BodyReadTimeout>() {
+                return true;
+            }
+            cur = err.source();
+        }
+        false
+    }
+
     /// Classifies an error of hyper's pooled client. hyper reports a failing request body as
     /// its own error, so that case is found by walking the sources for [`ClientBodyError`].
     pub fn from_hyper(e: hyper_util::client::legacy::Error) -> Self {
@@ -108,6 +121,11 @@ impl std::error::Error for UpstreamError {
 #[derive(Debug, thiserror::Error)]
 #[error("reading the client's request body: {0}")]
 pub struct ClientBodyError(#[source] pub BoxError);
+
+/// The client sent nothing of its request body for this long (the body read timeout).
+#[derive(Debug, thiserror::Error)]
+#[error("no request body bytes arrived for {0:?}")]
+pub struct BodyReadTimeout(pub std::time::Duration);
 
 impl ClientBodyError {
     /// Whether `e` or one of its sources is a client body error.

@@ -39,6 +39,20 @@ pub struct TlsListener {
     >,
 }
 
+// HTTP/2 limits per client connection, set here rather than left to hyper's defaults so that
+// they are ours to document (README, "Limits") and do not move with a hyper upgrade.
+// tests/abuse.rs floods each one through the real binary.
+
+/// Streams open at once; beyond it a new stream is refused (RST_STREAM REFUSED_STREAM).
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 200;
+/// Streams the client may reset before the server has accepted them (HTTP/2 rapid reset,
+/// CVE-2023-44487); one more and the connection is closed (GOAWAY ENHANCE_YOUR_CALM).
+pub const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+/// Streams the server may reset for protocol errors on one connection before closing it.
+pub const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// Response bytes buffered per stream for a client that does not read.
+pub const H2_MAX_SEND_BUF: usize = 400 * 1024;
+
 /// What serves requests. The transport calls it for every request, whichever codec read it.
 pub trait Handler: Send + Sync + 'static {
     /// The response body.
@@ -86,7 +100,11 @@ impl<H: Handler> Server<H> {
         hyper
             .http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(limits.max_header_bytes as u32);
+            .max_header_list_size(limits.max_header_bytes as u32)
+            .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+            .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS)
+            .max_send_buf_size(H2_MAX_SEND_BUF);
         Self {
             handler,
             hyper,
@@ -176,10 +194,11 @@ impl<H: Handler> Server<H> {
             return Box::pin(self.serve_hyper(stream, peer, "http")).await;
         }
         let ctx = conn_ctx(peer, "http");
+        let stall = self.limits.body_read_timeout;
         let service = |req: Request<h1::NativeBody>| {
             self.handler
                 .clone()
-                .handle(ctx.clone(), req.map(ClientBody::Native))
+                .handle(ctx.clone(), req.map(|b| ClientBody::native(b, stall)))
         };
         let handed_over = h1::serve(stream, peer, &self.limits, &self.draining, service).await;
         if let Some(io) = handed_over {
@@ -196,10 +215,11 @@ impl<H: Handler> Server<H> {
         let ctx = conn_ctx(peer, scheme);
         let activity = ctx.activity.clone();
         let handler = self.handler.clone();
+        let stall = self.limits.body_read_timeout;
         let service = service_fn(move |req: Request<hyper::body::Incoming>| {
             let resp = handler
                 .clone()
-                .handle(ctx.clone(), req.map(ClientBody::Hyper));
+                .handle(ctx.clone(), req.map(|b| ClientBody::hyper(b, stall)));
             async move { Ok::<_, std::convert::Infallible>(resp.await) }
         });
         let conn = self

@@ -416,3 +416,323 @@ fn handoff(reader: SharedReader, wr: OwnedWriteHalf) -> Option<Rewind<TcpStream>
     let stream = reader.io.reunite(wr).ok()?;
     Some(Rewind::new(reader.buf.freeze(), stream))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::stream;
+    use http_body_util::{BodyExt, StreamBody};
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::proxy::transport::ProxyBody;
+
+    fn limits() -> ConnLimits {
+        ConnLimits {
+            header_read_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(30),
+            max_header_bytes: 1024,
+            body_read_timeout: None,
+        }
+    }
+
+    /// A client socket and the served side of the same connection.
+    async fn pair() -> (TcpStream, TcpStream, SocketAddr) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, peer) = l.accept().await.unwrap();
+        (client, server, peer)
+    }
+
+    /// Answers `METHOD PATH len=N` where N is what it read of the body (or the read error).
+    async fn echo(req: Request<NativeBody>) -> Response<ProxyBody> {
+        let line = format!("{} {}", req.method(), req.uri());
+        let read = match req.into_body().collect().await {
+            Ok(b) => format!("len={}", b.to_bytes().len()),
+            Err(e) => format!("error={e}"),
+        };
+        Response::new(ProxyBody::full(format!("{line} {read}")))
+    }
+
+    /// Serves one connection with `service` in a task; returns the client side and the task
+    /// (which ends with what `serve` returned).
+    async fn served<S, F, B>(
+        config: ConnLimits,
+        draining: CancellationToken,
+        service: S,
+    ) -> (
+        TcpStream,
+        tokio::task::JoinHandle<Option<Rewind<TcpStream>>>,
+    )
+    where
+        S: Fn(Request<NativeBody>) -> F + Send + 'static,
+        F: Future<Output = Response<B>> + Send,
+        B: Body<Data = Bytes, Error = BoxError> + Unpin + Send,
+    {
+        let (client, server, peer) = pair().await;
+        let task =
+            tokio::spawn(async move { serve(server, peer, &config, &draining, service).await });
+        (client, task)
+    }
+
+    async fn send_and_read_to_close(client: &mut TcpStream, bytes: &[u8]) -> String {
+        client.write_all(bytes).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut out))
+            .await
+            .expect("the server closes the connection")
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[tokio::test]
+    async fn keep_alive_serves_pipelined_requests_in_order_then_closes_on_request() {
+        let (mut c, task) = served(limits(), CancellationToken::new(), echo).await;
+        let out = send_and_read_to_close(
+            &mut c,
+            b"GET /a HTTP/1.1\r\nhost: h\r\n\r\n\
+              POST /b HTTP/1.1\r\nhost: h\r\ncontent-length: 5\r\n\r\nhello\
+              POST /c HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        )
+        .await;
+        let answers: Vec<&str> = out.split("HTTP/1.1 200 OK\r\n").skip(1).collect();
+        assert_eq!(answers.len(), 3, "{out}");
+        assert!(answers[0].ends_with("GET /a len=0"), "{out}");
+        assert!(answers[1].ends_with("POST /b len=5"), "{out}");
+        assert!(answers[2].ends_with("POST /c len=5"), "{out}");
+        assert!(answers[0].contains("content-length: 12\r\n"), "{out}");
+        assert!(answers[0].contains("date: "), "{out}");
+        assert!(answers[2].contains("connection: close\r\n"), "{out}");
+        assert!(task.await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_body_of_unknown_length_is_sent_chunked_and_head_gets_no_body() {
+        let service = |req: Request<NativeBody>| async move {
+            let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+                Ok(Frame::data(Bytes::from_static(b"hello "))),
+                Ok(Frame::data(Bytes::from_static(b"world"))),
+            ];
+            let body = StreamBody::new(stream::iter(frames));
+            let mut r = Response::new(body);
+            if req.method() == Method::HEAD {
+                r.headers_mut()
+                    .insert("x-head", http::HeaderValue::from_static("1"));
+            }
+            r
+        };
+        let (mut c, _task) = served(limits(), CancellationToken::new(), service).await;
+        let out = send_and_read_to_close(
+            &mut c,
+            b"GET / HTTP/1.1\r\nhost: h\r\n\r\nHEAD / HTTP/1.1\r\nhost: h\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        let (get, head) = out
+            .split_once("HTTP/1.1 200 OK\r\n")
+            .unwrap()
+            .1
+            .split_once("HTTP/1.1 200 OK\r\n")
+            .unwrap();
+        assert!(get.contains("transfer-encoding: chunked\r\n"), "{out}");
+        assert!(
+            get.ends_with("\r\n\r\n6\r\nhello \r\n5\r\nworld\r\n0\r\n\r\n"),
+            "one chunk per frame: {get:?}"
+        );
+        assert!(head.contains("x-head: 1\r\n"), "{out}");
+        assert!(
+            head.ends_with("\r\n\r\n"),
+            "HEAD answered with a body: {head:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_the_service_did_not_read_ends_the_connection() {
+        let service = |_req: Request<NativeBody>| async { Response::new(ProxyBody::full("no")) };
+        let (mut c, task) = served(limits(), CancellationToken::new(), service).await;
+        // The second request would be read from inside the unread body: it must not be served.
+        let out = send_and_read_to_close(
+            &mut c,
+            b"POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 40\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: h\r\n\r\n",
+        )
+        .await;
+        assert_eq!(out.matches("HTTP/1.1").count(), 1, "{out}");
+        assert!(out.contains("connection: close\r\n"), "{out}");
+        assert!(task.await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn refused_heads_get_their_status_and_the_connection_closes() {
+        let cases: [(&[u8], &str); 3] = [
+            (
+                b"GET / HTTP/1.1\r\nhost: h\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+                "HTTP/1.1 400 ",
+            ),
+            (
+                b"POST / HTTP/1.1\r\nhost: h\r\ntransfer-encoding: gzip\r\n\r\n",
+                "HTTP/1.1 501 ",
+            ),
+            (&[b'a'; 2048], "HTTP/1.1 431 "),
+        ];
+        for (request, status) in cases {
+            let (mut c, task) = served(limits(), CancellationToken::new(), echo).await;
+            let out = send_and_read_to_close(&mut c, request).await;
+            assert!(out.starts_with(status), "{status}: {out}");
+            assert!(out.contains("connection: close\r\n"), "{out}");
+            assert!(task.await.unwrap().is_none());
+        }
+        // Too large once complete, though it arrived in one piece.
+        let big = format!(
+            "GET / HTTP/1.1\r\nhost: h\r\nx: {}\r\n\r\n",
+            "a".repeat(1100)
+        );
+        let (mut c, _task) = served(limits(), CancellationToken::new(), echo).await;
+        let out = send_and_read_to_close(&mut c, big.as_bytes()).await;
+        assert!(out.starts_with("HTTP/1.1 431 "), "{out}");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_mid_body_fails_the_body_not_the_server() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tx = std::sync::Mutex::new(Some(tx));
+        let service = move |req: Request<NativeBody>| {
+            let tx = tx.lock().unwrap().take();
+            async move {
+                let r = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                if let Some(tx) = tx {
+                    let _ = tx.send(r);
+                }
+                Response::new(ProxyBody::empty())
+            }
+        };
+        let (mut c, task) = served(limits(), CancellationToken::new(), service).await;
+        c.write_all(b"POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 10\r\n\r\nabc")
+            .await
+            .unwrap();
+        drop(c);
+        let read = rx.await.unwrap();
+        assert_eq!(
+            read,
+            Err("the client closed the connection mid-body".to_owned())
+        );
+        assert!(task.await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_response_body_that_fails_cuts_the_connection_after_what_was_sent() {
+        let service = |_req: Request<NativeBody>| async {
+            let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+                Ok(Frame::data(Bytes::from_static(b"partial"))),
+                Err("upstream broke".into()),
+            ];
+            Response::new(StreamBody::new(stream::iter(frames)))
+        };
+        let (mut c, task) = served(limits(), CancellationToken::new(), service).await;
+        let out = send_and_read_to_close(&mut c, b"GET / HTTP/1.1\r\nhost: h\r\n\r\n").await;
+        assert!(out.contains("transfer-encoding: chunked\r\n"), "{out}");
+        assert!(
+            out.ends_with("7\r\npartial\r\n"),
+            "no last chunk may follow: {out:?}"
+        );
+        assert!(task.await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_http2_preface_hands_the_connection_over_with_its_bytes() {
+        let (mut c, task) = served(limits(), CancellationToken::new(), echo).await;
+        // In two writes: a partial preface is waited for, not parsed as HTTP/1.1.
+        c.write_all(&H2_PREFACE[..10]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        c.write_all(&H2_PREFACE[10..]).await.unwrap();
+        c.write_all(b"more").await.unwrap();
+        let mut rewound = task.await.unwrap().expect("handed over");
+        let mut got = vec![0u8; H2_PREFACE.len() + 4];
+        rewound.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..H2_PREFACE.len()], H2_PREFACE);
+        assert_eq!(&got[H2_PREFACE.len()..], b"more");
+    }
+
+    #[tokio::test]
+    async fn http_1_0_is_handed_over_untouched() {
+        let (mut c, task) = served(limits(), CancellationToken::new(), echo).await;
+        c.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut rewound = task.await.unwrap().expect("handed over");
+        let mut got = vec![0u8; 18];
+        rewound.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, b"GET / HTTP/1.0\r\n\r\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_that_does_not_complete_in_time_is_dropped() {
+        let (mut c, task) = served(limits(), CancellationToken::new(), echo).await;
+        c.write_all(b"GET / HTTP/1.1\r\nhost:").await.unwrap();
+        let started = Instant::now();
+        assert!(task.await.unwrap().is_none());
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(2) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+        let (mut c, task) = served(limits(), CancellationToken::new(), echo).await;
+        c.write_all(b"GET / HTTP/1.1\r\nhost: h\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        let started = Instant::now();
+        assert!(task.await.unwrap().is_none());
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(30) && waited < Duration::from_secs(31),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn draining_closes_an_idle_connection_but_finishes_a_request_in_flight() {
+        // Idle: closed at once.
+        let draining = CancellationToken::new();
+        let (_c, task) = served(limits(), draining.clone(), echo).await;
+        draining.cancel();
+        assert!(task.await.unwrap().is_none());
+
+        // In flight: answered, with `connection: close`.
+        let draining = CancellationToken::new();
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let (release, wait) = tokio::sync::oneshot::channel::<()>();
+        let hooks = std::sync::Mutex::new(Some((started_tx, wait)));
+        let service = move |_req: Request<NativeBody>| {
+            let hooks = hooks.lock().unwrap().take();
+            async move {
+                if let Some((started, wait)) = hooks {
+                    let _ = started.send(());
+                    let _ = wait.await;
+                }
+                Response::new(ProxyBody::full("done"))
+            }
+        };
+        let (mut c, task) = served(limits(), draining.clone(), service).await;
+        c.write_all(b"GET / HTTP/1.1\r\nhost: h\r\n\r\n")
+            .await
+            .unwrap();
+        started.await.unwrap();
+        draining.cancel();
+        release.send(()).unwrap();
+        let out = send_and_read_to_close(&mut c, b"").await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.contains("connection: close\r\n"), "{out}");
+        assert!(out.ends_with("done"), "{out}");
+        assert!(task.await.unwrap().is_none());
+    }
+}

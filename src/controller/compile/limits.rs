@@ -1,0 +1,167 @@
+//! The size limits of [`crate::api::limits`] (list lengths and string lengths), checked on what
+//! files and the apiserver hand over. The CRD schema carries the same bounds (`maxItems`,
+//! `maxLength`), so `kubectl apply` refuses what `tidegate validate` refuses. Lengths count
+//! characters, as the apiserver does.
+
+use crate::api::limits::*;
+use crate::api::{BackendSpec, HeaderModifier, PathModifier, RouteSpec};
+
+use super::fields::Findings;
+
+fn items(f: &mut Findings<'_>, field: impl Into<String>, len: usize, max: usize) {
+    if len > max {
+        f.invalid(
+            field,
+            format!("{len} entries is more than the {max} allowed"),
+        );
+    }
+}
+
+fn chars(f: &mut Findings<'_>, field: impl Into<String>, s: &str, max: usize) {
+    let len = s.chars().count();
+    if len > max {
+        f.invalid(
+            field,
+            format!("{len} characters is more than the {max} allowed"),
+        );
+    }
+}
+
+/// A Route's lists and strings.
+pub fn route(spec: &RouteSpec, f: &mut Findings<'_>) {
+    items(f, "spec.hostnames", spec.hostnames.len(), MAX_HOSTNAMES);
+    items(f, "spec.rules", spec.rules.len(), MAX_RULES);
+    items(f, "spec.backendRefs", spec.backend_refs.len(), MAX_LIST);
+    for (i, rule) in spec.rules.iter().enumerate() {
+        let at = format!("spec.rules[{i}]");
+        items(f, format!("{at}.matches"), rule.matches.len(), MAX_LIST);
+        items(f, format!("{at}.filters"), rule.filters.len(), MAX_LIST);
+        items(
+            f,
+            format!("{at}.backendRefs"),
+            rule.backend_refs.len(),
+            MAX_LIST,
+        );
+        for (j, m) in rule.matches.iter().enumerate() {
+            let at = format!("{at}.matches[{j}]");
+            if let Some(p) = &m.path {
+                chars(f, format!("{at}.path.value"), &p.value, MAX_PATH_LEN);
+            }
+            items(f, format!("{at}.headers"), m.headers.len(), MAX_LIST);
+            for (k, h) in m.headers.iter().enumerate() {
+                chars(f, format!("{at}.headers[{k}].name"), &h.name, MAX_NAME_LEN);
+                chars(
+                    f,
+                    format!("{at}.headers[{k}].value"),
+                    &h.value,
+                    MAX_VALUE_LEN,
+                );
+            }
+            items(
+                f,
+                format!("{at}.queryParams"),
+                m.query_params.len(),
+                MAX_LIST,
+            );
+            for (k, q) in m.query_params.iter().enumerate() {
+                chars(
+                    f,
+                    format!("{at}.queryParams[{k}].name"),
+                    &q.name,
+                    MAX_NAME_LEN,
+                );
+                chars(
+                    f,
+                    format!("{at}.queryParams[{k}].value"),
+                    &q.value,
+                    MAX_VALUE_LEN,
+                );
+            }
+        }
+        for (j, filter) in rule.filters.iter().enumerate() {
+            let at = format!("{at}.filters[{j}]");
+            if let Some(m) = &filter.request_header_modifier {
+                header_modifier(m, &format!("{at}.requestHeaderModifier"), f);
+            }
+            if let Some(m) = &filter.response_header_modifier {
+                header_modifier(m, &format!("{at}.responseHeaderModifier"), f);
+            }
+            if let Some(p) = filter.url_rewrite.as_ref().and_then(|r| r.path.as_ref()) {
+                path_modifier(p, &format!("{at}.urlRewrite.path"), f);
+            }
+            if let Some(p) = filter
+                .request_redirect
+                .as_ref()
+                .and_then(|r| r.path.as_ref())
+            {
+                path_modifier(p, &format!("{at}.requestRedirect.path"), f);
+            }
+        }
+        if let Some(r) = &rule.retry {
+            items(f, format!("{at}.retry.on"), r.on.len(), MAX_LIST);
+        }
+    }
+}
+
+fn header_modifier(m: &HeaderModifier, at: &str, f: &mut Findings<'_>) {
+    for (list, name) in [(&m.set, "set"), (&m.add, "add")] {
+        items(f, format!("{at}.{name}"), list.len(), MAX_LIST);
+        for (i, h) in list.iter().enumerate() {
+            chars(f, format!("{at}.{name}[{i}].name"), &h.name, MAX_NAME_LEN);
+            chars(
+                f,
+                format!("{at}.{name}[{i}].value"),
+                &h.value,
+                MAX_VALUE_LEN,
+            );
+        }
+    }
+    items(f, format!("{at}.remove"), m.remove.len(), MAX_LIST);
+    for (i, name) in m.remove.iter().enumerate() {
+        chars(f, format!("{at}.remove[{i}]"), name, MAX_NAME_LEN);
+    }
+}
+
+fn path_modifier(p: &PathModifier, at: &str, f: &mut Findings<'_>) {
+    if let Some(v) = &p.replace_prefix_match {
+        chars(f, format!("{at}.replacePrefixMatch"), v, MAX_PATH_LEN);
+    }
+    if let Some(v) = &p.replace_full_path {
+        chars(f, format!("{at}.replaceFullPath"), v, MAX_PATH_LEN);
+    }
+}
+
+/// A Backend's lists and strings.
+pub fn backend(spec: &BackendSpec, f: &mut Findings<'_>) {
+    items(f, "spec.endpoints", spec.endpoints.len(), MAX_ENDPOINTS);
+    let hash_header = spec
+        .load_balancer
+        .as_ref()
+        .and_then(|lb| lb.hash_on.as_ref())
+        .and_then(|h| h.header.as_ref());
+    if let Some(h) = hash_header {
+        chars(f, "spec.loadBalancer.hashOn.header", h, MAX_NAME_LEN);
+    }
+    let checks = spec.health_check.as_ref();
+    if let Some(http) = checks
+        .and_then(|c| c.active.as_ref())
+        .and_then(|a| a.http.as_ref())
+    {
+        let at = "spec.healthCheck.active.http";
+        chars(f, format!("{at}.path"), &http.path, MAX_PATH_LEN);
+        items(
+            f,
+            format!("{at}.expectedStatuses"),
+            http.expected_statuses.len(),
+            MAX_LIST,
+        );
+    }
+    if let Some(p) = checks.and_then(|c| c.passive.as_ref()) {
+        items(
+            f,
+            "spec.healthCheck.passive.failureStatuses",
+            p.failure_statuses.len(),
+            MAX_LIST,
+        );
+    }
+}
