@@ -958,4 +958,95 @@ mod tests {
         put_chunk(&mut out, &[b'x'; 26]);
         assert_eq!(&out[..4], b"1a\r\n");
     }
+
+    /// Decodes `wire` fed in two reads split at `at`; returns the body, whether it ended, and
+    /// the bytes after its end (left in the buffer, then those not read yet).
+    fn decode_split(wire: &[u8], at: usize) -> Result<(Vec<u8>, bool, Vec<u8>), ChunkError> {
+        let mut d = ChunkedDecoder::default();
+        let (mut out, mut buf) = (Vec::new(), BytesMut::new());
+        let parts = [&wire[..at], &wire[at..]];
+        for (i, part) in parts.iter().enumerate() {
+            buf.extend_from_slice(part);
+            while let Some(c) = d.decode(&mut buf)? {
+                match c {
+                    Chunk::Data(data) => out.extend_from_slice(&data),
+                    Chunk::End => {
+                        let mut left = buf.to_vec();
+                        parts[i + 1..]
+                            .iter()
+                            .for_each(|p| left.extend_from_slice(p));
+                        return Ok((out, true, left));
+                    }
+                }
+            }
+        }
+        Ok((out, false, buf.to_vec()))
+    }
+
+    proptest::proptest! {
+        /// Whatever the chunk sizes, and wherever the reads split the stream, a chunked body
+        /// decodes to what was encoded and the decoder stops exactly at its end.
+        #[test]
+        fn chunked_bodies_round_trip_at_every_split(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            sizes in proptest::collection::vec(1usize..40, 1..8),
+        ) {
+            let mut wire = BytesMut::new();
+            let (mut rest, mut i) = (&body[..], 0);
+            while !rest.is_empty() {
+                let n = sizes[i % sizes.len()].min(rest.len());
+                put_chunk(&mut wire, &rest[..n]);
+                rest = &rest[n..];
+                i += 1;
+            }
+            wire.extend_from_slice(LAST_CHUNK);
+            wire.extend_from_slice(b"NEXT");
+            for at in 0..=wire.len() {
+                let (out, ended, left) = decode_split(&wire, at).unwrap();
+                proptest::prop_assert_eq!(&out, &body, "split at {}", at);
+                proptest::prop_assert!(ended);
+                proptest::prop_assert_eq!(&left[..], b"NEXT");
+            }
+        }
+
+        /// No input makes the parsers or decoders panic: they answer, ask for more, or refuse.
+        #[test]
+        fn no_input_makes_the_codec_panic(
+            input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+        ) {
+            let _ = parse_request(&mut BytesMut::from(&input[..]));
+            let _ = parse_response(&mut BytesMut::from(&input[..]), false);
+            let _ = parse_response(&mut BytesMut::from(&input[..]), true);
+            let _ = decode_all(&input);
+            let _ = decode_split(&input, input.len() / 2);
+            let mut d = BodyDecoder::new(Framing::Length(input.len() as u64 / 2));
+            let mut buf = BytesMut::from(&input[..]);
+            while let Ok(Some(Chunk::Data(_))) = d.decode(&mut buf) {}
+        }
+
+        /// A request head is incomplete at every proper prefix and parses whole, with the
+        /// same method, target and headers, once its last byte arrives.
+        #[test]
+        fn request_heads_parse_only_when_whole(
+            path in "/[a-z0-9/._~-]{0,40}",
+            names in proptest::collection::vec("x-[a-z]{1,10}", 0..6),
+            value in "[ -~]{0,30}",
+        ) {
+            let mut raw = format!("GET {path} HTTP/1.1\r\nhost: example\r\n");
+            for n in &names {
+                raw.push_str(&format!("{n}: {}\r\n", value.trim()));
+            }
+            raw.push_str("\r\n");
+            for end in 0..raw.len() {
+                let r = parse_request(&mut BytesMut::from(&raw[..end]));
+                proptest::prop_assert!(matches!(r, Ok(Parsed::Partial)), "prefix {}: {:?}", end, r);
+            }
+            let head = done(&raw);
+            proptest::prop_assert_eq!(head.method, http::Method::GET);
+            proptest::prop_assert_eq!(head.uri.path(), path.as_str());
+            for n in &names {
+                proptest::prop_assert!(head.headers.contains_key(n.as_str()));
+            }
+        }
+    }
 }
