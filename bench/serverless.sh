@@ -34,6 +34,7 @@ for _ in range(runs):
     started = time.perf_counter()
     p = subprocess.Popen([binary, "run", "--config", "examples/quickstart",
                           "--http-addr", f"127.0.0.1:{http}", "--admin-addr", f"127.0.0.1:{admin}",
+                          "--https-addr", "127.0.0.1:0",
                           "--access-log", "off", "--log-level", "warn"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while not ready(admin):

@@ -36,6 +36,8 @@ impl Gateway {
             .args(["run", "--config"])
             .arg(config)
             .args(["--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            // Not the default 0.0.0.0:8443, which the tests running in parallel would share.
+            .args(["--https-addr", "127.0.0.1:0"])
             .args(["--log-format", "json", "--access-log", "off"])
             .args(extra)
             .stdout(Stdio::null())

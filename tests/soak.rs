@@ -103,6 +103,9 @@ async fn config_churn_and_endpoint_rotation_under_load_fail_nothing_and_leak_not
             &http.to_string(),
             "--admin-addr",
             &admin.to_string(),
+            // Not the default 0.0.0.0:8443, which parallel tests would share.
+            "--https-addr",
+            "127.0.0.1:0",
         ])
         .args([
             "--access-log",
