@@ -7,12 +7,14 @@ ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 # Dependencies first, in a layer of their own: it is rebuilt only when Cargo.toml or Cargo.lock
-# change, not on every change to src/. Stub targets stand in for the crate's own sources.
+# change, not on every change to src/. Stub targets stand in for the crate's own sources (one
+# per [[bench]] the manifest declares, whatever their names).
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \
- && echo 'fn main() {}' > benches/routing.rs \
+ && sed -n '/^\[\[bench\]\]/,/^name/s/^name = "\(.*\)"/\1/p' Cargo.toml \
+    | while read -r bench; do echo 'fn main() {}' > "benches/$bench.rs"; done \
  && cargo build --release --locked --bin tidegate \
  && rm -rf src target/release/tidegate* target/release/deps/tidegate-* \
            target/release/deps/libtidegate-* target/release/.fingerprint/tidegate-*
