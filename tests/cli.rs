@@ -246,7 +246,18 @@ fn validate(dir: &std::path::Path, extra: &[&str]) -> (Option<i32>, Vec<String>,
 #[test]
 fn validate_kubernetes_reads_a_whole_manifest_set() {
     let cfg = ConfigDir::new();
-    cfg.write("all.yaml", MANIFESTS);
+    // A real certificate for the Ingress's TLS host (TLS terminates in both modes).
+    let leaf = common::tls::Ca::new().leaf("shop", &["shop.example.com"]);
+    let b64 = |s: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, s);
+    let data = format!(
+        "data: {{tls.crt: {}, tls.key: {}}}",
+        b64(&leaf.cert),
+        b64(&leaf.key)
+    );
+    cfg.write(
+        "all.yaml",
+        &MANIFESTS.replace(r#"data: {tls.crt: "", tls.key: ""}"#, &data),
+    );
     let (code, lines, stderr) = validate(cfg.path(), &["--kubernetes"]);
     assert_eq!(code, Some(0), "{lines:#?}\n{stderr}");
     assert_eq!(
@@ -254,7 +265,6 @@ fn validate_kubernetes_reads_a_whole_manifest_set() {
         [
             "all.yaml: documents[0].kind: \"Namespace\" (v1) is not read by Tidegate [ignored]",
             "all.yaml: documents[1].kind: \"Deployment\" (apps/v1) is not read by Tidegate [ignored]",
-            "Ingress shop/web: spec.tls[0]: not supported yet: TLS termination (Secret shop-cert found); the hosts are served over plain HTTP [warning] (all.yaml)",
         ]
     );
     assert!(
@@ -318,7 +328,7 @@ spec: {ports: [{port: http}]}
     assert_eq!(
         lines,
         [
-            "x.yaml: documents[0].kind: \"ConfigMap\" is not a kind Tidegate reads (Route, Backend, RateLimitPolicy)"
+            "x.yaml: documents[0].kind: \"ConfigMap\" is not a kind Tidegate reads (Route, Backend, RateLimitPolicy, Secret)"
         ]
     );
 }
