@@ -18,7 +18,7 @@ use crate::proxy::transport::{ActivityGuard, BoxError, ProxyBody};
 use crate::proxy::upstream::InFlight;
 use crate::telemetry::Telemetry;
 use crate::telemetry::access_log::Entry;
-use crate::telemetry::metrics::{MethodLabel, RequestLabels, RouteBackendLabels};
+use crate::telemetry::metrics::{MethodLabel, RequestLabels, RequestSeries, RouteBackendLabels};
 
 /// The label of requests that matched no route (or reached no backend).
 static NONE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
@@ -47,6 +47,8 @@ pub struct Exchange {
     pub route: Arc<str>,
     /// The backend's label, once one was picked.
     pub backend: Arc<str>,
+    /// The route's series at that backend, once one was picked.
+    pub series: Option<Arc<RequestSeries>>,
     /// The status sent (499 until there is one).
     pub status: u16,
     /// Why the gateway answered itself (see [`reason`]); empty when the upstream answered.
@@ -90,6 +92,7 @@ impl Exchange {
             method: MethodLabel::from(req.method()),
             route: NONE.clone(),
             backend: NONE.clone(),
+            series: None,
             status: CLIENT_CLOSED,
             reason: reason::NONE,
             upstream: None,
@@ -118,20 +121,31 @@ impl Drop for Exchange {
     fn drop(&mut self) {
         let duration = self.started.elapsed();
         let m = &self.telemetry.metrics;
-        let labels = RequestLabels {
+        let labels = || RequestLabels {
             route: self.route.clone(),
             backend: self.backend.clone(),
             method: self.method,
             code: self.status,
             reason: self.reason,
         };
-        m.requests.get_or_create(&labels).inc();
-        m.request_duration
-            .get_or_create(&RouteBackendLabels {
-                route: labels.route,
-                backend: labels.backend,
-            })
-            .observe(duration.as_secs_f64());
+        match &self.series {
+            Some(series) => series.record(
+                m,
+                (self.method, self.status, self.reason),
+                labels,
+                duration.as_secs_f64(),
+            ),
+            None => {
+                let labels = labels();
+                m.requests.get_or_create(&labels).inc();
+                m.request_duration
+                    .get_or_create(&RouteBackendLabels {
+                        route: labels.route,
+                        backend: labels.backend,
+                    })
+                    .observe(duration.as_secs_f64());
+            }
+        }
         if let Some(log) = self.log.take() {
             self.telemetry.access_log.log(Entry {
                 time: log.time,

@@ -2,7 +2,7 @@
 //! budget, its own connection settings, and the active probes of its endpoints.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -17,6 +17,7 @@ use super::health;
 use super::limits::Limiter;
 use super::settings::UpstreamSettings;
 use crate::model::{ActiveHealthCheck, Backend, Endpoint, LoadBalancing, ObjectRef, ServiceKey};
+use crate::telemetry::metrics::RequestSeries;
 
 /// One endpoint set with the selector built for it and the policy it runs under.
 pub(super) struct Pool {
@@ -58,6 +59,8 @@ pub struct BackendState {
     custom_selector: Option<Arc<dyn SelectorFactory>>,
     /// A health check plugged in from code, replacing the `activeHealthCheck` probe.
     custom_check: Option<Arc<dyn HealthCheck>>,
+    /// The request metrics of each route that sends here (see [`BackendState::series`]).
+    series: RwLock<Vec<(Arc<str>, Arc<RequestSeries>)>>,
 }
 
 impl BackendState {
@@ -93,8 +96,35 @@ impl BackendState {
             checks: Mutex::new(Checks::default()),
             custom_selector,
             custom_check,
+            series: RwLock::default(),
         }
     }
+
+    /// The request metrics of `route`'s requests to this backend; `None` once
+    /// [`BackendState::SERIES`] routes have some (their requests go to the families directly).
+    pub fn series(&self, route: &Arc<str>) -> Option<Arc<RequestSeries>> {
+        let find = |all: &[(Arc<str>, Arc<RequestSeries>)]| {
+            all.iter()
+                .find(|(r, _)| Arc::ptr_eq(r, route))
+                .or_else(|| all.iter().find(|(r, _)| r == route))
+                .map(|(_, s)| s.clone())
+        };
+        if let Some(s) = find(&self.series.read().unwrap_or_else(PoisonError::into_inner)) {
+            return Some(s);
+        }
+        let mut all = self.series.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = find(&all) {
+            return Some(s);
+        }
+        (all.len() < Self::SERIES).then(|| {
+            let s = Arc::new(RequestSeries::default());
+            all.push((route.clone(), s.clone()));
+            s
+        })
+    }
+
+    /// How many routes' request metrics a backend keeps at hand.
+    const SERIES: usize = 256;
 
     /// The clock outcomes are timed with.
     pub fn clock(&self) -> &Clock {

@@ -32,6 +32,7 @@ pub(crate) async fn forward(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let cfg = &t.router.table.backends[t.picked.backend];
     ex.backend = cfg.label.clone();
+    ex.series = t.router.backends[t.picked.backend].series(&t.rule.label);
     let upgrade = headers::upgrade_protocol(&req);
     if upgrade.is_some() && cfg.protocol == UpstreamProtocol::H2c {
         return Err(ProxyError::UpgradeUnsupported(
