@@ -303,9 +303,11 @@ impl GatewayBuilder {
         }
 
         // DNS discovery follows the Backends of every published table, in every mode.
+        let dns_statuses = Arc::new(crate::controller::dns::DnsStatuses::default());
         tokio::spawn(crate::controller::dns::run(
             self.dns,
             proxy.discovery(),
+            dns_statuses.clone(),
             tables.clone(),
             telemetry.clone(),
             stop.clone(),
@@ -334,6 +336,7 @@ impl GatewayBuilder {
                     *kube,
                     compile,
                     proxy.discovery(),
+                    dns_statuses,
                     publish,
                     telemetry.clone(),
                     reload_rx,

@@ -1065,10 +1065,29 @@ async fn a_backend_follows_an_external_dns_name() {
     );
     gw.wait_ready().await;
     wait_served_by(&gw, "web.test", "/", "a").await;
-    for t in ["Accepted", "Programmed"] {
+    for t in ["Accepted", "Programmed", "DNSResolved"] {
         ns.wait_condition("Backend", "external", t, "True").await;
     }
+    eventually(
+        Duration::from_secs(10),
+        "Backend status.endpoints",
+        || async {
+            let b = ns
+                .get("tidegate.dev/v1alpha1", "Backend", "external")
+                .await?;
+            (b["status"]["endpoints"] == json!({"ready": 1, "total": 1})).then_some(())
+        },
+    )
+    .await;
     // The answer changes: the endpoints follow, without any change in the cluster.
     dns.srv(&[(&name, "b.tidegate.test", b.addr.port(), 0, 1)]);
     wait_served_by(&gw, "web.test", "/", "b").await;
+    // The server gone: the condition says the last answer serves, stale.
+    dns.stop();
+    let (reason, message) = ns
+        .wait_condition("Backend", "external", "DNSResolved", "False")
+        .await;
+    assert_eq!(reason, "StaleAnswer", "{message}");
+    assert!(message.contains("last good answer"), "{message}");
+    assert_eq!(get(&gw, "web.test", "/", &[]).await.echo().upstream, "b");
 }

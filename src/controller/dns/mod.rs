@@ -9,6 +9,7 @@
 
 mod follow;
 pub mod resolve;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use crate::telemetry::metrics::{DnsLabels, DnsResultLabels};
 
 pub use follow::{State, Step, Tracker};
 pub use resolve::{Failure, Hickory, Outcome, Resolve, ResolverSetupError};
+pub use status::{DnsStatuses, Standing};
 
 /// Where lookups go.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,6 +39,7 @@ pub struct DnsOptions {
 pub async fn run(
     options: DnsOptions,
     sink: Arc<dyn EndpointSink>,
+    statuses: Arc<DnsStatuses>,
     tables: watch::Receiver<Option<Arc<RoutingTable>>>,
     telemetry: Arc<Telemetry>,
     stop: CancellationToken,
@@ -47,23 +50,33 @@ pub async fn run(
             Err(e) => Arc::new(Unusable(e.to_string())),
         }
     };
-    follow_tables(resolver, sink, tables, telemetry, stop).await
+    follow_tables(resolver, sink, statuses, tables, telemetry, stop).await
 }
 
 /// [`run`] with a resolver of one's own.
 pub async fn run_with(
     resolver: Arc<dyn Resolve>,
     sink: Arc<dyn EndpointSink>,
+    statuses: Arc<DnsStatuses>,
     tables: watch::Receiver<Option<Arc<RoutingTable>>>,
     telemetry: Arc<Telemetry>,
     stop: CancellationToken,
 ) {
-    follow_tables(move || resolver.clone(), sink, tables, telemetry, stop).await
+    follow_tables(
+        move || resolver.clone(),
+        sink,
+        statuses,
+        tables,
+        telemetry,
+        stop,
+    )
+    .await
 }
 
 async fn follow_tables(
     make_resolver: impl Fn() -> Arc<dyn Resolve>,
     sink: Arc<dyn EndpointSink>,
+    statuses: Arc<DnsStatuses>,
     mut tables: watch::Receiver<Option<Arc<RoutingTable>>>,
     telemetry: Arc<Telemetry>,
     stop: CancellationToken,
@@ -83,6 +96,7 @@ async fn follow_tables(
                 let key = DiscoveryKey::Dns(query.clone());
                 sink.set(&key, Vec::new());
                 sink.note(&key, None);
+                statuses.remove(query);
                 telemetry.metrics.dns_stale.remove(&labels(query));
             }
             keep
@@ -98,6 +112,7 @@ async fn follow_tables(
                 query,
                 resolver,
                 sink.clone(),
+                statuses.clone(),
                 telemetry.clone(),
                 task,
             ));
@@ -114,11 +129,13 @@ pub async fn follow(
     query: DnsQuery,
     resolver: Arc<dyn Resolve>,
     sink: Arc<dyn EndpointSink>,
+    statuses: Arc<DnsStatuses>,
     telemetry: Arc<Telemetry>,
     stop: CancellationToken,
 ) {
     let key = DiscoveryKey::Dns(query.clone());
     let mut tracker = Tracker::default();
+    let mut serving = 0u32;
     loop {
         let outcome = tokio::select! {
             _ = stop.cancelled() => return,
@@ -132,8 +149,17 @@ pub async fn follow(
         let step = tracker.step(&query, outcome, Instant::now());
         record(&telemetry, &query, result, &step);
         if let Some(endpoints) = step.publish {
+            serving = endpoints.len() as u32;
             sink.set(&key, endpoints);
         }
+        statuses.set(
+            &query,
+            Standing {
+                state: step.state,
+                endpoints: serving,
+                note: step.note.clone(),
+            },
+        );
         sink.note(&key, step.note);
         tokio::select! {
             _ = stop.cancelled() => return,

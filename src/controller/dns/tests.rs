@@ -132,6 +132,7 @@ async fn lookups_repeat_on_the_ttl_raised_to_min_and_cut_to_max() {
         query(),
         script.clone(),
         sink.clone(),
+        Arc::default(),
         telemetry(),
         stop.clone(),
     ));
@@ -149,6 +150,7 @@ async fn a_failing_name_keeps_its_last_answer_for_max_stale_then_has_none() {
         Outcome::Failed(Failure::ServFail),
     ]);
     let sink = Arc::new(Sink::default());
+    let statuses = Arc::new(DnsStatuses::default());
     let t = telemetry();
     let stop = CancellationToken::new();
     let start = Instant::now();
@@ -156,6 +158,7 @@ async fn a_failing_name_keeps_its_last_answer_for_max_stale_then_has_none() {
         query(),
         script.clone(),
         sink.clone(),
+        statuses.clone(),
         t.clone(),
         stop.clone(),
     ));
@@ -170,6 +173,11 @@ async fn a_failing_name_keeps_its_last_answer_for_max_stale_then_has_none() {
         sink.note(&query())
     );
     assert_eq!(stale(), 1);
+    let standing = statuses.get(&query()).unwrap();
+    assert_eq!(
+        (standing.state, standing.endpoints),
+        (State::Stale(Failure::ServFail), 1)
+    );
     at(24, start).await;
     assert_eq!(
         sink.endpoints(&query()),
@@ -187,6 +195,16 @@ async fn a_failing_name_keeps_its_last_answer_for_max_stale_then_has_none() {
         sink.note(&query())
     );
     assert_eq!(stale(), 0);
+    let standing = statuses.get(&query()).unwrap();
+    assert_eq!(
+        (standing.state, standing.endpoints),
+        (State::Failed(Failure::ServFail), 0)
+    );
+    let standing = statuses.get(&query()).unwrap();
+    assert_eq!(
+        (standing.state, standing.endpoints),
+        (State::Failed(Failure::ServFail), 0)
+    );
     assert_eq!(&script.asked_at_secs()[..4], [0, 5, 7, 9]);
     stop.cancel();
 }
@@ -207,6 +225,7 @@ async fn an_empty_answer_empties_at_once_and_an_answer_comes_back() {
         query(),
         script.clone(),
         sink.clone(),
+        Arc::default(),
         telemetry(),
         stop.clone(),
     ));
@@ -240,6 +259,7 @@ async fn queries_follow_the_tables_and_stop_with_them() {
     tokio::spawn(run_with(
         resolver,
         sink.clone(),
+        Arc::default(),
         rx,
         telemetry(),
         stop.clone(),
