@@ -20,6 +20,8 @@ for tool in curl openssl python3; do command -v "$tool" >/dev/null || need+=("$t
 # Global rate limits: redis-server; the clock-skew test runs gateways under libfaketime.
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v faketime >/dev/null || need+=(faketime)
+# Backends that follow DNS (tests/dns.rs): dnsmasq, the program only (no system service).
+command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} (apt-get)" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"

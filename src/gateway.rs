@@ -13,6 +13,7 @@ use crate::admin::{self, AdminState};
 use crate::controller::CompileOptions;
 use crate::controller::code::{CodeSource, Objects};
 use crate::controller::compile::DefaultCertificate;
+use crate::controller::dns::DnsOptions;
 use crate::controller::file::{FileSource, FileSourceError};
 use crate::controller::reload::{self, FileController, SourceController};
 use crate::model::{Kind, ObjectRef, RoutingTable};
@@ -78,6 +79,7 @@ pub struct GatewayBuilder {
     kube: Option<crate::controller::kube::KubeOptions>,
     middleware: Option<Arc<dyn Middleware>>,
     custom: Custom,
+    dns: DnsOptions,
 }
 
 impl Default for GatewayBuilder {
@@ -103,6 +105,7 @@ impl Default for GatewayBuilder {
             kube: None,
             middleware: None,
             custom: Custom::default(),
+            dns: DnsOptions::default(),
         }
     }
 }
@@ -172,6 +175,13 @@ impl GatewayBuilder {
     /// The `spec.controller` of the IngressClasses this gateway serves (Kubernetes mode).
     pub fn controller_name(mut self, name: impl Into<String>) -> Self {
         self.compile.controller_name = name.into();
+        self
+    }
+
+    /// The DNS server Backends with `spec.dns` ask (UDP, TCP when UDP fails or an answer is
+    /// truncated); `None` (the default): the system's configuration (`/etc/resolv.conf`).
+    pub fn dns_server(mut self, server: Option<SocketAddr>) -> Self {
+        self.dns.server = server;
         self
     }
 
@@ -292,6 +302,16 @@ impl GatewayBuilder {
             tokio::spawn(admin::serve(listener, state, stop.clone()));
         }
 
+        // DNS discovery follows the Backends of every published table, in every mode.
+        let dns_statuses = Arc::new(crate::controller::dns::DnsStatuses::default());
+        tokio::spawn(crate::controller::dns::run(
+            self.dns,
+            proxy.discovery(),
+            dns_statuses.clone(),
+            tables.clone(),
+            telemetry.clone(),
+            stop.clone(),
+        ));
         let publisher = proxy.clone();
         let publish: reload::Publish = Box::new(move |table: Arc<RoutingTable>| {
             publisher.publish(table.clone());
@@ -316,6 +336,7 @@ impl GatewayBuilder {
                     *kube,
                     compile,
                     proxy.discovery(),
+                    dns_statuses,
                     publish,
                     telemetry.clone(),
                     reload_rx,

@@ -158,6 +158,10 @@ struct RunArgs {
         default_value = "x-forwarded-for"
     )]
     client_ip_header: ForwardedHeader,
+    /// The DNS server Backends with `spec.dns` ask (IP:PORT; UDP, TCP when an answer is
+    /// truncated or UDP fails). Without it: the system's resolvers (/etc/resolv.conf).
+    #[arg(long, env = "TIDEGATE_DNS_SERVER")]
+    dns_server: Option<SocketAddr>,
     #[command(flatten)]
     redis: RedisArgs,
 }
@@ -448,6 +452,7 @@ fn run(args: RunArgs) -> ExitCode {
             .https_addr(args.https_addr.0)
             .admin_addr(Some(args.admin_addr))
             .ingress_class(args.ingress_class)
+            .dns_server(args.dns_server)
             .proxy_config(proxy)
             .access_log(AccessLogConfig {
                 format: args.access_log,

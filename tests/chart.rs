@@ -433,6 +433,7 @@ fn every_run_flag_is_reachable_from_values() {
         "controller.redis.url=redis://redis:6379",
         "controller.redis.caFile=/etc/redis-ca/ca.pem",
         "controller.defaultCertificate=ingress/wildcard-cert",
+        "controller.dnsServer=10.0.0.10:8600",
     ]);
     let a = args(&objs);
     assert_eq!(a[0], "run");
@@ -449,6 +450,7 @@ fn every_run_flag_is_reachable_from_values() {
     assert!(a.contains(&"--publish-address=lb.example.com,192.0.2.1".to_owned()));
     assert!(a.contains(&"--worker-threads=4".to_owned()));
     assert!(a.contains(&"--trusted-proxies=10.0.0.0/8,192.0.2.1".to_owned()));
+    assert!(a.contains(&"--dns-server=10.0.0.10:8600".to_owned()));
     // Every rendered flag is one the binary knows (a typo in a template fails here).
     for x in &a[1..] {
         let flag = x.split('=').next().unwrap();

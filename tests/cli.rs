@@ -579,3 +579,35 @@ async fn the_access_log_goes_to_stdout_as_json_lines() {
     assert_eq!(one["route"], "default/r");
     assert_eq!(two["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
 }
+
+/// `validate` checks a Backend's `spec.dns` by its shape and looks nothing up: a name that
+/// does not exist passes, a missing port is named.
+#[test]
+fn validate_checks_dns_backends_by_shape_only() {
+    let cfg = ConfigDir::new();
+    let dns_backend = |name: &str, dns: &str| {
+        format!(
+            "apiVersion: tidegate.dev/v1alpha1\nkind: Backend\nmetadata: {{ name: {name} }}\nspec:\n  dns: {dns}\n---\n"
+        )
+    };
+    cfg.write(
+        "ok.yaml",
+        &(dns_backend("api", "{ name: no-such-name.invalid, type: A, port: 80 }")
+            + &dns_backend("srv", "{ name: _api._tcp.service.consul, type: SRV }")
+            + &route("good", "/", "api")),
+    );
+    let (code, lines, stderr) = validate(cfg.path(), &[]);
+    assert_eq!(code, Some(0), "{lines:?} {stderr}");
+    assert!(lines.is_empty(), "{lines:?}");
+
+    cfg.write(
+        "bad.yaml",
+        &dns_backend("noport", "{ name: api.internal, type: AAAA }"),
+    );
+    let (code, lines, _) = validate(cfg.path(), &[]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        lines,
+        ["Backend default/noport: spec.dns.port: AAAA records need a port (bad.yaml)"]
+    );
+}

@@ -38,6 +38,10 @@ pub struct BackendSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_ENDPOINTS))]
     pub endpoints: Vec<String>,
+    /// Endpoints from DNS records (A, AAAA or SRV), re-resolved as their TTL says (instead of
+    /// `service` and `endpoints`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsDiscovery>,
     /// How the gateway talks to the endpoints.
     #[serde(default)]
     pub protocol: BackendProtocol,
@@ -70,6 +74,59 @@ pub struct ServiceRef {
     pub name: String,
     /// Port number or name.
     pub port: IntOrString,
+}
+
+/// A DNS name whose records are a Backend's endpoints.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = cel::dns_discovery)]
+pub struct DnsDiscovery {
+    /// The name looked up, e.g. `api.service.consul` (searched as the resolver's configuration
+    /// says unless it ends in a dot).
+    #[schemars(length(min = 1, max = MAX_HOSTNAME_LEN), pattern(DNS_NAME_PATTERN))]
+    pub name: String,
+    /// The record type: A or AAAA (addresses, with `port`) or SRV (targets with their own
+    /// port, priority and weight).
+    #[serde(rename = "type")]
+    pub record_type: DnsRecordType,
+    /// The endpoints' port, for A and AAAA records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub port: Option<u16>,
+    /// Bounds on the time between lookups: the records' TTL, raised to `min` and cut to `max`
+    /// (default 1s and 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<DnsRefresh>,
+    /// How long the last good answer keeps serving while lookups fail (NXDOMAIN, SERVFAIL,
+    /// timeouts); then the Backend has no endpoints (default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_stale: Option<Duration>,
+}
+
+/// DNS record types a Backend can follow.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum DnsRecordType {
+    /// IPv4 addresses.
+    A,
+    /// IPv6 addresses.
+    #[serde(rename = "AAAA")]
+    Aaaa,
+    /// Service records: target, port, priority, weight.
+    #[serde(rename = "SRV")]
+    Srv,
+}
+
+/// Bounds on the time between DNS lookups.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = cel::dns_refresh)]
+pub struct DnsRefresh {
+    /// The shortest time between lookups (default 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<Duration>,
+    /// The longest time between lookups (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<Duration>,
 }
 
 /// The protocol spoken to endpoints.

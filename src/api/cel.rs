@@ -285,8 +285,31 @@ pub fn backend_spec(s: &mut Schema) {
     add(
         s,
         &[(
-            "has(self.service) != (has(self.endpoints) && size(self.endpoints) > 0)".into(),
-            "set exactly one of service (Kubernetes) or endpoints (a static list)",
+            "(has(self.service) ? 1 : 0) + ((has(self.endpoints) && size(self.endpoints) > 0) ? 1 : 0) + (has(self.dns) ? 1 : 0) == 1".into(),
+            "set exactly one of service (Kubernetes), endpoints (a static list) or dns",
+        )],
+    );
+}
+
+/// A and AAAA records need the Backend's port; SRV records carry their own.
+pub fn dns_discovery(s: &mut Schema) {
+    add(
+        s,
+        &[(
+            "self.type == 'SRV' ? !has(self.port) : has(self.port)".into(),
+            "port: A and AAAA records need a port; SRV records carry their own (leave port out)",
+        )],
+    );
+}
+
+/// `min` cannot be above `max` (defaults 1s and 30s).
+pub fn dns_refresh(s: &mut Schema) {
+    add(
+        s,
+        &[(
+            "duration(has(self.min) ? self.min : '1s') <= duration(has(self.max) ? self.max : '30s')"
+                .into(),
+            "min cannot be longer than max",
         )],
     );
 }

@@ -37,6 +37,9 @@ pub const RETRY_ATTEMPTS: (u32, u32) = (2, 10);
 /// lower-cases them). The four-numbers form of an IPv4 address is refused by a CEL rule and the
 /// compiler alike.
 pub const HOSTNAME_PATTERN: &str = r"^(\*\.)?[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)*$";
+/// A DNS name a Backend follows: labels of letters, digits, `-` and `_` (SRV names such as
+/// `_http._tcp.api.service.consul`), an optional final dot.
+pub const DNS_NAME_PATTERN: &str = r"^[a-zA-Z0-9_]([-a-zA-Z0-9_]{0,61}[a-zA-Z0-9_])?(\.[a-zA-Z0-9_]([-a-zA-Z0-9_]{0,61}[a-zA-Z0-9_])?)*\.?$";
 /// The same without the wildcard.
 pub const EXACT_HOSTNAME_PATTERN: &str = r"^[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)*$";
 /// What looks like an IPv4 address (and is therefore not a host name).

@@ -2,6 +2,7 @@
 
 pub mod code;
 pub mod compile;
+pub mod dns;
 pub mod file;
 #[cfg(feature = "kubernetes")]
 pub mod kube;

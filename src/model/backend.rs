@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::HeaderName;
 use serde::Serialize;
 
-use super::{ObjectRef, ServiceKey};
+use super::{DiscoveryKey, DnsQuery, ObjectRef, ServiceKey};
 
 /// How the gateway talks to a backend's endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -19,14 +19,23 @@ pub enum UpstreamProtocol {
     H2c,
 }
 
-/// One endpoint: a `host:port` address (an IP literal or a name resolved when connecting) and
-/// its relative weight (used by WeightedRoundRobin; 1 unless written).
+/// One endpoint: a `host:port` address (an IP literal or a name resolved when connecting), its
+/// relative weight (used by WeightedRoundRobin; 1 unless written) and its priority tier (SRV
+/// records; 0 otherwise).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Endpoint {
     /// `host:port`, usable as a URI authority (`[::1]:80` for IPv6).
     pub address: Arc<str>,
     /// Relative weight, at least 1.
     pub weight: u32,
+    /// Priority tier, lowest first: only the lowest tier with an endpoint that takes requests
+    /// gets them (SRV priority; every endpoint is in tier 0 otherwise).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub priority: u16,
+}
+
+fn is_zero(n: &u16) -> bool {
+    *n == 0
 }
 
 impl Endpoint {
@@ -35,6 +44,7 @@ impl Endpoint {
         Self {
             address: address.into(),
             weight: 1,
+            priority: 0,
         }
     }
 }
@@ -197,6 +207,10 @@ pub struct Backend {
     /// a new table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceKey>,
+    /// The DNS lookup whose answers are this backend's endpoints; like `service`, they reach
+    /// the proxy through its discovery store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsQuery>,
     /// Endpoint selection.
     pub load_balancer: LoadBalancing,
     /// Active probes.
@@ -234,6 +248,16 @@ impl Backend {
             connection: ConnectionLimits::default(),
             slow_start: None,
             service: None,
+            dns: None,
+        }
+    }
+
+    /// Where this backend's endpoints are discovered, if they are not static.
+    pub fn discovery_key(&self) -> Option<DiscoveryKey> {
+        match (&self.service, &self.dns) {
+            (Some(k), _) => Some(DiscoveryKey::Service(k.clone())),
+            (None, Some(q)) => Some(DiscoveryKey::Dns(q.clone())),
+            (None, None) => None,
         }
     }
 }

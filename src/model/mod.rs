@@ -25,7 +25,7 @@ pub use backend::{
 pub use canary::{CANARY_ALWAYS, CANARY_NEVER, Canary};
 pub use cidr::{Cidr, ParseCidrError};
 pub use diagnostic::{Diagnostic, Reason, Severity};
-pub use discovery::{EndpointSink, ServiceKey};
+pub use discovery::{DiscoveryKey, DnsQuery, DnsRecordType, EndpointSink, ServiceKey};
 pub use filter::{
     Answer, BackendFilters, DirectResponse, HeaderModifier, PathRewrite, Redirect, RequestFilter,
     UrlRewrite,

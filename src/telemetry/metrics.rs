@@ -67,6 +67,11 @@ pub mod names {
     /// `tidegate_tls_certificate_expiry_timestamp_seconds`.
     pub const TLS_CERTIFICATE_EXPIRY: &str = "tidegate_tls_certificate_expiry_timestamp_seconds";
 
+    /// `tidegate_dns_resolutions`.
+    pub const DNS_RESOLUTIONS: &str = "tidegate_dns_resolutions";
+    /// `tidegate_dns_stale`.
+    pub const DNS_STALE: &str = "tidegate_dns_stale";
+
     /// Every name above (counters without their `_total` suffix).
     pub const ALL: &[&str] = &[
         REQUESTS,
@@ -92,6 +97,8 @@ pub mod names {
         REDIS_CONNECTED,
         TLS_HANDSHAKES,
         TLS_CERTIFICATE_EXPIRY,
+        DNS_RESOLUTIONS,
+        DNS_STALE,
     ];
 }
 
@@ -230,6 +237,26 @@ pub struct RouteBackendLabels {
     pub route: Arc<str>,
     /// The `backend` label.
     pub backend: Arc<str>,
+}
+
+/// `{name, record_type}`: one DNS query a Backend follows.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DnsLabels {
+    /// The `name` label: the name looked up.
+    pub name: Arc<str>,
+    /// The `record_type` label: `A`, `AAAA` or `SRV`.
+    pub record_type: &'static str,
+}
+
+/// `{name, record_type, result}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DnsResultLabels {
+    /// The `name` label: the name looked up.
+    pub name: Arc<str>,
+    /// The `record_type` label: `A`, `AAAA` or `SRV`.
+    pub record_type: &'static str,
+    /// The `result` label: `answer`, `empty`, `nxdomain`, `servfail`, `timeout`, `error`.
+    pub result: &'static str,
 }
 
 /// `{backend}`.
@@ -390,6 +417,10 @@ pub struct Metrics {
     pub tls_handshakes: Family<HandshakeLabels, Counter>,
     /// [`names::TLS_CERTIFICATE_EXPIRY`].
     pub tls_certificate_expiry: Family<CertificateLabels, Gauge>,
+    /// [`names::DNS_RESOLUTIONS`].
+    pub dns_resolutions: Family<DnsResultLabels, Counter>,
+    /// [`names::DNS_STALE`].
+    pub dns_stale: Family<DnsLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -426,6 +457,8 @@ impl Metrics {
             redis_connected: Gauge::default(),
             tls_handshakes: Family::default(),
             tls_certificate_expiry: Family::default(),
+            dns_resolutions: Family::default(),
+            dns_stale: Family::default(),
             registry: Registry::default(),
         };
         use names::*;
@@ -543,6 +576,16 @@ impl Metrics {
             TLS_CERTIFICATE_EXPIRY,
             "Unix time a served certificate expires (notAfter), by certificate",
             m.tls_certificate_expiry.clone(),
+        );
+        registry.register(
+            DNS_RESOLUTIONS,
+            "DNS lookups of Backends that follow DNS, by name, record type and result (answer, empty, nxdomain, servfail, timeout, error)",
+            m.dns_resolutions.clone(),
+        );
+        registry.register(
+            DNS_STALE,
+            "1 while a followed DNS name's lookups fail and its last good answer serves, stale",
+            m.dns_stale.clone(),
         );
         Self { registry, ..m }
     }

@@ -153,6 +153,18 @@ pub fn cases() -> Vec<Case> {
         // ---- accepted by everyone ----
         ok("route-minimal", R, route(|_| {})),
         ok(
+            "backend-dns-srv",
+            B,
+            json!({"dns": {"name": "_api._tcp.service.consul.", "type": "SRV",
+                           "refresh": {"min": "2s", "max": "1m"}, "maxStale": "30s"}}),
+        ),
+        ok(
+            "backend-dns-a",
+            B,
+            json!({"dns": {"name": "api.internal", "type": "A", "port": 8080,
+                           "refresh": {"max": "10s"}}}),
+        ),
+        ok(
             "route-every-field",
             R,
             json!({
@@ -254,6 +266,18 @@ pub fn cases() -> Vec<Case> {
             json!({"service": {"name": "svc", "port": 80}}),
         ),
         // ---- refused by the OpenAPI schema ----
+        openapi(
+            "dns-name-with-empty-label",
+            B,
+            json!({"dns": {"name": "api..internal", "type": "A", "port": 80}}),
+            "spec.dns.name",
+        ),
+        openapi(
+            "dns-port-0",
+            B,
+            json!({"dns": {"name": "api.internal", "type": "A", "port": 0}}),
+            "spec.dns.port",
+        ),
         openapi(
             "hostname-with-underscore",
             R,
@@ -720,6 +744,39 @@ pub fn cases() -> Vec<Case> {
             "spec",
             "exactly one of service",
             "spec",
+        ),
+        cel(
+            "backend-dns-and-endpoints",
+            B,
+            backend(|s| s["dns"] = json!({"name": "api.internal", "type": "A", "port": 80})),
+            "spec",
+            "exactly one of service",
+            "spec.dns",
+        ),
+        cel(
+            "dns-a-without-port",
+            B,
+            json!({"dns": {"name": "api.internal", "type": "A"}}),
+            "spec.dns",
+            "need a port",
+            "spec.dns.port",
+        ),
+        cel(
+            "dns-srv-with-port",
+            B,
+            json!({"dns": {"name": "_api._tcp.internal", "type": "SRV", "port": 80}}),
+            "spec.dns",
+            "carry their own",
+            "spec.dns.port",
+        ),
+        cel(
+            "dns-refresh-min-above-max",
+            B,
+            json!({"dns": {"name": "api.internal", "type": "A", "port": 80,
+                           "refresh": {"min": "1m", "max": "5s"}}}),
+            "spec.dns.refresh",
+            "min cannot be longer than max",
+            "spec.dns.refresh",
         ),
         cel(
             "backend-neither-service-nor-endpoints",

@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests: echo upstreams, config directories, an HTTP client.
 #![allow(dead_code)]
 
+pub mod dnsmasq;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -75,7 +76,12 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start(name: &'static str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(name, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// An upstream listening on `addr` (another loopback address, or a port chosen elsewhere).
+    pub async fn start_on(name: &'static str, addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let health_hits = Arc::new(AtomicUsize::new(0));

@@ -1031,3 +1031,63 @@ async fn tls_secrets_serve_rotate_and_a_broken_or_deleted_one_keeps_the_last_goo
     .await;
     assert_eq!(served().await, Some(second.der.clone()));
 }
+
+/// Kubernetes mode, a Backend that follows an external DNS name (dnsmasq on loopback, asked
+/// through `--dns-server`): its endpoints come from the answers and change with them, and it
+/// is Accepted like any other Backend.
+#[tokio::test]
+#[ignore = "needs a kube-apiserver and dnsmasq; run scripts/test.sh"]
+async fn a_backend_follows_an_external_dns_name() {
+    use common::dnsmasq::{Dnsmasq, ZONE};
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "dns").await;
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let mut dns = Dnsmasq::start(1, "");
+    let name = format!("_api._tcp.{ZONE}");
+    dns.srv(&[(&name, "a.tidegate.test", a.addr.port(), 0, 1)]);
+    ns.apply(json!({
+        "apiVersion": "tidegate.dev/v1alpha1", "kind": "Backend",
+        "metadata": {"name": "external"},
+        "spec": {"dns": {"name": name, "type": "SRV", "refresh": {"min": "1s", "max": "1s"}}},
+    }))
+    .await;
+    ns.apply(route("web", "web.test", json!([{"name": "external"}])))
+        .await;
+    let server = dns.addr().to_string();
+    let gw = Tidegate::start(
+        &kc,
+        &ns.name,
+        "dns-0",
+        &["--leader-elect=false", "--dns-server", &server],
+    );
+    gw.wait_ready().await;
+    wait_served_by(&gw, "web.test", "/", "a").await;
+    for t in ["Accepted", "Programmed", "DNSResolved"] {
+        ns.wait_condition("Backend", "external", t, "True").await;
+    }
+    eventually(
+        Duration::from_secs(10),
+        "Backend status.endpoints",
+        || async {
+            let b = ns
+                .get("tidegate.dev/v1alpha1", "Backend", "external")
+                .await?;
+            (b["status"]["endpoints"] == json!({"ready": 1, "total": 1})).then_some(())
+        },
+    )
+    .await;
+    // The answer changes: the endpoints follow, without any change in the cluster.
+    dns.srv(&[(&name, "b.tidegate.test", b.addr.port(), 0, 1)]);
+    wait_served_by(&gw, "web.test", "/", "b").await;
+    // The server gone: the condition says the last answer serves, stale.
+    dns.stop();
+    let (reason, message) = ns
+        .wait_condition("Backend", "external", "DNSResolved", "False")
+        .await;
+    assert_eq!(reason, "StaleAnswer", "{message}");
+    assert!(message.contains("last good answer"), "{message}");
+    assert_eq!(get(&gw, "web.test", "/", &[]).await.echo().upstream, "b");
+}

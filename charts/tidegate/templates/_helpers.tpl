@@ -134,6 +134,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 - --trusted-proxy-hops={{ int64 $c.trustedProxyHops }}
 - --client-ip-header={{ $c.clientIpHeader }}
+{{- with $c.dnsServer }}
+- --dns-server={{ . }}
+{{- end }}
 {{- with $c.redis.url }}
 - --redis-url={{ . }}
 {{- end }}

@@ -11,8 +11,9 @@ use crate::api::{self, BackendProtocol, BackendSpec, LbAlgorithm};
 use crate::controller::objects::{PortRef, ServicePortInfo};
 use crate::controller::snapshot::Obj;
 use crate::model::{
-    ActiveHealthCheck, Backend, CircuitBreaker, ConnectionLimits, Diagnostic, Endpoint, HashKey,
-    LoadBalancing, PassiveHealthCheck, ProbeKind, Reason, ServiceKey, Severity, UpstreamProtocol,
+    ActiveHealthCheck, Backend, CircuitBreaker, ConnectionLimits, Diagnostic, DnsQuery,
+    DnsRecordType, Endpoint, HashKey, LoadBalancing, PassiveHealthCheck, ProbeKind, Reason,
+    ServiceKey, Severity, UpstreamProtocol,
 };
 
 use super::CompileOptions;
@@ -49,9 +50,26 @@ pub fn compile_backend(
     let mut endpoints = Vec::new();
     let mut service = None;
     let mut origin = None;
+    let mut dns = None;
     match (&spec.service, spec.endpoints.is_empty()) {
+        _ if spec.dns.is_some() => {
+            let others = [
+                spec.service.is_some().then_some("service"),
+                (!spec.endpoints.is_empty()).then_some("endpoints"),
+            ];
+            for other in others.into_iter().flatten() {
+                f.invalid(
+                    "spec.dns",
+                    format!("dns and {other} are mutually exclusive; set one"),
+                );
+            }
+            dns = spec.dns.as_ref().and_then(|d| dns_query(d, &mut f));
+        }
         (Some(_), false) => f.invalid("spec", "service and endpoints are mutually exclusive; set one"),
-        (None, true) => f.invalid("spec", "set service (Kubernetes) or endpoints (a static list)"),
+        (None, true) => f.invalid(
+            "spec",
+            "set service (Kubernetes), endpoints (a static list) or dns (records re-resolved)",
+        ),
         (Some(_), true) if !opts.discovery => f.push(Diagnostic::error(
             &obj.meta.id,
             "spec.service",
@@ -150,10 +168,101 @@ pub fn compile_backend(
                 connection,
                 slow_start,
                 service,
+                dns,
                 ..Backend::new(obj.meta.id.clone(), protocol, endpoints)
             },
             origin,
         )
+    })
+}
+
+/// Refresh bounds and stale limit when the Backend sets none.
+pub const DNS_REFRESH_MIN: Duration = Duration::from_secs(1);
+/// See [`DNS_REFRESH_MIN`].
+pub const DNS_REFRESH_MAX: Duration = Duration::from_secs(30);
+/// See [`DNS_REFRESH_MIN`].
+pub const DNS_MAX_STALE: Duration = Duration::from_secs(300);
+
+/// `spec.dns` → the lookup the DNS source repeats (checked here, resolved only at run time).
+fn dns_query(d: &api::DnsDiscovery, f: &mut Findings<'_>) -> Option<DnsQuery> {
+    let at = "spec.dns";
+    let mut ok = true;
+    let name_ok = !d.name.is_empty()
+        && d.name.len() <= crate::api::limits::MAX_HOSTNAME_LEN
+        && d.name.trim_end_matches('.').split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !name_ok {
+        f.invalid(
+            format!("{at}.name"),
+            format!(
+                "{:?} is not a DNS name (labels of letters, digits, '-' and '_')",
+                d.name
+            ),
+        );
+        ok = false;
+    }
+    let record_type = match d.record_type {
+        api::DnsRecordType::A => DnsRecordType::A,
+        api::DnsRecordType::Aaaa => DnsRecordType::Aaaa,
+        api::DnsRecordType::Srv => DnsRecordType::Srv,
+    };
+    let port = match (record_type, d.port) {
+        (DnsRecordType::Srv, Some(_)) => {
+            f.invalid(
+                format!("{at}.port"),
+                "SRV records carry their own port; leave port out",
+            );
+            ok = false;
+            0
+        }
+        (DnsRecordType::Srv, None) => 0,
+        (_, Some(p)) if p > 0 => p,
+        (_, Some(_)) => {
+            f.invalid(format!("{at}.port"), "a port number must be 1-65535");
+            ok = false;
+            0
+        }
+        (_, None) => {
+            f.invalid(
+                format!("{at}.port"),
+                format!("{} records need a port", record_type.as_str()),
+            );
+            ok = false;
+            0
+        }
+    };
+    let refresh = d.refresh.clone().unwrap_or_default();
+    let refresh_min = refresh.min.map_or(DNS_REFRESH_MIN, |d| d.0);
+    let refresh_max = refresh.max.map_or(DNS_REFRESH_MAX, |d| d.0);
+    for (field, value) in [("min", refresh_min), ("max", refresh_max)] {
+        if value.is_zero() {
+            f.invalid(format!("{at}.refresh.{field}"), "must be greater than zero");
+            ok = false;
+        }
+    }
+    if refresh_min > refresh_max {
+        f.invalid(format!("{at}.refresh"), "min cannot be longer than max");
+        ok = false;
+    }
+    let max_stale = d.max_stale.map_or(DNS_MAX_STALE, |d| d.0);
+    if max_stale.is_zero() {
+        f.invalid(format!("{at}.maxStale"), "must be greater than zero");
+        ok = false;
+    }
+    ok.then(|| DnsQuery {
+        name: d.name.clone(),
+        record_type,
+        port,
+        refresh_min,
+        refresh_max,
+        max_stale,
     })
 }
 

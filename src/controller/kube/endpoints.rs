@@ -14,7 +14,7 @@ use kube::core::{ApiResource, DynamicResourceScope, GroupVersionKind};
 use serde::Deserialize;
 
 use crate::api::annotations::SERVICE_NAME_LABEL;
-use crate::model::{Endpoint, EndpointSink, ServiceKey};
+use crate::model::{DiscoveryKey, Endpoint, EndpointSink, ServiceKey};
 
 /// The EndpointSlice fields discovery reads (identical in `v1` and `v1beta1`).
 #[derive(Clone, Debug, Deserialize)]
@@ -261,7 +261,7 @@ impl EndpointIndex {
             .collect();
         for key in stale {
             self.counts.remove(&key);
-            self.discovery.set(&key, Vec::new());
+            self.discovery.set(&DiscoveryKey::Service(key), Vec::new());
         }
         for (port, mut eps) in by_port {
             eps.sort();
@@ -279,7 +279,7 @@ impl EndpointIndex {
                     total: eps.len() as u32,
                 },
             );
-            self.discovery.set(&key, ready);
+            self.discovery.set(&DiscoveryKey::Service(key), ready);
         }
     }
 }
@@ -297,10 +297,10 @@ mod tests {
 
     /// What the index wrote, per Service port.
     #[derive(Default)]
-    struct Written(Mutex<HashMap<ServiceKey, Vec<Endpoint>>>);
+    struct Written(Mutex<HashMap<DiscoveryKey, Vec<Endpoint>>>);
 
     impl EndpointSink for Written {
-        fn set(&self, key: &ServiceKey, mut ready: Vec<Endpoint>) {
+        fn set(&self, key: &DiscoveryKey, mut ready: Vec<Endpoint>) {
             ready.sort();
             self.0.lock().unwrap().insert(key.clone(), ready);
         }
@@ -308,7 +308,13 @@ mod tests {
 
     impl Written {
         fn ready(&self, key: &ServiceKey) -> Vec<Endpoint> {
-            self.0.lock().unwrap().get(key).cloned().unwrap_or_default()
+            let key = DiscoveryKey::Service(key.clone());
+            self.0
+                .lock()
+                .unwrap()
+                .get(&key)
+                .cloned()
+                .unwrap_or_default()
         }
     }
 

@@ -44,6 +44,7 @@ use super::compile::CompileOptions;
 use super::publish::{Publish, Publisher};
 use super::snapshot::Accepted;
 use crate::api::{Backend, RateLimitPolicy, Route};
+use crate::controller::dns::DnsStatuses;
 use crate::model::{EndpointSink, Kind, ObjectRef, RoutingTable};
 use crate::telemetry::Telemetry;
 
@@ -81,6 +82,8 @@ struct Shared {
     dirty: Mutex<BTreeSet<Watched>>,
     /// Rung when status may need writing.
     status: Notify,
+    /// Where the DNS queries of Backends with `spec.dns` stand (their `DNSResolved` condition).
+    dns: Arc<DnsStatuses>,
 }
 
 impl Shared {
@@ -150,11 +153,13 @@ pub fn start(
     opts: KubeOptions,
     compile_opts: CompileOptions,
     discovery: Arc<dyn EndpointSink>,
+    dns: Arc<DnsStatuses>,
     publish: Publish,
     telemetry: Arc<Telemetry>,
     mut reload: tokio::sync::mpsc::Receiver<()>,
     stop: CancellationToken,
 ) {
+    let mut dns_changes = dns.subscribe();
     let shared = Arc::new(Shared {
         telemetry,
         index: Mutex::new(Index::new(opts.publish_service.clone())),
@@ -162,8 +167,16 @@ pub fn start(
         compile: Notify::new(),
         dirty: Mutex::default(),
         status: Notify::new(),
+        dns,
     });
     let ns = opts.namespace.clone();
+    // A DNS query's standing changed: its Backends' condition may need writing.
+    let dns_status = shared.clone();
+    tokio::spawn(async move {
+        while dns_changes.changed().await.is_ok() {
+            dns_status.status.notify_one();
+        }
+    });
 
     spawn_custom::<Route>(&client, ns.as_deref(), &shared, &stop);
     spawn_custom::<Backend>(&client, ns.as_deref(), &shared, &stop);
@@ -572,15 +585,29 @@ async fn status_loop(
         let (patches, ingress_patches, uids) = {
             let idx = shared.index();
             let eps = shared.endpoints();
-            let patches: Vec<(ObjectRef, serde_json::Value)> = p
-                .desired
-                .iter()
-                .filter_map(|(id, d)| {
-                    let counts = d.service.as_ref().map(|k| eps.counts(k));
-                    status::writer::status_patch(d, idx.observed(id), counts, &now)
-                        .map(|v| (id.clone(), v))
-                })
-                .collect();
+            let patches: Vec<(ObjectRef, serde_json::Value)> =
+                p.desired
+                    .iter()
+                    .filter_map(|(id, d)| {
+                        let dns = d.dns.as_ref().and_then(|q| shared.dns.get(q));
+                        let with_dns;
+                        let d = match &dns {
+                            Some(standing) => {
+                                with_dns = status::with_dns(d, standing);
+                                &with_dns
+                            }
+                            None => d,
+                        };
+                        let counts = d.service.as_ref().map(|k| eps.counts(k)).or(dns
+                            .as_ref()
+                            .map(|s| endpoints::Counts {
+                                ready: s.endpoints,
+                                total: s.endpoints,
+                            }));
+                        status::writer::status_patch(d, idx.observed(id), counts, &now)
+                            .map(|v| (id.clone(), v))
+                    })
+                    .collect();
             let mut ingress_patches = Vec::new();
             if publishes {
                 let mut want: Vec<LbAddress> = static_addresses.clone();

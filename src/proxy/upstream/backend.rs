@@ -16,12 +16,14 @@ use super::endpoint::{Clock, EndpointState};
 use super::health;
 use super::limits::Limiter;
 use super::settings::UpstreamSettings;
-use crate::model::{ActiveHealthCheck, Backend, Endpoint, LoadBalancing, ObjectRef, ServiceKey};
+use crate::model::{ActiveHealthCheck, Backend, DiscoveryKey, Endpoint, LoadBalancing, ObjectRef};
 use crate::telemetry::metrics::RequestSeries;
 
 /// One endpoint set with the selector built for it and the policy it runs under.
 pub(super) struct Pool {
     pub(super) endpoints: Vec<Arc<EndpointState>>,
+    /// Whether the endpoints are in more than one priority tier (SRV records).
+    tiered: bool,
     selector: Arc<dyn Selector>,
     pub(super) config: Arc<Backend>,
 }
@@ -40,6 +42,13 @@ pub enum NoEndpoint {
     Empty,
     /// It has endpoints, but all are unhealthy or ejected.
     NoneHealthy,
+}
+
+/// Whether `endpoints` span more than one priority tier.
+fn tiered(endpoints: &[Endpoint]) -> bool {
+    endpoints
+        .first()
+        .is_some_and(|first| endpoints.iter().any(|e| e.priority != first.priority))
 }
 
 /// One backend's live state.
@@ -82,6 +91,7 @@ impl BackendState {
                 .map(EndpointState::new)
                 .map(Arc::new)
                 .collect(),
+            tiered: tiered(&config.endpoints),
             selector: select(&config.endpoints).into(),
             config: Arc::new(config.clone()),
         };
@@ -219,6 +229,7 @@ impl BackendState {
         };
         self.pool.store(Arc::new(Pool {
             endpoints: states,
+            tiered: tiered(&endpoints),
             selector,
             config: Arc::new(config),
         }));
@@ -281,15 +292,27 @@ impl BackendState {
         }
         let now = self.clock.now_ms();
         let slow_start = pool.config.slow_start;
+        // SRV priorities: only the lowest tier that has an available endpoint takes requests.
+        let tier = if pool.tiered {
+            pool.endpoints
+                .iter()
+                .filter(|e| e.available(now))
+                .map(|e| e.endpoint.priority)
+                .min()
+        } else {
+            None
+        };
+        let in_tier = |i: usize| tier.is_none_or(|t| pool.endpoints[i].endpoint.priority == t);
         let admitted = |i: usize| {
             let e = &pool.endpoints[i];
             e.available(now)
+                && in_tier(i)
                 && slow_start.is_none_or(|w| {
                     let share = e.slow_start_share(now, w);
                     share >= 1.0 || (balance::random::random_u64() % 1000) < (share * 1000.0) as u64
                 })
         };
-        let available = |i: usize| pool.endpoints[i].available(now);
+        let available = |i: usize| pool.endpoints[i].available(now) && in_tier(i);
         // If slow start happened to turn every candidate away, fall back to availability alone.
         let i = pool
             .selector
@@ -364,9 +387,9 @@ impl BackendState {
         self.settings.load_full()
     }
 
-    /// The Service port this backend's endpoints are discovered from, if any.
-    pub(super) fn service(&self) -> Option<ServiceKey> {
-        self.pool.load().config.service.clone()
+    /// Where this backend's endpoints are discovered (a Service port, a DNS query), if they are.
+    pub(super) fn discovery_key(&self) -> Option<DiscoveryKey> {
+        self.pool.load().config.discovery_key()
     }
 
     /// The current endpoints' live state.
@@ -494,6 +517,37 @@ mod tests {
         assert!(breaker.admit(state.clock()).is_err(), "one trial at a time");
         assert_eq!(breaker.record(state.clock(), trial, true), Some(false));
         assert_eq!(breaker.state_name(state.clock()), "closed");
+    }
+
+    /// SRV priorities: the lowest tier takes every request while one of its endpoints is
+    /// available; when all are ejected the next tier does, and it fails back after the ejection.
+    #[tokio::test(start_paused = true)]
+    async fn the_lowest_priority_tier_with_an_available_endpoint_takes_the_requests() {
+        let (_registry, state) = backend(3, |b| {
+            b.endpoints[2].priority = 1;
+            b.endpoints[0].priority = 0;
+            b.endpoints[1].priority = 0;
+            b.passive_health_check = Some(PassiveHealthCheck {
+                consecutive_failures: 1,
+                ejection_time: Duration::from_secs(10),
+                max_ejection_percent: 100,
+                failure_statuses: vec![(500, 599)],
+            });
+        });
+        let seen = picks(&state, 100);
+        assert_eq!(seen.len(), 2, "only tier 0: {seen:?}");
+        assert!(!seen.contains_key("10.0.0.3:80"));
+        for e in &state.endpoint_states()[..2] {
+            state.record(e, false);
+        }
+        let seen = picks(&state, 20);
+        let only: Vec<&str> = seen.keys().map(|k| &**k).collect();
+        assert_eq!(only, ["10.0.0.3:80"], "tier 1 takes over");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(
+            !picks(&state, 50).contains_key("10.0.0.3:80"),
+            "back to tier 0"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::model::{Endpoint, EndpointSink, ServiceKey};
+use crate::model::{DiscoveryKey, Endpoint, EndpointSink};
 
 /// The endpoints that may take new requests, swapped whole when they change.
 #[derive(Debug)]
@@ -55,13 +55,16 @@ impl EndpointSet {
     }
 }
 
-/// Told of a Service port's new ready endpoints.
-pub type Listener = Box<dyn Fn(&ServiceKey, &[Endpoint]) + Send + Sync>;
+/// Told of a discovery key's new ready endpoints.
+pub type Listener = Box<dyn Fn(&DiscoveryKey, &[Endpoint]) + Send + Sync>;
 
-/// Ready endpoints per Service port. Written by discovery, read by the proxy.
+/// Ready endpoints per discovery key (a Service port, a DNS query). Written by discovery, read
+/// by the proxy.
 #[derive(Default)]
 pub struct Discovery {
-    sets: Mutex<HashMap<ServiceKey, Arc<EndpointSet>>>,
+    sets: Mutex<HashMap<DiscoveryKey, Arc<EndpointSet>>>,
+    /// What the source says about how current a key's endpoints are (DNS: stale, failing).
+    notes: Mutex<HashMap<DiscoveryKey, String>>,
     listeners: Mutex<Vec<Listener>>,
 }
 
@@ -74,7 +77,7 @@ impl fmt::Debug for Discovery {
 }
 
 impl Discovery {
-    /// Calls `listener` with every change of a Service port's ready endpoints.
+    /// Calls `listener` with every change of a key's ready endpoints.
     pub fn listen(&self, listener: Listener) {
         self.listeners
             .lock()
@@ -84,11 +87,11 @@ impl Discovery {
 
     /// Sets the ready endpoints of `key` (sorted, so equal sets compare equal), and tells the
     /// listeners when they changed.
-    pub fn set(&self, key: &ServiceKey, ready: Vec<Endpoint>) {
+    pub fn set(&self, key: &DiscoveryKey, ready: Vec<Endpoint>) {
         EndpointSink::set(self, key, ready);
     }
 
-    fn store(&self, key: &ServiceKey, mut ready: Vec<Endpoint>) {
+    fn store(&self, key: &DiscoveryKey, mut ready: Vec<Endpoint>) {
         ready.sort();
         ready.dedup();
         let changed = {
@@ -126,7 +129,7 @@ impl Discovery {
     }
 
     /// The live set of `key`, created empty if discovery has not seen it yet.
-    pub fn subscribe(&self, key: &ServiceKey) -> Arc<EndpointSet> {
+    pub fn subscribe(&self, key: &DiscoveryKey) -> Arc<EndpointSet> {
         let mut sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
         sets.entry(key.clone())
             .or_insert_with(|| Arc::new(EndpointSet::discovered()))
@@ -134,7 +137,7 @@ impl Discovery {
     }
 
     /// The ready endpoints of `key` right now (empty when unknown).
-    pub fn ready(&self, key: &ServiceKey) -> Vec<Endpoint> {
+    pub fn ready(&self, key: &DiscoveryKey) -> Vec<Endpoint> {
         let sets = self.sets.lock().unwrap_or_else(|e| e.into_inner());
         sets.get(key)
             .map(|s| s.ready().as_ref().clone())
@@ -143,19 +146,36 @@ impl Discovery {
 }
 
 impl EndpointSink for Discovery {
-    fn set(&self, key: &ServiceKey, ready: Vec<Endpoint>) {
+    fn set(&self, key: &DiscoveryKey, ready: Vec<Endpoint>) {
         self.store(key, ready);
+    }
+
+    fn note(&self, key: &DiscoveryKey, note: Option<String>) {
+        let mut notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+        match note {
+            Some(n) => notes.insert(key.clone(), n),
+            None => notes.remove(key),
+        };
+    }
+}
+
+impl Discovery {
+    /// What the source last said about `key` (see [`EndpointSink::note`]).
+    pub fn note_of(&self, key: &DiscoveryKey) -> Option<String> {
+        let notes = self.notes.lock().unwrap_or_else(|e| e.into_inner());
+        notes.get(key).cloned()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ServiceKey;
 
     #[test]
     fn a_subscriber_sees_later_updates_in_place() {
         let d = Discovery::default();
-        let key = ServiceKey::new("shop", "api", "http");
+        let key = DiscoveryKey::from(ServiceKey::new("shop", "api", "http"));
         let set = d.subscribe(&key);
         assert!(set.ready().is_empty());
         d.set(
@@ -177,18 +197,18 @@ mod tests {
         let d = Discovery::default();
         let heard = Arc::new(Mutex::new(Vec::new()));
         let h = heard.clone();
-        d.listen(Box::new(move |k: &ServiceKey, eps: &[Endpoint]| {
+        d.listen(Box::new(move |k: &DiscoveryKey, eps: &[Endpoint]| {
             h.lock().unwrap().push((k.to_string(), eps.len()));
         }));
-        let key = ServiceKey::new("shop", "api", "http");
+        let key = DiscoveryKey::from(ServiceKey::new("shop", "api", "http"));
         d.set(&key, vec![Endpoint::new("10.0.0.1:80")]);
         d.set(&key, vec![Endpoint::new("10.0.0.1:80")]);
         d.set(&key, vec![]);
         assert_eq!(
             *heard.lock().unwrap(),
             [
-                ("shop/api:http".to_owned(), 1),
-                ("shop/api:http".to_owned(), 0)
+                ("Service shop/api:http".to_owned(), 1),
+                ("Service shop/api:http".to_owned(), 0)
             ]
         );
     }
@@ -196,7 +216,7 @@ mod tests {
     #[test]
     fn unused_empty_sets_are_forgotten() {
         let d = Discovery::default();
-        let key = ServiceKey::new("shop", "api", "");
+        let key = DiscoveryKey::from(ServiceKey::new("shop", "api", ""));
         d.set(&key, vec![Endpoint::new("10.0.0.1:80")]);
         d.set(&key, vec![]);
         assert!(d.sets.lock().unwrap().is_empty());

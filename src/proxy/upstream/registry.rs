@@ -11,7 +11,7 @@ use super::endpoint::Clock;
 use super::rate_limit::{RateLimitMetrics, RateLimits};
 use super::settings::UpstreamSettings;
 use super::view::BackendView;
-use crate::model::{Backend, Endpoint, ObjectRef, RoutingTable, ServiceKey};
+use crate::model::{Backend, DiscoveryKey, Endpoint, ObjectRef, RoutingTable};
 
 type BackendMap = Arc<Mutex<HashMap<ObjectRef, Arc<BackendState>>>>;
 
@@ -55,7 +55,7 @@ impl Registry {
         // backends that use it (their pools are rebuilt in place, keeping endpoint state);
         // no table is recompiled.
         let weak = Arc::downgrade(&backends);
-        discovery.listen(Box::new(move |key: &ServiceKey, ready: &[Endpoint]| {
+        discovery.listen(Box::new(move |key: &DiscoveryKey, ready: &[Endpoint]| {
             let Some(map) = weak.upgrade() else {
                 return;
             };
@@ -63,7 +63,7 @@ impl Registry {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .values()
-                .filter(|s| s.service().as_ref() == Some(key))
+                .filter(|s| s.discovery_key().as_ref() == Some(key))
                 .cloned()
                 .collect();
             for state in states {
@@ -100,12 +100,12 @@ impl Registry {
             .backends
             .iter()
             .map(|b| {
-                // A Service-backed backend's endpoints are the discovered ones right now.
+                // A Service- or DNS-backed backend's endpoints are the discovered ones now.
                 let discovered;
-                let b = match &b.service {
+                let b = match b.discovery_key() {
                     Some(key) => {
                         discovered = Backend {
-                            endpoints: self.discovery.ready(key),
+                            endpoints: self.discovery.ready(&key),
                             ..b.clone()
                         };
                         &discovered
@@ -177,7 +177,14 @@ impl Registry {
 
     /// Every backend's `/backends` view, sorted by name.
     pub fn views(&self) -> Vec<BackendView> {
-        let mut views: Vec<BackendView> = self.states().iter().map(|s| s.view()).collect();
+        let mut views: Vec<BackendView> = self
+            .states()
+            .iter()
+            .map(|s| {
+                let note = s.discovery_key().and_then(|k| self.discovery.note_of(&k));
+                s.view().with_discovery_note(note)
+            })
+            .collect();
         views.sort_by(|a, b| a.backend.cmp(&b.backend));
         views
     }
@@ -199,7 +206,7 @@ impl Drop for Registry {
 #[cfg(test)]
 mod discovery_tests {
     use super::*;
-    use crate::model::{Kind, UpstreamProtocol};
+    use crate::model::{Kind, ServiceKey, UpstreamProtocol};
 
     fn table_with(backend: Backend) -> RoutingTable {
         RoutingTable::new(Vec::new(), vec![backend], Vec::new())
@@ -209,12 +216,13 @@ mod discovery_tests {
     #[tokio::test]
     async fn discovered_endpoints_are_pushed_to_the_backends_that_use_them() {
         let registry = Registry::new(UpstreamSettings::default());
-        let key = ServiceKey::new("shop", "api", "http");
+        let service = ServiceKey::new("shop", "api", "http");
+        let key = DiscoveryKey::from(service.clone());
         registry
             .discovery()
             .set(&key, vec![Endpoint::new("10.0.0.1:80")]);
         let backend = Backend {
-            service: Some(key.clone()),
+            service: Some(service),
             ..Backend::new(
                 ObjectRef::new(Kind::Backend, "shop", "api"),
                 UpstreamProtocol::Http1,

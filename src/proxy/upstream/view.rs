@@ -25,6 +25,7 @@ impl BackendState {
         });
         BackendView {
             backend: pool.config.label.clone(),
+            discovery: None,
             algorithm: match &pool.config.load_balancer {
                 LoadBalancing::RoundRobin => "RoundRobin",
                 LoadBalancing::WeightedRoundRobin => "WeightedRoundRobin",
@@ -42,6 +43,7 @@ impl BackendState {
                 .map(|e| EndpointView {
                     address: e.endpoint.address.clone(),
                     weight: e.endpoint.weight,
+                    priority: e.endpoint.priority,
                     ready: e.available(now),
                     active_healthy: pool
                         .config
@@ -58,11 +60,25 @@ impl BackendState {
     }
 }
 
+impl BackendView {
+    /// This view with discovery's note on the endpoints.
+    pub(super) fn with_discovery_note(self, note: Option<String>) -> Self {
+        Self {
+            discovery: note,
+            ..self
+        }
+    }
+}
+
 /// `/backends`: one backend.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BackendView {
     pub(super) backend: Arc<str>,
+    /// What discovery says about how current the endpoints are (DNS: a stale answer, a failing
+    /// or empty lookup); absent when there is nothing to say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    discovery: Option<String>,
     algorithm: &'static str,
     /// `closed`, `open`, `half-open`; absent without a breaker.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -82,6 +98,9 @@ pub struct BackendView {
 struct EndpointView {
     address: Arc<str>,
     weight: u32,
+    /// SRV priority tier (absent: 0).
+    #[serde(skip_serializing_if = "is_zero")]
+    priority: u16,
     /// Takes new requests now.
     ready: bool,
     /// The active checks' verdict; absent without active checks.
@@ -95,4 +114,8 @@ struct EndpointView {
     /// With slow start: the share it currently gets (0.1 to 1).
     #[serde(skip_serializing_if = "Option::is_none")]
     slow_start_share: Option<f64>,
+}
+
+fn is_zero(n: &u16) -> bool {
+    *n == 0
 }

@@ -10,8 +10,9 @@ pub mod writer;
 use std::collections::BTreeMap;
 
 use crate::controller::Compiled;
+use crate::controller::dns::{Standing, State};
 use crate::controller::snapshot::Snapshot;
-use crate::model::{Diagnostic, Kind, ObjectRef, ServiceKey, Severity};
+use crate::model::{Diagnostic, DnsQuery, Kind, ObjectRef, ServiceKey, Severity};
 
 use conditions::*;
 
@@ -39,6 +40,9 @@ pub struct Desired {
     pub service: Option<ServiceKey>,
     /// Backends: the static endpoint count.
     pub static_endpoints: Option<u32>,
+    /// Backends: the DNS query their endpoints follow (its standing adds the `DNSResolved`
+    /// condition and the endpoint counts when the status is written).
+    pub dns: Option<DnsQuery>,
 }
 
 /// The status every object of ours in `snap` should carry after `compiled`.
@@ -148,12 +152,41 @@ pub fn desired(snap: &Snapshot, compiled: &Compiled) -> BTreeMap<ObjectRef, Desi
                 conditions,
                 service: backend.and_then(|b| b.service.clone()),
                 static_endpoints: backend
-                    .filter(|b| b.service.is_none())
+                    .filter(|b| b.service.is_none() && b.dns.is_none())
                     .map(|b| b.endpoints.len() as u32),
+                dns: backend.and_then(|b| b.dns.clone()),
             },
         );
     }
     out
+}
+
+/// `desired` with the `DNSResolved` condition of a Backend whose DNS query stands as `standing`.
+pub fn with_dns(desired: &Desired, standing: &Standing) -> Desired {
+    let mut d = desired.clone();
+    d.conditions.push(dns_condition(standing));
+    d
+}
+
+/// `DNSResolved`: True while lookups answer (with records, or with none: the DNS's own word),
+/// False while they fail (a stale answer serving, or nothing left to serve).
+fn dns_condition(standing: &Standing) -> Cond {
+    let (status, reason) = match standing.state {
+        State::Resolved => (true, REASON_DNS_ANSWERED),
+        State::Empty => (true, REASON_DNS_NO_RECORDS),
+        State::Stale(_) => (false, REASON_DNS_STALE),
+        State::Failed(_) => (false, REASON_DNS_FAILED),
+    };
+    let message = match &standing.note {
+        Some(note) => note.clone(),
+        None => format!("{} endpoints from the last answer", standing.endpoints),
+    };
+    Cond {
+        type_: DNS_RESOLVED,
+        status,
+        reason: reason.into(),
+        message: message.chars().take(MAX_MESSAGE).collect(),
+    }
 }
 
 /// Whether a version of policy `id` applies to a rule of the table.

@@ -173,6 +173,7 @@ mod tests {
             }],
             service: None,
             static_endpoints: None,
+            dns: None,
         }
     }
 
