@@ -88,6 +88,44 @@ impl Serialize for Certificate {
     }
 }
 
+/// Trust anchors that verify a peer: the certificates of a CA bundle (DER).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CaBundle {
+    /// Where it came from: `namespace/name` of a Secret (its `ca.crt`).
+    pub source: Arc<str>,
+    /// The CA certificates (DER), each checked to parse.
+    pub certificates: Vec<CertificateDer<'static>>,
+    /// SHA-256 of the bundle's DER, hex: tells two versions of one source apart.
+    pub fingerprint: String,
+}
+
+impl Serialize for CaBundle {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("CaBundle", 3)?;
+        st.serialize_field("source", &*self.source)?;
+        st.serialize_field("certificates", &self.certificates.len())?;
+        st.serialize_field("fingerprint", &self.fingerprint)?;
+        st.end()
+    }
+}
+
+/// TLS from the gateway to a backend's endpoints. The server certificate is always verified
+/// (there is no switch to turn that off).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamTls {
+    /// The server name sent (SNI) and verified; `None`: each endpoint's host (a DNS name or
+    /// an IP address, verified against the certificate's IP addresses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// The CA bundle that verifies the endpoints; `None`: the system's trust store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<Arc<CaBundle>>,
+    /// The certificate the gateway presents (mTLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<Arc<Certificate>>,
+}
+
 /// The TLS settings of one host name the HTTPS listener serves.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -1,7 +1,9 @@
 //! Backend → the data plane's view of it.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -13,12 +15,14 @@ use crate::controller::snapshot::Obj;
 use crate::model::{
     ActiveHealthCheck, Backend, CircuitBreaker, ConnectionLimits, Diagnostic, Endpoint, HashKey,
     LoadBalancing, PassiveHealthCheck, ProbeKind, Reason, ServiceKey, Severity, UpstreamProtocol,
+    UpstreamTls,
 };
 
 use super::CompileOptions;
 use super::fields::{self, Findings};
 use super::limits;
 use super::targets::Targets;
+use super::tls::TlsBuilder;
 
 /// A compiled Backend and the Service port its endpoints come from, if any.
 pub type CompiledBackend = (Backend, Option<(String, ServicePortInfo)>);
@@ -28,6 +32,7 @@ pub fn compile_backend(
     obj: &Obj<BackendSpec>,
     opts: &CompileOptions,
     targets: &Targets<'_>,
+    certificates: &RefCell<TlsBuilder<'_>>,
     out: &mut Vec<Diagnostic>,
 ) -> Option<CompiledBackend> {
     let spec = &obj.spec;
@@ -37,6 +42,7 @@ pub fn compile_backend(
     let protocol = match spec.protocol {
         BackendProtocol::Http1 => UpstreamProtocol::Http1,
         BackendProtocol::H2c => UpstreamProtocol::H2c,
+        BackendProtocol::Http2 => UpstreamProtocol::Http2,
         other => {
             f.not_supported(
                 "spec.protocol",
@@ -136,8 +142,17 @@ pub fn compile_backend(
     if slow_start.is_some_and(|w| w.is_zero()) {
         f.invalid("spec.slowStart.window", "must be greater than zero");
     }
-    if spec.tls.is_some() {
-        f.not_supported("spec.tls", "TLS to backends");
+    let tls = upstream_tls(obj, protocol, service.as_ref(), certificates, &mut f);
+    if tls.is_some()
+        && let Some(ActiveHealthCheck {
+            probe: ProbeKind::Http { .. },
+            ..
+        }) = &active_health_check
+    {
+        f.not_supported(
+            "spec.healthCheck.active.http",
+            "HTTP health probes over TLS (use tcp: {} with TLS backends)",
+        );
     }
 
     f.ok().then(|| {
@@ -150,11 +165,82 @@ pub fn compile_backend(
                 connection,
                 slow_start,
                 service,
+                tls,
                 ..Backend::new(obj.meta.id.clone(), protocol, endpoints)
             },
             origin,
         )
     })
+}
+
+/// The TLS settings of a Backend: `spec.tls` (HTTP1 over TLS, or HTTP2's settings), and the
+/// defaults for HTTP2 without it. The server name defaults to the Service's DNS name
+/// (`NAME.NAMESPACE.svc`), else each static endpoint's host.
+fn upstream_tls(
+    obj: &Obj<BackendSpec>,
+    protocol: UpstreamProtocol,
+    service: Option<&ServiceKey>,
+    certificates: &RefCell<TlsBuilder<'_>>,
+    f: &mut Findings<'_>,
+) -> Option<Arc<UpstreamTls>> {
+    let id = &obj.meta.id;
+    let spec = match (&obj.spec.tls, protocol) {
+        (None, UpstreamProtocol::Http2) => &api::BackendTls::default(),
+        (None, _) => return None,
+        (Some(_), UpstreamProtocol::H2c) => {
+            f.invalid(
+                "spec.tls",
+                "H2C is HTTP/2 without TLS; for HTTP/2 over TLS set protocol: HTTP2",
+            );
+            return None;
+        }
+        (Some(t), _) => t,
+    };
+    let server_name = match &spec.sni {
+        Some(raw) => match fields::hostname(raw, false) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                f.invalid("spec.tls.sni", e);
+                None
+            }
+        },
+        None => service.map(|s| format!("{}.{}.svc", s.name, s.namespace)),
+    };
+    let ca = spec.ca_secret_ref.as_ref().and_then(|r| {
+        match certificates.borrow().ca_bundle(&id.namespace, &r.name) {
+            Ok(ca) => Some(ca),
+            Err(why) => {
+                f.push(Diagnostic::error(
+                    id,
+                    "spec.tls.caSecretRef",
+                    Reason::InvalidCertificateRef,
+                    why,
+                ));
+                None
+            }
+        }
+    });
+    let client_certificate = spec.client_certificate_ref.as_ref().and_then(|r| {
+        let field = "spec.tls.clientCertificateRef";
+        let mut found = Vec::new();
+        let mut b = certificates.borrow_mut();
+        let index = b.certificate(&id.namespace, &r.name, id, field, &mut found);
+        for d in found {
+            // A broken Secret whose last good certificate still serves is a warning.
+            let severity = if index.is_some() {
+                Severity::Warning
+            } else {
+                d.severity
+            };
+            f.push(Diagnostic { severity, ..d });
+        }
+        index.map(|i| b.get(i))
+    });
+    Some(Arc::new(UpstreamTls {
+        server_name,
+        ca,
+        client_certificate,
+    }))
 }
 
 fn load_balancing(lb: Option<&api::LoadBalancer>, f: &mut Findings<'_>) -> LoadBalancing {

@@ -15,7 +15,7 @@ use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use crate::controller::objects::{SECRET_TYPE_TLS, SecretInfo};
 use crate::controller::snapshot::{Accepted, Snapshot};
 use crate::model::{
-    Certificate, Diagnostic, Kind, ObjectRef, Reason, Rule, Severity, TlsHost, TlsTable,
+    CaBundle, Certificate, Diagnostic, Kind, ObjectRef, Reason, Rule, Severity, TlsHost, TlsTable,
 };
 
 use super::fields;
@@ -25,14 +25,14 @@ use super::{CompileOptions, DefaultCertificate};
 /// Ingresses' `tls`, and the default certificate. Rules of hosts served over HTTPS get their
 /// redirect here (a Route's `httpsRedirect`; an Ingress's `tls` hosts unless its
 /// `ssl-redirect` annotation is `"false"`), but only once a certificate serves them.
+/// `b` already holds the certificates the Backends present to their endpoints (mTLS).
 pub fn build(
-    snap: &Snapshot,
+    mut b: TlsBuilder<'_>,
     opts: &CompileOptions,
     chosen: &Accepted,
     rules: &mut [Rule],
     diags: &mut Vec<Diagnostic>,
 ) -> (TlsTable, AcceptedCertificates) {
-    let mut b = TlsBuilder::new(snap);
     match &opts.default_certificate {
         Some(DefaultCertificate::Secret { namespace, name }) => {
             b.set_default(namespace, name, diags)
@@ -193,6 +193,25 @@ impl<'a> TlsBuilder<'a> {
         r.index
     }
 
+    /// The certificate at `index` (from [`Self::certificate`]).
+    pub fn get(&self, index: usize) -> Arc<Certificate> {
+        self.certificates[index].clone()
+    }
+
+    /// The CA bundle in the `ca.crt` of Secret `namespace/name`, referenced by `owner` at
+    /// `field`; `Err` says why there is none.
+    pub fn ca_bundle(&self, namespace: &str, name: &str) -> Result<Arc<CaBundle>, String> {
+        let key = (namespace.to_owned(), name.to_owned());
+        let fail = |why: &str| format!("Secret {namespace}/{name}: {why}");
+        let secret = self.snap.secrets.get(&key).ok_or_else(|| {
+            fail("not found (in Kubernetes mode only kubernetes.io/tls Secrets are read)")
+        })?;
+        let pem = secret.ca.as_ref().ok_or_else(|| fail("has no ca.crt"))?;
+        parse_ca_bundle(&format!("{namespace}/{name}"), pem)
+            .map_err(|e| fail(&e))
+            .map(Arc::new)
+    }
+
     fn resolve(&mut self, key: &(String, String)) -> Resolved {
         let secret = self.snap.secrets.get(key).cloned();
         self.resolve_with(key, secret, &format!("{}/{}", key.0, key.1))
@@ -316,6 +335,7 @@ impl<'a> TlsBuilder<'a> {
                 type_: Some(SECRET_TYPE_TLS.to_owned()),
                 cert: Some(c),
                 key: Some(k),
+                ca: None,
             }),
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
@@ -439,6 +459,36 @@ pub fn parse_certificate(
     Ok(cert)
 }
 
+/// Parses a PEM CA bundle: at least one certificate, each usable as a trust anchor.
+pub fn parse_ca_bundle(source: &str, pem: &[u8]) -> Result<CaBundle, String> {
+    let certificates = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("ca.crt is not valid PEM: {e}"))?;
+    if certificates.is_empty() {
+        return Err("ca.crt holds no certificate".to_owned());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    for (i, der) in certificates.iter().enumerate() {
+        X509Certificate::from_der(der)
+            .map_err(|e| format!("certificate {} of ca.crt does not parse: {e}", i + 1))?;
+        roots
+            .add(der.clone())
+            .map_err(|e| format!("certificate {} of ca.crt is not a usable CA: {e}", i + 1))?;
+        digest.update(der);
+    }
+    Ok(CaBundle {
+        source: source.into(),
+        certificates,
+        fingerprint: digest
+            .finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    })
+}
+
 fn check_dates(cert: &Certificate, now: i64) -> Result<(), String> {
     if now > cert.not_after {
         return Err(format!(
@@ -508,6 +558,7 @@ mod tests {
                 type_: Some(SECRET_TYPE_TLS.into()),
                 cert: Some(cert.into()),
                 key: Some(key.into()),
+                ca: None,
             }
         }
 

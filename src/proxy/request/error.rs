@@ -76,7 +76,7 @@ impl ProxyError {
             | ProxyError::CircuitOpen { .. }
             | ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(e) => match e.kind() {
-                ErrorKind::Connect | ErrorKind::Broken => StatusCode::BAD_GATEWAY,
+                ErrorKind::Connect | ErrorKind::Tls | ErrorKind::Broken => StatusCode::BAD_GATEWAY,
                 ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
                 ErrorKind::ClientBody if e.client_body_timed_out() => StatusCode::REQUEST_TIMEOUT,
                 ErrorKind::ClientBody => StatusCode::BAD_REQUEST,
@@ -101,6 +101,7 @@ impl ProxyError {
             ProxyError::Overloaded { .. } => reason::OVERLOADED,
             ProxyError::Upstream(e) => match e.kind() {
                 ErrorKind::Connect => reason::CONNECT_FAILED,
+                ErrorKind::Tls => reason::UPSTREAM_TLS,
                 ErrorKind::Broken => reason::UPSTREAM_RESET,
                 ErrorKind::Timeout => reason::TIMEOUT,
                 ErrorKind::ClientBody if e.client_body_timed_out() => reason::CLIENT_BODY_TIMEOUT,
@@ -152,6 +153,7 @@ impl ProxyError {
             }
             ProxyError::Upstream(e) => match e.kind() {
                 ErrorKind::Connect => "upstream connect error\n".to_owned(),
+                ErrorKind::Tls => "upstream TLS handshake failed\n".to_owned(),
                 ErrorKind::Broken => "upstream connection failed\n".to_owned(),
                 ErrorKind::Timeout => "upstream timed out\n".to_owned(),
                 ErrorKind::ClientBody if e.client_body_timed_out() => {
@@ -219,6 +221,7 @@ mod tests {
             ProxyError::CircuitOpen { backend: b.clone() },
             ProxyError::Overloaded { backend: b },
             UpstreamError::new(ErrorKind::Connect, "refused").into(),
+            UpstreamError::new(ErrorKind::Tls, "bad certificate").into(),
             UpstreamError::new(ErrorKind::Broken, "reset").into(),
             UpstreamError::timeout().into(),
             UpstreamError::new(ErrorKind::ClientBody, "cut").into(),
