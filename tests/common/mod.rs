@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests: echo upstreams, config directories, an HTTP client.
 #![allow(dead_code)]
 
+pub mod nginx;
 pub mod tls;
 
 use std::collections::BTreeMap;
