@@ -12,10 +12,12 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+use crate::api::ClientValidationMode;
 use crate::controller::objects::{SECRET_TYPE_TLS, SecretInfo};
 use crate::controller::snapshot::{Accepted, Snapshot};
 use crate::model::{
-    CaBundle, Certificate, Diagnostic, Kind, ObjectRef, Reason, Rule, Severity, TlsHost, TlsTable,
+    CaBundle, Certificate, ClientValidation, Diagnostic, Kind, ObjectRef, Reason, Rule, Severity,
+    TlsHost, TlsTable,
 };
 
 use super::fields;
@@ -42,9 +44,30 @@ pub fn build(
     }
     // (object, hosts served over HTTPS) of the objects that ask for a redirect.
     let mut redirect: BTreeMap<ObjectRef, Vec<String>> = BTreeMap::new();
+    let mut validation: BTreeMap<ObjectRef, Arc<ClientValidation>> = BTreeMap::new();
     for (id, obj) in &chosen.routes {
         let Some(tls) = &obj.spec.tls else { continue };
         let mut found = Vec::new();
+        let client_validation = tls.client_validation.as_ref().map(|v| {
+            let ca = match b.ca_bundle(&id.namespace, &v.ca_secret_ref.name) {
+                Ok(ca) => Some(ca),
+                Err(why) => {
+                    found.push(Diagnostic::error(
+                        id,
+                        "spec.tls.clientValidation.caSecretRef",
+                        Reason::InvalidCertificateRef,
+                        format!("{why}; no client certificate is accepted until it is fixed"),
+                    ));
+                    None
+                }
+            };
+            let v = Arc::new(ClientValidation {
+                ca,
+                required: v.mode == ClientValidationMode::Require,
+            });
+            validation.insert(id.clone(), v.clone());
+            v
+        });
         let hostnames: Vec<String> = obj
             .spec
             .hostnames
@@ -62,7 +85,7 @@ pub fn build(
             ));
         }
         if let Some(i) = b.certificate(&id.namespace, &tls.secret_name, id, field, &mut found) {
-            b.claim(i, &hostnames, id, field, &mut found);
+            b.claim_with(i, &hostnames, id, field, client_validation, &mut found);
             // Without hostnames only the default certificate serves the Route over HTTPS:
             // without one, a redirect would send clients to a failing handshake.
             if tls.https_redirect == Some(true) && (!hostnames.is_empty() || b.default.is_some()) {
@@ -115,6 +138,7 @@ pub fn build(
         }
     }
     for rule in rules.iter_mut() {
+        rule.client_validation = validation.get(&rule.route).cloned();
         rule.https_redirect = match redirect.get(&rule.route) {
             None => false,
             Some(_) if rule.route.kind == Kind::Route => true,
@@ -276,6 +300,19 @@ impl<'a> TlsBuilder<'a> {
         field: &str,
         out: &mut Vec<Diagnostic>,
     ) {
+        self.claim_with(index, hostnames, owner, field, None, out);
+    }
+
+    /// [`Self::claim`], asking the hosts' clients for certificates (`validation`).
+    pub fn claim_with(
+        &mut self,
+        index: usize,
+        hostnames: &[String],
+        owner: &ObjectRef,
+        field: &str,
+        validation: Option<Arc<ClientValidation>>,
+        out: &mut Vec<Diagnostic>,
+    ) {
         for host in hostnames {
             let cert = &self.certificates[index];
             if !cert.covers(host) {
@@ -305,6 +342,7 @@ impl<'a> TlsBuilder<'a> {
                 None => self.hosts.push(TlsHost {
                     hostname: host.clone(),
                     certificate: index,
+                    client_validation: validation.clone(),
                     owner: owner.clone(),
                 }),
             }
@@ -539,6 +577,7 @@ mod tests {
                         secret_name: secret.into(),
                         https_redirect: Some(redirect),
                         hsts: None,
+                        client_validation: None,
                     }),
                     rules: vec![RouteRule {
                         backend_refs: vec![BackendRef {

@@ -59,6 +59,10 @@ pub enum ProxyError {
     /// A Global limit with failureMode Closed could not ask Redis (503).
     #[error("rate limiter unavailable")]
     RateLimitUnavailable,
+    /// The rule requires a client certificate its CA verified, and the connection has none
+    /// (plain HTTP, none sent, or one verified for another host) (403).
+    #[error("a valid client certificate is required")]
+    ClientCertificateRequired,
 }
 
 impl ProxyError {
@@ -84,6 +88,7 @@ impl ProxyError {
             ProxyError::UpgradeUnsupported(_) => StatusCode::BAD_GATEWAY,
             ProxyError::RateLimited(l) => l.status,
             ProxyError::RateLimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ClientCertificateRequired => StatusCode::FORBIDDEN,
         }
     }
 
@@ -110,6 +115,7 @@ impl ProxyError {
             ProxyError::UpgradeUnsupported(_) => reason::UPGRADE_FAILED,
             ProxyError::RateLimited(_) => reason::RATE_LIMITED,
             ProxyError::RateLimitUnavailable => reason::RATE_LIMIT_UNAVAILABLE,
+            ProxyError::ClientCertificateRequired => reason::CLIENT_CERTIFICATE_REQUIRED,
         }
     }
 
@@ -165,6 +171,9 @@ impl ProxyError {
             },
             ProxyError::UpgradeUnsupported(why) => format!("cannot upgrade: {why}\n"),
             ProxyError::RateLimited(_) | ProxyError::RateLimitUnavailable => String::new(),
+            ProxyError::ClientCertificateRequired => {
+                "forbidden: a valid client certificate is required\n".to_owned()
+            }
         };
         text(status, body)
     }
@@ -238,6 +247,7 @@ mod tests {
                 violated: vec!["per-client".into()],
             })),
             ProxyError::RateLimitUnavailable,
+            ProxyError::ClientCertificateRequired,
         ];
         let mut seen = std::collections::BTreeSet::new();
         for e in &errors {
@@ -249,7 +259,7 @@ mod tests {
             codes,
             [
                 404, 400, 503, 500, 500, 503, 503, 503, 503, 502, 502, 502, 504, 400, 408, 502,
-                429, 503
+                429, 503, 403
             ]
         );
     }

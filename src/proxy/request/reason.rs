@@ -50,6 +50,10 @@ pub const HTTPS_REDIRECT: &str = "https_redirect";
 /// The embedding program's middleware answered.
 pub const MIDDLEWARE: &str = "middleware";
 
+/// The rule requires a client certificate (Route `spec.tls.clientValidation`, mode
+/// `Require`) and the connection has no valid one for it (403).
+pub const CLIENT_CERTIFICATE_REQUIRED: &str = "client_certificate_required";
+
 /// Every reason, for documentation and tests.
 pub const ALL: &[&str] = &[
     NO_ROUTE,
@@ -74,4 +78,5 @@ pub const ALL: &[&str] = &[
     REDIRECT,
     HTTPS_REDIRECT,
     MIDDLEWARE,
+    CLIENT_CERTIFICATE_REQUIRED,
 ];
