@@ -19,6 +19,8 @@ need=()
 for tool in curl openssl python3; do command -v "$tool" >/dev/null || need+=("$tool"); done
 # Global rate limits: redis-server; the clock-skew test runs gateways under libfaketime.
 command -v redis-server >/dev/null || need+=(redis-server)
+# TLS to backends (tests/backend_tls.rs): nginx is the TLS, mTLS and HTTP/2-over-TLS upstream.
+command -v nginx >/dev/null || need+=(nginx)
 command -v faketime >/dev/null || need+=(faketime)
 # Backends that follow DNS (tests/dns.rs): dnsmasq, the program only (no system service).
 command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)

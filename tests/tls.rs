@@ -666,3 +666,159 @@ async fn a_default_certificate_from_files_serves_and_follows_changes_to_them() {
         Some("rotated-files")
     );
 }
+
+/// A Route with `spec.tls.clientValidation` for `host` (CA in Secret `client-ca`).
+fn mtls_route(name: &str, host: &str, mode: &str) -> String {
+    format!(
+        "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: {{ name: {name} }}\nspec:\n  hostnames: [\"{host}\"]\n  tls: {{ secretName: server-cert, clientValidation: {{ caSecretRef: {{ name: client-ca }}, mode: {mode} }} }}\n  rules:\n    - backendRefs: [{{ name: echo }}]\n---\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_required_or_optional_per_host_and_reach_the_upstream_in_one_header()
+ {
+    let up = Upstream::start("echo").await;
+    let ca = Ca::new();
+    let client_ca = Ca::new();
+    let stranger_ca = Ca::new();
+    let cfg = ConfigDir::new();
+    cfg.write("ca.pem", &ca.pem());
+    let server = ca.leaf("server", &["m.test", "o.test", "p.test"]);
+    let client = client_ca.leaf("client-a", &["client-a.test"]);
+    let stranger = stranger_ca.leaf("stranger", &["stranger.test"]);
+    for (name, leaf) in [("client", &client), ("stranger", &stranger)] {
+        cfg.write(&format!("{name}.crt"), &leaf.cert);
+        cfg.write(&format!("{name}.key"), &leaf.key);
+    }
+    let ca_pem: String = client_ca
+        .pem()
+        .lines()
+        .map(|l| format!("    {l}\n"))
+        .collect();
+    cfg.write(
+        "secrets.yaml",
+        &(secret_yaml("server-cert", &server, true)
+            + &format!("apiVersion: v1\nkind: Secret\nmetadata: {{ name: client-ca }}\ntype: Opaque\nstringData:\n  ca.crt: |\n{ca_pem}---\n")),
+    );
+    cfg.write(
+        "routes.yaml",
+        &(backend_yaml("echo", &[up.addr])
+            + &mtls_route("required", "m.test", "Require")
+            + &mtls_route("optional", "o.test", "Optional")
+            + &tls_route("plain", &["p.test"], "server-cert", false, "echo")),
+    );
+    let gw = Running::start(cfg.path(), &[]);
+    let ca_file = cfg.file("ca.pem");
+    let port = gw.https.port();
+    let spoof = "x-forwarded-client-cert: Hash=0;Subject=\"CN=admin\"";
+    // curl to https://HOST with `cert` (a name written above) or none; (ok, status, echo header).
+    let request = |host: &str, cert: Option<&str>, extra: &[&str]| {
+        let resolve = format!("{host}:{port}:127.0.0.1");
+        let url = format!("https://{host}:{port}/");
+        let (crt, key) = cert
+            .map(|c| (cfg.file(&format!("{c}.crt")), cfg.file(&format!("{c}.key"))))
+            .unzip();
+        let mut args: Vec<String> = vec!["--resolve".into(), resolve, "-H".into(), spoof.into()];
+        if let (Some(crt), Some(key)) = (crt, key) {
+            args.extend([
+                "--cert".into(),
+                crt.display().to_string(),
+                "--key".into(),
+                key.display().to_string(),
+            ]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(["-w".into(), "\n%{http_code}".into(), url]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, out) = curl(&ca_file, &args);
+        let (body, status) = out.rsplit_once('\n').unwrap_or(("", &out));
+        let header = serde_json::from_str::<common::Echo>(body)
+            .ok()
+            .and_then(|e| e.header("x-forwarded-client-cert").map(str::to_owned));
+        (ok, status.to_owned(), header, body.to_owned())
+    };
+
+    // Require: the verified certificate's identity reaches the upstream in one header (the
+    // client's own is removed); without a certificate, or with one of another CA, the
+    // handshake fails.
+    let hash: String = sha256_hex(&client.der);
+    let (ok, status, header, body) = request("m.test", Some("client"), &[]);
+    assert!(ok && status == "200", "{status} {body}");
+    assert_eq!(
+        header.as_deref(),
+        Some(format!("Hash={hash};Subject=\"CN=client-a\";DNS=\"client-a.test\"").as_str()),
+        "{body}"
+    );
+    assert!(
+        !body.contains("admin"),
+        "the client's header is removed: {body}"
+    );
+    for cert in [None, Some("stranger")] {
+        let (ok, status, _, _) = request("m.test", cert, &[]);
+        assert!(
+            !ok,
+            "m.test with {cert:?}: handshake must fail, got {status}"
+        );
+    }
+
+    // Optional: without a certificate the request passes, with no identity header (the
+    // client's removed); a valid one is passed on; one of another CA fails the handshake.
+    let (ok, status, header, body) = request("o.test", None, &[]);
+    assert!(ok && status == "200", "{status} {body}");
+    assert_eq!(header, None, "{body}");
+    let (ok, _, header, _) = request("o.test", Some("client"), &[]);
+    assert!(ok);
+    assert!(header.unwrap().contains("Subject=\"CN=client-a\""));
+    assert!(!request("o.test", Some("stranger"), &[]).0);
+
+    // A host without mTLS: no certificate asked for, the spoofed header removed.
+    let (ok, status, header, body) = request("p.test", None, &[]);
+    assert!(ok && status == "200", "{status} {body}");
+    assert_eq!(header, None, "{body}");
+    let asked = |name: &str| s_client(gw.https, &["-servername", name]);
+    assert!(
+        asked("p.test").contains("No client certificate CA names sent"),
+        "{}",
+        asked("p.test")
+    );
+    assert!(
+        asked("m.test").contains("Acceptable client certificate CA names"),
+        "{}",
+        asked("m.test")
+    );
+
+    // A handshake for o.test without a certificate cannot reach m.test by its Host header,
+    // and plain HTTP cannot either.
+    let (ok, status, _, body) = request("o.test", None, &["-H", "Host: m.test"]);
+    assert!(ok && status == "403", "{status} {body}");
+    assert_eq!(body, "forbidden: a valid client certificate is required\n");
+    let plain = common::HttpClient::http1()
+        .get(gw.http, "m.test", "/", &[])
+        .await;
+    assert_eq!(plain.status, 403);
+    let plain = common::HttpClient::http1()
+        .get(
+            gw.http,
+            "p.test",
+            "/",
+            &[("x-forwarded-client-cert", "spoofed")],
+        )
+        .await;
+    assert_eq!(plain.echo().header("x-forwarded-client-cert"), None);
+}
+
+fn sha256_hex(der: &[u8]) -> String {
+    let out = Command::new("openssl")
+        .args(["dgst", "-sha256", "-hex"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(der)?;
+            c.wait_with_output()
+        })
+        .expect("openssl dgst runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.rsplit(' ').next().unwrap().trim().to_owned()
+}

@@ -342,17 +342,21 @@ pub struct SlowStart {
     pub window: Duration,
 }
 
-/// TLS to endpoints.
+/// TLS to endpoints: HTTP/1.1 over TLS with protocol HTTP1, and the TLS settings of protocol
+/// HTTP2. The server certificate is always verified.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendTls {
-    /// Server name sent and verified.
+    /// Server name sent (SNI) and verified. Default: the Service's `NAME.NAMESPACE.svc`, or
+    /// each static endpoint's host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_HOSTNAME_LEN), pattern(EXACT_HOSTNAME_PATTERN), transform = cel::hostname)]
     pub sni: Option<String>,
-    /// Secret with the CA bundle (`ca.crt`).
+    /// Secret whose `ca.crt` holds the CA bundle that verifies the endpoints (default: the
+    /// system's trust store).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<LocalObjectRef>,
-    /// Secret with the client certificate (`kubernetes.io/tls`) for mTLS.
+    /// `kubernetes.io/tls` Secret with the certificate the gateway presents (mTLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate_ref: Option<LocalObjectRef>,
 }

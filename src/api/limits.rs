@@ -69,4 +69,5 @@ pub const MANAGED_HEADERS: &[&str] = &[
     "trailer",
     "upgrade",
     "content-length",
+    "x-forwarded-client-cert",
 ];

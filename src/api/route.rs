@@ -88,6 +88,32 @@ pub struct RouteTls {
     /// Add `Strict-Transport-Security` to every HTTPS response of the Route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hsts: Option<Hsts>,
+    /// Ask HTTPS clients of the Route's hostnames for a certificate (mTLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_validation: Option<ClientValidation>,
+}
+
+/// Client certificates (mTLS) on the Route's hostnames.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClientValidation {
+    /// A Secret in the Route's namespace whose `ca.crt` holds the CAs that sign client
+    /// certificates.
+    pub ca_secret_ref: LocalObjectRef,
+    /// `Require` (default): requests without a valid client certificate are refused.
+    /// `Optional`: a certificate is asked for; one that is sent must be valid.
+    #[serde(default)]
+    pub mode: ClientValidationMode,
+}
+
+/// Whether a client certificate is required.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ClientValidationMode {
+    /// Every request needs a valid client certificate.
+    #[default]
+    Require,
+    /// A client certificate is asked for, not required.
+    Optional,
 }
 
 /// HTTP Strict Transport Security (RFC 6797).

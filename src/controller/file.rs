@@ -543,7 +543,7 @@ fn read_doc(value: serde_yaml_ng::Value) -> Result<Doc, Box<Diagnostic>> {
     })
 }
 
-/// What TLS reads of a Secret: its type, `tls.crt` and `tls.key` from `data` (base64, decoded
+/// What TLS reads of a Secret: its type, `tls.crt`, `tls.key` and `ca.crt` from `data` (base64, decoded
 /// by the Secret type) or `stringData` (plain text, which wins as in the apiserver).
 pub fn secret_info(s: &k8s_openapi::api::core::v1::Secret) -> SecretInfo {
     let get = |key: &str| {
@@ -561,6 +561,7 @@ pub fn secret_info(s: &k8s_openapi::api::core::v1::Secret) -> SecretInfo {
         type_: s.type_.clone(),
         cert: get("tls.crt"),
         key: get("tls.key"),
+        ca: get("ca.crt"),
     }
 }
 

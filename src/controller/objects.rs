@@ -141,8 +141,8 @@ pub type IngressClasses = BTreeMap<String, IngressClassInfo>;
 /// The Secret type that holds a certificate and its key.
 pub const SECRET_TYPE_TLS: &str = "kubernetes.io/tls";
 
-/// A Secret, reduced to what TLS reads: its type and the keys `tls.crt` and `tls.key`
-/// (decoded bytes).
+/// A Secret, reduced to what TLS reads: its type and the keys `tls.crt`, `tls.key` and
+/// `ca.crt` (decoded bytes).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SecretInfo {
     /// The Secret's `type`.
@@ -151,4 +151,6 @@ pub struct SecretInfo {
     pub cert: Option<bytes::Bytes>,
     /// `tls.key`, when present.
     pub key: Option<bytes::Bytes>,
+    /// `ca.crt` (a CA bundle that verifies backends), when present.
+    pub ca: Option<bytes::Bytes>,
 }

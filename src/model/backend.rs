@@ -6,7 +6,7 @@ use std::time::Duration;
 use http::HeaderName;
 use serde::Serialize;
 
-use super::{DiscoveryKey, DnsQuery, ObjectRef, ServiceKey};
+use super::{DiscoveryKey, DnsQuery, ObjectRef, ServiceKey, UpstreamTls};
 
 /// How the gateway talks to a backend's endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -17,6 +17,9 @@ pub enum UpstreamProtocol {
     /// HTTP/2 cleartext, prior knowledge.
     #[serde(rename = "H2C")]
     H2c,
+    /// HTTP/2 over TLS (ALPN `h2`); the backend's `tls` is always set.
+    #[serde(rename = "HTTP2")]
+    Http2,
 }
 
 /// One endpoint: a `host:port` address (an IP literal or a name resolved when connecting), its
@@ -231,6 +234,9 @@ pub struct Backend {
         serialize_with = "super::ser::duration"
     )]
     pub slow_start: Option<Duration>,
+    /// TLS to the endpoints (HTTP/1.1 over TLS with `Http1`, always with `Http2`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 impl Backend {
@@ -248,6 +254,7 @@ impl Backend {
             connection: ConnectionLimits::default(),
             slow_start: None,
             service: None,
+            tls: None,
             dns: None,
         }
     }

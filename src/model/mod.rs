@@ -44,4 +44,6 @@ pub use table::{
     Action, BackendIdx, Candidate, Group, Hit, HostIndex, NoBackend, Picked, Retry, RetryOn,
     RoutingTable, Rule, TableError, Target, Timeouts, WeightedBackend, pick,
 };
-pub use tls::{Certificate, TlsHost, TlsTable, name_covers};
+pub use tls::{
+    CaBundle, Certificate, ClientValidation, TlsHost, TlsTable, UpstreamTls, name_covers,
+};

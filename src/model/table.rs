@@ -289,6 +289,10 @@ pub struct Rule {
         serialize_with = "super::ser::opt_header_value"
     )]
     pub hsts: Option<HeaderValue>,
+    /// Client certificates (mTLS) the rule's requests are checked against (its Route's
+    /// `spec.tls.clientValidation`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_validation: Option<Arc<super::ClientValidation>>,
     /// Creation time of the Route, for precedence.
     #[serde(skip)]
     pub created: Option<i64>,

@@ -88,6 +88,63 @@ impl Serialize for Certificate {
     }
 }
 
+/// Trust anchors that verify a peer: the certificates of a CA bundle (DER).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CaBundle {
+    /// Where it came from: `namespace/name` of a Secret (its `ca.crt`).
+    pub source: Arc<str>,
+    /// The CA certificates (DER), each checked to parse.
+    pub certificates: Vec<CertificateDer<'static>>,
+    /// SHA-256 of the bundle's DER, hex: tells two versions of one source apart.
+    pub fingerprint: String,
+}
+
+impl Serialize for CaBundle {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("CaBundle", 3)?;
+        st.serialize_field("source", &*self.source)?;
+        st.serialize_field("certificates", &self.certificates.len())?;
+        st.serialize_field("fingerprint", &self.fingerprint)?;
+        st.end()
+    }
+}
+
+/// TLS from the gateway to a backend's endpoints. The server certificate is always verified
+/// (there is no switch to turn that off).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamTls {
+    /// The server name sent (SNI) and verified; `None`: each endpoint's host (a DNS name or
+    /// an IP address, verified against the certificate's IP addresses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// The CA bundle that verifies the endpoints; `None`: the system's trust store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<Arc<CaBundle>>,
+    /// The certificate the gateway presents (mTLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<Arc<Certificate>>,
+}
+
+/// Client certificates (mTLS) on an HTTPS host and its rules.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientValidation {
+    /// The CAs that sign client certificates; `None` when the CA bundle cannot be read: no
+    /// certificate verifies, so a required one fails closed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca: Option<Arc<CaBundle>>,
+    /// Whether requests without a valid certificate are refused (`Require`).
+    pub required: bool,
+}
+
+impl ClientValidation {
+    /// The fingerprint of the CA bundle that must have verified a connection's certificate.
+    pub fn ca_fingerprint(&self) -> Option<&str> {
+        self.ca.as_deref().map(|c| c.fingerprint.as_str())
+    }
+}
+
 /// The TLS settings of one host name the HTTPS listener serves.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -96,6 +153,9 @@ pub struct TlsHost {
     pub hostname: String,
     /// Index in [`TlsTable::certificates`].
     pub certificate: usize,
+    /// Client certificates asked for on this host (the Route's `spec.tls.clientValidation`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_validation: Option<Arc<ClientValidation>>,
     /// The object that set them (a Route or an Ingress).
     pub owner: ObjectRef,
 }
@@ -164,6 +224,21 @@ impl TlsTable {
             .and_then(|&i| self.hosts.get(i))
     }
 
+    /// The index of the host entry for a server name (lower-case): exact, then the longest
+    /// wildcard.
+    pub fn host_index(&self, name: &str) -> Option<usize> {
+        if let Some(&i) = self.index.exact.get(name) {
+            return Some(i);
+        }
+        if self.index.wildcard.is_empty() {
+            return None;
+        }
+        name.char_indices()
+            .filter(|&(i, c)| c == '.' && i > 0)
+            .find_map(|(i, _)| self.index.wildcard.get(&name[i..]))
+            .copied()
+    }
+
     /// The certificate for a handshake naming `sni` (lower-case, or none): the host's, else the
     /// default certificate; `None`: the handshake fails with `unrecognized_name`.
     pub fn select(&self, sni: Option<&str>) -> Option<usize> {
@@ -204,6 +279,7 @@ mod tests {
         TlsHost {
             hostname: name.into(),
             certificate,
+            client_validation: None,
             owner: ObjectRef::new(super::super::Kind::Route, "ns", "r"),
         }
     }

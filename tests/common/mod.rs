@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod dnsmasq;
+pub mod nginx;
 pub mod tls;
 
 use std::collections::BTreeMap;

@@ -1091,3 +1091,126 @@ async fn a_backend_follows_an_external_dns_name() {
     assert!(message.contains("last good answer"), "{message}");
     assert_eq!(get(&gw, "web.test", "/", &[]).await.echo().upstream, "b");
 }
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver and nginx; run scripts/test.sh"]
+async fn backends_speak_tls_and_mtls_with_secrets_from_the_cluster() {
+    use base64::Engine;
+    use common::nginx::Nginx;
+    use common::tls::{Ca, Leaf};
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "upstream-tls").await;
+    let ca = Ca::new();
+    // The endpoints are 127.0.0.1: the name verified is the Service's NAME.NAMESPACE.svc.
+    let names = [
+        format!("secure.{}.svc", ns.name),
+        format!("h2.{}.svc", ns.name),
+    ];
+    let server = ca.leaf("backend", &[names[0].as_str(), names[1].as_str()]);
+    let nginx = Nginx::start(&server, &ca).await;
+
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    // A kubernetes.io/tls Secret with the gateway's client certificate and the CA (ca.crt),
+    // as cert-manager writes them.
+    let client_secret = |leaf: &Leaf| {
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "gateway-client"},
+            "type": "kubernetes.io/tls",
+            "data": {"tls.crt": b64(&leaf.cert), "tls.key": b64(&leaf.key), "ca.crt": b64(&ca.pem())},
+        })
+    };
+    ns.apply(client_secret(&ca.leaf("gateway-a", &["gateway.test"])))
+        .await;
+    ns.apply(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "opaque-ca"},
+        "type": "Opaque",
+        "data": {"ca.crt": b64(&ca.pem())},
+    }))
+    .await;
+    for (service, port) in [("secure", nginx.mtls), ("h2", nginx.h2)] {
+        ns.service(service, json!({})).await;
+        ns.slice(service, service, port, true).await;
+    }
+    let tls_backend = |name: &str, service: &str, protocol: &str, tls: serde_json::Value| {
+        json!({
+            "apiVersion": "tidegate.dev/v1alpha1", "kind": "Backend",
+            "metadata": {"name": name},
+            "spec": {"service": {"name": service, "port": "http"}, "protocol": protocol, "tls": tls},
+        })
+    };
+    let both = json!({"caSecretRef": {"name": "gateway-client"},
+                      "clientCertificateRef": {"name": "gateway-client"}});
+    ns.apply(tls_backend("secure", "secure", "HTTP1", both))
+        .await;
+    ns.apply(tls_backend(
+        "h2",
+        "h2",
+        "HTTP2",
+        json!({"caSecretRef": {"name": "gateway-client"}}),
+    ))
+    .await;
+    ns.apply(tls_backend(
+        "opaque",
+        "secure",
+        "HTTP1",
+        json!({"caSecretRef": {"name": "opaque-ca"}}),
+    ))
+    .await;
+    for name in ["secure", "h2", "opaque"] {
+        ns.apply(route(
+            name,
+            &format!("{name}.test"),
+            json!([{"name": name}]),
+        ))
+        .await;
+    }
+
+    let gw = Tidegate::start(&kc, &ns.name, "upstream-tls-0", &["--leader-elect=false"]);
+    gw.wait_ready().await;
+    let body = |host: &'static str| {
+        let gw = &gw;
+        async move {
+            let r = get(gw, host, "/", &[]).await;
+            (r.status == 200).then_some(r.body)
+        }
+    };
+    let secure = eventually(Duration::from_secs(20), "secure.test over mTLS", || {
+        body("secure.test")
+    })
+    .await;
+    assert!(secure.contains("client=CN=gateway-a"), "{secure}");
+    assert!(secure.contains(&format!("sni={}", names[0])), "{secure}");
+    let h2 = eventually(Duration::from_secs(20), "h2.test over TLS", || {
+        body("h2.test")
+    })
+    .await;
+    assert!(h2.contains("proto=HTTP/2.0"), "{h2}");
+    assert!(h2.contains(&format!("sni={}", names[1])), "{h2}");
+
+    // Only kubernetes.io/tls Secrets are watched: an Opaque CA Secret is not found, and the
+    // Backend says so (its Route answers 500, never an unverified connection).
+    let (reason, message) = ns
+        .wait_condition("Backend", "opaque", "Accepted", "False")
+        .await;
+    assert_eq!(reason, "InvalidCertificateRef");
+    assert!(message.contains("spec.tls.caSecretRef"), "{message}");
+    assert_eq!(get(&gw, "opaque.test", "/", &[]).await.status, 500);
+
+    // The client certificate rotates: new connections present the new one.
+    ns.apply(client_secret(&ca.leaf("gateway-b", &["gateway.test"])))
+        .await;
+    eventually(
+        Duration::from_secs(20),
+        "the rotated client certificate",
+        || async {
+            body("secure.test")
+                .await
+                .filter(|b| b.contains("client=CN=gateway-b"))
+        },
+    )
+    .await;
+}

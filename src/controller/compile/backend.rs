@@ -1,7 +1,9 @@
 //! Backend → the data plane's view of it.
 
+use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use std::time::Duration;
 
@@ -13,13 +15,14 @@ use crate::controller::snapshot::Obj;
 use crate::model::{
     ActiveHealthCheck, Backend, CircuitBreaker, ConnectionLimits, Diagnostic, DnsQuery,
     DnsRecordType, Endpoint, HashKey, LoadBalancing, PassiveHealthCheck, ProbeKind, Reason,
-    ServiceKey, Severity, UpstreamProtocol,
+    ServiceKey, Severity, UpstreamProtocol, UpstreamTls,
 };
 
 use super::CompileOptions;
 use super::fields::{self, Findings};
 use super::limits;
 use super::targets::Targets;
+use super::tls::TlsBuilder;
 
 /// A compiled Backend and the Service port its endpoints come from, if any.
 pub type CompiledBackend = (Backend, Option<(String, ServicePortInfo)>);
@@ -29,6 +32,7 @@ pub fn compile_backend(
     obj: &Obj<BackendSpec>,
     opts: &CompileOptions,
     targets: &Targets<'_>,
+    certificates: &RefCell<TlsBuilder<'_>>,
     out: &mut Vec<Diagnostic>,
 ) -> Option<CompiledBackend> {
     let spec = &obj.spec;
@@ -38,6 +42,7 @@ pub fn compile_backend(
     let protocol = match spec.protocol {
         BackendProtocol::Http1 => UpstreamProtocol::Http1,
         BackendProtocol::H2c => UpstreamProtocol::H2c,
+        BackendProtocol::Http2 => UpstreamProtocol::Http2,
         other => {
             f.not_supported(
                 "spec.protocol",
@@ -154,8 +159,37 @@ pub fn compile_backend(
     if slow_start.is_some_and(|w| w.is_zero()) {
         f.invalid("spec.slowStart.window", "must be greater than zero");
     }
-    if spec.tls.is_some() {
-        f.not_supported("spec.tls", "TLS to backends");
+    // The name a TLS backend's certificate is checked against when `spec.tls.sni` is not set:
+    // the Service's DNS name, or the name an A/AAAA Backend follows (else each endpoint's host).
+    let default_sni = match (&service, &dns) {
+        (Some(s), _) => Some(format!("{}.{}.svc", s.name, s.namespace)),
+        (None, Some(q)) if q.record_type != DnsRecordType::Srv => {
+            Some(q.name.trim_end_matches('.').to_owned())
+        }
+        _ => None,
+    };
+    let tls = upstream_tls(obj, protocol, default_sni, certificates, &mut f);
+    if tls.as_ref().is_some_and(|t| t.server_name.is_none())
+        && dns
+            .as_ref()
+            .is_some_and(|q| q.record_type == DnsRecordType::Srv)
+    {
+        f.invalid(
+            "spec.tls.sni",
+            "a TLS Backend that follows SRV records needs the name its certificates carry \
+             (SRV answers give addresses, not one name to verify)",
+        );
+    }
+    if tls.is_some()
+        && let Some(ActiveHealthCheck {
+            probe: ProbeKind::Http { .. },
+            ..
+        }) = &active_health_check
+    {
+        f.not_supported(
+            "spec.healthCheck.active.http",
+            "HTTP health probes over TLS (use tcp: {} with TLS backends)",
+        );
     }
 
     f.ok().then(|| {
@@ -169,6 +203,7 @@ pub fn compile_backend(
                 slow_start,
                 service,
                 dns,
+                tls,
                 ..Backend::new(obj.meta.id.clone(), protocol, endpoints)
             },
             origin,
@@ -264,6 +299,76 @@ fn dns_query(d: &api::DnsDiscovery, f: &mut Findings<'_>) -> Option<DnsQuery> {
         refresh_max,
         max_stale,
     })
+}
+
+/// The TLS settings of a Backend: `spec.tls` (HTTP1 over TLS, or HTTP2's settings), and the
+/// defaults for HTTP2 without it. The server name defaults to the Service's DNS name
+/// (`NAME.NAMESPACE.svc`), else each static endpoint's host.
+fn upstream_tls(
+    obj: &Obj<BackendSpec>,
+    protocol: UpstreamProtocol,
+    default_sni: Option<String>,
+    certificates: &RefCell<TlsBuilder<'_>>,
+    f: &mut Findings<'_>,
+) -> Option<Arc<UpstreamTls>> {
+    let id = &obj.meta.id;
+    let spec = match (&obj.spec.tls, protocol) {
+        (None, UpstreamProtocol::Http2) => &api::BackendTls::default(),
+        (None, _) => return None,
+        (Some(_), UpstreamProtocol::H2c) => {
+            f.invalid(
+                "spec.tls",
+                "H2C is HTTP/2 without TLS; for HTTP/2 over TLS set protocol: HTTP2",
+            );
+            return None;
+        }
+        (Some(t), _) => t,
+    };
+    let server_name = match &spec.sni {
+        Some(raw) => match fields::hostname(raw, false) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                f.invalid("spec.tls.sni", e);
+                None
+            }
+        },
+        None => default_sni,
+    };
+    let ca = spec.ca_secret_ref.as_ref().and_then(|r| {
+        match certificates.borrow().ca_bundle(&id.namespace, &r.name) {
+            Ok(ca) => Some(ca),
+            Err(why) => {
+                f.push(Diagnostic::error(
+                    id,
+                    "spec.tls.caSecretRef",
+                    Reason::InvalidCertificateRef,
+                    why,
+                ));
+                None
+            }
+        }
+    });
+    let client_certificate = spec.client_certificate_ref.as_ref().and_then(|r| {
+        let field = "spec.tls.clientCertificateRef";
+        let mut found = Vec::new();
+        let mut b = certificates.borrow_mut();
+        let index = b.certificate(&id.namespace, &r.name, id, field, &mut found);
+        for d in found {
+            // A broken Secret whose last good certificate still serves is a warning.
+            let severity = if index.is_some() {
+                Severity::Warning
+            } else {
+                d.severity
+            };
+            f.push(Diagnostic { severity, ..d });
+        }
+        index.map(|i| b.get(i))
+    });
+    Some(Arc::new(UpstreamTls {
+        server_name,
+        ca,
+        client_certificate,
+    }))
 }
 
 fn load_balancing(lb: Option<&api::LoadBalancer>, f: &mut Findings<'_>) -> LoadBalancing {

@@ -110,12 +110,13 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
         }
     }
     let mut targets = targets::Targets::new(&snap.services, &canaries);
+    let certificates = RefCell::new(tls::TlsBuilder::new(snap));
     for id in candidates(&snap.backends, &snap.accepted.backends, &unreadable) {
         let chosen = with_fallback(
             snap.backends.get(id),
             snap.accepted.backends.get(id),
             &mut diags,
-            |obj, d| backend::compile_backend(obj, opts, &targets, d),
+            |obj, d| backend::compile_backend(obj, opts, &targets, &certificates, d),
         );
         if let Some(((backend, origin), obj)) = chosen {
             targets.add(backend, origin);
@@ -181,7 +182,13 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
         d.in_file(file.as_deref())
     }));
 
-    let (tls, certificates) = tls::build(snap, opts, &accepted, &mut rules, &mut diags);
+    let (tls, certificates) = tls::build(
+        certificates.into_inner(),
+        opts,
+        &accepted,
+        &mut rules,
+        &mut diags,
+    );
     accepted.certificates = certificates;
 
     diags.sort();

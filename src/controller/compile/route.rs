@@ -201,6 +201,8 @@ fn compile_rule(
             .as_ref()
             .and_then(|t| t.hsts.as_ref())
             .and_then(|h| hsts(h, f)),
+        // Set with the certificates (compile/tls.rs).
+        client_validation: None,
         created: obj.meta.created,
     })
 }

@@ -12,10 +12,12 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+use crate::api::ClientValidationMode;
 use crate::controller::objects::{SECRET_TYPE_TLS, SecretInfo};
 use crate::controller::snapshot::{Accepted, Snapshot};
 use crate::model::{
-    Certificate, Diagnostic, Kind, ObjectRef, Reason, Rule, Severity, TlsHost, TlsTable,
+    CaBundle, Certificate, ClientValidation, Diagnostic, Kind, ObjectRef, Reason, Rule, Severity,
+    TlsHost, TlsTable,
 };
 
 use super::fields;
@@ -25,14 +27,14 @@ use super::{CompileOptions, DefaultCertificate};
 /// Ingresses' `tls`, and the default certificate. Rules of hosts served over HTTPS get their
 /// redirect here (a Route's `httpsRedirect`; an Ingress's `tls` hosts unless its
 /// `ssl-redirect` annotation is `"false"`), but only once a certificate serves them.
+/// `b` already holds the certificates the Backends present to their endpoints (mTLS).
 pub fn build(
-    snap: &Snapshot,
+    mut b: TlsBuilder<'_>,
     opts: &CompileOptions,
     chosen: &Accepted,
     rules: &mut [Rule],
     diags: &mut Vec<Diagnostic>,
 ) -> (TlsTable, AcceptedCertificates) {
-    let mut b = TlsBuilder::new(snap);
     match &opts.default_certificate {
         Some(DefaultCertificate::Secret { namespace, name }) => {
             b.set_default(namespace, name, diags)
@@ -42,9 +44,30 @@ pub fn build(
     }
     // (object, hosts served over HTTPS) of the objects that ask for a redirect.
     let mut redirect: BTreeMap<ObjectRef, Vec<String>> = BTreeMap::new();
+    let mut validation: BTreeMap<ObjectRef, Arc<ClientValidation>> = BTreeMap::new();
     for (id, obj) in &chosen.routes {
         let Some(tls) = &obj.spec.tls else { continue };
         let mut found = Vec::new();
+        let client_validation = tls.client_validation.as_ref().map(|v| {
+            let ca = match b.ca_bundle(&id.namespace, &v.ca_secret_ref.name) {
+                Ok(ca) => Some(ca),
+                Err(why) => {
+                    found.push(Diagnostic::error(
+                        id,
+                        "spec.tls.clientValidation.caSecretRef",
+                        Reason::InvalidCertificateRef,
+                        format!("{why}; no client certificate is accepted until it is fixed"),
+                    ));
+                    None
+                }
+            };
+            let v = Arc::new(ClientValidation {
+                ca,
+                required: v.mode == ClientValidationMode::Require,
+            });
+            validation.insert(id.clone(), v.clone());
+            v
+        });
         let hostnames: Vec<String> = obj
             .spec
             .hostnames
@@ -62,7 +85,7 @@ pub fn build(
             ));
         }
         if let Some(i) = b.certificate(&id.namespace, &tls.secret_name, id, field, &mut found) {
-            b.claim(i, &hostnames, id, field, &mut found);
+            b.claim_with(i, &hostnames, id, field, client_validation, &mut found);
             // Without hostnames only the default certificate serves the Route over HTTPS:
             // without one, a redirect would send clients to a failing handshake.
             if tls.https_redirect == Some(true) && (!hostnames.is_empty() || b.default.is_some()) {
@@ -115,6 +138,7 @@ pub fn build(
         }
     }
     for rule in rules.iter_mut() {
+        rule.client_validation = validation.get(&rule.route).cloned();
         rule.https_redirect = match redirect.get(&rule.route) {
             None => false,
             Some(_) if rule.route.kind == Kind::Route => true,
@@ -193,6 +217,25 @@ impl<'a> TlsBuilder<'a> {
         r.index
     }
 
+    /// The certificate at `index` (from [`Self::certificate`]).
+    pub fn get(&self, index: usize) -> Arc<Certificate> {
+        self.certificates[index].clone()
+    }
+
+    /// The CA bundle in the `ca.crt` of Secret `namespace/name`, referenced by `owner` at
+    /// `field`; `Err` says why there is none.
+    pub fn ca_bundle(&self, namespace: &str, name: &str) -> Result<Arc<CaBundle>, String> {
+        let key = (namespace.to_owned(), name.to_owned());
+        let fail = |why: &str| format!("Secret {namespace}/{name}: {why}");
+        let secret = self.snap.secrets.get(&key).ok_or_else(|| {
+            fail("not found (in Kubernetes mode only kubernetes.io/tls Secrets are read)")
+        })?;
+        let pem = secret.ca.as_ref().ok_or_else(|| fail("has no ca.crt"))?;
+        parse_ca_bundle(&format!("{namespace}/{name}"), pem)
+            .map_err(|e| fail(&e))
+            .map(Arc::new)
+    }
+
     fn resolve(&mut self, key: &(String, String)) -> Resolved {
         let secret = self.snap.secrets.get(key).cloned();
         self.resolve_with(key, secret, &format!("{}/{}", key.0, key.1))
@@ -257,6 +300,19 @@ impl<'a> TlsBuilder<'a> {
         field: &str,
         out: &mut Vec<Diagnostic>,
     ) {
+        self.claim_with(index, hostnames, owner, field, None, out);
+    }
+
+    /// [`Self::claim`], asking the hosts' clients for certificates (`validation`).
+    pub fn claim_with(
+        &mut self,
+        index: usize,
+        hostnames: &[String],
+        owner: &ObjectRef,
+        field: &str,
+        validation: Option<Arc<ClientValidation>>,
+        out: &mut Vec<Diagnostic>,
+    ) {
         for host in hostnames {
             let cert = &self.certificates[index];
             if !cert.covers(host) {
@@ -286,6 +342,7 @@ impl<'a> TlsBuilder<'a> {
                 None => self.hosts.push(TlsHost {
                     hostname: host.clone(),
                     certificate: index,
+                    client_validation: validation.clone(),
                     owner: owner.clone(),
                 }),
             }
@@ -316,6 +373,7 @@ impl<'a> TlsBuilder<'a> {
                 type_: Some(SECRET_TYPE_TLS.to_owned()),
                 cert: Some(c),
                 key: Some(k),
+                ca: None,
             }),
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
@@ -439,6 +497,36 @@ pub fn parse_certificate(
     Ok(cert)
 }
 
+/// Parses a PEM CA bundle: at least one certificate, each usable as a trust anchor.
+pub fn parse_ca_bundle(source: &str, pem: &[u8]) -> Result<CaBundle, String> {
+    let certificates = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("ca.crt is not valid PEM: {e}"))?;
+    if certificates.is_empty() {
+        return Err("ca.crt holds no certificate".to_owned());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    for (i, der) in certificates.iter().enumerate() {
+        X509Certificate::from_der(der)
+            .map_err(|e| format!("certificate {} of ca.crt does not parse: {e}", i + 1))?;
+        roots
+            .add(der.clone())
+            .map_err(|e| format!("certificate {} of ca.crt is not a usable CA: {e}", i + 1))?;
+        digest.update(der);
+    }
+    Ok(CaBundle {
+        source: source.into(),
+        certificates,
+        fingerprint: digest
+            .finish()
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+    })
+}
+
 fn check_dates(cert: &Certificate, now: i64) -> Result<(), String> {
     if now > cert.not_after {
         return Err(format!(
@@ -489,6 +577,7 @@ mod tests {
                         secret_name: secret.into(),
                         https_redirect: Some(redirect),
                         hsts: None,
+                        client_validation: None,
                     }),
                     rules: vec![RouteRule {
                         backend_refs: vec![BackendRef {
@@ -508,6 +597,7 @@ mod tests {
                 type_: Some(SECRET_TYPE_TLS.into()),
                 cert: Some(cert.into()),
                 key: Some(key.into()),
+                ca: None,
             }
         }
 

@@ -59,6 +59,10 @@ pub enum ProxyError {
     /// A Global limit with failureMode Closed could not ask Redis (503).
     #[error("rate limiter unavailable")]
     RateLimitUnavailable,
+    /// The rule requires a client certificate its CA verified, and the connection has none
+    /// (plain HTTP, none sent, or one verified for another host) (403).
+    #[error("a valid client certificate is required")]
+    ClientCertificateRequired,
 }
 
 impl ProxyError {
@@ -76,7 +80,7 @@ impl ProxyError {
             | ProxyError::CircuitOpen { .. }
             | ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream(e) => match e.kind() {
-                ErrorKind::Connect | ErrorKind::Broken => StatusCode::BAD_GATEWAY,
+                ErrorKind::Connect | ErrorKind::Tls | ErrorKind::Broken => StatusCode::BAD_GATEWAY,
                 ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
                 ErrorKind::ClientBody if e.client_body_timed_out() => StatusCode::REQUEST_TIMEOUT,
                 ErrorKind::ClientBody => StatusCode::BAD_REQUEST,
@@ -84,6 +88,7 @@ impl ProxyError {
             ProxyError::UpgradeUnsupported(_) => StatusCode::BAD_GATEWAY,
             ProxyError::RateLimited(l) => l.status,
             ProxyError::RateLimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ClientCertificateRequired => StatusCode::FORBIDDEN,
         }
     }
 
@@ -101,6 +106,7 @@ impl ProxyError {
             ProxyError::Overloaded { .. } => reason::OVERLOADED,
             ProxyError::Upstream(e) => match e.kind() {
                 ErrorKind::Connect => reason::CONNECT_FAILED,
+                ErrorKind::Tls => reason::UPSTREAM_TLS,
                 ErrorKind::Broken => reason::UPSTREAM_RESET,
                 ErrorKind::Timeout => reason::TIMEOUT,
                 ErrorKind::ClientBody if e.client_body_timed_out() => reason::CLIENT_BODY_TIMEOUT,
@@ -109,6 +115,7 @@ impl ProxyError {
             ProxyError::UpgradeUnsupported(_) => reason::UPGRADE_FAILED,
             ProxyError::RateLimited(_) => reason::RATE_LIMITED,
             ProxyError::RateLimitUnavailable => reason::RATE_LIMIT_UNAVAILABLE,
+            ProxyError::ClientCertificateRequired => reason::CLIENT_CERTIFICATE_REQUIRED,
         }
     }
 
@@ -152,6 +159,7 @@ impl ProxyError {
             }
             ProxyError::Upstream(e) => match e.kind() {
                 ErrorKind::Connect => "upstream connect error\n".to_owned(),
+                ErrorKind::Tls => "upstream TLS handshake failed\n".to_owned(),
                 ErrorKind::Broken => "upstream connection failed\n".to_owned(),
                 ErrorKind::Timeout => "upstream timed out\n".to_owned(),
                 ErrorKind::ClientBody if e.client_body_timed_out() => {
@@ -163,6 +171,9 @@ impl ProxyError {
             },
             ProxyError::UpgradeUnsupported(why) => format!("cannot upgrade: {why}\n"),
             ProxyError::RateLimited(_) | ProxyError::RateLimitUnavailable => String::new(),
+            ProxyError::ClientCertificateRequired => {
+                "forbidden: a valid client certificate is required\n".to_owned()
+            }
         };
         text(status, body)
     }
@@ -219,6 +230,7 @@ mod tests {
             ProxyError::CircuitOpen { backend: b.clone() },
             ProxyError::Overloaded { backend: b },
             UpstreamError::new(ErrorKind::Connect, "refused").into(),
+            UpstreamError::new(ErrorKind::Tls, "bad certificate").into(),
             UpstreamError::new(ErrorKind::Broken, "reset").into(),
             UpstreamError::timeout().into(),
             UpstreamError::new(ErrorKind::ClientBody, "cut").into(),
@@ -235,6 +247,7 @@ mod tests {
                 violated: vec!["per-client".into()],
             })),
             ProxyError::RateLimitUnavailable,
+            ProxyError::ClientCertificateRequired,
         ];
         let mut seen = std::collections::BTreeSet::new();
         for e in &errors {
@@ -245,7 +258,8 @@ mod tests {
         assert_eq!(
             codes,
             [
-                404, 400, 503, 500, 500, 503, 503, 503, 503, 502, 502, 504, 400, 408, 502, 429, 503
+                404, 400, 503, 500, 500, 503, 503, 503, 503, 502, 502, 502, 504, 400, 408, 502,
+                429, 503, 403
             ]
         );
     }

@@ -65,6 +65,36 @@ async fn handle(
     resp.map(|b| ResponseBody::new(b, exchange, guard))
 }
 
+/// `x-forwarded-client-cert`: a client's own is always removed; a rule with client
+/// validation gets the identity of the certificate its CA verified, and refuses the request
+/// without one when it is required.
+fn client_certificate(
+    rule: &crate::model::Rule,
+    conn: &ConnCtx,
+    headers: &mut http::HeaderMap,
+) -> Result<(), ProxyError> {
+    headers.remove(X_FORWARDED_CLIENT_CERT);
+    let Some(v) = &rule.client_validation else {
+        return Ok(());
+    };
+    let verified = conn
+        .client_cert
+        .as_ref()
+        .filter(|c| v.ca_fingerprint() == Some(&*c.ca_fingerprint));
+    match verified {
+        Some(c) => {
+            headers.insert(X_FORWARDED_CLIENT_CERT, c.header.clone());
+            Ok(())
+        }
+        None if v.required => Err(ProxyError::ClientCertificateRequired),
+        None => Ok(()),
+    }
+}
+
+/// The header that carries a verified client certificate's identity upstream.
+const X_FORWARDED_CLIENT_CERT: http::HeaderName =
+    http::HeaderName::from_static("x-forwarded-client-cert");
+
 /// The middleware's look at the request head; its answer, if it gives one.
 fn before(m: &dyn Middleware, req: &mut Request<ClientBody>) -> Option<Response<ProxyBody>> {
     let (mut parts, ()) = Request::new(()).into_parts();
@@ -92,7 +122,7 @@ async fn serve(
     service: &Service,
     router: &Router,
     conn: &ConnCtx,
-    req: Request<ClientBody>,
+    mut req: Request<ClientBody>,
     ex: &mut Exchange,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let started = Instant::now();
@@ -117,6 +147,7 @@ async fn serve(
         ex.reason = reason::HTTPS_REDIRECT;
         return https_redirect(service, &req, normalized.as_deref());
     }
+    client_certificate(rule, conn, req.headers_mut())?;
     let matched_prefix = match &hit.matched.path {
         PathMatcher::Prefix(p) => Some(p.as_str()),
         _ => None,

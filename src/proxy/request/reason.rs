@@ -28,6 +28,9 @@ pub const BREAKER_OPEN: &str = "breaker_open";
 pub const OVERLOADED: &str = "overloaded";
 /// No connection to the endpoint could be made (502).
 pub const CONNECT_FAILED: &str = "connect_failed";
+/// The TLS handshake with the endpoint failed: its certificate did not verify (wrong CA,
+/// wrong name, expired), or the upstream refused the handshake (502).
+pub const UPSTREAM_TLS: &str = "upstream_tls";
 /// The upstream connection broke or the upstream spoke invalid HTTP (502).
 pub const UPSTREAM_RESET: &str = "upstream_reset";
 /// The upstream did not answer in time (504).
@@ -47,6 +50,10 @@ pub const HTTPS_REDIRECT: &str = "https_redirect";
 /// The embedding program's middleware answered.
 pub const MIDDLEWARE: &str = "middleware";
 
+/// The rule requires a client certificate (Route `spec.tls.clientValidation`, mode
+/// `Require`) and the connection has no valid one for it (403).
+pub const CLIENT_CERTIFICATE_REQUIRED: &str = "client_certificate_required";
+
 /// Every reason, for documentation and tests.
 pub const ALL: &[&str] = &[
     NO_ROUTE,
@@ -61,6 +68,7 @@ pub const ALL: &[&str] = &[
     BREAKER_OPEN,
     OVERLOADED,
     CONNECT_FAILED,
+    UPSTREAM_TLS,
     UPSTREAM_RESET,
     TIMEOUT,
     UPGRADE_FAILED,
@@ -70,4 +78,5 @@ pub const ALL: &[&str] = &[
     REDIRECT,
     HTTPS_REDIRECT,
     MIDDLEWARE,
+    CLIENT_CERTIFICATE_REQUIRED,
 ];

@@ -1,16 +1,55 @@
 //! The upstream clients: hyper's pooled clients (HTTP/1.1 when the native client is off, and
-//! h2c), one set per distinct connection settings, and the native client's settings.
+//! h2c), one set per distinct connection settings, and the native client's settings; and the
+//! TLS clients (HTTP/1.1 over TLS, HTTP/2 over TLS with ALPN `h2`), one per distinct
+//! (connection settings, protocol, TLS settings). A TLS client has its own pool, so TLS and
+//! plain connections never mix, and a changed CA or client certificate makes a new client:
+//! new connections use it, connections already open finish on the old one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+
+use http::Uri;
+
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::{ClientConfig, RootCertStore};
+use rustls_pki_types::ServerName;
 
 use super::body::RequestBody;
 use super::h1::{ClientSettings, IdlePool};
+use crate::model::{UpstreamProtocol, UpstreamTls};
 use crate::proxy::upstream::{Registry, UpstreamSettings};
+
+/// A pooled client to one TLS endpoint.
+pub type TlsClient = Client<EndpointConnector, RequestBody>;
+
+/// Connects to one endpoint whatever the request URI names: the URI carries the request's
+/// host (HTTP/2's `:authority`), the endpoint is where the connection goes. The TLS server
+/// name is the configured one, else the endpoint's host.
+#[derive(Clone)]
+pub struct EndpointConnector {
+    target: Uri,
+    tls: HttpsConnector<HttpConnector>,
+}
+
+impl tower_service::Service<Uri> for EndpointConnector {
+    type Response = <HttpsConnector<HttpConnector> as tower_service::Service<Uri>>::Response;
+    type Error = <HttpsConnector<HttpConnector> as tower_service::Service<Uri>>::Error;
+    type Future = <HttpsConnector<HttpConnector> as tower_service::Service<Uri>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.tls.poll_ready(cx)
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        self.tls.call(self.target.clone())
+    }
+}
 
 /// hyper's pooled clients for one set of connection settings, one per upstream protocol.
 pub struct HyperClients {
@@ -39,12 +78,107 @@ impl HyperClients {
     }
 }
 
+fn http_connector(s: &UpstreamSettings) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(s.connect_timeout));
+    // The TLS connector on top checks that the scheme is https.
+    connector.enforce_http(false);
+    connector
+}
+
+/// The system's trust store (read once): what verifies endpoints of a Backend without a CA.
+fn system_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::warn!(error = %e, "reading the system's CA certificates");
+            }
+            let mut roots = RootCertStore::empty();
+            let (added, ignored) = roots.add_parsable_certificates(found.certs);
+            tracing::debug!(added, ignored, "system CA certificates for TLS to backends");
+            Arc::new(roots)
+        })
+        .clone()
+}
+
+/// The rustls client config for `tls`: TLS 1.2 and 1.3, the CA bundle (or the system's
+/// roots), the client certificate when set. Verification is always on.
+fn client_config(tls: &UpstreamTls) -> Result<ClientConfig, rustls::Error> {
+    let roots = match &tls.ca {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            roots.add_parsable_certificates(ca.certificates.iter().cloned());
+            Arc::new(roots)
+        }
+        None => system_roots(),
+    };
+    let builder = ClientConfig::builder_with_provider(super::tls::crypto_provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    match &tls.client_certificate {
+        Some(c) => builder.with_client_auth_cert(c.chain.clone(), c.key.clone_key()),
+        None => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// A TLS client to `endpoint` (`host:port`) for `tls` over `protocol` (HTTP1: ALPN
+/// `http/1.1`; HTTP2: ALPN `h2` only).
+fn tls_client(
+    s: &UpstreamSettings,
+    protocol: UpstreamProtocol,
+    tls: &UpstreamTls,
+    endpoint: &str,
+) -> Result<TlsClient, String> {
+    let target = Uri::try_from(format!("https://{endpoint}/"))
+        .map_err(|e| format!("endpoint {endpoint:?}: {e}"))?;
+    let config = client_config(tls).map_err(|e| format!("TLS settings: {e}"))?;
+    let builder = HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only();
+    let builder = match &tls.server_name {
+        Some(name) => {
+            let name = ServerName::try_from(name.clone())
+                .map_err(|e| format!("server name {name:?}: {e}"))?;
+            builder.with_server_name_resolver(FixedServerNameResolver::new(name))
+        }
+        None => builder,
+    };
+    let http2 = protocol == UpstreamProtocol::Http2;
+    let tls = if http2 {
+        builder.enable_http2().wrap_connector(http_connector(s))
+    } else {
+        builder.enable_http1().wrap_connector(http_connector(s))
+    };
+    let connector = EndpointConnector { target, tls };
+    let mut client = Client::builder(TokioExecutor::new());
+    client
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(s.pool_idle_timeout)
+        .pool_max_idle_per_host(s.pool_max_idle_per_host)
+        .http2_only(http2);
+    Ok(client.build(connector))
+}
+
+/// One TLS client and what it was made for.
+struct TlsEntry {
+    settings: UpstreamSettings,
+    protocol: UpstreamProtocol,
+    tls: Arc<UpstreamTls>,
+    client: Arc<TlsClient>,
+}
+
 /// Every upstream client of a proxy: the gateway's defaults, and those of backends with
 /// connection settings of their own (shared by backends whose settings are equal).
 pub struct Clients {
     defaults: UpstreamSettings,
     hyper: HyperClients,
     own: Mutex<HashMap<UpstreamSettings, Arc<HyperClients>>>,
+    /// By endpoint address.
+    tls: Mutex<HashMap<Arc<str>, Vec<TlsEntry>>>,
 }
 
 impl Clients {
@@ -54,7 +188,48 @@ impl Clients {
             defaults: defaults.clone(),
             hyper: HyperClients::new(defaults),
             own: Mutex::default(),
+            tls: Mutex::default(),
         }
+    }
+
+    /// The TLS client to `endpoint` for a backend's TLS settings (`own`: its connection
+    /// settings, if any), made on first use: its pool holds that endpoint's connections.
+    /// Clients whose TLS settings no published table holds any more are dropped when a new
+    /// one is made.
+    pub fn tls(
+        &self,
+        own: Option<&UpstreamSettings>,
+        protocol: UpstreamProtocol,
+        tls: &Arc<UpstreamTls>,
+        endpoint: &Arc<str>,
+    ) -> Result<Arc<TlsClient>, String> {
+        let settings = own.unwrap_or(&self.defaults);
+        let mut map = self.tls.lock().unwrap_or_else(|e| e.into_inner());
+        let same = |e: &TlsEntry| e.protocol == protocol && e.settings == *settings;
+        if let Some(entries) = map.get_mut(endpoint) {
+            if let Some(e) = entries.iter().find(|e| Arc::ptr_eq(&e.tls, tls) && same(e)) {
+                return Ok(e.client.clone());
+            }
+            // A recompiled table holds equal settings in a new allocation: adopt it, so the
+            // next request finds it by pointer.
+            if let Some(e) = entries.iter_mut().find(|e| *e.tls == **tls && same(e)) {
+                e.tls = tls.clone();
+                return Ok(e.client.clone());
+            }
+        }
+        // Settings only this map still holds are gone from every table.
+        map.retain(|_, entries| {
+            entries.retain(|e| Arc::strong_count(&e.tls) > 1);
+            !entries.is_empty()
+        });
+        let client = Arc::new(tls_client(settings, protocol, tls, endpoint)?);
+        map.entry(endpoint.clone()).or_default().push(TlsEntry {
+            settings: settings.clone(),
+            protocol,
+            tls: tls.clone(),
+            client: client.clone(),
+        });
+        Ok(client)
     }
 
     /// The native HTTP/1.1 client's settings for a backend (`own`: its settings, if any).

@@ -12,6 +12,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum ErrorKind {
     /// No connection could be made: nothing was sent.
     Connect,
+    /// The TLS handshake with the upstream failed (its certificate did not verify, no common
+    /// version or cipher, a refused client certificate): nothing was sent.
+    Tls,
     /// The connection broke, or the upstream spoke invalid HTTP, once the request was on its
     /// way: the upstream may have acted on it.
     Broken,
@@ -26,6 +29,7 @@ impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             ErrorKind::Connect => "cannot connect to upstream",
+            ErrorKind::Tls => "TLS handshake with upstream failed",
             ErrorKind::Broken => "upstream connection failed",
             ErrorKind::Timeout => "upstream timed out",
             ErrorKind::ClientBody => "reading the client's request body failed",
@@ -66,7 +70,7 @@ impl UpstreamError {
     /// Whether the request provably never reached the upstream, so sending it again cannot do
     /// it twice, whatever its method.
     pub fn retry_safe(&self) -> bool {
-        self.kind == ErrorKind::Connect
+        matches!(self.kind, ErrorKind::Connect | ErrorKind::Tls)
     }
 
     /// Whether the failure is the upstream's (counts for passive health and the breaker).
@@ -90,7 +94,9 @@ impl UpstreamError {
     /// Classifies an error of hyper's pooled client. hyper reports a failing request body as
     /// its own error, so that case is found by walking the sources for [`ClientBodyError`].
     pub fn from_hyper(e: hyper_util::client::legacy::Error) -> Self {
-        let kind = if e.is_connect() {
+        let kind = if e.is_connect() && is_tls_failure(&e) {
+            ErrorKind::Tls
+        } else if e.is_connect() {
             ErrorKind::Connect
         } else if ClientBodyError::is_cause_of(&e) {
             ErrorKind::ClientBody
@@ -99,6 +105,23 @@ impl UpstreamError {
         };
         Self::new(kind, e)
     }
+}
+
+/// Whether a rustls error is among the causes of `e` (a TLS connector reports it inside an
+/// `io::Error`, whose `source` skips it: `get_ref` finds it).
+fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let inner = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &(dyn std::error::Error + 'static));
+        if err.is::<rustls::Error>() || inner.is_some_and(|i| i.is::<rustls::Error>()) {
+            return true;
+        }
+        cur = inner.or_else(|| err.source());
+    }
+    false
 }
 
 impl fmt::Display for UpstreamError {

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::body::ClientBody;
-use super::conn::{Activity, ConnCtx, ConnLimits};
+use super::conn::{Activity, ClientIdentity, ConnCtx, ConnLimits};
 use super::error::BoxError;
 use super::h1;
 use super::tls::{self, TlsAcceptor};
@@ -162,7 +162,7 @@ impl<H: Handler> Server<H> {
             Ok(Ok(s)) => (
                 HandshakeLabels {
                     result: "success",
-                    version: tls::version_label(&s),
+                    version: tls::version_label(&s.0),
                 },
                 Some(s),
             ),
@@ -183,17 +183,18 @@ impl<H: Handler> Server<H> {
             }
         };
         tls.handshakes.get_or_create(&labels).inc();
-        if let Some(stream) = stream {
-            Box::pin(self.serve_hyper(stream, peer, "https")).await;
+        if let Some((stream, identity)) = stream {
+            let ctx = conn_ctx(peer, "https", identity);
+            Box::pin(self.serve_hyper(stream, ctx)).await;
         }
     }
 
     async fn serve_tcp(&self, stream: tokio::net::TcpStream, peer: SocketAddr) {
         if self.codec == Http1Codec::Hyper {
             let _ = stream.set_nodelay(true);
-            return Box::pin(self.serve_hyper(stream, peer, "http")).await;
+            return Box::pin(self.serve_hyper(stream, conn_ctx(peer, "http", None))).await;
         }
-        let ctx = conn_ctx(peer, "http");
+        let ctx = conn_ctx(peer, "http", None);
         let stall = self.limits.body_read_timeout;
         let service = |req: Request<h1::NativeBody>| {
             self.handler
@@ -203,16 +204,16 @@ impl<H: Handler> Server<H> {
         let handed_over = h1::serve(stream, peer, &self.limits, &self.draining, service).await;
         if let Some(io) = handed_over {
             // Boxed: hyper's connection state is large, and most connections never get here.
-            Box::pin(self.serve_hyper(io, peer, "http")).await;
+            Box::pin(self.serve_hyper(io, conn_ctx(peer, "http", None))).await;
         }
     }
 
     /// Serves a connection with hyper (HTTP/2, and HTTP/1.1 when the native codec hands over).
-    async fn serve_hyper<I>(&self, stream: I, peer: SocketAddr, scheme: &'static str)
+    async fn serve_hyper<I>(&self, stream: I, ctx: Arc<ConnCtx>)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let ctx = conn_ctx(peer, scheme);
+        let peer = ctx.peer;
         let activity = ctx.activity.clone();
         let handler = self.handler.clone();
         let stall = self.limits.body_read_timeout;
@@ -269,10 +270,15 @@ impl<H: Handler> Server<H> {
     }
 }
 
-fn conn_ctx(peer: SocketAddr, scheme: &'static str) -> Arc<ConnCtx> {
+fn conn_ctx(
+    peer: SocketAddr,
+    scheme: &'static str,
+    client_cert: Option<Arc<ClientIdentity>>,
+) -> Arc<ConnCtx> {
     Arc::new(ConnCtx {
         peer,
         scheme,
         activity: Arc::new(Activity::new()),
+        client_cert,
     })
 }

@@ -23,7 +23,12 @@ use tokio::net::TcpStream;
 use tokio_rustls::StartHandshake;
 use tokio_rustls::server::TlsStream;
 
-use crate::model::{Certificate, RoutingTable};
+use rustls::RootCertStore;
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
+
+use super::conn::ClientIdentity;
+use crate::model::{Certificate, ClientValidation, RoutingTable};
 
 /// A fatal `unrecognized_name` alert (RFC 6066 §3), as a TLS 1.2-framed record: what a client
 /// gets when no certificate serves the name it asked for.
@@ -65,6 +70,9 @@ struct Certs {
     /// One per `table.tls.certificates` entry; `None` for a key rustls cannot load (the
     /// compiler has checked it, so this does not happen in practice).
     configs: Vec<Option<Arc<ServerConfig>>>,
+    /// One per `table.tls.hosts` entry that asks for client certificates (mTLS): its
+    /// certificate with a client verifier. Hosts without mTLS use `configs`, untouched.
+    client_auth: Vec<Option<Arc<ServerConfig>>>,
 }
 
 /// Accepts TLS connections with the certificates of the latest published table.
@@ -88,6 +96,7 @@ impl TlsAcceptor {
             current: ArcSwap::from_pointee(Certs {
                 table: Arc::new(RoutingTable::default()),
                 configs: Vec::new(),
+                client_auth: Vec::new(),
             }),
         })
     }
@@ -108,17 +117,49 @@ impl TlsAcceptor {
                     .position(|p| p.fingerprint == c.fingerprint && p.source == c.source);
                 match same.and_then(|i| previous.configs.get(i).cloned().flatten()) {
                     Some(config) => Some(config),
-                    None => self.config(c),
+                    None => self.config(c, None),
                 }
+            })
+            .collect();
+        let client_auth = table
+            .tls
+            .hosts
+            .iter()
+            .map(|h| {
+                let v = h.client_validation.as_deref()?;
+                self.config(&table.tls.certificates[h.certificate], Some(v))
             })
             .collect();
         self.current.store(Arc::new(Certs {
             table: table.clone(),
             configs,
+            client_auth,
         }));
     }
 
-    fn config(&self, c: &Certificate) -> Option<Arc<ServerConfig>> {
+    /// A client verifier for `v`: its CA bundle, the client certificate required or not. A
+    /// host whose CA bundle could not be read gets none: its handshakes fail (closed).
+    fn client_verifier(&self, v: &ClientValidation) -> Option<Arc<dyn ClientCertVerifier>> {
+        let ca = v.ca.as_deref()?;
+        let mut roots = RootCertStore::empty();
+        roots.add_parsable_certificates(ca.certificates.iter().cloned());
+        let builder =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), self.provider.clone());
+        let builder = if v.required {
+            builder
+        } else {
+            builder.allow_unauthenticated()
+        };
+        match builder.build() {
+            Ok(verifier) => Some(verifier),
+            Err(e) => {
+                tracing::error!(ca = %ca.source, error = %e, "cannot verify client certificates");
+                None
+            }
+        }
+    }
+
+    fn config(&self, c: &Certificate, v: Option<&ClientValidation>) -> Option<Arc<ServerConfig>> {
         let key = match self
             .provider
             .key_provider
@@ -131,23 +172,27 @@ impl TlsAcceptor {
             }
         };
         let resolver = SingleCertAndKey::from(CertifiedKey::new(c.chain.clone(), key));
-        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
+        let builder = ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .ok()?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(resolver));
+            .ok()?;
+        let builder = match v {
+            None => builder.with_no_client_auth(),
+            Some(v) => builder.with_client_cert_verifier(self.client_verifier(v)?),
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(resolver));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config.ticketer = self.ticketer.clone();
         config.session_storage = self.sessions.clone();
         Some(Arc::new(config))
     }
 
-    /// Reads the ClientHello, picks the certificate for its server name and completes the
-    /// handshake.
+    /// Reads the ClientHello, picks the certificate for its server name (and the client
+    /// verifier of a host with mTLS) and completes the handshake. With mTLS, the verified
+    /// client certificate's identity comes along.
     pub async fn accept(
         &self,
         mut stream: TcpStream,
-    ) -> Result<TlsStream<TcpStream>, HandshakeError> {
+    ) -> Result<(TlsStream<TcpStream>, Option<Arc<ClientIdentity>>), HandshakeError> {
         let mut acceptor = Acceptor::default();
         let accepted = loop {
             match acceptor.accept() {
@@ -172,19 +217,29 @@ impl TlsAcceptor {
             .client_hello()
             .server_name()
             .map(str::to_ascii_lowercase);
-        let config = {
+        let (config, validation) = {
             let certs = self.current.load();
-            certs
-                .table
-                .tls
-                .select(name.as_deref())
-                .and_then(|i| certs.configs.get(i).cloned().flatten())
+            let tls = &certs.table.tls;
+            match name.as_deref().and_then(|n| tls.host_index(n)) {
+                Some(i) => match tls.hosts[i].client_validation.clone() {
+                    Some(v) => (certs.client_auth.get(i).cloned().flatten(), Some(v)),
+                    None => {
+                        let c = tls.hosts[i].certificate;
+                        (certs.configs.get(c).cloned().flatten(), None)
+                    }
+                },
+                None => (
+                    tls.default
+                        .and_then(|c| certs.configs.get(c).cloned().flatten()),
+                    None,
+                ),
+            }
         };
         let Some(config) = config else {
             let _ = stream.write_all(&UNRECOGNIZED_NAME_ALERT).await;
             return Err(HandshakeError::UnknownName(name));
         };
-        StartHandshake::from_parts(accepted, stream)
+        let stream = StartHandshake::from_parts(accepted, stream)
             .into_stream(config)
             .await
             .map_err(|e| {
@@ -193,7 +248,12 @@ impl TlsAcceptor {
                     Some(tls) => HandshakeError::Tls(tls.clone()),
                     None => HandshakeError::Io(e),
                 }
-            })
+            })?;
+        let identity = validation.and_then(|v| {
+            let leaf = stream.get_ref().1.peer_certificates()?.first()?;
+            ClientIdentity::of(leaf, v.ca_fingerprint()?).map(Arc::new)
+        });
+        Ok((stream, identity))
     }
 }
 

@@ -18,7 +18,7 @@ use super::target::Target;
 use crate::model::{Backend, Retry, Timeouts, UpstreamProtocol};
 use crate::proxy::request::error::ProxyError;
 use crate::proxy::request::exchange::Exchange;
-use crate::proxy::transport::{ClientBody, ProxyBody, RequestBody, UpstreamError, h1};
+use crate::proxy::transport::{ClientBody, ErrorKind, ProxyBody, RequestBody, UpstreamError, h1};
 use crate::proxy::upstream::balance::PickContext;
 use crate::proxy::upstream::{Admission, BackendState, Breaker, EndpointState, NoEndpoint};
 use crate::telemetry::metrics::{BackendLabels, RouteLabels};
@@ -176,12 +176,29 @@ fn build_request(
     plan: &Plan<'_>,
     cfg: &Backend,
     endpoint: &EndpointState,
-    headers: http::HeaderMap,
+    mut headers: http::HeaderMap,
     body: RequestBody,
 ) -> Result<Request<RequestBody>, ProxyError> {
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(&*endpoint.endpoint.address)
+    let uri = Uri::builder();
+    let uri = match &cfg.tls {
+        None => uri.scheme("http").authority(&*endpoint.endpoint.address),
+        // A TLS client is bound to its endpoint (it connects there whatever the URI says), so
+        // the URI carries the Host: HTTP/2 sends it as `:authority`, and a Host header beside
+        // it would be a second one (servers refuse that).
+        Some(_) => {
+            let host = headers
+                .get(http::header::HOST)
+                .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
+            if cfg.protocol == UpstreamProtocol::Http2 && host.is_some() {
+                headers.remove(http::header::HOST);
+            }
+            match host {
+                Some(host) => uri.scheme("https").authority(host),
+                None => uri.scheme("https").authority(&*endpoint.endpoint.address),
+            }
+        }
+    };
+    let uri = uri
         .path_and_query(plan.path_and_query.clone())
         .build()
         .map_err(|_| ProxyError::BadRequest("the upstream URL is invalid"))?;
@@ -190,7 +207,7 @@ fn build_request(
     *req.uri_mut() = uri;
     *req.version_mut() = match cfg.protocol {
         UpstreamProtocol::Http1 => Version::HTTP_11,
-        UpstreamProtocol::H2c => Version::HTTP_2,
+        UpstreamProtocol::H2c | UpstreamProtocol::Http2 => Version::HTTP_2,
     };
     *req.headers_mut() = headers;
     Ok(req)
@@ -213,10 +230,29 @@ async fn send(
         t.started,
     );
     let own = state.settings();
-    let native =
-        cfg.protocol == UpstreamProtocol::Http1 && plan.native && service.settings.native_http1;
+    let native = cfg.protocol == UpstreamProtocol::Http1
+        && cfg.tls.is_none()
+        && plan.native
+        && service.settings.native_http1;
     let exchange = async {
-        if native {
+        if let Some(tls) = &cfg.tls {
+            let client = service
+                .clients
+                .tls(
+                    own.as_deref(),
+                    cfg.protocol,
+                    tls,
+                    &endpoint.endpoint.address,
+                )
+                .map_err(|e| UpstreamError::new(ErrorKind::Tls, e))?;
+            let mut resp = client
+                .request(req)
+                .await
+                .map_err(UpstreamError::from_hyper)?;
+            let upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
+                .then(|| hyper::upgrade::on(&mut resp));
+            Ok((resp.map(ProxyBody::upstream), upgrade))
+        } else if native {
             let settings = service.clients.native(own.as_deref());
             let resend = retry::resend_if_stale(req.method());
             let resp = h1::send(endpoint, &settings, req, resend).await?;
@@ -225,7 +261,7 @@ async fn send(
             let clients = service.clients.hyper(own.as_deref());
             let client = match cfg.protocol {
                 UpstreamProtocol::Http1 => &clients.http1,
-                UpstreamProtocol::H2c => &clients.h2c,
+                UpstreamProtocol::H2c | UpstreamProtocol::Http2 => &clients.h2c,
             };
             let mut resp = client
                 .request(req)

@@ -34,10 +34,8 @@ pub(crate) async fn forward(
     ex.backend = cfg.label.clone();
     ex.series = t.router.backends[t.picked.backend].series(&t.rule.label);
     let upgrade = headers::upgrade_protocol(&req);
-    if upgrade.is_some() && cfg.protocol == UpstreamProtocol::H2c {
-        return Err(ProxyError::UpgradeUnsupported(
-            "the backend speaks HTTP/2 (h2c)",
-        ));
+    if upgrade.is_some() && cfg.protocol != UpstreamProtocol::Http1 {
+        return Err(ProxyError::UpgradeUnsupported("the backend speaks HTTP/2"));
     }
     let mut prepared = prepare::prepare(&t, req, normalized, upgrade)?;
     ex.trace_id = Some(prepared.trace_id.clone());

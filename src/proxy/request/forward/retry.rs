@@ -63,7 +63,9 @@ pub(crate) fn judge(
             retry: match e.kind() {
                 ErrorKind::ClientBody => return None,
                 // Nothing was sent: safe whatever the method, when the policy asks for it.
-                ErrorKind::Connect => e.retry_safe() && on(&|r| r.on.connect_failure),
+                ErrorKind::Connect | ErrorKind::Tls => {
+                    e.retry_safe() && on(&|r| r.on.connect_failure)
+                }
                 ErrorKind::Broken => on(&|r| r.on.reset),
                 ErrorKind::Timeout => on(&|r| r.on.reset || r.on.gateway_error || r.on.any_5xx),
             },

@@ -1,0 +1,260 @@
+//! TLS and mTLS to backends through the real binary, against a real nginx (from Debian):
+//! HTTP/1.1 over TLS with a client certificate that nginx verifies (`ssl_verify_client on`),
+//! HTTP/2 over TLS (ALPN h2), the server name sent, a wrong CA that fails closed (502, reason
+//! `upstream_tls` in the access log and the metrics), and a rotated client certificate that
+//! new connections present.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::nginx::Nginx;
+use common::tls::{Ca, secret_yaml};
+use common::{ConfigDir, HttpClient, backend_yaml_with, eventually, route_yaml};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tidegate");
+
+/// A running `tidegate run` whose access log (stdout) is kept.
+struct Gateway {
+    child: Child,
+    http: SocketAddr,
+    admin: SocketAddr,
+    access_log: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Gateway {
+    fn start(config: &Path) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .args([
+                "--http-addr",
+                "127.0.0.1:0",
+                "--https-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                "--access-log",
+                "json",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("binary starts");
+        let access_log = Arc::new(Mutex::new(Vec::new()));
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let log = access_log.clone();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    log.lock().unwrap().push(v);
+                }
+            }
+        });
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let v = loop {
+            let line = lines
+                .next()
+                .expect("tidegate exited before serving")
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["message"] == "serving" {
+                break v;
+            }
+        };
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                eprintln!("{line}");
+            }
+        });
+        let addr = |k: &str| v[k].as_str().unwrap().parse().unwrap();
+        Self {
+            http: addr("http"),
+            admin: addr("admin"),
+            access_log,
+            child,
+        }
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let r = HttpClient::http1()
+            .get(self.http, "gw.test", path, &[])
+            .await;
+        (r.status.as_u16(), r.body)
+    }
+
+    /// `tidegate_requests_total` samples whose labels contain `needle`, summed.
+    async fn requests_with(&self, needle: &str) -> u64 {
+        let m = HttpClient::http1()
+            .get(self.admin, "admin", "/metrics", &[])
+            .await
+            .body;
+        m.lines()
+            .filter(|l| l.starts_with("tidegate_requests_total{") && l.contains(needle))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An Opaque Secret holding a CA bundle in `ca.crt`.
+fn ca_secret_yaml(name: &str, ca: &Ca) -> String {
+    let indent: String = ca.pem().lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{ name: {name} }}\ntype: Opaque\nstringData:\n  ca.crt: |\n{indent}---\n"
+    )
+}
+
+/// Backends, each behind its own path prefix.
+fn config(nginx: &Nginx, client_secret: &str) -> String {
+    let mtls = format!("127.0.0.1:{}", nginx.mtls);
+    let h2 = format!("127.0.0.1:{}", nginx.h2);
+    let by_name = format!("localhost:{}", nginx.mtls);
+    [
+        backend_yaml_with(
+            "mtls",
+            std::slice::from_ref(&mtls),
+            &format!(
+                "  tls:\n    sni: backend.test\n    caSecretRef: {{ name: server-ca }}\n    clientCertificateRef: {{ name: {client_secret} }}\n"
+            ),
+        ),
+        backend_yaml_with(
+            "no-client-cert",
+            std::slice::from_ref(&mtls),
+            "  tls: { sni: backend.test, caSecretRef: { name: server-ca } }\n",
+        ),
+        backend_yaml_with(
+            "by-name",
+            &[by_name],
+            &format!(
+                "  tls: {{ caSecretRef: {{ name: server-ca }}, clientCertificateRef: {{ name: {client_secret} }} }}\n"
+            ),
+        ),
+        backend_yaml_with(
+            "h2",
+            &[h2],
+            "  protocol: HTTP2\n  tls: { sni: backend.test, caSecretRef: { name: server-ca } }\n",
+        ),
+        backend_yaml_with(
+            "wrong-ca",
+            std::slice::from_ref(&mtls),
+            "  tls: { sni: backend.test, caSecretRef: { name: other-ca } }\n",
+        ),
+        backend_yaml_with(
+            "wrong-name",
+            std::slice::from_ref(&mtls),
+            "  tls: { sni: elsewhere.test, caSecretRef: { name: server-ca } }\n",
+        ),
+        route_yaml("mtls", "/mtls", "mtls", ""),
+        route_yaml("no-client-cert", "/no-client-cert", "no-client-cert", ""),
+        route_yaml("by-name", "/by-name", "by-name", ""),
+        route_yaml("h2", "/h2", "h2", ""),
+        route_yaml("wrong-ca", "/wrong-ca", "wrong-ca", ""),
+        route_yaml("wrong-name", "/wrong-name", "wrong-name", ""),
+    ]
+    .concat()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nginx (scripts/test.sh installs it)"]
+async fn backends_over_tls_verify_the_server_present_a_client_certificate_and_fail_closed() {
+    let server_ca = Ca::new();
+    let client_ca = Ca::new();
+    let other_ca = Ca::new();
+    let server = server_ca.leaf("backend", &["backend.test", "localhost"]);
+    let nginx = Nginx::start(&server, &client_ca).await;
+
+    let dir = ConfigDir::new();
+    dir.write(
+        "secrets.yaml",
+        &[
+            ca_secret_yaml("server-ca", &server_ca),
+            ca_secret_yaml("other-ca", &other_ca),
+            secret_yaml("client-a", &client_ca.leaf("gateway-a", &["gw.test"]), true),
+            secret_yaml(
+                "client-b",
+                &client_ca.leaf("gateway-b", &["gw.test"]),
+                false,
+            ),
+        ]
+        .concat(),
+    );
+    dir.write("config.yaml", &config(&nginx, "client-a"));
+    let gw = Gateway::start(dir.path());
+
+    // HTTP/1.1 over TLS with the client certificate nginx requires; the configured SNI.
+    let (status, body) = gw.get("/mtls").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("client=CN=gateway-a"), "{body}");
+    assert!(body.contains("proto=HTTP/1.1"), "{body}");
+    assert!(body.contains("sni=backend.test"), "{body}");
+    // Pooled: a second request reuses the connection and still works.
+    assert_eq!(gw.get("/mtls").await.0, 200);
+
+    // Without a client certificate nginx refuses the request (its own 400).
+    let (status, body) = gw.get("/no-client-cert").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("No required SSL certificate"), "{body}");
+
+    // Without sni the endpoint's host name is sent and verified.
+    let (status, body) = gw.get("/by-name").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("sni=localhost"), "{body}");
+
+    // HTTP/2 over TLS, negotiated with ALPN.
+    let (status, body) = gw.get("/h2").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("proto=HTTP/2.0"), "{body}");
+    assert!(body.contains("alpn=h2"), "{body}");
+
+    // A CA that did not sign the server's certificate, or a name it does not hold: the
+    // handshake fails and nothing is sent (502, reason upstream_tls).
+    for path in ["/wrong-ca", "/wrong-name"] {
+        let (status, body) = gw.get(path).await;
+        assert_eq!(status, 502, "{path}: {body}");
+        assert_eq!(body, "upstream TLS handshake failed\n", "{path}");
+    }
+    assert_eq!(gw.requests_with("reason=\"upstream_tls\"").await, 2);
+    let logged = eventually(Duration::from_secs(5), "the access log lines", || async {
+        let log = gw.access_log.lock().unwrap();
+        let tls: Vec<_> = log
+            .iter()
+            .filter(|l| l["reason"] == "upstream_tls")
+            .map(|l| (l["status"].as_u64(), l["path"].as_str().map(str::to_owned)))
+            .collect();
+        (tls.len() == 2).then_some(tls)
+    })
+    .await;
+    assert_eq!(
+        logged,
+        vec![
+            (Some(502), Some("/wrong-ca".to_owned())),
+            (Some(502), Some("/wrong-name".to_owned()))
+        ]
+    );
+
+    // A rotated client certificate: new connections present it.
+    dir.write("config.yaml", &config(&nginx, "client-b"));
+    eventually(
+        Duration::from_secs(10),
+        "the new client certificate",
+        || async {
+            let (status, body) = gw.get("/mtls").await;
+            (status == 200 && body.contains("client=CN=gateway-b")).then_some(())
+        },
+    )
+    .await;
+}
