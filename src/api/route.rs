@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Duration;
+use super::access::{BasicAuthentication, Cors};
 use super::cel;
 use super::limits::*;
 
@@ -140,6 +141,15 @@ pub struct RouteRule {
     /// Retries of failed attempts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    /// Client addresses (CIDRs or single addresses, IPv4 or IPv6) allowed; empty: every
+    /// client. Evaluated on the client address `--trusted-proxies` resolves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_CIDRS), inner(length(max = 64)))]
+    pub ip_allow: Vec<String>,
+    /// Client addresses refused (403), checked before `ipAllow`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_CIDRS), inner(length(max = 64)))]
+    pub ip_deny: Vec<String>,
     /// Who may call this rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication: Option<Authentication>,
@@ -256,6 +266,9 @@ pub struct RouteFilter {
     /// Answer with a fixed response instead of forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direct_response: Option<DirectResponse>,
+    /// Cross-origin resource sharing (a rule's filters only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
 }
 
 /// Header edits: `set` replaces, `add` appends, `remove` deletes.
@@ -445,9 +458,12 @@ pub struct Backoff {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Authentication {
-    /// JWT bearer tokens.
+    /// JWT bearer tokens (not supported yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtAuthentication>,
+    /// HTTP basic authentication against htpasswd content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic: Option<BasicAuthentication>,
 }
 
 /// JWT validation settings.

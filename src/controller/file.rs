@@ -561,6 +561,7 @@ pub fn secret_info(s: &k8s_openapi::api::core::v1::Secret) -> SecretInfo {
         type_: s.type_.clone(),
         cert: get("tls.crt"),
         key: get("tls.key"),
+        auth: get("auth"),
     }
 }
 

@@ -151,4 +151,6 @@ pub struct SecretInfo {
     pub cert: Option<bytes::Bytes>,
     /// `tls.key`, when present.
     pub key: Option<bytes::Bytes>,
+    /// `auth` (htpasswd content for basic authentication), when present.
+    pub auth: Option<bytes::Bytes>,
 }

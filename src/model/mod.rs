@@ -3,6 +3,7 @@
 //! Everything here is plain data plus pure functions over it: no Kubernetes, no sockets. The
 //! compiler produces a [`RoutingTable`]; the proxy only reads it.
 
+pub mod access;
 mod backend;
 mod canary;
 mod cidr;
@@ -18,6 +19,9 @@ mod table;
 mod tls;
 pub mod weighted;
 
+pub use access::{
+    Access, BasicAuth, Cors, NameList, ORDER as ACCESS_ORDER, OriginPattern, PasswordHash,
+};
 pub use backend::{
     ActiveHealthCheck, Backend, CircuitBreaker, ConnectionLimits, Endpoint, HashKey, LoadBalancing,
     PassiveHealthCheck, ProbeKind, UpstreamProtocol,

@@ -289,6 +289,9 @@ pub struct Rule {
         serialize_with = "super::ser::opt_header_value"
     )]
     pub hsts: Option<HeaderValue>,
+    /// IP lists, CORS and authentication (`None`: none, and no cost on the request path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access: Option<Box<super::Access>>,
     /// Creation time of the Route, for precedence.
     #[serde(skip)]
     pub created: Option<i64>,

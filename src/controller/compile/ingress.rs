@@ -83,6 +83,7 @@ pub fn compile_ingress(
             rate_limits: Vec::new(),
             https_redirect: false,
             hsts: None,
+            access: None,
             created: obj.meta.created,
         });
         Some(())

@@ -316,6 +316,7 @@ impl<'a> TlsBuilder<'a> {
                 type_: Some(SECRET_TYPE_TLS.to_owned()),
                 cert: Some(c),
                 key: Some(k),
+                auth: None,
             }),
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
@@ -508,6 +509,7 @@ mod tests {
                 type_: Some(SECRET_TYPE_TLS.into()),
                 cert: Some(cert.into()),
                 key: Some(key.into()),
+                auth: None,
             }
         }
 

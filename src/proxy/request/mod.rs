@@ -7,8 +7,11 @@
 //! breakers, limits, rate-limit buckets) and the transport's clients, bodies, client-address
 //! resolver and Redis connection. Access policies run here, as steps between the lookup and
 //! the route's filters in [`handler`]: IP lists, CORS preflight, authentication and
-//! authorization (to come), then [`rate_limit`].
+//! authorization ([`access`]: IP lists, CORS, basic authentication; JWT and external
+//! authorization to come), then [`rate_limit`].
 
+mod access;
+mod basic_auth;
 mod error;
 mod exchange;
 mod forward;
