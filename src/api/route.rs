@@ -458,7 +458,7 @@ pub struct Backoff {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Authentication {
-    /// JWT bearer tokens (not supported yet).
+    /// JWT bearer tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtAuthentication>,
     /// HTTP basic authentication against htpasswd content.
@@ -484,6 +484,35 @@ pub struct JwtAuthentication {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_LIST))]
     pub claim_to_headers: Vec<ClaimToHeader>,
+    /// Read the token from this header instead of `Authorization: Bearer` (its whole value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME_LEN), pattern(HEADER_NAME_PATTERN))]
+    pub from_header: Option<String>,
+    /// Read the token from this cookie instead of `Authorization: Bearer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME_LEN), pattern(HEADER_NAME_PATTERN))]
+    pub from_cookie: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf` (default 30s, at most 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leeway: Option<Duration>,
+    /// Claims a valid token must carry (else 403), optionally with one of these values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LIST))]
+    pub required_claims: Vec<RequiredClaim>,
+}
+
+/// A claim a token must have: present, or (with `values`) equal to one of them. A string claim
+/// is read as a space-separated list (`scope: "read write"`), an array claim as its elements.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequiredClaim {
+    /// Claim name.
+    #[schemars(length(max = MAX_NAME_LEN))]
+    pub name: String,
+    /// Accepted values (any one); empty: presence is enough.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LIST), inner(length(max = MAX_NAME_LEN)))]
+    pub values: Vec<String>,
 }
 
 /// A JWKS location; exactly one field is set.

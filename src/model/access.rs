@@ -39,6 +39,9 @@ pub struct Access {
     /// HTTP basic authentication.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub basic: Option<BasicAuth>,
+    /// JWT authentication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<super::jwt::JwtAuth>,
 }
 
 impl Access {

@@ -10,6 +10,7 @@ mod cidr;
 mod diagnostic;
 mod discovery;
 pub mod filter;
+pub mod jwt;
 mod matching;
 mod object;
 pub mod precedence;

@@ -7,6 +7,7 @@ mod basic;
 mod common;
 mod cors;
 mod ip;
+mod jwt;
 #[allow(dead_code)]
 #[path = "../rate_limit/support.rs"]
 mod support;

@@ -27,8 +27,14 @@ pub fn access(
     }
     if let Some(auth) = &rule.authentication {
         let at = format!("{at}.authentication");
-        if auth.jwt.is_some() {
-            f.not_supported(format!("{at}.jwt"), "JWT authentication");
+        if let Some(j) = &auth.jwt {
+            access.jwt = super::jwt::compile(j, &format!("{at}.jwt"), route, env, f);
+        }
+        if auth.jwt.is_some() && auth.basic.is_some() {
+            f.invalid(
+                &at,
+                "set one of jwt and basic: a request carries one Authorization",
+            );
         }
         if let Some(b) = &auth.basic {
             access.basic = super::basic_auth::compile(b, &format!("{at}.basic"), route, env, f);

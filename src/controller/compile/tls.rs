@@ -317,6 +317,7 @@ impl<'a> TlsBuilder<'a> {
                 cert: Some(c),
                 key: Some(k),
                 auth: None,
+                jwks: None,
             }),
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
@@ -510,6 +511,7 @@ mod tests {
                 cert: Some(cert.into()),
                 key: Some(key.into()),
                 auth: None,
+                jwks: None,
             }
         }
 

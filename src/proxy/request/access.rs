@@ -6,7 +6,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 
 use super::error::{Denied, ProxyError};
 use super::service::Service;
-use super::{basic_auth, reason};
+use super::{basic_auth, jwt, reason};
 use crate::model::{Access, Cors, NameList, Rule};
 use crate::proxy::transport::{ClientBody, ConnCtx, ProxyBody};
 use crate::telemetry::metrics::AccessLabels;
@@ -16,6 +16,7 @@ mod mechanism {
     pub const IP: &str = "ip";
     pub const CORS: &str = "cors";
     pub const BASIC: &str = "basic";
+    pub const JWT: &str = "jwt";
 }
 
 /// `result` labels.
@@ -40,7 +41,7 @@ pub async fn check(
     rule: &Rule,
     access: &Access,
     conn: &ConnCtx,
-    req: &Request<ClientBody>,
+    req: &mut Request<ClientBody>,
 ) -> Result<Passed, ProxyError> {
     let count = |mechanism, result| {
         service
@@ -108,7 +109,45 @@ pub async fn check(
         }
         count(mechanism::BASIC, result::ALLOWED);
     }
+    if let Some(jwt) = &access.jwt {
+        if let Err(why) = jwt::verify(jwt, req.headers_mut()) {
+            count(mechanism::JWT, result::DENIED);
+            let (status, reason, challenge) = match why {
+                jwt::Refused::Missing => (
+                    StatusCode::UNAUTHORIZED,
+                    reason::UNAUTHENTICATED,
+                    jwt.challenge.clone(),
+                ),
+                jwt::Refused::Invalid => (
+                    StatusCode::UNAUTHORIZED,
+                    reason::UNAUTHENTICATED,
+                    with_error(&jwt.challenge, "invalid_token"),
+                ),
+                jwt::Refused::Claims => (
+                    StatusCode::FORBIDDEN,
+                    reason::FORBIDDEN_CLAIMS,
+                    with_error(&jwt.challenge, "insufficient_scope"),
+                ),
+            };
+            let mut headers = HeaderMap::new();
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+            if let Some(cors) = &access.cors {
+                respond(cors, origin.as_ref(), &mut headers);
+            }
+            return Err(denied(status, reason, headers));
+        }
+        count(mechanism::JWT, result::ALLOWED);
+    }
     Ok(Passed::On(origin))
+}
+
+/// `Bearer realm="…", error="…"` (RFC 6750).
+fn with_error(challenge: &HeaderValue, error: &'static str) -> HeaderValue {
+    let mut v = challenge.as_bytes().to_vec();
+    v.extend_from_slice(b", error=\"");
+    v.extend_from_slice(error.as_bytes());
+    v.push(b'"');
+    HeaderValue::from_bytes(&v).unwrap_or_else(|_| challenge.clone())
 }
 
 fn denied(status: StatusCode, reason: &'static str, headers: HeaderMap) -> ProxyError {

@@ -92,7 +92,7 @@ async fn serve(
     service: &Service,
     router: &Router,
     conn: &ConnCtx,
-    req: Request<ClientBody>,
+    mut req: Request<ClientBody>,
     ex: &mut Exchange,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let started = Instant::now();
@@ -127,7 +127,7 @@ async fn serve(
     // without access policies pays this one branch.
     let mut cors_origin = None;
     if let Some(access) = &rule.access {
-        match access::check(service, rule, access, conn, &req).await? {
+        match access::check(service, rule, access, conn, &mut req).await? {
             access::Passed::On(origin) => cors_origin = origin,
             access::Passed::Answered(resp) => {
                 ex.reason = reason::CORS_PREFLIGHT;

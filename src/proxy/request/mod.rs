@@ -7,7 +7,7 @@
 //! breakers, limits, rate-limit buckets) and the transport's clients, bodies, client-address
 //! resolver and Redis connection. Access policies run here, as steps between the lookup and
 //! the route's filters in [`handler`]: IP lists, CORS preflight, authentication and
-//! authorization ([`access`]: IP lists, CORS, basic authentication; JWT and external
+//! authorization ([`access`]: IP lists, CORS, basic or JWT authentication; external
 //! authorization to come), then [`rate_limit`].
 
 mod access;
@@ -17,6 +17,7 @@ mod exchange;
 mod forward;
 mod handler;
 pub mod headers;
+mod jwt;
 mod middleware;
 mod path;
 pub(crate) mod rate_limit;

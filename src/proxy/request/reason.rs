@@ -44,6 +44,8 @@ pub const IP_DENIED: &str = "ip_denied";
 pub const CORS_PREFLIGHT: &str = "cors_preflight";
 /// Authentication missing or wrong (401 with `WWW-Authenticate`).
 pub const UNAUTHENTICATED: &str = "unauthenticated";
+/// A valid token that fails a claim rule of the rule's JWT authentication (403).
+pub const FORBIDDEN_CLAIMS: &str = "forbidden_claims";
 /// The rule answers with a configured direct response.
 pub const DIRECT_RESPONSE: &str = "direct_response";
 /// The rule answers with a configured redirect.
@@ -75,6 +77,7 @@ pub const ALL: &[&str] = &[
     IP_DENIED,
     CORS_PREFLIGHT,
     UNAUTHENTICATED,
+    FORBIDDEN_CLAIMS,
     DIRECT_RESPONSE,
     REDIRECT,
     HTTPS_REDIRECT,
