@@ -24,6 +24,8 @@ command -v nginx >/dev/null || need+=(nginx)
 command -v faketime >/dev/null || need+=(faketime)
 # Backends that follow DNS (tests/dns.rs): dnsmasq, the program only (no system service).
 command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+# Basic authentication (tests/access): htpasswd files made by Apache's htpasswd.
+command -v htpasswd >/dev/null || need+=(apache2-utils)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} (apt-get)" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
@@ -36,6 +38,15 @@ if ! python3 -c 'import h2, hpack' 2>/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-h2
   }
   python3 -c 'import h2, hpack'
+fi
+
+# --- JWT attack corpus (tests/access/jwt.rs): PyJWT and cryptography ---
+if ! python3 -c 'import jwt, cryptography' 2>/dev/null; then
+  echo "installing PyJWT and cryptography (pip, else Debian's python3-jwt)" >&2
+  python3 -m pip install --quiet pyjwt cryptography || {
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-jwt python3-cryptography
+  }
+  python3 -c 'import jwt, cryptography'
 fi
 
 # --- Kubernetes mode: a real kube-apiserver + etcd on loopback (e2e/kube/) ---

@@ -132,6 +132,8 @@ struct ConfigView<'a> {
     version: u64,
     /// `Synced`: whether every configuration source is current (else the table may be stale).
     conditions: [SyncedCondition; 1],
+    /// The order access policies run in on a request (rules show theirs under `access`).
+    access_order: &'static [&'static str],
     rules: &'a [crate::model::Rule],
     backends: &'a [crate::model::Backend],
     /// Rate-limit policies that apply to a rule (rules name them by index).
@@ -161,6 +163,7 @@ impl<'a> ConfigView<'a> {
         Self {
             version: t.version,
             conditions: [synced],
+            access_order: crate::model::ACCESS_ORDER,
             rules: &t.rules,
             backends: &t.backends,
             rate_limits: &t.rate_limits,

@@ -81,12 +81,13 @@ pub fn hostname(s: &mut Schema) {
     );
 }
 
-const FILTERS: [&str; 5] = [
+const FILTERS: [&str; 6] = [
     "requestHeaderModifier",
     "responseHeaderModifier",
     "urlRewrite",
     "requestRedirect",
     "directResponse",
+    "cors",
 ];
 
 /// The rules of one filter list (a rule's or a backendRef's, named by `scope`): each kind at most

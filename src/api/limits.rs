@@ -16,6 +16,8 @@ pub const MAX_RULES: usize = 16;
 /// parameters of one match; `set`, `add`, `remove` of a header modifier; `retry.on`; status
 /// lists of health checks.
 pub const MAX_LIST: usize = 16;
+/// `ipAllow` and `ipDeny` of one rule (no CEL rule reads them).
+pub const MAX_CIDRS: usize = 256;
 /// `spec.endpoints` of a Backend.
 pub const MAX_ENDPOINTS: usize = 1024;
 /// A header or query parameter name.

@@ -3,6 +3,7 @@
 //! These types are the shape of the YAML, in Kubernetes and in standalone files alike. They are
 //! validated structurally here (serde, the CRD schema) and semantically by the compiler.
 
+mod access;
 pub mod annotations;
 mod backend;
 mod cel;
@@ -14,6 +15,7 @@ mod route;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use access::*;
 pub use backend::*;
 pub use duration::{DURATION_PATTERN, Duration, ParseDurationError};
 pub use rate_limit::*;

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::Duration;
+use super::access::{BasicAuthentication, Cors};
 use super::cel;
 use super::limits::*;
 
@@ -166,6 +167,15 @@ pub struct RouteRule {
     /// Retries of failed attempts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    /// Client addresses (CIDRs or single addresses, IPv4 or IPv6) allowed; empty: every
+    /// client. Evaluated on the client address `--trusted-proxies` resolves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_CIDRS), inner(length(max = 64)))]
+    pub ip_allow: Vec<String>,
+    /// Client addresses refused (403), checked before `ipAllow`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_CIDRS), inner(length(max = 64)))]
+    pub ip_deny: Vec<String>,
     /// Who may call this rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication: Option<Authentication>,
@@ -282,6 +292,9 @@ pub struct RouteFilter {
     /// Answer with a fixed response instead of forwarding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direct_response: Option<DirectResponse>,
+    /// Cross-origin resource sharing (a rule's filters only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
 }
 
 /// Header edits: `set` replaces, `add` appends, `remove` deletes.
@@ -474,6 +487,9 @@ pub struct Authentication {
     /// JWT bearer tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt: Option<JwtAuthentication>,
+    /// HTTP basic authentication against htpasswd content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic: Option<BasicAuthentication>,
 }
 
 /// JWT validation settings.
@@ -494,6 +510,35 @@ pub struct JwtAuthentication {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_LIST))]
     pub claim_to_headers: Vec<ClaimToHeader>,
+    /// Read the token from this header instead of `Authorization: Bearer` (its whole value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME_LEN), pattern(HEADER_NAME_PATTERN))]
+    pub from_header: Option<String>,
+    /// Read the token from this cookie instead of `Authorization: Bearer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME_LEN), pattern(HEADER_NAME_PATTERN))]
+    pub from_cookie: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf` (default 30s, at most 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leeway: Option<Duration>,
+    /// Claims a valid token must carry (else 403), optionally with one of these values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LIST))]
+    pub required_claims: Vec<RequiredClaim>,
+}
+
+/// A claim a token must have: present, or (with `values`) equal to one of them. A string claim
+/// is read as a space-separated list (`scope: "read write"`), an array claim as its elements.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequiredClaim {
+    /// Claim name.
+    #[schemars(length(max = MAX_NAME_LEN))]
+    pub name: String,
+    /// Accepted values (any one); empty: presence is enough.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LIST), inner(length(max = MAX_NAME_LEN)))]
+    pub values: Vec<String>,
 }
 
 /// A JWKS location; exactly one field is set.

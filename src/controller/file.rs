@@ -562,6 +562,8 @@ pub fn secret_info(s: &k8s_openapi::api::core::v1::Secret) -> SecretInfo {
         cert: get("tls.crt"),
         key: get("tls.key"),
         ca: get("ca.crt"),
+        auth: get("auth"),
+        jwks: get("jwks"),
     }
 }
 

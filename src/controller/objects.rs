@@ -153,4 +153,8 @@ pub struct SecretInfo {
     pub key: Option<bytes::Bytes>,
     /// `ca.crt` (a CA bundle that verifies backends), when present.
     pub ca: Option<bytes::Bytes>,
+    /// `auth` (htpasswd content for basic authentication), when present.
+    pub auth: Option<bytes::Bytes>,
+    /// `jwks` (a JWKS document for JWT authentication), when present.
+    pub jwks: Option<bytes::Bytes>,
 }

@@ -3,12 +3,14 @@
 //! Everything here is plain data plus pure functions over it: no Kubernetes, no sockets. The
 //! compiler produces a [`RoutingTable`]; the proxy only reads it.
 
+pub mod access;
 mod backend;
 mod canary;
 mod cidr;
 mod diagnostic;
 mod discovery;
 pub mod filter;
+pub mod jwt;
 mod matching;
 mod object;
 pub mod precedence;
@@ -18,6 +20,9 @@ mod table;
 mod tls;
 pub mod weighted;
 
+pub use access::{
+    Access, BasicAuth, Cors, NameList, ORDER as ACCESS_ORDER, OriginPattern, PasswordHash,
+};
 pub use backend::{
     ActiveHealthCheck, Backend, CircuitBreaker, ConnectionLimits, Endpoint, HashKey, LoadBalancing,
     PassiveHealthCheck, ProbeKind, UpstreamProtocol,

@@ -43,6 +43,10 @@ pub fn header_pairs<S: Serializer>(
     seq.end()
 }
 
+pub fn header_value<S: Serializer>(v: &HeaderValue, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.to_str().unwrap_or("<binary>"))
+}
+
 pub fn opt_header_value<S: Serializer>(v: &Option<HeaderValue>, s: S) -> Result<S::Ok, S::Error> {
     match v {
         Some(v) => s.serialize_str(v.to_str().unwrap_or("<binary>")),

@@ -293,6 +293,9 @@ pub struct Rule {
     /// `spec.tls.clientValidation`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_validation: Option<Arc<super::ClientValidation>>,
+    /// IP lists, CORS and authentication (`None`: none, and no cost on the request path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access: Option<Box<super::Access>>,
     /// Creation time of the Route, for precedence.
     #[serde(skip)]
     pub created: Option<i64>,

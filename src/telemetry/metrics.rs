@@ -55,6 +55,8 @@ pub mod names {
     pub const RATE_LIMIT_KEYS: &str = "tidegate_rate_limit_keys";
     /// `tidegate_rate_limit_evictions`.
     pub const RATE_LIMIT_EVICTIONS: &str = "tidegate_rate_limit_evictions";
+    /// `tidegate_access_decisions`.
+    pub const ACCESS_DECISIONS: &str = "tidegate_access_decisions";
     /// `tidegate_redis_errors`.
     pub const REDIS_ERRORS: &str = "tidegate_redis_errors";
     /// `tidegate_redis_duration_seconds`.
@@ -92,6 +94,7 @@ pub mod names {
         RATE_LIMIT_DECISIONS,
         RATE_LIMIT_KEYS,
         RATE_LIMIT_EVICTIONS,
+        ACCESS_DECISIONS,
         REDIS_ERRORS,
         REDIS_DURATION,
         REDIS_CONNECTED,
@@ -285,6 +288,18 @@ pub struct RateLimitLabels {
     pub result: &'static str,
 }
 
+/// `{route, mechanism, result}`: one access-control decision (`mechanism`: `ip`, `cors`,
+/// `basic`; `result`: `allowed`, `denied`, `preflight`, `unknown_origin`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AccessLabels {
+    /// The `route` label (the rule's label).
+    pub route: Arc<str>,
+    /// The `mechanism` label.
+    pub mechanism: &'static str,
+    /// The `result` label.
+    pub result: &'static str,
+}
+
 /// `{policy, limit}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LimitLabels {
@@ -407,6 +422,8 @@ pub struct Metrics {
     pub rate_limit_keys: Family<LimitLabels, Gauge>,
     /// [`names::RATE_LIMIT_EVICTIONS`].
     pub rate_limit_evictions: Family<LimitLabels, Counter>,
+    /// [`names::ACCESS_DECISIONS`].
+    pub access_decisions: Family<AccessLabels, Counter>,
     /// [`names::REDIS_ERRORS`].
     pub redis_errors: Family<KindLabels, Counter>,
     /// [`names::REDIS_DURATION`].
@@ -452,6 +469,7 @@ impl Metrics {
             rate_limit_decisions: Family::default(),
             rate_limit_keys: Family::default(),
             rate_limit_evictions: Family::default(),
+            access_decisions: Family::default(),
             redis_errors: Family::default(),
             redis_duration: redis_histogram(),
             redis_connected: Gauge::default(),
@@ -551,6 +569,11 @@ impl Metrics {
             RATE_LIMIT_EVICTIONS,
             "Keys a Local rate limit evicted while they still counted (bounded by maxKeys)",
             m.rate_limit_evictions.clone(),
+        );
+        registry.register(
+            ACCESS_DECISIONS,
+            "Access-control decisions, by route, mechanism (ip, cors, basic) and result (allowed, denied, preflight, unknown_origin)",
+            m.access_decisions.clone(),
         );
         registry.register(
             REDIS_ERRORS,

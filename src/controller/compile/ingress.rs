@@ -84,6 +84,7 @@ pub fn compile_ingress(
             https_redirect: false,
             hsts: None,
             client_validation: None,
+            access: None,
             created: obj.meta.created,
         });
         Some(())

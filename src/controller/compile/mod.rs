@@ -4,10 +4,13 @@
 //! breaks another. An object whose current version is rejected keeps serving its last accepted
 //! version, if it had one.
 
+mod access;
 mod backend;
+mod basic_auth;
 mod canary;
 mod fields;
 mod ingress;
+mod jwt;
 mod limits;
 mod rate_limit;
 mod route;
@@ -129,6 +132,7 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
         opts,
         targets: RefCell::new(targets),
         known_backends: &known_backends,
+        secrets: &snap.secrets,
     };
     let mut rules = Vec::new();
     for id in candidates(&snap.routes, &snap.accepted.routes, &unreadable) {

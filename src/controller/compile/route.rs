@@ -30,6 +30,9 @@ pub struct Env<'a> {
     pub targets: RefCell<Targets<'a>>,
     /// Every Backend that exists, accepted or not (for precise messages).
     pub known_backends: &'a BTreeSet<&'a ObjectRef>,
+    /// Secrets by (namespace, name), for basic authentication.
+    pub secrets:
+        &'a std::collections::BTreeMap<(String, String), crate::controller::objects::SecretInfo>,
 }
 
 /// Compiles one Route into its rules, or `None` if it is rejected (findings say why).
@@ -157,9 +160,12 @@ fn compile_rule(
         .retry
         .as_ref()
         .and_then(|r| retry(r, &format!("{at}.retry"), f));
-    if rule.authentication.is_some() {
-        f.not_supported(format!("{at}.authentication"), "authentication");
-    }
+    let cors = rule
+        .filters
+        .iter()
+        .enumerate()
+        .find_map(|(i, filter)| filter.cors.as_ref().map(|c| (i, c)));
+    let access = super::access::access(rule, cors, at, id, env, f);
     if !f.ok() {
         return None;
     }
@@ -203,6 +209,7 @@ fn compile_rule(
             .and_then(|h| hsts(h, f)),
         // Set with the certificates (compile/tls.rs).
         client_validation: None,
+        access,
         created: obj.meta.created,
     })
 }
@@ -276,6 +283,13 @@ fn filters(
         if let Some(d) = &filter.direct_response {
             out.direct = direct_response(d, &format!("{fat}.directResponse"), f);
         }
+        // A rule's cors is compiled with its access policies (compile/access.rs).
+        if filter.cors.is_some() && scope != "rule" {
+            f.invalid(
+                format!("{fat}.cors"),
+                "cors applies to a whole rule: put it in the rule's filters",
+            );
+        }
     }
     if seen.contains("requestRedirect") && seen.contains("directResponse") {
         f.invalid(
@@ -303,6 +317,7 @@ fn filter_kinds(filter: &api::RouteFilter) -> Vec<&'static str> {
         filter.url_rewrite.as_ref().map(|_| "urlRewrite"),
         filter.request_redirect.as_ref().map(|_| "requestRedirect"),
         filter.direct_response.as_ref().map(|_| "directResponse"),
+        filter.cors.as_ref().map(|_| "cors"),
     ]
     .into_iter()
     .flatten()

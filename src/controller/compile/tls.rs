@@ -374,6 +374,8 @@ impl<'a> TlsBuilder<'a> {
                 cert: Some(c),
                 key: Some(k),
                 ca: None,
+                auth: None,
+                jwks: None,
             }),
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
@@ -598,6 +600,8 @@ mod tests {
                 cert: Some(cert.into()),
                 key: Some(key.into()),
                 ca: None,
+                auth: None,
+                jwks: None,
             }
         }
 

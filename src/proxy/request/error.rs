@@ -63,6 +63,26 @@ pub enum ProxyError {
     /// (plain HTTP, none sent, or one verified for another host) (403).
     #[error("a valid client certificate is required")]
     ClientCertificateRequired,
+    /// An access policy refused the request: an IP list (403), authentication (401).
+    #[error("access denied ({0})")]
+    AccessDenied(Box<Denied>),
+}
+
+/// A refusal by an access policy: its status, reason and headers (`WWW-Authenticate`, CORS).
+#[derive(Debug)]
+pub struct Denied {
+    /// 401 or 403.
+    pub status: StatusCode,
+    /// One of [`reason`]'s access reasons.
+    pub reason: &'static str,
+    /// Headers of the answer.
+    pub headers: http::HeaderMap,
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason)
+    }
 }
 
 impl ProxyError {
@@ -89,6 +109,7 @@ impl ProxyError {
             ProxyError::RateLimited(l) => l.status,
             ProxyError::RateLimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ClientCertificateRequired => StatusCode::FORBIDDEN,
+            ProxyError::AccessDenied(d) => d.status,
         }
     }
 
@@ -116,6 +137,7 @@ impl ProxyError {
             ProxyError::RateLimited(_) => reason::RATE_LIMITED,
             ProxyError::RateLimitUnavailable => reason::RATE_LIMIT_UNAVAILABLE,
             ProxyError::ClientCertificateRequired => reason::CLIENT_CERTIFICATE_REQUIRED,
+            ProxyError::AccessDenied(d) => d.reason,
         }
     }
 
@@ -129,6 +151,15 @@ impl ProxyError {
                 let mut resp = text(status, "rate limiter unavailable\n".to_owned());
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return resp;
+            }
+            ProxyError::AccessDenied(d) => {
+                let body = match d.status {
+                    StatusCode::UNAUTHORIZED => "unauthorized\n",
+                    _ => "forbidden\n",
+                };
+                let mut resp = text(status, body.to_owned());
+                resp.headers_mut().extend(d.headers);
                 return resp;
             }
             other => other,
@@ -170,7 +201,9 @@ impl ProxyError {
                 }
             },
             ProxyError::UpgradeUnsupported(why) => format!("cannot upgrade: {why}\n"),
-            ProxyError::RateLimited(_) | ProxyError::RateLimitUnavailable => String::new(),
+            ProxyError::RateLimited(_)
+            | ProxyError::RateLimitUnavailable
+            | ProxyError::AccessDenied(_) => String::new(),
             ProxyError::ClientCertificateRequired => {
                 "forbidden: a valid client certificate is required\n".to_owned()
             }

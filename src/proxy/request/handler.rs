@@ -12,7 +12,7 @@ use super::exchange::{Exchange, ResponseBody};
 use super::middleware::Middleware;
 use super::request_id::{self, X_REQUEST_ID};
 use super::service::Service;
-use super::{forward, headers, path, rate_limit, reason};
+use super::{access, forward, headers, path, rate_limit, reason};
 use crate::model::{Action, Answer, DirectResponse, PathMatcher, Redirect, RequestView};
 use crate::proxy::transport::{self, ClientBody, ConnCtx, ProxyBody};
 use crate::proxy::upstream::Router;
@@ -154,7 +154,18 @@ async fn serve(
     };
 
     // Access policies, in this order: IP lists, CORS preflight, authentication, authorization
-    // (to come, each a step here), then rate limits. The route's filters run after them.
+    // (model::access::ORDER), then rate limits. The route's filters run after them. A rule
+    // without access policies pays this one branch.
+    let mut cors_origin = None;
+    if let Some(access) = &rule.access {
+        match access::check(service, rule, access, conn, &mut req).await? {
+            access::Passed::On(origin) => cors_origin = origin,
+            access::Passed::Answered(resp) => {
+                ex.reason = reason::CORS_PREFLIGHT;
+                return Ok(*resp);
+            }
+        }
+    }
     let admitted = rate_limit::check(service, router, rule, conn, req.headers()).await?;
 
     let mut resp = match &rule.action {
@@ -220,6 +231,11 @@ async fn serve(
     }
     if let Some(admitted) = admitted {
         admitted.apply(resp.headers_mut());
+    }
+    if let Some(access) = &rule.access
+        && let Some(cors) = &access.cors
+    {
+        access::respond(cors, cors_origin.as_ref(), resp.headers_mut());
     }
     if let Some(hsts) = &rule.hsts
         && conn.scheme == "https"

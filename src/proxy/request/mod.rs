@@ -7,13 +7,17 @@
 //! breakers, limits, rate-limit buckets) and the transport's clients, bodies, client-address
 //! resolver and Redis connection. Access policies run here, as steps between the lookup and
 //! the route's filters in [`handler`]: IP lists, CORS preflight, authentication and
-//! authorization (to come), then [`rate_limit`].
+//! authorization ([`access`]: IP lists, CORS, basic or JWT authentication; external
+//! authorization to come), then [`rate_limit`].
 
+mod access;
+mod basic_auth;
 mod error;
 mod exchange;
 mod forward;
 mod handler;
 pub mod headers;
+mod jwt;
 mod middleware;
 mod path;
 pub(crate) mod rate_limit;

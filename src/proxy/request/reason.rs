@@ -41,6 +41,14 @@ pub const UPGRADE_FAILED: &str = "upgrade_failed";
 pub const RATE_LIMITED: &str = "rate_limited";
 /// A Global rate limit with failureMode Closed could not reach Redis (503).
 pub const RATE_LIMIT_UNAVAILABLE: &str = "rate_limit_unavailable";
+/// The client address is in the rule's `ipDeny` or not in its `ipAllow` (403).
+pub const IP_DENIED: &str = "ip_denied";
+/// A CORS preflight the gateway answered itself (204).
+pub const CORS_PREFLIGHT: &str = "cors_preflight";
+/// Authentication missing or wrong (401 with `WWW-Authenticate`).
+pub const UNAUTHENTICATED: &str = "unauthenticated";
+/// A valid token that fails a claim rule of the rule's JWT authentication (403).
+pub const FORBIDDEN_CLAIMS: &str = "forbidden_claims";
 /// The rule answers with a configured direct response.
 pub const DIRECT_RESPONSE: &str = "direct_response";
 /// The rule answers with a configured redirect.
@@ -74,6 +82,10 @@ pub const ALL: &[&str] = &[
     UPGRADE_FAILED,
     RATE_LIMITED,
     RATE_LIMIT_UNAVAILABLE,
+    IP_DENIED,
+    CORS_PREFLIGHT,
+    UNAUTHENTICATED,
+    FORBIDDEN_CLAIMS,
     DIRECT_RESPONSE,
     REDIRECT,
     HTTPS_REDIRECT,
