@@ -111,7 +111,7 @@ impl BackendState {
     }
 
     /// The request metrics of `route`'s requests to this backend; `None` once
-    /// [`BackendState::SERIES`] routes have some (their requests go to the families directly).
+    /// 256 routes have some (their requests go to the families directly).
     pub fn series(&self, route: &Arc<str>) -> Option<Arc<RequestSeries>> {
         let find = |all: &[(Arc<str>, Arc<RequestSeries>)]| {
             all.iter()
