@@ -22,7 +22,7 @@ pub struct Cors {
     pub allow_credentials: Option<bool>,
     /// Methods a preflight allows, e.g. `GET`, `PUT`, or `*`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = MAX_LIST), inner(pattern(r"^([A-Z]+|\*)$")))]
+    #[schemars(length(max = MAX_LIST), inner(length(max = 32), pattern(r"^([A-Z]+|\*)$")))]
     pub allow_methods: Vec<String>,
     /// Request headers a preflight allows, or `*`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
