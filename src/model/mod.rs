@@ -11,6 +11,7 @@ mod diagnostic;
 mod discovery;
 pub mod filter;
 pub mod jwt;
+mod l4;
 mod matching;
 mod object;
 pub mod precedence;
@@ -35,6 +36,7 @@ pub use filter::{
     Answer, BackendFilters, DirectResponse, HeaderModifier, PathRewrite, Redirect, RequestFilter,
     UrlRewrite,
 };
+pub use l4::{L4Listener, L4Protocol, L4Route};
 pub use matching::{
     HeaderMatcher, PathMatcher, Pattern, QueryMatcher, RequestMatch, RequestView, ValueMatcher,
     query_pairs,

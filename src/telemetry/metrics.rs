@@ -74,6 +74,13 @@ pub mod names {
     /// `tidegate_dns_stale`.
     pub const DNS_STALE: &str = "tidegate_dns_stale";
 
+    /// `tidegate_l4_connections`.
+    pub const L4_CONNECTIONS: &str = "tidegate_l4_connections";
+    /// `tidegate_l4_open_connections`.
+    pub const L4_OPEN_CONNECTIONS: &str = "tidegate_l4_open_connections";
+    /// `tidegate_l4_bytes`.
+    pub const L4_BYTES: &str = "tidegate_l4_bytes";
+
     /// Every name above (counters without their `_total` suffix).
     pub const ALL: &[&str] = &[
         REQUESTS,
@@ -102,6 +109,9 @@ pub mod names {
         TLS_CERTIFICATE_EXPIRY,
         DNS_RESOLUTIONS,
         DNS_STALE,
+        L4_CONNECTIONS,
+        L4_OPEN_CONNECTIONS,
+        L4_BYTES,
     ];
 }
 
@@ -318,6 +328,29 @@ pub struct ListenerLabels {
     pub protocol: &'static str,
 }
 
+/// `{route, backend, result}`: one connection an L4 Route took (`result`: `forwarded`,
+/// `limited`, `no_backend`, `connect_failed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct L4ConnectionLabels {
+    /// The `route` label (`namespace/name`).
+    pub route: Arc<str>,
+    /// The `backend` label (empty when none was chosen).
+    pub backend: Arc<str>,
+    /// The `result` label.
+    pub result: &'static str,
+}
+
+/// `{route, backend, direction}` (`direction`: `to_backend`, `to_client`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct L4BytesLabels {
+    /// The `route` label (`namespace/name`).
+    pub route: Arc<str>,
+    /// The `backend` label.
+    pub backend: Arc<str>,
+    /// The `direction` label.
+    pub direction: &'static str,
+}
+
 /// `{backend, state}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointStateLabels {
@@ -438,6 +471,12 @@ pub struct Metrics {
     pub dns_resolutions: Family<DnsResultLabels, Counter>,
     /// [`names::DNS_STALE`].
     pub dns_stale: Family<DnsLabels, Gauge>,
+    /// [`names::L4_CONNECTIONS`].
+    pub l4_connections: Family<L4ConnectionLabels, Counter>,
+    /// [`names::L4_OPEN_CONNECTIONS`].
+    pub l4_open_connections: Family<RouteLabels, Gauge>,
+    /// [`names::L4_BYTES`].
+    pub l4_bytes: Family<L4BytesLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -477,6 +516,9 @@ impl Metrics {
             tls_certificate_expiry: Family::default(),
             dns_resolutions: Family::default(),
             dns_stale: Family::default(),
+            l4_connections: Family::default(),
+            l4_open_connections: Family::default(),
+            l4_bytes: Family::default(),
             registry: Registry::default(),
         };
         use names::*;
@@ -609,6 +651,21 @@ impl Metrics {
             DNS_STALE,
             "1 while a followed DNS name's lookups fail and its last good answer serves, stale",
             m.dns_stale.clone(),
+        );
+        registry.register(
+            L4_CONNECTIONS,
+            "Connections L4 Routes took, by route, backend and result (forwarded, limited, no_backend, connect_failed)",
+            m.l4_connections.clone(),
+        );
+        registry.register(
+            L4_OPEN_CONNECTIONS,
+            "Connections open through an L4 Route",
+            m.l4_open_connections.clone(),
+        );
+        registry.register(
+            L4_BYTES,
+            "Bytes copied by L4 Routes, by route, backend and direction (to_backend, to_client)",
+            m.l4_bytes.clone(),
         );
         Self { registry, ..m }
     }

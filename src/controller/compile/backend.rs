@@ -43,6 +43,7 @@ pub fn compile_backend(
         BackendProtocol::Http1 => UpstreamProtocol::Http1,
         BackendProtocol::H2c => UpstreamProtocol::H2c,
         BackendProtocol::Http2 => UpstreamProtocol::Http2,
+        BackendProtocol::Tcp => UpstreamProtocol::Tcp,
         other => {
             f.not_supported(
                 "spec.protocol",
@@ -320,6 +321,10 @@ fn upstream_tls(
                 "spec.tls",
                 "H2C is HTTP/2 without TLS; for HTTP/2 over TLS set protocol: HTTP2",
             );
+            return None;
+        }
+        (Some(_), UpstreamProtocol::Tcp) => {
+            f.not_supported("spec.tls", "TLS to the endpoints of a TCP Backend");
             return None;
         }
         (Some(t), _) => t,

@@ -93,6 +93,11 @@ impl<'a> Targets<'a> {
         }
     }
 
+    /// Backend `idx`.
+    pub fn backend(&self, idx: BackendIdx) -> &Backend {
+        &self.backends[idx]
+    }
+
     /// The backend for a Service port with default settings (made once, shared by referrers).
     pub fn service(&mut self, namespace: &str, name: &str, port: &ServicePortInfo) -> BackendIdx {
         let id = ObjectRef::new(Kind::Service, namespace, format!("{name}:{}", port.port));
