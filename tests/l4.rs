@@ -26,6 +26,10 @@ struct Running {
 
 impl Running {
     fn start(config: &Path, l4_ports: &[u16]) -> Self {
+        Self::start_with(config, l4_ports, &[])
+    }
+
+    fn start_with(config: &Path, l4_ports: &[u16], extra: &[&str]) -> Self {
         let ports: Vec<String> = l4_ports
             .iter()
             .map(|p| format!("127.0.0.1:{p}/tcp"))
@@ -45,6 +49,7 @@ impl Running {
                 "--l4-ports",
                 &ports.join(","),
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -121,6 +126,11 @@ async fn connect(port: u16) -> TcpStream {
 /// An echo server: every byte comes back; when the client half-closes it sends
 /// `bye <total>` and closes.
 async fn echo_server() -> SocketAddr {
+    tagged_echo_server("").await
+}
+
+/// An echo server that says `bye TAG <total>` instead.
+async fn tagged_echo_server(tag: &'static str) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -139,7 +149,11 @@ async fn echo_server() -> SocketAddr {
                         }
                     }
                 }
-                let _ = s.write_all(format!("bye {total}").as_bytes()).await;
+                let bye = match tag {
+                    "" => format!("bye {total}"),
+                    tag => format!("bye {tag} {total}"),
+                };
+                let _ = s.write_all(bye.as_bytes()).await;
                 let _ = s.shutdown().await;
             });
         }
@@ -315,6 +329,121 @@ async fn a_route_that_names_a_port_not_configured_is_rejected_with_a_diagnostic(
         )),
         "{stdout}"
     );
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed_and_busy_ones_are_not() {
+    let echo = echo_server().await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("b.yaml", &tcp_backend("echo", &[echo], ""));
+    dir.write(
+        "r.yaml",
+        &tcp_route("echo", port, "echo", "  tcp: { idleTimeout: 400ms }\n"),
+    );
+    let _gw = Running::start(dir.path(), &[port]);
+    let mut busy = connect(port).await;
+    let mut idle = connect(port).await;
+    roundtrip(&mut idle, b"hello").await;
+    // Bytes every 100 ms for 1.2 s keep a connection open past three idle timeouts...
+    for i in 0..12u8 {
+        roundtrip(&mut busy, &[i]).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    roundtrip(&mut busy, b"still here").await;
+    // ...while the silent one was closed.
+    assert!(closed(&mut idle).await, "the idle connection is closed");
+}
+
+#[tokio::test]
+async fn a_connection_whose_endpoint_leaves_drains_then_closes() {
+    let (old, new) = (
+        tagged_echo_server("old").await,
+        tagged_echo_server("new").await,
+    );
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("b.yaml", &tcp_backend("echo", &[old], ""));
+    dir.write(
+        "r.yaml",
+        &tcp_route("echo", port, "echo", "  tcp: { drainTimeout: 2s }\n"),
+    );
+    let _gw = Running::start(dir.path(), &[port]);
+    let mut s = connect(port).await;
+    roundtrip(&mut s, b"before").await;
+    dir.write("b.yaml", &tcp_backend("echo", &[new], ""));
+    // New connections go to the new endpoint; the old connection still flows for a while...
+    eventually(
+        Duration::from_secs(10),
+        "the old endpoint to leave",
+        || async {
+            let mut t = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+            t.shutdown().await.ok()?;
+            let mut out = String::new();
+            t.read_to_string(&mut out).await.ok()?;
+            (out == "bye new 0").then_some(())
+        },
+    )
+    .await;
+    roundtrip(&mut s, b"draining").await;
+    // ...and is closed when the drain timeout ends.
+    let started = std::time::Instant::now();
+    assert!(
+        closed(&mut s).await,
+        "closed at the end of the drain timeout"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn sigterm_lets_l4_connections_finish_then_exits() {
+    let echo = echo_server().await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("b.yaml", &tcp_backend("echo", &[echo], ""));
+    dir.write("r.yaml", &tcp_route("echo", port, "echo", ""));
+    let mut gw = Running::start_with(dir.path(), &[port], &["--drain-timeout", "30s"]);
+    let mut s = connect(port).await;
+    roundtrip(&mut s, b"before").await;
+    let ok = Command::new("kill")
+        .args(["-TERM", &gw.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    // The listener stops accepting; the established connection is still served.
+    eventually(
+        Duration::from_secs(10),
+        "the L4 listener to close",
+        || async {
+            TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+    roundtrip(&mut s, b"during the drain").await;
+    assert!(gw.child.try_wait().unwrap().is_none(), "still draining");
+    // Once the client is done, the gateway exits well before the 30 s drain timeout.
+    s.shutdown().await.unwrap();
+    let mut rest = String::new();
+    s.read_to_string(&mut rest).await.unwrap();
+    assert_eq!(
+        rest,
+        format!("bye {}", "before".len() + "during the drain".len())
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = gw.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tidegate exits within 10s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
 }
 
 // --- redis-cli to redis-server through the gateway ---
