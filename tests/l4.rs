@@ -331,6 +331,102 @@ async fn a_route_that_names_a_port_not_configured_is_rejected_with_a_diagnostic(
     );
 }
 
+/// Which tagged echo server a new connection through `port` reaches.
+async fn reached(port: u16) -> String {
+    let mut t = connect(port).await;
+    t.shutdown().await.unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), t.read_to_string(&mut out))
+        .await
+        .expect("an answer within 5s")
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn consistent_hash_on_the_source_ip_keeps_a_client_on_one_endpoint_and_round_robin_does_not()
+{
+    let (a, b) = (tagged_echo_server("a").await, tagged_echo_server("b").await);
+    let (hashed, rr) = (free_port(), free_port());
+    let dir = ConfigDir::new();
+    dir.write(
+        "b.yaml",
+        &format!(
+            "{}---\n{}",
+            tcp_backend(
+                "hashed",
+                &[a, b],
+                "  loadBalancer: { algorithm: ConsistentHash, hashOn: { sourceIP: {} } }\n"
+            ),
+            tcp_backend("rr", &[a, b], "")
+        ),
+    );
+    dir.write(
+        "r.yaml",
+        &format!(
+            "{}---\n{}",
+            tcp_route("hashed", hashed, "hashed", ""),
+            tcp_route("rr", rr, "rr", "")
+        ),
+    );
+    let _gw = Running::start(dir.path(), &[hashed, rr]);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        seen.insert(reached(hashed).await);
+    }
+    assert_eq!(seen.len(), 1, "one client address, one endpoint: {seen:?}");
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        seen.insert(reached(rr).await);
+    }
+    assert_eq!(seen.len(), 2, "round robin uses both: {seen:?}");
+}
+
+#[tokio::test]
+async fn an_endpoint_failing_its_active_tcp_probe_gets_no_new_connections() {
+    let a = tagged_echo_server("a").await;
+    // b accepts until its listener is dropped; then connects to it are refused.
+    let b_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b = b_listener.local_addr().unwrap();
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write(
+        "b.yaml",
+        &tcp_backend(
+            "echo",
+            &[a, b],
+            "  healthCheck:\n    active: { tcp: {}, interval: 100ms, timeout: 100ms, unhealthyThreshold: 1 }\n",
+        ),
+    );
+    dir.write("r.yaml", &tcp_route("echo", port, "echo", ""));
+    let gw = Running::start(dir.path(), &[port]);
+    drop(b_listener);
+    eventually(
+        Duration::from_secs(10),
+        "b to be marked unhealthy",
+        || async {
+            let backends = gw.admin_get("/backends").await;
+            let body = backends.split("\r\n\r\n").nth(1)?.to_owned();
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let endpoints = v[0]["endpoints"].as_array()?.clone();
+            endpoints
+                .iter()
+                .any(|e| e["address"] == b.to_string() && e["activeHealthy"] == false)
+                .then_some(())
+        },
+    )
+    .await;
+    for _ in 0..6 {
+        assert_eq!(reached(port).await, "bye a 0");
+    }
+    // No connect was even tried on b: the probe took it out, not a failed connect.
+    assert_eq!(
+        gw.metric("tidegate_upstream_connect_errors_total{backend=\"default/echo\"}")
+            .await,
+        0.0
+    );
+}
+
 #[tokio::test]
 async fn idle_connections_are_closed_and_busy_ones_are_not() {
     let echo = echo_server().await;
