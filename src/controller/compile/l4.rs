@@ -167,6 +167,19 @@ fn tcp_backend(b: &WeightedBackend, at: &str, env: &Env<'_>) -> Result<(), Unres
     let Some(idx) = b.backend else { return Ok(()) };
     let targets = env.targets.borrow();
     let backend = targets.backend(idx);
+    if let Some((service, port)) = targets.origin(idx)
+        && port.protocol != "TCP"
+    {
+        return Err(UnresolvedRef {
+            name: b.name.to_string(),
+            field: format!("{at}.name"),
+            reason: Reason::InvalidKind,
+            message: format!(
+                "port {} of Service {}/{} is {}; a TCP Route needs a TCP port",
+                port.port, backend.id.namespace, service, port.protocol
+            ),
+        });
+    }
     if backend.id.kind == Kind::Service || backend.protocol == UpstreamProtocol::Tcp {
         return Ok(());
     }

@@ -93,6 +93,13 @@ impl<'a> Targets<'a> {
         }
     }
 
+    /// The Service port backend `idx` takes its endpoints from, if any.
+    pub fn origin(&self, idx: BackendIdx) -> Option<(&str, &ServicePortInfo)> {
+        self.origin[idx]
+            .as_ref()
+            .map(|(service, port)| (service.as_str(), port))
+    }
+
     /// Backend `idx`.
     pub fn backend(&self, idx: BackendIdx) -> &Backend {
         &self.backends[idx]
