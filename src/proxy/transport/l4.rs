@@ -479,3 +479,161 @@ async fn copy_half(
         activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Backend, Endpoint, Kind, RoutingTable, UpstreamProtocol, WeightedBackend};
+    use crate::proxy::upstream::{Registry, UpstreamSettings};
+
+    const IDLE: Duration = Duration::from_secs(60);
+    const DRAIN: Duration = Duration::from_secs(10);
+
+    fn table(with_route: bool, endpoint: &str) -> RoutingTable {
+        let backend = Backend::new(
+            ObjectRef::new(Kind::Backend, "default", "b"),
+            UpstreamProtocol::Tcp,
+            vec![Endpoint::new(endpoint)],
+        );
+        let route = L4Route {
+            route: ObjectRef::new(Kind::Route, "default", "r"),
+            label: "default/r".into(),
+            protocol: L4Protocol::Tcp,
+            port: 7000,
+            backends: Vec::new(),
+            schedule: Arc::from([]),
+            idle_timeout: IDLE,
+            max_connections: None,
+            drain_timeout: DRAIN,
+            created: None,
+        }
+        .with_backends(vec![WeightedBackend {
+            backend: Some(0),
+            name: "default/b".into(),
+            weight: 1,
+            canaries: Vec::new(),
+            filters: Default::default(),
+        }]);
+        let l4 = if with_route { vec![route] } else { Vec::new() };
+        RoutingTable::new(Vec::new(), vec![backend], Vec::new()).with_l4(l4)
+    }
+
+    /// A connected pair of loopback sockets.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        (a, b)
+    }
+
+    struct Fixture {
+        registry: Registry,
+        current: ArcSwap<Router>,
+        router: Arc<Router>,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let registry = Registry::new(UpstreamSettings::default());
+            let router = Arc::new(Router::link(
+                Arc::new(table(true, "127.0.0.1:1")),
+                &registry,
+            ));
+            Self {
+                current: ArcSwap::new(router.clone()),
+                router,
+                registry,
+            }
+        }
+
+        fn watch(&self) -> Watch<'_> {
+            Watch {
+                route: &self.router.table.l4[0],
+                backend: &self.router.backends[0],
+                address: "127.0.0.1:1",
+                current: &self.current,
+            }
+        }
+
+        /// Publishes a table without the Route, or with the Route and another endpoint.
+        fn publish(&self, with_route: bool, endpoint: &str) {
+            let router = Router::link(Arc::new(table(with_route, endpoint)), &self.registry);
+            self.current.store(Arc::new(router));
+        }
+    }
+
+    /// The connection's ends as the client and the backend see them, and the pipe between.
+    async fn piped(
+        f: &Fixture,
+        stop: &CancellationToken,
+        during: impl std::future::Future<Output = ()>,
+    ) -> (End, Duration) {
+        let start = Instant::now();
+        let watch = f.watch();
+        let (client, server_side) = pair().await;
+        let (upstream, backend) = pair().await;
+        let counters: [Counter; 2] = [Counter::default(), Counter::default()];
+        let pipe = pipe(server_side, upstream, counters, &watch, stop);
+        // Both outer ends stay open (and silent) while the pipe runs.
+        let (end, ()) = tokio::join!(pipe, during);
+        drop((client, backend));
+        (end, start.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_connection_ends_after_the_idle_timeout() {
+        let f = Fixture::new();
+        let (end, took) = piped(&f, &CancellationToken::new(), async {}).await;
+        assert_eq!(end, End::Idle);
+        assert!(
+            took >= IDLE && took < IDLE + Duration::from_secs(2),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_removed_endpoint_drains_for_the_drain_timeout() {
+        let f = Fixture::new();
+        f.publish(true, "127.0.0.1:2");
+        let (end, took) = piped(&f, &CancellationToken::new(), async {}).await;
+        assert_eq!(end, End::Drained);
+        // Noticed within one tick (1 s for a 60 s idle timeout), then the drain timeout.
+        assert!(
+            took >= DRAIN && took <= DRAIN + Duration::from_secs(2),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_removed_route_drains_and_a_returning_one_stops_the_drain() {
+        let f = Fixture::new();
+        f.publish(false, "127.0.0.1:1");
+        let (end, took) = piped(&f, &CancellationToken::new(), async {}).await;
+        assert_eq!(end, End::Drained);
+        assert!(took >= DRAIN, "{took:?}");
+
+        let f = Fixture::new();
+        f.publish(false, "127.0.0.1:1");
+        let (end, took) = piped(&f, &CancellationToken::new(), async {
+            tokio::time::sleep(DRAIN / 2).await;
+            f.publish(true, "127.0.0.1:1");
+        })
+        .await;
+        // Back before the drain ended: the connection lives on until it is idle.
+        assert_eq!(end, End::Idle);
+        assert!(took >= IDLE, "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_end_of_the_proxy_drain_period_closes_the_connection() {
+        let f = Fixture::new();
+        let stop = CancellationToken::new();
+        let (end, took) = piped(&f, &stop, async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            stop.cancel();
+        })
+        .await;
+        assert_eq!(end, End::Shutdown);
+        assert_eq!(took.as_secs(), 3);
+    }
+}
