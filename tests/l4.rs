@@ -21,6 +21,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_tidegate");
 struct Running {
     child: Child,
     http: SocketAddr,
+    https: SocketAddr,
     admin: SocketAddr,
 }
 
@@ -41,21 +42,23 @@ impl Running {
                 "--http-addr",
                 "127.0.0.1:0",
                 "--https-addr",
-                "off",
+                "127.0.0.1:0",
                 "--admin-addr",
                 "127.0.0.1:0",
                 "--access-log",
                 "off",
-                "--l4-ports",
-                &ports.join(","),
             ])
+            .args(match ports.is_empty() {
+                true => Vec::new(),
+                false => vec!["--l4-ports".to_owned(), ports.join(",")],
+            })
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("binary starts");
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let (http, admin) = loop {
+        let (http, https, admin) = loop {
             let line = lines
                 .next()
                 .expect("tidegate exited before serving")
@@ -64,12 +67,18 @@ impl Running {
             if v["message"] == "serving" {
                 break (
                     v["http"].as_str().unwrap().parse().unwrap(),
+                    v["https"].as_str().unwrap().parse().unwrap(),
                     v["admin"].as_str().unwrap().parse().unwrap(),
                 );
             }
         };
         std::thread::spawn(move || for _ in lines {});
-        Self { child, http, admin }
+        Self {
+            child,
+            http,
+            https,
+            admin,
+        }
     }
 
     async fn admin_get(&self, path: &str) -> String {
@@ -540,6 +549,145 @@ async fn sigterm_lets_l4_connections_finish_then_exits() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "{status:?}");
+}
+
+// --- TLS passthrough: openssl s_client and curl to real nginx TLS servers ---
+
+/// The subject of the certificate `openssl s_client -servername NAME` is shown on `addr`.
+fn served_subject(addr: SocketAddr, name: &str) -> String {
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            name,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.starts_with("subject="))
+        .unwrap_or_else(|| panic!("no certificate for {name}: {text}"))
+        .to_owned()
+}
+
+/// `curl https://NAME:PORT/` through the gateway's HTTPS listener, trusting `ca`.
+fn curl(addr: SocketAddr, name: &str, ca: &Path) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .args([
+            "--resolve",
+            &format!("{name}:{}:127.0.0.1", addr.port()),
+            &format!("https://{name}:{}/", addr.port()),
+        ])
+        .output()
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "curl {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+#[ignore = "needs nginx, openssl and curl (scripts/test.sh installs them)"]
+async fn tls_passthrough_by_server_name_beside_a_terminated_host() {
+    use common::nginx::Nginx;
+    use common::tls::{Ca, secret_yaml};
+    let ca = Ca::new();
+    let (a_leaf, b_leaf) = (
+        ca.leaf("a.test", &["a.test"]),
+        ca.leaf("b.test", &["*.b.test"]),
+    );
+    let a = Nginx::start(&a_leaf, &ca).await;
+    let b = Nginx::start(&b_leaf, &ca).await;
+    let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let dir = ConfigDir::new();
+    dir.write(
+        "b.yaml",
+        &format!(
+            "{}---\n{}",
+            tcp_backend("a", &[local(a.h2)], ""),
+            tcp_backend("b", &[local(b.h2)], "")
+        ),
+    );
+    let tls_route = |name: &str, host: &str, backend: &str| {
+        format!(
+            "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: {{ name: {name} }}\nspec:\n  protocol: TLS\n  hostnames: [\"{host}\"]\n  backendRefs: [{{ name: {backend} }}]\n"
+        )
+    };
+    dir.write(
+        "r.yaml",
+        &format!(
+            "{}---\n{}",
+            tls_route("a", "a.test", "a"),
+            tls_route("b", "*.b.test", "b")
+        ),
+    );
+    // A terminated host on the same listener, with the gateway's own certificate.
+    let gw_leaf = ca.leaf("gateway.test", &["c.test"]);
+    let upstream = common::Upstream::start("c").await;
+    dir.write("secret.yaml", &secret_yaml("c-cert", &gw_leaf, false));
+    dir.write(
+        "c.yaml",
+        &format!(
+            "{}---\n{}",
+            common::backend_yaml("c", &[upstream.addr]),
+            common::route_yaml(
+                "c",
+                "/",
+                "c",
+                "  hostnames: [c.test]\n  tls: { secretName: c-cert }\n"
+            )
+        ),
+    );
+    let ca_file = dir.file("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let gw = Running::start(dir.path(), &[]);
+    let https = gw.https;
+
+    let subjects = tokio::task::spawn_blocking(move || {
+        [
+            served_subject(https, "a.test"),
+            served_subject(https, "x.b.test"),
+            served_subject(https, "c.test"),
+        ]
+    })
+    .await
+    .unwrap();
+    assert!(
+        subjects[0].contains("CN = a.test") || subjects[0].contains("CN=a.test"),
+        "{subjects:?}"
+    );
+    assert!(subjects[1].contains("b.test"), "{subjects:?}");
+    assert!(subjects[2].contains("gateway.test"), "{subjects:?}");
+
+    // Whole requests: nginx answers passthrough names itself (its SNI), the gateway the other.
+    let ca2 = ca_file.clone();
+    let bodies = tokio::task::spawn_blocking(move || {
+        [
+            curl(https, "a.test", &ca2),
+            curl(https, "x.b.test", &ca2),
+            curl(https, "c.test", &ca2),
+        ]
+    })
+    .await
+    .unwrap();
+    assert!(
+        bodies[0].starts_with("h2 ") && bodies[0].contains("sni=a.test"),
+        "{bodies:?}"
+    );
+    assert!(bodies[1].contains("sni=x.b.test"), "{bodies:?}");
+    assert!(bodies[2].contains("\"upstream\":\"c\""), "{bodies:?}");
+    assert_eq!(
+        gw.metric("tidegate_tls_handshakes_total{result=\"passthrough\",version=\"\"}")
+            .await,
+        4.0
+    );
 }
 
 // --- redis-cli to redis-server through the gateway ---

@@ -19,6 +19,9 @@ pub enum L4Protocol {
     Tcp,
     /// UDP datagrams.
     Udp,
+    /// TLS passed through unterminated, routed by the ClientHello's server name on the HTTPS
+    /// listener.
+    Tls,
 }
 
 impl L4Protocol {
@@ -27,6 +30,7 @@ impl L4Protocol {
         match self {
             L4Protocol::Tcp => "tcp",
             L4Protocol::Udp => "udp",
+            L4Protocol::Tls => "tls",
         }
     }
 }
@@ -81,8 +85,12 @@ pub struct L4Route {
     pub label: Arc<str>,
     /// Its transport.
     pub protocol: L4Protocol,
-    /// The gateway port (one of `--l4-ports`) it listens on.
+    /// The gateway port (one of `--l4-ports`) it listens on; 0 for TLS passthrough (the
+    /// HTTPS listener).
     pub port: u16,
+    /// TLS passthrough: the server names (exact, or `*.` wildcards) it takes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
     /// The weighted backends; one is chosen per connection.
     pub backends: Vec<WeightedBackend>,
     /// One cycle of the weighted order.

@@ -597,6 +597,30 @@ impl RoutingTable {
             .find(|r| r.port == port && r.protocol == protocol)
     }
 
+    /// The TLS passthrough Route for server name `name` (lower-case): an exact host name
+    /// first, then the longest wildcard that covers it.
+    pub fn passthrough(&self, name: &str) -> Option<&super::L4Route> {
+        let tls = || {
+            self.l4
+                .iter()
+                .filter(|r| r.protocol == super::L4Protocol::Tls)
+        };
+        if let Some(r) = tls().find(|r| r.hostnames.iter().any(|h| h == name)) {
+            return Some(r);
+        }
+        tls()
+            .flat_map(|r| r.hostnames.iter().map(move |h| (h, r)))
+            .filter(|(h, _)| h.starts_with("*.") && super::name_covers(h, name))
+            .max_by_key(|(h, _)| h.len())
+            .map(|(_, r)| r)
+    }
+
+    /// Whether any Route passes TLS through (the HTTPS listener then reads server names
+    /// itself).
+    pub fn has_passthrough(&self) -> bool {
+        self.l4.iter().any(|r| r.protocol == super::L4Protocol::Tls)
+    }
+
     /// Checks the invariants the proxy relies on, before the table is published.
     pub fn validate(&self) -> Result<(), TableError> {
         for route in &self.l4 {

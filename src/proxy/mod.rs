@@ -199,6 +199,7 @@ impl Proxy {
         }
         let tls = Arc::new(TlsListener {
             acceptor: Arc::new(TlsAcceptor::new().expect("the system's random generator works")),
+            l4: Some(l4.clone()),
             handshakes: telemetry.metrics.tls_handshakes.clone(),
         });
         Ok(Self {

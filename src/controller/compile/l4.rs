@@ -12,15 +12,19 @@ use crate::model::{
 use super::fields::{self, Findings};
 use super::route::{Env, UnresolvedRef, backend_ref, warning};
 
-/// Compiles a TCP Route (`spec.protocol: TCP`), or `None` if it is rejected.
-pub fn compile_tcp_route(
+/// Compiles a TCP Route (`spec.protocol: TCP`) or a TLS passthrough Route (`TLS`), or `None`
+/// if it is rejected.
+pub fn compile_l4_route(
     obj: &Obj<RouteSpec>,
     env: &Env<'_>,
     f: &mut Findings<'_>,
 ) -> Option<L4Route> {
     let spec = &obj.spec;
     let id = &obj.meta.id;
-    debug_assert_eq!(spec.protocol, RouteProtocol::Tcp);
+    let (protocol, kind) = match spec.protocol {
+        RouteProtocol::Tls => (L4Protocol::Tls, "a TLS Route"),
+        _ => (L4Protocol::Tcp, "a TCP Route"),
+    };
     let ports = &env.opts.l4_ports;
     let tcp_ports = || {
         let list: Vec<String> = ports
@@ -33,8 +37,32 @@ pub fn compile_tcp_route(
             false => format!("--l4-ports: {}", list.join(", ")),
         }
     };
-    let port = match spec.port {
-        None => {
+    let mut hostnames = Vec::new();
+    let port = match (protocol, spec.port) {
+        (L4Protocol::Tls, Some(_)) => {
+            f.invalid(
+                "spec.port",
+                "a TLS Route is served on the HTTPS listener (--https-addr); remove port",
+            );
+            None
+        }
+        (L4Protocol::Tls, None) => {
+            if spec.hostnames.is_empty() {
+                f.invalid(
+                    "spec.hostnames",
+                    "a TLS Route needs the server names (SNI) it takes",
+                );
+            }
+            for (i, h) in spec.hostnames.iter().enumerate() {
+                match fields::hostname(h, true) {
+                    Ok(h) if !hostnames.contains(&h) => hostnames.push(h),
+                    Ok(_) => {}
+                    Err(e) => f.invalid(format!("spec.hostnames[{i}]"), e),
+                }
+            }
+            Some(0)
+        }
+        (_, None) => {
             f.invalid(
                 "spec.port",
                 format!(
@@ -44,7 +72,7 @@ pub fn compile_tcp_route(
             );
             None
         }
-        Some(p)
+        (_, Some(p))
             if !ports
                 .iter()
                 .any(|l| l.protocol == L4Protocol::Tcp && l.addr.port() == p) =>
@@ -58,21 +86,24 @@ pub fn compile_tcp_route(
             );
             None
         }
-        Some(p) => Some(p),
+        (_, Some(p)) => Some(p),
     };
-    if !spec.hostnames.is_empty() {
+    if protocol == L4Protocol::Tcp && !spec.hostnames.is_empty() {
         f.invalid(
             "spec.hostnames",
             "a TCP Route has no host names (plain TCP carries none); remove them",
         );
     }
     if spec.tls.is_some() {
-        f.invalid("spec.tls", "tls is for HTTP Routes (TLS termination)");
+        f.invalid(
+            "spec.tls",
+            "tls is for HTTP Routes (TLS termination); a TLS Route passes TLS through",
+        );
     }
     if !spec.rules.is_empty() {
         f.invalid(
             "spec.rules",
-            "a TCP Route has no rules; list its backends in spec.backendRefs",
+            format!("{kind} has no rules; list its backends in spec.backendRefs"),
         );
     }
     if spec.udp.is_some() {
@@ -81,7 +112,7 @@ pub fn compile_tcp_route(
     if spec.backend_refs.is_empty() {
         f.invalid(
             "spec.backendRefs",
-            "a TCP Route needs at least one backendRef",
+            format!("{kind} needs at least one backendRef"),
         );
     }
 
@@ -106,7 +137,7 @@ pub fn compile_tcp_route(
         if !r.filters.is_empty() {
             f.invalid(
                 format!("{at}.filters"),
-                "filters are for HTTP; a TCP Route copies bytes as they are",
+                format!("filters are for HTTP; {kind} copies bytes as they are"),
             );
         }
         match backend_ref(id, r, &at, env, f) {
@@ -150,8 +181,9 @@ pub fn compile_tcp_route(
     let route = L4Route {
         route: id.clone(),
         label: id.key().into(),
-        protocol: L4Protocol::Tcp,
+        protocol,
         port: port?,
+        hostnames,
         backends: Vec::new(),
         schedule: Arc::from([]),
         idle_timeout: idle_timeout.unwrap_or(L4Route::DEFAULT_IDLE_TIMEOUT),
@@ -162,7 +194,7 @@ pub fn compile_tcp_route(
     f.ok().then(|| route.with_backends(backends))
 }
 
-/// A TCP Route sends to Backends with `protocol: TCP`, or to Services.
+/// A TCP or TLS Route sends to Backends with `protocol: TCP`, or to Services.
 fn tcp_backend(b: &WeightedBackend, at: &str, env: &Env<'_>) -> Result<(), UnresolvedRef> {
     let Some(idx) = b.backend else { return Ok(()) };
     let targets = env.targets.borrow();
@@ -175,7 +207,7 @@ fn tcp_backend(b: &WeightedBackend, at: &str, env: &Env<'_>) -> Result<(), Unres
             field: format!("{at}.name"),
             reason: Reason::InvalidKind,
             message: format!(
-                "port {} of Service {}/{} is {}; a TCP Route needs a TCP port",
+                "port {} of Service {}/{} is {}; a TCP or TLS Route needs a TCP port",
                 port.port, backend.id.namespace, service, port.protocol
             ),
         });
@@ -188,7 +220,7 @@ fn tcp_backend(b: &WeightedBackend, at: &str, env: &Env<'_>) -> Result<(), Unres
         field: format!("{at}.name"),
         reason: Reason::InvalidKind,
         message: format!(
-            "{} speaks {}; a TCP Route needs a Backend with protocol: TCP",
+            "{} speaks {}; a TCP or TLS Route needs a Backend with protocol: TCP",
             backend.id,
             fields::wire_name(&backend.protocol)
         ),
@@ -209,10 +241,34 @@ pub fn one_per_port(routes: &mut Vec<L4Route>, out: &mut Vec<Diagnostic>) {
     });
     let mut kept: Vec<L4Route> = Vec::with_capacity(routes.len());
     for r in routes.drain(..) {
-        match kept
-            .iter()
-            .find(|k| k.port == r.port && k.protocol == r.protocol)
+        let taken = |k: &&L4Route| match r.protocol {
+            L4Protocol::Tls => {
+                k.protocol == L4Protocol::Tls && k.hostnames.iter().any(|h| r.hostnames.contains(h))
+            }
+            _ => k.port == r.port && k.protocol == r.protocol,
+        };
+        if r.protocol == L4Protocol::Tls
+            && let Some(winner) = kept.iter().find(taken)
         {
+            let shared: Vec<&str> = r
+                .hostnames
+                .iter()
+                .filter(|h| winner.hostnames.contains(h))
+                .map(String::as_str)
+                .collect();
+            out.push(Diagnostic::error(
+                &r.route,
+                "spec.hostnames",
+                Reason::Conflicted,
+                format!(
+                    "{} passed through by {} (the older Route); this Route is not served",
+                    shared.join(", "),
+                    winner.route
+                ),
+            ));
+            continue;
+        }
+        match kept.iter().find(taken) {
             Some(winner) => out.push(Diagnostic::error(
                 &r.route,
                 "spec.port",

@@ -75,10 +75,10 @@ pub fn compile_route(
 
     match spec.protocol {
         RouteProtocol::Http => {}
-        RouteProtocol::Tcp => {
-            return super::l4::compile_tcp_route(obj, env, &mut f).map(CompiledRoute::L4);
+        RouteProtocol::Tcp | RouteProtocol::Tls => {
+            return super::l4::compile_l4_route(obj, env, &mut f).map(CompiledRoute::L4);
         }
-        RouteProtocol::Udp | RouteProtocol::Tls => {
+        RouteProtocol::Udp => {
             f.not_supported(
                 "spec.protocol",
                 &format!("protocol {}", fields::wire_name(&spec.protocol)),
@@ -88,7 +88,7 @@ pub fn compile_route(
             }
         }
     }
-    if spec.protocol != RouteProtocol::Udp && spec.port.is_some() {
+    if spec.protocol == RouteProtocol::Http && spec.port.is_some() {
         f.invalid(
             "spec.port",
             "port is for TCP and UDP Routes; an HTTP Route is served on the HTTP and HTTPS listeners",

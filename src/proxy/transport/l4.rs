@@ -203,38 +203,77 @@ impl L4Proxy {
                 },
             };
             let router = self.router.load_full();
-            let Some(route) = router.table.l4_route(L4Protocol::Tcp, port) else {
+            let Some(index) = router
+                .table
+                .l4
+                .iter()
+                .position(|r| r.protocol == L4Protocol::Tcp && r.port == port)
+            else {
                 continue;
             };
-            let state = self
-                .routes
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(&route.route)
-                .cloned()
-                .unwrap_or_default();
-            let open = state.open.fetch_add(1, Ordering::AcqRel);
-            if route.max_connections.is_some_and(|max| open >= max) {
-                state.open.fetch_sub(1, Ordering::AcqRel);
-                self.metrics.count(&route.label, &Arc::from(""), "limited");
-                drop(stream);
-                continue;
-            }
             let me = self.clone();
             self.tracker.spawn(async move {
-                let route_label = RouteLabels {
-                    route: router
-                        .table
-                        .l4_route(L4Protocol::Tcp, port)
-                        .map_or_else(|| Arc::from(""), |r| r.label.clone()),
-                };
-                let gauge = me.metrics.open.get_or_create(&route_label).clone();
-                gauge.inc();
-                me.connection(stream, peer, &router, port, &state).await;
-                gauge.dec();
-                state.open.fetch_sub(1, Ordering::AcqRel);
+                me.serve(stream, peer, &router, index, &[]).await;
             });
         }
+    }
+
+    /// A TLS connection whose ClientHello (`hello`, already read) names `name`, which a TLS
+    /// passthrough Route takes: served like a TCP Route's connection, `hello` sent first.
+    pub async fn passthrough(
+        &self,
+        client: TcpStream,
+        peer: SocketAddr,
+        hello: Vec<u8>,
+        name: &str,
+    ) {
+        let router = self.router.load_full();
+        let Some(index) = router
+            .table
+            .passthrough(name)
+            .and_then(|r| router.table.l4.iter().position(|x| x.route == r.route))
+        else {
+            return;
+        };
+        self.serve(client, peer, &router, index, &hello).await;
+    }
+
+    /// One connection of Route `router.table.l4[index]`: the Route's connection limit, then
+    /// [`L4Proxy::connection`].
+    async fn serve(
+        &self,
+        client: TcpStream,
+        peer: SocketAddr,
+        router: &Router,
+        index: usize,
+        hello: &[u8],
+    ) {
+        let route = &router.table.l4[index];
+        let state = self
+            .routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&route.route)
+            .cloned()
+            .unwrap_or_default();
+        let open = state.open.fetch_add(1, Ordering::AcqRel);
+        if route.max_connections.is_some_and(|max| open >= max) {
+            state.open.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.count(&route.label, &Arc::from(""), "limited");
+            return;
+        }
+        let gauge = self
+            .metrics
+            .open
+            .get_or_create(&RouteLabels {
+                route: route.label.clone(),
+            })
+            .clone();
+        gauge.inc();
+        self.connection(client, peer, router, route, &state, hello)
+            .await;
+        gauge.dec();
+        state.open.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// One client connection, from the pick of a backend to the close of both sides.
@@ -243,12 +282,10 @@ impl L4Proxy {
         client: TcpStream,
         peer: SocketAddr,
         router: &Router,
-        port: u16,
+        route: &L4Route,
         state: &RouteState,
+        hello: &[u8],
     ) {
-        let Some(route) = router.table.l4_route(L4Protocol::Tcp, port) else {
-            return;
-        };
         let none: Arc<str> = Arc::from("");
         let n = state.split.fetch_add(1, Ordering::Relaxed);
         let picked =
@@ -259,7 +296,7 @@ impl L4Proxy {
         };
         let backend = &router.backends[picked.backend];
         let label = router.table.backends[picked.backend].label.clone();
-        let Some((upstream, endpoint)) = self.connect(backend, &label, peer.ip()).await else {
+        let Some((mut upstream, endpoint)) = self.connect(backend, &label, peer.ip()).await else {
             self.metrics.count(&route.label, &label, "connect_failed");
             return;
         };
@@ -277,6 +314,13 @@ impl L4Proxy {
                 })
                 .clone()
         };
+        let [to_backend, to_client] = [bytes("to_backend"), bytes("to_client")];
+        if !hello.is_empty() {
+            if upstream.write_all(hello).await.is_err() {
+                return;
+            }
+            to_backend.inc_by(hello.len() as u64);
+        }
         let watch = Watch {
             route,
             backend,
@@ -286,7 +330,7 @@ impl L4Proxy {
         let end = pipe(
             client,
             upstream,
-            [bytes("to_backend"), bytes("to_client")],
+            [to_backend, to_client],
             &watch,
             &self.hard_stop,
         )
@@ -372,10 +416,7 @@ impl Watch<'_> {
     /// backend.
     fn still_wanted(&self) -> bool {
         let router = self.current.load();
-        router
-            .table
-            .l4_route(self.route.protocol, self.route.port)
-            .is_some_and(|r| r.route == self.route.route)
+        router.table.l4.iter().any(|r| r.route == self.route.route)
             && self.backend.has_endpoint(self.address)
     }
 }
@@ -500,6 +541,7 @@ mod tests {
             label: "default/r".into(),
             protocol: L4Protocol::Tcp,
             port: 7000,
+            hostnames: Vec::new(),
             backends: Vec::new(),
             schedule: Arc::from([]),
             idle_timeout: IDLE,

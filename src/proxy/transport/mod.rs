@@ -15,6 +15,7 @@ pub mod h1;
 pub mod l4;
 pub mod listener;
 pub mod redis;
+pub mod sni;
 pub mod tls;
 pub mod tunnel;
 
