@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -15,14 +15,16 @@ use common::{ConfigDir, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tidegate");
+use common::binary::{BIN, Binary};
 
-/// A running `tidegate run`, killed on drop.
-struct Running {
-    child: Child,
-    http: SocketAddr,
-    https: SocketAddr,
-    admin: SocketAddr,
+/// A running `tidegate run` (the shared harness) with `--l4-ports` on 127.0.0.1.
+struct Running(Binary);
+
+impl std::ops::Deref for Running {
+    type Target = Binary;
+    fn deref(&self) -> &Binary {
+        &self.0
+    }
 }
 
 impl Running {
@@ -35,62 +37,16 @@ impl Running {
             .iter()
             .map(|p| format!("127.0.0.1:{p}/tcp"))
             .collect();
-        let mut child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(config)
-            .args([
-                "--http-addr",
-                "127.0.0.1:0",
-                "--https-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--access-log",
-                "off",
-            ])
-            .args(match ports.is_empty() {
-                true => Vec::new(),
-                false => vec!["--l4-ports".to_owned(), ports.join(",")],
-            })
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("binary starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let (http, https, admin) = loop {
-            let line = lines
-                .next()
-                .expect("tidegate exited before serving")
-                .unwrap();
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if v["message"] == "serving" {
-                break (
-                    v["http"].as_str().unwrap().parse().unwrap(),
-                    v["https"].as_str().unwrap().parse().unwrap(),
-                    v["admin"].as_str().unwrap().parse().unwrap(),
-                );
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Self {
-            child,
-            http,
-            https,
-            admin,
+        let ports = ports.join(",");
+        let mut run = Binary::run(config).args(extra);
+        if !ports.is_empty() {
+            run = run.args(&["--l4-ports", &ports]);
         }
+        Self(run.start())
     }
 
     async fn admin_get(&self, path: &str) -> String {
-        let mut s = TcpStream::connect(self.admin).await.unwrap();
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.unwrap();
-        out
+        self.0.admin(path).await
     }
 
     /// The value of the metric line that starts with `prefix` (0 when absent).
@@ -100,13 +56,6 @@ impl Running {
             .find(|l| l.starts_with(prefix))
             .and_then(|l| l.rsplit(' ').next())
             .map_or(0.0, |v| v.parse().unwrap())
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -414,8 +363,7 @@ async fn an_endpoint_failing_its_active_tcp_probe_gets_no_new_connections() {
         Duration::from_secs(10),
         "b to be marked unhealthy",
         || async {
-            let backends = gw.admin_get("/backends").await;
-            let body = backends.split("\r\n\r\n").nth(1)?.to_owned();
+            let body = gw.admin_get("/backends").await;
             let v: serde_json::Value = serde_json::from_str(&body).ok()?;
             let endpoints = v[0]["endpoints"].as_array()?.clone();
             endpoints
@@ -510,11 +458,7 @@ async fn sigterm_lets_l4_connections_finish_then_exits() {
     let mut gw = Running::start_with(dir.path(), &[port], &["--drain-timeout", "30s"]);
     let mut s = connect(port).await;
     roundtrip(&mut s, b"before").await;
-    let ok = Command::new("kill")
-        .args(["-TERM", &gw.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    gw.0.signal("TERM");
     // The listener stops accepting; the established connection is still served.
     eventually(
         Duration::from_secs(10),
@@ -528,7 +472,6 @@ async fn sigterm_lets_l4_connections_finish_then_exits() {
     )
     .await;
     roundtrip(&mut s, b"during the drain").await;
-    assert!(gw.child.try_wait().unwrap().is_none(), "still draining");
     // Once the client is done, the gateway exits well before the 30 s drain timeout.
     s.shutdown().await.unwrap();
     let mut rest = String::new();
@@ -537,17 +480,7 @@ async fn sigterm_lets_l4_connections_finish_then_exits() {
         rest,
         format!("bye {}", "before".len() + "during the drain".len())
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = gw.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "tidegate exits within 10s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = gw.0.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
 }
 
