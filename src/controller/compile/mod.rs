@@ -10,6 +10,7 @@ mod basic_auth;
 mod canary;
 mod fields;
 mod ingress;
+mod ingress_annotations;
 mod jwt;
 mod limits;
 mod rate_limit;
