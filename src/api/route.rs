@@ -555,6 +555,34 @@ pub struct JwksSource {
     /// The JWKS document itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inline: Option<String>,
+    /// With `uri` (`https://`): a Secret whose `ca.crt` holds the CA bundle that verifies the
+    /// issuer (default: the system's trust store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<LocalObjectRef>,
+    /// With `uri`: bounds on the time between fetches: the response's `Cache-Control`
+    /// `max-age` (5m without one), raised to `min` and cut to `max` (default 30s and 1h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<JwksRefresh>,
+    /// With `uri`: the least time between two fetches a token with an unknown `kid` can cause
+    /// (default 30s, at least 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refetch_cooldown: Option<Duration>,
+    /// With `uri`: how long the last fetched keys keep verifying tokens after they were due
+    /// for a refresh while the issuer cannot be fetched (default 24h); then tokens get 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_stale: Option<Duration>,
+}
+
+/// Bounds on the time between JWKS fetches.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwksRefresh {
+    /// The least time between fetches (default 30s, at least 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<Duration>,
+    /// The most time between fetches (default 1h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<Duration>,
 }
 
 /// A claim copied into a header.

@@ -10,6 +10,7 @@ mod basic_auth;
 mod canary;
 mod fields;
 mod ingress;
+mod jwks_uri;
 mod jwt;
 mod limits;
 mod rate_limit;

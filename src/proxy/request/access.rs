@@ -25,6 +25,8 @@ mod result {
     pub const DENIED: &str = "denied";
     pub const PREFLIGHT: &str = "preflight";
     pub const UNKNOWN_ORIGIN: &str = "unknown_origin";
+    /// The keys to decide with are not there (a JWKS URI not fetched yet, or stale).
+    pub const UNAVAILABLE: &str = "unavailable";
 }
 
 /// What the access step decided for a request it lets through.
@@ -111,7 +113,15 @@ pub async fn check(
     }
     if let Some(jwt) = &access.jwt {
         if let Err(why) = jwt::verify(jwt, req.headers_mut()) {
-            count(mechanism::JWT, result::DENIED);
+            let unavailable = why == jwt::Refused::KeysUnavailable;
+            count(
+                mechanism::JWT,
+                if unavailable {
+                    result::UNAVAILABLE
+                } else {
+                    result::DENIED
+                },
+            );
             let (status, reason, challenge) = match why {
                 jwt::Refused::Missing => (
                     StatusCode::UNAUTHORIZED,
@@ -127,6 +137,11 @@ pub async fn check(
                     StatusCode::FORBIDDEN,
                     reason::FORBIDDEN_CLAIMS,
                     with_error(&jwt.challenge, "insufficient_scope"),
+                ),
+                jwt::Refused::KeysUnavailable => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    reason::JWKS_UNAVAILABLE,
+                    jwt.challenge.clone(),
                 ),
             };
             let mut headers = HeaderMap::new();

@@ -49,6 +49,9 @@ pub const CORS_PREFLIGHT: &str = "cors_preflight";
 pub const UNAUTHENTICATED: &str = "unauthenticated";
 /// A valid token that fails a claim rule of the rule's JWT authentication (403).
 pub const FORBIDDEN_CLAIMS: &str = "forbidden_claims";
+/// The rule's JWKS URI has no keys to verify with: not fetched yet, or stale past `maxStale`
+/// (503).
+pub const JWKS_UNAVAILABLE: &str = "jwks_unavailable";
 /// The rule answers with a configured direct response.
 pub const DIRECT_RESPONSE: &str = "direct_response";
 /// The rule answers with a configured redirect.
@@ -86,6 +89,7 @@ pub const ALL: &[&str] = &[
     CORS_PREFLIGHT,
     UNAUTHENTICATED,
     FORBIDDEN_CLAIMS,
+    JWKS_UNAVAILABLE,
     DIRECT_RESPONSE,
     REDIRECT,
     HTTPS_REDIRECT,
