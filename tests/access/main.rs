@@ -1,12 +1,14 @@
 //! Access control through the real binary: IP lists on the one client-address resolver
 //! (`ip`), CORS checked the way a browser checks it (`cors`), basic authentication against
-//! htpasswd files made by Apache's `htpasswd` and requests made by `curl` (`basic`).
+//! htpasswd files made by Apache's `htpasswd` and requests made by `curl` (`basic`), JWT
+//! against PyJWT tokens (`jwt`), keys fetched from a real JWKS issuer (`jwks_uri`).
 
 mod basic;
 #[path = "../common/mod.rs"]
 mod common;
 mod cors;
 mod ip;
+mod jwks_uri;
 mod jwt;
 #[allow(dead_code)]
 #[path = "../rate_limit/support.rs"]
