@@ -67,7 +67,12 @@ pub fn compile(
             let field = format!("{at}.caSecretRef");
             let source = format!("Secret {}/{}", route.namespace, r.name);
             let Some(secret) = env.secrets.get(&(route.namespace.clone(), r.name.clone())) else {
-                f.invalid(field, format!("{source} not found"));
+                let hint = if env.opts.discovery {
+                    " (in Kubernetes mode only kubernetes.io/tls Secrets are read)"
+                } else {
+                    ""
+                };
+                f.invalid(field, format!("{source} not found{hint}"));
                 return None;
             };
             let Some(pem) = &secret.ca else {

@@ -111,7 +111,7 @@ fn keys(
     f: &mut Findings<'_>,
 ) -> Option<JwtKeys> {
     let Some(src) = src else {
-        f.invalid(at, "set jwks: inline or secretRef");
+        f.invalid(at, "set jwks: uri, inline or secretRef");
         return None;
     };
     let (source, text) = match (&src.inline, &src.secret_ref, &src.uri) {
