@@ -76,6 +76,10 @@ pub fn duration<S: Serializer>(d: &Option<std::time::Duration>, s: S) -> Result<
     }
 }
 
+pub fn display<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
 pub fn duration_str<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format_duration(*d))
 }

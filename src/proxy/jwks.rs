@@ -25,8 +25,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::model::RoutingTable;
 use crate::model::jwt::{JwtKey, JwtKeys, Keys, RemoteJwks};
-use crate::model::{RoutingTable, UpstreamProtocol};
 use crate::proxy::request::Service;
 use crate::proxy::transport::{Clients, RequestBody};
 use crate::telemetry::Telemetry;
@@ -78,7 +78,7 @@ async fn fetch(clients: &Clients, jwks: &RemoteJwks) -> Fetched {
         Ok(u) => u,
         Err(e) => return Fetched::Failed("unreachable", e.to_string()),
     };
-    let Some(authority) = uri.authority().cloned() else {
+    let Some(authority) = uri.authority() else {
         return Fetched::Failed("unreachable", "no host".into());
     };
     let req = Request::get(uri.clone())
@@ -90,21 +90,9 @@ async fn fetch(clients: &Clients, jwks: &RemoteJwks) -> Fetched {
         Ok(r) => r,
         Err(e) => return Fetched::Failed("unreachable", e.to_string()),
     };
-    let resp = match &jwks.tls {
-        Some(tls) => {
-            let port = uri.port_u16().unwrap_or(443);
-            let endpoint: Arc<str> = format!("{}:{port}", authority.host()).into();
-            let client = match clients.tls(None, UpstreamProtocol::Http1, tls, &endpoint) {
-                Ok(c) => c,
-                Err(e) => return Fetched::Failed("unreachable", e),
-            };
-            client.request(req).await
-        }
-        None => clients.hyper(None).http1.request(req).await,
-    };
-    let resp = match resp {
+    let resp = match clients.send(jwks.tls.as_ref(), req).await {
         Ok(r) => r,
-        Err(e) => return Fetched::Failed("unreachable", format!("{e:?}")),
+        Err(e) => return Fetched::Failed("unreachable", e),
     };
     if resp.status() != http::StatusCode::OK {
         return Fetched::Failed("http_error", format!("status {}", resp.status()));

@@ -4,80 +4,52 @@
 //! is picked up on an unknown kid, keys keep serving while the issuer is down, `max-age` sets
 //! the refresh, and before the first good fetch tokens get 503.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 
+use crate::PyServer;
 use crate::common::tls::Ca;
 use crate::common::{ConfigDir, HttpClient, Reply, Upstream, backend_yaml, eventually};
 use crate::jwt::corpus;
 use crate::support::{Gateway, metric};
 
-/// The issuer: a Python process serving `jwks.json` from its directory.
-struct Issuer {
-    child: Child,
-    dir: tempfile::TempDir,
-    port: u16,
+/// The issuer: `jwks_server.py` serving `jwks.json` from its directory.
+struct Issuer(PyServer);
+
+impl std::ops::Deref for Issuer {
+    type Target = PyServer;
+    fn deref(&self) -> &PyServer {
+        &self.0
+    }
 }
 
 impl Issuer {
     fn start(jwks: &serde_json::Value, cache_control: &str, tls: Option<&Ca>) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new("python3");
-        cmd.arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/access/jwks_server.py"
-        ))
-        .arg(dir.path());
-        if let Some(ca) = tls {
-            let leaf = ca.leaf("issuer", &["localhost"]);
-            std::fs::write(dir.path().join("cert.pem"), &leaf.cert).unwrap();
-            std::fs::write(dir.path().join("key.pem"), &leaf.key).unwrap();
-            cmd.arg(dir.path().join("cert.pem"))
-                .arg(dir.path().join("key.pem"));
-        }
-        let mut child = cmd.stdout(Stdio::piped()).spawn().expect("python3 runs");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("jwks_server.py printed {line:?}"));
-        let me = Self { child, dir, port };
+        let server = PyServer::start("jwks_server.py", |dir| match tls {
+            Some(ca) => {
+                let leaf = ca.leaf("issuer", &["localhost"]);
+                std::fs::write(dir.join("cert.pem"), &leaf.cert).unwrap();
+                std::fs::write(dir.join("key.pem"), &leaf.key).unwrap();
+                vec![
+                    dir.join("cert.pem").display().to_string(),
+                    dir.join("key.pem").display().to_string(),
+                ]
+            }
+            None => Vec::new(),
+        });
+        let me = Self(server);
         me.serve(jwks, cache_control);
         me
     }
 
     fn serve(&self, jwks: &serde_json::Value, cache_control: &str) {
-        let write = |name: &str, text: &str| {
-            let tmp = self.dir.path().join(format!(".{name}"));
-            std::fs::write(&tmp, text).unwrap();
-            std::fs::rename(tmp, self.dir.path().join(name)).unwrap();
-        };
-        write("jwks.json", &jwks.to_string());
-        write("cache_control", cache_control);
-    }
-
-    fn hits(&self) -> u32 {
-        std::fs::read_to_string(self.dir.path().join("hits"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
+        self.0.write("jwks.json", &jwks.to_string());
+        self.0.write("cache_control", cache_control);
     }
 
     fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Issuer {
-    fn drop(&mut self) {
-        self.stop();
+        self.0.stop();
     }
 }
 

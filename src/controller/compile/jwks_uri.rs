@@ -34,67 +34,15 @@ pub fn compile(
     f: &mut Findings<'_>,
 ) -> Option<Arc<RemoteJwks>> {
     let raw = src.uri.as_deref()?;
-    let field = format!("{at}.uri");
-    let uri = match raw.parse::<http::Uri>() {
-        Ok(u) => u,
-        Err(e) => {
-            f.invalid(field, format!("not a URI: {e}"));
-            return None;
-        }
-    };
-    let https = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
-        _ => {
-            f.invalid(field, "the scheme must be https (or http)");
-            return None;
-        }
-    };
-    if uri.host().is_none_or(str::is_empty) {
-        f.invalid(field, "names no host");
-        return None;
-    }
-    let ca = match &src.ca_secret_ref {
-        None => None,
-        Some(_) if !https => {
-            f.invalid(
-                format!("{at}.caSecretRef"),
-                "a CA bundle verifies an https uri only",
-            );
-            return None;
-        }
-        Some(r) => {
-            let field = format!("{at}.caSecretRef");
-            let source = format!("Secret {}/{}", route.namespace, r.name);
-            let Some(secret) = env.secrets.get(&(route.namespace.clone(), r.name.clone())) else {
-                let hint = if env.opts.discovery {
-                    " (in Kubernetes mode only kubernetes.io/tls Secrets are read)"
-                } else {
-                    ""
-                };
-                f.invalid(field, format!("{source} not found{hint}"));
-                return None;
-            };
-            let Some(pem) = &secret.ca else {
-                f.invalid(field, format!("{source} has no `ca.crt` key"));
-                return None;
-            };
-            match parse_ca_bundle(&source, pem) {
-                Ok(ca) => Some(Arc::new(ca)),
-                Err(e) => {
-                    f.invalid(field, format!("{source}: {e}"));
-                    return None;
-                }
-            }
-        }
-    };
-    let tls = https.then(|| {
-        Arc::new(UpstreamTls {
-            server_name: None,
-            ca,
-            client_certificate: None,
-        })
-    });
+    let (_, tls) = uri_and_tls(
+        raw,
+        src.ca_secret_ref.as_ref(),
+        &format!("{at}.uri"),
+        &format!("{at}.caSecretRef"),
+        route,
+        env,
+        f,
+    )?;
     let d = |v: Option<&api::Duration>, default| v.map_or(default, |d| d.0);
     let refresh = src.refresh.as_ref();
     let min_refresh = d(refresh.and_then(|r| r.min.as_ref()), DEFAULT_MIN_REFRESH);
@@ -146,4 +94,77 @@ pub fn only_with_uri(src: &api::JwksSource, at: &str, f: &mut Findings<'_>) {
     for (name, _) in set.iter().filter(|(_, s)| *s) {
         f.invalid(format!("{at}.{name}"), "only with uri");
     }
+}
+
+/// An `http` or `https` URI the gateway itself asks (a JWKS, an auth service), and the TLS
+/// settings of an `https` one: the CA bundle of `ca` (a Secret's `ca.crt`), else the system's
+/// trust store.
+pub fn uri_and_tls(
+    raw: &str,
+    ca: Option<&api::LocalObjectRef>,
+    at_uri: &str,
+    at_ca: &str,
+    route: &ObjectRef,
+    env: &Env<'_>,
+    f: &mut Findings<'_>,
+) -> Option<(http::Uri, Option<Arc<UpstreamTls>>)> {
+    let field = at_uri;
+    let uri = match raw.parse::<http::Uri>() {
+        Ok(u) => u,
+        Err(e) => {
+            f.invalid(field, format!("not a URI: {e}"));
+            return None;
+        }
+    };
+    let https = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => {
+            f.invalid(field, "the scheme must be https (or http)");
+            return None;
+        }
+    };
+    if uri.host().is_none_or(str::is_empty) {
+        f.invalid(field, "names no host");
+        return None;
+    }
+    let ca = match ca {
+        None => None,
+        Some(_) if !https => {
+            f.invalid(at_ca, "a CA bundle verifies an https uri only");
+            return None;
+        }
+        Some(r) => {
+            let field = at_ca;
+            let source = format!("Secret {}/{}", route.namespace, r.name);
+            let Some(secret) = env.secrets.get(&(route.namespace.clone(), r.name.clone())) else {
+                let hint = if env.opts.discovery {
+                    " (in Kubernetes mode only kubernetes.io/tls Secrets are read)"
+                } else {
+                    ""
+                };
+                f.invalid(field, format!("{source} not found{hint}"));
+                return None;
+            };
+            let Some(pem) = &secret.ca else {
+                f.invalid(field, format!("{source} has no `ca.crt` key"));
+                return None;
+            };
+            match parse_ca_bundle(&source, pem) {
+                Ok(ca) => Some(Arc::new(ca)),
+                Err(e) => {
+                    f.invalid(field, format!("{source}: {e}"));
+                    return None;
+                }
+            }
+        }
+    };
+    let tls = https.then(|| {
+        Arc::new(UpstreamTls {
+            server_name: None,
+            ca,
+            client_certificate: None,
+        })
+    });
+    Some((uri, tls))
 }

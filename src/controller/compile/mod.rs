@@ -8,6 +8,7 @@ mod access;
 mod backend;
 mod basic_auth;
 mod canary;
+mod ext_auth;
 mod fields;
 mod ingress;
 mod jwks_uri;
