@@ -147,6 +147,7 @@ mod tests {
         assert!(d.get(b"a", t0 + Duration::from_secs(9)).is_some());
         assert!(d.get(b"a", t0 + Duration::from_secs(10)).is_none());
         assert!(d.get(b"b", t0).is_none());
+        let d = Decisions::default();
         for i in 0..MAX_CACHED {
             let until = t0 + Duration::from_secs(if i % 2 == 0 { 1 } else { 100 });
             d.put(i.to_string().into_bytes(), until, t0, allow.clone());
@@ -163,5 +164,12 @@ mod tests {
         assert_eq!(d.len(), MAX_CACHED / 2 + 1);
         assert!(d.get(b"new", later).is_some());
         assert!(d.get(b"1", later).is_some());
+        // Full of fresh ones: all go.
+        let d = Decisions::default();
+        for i in 0..MAX_CACHED {
+            d.put(i.to_string().into_bytes(), later, t0, allow.clone());
+        }
+        d.put(b"new".to_vec(), later, t0, allow);
+        assert_eq!(d.len(), 1);
     }
 }
