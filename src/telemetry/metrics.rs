@@ -80,6 +80,10 @@ pub mod names {
     pub const L4_OPEN_CONNECTIONS: &str = "tidegate_l4_open_connections";
     /// `tidegate_l4_bytes`.
     pub const L4_BYTES: &str = "tidegate_l4_bytes";
+    /// `tidegate_jwks_fetches`.
+    pub const JWKS_FETCHES: &str = "tidegate_jwks_fetches";
+    /// `tidegate_jwks_stale`.
+    pub const JWKS_STALE: &str = "tidegate_jwks_stale";
 
     /// Every name above (counters without their `_total` suffix).
     pub const ALL: &[&str] = &[
@@ -112,6 +116,8 @@ pub mod names {
         L4_CONNECTIONS,
         L4_OPEN_CONNECTIONS,
         L4_BYTES,
+        JWKS_FETCHES,
+        JWKS_STALE,
     ];
 }
 
@@ -270,6 +276,22 @@ pub struct DnsResultLabels {
     pub record_type: &'static str,
     /// The `result` label: `answer`, `empty`, `nxdomain`, `servfail`, `timeout`, `error`.
     pub result: &'static str,
+}
+
+/// `{uri, result}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JwksFetchLabels {
+    /// The `uri` label: the JWKS URI.
+    pub uri: Arc<str>,
+    /// The `result` label: `ok`, `http_error`, `unreachable`, `invalid`.
+    pub result: &'static str,
+}
+
+/// `{uri}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JwksLabels {
+    /// The `uri` label: the JWKS URI.
+    pub uri: Arc<str>,
 }
 
 /// `{backend}`.
@@ -477,6 +499,10 @@ pub struct Metrics {
     pub l4_open_connections: Family<RouteLabels, Gauge>,
     /// [`names::L4_BYTES`].
     pub l4_bytes: Family<L4BytesLabels, Counter>,
+    /// [`names::JWKS_FETCHES`].
+    pub jwks_fetches: Family<JwksFetchLabels, Counter>,
+    /// [`names::JWKS_STALE`].
+    pub jwks_stale: Family<JwksLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -519,6 +545,8 @@ impl Metrics {
             l4_connections: Family::default(),
             l4_open_connections: Family::default(),
             l4_bytes: Family::default(),
+            jwks_fetches: Family::default(),
+            jwks_stale: Family::default(),
             registry: Registry::default(),
         };
         use names::*;
@@ -666,6 +694,16 @@ impl Metrics {
             L4_BYTES,
             "Bytes copied by L4 Routes, by route, backend and direction (to_backend, to_client)",
             m.l4_bytes.clone(),
+        );
+        registry.register(
+            JWKS_FETCHES,
+            "Fetches of JWKS URIs, by URI and result (ok, http_error, unreachable, invalid)",
+            m.jwks_fetches.clone(),
+        );
+        registry.register(
+            JWKS_STALE,
+            "1 while a JWKS URI's fetches fail and its last fetched keys serve past their refresh",
+            m.jwks_stale.clone(),
         );
         Self { registry, ..m }
     }

@@ -15,8 +15,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use kube::core::error_boundary::InvalidObject;
 
 use crate::api::annotations::{
-    CANARY_COOKIE, CANARY_HEADER, CANARY_OF, CANARY_WEIGHT, IS_DEFAULT_CLASS, LEGACY_INGRESS_CLASS,
-    SSL_REDIRECT,
+    CANARY_COOKIE, CANARY_HEADER, CANARY_OF, CANARY_WEIGHT, INGRESS_ANNOTATION_PREFIXES,
+    IS_DEFAULT_CLASS, LEGACY_INGRESS_CLASS,
 };
 use crate::api::{
     Backend, BackendSpec, EndpointCounts, RateLimitPolicy, RateLimitPolicySpec, Route, RouteSpec,
@@ -478,12 +478,14 @@ impl Index {
                     secret_name: t.secret_name.clone(),
                 })
                 .collect(),
-            ssl_redirect: ing
+            annotations: ing
                 .metadata
                 .annotations
-                .as_ref()
-                .and_then(|a| a.get(SSL_REDIRECT))
-                .cloned(),
+                .iter()
+                .flatten()
+                .filter(|(k, _)| INGRESS_ANNOTATION_PREFIXES.iter().any(|p| k.starts_with(p)))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         };
         let lb: Vec<LbAddress> = ing
             .status
