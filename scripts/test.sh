@@ -19,6 +19,8 @@ need=()
 for tool in curl openssl python3; do command -v "$tool" >/dev/null || need+=("$tool"); done
 # Global rate limits: redis-server; the clock-skew test runs gateways under libfaketime.
 command -v redis-server >/dev/null || need+=(redis-server)
+# TCP Routes (tests/l4.rs): redis-cli through the gateway (Debian: redis-tools).
+command -v redis-cli >/dev/null || need+=(redis-tools)
 # TLS to backends (tests/backend_tls.rs): nginx is the TLS, mTLS and HTTP/2-over-TLS upstream.
 command -v nginx >/dev/null || need+=(nginx)
 command -v faketime >/dev/null || need+=(faketime)

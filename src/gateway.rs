@@ -80,6 +80,7 @@ pub struct GatewayBuilder {
     middleware: Option<Arc<dyn Middleware>>,
     custom: Custom,
     dns: DnsOptions,
+    l4_ports: Vec<crate::model::L4Listener>,
 }
 
 impl Default for GatewayBuilder {
@@ -106,6 +107,7 @@ impl Default for GatewayBuilder {
             middleware: None,
             custom: Custom::default(),
             dns: DnsOptions::default(),
+            l4_ports: Vec::new(),
         }
     }
 }
@@ -182,6 +184,13 @@ impl GatewayBuilder {
     /// truncated); `None` (the default): the system's configuration (`/etc/resolv.conf`).
     pub fn dns_server(mut self, server: Option<SocketAddr>) -> Self {
         self.dns.server = server;
+        self
+    }
+
+    /// The L4 ports TCP Routes may use (`--l4-ports`): a Route's `spec.port` must be one of
+    /// them; each is bound only while a Route uses it (default: none).
+    pub fn l4_ports(mut self, ports: Vec<crate::model::L4Listener>) -> Self {
+        self.l4_ports = ports;
         self
     }
 
@@ -273,7 +282,9 @@ impl GatewayBuilder {
         let (tables_tx, tables) = watch::channel(None);
         let mut proxy_config = self.proxy;
         proxy_config.http_port.get_or_insert(http_addr.port());
+        proxy_config.l4_ports = self.l4_ports.clone();
         let mut compile = self.compile;
+        compile.l4_ports = self.l4_ports;
         compile.global_rate_limits = proxy_config.redis.is_some();
         let with_redis = proxy_config.redis.is_some();
         if let Some(a) = https_addr {

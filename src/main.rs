@@ -10,7 +10,7 @@ use tidegate::api::Duration;
 use tidegate::controller::compile::DefaultCertificate;
 use tidegate::controller::file::{FileSource, Mode};
 use tidegate::controller::{CompileOptions, compile};
-use tidegate::model::{Cidr, Severity};
+use tidegate::model::{Cidr, L4Listener, Severity};
 use tidegate::proxy::{
     ClientIpConfig, ForwardedHeader, Http1Codec, ProxyConfig, RedisConfig, UpstreamSettings,
 };
@@ -162,6 +162,11 @@ struct RunArgs {
     /// truncated or UDP fails). Without it: the system's resolvers (/etc/resolv.conf).
     #[arg(long, env = "TIDEGATE_DNS_SERVER")]
     dns_server: Option<SocketAddr>,
+    /// The L4 ports TCP Routes may use, comma-separated `[HOST:]PORT/tcp` (HOST defaults to
+    /// 0.0.0.0; `/udp` entries are for UDP Routes, not supported yet). Each is bound only while
+    /// a Route names it.
+    #[arg(long, env = "TIDEGATE_L4_PORTS", value_delimiter = ',')]
+    l4_ports: Vec<L4Listener>,
     #[command(flatten)]
     redis: RedisArgs,
 }
@@ -216,6 +221,9 @@ struct ValidateArgs {
     /// limits need it). Nothing is connected to.
     #[arg(long, env = "TIDEGATE_REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
+    /// Check as for a gateway with these L4 ports (see `run --l4-ports`).
+    #[arg(long, env = "TIDEGATE_L4_PORTS", value_delimiter = ',')]
+    l4_ports: Vec<L4Listener>,
 }
 
 #[derive(Args, Debug)]
@@ -318,6 +326,7 @@ fn validate(args: ValidateArgs) -> ExitCode {
             global_rate_limits: args.redis_url.is_some_and(|u| !u.is_empty()),
             controller_name: args.controller_name,
             discovery: mode == Mode::Kubernetes,
+            l4_ports: args.l4_ports,
             ..CompileOptions::default()
         },
     )
@@ -433,6 +442,7 @@ fn run(args: RunArgs) -> ExitCode {
             },
             redis,
             https_port: args.https_public_port,
+            l4_ports: Vec::new(),
         };
         let mut builder = Gateway::builder();
         if let Some(source) = args.default_certificate.clone() {
@@ -454,6 +464,7 @@ fn run(args: RunArgs) -> ExitCode {
             .ingress_class(args.ingress_class)
             .dns_server(args.dns_server)
             .proxy_config(proxy)
+            .l4_ports(args.l4_ports.clone())
             .access_log(AccessLogConfig {
                 format: args.access_log,
                 include_query: args.access_log_include_query,

@@ -65,7 +65,7 @@ fn validate_prints_one_line_per_problem_and_exits_1_on_rejection() {
         lines,
         [
             dangling,
-            "Route shop/typo: spec.rulez: unknown field `rulez`, expected one of `ingressClassName`, `protocol`, `hostnames`, `tls`, `port`, `rules`, `backendRefs`, `udp` (bad.yaml)",
+            "Route shop/typo: spec.rulez: unknown field `rulez`, expected one of `ingressClassName`, `protocol`, `hostnames`, `tls`, `port`, `rules`, `backendRefs`, `udp`, `tcp` (bad.yaml)",
         ]
     );
 

@@ -25,6 +25,8 @@ struct Golden<'a> {
     backends: &'a [Backend],
     #[serde(rename = "rateLimits", skip_serializing_if = "<[_]>::is_empty")]
     rate_limits: &'a [RateLimitPolicy],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    l4: &'a [tidegate::model::L4Route],
     diagnostics: Vec<String>,
     /// Per object: `Type=Status`, then `Reason: message` when False.
     status: BTreeMap<String, Vec<String>>,
@@ -37,10 +39,15 @@ fn render(input: &Path) -> String {
     render_compiled(&snap, &options())
 }
 
-/// As a gateway run with `--redis-url` compiles (Global rate limits allowed).
+/// As a gateway run with `--redis-url` and `--l4-ports 6379/tcp,7000/tcp,5353/udp` compiles
+/// (Global rate limits allowed).
 fn options() -> CompileOptions {
     CompileOptions {
         global_rate_limits: true,
+        l4_ports: ["6379/tcp", "7000/tcp", "5353/udp"]
+            .iter()
+            .map(|p| p.parse().unwrap())
+            .collect(),
         ..CompileOptions::default()
     }
 }
@@ -111,6 +118,7 @@ fn render_compiled(snap: &Snapshot, opts: &CompileOptions) -> String {
         rules: &table.rules,
         backends: &table.backends,
         rate_limits: &table.rate_limits,
+        l4: &table.l4,
         diagnostics: table.diagnostics.iter().map(ToString::to_string).collect(),
         status,
     };

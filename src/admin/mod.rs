@@ -142,6 +142,9 @@ struct ConfigView<'a> {
     /// What the HTTPS listener serves (certificates without their keys, hosts, default).
     #[serde(skip_serializing_if = "crate::model::TlsTable::is_empty")]
     tls: &'a crate::model::TlsTable,
+    /// TCP Routes: the L4 port each listens on and its backends.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    l4: &'a [crate::model::L4Route],
     /// Objects with at least one error: rejected (or serving their last accepted version).
     rejected: Vec<String>,
     diagnostics: &'a [Diagnostic],
@@ -168,6 +171,7 @@ impl<'a> ConfigView<'a> {
             backends: &t.backends,
             rate_limits: &t.rate_limits,
             tls: &t.tls,
+            l4: &t.l4,
             rejected,
             diagnostics: &t.diagnostics,
         }

@@ -60,6 +60,9 @@ pub struct RouteSpec {
     /// For UDP Routes: session settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub udp: Option<UdpSettings>,
+    /// For TCP Routes: connection settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpSettings>,
 }
 
 /// The protocol a Route serves.
@@ -129,6 +132,24 @@ pub struct Hsts {
     /// Ask for inclusion in browsers' preload lists (`preload`; needs `includeSubDomains`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preload: Option<bool>,
+}
+
+/// TCP Route connection settings.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpSettings {
+    /// A connection with no bytes either way for this long is closed (default 1h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Duration>,
+    /// Most connections open at once through this Route; more are closed on arrival
+    /// (default: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_connections: Option<u32>,
+    /// When a connection's endpoint leaves its Backend, or the Route goes away, the
+    /// connection may go on for this long before it is closed (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout: Option<Duration>,
 }
 
 /// UDP session settings.

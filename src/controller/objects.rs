@@ -13,6 +13,8 @@ pub struct ServicePortInfo {
     pub name: String,
     /// The Service port number.
     pub port: u16,
+    /// Its protocol as the Service says: `TCP` (the default), `UDP` or `SCTP`.
+    pub protocol: String,
 }
 
 /// The canary annotations of a Service, as written (checked by the compiler).

@@ -20,6 +20,9 @@ pub enum UpstreamProtocol {
     /// HTTP/2 over TLS (ALPN `h2`); the backend's `tls` is always set.
     #[serde(rename = "HTTP2")]
     Http2,
+    /// Raw TCP: bytes copied both ways (TCP Routes only).
+    #[serde(rename = "TCP")]
+    Tcp,
 }
 
 /// One endpoint: a `host:port` address (an IP literal or a name resolved when connecting), its

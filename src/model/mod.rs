@@ -12,6 +12,7 @@ mod discovery;
 pub mod ext_auth;
 pub mod filter;
 pub mod jwt;
+mod l4;
 mod matching;
 mod object;
 pub mod precedence;
@@ -36,6 +37,7 @@ pub use filter::{
     Answer, BackendFilters, DirectResponse, HeaderModifier, PathRewrite, Redirect, RequestFilter,
     UrlRewrite,
 };
+pub use l4::{L4Listener, L4Protocol, L4Route};
 pub use matching::{
     HeaderMatcher, PathMatcher, Pattern, QueryMatcher, RequestMatch, RequestView, ValueMatcher,
     query_pairs,

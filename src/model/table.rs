@@ -506,6 +506,9 @@ pub struct RoutingTable {
     /// What the HTTPS listener serves.
     #[serde(skip_serializing_if = "TlsTable::is_empty")]
     pub tls: TlsTable,
+    /// TCP Routes, one per L4 port, in (namespace, name) order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub l4: Vec<super::L4Route>,
     /// What the compiler found wrong, rejected or ignored.
     pub diagnostics: Vec<Diagnostic>,
     #[serde(skip)]
@@ -563,6 +566,7 @@ impl RoutingTable {
             backends,
             rate_limits: Vec::new(),
             tls: TlsTable::default(),
+            l4: Vec::new(),
             diagnostics,
             index,
         }
@@ -580,8 +584,59 @@ impl RoutingTable {
         self
     }
 
+    /// The same table with these L4 Routes.
+    pub fn with_l4(mut self, l4: Vec<super::L4Route>) -> Self {
+        self.l4 = l4;
+        self
+    }
+
+    /// The L4 Route listening on `port` over `protocol`, if any.
+    pub fn l4_route(&self, protocol: super::L4Protocol, port: u16) -> Option<&super::L4Route> {
+        self.l4
+            .iter()
+            .find(|r| r.port == port && r.protocol == protocol)
+    }
+
+    /// The TLS passthrough Route for server name `name` (lower-case): an exact host name
+    /// first, then the longest wildcard that covers it.
+    pub fn passthrough(&self, name: &str) -> Option<&super::L4Route> {
+        let tls = || {
+            self.l4
+                .iter()
+                .filter(|r| r.protocol == super::L4Protocol::Tls)
+        };
+        if let Some(r) = tls().find(|r| r.hostnames.iter().any(|h| h == name)) {
+            return Some(r);
+        }
+        tls()
+            .flat_map(|r| r.hostnames.iter().map(move |h| (h, r)))
+            .filter(|(h, _)| h.starts_with("*.") && super::name_covers(h, name))
+            .max_by_key(|(h, _)| h.len())
+            .map(|(_, r)| r)
+    }
+
+    /// Whether any Route passes TLS through (the HTTPS listener then reads server names
+    /// itself).
+    pub fn has_passthrough(&self) -> bool {
+        self.l4.iter().any(|r| r.protocol == super::L4Protocol::Tls)
+    }
+
     /// Checks the invariants the proxy relies on, before the table is published.
     pub fn validate(&self) -> Result<(), TableError> {
+        for route in &self.l4 {
+            let dangling = route
+                .backends
+                .iter()
+                .filter_map(|b| b.backend)
+                .find(|b| *b >= self.backends.len());
+            if let Some(backend) = dangling {
+                return Err(TableError::DanglingBackend {
+                    rule: route.label.clone(),
+                    backend,
+                    len: self.backends.len(),
+                });
+            }
+        }
         for rule in &self.rules {
             if rule.matches.is_empty() {
                 return Err(TableError::NoMatches {

@@ -38,8 +38,8 @@ use crate::telemetry::metrics::{
 };
 use request::{RequestSettings, Service};
 use transport::{
-    ClientIpResolver, Clients, ConnLimits, Redis, RedisMetrics, Server, TlsAcceptor, TlsListener,
-    Tunnels,
+    ClientIpResolver, Clients, ConnLimits, L4Metrics, L4Proxy, Redis, RedisMetrics, Server,
+    TlsAcceptor, TlsListener, Tunnels,
 };
 
 /// Limits and timeouts of the proxy. Every field has a documented default.
@@ -72,6 +72,8 @@ pub struct ProxyConfig {
     /// The port clients reach the HTTPS listener on (HTTPS redirects point there), when it
     /// differs from the bound port. `None`: the port [`crate::Gateway`] binds (else 443).
     pub https_port: Option<u16>,
+    /// The L4 ports TCP Routes may open (`--l4-ports`); each is bound while a Route uses it.
+    pub l4_ports: Vec<crate::model::L4Listener>,
 }
 
 impl Default for ProxyConfig {
@@ -88,6 +90,7 @@ impl Default for ProxyConfig {
             client_ip: ClientIpConfig::default(),
             redis: None,
             https_port: None,
+            l4_ports: Vec::new(),
         }
     }
 }
@@ -98,6 +101,7 @@ pub struct Proxy {
     service: Arc<Service>,
     server: Arc<Server<Service>>,
     tls: Arc<TlsListener>,
+    l4: Arc<L4Proxy>,
     hard_stop: CancellationToken,
 }
 
@@ -148,8 +152,15 @@ impl Proxy {
                 evictions: metrics.rate_limit_evictions.clone(),
             },
         );
-        let router = Router::link(Arc::new(RoutingTable::default()), &registry);
+        let router = Arc::new(Router::link(Arc::new(RoutingTable::default()), &registry));
         let hard_stop = CancellationToken::new();
+        let l4 = Arc::new(L4Proxy::new(
+            config.l4_ports.clone(),
+            router.clone(),
+            config.upstream.connect_timeout,
+            hard_stop.clone(),
+            L4Metrics::new(metrics),
+        ));
         let settings = RequestSettings {
             default_request_timeout: config.default_request_timeout,
             native_http1: config.http1_codec == Http1Codec::Native,
@@ -157,7 +168,7 @@ impl Proxy {
             https_port: config.https_port.unwrap_or(443),
         };
         let service = Arc::new(Service {
-            router: ArcSwap::from_pointee(router),
+            router: ArcSwap::new(router),
             registry,
             clients: Clients::new(&config.upstream),
             forwarded_ports: request::ForwardedPorts::new(&settings),
@@ -189,12 +200,14 @@ impl Proxy {
         }
         let tls = Arc::new(TlsListener {
             acceptor: Arc::new(TlsAcceptor::new().expect("the system's random generator works")),
+            l4: Some(l4.clone()),
             handshakes: telemetry.metrics.tls_handshakes.clone(),
         });
         Ok(Self {
             service,
             server,
             tls,
+            l4,
             hard_stop,
         })
     }
@@ -212,8 +225,9 @@ impl Proxy {
     pub fn publish(&self, table: Arc<RoutingTable>) {
         self.tls.acceptor.publish(&table);
         self.export_certificate_expiry(&table);
-        let router = Router::link(table, &self.service.registry);
-        let previous = self.service.router.swap(Arc::new(router));
+        let router = Arc::new(Router::link(table, &self.service.registry));
+        self.l4.publish(router.clone());
+        let previous = self.service.router.swap(router);
         self.export_endpoint_counts(&previous);
     }
 
@@ -291,6 +305,11 @@ impl Proxy {
         }
     }
 
+    /// The L4 ports bound now (a port of `--l4-ports` is bound while a Route uses it).
+    pub fn l4_bound(&self) -> Vec<crate::model::L4Listener> {
+        self.l4.bound()
+    }
+
     /// The router new requests use.
     pub fn router(&self) -> Arc<Router> {
         self.service.router.load_full()
@@ -359,9 +378,11 @@ impl Proxy {
     pub async fn drain(&self, timeout: Duration) -> bool {
         self.server.drain();
         self.service.tunnels.close();
+        self.l4.drain();
         let finished = tokio::time::timeout(timeout, async {
             self.server.wait().await;
             self.service.tunnels.wait().await;
+            self.l4.wait().await;
         })
         .await
         .is_ok();

@@ -74,6 +74,12 @@ pub mod names {
     /// `tidegate_dns_stale`.
     pub const DNS_STALE: &str = "tidegate_dns_stale";
 
+    /// `tidegate_l4_connections`.
+    pub const L4_CONNECTIONS: &str = "tidegate_l4_connections";
+    /// `tidegate_l4_open_connections`.
+    pub const L4_OPEN_CONNECTIONS: &str = "tidegate_l4_open_connections";
+    /// `tidegate_l4_bytes`.
+    pub const L4_BYTES: &str = "tidegate_l4_bytes";
     /// `tidegate_jwks_fetches`.
     pub const JWKS_FETCHES: &str = "tidegate_jwks_fetches";
     /// `tidegate_jwks_stale`.
@@ -107,6 +113,9 @@ pub mod names {
         TLS_CERTIFICATE_EXPIRY,
         DNS_RESOLUTIONS,
         DNS_STALE,
+        L4_CONNECTIONS,
+        L4_OPEN_CONNECTIONS,
+        L4_BYTES,
         JWKS_FETCHES,
         JWKS_STALE,
     ];
@@ -341,6 +350,29 @@ pub struct ListenerLabels {
     pub protocol: &'static str,
 }
 
+/// `{route, backend, result}`: one connection an L4 Route took (`result`: `forwarded`,
+/// `limited`, `no_backend`, `connect_failed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct L4ConnectionLabels {
+    /// The `route` label (`namespace/name`).
+    pub route: Arc<str>,
+    /// The `backend` label (empty when none was chosen).
+    pub backend: Arc<str>,
+    /// The `result` label.
+    pub result: &'static str,
+}
+
+/// `{route, backend, direction}` (`direction`: `to_backend`, `to_client`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct L4BytesLabels {
+    /// The `route` label (`namespace/name`).
+    pub route: Arc<str>,
+    /// The `backend` label.
+    pub backend: Arc<str>,
+    /// The `direction` label.
+    pub direction: &'static str,
+}
+
 /// `{backend, state}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointStateLabels {
@@ -461,6 +493,12 @@ pub struct Metrics {
     pub dns_resolutions: Family<DnsResultLabels, Counter>,
     /// [`names::DNS_STALE`].
     pub dns_stale: Family<DnsLabels, Gauge>,
+    /// [`names::L4_CONNECTIONS`].
+    pub l4_connections: Family<L4ConnectionLabels, Counter>,
+    /// [`names::L4_OPEN_CONNECTIONS`].
+    pub l4_open_connections: Family<RouteLabels, Gauge>,
+    /// [`names::L4_BYTES`].
+    pub l4_bytes: Family<L4BytesLabels, Counter>,
     /// [`names::JWKS_FETCHES`].
     pub jwks_fetches: Family<JwksFetchLabels, Counter>,
     /// [`names::JWKS_STALE`].
@@ -504,6 +542,9 @@ impl Metrics {
             tls_certificate_expiry: Family::default(),
             dns_resolutions: Family::default(),
             dns_stale: Family::default(),
+            l4_connections: Family::default(),
+            l4_open_connections: Family::default(),
+            l4_bytes: Family::default(),
             jwks_fetches: Family::default(),
             jwks_stale: Family::default(),
             registry: Registry::default(),
@@ -638,6 +679,21 @@ impl Metrics {
             DNS_STALE,
             "1 while a followed DNS name's lookups fail and its last good answer serves, stale",
             m.dns_stale.clone(),
+        );
+        registry.register(
+            L4_CONNECTIONS,
+            "Connections L4 Routes took, by route, backend and result (forwarded, limited, no_backend, connect_failed)",
+            m.l4_connections.clone(),
+        );
+        registry.register(
+            L4_OPEN_CONNECTIONS,
+            "Connections open through an L4 Route",
+            m.l4_open_connections.clone(),
+        );
+        registry.register(
+            L4_BYTES,
+            "Bytes copied by L4 Routes, by route, backend and direction (to_backend, to_client)",
+            m.l4_bytes.clone(),
         );
         registry.register(
             JWKS_FETCHES,

@@ -1237,3 +1237,76 @@ async fn backends_speak_tls_and_mtls_with_secrets_from_the_cluster() {
     )
     .await;
 }
+
+/// A TCP Route to a Service port (EndpointSlice endpoints): bytes flow through the L4 port, the
+/// Route's status says so, and a Route naming a port the gateway does not have is refused.
+#[tokio::test]
+#[ignore = "needs a kube-apiserver: run scripts/test.sh"]
+async fn a_tcp_route_reaches_a_service_and_reports_status() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "l4").await;
+    // An echo server behind the Service's EndpointSlice.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    ns.service("echo", json!({})).await;
+    ns.slice("echo-a", "echo", echo_port, true).await;
+    let l4_port = cluster::free_port();
+    ns.apply(json!({
+        "apiVersion": "tidegate.dev/v1alpha1", "kind": "Route",
+        "metadata": {"name": "echo"},
+        "spec": {"protocol": "TCP", "port": l4_port,
+                 "backendRefs": [{"kind": "Service", "name": "echo", "port": 80}]},
+    }))
+    .await;
+    ns.apply(json!({
+        "apiVersion": "tidegate.dev/v1alpha1", "kind": "Route",
+        "metadata": {"name": "elsewhere"},
+        "spec": {"protocol": "TCP", "port": 1,
+                 "backendRefs": [{"kind": "Service", "name": "echo", "port": 80}]},
+    }))
+    .await;
+    let ports = format!("--l4-ports=127.0.0.1:{l4_port}/tcp");
+    let gw = Tidegate::start(&kc, &ns.name, "l4-0", &["--leader-elect=false", &ports]);
+    gw.wait_ready().await;
+
+    let mut s = eventually(Duration::from_secs(10), "the L4 port to open", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", l4_port))
+            .await
+            .ok()
+    })
+    .await;
+    s.write_all(b"through a Service").await.unwrap();
+    let mut got = [0u8; 17];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+        .await
+        .expect("echo within 5s")
+        .unwrap();
+    assert_eq!(&got, b"through a Service");
+
+    for t in ["Accepted", "ResolvedRefs", "Programmed"] {
+        ns.wait_condition("Route", "echo", t, "True").await;
+    }
+    let (reason, message) = ns
+        .wait_condition("Route", "elsewhere", "Accepted", "False")
+        .await;
+    assert_eq!(reason, "Invalid");
+    assert!(
+        message.contains("spec.port: 1 is not one of the gateway's TCP ports"),
+        "{message}"
+    );
+}

@@ -137,6 +137,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- with $c.dnsServer }}
 - --dns-server={{ . }}
 {{- end }}
+{{- with .Values.l4Ports }}
+- --l4-ports={{ range $i, $p := . }}{{ if $i }},{{ end }}{{ int64 $p.containerPort | default $p.port }}/{{ lower ($p.protocol | default "TCP") }}{{ end }}
+{{- end }}
 {{- with $c.redis.url }}
 - --redis-url={{ . }}
 {{- end }}

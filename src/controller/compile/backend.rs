@@ -43,6 +43,7 @@ pub fn compile_backend(
         BackendProtocol::Http1 => UpstreamProtocol::Http1,
         BackendProtocol::H2c => UpstreamProtocol::H2c,
         BackendProtocol::Http2 => UpstreamProtocol::Http2,
+        BackendProtocol::Tcp => UpstreamProtocol::Tcp,
         other => {
             f.not_supported(
                 "spec.protocol",
@@ -155,6 +156,9 @@ pub fn compile_backend(
         .as_ref()
         .and_then(|b| breaker(b, &mut f));
     let connection = connection_limits(spec.connection.as_ref(), &mut f);
+    if protocol == UpstreamProtocol::Tcp {
+        tcp_only(spec, &mut f);
+    }
     let slow_start = spec.slow_start.as_ref().map(|s| s.window.0);
     if slow_start.is_some_and(|w| w.is_zero()) {
         f.invalid("spec.slowStart.window", "must be greater than zero");
@@ -320,6 +324,10 @@ fn upstream_tls(
                 "spec.tls",
                 "H2C is HTTP/2 without TLS; for HTTP/2 over TLS set protocol: HTTP2",
             );
+            return None;
+        }
+        (Some(_), UpstreamProtocol::Tcp) => {
+            f.not_supported("spec.tls", "TLS to the endpoints of a TCP Backend");
             return None;
         }
         (Some(t), _) => t,
@@ -597,6 +605,44 @@ fn breaker(b: &api::CircuitBreaker, f: &mut Findings<'_>) -> Option<CircuitBreak
             f,
         ),
     })
+}
+
+/// What a TCP Backend does not do (yet): the settings that are about HTTP requests.
+fn tcp_only(spec: &BackendSpec, f: &mut Findings<'_>) {
+    if spec.circuit_breaker.is_some() {
+        f.not_supported("spec.circuitBreaker", "a circuit breaker on a TCP Backend");
+    }
+    let Some(c) = &spec.connection else { return };
+    let limits = [
+        (
+            c.idle_timeout.is_some(),
+            "idleTimeout",
+            "a Route's tcp.idleTimeout",
+        ),
+        (
+            c.max_connections.is_some(),
+            "maxConnections",
+            "a Route's tcp.maxConnections",
+        ),
+        (
+            c.max_pending_requests.is_some(),
+            "maxPendingRequests",
+            "a Route's tcp.maxConnections",
+        ),
+        (
+            c.pending_timeout.is_some(),
+            "pendingTimeout",
+            "a Route's tcp.maxConnections",
+        ),
+    ];
+    for (set, field, instead) in limits {
+        if set {
+            f.not_supported(
+                format!("spec.connection.{field}"),
+                &format!("connection.{field} on a TCP Backend (use {instead})"),
+            );
+        }
+    }
 }
 
 fn connection_limits(

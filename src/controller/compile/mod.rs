@@ -14,6 +14,7 @@ mod ingress;
 mod ingress_annotations;
 mod jwks_uri;
 mod jwt;
+mod l4;
 mod limits;
 mod rate_limit;
 mod route;
@@ -45,6 +46,8 @@ pub struct CompileOptions {
     pub global_rate_limits: bool,
     /// The certificate served to TLS clients whose server name no Route or Ingress claims.
     pub default_certificate: Option<DefaultCertificate>,
+    /// The L4 ports TCP and UDP Routes may name (`--l4-ports`).
+    pub l4_ports: Vec<crate::model::L4Listener>,
 }
 
 /// Where the default certificate comes from (`--default-certificate`).
@@ -84,6 +87,7 @@ impl Default for CompileOptions {
             discovery: false,
             global_rate_limits: false,
             default_certificate: None,
+            l4_ports: Vec::new(),
         }
     }
 }
@@ -138,6 +142,7 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
         secrets: &snap.secrets,
     };
     let mut rules = Vec::new();
+    let mut l4_routes = Vec::new();
     for id in candidates(&snap.routes, &snap.accepted.routes, &unreadable) {
         let chosen = with_fallback(
             snap.routes.get(id),
@@ -146,7 +151,10 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
             |obj, d| route::compile_route(obj, &env, d),
         );
         if let Some((compiled, obj)) = chosen {
-            rules.extend(compiled);
+            match compiled {
+                route::CompiledRoute::Http(compiled) => rules.extend(compiled),
+                route::CompiledRoute::L4(compiled) => l4_routes.push(compiled),
+            }
             accepted.routes.insert(id.clone(), obj.clone());
         }
     }
@@ -162,6 +170,22 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
             accepted.ingresses.insert(id.clone(), obj.clone());
         }
     }
+    let mut port_diags = Vec::new();
+    l4::one_per_port(&mut l4_routes, &mut port_diags);
+    // A Route that lost its port is not served: not accepted either.
+    for d in &port_diags {
+        if let Some(id) = &d.object {
+            accepted.routes.remove(id);
+        }
+    }
+    diags.extend(port_diags.into_iter().map(|d| {
+        let file = d
+            .object
+            .as_ref()
+            .and_then(|id| snap.routes.get(id))
+            .and_then(|r| r.meta.file.clone());
+        d.in_file(file.as_deref())
+    }));
     let (backends, target_diags) = env.targets.into_inner().into_backends();
     diags.extend(target_diags);
 
@@ -203,7 +227,8 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
     Compiled {
         table: RoutingTable::new(rules, backends, diags)
             .with_rate_limits(policies)
-            .with_tls(tls),
+            .with_tls(tls)
+            .with_l4(l4_routes),
         accepted,
     }
 }

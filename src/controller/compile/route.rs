@@ -35,12 +35,20 @@ pub struct Env<'a> {
         &'a std::collections::BTreeMap<(String, String), crate::controller::objects::SecretInfo>,
 }
 
-/// Compiles one Route into its rules, or `None` if it is rejected (findings say why).
+/// What a Route compiles to.
+pub enum CompiledRoute {
+    /// An HTTP Route's rules.
+    Http(Vec<Rule>),
+    /// A TCP Route.
+    L4(crate::model::L4Route),
+}
+
+/// Compiles one Route, or `None` if it is rejected (findings say why).
 pub fn compile_route(
     obj: &Obj<RouteSpec>,
     env: &Env<'_>,
     out: &mut Vec<Diagnostic>,
-) -> Option<Vec<Rule>> {
+) -> Option<CompiledRoute> {
     let spec = &obj.spec;
     let id = &obj.meta.id;
     let class = spec
@@ -65,23 +73,38 @@ pub fn compile_route(
     let mut f = Findings::new(id, out);
     limits::route(spec, &mut f);
 
-    if spec.protocol != RouteProtocol::Http {
-        f.not_supported(
-            "spec.protocol",
-            &format!("protocol {}", fields::wire_name(&spec.protocol)),
+    match spec.protocol {
+        RouteProtocol::Http => {}
+        RouteProtocol::Tcp | RouteProtocol::Tls => {
+            return super::l4::compile_l4_route(obj, env, &mut f).map(CompiledRoute::L4);
+        }
+        RouteProtocol::Udp => {
+            f.not_supported(
+                "spec.protocol",
+                &format!("protocol {}", fields::wire_name(&spec.protocol)),
+            );
+            if spec.udp.is_some() {
+                f.not_supported("spec.udp", "UDP settings");
+            }
+        }
+    }
+    if spec.protocol == RouteProtocol::Http && spec.port.is_some() {
+        f.invalid(
+            "spec.port",
+            "port is for TCP and UDP Routes; an HTTP Route is served on the HTTP and HTTPS listeners",
         );
     }
-    if spec.port.is_some() {
-        f.not_supported("spec.port", "an L4 port (TCP/UDP Routes)");
-    }
-    if !spec.backend_refs.is_empty() {
-        f.not_supported(
+    if spec.protocol == RouteProtocol::Http && !spec.backend_refs.is_empty() {
+        f.invalid(
             "spec.backendRefs",
-            "Route-level backendRefs (TCP/UDP Routes)",
+            "Route-level backendRefs are for TCP and UDP Routes; an HTTP Route lists them in its rules",
         );
     }
-    if spec.udp.is_some() {
-        f.not_supported("spec.udp", "UDP settings");
+    if spec.protocol == RouteProtocol::Http && spec.udp.is_some() {
+        f.invalid("spec.udp", "udp is for UDP Routes");
+    }
+    if spec.tcp.is_some() {
+        f.invalid("spec.tcp", "tcp is for TCP Routes");
     }
 
     let mut hostnames = Vec::new();
@@ -114,7 +137,7 @@ pub fn compile_route(
             rules.push(r);
         }
     }
-    f.ok().then_some(rules)
+    f.ok().then_some(CompiledRoute::Http(rules))
 }
 
 fn compile_rule(
@@ -344,7 +367,7 @@ fn hsts(h: &api::Hsts, f: &mut Findings<'_>) -> Option<http::HeaderValue> {
 }
 
 /// A finding that does not reject the object.
-fn warning(
+pub(super) fn warning(
     id: &ObjectRef,
     field: impl Into<String>,
     reason: Reason,
@@ -359,12 +382,12 @@ fn warning(
 /// A backendRef that names nothing traffic can go to (a missing or rejected Backend or Service,
 /// an unknown kind). As in Gateway API the Route stays accepted, with `ResolvedRefs=False`, and
 /// the requests the weighted split gives this backendRef are answered 500.
-struct UnresolvedRef {
+pub(super) struct UnresolvedRef {
     /// The reference as written, `namespace/name`.
-    name: String,
-    field: String,
-    reason: Reason,
-    message: String,
+    pub(super) name: String,
+    pub(super) field: String,
+    pub(super) reason: Reason,
+    pub(super) message: String,
 }
 
 /// The rule's backendRefs in order: resolved ones, and unresolved ones that keep their share of
@@ -384,7 +407,7 @@ fn backend_refs(
     for (bi, r) in rule.backend_refs.iter().enumerate() {
         let bat = format!("{at}.backendRefs[{bi}]");
         let filters = backend_filters(r, &bat, matches, rule_filters, f);
-        match backend_ref(id, r, &bat, env, f) {
+        match backend_ref(id, r, &bat, env, f).map(|b| b.and_then(|b| http_backend(b, &bat, env))) {
             None => {}
             Some(Ok(b)) => backends.push(WeightedBackend { filters, ..b }),
             Some(Err(u)) => {
@@ -419,6 +442,26 @@ fn backend_refs(
         ));
     }
     backends
+}
+
+/// An HTTP rule cannot send to a TCP Backend.
+fn http_backend(
+    b: WeightedBackend,
+    at: &str,
+    env: &Env<'_>,
+) -> Result<WeightedBackend, UnresolvedRef> {
+    let Some(idx) = b.backend else { return Ok(b) };
+    let targets = env.targets.borrow();
+    let backend = targets.backend(idx);
+    if backend.protocol != crate::model::UpstreamProtocol::Tcp {
+        return Ok(b);
+    }
+    Err(UnresolvedRef {
+        name: b.name.to_string(),
+        field: format!("{at}.name"),
+        reason: Reason::InvalidKind,
+        message: format!("{} speaks TCP; only a TCP Route can send to it", backend.id),
+    })
 }
 
 fn compile_match(m: &api::RouteMatch, at: &str, f: &mut Findings<'_>) -> Option<RequestMatch> {
@@ -772,7 +815,7 @@ fn backend_filters(
 }
 
 /// One backendRef: `None` when its spec is invalid (reported), else resolved or not.
-fn backend_ref(
+pub(super) fn backend_ref(
     route: &ObjectRef,
     r: &api::BackendRef,
     at: &str,

@@ -93,6 +93,18 @@ impl<'a> Targets<'a> {
         }
     }
 
+    /// The Service port backend `idx` takes its endpoints from, if any.
+    pub fn origin(&self, idx: BackendIdx) -> Option<(&str, &ServicePortInfo)> {
+        self.origin[idx]
+            .as_ref()
+            .map(|(service, port)| (service.as_str(), port))
+    }
+
+    /// Backend `idx`.
+    pub fn backend(&self, idx: BackendIdx) -> &Backend {
+        &self.backends[idx]
+    }
+
     /// The backend for a Service port with default settings (made once, shared by referrers).
     pub fn service(&mut self, namespace: &str, name: &str, port: &ServicePortInfo) -> BackendIdx {
         let id = ObjectRef::new(Kind::Service, namespace, format!("{name}:{}", port.port));

@@ -572,6 +572,7 @@ fn a_broken_ingress_update_keeps_its_last_accepted_version() {
             ports: vec![ServicePortInfo {
                 name: "http".into(),
                 port: 80,
+                protocol: "TCP".into(),
             }],
             ..Default::default()
         },

@@ -393,6 +393,7 @@ impl Index {
                             Some(ServicePortInfo {
                                 name: p.name.clone().unwrap_or_default(),
                                 port: u16::try_from(p.port).ok()?,
+                                protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
                             })
                         })
                         .collect()

@@ -32,6 +32,8 @@ use crate::telemetry::metrics::HandshakeLabels;
 pub struct TlsListener {
     /// Certificates and handshakes.
     pub acceptor: Arc<TlsAcceptor>,
+    /// Where TLS passthrough connections go.
+    pub l4: Option<Arc<super::L4Proxy>>,
     /// `tidegate_tls_handshakes_total`.
     pub handshakes: prometheus_client::metrics::family::Family<
         HandshakeLabels,
@@ -159,13 +161,28 @@ impl<H: Handler> Server<H> {
             tokio::time::timeout(self.limits.header_read_timeout, tls.acceptor.accept(stream))
                 .await;
         let (labels, stream) = match handshake {
-            Ok(Ok(s)) => (
+            Ok(Ok(tls::Handshake::Terminated(s, identity))) => (
                 HandshakeLabels {
                     result: "success",
-                    version: tls::version_label(&s.0),
+                    version: tls::version_label(&s),
                 },
-                Some(s),
+                Some((s, identity)),
             ),
+            Ok(Ok(tls::Handshake::Passthrough {
+                stream,
+                hello,
+                name,
+            })) => {
+                let labels = HandshakeLabels {
+                    result: "passthrough",
+                    version: "",
+                };
+                tls.handshakes.get_or_create(&labels).inc();
+                if let Some(l4) = &tls.l4 {
+                    l4.passthrough(stream, peer, hello, &name).await;
+                }
+                return;
+            }
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "TLS handshake failed");
                 let labels = HandshakeLabels {

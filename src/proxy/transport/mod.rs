@@ -12,8 +12,10 @@ pub mod clients;
 pub mod conn;
 pub mod error;
 pub mod h1;
+pub mod l4;
 pub mod listener;
 pub mod redis;
+pub mod sni;
 pub mod tls;
 pub mod tunnel;
 
@@ -23,6 +25,7 @@ pub use client_ip::{ClientIpConfig, ClientIpResolver, ForwardedHeader};
 pub use clients::Clients;
 pub use conn::{ActivityGuard, ConnCtx, ConnLimits};
 pub use error::{BoxError, ErrorKind, UpstreamError};
+pub use l4::{L4Metrics, L4Proxy};
 pub use listener::{Handler, Http1Codec, Server, TlsListener};
 pub use tls::TlsAcceptor;
 pub use tunnel::Tunnels;

@@ -18,7 +18,7 @@ use rustls::server::{
     Acceptor, ProducesTickets, ServerConfig, ServerSessionMemoryCache, StoresServerSessions,
 };
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::StartHandshake;
 use tokio_rustls::server::TlsStream;
@@ -28,6 +28,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 
 use super::conn::ClientIdentity;
+use super::sni;
 use crate::model::{Certificate, ClientValidation, RoutingTable};
 
 /// A fatal `unrecognized_name` alert (RFC 6066 §3), as a TLS 1.2-framed record: what a client
@@ -189,11 +190,41 @@ impl TlsAcceptor {
     /// Reads the ClientHello, picks the certificate for its server name (and the client
     /// verifier of a host with mTLS) and completes the handshake. With mTLS, the verified
     /// client certificate's identity comes along.
-    pub async fn accept(
-        &self,
-        mut stream: TcpStream,
-    ) -> Result<(TlsStream<TcpStream>, Option<Arc<ClientIdentity>>), HandshakeError> {
+    pub async fn accept(&self, mut stream: TcpStream) -> Result<Handshake, HandshakeError> {
         let mut acceptor = Acceptor::default();
+        // With TLS passthrough Routes, the ClientHello is read here first: a server name one
+        // of them takes gets the raw bytes; any other goes on to rustls with the bytes read.
+        if self.current.load().table.has_passthrough() {
+            let mut hello = Vec::with_capacity(1024);
+            let name = loop {
+                match sni::parse(&hello) {
+                    sni::Hello::Complete(name) => break name,
+                    sni::Hello::Invalid => break None,
+                    sni::Hello::Partial if hello.len() >= sni::MAX_HELLO => break None,
+                    sni::Hello::Partial => {}
+                }
+                let mut buf = [0u8; 4096];
+                let n = stream.read(&mut buf).await?;
+                if n == 0 {
+                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+                }
+                hello.extend_from_slice(&buf[..n]);
+            };
+            let table = self.current.load().table.clone();
+            if let Some(name) = name
+                && table.passthrough(&name).is_some()
+            {
+                return Ok(Handshake::Passthrough {
+                    stream,
+                    hello,
+                    name,
+                });
+            }
+            let mut read = &hello[..];
+            while !read.is_empty() {
+                acceptor.read_tls(&mut read)?;
+            }
+        }
         let accepted = loop {
             match acceptor.accept() {
                 Ok(Some(accepted)) => break accepted,
@@ -253,8 +284,28 @@ impl TlsAcceptor {
             let leaf = stream.get_ref().1.peer_certificates()?.first()?;
             ClientIdentity::of(leaf, v.ca_fingerprint()?).map(Arc::new)
         });
-        Ok((stream, identity))
+        Ok(Handshake::Terminated(stream, identity))
     }
+}
+
+/// What the HTTPS listener does with a connection.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per connection and matched at once; a Box would cost every HTTPS connection an allocation"
+)]
+pub enum Handshake {
+    /// TLS terminated here (with the client's identity under mTLS).
+    Terminated(TlsStream<TcpStream>, Option<Arc<ClientIdentity>>),
+    /// A TLS passthrough Route takes the server name: the connection, the bytes read so far
+    /// (the ClientHello) and the name.
+    Passthrough {
+        /// The client's connection.
+        stream: TcpStream,
+        /// What was read of it, to send to the backend first.
+        hello: Vec<u8>,
+        /// The server name.
+        name: String,
+    },
 }
 
 /// A non-blocking read of a tokio socket, for rustls's synchronous `read_tls`.

@@ -407,6 +407,24 @@ impl BackendState {
             .collect()
     }
 
+    /// Whether the backend still has an endpoint at `address` (a connection to one it lost
+    /// drains).
+    pub fn has_endpoint(&self, address: &str) -> bool {
+        self.pool
+            .load()
+            .endpoints
+            .iter()
+            .any(|e| &*e.endpoint.address == address)
+    }
+
+    /// The connect timeout to its endpoints: its own `connection.connectTimeout`, else `default`.
+    pub fn connect_timeout(&self, default: Duration) -> Duration {
+        self.settings
+            .load()
+            .as_ref()
+            .map_or(default, |s| s.connect_timeout)
+    }
+
     /// Endpoints that take new requests now, and all of them.
     pub fn counts(&self) -> (usize, usize) {
         let pool = self.pool.load();

@@ -206,7 +206,8 @@ fn build_request(
     *req.method_mut() = plan.parts.method.clone();
     *req.uri_mut() = uri;
     *req.version_mut() = match cfg.protocol {
-        UpstreamProtocol::Http1 => Version::HTTP_11,
+        // The compiler never gives an HTTP rule a TCP Backend.
+        UpstreamProtocol::Http1 | UpstreamProtocol::Tcp => Version::HTTP_11,
         UpstreamProtocol::H2c | UpstreamProtocol::Http2 => Version::HTTP_2,
     };
     *req.headers_mut() = headers;
@@ -260,7 +261,7 @@ async fn send(
         } else {
             let clients = service.clients.hyper(own.as_deref());
             let client = match cfg.protocol {
-                UpstreamProtocol::Http1 => &clients.http1,
+                UpstreamProtocol::Http1 | UpstreamProtocol::Tcp => &clients.http1,
                 UpstreamProtocol::H2c | UpstreamProtocol::Http2 => &clients.h2c,
             };
             let mut resp = client
