@@ -118,6 +118,14 @@ fn ca_secret_yaml(name: &str, ca: &Ca) -> String {
     )
 }
 
+/// A ConfigMap holding a CA bundle in `ca.crt`.
+fn ca_config_map_yaml(name: &str, ca: &Ca) -> String {
+    let indent: String = ca.pem().lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{ name: {name} }}\ndata:\n  ca.crt: |\n{indent}---\n"
+    )
+}
+
 /// Backends, each behind its own path prefix.
 fn config(nginx: &Nginx, client_secret: &str) -> String {
     let mtls = format!("127.0.0.1:{}", nginx.mtls);
@@ -145,13 +153,23 @@ fn config(nginx: &Nginx, client_secret: &str) -> String {
         ),
         backend_yaml_with(
             "h2",
-            &[h2],
+            std::slice::from_ref(&h2),
             "  protocol: HTTP2\n  tls: { sni: backend.test, caSecretRef: { name: server-ca } }\n",
         ),
         backend_yaml_with(
             "wrong-ca",
             std::slice::from_ref(&mtls),
             "  tls: { sni: backend.test, caSecretRef: { name: other-ca } }\n",
+        ),
+        backend_yaml_with(
+            "configmap-ca",
+            std::slice::from_ref(&h2),
+            "  tls: { sni: backend.test, caConfigMapRef: { name: server-ca-map } }\n",
+        ),
+        backend_yaml_with(
+            "wrong-configmap-ca",
+            std::slice::from_ref(&h2),
+            "  tls: { sni: backend.test, caConfigMapRef: { name: other-ca-map } }\n",
         ),
         backend_yaml_with(
             "wrong-name",
@@ -163,6 +181,13 @@ fn config(nginx: &Nginx, client_secret: &str) -> String {
         route_yaml("by-name", "/by-name", "by-name", ""),
         route_yaml("h2", "/h2", "h2", ""),
         route_yaml("wrong-ca", "/wrong-ca", "wrong-ca", ""),
+        route_yaml("configmap-ca", "/configmap-ca", "configmap-ca", ""),
+        route_yaml(
+            "wrong-configmap-ca",
+            "/wrong-configmap-ca",
+            "wrong-configmap-ca",
+            "",
+        ),
         route_yaml("wrong-name", "/wrong-name", "wrong-name", ""),
     ]
     .concat()
@@ -183,6 +208,8 @@ async fn backends_over_tls_verify_the_server_present_a_client_certificate_and_fa
         &[
             ca_secret_yaml("server-ca", &server_ca),
             ca_secret_yaml("other-ca", &other_ca),
+            ca_config_map_yaml("server-ca-map", &server_ca),
+            ca_config_map_yaml("other-ca-map", &other_ca),
             secret_yaml("client-a", &client_ca.leaf("gateway-a", &["gw.test"]), true),
             secret_yaml(
                 "client-b",
@@ -220,6 +247,14 @@ async fn backends_over_tls_verify_the_server_present_a_client_certificate_and_fa
     assert!(body.contains("proto=HTTP/2.0"), "{body}");
     assert!(body.contains("alpn=h2"), "{body}");
 
+    // The CA from a ConfigMap (`data`), over HTTP/1.1 to the server without client auth.
+    let (status, body) = gw.get("/configmap-ca").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("proto=HTTP/1.1"), "{body}");
+    let (status, body) = gw.get("/wrong-configmap-ca").await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(gw.requests_with("reason=\"upstream_tls\"").await, 1);
+
     // A CA that did not sign the server's certificate, or a name it does not hold: the
     // handshake fails and nothing is sent (502, reason upstream_tls).
     for path in ["/wrong-ca", "/wrong-name"] {
@@ -227,7 +262,7 @@ async fn backends_over_tls_verify_the_server_present_a_client_certificate_and_fa
         assert_eq!(status, 502, "{path}: {body}");
         assert_eq!(body, "upstream TLS handshake failed\n", "{path}");
     }
-    assert_eq!(gw.requests_with("reason=\"upstream_tls\"").await, 2);
+    assert_eq!(gw.requests_with("reason=\"upstream_tls\"").await, 3);
     let logged = eventually(Duration::from_secs(5), "the access log lines", || async {
         let log = gw.access_log.lock().unwrap();
         let tls: Vec<_> = log
@@ -235,12 +270,13 @@ async fn backends_over_tls_verify_the_server_present_a_client_certificate_and_fa
             .filter(|l| l["reason"] == "upstream_tls")
             .map(|l| (l["status"].as_u64(), l["path"].as_str().map(str::to_owned)))
             .collect();
-        (tls.len() == 2).then_some(tls)
+        (tls.len() == 3).then_some(tls)
     })
     .await;
     assert_eq!(
         logged,
         vec![
+            (Some(502), Some("/wrong-configmap-ca".to_owned())),
             (Some(502), Some("/wrong-ca".to_owned())),
             (Some(502), Some("/wrong-name".to_owned()))
         ]
