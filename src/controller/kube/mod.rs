@@ -23,6 +23,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -428,7 +429,19 @@ fn spawn_by_reference<K>(
         observe: Some(shared.telemetry.clone()),
         probe: Some(probe(&api)),
     };
-    let stream = watcher(api, watcher::Config::default());
+    // Only the identity and version are kept: annotations can be large, and kubectl's
+    // last-applied-configuration annotation of a Secret carries its data.
+    let stream = watcher(api, watcher::Config::default()).map_ok(|e| {
+        e.modify(|m| {
+            let meta = std::mem::take(&mut m.metadata);
+            m.metadata = ObjectMeta {
+                namespace: meta.namespace,
+                name: meta.name,
+                resource_version: meta.resource_version,
+                ..ObjectMeta::default()
+            };
+        })
+    });
     tokio::spawn(watch::run(kind, stream, handlers, stop.clone()));
 }
 
