@@ -180,17 +180,6 @@ pub fn compile_backend(
              (SRV answers give addresses, not one name to verify)",
         );
     }
-    if tls.is_some()
-        && let Some(ActiveHealthCheck {
-            probe: ProbeKind::Http { .. },
-            ..
-        }) = &active_health_check
-    {
-        f.not_supported(
-            "spec.healthCheck.active.http",
-            "HTTP health probes over TLS (use tcp: {} with TLS backends)",
-        );
-    }
 
     f.ok().then(|| {
         (
