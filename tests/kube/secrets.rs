@@ -185,6 +185,30 @@ async fn htpasswd_jwks_and_client_ca_come_from_opaque_secrets_and_follow_them() 
     })
     .await;
     assert_eq!(basic(&gw, "basic.test", "alice:pw-a").await, 401);
+    // Deleted: the Route says so, naming field and Secret, and nobody is let in (its rules
+    // leave the table: fail closed); created again, it serves again.
+    ns.delete("v1", "Secret", "users").await;
+    let (reason, message) = ns
+        .wait_condition("Route", "basic", "Accepted", "False")
+        .await;
+    assert_eq!(
+        message,
+        format!(
+            "spec.rules[0].authentication.basic.secretRef: Secret {}/users not found",
+            ns.name
+        ),
+        "{reason}"
+    );
+    assert_eq!(basic(&gw, "basic.test", "bob:pw-b").await, 404);
+    ns.apply(opaque(
+        "users",
+        json!({"auth": b64(&htpasswd("bob", "pw-b"))}),
+    ))
+    .await;
+    eventually(Duration::from_secs(20), "bob let in again", || async {
+        (basic(&gw, "basic.test", "bob:pw-b").await == 200).then_some(())
+    })
+    .await;
 
     // JWT: a token signed by a key of the Secret's JWKS passes; none gets 401.
     let http = HttpClient::http1();
