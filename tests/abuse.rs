@@ -5,14 +5,14 @@
 mod common;
 
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::binary::Binary;
 use common::{ConfigDir, HttpClient, backend_yaml, eventually, route_yaml};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -20,79 +20,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tidegate");
-
-/// The binary, serving `config` on loopback ports it picks; killed on drop.
-struct Gateway {
-    child: Child,
-    http: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Gateway {
-    fn start(config: &std::path::Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(config)
-            .args(["--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
-            // Not the default 0.0.0.0:8443, which the tests running in parallel would share.
-            .args(["--https-addr", "127.0.0.1:0"])
-            .args(["--log-format", "json", "--access-log", "off"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("binary starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let (http, admin) = loop {
-            let line = lines
-                .next()
-                .expect("tidegate exited before serving")
-                .unwrap();
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if v["message"] == "serving" {
-                break (
-                    v["http"].as_str().unwrap().parse().unwrap(),
-                    v["admin"].as_str().unwrap().parse().unwrap(),
-                );
-            }
-        };
-        // Keep reading its log, or the pipe fills and the gateway blocks on its next line.
-        std::thread::spawn(move || lines.for_each(drop));
-        Self { child, http, admin }
-    }
-
-    /// Resident memory, KiB.
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS in /proc/PID/status")
-    }
-
-    /// `tidegate_requests_total` samples whose labels contain `needle`, summed.
-    async fn requests_with(&self, needle: &str) -> u64 {
-        let m = HttpClient::http1()
-            .get(self.admin, "admin", "/metrics", &[])
-            .await
-            .body;
-        m.lines()
-            .filter(|l| l.starts_with("tidegate_requests_total{") && l.contains(needle))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// An upstream that reads the whole request body before it answers `read N bytes`.
 async fn reading_upstream() -> SocketAddr {
@@ -149,7 +76,7 @@ async fn read_to_close(s: &mut TcpStream, limit: Duration) -> String {
 async fn a_stalled_body_is_cut(codec: &str, rule: &str) {
     let up = reading_upstream().await;
     let cfg = config(up, rule);
-    let gw = Gateway::start(
+    let gw = Binary::start(
         cfg.path(),
         &["--body-read-timeout", "1s", "--http1-codec", codec],
     );
@@ -201,7 +128,7 @@ async fn a_stalled_request_body_is_cut_with_408_when_buffered_for_retries() {
 async fn a_slow_body_that_keeps_arriving_is_not_cut() {
     let up = reading_upstream().await;
     let cfg = config(up, "");
-    let gw = Gateway::start(cfg.path(), &["--body-read-timeout", "1s"]);
+    let gw = Binary::start(cfg.path(), &["--body-read-timeout", "1s"]);
     let mut s = TcpStream::connect(gw.http).await.unwrap();
     s.write_all(b"POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 8\r\nconnection: close\r\n\r\n")
         .await
@@ -220,7 +147,7 @@ async fn a_slow_body_that_keeps_arriving_is_not_cut() {
 async fn a_stalled_h2_request_body_is_cut_and_the_connection_keeps_serving() {
     let up = reading_upstream().await;
     let cfg = config(up, "");
-    let gw = Gateway::start(cfg.path(), &["--body-read-timeout", "1s"]);
+    let gw = Binary::start(cfg.path(), &["--body-read-timeout", "1s"]);
     let io = TokioIo::new(TcpStream::connect(gw.http).await.unwrap());
     let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
         .await
@@ -341,7 +268,7 @@ async fn a_client_that_never_reads_pins_no_memory(codec: &str) {
             + &route_yaml("big", "/big", "big", "")
             + &route_yaml("small", "/small", "small", "")),
     );
-    let gw = Gateway::start(cfg.path(), &["--http1-codec", codec]);
+    let gw = Binary::start(cfg.path(), &["--http1-codec", codec]);
     // Warm: the first requests allocate what every request needs.
     for _ in 0..20 {
         let r = HttpClient::http1().get(gw.http, "h", "/small", &[]).await;
@@ -423,7 +350,7 @@ async fn h2_attack(attack: &str) {
     let _one_at_a_time = H2_ATTACKS.lock().await;
     let up = reading_upstream().await;
     let cfg = config(up, "");
-    let gw = Gateway::start(
+    let gw = Binary::start(
         cfg.path(),
         &["--body-read-timeout", "3s", "--max-header-bytes", "65536"],
     );

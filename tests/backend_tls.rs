@@ -6,108 +6,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::binary::Binary;
 use common::nginx::Nginx;
 use common::tls::{Ca, secret_yaml};
 use common::{ConfigDir, HttpClient, backend_yaml_with, eventually, route_yaml};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tidegate");
-
-/// A running `tidegate run` whose access log (stdout) is kept.
-struct Gateway {
-    child: Child,
-    http: SocketAddr,
-    admin: SocketAddr,
-    access_log: Arc<Mutex<Vec<serde_json::Value>>>,
-}
-
-impl Gateway {
-    fn start(config: &Path) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(config)
-            .args([
-                "--http-addr",
-                "127.0.0.1:0",
-                "--https-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--access-log",
-                "json",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("binary starts");
-        let access_log = Arc::new(Mutex::new(Vec::new()));
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let log = access_log.clone();
-        std::thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str(&line) {
-                    log.lock().unwrap().push(v);
-                }
-            }
-        });
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let v = loop {
-            let line = lines
-                .next()
-                .expect("tidegate exited before serving")
-                .unwrap();
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if v["message"] == "serving" {
-                break v;
-            }
-        };
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                eprintln!("{line}");
-            }
-        });
-        let addr = |k: &str| v[k].as_str().unwrap().parse().unwrap();
-        Self {
-            http: addr("http"),
-            admin: addr("admin"),
-            access_log,
-            child,
-        }
-    }
-
-    async fn get(&self, path: &str) -> (u16, String) {
-        let r = HttpClient::http1()
-            .get(self.http, "gw.test", path, &[])
-            .await;
-        (r.status.as_u16(), r.body)
-    }
-
-    /// `tidegate_requests_total` samples whose labels contain `needle`, summed.
-    async fn requests_with(&self, needle: &str) -> u64 {
-        let m = HttpClient::http1()
-            .get(self.admin, "admin", "/metrics", &[])
-            .await
-            .body;
-        m.lines()
-            .filter(|l| l.starts_with("tidegate_requests_total{") && l.contains(needle))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// GET `path` (host `gw.test`): status and body.
+async fn get(gw: &Binary, path: &str) -> (u16, String) {
+    let r = HttpClient::http1().get(gw.http, "gw.test", path, &[]).await;
+    (r.status.as_u16(), r.body)
 }
 
 /// An Opaque Secret holding a CA bundle in `ca.crt`.
@@ -220,29 +129,29 @@ async fn backends_over_tls_verify_the_server_present_a_client_certificate_and_fa
         .concat(),
     );
     dir.write("config.yaml", &config(&nginx, "client-a"));
-    let gw = Gateway::start(dir.path());
+    let gw = Binary::run(dir.path()).access_log().start();
 
     // HTTP/1.1 over TLS with the client certificate nginx requires; the configured SNI.
-    let (status, body) = gw.get("/mtls").await;
+    let (status, body) = get(&gw, "/mtls").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("client=CN=gateway-a"), "{body}");
     assert!(body.contains("proto=HTTP/1.1"), "{body}");
     assert!(body.contains("sni=backend.test"), "{body}");
     // Pooled: a second request reuses the connection and still works.
-    assert_eq!(gw.get("/mtls").await.0, 200);
+    assert_eq!(get(&gw, "/mtls").await.0, 200);
 
     // Without a client certificate nginx refuses the request (its own 400).
-    let (status, body) = gw.get("/no-client-cert").await;
+    let (status, body) = get(&gw, "/no-client-cert").await;
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("No required SSL certificate"), "{body}");
 
     // Without sni the endpoint's host name is sent and verified.
-    let (status, body) = gw.get("/by-name").await;
+    let (status, body) = get(&gw, "/by-name").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("sni=localhost"), "{body}");
 
     // HTTP/2 over TLS, negotiated with ALPN.
-    let (status, body) = gw.get("/h2").await;
+    let (status, body) = get(&gw, "/h2").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("proto=HTTP/2.0"), "{body}");
     assert!(body.contains("alpn=h2"), "{body}");
@@ -258,13 +167,13 @@ async fn backends_over_tls_verify_the_server_present_a_client_certificate_and_fa
     // A CA that did not sign the server's certificate, or a name it does not hold: the
     // handshake fails and nothing is sent (502, reason upstream_tls).
     for path in ["/wrong-ca", "/wrong-name"] {
-        let (status, body) = gw.get(path).await;
+        let (status, body) = get(&gw, path).await;
         assert_eq!(status, 502, "{path}: {body}");
         assert_eq!(body, "upstream TLS handshake failed\n", "{path}");
     }
     assert_eq!(gw.requests_with("reason=\"upstream_tls\"").await, 3);
     let logged = eventually(Duration::from_secs(5), "the access log lines", || async {
-        let log = gw.access_log.lock().unwrap();
+        let log = gw.access_log();
         let tls: Vec<_> = log
             .iter()
             .filter(|l| l["reason"] == "upstream_tls")
@@ -288,7 +197,7 @@ async fn backends_over_tls_verify_the_server_present_a_client_certificate_and_fa
         Duration::from_secs(10),
         "the new client certificate",
         || async {
-            let (status, body) = gw.get("/mtls").await;
+            let (status, body) = get(&gw, "/mtls").await;
             (status == 200 && body.contains("client=CN=gateway-b")).then_some(())
         },
     )

@@ -2,110 +2,18 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::binary::{BIN, Binary};
 use common::{ConfigDir, HttpClient, Upstream, backend_yaml, eventually};
 use http::StatusCode;
-
-const BIN: &str = env!("CARGO_BIN_EXE_tidegate");
 
 fn route(name: &str, path: &str, backend: &str) -> String {
     format!(
         "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: {{ name: {name} }}\nspec:\n  rules:\n    - matches: [{{ path: {{ value: {path} }} }}]\n      backendRefs: [{{ name: {backend} }}]\n"
     )
-}
-
-/// A running `tidegate run`, killed on drop.
-struct Running {
-    child: Child,
-    http: SocketAddr,
-    admin: SocketAddr,
-    /// Access-log lines (the binary's stdout).
-    stdout: std::sync::mpsc::Receiver<String>,
-}
-
-impl Running {
-    fn start(config: &std::path::Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(config)
-            .args([
-                "--http-addr",
-                "127.0.0.1:0",
-                "--https-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-            ])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("binary starts");
-        // The "serving" log line carries the bound addresses.
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let (http, admin) = loop {
-            let line = lines
-                .next()
-                .expect("tidegate exited before serving")
-                .unwrap();
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if v["message"] == "serving" {
-                break (
-                    v["http"].as_str().unwrap().parse().unwrap(),
-                    v["admin"].as_str().unwrap().parse().unwrap(),
-                );
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        let (tx, stdout) = std::sync::mpsc::channel();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        std::thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Self {
-            child,
-            http,
-            admin,
-            stdout,
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tidegate did not exit within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -372,7 +280,7 @@ async fn readiness_config_and_sighup_reload() {
         "all.yaml",
         &(backend_yaml("up", &[up.addr]) + &route("r", "/", "up")),
     );
-    let gw = Running::start(cfg.path(), &[]);
+    let gw = Binary::start(cfg.path(), &[]);
     let c = HttpClient::http1();
     let ready = c.get(gw.admin, "admin", "/readyz", &[]).await;
     assert_eq!(ready.status, StatusCode::OK);
@@ -415,7 +323,7 @@ async fn sigterm_drains_the_request_in_flight_then_exits_0() {
         "all.yaml",
         &(backend_yaml("slow", &[up.addr]) + &route("r", "/", "slow")),
     );
-    let mut gw = Running::start(cfg.path(), &["--drain-timeout", "10s"]);
+    let mut gw = Binary::start(cfg.path(), &["--drain-timeout", "10s"]);
     let c = HttpClient::http1();
     let at = gw.http;
     let in_flight =
@@ -460,7 +368,7 @@ async fn shutdown_delay_turns_readiness_off_and_keeps_serving_before_the_drain()
         &(backend_yaml("up", &[up.addr]) + &route("r", "/", "up")),
     );
     let delay = Duration::from_secs(2);
-    let mut gw = Running::start(
+    let mut gw = Binary::start(
         cfg.path(),
         &["--shutdown-delay", "2s", "--drain-timeout", "5s"],
     );
@@ -500,7 +408,7 @@ async fn a_second_sigterm_cuts_the_shutdown_delay_short() {
         "all.yaml",
         &(backend_yaml("up", &[up.addr]) + &route("r", "/", "up")),
     );
-    let mut gw = Running::start(cfg.path(), &["--shutdown-delay", "60s"]);
+    let mut gw = Binary::start(cfg.path(), &["--shutdown-delay", "60s"]);
     gw.signal("TERM");
     wait_unready(gw.admin).await;
     gw.signal("TERM");
@@ -518,7 +426,7 @@ async fn drain_timeout_bounds_shutdown() {
         "all.yaml",
         &(backend_yaml("stuck", &[up.addr]) + &route("r", "/", "stuck")),
     );
-    let mut gw = Running::start(cfg.path(), &["--drain-timeout", "500ms"]);
+    let mut gw = Binary::start(cfg.path(), &["--drain-timeout", "500ms"]);
     let at = gw.http;
     let _stuck = tokio::spawn(async move {
         HttpClient::http1()
@@ -547,7 +455,7 @@ async fn the_access_log_goes_to_stdout_as_json_lines() {
         "all.yaml",
         &(backend_yaml("up", &[up.addr]) + &route("r", "/", "up")),
     );
-    let gw = Running::start(cfg.path(), &[]);
+    let gw = Binary::run(cfg.path()).access_log().start();
     let c = HttpClient::http1();
     c.get(gw.http, "a.test", "/one?secret=1", &[]).await;
     c.get(
@@ -560,14 +468,12 @@ async fn the_access_log_goes_to_stdout_as_json_lines() {
         )],
     )
     .await;
-    let line = |gw: &Running| -> serde_json::Value {
-        let l = gw
-            .stdout
-            .recv_timeout(Duration::from_secs(5))
-            .expect("an access-log line");
-        serde_json::from_str(&l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))
-    };
-    let (one, two) = (line(&gw), line(&gw));
+    let lines = eventually(Duration::from_secs(5), "two access-log lines", || async {
+        let lines = gw.access_log();
+        (lines.len() >= 2).then_some(lines)
+    })
+    .await;
+    let (one, two) = (&lines[0], &lines[1]);
     assert_eq!(
         (
             one["host"].as_str(),

@@ -4,17 +4,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::binary::{BIN, Binary};
 use common::tls::{Ca, Leaf, connect, get, secret_yaml, tls_client};
 use common::{ConfigDir, Upstream, backend_yaml, eventually};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tidegate");
 
 /// A Route for `hosts` sending everything to Backend `backend`, with `spec.tls`.
 fn tls_route(name: &str, hosts: &[&str], secret: &str, redirect: bool, backend: &str) -> String {
@@ -26,72 +24,6 @@ fn tls_route(name: &str, hosts: &[&str], secret: &str, redirect: bool, backend: 
             .collect::<Vec<_>>()
             .join(", ")
     )
-}
-
-/// A running `tidegate run`, killed on drop.
-struct Running {
-    child: Child,
-    http: SocketAddr,
-    https: SocketAddr,
-    admin: SocketAddr,
-}
-
-impl Running {
-    fn start(config: &std::path::Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(config)
-            .args([
-                "--http-addr",
-                "127.0.0.1:0",
-                "--https-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--access-log",
-                "off",
-            ])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("binary starts");
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let v = loop {
-            let line = lines
-                .next()
-                .expect("tidegate exited before serving")
-                .unwrap();
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if v["message"] == "serving" {
-                break v;
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        let addr = |k: &str| v[k].as_str().unwrap().parse().unwrap();
-        Self {
-            http: addr("http"),
-            https: addr("https"),
-            admin: addr("admin"),
-            child,
-        }
-    }
-
-    async fn admin(&self, path: &str) -> String {
-        common::HttpClient::http1()
-            .get(self.admin, "admin", path, &[])
-            .await
-            .body
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// `curl` with the test CA; returns (exit success, stdout).
@@ -149,7 +81,7 @@ async fn https_picks_certificates_by_sni_speaks_h2_and_http1_and_redirects_plain
             + &tls_route("shop", &["*.shop.test"], "shop-cert", false, "echo")
             + "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: { name: hsts }\nspec:\n  hostnames: [hsts.shop.test]\n  tls: { secretName: shop-cert, hsts: { maxAge: 8760h, includeSubDomains: true } }\n  rules:\n    - backendRefs: [{ name: echo }]\n"),
     );
-    let gw = Running::start(
+    let gw = Binary::start(
         cfg.path(),
         &["--default-certificate", "default/default-cert"],
     );
@@ -344,7 +276,7 @@ async fn an_unknown_server_name_without_a_default_certificate_is_unrecognized_na
             + &backend_yaml("echo", &["127.0.0.1:9".parse().unwrap()])
             + &tls_route("api", &["api.shop.test"], "api-cert", false, "echo")),
     );
-    let gw = Running::start(cfg.path(), &[]);
+    let gw = Binary::start(cfg.path(), &[]);
     let out = s_client(gw.https, &["-servername", "other.test"]);
     assert!(out.contains("unrecognized name"), "{out}");
     let out = s_client(gw.https, &["-noservername"]);
@@ -372,7 +304,7 @@ async fn sessions_resume_with_tickets_on_tls_1_2_and_1_3() {
         &(secret_yaml("api-cert", &leaf, false)
             + "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: { name: api }\nspec:\n  hostnames: [api.shop.test]\n  tls: { secretName: api-cert }\n  rules:\n    - filters: [{ directResponse: { status: 200, body: ok } }]\n"),
     );
-    let gw = Running::start(cfg.path(), &[]);
+    let gw = Binary::start(cfg.path(), &[]);
     let script = r#"
 import socket, ssl, sys
 port, ca = int(sys.argv[1]), sys.argv[2]
@@ -417,7 +349,7 @@ async fn a_rotated_certificate_serves_new_handshakes_without_failing_or_dropping
     let route = "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: { name: api }\nspec:\n  hostnames: [api.shop.test]\n  tls: { secretName: api-cert }\n  rules:\n    - filters: [{ directResponse: { status: 200, body: ok } }]\n";
     cfg.write("route.yaml", route);
     cfg.write("secret.yaml", &secret_yaml("api-cert", &old, true));
-    let gw = Running::start(cfg.path(), &[]);
+    let gw = Binary::start(cfg.path(), &[]);
     let tls = tls_client(&ca);
     let addr = gw.https;
 
@@ -624,7 +556,7 @@ async fn a_default_certificate_from_files_serves_and_follows_changes_to_them() {
         certs.file("tls.crt").display(),
         certs.file("tls.key").display()
     );
-    let gw = Running::start(cfg.path(), &["--default-certificate", &source]);
+    let gw = Binary::start(cfg.path(), &["--default-certificate", &source]);
     assert_eq!(
         served_cn(gw.https, &["-servername", "any.test"]).as_deref(),
         Some("from-files")
@@ -707,7 +639,7 @@ async fn client_certificates_are_required_or_optional_per_host_and_reach_the_ups
             + &mtls_route("optional", "o.test", "Optional")
             + &tls_route("plain", &["p.test"], "server-cert", false, "echo")),
     );
-    let gw = Running::start(cfg.path(), &[]);
+    let gw = Binary::start(cfg.path(), &[]);
     let ca_file = cfg.file("ca.pem");
     let port = gw.https.port();
     let spoof = "x-forwarded-client-cert: Hash=0;Subject=\"CN=admin\"";

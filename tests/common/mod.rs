@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests: echo upstreams, config directories, an HTTP client.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod dnsmasq;
 pub mod nginx;
 pub mod tls;

@@ -10,7 +10,7 @@ use http::StatusCode;
 use crate::common::{ConfigDir, HttpClient, Upstream, backend_yaml, eventually};
 use crate::support::{Gateway, limited_route, metric};
 
-const BIN: &str = env!("CARGO_BIN_EXE_tidegate");
+use crate::common::binary::BIN;
 
 /// A config directory with Backend `up` and `limited_route(limits)`.
 fn config(up: &Upstream, limits: &str) -> ConfigDir {

@@ -1,18 +1,15 @@
 //! Helpers shared by the rate-limit tests: gateways, load, metrics.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
 
-use crate::common::{ConfigDir, HttpClient, Upstream, backend_yaml, eventually};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tidegate");
+use crate::common::binary::Binary;
+use crate::common::{ConfigDir, HttpClient, Upstream, backend_yaml};
 
 /// A free loopback port (for the binary's listeners, which take addresses as flags).
 pub fn free_port() -> u16 {
@@ -160,87 +157,32 @@ pub async fn metric(admin: SocketAddr, name: &str, labels: &[(&str, &str)]) -> O
         })
 }
 
-/// The `tidegate` binary, serving a config directory.
-pub struct Gateway {
-    child: Child,
-    pub http: SocketAddr,
-    pub admin: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
+/// The `tidegate` binary, serving a config directory, ready.
+pub struct Gateway(Binary);
+
+impl std::ops::Deref for Gateway {
+    type Target = Binary;
+
+    fn deref(&self) -> &Binary {
+        &self.0
+    }
 }
 
 impl Gateway {
-    /// Starts the binary on loopback port 0 and waits until it is ready (its "serving" log
-    /// line names the bound addresses).
+    /// Starts the binary with `args` and `env` and waits until it is ready.
     pub async fn start(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["run", "--log-format", "json", "--access-log", "off"])
-            .arg("--config")
-            .arg(config)
-            .args(["--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
-            .args(["--https-addr", "127.0.0.1:0"])
+        let b = Binary::run(config)
             .args(args)
-            .env_remove("TIDEGATE_REDIS_URL")
-            .env_remove("TIDEGATE_TRUSTED_PROXIES")
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = logs.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                if v["message"] == "serving" {
-                    let addr = |k: &str| v[k].as_str().and_then(|a| a.parse().ok());
-                    let _ = tx.send((addr("http"), addr("admin")));
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let (http, admin) = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok((Some(http), Some(admin))) => (http, admin),
-            other => panic!(
-                "tidegate did not start serving ({other:?}):\n{}",
-                logs.lock().unwrap().join("\n")
-            ),
-        };
-        let gw = Self {
-            child,
-            http,
-            admin,
-            logs,
-        };
-        eventually(Duration::from_secs(20), "the gateway is ready", || async {
-            let c = HttpClient::http1();
-            let r = c.send(
-                http::Request::get(format!("http://{admin}/readyz"))
-                    .body(Default::default())
-                    .unwrap(),
-            );
-            r.await.ok().filter(|r| r.status == 200).map(|_| ())
-        })
-        .await;
-        gw
+            .env(&[("RUST_LOG", "info")])
+            .env(env)
+            .start();
+        Self(b.ready().await)
     }
 
-    pub fn log(&self) -> String {
-        self.logs.lock().unwrap().join("\n")
-    }
-
+    /// GET `path` (host `h`), and how long the answer took.
     pub async fn get(&self, path: &str) -> (crate::common::Reply, Duration) {
         let started = Instant::now();
         let r = HttpClient::http1().get(self.http, "h", path, &[]).await;
         (r, started.elapsed())
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

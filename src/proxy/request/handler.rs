@@ -65,35 +65,17 @@ async fn handle(
     resp.map(|b| ResponseBody::new(b, exchange, guard))
 }
 
-/// `x-forwarded-client-cert`: a client's own is always removed; a rule with client
-/// validation gets the identity of the certificate its CA verified, and refuses the request
-/// without one when it is required.
-fn client_certificate(
-    rule: &crate::model::Rule,
-    conn: &ConnCtx,
-    headers: &mut http::HeaderMap,
-) -> Result<(), ProxyError> {
-    headers.remove(X_FORWARDED_CLIENT_CERT);
-    let Some(v) = &rule.client_validation else {
-        return Ok(());
-    };
-    let verified = conn
-        .client_cert
-        .as_ref()
-        .filter(|c| v.ca_fingerprint() == Some(&*c.ca_fingerprint));
-    match verified {
-        Some(c) => {
-            headers.insert(X_FORWARDED_CLIENT_CERT, c.header.clone());
-            Ok(())
+/// A rule with client validation refuses a request without a certificate its CA verified
+/// when that is required. (The verified identity is set upstream by `forward::prepare`, which
+/// removes a client's own copy with the hop-by-hop headers.)
+fn client_certificate(rule: &crate::model::Rule, conn: &ConnCtx) -> Result<(), ProxyError> {
+    match &rule.client_validation {
+        Some(v) if v.required && headers::verified_client_cert(v, conn).is_none() => {
+            Err(ProxyError::ClientCertificateRequired)
         }
-        None if v.required => Err(ProxyError::ClientCertificateRequired),
-        None => Ok(()),
+        _ => Ok(()),
     }
 }
-
-/// The header that carries a verified client certificate's identity upstream.
-const X_FORWARDED_CLIENT_CERT: http::HeaderName =
-    http::HeaderName::from_static("x-forwarded-client-cert");
 
 /// The middleware's look at the request head; its answer, if it gives one.
 fn before(m: &dyn Middleware, req: &mut Request<ClientBody>) -> Option<Response<ProxyBody>> {
@@ -147,7 +129,7 @@ async fn serve(
         ex.reason = reason::HTTPS_REDIRECT;
         return https_redirect(service, &req, normalized.as_deref());
     }
-    client_certificate(rule, conn, req.headers_mut())?;
+    client_certificate(rule, conn)?;
     let matched_prefix = match &hit.matched.path {
         PathMatcher::Prefix(p) => Some(p.as_str()),
         _ => None,

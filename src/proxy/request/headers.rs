@@ -19,6 +19,8 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 
 /// What [`hop_by_hop_index`] says for `TE`.
 const TE_INDEX: usize = HOP_BY_HOP.len();
+/// What [`hop_by_hop_index`] says for `X-Forwarded-Client-Cert`.
+const XFCC_INDEX: usize = TE_INDEX + 1;
 
 /// `name`'s position in [`HOP_BY_HOP`], or [`TE_INDEX`] for `TE`. One match on the name's
 /// text: comparing it with each `HeaderName` in turn cost ~80 instructions per header.
@@ -33,6 +35,7 @@ fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
         "transfer-encoding" => 6,
         "upgrade" => 7,
         "te" => TE_INDEX,
+        "x-forwarded-client-cert" => XFCC_INDEX,
         _ => return None,
     })
 }
@@ -46,20 +49,29 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 /// `X-Forwarded-Port`.
 pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
-/// Removes hop-by-hop headers, including those the `Connection` header names. `TE: trailers`
-/// is kept (gRPC needs it end to end).
+/// `X-Forwarded-Client-Cert`: the identity of a client certificate the gateway verified. Only
+/// the gateway sets it: a copy from anyone else is removed with the hop-by-hop headers.
+pub static X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
+/// Removes hop-by-hop headers, including those the `Connection` header names, and
+/// [`X_FORWARDED_CLIENT_CERT`]. `TE: trailers` is kept (gRPC needs it end to end).
 ///
 /// One pass finds which are present (usually none, or `Connection` alone): removing absent
 /// names would hash each of them for nothing, on every request and every response.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut present = 0u16;
     let mut te = false;
+    let mut xfcc = false;
     for name in headers.keys() {
         match hop_by_hop_index(name) {
             Some(TE_INDEX) => te = true,
+            Some(XFCC_INDEX) => xfcc = true,
             Some(i) => present |= 1 << i,
             None => {}
         }
+    }
+    if xfcc {
+        headers.remove(&X_FORWARDED_CLIENT_CERT);
     }
     if present & 1 != 0 {
         // Names listed in Connection are hop-by-hop too (values are cheap to clone: shared).
@@ -87,6 +99,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     {
         headers.remove(header::TE);
     }
+}
+
+/// The identity header of the connection's client certificate, when `v`'s CA verified it.
+pub fn verified_client_cert<'c>(
+    v: &crate::model::ClientValidation,
+    conn: &'c crate::proxy::transport::ConnCtx,
+) -> Option<&'c HeaderValue> {
+    conn.client_cert
+        .as_ref()
+        .filter(|c| v.ca_fingerprint() == Some(&*c.ca_fingerprint))
+        .map(|c| &c.header)
 }
 
 /// The protocol a client asks to switch to (`Connection: upgrade` + `Upgrade: x`), HTTP/1.1 only.
@@ -225,6 +248,7 @@ mod tests {
             assert_eq!(hop_by_hop_index(name), Some(i), "{name}");
         }
         assert_eq!(hop_by_hop_index(&header::TE), Some(TE_INDEX));
+        assert_eq!(hop_by_hop_index(&X_FORWARDED_CLIENT_CERT), Some(XFCC_INDEX));
         assert_eq!(hop_by_hop_index(&header::HOST), None);
         assert_eq!(
             hop_by_hop_index(&HeaderName::from_static("x-upgrade")),
@@ -260,6 +284,10 @@ mod tests {
         );
         h.insert(header::TE, HeaderValue::from_static("gzip"));
         h.insert("x-kept", HeaderValue::from_static("1"));
+        h.insert(
+            X_FORWARDED_CLIENT_CERT.clone(),
+            HeaderValue::from_static("Hash=0"),
+        );
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));

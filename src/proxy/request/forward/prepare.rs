@@ -55,6 +55,11 @@ pub(super) fn prepare(
 
     let h = req.headers_mut();
     headers::strip_hop_by_hop(h);
+    if let Some(v) = &t.rule.client_validation
+        && let Some(identity) = headers::verified_client_cert(v, t.conn)
+    {
+        h.insert(headers::X_FORWARDED_CLIENT_CERT.clone(), identity.clone());
+    }
     let port = match t.conn.scheme {
         "https" => &t.service.forwarded_ports.https,
         _ => &t.service.forwarded_ports.http,
