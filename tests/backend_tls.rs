@@ -157,10 +157,10 @@ async fn backends_over_tls_verify_the_server_present_a_client_certificate_and_fa
     assert!(body.contains("alpn=h2"), "{body}");
 
     // The CA from a ConfigMap (`data`), over HTTP/1.1 to the server without client auth.
-    let (status, body) = gw.get("/configmap-ca").await;
+    let (status, body) = get(&gw, "/configmap-ca").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("proto=HTTP/1.1"), "{body}");
-    let (status, body) = gw.get("/wrong-configmap-ca").await;
+    let (status, body) = get(&gw, "/wrong-configmap-ca").await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(gw.requests_with("reason=\"upstream_tls\"").await, 1);
 
@@ -205,11 +205,8 @@ async fn backends_over_tls_verify_the_server_present_a_client_certificate_and_fa
 }
 
 /// The endpoints' `activeHealthy` of backend `name` in `/backends`.
-async fn active_health(gw: &Gateway, name: &str) -> Vec<bool> {
-    let body = HttpClient::http1()
-        .get(gw.admin, "admin", "/backends", &[])
-        .await
-        .body;
+async fn active_health(gw: &Binary, name: &str) -> Vec<bool> {
+    let body = gw.admin("/backends").await;
     let view: serde_json::Value = serde_json::from_str(&body).unwrap();
     view.as_array()
         .into_iter()
@@ -267,10 +264,10 @@ async fn http_health_probes_of_tls_backends_go_over_tls_with_their_settings() {
         ]
         .concat(),
     );
-    let gw = Gateway::start(dir.path());
+    let gw = Binary::run(dir.path()).start();
     // A first request each (a backend's state, and its probes, start with its first use).
     for path in ["/probed", "/h2", "/no-client-cert"] {
-        gw.get(path).await;
+        get(&gw, path).await;
     }
     // The probes of the Backend without a client certificate get nginx's 400: out.
     eventually(
@@ -283,11 +280,11 @@ async fn http_health_probes_of_tls_backends_go_over_tls_with_their_settings() {
     // with the client certificate, and HTTP/2 with ALPN.
     assert_eq!(active_health(&gw, "probed").await, [true]);
     assert_eq!(active_health(&gw, "probed-h2").await, [true]);
-    let (status, body) = gw.get("/probed").await;
+    let (status, body) = get(&gw, "/probed").await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = gw.get("/h2").await;
+    let (status, body) = get(&gw, "/h2").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("proto=HTTP/2.0"), "{body}");
-    let (status, body) = gw.get("/no-client-cert").await;
+    let (status, body) = get(&gw, "/no-client-cert").await;
     assert_eq!(status, 503, "{body}");
 }
