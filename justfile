@@ -64,3 +64,8 @@ callgrind:
     cargo build --release
     bash bench/callgrind.sh target/release/tidegate --access-log off
     bash bench/callgrind.sh nginx
+
+# TLS termination against nginx: full and resumed handshakes, keep-alive HTTPS (CPU per op).
+bench-tls:
+    cargo build --release
+    bash bench/tls.sh target/release/tidegate

@@ -312,6 +312,8 @@ impl GatewayBuilder {
             telemetry.clone(),
             stop.clone(),
         ));
+        // JWKS URIs are fetched off the request path, one task per URI the tables name.
+        tokio::spawn(proxy.follow_jwks(tables.clone(), stop.clone()));
         let publisher = proxy.clone();
         let publish: reload::Publish = Box::new(move |table: Arc<RoutingTable>| {
             publisher.publish(table.clone());

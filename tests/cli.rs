@@ -210,9 +210,34 @@ apiVersion: v1
 kind: Service
 metadata: {name: broken, namespace: shop}
 spec: {ports: [{port: http}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: snippet
+  namespace: shop
+  annotations:
+    nginx.ingress.kubernetes.io/configuration-snippet: 'more_set_headers "x: y";'
+    nginx.ingress.kubernetes.io/auth-url: http://auth.shop.svc/check
+    nginx.ingress.kubernetes.io/ssl-redirct: "false"
+spec:
+  ingressClassName: tidegate
+  defaultBackend: {service: {name: api, port: {number: 80}}}
 "#,
     );
     let (code, lines, _) = validate(cfg.path(), &["--kubernetes"]);
+    // ingress-nginx annotations: a snippet is refused, one not implemented yet rejects the
+    // Ingress, an unknown one is a warning.
+    for expected in [
+        "Ingress shop/snippet: metadata.annotations[nginx.ingress.kubernetes.io/configuration-snippet]: refused: Tidegate never runs configuration text",
+        "Ingress shop/snippet: metadata.annotations[nginx.ingress.kubernetes.io/auth-url]: not supported yet: the ingress-nginx annotation auth-url",
+        "Ingress shop/snippet: metadata.annotations[nginx.ingress.kubernetes.io/ssl-redirct]: unknown annotation nginx.ingress.kubernetes.io/ssl-redirct: it has no effect [warning]",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(expected)),
+            "missing {expected:?} in {lines:#?}"
+        );
+    }
     assert_eq!(code, Some(1), "{lines:#?}");
     for expected in [
         "Route shop/typo: spec.rules[0].backendRefs[0].name: Service shop/apii not found: the rule answers 500 [warning] (more.yaml)",

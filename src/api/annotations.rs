@@ -12,8 +12,9 @@ pub const CANARY_COOKIE: &str = "tidegate.dev/canary-cookie";
 pub const IS_DEFAULT_CLASS: &str = "ingressclass.kubernetes.io/is-default-class";
 /// On an Ingress: the class, the way before `spec.ingressClassName`.
 pub const LEGACY_INGRESS_CLASS: &str = "kubernetes.io/ingress.class";
-/// On an Ingress with `tls`: `"false"` serves its TLS hosts over plain HTTP too, instead of
-/// redirecting them to HTTPS (ingress-nginx's annotation, same default).
-pub const SSL_REDIRECT: &str = "nginx.ingress.kubernetes.io/ssl-redirect";
+/// On an Ingress: ingress-nginx's annotations, under its prefix or ours (the same names after
+/// it). What each does: `controller::compile::ingress_annotations`.
+pub const INGRESS_ANNOTATION_PREFIXES: [&str; 2] =
+    ["nginx.ingress.kubernetes.io/", "tidegate.dev/"];
 /// On an EndpointSlice: the Service it belongs to (a label).
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";

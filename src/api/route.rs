@@ -495,6 +495,60 @@ pub struct Authentication {
     /// HTTP basic authentication against htpasswd content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic: Option<BasicAuthentication>,
+    /// External authorization: an HTTP auth service decides (ingress-nginx `auth-url`, Envoy
+    /// `ext_authz` HTTP). Runs after `jwt`/`basic` when those are set too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_auth: Option<ExtAuth>,
+}
+
+/// An HTTP auth service asked about every request of the rule.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtAuth {
+    /// The auth service, `http://host:port/prefix` or `https://…`: the request's path (and
+    /// query) is appended to this URL's path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// A Backend as the auth service (not supported yet: use `url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_ref: Option<LocalObjectRef>,
+    /// With an `https` url: a Secret whose `ca.crt` verifies the auth service (default: the
+    /// system's trust store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<LocalObjectRef>,
+    /// Request headers sent to the auth service (default: `Authorization`, `Cookie`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_LIST), inner(length(max = MAX_NAME_LEN), pattern(HEADER_NAME_PATTERN)))]
+    pub headers_to_auth: Option<Vec<String>>,
+    /// Headers of a 2xx answer copied into the request to the backend (the client's copies of
+    /// these are always removed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LIST), inner(length(max = MAX_NAME_LEN), pattern(HEADER_NAME_PATTERN)))]
+    pub allowed_upstream_headers: Vec<String>,
+    /// Send the request body too, up to this many bytes (not supported yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u32>,
+    /// How long the auth service may take (default 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// When the auth service cannot be asked (unreachable, timeout, 5xx): `Closed` answers
+    /// 503 (default), `Open` lets the request through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_mode: Option<super::rate_limit::FailureMode>,
+    /// Keep decisions for a short time, keyed by the values of some request headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<ExtAuthCache>,
+}
+
+/// A short-lived cache of an auth service's decisions.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtAuthCache {
+    /// The request headers whose values make the key (the decision must depend on them only).
+    #[schemars(length(min = 1, max = MAX_LIST), inner(length(max = MAX_NAME_LEN), pattern(HEADER_NAME_PATTERN)))]
+    pub key_headers: Vec<String>,
+    /// How long a decision is kept (at most 5m).
+    pub ttl: Duration,
 }
 
 /// JWT validation settings.
@@ -560,6 +614,34 @@ pub struct JwksSource {
     /// The JWKS document itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inline: Option<String>,
+    /// With `uri` (`https://`): a Secret whose `ca.crt` holds the CA bundle that verifies the
+    /// issuer (default: the system's trust store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<LocalObjectRef>,
+    /// With `uri`: bounds on the time between fetches: the response's `Cache-Control`
+    /// `max-age` (5m without one), raised to `min` and cut to `max` (default 30s and 1h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<JwksRefresh>,
+    /// With `uri`: the least time between two fetches a token with an unknown `kid` can cause
+    /// (default 30s, at least 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refetch_cooldown: Option<Duration>,
+    /// With `uri`: how long the last fetched keys keep verifying tokens after they were due
+    /// for a refresh while the issuer cannot be fetched (default 24h); then tokens get 503.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_stale: Option<Duration>,
+}
+
+/// Bounds on the time between JWKS fetches.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JwksRefresh {
+    /// The least time between fetches (default 30s, at least 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<Duration>,
+    /// The most time between fetches (default 1h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<Duration>,
 }
 
 /// A claim copied into a header.

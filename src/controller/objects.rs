@@ -121,9 +121,8 @@ pub struct IngressInfo {
     pub rules: Vec<IngressRuleInfo>,
     /// `spec.tls`.
     pub tls: Vec<IngressTlsInfo>,
-    /// The ingress-nginx `ssl-redirect` annotation: `"false"` turns off the redirect of the
-    /// `tls` hosts to HTTPS.
-    pub ssl_redirect: Option<String>,
+    /// Its annotations under `nginx.ingress.kubernetes.io/` and `tidegate.dev/` (full keys).
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// An IngressClass, reduced.

@@ -1,4 +1,5 @@
-//! Access control of a rule, as the proxy applies it: IP lists, CORS, basic authentication.
+//! Access control of a rule, as the proxy applies it: IP lists, CORS, basic and JWT
+//! authentication, external authorization.
 //! A rule without any has `Rule::access == None` (one branch on the request path).
 //!
 //! Evaluation order (the README's and `/config`'s [`ORDER`]): IP lists (deny, then allow) →
@@ -42,6 +43,9 @@ pub struct Access {
     /// JWT authentication.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwt: Option<super::jwt::JwtAuth>,
+    /// External authorization (after authentication).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ext_auth: Option<Arc<super::ext_auth::ExtAuth>>,
 }
 
 impl Access {

@@ -46,6 +46,10 @@ pub enum Reason {
     /// A certificate reference names a Secret that is missing, of the wrong type, or holds an
     /// unusable certificate (bad PEM, key mismatch, expired).
     InvalidCertificateRef,
+    /// An annotation that injects raw proxy configuration (ingress-nginx snippets).
+    Refused,
+    /// An annotation under a prefix Tidegate reads that it does not know.
+    UnknownAnnotation,
 }
 
 impl Reason {
@@ -64,6 +68,8 @@ impl Reason {
             Reason::TargetNotFound => "TargetNotFound",
             Reason::Conflicted => "Conflicted",
             Reason::InvalidCertificateRef => "InvalidCertificateRef",
+            Reason::Refused => "Refused",
+            Reason::UnknownAnnotation => "UnknownAnnotation",
         }
     }
 }

@@ -9,6 +9,7 @@ mod canary;
 mod cidr;
 mod diagnostic;
 mod discovery;
+pub mod ext_auth;
 pub mod filter;
 pub mod jwt;
 mod matching;

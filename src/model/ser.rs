@@ -76,6 +76,14 @@ pub fn duration<S: Serializer>(d: &Option<std::time::Duration>, s: S) -> Result<
     }
 }
 
+pub fn display<T: std::fmt::Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+pub fn duration_str<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_duration(*d))
+}
+
 /// `1h2m3s4ms`, the form users write durations in.
 pub fn format_duration(d: std::time::Duration) -> String {
     let ms = d.as_millis();

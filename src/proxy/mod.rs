@@ -13,6 +13,7 @@
 //! The proxy serves from an immutable [`Router`] that is swapped whole on every publish; a
 //! request keeps the router it started with. This file only wires the layers together.
 
+pub mod jwks;
 pub(crate) mod request;
 pub(crate) mod transport;
 pub mod upstream;
@@ -304,6 +305,21 @@ impl Proxy {
     /// The runtime state of backends.
     pub fn registry(&self) -> &Registry {
         &self.service.registry
+    }
+
+    /// Fetches the JWKS URIs the tables name, through this proxy's upstream clients, until
+    /// `stop` ([`jwks::run`]).
+    pub fn follow_jwks(
+        &self,
+        tables: tokio::sync::watch::Receiver<Option<Arc<RoutingTable>>>,
+        stop: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        jwks::run(
+            jwks::fetcher(self.service.clone()),
+            tables,
+            self.service.telemetry.clone(),
+            stop,
+        )
     }
 
     /// Serves `listener` until [`Proxy::drain`] is called.

@@ -74,6 +74,11 @@ pub mod names {
     /// `tidegate_dns_stale`.
     pub const DNS_STALE: &str = "tidegate_dns_stale";
 
+    /// `tidegate_jwks_fetches`.
+    pub const JWKS_FETCHES: &str = "tidegate_jwks_fetches";
+    /// `tidegate_jwks_stale`.
+    pub const JWKS_STALE: &str = "tidegate_jwks_stale";
+
     /// Every name above (counters without their `_total` suffix).
     pub const ALL: &[&str] = &[
         REQUESTS,
@@ -102,6 +107,8 @@ pub mod names {
         TLS_CERTIFICATE_EXPIRY,
         DNS_RESOLUTIONS,
         DNS_STALE,
+        JWKS_FETCHES,
+        JWKS_STALE,
     ];
 }
 
@@ -260,6 +267,22 @@ pub struct DnsResultLabels {
     pub record_type: &'static str,
     /// The `result` label: `answer`, `empty`, `nxdomain`, `servfail`, `timeout`, `error`.
     pub result: &'static str,
+}
+
+/// `{uri, result}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JwksFetchLabels {
+    /// The `uri` label: the JWKS URI.
+    pub uri: Arc<str>,
+    /// The `result` label: `ok`, `http_error`, `unreachable`, `invalid`.
+    pub result: &'static str,
+}
+
+/// `{uri}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JwksLabels {
+    /// The `uri` label: the JWKS URI.
+    pub uri: Arc<str>,
 }
 
 /// `{backend}`.
@@ -438,6 +461,10 @@ pub struct Metrics {
     pub dns_resolutions: Family<DnsResultLabels, Counter>,
     /// [`names::DNS_STALE`].
     pub dns_stale: Family<DnsLabels, Gauge>,
+    /// [`names::JWKS_FETCHES`].
+    pub jwks_fetches: Family<JwksFetchLabels, Counter>,
+    /// [`names::JWKS_STALE`].
+    pub jwks_stale: Family<JwksLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -477,6 +504,8 @@ impl Metrics {
             tls_certificate_expiry: Family::default(),
             dns_resolutions: Family::default(),
             dns_stale: Family::default(),
+            jwks_fetches: Family::default(),
+            jwks_stale: Family::default(),
             registry: Registry::default(),
         };
         use names::*;
@@ -609,6 +638,16 @@ impl Metrics {
             DNS_STALE,
             "1 while a followed DNS name's lookups fail and its last good answer serves, stale",
             m.dns_stale.clone(),
+        );
+        registry.register(
+            JWKS_FETCHES,
+            "Fetches of JWKS URIs, by URI and result (ok, http_error, unreachable, invalid)",
+            m.jwks_fetches.clone(),
+        );
+        registry.register(
+            JWKS_STALE,
+            "1 while a JWKS URI's fetches fail and its last fetched keys serve past their refresh",
+            m.jwks_stale.clone(),
         );
         Self { registry, ..m }
     }

@@ -11,13 +11,14 @@ use crate::common::{ConfigDir, HttpClient, Reply, Upstream, backend_yaml, eventu
 use crate::support::{Gateway, metric};
 
 #[derive(Deserialize)]
-struct Corpus {
-    jwks: serde_json::Value,
-    jwks_rotated: serde_json::Value,
-    tokens: BTreeMap<String, String>,
+pub struct Corpus {
+    pub jwks: serde_json::Value,
+    pub jwks_rotated: serde_json::Value,
+    pub tokens: BTreeMap<String, String>,
 }
 
-fn corpus() -> Corpus {
+/// The JWKS documents and tokens `jwt_corpus.py` makes (keys new on every run).
+pub fn corpus() -> Corpus {
     let out = std::process::Command::new("python3")
         .arg(concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -606,6 +606,29 @@ async fn an_ingress_of_our_class_is_served_and_gets_the_published_address() {
     )
     .await;
 
+    // ingress-nginx annotations: a snippet is refused (the last accepted version keeps serving)
+    // and an unknown one is a warning, each a Warning Event naming the annotation.
+    let mut annotated = ingress(&class);
+    annotated["metadata"]["annotations"] = json!({
+        "nginx.ingress.kubernetes.io/server-snippet": "location /x { return 200; }",
+        "nginx.ingress.kubernetes.io/ssl-redirct": "false",
+    });
+    ns.apply(annotated).await;
+    eventually(
+        Duration::from_secs(10),
+        "Warning Events naming the annotations",
+        || async {
+            let w = ns.warnings("Ingress", "shop").await;
+            let snippet = w.iter().any(|m| m.contains("server-snippet]: refused"));
+            let unknown = w
+                .iter()
+                .any(|m| m.contains("unknown annotation nginx.ingress.kubernetes.io/ssl-redirct"));
+            (snippet && unknown).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(get(&gw, "ingress.test", "/exact", &[]).await.status, 200);
+
     // Another class's Ingress is left alone.
     ns.apply(ingress("someone-else")).await;
     eventually(

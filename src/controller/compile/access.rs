@@ -36,6 +36,9 @@ pub fn access(
                 "set one of jwt and basic: a request carries one Authorization",
             );
         }
+        if let Some(e) = &auth.ext_auth {
+            access.ext_auth = super::ext_auth::compile(e, &format!("{at}.extAuth"), route, env, f);
+        }
         if let Some(b) = &auth.basic {
             access.basic = super::basic_auth::compile(b, &format!("{at}.basic"), route, env, f);
         }

@@ -17,6 +17,11 @@ impl<'a> Findings<'a> {
         Self { id, out, errors: 0 }
     }
 
+    /// The object the findings are about.
+    pub fn id(&self) -> &'a ObjectRef {
+        self.id
+    }
+
     pub fn invalid(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.push(Diagnostic::error(self.id, field, Reason::Invalid, message));
     }

@@ -57,6 +57,8 @@ pub fn compile_ingress(
         return None;
     }
     let mut f = Findings::new(id, out);
+    // One Tidegate cannot honour rejects the Ingress (ssl-redirect applies with the TLS hosts).
+    super::ingress_annotations::check(&ing.annotations, &mut f);
     let mut rules = Vec::new();
     let mut make = |hostnames: Vec<String>,
                     path: PathMatcher,

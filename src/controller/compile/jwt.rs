@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
-use jsonwebtoken::Algorithm;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet};
 
 use super::fields::Findings;
+use super::jwks_uri as remote;
 use super::route::Env;
 use crate::api;
 use crate::model::ObjectRef;
-use crate::model::jwt::{ClaimRule, JwtAuth, JwtKey, JwtKeys, TokenSource};
+use crate::model::jwt::{ClaimRule, JwtAuth, JwtKeys, Keys, TokenSource, parse_jwks};
 
 /// The most `leeway` may be.
 const MAX_LEEWAY: Duration = Duration::from_secs(300);
@@ -28,7 +27,23 @@ pub fn compile(
     env: &Env<'_>,
     f: &mut Findings<'_>,
 ) -> Option<JwtAuth> {
-    let keys = keys(j.jwks.as_ref(), &format!("{at}.jwks"), route, env, f);
+    let keys = match j.jwks.as_ref() {
+        Some(
+            src @ api::JwksSource {
+                uri: Some(_),
+                secret_ref: None,
+                inline: None,
+                ..
+            },
+        ) => remote::compile(src, &format!("{at}.jwks"), route, env, f).map(Keys::Remote),
+        src => {
+            let at = format!("{at}.jwks");
+            if let Some(src) = src {
+                remote::only_with_uri(src, &at, f);
+            }
+            keys(src, &at, route, env, f).map(|k| Keys::Static(Arc::new(k)))
+        }
+    };
     let from = match (&j.from_header, &j.from_cookie) {
         (Some(_), Some(_)) => {
             f.invalid(at, "set at most one of fromHeader and fromCookie");
@@ -71,7 +86,7 @@ pub fn compile(
     let challenge = HeaderValue::try_from(format!("Bearer realm=\"{realm}\"")).ok()?;
     Some(JwtAuth {
         from,
-        keys: Arc::new(keys?),
+        keys: keys?,
         issuer: j.issuer.clone(),
         audiences: j.audiences.clone(),
         leeway_seconds: leeway.as_secs(),
@@ -96,7 +111,7 @@ fn keys(
     f: &mut Findings<'_>,
 ) -> Option<JwtKeys> {
     let Some(src) = src else {
-        f.invalid(at, "set jwks: inline or secretRef");
+        f.invalid(at, "set jwks: uri, inline or secretRef");
         return None;
     };
     let (source, text) = match (&src.inline, &src.secret_ref, &src.uri) {
@@ -120,13 +135,6 @@ fn keys(
                 }
             }
         }
-        (None, None, Some(_)) => {
-            f.not_supported(
-                format!("{at}.uri"),
-                "JWKS fetched from a URI (use inline or secretRef)",
-            );
-            return None;
-        }
         _ => {
             f.invalid(at, "set exactly one of uri, secretRef or inline");
             return None;
@@ -141,72 +149,6 @@ fn keys(
         Err(e) => {
             f.invalid(at, format!("{source}: {e}"));
             None
-        }
-    }
-}
-
-/// The usable keys of a JWKS document, each pinned to its algorithm.
-pub fn parse_jwks(text: &str) -> Result<Vec<JwtKey>, String> {
-    let set: JwkSet =
-        serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
-    let mut keys = Vec::new();
-    for (i, jwk) in set.keys.iter().enumerate() {
-        let alg = pinned_alg(jwk).map_err(|e| format!("keys[{i}]: {e}"))?;
-        let key = jsonwebtoken::DecodingKey::from_jwk(jwk)
-            .map_err(|e| format!("keys[{i}]: not a usable key: {e}"))?;
-        keys.push(JwtKey {
-            kid: jwk.common.key_id.clone(),
-            alg,
-            key,
-        });
-    }
-    if keys.is_empty() {
-        return Err("the JWKS has no keys".into());
-    }
-    Ok(keys)
-}
-
-/// The one algorithm a key verifies: its `alg`, or the only one its type allows. Symmetric
-/// (`oct`) keys must name theirs.
-fn pinned_alg(jwk: &Jwk) -> Result<Algorithm, String> {
-    if let Some(ka) = &jwk.common.key_algorithm {
-        let alg = Algorithm::from_str(&ka.to_string())
-            .map_err(|_| format!("alg {ka} is not a signature algorithm"))?;
-        let fits = matches!(
-            (&jwk.algorithm, alg),
-            (
-                AlgorithmParameters::RSA(_),
-                Algorithm::RS256
-                    | Algorithm::RS384
-                    | Algorithm::RS512
-                    | Algorithm::PS256
-                    | Algorithm::PS384
-                    | Algorithm::PS512
-            ) | (
-                AlgorithmParameters::EllipticCurve(_),
-                Algorithm::ES256 | Algorithm::ES384
-            ) | (AlgorithmParameters::OctetKeyPair(_), Algorithm::EdDSA)
-                | (
-                    AlgorithmParameters::OctetKey(_),
-                    Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
-                )
-        );
-        return if fits {
-            Ok(alg)
-        } else {
-            Err(format!("alg {ka} does not fit the key type"))
-        };
-    }
-    match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => Ok(Algorithm::RS256),
-        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
-            EllipticCurve::P256 => Ok(Algorithm::ES256),
-            EllipticCurve::P384 => Ok(Algorithm::ES384),
-            _ => Err("unsupported curve".into()),
-        },
-        AlgorithmParameters::OctetKeyPair(_) => Ok(Algorithm::EdDSA),
-        AlgorithmParameters::OctetKey(_) => {
-            Err("a symmetric (oct) key must name its alg (HS256, HS384 or HS512)".into())
         }
     }
 }

@@ -149,7 +149,7 @@ pub fn build(
                 )),
             }
         }
-        if !hosts.is_empty() && ing.ssl_redirect.as_deref() != Some("false") {
+        if !hosts.is_empty() && super::ingress_annotations::ssl_redirect(&ing.annotations) {
             redirect.insert(id.clone(), hosts);
         }
     }

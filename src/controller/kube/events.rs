@@ -1,5 +1,5 @@
-//! Warning Events for rejected objects, unresolved references (and ignored canary annotations on
-//! Services).
+//! Warning Events for rejected objects, unresolved references, and warnings on objects that
+//! have no conditions (ignored canary annotations on Services, unknown annotations on Ingresses).
 //!
 //! Each object's findings are published when they change, not on every compile, so an object
 //! that stays broken does not flood its Events.
@@ -21,13 +21,16 @@ pub struct Events {
 }
 
 /// Whether a finding deserves an Event: every rejection, every reference that does not resolve
-/// (its traffic gets 500 or 503), and warnings on Services (canary annotations that are ignored
-/// have no other place to be seen in a cluster).
+/// (its traffic gets 500 or 503), and warnings on Services and Ingresses (ignored canary
+/// annotations, unknown ingress-nginx annotations: objects without conditions, where a warning
+/// has no other place to be seen in a cluster).
 fn eventful(d: &Diagnostic) -> bool {
     d.is_error()
         || d.is_unresolved_ref()
         || (d.severity == Severity::Warning
-            && d.object.as_ref().is_some_and(|o| o.kind == Kind::Service))
+            && d.object
+                .as_ref()
+                .is_some_and(|o| matches!(o.kind, Kind::Service | Kind::Ingress)))
 }
 
 impl Events {

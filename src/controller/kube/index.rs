@@ -16,8 +16,8 @@ use kube::core::error_boundary::InvalidObject;
 
 use super::referenced::{ByReference, Key, Refs};
 use crate::api::annotations::{
-    CANARY_COOKIE, CANARY_HEADER, CANARY_OF, CANARY_WEIGHT, IS_DEFAULT_CLASS, LEGACY_INGRESS_CLASS,
-    SSL_REDIRECT,
+    CANARY_COOKIE, CANARY_HEADER, CANARY_OF, CANARY_WEIGHT, INGRESS_ANNOTATION_PREFIXES,
+    IS_DEFAULT_CLASS, LEGACY_INGRESS_CLASS,
 };
 use crate::api::{
     Backend, BackendSpec, EndpointCounts, RateLimitPolicy, RateLimitPolicySpec, Route, RouteSpec,
@@ -497,12 +497,14 @@ impl Index {
                     secret_name: t.secret_name.clone(),
                 })
                 .collect(),
-            ssl_redirect: ing
+            annotations: ing
                 .metadata
                 .annotations
-                .as_ref()
-                .and_then(|a| a.get(SSL_REDIRECT))
-                .cloned(),
+                .iter()
+                .flatten()
+                .filter(|(k, _)| INGRESS_ANNOTATION_PREFIXES.iter().any(|p| k.starts_with(p)))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         };
         let lb: Vec<LbAddress> = ing
             .status

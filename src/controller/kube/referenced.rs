@@ -125,7 +125,7 @@ impl Refs {
     }
 
     /// What Routes reference: `spec.tls.secretName`, the client-validation CA, and each rule's
-    /// basic-auth and JWKS Secrets.
+    /// basic-auth, JWKS, JWKS-issuer CA and external-authorization CA Secrets.
     pub fn routes<'a>(&mut self, routes: impl IntoIterator<Item = &'a Obj<RouteSpec>>) {
         for r in routes {
             let id = &r.meta.id;
@@ -148,7 +148,16 @@ impl Refs {
                     self.secret(id, &b.secret_ref.name);
                 }
                 let jwks = auth.jwt.as_ref().and_then(|j| j.jwks.as_ref());
-                if let Some(s) = jwks.and_then(|j| j.secret_ref.as_ref()) {
+                if let Some(j) = jwks {
+                    for s in [&j.secret_ref, &j.ca_secret_ref].into_iter().flatten() {
+                        self.secret(id, &s.name);
+                    }
+                }
+                if let Some(s) = auth
+                    .ext_auth
+                    .as_ref()
+                    .and_then(|e| e.ca_secret_ref.as_ref())
+                {
                     self.secret(id, &s.name);
                 }
             }

@@ -6,7 +6,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 
 use super::error::{Denied, ProxyError};
 use super::service::Service;
-use super::{basic_auth, jwt, reason};
+use super::{basic_auth, ext_auth, jwt, reason};
 use crate::model::{Access, Cors, NameList, Rule};
 use crate::proxy::transport::{ClientBody, ConnCtx, ProxyBody};
 use crate::telemetry::metrics::AccessLabels;
@@ -17,6 +17,7 @@ mod mechanism {
     pub const CORS: &str = "cors";
     pub const BASIC: &str = "basic";
     pub const JWT: &str = "jwt";
+    pub const EXT_AUTHZ: &str = "ext_authz";
 }
 
 /// `result` labels.
@@ -25,14 +26,19 @@ mod result {
     pub const DENIED: &str = "denied";
     pub const PREFLIGHT: &str = "preflight";
     pub const UNKNOWN_ORIGIN: &str = "unknown_origin";
+    /// The keys to decide with are not there (a JWKS URI not fetched yet, or stale).
+    pub const UNAVAILABLE: &str = "unavailable";
+    /// The auth service could not be asked and the failure mode is Open.
+    pub const FAILED_OPEN: &str = "failed_open";
 }
 
 /// What the access step decided for a request it lets through.
 pub enum Passed {
     /// Go on; with the `Origin` to answer CORS headers to, if CORS allows it.
     On(Option<HeaderValue>),
-    /// The gateway answers itself (a CORS preflight).
-    Answered(Box<Response<ProxyBody>>),
+    /// The gateway answers itself (a CORS preflight, an auth service's refusal), for this
+    /// reason.
+    Answered(Box<Response<ProxyBody>>, &'static str),
 }
 
 /// Applies `access` (the rule's) to a request.
@@ -81,11 +87,10 @@ pub async fn check(
                     result::UNKNOWN_ORIGIN
                 },
             );
-            return Ok(Passed::Answered(Box::new(preflight(
-                cors,
-                allowed.then_some(o),
-                req,
-            ))));
+            return Ok(Passed::Answered(
+                Box::new(preflight(cors, allowed.then_some(o), req)),
+                reason::CORS_PREFLIGHT,
+            ));
         }
         if allowed {
             origin = Some(o.clone());
@@ -111,7 +116,15 @@ pub async fn check(
     }
     if let Some(jwt) = &access.jwt {
         if let Err(why) = jwt::verify(jwt, req.headers_mut()) {
-            count(mechanism::JWT, result::DENIED);
+            let unavailable = why == jwt::Refused::KeysUnavailable;
+            count(
+                mechanism::JWT,
+                if unavailable {
+                    result::UNAVAILABLE
+                } else {
+                    result::DENIED
+                },
+            );
             let (status, reason, challenge) = match why {
                 jwt::Refused::Missing => (
                     StatusCode::UNAUTHORIZED,
@@ -128,6 +141,11 @@ pub async fn check(
                     reason::FORBIDDEN_CLAIMS,
                     with_error(&jwt.challenge, "insufficient_scope"),
                 ),
+                jwt::Refused::KeysUnavailable => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    reason::JWKS_UNAVAILABLE,
+                    jwt.challenge.clone(),
+                ),
             };
             let mut headers = HeaderMap::new();
             headers.insert(header::WWW_AUTHENTICATE, challenge);
@@ -137,6 +155,35 @@ pub async fn check(
             return Err(denied(status, reason, headers));
         }
         count(mechanism::JWT, result::ALLOWED);
+    }
+    if let Some(ext) = &access.ext_auth {
+        match ext_auth::check(service, ext, req).await {
+            ext_auth::Outcome::Allowed => count(mechanism::EXT_AUTHZ, result::ALLOWED),
+            ext_auth::Outcome::Denied(mut resp) => {
+                count(mechanism::EXT_AUTHZ, result::DENIED);
+                if let Some(cors) = &access.cors {
+                    respond(cors, origin.as_ref(), resp.headers_mut());
+                }
+                return Ok(Passed::Answered(resp, reason::EXT_AUTHZ_DENIED));
+            }
+            ext_auth::Outcome::Failed(why) if ext.fail_open => {
+                tracing::debug!(route = %rule.label, error = %why, "the auth service could not be asked; failureMode Open lets the request on");
+                count(mechanism::EXT_AUTHZ, result::FAILED_OPEN);
+            }
+            ext_auth::Outcome::Failed(why) => {
+                tracing::debug!(route = %rule.label, error = %why, "the auth service could not be asked; failureMode Closed answers 503");
+                count(mechanism::EXT_AUTHZ, result::UNAVAILABLE);
+                let mut headers = HeaderMap::new();
+                if let Some(cors) = &access.cors {
+                    respond(cors, origin.as_ref(), &mut headers);
+                }
+                return Err(denied(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    reason::EXT_AUTHZ_UNAVAILABLE,
+                    headers,
+                ));
+            }
+        }
     }
     Ok(Passed::On(origin))
 }

@@ -71,7 +71,7 @@ pub enum ProxyError {
 /// A refusal by an access policy: its status, reason and headers (`WWW-Authenticate`, CORS).
 #[derive(Debug)]
 pub struct Denied {
-    /// 401 or 403.
+    /// 401 or 403 (503: the keys to decide with are unavailable).
     pub status: StatusCode,
     /// One of [`reason`]'s access reasons.
     pub reason: &'static str,
@@ -156,6 +156,7 @@ impl ProxyError {
             ProxyError::AccessDenied(d) => {
                 let body = match d.status {
                     StatusCode::UNAUTHORIZED => "unauthorized\n",
+                    StatusCode::SERVICE_UNAVAILABLE => "authentication unavailable\n",
                     _ => "forbidden\n",
                 };
                 let mut resp = text(status, body.to_owned());

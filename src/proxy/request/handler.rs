@@ -142,8 +142,8 @@ async fn serve(
     if let Some(access) = &rule.access {
         match access::check(service, rule, access, conn, &mut req).await? {
             access::Passed::On(origin) => cors_origin = origin,
-            access::Passed::Answered(resp) => {
-                ex.reason = reason::CORS_PREFLIGHT;
+            access::Passed::Answered(resp, why) => {
+                ex.reason = why;
                 return Ok(*resp);
             }
         }

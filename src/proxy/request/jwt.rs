@@ -7,7 +7,7 @@ use http::{HeaderMap, HeaderValue, header};
 use jsonwebtoken::Validation;
 use serde_json::{Map, Value};
 
-use crate::model::jwt::{JwtAuth, TokenSource};
+use crate::model::jwt::{JwtAuth, Keys, TokenSource};
 
 /// Why a request was refused.
 #[derive(Debug, PartialEq, Eq)]
@@ -18,6 +18,8 @@ pub enum Refused {
     Invalid,
     /// A valid token that fails a claim rule (403 `insufficient_scope`).
     Claims,
+    /// The rule's JWKS URI has not been fetched (yet, or its keys went stale): 503.
+    KeysUnavailable,
 }
 
 /// Verifies the request's token; on success sets the claim headers (after removing any copy
@@ -27,7 +29,7 @@ pub fn verify(jwt: &JwtAuth, headers: &mut HeaderMap) -> Result<(), Refused> {
         headers.remove(h);
     }
     let token = token(&jwt.from, headers).ok_or(Refused::Missing)?;
-    let claims = claims(jwt, &token).ok_or(Refused::Invalid)?;
+    let claims = claims(jwt, &token)?;
     for rule in &jwt.required_claims {
         let ok = claims.get(&rule.name).is_some_and(|v| {
             rule.values.is_empty() || values(v).any(|x| rule.values.iter().any(|w| w == x))
@@ -82,18 +84,36 @@ fn token(from: &TokenSource, headers: &HeaderMap) -> Option<String> {
     .filter(|t| !t.is_empty())
 }
 
-/// The claims of a token that verifies against a key of the set.
-fn claims(jwt: &JwtAuth, token: &str) -> Option<Map<String, Value>> {
+/// The claims of a token that verifies against a key of the set. A token whose `kid` is not in
+/// a fetched set asks for a refetch (the fetch task applies the cooldown) and is refused.
+fn claims(jwt: &JwtAuth, token: &str) -> Result<Map<String, Value>, Refused> {
     // An unknown `alg` (`none` included) fails here.
-    let head = jsonwebtoken::decode_header(token).ok()?;
-    let key = jwt.keys.keys.iter().find(|k| {
-        k.alg == head.alg
-            && match (&head.kid, &k.kid) {
-                (Some(want), Some(have)) => want == have,
-                (Some(_), None) => false,
-                (None, _) => true,
+    let head = jsonwebtoken::decode_header(token).map_err(|_| Refused::Invalid)?;
+    let fetched;
+    let keys = match &jwt.keys {
+        Keys::Static(k) => &k.keys,
+        Keys::Remote(r) => {
+            fetched = r.cell.keys().ok_or(Refused::KeysUnavailable)?;
+            if let Some(kid) = &head.kid
+                && !fetched.keys.iter().any(|k| k.kid.as_ref() == Some(kid))
+            {
+                r.cell.ask_refetch();
+                return Err(Refused::Invalid);
             }
-    })?;
+            &fetched.keys
+        }
+    };
+    let key = keys
+        .iter()
+        .find(|k| {
+            k.alg == head.alg
+                && match (&head.kid, &k.kid) {
+                    (Some(want), Some(have)) => want == have,
+                    (Some(_), None) => false,
+                    (None, _) => true,
+                }
+        })
+        .ok_or(Refused::Invalid)?;
     let mut v = Validation::new(key.alg);
     v.leeway = jwt.leeway_seconds;
     v.validate_nbf = true;
@@ -109,6 +129,6 @@ fn claims(jwt: &JwtAuth, token: &str) -> Option<Map<String, Value>> {
         v.required_spec_claims.insert("aud".into());
     }
     jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &v)
-        .ok()
         .map(|d| d.claims)
+        .map_err(|_| Refused::Invalid)
 }

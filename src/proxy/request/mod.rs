@@ -14,6 +14,7 @@ mod access;
 mod basic_auth;
 mod error;
 mod exchange;
+mod ext_auth;
 mod forward;
 mod handler;
 pub mod headers;

@@ -49,6 +49,13 @@ pub const CORS_PREFLIGHT: &str = "cors_preflight";
 pub const UNAUTHENTICATED: &str = "unauthenticated";
 /// A valid token that fails a claim rule of the rule's JWT authentication (403).
 pub const FORBIDDEN_CLAIMS: &str = "forbidden_claims";
+/// The rule's JWKS URI has no keys to verify with: not fetched yet, or stale past `maxStale`
+/// (503).
+pub const JWKS_UNAVAILABLE: &str = "jwks_unavailable";
+/// The rule's auth service refused the request (its status and body).
+pub const EXT_AUTHZ_DENIED: &str = "ext_authz_denied";
+/// The rule's auth service could not be asked and its failure mode is Closed (503).
+pub const EXT_AUTHZ_UNAVAILABLE: &str = "ext_authz_unavailable";
 /// The rule answers with a configured direct response.
 pub const DIRECT_RESPONSE: &str = "direct_response";
 /// The rule answers with a configured redirect.
@@ -86,6 +93,9 @@ pub const ALL: &[&str] = &[
     CORS_PREFLIGHT,
     UNAUTHENTICATED,
     FORBIDDEN_CLAIMS,
+    JWKS_UNAVAILABLE,
+    EXT_AUTHZ_DENIED,
+    EXT_AUTHZ_UNAVAILABLE,
     DIRECT_RESPONSE,
     REDIRECT,
     HTTPS_REDIRECT,

@@ -249,6 +249,32 @@ impl Clients {
         Ok(client)
     }
 
+    /// Sends `req` (its URI absolute) with the gateway's default settings: hyper's HTTP/1.1
+    /// client for `http`, the TLS client of `tls` for `https` (the gateway's own requests:
+    /// JWKS fetches, external authorization).
+    pub async fn send(
+        &self,
+        tls: Option<&Arc<UpstreamTls>>,
+        req: http::Request<RequestBody>,
+    ) -> Result<http::Response<hyper::body::Incoming>, String> {
+        match tls {
+            Some(tls) => {
+                let uri = req.uri();
+                let host = uri.host().ok_or("the URI names no host")?;
+                let port = uri.port_u16().unwrap_or(443);
+                let endpoint: Arc<str> = format!("{host}:{port}").into();
+                let client = self.tls(None, UpstreamProtocol::Http1, tls, &endpoint)?;
+                client.request(req).await.map_err(|e| format!("{e:?}"))
+            }
+            None => self
+                .hyper
+                .http1
+                .request(req)
+                .await
+                .map_err(|e| format!("{e:?}")),
+        }
+    }
+
     /// The native HTTP/1.1 client's settings for a backend (`own`: its settings, if any).
     pub fn native(&self, own: Option<&UpstreamSettings>) -> ClientSettings {
         let s = own.unwrap_or(&self.defaults);

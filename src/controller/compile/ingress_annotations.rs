@@ -1,0 +1,315 @@
+//! ingress-nginx annotations on an Ingress (`nginx.ingress.kubernetes.io/NAME`, also accepted
+//! as `tidegate.dev/NAME`): what Tidegate does with each. None is ever ignored in silence:
+//! one that injects raw nginx configuration is refused, one Tidegate knows but does not
+//! implement yet rejects the Ingress ("not supported yet": serving it without the annotation
+//! would serve something else than its author wrote, an authentication left out for one), and
+//! one nobody knows is a warning naming it (a typo, or another controller's).
+
+use std::collections::BTreeMap;
+
+use super::fields::Findings;
+use crate::model::{Diagnostic, Reason, Severity};
+
+use crate::api::annotations::INGRESS_ANNOTATION_PREFIXES as PREFIXES;
+
+/// Annotations that carry nginx configuration text (the class of CVE-2025-1974).
+const REFUSED: [&str; 5] = [
+    "configuration-snippet",
+    "server-snippet",
+    "auth-snippet",
+    "stream-snippet",
+    "modsecurity-snippet",
+];
+
+/// ingress-nginx's other annotations: known, not implemented yet.
+const NOT_YET: &[&str] = &[
+    "app-root",
+    "affinity",
+    "affinity-mode",
+    "affinity-canary-behavior",
+    "auth-realm",
+    "auth-secret",
+    "auth-secret-type",
+    "auth-type",
+    "auth-tls-secret",
+    "auth-tls-verify-depth",
+    "auth-tls-verify-client",
+    "auth-tls-error-page",
+    "auth-tls-pass-certificate-to-upstream",
+    "auth-tls-match-cn",
+    "auth-url",
+    "auth-method",
+    "auth-signin",
+    "auth-signin-redirect-param",
+    "auth-response-headers",
+    "auth-request-redirect",
+    "auth-cache-key",
+    "auth-cache-duration",
+    "auth-keepalive",
+    "auth-keepalive-share-vars",
+    "auth-keepalive-requests",
+    "auth-keepalive-timeout",
+    "auth-proxy-set-headers",
+    "enable-global-auth",
+    "backend-protocol",
+    "canary",
+    "canary-by-header",
+    "canary-by-header-value",
+    "canary-by-header-pattern",
+    "canary-by-cookie",
+    "canary-weight",
+    "canary-weight-total",
+    "client-body-buffer-size",
+    "custom-headers",
+    "custom-http-errors",
+    "default-backend",
+    "enable-cors",
+    "cors-allow-origin",
+    "cors-allow-methods",
+    "cors-allow-headers",
+    "cors-expose-headers",
+    "cors-allow-credentials",
+    "cors-max-age",
+    "force-ssl-redirect",
+    "from-to-www-redirect",
+    "http2-push-preload",
+    "limit-connections",
+    "limit-rps",
+    "limit-rpm",
+    "limit-burst-multiplier",
+    "limit-rate",
+    "limit-rate-after",
+    "limit-whitelist",
+    "global-rate-limit",
+    "global-rate-limit-window",
+    "global-rate-limit-key",
+    "global-rate-limit-ignored-cidrs",
+    "permanent-redirect",
+    "permanent-redirect-code",
+    "temporal-redirect",
+    "temporal-redirect-code",
+    "preserve-trailing-slash",
+    "proxy-body-size",
+    "proxy-cookie-domain",
+    "proxy-cookie-path",
+    "proxy-connect-timeout",
+    "proxy-send-timeout",
+    "proxy-read-timeout",
+    "proxy-next-upstream",
+    "proxy-next-upstream-timeout",
+    "proxy-next-upstream-tries",
+    "proxy-request-buffering",
+    "proxy-redirect-from",
+    "proxy-redirect-to",
+    "proxy-http-version",
+    "proxy-ssl-secret",
+    "proxy-ssl-ciphers",
+    "proxy-ssl-name",
+    "proxy-ssl-protocols",
+    "proxy-ssl-verify",
+    "proxy-ssl-verify-depth",
+    "proxy-ssl-server-name",
+    "proxy-buffering",
+    "proxy-buffers-number",
+    "proxy-buffer-size",
+    "proxy-busy-buffers-size",
+    "proxy-max-temp-file-size",
+    "enable-rewrite-log",
+    "rewrite-target",
+    "use-regex",
+    "satisfy",
+    "server-alias",
+    "service-upstream",
+    "session-cookie-name",
+    "session-cookie-path",
+    "session-cookie-domain",
+    "session-cookie-expires",
+    "session-cookie-max-age",
+    "session-cookie-secure",
+    "session-cookie-change-on-failure",
+    "session-cookie-samesite",
+    "session-cookie-conditional-samesite-none",
+    "ssl-passthrough",
+    "ssl-ciphers",
+    "ssl-prefer-server-ciphers",
+    "upstream-hash-by",
+    "upstream-hash-by-subset",
+    "upstream-hash-by-subset-size",
+    "load-balance",
+    "upstream-vhost",
+    "x-forwarded-prefix",
+    "whitelist-source-range",
+    "denylist-source-range",
+    "connection-proxy-header",
+    "enable-access-log",
+    "enable-opentelemetry",
+    "opentelemetry-trust-incoming-span",
+    "opentelemetry-operation-name",
+    "enable-opentracing",
+    "opentracing-trust-incoming-span",
+    "enable-modsecurity",
+    "enable-owasp-core-rules",
+    "modsecurity-transaction-id",
+    "mirror-request-body",
+    "mirror-target",
+    "mirror-host",
+];
+
+/// The field of annotation `key`, for messages.
+fn field(key: &str) -> String {
+    format!("metadata.annotations[{key}]")
+}
+
+/// Checks the annotations (full keys, as written on the object); problems go to `f`. What
+/// they ask is applied where it belongs ([`ssl_redirect`]: with the TLS hosts).
+pub fn check(annotations: &BTreeMap<String, String>, f: &mut Findings<'_>) {
+    // The short names seen, so that one written under both prefixes is caught.
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for (key, value) in annotations {
+        let Some(name) = PREFIXES.iter().find_map(|p| key.strip_prefix(p)) else {
+            continue;
+        };
+        if let Some(first) = seen.insert(name, key) {
+            f.invalid(
+                field(key),
+                format!("{first} says the same: write it under one prefix"),
+            );
+            continue;
+        }
+        match name {
+            "ssl-redirect" => {
+                if boolean(value).is_none() {
+                    f.invalid(
+                        field(key),
+                        format!("{value:?} must be \"true\" or \"false\""),
+                    );
+                }
+            }
+            n if REFUSED.contains(&n) => f.push(Diagnostic::error(
+                f.id(),
+                field(key),
+                Reason::Refused,
+                "refused: Tidegate never runs configuration text taken from an object (snippets \
+                 are how CVE-2025-1974 and its kin took over ingress-nginx); express it with \
+                 annotations or a Route",
+            )),
+            n if NOT_YET.contains(&n) => f.not_supported(
+                field(key),
+                &format!(
+                    "the ingress-nginx annotation {n} (the Ingress would be served without it)"
+                ),
+            ),
+            // Our Service annotations, written on an Ingress by mistake, and typos.
+            _ => f.push(Diagnostic {
+                severity: Severity::Warning,
+                ..Diagnostic::error(
+                    f.id(),
+                    field(key),
+                    Reason::UnknownAnnotation,
+                    format!("unknown annotation {key}: it has no effect"),
+                )
+            }),
+        }
+    }
+}
+
+/// `ssl-redirect`: whether plain-HTTP requests for the `tls` hosts get 308 to https (default
+/// yes), for an Ingress already accepted (whose annotations [`check`] checked).
+pub fn ssl_redirect(annotations: &BTreeMap<String, String>) -> bool {
+    PREFIXES
+        .iter()
+        .find_map(|p| annotations.get(&format!("{p}ssl-redirect")))
+        .and_then(|v| boolean(v))
+        .unwrap_or(true)
+}
+
+/// An annotation's boolean, as ingress-nginx reads it.
+fn boolean(value: &str) -> Option<bool> {
+    match value.trim() {
+        "true" | "True" | "TRUE" => Some(true),
+        "false" | "False" | "FALSE" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Kind, ObjectRef};
+
+    /// Whether `ssl-redirect` is on, and the findings.
+    fn run(pairs: &[(&str, &str)]) -> (bool, Vec<Diagnostic>) {
+        let id = ObjectRef::new(Kind::Ingress, "default", "web");
+        let mut out = Vec::new();
+        let annotations = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        check(&annotations, &mut Findings::new(&id, &mut out));
+        (ssl_redirect(&annotations), out)
+    }
+
+    #[test]
+    fn ssl_redirect_is_read_under_either_prefix() {
+        assert!(run(&[]).0);
+        let (on, d) = run(&[("nginx.ingress.kubernetes.io/ssl-redirect", "false")]);
+        assert!(!on && d.is_empty(), "{d:?}");
+        let (on, d) = run(&[("tidegate.dev/ssl-redirect", "false")]);
+        assert!(!on && d.is_empty(), "{d:?}");
+        let (_, d) = run(&[("nginx.ingress.kubernetes.io/ssl-redirect", "no")]);
+        assert!(d[0].is_error() && d[0].message.contains("\"no\""), "{d:?}");
+    }
+
+    #[test]
+    fn snippets_are_refused_and_unimplemented_annotations_reject_the_ingress() {
+        let (_, d) = run(&[(
+            "nginx.ingress.kubernetes.io/configuration-snippet",
+            "more_set_headers \"x: y\";",
+        )]);
+        assert_eq!(d.len(), 1);
+        assert!(d[0].is_error() && d[0].reason == Reason::Refused, "{d:?}");
+        assert!(d[0].message.contains("CVE-2025-1974"), "{d:?}");
+        let (_, d) = run(&[("nginx.ingress.kubernetes.io/auth-url", "http://auth/")]);
+        assert!(d[0].is_error(), "{d:?}");
+        assert!(
+            d[0].message.contains("not supported yet") && d[0].message.contains("auth-url"),
+            "{d:?}"
+        );
+        assert_eq!(
+            d[0].field,
+            "metadata.annotations[nginx.ingress.kubernetes.io/auth-url]"
+        );
+    }
+
+    #[test]
+    fn unknown_annotations_are_warnings_and_others_are_not_read() {
+        let (on, d) = run(&[
+            ("nginx.ingress.kubernetes.io/ssl-redirct", "false"),
+            ("kubernetes.io/ingress.class", "tidegate"),
+            ("example.com/owner", "team-a"),
+        ]);
+        assert!(on);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].severity, Severity::Warning);
+        assert!(d[0].message.contains("ssl-redirct"), "{d:?}");
+    }
+
+    #[test]
+    fn one_annotation_under_both_prefixes_is_an_error() {
+        let (_, d) = run(&[
+            ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
+            ("tidegate.dev/ssl-redirect", "true"),
+        ]);
+        assert!(d.len() == 1 && d[0].is_error(), "{d:?}");
+    }
+
+    #[test]
+    fn the_catalogue_has_no_duplicates() {
+        let mut all: Vec<&str> = NOT_YET.iter().chain(&REFUSED).copied().collect();
+        all.push("ssl-redirect");
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n);
+    }
+}

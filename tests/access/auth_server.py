@@ -1,0 +1,63 @@
+"""A small auth service for tests/access/ext_auth.rs (what ingress-nginx's auth-url or Envoy's
+ext_authz HTTP mode talk to). Decides on the Authorization header: "Bearer good" is allowed
+(with X-User and X-Other headers), "Bearer bad" refused with 403 and a body, none redirected
+to a login page; a path with /slow answers after 3s. Counts requests in DIR/hits and writes
+the last one (method, path, headers) to DIR/last.json. Prints its port."""
+import json, os, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+directory = sys.argv[1]
+lock = threading.Lock()
+hits = 0
+
+
+def write(name, text):
+    tmp = os.path.join(directory, "." + name)
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, os.path.join(directory, name))
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def decide(self):
+        global hits
+        with lock:
+            hits += 1
+            write("hits", str(hits))
+            write("last.json", json.dumps({
+                "method": self.command,
+                "path": self.path,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+            }))
+        if "/slow" in self.path:
+            time.sleep(3)
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Bearer good"):
+            self.answer(200, b"", [("X-User", "alice"), ("X-Other", "not copied")])
+        elif auth:
+            self.answer(403, b"denied by policy\n", [("Content-Type", "text/plain"),
+                                                      ("X-Internal", "not passed back")])
+        else:
+            rd = self.headers.get("X-Original-URI", "")
+            self.answer(302, b"", [("Location", "https://login.test/start?rd=" + rd),
+                                   ("Set-Cookie", "flow=1")])
+
+    def answer(self, status, body, headers):
+        self.send_response(status)
+        for k, v in headers:
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_DELETE = decide
+
+    def log_message(self, *args):
+        pass
+
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
