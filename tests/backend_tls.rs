@@ -1,8 +1,8 @@
 //! TLS and mTLS to backends through the real binary, against a real nginx (from Debian):
 //! HTTP/1.1 over TLS with a client certificate that nginx verifies (`ssl_verify_client on`),
 //! HTTP/2 over TLS (ALPN h2), the server name sent, a wrong CA that fails closed (502, reason
-//! `upstream_tls` in the access log and the metrics), and a rotated client certificate that
-//! new connections present.
+//! `upstream_tls` in the access log and the metrics), a rotated client certificate that
+//! new connections present, CA bundles from ConfigMaps, and HTTP health probes over TLS.
 
 mod common;
 
@@ -24,6 +24,14 @@ fn ca_secret_yaml(name: &str, ca: &Ca) -> String {
     let indent: String = ca.pem().lines().map(|l| format!("    {l}\n")).collect();
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{ name: {name} }}\ntype: Opaque\nstringData:\n  ca.crt: |\n{indent}---\n"
+    )
+}
+
+/// A ConfigMap holding a CA bundle in `ca.crt`.
+fn ca_config_map_yaml(name: &str, ca: &Ca) -> String {
+    let indent: String = ca.pem().lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{ name: {name} }}\ndata:\n  ca.crt: |\n{indent}---\n"
     )
 }
 
@@ -54,13 +62,23 @@ fn config(nginx: &Nginx, client_secret: &str) -> String {
         ),
         backend_yaml_with(
             "h2",
-            &[h2],
+            std::slice::from_ref(&h2),
             "  protocol: HTTP2\n  tls: { sni: backend.test, caSecretRef: { name: server-ca } }\n",
         ),
         backend_yaml_with(
             "wrong-ca",
             std::slice::from_ref(&mtls),
             "  tls: { sni: backend.test, caSecretRef: { name: other-ca } }\n",
+        ),
+        backend_yaml_with(
+            "configmap-ca",
+            std::slice::from_ref(&h2),
+            "  tls: { sni: backend.test, caConfigMapRef: { name: server-ca-map } }\n",
+        ),
+        backend_yaml_with(
+            "wrong-configmap-ca",
+            std::slice::from_ref(&h2),
+            "  tls: { sni: backend.test, caConfigMapRef: { name: other-ca-map } }\n",
         ),
         backend_yaml_with(
             "wrong-name",
@@ -72,6 +90,13 @@ fn config(nginx: &Nginx, client_secret: &str) -> String {
         route_yaml("by-name", "/by-name", "by-name", ""),
         route_yaml("h2", "/h2", "h2", ""),
         route_yaml("wrong-ca", "/wrong-ca", "wrong-ca", ""),
+        route_yaml("configmap-ca", "/configmap-ca", "configmap-ca", ""),
+        route_yaml(
+            "wrong-configmap-ca",
+            "/wrong-configmap-ca",
+            "wrong-configmap-ca",
+            "",
+        ),
         route_yaml("wrong-name", "/wrong-name", "wrong-name", ""),
     ]
     .concat()
@@ -92,6 +117,8 @@ async fn backends_over_tls_verify_the_server_present_a_client_certificate_and_fa
         &[
             ca_secret_yaml("server-ca", &server_ca),
             ca_secret_yaml("other-ca", &other_ca),
+            ca_config_map_yaml("server-ca-map", &server_ca),
+            ca_config_map_yaml("other-ca-map", &other_ca),
             secret_yaml("client-a", &client_ca.leaf("gateway-a", &["gw.test"]), true),
             secret_yaml(
                 "client-b",
@@ -129,6 +156,14 @@ async fn backends_over_tls_verify_the_server_present_a_client_certificate_and_fa
     assert!(body.contains("proto=HTTP/2.0"), "{body}");
     assert!(body.contains("alpn=h2"), "{body}");
 
+    // The CA from a ConfigMap (`data`), over HTTP/1.1 to the server without client auth.
+    let (status, body) = get(&gw, "/configmap-ca").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("proto=HTTP/1.1"), "{body}");
+    let (status, body) = get(&gw, "/wrong-configmap-ca").await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(gw.requests_with("reason=\"upstream_tls\"").await, 1);
+
     // A CA that did not sign the server's certificate, or a name it does not hold: the
     // handshake fails and nothing is sent (502, reason upstream_tls).
     for path in ["/wrong-ca", "/wrong-name"] {
@@ -136,7 +171,7 @@ async fn backends_over_tls_verify_the_server_present_a_client_certificate_and_fa
         assert_eq!(status, 502, "{path}: {body}");
         assert_eq!(body, "upstream TLS handshake failed\n", "{path}");
     }
-    assert_eq!(gw.requests_with("reason=\"upstream_tls\"").await, 2);
+    assert_eq!(gw.requests_with("reason=\"upstream_tls\"").await, 3);
     let logged = eventually(Duration::from_secs(5), "the access log lines", || async {
         let log = gw.access_log();
         let tls: Vec<_> = log
@@ -144,12 +179,13 @@ async fn backends_over_tls_verify_the_server_present_a_client_certificate_and_fa
             .filter(|l| l["reason"] == "upstream_tls")
             .map(|l| (l["status"].as_u64(), l["path"].as_str().map(str::to_owned)))
             .collect();
-        (tls.len() == 2).then_some(tls)
+        (tls.len() == 3).then_some(tls)
     })
     .await;
     assert_eq!(
         logged,
         vec![
+            (Some(502), Some("/wrong-configmap-ca".to_owned())),
             (Some(502), Some("/wrong-ca".to_owned())),
             (Some(502), Some("/wrong-name".to_owned()))
         ]
@@ -166,4 +202,89 @@ async fn backends_over_tls_verify_the_server_present_a_client_certificate_and_fa
         },
     )
     .await;
+}
+
+/// The endpoints' `activeHealthy` of backend `name` in `/backends`.
+async fn active_health(gw: &Binary, name: &str) -> Vec<bool> {
+    let body = gw.admin("/backends").await;
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    view.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["backend"] == format!("default/{name}"))
+        .flat_map(|b| b["endpoints"].as_array().cloned().unwrap_or_default())
+        .map(|e| e["activeHealthy"] == true)
+        .collect()
+}
+
+/// HTTP health probes of a TLS backend go over TLS with its settings (server name, CA, client
+/// certificate, HTTP/2): nginx's TLS ports answer a plain-HTTP probe with 400, so the probed
+/// endpoints staying healthy shows the probes spoke TLS; the one whose Backend sends no client
+/// certificate gets nginx's 400 and is taken out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nginx (scripts/test.sh installs it)"]
+async fn http_health_probes_of_tls_backends_go_over_tls_with_their_settings() {
+    let server_ca = Ca::new();
+    let client_ca = Ca::new();
+    let server = server_ca.leaf("backend", &["backend.test"]);
+    let nginx = Nginx::start(&server, &client_ca).await;
+    let dir = ConfigDir::new();
+    dir.write(
+        "secrets.yaml",
+        &[
+            ca_secret_yaml("server-ca", &server_ca),
+            secret_yaml("client-a", &client_ca.leaf("gateway-a", &["gw.test"]), true),
+        ]
+        .concat(),
+    );
+    let mtls = format!("127.0.0.1:{}", nginx.mtls);
+    let h2 = format!("127.0.0.1:{}", nginx.h2);
+    let check = "  healthCheck: { active: { http: { path: / }, interval: 1s, timeout: 1s, healthyThreshold: 1, unhealthyThreshold: 2 } }\n";
+    dir.write(
+        "config.yaml",
+        &[
+            backend_yaml_with(
+                "probed",
+                std::slice::from_ref(&mtls),
+                &format!("  tls: {{ sni: backend.test, caSecretRef: {{ name: server-ca }}, clientCertificateRef: {{ name: client-a }} }}\n{check}"),
+            ),
+            backend_yaml_with(
+                "probed-h2",
+                std::slice::from_ref(&h2),
+                &format!("  protocol: HTTP2\n  tls: {{ sni: backend.test, caSecretRef: {{ name: server-ca }} }}\n{check}"),
+            ),
+            backend_yaml_with(
+                "no-client-cert",
+                std::slice::from_ref(&mtls),
+                &format!("  tls: {{ sni: backend.test, caSecretRef: {{ name: server-ca }} }}\n{check}"),
+            ),
+            route_yaml("probed", "/probed", "probed", ""),
+            route_yaml("probed-h2", "/h2", "probed-h2", ""),
+            route_yaml("no-client-cert", "/no-client-cert", "no-client-cert", ""),
+        ]
+        .concat(),
+    );
+    let gw = Binary::run(dir.path()).start();
+    // A first request each (a backend's state, and its probes, start with its first use).
+    for path in ["/probed", "/h2", "/no-client-cert"] {
+        get(&gw, path).await;
+    }
+    // The probes of the Backend without a client certificate get nginx's 400: out.
+    eventually(
+        Duration::from_secs(20),
+        "the endpoint refused by nginx taken out",
+        || async { (active_health(&gw, "no-client-cert").await == [false]).then_some(()) },
+    )
+    .await;
+    // Meanwhile (at least two rounds of probes) the others stayed in: their probes spoke TLS
+    // with the client certificate, and HTTP/2 with ALPN.
+    assert_eq!(active_health(&gw, "probed").await, [true]);
+    assert_eq!(active_health(&gw, "probed-h2").await, [true]);
+    let (status, body) = get(&gw, "/probed").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = get(&gw, "/h2").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("proto=HTTP/2.0"), "{body}");
+    let (status, body) = get(&gw, "/no-client-cert").await;
+    assert_eq!(status, 503, "{body}");
 }

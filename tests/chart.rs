@@ -321,7 +321,8 @@ fn triples(list: &[(&str, &str, &str)]) -> Vec<(String, String, String, Vec<Stri
     v
 }
 
-/// What src/controller/kube/ calls: a list+watch per watched kind, SSA patches of status,
+/// What src/controller/kube/ calls: a list+watch per watched kind (a get of referenced Secrets
+/// and ConfigMaps), SSA patches of status,
 /// Events created and patched. (The Lease is checked below.) A change here must come with a
 /// change of the controller's API calls.
 const NAMESPACED: &[(&str, &str, &str)] = &[
@@ -333,8 +334,12 @@ const NAMESPACED: &[(&str, &str, &str)] = &[
     ("tidegate.dev", "ratelimitpolicies", "watch"),
     ("", "services", "list"),
     ("", "services", "watch"),
+    ("", "secrets", "get"),
     ("", "secrets", "list"),
     ("", "secrets", "watch"),
+    ("", "configmaps", "get"),
+    ("", "configmaps", "list"),
+    ("", "configmaps", "watch"),
     ("discovery.k8s.io", "endpointslices", "list"),
     ("discovery.k8s.io", "endpointslices", "watch"),
     ("networking.k8s.io", "ingresses", "list"),

@@ -254,14 +254,14 @@ spec:
     let plain = ConfigDir::new();
     plain.write(
         "x.yaml",
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: c}\n",
     );
     let (code, lines, _) = validate(plain.path(), &[]);
     assert_eq!(code, Some(1));
     assert_eq!(
         lines,
         [
-            "x.yaml: documents[0].kind: \"ConfigMap\" is not a kind Tidegate reads (Route, Backend, RateLimitPolicy, Secret)"
+            "x.yaml: documents[0].kind: \"Deployment\" is not a kind Tidegate reads (Route, Backend, RateLimitPolicy, Secret, ConfigMap)"
         ]
     );
 }

@@ -346,16 +346,20 @@ pub struct SlowStart {
 /// HTTP2. The server certificate is always verified.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = cel::backend_tls)]
 pub struct BackendTls {
     /// Server name sent (SNI) and verified. Default: the Service's `NAME.NAMESPACE.svc`, or
     /// each static endpoint's host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_HOSTNAME_LEN), pattern(EXACT_HOSTNAME_PATTERN), transform = cel::hostname)]
     pub sni: Option<String>,
-    /// Secret whose `ca.crt` holds the CA bundle that verifies the endpoints (default: the
-    /// system's trust store).
+    /// Secret (any type) whose `ca.crt` holds the CA bundle that verifies the endpoints
+    /// (default: the system's trust store).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<LocalObjectRef>,
+    /// ConfigMap whose `ca.crt` holds that CA bundle (instead of `caSecretRef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_config_map_ref: Option<LocalObjectRef>,
     /// `kubernetes.io/tls` Secret with the certificate the gateway presents (mTLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate_ref: Option<LocalObjectRef>,

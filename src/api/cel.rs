@@ -414,6 +414,28 @@ pub fn rate_limit_key(s: &mut Schema) {
     );
 }
 
+/// A client-validation CA comes from one Secret or one ConfigMap.
+pub fn client_validation(s: &mut Schema) {
+    add(
+        s,
+        &[(
+            format!("{} == 1", count_set(&["caSecretRef", "caConfigMapRef"])),
+            "set exactly one of caSecretRef or caConfigMapRef",
+        )],
+    );
+}
+
+/// A Backend's CA comes from a Secret or a ConfigMap, not both.
+pub fn backend_tls(s: &mut Schema) {
+    add(
+        s,
+        &[(
+            format!("{} <= 1", count_set(&["caSecretRef", "caConfigMapRef"])),
+            "set at most one of caSecretRef or caConfigMapRef",
+        )],
+    );
+}
+
 /// A JWKS comes from one place.
 pub fn jwks_source(s: &mut Schema) {
     add(

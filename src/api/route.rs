@@ -100,10 +100,15 @@ pub struct RouteTls {
 /// Client certificates (mTLS) on the Route's hostnames.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = cel::client_validation)]
 pub struct ClientValidation {
     /// A Secret in the Route's namespace whose `ca.crt` holds the CAs that sign client
-    /// certificates.
-    pub ca_secret_ref: LocalObjectRef,
+    /// certificates (any type; set this or `caConfigMapRef`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<LocalObjectRef>,
+    /// A ConfigMap in the Route's namespace whose `ca.crt` holds those CAs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_config_map_ref: Option<LocalObjectRef>,
     /// `Require` (default): requests without a valid client certificate are refused.
     /// `Optional`: a certificate is asked for; one that is sent must be valid.
     #[serde(default)]

@@ -21,7 +21,7 @@ use crate::model::{Diagnostic, Kind, ObjectRef, Reason, Severity};
 
 use super::kube::index::Index;
 use super::manifests::{self, KubeDoc};
-use super::objects::SecretInfo;
+use super::objects::{ConfigMapInfo, SecretInfo};
 use super::snapshot::{Accepted, Meta, Obj, Snapshot};
 
 /// Namespace of objects whose metadata names none.
@@ -61,6 +61,7 @@ enum Doc {
     Backend(Box<Obj<BackendSpec>>),
     Policy(Box<Obj<RateLimitPolicySpec>>),
     Secret(Box<Obj<SecretInfo>>),
+    ConfigMap(Box<Obj<ConfigMapInfo>>),
     Kube(Box<KubeDoc>),
 }
 
@@ -71,6 +72,7 @@ impl Doc {
             Doc::Backend(o) => Some(o.meta.id.clone()),
             Doc::Policy(o) => Some(o.meta.id.clone()),
             Doc::Secret(o) => Some(o.meta.id.clone()),
+            Doc::ConfigMap(o) => Some(o.meta.id.clone()),
             Doc::Kube(k) => k.id(),
         }
     }
@@ -81,6 +83,7 @@ impl Doc {
             Doc::Backend(_) => "Backend",
             Doc::Policy(_) => "RateLimitPolicy",
             Doc::Secret(_) => "Secret",
+            Doc::ConfigMap(_) => "ConfigMap",
             Doc::Kube(k) => k.kind(),
         }
     }
@@ -300,6 +303,10 @@ impl Collector {
                     let key = (o.meta.id.namespace.clone(), o.meta.id.name.clone());
                     snap.secrets.insert(key, o.spec).map(|_| ())
                 }
+                Doc::ConfigMap(o) => {
+                    let key = (o.meta.id.namespace.clone(), o.meta.id.name.clone());
+                    snap.config_maps.insert(key, o.spec).map(|_| ())
+                }
                 Doc::Kube(k) => {
                     index_kube(&mut self.index, &k);
                     None
@@ -318,6 +325,7 @@ impl Collector {
             snap.ingresses = kube.ingresses;
             snap.ingress_classes = kube.ingress_classes;
             snap.secrets.extend(kube.secrets);
+            snap.config_maps.extend(kube.config_maps);
             for (id, obj) in snap.ingresses.iter_mut() {
                 obj.meta.file = self.seen.get(id).cloned();
             }
@@ -335,10 +343,9 @@ fn index_kube(index: &mut Index, doc: &KubeDoc) {
         KubeDoc::Service(s) => index.apply_service(s),
         KubeDoc::Ingress(i) => index.apply_ingress(i),
         KubeDoc::IngressClass(c) => index.apply_ingress_class(c),
-        KubeDoc::Secret(secret, true) => index.apply_secret(secret),
-        KubeDoc::Secret(_, false) | KubeDoc::EndpointSlice(_) => {
-            crate::controller::kube::index::Change::None
-        }
+        KubeDoc::Secret(secret) => index.apply_secret(secret),
+        KubeDoc::ConfigMap(map) => index.apply_config_map(map),
+        KubeDoc::EndpointSlice(_) => crate::controller::kube::index::Change::None,
     };
 }
 
@@ -370,7 +377,7 @@ fn parse_file(text: &str, file: &str, mode: Mode) -> Result<Parsed, String> {
             Mode::Kubernetes if !ours => manifests::read(value).map(|k| Doc::Kube(Box::new(k))),
             _ => {
                 // A standalone configuration holds its TLS Secrets itself.
-                if kind != "Secret" && manifests::is_kubernetes_kind(kind) {
+                if !matches!(kind, "Secret" | "ConfigMap") && manifests::is_kubernetes_kind(kind) {
                     parsed.kubernetes_kinds += 1;
                 }
                 read_doc(value)
@@ -383,6 +390,7 @@ fn parse_file(text: &str, file: &str, mode: Mode) -> Result<Parsed, String> {
                     Doc::Backend(o) => o.meta.file = Some(file.to_owned()),
                     Doc::Policy(o) => o.meta.file = Some(file.to_owned()),
                     Doc::Secret(o) => o.meta.file = Some(file.to_owned()),
+                    Doc::ConfigMap(o) => o.meta.file = Some(file.to_owned()),
                     Doc::Kube(_) => {}
                 }
                 parsed.docs.push(doc);
@@ -426,7 +434,8 @@ fn read_doc(value: serde_yaml_ng::Value) -> Result<Doc, Box<Diagnostic>> {
     let Some(kind_name) = str_at(&value, "kind") else {
         return Err(unnamed(
             "kind",
-            "every document needs a kind (Route, Backend, RateLimitPolicy or Secret)".into(),
+            "every document needs a kind (Route, Backend, RateLimitPolicy, Secret or ConfigMap)"
+                .into(),
         ));
     };
     let kind = match kind_name.as_str() {
@@ -434,6 +443,7 @@ fn read_doc(value: serde_yaml_ng::Value) -> Result<Doc, Box<Diagnostic>> {
         "Backend" => Kind::Backend,
         "RateLimitPolicy" => Kind::RateLimitPolicy,
         "Secret" => Kind::Secret,
+        "ConfigMap" => Kind::ConfigMap,
         other if manifests::is_kubernetes_kind(other) => {
             return Err(unnamed(
                 "kind",
@@ -446,7 +456,7 @@ fn read_doc(value: serde_yaml_ng::Value) -> Result<Doc, Box<Diagnostic>> {
             return Err(unnamed(
                 "kind",
                 format!(
-                    "{other:?} is not a kind Tidegate reads (Route, Backend, RateLimitPolicy, Secret)"
+                    "{other:?} is not a kind Tidegate reads (Route, Backend, RateLimitPolicy, Secret, ConfigMap)"
                 ),
             ));
         }
@@ -467,7 +477,7 @@ fn read_doc(value: serde_yaml_ng::Value) -> Result<Doc, Box<Diagnostic>> {
         Box::new(Diagnostic::error(&id, field, Reason::Malformed, message))
     };
 
-    let api_version = if kind == Kind::Secret {
+    let api_version = if matches!(kind, Kind::Secret | Kind::ConfigMap) {
         "v1"
     } else {
         api::API_VERSION
@@ -533,6 +543,13 @@ fn read_doc(value: serde_yaml_ng::Value) -> Result<Doc, Box<Diagnostic>> {
                 spec: secret_info(&s),
             }))
         }
+        Kind::ConfigMap => {
+            let m: k8s_openapi::api::core::v1::ConfigMap = typed(value).map_err(to_diag)?;
+            Doc::ConfigMap(Box::new(Obj {
+                meta: meta_of(&m.metadata),
+                spec: config_map_info(&m),
+            }))
+        }
         // Kubernetes objects come from the cluster, not from files (see the kind check above).
         Kind::Service | Kind::Ingress => {
             return Err(bad(
@@ -564,6 +581,21 @@ pub fn secret_info(s: &k8s_openapi::api::core::v1::Secret) -> SecretInfo {
         ca: get("ca.crt"),
         auth: get("auth"),
         jwks: get("jwks"),
+    }
+}
+
+/// What TLS reads of a ConfigMap: `ca.crt` from `data` (text), else `binaryData`.
+pub fn config_map_info(m: &k8s_openapi::api::core::v1::ConfigMap) -> ConfigMapInfo {
+    let text = m.data.as_ref().and_then(|d| d.get("ca.crt"));
+    ConfigMapInfo {
+        ca: match text {
+            Some(t) => Some(bytes::Bytes::from(t.clone().into_bytes())),
+            None => m
+                .binary_data
+                .as_ref()
+                .and_then(|d| d.get("ca.crt"))
+                .map(|v| bytes::Bytes::from(v.0.clone())),
+        },
     }
 }
 

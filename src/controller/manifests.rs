@@ -1,9 +1,9 @@
 //! Kubernetes objects read from files, for `tidegate validate --kubernetes`: the Services,
-//! EndpointSlices, Ingresses, IngressClasses and Secrets of a manifest set (a Helm template's
+//! EndpointSlices, Ingresses, IngressClasses, Secrets and ConfigMaps of a manifest set (a Helm template's
 //! output, say), so that it validates offline as the controller would judge it in a cluster.
 //! Every other kind is ignored (reported, not an error).
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
@@ -15,6 +15,7 @@ use crate::model::{Diagnostic, Kind, ObjectRef, Reason, Severity};
 pub const READ: &[(&str, &str)] = &[
     ("v1", "Service"),
     ("v1", "Secret"),
+    ("v1", "ConfigMap"),
     ("discovery.k8s.io/v1", "EndpointSlice"),
     ("discovery.k8s.io/v1beta1", "EndpointSlice"),
     ("networking.k8s.io/v1", "Ingress"),
@@ -30,9 +31,10 @@ pub enum KubeDoc {
     Ingress(Box<Ingress>),
     /// A `networking.k8s.io/v1` IngressClass.
     IngressClass(Box<IngressClass>),
-    /// A Secret, and whether it is a `kubernetes.io/tls` Secret (the only ones
-    /// Tidegate reads).
-    Secret(Box<Secret>, bool),
+    /// A Secret (of any type: what references it decides which keys are read).
+    Secret(Box<Secret>),
+    /// A ConfigMap (its `ca.crt` is read when a CA reference names it).
+    ConfigMap(Box<ConfigMap>),
     /// Read and checked; endpoints are discovered at run time, not compiled.
     EndpointSlice(Box<ObjectMeta>),
 }
@@ -44,7 +46,8 @@ impl KubeDoc {
             KubeDoc::Service(_) => "Service",
             KubeDoc::Ingress(_) => "Ingress",
             KubeDoc::IngressClass(_) => "IngressClass",
-            KubeDoc::Secret(..) => "Secret",
+            KubeDoc::Secret(_) => "Secret",
+            KubeDoc::ConfigMap(_) => "ConfigMap",
             KubeDoc::EndpointSlice(_) => "EndpointSlice",
         }
     }
@@ -154,11 +157,8 @@ pub fn read(mut value: serde_yaml_ng::Value) -> Result<KubeDoc, Box<Diagnostic>>
         "Service" => KubeDoc::Service(Box::new(typed(value).map_err(bad)?)),
         "Ingress" => KubeDoc::Ingress(Box::new(typed(value).map_err(bad)?)),
         "IngressClass" => KubeDoc::IngressClass(Box::new(typed(value).map_err(bad)?)),
-        "Secret" => {
-            let s: Secret = typed(value).map_err(bad)?;
-            let tls = s.type_.as_deref() == Some("kubernetes.io/tls");
-            KubeDoc::Secret(Box::new(s), tls)
-        }
+        "Secret" => KubeDoc::Secret(Box::new(typed(value).map_err(bad)?)),
+        "ConfigMap" => KubeDoc::ConfigMap(Box::new(typed(value).map_err(bad)?)),
         _ => {
             let s: EndpointSlice = typed(value).map_err(bad)?;
             KubeDoc::EndpointSlice(Box::new(s.metadata))
@@ -205,7 +205,7 @@ mod tests {
         ))
         .unwrap();
         assert!(
-            matches!(secret, KubeDoc::Secret(ref s, true) if s.metadata.namespace.as_deref() == Some("shop"))
+            matches!(secret, KubeDoc::Secret(ref s) if s.metadata.namespace.as_deref() == Some("shop"))
         );
         let slice = read(yaml(
             "apiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\nmetadata: {name: s}\naddressType: IPv4\nendpoints: []",

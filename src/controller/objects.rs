@@ -159,3 +159,10 @@ pub struct SecretInfo {
     /// `jwks` (a JWKS document for JWT authentication), when present.
     pub jwks: Option<bytes::Bytes>,
 }
+
+/// What TLS reads of a ConfigMap.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ConfigMapInfo {
+    /// `ca.crt` (a CA bundle), when present (`data`, else `binaryData`).
+    pub ca: Option<bytes::Bytes>,
+}

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::objects::{IngressClasses, IngressInfo, SecretInfo, ServiceInfo};
+use super::objects::{ConfigMapInfo, IngressClasses, IngressInfo, SecretInfo, ServiceInfo};
 use crate::api::{BackendSpec, RateLimitPolicySpec, RouteSpec};
 use crate::model::{Diagnostic, ObjectRef};
 
@@ -72,8 +72,11 @@ pub struct Snapshot {
     pub ingresses: BTreeMap<ObjectRef, Obj<IngressInfo>>,
     /// IngressClasses by name (Kubernetes mode).
     pub ingress_classes: IngressClasses,
-    /// `kubernetes.io/tls` Secrets, by (namespace, name): their certificate and key.
+    /// Secrets, by (namespace, name): the keys Tidegate reads (in Kubernetes mode only those
+    /// of referenced Secrets are held).
     pub secrets: BTreeMap<(String, String), SecretInfo>,
+    /// ConfigMaps, by (namespace, name): their CA bundle (referenced ones in Kubernetes mode).
+    pub config_maps: BTreeMap<(String, String), ConfigMapInfo>,
     /// Certificate files the options name (`--default-certificate CERT,KEY`): their bytes,
     /// or why they could not be read.
     pub files: BTreeMap<std::path::PathBuf, Result<bytes::Bytes, String>>,

@@ -17,8 +17,10 @@ pub enum Kind {
     Service,
     /// A `networking.k8s.io` Ingress.
     Ingress,
-    /// A core `kubernetes.io/tls` Secret (a certificate and its key).
+    /// A core Secret (a certificate and its key, a CA bundle, htpasswd, a JWKS).
     Secret,
+    /// A core ConfigMap (a CA bundle).
+    ConfigMap,
 }
 
 impl Kind {
@@ -31,6 +33,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::Ingress => "Ingress",
             Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
         }
     }
 }

@@ -738,6 +738,37 @@ pub fn cases() -> Vec<Case> {
             "spec.rules[0].retry.backoff.max",
         ),
         cel(
+            "client-ca-from-secret-and-configmap",
+            R,
+            route(|s| {
+                s["tls"] = json!({"secretName": "cert", "clientValidation": {
+                    "caSecretRef": {"name": "ca"}, "caConfigMapRef": {"name": "ca"}}});
+            }),
+            "spec.tls.clientValidation",
+            "exactly one of caSecretRef or caConfigMapRef",
+            "spec.tls",
+        ),
+        cel(
+            "client-ca-from-nowhere",
+            R,
+            route(|s| {
+                s["tls"] = json!({"secretName": "cert", "clientValidation": {"mode": "Optional"}});
+            }),
+            "spec.tls.clientValidation",
+            "exactly one of caSecretRef or caConfigMapRef",
+            "spec.tls",
+        ),
+        cel(
+            "backend-ca-from-secret-and-configmap",
+            B,
+            backend(|s| {
+                s["tls"] = json!({"caSecretRef": {"name": "ca"}, "caConfigMapRef": {"name": "ca"}});
+            }),
+            "spec.tls",
+            "at most one of caSecretRef or caConfigMapRef",
+            "spec.tls",
+        ),
+        cel(
             "backend-service-and-endpoints",
             B,
             backend(|s| s["service"] = json!({"name": "svc", "port": "http"})),

@@ -12,6 +12,7 @@ mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
 mod delivery;
+mod secrets;
 
 use std::time::{Duration, Instant};
 
@@ -921,7 +922,8 @@ async fn tls_secrets_serve_rotate_and_a_broken_or_deleted_one_keeps_the_last_goo
         })
     };
     ns.apply(secret(&first)).await;
-    // An Opaque Secret of the same shape is not read (the watch selects kubernetes.io/tls).
+    // An Opaque Secret of the same shape is not a certificate (a Route's secretName needs a
+    // kubernetes.io/tls Secret).
     ns.apply(json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "opaque"},
@@ -947,7 +949,10 @@ async fn tls_secrets_serve_rotate_and_a_broken_or_deleted_one_keeps_the_last_goo
         .wait_condition("Route", "secure", "Accepted", "False")
         .await;
     assert!(message.contains("Secret"), "{message}");
-    assert!(message.contains("/opaque: not found"), "{message}");
+    assert!(
+        message.contains("/opaque: has type \"Opaque\", not kubernetes.io/tls"),
+        "{message}"
+    );
 
     ns.apply(route("secure-cert")).await;
     ns.wait_condition("Route", "secure", "Accepted", "True")
@@ -1154,6 +1159,19 @@ async fn backends_speak_tls_and_mtls_with_secrets_from_the_cluster() {
         "data": {"ca.crt": b64(&ca.pem())},
     }))
     .await;
+    ns.apply(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "other-ca"},
+        "type": "Opaque",
+        "data": {"ca.crt": b64(&Ca::new().pem())},
+    }))
+    .await;
+    ns.apply(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "ca-map"},
+        "data": {"ca.crt": ca.pem()},
+    }))
+    .await;
     for (service, port) in [("secure", nginx.mtls), ("h2", nginx.h2)] {
         ns.service(service, json!({})).await;
         ns.slice(service, service, port, true).await;
@@ -1176,14 +1194,26 @@ async fn backends_speak_tls_and_mtls_with_secrets_from_the_cluster() {
         json!({"caSecretRef": {"name": "gateway-client"}}),
     ))
     .await;
-    ns.apply(tls_backend(
-        "opaque",
+    // CAs from an Opaque Secret, a ConfigMap, one of another CA, and a missing Secret (over
+    // HTTP/1.1 to the server that needs no client certificate).
+    for (name, ca_ref) in [
+        ("opaque", json!({"caSecretRef": {"name": "opaque-ca"}})),
+        ("configmap", json!({"caConfigMapRef": {"name": "ca-map"}})),
+        ("wrong-ca", json!({"caSecretRef": {"name": "other-ca"}})),
+        ("missing-ca", json!({"caSecretRef": {"name": "nowhere"}})),
+    ] {
+        let mut tls = ca_ref;
+        tls["sni"] = json!(names[1]);
+        ns.apply(tls_backend(name, "h2", "HTTP1", tls)).await;
+    }
+    for name in [
         "secure",
-        "HTTP1",
-        json!({"caSecretRef": {"name": "opaque-ca"}}),
-    ))
-    .await;
-    for name in ["secure", "h2", "opaque"] {
+        "h2",
+        "opaque",
+        "configmap",
+        "wrong-ca",
+        "missing-ca",
+    ] {
         ns.apply(route(
             name,
             &format!("{name}.test"),
@@ -1214,14 +1244,27 @@ async fn backends_speak_tls_and_mtls_with_secrets_from_the_cluster() {
     assert!(h2.contains("proto=HTTP/2.0"), "{h2}");
     assert!(h2.contains(&format!("sni={}", names[1])), "{h2}");
 
-    // Only kubernetes.io/tls Secrets are watched: an Opaque CA Secret is not found, and the
-    // Backend says so (its Route answers 500, never an unverified connection).
+    // The CA of an Opaque Secret and of a ConfigMap verify the server.
+    for host in ["opaque.test", "configmap.test"] {
+        let b = eventually(Duration::from_secs(20), host, || body(host)).await;
+        assert!(b.contains("proto=HTTP/1.1"), "{b}");
+    }
+    // Another CA fails closed (502, never an unverified connection).
+    let wrong = get(&gw, "wrong-ca.test", "/", &[]).await;
+    assert_eq!(wrong.status, 502, "{}", wrong.body);
+    // A missing Secret: the Backend names the field and the Secret (its Route answers 500).
     let (reason, message) = ns
-        .wait_condition("Backend", "opaque", "Accepted", "False")
+        .wait_condition("Backend", "missing-ca", "Accepted", "False")
         .await;
     assert_eq!(reason, "InvalidCertificateRef");
-    assert!(message.contains("spec.tls.caSecretRef"), "{message}");
-    assert_eq!(get(&gw, "opaque.test", "/", &[]).await.status, 500);
+    assert!(
+        message.contains(&format!(
+            "spec.tls.caSecretRef: Secret {}/nowhere: not found",
+            ns.name
+        )),
+        "{message}"
+    );
+    assert_eq!(get(&gw, "missing-ca.test", "/", &[]).await.status, 500);
 
     // The client certificate rotates: new connections present the new one.
     ns.apply(client_secret(&ca.leaf("gateway-b", &["gateway.test"])))

@@ -154,18 +154,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* RBAC rules for the namespaced kinds the controller watches and writes (see rbac.yaml). */}}
 {{- define "tidegate.namespacedRules" -}}
-# Read what is compiled into the routing table (list + watch; nothing is read with get).
+# Read what is compiled into the routing table (list + watch).
 - apiGroups: [tidegate.dev]
   resources: [routes, backends, ratelimitpolicies]
   verbs: [list, watch]
 - apiGroups: [""]
   resources: [services]
   verbs: [list, watch]
-# Only TLS Secrets (field selector type=kubernetes.io/tls): certificates for HTTPS; the
-# controller keeps their tls.crt and tls.key only.
+# Secrets and ConfigMaps are listed and watched by metadata only; the data of those a Route,
+# Backend or Ingress references (certificates, CA bundles, htpasswd, JWKS) is read with get.
 - apiGroups: [""]
-  resources: [secrets]
-  verbs: [list, watch]
+  resources: [secrets, configmaps]
+  verbs: [get, list, watch]
 - apiGroups: [discovery.k8s.io]
   resources: [endpointslices]
   verbs: [list, watch]

@@ -184,17 +184,6 @@ pub fn compile_backend(
              (SRV answers give addresses, not one name to verify)",
         );
     }
-    if tls.is_some()
-        && let Some(ActiveHealthCheck {
-            probe: ProbeKind::Http { .. },
-            ..
-        }) = &active_health_check
-    {
-        f.not_supported(
-            "spec.healthCheck.active.http",
-            "HTTP health probes over TLS (use tcp: {} with TLS backends)",
-        );
-    }
 
     f.ok().then(|| {
         (
@@ -342,20 +331,24 @@ fn upstream_tls(
         },
         None => default_sni,
     };
-    let ca = spec.ca_secret_ref.as_ref().and_then(|r| {
-        match certificates.borrow().ca_bundle(&id.namespace, &r.name) {
-            Ok(ca) => Some(ca),
-            Err(why) => {
-                f.push(Diagnostic::error(
-                    id,
-                    "spec.tls.caSecretRef",
-                    Reason::InvalidCertificateRef,
-                    why,
-                ));
-                None
-            }
+    let ca = match certificates.borrow().ca_from(
+        &id.namespace,
+        "spec.tls",
+        spec.ca_secret_ref.as_ref(),
+        spec.ca_config_map_ref.as_ref(),
+    ) {
+        Some(Ok(ca)) => Some(ca),
+        Some(Err((field, why))) => {
+            f.push(Diagnostic::error(
+                id,
+                &field,
+                Reason::InvalidCertificateRef,
+                why,
+            ));
+            None
         }
-    });
+        None => None,
+    };
     let client_certificate = spec.client_certificate_ref.as_ref().and_then(|r| {
         let field = "spec.tls.clientCertificateRef";
         let mut found = Vec::new();

@@ -28,15 +28,7 @@ pub fn compile(
     let field = format!("{at}.secretRef");
     let source = format!("Secret {}/{name}", route.namespace);
     let Some(secret) = env.secrets.get(&(route.namespace.clone(), name.clone())) else {
-        if env.opts.discovery {
-            // The Kubernetes source watches kubernetes.io/tls Secrets only (so far).
-            f.not_supported(
-                field,
-                "basic authentication in Kubernetes mode (the Secret watch reads kubernetes.io/tls Secrets only); use standalone mode",
-            );
-        } else {
-            f.invalid(field, format!("{source} not found"));
-        }
+        f.invalid(field, format!("{source} not found"));
         return None;
     };
     let Some(auth) = &secret.auth else {

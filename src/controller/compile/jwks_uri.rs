@@ -138,12 +138,7 @@ pub fn uri_and_tls(
             let field = at_ca;
             let source = format!("Secret {}/{}", route.namespace, r.name);
             let Some(secret) = env.secrets.get(&(route.namespace.clone(), r.name.clone())) else {
-                let hint = if env.opts.discovery {
-                    " (in Kubernetes mode only kubernetes.io/tls Secrets are read)"
-                } else {
-                    ""
-                };
-                f.invalid(field, format!("{source} not found{hint}"));
+                f.invalid(field, format!("{source} not found"));
                 return None;
             };
             let Some(pem) = &secret.ca else {

@@ -120,14 +120,7 @@ fn keys(
             let source = format!("Secret {}/{}", route.namespace, r.name);
             let field = format!("{at}.secretRef");
             let Some(secret) = env.secrets.get(&(route.namespace.clone(), r.name.clone())) else {
-                if env.opts.discovery {
-                    f.not_supported(
-                        field,
-                        "JWKS Secrets in Kubernetes mode (the Secret watch reads kubernetes.io/tls Secrets only); use jwks.inline",
-                    );
-                } else {
-                    f.invalid(field, format!("{source} not found"));
-                }
+                f.invalid(field, format!("{source} not found"));
                 return None;
             };
             let Some(jwks) = &secret.jwks else {

@@ -12,7 +12,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::api::ClientValidationMode;
+use crate::api::{ClientValidationMode, LocalObjectRef};
 use crate::controller::objects::{SECRET_TYPE_TLS, SecretInfo};
 use crate::controller::snapshot::{Accepted, Snapshot};
 use crate::model::{
@@ -49,14 +49,30 @@ pub fn build(
         let Some(tls) = &obj.spec.tls else { continue };
         let mut found = Vec::new();
         let client_validation = tls.client_validation.as_ref().map(|v| {
-            let ca = match b.ca_bundle(&id.namespace, &v.ca_secret_ref.name) {
-                Ok(ca) => Some(ca),
-                Err(why) => {
+            let at = "spec.tls.clientValidation";
+            let ca = match b.ca_from(
+                &id.namespace,
+                at,
+                v.ca_secret_ref.as_ref(),
+                v.ca_config_map_ref.as_ref(),
+            ) {
+                Some(Ok(ca)) => Some(ca),
+                Some(Err((field, why))) => {
                     found.push(Diagnostic::error(
                         id,
-                        "spec.tls.clientValidation.caSecretRef",
+                        &field,
                         Reason::InvalidCertificateRef,
                         format!("{why}; no client certificate is accepted until it is fixed"),
+                    ));
+                    None
+                }
+                None => {
+                    found.push(Diagnostic::error(
+                        id,
+                        at,
+                        Reason::InvalidCertificateRef,
+                        "set caSecretRef or caConfigMapRef; no client certificate is accepted \
+                         until it is fixed",
                     ));
                     None
                 }
@@ -222,18 +238,63 @@ impl<'a> TlsBuilder<'a> {
         self.certificates[index].clone()
     }
 
-    /// The CA bundle in the `ca.crt` of Secret `namespace/name`, referenced by `owner` at
-    /// `field`; `Err` says why there is none.
+    /// The CA bundle in the `ca.crt` of Secret `namespace/name` (of any type); `Err` says why
+    /// there is none.
     pub fn ca_bundle(&self, namespace: &str, name: &str) -> Result<Arc<CaBundle>, String> {
         let key = (namespace.to_owned(), name.to_owned());
         let fail = |why: &str| format!("Secret {namespace}/{name}: {why}");
-        let secret = self.snap.secrets.get(&key).ok_or_else(|| {
-            fail("not found (in Kubernetes mode only kubernetes.io/tls Secrets are read)")
-        })?;
+        let secret = self
+            .snap
+            .secrets
+            .get(&key)
+            .ok_or_else(|| fail("not found"))?;
         let pem = secret.ca.as_ref().ok_or_else(|| fail("has no ca.crt"))?;
         parse_ca_bundle(&format!("{namespace}/{name}"), pem)
             .map_err(|e| fail(&e))
             .map(Arc::new)
+    }
+
+    /// The CA bundle in the `ca.crt` of ConfigMap `namespace/name`.
+    pub fn ca_bundle_config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Arc<CaBundle>, String> {
+        let key = (namespace.to_owned(), name.to_owned());
+        let fail = |why: &str| format!("ConfigMap {namespace}/{name}: {why}");
+        let map = self
+            .snap
+            .config_maps
+            .get(&key)
+            .ok_or_else(|| fail("not found"))?;
+        let pem = map.ca.as_ref().ok_or_else(|| fail("has no ca.crt"))?;
+        parse_ca_bundle(&format!("configmap {namespace}/{name}"), pem)
+            .map_err(|e| fail(&e))
+            .map(Arc::new)
+    }
+
+    /// The CA bundle a `caSecretRef` / `caConfigMapRef` pair at `at` names: `None` when
+    /// neither is set, else the bundle or (the field, why there is none).
+    pub fn ca_from(
+        &self,
+        namespace: &str,
+        at: &str,
+        secret: Option<&LocalObjectRef>,
+        config_map: Option<&LocalObjectRef>,
+    ) -> Option<Result<Arc<CaBundle>, (String, String)>> {
+        Some(match (secret, config_map) {
+            (Some(s), None) => self
+                .ca_bundle(namespace, &s.name)
+                .map_err(|e| (format!("{at}.caSecretRef"), e)),
+            (None, Some(c)) => self
+                .ca_bundle_config_map(namespace, &c.name)
+                .map_err(|e| (format!("{at}.caConfigMapRef"), e)),
+            (Some(_), Some(_)) => Err((
+                at.to_owned(),
+                "set only one of caSecretRef or caConfigMapRef".to_owned(),
+            )),
+            (None, None) => return None,
+        })
     }
 
     fn resolve(&mut self, key: &(String, String)) -> Resolved {

@@ -89,6 +89,7 @@ impl Events {
                 }
                 Kind::Service => ("v1", "Service"),
                 Kind::Secret => ("v1", "Secret"),
+                Kind::ConfigMap => ("v1", "ConfigMap"),
                 Kind::Ingress => ("networking.k8s.io/v1", "Ingress"),
             };
             let reference = ObjectReference {

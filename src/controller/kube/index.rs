@@ -9,11 +9,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use kube::core::error_boundary::InvalidObject;
 
+use super::referenced::{ByReference, Key, Refs};
 use crate::api::annotations::{
     CANARY_COOKIE, CANARY_HEADER, CANARY_OF, CANARY_WEIGHT, INGRESS_ANNOTATION_PREFIXES,
     IS_DEFAULT_CLASS, LEGACY_INGRESS_CLASS,
@@ -22,8 +23,9 @@ use crate::api::{
     Backend, BackendSpec, EndpointCounts, RateLimitPolicy, RateLimitPolicySpec, Route, RouteSpec,
 };
 use crate::controller::objects::{
-    CanaryAnnotations, IngressBackendInfo, IngressClassInfo, IngressInfo, IngressPathInfo,
-    IngressRuleInfo, IngressTlsInfo, PortRef, SecretInfo, ServiceInfo, ServicePortInfo,
+    CanaryAnnotations, ConfigMapInfo, IngressBackendInfo, IngressClassInfo, IngressInfo,
+    IngressPathInfo, IngressRuleInfo, IngressTlsInfo, PortRef, SecretInfo, ServiceInfo,
+    ServicePortInfo,
 };
 use crate::controller::snapshot::{Accepted, Meta, Obj, Snapshot};
 use crate::model::{Diagnostic, Kind, ObjectRef, Reason};
@@ -52,8 +54,10 @@ pub enum Watched {
     Service,
     /// `EndpointSlice` objects.
     EndpointSlice,
-    /// `Secret` objects.
+    /// `Secret` objects (metadata; data of referenced ones).
     Secret,
+    /// `ConfigMap` objects (metadata; data of referenced ones).
+    ConfigMap,
     /// `Ingress` objects.
     Ingress,
     /// `IngressClass` objects.
@@ -70,19 +74,21 @@ impl Watched {
             Watched::Service => "service",
             Watched::EndpointSlice => "endpointslice",
             Watched::Secret => "secret",
+            Watched::ConfigMap => "configmap",
             Watched::Ingress => "ingress",
             Watched::IngressClass => "ingressclass",
         }
     }
 
     /// Every kind, in a stable order.
-    pub const ALL: [Watched; 8] = [
+    pub const ALL: [Watched; 9] = [
         Watched::Route,
         Watched::Backend,
         Watched::RateLimitPolicy,
         Watched::Service,
         Watched::EndpointSlice,
         Watched::Secret,
+        Watched::ConfigMap,
         Watched::Ingress,
         Watched::IngressClass,
     ];
@@ -119,7 +125,12 @@ pub struct Index {
     services: BTreeMap<ObjectRef, Obj<ServiceInfo>>,
     ingresses: BTreeMap<ObjectRef, Obj<IngressInfo>>,
     ingress_classes: BTreeMap<String, IngressClassInfo>,
-    secrets: BTreeMap<(String, String), SecretInfo>,
+    /// Secrets: every one's resource version, the data of referenced ones (see referenced.rs).
+    secrets: ByReference<SecretInfo>,
+    /// ConfigMaps, the same way.
+    config_maps: ByReference<ConfigMapInfo>,
+    /// Secrets referenced by the options (`--default-certificate`).
+    pinned_secrets: BTreeSet<Key>,
     /// Objects that could not be read, by identity.
     problems: BTreeMap<ObjectRef, Diagnostic>,
     /// Status as seen on Route/Backend/RateLimitPolicy objects.
@@ -219,6 +230,13 @@ fn id_of(kind: Kind, meta: &ObjectMeta) -> ObjectRef {
     )
 }
 
+fn key_of(meta: &ObjectMeta) -> Key {
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
 fn meta_of(kind: Kind, meta: &ObjectMeta) -> Meta {
     Meta {
         id: id_of(kind, meta),
@@ -309,6 +327,7 @@ impl Index {
             Kind::Service => Watched::Service,
             Kind::Ingress => Watched::Ingress,
             Kind::Secret => Watched::Secret,
+            Kind::ConfigMap => Watched::ConfigMap,
         };
         self.problems.retain(|id, _| of_kind(id.kind) != kind);
         self.observed.retain(|id, _| of_kind(id.kind) != kind);
@@ -325,7 +344,8 @@ impl Index {
                 self.ingress_lb.clear();
             }
             Watched::IngressClass => self.ingress_classes.clear(),
-            Watched::Secret => self.secrets.clear(),
+            Watched::Secret => self.secrets.clear_versions(),
+            Watched::ConfigMap => self.config_maps.clear_versions(),
             Watched::EndpointSlice => {}
         }
     }
@@ -561,31 +581,126 @@ impl Index {
         }
     }
 
-    /// Adds or replaces a `kubernetes.io/tls` Secret (its certificate and key).
+    /// Adds or replaces a whole Secret, data included (a manifest file read offline; the
+    /// cluster's Secrets come through [`Self::secret_seen`] and [`Self::store_secret`]).
     pub fn apply_secret(&mut self, secret: &Secret) -> Change {
-        let key = (
-            secret.metadata.namespace.clone().unwrap_or_default(),
-            secret.metadata.name.clone().unwrap_or_default(),
-        );
-        let info = crate::controller::file::secret_info(secret);
-        if self.secrets.get(&key) == Some(&info) {
-            return Change::None;
-        }
-        self.secrets.insert(key, info);
+        let key = key_of(&secret.metadata);
+        let version = secret.metadata.resource_version.clone().unwrap_or_default();
+        self.secrets.seen(key.clone(), version.clone());
+        self.secrets
+            .store(key, version, crate::controller::file::secret_info(secret));
         Change::Compile
     }
 
-    /// Forgets a Secret.
-    pub fn delete_secret(&mut self, meta: &ObjectMeta) -> Change {
-        let key = (
-            meta.namespace.clone().unwrap_or_default(),
-            meta.name.clone().unwrap_or_default(),
-        );
-        if self.secrets.remove(&key).is_some() {
+    /// Adds or replaces a whole ConfigMap (a manifest file read offline).
+    pub fn apply_config_map(&mut self, map: &ConfigMap) -> Change {
+        let key = key_of(&map.metadata);
+        let version = map.metadata.resource_version.clone().unwrap_or_default();
+        self.config_maps.seen(key.clone(), version.clone());
+        self.config_maps
+            .store(key, version, crate::controller::file::config_map_info(map));
+        Change::Compile
+    }
+
+    /// The metadata watch saw a Secret: a new version of a referenced one is read again.
+    pub fn secret_seen(&mut self, meta: &ObjectMeta) -> Change {
+        let key = key_of(meta);
+        let version = meta.resource_version.clone().unwrap_or_default();
+        if self.secrets.seen(key.clone(), version) && self.references().secrets.contains(&key) {
             Change::Compile
         } else {
             Change::None
         }
+    }
+
+    /// The metadata watch saw a ConfigMap.
+    pub fn config_map_seen(&mut self, meta: &ObjectMeta) -> Change {
+        let key = key_of(meta);
+        let version = meta.resource_version.clone().unwrap_or_default();
+        if self.config_maps.seen(key.clone(), version)
+            && self.references().config_maps.contains(&key)
+        {
+            Change::Compile
+        } else {
+            Change::None
+        }
+    }
+
+    /// Forgets a Secret.
+    pub fn delete_secret(&mut self, meta: &ObjectMeta) -> Change {
+        let key = key_of(meta);
+        if self.secrets.gone(&key) && self.secrets.holds(&key) {
+            Change::Compile
+        } else {
+            Change::None
+        }
+    }
+
+    /// Forgets a ConfigMap.
+    pub fn delete_config_map(&mut self, meta: &ObjectMeta) -> Change {
+        let key = key_of(meta);
+        if self.config_maps.gone(&key) && self.config_maps.holds(&key) {
+            Change::Compile
+        } else {
+            Change::None
+        }
+    }
+
+    /// Secrets the options reference (`--default-certificate`): held like referenced ones.
+    pub fn pin_secret(&mut self, namespace: &str, name: &str) {
+        self.pinned_secrets
+            .insert((namespace.to_owned(), name.to_owned()));
+    }
+
+    /// The Secrets and ConfigMaps the indexed objects (and `accepted`, whose versions may
+    /// serve instead) reference.
+    fn references_with(&self, accepted: Option<&Accepted>) -> Refs {
+        let mut refs = Refs::default();
+        refs.routes(self.routes.values());
+        refs.backends(self.backends.values());
+        refs.ingresses(self.ingresses.values());
+        if let Some(a) = accepted {
+            refs.routes(a.routes.values());
+            refs.backends(a.backends.values());
+            refs.ingresses(a.ingresses.values());
+        }
+        refs.secrets.extend(self.pinned_secrets.iter().cloned());
+        refs
+    }
+
+    fn references(&self) -> Refs {
+        self.references_with(None)
+    }
+
+    /// Drops the data of Secrets and ConfigMaps no longer referenced, and returns those whose
+    /// data must be read (referenced, existing, not held at their current version).
+    pub fn plan_reads(&mut self, accepted: &Accepted) -> (Vec<Key>, Vec<Key>) {
+        let refs = self.references_with(Some(accepted));
+        (
+            self.secrets.plan(&refs.secrets),
+            self.config_maps.plan(&refs.config_maps),
+        )
+    }
+
+    /// Keeps the data of a referenced Secret, read at `version`; `None`: it was not found.
+    pub fn store_secret(&mut self, key: Key, version: String, info: Option<SecretInfo>) {
+        match info {
+            Some(info) => self.secrets.store(key, version, info),
+            None => self.secrets.drop_data(&key),
+        }
+    }
+
+    /// Keeps the data of a referenced ConfigMap, read at `version`; `None`: not found.
+    pub fn store_config_map(&mut self, key: Key, version: String, info: Option<ConfigMapInfo>) {
+        match info {
+            Some(info) => self.config_maps.store(key, version, info),
+            None => self.config_maps.drop_data(&key),
+        }
+    }
+
+    /// How many Secrets the index knows by metadata, and how many it holds the data of.
+    pub fn secret_counts(&self) -> (usize, usize) {
+        (self.secrets.known_len(), self.secrets.held_len())
     }
 
     /// What the compiler reads, with the accepted versions of the previous compile.
@@ -597,7 +712,8 @@ impl Index {
             services: self.services.clone(),
             ingresses: self.ingresses.clone(),
             ingress_classes: self.ingress_classes.clone(),
-            secrets: self.secrets.clone(),
+            secrets: self.secrets.data(),
+            config_maps: self.config_maps.data(),
             files: BTreeMap::new(),
             now: crate::controller::file::unix_now(),
             problems: self.problems.values().cloned().collect(),
@@ -703,6 +819,48 @@ mod tests {
         });
         assert_eq!(idx.apply_custom::<Route>(Ok(r.clone())), Change::Status);
         assert_eq!(idx.apply_custom::<Route>(Ok(r)), Change::None);
+    }
+
+    fn secret_meta(name: &str, version: &str) -> ObjectMeta {
+        ObjectMeta {
+            namespace: Some("shop".into()),
+            name: Some(name.into()),
+            resource_version: Some(version.into()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    #[test]
+    fn only_referenced_secrets_are_read_and_their_data_goes_with_the_last_reference() {
+        let mut idx = Index::default();
+        // The cluster has two Secrets; nothing references either: nothing is read or held.
+        assert_eq!(idx.secret_seen(&secret_meta("users", "1")), Change::None);
+        assert_eq!(idx.secret_seen(&secret_meta("other", "1")), Change::None);
+        let accepted = Accepted::default();
+        assert_eq!(idx.plan_reads(&accepted), (vec![], vec![]));
+        // A Route's basic auth references one: that one is read, and held.
+        let mut r = route("web", "api");
+        r.spec.rules[0].authentication = Some(
+            serde_json::from_value(serde_json::json!(
+                {"basic": {"secretRef": {"name": "users"}}}
+            ))
+            .unwrap(),
+        );
+        idx.apply_custom::<Route>(Ok(r));
+        let key = ("shop".to_owned(), "users".to_owned());
+        assert_eq!(idx.plan_reads(&accepted), (vec![key.clone()], vec![]));
+        idx.store_secret(key.clone(), "1".into(), Some(SecretInfo::default()));
+        assert_eq!(idx.secret_counts(), (2, 1));
+        assert!(idx.snapshot(Accepted::default()).secrets.contains_key(&key));
+        // A new version of it recompiles (and is read again); of the other, nothing happens.
+        assert_eq!(idx.secret_seen(&secret_meta("users", "2")), Change::Compile);
+        assert_eq!(idx.secret_seen(&secret_meta("other", "2")), Change::None);
+        assert_eq!(idx.plan_reads(&accepted), (vec![key.clone()], vec![]));
+        // The Route gone: the data is dropped; the names stay known.
+        idx.delete_custom::<Route>(&route("web", "api").metadata);
+        assert_eq!(idx.plan_reads(&accepted), (vec![], vec![]));
+        assert_eq!(idx.secret_counts(), (2, 0));
+        assert!(idx.snapshot(Accepted::default()).secrets.is_empty());
     }
 
     #[test]

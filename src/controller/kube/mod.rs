@@ -14,6 +14,7 @@ mod error;
 mod events;
 pub mod index;
 pub mod leader;
+pub mod referenced;
 pub mod status;
 mod watch;
 
@@ -22,12 +23,14 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use futures::TryStreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
-use kube::core::DeserializeGuard;
 use kube::core::error_boundary::InvalidObject;
+use kube::core::{DeserializeGuard, PartialObjectMeta};
 use kube::runtime::watcher;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch as tokio_watch};
@@ -162,7 +165,15 @@ pub fn start(
     let mut dns_changes = dns.subscribe();
     let shared = Arc::new(Shared {
         telemetry,
-        index: Mutex::new(Index::new(opts.publish_service.clone())),
+        index: Mutex::new({
+            let mut idx = Index::new(opts.publish_service.clone());
+            if let Some(super::compile::DefaultCertificate::Secret { namespace, name }) =
+                &compile_opts.default_certificate
+            {
+                idx.pin_secret(namespace, name);
+            }
+            idx
+        }),
         endpoints: Mutex::new(EndpointIndex::new(discovery)),
         compile: Notify::new(),
         dirty: Mutex::default(),
@@ -184,7 +195,24 @@ pub fn start(
     spawn_services(&client, ns.as_deref(), &shared, &stop);
     spawn_ingresses(&client, ns.as_deref(), &shared, &stop);
     spawn_ingress_classes(&client, &shared, &stop);
-    spawn_secrets(&client, ns.as_deref(), &shared, &stop);
+    spawn_by_reference::<Secret>(
+        &client,
+        ns.as_deref(),
+        &shared,
+        &stop,
+        Watched::Secret,
+        Index::secret_seen,
+        Index::delete_secret,
+    );
+    spawn_by_reference::<ConfigMap>(
+        &client,
+        ns.as_deref(),
+        &shared,
+        &stop,
+        Watched::ConfigMap,
+        Index::config_map_seen,
+        Index::delete_config_map,
+    );
     tokio::spawn(endpoint_slices(
         client.clone(),
         ns.clone(),
@@ -210,6 +238,7 @@ pub fn start(
     let (published_tx, published_rx) = tokio_watch::channel(None);
     tokio::spawn(compile_loop(
         shared.clone(),
+        client.clone(),
         compile_opts,
         publish,
         published_tx,
@@ -358,28 +387,124 @@ fn spawn_ingress_classes(client: &kube::Client, shared: &Arc<Shared>, stop: &Can
     ));
 }
 
-fn spawn_secrets(
+/// Secrets and ConfigMaps are watched by metadata only (every type: a CA bundle, htpasswd or
+/// a JWKS sits in any Secret); the compile loop reads the data of the referenced ones (see
+/// referenced.rs), so the cluster's other Secrets are never held.
+fn spawn_by_reference<K>(
     client: &kube::Client,
     ns: Option<&str>,
     shared: &Arc<Shared>,
     stop: &CancellationToken,
-) {
-    // Only `kubernetes.io/tls` Secrets (a field selector): the controller never holds the
-    // cluster's other Secrets; the index keeps only `tls.crt` and `tls.key` of these.
-    let cfg = watcher::Config::default().fields("type=kubernetes.io/tls");
-    let api = api::<DeserializeGuard<Secret>>(client, ns);
-    let handlers = index_handlers::<Secret>(
-        shared,
-        Watched::Secret,
-        |idx, o| match o {
-            Ok(s) => idx.apply_secret(&s),
+    kind: Watched,
+    seen: fn(&mut Index, &ObjectMeta) -> Change,
+    delete: fn(&mut Index, &ObjectMeta) -> Change,
+) where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default,
+{
+    // `Api<PartialObjectMeta<K>>` lists and watches metadata only.
+    let api = api::<PartialObjectMeta<K>>(client, ns);
+    let (a, d, r) = (shared.clone(), shared.clone(), shared.clone());
+    let handlers = watch::Handlers::<PartialObjectMeta<K>> {
+        apply: Box::new(move |o| match o {
+            Ok(m) => seen(&mut a.index(), &m.metadata),
             Err(_) => Change::None,
-        },
-        |idx, m| idx.delete_secret(m),
-        probe(&api),
-    );
-    let stream = watcher(api, cfg);
-    tokio::spawn(watch::run(Watched::Secret, stream, handlers, stop.clone()));
+        }),
+        delete: Box::new(move |m| delete(&mut d.index(), m)),
+        reset: Box::new(move |objs| {
+            let mut idx = r.index();
+            idx.clear(kind);
+            for m in objs.into_iter().flatten() {
+                seen(&mut idx, &m.metadata);
+            }
+            Change::Compile
+        }),
+        changed: changed_fn(shared),
+        observe: Some(shared.telemetry.clone()),
+        probe: Some(probe(&api)),
+    };
+    // Only the identity and version are kept: annotations can be large, and kubectl's
+    // last-applied-configuration annotation of a Secret carries its data.
+    let stream = watcher(api, watcher::Config::default()).map_ok(|e| {
+        e.modify(|m| {
+            let meta = std::mem::take(&mut m.metadata);
+            m.metadata = ObjectMeta {
+                namespace: meta.namespace,
+                name: meta.name,
+                resource_version: meta.resource_version,
+                ..ObjectMeta::default()
+            };
+        })
+    });
+    tokio::spawn(watch::run(kind, stream, handlers, stop.clone()));
+}
+
+/// How many referenced Secrets and ConfigMaps are read at once.
+const READS_IN_FLIGHT: usize = 8;
+
+/// Reads the data of the Secrets and ConfigMaps the indexed objects reference and that is not
+/// held at their current version, and drops what is no longer referenced. `false` when a read
+/// failed (what was held before keeps serving; the caller retries).
+async fn read_referenced(client: &kube::Client, shared: &Shared, accepted: &Accepted) -> bool {
+    use futures::StreamExt;
+    let (secrets, config_maps) = shared.index().plan_reads(accepted);
+    if secrets.is_empty() && config_maps.is_empty() {
+        return true;
+    }
+    let version = |m: &ObjectMeta| m.resource_version.clone().unwrap_or_default();
+    let secret_reads: Vec<_> = futures::stream::iter(secrets)
+        .map(|key| async move {
+            let api: Api<Secret> = Api::namespaced(client.clone(), &key.0);
+            let got = api.get_opt(&key.1).await;
+            (key, got)
+        })
+        .buffer_unordered(READS_IN_FLIGHT)
+        .collect()
+        .await;
+    let map_reads: Vec<_> = futures::stream::iter(config_maps)
+        .map(|key| async move {
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), &key.0);
+            let got = api.get_opt(&key.1).await;
+            (key, got)
+        })
+        .buffer_unordered(READS_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut ok = true;
+    let mut idx = shared.index();
+    for (key, got) in secret_reads {
+        match got {
+            Ok(Some(s)) => {
+                let info = crate::controller::file::secret_info(&s);
+                idx.store_secret(key, version(&s.metadata), Some(info));
+            }
+            Ok(None) => idx.store_secret(key, String::new(), None),
+            Err(e) => {
+                ok = false;
+                tracing::warn!(secret = %format!("{}/{}", key.0, key.1), error = %e, "cannot read a referenced Secret; will retry");
+            }
+        }
+    }
+    for (key, got) in map_reads {
+        match got {
+            Ok(Some(m)) => {
+                let info = crate::controller::file::config_map_info(&m);
+                idx.store_config_map(key, version(&m.metadata), Some(info));
+            }
+            Ok(None) => idx.store_config_map(key, String::new(), None),
+            Err(e) => {
+                ok = false;
+                tracing::warn!(configmap = %format!("{}/{}", key.0, key.1), error = %e, "cannot read a referenced ConfigMap; will retry");
+            }
+        }
+    }
+    ok
 }
 
 /// Which EndpointSlice version the apiserver serves: `v1`, else `v1beta1` (Kubernetes ≤ 1.20).
@@ -481,6 +606,7 @@ async fn endpoint_slices(
 /// Recompiles when the index changes (after `debounce` of quiet), once every kind is listed.
 async fn compile_loop(
     shared: Arc<Shared>,
+    client: kube::Client,
     opts: CompileOptions,
     publish: Publish,
     published: tokio_watch::Sender<Option<Arc<Published>>>,
@@ -501,6 +627,20 @@ async fn compile_loop(
                 () = shared.compile.notified() => continue,
                 () = tokio::time::sleep(debounce) => break,
             }
+        }
+        if !shared.index().synced() {
+            if !waiting_logged {
+                tracing::info!(pending = ?shared.index().pending(), "waiting for the initial list of every kind");
+                waiting_logged = true;
+            }
+            continue;
+        }
+        if !read_referenced(&client, &shared, &accepted).await {
+            let retry = shared.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                retry.compile.notify_one();
+            });
         }
         let snap = {
             let idx = shared.index();

@@ -163,6 +163,23 @@ fn tls_client(
     Ok(client.build(connector))
 }
 
+/// A TLS client to `endpoint` for active health probes: the backend's TLS settings and
+/// protocol (the same server name, CA and client certificate as its traffic), and no pooling,
+/// so that each probe sees what a new connection sees.
+pub fn probe_tls_client(
+    protocol: UpstreamProtocol,
+    tls: &UpstreamTls,
+    endpoint: &str,
+    connect_timeout: std::time::Duration,
+) -> Result<TlsClient, String> {
+    let settings = UpstreamSettings {
+        connect_timeout,
+        pool_max_idle_per_host: 0,
+        ..UpstreamSettings::default()
+    };
+    tls_client(&settings, protocol, tls, endpoint)
+}
+
 /// One TLS client and what it was made for.
 struct TlsEntry {
     settings: UpstreamSettings,

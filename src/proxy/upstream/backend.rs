@@ -16,7 +16,10 @@ use super::endpoint::{Clock, EndpointState};
 use super::health;
 use super::limits::Limiter;
 use super::settings::UpstreamSettings;
-use crate::model::{ActiveHealthCheck, Backend, DiscoveryKey, Endpoint, LoadBalancing, ObjectRef};
+use crate::model::{
+    ActiveHealthCheck, Backend, DiscoveryKey, Endpoint, LoadBalancing, ObjectRef, UpstreamProtocol,
+    UpstreamTls,
+};
 use crate::telemetry::metrics::RequestSeries;
 
 /// One endpoint set with the selector built for it and the policy it runs under.
@@ -31,7 +34,12 @@ pub(super) struct Pool {
 /// Active probes running for a backend: the settings, and a stop switch per endpoint.
 #[derive(Default)]
 struct Checks {
-    config: Option<ActiveHealthCheck>,
+    /// The check, and the TLS settings its probes use (a change of either restarts them).
+    config: Option<(
+        ActiveHealthCheck,
+        Option<Arc<UpstreamTls>>,
+        UpstreamProtocol,
+    )>,
     running: HashMap<Arc<str>, CancellationToken>,
 }
 
@@ -240,14 +248,20 @@ impl BackendState {
     fn reconcile_checks(&self) {
         let pool = self.pool.load();
         let mut checks = self.checks.lock().unwrap_or_else(|e| e.into_inner());
-        let wanted = pool.config.active_health_check.clone();
+        let wanted = pool
+            .config
+            .active_health_check
+            .clone()
+            .map(|c| (c, pool.config.tls.clone(), pool.config.protocol));
         if checks.config != wanted {
             for (_, stop) in checks.running.drain() {
                 stop.cancel();
             }
             checks.config = wanted.clone();
         }
-        let Some(check) = wanted else { return };
+        let Some((check, tls, protocol)) = wanted else {
+            return;
+        };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -270,7 +284,10 @@ impl BackendState {
                 ep.clone(),
                 check.clone(),
                 self.clock,
-                health::Prober::new(self.custom_check.clone()),
+                health::Prober::new(
+                    self.custom_check.clone(),
+                    tls.clone().map(|tls| (tls, protocol)),
+                ),
                 stop,
                 pool.config.label.clone(),
             ));

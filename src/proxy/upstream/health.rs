@@ -14,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 use super::balance::random::random_u64;
 use super::custom::HealthCheck;
 use super::endpoint::{Clock, EndpointState};
-use crate::model::{ActiveHealthCheck, ProbeKind};
+use crate::model::{ActiveHealthCheck, ProbeKind, UpstreamProtocol, UpstreamTls};
+use crate::proxy::transport::body::RequestBody;
+use crate::proxy::transport::clients::{TlsClient, probe_tls_client};
 
 /// The client probes use (no pooling: a probe should see what a new connection sees).
 pub fn probe_client() -> Client<HttpConnector, Empty<Bytes>> {
@@ -29,18 +31,32 @@ pub fn probe_client() -> Client<HttpConnector, Empty<Bytes>> {
 pub enum Prober {
     /// `activeHealthCheck.probe`, with this client.
     Builtin(Box<Client<HttpConnector, Empty<Bytes>>>),
+    /// `activeHealthCheck.probe` of a TLS backend: HTTP probes go over TLS with the backend's
+    /// settings (the TLS settings and protocol; the client is made for each endpoint).
+    Tls(Arc<UpstreamTls>, UpstreamProtocol),
     /// A [`HealthCheck`] from code.
     Custom(Arc<dyn HealthCheck>),
 }
 
 impl Prober {
-    /// `custom` when given, else the built-in probe.
-    pub fn new(custom: Option<Arc<dyn HealthCheck>>) -> Self {
-        match custom {
-            Some(c) => Prober::Custom(c),
-            None => Prober::Builtin(Box::new(probe_client())),
+    /// `custom` when given, else the built-in probe (over TLS for a backend with `tls`).
+    pub fn new(
+        custom: Option<Arc<dyn HealthCheck>>,
+        tls: Option<(Arc<UpstreamTls>, UpstreamProtocol)>,
+    ) -> Self {
+        match (custom, tls) {
+            (Some(c), _) => Prober::Custom(c),
+            (None, Some((tls, protocol))) => Prober::Tls(tls, protocol),
+            (None, None) => Prober::Builtin(Box::new(probe_client())),
         }
     }
+}
+
+/// The client a probe task uses.
+enum ProbeClient {
+    Plain(Box<Client<HttpConnector, Empty<Bytes>>>),
+    /// `Err`: why no TLS client could be made (every probe fails). The flag: HTTP/2.
+    Tls(Box<Result<TlsClient, String>>, bool),
 }
 
 /// Probes `endpoint` until `stop`, updating its health.
@@ -52,6 +68,20 @@ pub async fn run(
     stop: CancellationToken,
     label: Arc<str>,
 ) {
+    let client = match &prober {
+        Prober::Builtin(c) => Some(ProbeClient::Plain(c.clone())),
+        Prober::Tls(tls, protocol) => {
+            let made = probe_tls_client(*protocol, tls, &endpoint.endpoint.address, check.timeout);
+            if let Err(e) = &made {
+                tracing::warn!(backend = %label, endpoint = %endpoint.endpoint.address, error = %e, "cannot make the TLS client of health probes");
+            }
+            Some(ProbeClient::Tls(
+                Box::new(made),
+                *protocol == UpstreamProtocol::Http2,
+            ))
+        }
+        Prober::Custom(_) => None,
+    };
     let (mut successes, mut failures) = (0u32, 0u32);
     // The first probe soon (spread a little so many endpoints do not probe in lockstep).
     let mut wait = jitter(Duration::from_millis(50));
@@ -60,13 +90,14 @@ pub async fn run(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
         }
-        let ok = match &prober {
-            Prober::Builtin(client) => probe(&endpoint, &check, client).await,
-            Prober::Custom(custom) => {
+        let ok = match (&prober, &client) {
+            (Prober::Custom(custom), _) => {
                 tokio::time::timeout(check.timeout, custom.check(&endpoint.endpoint))
                     .await
                     .unwrap_or(false)
             }
+            (_, Some(client)) => probe(&endpoint, &check, client).await,
+            (_, None) => false,
         };
         if ok {
             successes += 1;
@@ -97,30 +128,48 @@ fn jitter(max: Duration) -> Duration {
     }
 }
 
-async fn probe(
-    endpoint: &EndpointState,
-    check: &ActiveHealthCheck,
-    client: &Client<HttpConnector, Empty<Bytes>>,
-) -> bool {
+async fn probe(endpoint: &EndpointState, check: &ActiveHealthCheck, client: &ProbeClient) -> bool {
     let address = &*endpoint.endpoint.address;
     let attempt = async {
         match &check.probe {
+            // A TCP probe checks that the port accepts connections, TLS backend or not.
             ProbeKind::Tcp => tokio::net::TcpStream::connect(address).await.is_ok(),
             ProbeKind::Http {
                 path,
                 host,
                 expected,
             } => {
-                let Ok(req) = Request::get(format!("http://{address}{path}"))
-                    .header(http::header::HOST, host.as_deref().unwrap_or(address))
-                    .header(http::header::USER_AGENT, "tidegate-health-check")
-                    .body(Empty::new())
-                else {
-                    return false;
+                let authority = host.as_deref().unwrap_or(address);
+                let (uri, http2) = match client {
+                    ProbeClient::Plain(_) => (format!("http://{address}{path}"), false),
+                    // Over TLS the URI carries the host (HTTP/2's `:authority`); the
+                    // connection goes to the endpoint whatever the URI names.
+                    ProbeClient::Tls(_, http2) => (format!("https://{authority}{path}"), *http2),
                 };
-                match client.request(req).await {
-                    Ok(resp) => {
-                        let code = resp.status().as_u16();
+                let mut req =
+                    Request::get(uri).header(http::header::USER_AGENT, "tidegate-health-check");
+                // HTTP/2 sends the host as `:authority`, never as a Host header too.
+                if !http2 {
+                    req = req.header(http::header::HOST, authority);
+                }
+                let status = match client {
+                    ProbeClient::Plain(c) => {
+                        let Ok(req) = req.body(Empty::new()) else {
+                            return false;
+                        };
+                        c.request(req).await.map(|r| r.status())
+                    }
+                    ProbeClient::Tls(made, _) => {
+                        let Ok(c) = &**made else { return false };
+                        let Ok(req) = req.body(RequestBody::full(Bytes::new())) else {
+                            return false;
+                        };
+                        c.request(req).await.map(|r| r.status())
+                    }
+                };
+                match status {
+                    Ok(code) => {
+                        let code = code.as_u16();
                         expected.iter().any(|(lo, hi)| (*lo..=*hi).contains(&code))
                     }
                     Err(_) => false,

@@ -115,7 +115,7 @@ impl StatusWriter {
                     .patch_status(&id.name, &params, &patch)
                     .await?;
             }
-            Kind::Service | Kind::Ingress | Kind::Secret => {}
+            Kind::Service | Kind::Ingress | Kind::Secret | Kind::ConfigMap => {}
         }
         Ok(())
     }
