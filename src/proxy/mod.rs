@@ -144,6 +144,8 @@ impl Proxy {
             )?),
             None => None,
         };
+        // HTTP probes of TLS backends use the transport layer's TLS clients.
+        let custom = custom.with_tls_probes(Arc::new(transport::clients::TlsProbeClients));
         let registry = Registry::with_metrics(
             config.upstream.clone(),
             custom,

@@ -23,7 +23,7 @@ use rustls_pki_types::ServerName;
 use super::body::RequestBody;
 use super::h1::{ClientSettings, IdlePool};
 use crate::model::{UpstreamProtocol, UpstreamTls};
-use crate::proxy::upstream::{Registry, UpstreamSettings};
+use crate::proxy::upstream::{Registry, StatusFuture, TlsProbeClient, TlsProbes, UpstreamSettings};
 
 /// A pooled client to one TLS endpoint.
 pub type TlsClient = Client<EndpointConnector, RequestBody>;
@@ -178,6 +178,29 @@ pub fn probe_tls_client(
         ..UpstreamSettings::default()
     };
     tls_client(&settings, protocol, tls, endpoint)
+}
+
+/// The clients of HTTP probes over TLS, made for the upstream layer's health checks.
+pub struct TlsProbeClients;
+
+impl TlsProbes for TlsProbeClients {
+    fn client(
+        &self,
+        protocol: UpstreamProtocol,
+        tls: &UpstreamTls,
+        endpoint: &str,
+        connect_timeout: std::time::Duration,
+    ) -> Result<Box<dyn TlsProbeClient>, String> {
+        probe_tls_client(protocol, tls, endpoint, connect_timeout)
+            .map(|c| Box::new(c) as Box<dyn TlsProbeClient>)
+    }
+}
+
+impl TlsProbeClient for TlsClient {
+    fn get(&self, req: http::Request<()>) -> StatusFuture<'_> {
+        let req = req.map(|()| RequestBody::full(bytes::Bytes::new()));
+        Box::pin(async move { self.request(req).await.ok().map(|r| r.status()) })
+    }
 }
 
 /// One TLS client and what it was made for.

@@ -76,6 +76,8 @@ pub struct BackendState {
     custom_selector: Option<Arc<dyn SelectorFactory>>,
     /// A health check plugged in from code, replacing the `activeHealthCheck` probe.
     custom_check: Option<Arc<dyn HealthCheck>>,
+    /// The maker of clients for HTTP probes over TLS.
+    tls_probes: Option<Arc<dyn health::TlsProbes>>,
     /// The request metrics of each route that sends here (see [`BackendState::series`]).
     series: RwLock<Vec<(Arc<str>, Arc<RequestSeries>)>>,
 }
@@ -86,6 +88,7 @@ impl BackendState {
         clock: Clock,
         custom_selector: Option<Arc<dyn SelectorFactory>>,
         custom_check: Option<Arc<dyn HealthCheck>>,
+        tls_probes: Option<Arc<dyn health::TlsProbes>>,
     ) -> Self {
         let select = |endpoints: &[Endpoint]| match &custom_selector {
             Some(factory) => factory.build(endpoints),
@@ -114,6 +117,7 @@ impl BackendState {
             checks: Mutex::new(Checks::default()),
             custom_selector,
             custom_check,
+            tls_probes,
             series: RwLock::default(),
         }
     }
@@ -287,6 +291,7 @@ impl BackendState {
                 health::Prober::new(
                     self.custom_check.clone(),
                     tls.clone().map(|tls| (tls, protocol)),
+                    self.tls_probes.clone(),
                 ),
                 stop,
                 pool.config.label.clone(),

@@ -52,6 +52,8 @@ where
 pub struct Custom {
     selectors: HashMap<ObjectRef, Arc<dyn SelectorFactory>>,
     checks: HashMap<ObjectRef, Arc<dyn HealthCheck>>,
+    /// The maker of TLS clients for HTTP probes (the proxy sets it; not a user's plug-in).
+    tls_probes: Option<Arc<dyn super::health::TlsProbes>>,
 }
 
 impl Custom {
@@ -71,6 +73,16 @@ impl Custom {
     /// Whether nothing is plugged in.
     pub fn is_empty(&self) -> bool {
         self.selectors.is_empty() && self.checks.is_empty()
+    }
+
+    /// HTTP probes of TLS backends go through clients `probes` makes.
+    pub(crate) fn with_tls_probes(mut self, probes: Arc<dyn super::health::TlsProbes>) -> Self {
+        self.tls_probes = Some(probes);
+        self
+    }
+
+    pub(super) fn tls_probes(&self) -> Option<Arc<dyn super::health::TlsProbes>> {
+        self.tls_probes.clone()
     }
 
     pub(super) fn selector_for(&self, backend: &ObjectRef) -> Option<Arc<dyn SelectorFactory>> {

@@ -15,8 +15,29 @@ use super::balance::random::random_u64;
 use super::custom::HealthCheck;
 use super::endpoint::{Clock, EndpointState};
 use crate::model::{ActiveHealthCheck, ProbeKind, UpstreamProtocol, UpstreamTls};
-use crate::proxy::transport::body::RequestBody;
-use crate::proxy::transport::clients::{TlsClient, probe_tls_client};
+
+/// The status of one probe request; `None` when it got no answer.
+pub type StatusFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<http::StatusCode>> + Send + 'a>>;
+
+/// A client for HTTP probes over TLS to one endpoint.
+pub trait TlsProbeClient: Send + Sync {
+    /// Sends `req` (a GET); the answer's status.
+    fn get(&self, req: Request<()>) -> StatusFuture<'_>;
+}
+
+/// Makes the clients of HTTP probes over TLS. TLS clients live in the transport layer, above
+/// this one: the proxy's face hands its maker to the registry.
+pub trait TlsProbes: Send + Sync + 'static {
+    /// A client to `endpoint` with a backend's TLS settings and protocol; `Err`: why none.
+    fn client(
+        &self,
+        protocol: UpstreamProtocol,
+        tls: &UpstreamTls,
+        endpoint: &str,
+        connect_timeout: Duration,
+    ) -> Result<Box<dyn TlsProbeClient>, String>;
+}
 
 /// The client probes use (no pooling: a probe should see what a new connection sees).
 pub fn probe_client() -> Client<HttpConnector, Empty<Bytes>> {
@@ -32,8 +53,13 @@ pub enum Prober {
     /// `activeHealthCheck.probe`, with this client.
     Builtin(Box<Client<HttpConnector, Empty<Bytes>>>),
     /// `activeHealthCheck.probe` of a TLS backend: HTTP probes go over TLS with the backend's
-    /// settings (the TLS settings and protocol; the client is made for each endpoint).
-    Tls(Arc<UpstreamTls>, UpstreamProtocol),
+    /// settings (the TLS settings and protocol; the client is made for each endpoint by the
+    /// maker, when there is one).
+    Tls(
+        Arc<UpstreamTls>,
+        UpstreamProtocol,
+        Option<Arc<dyn TlsProbes>>,
+    ),
     /// A [`HealthCheck`] from code.
     Custom(Arc<dyn HealthCheck>),
 }
@@ -43,10 +69,11 @@ impl Prober {
     pub fn new(
         custom: Option<Arc<dyn HealthCheck>>,
         tls: Option<(Arc<UpstreamTls>, UpstreamProtocol)>,
+        tls_probes: Option<Arc<dyn TlsProbes>>,
     ) -> Self {
         match (custom, tls) {
             (Some(c), _) => Prober::Custom(c),
-            (None, Some((tls, protocol))) => Prober::Tls(tls, protocol),
+            (None, Some((tls, protocol))) => Prober::Tls(tls, protocol, tls_probes),
             (None, None) => Prober::Builtin(Box::new(probe_client())),
         }
     }
@@ -56,7 +83,7 @@ impl Prober {
 enum ProbeClient {
     Plain(Box<Client<HttpConnector, Empty<Bytes>>>),
     /// `Err`: why no TLS client could be made (every probe fails). The flag: HTTP/2.
-    Tls(Box<Result<TlsClient, String>>, bool),
+    Tls(Box<Result<Box<dyn TlsProbeClient>, String>>, bool),
 }
 
 /// Probes `endpoint` until `stop`, updating its health.
@@ -70,8 +97,11 @@ pub async fn run(
 ) {
     let client = match &prober {
         Prober::Builtin(c) => Some(ProbeClient::Plain(c.clone())),
-        Prober::Tls(tls, protocol) => {
-            let made = probe_tls_client(*protocol, tls, &endpoint.endpoint.address, check.timeout);
+        Prober::Tls(tls, protocol, probes) => {
+            let made = match probes {
+                Some(p) => p.client(*protocol, tls, &endpoint.endpoint.address, check.timeout),
+                None => Err("this gateway makes no TLS clients for health probes".to_owned()),
+            };
             if let Err(e) = &made {
                 tracing::warn!(backend = %label, endpoint = %endpoint.endpoint.address, error = %e, "cannot make the TLS client of health probes");
             }
@@ -157,23 +187,20 @@ async fn probe(endpoint: &EndpointState, check: &ActiveHealthCheck, client: &Pro
                         let Ok(req) = req.body(Empty::new()) else {
                             return false;
                         };
-                        c.request(req).await.map(|r| r.status())
+                        c.request(req).await.ok().map(|r| r.status())
                     }
                     ProbeClient::Tls(made, _) => {
                         let Ok(c) = &**made else { return false };
-                        let Ok(req) = req.body(RequestBody::full(Bytes::new())) else {
+                        let Ok(req) = req.body(()) else {
                             return false;
                         };
-                        c.request(req).await.map(|r| r.status())
+                        c.get(req).await
                     }
                 };
-                match status {
-                    Ok(code) => {
-                        let code = code.as_u16();
-                        expected.iter().any(|(lo, hi)| (*lo..=*hi).contains(&code))
-                    }
-                    Err(_) => false,
-                }
+                status.is_some_and(|code| {
+                    let code = code.as_u16();
+                    expected.iter().any(|(lo, hi)| (*lo..=*hi).contains(&code))
+                })
             }
         }
     };

@@ -29,6 +29,7 @@ pub use budget::RetryBudget;
 pub use custom::{CheckFuture, Custom, HealthCheck, SelectorFactory};
 pub use discovery::{Discovery, EndpointSet};
 pub use endpoint::{Attachment, Clock, EndpointState, InFlight};
+pub(crate) use health::{StatusFuture, TlsProbeClient, TlsProbes};
 pub use limits::{Limiter, Overloaded};
 pub use registry::Registry;
 pub use router::Router;

@@ -120,6 +120,7 @@ impl Registry {
                             self.clock,
                             self.custom.selector_for(&b.id),
                             self.custom.check_for(&b.id),
+                            self.custom.tls_probes(),
                         ))
                     })
                     .clone();
