@@ -14,6 +14,8 @@ pub mod kube {
     pub mod endpoints;
     #[path = "index.rs"]
     pub mod index;
+    #[path = "referenced.rs"]
+    pub mod referenced;
 }
 pub mod manifests;
 pub mod names;

@@ -1,5 +1,5 @@
 //! JWKS URIs: one background task per distinct URI (and settings) that the published tables
-//! name, fetching through the gateway's own upstream clients into the [`JwksCell`] every rule
+//! name, fetching through the gateway's own upstream clients into the [`JwksCell`](crate::model::jwt::JwksCell) every rule
 //! naming that URI reads. Off the request path: a request only reads the cell, and a token
 //! with an unknown `kid` only asks for a refetch.
 //!
