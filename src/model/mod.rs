@@ -50,7 +50,7 @@ pub use ser::format_duration;
 pub use ser::unix_time;
 pub use table::{
     Action, BackendIdx, Candidate, Group, Hit, HostIndex, NoBackend, Picked, Retry, RetryOn,
-    RoutingTable, Rule, TableError, Target, Timeouts, WeightedBackend, pick,
+    RoutingTable, Rule, TableError, Target, Timeouts, WeightedBackend, passthrough, pick,
 };
 pub use tls::{
     CaBundle, Certificate, ClientValidation, TlsHost, TlsTable, UpstreamTls, name_covers,

@@ -600,19 +600,7 @@ impl RoutingTable {
     /// The TLS passthrough Route for server name `name` (lower-case): an exact host name
     /// first, then the longest wildcard that covers it.
     pub fn passthrough(&self, name: &str) -> Option<&super::L4Route> {
-        let tls = || {
-            self.l4
-                .iter()
-                .filter(|r| r.protocol == super::L4Protocol::Tls)
-        };
-        if let Some(r) = tls().find(|r| r.hostnames.iter().any(|h| h == name)) {
-            return Some(r);
-        }
-        tls()
-            .flat_map(|r| r.hostnames.iter().map(move |h| (h, r)))
-            .filter(|(h, _)| h.starts_with("*.") && super::name_covers(h, name))
-            .max_by_key(|(h, _)| h.len())
-            .map(|(_, r)| r)
+        passthrough(&self.l4, name)
     }
 
     /// Whether any Route passes TLS through (the HTTPS listener then reads server names
@@ -708,4 +696,22 @@ impl RoutingTable {
     pub fn has_errors(&self) -> bool {
         self.diagnostics.iter().any(Diagnostic::is_error)
     }
+}
+
+/// The TLS Route of `routes` that passes server name `name` through: an exact host name, else
+/// the longest wildcard that covers it.
+pub fn passthrough<'a>(routes: &'a [super::L4Route], name: &str) -> Option<&'a super::L4Route> {
+    let tls = || {
+        routes
+            .iter()
+            .filter(|r| r.protocol == super::L4Protocol::Tls)
+    };
+    if let Some(r) = tls().find(|r| r.hostnames.iter().any(|h| h == name)) {
+        return Some(r);
+    }
+    tls()
+        .flat_map(|r| r.hostnames.iter().map(move |h| (h, r)))
+        .filter(|(h, _)| h.starts_with("*.") && super::name_covers(h, name))
+        .max_by_key(|(h, _)| h.len())
+        .map(|(_, r)| r)
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 use crate::api::{self, RouteProtocol, RouteSpec};
 use crate::controller::snapshot::Obj;
 use crate::model::{
-    Diagnostic, Kind, L4Protocol, L4Route, Reason, UpstreamProtocol, WeightedBackend,
+    Diagnostic, Kind, L4Protocol, L4Route, Reason, Severity, TlsTable, UpstreamProtocol,
+    WeightedBackend,
 };
 
 use super::fields::{self, Findings};
@@ -285,4 +286,27 @@ pub fn one_per_port(routes: &mut Vec<L4Route>, out: &mut Vec<Diagnostic>) {
     }
     kept.sort_by(|a, b| a.route.cmp(&b.route));
     *routes = kept;
+}
+
+/// A host name that a Route or Ingress terminates (it has a certificate for it) and a TLS Route
+/// passes through is passed through: the server name is read before any certificate is chosen.
+/// The terminating object is told (a warning: its other hosts and its plain HTTP serve).
+pub fn shadowed_certificates(routes: &[L4Route], tls: &TlsTable, out: &mut Vec<Diagnostic>) {
+    for host in &tls.hosts {
+        if let Some(by) = crate::model::passthrough(routes, &host.hostname) {
+            out.push(Diagnostic {
+                severity: Severity::Warning,
+                ..Diagnostic::error(
+                    &host.owner,
+                    "spec.tls",
+                    Reason::Conflicted,
+                    format!(
+                        "{} is passed through by {} (protocol TLS): its HTTPS connections go \
+                         there, and this certificate is never served for it",
+                        host.hostname, by.route
+                    ),
+                )
+            });
+        }
+    }
 }

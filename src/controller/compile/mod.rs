@@ -221,6 +221,15 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
         &mut diags,
     );
     accepted.certificates = certificates;
+    let mut shadowed = Vec::new();
+    l4::shadowed_certificates(&l4_routes, &tls, &mut shadowed);
+    diags.extend(shadowed.into_iter().map(|d| {
+        let file = d.object.as_ref().and_then(|id| match id.kind {
+            crate::model::Kind::Ingress => snap.ingresses.get(id).and_then(|o| o.meta.file.clone()),
+            _ => snap.routes.get(id).and_then(|o| o.meta.file.clone()),
+        });
+        d.in_file(file.as_deref())
+    }));
 
     diags.sort();
     diags.dedup();
