@@ -48,6 +48,7 @@ use super::publish::{Publish, Publisher};
 use super::snapshot::Accepted;
 use crate::api::{Backend, RateLimitPolicy, Route};
 use crate::controller::dns::DnsStatuses;
+use crate::controller::file;
 use crate::model::{EndpointSink, Kind, ObjectRef, RoutingTable};
 use crate::telemetry::Telemetry;
 
@@ -452,59 +453,71 @@ const READS_IN_FLIGHT: usize = 8;
 /// held at their current version, and drops what is no longer referenced. `false` when a read
 /// failed (what was held before keeps serving; the caller retries).
 async fn read_referenced(client: &kube::Client, shared: &Shared, accepted: &Accepted) -> bool {
-    use futures::StreamExt;
     let (secrets, config_maps) = shared.index().plan_reads(accepted);
     if secrets.is_empty() && config_maps.is_empty() {
         return true;
     }
     let version = |m: &ObjectMeta| m.resource_version.clone().unwrap_or_default();
-    let secret_reads: Vec<_> = futures::stream::iter(secrets)
-        .map(|key| async move {
-            let api: Api<Secret> = Api::namespaced(client.clone(), &key.0);
-            let got = api.get_opt(&key.1).await;
-            (key, got)
-        })
-        .buffer_unordered(READS_IN_FLIGHT)
-        .collect()
-        .await;
-    let map_reads: Vec<_> = futures::stream::iter(config_maps)
-        .map(|key| async move {
-            let api: Api<ConfigMap> = Api::namespaced(client.clone(), &key.0);
-            let got = api.get_opt(&key.1).await;
-            (key, got)
-        })
-        .buffer_unordered(READS_IN_FLIGHT)
-        .collect()
-        .await;
-    let mut ok = true;
+    let (secret_reads, map_reads) = futures::join!(
+        get_all::<Secret>(client, secrets),
+        get_all::<ConfigMap>(client, config_maps)
+    );
     let mut idx = shared.index();
+    let mut ok = true;
     for (key, got) in secret_reads {
-        match got {
-            Ok(Some(s)) => {
-                let info = crate::controller::file::secret_info(&s);
-                idx.store_secret(key, version(&s.metadata), Some(info));
-            }
-            Ok(None) => idx.store_secret(key, String::new(), None),
-            Err(e) => {
-                ok = false;
-                tracing::warn!(secret = %format!("{}/{}", key.0, key.1), error = %e, "cannot read a referenced Secret; will retry");
-            }
-        }
+        let got = got.map(|s| s.map(|s| (version(&s.metadata), file::secret_info(&s))));
+        ok &= stored(key, got, "Secret", |k, v, i| idx.store_secret(k, v, i));
     }
     for (key, got) in map_reads {
-        match got {
-            Ok(Some(m)) => {
-                let info = crate::controller::file::config_map_info(&m);
-                idx.store_config_map(key, version(&m.metadata), Some(info));
-            }
-            Ok(None) => idx.store_config_map(key, String::new(), None),
-            Err(e) => {
-                ok = false;
-                tracing::warn!(configmap = %format!("{}/{}", key.0, key.1), error = %e, "cannot read a referenced ConfigMap; will retry");
-            }
-        }
+        let got = got.map(|m| m.map(|m| (version(&m.metadata), file::config_map_info(&m))));
+        ok &= stored(key, got, "ConfigMap", |k, v, i| {
+            idx.store_config_map(k, v, i)
+        });
     }
     ok
+}
+
+/// GETs the objects `keys` names, [`READS_IN_FLIGHT`] at a time.
+async fn get_all<K>(
+    client: &kube::Client,
+    keys: Vec<(String, String)>,
+) -> Vec<((String, String), kube::Result<Option<K>>)>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    use futures::StreamExt;
+    futures::stream::iter(keys)
+        .map(|key| async move {
+            let api: Api<K> = Api::namespaced(client.clone(), &key.0);
+            let got = api.get_opt(&key.1).await;
+            (key, got)
+        })
+        .buffer_unordered(READS_IN_FLIGHT)
+        .collect()
+        .await
+}
+
+/// Stores what one read got (its version and reduced contents; `None`: it does not exist);
+/// `false` when the read failed (what was held before stays).
+fn stored<T>(
+    key: (String, String),
+    got: kube::Result<Option<(String, T)>>,
+    kind: &str,
+    store: impl FnOnce((String, String), String, Option<T>),
+) -> bool {
+    match got {
+        Ok(Some((version, info))) => store(key, version, Some(info)),
+        Ok(None) => store(key, String::new(), None),
+        Err(e) => {
+            tracing::warn!(object = %format!("{kind} {}/{}", key.0, key.1), error = %e, "cannot read a referenced object; will retry");
+            return false;
+        }
+    }
+    true
 }
 
 /// Which EndpointSlice version the apiserver serves: `v1`, else `v1beta1` (Kubernetes ≤ 1.20).
