@@ -26,6 +26,8 @@ command -v nginx >/dev/null || need+=(nginx)
 command -v faketime >/dev/null || need+=(faketime)
 # Backends that follow DNS (tests/dns.rs): dnsmasq, the program only (no system service).
 command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+# UDP Routes (tests/udp.rs): dig (Debian: dnsutils) through the gateway to dnsmasq.
+command -v dig >/dev/null || need+=(dnsutils)
 # Basic authentication (tests/access): htpasswd files made by Apache's htpasswd.
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 if [ ${#need[@]} -gt 0 ]; then

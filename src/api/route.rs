@@ -161,9 +161,26 @@ pub struct TcpSettings {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UdpSettings {
-    /// How long a client's session lives without datagrams.
+    /// A client's session (its upstream socket and endpoint) ends after this long without a
+    /// datagram either way (default 60s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<Duration>,
+    /// Most sessions (clients, by address and port) at once through this Route; datagrams of
+    /// further clients are dropped and counted (default: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_sessions: Option<u32>,
+    /// Largest datagram payload passed on, either way, in bytes (default and most 65507);
+    /// larger ones are dropped and counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65507))]
+    pub max_datagram_size: Option<u32>,
+    /// For request/response protocols (DNS and the like): a datagram sent to an endpoint that
+    /// gets no reply within this long counts as a failure for the Backend's passive health
+    /// check. Unset (default): replies are not expected (syslog, statsd); only an endpoint that
+    /// refuses datagrams (ICMP port unreachable) counts as failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_timeout: Option<Duration>,
 }
 
 /// One HTTP rule: when it applies, what to do to the request, and where it goes.

@@ -40,10 +40,15 @@ pub struct ServiceInfo {
 }
 
 impl ServiceInfo {
-    /// The port a reference means: by number, or by name.
-    pub fn port(&self, port: &PortRef) -> Option<&ServicePortInfo> {
+    /// The port a reference means: by number (the one of `protocol`, `TCP` or `UDP`, when
+    /// the Service has the number for both, as DNS Services do), or by name.
+    pub fn port(&self, port: &PortRef, protocol: &str) -> Option<&ServicePortInfo> {
         match port {
-            PortRef::Number(n) => self.ports.iter().find(|p| p.port == *n),
+            PortRef::Number(n) => {
+                let mut same = self.ports.iter().filter(|p| p.port == *n);
+                let first = same.clone().next();
+                same.find(|p| p.protocol == protocol).or(first)
+            }
             PortRef::Name(name) => self.ports.iter().find(|p| &p.name == name),
         }
     }

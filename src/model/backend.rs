@@ -23,6 +23,9 @@ pub enum UpstreamProtocol {
     /// Raw TCP: bytes copied both ways (TCP Routes only).
     #[serde(rename = "TCP")]
     Tcp,
+    /// UDP datagrams, one connected socket per client session (UDP Routes only).
+    #[serde(rename = "UDP")]
+    Udp,
 }
 
 /// One endpoint: a `host:port` address (an IP literal or a name resolved when connecting), its

@@ -75,7 +75,8 @@ impl FromStr for L4Listener {
     }
 }
 
-/// A TCP (or, later, UDP) Route compiled: the port it owns and where its connections go.
+/// A TCP, UDP or TLS passthrough Route compiled: the port it owns and where its connections
+/// (or, for UDP, sessions) go.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct L4Route {
@@ -106,9 +107,37 @@ pub struct L4Route {
     /// connection may go on for this long before it is closed.
     #[serde(serialize_with = "super::ser::plain_duration")]
     pub drain_timeout: Duration,
+    /// UDP Routes: session settings (`idle_timeout` is the session's idle timeout).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp: Option<UdpSessions>,
     /// Creation time of the Route (the oldest Route keeps a contested port).
     #[serde(skip)]
     pub created: Option<i64>,
+}
+
+/// How a UDP Route treats its sessions (one per client address and port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UdpSessions {
+    /// At most this many sessions at once; datagrams of further clients are dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_sessions: Option<u32>,
+    /// Largest datagram payload passed on either way; larger ones are dropped.
+    pub max_datagram_size: usize,
+    /// A datagram to an endpoint unanswered for this long is a passive health failure; `None`:
+    /// no reply is expected.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::ser::duration"
+    )]
+    pub reply_timeout: Option<Duration>,
+}
+
+impl UdpSessions {
+    /// The largest UDP payload over IPv4 (65535 less the IP and UDP headers).
+    pub const MAX_DATAGRAM: usize = 65507;
+    /// Default of `udp.idleTimeout`.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 }
 
 impl L4Route {

@@ -80,6 +80,14 @@ pub mod names {
     pub const L4_OPEN_CONNECTIONS: &str = "tidegate_l4_open_connections";
     /// `tidegate_l4_bytes`.
     pub const L4_BYTES: &str = "tidegate_l4_bytes";
+    /// `tidegate_l4_sessions`.
+    pub const L4_SESSIONS: &str = "tidegate_l4_sessions";
+    /// `tidegate_l4_open_sessions`.
+    pub const L4_OPEN_SESSIONS: &str = "tidegate_l4_open_sessions";
+    /// `tidegate_l4_datagrams`.
+    pub const L4_DATAGRAMS: &str = "tidegate_l4_datagrams";
+    /// `tidegate_l4_dropped_datagrams`.
+    pub const L4_DROPPED_DATAGRAMS: &str = "tidegate_l4_dropped_datagrams";
     /// `tidegate_jwks_fetches`.
     pub const JWKS_FETCHES: &str = "tidegate_jwks_fetches";
     /// `tidegate_jwks_stale`.
@@ -116,6 +124,10 @@ pub mod names {
         L4_CONNECTIONS,
         L4_OPEN_CONNECTIONS,
         L4_BYTES,
+        L4_SESSIONS,
+        L4_OPEN_SESSIONS,
+        L4_DATAGRAMS,
+        L4_DROPPED_DATAGRAMS,
         JWKS_FETCHES,
         JWKS_STALE,
     ];
@@ -373,6 +385,16 @@ pub struct L4BytesLabels {
     pub direction: &'static str,
 }
 
+/// `{route, reason}`: a datagram a UDP Route dropped (`reason`: `max_sessions`, `too_large`,
+/// `no_backend`, `send_failed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct L4DropLabels {
+    /// The `route` label (`namespace/name`).
+    pub route: Arc<str>,
+    /// The `reason` label.
+    pub reason: &'static str,
+}
+
 /// `{backend, state}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointStateLabels {
@@ -499,6 +521,14 @@ pub struct Metrics {
     pub l4_open_connections: Family<RouteLabels, Gauge>,
     /// [`names::L4_BYTES`].
     pub l4_bytes: Family<L4BytesLabels, Counter>,
+    /// [`names::L4_SESSIONS`].
+    pub l4_sessions: Family<L4ConnectionLabels, Counter>,
+    /// [`names::L4_OPEN_SESSIONS`].
+    pub l4_open_sessions: Family<RouteLabels, Gauge>,
+    /// [`names::L4_DATAGRAMS`].
+    pub l4_datagrams: Family<L4BytesLabels, Counter>,
+    /// [`names::L4_DROPPED_DATAGRAMS`].
+    pub l4_dropped_datagrams: Family<L4DropLabels, Counter>,
     /// [`names::JWKS_FETCHES`].
     pub jwks_fetches: Family<JwksFetchLabels, Counter>,
     /// [`names::JWKS_STALE`].
@@ -545,6 +575,10 @@ impl Metrics {
             l4_connections: Family::default(),
             l4_open_connections: Family::default(),
             l4_bytes: Family::default(),
+            l4_sessions: Family::default(),
+            l4_open_sessions: Family::default(),
+            l4_datagrams: Family::default(),
+            l4_dropped_datagrams: Family::default(),
             jwks_fetches: Family::default(),
             jwks_stale: Family::default(),
             registry: Registry::default(),
@@ -694,6 +728,26 @@ impl Metrics {
             L4_BYTES,
             "Bytes copied by L4 Routes, by route, backend and direction (to_backend, to_client)",
             m.l4_bytes.clone(),
+        );
+        registry.register(
+            L4_SESSIONS,
+            "Sessions UDP Routes started or refused, by route, backend and result (forwarded, limited, no_backend, connect_failed)",
+            m.l4_sessions.clone(),
+        );
+        registry.register(
+            L4_OPEN_SESSIONS,
+            "UDP sessions open through an L4 Route",
+            m.l4_open_sessions.clone(),
+        );
+        registry.register(
+            L4_DATAGRAMS,
+            "Datagrams passed on by UDP Routes, by route, backend and direction (to_backend, to_client)",
+            m.l4_datagrams.clone(),
+        );
+        registry.register(
+            L4_DROPPED_DATAGRAMS,
+            "Datagrams UDP Routes dropped, by route and reason (max_sessions, too_large, no_backend, send_failed)",
+            m.l4_dropped_datagrams.clone(),
         );
         registry.register(
             JWKS_FETCHES,

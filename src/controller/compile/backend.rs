@@ -44,13 +44,7 @@ pub fn compile_backend(
         BackendProtocol::H2c => UpstreamProtocol::H2c,
         BackendProtocol::Http2 => UpstreamProtocol::Http2,
         BackendProtocol::Tcp => UpstreamProtocol::Tcp,
-        other => {
-            f.not_supported(
-                "spec.protocol",
-                &format!("protocol {}", fields::wire_name(&other)),
-            );
-            UpstreamProtocol::Http1
-        }
+        BackendProtocol::Udp => UpstreamProtocol::Udp,
     };
 
     let mut endpoints = Vec::new();
@@ -97,7 +91,26 @@ pub fn compile_backend(
             };
             match port {
                 None => f.invalid("spec.service.port", "a port number must be 1-65535"),
-                Some(port) => match targets.resolve_port(ns, &svc.name, Some(&port)) {
+                Some(port) => match targets.resolve_port(
+                    ns,
+                    &svc.name,
+                    Some(&port),
+                    if protocol == UpstreamProtocol::Udp { "UDP" } else { "TCP" },
+                ) {
+                    Ok(p) if (p.protocol == "UDP") != (protocol == UpstreamProtocol::Udp) => {
+                        f.invalid(
+                            "spec.service.port",
+                            format!(
+                                "port {} of Service {ns}/{} is {}; a Backend with protocol {} \
+                                 needs a {} port",
+                                p.port,
+                                svc.name,
+                                p.protocol,
+                                fields::wire_name(&spec.protocol),
+                                if protocol == UpstreamProtocol::Udp { "UDP" } else { "TCP" },
+                            ),
+                        );
+                    }
                     Ok(p) => {
                         service = Some(ServiceKey::new(ns.clone(), svc.name.clone(), p.name.clone()));
                         origin = Some((svc.name.clone(), p));
@@ -156,8 +169,8 @@ pub fn compile_backend(
         .as_ref()
         .and_then(|b| breaker(b, &mut f));
     let connection = connection_limits(spec.connection.as_ref(), &mut f);
-    if protocol == UpstreamProtocol::Tcp {
-        tcp_only(spec, &mut f);
+    if matches!(protocol, UpstreamProtocol::Tcp | UpstreamProtocol::Udp) {
+        l4_only(spec, protocol, &mut f);
     }
     let slow_start = spec.slow_start.as_ref().map(|s| s.window.0);
     if slow_start.is_some_and(|w| w.is_zero()) {
@@ -317,6 +330,10 @@ fn upstream_tls(
         }
         (Some(_), UpstreamProtocol::Tcp) => {
             f.not_supported("spec.tls", "TLS to the endpoints of a TCP Backend");
+            return None;
+        }
+        (Some(_), UpstreamProtocol::Udp) => {
+            f.not_supported("spec.tls", "DTLS to the endpoints of a UDP Backend");
             return None;
         }
         (Some(t), _) => t,
@@ -601,40 +618,54 @@ fn breaker(b: &api::CircuitBreaker, f: &mut Findings<'_>) -> Option<CircuitBreak
 }
 
 /// What a TCP Backend does not do (yet): the settings that are about HTTP requests.
-fn tcp_only(spec: &BackendSpec, f: &mut Findings<'_>) {
+/// What a TCP or UDP Backend does not take (settings of HTTP exchanges, or of the Route).
+fn l4_only(spec: &BackendSpec, protocol: UpstreamProtocol, f: &mut Findings<'_>) {
+    let (wire, max) = match protocol {
+        UpstreamProtocol::Udp => ("UDP", "udp.maxSessions"),
+        _ => ("TCP", "tcp.maxConnections"),
+    };
+    let idle = match protocol {
+        UpstreamProtocol::Udp => "udp.idleTimeout",
+        _ => "tcp.idleTimeout",
+    };
     if spec.circuit_breaker.is_some() {
-        f.not_supported("spec.circuitBreaker", "a circuit breaker on a TCP Backend");
+        f.not_supported(
+            "spec.circuitBreaker",
+            &format!("a circuit breaker on a {wire} Backend"),
+        );
+    }
+    if protocol == UpstreamProtocol::Udp
+        && let Some(h) = spec
+            .load_balancer
+            .as_ref()
+            .and_then(|lb| lb.hash_on.as_ref())
+        && h.source_ip.is_none()
+    {
+        f.invalid(
+            "spec.loadBalancer.hashOn",
+            "a UDP Backend's sessions carry no headers, cookies or query: hash on sourceIP",
+        );
     }
     let Some(c) = &spec.connection else { return };
     let limits = [
-        (
-            c.idle_timeout.is_some(),
-            "idleTimeout",
-            "a Route's tcp.idleTimeout",
-        ),
-        (
-            c.max_connections.is_some(),
-            "maxConnections",
-            "a Route's tcp.maxConnections",
-        ),
-        (
-            c.max_pending_requests.is_some(),
-            "maxPendingRequests",
-            "a Route's tcp.maxConnections",
-        ),
-        (
-            c.pending_timeout.is_some(),
-            "pendingTimeout",
-            "a Route's tcp.maxConnections",
-        ),
+        (c.idle_timeout.is_some(), "idleTimeout", idle),
+        (c.max_connections.is_some(), "maxConnections", max),
+        (c.max_pending_requests.is_some(), "maxPendingRequests", max),
+        (c.pending_timeout.is_some(), "pendingTimeout", max),
     ];
     for (set, field, instead) in limits {
         if set {
             f.not_supported(
                 format!("spec.connection.{field}"),
-                &format!("connection.{field} on a TCP Backend (use {instead})"),
+                &format!("connection.{field} on a {wire} Backend (use a Route's {instead})"),
             );
         }
+    }
+    if protocol == UpstreamProtocol::Udp && c.connect_timeout.is_some() {
+        f.invalid(
+            "spec.connection.connectTimeout",
+            "a UDP Backend makes no connections (a Route's udp.replyTimeout bounds a reply)",
+        );
     }
 }
 

@@ -164,7 +164,7 @@ fn ingress_backend(
     let resolved = env
         .targets
         .borrow()
-        .resolve_port(&id.namespace, name, port.as_ref());
+        .resolve_port(&id.namespace, name, port.as_ref(), "TCP");
     match resolved {
         Ok(p) => {
             let mut targets = env.targets.borrow_mut();

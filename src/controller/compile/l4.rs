@@ -1,4 +1,5 @@
-//! TCP Routes → [`L4Route`]s: a port of `--l4-ports` and the backends its connections go to.
+//! TCP and UDP Routes → [`L4Route`]s: a port of `--l4-ports` and the backends its connections
+//! (or UDP sessions) go to; TLS passthrough Routes → the server names they take.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,15 +7,15 @@ use std::time::Duration;
 use crate::api::{self, RouteProtocol, RouteSpec};
 use crate::controller::snapshot::Obj;
 use crate::model::{
-    Diagnostic, Kind, L4Protocol, L4Route, Reason, Severity, TlsTable, UpstreamProtocol,
-    WeightedBackend,
+    Diagnostic, Kind, L4Protocol, L4Route, Reason, Severity, TlsTable, UdpSessions,
+    UpstreamProtocol, WeightedBackend,
 };
 
 use super::fields::{self, Findings};
 use super::route::{Env, UnresolvedRef, backend_ref, warning};
 
-/// Compiles a TCP Route (`spec.protocol: TCP`) or a TLS passthrough Route (`TLS`), or `None`
-/// if it is rejected.
+/// Compiles a TCP Route (`spec.protocol: TCP`), a UDP Route (`UDP`) or a TLS passthrough Route
+/// (`TLS`), or `None` if it is rejected.
 pub fn compile_l4_route(
     obj: &Obj<RouteSpec>,
     env: &Env<'_>,
@@ -24,17 +25,21 @@ pub fn compile_l4_route(
     let id = &obj.meta.id;
     let (protocol, kind) = match spec.protocol {
         RouteProtocol::Tls => (L4Protocol::Tls, "a TLS Route"),
+        RouteProtocol::Udp => (L4Protocol::Udp, "a UDP Route"),
         _ => (L4Protocol::Tcp, "a TCP Route"),
     };
     let ports = &env.opts.l4_ports;
-    let tcp_ports = || {
+    let own_ports = || {
         let list: Vec<String> = ports
             .iter()
-            .filter(|p| p.protocol == L4Protocol::Tcp)
+            .filter(|p| p.protocol == protocol)
             .map(|p| p.addr.port().to_string())
             .collect();
         match list.is_empty() {
-            true => "the gateway has none: start it with --l4-ports PORT/tcp".to_owned(),
+            true => format!(
+                "the gateway has none: start it with --l4-ports PORT/{}",
+                protocol.as_str()
+            ),
             false => format!("--l4-ports: {}", list.join(", ")),
         }
     };
@@ -67,8 +72,8 @@ pub fn compile_l4_route(
             f.invalid(
                 "spec.port",
                 format!(
-                    "a TCP Route needs the gateway port it listens on ({})",
-                    tcp_ports()
+                    "{kind} needs the gateway port it listens on ({})",
+                    own_ports()
                 ),
             );
             None
@@ -76,23 +81,27 @@ pub fn compile_l4_route(
         (_, Some(p))
             if !ports
                 .iter()
-                .any(|l| l.protocol == L4Protocol::Tcp && l.addr.port() == p) =>
+                .any(|l| l.protocol == protocol && l.addr.port() == p) =>
         {
             f.invalid(
                 "spec.port",
                 format!(
-                    "{p} is not one of the gateway's TCP ports ({})",
-                    tcp_ports()
+                    "{p} is not one of the gateway's {} ports ({})",
+                    protocol.as_str().to_uppercase(),
+                    own_ports()
                 ),
             );
             None
         }
         (_, Some(p)) => Some(p),
     };
-    if protocol == L4Protocol::Tcp && !spec.hostnames.is_empty() {
+    if protocol != L4Protocol::Tls && !spec.hostnames.is_empty() {
         f.invalid(
             "spec.hostnames",
-            "a TCP Route has no host names (plain TCP carries none); remove them",
+            format!(
+                "{kind} has no host names (plain {} carries none); remove them",
+                protocol.as_str().to_uppercase()
+            ),
         );
     }
     if spec.tls.is_some() {
@@ -107,8 +116,14 @@ pub fn compile_l4_route(
             format!("{kind} has no rules; list its backends in spec.backendRefs"),
         );
     }
-    if spec.udp.is_some() {
+    if protocol != L4Protocol::Udp && spec.udp.is_some() {
         f.invalid("spec.udp", "udp is for UDP Routes");
+    }
+    if protocol == L4Protocol::Udp && spec.tcp.is_some() {
+        f.invalid(
+            "spec.tcp",
+            "tcp is for TCP and TLS Routes; a UDP Route has udp",
+        );
     }
     if spec.backend_refs.is_empty() {
         f.invalid(
@@ -121,11 +136,41 @@ pub fn compile_l4_route(
     let positive = |d: Option<api::Duration>, name: &str, f: &mut Findings<'_>| {
         let d = d.map(Duration::from);
         if d.is_some_and(|d| d.is_zero()) {
-            f.invalid(format!("spec.tcp.{name}"), "must be greater than zero");
+            f.invalid(format!("spec.{name}"), "must be greater than zero");
         }
         d
     };
-    let idle_timeout = positive(tcp.idle_timeout, "idleTimeout", f);
+    let (idle_timeout, udp) = match protocol {
+        L4Protocol::Udp => {
+            let u = spec.udp.clone().unwrap_or_default();
+            let idle = positive(u.idle_timeout, "udp.idleTimeout", f);
+            let reply_timeout = positive(u.reply_timeout, "udp.replyTimeout", f);
+            if u.max_sessions == Some(0) {
+                f.invalid("spec.udp.maxSessions", "must be at least 1");
+            }
+            let max_datagram_size = match u.max_datagram_size {
+                None => UdpSessions::MAX_DATAGRAM,
+                Some(n) if n == 0 || n as usize > UdpSessions::MAX_DATAGRAM => {
+                    f.invalid(
+                        "spec.udp.maxDatagramSize",
+                        format!("must be 1-{} bytes", UdpSessions::MAX_DATAGRAM),
+                    );
+                    UdpSessions::MAX_DATAGRAM
+                }
+                Some(n) => n as usize,
+            };
+            let sessions = UdpSessions {
+                max_sessions: u.max_sessions,
+                max_datagram_size,
+                reply_timeout,
+            };
+            (
+                Some(idle.unwrap_or(UdpSessions::DEFAULT_IDLE_TIMEOUT)),
+                Some(sessions),
+            )
+        }
+        _ => (positive(tcp.idle_timeout, "tcp.idleTimeout", f), None),
+    };
     let drain_timeout = tcp.drain_timeout.map(Duration::from);
     if tcp.max_connections == Some(0) {
         f.invalid("spec.tcp.maxConnections", "must be at least 1");
@@ -141,9 +186,9 @@ pub fn compile_l4_route(
                 format!("filters are for HTTP; {kind} copies bytes as they are"),
             );
         }
-        match backend_ref(id, r, &at, env, f) {
+        match backend_ref(id, r, &at, protocol, env, f) {
             None => {}
-            Some(Ok(b)) => match tcp_backend(&b, &at, env) {
+            Some(Ok(b)) => match l4_backend(&b, protocol, &at, env) {
                 Ok(()) => backends.push(b),
                 Err(u) => {
                     unresolved.push(u);
@@ -163,7 +208,10 @@ pub fn compile_l4_route(
         }
     }
     for u in unresolved {
-        let message = format!("{}: connections given to it are closed", u.message);
+        let message = match protocol {
+            L4Protocol::Udp => format!("{}: datagrams given to it are dropped", u.message),
+            _ => format!("{}: connections given to it are closed", u.message),
+        };
         f.push(warning(id, u.field, u.reason, message));
     }
     // Canaries split HTTP requests by header or cookie; a connection has neither.
@@ -175,7 +223,10 @@ pub fn compile_l4_route(
             id,
             "spec.backendRefs",
             Reason::Invalid,
-            "every backendRef has weight 0: connections are closed",
+            match protocol {
+                L4Protocol::Udp => "every backendRef has weight 0: datagrams are dropped",
+                _ => "every backendRef has weight 0: connections are closed",
+            },
         ));
     }
 
@@ -190,30 +241,41 @@ pub fn compile_l4_route(
         idle_timeout: idle_timeout.unwrap_or(L4Route::DEFAULT_IDLE_TIMEOUT),
         max_connections: tcp.max_connections,
         drain_timeout: drain_timeout.unwrap_or(L4Route::DEFAULT_DRAIN_TIMEOUT),
+        udp,
         created: obj.meta.created,
     };
     f.ok().then(|| route.with_backends(backends))
 }
 
-/// A TCP or TLS Route sends to Backends with `protocol: TCP`, or to Services.
-fn tcp_backend(b: &WeightedBackend, at: &str, env: &Env<'_>) -> Result<(), UnresolvedRef> {
+/// A TCP or TLS Route sends to Backends with `protocol: TCP`, or to TCP ports of Services; a
+/// UDP Route to Backends with `protocol: UDP`, or to UDP ports of Services.
+fn l4_backend(
+    b: &WeightedBackend,
+    protocol: L4Protocol,
+    at: &str,
+    env: &Env<'_>,
+) -> Result<(), UnresolvedRef> {
     let Some(idx) = b.backend else { return Ok(()) };
     let targets = env.targets.borrow();
     let backend = targets.backend(idx);
+    let (wire, upstream, routes) = match protocol {
+        L4Protocol::Udp => ("UDP", UpstreamProtocol::Udp, "a UDP Route"),
+        _ => ("TCP", UpstreamProtocol::Tcp, "a TCP or TLS Route"),
+    };
     if let Some((service, port)) = targets.origin(idx)
-        && port.protocol != "TCP"
+        && port.protocol != wire
     {
         return Err(UnresolvedRef {
             name: b.name.to_string(),
             field: format!("{at}.name"),
             reason: Reason::InvalidKind,
             message: format!(
-                "port {} of Service {}/{} is {}; a TCP or TLS Route needs a TCP port",
+                "port {} of Service {}/{} is {}; {routes} needs a {wire} port",
                 port.port, backend.id.namespace, service, port.protocol
             ),
         });
     }
-    if backend.id.kind == Kind::Service || backend.protocol == UpstreamProtocol::Tcp {
+    if backend.id.kind == Kind::Service || backend.protocol == upstream {
         return Ok(());
     }
     Err(UnresolvedRef {
@@ -221,14 +283,14 @@ fn tcp_backend(b: &WeightedBackend, at: &str, env: &Env<'_>) -> Result<(), Unres
         field: format!("{at}.name"),
         reason: Reason::InvalidKind,
         message: format!(
-            "{} speaks {}; a TCP or TLS Route needs a Backend with protocol: TCP",
+            "{} speaks {}; {routes} needs a Backend with protocol: {wire}",
             backend.id,
             fields::wire_name(&backend.protocol)
         ),
     })
 }
 
-/// Keeps one TCP Route per port: the oldest (then the first by namespace/name); the others
+/// Keeps one TCP (or UDP) Route per port: the oldest (then the first by namespace/name); the others
 /// are reported and not served.
 pub fn one_per_port(routes: &mut Vec<L4Route>, out: &mut Vec<Diagnostic>) {
     routes.sort_by(|a, b| {

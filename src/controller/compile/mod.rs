@@ -153,7 +153,7 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
         if let Some((compiled, obj)) = chosen {
             match compiled {
                 route::CompiledRoute::Http(compiled) => rules.extend(compiled),
-                route::CompiledRoute::L4(compiled) => l4_routes.push(compiled),
+                route::CompiledRoute::L4(compiled) => l4_routes.push(*compiled),
             }
             accepted.routes.insert(id.clone(), obj.clone());
         }

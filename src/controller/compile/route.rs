@@ -39,8 +39,8 @@ pub struct Env<'a> {
 pub enum CompiledRoute {
     /// An HTTP Route's rules.
     Http(Vec<Rule>),
-    /// A TCP Route.
-    L4(crate::model::L4Route),
+    /// A TCP, UDP or TLS passthrough Route.
+    L4(Box<crate::model::L4Route>),
 }
 
 /// Compiles one Route, or `None` if it is rejected (findings say why).
@@ -75,17 +75,9 @@ pub fn compile_route(
 
     match spec.protocol {
         RouteProtocol::Http => {}
-        RouteProtocol::Tcp | RouteProtocol::Tls => {
-            return super::l4::compile_l4_route(obj, env, &mut f).map(CompiledRoute::L4);
-        }
-        RouteProtocol::Udp => {
-            f.not_supported(
-                "spec.protocol",
-                &format!("protocol {}", fields::wire_name(&spec.protocol)),
-            );
-            if spec.udp.is_some() {
-                f.not_supported("spec.udp", "UDP settings");
-            }
+        RouteProtocol::Tcp | RouteProtocol::Tls | RouteProtocol::Udp => {
+            return super::l4::compile_l4_route(obj, env, &mut f)
+                .map(|r| CompiledRoute::L4(Box::new(r)));
         }
     }
     if spec.protocol == RouteProtocol::Http && spec.port.is_some() {
@@ -100,7 +92,7 @@ pub fn compile_route(
             "Route-level backendRefs are for TCP and UDP Routes; an HTTP Route lists them in its rules",
         );
     }
-    if spec.protocol == RouteProtocol::Http && spec.udp.is_some() {
+    if spec.udp.is_some() {
         f.invalid("spec.udp", "udp is for UDP Routes");
     }
     if spec.tcp.is_some() {
@@ -407,7 +399,9 @@ fn backend_refs(
     for (bi, r) in rule.backend_refs.iter().enumerate() {
         let bat = format!("{at}.backendRefs[{bi}]");
         let filters = backend_filters(r, &bat, matches, rule_filters, f);
-        match backend_ref(id, r, &bat, env, f).map(|b| b.and_then(|b| http_backend(b, &bat, env))) {
+        match backend_ref(id, r, &bat, crate::model::L4Protocol::Tcp, env, f)
+            .map(|b| b.and_then(|b| http_backend(b, &bat, env)))
+        {
             None => {}
             Some(Ok(b)) => backends.push(WeightedBackend { filters, ..b }),
             Some(Err(u)) => {
@@ -444,7 +438,7 @@ fn backend_refs(
     backends
 }
 
-/// An HTTP rule cannot send to a TCP Backend.
+/// An HTTP rule cannot send to a TCP or UDP Backend.
 fn http_backend(
     b: WeightedBackend,
     at: &str,
@@ -453,14 +447,19 @@ fn http_backend(
     let Some(idx) = b.backend else { return Ok(b) };
     let targets = env.targets.borrow();
     let backend = targets.backend(idx);
-    if backend.protocol != crate::model::UpstreamProtocol::Tcp {
-        return Ok(b);
-    }
+    let wire = match backend.protocol {
+        crate::model::UpstreamProtocol::Tcp => "TCP",
+        crate::model::UpstreamProtocol::Udp => "UDP",
+        _ => return Ok(b),
+    };
     Err(UnresolvedRef {
         name: b.name.to_string(),
         field: format!("{at}.name"),
         reason: Reason::InvalidKind,
-        message: format!("{} speaks TCP; only a TCP Route can send to it", backend.id),
+        message: format!(
+            "{} speaks {wire}; only a {wire} Route can send to it",
+            backend.id
+        ),
     })
 }
 
@@ -819,6 +818,7 @@ pub(super) fn backend_ref(
     route: &ObjectRef,
     r: &api::BackendRef,
     at: &str,
+    transport: crate::model::L4Protocol,
     env: &Env<'_>,
     f: &mut Findings<'_>,
 ) -> Option<Result<WeightedBackend, UnresolvedRef>> {
@@ -869,7 +869,7 @@ pub(super) fn backend_ref(
                     && env.opts.discovery
                     && !env.known_backends.contains(&target) =>
                 {
-                    Some(service_ref(route, r, weight, at, env, true))
+                    Some(service_ref(route, r, weight, at, transport, env, true))
                 }
                 None => {
                     let why = if env.known_backends.contains(&target) {
@@ -888,7 +888,9 @@ pub(super) fn backend_ref(
                 }
             }
         }
-        "Service" if env.opts.discovery => Some(service_ref(route, r, weight, at, env, false)),
+        "Service" if env.opts.discovery => {
+            Some(service_ref(route, r, weight, at, transport, env, false))
+        }
         "Service" => {
             f.not_supported(
                 format!("{at}.kind"),
@@ -905,21 +907,25 @@ pub(super) fn backend_ref(
     }
 }
 
-/// A backendRef to a Service port. `implicit`: the ref named no kind and no Backend has the
-/// name, so a missing Service is reported as "neither found".
+/// A backendRef to a Service port (of the `transport`'s protocol when a Service has the number
+/// for TCP and UDP both). `implicit`: the ref named no kind and no Backend has the name, so a
+/// missing Service is reported as "neither found".
 fn service_ref(
     route: &ObjectRef,
     r: &api::BackendRef,
     weight: u32,
     at: &str,
+    transport: crate::model::L4Protocol,
     env: &Env<'_>,
     implicit: bool,
 ) -> Result<WeightedBackend, UnresolvedRef> {
     let port = r.port.map(PortRef::Number);
-    let resolved = env
-        .targets
-        .borrow()
-        .resolve_port(&route.namespace, &r.name, port.as_ref());
+    let resolved = env.targets.borrow().resolve_port(
+        &route.namespace,
+        &r.name,
+        port.as_ref(),
+        service_protocol(transport),
+    );
     match resolved {
         Ok(p) => {
             let mut targets = env.targets.borrow_mut();
@@ -1046,4 +1052,12 @@ fn retry(r: &api::RetryPolicy, at: &str, f: &mut Findings<'_>) -> Option<Retry> 
         non_idempotent: r.non_idempotent.unwrap_or(false),
         max_body_bytes: max_body as usize,
     })
+}
+
+/// The Service port protocol (`TCP` or `UDP`) a Route of `transport` sends to.
+pub(super) fn service_protocol(transport: crate::model::L4Protocol) -> &'static str {
+    match transport {
+        crate::model::L4Protocol::Udp => "UDP",
+        _ => "TCP",
+    }
 }

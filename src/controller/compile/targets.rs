@@ -70,6 +70,7 @@ impl<'a> Targets<'a> {
         namespace: &str,
         name: &str,
         port: Option<&PortRef>,
+        protocol: &str,
     ) -> Result<ServicePortInfo, Unresolved> {
         let id = ObjectRef::new(Kind::Service, namespace, name);
         let Some(svc) = self.services.get(&id) else {
@@ -79,10 +80,14 @@ impl<'a> Targets<'a> {
             });
         };
         match port {
-            Some(p) => svc.spec.port(p).cloned().ok_or_else(|| Unresolved {
-                reason: Reason::PortNotFound,
-                message: format!("{id} has no port {p}"),
-            }),
+            Some(p) => svc
+                .spec
+                .port(p, protocol)
+                .cloned()
+                .ok_or_else(|| Unresolved {
+                    reason: Reason::PortNotFound,
+                    message: format!("{id} has no port {p}"),
+                }),
             None => match svc.spec.ports.as_slice() {
                 [only] => Ok(only.clone()),
                 ports => Err(Unresolved {
@@ -107,13 +112,22 @@ impl<'a> Targets<'a> {
 
     /// The backend for a Service port with default settings (made once, shared by referrers).
     pub fn service(&mut self, namespace: &str, name: &str, port: &ServicePortInfo) -> BackendIdx {
-        let id = ObjectRef::new(Kind::Service, namespace, format!("{name}:{}", port.port));
+        // A Service's TCP and UDP ports may share a number (DNS): the UDP one is `name:53/udp`.
+        let id = match port.protocol.as_str() {
+            "UDP" => format!("{name}:{}/udp", port.port),
+            _ => format!("{name}:{}", port.port),
+        };
+        let id = ObjectRef::new(Kind::Service, namespace, id);
+        let protocol = match port.protocol.as_str() {
+            "UDP" => UpstreamProtocol::Udp,
+            _ => UpstreamProtocol::Http1,
+        };
         if let Some(idx) = self.get(&id) {
             return idx;
         }
         let backend = Backend {
             service: Some(ServiceKey::new(namespace, name, port.name.clone())),
-            ..Backend::new(id, UpstreamProtocol::Http1, Vec::new())
+            ..Backend::new(id, protocol, Vec::new())
         };
         self.add(backend, Some((name.to_owned(), port.clone())))
     }

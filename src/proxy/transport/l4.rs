@@ -44,12 +44,14 @@ pub struct L4Metrics {
     open: Family<RouteLabels, Gauge>,
     bytes: Family<L4BytesLabels, Counter>,
     connect_errors: Family<BackendLabels, Counter>,
+    udp: super::udp::UdpMetrics,
 }
 
 impl L4Metrics {
     /// The L4 families of `metrics`.
     pub fn new(metrics: &Metrics) -> Self {
         Self {
+            udp: super::udp::UdpMetrics::new(metrics),
             connections: metrics.l4_connections.clone(),
             open: metrics.l4_open_connections.clone(),
             bytes: metrics.l4_bytes.clone(),
@@ -95,6 +97,8 @@ pub struct L4Proxy {
     hard_stop: CancellationToken,
     default_connect_timeout: Duration,
     metrics: L4Metrics,
+    /// UDP Routes' listeners and sessions.
+    udp: Arc<super::udp::UdpProxy>,
 }
 
 impl L4Proxy {
@@ -106,7 +110,14 @@ impl L4Proxy {
         hard_stop: CancellationToken,
         metrics: L4Metrics,
     ) -> Self {
+        let udp = super::udp::UdpProxy::new(
+            &ports,
+            router.clone(),
+            hard_stop.clone(),
+            metrics.udp.clone(),
+        );
         Self {
+            udp: Arc::new(udp),
             ports,
             router: ArcSwap::new(router),
             listening: Mutex::default(),
@@ -122,6 +133,7 @@ impl L4Proxy {
     /// The ports bound now.
     pub fn bound(&self) -> Vec<L4Listener> {
         let mut v: Vec<_> = self.lock_listening().keys().copied().collect();
+        v.extend(self.udp.bound());
         v.sort();
         v
     }
@@ -133,8 +145,10 @@ impl L4Proxy {
     }
 
     /// Serves from `router` from now on: binds the ports its TCP Routes name that are not bound
-    /// yet, and closes the listeners no Route names any more (their connections go on).
+    /// yet, and closes the listeners no Route names any more (their connections go on); UDP
+    /// ports likewise (their sessions end).
     pub fn publish(self: &Arc<Self>, router: Arc<Router>) {
+        self.udp.publish(router.clone());
         let wanted: Vec<L4Listener> = self
             .ports
             .iter()
@@ -382,6 +396,7 @@ impl L4Proxy {
 
     /// Stops accepting on every L4 listener; connections go on until [`L4Proxy::wait`].
     pub fn drain(&self) {
+        self.udp.drain();
         self.draining.cancel();
         self.lock_listening().clear();
         self.tracker.close();
@@ -390,6 +405,7 @@ impl L4Proxy {
     /// Waits for every connection to close (after [`L4Proxy::drain`]).
     pub async fn wait(&self) {
         self.tracker.wait().await;
+        self.udp.wait().await;
     }
 }
 
@@ -547,6 +563,7 @@ mod tests {
             idle_timeout: IDLE,
             max_connections: None,
             drain_timeout: DRAIN,
+            udp: None,
             created: None,
         }
         .with_backends(vec![WeightedBackend {

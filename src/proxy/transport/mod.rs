@@ -18,6 +18,7 @@ pub mod redis;
 pub mod sni;
 pub mod tls;
 pub mod tunnel;
+pub mod udp;
 
 pub use self::redis::{Redis, RedisConfig, RedisMetrics, RedisSetupError, Unavailable};
 pub use body::{ClientBody, ProxyBody, RequestBody};

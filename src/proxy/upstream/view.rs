@@ -25,6 +25,7 @@ impl BackendState {
         });
         BackendView {
             backend: pool.config.label.clone(),
+            protocol: pool.config.protocol,
             discovery: None,
             algorithm: match &pool.config.load_balancer {
                 LoadBalancing::RoundRobin => "RoundRobin",
@@ -75,6 +76,8 @@ impl BackendView {
 #[serde(rename_all = "camelCase")]
 pub struct BackendView {
     pub(super) backend: Arc<str>,
+    /// `HTTP1`, `H2C`, `HTTP2`, `TCP` or `UDP`.
+    protocol: crate::model::UpstreamProtocol,
     /// What discovery says about how current the endpoints are (DNS: a stale answer, a failing
     /// or empty lookup); absent when there is nothing to say.
     #[serde(skip_serializing_if = "Option::is_none")]

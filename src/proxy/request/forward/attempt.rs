@@ -207,7 +207,7 @@ fn build_request(
     *req.uri_mut() = uri;
     *req.version_mut() = match cfg.protocol {
         // The compiler never gives an HTTP rule a TCP Backend.
-        UpstreamProtocol::Http1 | UpstreamProtocol::Tcp => Version::HTTP_11,
+        UpstreamProtocol::Http1 | UpstreamProtocol::Tcp | UpstreamProtocol::Udp => Version::HTTP_11,
         UpstreamProtocol::H2c | UpstreamProtocol::Http2 => Version::HTTP_2,
     };
     *req.headers_mut() = headers;
@@ -261,7 +261,9 @@ async fn send(
         } else {
             let clients = service.clients.hyper(own.as_deref());
             let client = match cfg.protocol {
-                UpstreamProtocol::Http1 | UpstreamProtocol::Tcp => &clients.http1,
+                UpstreamProtocol::Http1 | UpstreamProtocol::Tcp | UpstreamProtocol::Udp => {
+                    &clients.http1
+                }
                 UpstreamProtocol::H2c | UpstreamProtocol::Http2 => &clients.h2c,
             };
             let mut resp = client

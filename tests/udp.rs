@@ -1,0 +1,434 @@
+//! UDP Routes through the real binary: `dig` through the gateway to real `dnsmasq` servers
+//! (affinity by client address, sessions that expire, a dead backend taken out of rotation,
+//! the session limit), and a small UDP echo for datagram sizes and Route removal.
+//!
+//! `scripts/test.sh` installs dnsmasq and dig (dnsutils); the tests that need them are
+//! `#[ignore]`d for a plain `cargo test` and fail (never skip) when they are missing.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::binary::Binary;
+use common::dnsmasq::{Dnsmasq, ZONE, free_port};
+use common::{ConfigDir, eventually};
+use tokio::net::UdpSocket;
+
+/// A running `tidegate run` with `--l4-ports` for UDP (and TCP) ports on 127.0.0.1.
+struct Running(Binary);
+
+impl Running {
+    fn start(config: &Path, udp: &[u16], tcp: &[u16]) -> Self {
+        let mut ports: Vec<String> = udp.iter().map(|p| format!("127.0.0.1:{p}/udp")).collect();
+        ports.extend(tcp.iter().map(|p| format!("127.0.0.1:{p}/tcp")));
+        let ports = ports.join(",");
+        Self(Binary::run(config).args(&["--l4-ports", &ports]).start())
+    }
+
+    /// The value of the metric line that starts with `prefix` (0 when absent).
+    async fn metric(&self, prefix: &str) -> f64 {
+        let text = self.0.admin("/metrics").await;
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0.0, |v| v.parse().unwrap())
+    }
+}
+
+fn udp_backend(name: &str, addrs: &[SocketAddr], extra: &str) -> String {
+    let eps: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "apiVersion: tidegate.dev/v1alpha1\nkind: Backend\nmetadata: {{ name: {name} }}\nspec:\n  protocol: UDP\n  endpoints: [{}]\n{extra}",
+        eps.join(", ")
+    )
+}
+
+fn udp_route(name: &str, port: u16, backend: &str, udp: &str) -> String {
+    format!(
+        "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: {{ name: {name} }}\nspec:\n  protocol: UDP\n  port: {port}\n  backendRefs: [{{ name: {backend} }}]\n  udp: {{ {udp} }}\n"
+    )
+}
+
+/// A dnsmasq answering `who.tidegate.test` with `answer`.
+fn dns_server(answer: &str) -> Dnsmasq {
+    Dnsmasq::start(0, &format!("{answer} who.{ZONE}\n"))
+}
+
+/// `dig` from `source` (a loopback address) to the gateway's `port`: the answer, or `None`
+/// when none came (one try, one second).
+fn dig(port: u16, source: &str) -> Option<String> {
+    let out = Command::new("dig")
+        .args([
+            "-b",
+            source,
+            "-p",
+            &port.to_string(),
+            "@127.0.0.1",
+            &format!("who.{ZONE}"),
+            "A",
+            "+short",
+            "+tries=1",
+            "+time=1",
+        ])
+        .output()
+        .expect("dig runs (apt-get install dnsutils; scripts/test.sh does)");
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !text.is_empty() && !text.starts_with(";;")).then_some(text)
+}
+
+/// `dig` until it answers (the UDP port opens when the configuration is loaded).
+async fn dig_eventually(port: u16, source: &'static str) -> String {
+    eventually(Duration::from_secs(10), "dig to answer", || async move {
+        tokio::task::spawn_blocking(move || dig(port, source))
+            .await
+            .unwrap()
+    })
+    .await
+}
+
+/// A UDP echo: every datagram comes back as it is.
+async fn udp_echo() -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 70_000];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let _ = socket.send_to(&buf[..n], from).await;
+        }
+    });
+    addr
+}
+
+/// Sends `data` to the gateway's `port` from `socket` and waits up to `within` for the echo.
+async fn echo_through(socket: &UdpSocket, port: u16, data: &[u8], within: Duration) -> bool {
+    socket.send_to(data, ("127.0.0.1", port)).await.unwrap();
+    let mut buf = vec![0u8; 70_000];
+    match tokio::time::timeout(within, socket.recv_from(&mut buf)).await {
+        Ok(Ok((n, _))) => &buf[..n] == data,
+        _ => false,
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs dnsmasq and dig (scripts/test.sh installs them)"]
+async fn dig_through_the_gateway_to_dnsmasq_and_the_admin_api_shows_the_route() {
+    let dns = dns_server("10.1.1.1");
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("b.yaml", &udp_backend("dns", &[dns.addr()], ""));
+    dir.write("r.yaml", &udp_route("dns", port, "dns", "idleTimeout: 30s"));
+    let gw = Running::start(dir.path(), &[port], &[]);
+    assert_eq!(dig_eventually(port, "127.0.0.1").await, "10.1.1.1");
+    for _ in 0..3 {
+        assert_eq!(dig(port, "127.0.0.1").as_deref(), Some("10.1.1.1"));
+    }
+    let labels = "route=\"default/dns\",backend=\"default/dns\"";
+    // dig uses a new source port per query: a session each.
+    assert!(
+        gw.metric(&format!(
+            "tidegate_l4_sessions_total{{{labels},result=\"forwarded\"}}"
+        ))
+        .await
+            >= 4.0
+    );
+    for direction in ["to_backend", "to_client"] {
+        let datagrams = gw
+            .metric(&format!(
+                "tidegate_l4_datagrams_total{{{labels},direction=\"{direction}\"}}"
+            ))
+            .await;
+        assert!(datagrams >= 4.0, "{direction}: {datagrams}");
+        let bytes = gw
+            .metric(&format!(
+                "tidegate_l4_bytes_total{{{labels},direction=\"{direction}\"}}"
+            ))
+            .await;
+        assert!(bytes > datagrams * 20.0, "{direction}: {bytes} bytes");
+    }
+    assert!(
+        gw.metric("tidegate_l4_open_sessions{route=\"default/dns\"}")
+            .await
+            >= 1.0
+    );
+    let config: serde_json::Value = serde_json::from_str(&gw.0.admin("/config").await).unwrap();
+    let route = &config["l4"][0];
+    assert_eq!(route["protocol"], "UDP", "{route}");
+    assert_eq!(route["port"], port);
+    assert_eq!(route["idleTimeout"], "30s");
+    assert_eq!(route["udp"]["maxDatagramSize"], 65507);
+    let backends = gw.0.admin("/backends").await;
+    assert!(backends.contains("\"UDP\""), "{backends}");
+    assert!(backends.contains(&dns.addr().to_string()), "{backends}");
+}
+
+#[tokio::test]
+#[ignore = "needs dnsmasq and dig (scripts/test.sh installs them)"]
+async fn clients_keep_their_backend_under_consistent_hash_on_the_source_ip() {
+    let a = dns_server("10.0.0.1");
+    let b = dns_server("10.0.0.2");
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write(
+        "b.yaml",
+        &udp_backend(
+            "dns",
+            &[a.addr(), b.addr()],
+            "  loadBalancer: { algorithm: ConsistentHash, hashOn: { sourceIP: {} } }\n",
+        ),
+    );
+    dir.write("r.yaml", &udp_route("dns", port, "dns", "idleTimeout: 30s"));
+    let _gw = Running::start(dir.path(), &[port], &[]);
+    dig_eventually(port, "127.0.0.1").await;
+    const CLIENTS: [&str; 12] = [
+        "127.0.0.2",
+        "127.0.0.3",
+        "127.0.0.4",
+        "127.0.0.5",
+        "127.0.0.6",
+        "127.0.0.7",
+        "127.0.0.8",
+        "127.0.0.9",
+        "127.0.0.10",
+        "127.0.0.11",
+        "127.0.0.12",
+        "127.0.0.13",
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for client in CLIENTS {
+        // Each query comes from a new source port: a new session, the same backend.
+        let answers: Vec<Option<String>> = (0..4).map(|_| dig(port, client)).collect();
+        let first = answers[0].clone().expect("an answer");
+        assert!(
+            answers.iter().all(|a| a.as_deref() == Some(&first)),
+            "{client}: {answers:?}"
+        );
+        seen.insert(first);
+    }
+    // Twelve addresses spread over both endpoints.
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs dnsmasq and dig (scripts/test.sh installs them)"]
+async fn sessions_expire_after_the_idle_timeout() {
+    let dns = dns_server("10.1.1.1");
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("b.yaml", &udp_backend("dns", &[dns.addr()], ""));
+    dir.write("r.yaml", &udp_route("dns", port, "dns", "idleTimeout: 1s"));
+    let gw = Running::start(dir.path(), &[port], &[]);
+    dig_eventually(port, "127.0.0.1").await;
+    dig(port, "127.0.0.2").unwrap();
+    let open = "tidegate_l4_open_sessions{route=\"default/dns\"}";
+    assert!(gw.metric(open).await >= 1.0);
+    let started = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "every session to expire",
+        || async { (gw.metric(open).await == 0.0).then_some(()) },
+    )
+    .await;
+    // Not before the idle timeout (less the time the last dig took to return).
+    assert!(started.elapsed() >= Duration::from_millis(500));
+}
+
+#[tokio::test]
+#[ignore = "needs dnsmasq and dig (scripts/test.sh installs them)"]
+async fn a_dead_backend_is_taken_out_of_rotation_passively() {
+    let a = dns_server("10.0.0.1");
+    let mut b = dns_server("10.0.0.2");
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write(
+        "b.yaml",
+        &udp_backend(
+            "dns",
+            &[a.addr(), b.addr()],
+            "  healthCheck: { passive: { consecutiveFailures: 1, ejectionTime: 60s } }\n",
+        ),
+    );
+    dir.write(
+        "r.yaml",
+        &udp_route("dns", port, "dns", "idleTimeout: 30s, replyTimeout: 500ms"),
+    );
+    let _gw = Running::start(dir.path(), &[port], &[]);
+    dig_eventually(port, "127.0.0.1").await;
+    let answers: Vec<Option<String>> = (0..6).map(|_| dig(port, "127.0.0.1")).collect();
+    assert!(answers.contains(&Some("10.0.0.2".into())), "{answers:?}");
+    b.stop();
+    // A few queries may go to the dead one (refused, or unanswered) before it is ejected.
+    let mut lost = 0;
+    for _ in 0..6 {
+        if dig(port, "127.0.0.1").is_none() {
+            lost += 1;
+        }
+    }
+    assert!(lost <= 2, "{lost} of 6 lost");
+    for _ in 0..10 {
+        assert_eq!(dig(port, "127.0.0.1").as_deref(), Some("10.0.0.1"));
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs dnsmasq and dig (scripts/test.sh installs them)"]
+async fn a_dead_backend_is_taken_out_of_rotation_by_its_active_probe() {
+    let a = dns_server("10.0.0.1");
+    let mut b = dns_server("10.0.0.2");
+    let port = free_port();
+    let dir = ConfigDir::new();
+    // dnsmasq answers on TCP too: a TCP probe of the same port.
+    dir.write(
+        "b.yaml",
+        &udp_backend(
+            "dns",
+            &[a.addr(), b.addr()],
+            "  healthCheck: { active: { tcp: {}, interval: 200ms, timeout: 100ms, unhealthyThreshold: 1 } }\n",
+        ),
+    );
+    dir.write("r.yaml", &udp_route("dns", port, "dns", ""));
+    let gw = Running::start(dir.path(), &[port], &[]);
+    dig_eventually(port, "127.0.0.1").await;
+    b.stop();
+    let dead = b.addr().to_string();
+    eventually(Duration::from_secs(10), "the probe to fail", || async {
+        let v: serde_json::Value = serde_json::from_str(&gw.0.admin("/backends").await).ok()?;
+        let endpoints = v.as_array()?.first()?["endpoints"].as_array()?.clone();
+        endpoints
+            .iter()
+            .any(|e| e["address"] == dead.as_str() && e["activeHealthy"] == false)
+            .then_some(())
+    })
+    .await;
+    for _ in 0..10 {
+        assert_eq!(dig(port, "127.0.0.1").as_deref(), Some("10.0.0.1"));
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs dnsmasq and dig (scripts/test.sh installs them)"]
+async fn max_sessions_drops_the_datagrams_of_further_clients() {
+    let dns = dns_server("10.1.1.1");
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("b.yaml", &udp_backend("dns", &[dns.addr()], ""));
+    dir.write(
+        "r.yaml",
+        &udp_route("dns", port, "dns", "idleTimeout: 60s, maxSessions: 1"),
+    );
+    let gw = Running::start(dir.path(), &[port], &[]);
+    // The one session: this socket's.
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let echoed = eventually(Duration::from_secs(10), "the first session", || async {
+        // A DNS query for `who.tidegate.test` A (id 0x1234).
+        let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in ["who", "tidegate", "test"] {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        client.send_to(&q, ("127.0.0.1", port)).await.unwrap();
+        let mut buf = [0u8; 512];
+        tokio::time::timeout(Duration::from_millis(500), client.recv_from(&mut buf))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|(n, _)| n)
+    })
+    .await;
+    assert!(echoed > 12);
+    // Another client (dig's own source port) gets nothing, and the drop is counted.
+    assert_eq!(dig(port, "127.0.0.1"), None);
+    assert!(
+        gw.metric(
+            "tidegate_l4_dropped_datagrams_total{route=\"default/dns\",reason=\"max_sessions\"}"
+        )
+        .await
+            >= 1.0
+    );
+    assert_eq!(
+        gw.metric("tidegate_l4_open_sessions{route=\"default/dns\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn datagrams_over_the_size_limit_are_dropped_and_counted() {
+    let echo = udp_echo().await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("b.yaml", &udp_backend("echo", &[echo], ""));
+    dir.write(
+        "r.yaml",
+        &udp_route("echo", port, "echo", "maxDatagramSize: 512"),
+    );
+    let gw = Running::start(dir.path(), &[port], &[]);
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    eventually(Duration::from_secs(10), "the echo", || async {
+        echo_through(&client, port, b"hello", Duration::from_millis(300))
+            .await
+            .then_some(())
+    })
+    .await;
+    assert!(echo_through(&client, port, &[7u8; 512], Duration::from_secs(2)).await);
+    assert!(!echo_through(&client, port, &[7u8; 513], Duration::from_millis(500)).await);
+    assert_eq!(
+        gw.metric(
+            "tidegate_l4_dropped_datagrams_total{route=\"default/echo\",reason=\"too_large\"}"
+        )
+        .await,
+        1.0
+    );
+    // The largest UDP payload passes with the default limit.
+    dir.write("r.yaml", &udp_route("echo", port, "echo", ""));
+    eventually(Duration::from_secs(10), "the new limit", || async {
+        echo_through(&client, port, &[9u8; 65507], Duration::from_millis(500))
+            .await
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn removing_a_udp_route_closes_its_port_and_ends_its_sessions_without_touching_others() {
+    let echo = udp_echo().await;
+    let (kept, removed) = (free_port(), free_port());
+    let dir = ConfigDir::new();
+    dir.write("b.yaml", &udp_backend("echo", &[echo], ""));
+    dir.write("kept.yaml", &udp_route("kept", kept, "echo", ""));
+    dir.write("removed.yaml", &udp_route("removed", removed, "echo", ""));
+    let gw = Running::start(dir.path(), &[kept, removed], &[]);
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for (socket, port) in [(&client, kept), (&other, removed)] {
+        eventually(Duration::from_secs(10), "the echo", || async {
+            echo_through(socket, port, b"hi", Duration::from_millis(300))
+                .await
+                .then_some(())
+        })
+        .await;
+    }
+    dir.remove("removed.yaml");
+    eventually(Duration::from_secs(10), "the session to end", || async {
+        (gw.metric("tidegate_l4_open_sessions{route=\"default/removed\"}")
+            .await
+            == 0.0)
+            .then_some(())
+    })
+    .await;
+    // The port is closed: nothing answers there, and the gateway can no longer hold it.
+    assert!(!echo_through(&other, removed, b"hi", Duration::from_millis(300)).await);
+    std::net::UdpSocket::bind(("127.0.0.1", removed)).expect("the port is free again");
+    // The other Route's session went on, on the same socket.
+    assert!(echo_through(&client, kept, b"still", Duration::from_secs(2)).await);
+    assert_eq!(
+        gw.metric(
+            "tidegate_l4_sessions_total{route=\"default/kept\",backend=\"default/echo\",result=\"forwarded\"}"
+        )
+        .await,
+        1.0
+    );
+}
