@@ -187,7 +187,7 @@ impl GatewayBuilder {
         self
     }
 
-    /// The L4 ports TCP Routes may use (`--l4-ports`): a Route's `spec.port` must be one of
+    /// The L4 ports TCP and UDP Routes may use (`--l4-ports`): a Route's `spec.port` must be one of
     /// them; each is bound only while a Route uses it (default: none).
     pub fn l4_ports(mut self, ports: Vec<crate::model::L4Listener>) -> Self {
         self.l4_ports = ports;

@@ -162,9 +162,8 @@ struct RunArgs {
     /// truncated or UDP fails). Without it: the system's resolvers (/etc/resolv.conf).
     #[arg(long, env = "TIDEGATE_DNS_SERVER")]
     dns_server: Option<SocketAddr>,
-    /// The L4 ports TCP Routes may use, comma-separated `[HOST:]PORT/tcp` (HOST defaults to
-    /// 0.0.0.0; `/udp` entries are for UDP Routes, not supported yet). Each is bound only while
-    /// a Route names it.
+    /// The L4 ports TCP and UDP Routes may use, comma-separated `[HOST:]PORT/tcp` or
+    /// `[HOST:]PORT/udp` (HOST defaults to 0.0.0.0). Each is bound only while a Route names it.
     #[arg(long, env = "TIDEGATE_L4_PORTS", value_delimiter = ',')]
     l4_ports: Vec<L4Listener>,
     #[command(flatten)]

@@ -444,6 +444,10 @@ fn every_run_flag_is_reachable_from_values() {
         "l4Ports[1].name=pg",
         "l4Ports[1].port=5432",
         "l4Ports[1].containerPort=15432",
+        "l4Ports[2].name=dns",
+        "l4Ports[2].port=53",
+        "l4Ports[2].containerPort=5353",
+        "l4Ports[2].protocol=UDP",
     ]);
     let a = args(&objs);
     assert_eq!(a[0], "run");
@@ -461,7 +465,7 @@ fn every_run_flag_is_reachable_from_values() {
     assert!(a.contains(&"--worker-threads=4".to_owned()));
     assert!(a.contains(&"--trusted-proxies=10.0.0.0/8,192.0.2.1".to_owned()));
     assert!(a.contains(&"--dns-server=10.0.0.10:8600".to_owned()));
-    assert!(a.contains(&"--l4-ports=6379/tcp,15432/tcp".to_owned()));
+    assert!(a.contains(&"--l4-ports=6379/tcp,15432/tcp,5353/udp".to_owned()));
     // Every rendered flag is one the binary knows (a typo in a template fails here).
     for x in &a[1..] {
         let flag = x.split('=').next().unwrap();

@@ -72,7 +72,8 @@ pub struct ProxyConfig {
     /// The port clients reach the HTTPS listener on (HTTPS redirects point there), when it
     /// differs from the bound port. `None`: the port [`crate::Gateway`] binds (else 443).
     pub https_port: Option<u16>,
-    /// The L4 ports TCP Routes may open (`--l4-ports`); each is bound while a Route uses it.
+    /// The L4 ports TCP and UDP Routes may open (`--l4-ports`); each is bound while a Route
+    /// uses it.
     pub l4_ports: Vec<crate::model::L4Listener>,
 }
 
