@@ -731,7 +731,7 @@ impl Metrics {
         );
         registry.register(
             L4_SESSIONS,
-            "Sessions UDP Routes started or refused, by route, backend and result (forwarded, limited, no_backend, connect_failed)",
+            "Sessions UDP Routes started, by route, backend and result (forwarded, no_backend, connect_failed)",
             m.l4_sessions.clone(),
         );
         registry.register(
