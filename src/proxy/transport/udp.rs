@@ -24,6 +24,7 @@ use arc_swap::ArcSwap;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -554,11 +555,20 @@ impl SessionRun {
         let mut held = Vec::new();
         loop {
             tokio::select! {
-                r = s.upstream.readable() => {
-                    if r.is_err() {
-                        return End::Refused;
+                // The kernel's "port unreachable" is an error on the socket, not a readable event.
+                r = s.upstream.ready(Interest::READABLE | Interest::ERROR) => {
+                    let Ok(ready) = r else { return End::Refused };
+                    if ready.is_error() {
+                        if !matches!(s.upstream.take_error(), Ok(None)) {
+                            return End::Refused;
+                        }
+                        let _ = s.upstream.try_io(Interest::ERROR, || {
+                            Err::<(), _>(io::ErrorKind::WouldBlock.into())
+                        });
                     }
-                    if let Err(end) = self.pass_replies(max_size, &mut held).await {
+                    if ready.is_readable()
+                        && let Err(end) = self.pass_replies(max_size, &mut held).await
+                    {
                         return end;
                     }
                 }
@@ -653,5 +663,178 @@ impl SessionRun {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Backend, Endpoint, Kind, RoutingTable, UpstreamProtocol, WeightedBackend};
+    use crate::proxy::upstream::{Registry, UpstreamSettings};
+
+    const IDLE: Duration = Duration::from_secs(60);
+
+    impl UdpProxy {
+        /// Sessions open now.
+        fn open_sessions(&self) -> usize {
+            self.listening().values().map(|l| l.sessions().len()).sum()
+        }
+    }
+
+    fn table(port: u16, endpoint: SocketAddr, reply_timeout: Option<Duration>) -> RoutingTable {
+        let backend = Backend::new(
+            ObjectRef::new(Kind::Backend, "default", "b"),
+            UpstreamProtocol::Udp,
+            vec![Endpoint::new(&endpoint.to_string())],
+        );
+        let route = L4Route {
+            route: ObjectRef::new(Kind::Route, "default", "r"),
+            label: "default/r".into(),
+            protocol: L4Protocol::Udp,
+            port,
+            hostnames: Vec::new(),
+            backends: Vec::new(),
+            schedule: Arc::from([]),
+            idle_timeout: IDLE,
+            max_connections: None,
+            drain_timeout: Duration::from_secs(30),
+            udp: Some(UdpSessions {
+                max_sessions: None,
+                max_datagram_size: UdpSessions::MAX_DATAGRAM,
+                reply_timeout,
+            }),
+            created: None,
+        }
+        .with_backends(vec![WeightedBackend {
+            backend: Some(0),
+            name: "default/b".into(),
+            weight: 1,
+            canaries: Vec::new(),
+            filters: Default::default(),
+        }]);
+        RoutingTable::new(Vec::new(), vec![backend], Vec::new()).with_l4(vec![route])
+    }
+
+    /// A UDP proxy serving one Route on a free loopback port to `endpoint`, and that port.
+    fn proxy(
+        endpoint: SocketAddr,
+        reply_timeout: Option<Duration>,
+    ) -> (Arc<UdpProxy>, Arc<Router>, u16) {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let registry = Registry::new(UpstreamSettings::default());
+        let router = Arc::new(Router::link(
+            Arc::new(table(port, endpoint, reply_timeout)),
+            &registry,
+        ));
+        let listener: L4Listener = format!("127.0.0.1:{port}/udp").parse().unwrap();
+        let proxy = Arc::new(UdpProxy::new(
+            &[listener],
+            router.clone(),
+            CancellationToken::new(),
+            UdpMetrics::new(&Metrics::default()),
+        ));
+        proxy.publish(router.clone());
+        (proxy, router, port)
+    }
+
+    /// A socket that answers every datagram (`echo`) or none.
+    async fn backend(echo: bool) -> SocketAddr {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                if echo {
+                    let _ = socket.send_to(&buf[..n], from).await;
+                }
+            }
+        });
+        addr
+    }
+
+    async fn send(port: u16) -> UdpSocket {
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.send_to(b"ping", ("127.0.0.1", port)).await.unwrap();
+        client
+    }
+
+    fn failures(router: &Router) -> u32 {
+        router.backends[0].endpoint_states()[0].consecutive_failures()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_session_ends_after_the_idle_timeout() {
+        let (proxy, _router, port) = proxy(backend(true).await, None);
+        let client = send(port).await;
+        let mut buf = [0u8; 16];
+        let (n, _) = client.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"ping");
+        assert_eq!(proxy.open_sessions(), 1);
+        tokio::time::sleep(IDLE - Duration::from_secs(2)).await;
+        assert_eq!(proxy.open_sessions(), 1);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert_eq!(proxy.open_sessions(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_datagram_keeps_the_session_alive() {
+        let (proxy, _router, port) = proxy(backend(true).await, None);
+        let client = send(port).await;
+        let mut buf = [0u8; 16];
+        for _ in 0..3 {
+            client.recv_from(&mut buf).await.unwrap();
+            tokio::time::sleep(IDLE / 2).await;
+            client.send_to(b"ping", ("127.0.0.1", port)).await.unwrap();
+        }
+        client.recv_from(&mut buf).await.unwrap();
+        assert_eq!(proxy.open_sessions(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_refuses_ends_the_session_with_a_failure() {
+        // Nothing listens there: the kernel answers "port unreachable".
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let (proxy, router, port) = proxy(closed, None);
+        let _client = send(port).await;
+        for _ in 0..200 {
+            if failures(&router) == 1 && proxy.open_sessions() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "failures {}, sessions {}",
+            failures(&router),
+            proxy.open_sessions()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_datagram_ends_the_session_after_the_reply_timeout() {
+        let (proxy, router, port) = proxy(backend(false).await, Some(Duration::from_secs(2)));
+        let _client = send(port).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(proxy.open_sessions(), 1);
+        assert_eq!(failures(&router), 0);
+        // Noticed within a tick (a quarter of the reply timeout).
+        tokio::time::sleep(Duration::from_secs(1) + Duration::from_millis(100)).await;
+        assert_eq!(proxy.open_sessions(), 0);
+        assert_eq!(failures(&router), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_reply_timeout_an_unanswered_datagram_is_no_failure() {
+        let (proxy, router, port) = proxy(backend(false).await, None);
+        let _client = send(port).await;
+        tokio::time::sleep(IDLE / 2).await;
+        assert_eq!(proxy.open_sessions(), 1);
+        assert_eq!(failures(&router), 0);
     }
 }
