@@ -13,6 +13,7 @@ mod cluster;
 mod common;
 mod delivery;
 mod secrets;
+mod udp;
 
 use std::time::{Duration, Instant};
 
