@@ -69,3 +69,8 @@ callgrind:
 bench-tls:
     cargo build --release
     bash bench/tls.sh target/release/tidegate
+
+# L4 against HAProxy and nginx stream: TCP throughput and UDP datagrams/s (CPU per GB, per datagram).
+bench-l4:
+    cargo build --release
+    bash bench/l4.sh target/release/tidegate

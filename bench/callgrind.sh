@@ -14,16 +14,16 @@ N1=${N1:-500}; N2=${N2:-2500}
 for tool in valgrind nginx python3 curl; do
   command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install -y valgrind nginx curl)" >&2; exit 1; }
 done
-W=$(mktemp -d "${TMPDIR:-/tmp}/tidegate-cg.XXXXXX")
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_workdir cg
 UP=$(port); HTTP=$(port); ADMIN=$(port)
 cat > "$W/nginx.conf" <<NGINX
 worker_processes 1; daemon off; pid $W/nginx.pid; error_log $W/nginx.err;
 events { worker_connections 1024; }
 http { access_log off; server { listen 127.0.0.1:$UP; location / { return 200 "$(printf 'x%.0s' $(seq 100))"; } } }
 NGINX
-nginx -c "$W/nginx.conf" & NGINX_PID=$!
-trap 'kill $NGINX_PID 2>/dev/null; rm -rf "$W"' EXIT
+nginx -c "$W/nginx.conf" & PIDS+=($!)
 mkdir -p "$W/config"
 cat > "$W/config/all.yaml" <<YAML
 apiVersion: tidegate.dev/v1alpha1

@@ -29,18 +29,9 @@ for tool in redis-server nginx wrk python3 curl; do
 done
 [ -x "$BIN" ] || { echo "no $BIN: cargo build --release" >&2; exit 1; }
 
-W=$(mktemp -d "${TMPDIR:-/tmp}/tidegate-rl.XXXXXX")
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "nothing on :$1" >&2; exit 1; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_workdir rl
 
 UP=$(port); REDIS=$(port)
 cat > "$W/nginx.conf" <<NGINX

@@ -34,16 +34,11 @@ if [[ ${SKIP_BUILD:-0} != 1 ]]; then
 fi
 TIDEGATE=${TIDEGATE:-$ROOT/target/release/tidegate}
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/tidegate-scale.XXXXXX")
-PIDS=()
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
+bench_workdir scale
+WORK=$W
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP=$(port); TG=$(port); TG_ADMIN=$(port); NGX=$(port)
 BODY="tidegate scale upstream: a fixed 100-byte body (newline included) so every proxy moves equal"
 

@@ -41,19 +41,10 @@ LOAD=target/release/examples/tls_load
 (($(nproc) >= 2)) || { echo "needs at least 2 CPUs" >&2; exit 1; }
 ulimit -n 65536 2>/dev/null || true
 
-W=$(mktemp -d "${TMPDIR:-/tmp}/tidegate-tls.XXXXXX")
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+bench_workdir tls
 taskset -cp "$LOAD_CPU" $$ >/dev/null
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "nothing on :$1" >&2; exit 1; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
 
 # --- certificate: a CA and a leaf for bench.test ---
 case $KEY in

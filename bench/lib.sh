@@ -1,0 +1,36 @@
+# shellcheck shell=bash
+# Helpers the bench scripts share; `source bench/lib.sh` from the repository root.
+#
+#   port                  a free loopback TCP port (printed)
+#   wait_port PORT        until something accepts on 127.0.0.1:PORT (15 s), else exit 1
+#   cpu_ticks PID         the process's CPU so far (utime + stime, in ticks of $HZ per second)
+#   bench_workdir NAME    W: a fresh directory; on exit every PID in PIDS is killed and W removed
+
+# shellcheck disable=SC2034 # read by the scripts that source this file
+HZ=$(getconf CLK_TCK)
+PIDS=()
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_port() {
+  for _ in $(seq 1 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing on :$1" >&2
+  exit 1
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+bench_cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ -n "${W:-}" ]; then rm -rf "$W"; fi
+}
+
+bench_workdir() {
+  W=$(mktemp -d "${TMPDIR:-/tmp}/tidegate-$1.XXXXXX")
+  trap bench_cleanup EXIT
+}
