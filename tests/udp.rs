@@ -22,10 +22,19 @@ struct Running(Binary);
 
 impl Running {
     fn start(config: &Path, udp: &[u16], tcp: &[u16]) -> Self {
+        Self::start_with(config, udp, tcp, &[])
+    }
+
+    fn start_with(config: &Path, udp: &[u16], tcp: &[u16], extra: &[&str]) -> Self {
         let mut ports: Vec<String> = udp.iter().map(|p| format!("127.0.0.1:{p}/udp")).collect();
         ports.extend(tcp.iter().map(|p| format!("127.0.0.1:{p}/tcp")));
         let ports = ports.join(",");
-        Self(Binary::run(config).args(&["--l4-ports", &ports]).start())
+        Self(
+            Binary::run(config)
+                .args(&["--l4-ports", &ports])
+                .args(extra)
+                .start(),
+        )
     }
 
     /// The value of the metric line that starts with `prefix` (0 when absent).
@@ -465,4 +474,150 @@ async fn removing_a_udp_route_closes_its_port_and_ends_its_sessions_without_touc
         .await,
         1.0
     );
+}
+
+/// A UDP echo on `ip` that answers `tag:` and the datagram.
+async fn tagged_udp_echo(ip: &str, tag: &'static str) -> SocketAddr {
+    let socket = UdpSocket::bind((ip, 0)).await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let reply = [tag.as_bytes(), b":", &buf[..n]].concat();
+            let _ = socket.send_to(&reply, from).await;
+        }
+    });
+    addr
+}
+
+/// An HTTP health endpoint on `ip:port`: 200 while `healthy`, else 503.
+async fn health_server(
+    ip: &str,
+    port: u16,
+    healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((ip, port)).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let healthy = healthy.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let status = match healthy.load(std::sync::atomic::Ordering::Relaxed) {
+                    true => "200 OK",
+                    false => "503 Service Unavailable",
+                };
+                let _ = s
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+}
+
+#[tokio::test]
+async fn an_http_probe_on_another_port_takes_an_endpoint_out_of_rotation() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let a = tagged_udp_echo("127.0.0.2", "a").await;
+    let b = tagged_udp_echo("127.0.0.3", "b").await;
+    // The same health port on both hosts.
+    let health = free_port();
+    let b_healthy = Arc::new(AtomicBool::new(true));
+    health_server("127.0.0.2", health, Arc::new(AtomicBool::new(true))).await;
+    health_server("127.0.0.3", health, b_healthy.clone()).await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write(
+        "b.yaml",
+        &udp_backend(
+            "echo",
+            &[a, b],
+            &format!(
+                "  healthCheck: {{ active: {{ port: {health}, http: {{ path: /healthz }}, interval: 200ms, timeout: 100ms, healthyThreshold: 1, unhealthyThreshold: 1 }} }}\n"
+            ),
+        ),
+    );
+    dir.write("r.yaml", &udp_route("echo", port, "echo", ""));
+    let gw = Running::start(dir.path(), &[port], &[]);
+    // Round robin over both while both are healthy (a new client socket is a new session).
+    let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    eventually(
+        Duration::from_secs(10),
+        "both endpoints to answer",
+        || async {
+            let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            client.send_to(b"q", ("127.0.0.1", port)).await.unwrap();
+            let mut buf = [0u8; 64];
+            if let Ok(Ok((n, _))) =
+                tokio::time::timeout(Duration::from_millis(300), client.recv_from(&mut buf)).await
+            {
+                let mut seen = seen.lock().unwrap();
+                seen.insert(String::from_utf8_lossy(&buf[..n]).into_owned());
+                return (seen.len() == 2).then_some(());
+            }
+            None
+        },
+    )
+    .await;
+    b_healthy.store(false, Ordering::Relaxed);
+    let dead = b.to_string();
+    eventually(Duration::from_secs(10), "b's probe to fail", || async {
+        let v: serde_json::Value = serde_json::from_str(&gw.0.admin("/backends").await).ok()?;
+        let endpoints = v.as_array()?.first()?["endpoints"].as_array()?.clone();
+        endpoints
+            .iter()
+            .any(|e| e["address"] == dead.as_str() && e["activeHealthy"] == false)
+            .then_some(())
+    })
+    .await;
+    for _ in 0..10 {
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        assert!(echo_through_tagged(&client, port, "a:q").await);
+    }
+}
+
+/// Sends `q` through the gateway's `port` and whether `want` comes back.
+async fn echo_through_tagged(socket: &UdpSocket, port: u16, want: &str) -> bool {
+    socket.send_to(b"q", ("127.0.0.1", port)).await.unwrap();
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf)).await {
+        Ok(Ok((n, _))) => &buf[..n] == want.as_bytes(),
+        _ => false,
+    }
+}
+
+#[tokio::test]
+async fn on_sigterm_a_quiet_session_ends_without_waiting_for_the_drain_timeout() {
+    let echo = udp_echo().await;
+    let port = free_port();
+    let dir = ConfigDir::new();
+    dir.write("b.yaml", &udp_backend("echo", &[echo], ""));
+    dir.write(
+        "r.yaml",
+        &udp_route("echo", port, "echo", "idleTimeout: 10m"),
+    );
+    let mut gw = Running::start_with(dir.path(), &[port], &[], &["--drain-timeout", "60s"]);
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    eventually(Duration::from_secs(10), "the echo", || async {
+        echo_through(&client, port, b"hi", Duration::from_millis(300))
+            .await
+            .then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    gw.0.signal("TERM");
+    // The session is quiet: it ends about a second after the drain starts, and the gateway
+    // exits long before its 60 s drain timeout (or the 10 min idle timeout).
+    let status = gw.0.wait_exit(Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    // The port no longer answers.
+    assert!(!echo_through(&client, port, b"hi", Duration::from_millis(300)).await);
 }

@@ -225,6 +225,11 @@ pub struct ActiveHealthCheck {
     /// A TCP connect probe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<Empty>,
+    /// The port probed on each endpoint's host (default: the endpoint's own port). For a UDP
+    /// Backend: a TCP or HTTP port the same hosts serve (a health or admin port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub port: Option<u16>,
     /// Time between probes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<Duration>,

@@ -116,6 +116,9 @@ pub enum ProbeKind {
 pub struct ActiveHealthCheck {
     /// The probe.
     pub probe: ProbeKind,
+    /// The port probed on each endpoint's host; `None`: the endpoint's own port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     /// Time between probes (jittered by up to 10%).
     #[serde(serialize_with = "super::ser::plain_duration")]
     pub interval: Duration,

@@ -536,8 +536,12 @@ fn active_check(a: &api::ActiveHealthCheck, f: &mut Findings<'_>) -> Option<Acti
     if timeout > interval {
         f.invalid(format!("{at}.timeout"), "cannot be longer than interval");
     }
+    if a.port == Some(0) {
+        f.invalid(format!("{at}.port"), "must be 1-65535");
+    }
     Some(ActiveHealthCheck {
         probe,
+        port: a.port,
         interval,
         timeout,
         healthy_threshold: at_least_one(

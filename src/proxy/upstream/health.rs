@@ -99,7 +99,12 @@ pub async fn run(
         Prober::Builtin(c) => Some(ProbeClient::Plain(c.clone())),
         Prober::Tls(tls, protocol, probes) => {
             let made = match probes {
-                Some(p) => p.client(*protocol, tls, &endpoint.endpoint.address, check.timeout),
+                Some(p) => p.client(
+                    *protocol,
+                    tls,
+                    &probe_address(&endpoint.endpoint.address, check.port),
+                    check.timeout,
+                ),
                 None => Err("this gateway makes no TLS clients for health probes".to_owned()),
             };
             if let Err(e) = &made {
@@ -148,6 +153,14 @@ pub async fn run(
     }
 }
 
+/// Where an endpoint is probed: its `host:port`, or its host at `port`.
+fn probe_address(address: &str, port: Option<u16>) -> std::borrow::Cow<'_, str> {
+    match (port, address.rsplit_once(':')) {
+        (Some(port), Some((host, _))) => format!("{host}:{port}").into(),
+        _ => address.into(),
+    }
+}
+
 /// A random duration up to `max`.
 fn jitter(max: Duration) -> Duration {
     let ms = max.as_millis() as u64;
@@ -159,7 +172,7 @@ fn jitter(max: Duration) -> Duration {
 }
 
 async fn probe(endpoint: &EndpointState, check: &ActiveHealthCheck, client: &ProbeClient) -> bool {
-    let address = &*endpoint.endpoint.address;
+    let address = &*probe_address(&endpoint.endpoint.address, check.port);
     let attempt = async {
         match &check.probe {
             // A TCP probe checks that the port accepts connections, TLS backend or not.
@@ -207,4 +220,17 @@ async fn probe(endpoint: &EndpointState, check: &ActiveHealthCheck, client: &Pro
     tokio::time::timeout(check.timeout, attempt)
         .await
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::probe_address;
+
+    #[test]
+    fn a_probe_port_replaces_the_endpoints_port() {
+        assert_eq!(probe_address("10.0.0.1:53", None), "10.0.0.1:53");
+        assert_eq!(probe_address("10.0.0.1:53", Some(8080)), "10.0.0.1:8080");
+        assert_eq!(probe_address("[::1]:53", Some(8080)), "[::1]:8080");
+        assert_eq!(probe_address("dns.local:53", Some(9153)), "dns.local:9153");
+    }
 }
