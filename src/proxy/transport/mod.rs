@@ -14,6 +14,7 @@ pub mod error;
 pub mod h1;
 pub mod l4;
 pub mod listener;
+pub mod proxy_protocol;
 pub mod redis;
 pub mod sni;
 pub mod tls;
