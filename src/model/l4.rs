@@ -11,6 +11,16 @@ use serde::Serialize;
 use super::ObjectRef;
 use super::table::{Action, Target, WeightedBackend};
 
+/// The PROXY protocol version written to a Backend at the start of each connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ProxyProtocolVersion {
+    /// The text header (`PROXY TCP4 ...`).
+    V1,
+    /// The binary header.
+    V2,
+}
+
 /// The transport of an L4 port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "UPPERCASE")]

@@ -10,9 +10,16 @@
 //! socket's addresses. v2 TLVs are checked for framing and skipped.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
+
+use crate::model::Cidr;
+use crate::telemetry::metrics::ProxyProtocolLabels;
 
 /// The 12 bytes every v2 header starts with.
 pub const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -263,7 +270,10 @@ async fn read_from<S: AsyncRead + Unpin>(
 /// and one read; otherwise it is read in the exact pieces its format announces.
 pub async fn read_tcp(stream: &mut TcpStream) -> Result<Header, Invalid> {
     let mut peeked = [0u8; PEEK];
-    let n = stream.peek(&mut peeked).await.map_err(|_| Invalid::Timeout)?;
+    let n = stream
+        .peek(&mut peeked)
+        .await
+        .map_err(|_| Invalid::Timeout)?;
     if n == 0 {
         return Err(Invalid::Timeout);
     }
@@ -281,12 +291,97 @@ pub async fn read_tcp(stream: &mut TcpStream) -> Result<Header, Invalid> {
     }
 }
 
+/// Who a connection is from, as the rest of the gateway sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// The client: the socket peer, or the source a PROXY header gave.
+    pub client: SocketAddr,
+    /// The address the client connected to, when a PROXY header gave it (else the socket's
+    /// local address, asked for only when needed).
+    pub destination: Option<SocketAddr>,
+}
+
+impl Origin {
+    /// A connection taken as it is.
+    pub fn direct(peer: SocketAddr) -> Self {
+        Self {
+            client: peer,
+            destination: None,
+        }
+    }
+}
+
+/// The PROXY protocol side of the listeners: which peers must start with a header, and how
+/// long they have to send it.
+#[derive(Clone, Default)]
+pub struct ProxyProtocolFrom {
+    from: Arc<[Cidr]>,
+    timeout: Duration,
+    rejected: Family<ProxyProtocolLabels, Counter>,
+}
+
+impl ProxyProtocolFrom {
+    /// Headers required from peers in `from`, within `timeout`; refusals counted in `rejected`.
+    pub fn new(
+        from: Vec<Cidr>,
+        timeout: Duration,
+        rejected: Family<ProxyProtocolLabels, Counter>,
+    ) -> Self {
+        Self {
+            from: from.into(),
+            timeout,
+            rejected,
+        }
+    }
+
+    /// Who a new connection from `peer` on `listener` (`http`, `https`, `l4`) is from; `None`
+    /// when a listed peer sent no valid header in time (counted and logged; the caller closes
+    /// the connection). Other peers are taken as they are, whatever they send.
+    pub async fn accept(
+        &self,
+        stream: &mut TcpStream,
+        peer: SocketAddr,
+        listener: &'static str,
+    ) -> Option<Origin> {
+        if self.from.is_empty()
+            || !self
+                .from
+                .iter()
+                .any(|c| c.contains(peer.ip().to_canonical()))
+        {
+            return Some(Origin::direct(peer));
+        }
+        let read = tokio::time::timeout(self.timeout, read_tcp(stream)).await;
+        match read.unwrap_or(Err(Invalid::Timeout)) {
+            Ok(Header::Proxied {
+                source,
+                destination,
+            }) => Some(Origin {
+                client: source,
+                destination: Some(destination),
+            }),
+            Ok(Header::Local) => Some(Origin::direct(peer)),
+            Err(why) => {
+                tracing::info!(%peer, listener, reason = why.as_str(), "connection refused: no valid PROXY protocol header");
+                self.rejected
+                    .get_or_create(&ProxyProtocolLabels {
+                        listener,
+                        reason: why.as_str(),
+                    })
+                    .inc();
+                None
+            }
+        }
+    }
+}
+
 /// The transport a v2 header names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     /// TCP.
     Stream,
     /// UDP.
+    #[allow(dead_code, reason = "UDP Routes write it; not wired yet")]
     Datagram,
 }
 
@@ -501,7 +596,11 @@ mod tests {
             // An IPv4 block too short for its addresses.
             v2(1, 0x11, &[1, 2, 3, 4]),
             // A TLV longer than what is left.
-            v2(1, 0x11, &[1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 0, 2, 0x01, 0x00, 0x09, b'x']),
+            v2(
+                1,
+                0x11,
+                &[1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 0, 2, 0x01, 0x00, 0x09, b'x'],
+            ),
             // Half a TLV header.
             v2(1, 0x11, &[1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 0, 2, 0x01]),
         ] {
