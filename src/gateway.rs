@@ -294,6 +294,10 @@ impl GatewayBuilder {
         proxy_config.l4_ports = self.l4_ports.clone();
         let mut compile = self.compile;
         compile.l4_ports = self.l4_ports;
+        compile.https = match https_addr {
+            Some(a) => crate::controller::compile::HttpsListener::Port(a.port()),
+            None => crate::controller::compile::HttpsListener::Off,
+        };
         compile.global_rate_limits = proxy_config.redis.is_some();
         let with_redis = proxy_config.redis.is_some();
         if let Some(a) = https_addr {

@@ -95,8 +95,8 @@ pub struct L4Route {
     pub label: Arc<str>,
     /// Its transport.
     pub protocol: L4Protocol,
-    /// The gateway port (one of `--l4-ports`) it listens on; 0 for TLS passthrough (the
-    /// HTTPS listener).
+    /// The gateway port (one of `--l4-ports`) it listens on; for TLS passthrough the HTTPS
+    /// listener's (0 when not known, as in `tidegate validate`).
     pub port: u16,
     /// TLS passthrough: the server names (exact, or `*.` wildcards) it takes.
     #[serde(skip_serializing_if = "Vec::is_empty")]
