@@ -393,3 +393,47 @@ fn proxy_protocol_on_an_http_backend_is_refused() {
         "{text}"
     );
 }
+
+/// From a listed peer: v2 `LOCAL` (a load balancer's own health check) is served as the peer
+/// itself, and a malformed header closes the connection with its reason counted.
+#[tokio::test]
+async fn local_keeps_the_peer_and_a_malformed_header_is_refused() {
+    let up = Upstream::start("up").await;
+    let ca = Ca::new();
+    let cfg = http_config(&up, &ca);
+    let gw = Binary::run(cfg.path())
+        .access_log()
+        .args(&["--proxy-protocol-from", "127.0.0.1/32"])
+        .start()
+        .ready()
+        .await;
+    let exchange = |header: &'static [u8]| async move {
+        let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+        s.write_all(header).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+        String::from_utf8_lossy(&answer).into_owned()
+    };
+    let local = exchange(b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00").await;
+    assert!(local.starts_with("HTTP/1.1 200"), "{local}");
+    let bad = exchange(b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 80\r\n").await;
+    assert_eq!(bad, "", "closed without an answer");
+    assert_eq!(
+        metric(
+            &gw,
+            "tidegate_proxy_protocol_rejected_total{listener=\"http\",reason=\"malformed_v1\"}"
+        )
+        .await,
+        1.0
+    );
+    let clients = eventually(Duration::from_secs(5), "an access-log line", || async {
+        let c = logged_clients(&gw);
+        (!c.is_empty()).then_some(c)
+    })
+    .await;
+    assert_eq!(clients, ["127.0.0.1"]);
+    assert_eq!(up.hits(), 1);
+}
