@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::binary::{BIN, Binary};
 use common::dnsmasq::free_port;
-use common::tls::{Ca, secret_yaml};
+use common::tls::{Ca, Leaf, secret_yaml};
 use common::{ConfigDir, Upstream, backend_yaml, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -240,17 +240,21 @@ async fn a_header_from_a_peer_not_listed_is_not_trusted() {
 }
 
 /// A foreground nginx whose servers read PROXY headers (`listen ... proxy_protocol`), answer
-/// and log `$proxy_protocol_addr`; killed on drop.
+/// and log `$proxy_protocol_addr`: `port` in plain HTTP, `tls_port` over TLS with `leaf`;
+/// killed on drop.
 struct Nginx {
     child: Child,
     port: u16,
+    tls_port: u16,
     dir: tempfile::TempDir,
 }
 
 impl Nginx {
-    async fn start() -> Self {
+    async fn start(leaf: &Leaf) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        std::fs::write(dir.path().join("server.crt"), &leaf.cert).unwrap();
+        std::fs::write(dir.path().join("server.key"), &leaf.key).unwrap();
+        let (port, tls_port) = (free_port(), free_port());
         let d = dir.path().display();
         let conf = format!(
             r#"worker_processes 1;
@@ -271,6 +275,12 @@ http {{
     listen 127.0.0.1:{port} proxy_protocol;
     location / {{ return 200 "client=$proxy_protocol_addr server=$proxy_protocol_server_addr:$proxy_protocol_server_port\n"; }}
   }}
+  server {{
+    listen 127.0.0.1:{tls_port} ssl proxy_protocol;
+    ssl_certificate {d}/server.crt;
+    ssl_certificate_key {d}/server.key;
+    location / {{ return 200 "tls client=$proxy_protocol_addr server=$proxy_protocol_server_addr:$proxy_protocol_server_port\n"; }}
+  }}
 }}
 "#
         );
@@ -284,13 +294,20 @@ http {{
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap_or_else(|e| panic!("nginx runs ({NEEDS}): {e}"));
-        eventually(Duration::from_secs(10), "nginx listens", || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-        })
-        .await;
-        Self { child, port, dir }
+        for port in [port, tls_port] {
+            eventually(Duration::from_secs(10), "nginx listens", || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+            })
+            .await;
+        }
+        Self {
+            child,
+            port,
+            tls_port,
+            dir,
+        }
     }
 
     /// The addresses nginx logged, one per request.
@@ -326,7 +343,7 @@ fn l4_config(dir: &Path, nginx: u16, v1_port: u16, v2_port: u16) {
 #[tokio::test]
 #[ignore = "needs haproxy and nginx (scripts/test.sh installs them)"]
 async fn nginx_behind_a_tcp_route_reads_the_client_we_send() {
-    let nginx = Nginx::start().await;
+    let nginx = Nginx::start(&Ca::new().leaf("n", &["n"])).await;
     let (v1_port, v2_port) = (free_port(), free_port());
     let cfg = ConfigDir::new();
     l4_config(cfg.path(), nginx.port, v1_port, v2_port);
@@ -436,4 +453,48 @@ async fn local_keeps_the_peer_and_a_malformed_header_is_refused() {
     .await;
     assert_eq!(clients, ["127.0.0.1"]);
     assert_eq!(up.hits(), 1);
+}
+
+/// A TLS Route whose Backend asks for a v1 header: nginx, behind TLS passed through, sees the
+/// client, whether it connected directly or HAProxy named it in a v2 header on the HTTPS
+/// listener (read before the ClientHello).
+#[tokio::test]
+#[ignore = "needs haproxy and nginx (scripts/test.sh installs them)"]
+async fn a_tls_route_sends_the_client_to_nginx() {
+    let ca = Ca::new();
+    let nginx = Nginx::start(&ca.leaf("db.test", &["db.test"])).await;
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "db.yaml",
+        &format!(
+            "apiVersion: tidegate.dev/v1alpha1\nkind: Backend\nmetadata: {{ name: db }}\nspec:\n  protocol: TCP\n  proxyProtocol: V1\n  endpoints: [\"127.0.0.1:{}\"]\n---\napiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: {{ name: db }}\nspec:\n  protocol: TLS\n  hostnames: [db.test]\n  backendRefs: [{{ name: db }}]\n",
+            nginx.tls_port
+        ),
+    );
+    let gw = Binary::run(cfg.path())
+        .args(&["--proxy-protocol-from", "127.0.0.1"])
+        .start()
+        .ready()
+        .await;
+    let https = gw.https.port();
+    let url = |port: u16| format!("https://db.test:{port}/");
+    let resolve = |port: u16| format!("db.test:{port}:127.0.0.1");
+    let r = curl("127.0.0.2", &url(https), Some(&resolve(https))).await;
+    assert_eq!(
+        r,
+        (
+            200,
+            format!("tls client=127.0.0.2 server=127.0.0.1:{https}\n")
+        )
+    );
+    let front = free_port();
+    let _haproxy = Haproxy::start(&[(front, gw.https, "send-proxy-v2")]).await;
+    let r = curl("127.0.0.8", &url(front), Some(&resolve(front))).await;
+    assert_eq!(
+        r,
+        (
+            200,
+            format!("tls client=127.0.0.8 server=127.0.0.1:{front}\n")
+        )
+    );
 }
