@@ -173,10 +173,6 @@ fn parse_v2(buf: &[u8]) -> Parse {
     if version != 2 || command > 1 {
         return bad;
     }
-    let (family, transport) = (buf[13] >> 4, buf[13] & 0x0f);
-    if family > 3 || transport > 2 {
-        return bad;
-    }
     let payload = usize::from(u16::from_be_bytes([buf[14], buf[15]]));
     if payload > MAX_V2_PAYLOAD {
         return Parse::Invalid(Invalid::TooLarge);
@@ -185,21 +181,25 @@ fn parse_v2(buf: &[u8]) -> Parse {
     let Some(body) = buf.get(16..len) else {
         return Parse::Partial(len);
     };
+    // LOCAL (the load balancer speaking for itself) and AF_UNSPEC: the specification has the
+    // receiver discard the whole block, family included.
+    let (family, transport) = (buf[13] >> 4, buf[13] & 0x0f);
+    if command == 0 || family == 0 {
+        return Parse::Complete(Header::Local, len);
+    }
+    if family > 3 || transport > 2 {
+        return bad;
+    }
     let addresses = match family {
         1 => 12,
         2 => 36,
-        3 => 216,
-        _ => 0,
+        _ => 216,
     };
     let Some(tlvs) = body.get(addresses..) else {
         return bad;
     };
     if !tlvs_well_formed(tlvs) {
         return bad;
-    }
-    // LOCAL: the load balancer speaking for itself, whatever the address block says.
-    if command == 0 {
-        return Parse::Complete(Header::Local, len);
     }
     let header = match family {
         1 => {
@@ -218,7 +218,7 @@ fn parse_v2(buf: &[u8]) -> Parse {
                 destination: SocketAddr::new(ip(16), port(34)),
             }
         }
-        // UNIX sockets and AF_UNSPEC carry no address a client IP can come from.
+        // UNIX sockets carry no address a client IP can come from.
         _ => Header::Local,
     };
     Parse::Complete(header, len)
@@ -567,8 +567,15 @@ mod tests {
         assert_eq!(parse(&v2(0, 0x00, &[])), Parse::Complete(Header::Local, 16));
         let h = v2(0, 0x11, &[1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 0, 2]);
         assert_eq!(parse(&h), Parse::Complete(Header::Local, 28));
-        // AF_UNSPEC with PROXY: no addresses.
+        // LOCAL's block is discarded unread, whatever it holds.
+        let h = v2(0, 0x4f, &[0xff, 0xff, 0xff]);
+        assert_eq!(parse(&h), Parse::Complete(Header::Local, 19));
+        // AF_UNSPEC with PROXY: no addresses; its block is discarded too.
         assert_eq!(parse(&v2(1, 0x00, &[])), Parse::Complete(Header::Local, 16));
+        assert_eq!(
+            parse(&v2(1, 0x00, &[9, 9])),
+            Parse::Complete(Header::Local, 18)
+        );
     }
 
     #[test]
