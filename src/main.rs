@@ -319,18 +319,18 @@ fn validate(args: ValidateArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let table = compile(
-        &snap,
-        &CompileOptions {
-            ingress_class: args.ingress_class,
-            global_rate_limits: args.redis_url.is_some_and(|u| !u.is_empty()),
-            controller_name: args.controller_name,
-            discovery: mode == Mode::Kubernetes,
-            l4_ports: args.l4_ports,
-            ..CompileOptions::default()
-        },
-    )
-    .table;
+    let opts = CompileOptions {
+        ingress_class: args.ingress_class,
+        global_rate_limits: args.redis_url.is_some_and(|u| !u.is_empty()),
+        controller_name: args.controller_name,
+        discovery: mode == Mode::Kubernetes,
+        l4_ports: args.l4_ports,
+        ..CompileOptions::default()
+    };
+    // The files the objects name (CA bundles, client certificates) are checked too.
+    let mut snap = snap;
+    tidegate::controller::files::fill(&opts, &mut snap);
+    let table = compile(&snap, &opts).table;
     for d in &table.diagnostics {
         println!("{d}");
     }

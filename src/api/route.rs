@@ -103,12 +103,17 @@ pub struct RouteTls {
 #[schemars(transform = cel::client_validation)]
 pub struct ClientValidation {
     /// A Secret in the Route's namespace whose `ca.crt` holds the CAs that sign client
-    /// certificates (any type; set this or `caConfigMapRef`).
+    /// certificates (any type; set exactly one of this, `caConfigMapRef` or `caFile`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<LocalObjectRef>,
     /// A ConfigMap in the Route's namespace whose `ca.crt` holds those CAs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_config_map_ref: Option<LocalObjectRef>,
+    /// A PEM file on the gateway's filesystem holding those CAs (standalone, or a volume
+    /// mounted into the gateway's pod); followed when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_PATH_LEN))]
+    pub ca_file: Option<String>,
     /// `Require` (default): requests without a valid client certificate are refused.
     /// `Optional`: a certificate is asked for; one that is sent must be valid.
     #[serde(default)]

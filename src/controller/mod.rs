@@ -4,6 +4,7 @@ pub mod code;
 pub mod compile;
 pub mod dns;
 pub mod file;
+pub mod files;
 #[cfg(feature = "kubernetes")]
 pub mod kube;
 /// Without the `kubernetes` feature, of Kubernetes mode only the index and the EndpointSlice

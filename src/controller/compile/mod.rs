@@ -29,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::model::{Diagnostic, ObjectRef, Reason, RoutingTable, Severity};
 
 use super::snapshot::{Accepted, Obj, Snapshot};
-pub use tls::{AcceptedCertificates, parse_certificate};
+pub use tls::{AcceptedCaFiles, AcceptedCertificates, parse_certificate};
 
 /// Settings that shape compilation but are not objects.
 #[derive(Clone, Debug)]
@@ -213,7 +213,7 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
         d.in_file(file.as_deref())
     }));
 
-    let (tls, certificates) = tls::build(
+    let (tls, certificates, ca_files) = tls::build(
         certificates.into_inner(),
         opts,
         &accepted,
@@ -221,6 +221,7 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
         &mut diags,
     );
     accepted.certificates = certificates;
+    accepted.ca_files = ca_files;
     let mut shadowed = Vec::new();
     l4::shadowed_certificates(&l4_routes, &tls, &mut shadowed);
     diags.extend(shadowed.into_iter().map(|d| {

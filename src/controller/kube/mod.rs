@@ -161,6 +161,7 @@ pub fn start(
     publish: Publish,
     telemetry: Arc<Telemetry>,
     mut reload: tokio::sync::mpsc::Receiver<()>,
+    file_watch: Option<crate::controller::files::FileWatch>,
     stop: CancellationToken,
 ) {
     let mut dns_changes = dns.subscribe();
@@ -244,6 +245,7 @@ pub fn start(
         publish,
         published_tx,
         opts.debounce,
+        file_watch,
         stop.clone(),
     ));
     tokio::spawn(status_loop(
@@ -617,6 +619,7 @@ async fn endpoint_slices(
 }
 
 /// Recompiles when the index changes (after `debounce` of quiet), once every kind is listed.
+#[allow(clippy::too_many_arguments)]
 async fn compile_loop(
     shared: Arc<Shared>,
     client: kube::Client,
@@ -624,6 +627,7 @@ async fn compile_loop(
     publish: Publish,
     published: tokio_watch::Sender<Option<Arc<Published>>>,
     debounce: Duration,
+    mut file_watch: Option<crate::controller::files::FileWatch>,
     stop: CancellationToken,
 ) {
     let mut accepted = Accepted::default();
@@ -667,7 +671,10 @@ async fn compile_loop(
             idx.snapshot(accepted.clone())
         };
         let mut snap = snap;
-        snap.files = crate::controller::file::read_certificate_files(&opts);
+        let files = crate::controller::files::fill(&opts, &mut snap);
+        if let Some(w) = &mut file_watch {
+            w.follow(&files);
+        }
         let triggered_by: Vec<Watched> =
             std::mem::take(&mut *shared.dirty.lock().unwrap_or_else(|e| e.into_inner()))
                 .into_iter()
