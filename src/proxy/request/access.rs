@@ -18,6 +18,8 @@ mod mechanism {
     pub const BASIC: &str = "basic";
     pub const JWT: &str = "jwt";
     pub const EXT_AUTHZ: &str = "ext_authz";
+    /// Authentication whose Secret does not resolve.
+    pub const UNRESOLVED: &str = "unresolved";
 }
 
 /// `result` labels.
@@ -97,6 +99,14 @@ pub async fn check(
         } else {
             count(mechanism::CORS, result::UNKNOWN_ORIGIN);
         }
+    }
+    if access.unresolved.is_some() {
+        count(mechanism::UNRESOLVED, result::DENIED);
+        return Err(denied(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            reason::UNRESOLVED_AUTHENTICATION,
+            HeaderMap::new(),
+        ));
     }
     if let Some(basic) = &access.basic {
         if !basic_auth::verify(basic, req.headers()).await {

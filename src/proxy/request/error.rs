@@ -157,6 +157,9 @@ impl ProxyError {
                 let body = match d.status {
                     StatusCode::UNAUTHORIZED => "unauthorized\n",
                     StatusCode::SERVICE_UNAVAILABLE => "authentication unavailable\n",
+                    StatusCode::INTERNAL_SERVER_ERROR => {
+                        "the authentication of this route does not resolve\n"
+                    }
                     _ => "forbidden\n",
                 };
                 let mut resp = text(status, body.to_owned());
