@@ -125,44 +125,49 @@ pub async fn check(
         count(mechanism::BASIC, result::ALLOWED);
     }
     if let Some(jwt) = &access.jwt {
-        if let Err(why) = jwt::verify(jwt, req.headers_mut()) {
-            let unavailable = why == jwt::Refused::KeysUnavailable;
-            count(
-                mechanism::JWT,
-                if unavailable {
-                    result::UNAVAILABLE
-                } else {
-                    result::DENIED
-                },
-            );
-            let (status, reason, challenge) = match why {
-                jwt::Refused::Missing => (
-                    StatusCode::UNAUTHORIZED,
-                    reason::UNAUTHENTICATED,
-                    jwt.challenge.clone(),
-                ),
-                jwt::Refused::Invalid => (
-                    StatusCode::UNAUTHORIZED,
-                    reason::UNAUTHENTICATED,
-                    with_error(&jwt.challenge, "invalid_token"),
-                ),
-                jwt::Refused::Claims => (
-                    StatusCode::FORBIDDEN,
-                    reason::FORBIDDEN_CLAIMS,
-                    with_error(&jwt.challenge, "insufficient_scope"),
-                ),
-                jwt::Refused::KeysUnavailable => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    reason::JWKS_UNAVAILABLE,
-                    jwt.challenge.clone(),
-                ),
-            };
-            let mut headers = HeaderMap::new();
-            headers.insert(header::WWW_AUTHENTICATE, challenge);
-            if let Some(cors) = &access.cors {
-                respond(cors, origin.as_ref(), &mut headers);
+        match jwt::verify(jwt, req.headers_mut()) {
+            Ok(claims) => {
+                req.extensions_mut().insert(claims);
             }
-            return Err(denied(status, reason, headers));
+            Err(why) => {
+                let unavailable = why == jwt::Refused::KeysUnavailable;
+                count(
+                    mechanism::JWT,
+                    if unavailable {
+                        result::UNAVAILABLE
+                    } else {
+                        result::DENIED
+                    },
+                );
+                let (status, reason, challenge) = match why {
+                    jwt::Refused::Missing => (
+                        StatusCode::UNAUTHORIZED,
+                        reason::UNAUTHENTICATED,
+                        jwt.challenge.clone(),
+                    ),
+                    jwt::Refused::Invalid => (
+                        StatusCode::UNAUTHORIZED,
+                        reason::UNAUTHENTICATED,
+                        with_error(&jwt.challenge, "invalid_token"),
+                    ),
+                    jwt::Refused::Claims => (
+                        StatusCode::FORBIDDEN,
+                        reason::FORBIDDEN_CLAIMS,
+                        with_error(&jwt.challenge, "insufficient_scope"),
+                    ),
+                    jwt::Refused::KeysUnavailable => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        reason::JWKS_UNAVAILABLE,
+                        jwt.challenge.clone(),
+                    ),
+                };
+                let mut headers = HeaderMap::new();
+                headers.insert(header::WWW_AUTHENTICATE, challenge);
+                if let Some(cors) = &access.cors {
+                    respond(cors, origin.as_ref(), &mut headers);
+                }
+                return Err(denied(status, reason, headers));
+            }
         }
         count(mechanism::JWT, result::ALLOWED);
     }
