@@ -451,6 +451,17 @@ pub fn backend_tls(s: &mut Schema) {
     );
 }
 
+/// An auth service is a URL or a Backend.
+pub fn ext_auth(s: &mut Schema) {
+    add(
+        s,
+        &[(
+            format!("{} == 1", count_set(&["url", "backendRef"])),
+            "set exactly one of url or backendRef",
+        )],
+    );
+}
+
 /// A JWKS comes from one place.
 pub fn jwks_source(s: &mut Schema) {
     add(

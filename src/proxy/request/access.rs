@@ -181,6 +181,17 @@ pub async fn check(
                 }
                 return Ok(Passed::Answered(resp, reason::EXT_AUTHZ_DENIED));
             }
+            ext_auth::Outcome::BodyTooLarge => {
+                count(mechanism::EXT_AUTHZ, result::DENIED);
+                return Err(denied(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    reason::EXT_AUTHZ_BODY_TOO_LARGE,
+                    HeaderMap::new(),
+                ));
+            }
+            ext_auth::Outcome::BodyUnreadable => {
+                return Err(ProxyError::BadRequest("the request body could not be read"));
+            }
             ext_auth::Outcome::Failed(why) if ext.fail_open => {
                 tracing::debug!(route = %rule.label, error = %why, "the auth service could not be asked; failureMode Open lets the request on");
                 count(mechanism::EXT_AUTHZ, result::FAILED_OPEN);
