@@ -48,6 +48,20 @@ pub struct CompileOptions {
     pub default_certificate: Option<DefaultCertificate>,
     /// The L4 ports TCP and UDP Routes may name (`--l4-ports`).
     pub l4_ports: Vec<crate::model::L4Listener>,
+    /// The HTTPS listener TLS Routes are served on.
+    pub https: HttpsListener,
+}
+
+/// The gateway's HTTPS listener, where TLS Routes are served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HttpsListener {
+    /// Not known (`tidegate validate`): TLS Routes are accepted and show port 0.
+    #[default]
+    Unknown,
+    /// There is none (`--https-addr off`): TLS Routes are refused.
+    Off,
+    /// Bound on this port (TLS Routes show it in `/config`).
+    Port(u16),
 }
 
 /// Where the default certificate comes from (`--default-certificate`).
@@ -88,6 +102,7 @@ impl Default for CompileOptions {
             global_rate_limits: false,
             default_certificate: None,
             l4_ports: Vec::new(),
+            https: HttpsListener::Unknown,
         }
     }
 }
