@@ -198,6 +198,40 @@ fn the_deployment_is_hardened_probed_and_spread() {
     );
 }
 
+/// Files named by objects (`caFile`, `clientCertificateFiles`) and `--default-certificate
+/// CERT,KEY` come from volumes the chart mounts through `controller.extraVolumes` and
+/// `controller.extraVolumeMounts`; none by default.
+#[test]
+#[ignore = "needs helm; run scripts/test.sh"]
+fn extra_volumes_are_mounted_into_the_container() {
+    let plain = render(&[]);
+    assert!(
+        one(&plain, "Deployment")["spec"]["template"]["spec"]
+            .get("volumes")
+            .is_none()
+    );
+    assert!(container(&plain).get("volumeMounts").is_none());
+
+    let objs = render(&[
+        "controller.extraVolumes[0].name=client-ca",
+        "controller.extraVolumes[0].secret.secretName=client-ca",
+        "controller.extraVolumeMounts[0].name=client-ca",
+        "controller.extraVolumeMounts[0].mountPath=/etc/tidegate/client-ca",
+        "controller.extraVolumeMounts[0].readOnly=true",
+    ]);
+    let pod = &one(&objs, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"],
+        json!([{"name": "client-ca", "secret": {"secretName": "client-ca"}}])
+    );
+    assert_eq!(
+        container(&objs)["volumeMounts"],
+        json!([{"name": "client-ca", "mountPath": "/etc/tidegate/client-ca", "readOnly": true}])
+    );
+    let err = template(&["controller.extraVolumeMounts[0].name=client-ca"]).unwrap_err();
+    assert!(err.contains("mountPath"), "{err}");
+}
+
 #[test]
 #[ignore = "needs helm; run scripts/test.sh"]
 fn services_ingress_class_dashboard_and_service_monitor() {
