@@ -1,13 +1,8 @@
 //! Ingress (`networking.k8s.io/v1`) → rules, for Ingresses of our class.
 
-use std::sync::Arc;
-
 use crate::controller::objects::{IngressBackendInfo, IngressInfo};
 use crate::controller::snapshot::{Obj, Snapshot};
-use crate::model::{
-    Action, Diagnostic, PathMatcher, Reason, RequestMatch, Rule, Severity, Timeouts,
-    WeightedBackend,
-};
+use crate::model::{Diagnostic, Reason, Rule, Severity, WeightedBackend};
 
 use super::fields::{self, Findings};
 use super::route::Env;
@@ -57,47 +52,51 @@ pub fn compile_ingress(
         return None;
     }
     let mut f = Findings::new(id, out);
-    // One Tidegate cannot honour rejects the Ingress (ssl-redirect applies with the TLS hosts).
+    // One Tidegate cannot honour rejects the Ingress; the ones it carries become Route values,
+    // compiled by the Route compiler (as `tidegate migrate` writes them out).
     super::ingress_annotations::check(&ing.annotations, &mut f);
-    let mut rules = Vec::new();
-    let mut make = |hostnames: Vec<String>,
-                    path: PathMatcher,
-                    backend: &IngressBackendInfo,
+    let t = super::ingress_translate::translate(&ing.annotations, &mut f);
+    // The Route compiler's view of the Ingress: its identity, no Route-level settings.
+    let shell = Obj {
+        meta: obj.meta.clone(),
+        spec: crate::api::RouteSpec::default(),
+    };
+    let mut rules: Vec<Rule> = Vec::new();
+    let mut make = |hostnames: &[String],
+                    rule: crate::api::RouteRule,
+                    backend: Option<&IngressBackendInfo>,
                     at: &str,
                     f: &mut Findings<'_>| {
-        let wb = ingress_backend(id, backend, at, env, f)?;
+        let resolved = match backend {
+            Some(b) => vec![ingress_backend(id, b, &format!("{at}.backend"), env, f)?],
+            None => Vec::new(),
+        };
         let index = rules.len();
-        rules.push(Rule {
-            route: id.clone(),
+        let mut r = super::route::compile_rule(
+            &shell,
             index,
-            name: None,
-            label: Arc::from(id.key()),
+            &rule,
+            at,
             hostnames,
-            matches: vec![RequestMatch {
-                path,
-                ..RequestMatch::default()
-            }],
-            request_filters: Vec::new(),
-            response_filters: Vec::new(),
-            action: Action::forward(vec![wb]),
-            timeouts: Timeouts::default(),
-            retry: None,
-            rate_limits: Vec::new(),
-            https_redirect: false,
-            hsts: None,
-            client_validation: None,
-            access: None,
-            created: obj.meta.created,
-        });
+            env,
+            f,
+            Some(resolved),
+        )?;
+        r.https_redirect = t.force_ssl_redirect;
+        rules.push(r);
         Some(())
     };
 
+    let mut hosts_seen: Vec<Vec<String>> = Vec::new();
     for (ri, rule) in ing.rules.iter().enumerate() {
         let at = format!("spec.rules[{ri}]");
         let hostnames = match &rule.host {
             None => Vec::new(),
             Some(h) => match fields::hostname(h, true) {
-                Ok(h) => vec![h],
+                // server-alias: the Ingress's hosts answer to the aliases too.
+                Ok(h) => std::iter::once(h)
+                    .chain(t.aliases.iter().cloned())
+                    .collect(),
                 Err(e) => {
                     f.invalid(format!("{at}.host"), e);
                     continue;
@@ -107,39 +106,51 @@ pub fn compile_ingress(
         for (pi, p) in rule.paths.iter().enumerate() {
             let pat = format!("{at}.http.paths[{pi}]");
             let value = p.path.as_deref().unwrap_or("/");
-            if let Err(e) = fields::plain_path(value) {
+            // A regex path is checked as a pattern by the Route compiler.
+            if !(t.regex && p.path_type != "Exact")
+                && let Err(e) = fields::plain_path(value)
+            {
                 f.invalid(format!("{pat}.path"), e);
                 continue;
             }
-            let path = match p.path_type.as_str() {
-                "Exact" => PathMatcher::Exact(value.to_owned()),
-                // ImplementationSpecific: ours is a segment-aware prefix, like Prefix.
-                "Prefix" | "ImplementationSpecific" => PathMatcher::prefix(value),
-                other => {
-                    f.invalid(
-                        format!("{pat}.pathType"),
-                        format!("{other:?} must be Prefix, Exact or ImplementationSpecific"),
-                    );
-                    continue;
-                }
-            };
-            make(
-                hostnames.clone(),
-                path,
-                &p.backend,
-                &format!("{pat}.backend"),
-                &mut f,
-            );
+            if !matches!(
+                p.path_type.as_str(),
+                "Exact" | "Prefix" | "ImplementationSpecific"
+            ) {
+                f.invalid(
+                    format!("{pat}.pathType"),
+                    format!(
+                        "{:?} must be Prefix, Exact or ImplementationSpecific",
+                        p.path_type
+                    ),
+                );
+                continue;
+            }
+            // ImplementationSpecific: ours is a segment-aware prefix, like Prefix.
+            let path = t.path(&p.path_type, value);
+            make(&hostnames, t.rule(path), Some(&p.backend), &pat, &mut f);
+        }
+        if !hosts_seen.contains(&hostnames) {
+            hosts_seen.push(hostnames);
         }
     }
     if let Some(b) = &ing.default_backend {
-        make(
-            Vec::new(),
-            PathMatcher::prefix("/"),
-            b,
-            "spec.defaultBackend",
-            &mut f,
-        );
+        let path = t.path("Prefix", "/");
+        make(&[], t.rule(path), Some(b), "spec.defaultBackend", &mut f);
+        if hosts_seen.is_empty() {
+            hosts_seen.push(Vec::new());
+        }
+    }
+    if let Some(rule) = t.app_root_rule() {
+        for hostnames in &hosts_seen {
+            make(
+                hostnames,
+                rule.clone(),
+                None,
+                "metadata.annotations",
+                &mut f,
+            );
+        }
     }
     if ing.rules.is_empty() && ing.default_backend.is_none() {
         f.invalid("spec", "an Ingress needs rules or a defaultBackend");
