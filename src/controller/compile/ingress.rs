@@ -4,7 +4,7 @@ use crate::controller::objects::{IngressBackendInfo, IngressInfo};
 use crate::controller::snapshot::{Obj, Snapshot};
 use crate::model::{Diagnostic, Reason, Rule, Severity, WeightedBackend};
 
-use super::fields::{self, Findings};
+use super::fields::Findings;
 use super::route::Env;
 
 /// Whether the Ingress belongs to us, and if not, why (for the `[ignored]` line).
@@ -62,94 +62,28 @@ pub fn compile_ingress(
         spec: crate::api::RouteSpec::default(),
     };
     let mut rules: Vec<Rule> = Vec::new();
-    let mut make = |hostnames: &[String],
-                    rule: crate::api::RouteRule,
-                    backend: Option<&IngressBackendInfo>,
-                    at: &str,
-                    f: &mut Findings<'_>| {
-        let resolved = match backend {
-            Some(b) => vec![ingress_backend(id, b, &format!("{at}.backend"), env, f)?],
+    for p in super::ingress_translate::plan(ing, &t, &mut f) {
+        let resolved = match p.backend {
+            Some(b) => match ingress_backend(id, b, &format!("{}.backend", p.at), env, &mut f) {
+                Some(wb) => vec![wb],
+                None => continue,
+            },
             None => Vec::new(),
         };
         let index = rules.len();
-        let mut r = super::route::compile_rule(
+        let compiled = super::route::compile_rule(
             &shell,
             index,
-            &rule,
-            at,
-            hostnames,
+            &p.rule,
+            &p.at,
+            &p.hostnames,
             env,
-            f,
+            &mut f,
             Some(resolved),
-        )?;
-        r.https_redirect = t.force_ssl_redirect;
-        rules.push(r);
-        Some(())
-    };
-
-    let mut hosts_seen: Vec<Vec<String>> = Vec::new();
-    for (ri, rule) in ing.rules.iter().enumerate() {
-        let at = format!("spec.rules[{ri}]");
-        let hostnames = match &rule.host {
-            None => Vec::new(),
-            Some(h) => match fields::hostname(h, true) {
-                // server-alias: the Ingress's hosts answer to the aliases too.
-                Ok(h) => std::iter::once(h)
-                    .chain(t.aliases.iter().cloned())
-                    .collect(),
-                Err(e) => {
-                    f.invalid(format!("{at}.host"), e);
-                    continue;
-                }
-            },
-        };
-        for (pi, p) in rule.paths.iter().enumerate() {
-            let pat = format!("{at}.http.paths[{pi}]");
-            let value = p.path.as_deref().unwrap_or("/");
-            // A regex path is checked as a pattern by the Route compiler.
-            if !(t.regex && p.path_type != "Exact")
-                && let Err(e) = fields::plain_path(value)
-            {
-                f.invalid(format!("{pat}.path"), e);
-                continue;
-            }
-            if !matches!(
-                p.path_type.as_str(),
-                "Exact" | "Prefix" | "ImplementationSpecific"
-            ) {
-                f.invalid(
-                    format!("{pat}.pathType"),
-                    format!(
-                        "{:?} must be Prefix, Exact or ImplementationSpecific",
-                        p.path_type
-                    ),
-                );
-                continue;
-            }
-            // ImplementationSpecific: ours is a segment-aware prefix, like Prefix.
-            let path = t.path(&p.path_type, value);
-            make(&hostnames, t.rule(path), Some(&p.backend), &pat, &mut f);
-        }
-        if !hosts_seen.contains(&hostnames) {
-            hosts_seen.push(hostnames);
-        }
-    }
-    if let Some(b) = &ing.default_backend {
-        let path = t.path("Prefix", "/");
-        make(&[], t.rule(path), Some(b), "spec.defaultBackend", &mut f);
-        if hosts_seen.is_empty() {
-            hosts_seen.push(Vec::new());
-        }
-    }
-    if let Some(rule) = t.app_root_rule() {
-        for hostnames in &hosts_seen {
-            make(
-                hostnames,
-                rule.clone(),
-                None,
-                "metadata.annotations",
-                &mut f,
-            );
+        );
+        if let Some(mut r) = compiled {
+            r.https_redirect = t.force_ssl_redirect;
+            rules.push(r);
         }
     }
     if ing.rules.is_empty() && ing.default_backend.is_none() {

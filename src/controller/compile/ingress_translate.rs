@@ -14,7 +14,8 @@ use crate::api::{
 };
 use crate::model::{Diagnostic, Severity};
 
-use super::fields::Findings;
+use super::fields::{self, Findings};
+use crate::controller::objects::{IngressBackendInfo, IngressInfo};
 
 /// The annotations translated here (short names); the catalogue leaves them to [`translate`].
 pub const MAPPED: &[&str] = &[
@@ -433,6 +434,96 @@ fn cors(a: &BTreeMap<String, String>, t: &mut Translation) {
         expose_headers: expose,
         max_age: Some(max_age.clamp(1, CORS_MAX_AGE)),
     });
+}
+
+/// One rule of an Ingress as a Route rule: a path of a host (or the `defaultBackend`, or
+/// `app-root`'s `/`), with the backend it forwards to.
+#[derive(Clone, Debug)]
+pub struct Planned<'a> {
+    /// The host and its `server-alias`es (none: every host).
+    pub hostnames: Vec<String>,
+    /// The rule, without backendRefs.
+    pub rule: RouteRule,
+    /// Where it forwards (none: it answers itself).
+    pub backend: Option<&'a IngressBackendInfo>,
+    /// Its field, for messages.
+    pub at: String,
+}
+
+/// The rules of Ingress `ing` (whose annotations gave `t`), in order; problems go to `f`.
+pub fn plan<'a>(ing: &'a IngressInfo, t: &Translation, f: &mut Findings<'_>) -> Vec<Planned<'a>> {
+    let mut out = Vec::new();
+    let mut host_sets: Vec<Vec<String>> = Vec::new();
+    for (ri, rule) in ing.rules.iter().enumerate() {
+        let at = format!("spec.rules[{ri}]");
+        let hostnames = match &rule.host {
+            None => Vec::new(),
+            Some(h) => match fields::hostname(h, true) {
+                // server-alias: the Ingress's hosts answer to the aliases too.
+                Ok(h) => std::iter::once(h).chain(t.aliases.iter().cloned()).collect(),
+                Err(e) => {
+                    f.invalid(format!("{at}.host"), e);
+                    continue;
+                }
+            },
+        };
+        for (pi, p) in rule.paths.iter().enumerate() {
+            let pat = format!("{at}.http.paths[{pi}]");
+            let value = p.path.as_deref().unwrap_or("/");
+            // A regex path is checked as a pattern by the Route compiler.
+            if !(t.regex && p.path_type != "Exact")
+                && let Err(e) = fields::plain_path(value)
+            {
+                f.invalid(format!("{pat}.path"), e);
+                continue;
+            }
+            if !matches!(
+                p.path_type.as_str(),
+                "Exact" | "Prefix" | "ImplementationSpecific"
+            ) {
+                f.invalid(
+                    format!("{pat}.pathType"),
+                    format!(
+                        "{:?} must be Prefix, Exact or ImplementationSpecific",
+                        p.path_type
+                    ),
+                );
+                continue;
+            }
+            // ImplementationSpecific: ours is a segment-aware prefix, like Prefix.
+            out.push(Planned {
+                hostnames: hostnames.clone(),
+                rule: t.rule(t.path(&p.path_type, value)),
+                backend: Some(&p.backend),
+                at: pat,
+            });
+        }
+        if !host_sets.contains(&hostnames) {
+            host_sets.push(hostnames);
+        }
+    }
+    if let Some(b) = &ing.default_backend {
+        out.push(Planned {
+            hostnames: Vec::new(),
+            rule: t.rule(t.path("Prefix", "/")),
+            backend: Some(b),
+            at: "spec.defaultBackend".to_owned(),
+        });
+        if host_sets.is_empty() {
+            host_sets.push(Vec::new());
+        }
+    }
+    if let Some(rule) = t.app_root_rule() {
+        for hostnames in host_sets {
+            out.push(Planned {
+                hostnames,
+                rule: rule.clone(),
+                backend: None,
+                at: "metadata.annotations".to_owned(),
+            });
+        }
+    }
+    out
 }
 
 impl Translation {

@@ -1,0 +1,216 @@
+//! ingress-nginx annotations on a real apiserver: the corpus (`tests/ingress_nginx/corpus.yaml`)
+//! served as Ingresses answers as ingress-nginx does.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::cluster::{Ns, Tidegate, client_for, eventually, install_crds, kubeconfig};
+use super::common::{HttpClient, Upstream};
+
+const CORPUS: &str = include_str!("../ingress_nginx/corpus.yaml");
+
+/// One annotated Ingress and what ingress-nginx answers.
+#[derive(Deserialize)]
+pub struct Case {
+    pub name: String,
+    pub annotations: BTreeMap<String, String>,
+    pub rules: Vec<CaseRule>,
+    pub requests: Vec<Req>,
+}
+
+#[derive(Deserialize)]
+pub struct CaseRule {
+    pub host: String,
+    pub paths: Vec<CasePath>,
+}
+
+#[derive(Deserialize)]
+pub struct CasePath {
+    pub path: String,
+    #[serde(rename = "pathType")]
+    pub path_type: String,
+}
+
+#[derive(Deserialize)]
+pub struct Req {
+    pub path: String,
+    /// Default: the first rule's host.
+    pub host: Option<String>,
+    pub method: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub status: u16,
+    /// Path and query the backend got.
+    pub uri: Option<String>,
+    /// Headers the backend got.
+    #[serde(default)]
+    pub sent: BTreeMap<String, String>,
+    /// Headers of the answer.
+    #[serde(default)]
+    pub got: BTreeMap<String, String>,
+}
+
+pub fn corpus() -> Vec<Case> {
+    serde_yaml_ng::from_str(CORPUS).expect("the corpus parses")
+}
+
+/// The Ingress of `case`, of ingress class `class`, every path to Service `web`.
+pub fn ingress(case: &Case, class: &str) -> Value {
+    let rules: Vec<Value> = case
+        .rules
+        .iter()
+        .map(|r| {
+            let paths: Vec<Value> = r
+                .paths
+                .iter()
+                .map(|p| {
+                    json!({"path": p.path, "pathType": p.path_type,
+                           "backend": {"service": {"name": "web", "port": {"name": "http"}}}})
+                })
+                .collect();
+            json!({"host": r.host, "http": {"paths": paths}})
+        })
+        .collect();
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": case.name, "annotations": case.annotations},
+        "spec": {"ingressClassName": class, "rules": rules},
+    })
+}
+
+/// The htpasswd Secret of the basic-auth case (`foo:wonderland`, `htpasswd -nbs`).
+pub fn basic_auth_secret() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "basic-auth"},
+        "stringData": {"auth": "foo:{SHA}tiY7sUhYKUwI5L3866kDY+ENcrQ=\n"},
+    })
+}
+
+/// Sends every request of the corpus; the mismatches, one line each.
+pub async fn mismatches(gw: &Tidegate, corpus: &[Case]) -> Vec<String> {
+    let http = HttpClient::http1();
+    let mut out = Vec::new();
+    for case in corpus {
+        for (i, r) in case.requests.iter().enumerate() {
+            let host = r.host.as_deref().unwrap_or(&case.rules[0].host);
+            let mut b = http::Request::builder()
+                .method(r.method.as_deref().unwrap_or("GET"))
+                .uri(format!("http://{}{}", gw.http, r.path))
+                .header("host", host);
+            for (k, v) in &r.headers {
+                b = b.header(k, v);
+            }
+            let reply = http
+                .send(b.body(Full::new(Bytes::new())).unwrap())
+                .await
+                .expect("request completes");
+            let at = format!("{}[{i}] {host}{}", case.name, r.path);
+            if reply.status != r.status {
+                out.push(format!(
+                    "{at}: status {} (want {}): {}",
+                    reply.status, r.status, reply.body
+                ));
+                continue;
+            }
+            for (k, v) in &r.got {
+                let have = reply.headers.get(k).and_then(|h| h.to_str().ok());
+                if have != Some(v.as_str()) {
+                    out.push(format!("{at}: answer header {k} {have:?} (want {v:?})"));
+                }
+            }
+            if r.uri.is_none() && r.sent.is_empty() {
+                continue;
+            }
+            let echo = reply.echo();
+            if let Some(uri) = &r.uri
+                && &echo.uri != uri
+            {
+                out.push(format!("{at}: backend got {} (want {uri})", echo.uri));
+            }
+            for (k, v) in &r.sent {
+                if echo.header(k) != Some(v.as_str()) {
+                    out.push(format!(
+                        "{at}: backend header {k} {:?} (want {v:?})",
+                        echo.header(k)
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Waits until every case's host is served (its first request no longer gets 404 unless
+/// that is the answer wanted).
+pub async fn wait_served(gw: &Tidegate, corpus: &[Case]) {
+    let http = HttpClient::http1();
+    eventually(Duration::from_secs(20), "every case served", || async {
+        for case in corpus {
+            let r = &case.requests[0];
+            let host = r.host.as_deref().unwrap_or(&case.rules[0].host);
+            let got = http.get(gw.http, host, &r.path, &[]).await.status;
+            if got == 404 && r.status != 404 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
+/// The gateway, with the public ports ingress-nginx's Locations assume (80, 443).
+pub fn gateway(kc: &std::path::Path, ns: &str, pod: &str, extra: &[&str]) -> Tidegate {
+    let mut args = vec![
+        "--leader-elect=false",
+        "--http-public-port",
+        "80",
+        "--https-public-port",
+        "443",
+    ];
+    args.extend(extra);
+    Tidegate::start(kc, ns, pod, &args)
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn the_ingress_nginx_corpus_is_answered_as_ingress_nginx_answers_it() {
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "nginx-corpus").await;
+    let class = format!("tg-{}", ns.name);
+    ns.apply(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": class},
+        "spec": {"controller": "tidegate.dev/ingress-controller"},
+    }))
+    .await;
+    let _web = {
+        let web = Upstream::start("web").await;
+        ns.service("web", json!({})).await;
+        ns.slice("web-1", "web", web.addr.port(), true).await;
+        web
+    };
+    ns.apply(basic_auth_secret()).await;
+    let corpus = corpus();
+    for case in &corpus {
+        ns.apply(ingress(case, &class)).await;
+    }
+    let gw = gateway(&kc, &ns.name, "corpus-0", &[]);
+    gw.wait_ready().await;
+    wait_served(&gw, &corpus).await;
+    for case in &corpus {
+        let w = ns.warnings("Ingress", &case.name).await;
+        assert!(w.is_empty(), "{}: {w:?}", case.name);
+    }
+    let wrong = mismatches(&gw, &corpus).await;
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    ns.delete("networking.k8s.io/v1", "IngressClass", &class)
+        .await;
+}
