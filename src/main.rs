@@ -32,6 +32,9 @@ enum Command {
     Validate(ValidateArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds(CrdsArgs),
+    /// Write Ingresses (ingress-nginx annotations included) as Routes and Backends that behave
+    /// the same; the report (what became of each annotation) goes to stderr.
+    Migrate(MigrateArgs),
     /// Print the version.
     Version,
 }
@@ -227,6 +230,13 @@ struct ValidateArgs {
 }
 
 #[derive(Args, Debug)]
+struct MigrateArgs {
+    /// YAML files of Ingresses (`kubectl get ingress -A -o yaml` output too); none or `-`:
+    /// standard input.
+    files: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
 struct CrdsArgs {
     /// Leave out the CEL validation rules (x-kubernetes-validations), for Kubernetes ≤ 1.24.
     #[arg(long, env = "TIDEGATE_WITHOUT_CEL")]
@@ -276,6 +286,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(*args),
         Command::Validate(args) => validate(args),
+        Command::Migrate(args) => migrate(args),
         Command::Crds(args) => match tidegate::api::crds_yaml(!args.without_cel) {
             Ok(yaml) => {
                 print!("{yaml}");
@@ -290,6 +301,38 @@ fn main() -> ExitCode {
             println!("tidegate {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+    }
+}
+
+fn migrate(args: MigrateArgs) -> ExitCode {
+    let mut inputs = Vec::new();
+    let stdin = [PathBuf::from("-")];
+    let files = if args.files.is_empty() {
+        &stdin[..]
+    } else {
+        &args.files[..]
+    };
+    for path in files {
+        let read = if path.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())
+        } else {
+            std::fs::read_to_string(path)
+        };
+        match read {
+            Ok(text) => inputs.push((path.display().to_string(), text)),
+            Err(e) => {
+                eprintln!("tidegate: cannot read {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let m = tidegate::controller::migrate::migrate(&inputs);
+    print!("{}", m.yaml);
+    eprint!("{}", m.report);
+    if m.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

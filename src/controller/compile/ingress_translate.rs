@@ -16,6 +16,7 @@ use crate::model::{Diagnostic, Severity};
 
 use super::fields::{self, Findings};
 use crate::controller::objects::{IngressBackendInfo, IngressInfo};
+use crate::controller::snapshot::Obj;
 
 /// The annotations translated here (short names); the catalogue leaves them to [`translate`].
 pub const MAPPED: &[&str] = &[
@@ -53,6 +54,8 @@ pub enum Outcome {
     Carried,
     /// Carried with a difference (said here).
     Approximated(String),
+    /// Not carried by `tidegate migrate` (why), though served from the Ingress.
+    NotCarried(String),
 }
 
 /// ingress-nginx's CORS defaults (its annotation documentation).
@@ -460,7 +463,9 @@ pub fn plan<'a>(ing: &'a IngressInfo, t: &Translation, f: &mut Findings<'_>) -> 
             None => Vec::new(),
             Some(h) => match fields::hostname(h, true) {
                 // server-alias: the Ingress's hosts answer to the aliases too.
-                Ok(h) => std::iter::once(h).chain(t.aliases.iter().cloned()).collect(),
+                Ok(h) => std::iter::once(h)
+                    .chain(t.aliases.iter().cloned())
+                    .collect(),
                 Err(e) => {
                     f.invalid(format!("{at}.host"), e);
                     continue;
@@ -494,7 +499,8 @@ pub fn plan<'a>(ing: &'a IngressInfo, t: &Translation, f: &mut Findings<'_>) -> 
             out.push(Planned {
                 hostnames: hostnames.clone(),
                 rule: t.rule(t.path(&p.path_type, value)),
-                backend: Some(&p.backend),
+                // A redirect answers itself: the backend is not used.
+                backend: t.redirect.is_none().then_some(&p.backend),
                 at: pat,
             });
         }
@@ -506,7 +512,7 @@ pub fn plan<'a>(ing: &'a IngressInfo, t: &Translation, f: &mut Findings<'_>) -> 
         out.push(Planned {
             hostnames: Vec::new(),
             rule: t.rule(t.path("Prefix", "/")),
-            backend: Some(b),
+            backend: t.redirect.is_none().then_some(b),
             at: "spec.defaultBackend".to_owned(),
         });
         if host_sets.is_empty() {
@@ -612,6 +618,155 @@ impl Translation {
         }];
         Some(rule)
     }
+}
+
+/// An Ingress written as our objects (`tidegate migrate`).
+#[derive(Clone, Debug, Default)]
+pub struct Migrated {
+    /// Routes by name, in the Ingress's namespace: one per host (with its aliases).
+    pub routes: Vec<(String, api::RouteSpec)>,
+    /// Backends by name, for Service ports named rather than numbered.
+    pub backends: Vec<(String, api::BackendSpec)>,
+    /// What became of each annotation read, by full key; then what else differs.
+    pub outcomes: BTreeMap<String, Outcome>,
+    /// What the objects do differently from the Ingress, besides the annotations.
+    pub notes: Vec<String>,
+}
+
+/// Ingress `obj` as Routes (and Backends) that behave the same, or `None` when the compiler
+/// would reject it (the findings say why; warnings too). The same [`translate`] and [`plan`]
+/// as serving the Ingress.
+pub fn migrate(obj: &Obj<IngressInfo>, out: &mut Vec<Diagnostic>) -> Option<Migrated> {
+    let ing = &obj.spec;
+    let mut f = Findings::new(&obj.meta.id, out);
+    super::ingress_annotations::check(&ing.annotations, &mut f);
+    let t = translate(&ing.annotations, &mut f);
+    let planned = plan(ing, &t, &mut f);
+    let mut m = Migrated {
+        outcomes: t.outcomes.clone(),
+        ..Migrated::default()
+    };
+    // Hosts in the order the Ingress names them; a Route each.
+    let mut groups: Vec<(Vec<String>, Vec<RouteRule>)> = Vec::new();
+    for p in planned {
+        let mut rule = p.rule;
+        if let Some(b) = p.backend {
+            rule.backend_refs = vec![backend_ref(b, &p.at, &mut m, &mut f)?];
+        }
+        match groups.iter_mut().find(|(h, _)| *h == p.hostnames) {
+            Some((_, rules)) => rules.push(rule),
+            None => groups.push((p.hostnames, vec![rule])),
+        }
+    }
+    if !f.ok() {
+        return None;
+    }
+    let name = &obj.meta.id.name;
+    let many = groups.len() > 1;
+    for (k, (hostnames, rules)) in groups.into_iter().enumerate() {
+        let tls = route_tls(ing, &t, &hostnames, &mut m);
+        let route = api::RouteSpec {
+            hostnames,
+            tls,
+            rules,
+            ..api::RouteSpec::default()
+        };
+        let route_name = if many {
+            format!("{name}-{k}")
+        } else {
+            name.clone()
+        };
+        m.routes.push((route_name, route));
+    }
+    Some(m)
+}
+
+/// The backendRef of an Ingress backend: a Service port by number, or a Backend for a named
+/// port (a Route's Service reference names ports by number only).
+fn backend_ref(
+    b: &IngressBackendInfo,
+    at: &str,
+    m: &mut Migrated,
+    f: &mut Findings<'_>,
+) -> Option<api::BackendRef> {
+    use crate::controller::objects::PortRef;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let IngressBackendInfo::Service { name, port } = b else {
+        f.not_supported(format!("{at}.backend.resource"), "resource backends");
+        return None;
+    };
+    match port {
+        Some(PortRef::Number(n)) => Some(api::BackendRef {
+            name: name.clone(),
+            kind: Some("Service".to_owned()),
+            port: Some(*n),
+            ..api::BackendRef::default()
+        }),
+        Some(PortRef::Name(port)) => {
+            let backend = format!("{name}-{port}");
+            if !m.backends.iter().any(|(n, _)| *n == backend) {
+                m.backends.push((
+                    backend.clone(),
+                    api::BackendSpec {
+                        service: Some(api::ServiceRef {
+                            name: name.clone(),
+                            port: IntOrString::String(port.clone()),
+                        }),
+                        ..api::BackendSpec::default()
+                    },
+                ));
+            }
+            Some(api::BackendRef {
+                name: backend,
+                kind: Some("Backend".to_owned()),
+                ..api::BackendRef::default()
+            })
+        }
+        None => Some(api::BackendRef {
+            name: name.clone(),
+            kind: Some("Service".to_owned()),
+            ..api::BackendRef::default()
+        }),
+    }
+}
+
+/// The `tls` of the Route for `hostnames`: the Ingress's `tls` entry that names its host.
+fn route_tls(
+    ing: &IngressInfo,
+    t: &Translation,
+    hostnames: &[String],
+    m: &mut Migrated,
+) -> Option<api::RouteTls> {
+    let host = hostnames.first();
+    let entry = ing.tls.iter().find(|e| match host {
+        Some(h) => e.hosts.is_empty() || e.hosts.contains(h),
+        None => false,
+    });
+    let Some(entry) = entry else {
+        if t.force_ssl_redirect {
+            let key = get(&ing.annotations, "force-ssl-redirect").map(|(k, _)| k);
+            m.outcomes.insert(
+                key.unwrap_or_default(),
+                Outcome::NotCarried(format!(
+                    "hosts {hostnames:?} have no tls entry, and a Route redirects to https only \
+                     with spec.tls (add one, or redirect in front of the gateway)"
+                )),
+            );
+        }
+        return None;
+    };
+    let Some(secret) = &entry.secret_name else {
+        m.notes.push(format!(
+            "tls entry without secretName for {hostnames:?}: the Route needs spec.tls.secretName \
+             (the --default-certificate still serves these hosts)"
+        ));
+        return None;
+    };
+    Some(api::RouteTls {
+        secret_name: secret.clone(),
+        https_redirect: Some(t.ssl_redirect || t.force_ssl_redirect),
+        ..api::RouteTls::default()
+    })
 }
 
 #[cfg(test)]
