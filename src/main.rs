@@ -319,6 +319,7 @@ fn migrate(args: MigrateArgs) -> ExitCode {
             std::fs::read_to_string(path)
         };
         match read {
+            Ok(text) if path.as_os_str() == "-" => inputs.push(("<stdin>".to_owned(), text)),
             Ok(text) => inputs.push((path.display().to_string(), text)),
             Err(e) => {
                 eprintln!("tidegate: cannot read {}: {e}", path.display());

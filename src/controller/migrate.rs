@@ -42,7 +42,7 @@ pub fn migrate(inputs: &[(String, String)]) -> Migration {
                     break;
                 }
             };
-            for doc in items(value) {
+            for (at, doc) in items(value, i) {
                 let kind = doc.get("kind").and_then(|k| k.as_str()).map(str::to_owned);
                 match manifests::read(doc) {
                     Ok(KubeDoc::Ingress(ing)) => {
@@ -52,12 +52,12 @@ pub fn migrate(inputs: &[(String, String)]) -> Migration {
                         let kind = kind.unwrap_or_default();
                         let _ = writeln!(
                             out.report,
-                            "{file}: documents[{i}]: {kind:?} left out (only Ingresses are migrated)"
+                            "{file}: {at}: {kind:?} left out (only Ingresses are migrated)"
                         );
                     }
                     Ok(_) => {}
                     Err(d) => {
-                        let _ = writeln!(out.report, "{file}: documents[{i}]: {}", d.message);
+                        let _ = writeln!(out.report, "{file}: {at}: {}", d.message);
                         out.failed += 1;
                     }
                 }
@@ -88,12 +88,16 @@ pub fn migrate(inputs: &[(String, String)]) -> Migration {
     out
 }
 
-/// A `kind: List`'s items, or the document itself.
-fn items(value: serde_yaml_ng::Value) -> Vec<serde_yaml_ng::Value> {
+/// A `kind: List`'s items, or the document itself (document `i`), each with where it is.
+fn items(value: serde_yaml_ng::Value, i: usize) -> Vec<(String, serde_yaml_ng::Value)> {
     let is_list = value.get("kind").and_then(|k| k.as_str()) == Some("List");
     match value.get("items").and_then(|v| v.as_sequence()) {
-        Some(items) if is_list => items.clone(),
-        _ => vec![value],
+        Some(items) if is_list => items
+            .iter()
+            .enumerate()
+            .map(|(j, item)| (format!("documents[{i}].items[{j}]"), item.clone()))
+            .collect(),
+        _ => vec![(format!("documents[{i}]"), value)],
     }
 }
 
