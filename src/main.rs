@@ -111,6 +111,14 @@ struct RunArgs {
     /// Kubernetes mode: watch only this namespace (default: every namespace).
     #[arg(long, env = "TIDEGATE_NAMESPACE")]
     namespace: Option<String>,
+    /// Kubernetes mode: also serve Ingresses of this ingress class, whatever its controller,
+    /// without writing their status (side by side with ingress-nginx). Repeatable.
+    #[arg(
+        long = "watch-ingress-class",
+        env = "TIDEGATE_WATCH_INGRESS_CLASSES",
+        value_delimiter = ','
+    )]
+    watch_ingress_class: Vec<String>,
     /// Kubernetes mode: serve Ingresses whose IngressClass has this spec.controller.
     #[arg(long, env = "TIDEGATE_CONTROLLER_NAME", default_value = tidegate::api::DEFAULT_CONTROLLER_NAME)]
     controller_name: String,
@@ -220,6 +228,13 @@ struct ValidateArgs {
     /// With --kubernetes: IngressClasses whose spec.controller is this are ours.
     #[arg(long, env = "TIDEGATE_CONTROLLER_NAME", default_value = tidegate::api::DEFAULT_CONTROLLER_NAME)]
     controller_name: String,
+    /// With --kubernetes: check Ingresses of this ingress class too (see `run`). Repeatable.
+    #[arg(
+        long = "watch-ingress-class",
+        env = "TIDEGATE_WATCH_INGRESS_CLASSES",
+        value_delimiter = ','
+    )]
+    watch_ingress_class: Vec<String>,
     /// Check as for a gateway with this Redis (only whether one is set matters: Global rate
     /// limits need it). Nothing is connected to.
     #[arg(long, env = "TIDEGATE_REDIS_URL", hide_env_values = true)]
@@ -371,6 +386,7 @@ fn validate(args: ValidateArgs) -> ExitCode {
             controller_name: args.controller_name,
             discovery: mode == Mode::Kubernetes,
             l4_ports: args.l4_ports,
+            watch_ingress_classes: args.watch_ingress_class,
             ..CompileOptions::default()
         },
     )
@@ -502,6 +518,7 @@ fn run(args: RunArgs) -> ExitCode {
         };
         let gateway = builder
             .controller_name(args.controller_name.clone())
+            .watch_ingress_classes(args.watch_ingress_class.clone())
             .http_addr(args.http_addr)
             .https_addr(args.https_addr.0)
             .admin_addr(Some(args.admin_addr))

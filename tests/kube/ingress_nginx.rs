@@ -287,3 +287,114 @@ pub fn run_migrate(input: &str) -> (String, String) {
     assert!(out.status.success(), "{stderr}");
     (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
 }
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn watch_ingress_class_serves_another_controllers_ingresses_without_touching_their_status() {
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "side-by-side").await;
+    let ours = format!("tg-{}", ns.name);
+    let theirs = format!("nginx-{}", ns.name);
+    for (class, controller) in [
+        (&ours, "tidegate.dev/ingress-controller"),
+        (&theirs, "k8s.io/ingress-nginx"),
+    ] {
+        ns.apply(json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+            "metadata": {"name": class}, "spec": {"controller": controller},
+        }))
+        .await;
+    }
+    let _web = {
+        let web = Upstream::start("web").await;
+        ns.service("web", json!({})).await;
+        ns.slice("web-1", "web", web.addr.port(), true).await;
+        web
+    };
+    let ingress = |name: &str, class: &str, host: &str| {
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "annotations": {
+                "nginx.ingress.kubernetes.io/rewrite-target": "/",
+            }},
+            "spec": {"ingressClassName": class, "rules": [{"host": host, "http": {"paths": [
+                {"path": "/app", "pathType": "Prefix",
+                 "backend": {"service": {"name": "web", "port": {"number": 80}}}},
+            ]}}]},
+        })
+    };
+    ns.apply(ingress("mine", &ours, "mine.test")).await;
+    ns.apply(ingress("legacy", &theirs, "legacy.test")).await;
+    // ingress-nginx has written its address on its Ingress.
+    let ingresses: kube::Api<k8s_openapi::api::networking::v1::Ingress> =
+        kube::Api::namespaced(client.clone(), &ns.name);
+    let theirs_status = json!([{"ip": "10.5.5.5"}]);
+    ingresses
+        .patch_status(
+            "legacy",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"status": {"loadBalancer": {"ingress": theirs_status}}}),
+            ),
+        )
+        .await
+        .unwrap();
+
+    let gw = gateway(
+        &kc,
+        &ns.name,
+        "side-0",
+        &[
+            "--watch-ingress-class",
+            &theirs,
+            "--publish-address",
+            "10.9.8.7",
+        ],
+    );
+    gw.wait_ready().await;
+    // Both are served, the annotations carried for both.
+    let http = HttpClient::http1();
+    for host in ["mine.test", "legacy.test"] {
+        eventually(Duration::from_secs(20), host, || async {
+            let r = http.get(gw.http, host, "/app/x", &[]).await;
+            (r.status == 200 && r.echo().uri == "/").then_some(())
+        })
+        .await;
+    }
+    // Our Ingress gets our address; once it has, the other's status is still ingress-nginx's.
+    eventually(Duration::from_secs(10), "our Ingress's status", || async {
+        let o = ns.get("networking.k8s.io/v1", "Ingress", "mine").await?;
+        (o["status"]["loadBalancer"]["ingress"] == json!([{"ip": "10.9.8.7"}])).then_some(())
+    })
+    .await;
+    let o = ns
+        .get("networking.k8s.io/v1", "Ingress", "legacy")
+        .await
+        .unwrap();
+    assert_eq!(o["status"]["loadBalancer"]["ingress"], theirs_status);
+    assert!(
+        gw.lines_with("legacy")
+            .iter()
+            .all(|l| !l.contains("status written"))
+    );
+
+    // Without the flag, the other controller's Ingress is not ours.
+    let plain = gateway(&kc, &ns.name, "side-1", &["--publish-address", "10.9.8.7"]);
+    plain.wait_ready().await;
+    eventually(Duration::from_secs(20), "mine served", || async {
+        (http.get(plain.http, "mine.test", "/app", &[]).await.status == 200).then_some(())
+    })
+    .await;
+    assert_eq!(
+        http.get(plain.http, "legacy.test", "/app", &[])
+            .await
+            .status,
+        404
+    );
+    for class in [&ours, &theirs] {
+        ns.delete("networking.k8s.io/v1", "IngressClass", class)
+            .await;
+    }
+}

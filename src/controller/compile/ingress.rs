@@ -17,6 +17,10 @@ fn ours(ing: &IngressInfo, snap: &Snapshot, env: &Env<'_>) -> Result<(), String>
     };
     match (&ing.class_name, &ing.class_annotation) {
         (Some(class), _) | (None, Some(class)) if mine(class) => Ok(()),
+        // --watch-ingress-class: served, another controller's status left alone.
+        (Some(class), _) | (None, Some(class)) if opts.watch_ingress_classes.contains(class) => {
+            Ok(())
+        }
         (Some(class), _) | (None, Some(class)) => Err(format!(
             "belongs to ingress class {class:?}, whose controller is not {:?}",
             opts.controller_name

@@ -49,6 +49,9 @@ pub struct CompileOptions {
     pub default_certificate: Option<DefaultCertificate>,
     /// The L4 ports TCP and UDP Routes may name (`--l4-ports`).
     pub l4_ports: Vec<crate::model::L4Listener>,
+    /// Ingress classes served too, whoever their controller is, without writing their
+    /// Ingresses' status (`--watch-ingress-class`: side by side with ingress-nginx).
+    pub watch_ingress_classes: Vec<String>,
 }
 
 /// Where the default certificate comes from (`--default-certificate`).
@@ -89,6 +92,7 @@ impl Default for CompileOptions {
             global_rate_limits: false,
             default_certificate: None,
             l4_ports: Vec::new(),
+            watch_ingress_classes: Vec::new(),
         }
     }
 }
