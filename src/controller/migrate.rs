@@ -119,6 +119,11 @@ fn render(yaml: &mut String, namespace: &str, from: &str, m: &Migrated) {
             m.routes
                 .iter()
                 .map(|(name, spec)| ("Route", name, serde_json::to_value(spec))),
+        )
+        .chain(
+            m.policies
+                .iter()
+                .map(|(name, spec)| ("RateLimitPolicy", name, serde_json::to_value(spec))),
         );
     for (kind, name, spec) in docs {
         let doc = json!({
@@ -143,6 +148,11 @@ fn report(out: &mut String, id: &str, m: &Migrated, diags: &[Diagnostic]) {
         .iter()
         .map(|(n, _)| format!("Route {n}"))
         .chain(m.backends.iter().map(|(n, _)| format!("Backend {n}")))
+        .chain(
+            m.policies
+                .iter()
+                .map(|(n, _)| format!("RateLimitPolicy {n}")),
+        )
         .collect();
     let _ = writeln!(out, "{id}: migrated to {}", names.join(", "));
     for (key, outcome) in &m.outcomes {

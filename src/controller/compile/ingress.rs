@@ -1,8 +1,9 @@
 //! Ingress (`networking.k8s.io/v1`) → rules, for Ingresses of our class.
 
+use crate::api::PolicyTargetRef;
 use crate::controller::objects::{IngressBackendInfo, IngressInfo};
 use crate::controller::snapshot::{Obj, Snapshot};
-use crate::model::{Diagnostic, Reason, Rule, Severity, WeightedBackend};
+use crate::model::{Diagnostic, RateLimitPolicy, Reason, Rule, Severity, WeightedBackend};
 
 use super::fields::Findings;
 use super::route::Env;
@@ -39,13 +40,16 @@ fn ours(ing: &IngressInfo, snap: &Snapshot, env: &Env<'_>) -> Result<(), String>
     }
 }
 
+/// What an Ingress compiles to: its rules, and the rate limits its annotations set on them.
+pub type CompiledIngress = (Vec<Rule>, Option<(RateLimitPolicy, PolicyTargetRef)>);
+
 /// Compiles one Ingress into its rules, or `None` if it is not ours or is rejected.
 pub fn compile_ingress(
     obj: &Obj<IngressInfo>,
     snap: &Snapshot,
     env: &Env<'_>,
     out: &mut Vec<Diagnostic>,
-) -> Option<Vec<Rule>> {
+) -> Option<CompiledIngress> {
     let id = &obj.meta.id;
     let ing = &obj.spec;
     if let Err(why) = ours(ing, snap, env) {
@@ -93,7 +97,32 @@ pub fn compile_ingress(
     if ing.rules.is_empty() && ing.default_backend.is_none() {
         f.invalid("spec", "an Ingress needs rules or a defaultBackend");
     }
-    f.ok().then_some(rules)
+    // limit-rps/limit-rpm: a policy of the Ingress's own, compiled as a RateLimitPolicy is.
+    let policy = t.rate_limit.map(|mut spec| {
+        spec.target_ref = PolicyTargetRef {
+            kind: "Route".to_owned(),
+            name: id.name.clone(),
+            rule: None,
+        };
+        let target = spec.target_ref.clone();
+        let policy = Obj {
+            meta: obj.meta.clone(),
+            spec,
+        };
+        (policy, target)
+    });
+    let policy = match policy {
+        Some((p, target)) => {
+            let mut found = Vec::new();
+            let compiled = super::rate_limit::compile_policy(&p, env.opts, &mut found);
+            for d in found {
+                f.push(d);
+            }
+            Some((compiled?, target))
+        }
+        None => None,
+    };
+    f.ok().then_some((rules, policy))
 }
 
 fn ingress_backend(

@@ -34,6 +34,9 @@ pub const MAPPED: &[&str] = &[
     "denylist-source-range",
     "enable-cors",
     "force-ssl-redirect",
+    "limit-burst-multiplier",
+    "limit-rpm",
+    "limit-rps",
     "permanent-redirect",
     "permanent-redirect-code",
     "rewrite-target",
@@ -88,6 +91,9 @@ pub struct Translation {
     pub app_root: Option<String>,
     /// `server-alias`: more host names for the Ingress's hosts.
     pub aliases: Vec<String>,
+    /// `limit-rps`, `limit-rpm` (with `limit-burst-multiplier`): per client address, per
+    /// replica, answered 503 as ingress-nginx does. The target is the caller's to set.
+    pub rate_limit: Option<api::RateLimitPolicySpec>,
     /// `ssl-redirect` (default on): plain HTTP for the `tls` hosts gets 308 to https.
     pub ssl_redirect: bool,
     /// `force-ssl-redirect`: plain HTTP for every host of the Ingress gets 308 to https.
@@ -153,6 +159,7 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     rewrites(a, &mut t, f);
     redirects(a, &mut t, f);
     access(a, &mut t, f);
+    rate_limits(a, &mut t, f);
     if flag(&mut t, "enable-cors", f) == Some(true) {
         cors(a, &mut t);
     } else {
@@ -323,6 +330,70 @@ fn redirect_to(url: &str, code: u16) -> Result<RequestRedirect, String> {
         }),
         status_code: Some(code),
     })
+}
+
+/// ingress-nginx's `limit-burst-multiplier` default and its answer to a limited request.
+const BURST_MULTIPLIER: u32 = 5;
+const LIMITED_STATUS: u16 = 503;
+
+/// `limit-rps`, `limit-rpm`, `limit-burst-multiplier`.
+fn rate_limits(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let number = |name: &str, f: &mut Findings<'_>| -> Option<(String, u32)> {
+        let (key, v) = get(a, name)?;
+        match v.trim().parse::<u32>() {
+            Ok(n) if n > 0 => Some((key, n)),
+            _ => {
+                f.invalid(field(&key), format!("{v:?} must be a whole number above 0"));
+                None
+            }
+        }
+    };
+    let multiplier = number("limit-burst-multiplier", f);
+    let mut limits = Vec::new();
+    for (name, per) in [("limit-rps", 1), ("limit-rpm", 60)] {
+        let Some((key, rate)) = number(name, f) else {
+            continue;
+        };
+        let burst = rate.saturating_mul(multiplier.as_ref().map_or(BURST_MULTIPLIER, |m| m.1));
+        limits.push(api::RateLimit {
+            name: Some(name.to_owned()),
+            key: Some(api::RateLimitKey {
+                client_ip: Some(api::Empty {}),
+                ..api::RateLimitKey::default()
+            }),
+            rate,
+            per: api::Duration(std::time::Duration::from_secs(per)),
+            burst: Some(burst),
+            ..api::RateLimit::default()
+        });
+        t.outcomes.insert(
+            key,
+            Outcome::Approximated(
+                "a token bucket per client address and replica (burst rate × \
+                 limit-burst-multiplier), as nginx's limit_req with nodelay; limited requests \
+                 get 503 and RateLimit headers"
+                    .to_owned(),
+            ),
+        );
+    }
+    match multiplier {
+        Some((key, _)) if limits.is_empty() => {
+            warn(f, &key, "it has no effect without limit-rps or limit-rpm");
+        }
+        Some((key, _)) => {
+            t.outcomes.insert(key, Outcome::Carried);
+        }
+        None => {}
+    }
+    if !limits.is_empty() {
+        t.rate_limit = Some(api::RateLimitPolicySpec {
+            limits,
+            response: Some(api::RateLimitResponse {
+                status_code: Some(LIMITED_STATUS),
+            }),
+            ..api::RateLimitPolicySpec::default()
+        });
+    }
 }
 
 /// `whitelist-source-range`, `denylist-source-range`, `auth-type` basic.
@@ -627,6 +698,8 @@ pub struct Migrated {
     pub routes: Vec<(String, api::RouteSpec)>,
     /// Backends by name, for Service ports named rather than numbered.
     pub backends: Vec<(String, api::BackendSpec)>,
+    /// RateLimitPolicies by name (`limit-rps`, `limit-rpm`): one per Route.
+    pub policies: Vec<(String, api::RateLimitPolicySpec)>,
     /// What became of each annotation read, by full key; then what else differs.
     pub outcomes: BTreeMap<String, Outcome>,
     /// What the objects do differently from the Ingress, besides the annotations.
@@ -676,6 +749,17 @@ pub fn migrate(obj: &Obj<IngressInfo>, out: &mut Vec<Diagnostic>) -> Option<Migr
         } else {
             name.clone()
         };
+        if let Some(spec) = &t.rate_limit {
+            let policy = api::RateLimitPolicySpec {
+                target_ref: api::PolicyTargetRef {
+                    kind: "Route".to_owned(),
+                    name: route_name.clone(),
+                    rule: None,
+                },
+                ..spec.clone()
+            };
+            m.policies.push((format!("{route_name}-limits"), policy));
+        }
         m.routes.push((route_name, route));
     }
     Some(m)

@@ -163,6 +163,7 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
             accepted.routes.insert(id.clone(), obj.clone());
         }
     }
+    let mut ingress_policies = Vec::new();
     for id in candidates(&snap.ingresses, &snap.accepted.ingresses, &unreadable) {
         let chosen = with_fallback(
             snap.ingresses.get(id),
@@ -170,8 +171,9 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
             &mut diags,
             |obj, d| ingress::compile_ingress(obj, snap, &env, d),
         );
-        if let Some((compiled, obj)) = chosen {
+        if let Some(((compiled, policy), obj)) = chosen {
             rules.extend(compiled);
+            ingress_policies.extend(policy);
             accepted.ingresses.insert(id.clone(), obj.clone());
         }
     }
@@ -207,6 +209,7 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
             accepted.policies.insert(id.clone(), obj.clone());
         }
     }
+    policies.extend(ingress_policies);
     let mut policy_diags = Vec::new();
     let policies = rate_limit::attach(policies, snap, &mut rules, &mut policy_diags);
     diags.extend(policy_diags.into_iter().map(|d| {
