@@ -15,15 +15,103 @@ use std::time::{Duration, Instant};
 use common::dnsmasq::{Dnsmasq, ZONE};
 use common::{ConfigDir, HttpClient, Upstream, eventually, route_yaml};
 
-async fn gateway(config: &std::path::Path, dns: SocketAddr) -> tidegate::Gateway {
-    tidegate::Gateway::builder()
-        .config_path(config)
-        .http_addr("127.0.0.1:0".parse().unwrap())
-        .admin_addr(Some("127.0.0.1:0".parse().unwrap()))
-        .dns_server(Some(dns))
-        .start()
-        .await
-        .expect("gateway starts")
+/// A gateway whose Backend `api` follows DNS through dnsmasq, with an admin listener and a
+/// client for both.
+struct Served {
+    gw: tidegate::Gateway,
+    admin: SocketAddr,
+    client: HttpClient,
+}
+
+impl Served {
+    /// Serves `dir`, asking `dns`.
+    async fn start(dir: &ConfigDir, dns: &Dnsmasq) -> Self {
+        let gw = tidegate::Gateway::builder()
+            .config_path(dir.path())
+            .http_addr("127.0.0.1:0".parse().unwrap())
+            .admin_addr(Some("127.0.0.1:0".parse().unwrap()))
+            .dns_server(Some(dns.addr()))
+            .start()
+            .await
+            .expect("gateway starts");
+        let admin = gw.admin_addr().unwrap();
+        Self {
+            gw,
+            admin,
+            client: HttpClient::http1(),
+        }
+    }
+
+    /// `GET shop.test/` through the gateway.
+    async fn get(&self) -> common::Reply {
+        self.client
+            .get(self.gw.http_addr(), "shop.test", "/", &[])
+            .await
+    }
+
+    /// Waits until `GET shop.test/` answers 200.
+    async fn until_served(&self, what: &str) {
+        eventually(Duration::from_secs(10), what, || async {
+            (self.get().await.status == 200).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until `/backends` lists `n` endpoints for `api`.
+    async fn until_endpoints(&self, n: usize, what: &str) {
+        eventually(Duration::from_secs(10), what, || async {
+            (self.api_view().await.0.len() == n).then_some(())
+        })
+        .await;
+    }
+
+    async fn backends_json(&self) -> serde_json::Value {
+        serde_json::from_str(
+            &self
+                .client
+                .get(self.admin, "admin", "/backends", &[])
+                .await
+                .body,
+        )
+        .unwrap()
+    }
+
+    /// The addresses `/backends` lists for `api`, and its discovery note.
+    async fn api_view(&self) -> (Vec<String>, String) {
+        let all = self.backends_json().await;
+        let api = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["backend"] == "default/api")
+            .cloned()
+            .unwrap_or_default();
+        let mut addrs: Vec<String> = api["endpoints"]
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .map(|e| e["address"].as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        addrs.sort();
+        (addrs, api["discovery"].as_str().unwrap_or("").to_owned())
+    }
+
+    /// `tidegate_dns_resolutions_total` for `name` and `result`.
+    async fn resolutions(&self, name: &str, result: &str) -> u64 {
+        let body = self
+            .client
+            .get(self.admin, "admin", "/metrics", &[])
+            .await
+            .body;
+        let prefix = format!("tidegate_dns_resolutions_total{{name=\"{name}\",");
+        let tail = format!("result=\"{result}\"}}");
+        body.lines()
+            .filter(|l| l.starts_with(&prefix) && l.contains(&tail))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
 }
 
 /// A Backend following `dns` (the YAML of `spec.dns`), with `extra` spec lines, and a Route
@@ -56,43 +144,6 @@ async fn upstreams_on_one_port() -> (u16, [Upstream; 3]) {
         }
     }
     panic!("no port free on 127.0.0.1-3");
-}
-
-async fn backends_json(c: &HttpClient, admin: SocketAddr) -> serde_json::Value {
-    serde_json::from_str(&c.get(admin, "admin", "/backends", &[]).await.body).unwrap()
-}
-
-/// The addresses `/backends` lists for `api`, and its discovery note.
-async fn api_view(c: &HttpClient, admin: SocketAddr) -> (Vec<String>, String) {
-    let all = backends_json(c, admin).await;
-    let api = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["backend"] == "default/api")
-        .cloned()
-        .unwrap_or_default();
-    let mut addrs: Vec<String> = api["endpoints"]
-        .as_array()
-        .map(|e| {
-            e.iter()
-                .map(|e| e["address"].as_str().unwrap().to_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    addrs.sort();
-    (addrs, api["discovery"].as_str().unwrap_or("").to_owned())
-}
-
-/// `tidegate_dns_resolutions_total` for `name` and `result`.
-async fn resolutions(c: &HttpClient, admin: SocketAddr, name: &str, result: &str) -> u64 {
-    let body = c.get(admin, "admin", "/metrics", &[]).await.body;
-    let prefix = format!("tidegate_dns_resolutions_total{{name=\"{name}\",");
-    let tail = format!("result=\"{result}\"}}");
-    body.lines()
-        .filter(|l| l.starts_with(&prefix) && l.contains(&tail))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 /// Requests sent without pause by a few clients until stopped: how many, and how many failed.
@@ -159,25 +210,23 @@ async fn a_records_appear_and_disappear_under_load_with_zero_failed_requests() {
         &format!("{{ name: api.{ZONE}, type: A, port: {port}, refresh: {{ min: 1s, max: 1s }} }}"),
         "",
     );
-    let gw = gateway(dir.path(), dns.addr()).await;
-    let admin = gw.admin_addr().unwrap();
-    let client = HttpClient::http1();
+    let s = Served::start(&dir, &dns).await;
     let at = |last: u8| format!("127.0.0.{last}:{port}");
     eventually(
         Duration::from_secs(10),
         "the first answer's two endpoints",
-        || async { (api_view(&client, admin).await.0 == [at(1), at(2)]).then_some(()) },
+        || async { (s.api_view().await.0 == [at(1), at(2)]).then_some(()) },
     )
     .await;
 
-    let load = Load::start(gw.http_addr());
+    let load = Load::start(s.gw.http_addr());
     eventually(Duration::from_secs(5), "traffic on a and b", || async {
         (a.hits() > 20 && b.hits() > 20).then_some(())
     })
     .await;
 
     // A record added: the new endpoint takes traffic, without a new table.
-    let version = gw.table().unwrap().version;
+    let version = s.gw.table().unwrap().version;
     dns.hosts(
         "127.0.0.1 api.tidegate.test\n127.0.0.2 api.tidegate.test\n127.0.0.3 api.tidegate.test\n",
     );
@@ -189,7 +238,7 @@ async fn a_records_appear_and_disappear_under_load_with_zero_failed_requests() {
     // A record removed: its endpoint stops getting new requests.
     dns.hosts("127.0.0.2 api.tidegate.test\n127.0.0.3 api.tidegate.test\n");
     eventually(Duration::from_secs(10), "a gone from /backends", || async {
-        (api_view(&client, admin).await.0 == [at(2), at(3)]).then_some(())
+        (s.api_view().await.0 == [at(2), at(3)]).then_some(())
     })
     .await;
     let a_after = a.hits();
@@ -214,11 +263,31 @@ async fn a_records_appear_and_disappear_under_load_with_zero_failed_requests() {
     );
     assert!(ok > 200, "only {ok} requests under load");
     assert_eq!(
-        gw.table().unwrap().version,
+        s.gw.table().unwrap().version,
         version,
         "endpoints changed in place, no new table"
     );
-    assert!(resolutions(&client, admin, &format!("api.{ZONE}"), "answer").await >= 3);
+    assert!(s.resolutions(&format!("api.{ZONE}"), "answer").await >= 3);
+}
+
+/// A Backend following the SRV records `records` (name, target, port, priority, weight) of
+/// `_api._tcp` in the zone, with `extra` spec lines, served once its `n` endpoints are listed.
+async fn srv_served(
+    dns: &mut Dnsmasq,
+    records: &[(&str, u16, u16, u16)],
+    extra: &str,
+) -> (ConfigDir, Served) {
+    let name = format!("_api._tcp.{ZONE}");
+    let records: Vec<_> = records
+        .iter()
+        .map(|&(target, port, priority, weight)| (name.as_str(), target, port, priority, weight))
+        .collect();
+    dns.srv(&records);
+    let dir = ConfigDir::new();
+    config(&dir, &format!("{{ name: {name}, type: SRV }}"), extra);
+    let s = Served::start(&dir, dns).await;
+    s.until_endpoints(records.len(), "every SRV endpoint").await;
+    (dir, s)
 }
 
 #[tokio::test]
@@ -230,27 +299,18 @@ async fn srv_weights_split_traffic_in_proportion() {
         Upstream::start("three").await,
     ];
     let mut dns = Dnsmasq::start(30, "");
-    let name = format!("_api._tcp.{ZONE}");
-    dns.srv(&[
-        (&name, "one.tidegate.test", ups[0].addr.port(), 0, 10),
-        (&name, "two.tidegate.test", ups[1].addr.port(), 0, 20),
-        (&name, "three.tidegate.test", ups[2].addr.port(), 0, 30),
-    ]);
-    let dir = ConfigDir::new();
-    config(
-        &dir,
-        &format!("{{ name: {name}, type: SRV }}"),
+    let (_dir, s) = srv_served(
+        &mut dns,
+        &[
+            ("one.tidegate.test", ups[0].addr.port(), 0, 10),
+            ("two.tidegate.test", ups[1].addr.port(), 0, 20),
+            ("three.tidegate.test", ups[2].addr.port(), 0, 30),
+        ],
         "  loadBalancer: { algorithm: WeightedRoundRobin }\n",
-    );
-    let gw = gateway(dir.path(), dns.addr()).await;
-    let admin = gw.admin_addr().unwrap();
-    let client = HttpClient::http1();
-    eventually(Duration::from_secs(10), "three SRV endpoints", || async {
-        (api_view(&client, admin).await.0.len() == 3).then_some(())
-    })
+    )
     .await;
     for _ in 0..600 {
-        let r = client.get(gw.http_addr(), "shop.test", "/", &[]).await;
+        let r = s.get().await;
         assert_eq!(r.status, 200, "{}", r.body);
     }
     let hits: Vec<usize> = ups.iter().map(|u| u.hits()).collect();
@@ -264,27 +324,18 @@ async fn srv_priorities_fail_over_to_the_next_tier_and_back() {
     let primary = Upstream::start("primary").await;
     let backup = Upstream::start("backup").await;
     let mut dns = Dnsmasq::start(30, "");
-    let name = format!("_api._tcp.{ZONE}");
-    dns.srv(&[
-        (&name, "primary.tidegate.test", primary.addr.port(), 1, 1),
-        (&name, "backup.tidegate.test", backup.addr.port(), 2, 1),
-    ]);
-    let dir = ConfigDir::new();
-    config(
-        &dir,
-        &format!("{{ name: {name}, type: SRV }}"),
+    let (_dir, s) = srv_served(
+        &mut dns,
+        &[
+            ("primary.tidegate.test", primary.addr.port(), 1, 1),
+            ("backup.tidegate.test", backup.addr.port(), 2, 1),
+        ],
         "  healthCheck: { active: { http: { path: /healthz }, interval: 100ms, timeout: 80ms, healthyThreshold: 1, unhealthyThreshold: 1 } }\n",
-    );
-    let gw = gateway(dir.path(), dns.addr()).await;
-    let admin = gw.admin_addr().unwrap();
-    let client = HttpClient::http1();
-    eventually(Duration::from_secs(10), "both SRV endpoints", || async {
-        (api_view(&client, admin).await.0.len() == 2).then_some(())
-    })
+    )
     .await;
     let upstream_of = |r: common::Reply| r.echo().upstream;
     for _ in 0..20 {
-        let r = client.get(gw.http_addr(), "shop.test", "/", &[]).await;
+        let r = s.get().await;
         assert_eq!(
             upstream_of(r),
             "primary",
@@ -296,18 +347,18 @@ async fn srv_priorities_fail_over_to_the_next_tier_and_back() {
         Duration::from_secs(5),
         "the backup tier taking over",
         || async {
-            let r = client.get(gw.http_addr(), "shop.test", "/", &[]).await;
+            let r = s.get().await;
             (r.status == 200 && upstream_of(r) == "backup").then_some(())
         },
     )
     .await;
     for _ in 0..20 {
-        let r = client.get(gw.http_addr(), "shop.test", "/", &[]).await;
+        let r = s.get().await;
         assert_eq!(upstream_of(r), "backup", "the primary tier is down");
     }
     primary.faults.set_health(200);
     eventually(Duration::from_secs(5), "the primary tier back", || async {
-        let r = client.get(gw.http_addr(), "shop.test", "/", &[]).await;
+        let r = s.get().await;
         (upstream_of(r) == "primary").then_some(())
     })
     .await;
@@ -327,28 +378,18 @@ async fn a_stopped_server_leaves_the_last_answer_serving_until_max_stale() {
         ),
         "",
     );
-    let gw = gateway(dir.path(), dns.addr()).await;
-    let admin = gw.admin_addr().unwrap();
-    let client = HttpClient::http1();
-    eventually(Duration::from_secs(10), "the endpoint", || async {
-        (client
-            .get(gw.http_addr(), "shop.test", "/", &[])
-            .await
-            .status
-            == 200)
-            .then_some(())
-    })
-    .await;
+    let s = Served::start(&dir, &dns).await;
+    s.until_served("the endpoint").await;
 
     dns.stop();
     let stopped = Instant::now();
     let note = eventually(Duration::from_secs(10), "a stale note", || async {
-        let (_, note) = api_view(&client, admin).await;
+        let (_, note) = s.api_view().await;
         note.contains("stale").then_some(note)
     })
     .await;
     assert!(note.contains("last good answer"), "{note}");
-    let metrics = client.get(admin, "admin", "/metrics", &[]).await.body;
+    let metrics = s.client.get(s.admin, "admin", "/metrics", &[]).await.body;
     assert!(
         metrics.contains(&format!(
             "tidegate_dns_stale{{name=\"api.{ZONE}\",record_type=\"A\"}} 1"
@@ -361,7 +402,7 @@ async fn a_stopped_server_leaves_the_last_answer_serving_until_max_stale() {
         Duration::from_secs(15),
         "the stale answer dropped",
         || async {
-            let r = client.get(gw.http_addr(), "shop.test", "/", &[]).await;
+            let r = s.get().await;
             (r.status != 200).then(|| (r.status, stopped.elapsed()))
         },
     )
@@ -372,26 +413,14 @@ async fn a_stopped_server_leaves_the_last_answer_serving_until_max_stale() {
         "dropped after {:?}, before maxStale",
         emptied.1
     );
-    let (addrs, note) = api_view(&client, admin).await;
+    let (addrs, note) = s.api_view().await;
     assert!(addrs.is_empty(), "{addrs:?}");
     assert!(note.contains("no endpoints"), "{note}");
 
     // The server back: the answer back.
     dns.restart();
-    eventually(Duration::from_secs(10), "the endpoint back", || async {
-        (client
-            .get(gw.http_addr(), "shop.test", "/", &[])
-            .await
-            .status
-            == 200)
-            .then_some(())
-    })
-    .await;
-    assert_eq!(
-        api_view(&client, admin).await.1,
-        "",
-        "current again: no note"
-    );
+    s.until_served("the endpoint back").await;
+    assert_eq!(s.api_view().await.1, "", "current again: no note");
 }
 
 #[tokio::test]
@@ -412,11 +441,9 @@ async fn nodata_is_an_empty_answer_and_nxdomain_a_failure() {
             route_yaml("gone", "/gone", "gone", "")
         ),
     );
-    let gw = gateway(dir.path(), dns.addr()).await;
-    let admin = gw.admin_addr().unwrap();
-    let client = HttpClient::http1();
+    let s = Served::start(&dir, &dns).await;
     let notes = eventually(Duration::from_secs(10), "both notes", || async {
-        let all = backends_json(&client, admin).await;
+        let all = s.backends_json().await;
         let note = |name: &str| {
             all.as_array()?.iter().find(|b| b["backend"] == name)?["discovery"]
                 .as_str()
@@ -427,22 +454,15 @@ async fn nodata_is_an_empty_answer_and_nxdomain_a_failure() {
     .await;
     assert!(notes.0.contains("NOERROR"), "{}", notes.0);
     assert!(notes.1.contains("nxdomain"), "{}", notes.1);
-    assert!(resolutions(&client, admin, &format!("api.{ZONE}"), "empty").await >= 1);
-    assert!(resolutions(&client, admin, &format!("gone.{ZONE}"), "nxdomain").await >= 1);
-    assert_eq!(
-        client
-            .get(gw.http_addr(), "shop.test", "/", &[])
-            .await
-            .status,
-        503
-    );
+    assert!(s.resolutions(&format!("api.{ZONE}"), "empty").await >= 1);
+    assert!(s.resolutions(&format!("gone.{ZONE}"), "nxdomain").await >= 1);
+    assert_eq!(s.get().await.status, 503);
 }
 
 #[tokio::test]
 #[ignore = "needs dnsmasq (scripts/test.sh installs it)"]
 async fn the_ttl_is_raised_to_refresh_min_and_cut_to_refresh_max() {
     let name = format!("api.{ZONE}");
-    let client = HttpClient::http1();
 
     // TTL 0, refresh.min 2s: a lookup every 2s, not a busy loop.
     let dns = Dnsmasq::start(0, "127.0.0.1 api.tidegate.test\n");
@@ -452,11 +472,10 @@ async fn the_ttl_is_raised_to_refresh_min_and_cut_to_refresh_max() {
         &format!("{{ name: {name}, type: A, port: 80, refresh: {{ min: 2s, max: 1h }} }}"),
         "",
     );
-    let gw = gateway(dir.path(), dns.addr()).await;
-    let admin = gw.admin_addr().unwrap();
+    let s = Served::start(&dir, &dns).await;
     let started = Instant::now();
     eventually(Duration::from_secs(15), "three lookups", || async {
-        (resolutions(&client, admin, &name, "answer").await >= 3).then_some(())
+        (s.resolutions(&name, "answer").await >= 3).then_some(())
     })
     .await;
     let took = started.elapsed();
@@ -464,7 +483,7 @@ async fn the_ttl_is_raised_to_refresh_min_and_cut_to_refresh_max() {
         took >= Duration::from_secs(4),
         "three lookups in {took:?}: TTL 0 not raised to 2s"
     );
-    drop(gw);
+    drop(s);
 
     // TTL 1h, refresh.max 1s: a lookup every second all the same.
     let dns = Dnsmasq::start(3600, "127.0.0.1 api.tidegate.test\n");
@@ -473,12 +492,11 @@ async fn the_ttl_is_raised_to_refresh_min_and_cut_to_refresh_max() {
         &format!("{{ name: {name}, type: A, port: 80, refresh: {{ min: 1s, max: 1s }} }}"),
         "",
     );
-    let gw = gateway(dir.path(), dns.addr()).await;
-    let admin = gw.admin_addr().unwrap();
+    let s = Served::start(&dir, &dns).await;
     eventually(
         Duration::from_secs(10),
         "four lookups within seconds despite TTL 1h",
-        || async { (resolutions(&client, admin, &name, "answer").await >= 4).then_some(()) },
+        || async { (s.resolutions(&name, "answer").await >= 4).then_some(()) },
     )
     .await;
 }

@@ -17,6 +17,23 @@ fn addrs(ups: &[&Upstream]) -> Vec<String> {
     ups.iter().map(|u| u.addr.to_string()).collect()
 }
 
+/// A gateway serving Route `r` (`/`, with `route` rule lines) to Backend `b` over `ups` (with
+/// `backend` spec lines), and a client; the directory lives as long as the gateway.
+async fn serve_one(
+    ups: &[&Upstream],
+    backend: &str,
+    route: &str,
+) -> (ConfigDir, tidegate::Gateway, HttpClient, SocketAddr) {
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "all.yaml",
+        &(backend_yaml_with("b", &addrs(ups), backend) + &route_yaml("r", "/", "b", route)),
+    );
+    let gw = gateway(cfg.path()).await;
+    let (c, at) = (HttpClient::http1(), gw.http_addr());
+    (cfg, gw, c, at)
+}
+
 /// Sends `n` sequential GETs; counts replies by (upstream name or status).
 async fn tally(
     c: &HttpClient,
@@ -141,17 +158,7 @@ async fn each_algorithm_distributes_or_sticks_as_documented() {
 async fn a_failing_endpoint_is_ejected_within_its_threshold_and_comes_back() {
     let (good, bad) = (Upstream::start("good").await, Upstream::start("bad").await);
     bad.faults.set_status(502);
-    let cfg = ConfigDir::new();
-    cfg.write(
-        "all.yaml",
-        &(backend_yaml_with(
-            "b",
-            &addrs(&[&good, &bad]),
-            "  healthCheck: { passive: { consecutiveFailures: 3, ejectionTime: 1s, maxEjectionPercent: 50 } }\n",
-        ) + &route_yaml("r", "/", "b", "")),
-    );
-    let gw = gateway(cfg.path()).await;
-    let (c, at) = (HttpClient::http1(), gw.http_addr());
+    let (_cfg, gw, c, at) = serve_one(&[&good, &bad], "  healthCheck: { passive: { consecutiveFailures: 3, ejectionTime: 1s, maxEjectionPercent: 50 } }\n", "").await;
     let seen = tally(&c, at, "/", 40, &[]).await;
     assert_eq!(
         seen.get("502"),
@@ -184,17 +191,7 @@ async fn a_failing_endpoint_is_ejected_within_its_threshold_and_comes_back() {
 #[tokio::test]
 async fn active_health_checks_take_an_endpoint_out_and_slow_start_brings_it_back() {
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
-    let cfg = ConfigDir::new();
-    cfg.write(
-        "all.yaml",
-        &(backend_yaml_with(
-            "b",
-            &addrs(&[&a, &b]),
-            "  healthCheck: { active: { http: { path: /healthz }, interval: 100ms, timeout: 80ms, healthyThreshold: 2, unhealthyThreshold: 2 } }\n  slowStart: { window: 2s }\n",
-        ) + &route_yaml("r", "/", "b", "")),
-    );
-    let gw = gateway(cfg.path()).await;
-    let (c, at) = (HttpClient::http1(), gw.http_addr());
+    let (_cfg, gw, c, at) = serve_one(&[&a, &b], "  healthCheck: { active: { http: { path: /healthz }, interval: 100ms, timeout: 80ms, healthyThreshold: 2, unhealthyThreshold: 2 } }\n  slowStart: { window: 2s }\n", "").await;
     b.faults.set_health(500);
     let admin = gw.admin_addr().unwrap();
     eventually(Duration::from_secs(5), "the probes take b out", || async {
@@ -244,17 +241,7 @@ async fn active_health_checks_take_an_endpoint_out_and_slow_start_brings_it_back
 async fn a_circuit_breaker_opens_sheds_half_opens_and_closes() {
     let up = Upstream::start("flaky").await;
     up.faults.set_status(500);
-    let cfg = ConfigDir::new();
-    cfg.write(
-        "all.yaml",
-        &(backend_yaml_with(
-            "b",
-            &addrs(&[&up]),
-            "  circuitBreaker: { failureRatio: 0.5, minRequests: 5, window: 10s, openDuration: 500ms, halfOpenRequests: 2 }\n",
-        ) + &route_yaml("r", "/", "b", "")),
-    );
-    let gw = gateway(cfg.path()).await;
-    let (c, at) = (HttpClient::http1(), gw.http_addr());
+    let (_cfg, gw, c, at) = serve_one(&[&up], "  circuitBreaker: { failureRatio: 0.5, minRequests: 5, window: 10s, openDuration: 500ms, halfOpenRequests: 2 }\n", "").await;
     let first = tally(&c, at, "/", 5, &[]).await;
     assert_eq!(first.get("500"), Some(&5));
     let shed = c.get(at, "h", "/", &[]).await;
@@ -352,19 +339,12 @@ async fn a_retried_post_replays_its_body() {
         Upstream::start("good").await,
     );
     flaky.faults.set_status(502);
-    let cfg = ConfigDir::new();
-    cfg.write(
-        "all.yaml",
-        &(backend_yaml_with("b", &addrs(&[&flaky, &good]), "")
-            + &route_yaml(
-                "r",
-                "/",
-                "b",
-                "      retry: { attempts: 2, nonIdempotent: true, backoff: { base: 1ms } }\n",
-            )),
-    );
-    let gw = gateway(cfg.path()).await;
-    let (c, at) = (HttpClient::http1(), gw.http_addr());
+    let (_cfg, gw, c, at) = serve_one(
+        &[&flaky, &good],
+        "",
+        "      retry: { attempts: 2, nonIdempotent: true, backoff: { base: 1ms } }\n",
+    )
+    .await;
     for _ in 0..4 {
         let post = http::Request::post(format!("http://{at}/items"))
             .header("host", "h")
@@ -386,14 +366,12 @@ async fn the_retry_budget_caps_amplification_in_a_full_outage() {
     let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
     a.faults.set_status(503);
     b.faults.set_status(503);
-    let cfg = ConfigDir::new();
-    cfg.write(
-        "all.yaml",
-        &(backend_yaml_with("b", &addrs(&[&a, &b]), "")
-            + &route_yaml("r", "/", "b", "      retry: { attempts: 5, on: [gateway-error], backoff: { base: 1ms, max: 1ms } }\n")),
-    );
-    let gw = gateway(cfg.path()).await;
-    let (c, at) = (HttpClient::http1(), gw.http_addr());
+    let (_cfg, gw, c, at) = serve_one(
+        &[&a, &b],
+        "",
+        "      retry: { attempts: 5, on: [gateway-error], backoff: { base: 1ms, max: 1ms } }\n",
+    )
+    .await;
     let out = tally(&c, at, "/", 200, &[]).await;
     assert_eq!(out.get("503"), Some(&200));
     let sent = a.hits() + b.hits();
@@ -409,14 +387,7 @@ async fn the_retry_budget_caps_amplification_in_a_full_outage() {
 async fn per_try_timeout_moves_on_to_another_endpoint() {
     let (hole, good) = (Upstream::start("hole").await, Upstream::start("good").await);
     hole.faults.set_mode(2);
-    let cfg = ConfigDir::new();
-    cfg.write(
-        "all.yaml",
-        &(backend_yaml_with("b", &addrs(&[&hole, &good]), "")
-            + &route_yaml("r", "/", "b", "      retry: { attempts: 2, on: [reset], perTryTimeout: 200ms, backoff: { base: 1ms } }\n      timeouts: { request: 3s }\n")),
-    );
-    let gw = gateway(cfg.path()).await;
-    let (c, at) = (HttpClient::http1(), gw.http_addr());
+    let (_cfg, gw, c, at) = serve_one(&[&hole, &good], "", "      retry: { attempts: 2, on: [reset], perTryTimeout: 200ms, backoff: { base: 1ms } }\n      timeouts: { request: 3s }\n").await;
     let started = Instant::now();
     let out = tally(&c, at, "/", 4, &[]).await;
     assert_eq!(out.get("good"), Some(&4), "{out:?}");
@@ -431,17 +402,12 @@ async fn per_try_timeout_moves_on_to_another_endpoint() {
 #[tokio::test]
 async fn connection_limits_shed_excess_load_fast() {
     let up = Upstream::start("slow").await;
-    let cfg = ConfigDir::new();
-    cfg.write(
-        "all.yaml",
-        &(backend_yaml_with(
-            "b",
-            &addrs(&[&up]),
-            "  connection: { maxConnections: 2, maxPendingRequests: 1, pendingTimeout: 100ms }\n",
-        ) + &route_yaml("r", "/", "b", "")),
-    );
-    let gw = gateway(cfg.path()).await;
-    let (c, at) = (HttpClient::http1(), gw.http_addr());
+    let (_cfg, gw, c, at) = serve_one(
+        &[&up],
+        "  connection: { maxConnections: 2, maxPendingRequests: 1, pendingTimeout: 100ms }\n",
+        "",
+    )
+    .await;
     let mut tasks = Vec::new();
     for _ in 0..6 {
         let c = c.clone();
