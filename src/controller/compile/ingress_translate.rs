@@ -935,6 +935,75 @@ mod tests {
         );
     }
 
+    /// An Ingress of two hosts, a named and a numbered Service port, and `annotations`.
+    fn ingress(annotations: &[(&str, &str)]) -> Obj<IngressInfo> {
+        use crate::controller::objects::{IngressPathInfo, IngressRuleInfo, PortRef};
+        let path = |p: &str, port: PortRef| IngressPathInfo {
+            path: Some(p.to_owned()),
+            path_type: "Prefix".to_owned(),
+            backend: IngressBackendInfo::Service {
+                name: "web".to_owned(),
+                port: Some(port),
+            },
+        };
+        let spec = IngressInfo {
+            rules: vec![
+                IngressRuleInfo {
+                    host: Some("a.example.com".to_owned()),
+                    paths: vec![path("/x", PortRef::Name("http".to_owned()))],
+                },
+                IngressRuleInfo {
+                    host: Some("b.example.com".to_owned()),
+                    paths: vec![path("/y", PortRef::Number(80))],
+                },
+            ],
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..IngressInfo::default()
+        };
+        Obj {
+            meta: crate::controller::snapshot::Meta::new(ObjectRef::new(
+                Kind::Ingress,
+                "shop",
+                "web",
+            )),
+            spec,
+        }
+    }
+
+    #[test]
+    fn migrate_writes_a_route_per_host_and_a_backend_per_named_port() {
+        let obj = ingress(&[
+            (&format!("{N}server-alias"), "www.a.example.com"),
+            (&format!("{N}app-root"), "/app"),
+        ]);
+        let mut d = Vec::new();
+        let m = migrate(&obj, &mut d).unwrap();
+        assert!(d.is_empty(), "{d:?}");
+        let names: Vec<&str> = m.routes.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["web-0", "web-1"]);
+        let a = &m.routes[0].1;
+        assert_eq!(a.hostnames, ["a.example.com", "www.a.example.com"]);
+        // The path, then app-root's `/` (a redirect, no backend).
+        assert_eq!(a.rules.len(), 2);
+        assert_eq!(a.rules[0].backend_refs[0].name, "web-http");
+        assert!(a.rules[1].backend_refs.is_empty());
+        assert!(a.rules[1].filters[0].request_redirect.is_some());
+        assert_eq!(m.backends.len(), 1);
+        let b = &m.routes[1].1.rules[0].backend_refs[0];
+        assert_eq!((b.kind.as_deref(), b.port), (Some("Service"), Some(80)));
+    }
+
+    #[test]
+    fn migrate_refuses_what_serving_refuses() {
+        let obj = ingress(&[(&format!("{N}canary"), "true")]);
+        let mut d = Vec::new();
+        assert!(migrate(&obj, &mut d).is_none());
+        assert!(d[0].message.contains("not supported yet"), "{d:?}");
+    }
+
     #[test]
     fn a_redirect_answers_every_path_and_makes_rewrites_moot() {
         let (t, d) = run(&[
