@@ -72,7 +72,7 @@ pub fn compile_ingress(
     let mut rules: Vec<Rule> = Vec::new();
     for p in super::ingress_translate::plan(ing, &t, &mut f) {
         let resolved = match p.backend {
-            Some(b) => match ingress_backend(id, b, &format!("{}.backend", p.at), env, &mut f) {
+            Some(b) => match ingress_backend(id, b, &p.backend_at(), env, &mut f) {
                 Some(wb) => vec![wb],
                 None => continue,
             },

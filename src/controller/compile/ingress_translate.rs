@@ -603,6 +603,17 @@ pub fn plan<'a>(ing: &'a IngressInfo, t: &Translation, f: &mut Findings<'_>) -> 
     out
 }
 
+impl Planned<'_> {
+    /// The field of its backend, for messages.
+    pub fn backend_at(&self) -> String {
+        if self.at == "spec.defaultBackend" {
+            self.at.clone()
+        } else {
+            format!("{}.backend", self.at)
+        }
+    }
+}
+
 impl Translation {
     /// An Ingress path as a match: ingress-nginx's regex paths are case-insensitive prefixes.
     pub fn path(&self, path_type: &str, value: &str) -> PathMatch {
@@ -722,9 +733,10 @@ pub fn migrate(obj: &Obj<IngressInfo>, out: &mut Vec<Diagnostic>) -> Option<Migr
     // Hosts in the order the Ingress names them; a Route each.
     let mut groups: Vec<(Vec<String>, Vec<RouteRule>)> = Vec::new();
     for p in planned {
+        let backend_at = p.backend_at();
         let mut rule = p.rule;
         if let Some(b) = p.backend {
-            rule.backend_refs = vec![backend_ref(b, &p.at, &mut m, &mut f)?];
+            rule.backend_refs = vec![backend_ref(b, &backend_at, &mut m, &mut f)?];
         }
         match groups.iter_mut().find(|(h, _)| *h == p.hostnames) {
             Some((_, rules)) => rules.push(rule),
@@ -776,7 +788,7 @@ fn backend_ref(
     use crate::controller::objects::PortRef;
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     let IngressBackendInfo::Service { name, port } = b else {
-        f.not_supported(format!("{at}.backend.resource"), "resource backends");
+        f.not_supported(format!("{at}.resource"), "resource backends");
         return None;
     };
     match port {
