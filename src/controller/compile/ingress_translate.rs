@@ -354,7 +354,11 @@ fn rate_limits(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findin
         let Some((key, rate)) = number(name, f) else {
             continue;
         };
-        let burst = rate.saturating_mul(multiplier.as_ref().map_or(BURST_MULTIPLIER, |m| m.1));
+        // nginx's limit_req passes the request that finds the bucket empty plus `burst` more
+        // at once (measured against Debian's nginx): one more than the burst it is given.
+        let burst = rate
+            .saturating_mul(multiplier.as_ref().map_or(BURST_MULTIPLIER, |m| m.1))
+            .saturating_add(1);
         limits.push(api::RateLimit {
             name: Some(name.to_owned()),
             key: Some(api::RateLimitKey {
@@ -369,9 +373,9 @@ fn rate_limits(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findin
         t.outcomes.insert(
             key,
             Outcome::Approximated(
-                "a token bucket per client address and replica (burst rate × \
-                 limit-burst-multiplier), as nginx's limit_req with nodelay; limited requests \
-                 get 503 and RateLimit headers"
+                "a token bucket per client address and replica holding rate × \
+                 limit-burst-multiplier + 1 requests, as nginx's limit_req burst with nodelay; \
+                 limited requests get 503 and RateLimit headers"
                     .to_owned(),
             ),
         );
