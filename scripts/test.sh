@@ -23,6 +23,8 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-cli >/dev/null || need+=(redis-tools)
 # TLS to backends (tests/backend_tls.rs): nginx is the TLS, mTLS and HTTP/2-over-TLS upstream.
 command -v nginx >/dev/null || need+=(nginx)
+# PROXY protocol (tests/proxy_protocol.rs): HAProxy in front with send-proxy/send-proxy-v2.
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v faketime >/dev/null || need+=(faketime)
 # Backends that follow DNS (tests/dns.rs): dnsmasq, the program only (no system service).
 command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)

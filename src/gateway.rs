@@ -201,6 +201,15 @@ impl GatewayBuilder {
         self
     }
 
+    /// Peers (load balancers in front) whose connections on the HTTP, HTTPS and L4 listeners
+    /// must start with a PROXY protocol header, v1 or v2 (`--proxy-protocol-from`); the client
+    /// it names is the connection's client (access log, IP lists, rate-limit keys, hashing).
+    /// Default: none. Set it after [`GatewayBuilder::proxy_config`], which replaces it.
+    pub fn proxy_protocol_from(mut self, peers: Vec<crate::model::Cidr>) -> Self {
+        self.proxy.proxy_protocol_from = peers;
+        self
+    }
+
     /// Whether file changes trigger a reload (default on).
     pub fn watch(mut self, on: bool) -> Self {
         self.watch = on;
@@ -292,6 +301,10 @@ impl GatewayBuilder {
         proxy_config.l4_ports = self.l4_ports.clone();
         let mut compile = self.compile;
         compile.l4_ports = self.l4_ports;
+        compile.https = match https_addr {
+            Some(a) => crate::controller::compile::HttpsListener::Port(a.port()),
+            None => crate::controller::compile::HttpsListener::Off,
+        };
         compile.global_rate_limits = proxy_config.redis.is_some();
         let with_redis = proxy_config.redis.is_some();
         if let Some(a) = https_addr {

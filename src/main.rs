@@ -178,6 +178,12 @@ struct RunArgs {
     /// a Route names it.
     #[arg(long, env = "TIDEGATE_L4_PORTS", value_delimiter = ',')]
     l4_ports: Vec<L4Listener>,
+    /// Load balancers (comma-separated CIDRs or addresses) whose connections to the HTTP, HTTPS
+    /// and L4 listeners must start with a PROXY protocol header (v1 or v2, within
+    /// --header-read-timeout); the client it names is the client everywhere. From any other
+    /// peer no header is read.
+    #[arg(long, env = "TIDEGATE_PROXY_PROTOCOL_FROM", value_delimiter = ',')]
+    proxy_protocol_from: Vec<Cidr>,
     #[command(flatten)]
     redis: RedisArgs,
 }
@@ -503,6 +509,7 @@ fn run(args: RunArgs) -> ExitCode {
             redis,
             https_port: args.https_public_port,
             l4_ports: Vec::new(),
+            proxy_protocol_from: args.proxy_protocol_from.clone(),
         };
         let mut builder = Gateway::builder();
         if let Some(source) = args.default_certificate.clone() {

@@ -836,3 +836,38 @@ async fn a_backend_dying_mid_stream_closes_the_client_and_new_connections_go_els
         assert_eq!(&buf, b"+PONG\r\n");
     }
 }
+
+/// A TLS Route shows the HTTPS listener's port in `/config`; without an HTTPS listener it is
+/// refused with a diagnostic naming the reason (not left unserved in silence).
+#[tokio::test]
+async fn tls_routes_show_the_https_port_and_are_refused_without_https() {
+    let dir = ConfigDir::new();
+    dir.write(
+        "all.yaml",
+        &format!(
+            "{}---\napiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: {{ name: pass }}\nspec:\n  protocol: TLS\n  hostnames: [db.test]\n  backendRefs: [{{ name: db }}]\n",
+            tcp_backend("db", &["127.0.0.1:9".parse().unwrap()], "")
+        ),
+    );
+    let gw = Running::start(dir.path(), &[]);
+    let config: serde_json::Value = serde_json::from_str(&gw.admin_get("/config").await).unwrap();
+    let l4 = config["l4"].as_array().expect("an l4 list");
+    assert_eq!(l4.len(), 1, "{config}");
+    assert_eq!(l4[0]["port"], gw.https.port(), "{}", l4[0]);
+
+    // The library's gateway has no HTTPS listener unless asked for one.
+    let gw = common::gateway(dir.path()).await;
+    let admin = gw.admin_addr().unwrap();
+    let body = common::HttpClient::http1()
+        .get(admin, "admin", "/config", &[])
+        .await
+        .body;
+    let config: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(config["l4"].as_array().map_or(0, Vec::len), 0, "{config}");
+    let diagnostics = config["diagnostics"].to_string();
+    assert!(
+        diagnostics.contains("spec.protocol") && diagnostics.contains("--https-addr off"),
+        "{diagnostics}"
+    );
+    gw.shutdown(Duration::from_secs(1)).await;
+}

@@ -63,6 +63,19 @@ pub struct BackendSpec {
     /// TLS or mTLS to the endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<BackendTls>,
+    /// Write a PROXY protocol header (V1: text, V2: binary) with the client's address and the
+    /// address it connected to at the start of every connection (`protocol: TCP` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<ProxyProtocolVersion>,
+}
+
+/// A PROXY protocol version.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ProxyProtocolVersion {
+    /// The text header (`PROXY TCP4 ...`).
+    V1,
+    /// The binary header.
+    V2,
 }
 
 /// A Service and one of its ports.

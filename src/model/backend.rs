@@ -240,6 +240,9 @@ pub struct Backend {
     /// TLS to the endpoints (HTTP/1.1 over TLS with `Http1`, always with `Http2`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<Arc<UpstreamTls>>,
+    /// A PROXY protocol header written at the start of each connection (TCP Backends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<super::ProxyProtocolVersion>,
 }
 
 impl Backend {
@@ -259,6 +262,7 @@ impl Backend {
             service: None,
             tls: None,
             dns: None,
+            proxy_protocol: None,
         }
     }
 

@@ -11,6 +11,16 @@ use serde::Serialize;
 use super::ObjectRef;
 use super::table::{Action, Target, WeightedBackend};
 
+/// The PROXY protocol version written to a Backend at the start of each connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ProxyProtocolVersion {
+    /// The text header (`PROXY TCP4 ...`).
+    V1,
+    /// The binary header.
+    V2,
+}
+
 /// The transport of an L4 port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -85,8 +95,8 @@ pub struct L4Route {
     pub label: Arc<str>,
     /// Its transport.
     pub protocol: L4Protocol,
-    /// The gateway port (one of `--l4-ports`) it listens on; 0 for TLS passthrough (the
-    /// HTTPS listener).
+    /// The gateway port (one of `--l4-ports`) it listens on; for TLS passthrough the HTTPS
+    /// listener's (0 when not known, as in `tidegate validate`).
     pub port: u16,
     /// TLS passthrough: the server names (exact, or `*.` wildcards) it takes.
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -37,7 +37,7 @@ pub use filter::{
     Answer, BackendFilters, DirectResponse, HeaderModifier, PathRewrite, Redirect, RequestFilter,
     UrlRewrite,
 };
-pub use l4::{L4Listener, L4Protocol, L4Route};
+pub use l4::{L4Listener, L4Protocol, L4Route, ProxyProtocolVersion};
 pub use matching::{
     HeaderMatcher, PathMatcher, Pattern, QueryMatcher, RequestMatch, RequestView, ValueMatcher,
     query_pairs,

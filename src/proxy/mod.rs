@@ -39,7 +39,7 @@ use crate::telemetry::metrics::{
 use request::{RequestSettings, Service};
 use transport::{
     ClientIpResolver, Clients, ConnLimits, L4Metrics, L4Proxy, Redis, RedisMetrics, Server,
-    TlsAcceptor, TlsListener, Tunnels,
+    TlsAcceptor, TlsListener, Tunnels, proxy_protocol::ProxyProtocolFrom,
 };
 
 /// Limits and timeouts of the proxy. Every field has a documented default.
@@ -74,6 +74,10 @@ pub struct ProxyConfig {
     pub https_port: Option<u16>,
     /// The L4 ports TCP Routes may open (`--l4-ports`); each is bound while a Route uses it.
     pub l4_ports: Vec<crate::model::L4Listener>,
+    /// Peers (load balancers in front) whose connections must start with a PROXY protocol
+    /// header (v1 or v2), read within `header_read_timeout`; the client it names is the
+    /// connection's client everywhere. Empty: no header is ever read.
+    pub proxy_protocol_from: Vec<crate::model::Cidr>,
 }
 
 impl Default for ProxyConfig {
@@ -91,6 +95,7 @@ impl Default for ProxyConfig {
             redis: None,
             https_port: None,
             l4_ports: Vec::new(),
+            proxy_protocol_from: Vec::new(),
         }
     }
 }
@@ -156,12 +161,18 @@ impl Proxy {
         );
         let router = Arc::new(Router::link(Arc::new(RoutingTable::default()), &registry));
         let hard_stop = CancellationToken::new();
+        let proxy_protocol = ProxyProtocolFrom::new(
+            config.proxy_protocol_from.clone(),
+            config.header_read_timeout,
+            metrics.proxy_protocol_rejected.clone(),
+        );
         let l4 = Arc::new(L4Proxy::new(
             config.l4_ports.clone(),
             router.clone(),
             config.upstream.connect_timeout,
             hard_stop.clone(),
             L4Metrics::new(metrics),
+            proxy_protocol.clone(),
         ));
         let settings = RequestSettings {
             default_request_timeout: config.default_request_timeout,
@@ -187,7 +198,10 @@ impl Proxy {
             max_header_bytes: config.max_header_bytes,
             body_read_timeout: config.body_read_timeout,
         };
-        let server = Arc::new(Server::new(service.clone(), limits, config.http1_codec));
+        let server = Arc::new(
+            Server::new(service.clone(), limits, config.http1_codec)
+                .with_proxy_protocol(proxy_protocol),
+        );
         // Idle upstream connections the upstream closed, or that outlived the idle timeout,
         // are closed even when no request comes to check them out.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

@@ -68,6 +68,8 @@ pub mod names {
     pub const TLS_HANDSHAKES: &str = "tidegate_tls_handshakes";
     /// `tidegate_tls_certificate_expiry_timestamp_seconds`.
     pub const TLS_CERTIFICATE_EXPIRY: &str = "tidegate_tls_certificate_expiry_timestamp_seconds";
+    /// `tidegate_proxy_protocol_rejected`.
+    pub const PROXY_PROTOCOL_REJECTED: &str = "tidegate_proxy_protocol_rejected";
 
     /// `tidegate_dns_resolutions`.
     pub const DNS_RESOLUTIONS: &str = "tidegate_dns_resolutions";
@@ -111,6 +113,7 @@ pub mod names {
         REDIS_CONNECTED,
         TLS_HANDSHAKES,
         TLS_CERTIFICATE_EXPIRY,
+        PROXY_PROTOCOL_REJECTED,
         DNS_RESOLUTIONS,
         DNS_STALE,
         L4_CONNECTIONS,
@@ -407,6 +410,15 @@ pub struct HandshakeLabels {
     pub version: &'static str,
 }
 
+/// `{listener, reason}` of a connection refused for its PROXY protocol header.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProxyProtocolLabels {
+    /// `http`, `https` or `l4`.
+    pub listener: &'static str,
+    /// `missing`, `malformed_v1`, `malformed_v2`, `too_large` or `timeout`.
+    pub reason: &'static str,
+}
+
 /// `{certificate}`: where a served certificate comes from (`namespace/name` of its Secret).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertificateLabels {
@@ -489,6 +501,8 @@ pub struct Metrics {
     pub tls_handshakes: Family<HandshakeLabels, Counter>,
     /// [`names::TLS_CERTIFICATE_EXPIRY`].
     pub tls_certificate_expiry: Family<CertificateLabels, Gauge>,
+    /// [`names::PROXY_PROTOCOL_REJECTED`].
+    pub proxy_protocol_rejected: Family<ProxyProtocolLabels, Counter>,
     /// [`names::DNS_RESOLUTIONS`].
     pub dns_resolutions: Family<DnsResultLabels, Counter>,
     /// [`names::DNS_STALE`].
@@ -540,6 +554,7 @@ impl Metrics {
             redis_connected: Gauge::default(),
             tls_handshakes: Family::default(),
             tls_certificate_expiry: Family::default(),
+            proxy_protocol_rejected: Family::default(),
             dns_resolutions: Family::default(),
             dns_stale: Family::default(),
             l4_connections: Family::default(),
@@ -669,6 +684,11 @@ impl Metrics {
             TLS_CERTIFICATE_EXPIRY,
             "Unix time a served certificate expires (notAfter), by certificate",
             m.tls_certificate_expiry.clone(),
+        );
+        registry.register(
+            PROXY_PROTOCOL_REJECTED,
+            "Connections from --proxy-protocol-from peers closed because their PROXY protocol header was missing, malformed, too large or late, by listener and reason",
+            m.proxy_protocol_rejected.clone(),
         );
         registry.register(
             DNS_RESOLUTIONS,

@@ -1354,3 +1354,62 @@ async fn a_tcp_route_reaches_a_service_and_reports_status() {
         "{message}"
     );
 }
+
+/// A TLS Route to a Service port (EndpointSlice endpoints): the client's TLS reaches nginx
+/// unterminated (the certificate it gets is nginx's), the Route's status says so, and
+/// `/config` shows the HTTPS listener's port.
+#[tokio::test]
+#[ignore = "needs a kube-apiserver and nginx: run scripts/test.sh"]
+async fn a_tls_route_passes_through_to_a_service() {
+    use common::nginx::Nginx;
+    use common::tls::{Ca, connect, get, tls_client};
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "tls-pass").await;
+    let ca = Ca::new();
+    let leaf = ca.leaf("db.test", &["db.test"]);
+    let nginx = Nginx::start(&leaf, &ca).await;
+    ns.service("db", json!({})).await;
+    ns.slice("db-a", "db", nginx.h2, true).await;
+    ns.apply(json!({
+        "apiVersion": "tidegate.dev/v1alpha1", "kind": "Route",
+        "metadata": {"name": "db"},
+        "spec": {"protocol": "TLS", "hostnames": ["db.test"],
+                 "backendRefs": [{"kind": "Service", "name": "db", "port": 80}]},
+    }))
+    .await;
+    let gw = Tidegate::start(&kc, &ns.name, "tls-pass-0", &["--leader-elect=false"]);
+    gw.wait_ready().await;
+    let https = gw.https.expect("an HTTPS listener");
+
+    let tls = tls_client(&ca);
+    let (mut sender, served) = eventually(
+        Duration::from_secs(20),
+        "a handshake with nginx through the gateway",
+        || async { connect(&tls, https, "db.test").await.ok() },
+    )
+    .await;
+    assert_eq!(
+        served, leaf.der,
+        "the certificate is nginx's: TLS passed through"
+    );
+    get(&mut sender, "db.test").await.unwrap();
+
+    for t in ["Accepted", "ResolvedRefs", "Programmed"] {
+        ns.wait_condition("Route", "db", t, "True").await;
+    }
+    let config: serde_json::Value = serde_json::from_str(
+        &HttpClient::http1()
+            .get(gw.admin, "admin", "/config", &[])
+            .await
+            .body,
+    )
+    .unwrap();
+    let route = config["l4"]
+        .as_array()
+        .and_then(|l| l.iter().find(|r| r["hostnames"][0] == "db.test"))
+        .unwrap_or_else(|| panic!("the TLS Route in /config: {config}"))
+        .clone();
+    assert_eq!(route["port"], https.port(), "{route}");
+}

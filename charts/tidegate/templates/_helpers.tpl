@@ -132,6 +132,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- with $c.trustedProxies }}
 - --trusted-proxies={{ join "," . }}
 {{- end }}
+{{- with $c.proxyProtocolFrom }}
+- --proxy-protocol-from={{ join "," . }}
+{{- end }}
 - --trusted-proxy-hops={{ int64 $c.trustedProxyHops }}
 - --client-ip-header={{ $c.clientIpHeader }}
 {{- with $c.dnsServer }}

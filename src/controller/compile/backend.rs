@@ -159,6 +159,32 @@ pub fn compile_backend(
     if protocol == UpstreamProtocol::Tcp {
         tcp_only(spec, &mut f);
     }
+    let proxy_protocol = match (spec.proxy_protocol, spec.protocol) {
+        (None, _) => None,
+        (Some(v), BackendProtocol::Tcp) => Some(match v {
+            crate::api::ProxyProtocolVersion::V1 => crate::model::ProxyProtocolVersion::V1,
+            crate::api::ProxyProtocolVersion::V2 => crate::model::ProxyProtocolVersion::V2,
+        }),
+        // HTTP connections are pooled and shared by many clients: a header naming one client
+        // would be wrong for the others.
+        (Some(_), BackendProtocol::Http1 | BackendProtocol::H2c | BackendProtocol::Http2) => {
+            f.not_supported(
+                "spec.proxyProtocol",
+                "the PROXY protocol to an HTTP Backend (its pooled connections carry many clients); it is for protocol: TCP",
+            );
+            None
+        }
+        (Some(_), other) => {
+            f.not_supported(
+                "spec.proxyProtocol",
+                &format!(
+                    "the PROXY protocol to a {} Backend",
+                    fields::wire_name(&other)
+                ),
+            );
+            None
+        }
+    };
     let slow_start = spec.slow_start.as_ref().map(|s| s.window.0);
     if slow_start.is_some_and(|w| w.is_zero()) {
         f.invalid("spec.slowStart.window", "must be greater than zero");
@@ -197,6 +223,7 @@ pub fn compile_backend(
                 service,
                 dns,
                 tls,
+                proxy_protocol,
                 ..Backend::new(obj.meta.id.clone(), protocol, endpoints)
             },
             origin,

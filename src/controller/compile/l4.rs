@@ -10,6 +10,7 @@ use crate::model::{
     WeightedBackend,
 };
 
+use super::HttpsListener;
 use super::fields::{self, Findings};
 use super::route::{Env, UnresolvedRef, backend_ref, warning};
 
@@ -61,7 +62,18 @@ pub fn compile_l4_route(
                     Err(e) => f.invalid(format!("spec.hostnames[{i}]"), e),
                 }
             }
-            Some(0)
+            match env.opts.https {
+                HttpsListener::Port(p) => Some(p),
+                HttpsListener::Unknown => Some(0),
+                HttpsListener::Off => {
+                    f.invalid(
+                        "spec.protocol",
+                        "a TLS Route is served on the HTTPS listener, and the gateway has none \
+                         (--https-addr off); this Route is not served",
+                    );
+                    None
+                }
+            }
         }
         (_, None) => {
             f.invalid(

@@ -52,6 +52,20 @@ pub struct CompileOptions {
     /// Ingress classes served too, whoever their controller is, without writing their
     /// Ingresses' status (`--watch-ingress-class`: side by side with ingress-nginx).
     pub watch_ingress_classes: Vec<String>,
+    /// The HTTPS listener TLS Routes are served on.
+    pub https: HttpsListener,
+}
+
+/// The gateway's HTTPS listener, where TLS Routes are served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HttpsListener {
+    /// Not known (`tidegate validate`): TLS Routes are accepted and show port 0.
+    #[default]
+    Unknown,
+    /// There is none (`--https-addr off`): TLS Routes are refused.
+    Off,
+    /// Bound on this port (TLS Routes show it in `/config`).
+    Port(u16),
 }
 
 /// Where the default certificate comes from (`--default-certificate`).
@@ -93,6 +107,7 @@ impl Default for CompileOptions {
             default_certificate: None,
             l4_ports: Vec::new(),
             watch_ingress_classes: Vec::new(),
+            https: HttpsListener::Unknown,
         }
     }
 }

@@ -25,7 +25,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::model::{L4Listener, L4Protocol, L4Route, LoadBalancing, ObjectRef};
+use super::proxy_protocol::{self, Origin, ProxyProtocolFrom};
+use crate::model::{
+    L4Listener, L4Protocol, L4Route, LoadBalancing, ObjectRef, ProxyProtocolVersion,
+};
 use crate::proxy::upstream::balance::{PickContext, stable_hash};
 use crate::proxy::upstream::{BackendState, EndpointState, Router};
 use crate::telemetry::metrics::{
@@ -95,6 +98,7 @@ pub struct L4Proxy {
     hard_stop: CancellationToken,
     default_connect_timeout: Duration,
     metrics: L4Metrics,
+    proxy_protocol: ProxyProtocolFrom,
 }
 
 impl L4Proxy {
@@ -105,6 +109,7 @@ impl L4Proxy {
         default_connect_timeout: Duration,
         hard_stop: CancellationToken,
         metrics: L4Metrics,
+        proxy_protocol: ProxyProtocolFrom,
     ) -> Self {
         Self {
             ports,
@@ -116,6 +121,7 @@ impl L4Proxy {
             hard_stop,
             default_connect_timeout,
             metrics,
+            proxy_protocol,
         }
     }
 
@@ -190,7 +196,7 @@ impl L4Proxy {
         stop: CancellationToken,
     ) {
         loop {
-            let (stream, peer) = tokio::select! {
+            let (mut stream, peer) = tokio::select! {
                 () = stop.cancelled() => return,
                 r = listener.accept() => match r {
                     Ok(c) => c,
@@ -213,20 +219,17 @@ impl L4Proxy {
             };
             let me = self.clone();
             self.tracker.spawn(async move {
-                me.serve(stream, peer, &router, index, &[]).await;
+                let origin = me.proxy_protocol.accept(&mut stream, peer, "l4").await;
+                if let Some(origin) = origin {
+                    me.serve(stream, origin, &router, index, &[]).await;
+                }
             });
         }
     }
 
     /// A TLS connection whose ClientHello (`hello`, already read) names `name`, which a TLS
     /// passthrough Route takes: served like a TCP Route's connection, `hello` sent first.
-    pub async fn passthrough(
-        &self,
-        client: TcpStream,
-        peer: SocketAddr,
-        hello: Vec<u8>,
-        name: &str,
-    ) {
+    pub async fn passthrough(&self, client: TcpStream, origin: Origin, hello: Vec<u8>, name: &str) {
         let router = self.router.load_full();
         let Some(index) = router
             .table
@@ -235,7 +238,7 @@ impl L4Proxy {
         else {
             return;
         };
-        self.serve(client, peer, &router, index, &hello).await;
+        self.serve(client, origin, &router, index, &hello).await;
     }
 
     /// One connection of Route `router.table.l4[index]`: the Route's connection limit, then
@@ -243,7 +246,7 @@ impl L4Proxy {
     async fn serve(
         &self,
         client: TcpStream,
-        peer: SocketAddr,
+        origin: Origin,
         router: &Router,
         index: usize,
         hello: &[u8],
@@ -270,7 +273,7 @@ impl L4Proxy {
             })
             .clone();
         gauge.inc();
-        self.connection(client, peer, router, route, &state, hello)
+        self.connection(client, origin, router, route, &state, hello)
             .await;
         gauge.dec();
         state.open.fetch_sub(1, Ordering::AcqRel);
@@ -280,12 +283,13 @@ impl L4Proxy {
     async fn connection(
         &self,
         client: TcpStream,
-        peer: SocketAddr,
+        origin: Origin,
         router: &Router,
         route: &L4Route,
         state: &RouteState,
         hello: &[u8],
     ) {
+        let peer = origin.client;
         let none: Arc<str> = Arc::from("");
         let n = state.split.fetch_add(1, Ordering::Relaxed);
         let picked =
@@ -315,6 +319,21 @@ impl L4Proxy {
                 .clone()
         };
         let [to_backend, to_client] = [bytes("to_backend"), bytes("to_client")];
+        if let Some(version) = router.table.backends[picked.backend].proxy_protocol {
+            let destination = origin
+                .destination
+                .or_else(|| client.local_addr().ok())
+                .unwrap_or(peer);
+            let header = match version {
+                ProxyProtocolVersion::V1 => proxy_protocol::encode_v1(peer, destination),
+                ProxyProtocolVersion::V2 => {
+                    proxy_protocol::encode_v2(peer, destination, proxy_protocol::Transport::Stream)
+                }
+            };
+            if upstream.write_all(&header).await.is_err() {
+                return;
+            }
+        }
         if !hello.is_empty() {
             if upstream.write_all(hello).await.is_err() {
                 return;

@@ -25,6 +25,7 @@ use super::body::ClientBody;
 use super::conn::{Activity, ClientIdentity, ConnCtx, ConnLimits};
 use super::error::BoxError;
 use super::h1;
+use super::proxy_protocol::{Origin, ProxyProtocolFrom};
 use super::tls::{self, TlsAcceptor};
 use crate::telemetry::metrics::HandshakeLabels;
 
@@ -85,6 +86,8 @@ pub struct Server<H> {
     hyper: auto::Builder<TokioExecutor>,
     limits: ConnLimits,
     codec: Http1Codec,
+    /// Peers that must start with a PROXY protocol header.
+    proxy_protocol: ProxyProtocolFrom,
     /// Cancelled when the gateway stops accepting: connections finish what is in flight.
     draining: CancellationToken,
     connections: TaskTracker,
@@ -112,9 +115,16 @@ impl<H: Handler> Server<H> {
             hyper,
             limits,
             codec,
+            proxy_protocol: ProxyProtocolFrom::default(),
             draining: CancellationToken::new(),
             connections: TaskTracker::new(),
         }
+    }
+
+    /// Requires a PROXY protocol header from the peers of `proxy_protocol` (read before TLS).
+    pub fn with_proxy_protocol(mut self, proxy_protocol: ProxyProtocolFrom) -> Self {
+        self.proxy_protocol = proxy_protocol;
+        self
     }
 
     /// Accepts connections until [`Server::drain`]; `open` counts the open ones. With `tls`,
@@ -131,15 +141,23 @@ impl<H: Handler> Server<H> {
                 r = listener.accept() => r,
             };
             match accepted {
-                Ok((stream, peer)) => {
+                Ok((mut stream, peer)) => {
                     let server = self.clone();
                     let open = open.clone();
                     let tls = tls.clone();
                     open.inc();
                     self.connections.spawn(async move {
-                        match tls {
-                            Some(tls) => server.serve_tls(stream, peer, &tls).await,
-                            None => server.serve_tcp(stream, peer).await,
+                        let listener = if tls.is_some() { "https" } else { "http" };
+                        let origin = server
+                            .proxy_protocol
+                            .accept(&mut stream, peer, listener)
+                            .await;
+                        match (origin, tls) {
+                            (None, _) => {}
+                            (Some(origin), Some(tls)) => {
+                                server.serve_tls(stream, origin, &tls).await
+                            }
+                            (Some(origin), None) => server.serve_tcp(stream, origin.client).await,
                         }
                         open.dec();
                     });
@@ -155,7 +173,8 @@ impl<H: Handler> Server<H> {
 
     /// A TLS handshake (within the header read timeout), then hyper for HTTP/2 (ALPN `h2`)
     /// and HTTP/1.1 alike.
-    async fn serve_tls(&self, stream: tokio::net::TcpStream, peer: SocketAddr, tls: &TlsListener) {
+    async fn serve_tls(&self, stream: tokio::net::TcpStream, origin: Origin, tls: &TlsListener) {
+        let peer = origin.client;
         let _ = stream.set_nodelay(true);
         let handshake =
             tokio::time::timeout(self.limits.header_read_timeout, tls.acceptor.accept(stream))
@@ -179,7 +198,7 @@ impl<H: Handler> Server<H> {
                 };
                 tls.handshakes.get_or_create(&labels).inc();
                 if let Some(l4) = &tls.l4 {
-                    l4.passthrough(stream, peer, hello, &name).await;
+                    l4.passthrough(stream, origin, hello, &name).await;
                 }
                 return;
             }

@@ -1,7 +1,7 @@
 //! The transport layer: bytes on the wire. Listeners and client connections, the native
 //! HTTP/1.1 codec and client, hyper's clients and servers, request and response bodies,
 //! upgraded tunnels, the one error type of a failed exchange with an upstream, the client-address
-//! resolver (trusted proxies) and the Redis connection of Global rate limits.
+//! resolver (trusted proxies), the PROXY protocol and the Redis connection of Global rate limits.
 //!
 //! It reads the upstream layer (an endpoint to connect to, where its idle connections are
 //! kept) and knows nothing of routes: requests go up to a [`Handler`].
@@ -14,6 +14,7 @@ pub mod error;
 pub mod h1;
 pub mod l4;
 pub mod listener;
+pub mod proxy_protocol;
 pub mod redis;
 pub mod sni;
 pub mod tls;
