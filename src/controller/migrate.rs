@@ -8,7 +8,8 @@ use std::fmt::Write as _;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::compile::ingress_translate::{self, Migrated, Outcome};
+use super::compile::ingress_migrate::{self, Migrated};
+use super::compile::ingress_translate::Outcome;
 use super::kube::index::Index;
 use super::manifests::{self, KubeDoc};
 use super::snapshot::Accepted;
@@ -69,7 +70,7 @@ pub fn migrate(inputs: &[(String, String)]) -> Migration {
     for obj in index.snapshot(Accepted::default()).ingresses.values() {
         let id = &obj.meta.id;
         let mut diags = Vec::new();
-        match ingress_translate::migrate(obj, &mut diags) {
+        match ingress_migrate::migrate(obj, &mut diags) {
             Some(mut m) => {
                 m.backends
                     .retain(|(name, _)| written.insert((id.namespace.clone(), name.clone())));
