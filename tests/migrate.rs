@@ -82,7 +82,7 @@ fn migrate_writes_routes_and_backends_and_reports_every_annotation() {
     let lines: Vec<&str> = report.lines().collect();
     for expected in [
         "Ingress shop/canary: not migrated",
-        "  metadata.annotations[nginx.ingress.kubernetes.io/canary]: not supported yet: the ingress-nginx annotation canary (the Ingress would be served without it)",
+        "  metadata.annotations[nginx.ingress.kubernetes.io/canary]: not supported yet: the ingress-nginx annotation canary (the Ingress would be served without it): canaries by Ingress are not joined to their main Ingress yet; annotate the Service instead (see Service annotations: canaries)",
         "Ingress shop/web: migrated to Route web-0, Route web-1, Backend web-http",
         "  nginx.ingress.kubernetes.io/enable-cors: approximated: Access-Control-Max-Age 1728000 is sent as 86400 (our longest)",
         "  nginx.ingress.kubernetes.io/rewrite-target: carried",

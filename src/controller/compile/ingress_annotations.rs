@@ -129,6 +129,29 @@ const NOT_YET: &[&str] = &[
     "mirror-host",
 ];
 
+/// Why a much-used annotation is not carried yet, and what to write instead meanwhile.
+fn why_not_yet(name: &str) -> &'static str {
+    match name {
+        "auth-url" | "auth-signin" | "auth-response-headers" => {
+            ": a Route's authentication.extAuth asks the service at its URL followed by the \
+             request's path, where ingress-nginx asks the URL as written; write a Route"
+        }
+        n if n.starts_with("canary") => {
+            ": canaries by Ingress are not joined to their main Ingress yet; annotate the \
+             Service instead (see Service annotations: canaries)"
+        }
+        "proxy-connect-timeout" | "proxy-read-timeout" | "proxy-send-timeout" => {
+            ": nginx's are per read/write, a Route's timeouts bound the wait for the response; \
+             write a Route with timeouts"
+        }
+        "backend-protocol" => {
+            ": an Ingress's backends are Services with default settings; \
+             write a Route to a Backend with spec.protocol"
+        }
+        _ => "",
+    }
+}
+
 /// The field of annotation `key`, for messages.
 fn field(key: &str) -> String {
     format!("metadata.annotations[{key}]")
@@ -164,7 +187,8 @@ pub fn check(annotations: &BTreeMap<String, String>, f: &mut Findings<'_>) {
             n if NOT_YET.contains(&n) => f.not_supported(
                 field(key),
                 &format!(
-                    "the ingress-nginx annotation {n} (the Ingress would be served without it)"
+                    "the ingress-nginx annotation {n} (the Ingress would be served without it){}",
+                    why_not_yet(n)
                 ),
             ),
             // Our Service annotations, written on an Ingress by mistake, and typos.
