@@ -174,6 +174,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// Ingress classes served too, without writing their Ingresses' status
+    /// (`--watch-ingress-class`).
+    pub fn watch_ingress_classes(mut self, classes: Vec<String>) -> Self {
+        self.compile.watch_ingress_classes = classes;
+        self
+    }
+
     /// The `spec.controller` of the IngressClasses this gateway serves (Kubernetes mode).
     pub fn controller_name(mut self, name: impl Into<String>) -> Self {
         self.compile.controller_name = name.into();

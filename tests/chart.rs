@@ -470,6 +470,7 @@ fn every_run_flag_is_reachable_from_values() {
         "controller.workerThreads=4",
         "controller.trustedProxies={10.0.0.0/8,192.0.2.1}",
         "controller.proxyProtocolFrom={10.1.0.0/16}",
+        "controller.watchIngressClasses={nginx,nginx-internal}",
         "controller.redis.url=redis://redis:6379",
         "controller.redis.caFile=/etc/redis-ca/ca.pem",
         "controller.defaultCertificate=ingress/wildcard-cert",
@@ -497,6 +498,7 @@ fn every_run_flag_is_reachable_from_values() {
     assert!(a.contains(&"--trusted-proxies=10.0.0.0/8,192.0.2.1".to_owned()));
     assert!(a.contains(&"--dns-server=10.0.0.10:8600".to_owned()));
     assert!(a.contains(&"--proxy-protocol-from=10.1.0.0/16".to_owned()));
+    assert!(a.contains(&"--watch-ingress-class=nginx,nginx-internal".to_owned()));
     assert!(a.contains(&"--l4-ports=6379/tcp,15432/tcp".to_owned()));
     // Every rendered flag is one the binary knows (a typo in a template fails here).
     for x in &a[1..] {

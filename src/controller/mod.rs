@@ -19,6 +19,7 @@ pub mod kube {
     pub mod referenced;
 }
 pub mod manifests;
+pub mod migrate;
 pub mod names;
 pub mod objects;
 pub mod publish;

@@ -12,6 +12,7 @@ mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
 mod delivery;
+mod ingress_nginx;
 mod secrets;
 
 use std::time::{Duration, Instant};

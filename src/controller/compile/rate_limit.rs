@@ -303,11 +303,12 @@ pub fn attach(
     policies.sort_by(|(a, _), (b, _)| (a.created, &a.id).cmp(&(b.created, &b.id)));
     let mut attached = Vec::new();
     for (policy, target) in policies {
-        let route = ObjectRef::new(
-            Kind::Route,
-            policy.id.namespace.clone(),
-            target.name.clone(),
-        );
+        // An Ingress's own limits (its limit-rps annotations) apply to the Ingress's rules.
+        let kind = match policy.id.kind {
+            Kind::Ingress => Kind::Ingress,
+            _ => Kind::Route,
+        };
+        let route = ObjectRef::new(kind, policy.id.namespace.clone(), target.name.clone());
         let index = attached.len();
         let mut found = false;
         let claims: Vec<usize> = (policy.limits.iter().enumerate())

@@ -169,7 +169,8 @@ pub fn build(
     }
     for rule in rules.iter_mut() {
         rule.client_validation = validation.get(&rule.route).cloned();
-        rule.https_redirect = match redirect.get(&rule.route) {
+        // Already set: an Ingress's force-ssl-redirect (every host, TLS here or not).
+        rule.https_redirect |= match redirect.get(&rule.route) {
             None => false,
             Some(_) if rule.route.kind == Kind::Route => true,
             Some(hosts) => rule.hostnames.iter().any(|h| hosts.contains(h)),

@@ -238,6 +238,7 @@ pub fn start(
         }
     });
     let (published_tx, published_rx) = tokio_watch::channel(None);
+    let watched_classes = compile_opts.watch_ingress_classes.clone();
     tokio::spawn(compile_loop(
         shared.clone(),
         client.clone(),
@@ -252,6 +253,7 @@ pub fn start(
         shared,
         client,
         opts,
+        watched_classes,
         published_rx,
         leader_rx,
         stop,
@@ -698,6 +700,7 @@ async fn status_loop(
     shared: Arc<Shared>,
     client: kube::Client,
     opts: KubeOptions,
+    watched_classes: Vec<String>,
     published: tokio_watch::Receiver<Option<Arc<Published>>>,
     mut leader: tokio_watch::Receiver<bool>,
     stop: CancellationToken,
@@ -782,6 +785,13 @@ async fn status_loop(
                     .map(|r| &r.route)
                     .collect();
                 for (id, (have, _)) in idx.ingress_status() {
+                    // Another controller's Ingress, served side by side: its status is theirs.
+                    if idx
+                        .ingress_class(id)
+                        .is_some_and(|c| watched_classes.iter().any(|w| w == c))
+                    {
+                        continue;
+                    }
                     let mut have = have.clone();
                     have.sort();
                     if ours.contains(id) && have != want {
