@@ -174,6 +174,13 @@ impl GatewayBuilder {
         self
     }
 
+    /// Ingress classes served too, without writing their Ingresses' status
+    /// (`--watch-ingress-class`).
+    pub fn watch_ingress_classes(mut self, classes: Vec<String>) -> Self {
+        self.compile.watch_ingress_classes = classes;
+        self
+    }
+
     /// The `spec.controller` of the IngressClasses this gateway serves (Kubernetes mode).
     pub fn controller_name(mut self, name: impl Into<String>) -> Self {
         self.compile.controller_name = name.into();
@@ -344,14 +351,11 @@ impl GatewayBuilder {
             tables_tx.send_replace(Some(table));
         });
         let (reload_tx, reload_rx) = mpsc::channel(16);
-        // Certificate files are read on every reload; a change to one triggers it.
-        let mut certificate_watchers = Vec::new();
-        if self.watch {
-            let files = compile.default_certificate.iter().flat_map(|d| d.files());
-            for f in files {
-                certificate_watchers.push(reload::watch_changes_near(f, reload_tx.clone())?);
-            }
-        }
+        // Files the options and objects name are read on every reload; a change to one
+        // triggers it.
+        let file_watch = self
+            .watch
+            .then(|| crate::controller::files::FileWatch::new(reload_tx.clone()));
         let mut code = None;
         let watcher = match source {
             #[cfg(feature = "kubernetes")]
@@ -366,6 +370,7 @@ impl GatewayBuilder {
                     publish,
                     telemetry.clone(),
                     reload_rx,
+                    file_watch,
                     stop.clone(),
                 );
                 proxy.serve(http);
@@ -380,6 +385,9 @@ impl GatewayBuilder {
                 code = Some(source.clone());
                 let mut controller =
                     SourceController::new(source, compile, publish, telemetry.clone());
+                if let Some(w) = file_watch {
+                    controller = controller.with_file_watch(w);
+                }
                 controller.reload()?;
                 proxy.serve(http);
                 if let Some(l) = https {
@@ -395,6 +403,9 @@ impl GatewayBuilder {
                     publish,
                     telemetry.clone(),
                 );
+                if let Some(w) = file_watch {
+                    controller = controller.with_file_watch(w);
+                }
                 controller.reload()?;
                 proxy.serve(http);
                 if let Some(l) = https {
@@ -422,7 +433,6 @@ impl GatewayBuilder {
             stop,
             shutting_down,
             _watcher: watcher,
-            _certificate_watchers: certificate_watchers,
         })
     }
 }
@@ -440,7 +450,6 @@ pub struct Gateway {
     stop: CancellationToken,
     shutting_down: CancellationToken,
     _watcher: Option<notify::RecommendedWatcher>,
-    _certificate_watchers: Vec<notify::RecommendedWatcher>,
 }
 
 impl Gateway {

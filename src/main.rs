@@ -32,6 +32,9 @@ enum Command {
     Validate(ValidateArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crds(CrdsArgs),
+    /// Write Ingresses (ingress-nginx annotations included) as Routes and Backends that behave
+    /// the same; the report (what became of each annotation) goes to stderr.
+    Migrate(MigrateArgs),
     /// Print the version.
     Version,
 }
@@ -108,6 +111,14 @@ struct RunArgs {
     /// Kubernetes mode: watch only this namespace (default: every namespace).
     #[arg(long, env = "TIDEGATE_NAMESPACE")]
     namespace: Option<String>,
+    /// Kubernetes mode: also serve Ingresses of this ingress class, whatever its controller,
+    /// without writing their status (side by side with ingress-nginx). Repeatable.
+    #[arg(
+        long = "watch-ingress-class",
+        env = "TIDEGATE_WATCH_INGRESS_CLASSES",
+        value_delimiter = ','
+    )]
+    watch_ingress_class: Vec<String>,
     /// Kubernetes mode: serve Ingresses whose IngressClass has this spec.controller.
     #[arg(long, env = "TIDEGATE_CONTROLLER_NAME", default_value = tidegate::api::DEFAULT_CONTROLLER_NAME)]
     controller_name: String,
@@ -222,6 +233,13 @@ struct ValidateArgs {
     /// With --kubernetes: IngressClasses whose spec.controller is this are ours.
     #[arg(long, env = "TIDEGATE_CONTROLLER_NAME", default_value = tidegate::api::DEFAULT_CONTROLLER_NAME)]
     controller_name: String,
+    /// With --kubernetes: check Ingresses of this ingress class too (see `run`). Repeatable.
+    #[arg(
+        long = "watch-ingress-class",
+        env = "TIDEGATE_WATCH_INGRESS_CLASSES",
+        value_delimiter = ','
+    )]
+    watch_ingress_class: Vec<String>,
     /// Check as for a gateway with this Redis (only whether one is set matters: Global rate
     /// limits need it). Nothing is connected to.
     #[arg(long, env = "TIDEGATE_REDIS_URL", hide_env_values = true)]
@@ -229,6 +247,13 @@ struct ValidateArgs {
     /// Check as for a gateway with these L4 ports (see `run --l4-ports`).
     #[arg(long, env = "TIDEGATE_L4_PORTS", value_delimiter = ',')]
     l4_ports: Vec<L4Listener>,
+}
+
+#[derive(Args, Debug)]
+struct MigrateArgs {
+    /// YAML files of Ingresses (`kubectl get ingress -A -o yaml` output too); none or `-`:
+    /// standard input.
+    files: Vec<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -281,6 +306,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(*args),
         Command::Validate(args) => validate(args),
+        Command::Migrate(args) => migrate(args),
         Command::Crds(args) => match tidegate::api::crds_yaml(!args.without_cel) {
             Ok(yaml) => {
                 print!("{yaml}");
@@ -295,6 +321,39 @@ fn main() -> ExitCode {
             println!("tidegate {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+    }
+}
+
+fn migrate(args: MigrateArgs) -> ExitCode {
+    let mut inputs = Vec::new();
+    let stdin = [PathBuf::from("-")];
+    let files = if args.files.is_empty() {
+        &stdin[..]
+    } else {
+        &args.files[..]
+    };
+    for path in files {
+        let read = if path.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())
+        } else {
+            std::fs::read_to_string(path)
+        };
+        match read {
+            Ok(text) if path.as_os_str() == "-" => inputs.push(("<stdin>".to_owned(), text)),
+            Ok(text) => inputs.push((path.display().to_string(), text)),
+            Err(e) => {
+                eprintln!("tidegate: cannot read {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let m = tidegate::controller::migrate::migrate(&inputs);
+    print!("{}", m.yaml);
+    eprint!("{}", m.report);
+    if m.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 
@@ -324,18 +383,19 @@ fn validate(args: ValidateArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let table = compile(
-        &snap,
-        &CompileOptions {
-            ingress_class: args.ingress_class,
-            global_rate_limits: args.redis_url.is_some_and(|u| !u.is_empty()),
-            controller_name: args.controller_name,
-            discovery: mode == Mode::Kubernetes,
-            l4_ports: args.l4_ports,
-            ..CompileOptions::default()
-        },
-    )
-    .table;
+    let opts = CompileOptions {
+        ingress_class: args.ingress_class,
+        global_rate_limits: args.redis_url.is_some_and(|u| !u.is_empty()),
+        controller_name: args.controller_name,
+        discovery: mode == Mode::Kubernetes,
+        l4_ports: args.l4_ports,
+        watch_ingress_classes: args.watch_ingress_class,
+        ..CompileOptions::default()
+    };
+    // The files the objects name (CA bundles, client certificates) are checked too.
+    let mut snap = snap;
+    tidegate::controller::files::fill(&opts, &mut snap);
+    let table = compile(&snap, &opts).table;
     for d in &table.diagnostics {
         println!("{d}");
     }
@@ -464,6 +524,7 @@ fn run(args: RunArgs) -> ExitCode {
         };
         let gateway = builder
             .controller_name(args.controller_name.clone())
+            .watch_ingress_classes(args.watch_ingress_class.clone())
             .http_addr(args.http_addr)
             .https_addr(args.https_addr.0)
             .admin_addr(Some(args.admin_addr))

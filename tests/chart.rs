@@ -198,6 +198,40 @@ fn the_deployment_is_hardened_probed_and_spread() {
     );
 }
 
+/// Files named by objects (`caFile`, `clientCertificateFiles`) and `--default-certificate
+/// CERT,KEY` come from volumes the chart mounts through `controller.extraVolumes` and
+/// `controller.extraVolumeMounts`; none by default.
+#[test]
+#[ignore = "needs helm; run scripts/test.sh"]
+fn extra_volumes_are_mounted_into_the_container() {
+    let plain = render(&[]);
+    assert!(
+        one(&plain, "Deployment")["spec"]["template"]["spec"]
+            .get("volumes")
+            .is_none()
+    );
+    assert!(container(&plain).get("volumeMounts").is_none());
+
+    let objs = render(&[
+        "controller.extraVolumes[0].name=client-ca",
+        "controller.extraVolumes[0].secret.secretName=client-ca",
+        "controller.extraVolumeMounts[0].name=client-ca",
+        "controller.extraVolumeMounts[0].mountPath=/etc/tidegate/client-ca",
+        "controller.extraVolumeMounts[0].readOnly=true",
+    ]);
+    let pod = &one(&objs, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"],
+        json!([{"name": "client-ca", "secret": {"secretName": "client-ca"}}])
+    );
+    assert_eq!(
+        container(&objs)["volumeMounts"],
+        json!([{"name": "client-ca", "mountPath": "/etc/tidegate/client-ca", "readOnly": true}])
+    );
+    let err = template(&["controller.extraVolumeMounts[0].name=client-ca"]).unwrap_err();
+    assert!(err.contains("mountPath"), "{err}");
+}
+
 #[test]
 #[ignore = "needs helm; run scripts/test.sh"]
 fn services_ingress_class_dashboard_and_service_monitor() {
@@ -436,6 +470,7 @@ fn every_run_flag_is_reachable_from_values() {
         "controller.workerThreads=4",
         "controller.trustedProxies={10.0.0.0/8,192.0.2.1}",
         "controller.proxyProtocolFrom={10.1.0.0/16}",
+        "controller.watchIngressClasses={nginx,nginx-internal}",
         "controller.redis.url=redis://redis:6379",
         "controller.redis.caFile=/etc/redis-ca/ca.pem",
         "controller.defaultCertificate=ingress/wildcard-cert",
@@ -467,6 +502,7 @@ fn every_run_flag_is_reachable_from_values() {
     assert!(a.contains(&"--trusted-proxies=10.0.0.0/8,192.0.2.1".to_owned()));
     assert!(a.contains(&"--dns-server=10.0.0.10:8600".to_owned()));
     assert!(a.contains(&"--proxy-protocol-from=10.1.0.0/16".to_owned()));
+    assert!(a.contains(&"--watch-ingress-class=nginx,nginx-internal".to_owned()));
     assert!(a.contains(&"--l4-ports=6379/tcp,15432/tcp,5353/udp".to_owned()));
     // Every rendered flag is one the binary knows (a typo in a template fails here).
     for x in &a[1..] {

@@ -378,9 +378,30 @@ pub struct BackendTls {
     /// ConfigMap whose `ca.crt` holds that CA bundle (instead of `caSecretRef`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_config_map_ref: Option<LocalObjectRef>,
+    /// A PEM file on the gateway's filesystem holding that CA bundle (instead of the refs;
+    /// standalone, or a mounted volume); followed when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_PATH_LEN))]
+    pub ca_file: Option<String>,
     /// `kubernetes.io/tls` Secret with the certificate the gateway presents (mTLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate_ref: Option<LocalObjectRef>,
+    /// PEM files with the certificate (chain) and key the gateway presents (mTLS), instead
+    /// of `clientCertificateRef`; followed when they change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate_files: Option<CertificateFiles>,
+}
+
+/// A certificate and its key in PEM files on the gateway's filesystem.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CertificateFiles {
+    /// The certificate chain, leaf first (e.g. `/etc/tidegate/client/tls.crt`).
+    #[schemars(length(min = 1, max = MAX_PATH_LEN))]
+    pub cert_file: String,
+    /// Its private key (e.g. `/etc/tidegate/client/tls.key`).
+    #[schemars(length(min = 1, max = MAX_PATH_LEN))]
+    pub key_file: String,
 }
 
 /// What the controller reports about a Backend.

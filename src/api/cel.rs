@@ -419,19 +419,45 @@ pub fn client_validation(s: &mut Schema) {
     add(
         s,
         &[(
-            format!("{} == 1", count_set(&["caSecretRef", "caConfigMapRef"])),
-            "set exactly one of caSecretRef or caConfigMapRef",
+            format!(
+                "{} == 1",
+                count_set(&["caSecretRef", "caConfigMapRef", "caFile"])
+            ),
+            "set exactly one of caSecretRef, caConfigMapRef or caFile",
         )],
     );
 }
 
-/// A Backend's CA comes from a Secret or a ConfigMap, not both.
+/// A Backend's CA comes from one place, and so does its client certificate.
 pub fn backend_tls(s: &mut Schema) {
     add(
         s,
+        &[
+            (
+                format!(
+                    "{} <= 1",
+                    count_set(&["caSecretRef", "caConfigMapRef", "caFile"])
+                ),
+                "set at most one of caSecretRef, caConfigMapRef or caFile",
+            ),
+            (
+                format!(
+                    "{} <= 1",
+                    count_set(&["clientCertificateRef", "clientCertificateFiles"])
+                ),
+                "set at most one of clientCertificateRef or clientCertificateFiles",
+            ),
+        ],
+    );
+}
+
+/// An auth service is a URL or a Backend.
+pub fn ext_auth(s: &mut Schema) {
+    add(
+        s,
         &[(
-            format!("{} <= 1", count_set(&["caSecretRef", "caConfigMapRef"])),
-            "set at most one of caSecretRef or caConfigMapRef",
+            format!("{} == 1", count_set(&["url", "backendRef"])),
+            "set exactly one of url or backendRef",
         )],
     );
 }

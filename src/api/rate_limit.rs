@@ -85,8 +85,8 @@ pub struct RateLimit {
     pub max_keys: Option<u32>,
 }
 
-/// The bucket key: `none`, or one or more of `clientIP` and `header` (combined: one bucket
-/// per combination). `jwtClaim` is not supported yet.
+/// The bucket key: `none`, or one or more of `clientIP`, `header` and `jwtClaim` (combined:
+/// one bucket per combination).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(transform = cel::rate_limit_key)]
@@ -97,10 +97,12 @@ pub struct RateLimitKey {
     /// A request header's value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<String>,
-    /// `header` only: what a request without the header gets; default SharedBucket.
+    /// `header` and `jwtClaim` only: what a request without the header (or without the claim
+    /// in a verified token) gets; default SharedBucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub missing_header: Option<MissingHeader>,
-    /// A claim of the validated JWT (not supported yet).
+    /// A claim of the JWT the targeted rule's `authentication.jwt` verified (e.g. `sub`): a
+    /// string claim's value, any other claim's JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_claim: Option<String>,
     /// One bucket for everyone.

@@ -103,12 +103,17 @@ pub struct RouteTls {
 #[schemars(transform = cel::client_validation)]
 pub struct ClientValidation {
     /// A Secret in the Route's namespace whose `ca.crt` holds the CAs that sign client
-    /// certificates (any type; set this or `caConfigMapRef`).
+    /// certificates (any type; set exactly one of this, `caConfigMapRef` or `caFile`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<LocalObjectRef>,
     /// A ConfigMap in the Route's namespace whose `ca.crt` holds those CAs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_config_map_ref: Option<LocalObjectRef>,
+    /// A PEM file on the gateway's filesystem holding those CAs (standalone, or a volume
+    /// mounted into the gateway's pod); followed when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_PATH_LEN))]
+    pub ca_file: Option<String>,
     /// `Require` (default): requests without a valid client certificate are refused.
     /// `Optional`: a certificate is asked for; one that is sent must be valid.
     #[serde(default)]
@@ -542,6 +547,7 @@ pub struct Authentication {
 /// An HTTP auth service asked about every request of the rule.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = cel::ext_auth)]
 pub struct ExtAuth {
     /// The auth service, `http://host:port/prefix` or `https://…`: the request's path (and
     /// query) is appended to this URL's path.
@@ -563,8 +569,10 @@ pub struct ExtAuth {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_LIST), inner(length(max = MAX_NAME_LEN), pattern(HEADER_NAME_PATTERN)))]
     pub allowed_upstream_headers: Vec<String>,
-    /// Send the request body too, up to this many bytes (not supported yet).
+    /// Send the request body too, buffered up to this many bytes (at most 8 MiB); a longer
+    /// body is refused with 413 without asking the service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 8388608))]
     pub max_body_bytes: Option<u32>,
     /// How long the auth service may take (default 1s).
     #[serde(default, skip_serializing_if = "Option::is_none")]

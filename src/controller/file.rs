@@ -605,19 +605,3 @@ pub fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
-
-/// Reads the certificate files `opts` names (`--default-certificate CERT,KEY`) for a snapshot.
-pub fn read_certificate_files(
-    opts: &super::compile::CompileOptions,
-) -> BTreeMap<PathBuf, Result<bytes::Bytes, String>> {
-    opts.default_certificate
-        .iter()
-        .flat_map(|d| d.files())
-        .map(|p| {
-            let read = std::fs::read(p)
-                .map(bytes::Bytes::from)
-                .map_err(|e| format!("cannot read: {e}"));
-            (p.to_path_buf(), read)
-        })
-        .collect()
-}

@@ -4,6 +4,7 @@ pub mod code;
 pub mod compile;
 pub mod dns;
 pub mod file;
+pub mod files;
 #[cfg(feature = "kubernetes")]
 pub mod kube;
 /// Without the `kubernetes` feature, of Kubernetes mode only the index and the EndpointSlice
@@ -18,6 +19,7 @@ pub mod kube {
     pub mod referenced;
 }
 pub mod manifests;
+pub mod migrate;
 pub mod names;
 pub mod objects;
 pub mod publish;

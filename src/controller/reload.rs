@@ -47,6 +47,7 @@ pub struct SourceController<S> {
     accepted: Accepted,
     publisher: Publisher,
     telemetry: Arc<Telemetry>,
+    file_watch: Option<super::files::FileWatch>,
 }
 
 impl<S: Source> SourceController<S> {
@@ -63,7 +64,15 @@ impl<S: Source> SourceController<S> {
             accepted: Accepted::default(),
             publisher: Publisher::new(publish, telemetry.clone()),
             telemetry,
+            file_watch: None,
         }
+    }
+
+    /// Also reload when a file the options or the objects name changes (see
+    /// [`super::files::FileWatch`]).
+    pub fn with_file_watch(mut self, watch: super::files::FileWatch) -> Self {
+        self.file_watch = Some(watch);
+        self
     }
 
     /// Reads, compiles and publishes once. Fails only if the source cannot be read at all (an
@@ -72,7 +81,10 @@ impl<S: Source> SourceController<S> {
         let started = std::time::Instant::now();
         let snap = self.source.load().inspect_err(|_| self.publisher.failed());
         let result = snap.and_then(|mut snap| {
-            snap.files = super::file::read_certificate_files(&self.opts);
+            let files = super::files::fill(&self.opts, &mut snap);
+            if let Some(w) = &mut self.file_watch {
+                w.follow(&files);
+            }
             snap.accepted = std::mem::take(&mut self.accepted);
             let compiled = self.publisher.compile(&snap, &self.opts);
             match self
@@ -164,27 +176,5 @@ pub fn watch(path: &Path, triggers: mpsc::Sender<()>) -> notify::Result<Recommen
         )
     };
     watcher.watch(&dir, mode)?;
-    Ok(watcher)
-}
-
-/// Watches the directory of `file` and sends a trigger on any change in it (not only to `file`:
-/// a Kubernetes Secret volume swaps a `..data` symlink, not the file the path names).
-pub fn watch_changes_near(
-    file: &Path,
-    triggers: mpsc::Sender<()>,
-) -> notify::Result<RecommendedWatcher> {
-    let mut watcher =
-        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-            Ok(event) if !event.kind.is_access() => {
-                let _ = triggers.try_send(());
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "file watch error"),
-        })?;
-    let dir = file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    watcher.watch(dir, RecursiveMode::NonRecursive)?;
     Ok(watcher)
 }

@@ -55,6 +55,9 @@ pub struct Accepted {
     /// The last good certificate of every Secret in use, with the contents it came from:
     /// served while the Secret is broken or gone, and not parsed again while it stays the same.
     pub certificates: super::compile::AcceptedCertificates,
+    /// The last good CA bundle of every file in use (`caFile`): served while the file is
+    /// missing or broken.
+    pub ca_files: super::compile::AcceptedCaFiles,
 }
 
 /// Everything the compiler reads. Built by the index; `compile` is a pure function of it.
@@ -77,8 +80,8 @@ pub struct Snapshot {
     pub secrets: BTreeMap<(String, String), SecretInfo>,
     /// ConfigMaps, by (namespace, name): their CA bundle (referenced ones in Kubernetes mode).
     pub config_maps: BTreeMap<(String, String), ConfigMapInfo>,
-    /// Certificate files the options name (`--default-certificate CERT,KEY`): their bytes,
-    /// or why they could not be read.
+    /// Files the options (`--default-certificate CERT,KEY`) and the objects (`caFile`,
+    /// `clientCertificateFiles`) name: their bytes, or why they could not be read.
     pub files: BTreeMap<std::path::PathBuf, Result<bytes::Bytes, String>>,
     /// When the snapshot was taken (Unix seconds): certificate dates are checked against it.
     pub now: i64,

@@ -31,6 +31,8 @@ pub enum Reason {
     RefNotFound,
     /// A Service named by a Backend, a backendRef or an Ingress does not exist.
     ServiceNotFound,
+    /// A Secret the rule's authentication needs (htpasswd, JWKS, CA) does not exist.
+    SecretNotFound,
     /// The Service exists but has no such port.
     PortNotFound,
     /// A reference names a kind of object Tidegate cannot send traffic to.
@@ -61,6 +63,7 @@ impl Reason {
             Reason::NotSupported => "NotSupported",
             Reason::RefNotFound => "BackendNotFound",
             Reason::ServiceNotFound => "ServiceNotFound",
+            Reason::SecretNotFound => "SecretNotFound",
             Reason::PortNotFound => "PortNotFound",
             Reason::InvalidKind => "InvalidKind",
             Reason::Duplicate => "Duplicate",
@@ -127,6 +130,7 @@ impl Diagnostic {
             self.reason,
             Reason::RefNotFound
                 | Reason::ServiceNotFound
+                | Reason::SecretNotFound
                 | Reason::PortNotFound
                 | Reason::InvalidKind
                 | Reason::TargetNotFound

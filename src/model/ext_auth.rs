@@ -37,6 +37,9 @@ pub struct ExtAuth {
     /// How long the auth service may take.
     #[serde(serialize_with = "super::ser::duration_str")]
     pub timeout: Duration,
+    /// Send the request body too, buffered up to this many bytes (a longer body: 413).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u32>,
     /// Whether a request passes when the auth service cannot be asked.
     pub fail_open: bool,
     /// The decision cache's settings, if the rule caches.
@@ -54,6 +57,7 @@ impl PartialEq for ExtAuth {
             && self.headers_to_auth == o.headers_to_auth
             && self.allowed_upstream_headers == o.allowed_upstream_headers
             && self.timeout == o.timeout
+            && self.max_body_bytes == o.max_body_bytes
             && self.fail_open == o.fail_open
             && self.cache == o.cache
     }

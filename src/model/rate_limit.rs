@@ -102,6 +102,8 @@ pub enum KeyPart {
     ClientIp,
     /// A request header's value.
     Header(#[serde(serialize_with = "super::ser::header_name")] HeaderName),
+    /// A claim of the JWT the rule's authentication verified.
+    JwtClaim(Arc<str>),
 }
 
 /// What a request without the key's header gets.
@@ -120,7 +122,7 @@ pub enum MissingHeader {
 pub struct LimitKey {
     /// The parts; empty means one shared bucket.
     pub parts: Vec<KeyPart>,
-    /// When a header part is missing (set when a part is a header).
+    /// When a header or claim part is missing (set when a part is a header or a claim).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub missing_header: Option<MissingHeader>,
 }

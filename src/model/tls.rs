@@ -99,6 +99,18 @@ pub struct CaBundle {
     pub fingerprint: String,
 }
 
+impl CaBundle {
+    /// A bundle that trusts nothing: what a configured CA that cannot be used stands for, so
+    /// that verification fails closed instead of falling back to the system's trust store.
+    pub fn trusting_nothing(source: &str) -> Self {
+        Self {
+            source: source.into(),
+            certificates: Vec::new(),
+            fingerprint: String::new(),
+        }
+    }
+}
+
 impl Serialize for CaBundle {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut st = s.serialize_struct("CaBundle", 3)?;

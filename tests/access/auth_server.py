@@ -1,8 +1,9 @@
 """A small auth service for tests/access/ext_auth.rs (what ingress-nginx's auth-url or Envoy's
 ext_authz HTTP mode talk to). Decides on the Authorization header: "Bearer good" is allowed
 (with X-User and X-Other headers), "Bearer bad" refused with 403 and a body, none redirected
-to a login page; a path with /slow answers after 3s. Counts requests in DIR/hits and writes
-the last one (method, path, headers) to DIR/last.json. Prints its port."""
+to a login page; a path with /slow answers after 3s; a body holding "forbidden" is refused
+(403). Counts requests in DIR/hits and writes the last one (method, path, headers, body) to
+DIR/last.json. Prints its port."""
 import json, os, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -23,6 +24,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def decide(self):
         global hits
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
         with lock:
             hits += 1
             write("hits", str(hits))
@@ -30,11 +33,14 @@ class Handler(BaseHTTPRequestHandler):
                 "method": self.command,
                 "path": self.path,
                 "headers": {k.lower(): v for k, v in self.headers.items()},
+                "body": body.decode("utf-8", "replace"),
             }))
         if "/slow" in self.path:
             time.sleep(3)
         auth = self.headers.get("Authorization", "")
-        if auth.startswith("Bearer good"):
+        if auth.startswith("Bearer good") and b"forbidden" in body:
+            self.answer(403, b"body refused\n", [("Content-Type", "text/plain")])
+        elif auth.startswith("Bearer good"):
             self.answer(200, b"", [("X-User", "alice"), ("X-Other", "not copied")])
         elif auth:
             self.answer(403, b"denied by policy\n", [("Content-Type", "text/plain"),
@@ -52,7 +58,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    do_GET = do_POST = do_DELETE = decide
+    do_GET = do_POST = do_PUT = do_DELETE = decide
 
     def log_message(self, *args):
         pass

@@ -131,3 +131,49 @@ async fn weak_htpasswd_hashes_and_missing_secrets_are_refused_clearly() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Secret default/users not found"), "{text}");
 }
+
+/// A deleted htpasswd Secret fails closed as Gateway API treats unresolved references: the
+/// rule answers 500 (never reaching the upstream, never without authentication) and serves
+/// again once the Secret is back.
+#[tokio::test]
+async fn a_deleted_htpasswd_secret_answers_500_until_it_is_back() {
+    let up = Upstream::start("up").await;
+    let cfg = config(&up, RULE, "");
+    let users = secret("users", &[htpasswd("B", "alice", "s3cret-a")]);
+    cfg.write("users.yaml", &users);
+    let gw = Gateway::start(cfg.path(), &[], &[]).await;
+    assert_eq!(curl(&gw, "alice:s3cret-a").await.0, 200);
+
+    cfg.remove("users.yaml");
+    crate::common::eventually(
+        std::time::Duration::from_secs(10),
+        "500 once the Secret is gone",
+        || async { (curl(&gw, "alice:s3cret-a").await.0 == 500).then_some(()) },
+    )
+    .await;
+    // From then on nothing reaches the upstream, with or without credentials.
+    let hits = up.hits();
+    assert_eq!(curl(&gw, "").await.0, 500);
+    assert_eq!(curl(&gw, "alice:s3cret-a").await.0, 500);
+    assert_eq!(up.hits(), hits);
+    let unresolved = metric(
+        gw.admin,
+        "tidegate_access_decisions_total",
+        &[
+            ("route", "default/r/api"),
+            ("mechanism", "unresolved"),
+            ("result", "denied"),
+        ],
+    )
+    .await;
+    assert!(unresolved >= Some(2.0), "{unresolved:?}");
+
+    cfg.write("users.yaml", &users);
+    crate::common::eventually(
+        std::time::Duration::from_secs(10),
+        "served again",
+        || async { (curl(&gw, "alice:s3cret-a").await.0 == 200).then_some(()) },
+    )
+    .await;
+    assert_eq!(curl(&gw, "").await.0, 401);
+}

@@ -224,3 +224,68 @@ async fn a_cached_decision_saves_the_subrequest() {
     }
     assert_eq!(auth.hits(), 2, "another key asks once");
 }
+
+/// `maxBodyBytes`: the auth service gets the request body (and its Content-Type) and can
+/// decide on it; the backend still gets the whole body; a longer body is refused with 413
+/// before the service is asked.
+#[tokio::test]
+async fn the_body_is_sent_up_to_max_body_bytes() {
+    let auth = PyServer::start("auth_server.py", |_| Vec::new());
+    // The backend is a second copy of the same server: it records the body it got.
+    let backend = PyServer::start("auth_server.py", |_| Vec::new());
+    let url = format!("http://127.0.0.1:{}/check", auth.port);
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "all.yaml",
+        &(crate::common::backend_yaml_with("up", &[format!("127.0.0.1:{}", backend.port)], "")
+            + &route(
+                "h",
+                &url,
+                "          maxBodyBytes: 16\n          headersToAuth: [authorization]\n",
+            )),
+    );
+    let gw = Gateway::start(cfg.path(), &[], &[]).await;
+    let post = |body: &'static str| {
+        let addr = gw.http;
+        async move {
+            let req = http::Request::post(format!("http://{addr}/orders"))
+                .header("host", "h")
+                .header("authorization", "Bearer good")
+                .header("content-type", "text/plain")
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                    body.as_bytes(),
+                )))
+                .unwrap();
+            HttpClient::http1().send(req).await.unwrap()
+        }
+    };
+
+    // Allowed: both the service and the backend got the body, the service its type too.
+    let r = post("order: 2 apples").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = last(&auth);
+    assert_eq!(seen["body"], "order: 2 apples");
+    assert_eq!(seen["headers"]["content-type"], "text/plain");
+    assert_eq!(last(&backend)["body"], "order: 2 apples");
+    assert_eq!(backend.hits(), 1);
+
+    // The service decides on the body: refused, and the backend never sees it.
+    let r = post("forbidden stuff").await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.body, "body refused\n");
+    assert_eq!(backend.hits(), 1);
+
+    // Exactly the limit passes; one byte more is 413 without asking anyone.
+    assert_eq!(post("0123456789abcdef").await.status, 200);
+    let asked = auth.hits();
+    let r = post("0123456789abcdefg").await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.body, "request body too large to authorize\n");
+    assert_eq!(auth.hits(), asked);
+    assert_eq!(backend.hits(), 2);
+
+    // A request without a body is asked about with an empty one.
+    let r = get(&gw, "h", "/orders", &[("authorization", "Bearer good")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(last(&auth)["body"], "");
+}

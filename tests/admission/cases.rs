@@ -745,7 +745,7 @@ pub fn cases() -> Vec<Case> {
                     "caSecretRef": {"name": "ca"}, "caConfigMapRef": {"name": "ca"}}});
             }),
             "spec.tls.clientValidation",
-            "exactly one of caSecretRef or caConfigMapRef",
+            "exactly one of caSecretRef, caConfigMapRef or caFile",
             "spec.tls",
         ),
         cel(
@@ -755,7 +755,7 @@ pub fn cases() -> Vec<Case> {
                 s["tls"] = json!({"secretName": "cert", "clientValidation": {"mode": "Optional"}});
             }),
             "spec.tls.clientValidation",
-            "exactly one of caSecretRef or caConfigMapRef",
+            "exactly one of caSecretRef, caConfigMapRef or caFile",
             "spec.tls",
         ),
         cel(
@@ -765,8 +765,51 @@ pub fn cases() -> Vec<Case> {
                 s["tls"] = json!({"caSecretRef": {"name": "ca"}, "caConfigMapRef": {"name": "ca"}});
             }),
             "spec.tls",
-            "at most one of caSecretRef or caConfigMapRef",
+            "at most one of caSecretRef, caConfigMapRef or caFile",
             "spec.tls",
+        ),
+        cel(
+            "client-ca-from-secret-and-file",
+            R,
+            route(|s| {
+                s["tls"] = json!({"secretName": "cert", "clientValidation": {
+                    "caSecretRef": {"name": "ca"}, "caFile": "/etc/ca/ca.crt"}});
+            }),
+            "spec.tls.clientValidation",
+            "exactly one of caSecretRef, caConfigMapRef or caFile",
+            "spec.tls",
+        ),
+        cel(
+            "backend-client-certificate-from-secret-and-files",
+            B,
+            backend(|s| {
+                s["tls"] = json!({"clientCertificateRef": {"name": "c"},
+                    "clientCertificateFiles": {"certFile": "/c/tls.crt", "keyFile": "/c/tls.key"}});
+            }),
+            "spec.tls",
+            "at most one of clientCertificateRef or clientCertificateFiles",
+            "spec.tls",
+        ),
+        cel(
+            "ext-auth-url-and-backend",
+            R,
+            route(|s| {
+                s["rules"][0]["authentication"] = json!({"extAuth": {
+                    "url": "http://auth:8080", "backendRef": {"name": "auth"}}});
+            }),
+            "spec.rules[0].authentication.extAuth",
+            "exactly one of url or backendRef",
+            "spec.rules[0].authentication.extAuth",
+        ),
+        cel(
+            "ext-auth-from-nowhere",
+            R,
+            route(|s| {
+                s["rules"][0]["authentication"] = json!({"extAuth": {"timeout": "1s"}});
+            }),
+            "spec.rules[0].authentication.extAuth",
+            "exactly one of url or backendRef",
+            "spec.rules[0].authentication.extAuth",
         ),
         cel(
             "backend-service-and-endpoints",

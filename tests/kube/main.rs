@@ -12,6 +12,7 @@ mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
 mod delivery;
+mod ingress_nginx;
 mod secrets;
 mod udp;
 
@@ -1186,6 +1187,18 @@ async fn backends_speak_tls_and_mtls_with_secrets_from_the_cluster() {
     };
     let both = json!({"caSecretRef": {"name": "gateway-client"},
                       "clientCertificateRef": {"name": "gateway-client"}});
+    // The same from files, as a Secret volume mounted into the gateway's pod would hold them
+    // (the gateway runs on this machine: a directory stands for the volume).
+    let volume = tempfile::tempdir().unwrap();
+    let from_files = ca.leaf("gateway-files", &["gateway.test"]);
+    std::fs::write(volume.path().join("ca.crt"), ca.pem()).unwrap();
+    std::fs::write(volume.path().join("tls.crt"), &from_files.cert).unwrap();
+    std::fs::write(volume.path().join("tls.key"), &from_files.key).unwrap();
+    let files = json!({"sni": names[0], "caFile": volume.path().join("ca.crt"),
+        "clientCertificateFiles": {"certFile": volume.path().join("tls.crt"),
+                                   "keyFile": volume.path().join("tls.key")}});
+    ns.apply(tls_backend("files", "secure", "HTTP1", files))
+        .await;
     ns.apply(tls_backend("secure", "secure", "HTTP1", both))
         .await;
     ns.apply(tls_backend(
@@ -1202,6 +1215,10 @@ async fn backends_speak_tls_and_mtls_with_secrets_from_the_cluster() {
         ("configmap", json!({"caConfigMapRef": {"name": "ca-map"}})),
         ("wrong-ca", json!({"caSecretRef": {"name": "other-ca"}})),
         ("missing-ca", json!({"caSecretRef": {"name": "nowhere"}})),
+        (
+            "missing-file",
+            json!({"caFile": volume.path().join("nowhere.crt")}),
+        ),
     ] {
         let mut tls = ca_ref;
         tls["sni"] = json!(names[1]);
@@ -1214,6 +1231,8 @@ async fn backends_speak_tls_and_mtls_with_secrets_from_the_cluster() {
         "configmap",
         "wrong-ca",
         "missing-ca",
+        "files",
+        "missing-file",
     ] {
         ns.apply(route(
             name,
@@ -1266,6 +1285,24 @@ async fn backends_speak_tls_and_mtls_with_secrets_from_the_cluster() {
         "{message}"
     );
     assert_eq!(get(&gw, "missing-ca.test", "/", &[]).await.status, 500);
+
+    // CA bundle and client certificate from files.
+    let files = eventually(Duration::from_secs(20), "files.test over mTLS", || {
+        body("files.test")
+    })
+    .await;
+    assert!(files.contains("client=CN=gateway-files"), "{files}");
+    let (reason, message) = ns
+        .wait_condition("Backend", "missing-file", "Accepted", "False")
+        .await;
+    assert_eq!(reason, "InvalidCertificateRef");
+    assert!(
+        message.contains(&format!(
+            "spec.tls.caFile: file {}: cannot read",
+            volume.path().join("nowhere.crt").display()
+        )),
+        "{message}"
+    );
 
     // The client certificate rotates: new connections present the new one.
     ns.apply(client_secret(&ca.leaf("gateway-b", &["gateway.test"])))

@@ -185,21 +185,23 @@ async fn htpasswd_jwks_and_client_ca_come_from_opaque_secrets_and_follow_them() 
     })
     .await;
     assert_eq!(basic(&gw, "basic.test", "alice:pw-a").await, 401);
-    // Deleted: the Route says so, naming field and Secret, and nobody is let in (its rules
-    // leave the table: fail closed); created again, it serves again.
+    // Deleted: an unresolved reference (Gateway API): the Route stays Accepted with
+    // ResolvedRefs=False naming field and Secret, and nobody is let in (the rule answers 500:
+    // fail closed); created again, it serves again.
     ns.delete("v1", "Secret", "users").await;
     let (reason, message) = ns
-        .wait_condition("Route", "basic", "Accepted", "False")
+        .wait_condition("Route", "basic", "ResolvedRefs", "False")
         .await;
+    assert_eq!(reason, "SecretNotFound");
     assert_eq!(
         message,
         format!(
-            "spec.rules[0].authentication.basic.secretRef: Secret {}/users not found",
+            "spec.rules[0].authentication.basic.secretRef: Secret {}/users not found: the rule answers 500 until it exists",
             ns.name
         ),
         "{reason}"
     );
-    assert_eq!(basic(&gw, "basic.test", "bob:pw-b").await, 404);
+    assert_eq!(basic(&gw, "basic.test", "bob:pw-b").await, 500);
     ns.apply(opaque(
         "users",
         json!({"auth": b64(&htpasswd("bob", "pw-b"))}),
@@ -221,7 +223,7 @@ async fn htpasswd_jwks_and_client_ca_come_from_opaque_secrets_and_follow_them() 
 
     // A missing Secret: the Route says which, by field; created, it is read and serves.
     let (reason, message) = ns
-        .wait_condition("Route", "later", "Accepted", "False")
+        .wait_condition("Route", "later", "ResolvedRefs", "False")
         .await;
     assert!(
         message.contains("spec.rules[0].authentication.basic.secretRef")
@@ -233,7 +235,7 @@ async fn htpasswd_jwks_and_client_ca_come_from_opaque_secrets_and_follow_them() 
         json!({"auth": b64(&htpasswd("carol", "pw-c"))}),
     ))
     .await;
-    ns.wait_condition("Route", "later", "Accepted", "True")
+    ns.wait_condition("Route", "later", "ResolvedRefs", "True")
         .await;
     assert_eq!(basic(&gw, "later.test", "carol:pw-c").await, 200);
 

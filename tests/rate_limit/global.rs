@@ -673,3 +673,28 @@ async fn tls_and_a_password_in_the_url() {
     );
     assert!(!bad.log().contains("nope"), "the password is not logged");
 }
+
+/// `key: { jwtClaim: sub }` in Redis: one bucket per verified subject, shared by two gateways.
+#[tokio::test]
+#[ignore = "needs redis-server (scripts/test.sh starts it)"]
+async fn global_buckets_are_per_verified_subject_across_gateways() {
+    let url = shared_redis("jwtclaim");
+    let t = super::jwt_claim::tokens();
+    let up = Upstream::start("up").await;
+    let cfg = super::jwt_claim::config("jwtclaim", &up, &t.jwks, "Global");
+    let args = ["--redis-url", url.as_str(), "--redis-timeout", "2s"];
+    let a = Gateway::start(cfg.path(), &args, &[]).await;
+    let b = Gateway::start(cfg.path(), &args, &[]).await;
+    super::jwt_claim::check_buckets(&a, &t).await;
+    // The other gateway shares the buckets: alice's, bob's and the claim-less one are spent
+    // there too.
+    let spent = super::jwt_claim::statuses(&b, &t, &["alice", "bob", "no_sub"]).await;
+    assert_eq!(spent, [429, 429, 429]);
+    assert_no_redis_errors(&[&a, &b]).await;
+    let mut conn = redis_conn(&url);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("tidegate:rl:*jwtclaim/*")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(keys.len(), 3, "alice, bob, no sub: {keys:?}");
+}

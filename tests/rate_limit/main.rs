@@ -6,5 +6,6 @@ mod binary;
 #[path = "../common/mod.rs"]
 mod common;
 mod global;
+mod jwt_claim;
 mod local;
 mod support;

@@ -97,6 +97,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - --admin-addr=0.0.0.0:{{ .Values.containerPorts.admin }}
 - --ingress-class={{ .Values.ingressClass.name }}
 - --controller-name={{ $c.controllerName }}
+{{- with $c.watchIngressClasses }}
+- --watch-ingress-class={{ join "," . }}
+{{- end }}
 {{- with $c.watchNamespace }}
 - --namespace={{ . }}
 {{- end }}

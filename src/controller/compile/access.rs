@@ -6,7 +6,7 @@ use http::HeaderValue;
 use super::fields::Findings;
 use super::route::Env;
 use crate::api;
-use crate::model::{Access, Cidr, Cors, NameList, OriginPattern};
+use crate::model::{Access, Cidr, Cors, Diagnostic, NameList, OriginPattern, Reason, Severity};
 
 /// The rule's access policies; problems are in the findings.
 pub fn access(
@@ -42,8 +42,32 @@ pub fn access(
         if let Some(b) = &auth.basic {
             access.basic = super::basic_auth::compile(b, &format!("{at}.basic"), route, env, f);
         }
+        // Configured but not compiled, with nothing rejecting the Route: a Secret it needs is
+        // missing (see `secret_not_found`). The rule fails closed with 500.
+        let missing = (auth.jwt.is_some() && access.jwt.is_none())
+            || (auth.basic.is_some() && access.basic.is_none())
+            || (auth.ext_auth.is_some() && access.ext_auth.is_none());
+        if missing && f.ok() {
+            access.unresolved = Some(at.into());
+        }
     }
     (access != Access::default()).then(|| Box::new(access))
+}
+
+/// A Secret the rule's authentication names does not exist: as in Gateway API for unresolved
+/// references, the Route stays accepted (`ResolvedRefs=False` naming the field) and the rule
+/// answers 500 until the Secret exists, instead of serving without authentication.
+pub fn secret_not_found(f: &mut Findings<'_>, field: String, source: &str) {
+    let id = f.id();
+    f.push(Diagnostic {
+        severity: Severity::Warning,
+        ..Diagnostic::error(
+            id,
+            field,
+            Reason::SecretNotFound,
+            format!("{source} not found: the rule answers 500 until it exists"),
+        )
+    });
 }
 
 fn cidrs(list: &[String], at: &str, f: &mut Findings<'_>) -> Vec<Cidr> {

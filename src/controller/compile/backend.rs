@@ -13,7 +13,7 @@ use crate::api::{self, BackendProtocol, BackendSpec, LbAlgorithm};
 use crate::controller::objects::{PortRef, ServicePortInfo};
 use crate::controller::snapshot::Obj;
 use crate::model::{
-    ActiveHealthCheck, Backend, CircuitBreaker, ConnectionLimits, Diagnostic, DnsQuery,
+    ActiveHealthCheck, Backend, CaBundle, CircuitBreaker, ConnectionLimits, Diagnostic, DnsQuery,
     DnsRecordType, Endpoint, HashKey, LoadBalancing, PassiveHealthCheck, ProbeKind, Reason,
     ServiceKey, Severity, UpstreamProtocol, UpstreamTls,
 };
@@ -22,7 +22,7 @@ use super::CompileOptions;
 use super::fields::{self, Findings};
 use super::limits;
 use super::targets::Targets;
-use super::tls::TlsBuilder;
+use super::tls::{CaResolved, TlsBuilder};
 
 /// A compiled Backend and the Service port its endpoints come from, if any.
 pub type CompiledBackend = (Backend, Option<(String, ServicePortInfo)>);
@@ -375,40 +375,72 @@ fn upstream_tls(
         },
         None => default_sni,
     };
-    let ca = match certificates.borrow().ca_from(
+    let ca = match certificates.borrow_mut().ca_from(
         &id.namespace,
         "spec.tls",
         spec.ca_secret_ref.as_ref(),
         spec.ca_config_map_ref.as_ref(),
+        spec.ca_file.as_deref(),
     ) {
-        Some(Ok(ca)) => Some(ca),
-        Some(Err((field, why))) => {
-            f.push(Diagnostic::error(
-                id,
-                &field,
-                Reason::InvalidCertificateRef,
-                why,
-            ));
-            None
-        }
+        Some(CaResolved { bundle, problem }) => match (problem, bundle) {
+            (None, bundle) => bundle,
+            // A file whose last good bundle still verifies: a warning.
+            (Some((field, why)), Some(last)) => {
+                f.push(Diagnostic {
+                    severity: Severity::Warning,
+                    ..Diagnostic::error(id, &field, Reason::InvalidCertificateRef, why)
+                });
+                Some(last)
+            }
+            // A CA that is set but unusable trusts nothing (never the system's roots).
+            (Some((field, why)), None) => {
+                f.push(Diagnostic::error(
+                    id,
+                    &field,
+                    Reason::InvalidCertificateRef,
+                    format!("{why}; until it is fixed no endpoint certificate is trusted"),
+                ));
+                let source = format!("unusable {field}");
+                Some(Arc::new(CaBundle::trusting_nothing(&source)))
+            }
+        },
         None => None,
     };
-    let client_certificate = spec.client_certificate_ref.as_ref().and_then(|r| {
-        let field = "spec.tls.clientCertificateRef";
-        let mut found = Vec::new();
-        let mut b = certificates.borrow_mut();
-        let index = b.certificate(&id.namespace, &r.name, id, field, &mut found);
-        for d in found {
-            // A broken Secret whose last good certificate still serves is a warning.
-            let severity = if index.is_some() {
-                Severity::Warning
-            } else {
-                d.severity
-            };
-            f.push(Diagnostic { severity, ..d });
+    let mut found = Vec::new();
+    let index = match (&spec.client_certificate_ref, &spec.client_certificate_files) {
+        (Some(r), None) => certificates.borrow_mut().certificate(
+            &id.namespace,
+            &r.name,
+            id,
+            "spec.tls.clientCertificateRef",
+            &mut found,
+        ),
+        (None, Some(files)) => certificates.borrow_mut().certificate_files(
+            &files.cert_file,
+            &files.key_file,
+            id,
+            "spec.tls.clientCertificateFiles",
+            &mut found,
+        ),
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            f.invalid(
+                "spec.tls",
+                "set only one of clientCertificateRef or clientCertificateFiles",
+            );
+            None
         }
-        index.map(|i| b.get(i))
-    });
+    };
+    for d in found {
+        // A broken Secret or file whose last good certificate still serves is a warning.
+        let severity = if index.is_some() {
+            Severity::Warning
+        } else {
+            d.severity
+        };
+        f.push(Diagnostic { severity, ..d });
+    }
+    let client_certificate = index.map(|i| certificates.borrow().get(i));
     Some(Arc::new(UpstreamTls {
         server_name,
         ca,

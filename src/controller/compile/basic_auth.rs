@@ -28,7 +28,7 @@ pub fn compile(
     let field = format!("{at}.secretRef");
     let source = format!("Secret {}/{name}", route.namespace);
     let Some(secret) = env.secrets.get(&(route.namespace.clone(), name.clone())) else {
-        f.invalid(field, format!("{source} not found"));
+        super::access::secret_not_found(f, field, &source);
         return None;
     };
     let Some(auth) = &secret.auth else {

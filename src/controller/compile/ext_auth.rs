@@ -22,6 +22,9 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_TTL: Duration = Duration::from_secs(300);
 
 /// Compiles `e`; problems are in the findings.
+/// The most `maxBodyBytes` may be: each request being checked holds that much in memory.
+const MAX_BODY_BYTES: u32 = 8 * 1024 * 1024;
+
 pub fn compile(
     e: &api::ExtAuth,
     at: &str,
@@ -35,10 +38,12 @@ pub fn compile(
             "a Backend as the auth service (use url)",
         );
     }
-    if e.max_body_bytes.is_some() {
-        f.not_supported(
+    if let Some(n) = e.max_body_bytes
+        && !(1..=MAX_BODY_BYTES).contains(&n)
+    {
+        f.invalid(
             format!("{at}.maxBodyBytes"),
-            "sending the request body to the auth service",
+            format!("{n} must be from 1 to {MAX_BODY_BYTES} (the body is held in memory)"),
         );
     }
     let Some(raw) = e.url.as_deref() else {
@@ -106,6 +111,7 @@ pub fn compile(
         headers_to_auth,
         allowed_upstream_headers,
         timeout,
+        max_body_bytes: e.max_body_bytes,
         fail_open: e.failure_mode == Some(api::FailureMode::Open),
         cache,
         decisions: Decisions::default(),

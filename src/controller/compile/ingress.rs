@@ -1,15 +1,11 @@
 //! Ingress (`networking.k8s.io/v1`) → rules, for Ingresses of our class.
 
-use std::sync::Arc;
-
+use crate::api::PolicyTargetRef;
 use crate::controller::objects::{IngressBackendInfo, IngressInfo};
 use crate::controller::snapshot::{Obj, Snapshot};
-use crate::model::{
-    Action, Diagnostic, PathMatcher, Reason, RequestMatch, Rule, Severity, Timeouts,
-    WeightedBackend,
-};
+use crate::model::{Diagnostic, RateLimitPolicy, Reason, Rule, Severity, WeightedBackend};
 
-use super::fields::{self, Findings};
+use super::fields::Findings;
 use super::route::Env;
 
 /// Whether the Ingress belongs to us, and if not, why (for the `[ignored]` line).
@@ -22,6 +18,10 @@ fn ours(ing: &IngressInfo, snap: &Snapshot, env: &Env<'_>) -> Result<(), String>
     };
     match (&ing.class_name, &ing.class_annotation) {
         (Some(class), _) | (None, Some(class)) if mine(class) => Ok(()),
+        // --watch-ingress-class: served, another controller's status left alone.
+        (Some(class), _) | (None, Some(class)) if opts.watch_ingress_classes.contains(class) => {
+            Ok(())
+        }
         (Some(class), _) | (None, Some(class)) => Err(format!(
             "belongs to ingress class {class:?}, whose controller is not {:?}",
             opts.controller_name
@@ -40,13 +40,16 @@ fn ours(ing: &IngressInfo, snap: &Snapshot, env: &Env<'_>) -> Result<(), String>
     }
 }
 
+/// What an Ingress compiles to: its rules, and the rate limits its annotations set on them.
+pub type CompiledIngress = (Vec<Rule>, Option<(RateLimitPolicy, PolicyTargetRef)>);
+
 /// Compiles one Ingress into its rules, or `None` if it is not ours or is rejected.
 pub fn compile_ingress(
     obj: &Obj<IngressInfo>,
     snap: &Snapshot,
     env: &Env<'_>,
     out: &mut Vec<Diagnostic>,
-) -> Option<Vec<Rule>> {
+) -> Option<CompiledIngress> {
     let id = &obj.meta.id;
     let ing = &obj.spec;
     if let Err(why) = ours(ing, snap, env) {
@@ -57,94 +60,69 @@ pub fn compile_ingress(
         return None;
     }
     let mut f = Findings::new(id, out);
-    // One Tidegate cannot honour rejects the Ingress (ssl-redirect applies with the TLS hosts).
+    // One Tidegate cannot honour rejects the Ingress; the ones it carries become Route values,
+    // compiled by the Route compiler (as `tidegate migrate` writes them out).
     super::ingress_annotations::check(&ing.annotations, &mut f);
-    let mut rules = Vec::new();
-    let mut make = |hostnames: Vec<String>,
-                    path: PathMatcher,
-                    backend: &IngressBackendInfo,
-                    at: &str,
-                    f: &mut Findings<'_>| {
-        let wb = ingress_backend(id, backend, at, env, f)?;
-        let index = rules.len();
-        rules.push(Rule {
-            route: id.clone(),
-            index,
-            name: None,
-            label: Arc::from(id.key()),
-            hostnames,
-            matches: vec![RequestMatch {
-                path,
-                ..RequestMatch::default()
-            }],
-            request_filters: Vec::new(),
-            response_filters: Vec::new(),
-            action: Action::forward(vec![wb]),
-            timeouts: Timeouts::default(),
-            retry: None,
-            rate_limits: Vec::new(),
-            https_redirect: false,
-            hsts: None,
-            client_validation: None,
-            access: None,
-            created: obj.meta.created,
-        });
-        Some(())
+    let t = super::ingress_translate::translate(&ing.annotations, &mut f);
+    // The Route compiler's view of the Ingress: its identity, no Route-level settings.
+    let shell = Obj {
+        meta: obj.meta.clone(),
+        spec: crate::api::RouteSpec::default(),
     };
-
-    for (ri, rule) in ing.rules.iter().enumerate() {
-        let at = format!("spec.rules[{ri}]");
-        let hostnames = match &rule.host {
-            None => Vec::new(),
-            Some(h) => match fields::hostname(h, true) {
-                Ok(h) => vec![h],
-                Err(e) => {
-                    f.invalid(format!("{at}.host"), e);
-                    continue;
-                }
+    let mut rules: Vec<Rule> = Vec::new();
+    for p in super::ingress_translate::plan(ing, &t, &mut f) {
+        let resolved = match p.backend {
+            Some(b) => match ingress_backend(id, b, &p.backend_at(), env, &mut f) {
+                Some(wb) => vec![wb],
+                None => continue,
             },
+            None => Vec::new(),
         };
-        for (pi, p) in rule.paths.iter().enumerate() {
-            let pat = format!("{at}.http.paths[{pi}]");
-            let value = p.path.as_deref().unwrap_or("/");
-            if let Err(e) = fields::plain_path(value) {
-                f.invalid(format!("{pat}.path"), e);
-                continue;
-            }
-            let path = match p.path_type.as_str() {
-                "Exact" => PathMatcher::Exact(value.to_owned()),
-                // ImplementationSpecific: ours is a segment-aware prefix, like Prefix.
-                "Prefix" | "ImplementationSpecific" => PathMatcher::prefix(value),
-                other => {
-                    f.invalid(
-                        format!("{pat}.pathType"),
-                        format!("{other:?} must be Prefix, Exact or ImplementationSpecific"),
-                    );
-                    continue;
-                }
-            };
-            make(
-                hostnames.clone(),
-                path,
-                &p.backend,
-                &format!("{pat}.backend"),
-                &mut f,
-            );
-        }
-    }
-    if let Some(b) = &ing.default_backend {
-        make(
-            Vec::new(),
-            PathMatcher::prefix("/"),
-            b,
-            "spec.defaultBackend",
+        let index = rules.len();
+        let compiled = super::route::compile_rule(
+            &shell,
+            index,
+            &p.rule,
+            &p.at,
+            &p.hostnames,
+            env,
             &mut f,
+            Some(resolved),
         );
+        if let Some(mut r) = compiled {
+            r.https_redirect = t.force_ssl_redirect;
+            rules.push(r);
+        }
     }
     if ing.rules.is_empty() && ing.default_backend.is_none() {
         f.invalid("spec", "an Ingress needs rules or a defaultBackend");
     }
-    f.ok().then_some(rules)
+    // limit-rps/limit-rpm: a policy of the Ingress's own, compiled as a RateLimitPolicy is.
+    let policy = t.rate_limit.map(|mut spec| {
+        spec.target_ref = PolicyTargetRef {
+            kind: "Route".to_owned(),
+            name: id.name.clone(),
+            rule: None,
+        };
+        let target = spec.target_ref.clone();
+        let policy = Obj {
+            meta: obj.meta.clone(),
+            spec,
+        };
+        (policy, target)
+    });
+    let policy = match policy {
+        Some((p, target)) => {
+            let mut found = Vec::new();
+            let compiled = super::rate_limit::compile_policy(&p, env.opts, &mut found);
+            for d in found {
+                f.push(d);
+            }
+            Some((compiled?, target))
+        }
+        None => None,
+    };
+    f.ok().then_some((rules, policy))
 }
 
 fn ingress_backend(

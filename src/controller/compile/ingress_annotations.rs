@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use super::fields::Findings;
+use super::ingress_translate::{MAPPED, boolean};
 use crate::model::{Diagnostic, Reason, Severity};
 
 use crate::api::annotations::INGRESS_ANNOTATION_PREFIXES as PREFIXES;
@@ -23,14 +24,9 @@ const REFUSED: [&str; 5] = [
 
 /// ingress-nginx's other annotations: known, not implemented yet.
 const NOT_YET: &[&str] = &[
-    "app-root",
     "affinity",
     "affinity-mode",
     "affinity-canary-behavior",
-    "auth-realm",
-    "auth-secret",
-    "auth-secret-type",
-    "auth-type",
     "auth-tls-secret",
     "auth-tls-verify-depth",
     "auth-tls-verify-client",
@@ -63,20 +59,9 @@ const NOT_YET: &[&str] = &[
     "custom-headers",
     "custom-http-errors",
     "default-backend",
-    "enable-cors",
-    "cors-allow-origin",
-    "cors-allow-methods",
-    "cors-allow-headers",
-    "cors-expose-headers",
-    "cors-allow-credentials",
-    "cors-max-age",
-    "force-ssl-redirect",
     "from-to-www-redirect",
     "http2-push-preload",
     "limit-connections",
-    "limit-rps",
-    "limit-rpm",
-    "limit-burst-multiplier",
     "limit-rate",
     "limit-rate-after",
     "limit-whitelist",
@@ -84,10 +69,6 @@ const NOT_YET: &[&str] = &[
     "global-rate-limit-window",
     "global-rate-limit-key",
     "global-rate-limit-ignored-cidrs",
-    "permanent-redirect",
-    "permanent-redirect-code",
-    "temporal-redirect",
-    "temporal-redirect-code",
     "preserve-trailing-slash",
     "proxy-body-size",
     "proxy-cookie-domain",
@@ -115,10 +96,7 @@ const NOT_YET: &[&str] = &[
     "proxy-busy-buffers-size",
     "proxy-max-temp-file-size",
     "enable-rewrite-log",
-    "rewrite-target",
-    "use-regex",
     "satisfy",
-    "server-alias",
     "service-upstream",
     "session-cookie-name",
     "session-cookie-path",
@@ -136,10 +114,6 @@ const NOT_YET: &[&str] = &[
     "upstream-hash-by-subset",
     "upstream-hash-by-subset-size",
     "load-balance",
-    "upstream-vhost",
-    "x-forwarded-prefix",
-    "whitelist-source-range",
-    "denylist-source-range",
     "connection-proxy-header",
     "enable-access-log",
     "enable-opentelemetry",
@@ -155,17 +129,40 @@ const NOT_YET: &[&str] = &[
     "mirror-host",
 ];
 
+/// Why a much-used annotation is not carried yet, and what to write instead meanwhile.
+fn why_not_yet(name: &str) -> &'static str {
+    match name {
+        "auth-url" | "auth-signin" | "auth-response-headers" => {
+            ": a Route's authentication.extAuth asks the service at its URL followed by the \
+             request's path, where ingress-nginx asks the URL as written; write a Route"
+        }
+        n if n.starts_with("canary") => {
+            ": canaries by Ingress are not joined to their main Ingress yet; annotate the \
+             Service instead (see Service annotations: canaries)"
+        }
+        "proxy-connect-timeout" | "proxy-read-timeout" | "proxy-send-timeout" => {
+            ": nginx's are per read/write, a Route's timeouts bound the wait for the response; \
+             write a Route with timeouts"
+        }
+        "backend-protocol" => {
+            ": an Ingress's backends are Services with default settings; \
+             write a Route to a Backend with spec.protocol"
+        }
+        _ => "",
+    }
+}
+
 /// The field of annotation `key`, for messages.
 fn field(key: &str) -> String {
     format!("metadata.annotations[{key}]")
 }
 
-/// Checks the annotations (full keys, as written on the object); problems go to `f`. What
-/// they ask is applied where it belongs ([`ssl_redirect`]: with the TLS hosts).
+/// Checks the annotations (full keys, as written on the object) against the catalogue;
+/// problems go to `f`. The ones Tidegate carries are read by [`super::ingress_translate`].
 pub fn check(annotations: &BTreeMap<String, String>, f: &mut Findings<'_>) {
     // The short names seen, so that one written under both prefixes is caught.
     let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
-    for (key, value) in annotations {
+    for key in annotations.keys() {
         let Some(name) = PREFIXES.iter().find_map(|p| key.strip_prefix(p)) else {
             continue;
         };
@@ -177,14 +174,8 @@ pub fn check(annotations: &BTreeMap<String, String>, f: &mut Findings<'_>) {
             continue;
         }
         match name {
-            "ssl-redirect" => {
-                if boolean(value).is_none() {
-                    f.invalid(
-                        field(key),
-                        format!("{value:?} must be \"true\" or \"false\""),
-                    );
-                }
-            }
+            // Read, and their values checked, by the translation.
+            n if MAPPED.contains(&n) => {}
             n if REFUSED.contains(&n) => f.push(Diagnostic::error(
                 f.id(),
                 field(key),
@@ -196,7 +187,8 @@ pub fn check(annotations: &BTreeMap<String, String>, f: &mut Findings<'_>) {
             n if NOT_YET.contains(&n) => f.not_supported(
                 field(key),
                 &format!(
-                    "the ingress-nginx annotation {n} (the Ingress would be served without it)"
+                    "the ingress-nginx annotation {n} (the Ingress would be served without it){}",
+                    why_not_yet(n)
                 ),
             ),
             // Our Service annotations, written on an Ingress by mistake, and typos.
@@ -223,15 +215,6 @@ pub fn ssl_redirect(annotations: &BTreeMap<String, String>) -> bool {
         .unwrap_or(true)
 }
 
-/// An annotation's boolean, as ingress-nginx reads it.
-fn boolean(value: &str) -> Option<bool> {
-    match value.trim() {
-        "true" | "True" | "TRUE" => Some(true),
-        "false" | "False" | "FALSE" => Some(false),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,6 +229,7 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         check(&annotations, &mut Findings::new(&id, &mut out));
+        super::super::ingress_translate::translate(&annotations, &mut Findings::new(&id, &mut out));
         (ssl_redirect(&annotations), out)
     }
 
@@ -306,7 +290,7 @@ mod tests {
     #[test]
     fn the_catalogue_has_no_duplicates() {
         let mut all: Vec<&str> = NOT_YET.iter().chain(&REFUSED).copied().collect();
-        all.push("ssl-redirect");
+        all.extend(MAPPED);
         let n = all.len();
         all.sort_unstable();
         all.dedup();

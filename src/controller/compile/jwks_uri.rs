@@ -138,7 +138,7 @@ pub fn uri_and_tls(
             let field = at_ca;
             let source = format!("Secret {}/{}", route.namespace, r.name);
             let Some(secret) = env.secrets.get(&(route.namespace.clone(), r.name.clone())) else {
-                f.invalid(field, format!("{source} not found"));
+                super::access::secret_not_found(f, field.to_owned(), &source);
                 return None;
             };
             let Some(pem) = &secret.ca else {

@@ -120,7 +120,7 @@ fn keys(
             let source = format!("Secret {}/{}", route.namespace, r.name);
             let field = format!("{at}.secretRef");
             let Some(secret) = env.secrets.get(&(route.namespace.clone(), r.name.clone())) else {
-                f.invalid(field, format!("{source} not found"));
+                super::access::secret_not_found(f, field, &source);
                 return None;
             };
             let Some(jwks) = &secret.jwks else {

@@ -12,6 +12,8 @@ mod ext_auth;
 mod fields;
 mod ingress;
 mod ingress_annotations;
+pub mod ingress_migrate;
+pub mod ingress_translate;
 mod jwks_uri;
 mod jwt;
 mod l4;
@@ -29,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::model::{Diagnostic, ObjectRef, Reason, RoutingTable, Severity};
 
 use super::snapshot::{Accepted, Obj, Snapshot};
-pub use tls::{AcceptedCertificates, parse_certificate};
+pub use tls::{AcceptedCaFiles, AcceptedCertificates, parse_certificate};
 
 /// Settings that shape compilation but are not objects.
 #[derive(Clone, Debug)]
@@ -48,6 +50,9 @@ pub struct CompileOptions {
     pub default_certificate: Option<DefaultCertificate>,
     /// The L4 ports TCP and UDP Routes may name (`--l4-ports`).
     pub l4_ports: Vec<crate::model::L4Listener>,
+    /// Ingress classes served too, whoever their controller is, without writing their
+    /// Ingresses' status (`--watch-ingress-class`: side by side with ingress-nginx).
+    pub watch_ingress_classes: Vec<String>,
     /// The HTTPS listener TLS Routes are served on.
     pub https: HttpsListener,
 }
@@ -102,6 +107,7 @@ impl Default for CompileOptions {
             global_rate_limits: false,
             default_certificate: None,
             l4_ports: Vec::new(),
+            watch_ingress_classes: Vec::new(),
             https: HttpsListener::Unknown,
         }
     }
@@ -173,6 +179,7 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
             accepted.routes.insert(id.clone(), obj.clone());
         }
     }
+    let mut ingress_policies = Vec::new();
     for id in candidates(&snap.ingresses, &snap.accepted.ingresses, &unreadable) {
         let chosen = with_fallback(
             snap.ingresses.get(id),
@@ -180,8 +187,9 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
             &mut diags,
             |obj, d| ingress::compile_ingress(obj, snap, &env, d),
         );
-        if let Some((compiled, obj)) = chosen {
+        if let Some(((compiled, policy), obj)) = chosen {
             rules.extend(compiled);
+            ingress_policies.extend(policy);
             accepted.ingresses.insert(id.clone(), obj.clone());
         }
     }
@@ -217,6 +225,7 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
             accepted.policies.insert(id.clone(), obj.clone());
         }
     }
+    policies.extend(ingress_policies);
     let mut policy_diags = Vec::new();
     let policies = rate_limit::attach(policies, snap, &mut rules, &mut policy_diags);
     diags.extend(policy_diags.into_iter().map(|d| {
@@ -228,7 +237,7 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
         d.in_file(file.as_deref())
     }));
 
-    let (tls, certificates) = tls::build(
+    let (tls, certificates, ca_files) = tls::build(
         certificates.into_inner(),
         opts,
         &accepted,
@@ -236,6 +245,7 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
         &mut diags,
     );
     accepted.certificates = certificates;
+    accepted.ca_files = ca_files;
     let mut shadowed = Vec::new();
     l4::shadowed_certificates(&l4_routes, &tls, &mut shadowed);
     diags.extend(shadowed.into_iter().map(|d| {

@@ -240,13 +240,6 @@ fn limit(
 }
 
 fn key(k: &api::RateLimitKey, at: &str, f: &mut Findings<'_>) -> Option<LimitKey> {
-    if k.jwt_claim.is_some() {
-        f.not_supported(
-            format!("{at}.jwtClaim"),
-            "jwtClaim keys (they need JWT authentication, which comes later)",
-        );
-        return None;
-    }
     let mut parts = Vec::new();
     if k.client_ip.is_some() {
         parts.push(KeyPart::ClientIp);
@@ -260,18 +253,26 @@ fn key(k: &api::RateLimitKey, at: &str, f: &mut Findings<'_>) -> Option<LimitKey
             }
         }
     }
+    if let Some(c) = &k.jwt_claim {
+        if c.is_empty() {
+            f.invalid(format!("{at}.jwtClaim"), "name a claim, e.g. sub");
+            return None;
+        }
+        parts.push(KeyPart::JwtClaim(Arc::from(c.as_str())));
+    }
     if k.none.is_some() && !parts.is_empty() {
         f.invalid(
             at,
-            "none (one bucket for everyone) cannot be combined with clientIP or header",
+            "none (one bucket for everyone) cannot be combined with clientIP, header or jwtClaim",
         );
         return None;
     }
     if k.none.is_none() && parts.is_empty() {
-        f.invalid(at, "set one of clientIP, header or none");
+        f.invalid(at, "set one of clientIP, header, jwtClaim or none");
         return None;
     }
-    let missing_header = match (k.header.is_some(), k.missing_header) {
+    let keyed = k.header.is_some() || k.jwt_claim.is_some();
+    let missing_header = match (keyed, k.missing_header) {
         (true, m) => Some(match m.unwrap_or(api::MissingHeader::SharedBucket) {
             api::MissingHeader::SharedBucket => MissingHeader::SharedBucket,
             api::MissingHeader::NoLimit => MissingHeader::NoLimit,
@@ -279,7 +280,7 @@ fn key(k: &api::RateLimitKey, at: &str, f: &mut Findings<'_>) -> Option<LimitKey
         (false, Some(_)) => {
             f.invalid(
                 format!("{at}.missingHeader"),
-                "missingHeader is for a header key only",
+                "missingHeader is for a header or jwtClaim key only",
             );
             return None;
         }
@@ -302,17 +303,39 @@ pub fn attach(
     policies.sort_by(|(a, _), (b, _)| (a.created, &a.id).cmp(&(b.created, &b.id)));
     let mut attached = Vec::new();
     for (policy, target) in policies {
-        let route = ObjectRef::new(
-            Kind::Route,
-            policy.id.namespace.clone(),
-            target.name.clone(),
-        );
+        // An Ingress's own limits (its limit-rps annotations) apply to the Ingress's rules.
+        let kind = match policy.id.kind {
+            Kind::Ingress => Kind::Ingress,
+            _ => Kind::Route,
+        };
+        let route = ObjectRef::new(kind, policy.id.namespace.clone(), target.name.clone());
         let index = attached.len();
         let mut found = false;
+        let claims: Vec<usize> = (policy.limits.iter().enumerate())
+            .filter(|(_, l)| {
+                l.key
+                    .parts
+                    .iter()
+                    .any(|p| matches!(p, KeyPart::JwtClaim(_)))
+            })
+            .map(|(j, _)| j)
+            .collect();
         for rule in rules.iter_mut().filter(|r| r.route == route) {
             if target.rule.is_none() || rule.name == target.rule {
                 rule.rate_limits.push(index);
                 found = true;
+                let verifies = rule.access.as_ref().is_some_and(|a| a.jwt.is_some());
+                for &j in claims.iter().filter(|_| !verifies) {
+                    out.push(warning(
+                        &policy.id,
+                        format!("spec.limits[{j}].key.jwtClaim"),
+                        Reason::Invalid,
+                        format!(
+                            "{} has no JWT authentication, so its requests carry no verified claims: they follow missingHeader (default: one shared bucket)",
+                            rule.label
+                        ),
+                    ));
+                }
             }
         }
         if found {

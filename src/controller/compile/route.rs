@@ -125,14 +125,17 @@ pub fn compile_route(
                 );
             }
         }
-        if let Some(r) = compile_rule(obj, i, rule, &at, &hostnames, env, &mut f) {
+        if let Some(r) = compile_rule(obj, i, rule, &at, &hostnames, env, &mut f, None) {
             rules.push(r);
         }
     }
     f.ok().then_some(CompiledRoute::Http(rules))
 }
 
-fn compile_rule(
+/// Compiles one rule. `resolved`: its backends when the caller resolved them itself (an
+/// Ingress's, whose ports may be named); then `rule.backend_refs` is not read.
+#[allow(clippy::too_many_arguments)] // a rule's context; a struct would only rename them
+pub(super) fn compile_rule(
     obj: &Obj<RouteSpec>,
     index: usize,
     rule: &api::RouteRule,
@@ -140,6 +143,7 @@ fn compile_rule(
     hostnames: &[String],
     env: &Env<'_>,
     f: &mut Findings<'_>,
+    resolved: Option<Vec<WeightedBackend>>,
 ) -> Option<Rule> {
     let id = &obj.meta.id;
     let mut matches = Vec::new();
@@ -160,7 +164,7 @@ fn compile_rule(
             "a rule that answers itself (requestRedirect or directResponse) cannot have backendRefs",
         );
     }
-    if !terminal && rule.backend_refs.is_empty() {
+    if !terminal && rule.backend_refs.is_empty() && resolved.is_none() {
         f.push(warning(
             id,
             format!("{at}.backendRefs"),
@@ -168,7 +172,11 @@ fn compile_rule(
             "the rule has no backendRefs: matching requests get 500",
         ));
     }
-    let backends = backend_refs(obj, rule, at, &matches, &rule_filters, env, f);
+    let backends = match resolved {
+        Some(b) if !terminal => b,
+        Some(_) => Vec::new(),
+        None => backend_refs(obj, rule, at, &matches, &rule_filters, env, f),
+    };
 
     let timeouts = timeouts(rule.timeouts.as_ref(), &format!("{at}.timeouts"), f);
     let retry = rule

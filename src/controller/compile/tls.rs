@@ -34,7 +34,7 @@ pub fn build(
     chosen: &Accepted,
     rules: &mut [Rule],
     diags: &mut Vec<Diagnostic>,
-) -> (TlsTable, AcceptedCertificates) {
+) -> (TlsTable, AcceptedCertificates, AcceptedCaFiles) {
     match &opts.default_certificate {
         Some(DefaultCertificate::Secret { namespace, name }) => {
             b.set_default(namespace, name, diags)
@@ -55,24 +55,38 @@ pub fn build(
                 at,
                 v.ca_secret_ref.as_ref(),
                 v.ca_config_map_ref.as_ref(),
+                v.ca_file.as_deref(),
             ) {
-                Some(Ok(ca)) => Some(ca),
-                Some(Err((field, why))) => {
-                    found.push(Diagnostic::error(
-                        id,
-                        &field,
-                        Reason::InvalidCertificateRef,
-                        format!("{why}; no client certificate is accepted until it is fixed"),
-                    ));
-                    None
+                Some(CaResolved { bundle, problem }) => {
+                    if let Some((field, why)) = problem {
+                        // A file whose last good bundle still verifies is a warning.
+                        let (severity, tail) = if bundle.is_some() {
+                            (Severity::Warning, "")
+                        } else {
+                            (
+                                Severity::Error,
+                                "; no client certificate is accepted until it is fixed",
+                            )
+                        };
+                        found.push(Diagnostic {
+                            severity,
+                            ..Diagnostic::error(
+                                id,
+                                &field,
+                                Reason::InvalidCertificateRef,
+                                format!("{why}{tail}"),
+                            )
+                        });
+                    }
+                    bundle
                 }
                 None => {
                     found.push(Diagnostic::error(
                         id,
                         at,
                         Reason::InvalidCertificateRef,
-                        "set caSecretRef or caConfigMapRef; no client certificate is accepted \
-                         until it is fixed",
+                        "set caSecretRef, caConfigMapRef or caFile; no client certificate is \
+                         accepted until it is fixed",
                     ));
                     None
                 }
@@ -155,7 +169,8 @@ pub fn build(
     }
     for rule in rules.iter_mut() {
         rule.client_validation = validation.get(&rule.route).cloned();
-        rule.https_redirect = match redirect.get(&rule.route) {
+        // Already set: an Ingress's force-ssl-redirect (every host, TLS here or not).
+        rule.https_redirect |= match redirect.get(&rule.route) {
             None => false,
             Some(_) if rule.route.kind == Kind::Route => true,
             Some(hosts) => rule.hostnames.iter().any(|h| hosts.contains(h)),
@@ -186,6 +201,8 @@ pub struct TlsBuilder<'a> {
     default: Option<usize>,
     /// What the next compile keeps as last good.
     pub accepted: AcceptedCertificates,
+    /// The CA bundles of files the next compile keeps as last good.
+    ca_files: AcceptedCaFiles,
 }
 
 impl<'a> TlsBuilder<'a> {
@@ -197,6 +214,7 @@ impl<'a> TlsBuilder<'a> {
             hosts: Vec::new(),
             default: None,
             accepted: BTreeMap::new(),
+            ca_files: BTreeMap::new(),
         }
     }
 
@@ -273,28 +291,119 @@ impl<'a> TlsBuilder<'a> {
             .map(Arc::new)
     }
 
-    /// The CA bundle a `caSecretRef` / `caConfigMapRef` pair at `at` names: `None` when
-    /// neither is set, else the bundle or (the field, why there is none).
+    /// The CA bundle a `caSecretRef` / `caConfigMapRef` / `caFile` set at `at` names: `None`
+    /// when none is set, else the bundle that serves and, when the current contents are not
+    /// used, (the field, why). Only a file keeps serving its last good bundle: a Secret or
+    /// ConfigMap that breaks leaves no bundle (what it verifies fails closed).
     pub fn ca_from(
-        &self,
+        &mut self,
         namespace: &str,
         at: &str,
         secret: Option<&LocalObjectRef>,
         config_map: Option<&LocalObjectRef>,
-    ) -> Option<Result<Arc<CaBundle>, (String, String)>> {
-        Some(match (secret, config_map) {
-            (Some(s), None) => self
-                .ca_bundle(namespace, &s.name)
-                .map_err(|e| (format!("{at}.caSecretRef"), e)),
-            (None, Some(c)) => self
-                .ca_bundle_config_map(namespace, &c.name)
-                .map_err(|e| (format!("{at}.caConfigMapRef"), e)),
-            (Some(_), Some(_)) => Err((
-                at.to_owned(),
-                "set only one of caSecretRef or caConfigMapRef".to_owned(),
-            )),
-            (None, None) => return None,
+        file: Option<&str>,
+    ) -> Option<CaResolved> {
+        let failed = |field: &str, why: String| CaResolved {
+            bundle: None,
+            problem: Some((format!("{at}.{field}"), why)),
+        };
+        let resolved = |field: &str, r: Result<Arc<CaBundle>, String>| match r {
+            Ok(b) => CaResolved {
+                bundle: Some(b),
+                problem: None,
+            },
+            Err(why) => failed(field, why),
+        };
+        Some(match (secret, config_map, file) {
+            (Some(s), None, None) => resolved("caSecretRef", self.ca_bundle(namespace, &s.name)),
+            (None, Some(c), None) => resolved(
+                "caConfigMapRef",
+                self.ca_bundle_config_map(namespace, &c.name),
+            ),
+            (None, None, Some(path)) => {
+                let (bundle, problem) = self.ca_file(path);
+                CaResolved {
+                    bundle,
+                    problem: problem.map(|why| (format!("{at}.caFile"), why)),
+                }
+            }
+            (None, None, None) => return None,
+            _ => CaResolved {
+                bundle: None,
+                problem: Some((
+                    at.to_owned(),
+                    "set only one of caSecretRef, caConfigMapRef or caFile".to_owned(),
+                )),
+            },
         })
+    }
+
+    /// The CA bundle in file `path`, as the source read it into [`Snapshot::files`]: the
+    /// bundle that serves (the current one, or the last good one while the file is missing or
+    /// broken) and why the current contents are not used.
+    fn ca_file(&mut self, path: &str) -> (Option<Arc<CaBundle>>, Option<String>) {
+        let key = std::path::PathBuf::from(path);
+        let current = match absolute(path).and_then(|()| file_contents(self.snap, path)) {
+            Ok(pem) => parse_ca_bundle(&format!("file {path}"), &pem)
+                .map_err(|e| format!("file {path}: {}", e.replace("ca.crt", "the file")))
+                .map(Arc::new),
+            Err(e) => Err(e),
+        };
+        match current {
+            Ok(bundle) => {
+                self.ca_files.insert(key, bundle.clone());
+                (Some(bundle), None)
+            }
+            Err(why) => match self.snap.accepted.ca_files.get(&key).cloned() {
+                Some(last) => {
+                    self.ca_files.insert(key, last.clone());
+                    (
+                        Some(last),
+                        Some(format!(
+                            "{why}; the last good CA bundle of this file keeps serving"
+                        )),
+                    )
+                }
+                None => (None, Some(why)),
+            },
+        }
+    }
+
+    /// The certificate in PEM files `cert` and `key` (as the source read them), referenced by
+    /// `owner` at `field`: its index, or `None`. A problem is a diagnostic naming the files;
+    /// files that held a good certificate before keep serving it.
+    pub fn certificate_files(
+        &mut self,
+        cert: &str,
+        key: &str,
+        owner: &ObjectRef,
+        field: &str,
+        out: &mut Vec<Diagnostic>,
+    ) -> Option<usize> {
+        if let Err(e) = absolute(cert).and_then(|()| absolute(key)) {
+            out.push(Diagnostic::error(
+                owner,
+                field,
+                Reason::InvalidCertificateRef,
+                e,
+            ));
+            return None;
+        }
+        let r = self.resolve_files(std::path::Path::new(cert), std::path::Path::new(key));
+        if let Some(problem) = &r.problem {
+            let tail = if r.index.is_some() {
+                "; the last good certificate of these files keeps serving"
+            } else {
+                ""
+            };
+            out.push(Diagnostic::error(
+                owner,
+                field,
+                Reason::InvalidCertificateRef,
+                format!("{problem}{tail}"),
+            ));
+        }
+        r.index
     }
 
     fn resolve(&mut self, key: &(String, String)) -> Resolved {
@@ -424,33 +533,8 @@ impl<'a> TlsBuilder<'a> {
         key: &std::path::Path,
         out: &mut Vec<Diagnostic>,
     ) {
-        let read = |p: &std::path::Path| match self.snap.files.get(p) {
-            Some(Ok(b)) => Ok(b.clone()),
-            Some(Err(e)) => Err(format!("{}: {e}", p.display())),
-            None => Err(format!("{}: not read", p.display())),
-        };
-        let secret = match (read(cert), read(key)) {
-            (Ok(c), Ok(k)) => Ok(SecretInfo {
-                type_: Some(SECRET_TYPE_TLS.to_owned()),
-                cert: Some(c),
-                key: Some(k),
-                ca: None,
-                auth: None,
-                jwks: None,
-            }),
-            (Err(e), _) | (_, Err(e)) => Err(e),
-        };
+        let r = self.resolve_files(cert, key);
         let source = cert.display().to_string();
-        // Files have no namespace: "" keeps them apart from Secrets in `Accepted`.
-        let id = (String::new(), source.clone());
-        let r = match secret {
-            Ok(s) => self.resolve_with(&id, Some(s), &source),
-            Err(e) => {
-                let mut r = self.resolve_with(&id, None, &source);
-                r.problem = Some(e);
-                r
-            }
-        };
         if let Some(problem) = &r.problem {
             let tail = if r.index.is_some() {
                 "; the last good certificate of these files keeps serving"
@@ -469,12 +553,69 @@ impl<'a> TlsBuilder<'a> {
         self.default = r.index;
     }
 
-    /// The table, and what the next compile keeps.
-    pub fn finish(self) -> (TlsTable, AcceptedCertificates) {
+    /// Resolves the certificate in PEM files `cert` and `key`; problems name the file.
+    fn resolve_files(&mut self, cert: &std::path::Path, key: &std::path::Path) -> Resolved {
+        let read = |p: &std::path::Path| file_contents(self.snap, &p.display().to_string());
+        let secret = match (read(cert), read(key)) {
+            (Ok(c), Ok(k)) => Ok(SecretInfo {
+                type_: Some(SECRET_TYPE_TLS.to_owned()),
+                cert: Some(c),
+                key: Some(k),
+                ca: None,
+                auth: None,
+                jwks: None,
+            }),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        let source = cert.display().to_string();
+        // Files have no namespace: "" keeps them apart from Secrets in `Accepted`.
+        let id = (String::new(), source.clone());
+        match secret {
+            Ok(s) => self.resolve_with(&id, Some(s), &source),
+            Err(e) => {
+                let mut r = self.resolve_with(&id, None, &source);
+                r.problem = Some(e);
+                r
+            }
+        }
+    }
+
+    /// The table, and what the next compile keeps (certificates, CA bundles of files).
+    pub fn finish(self) -> (TlsTable, AcceptedCertificates, AcceptedCaFiles) {
         (
             TlsTable::new(self.certificates, self.hosts, self.default),
             self.accepted,
+            self.ca_files,
         )
+    }
+}
+
+/// The last good CA bundle of each file (`caFile`): served while the file is missing or broken.
+pub type AcceptedCaFiles = BTreeMap<std::path::PathBuf, Arc<CaBundle>>;
+
+/// What a CA source resolved to (see [`TlsBuilder::ca_from`]).
+pub struct CaResolved {
+    /// The bundle that verifies peers; `None`: nothing verifies (fails closed).
+    pub bundle: Option<Arc<CaBundle>>,
+    /// (field, why) when the current contents are not used.
+    pub problem: Option<(String, String)>,
+}
+
+/// Files objects name must be absolute: what they mean cannot depend on the working directory.
+fn absolute(path: &str) -> Result<(), String> {
+    if std::path::Path::new(path).is_absolute() {
+        Ok(())
+    } else {
+        Err(format!("file {path}: not an absolute path"))
+    }
+}
+
+/// The bytes of file `path` as the source read them into [`Snapshot::files`].
+fn file_contents(snap: &Snapshot, path: &str) -> Result<bytes::Bytes, String> {
+    match snap.files.get(std::path::Path::new(path)) {
+        Some(Ok(b)) => Ok(b.clone()),
+        Some(Err(e)) => Err(format!("file {path}: {e}")),
+        None => Err(format!("file {path}: not read")),
     }
 }
 

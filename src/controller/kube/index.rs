@@ -731,6 +731,15 @@ impl Index {
         &self.ingress_lb
     }
 
+    /// The ingress class Ingress `id` names (`spec.ingressClassName`, else the legacy
+    /// annotation), if it is known and names one.
+    pub fn ingress_class(&self, id: &ObjectRef) -> Option<&str> {
+        let spec = &self.ingresses.get(id)?.spec;
+        spec.class_name
+            .as_deref()
+            .or(spec.class_annotation.as_deref())
+    }
+
     /// The load balancer addresses of the publish Service.
     pub fn published(&self) -> &[LbAddress] {
         &self.published

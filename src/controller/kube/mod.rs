@@ -161,6 +161,7 @@ pub fn start(
     publish: Publish,
     telemetry: Arc<Telemetry>,
     mut reload: tokio::sync::mpsc::Receiver<()>,
+    file_watch: Option<crate::controller::files::FileWatch>,
     stop: CancellationToken,
 ) {
     let mut dns_changes = dns.subscribe();
@@ -237,6 +238,7 @@ pub fn start(
         }
     });
     let (published_tx, published_rx) = tokio_watch::channel(None);
+    let watched_classes = compile_opts.watch_ingress_classes.clone();
     tokio::spawn(compile_loop(
         shared.clone(),
         client.clone(),
@@ -244,12 +246,14 @@ pub fn start(
         publish,
         published_tx,
         opts.debounce,
+        file_watch,
         stop.clone(),
     ));
     tokio::spawn(status_loop(
         shared,
         client,
         opts,
+        watched_classes,
         published_rx,
         leader_rx,
         stop,
@@ -617,6 +621,7 @@ async fn endpoint_slices(
 }
 
 /// Recompiles when the index changes (after `debounce` of quiet), once every kind is listed.
+#[allow(clippy::too_many_arguments)]
 async fn compile_loop(
     shared: Arc<Shared>,
     client: kube::Client,
@@ -624,6 +629,7 @@ async fn compile_loop(
     publish: Publish,
     published: tokio_watch::Sender<Option<Arc<Published>>>,
     debounce: Duration,
+    mut file_watch: Option<crate::controller::files::FileWatch>,
     stop: CancellationToken,
 ) {
     let mut accepted = Accepted::default();
@@ -667,7 +673,10 @@ async fn compile_loop(
             idx.snapshot(accepted.clone())
         };
         let mut snap = snap;
-        snap.files = crate::controller::file::read_certificate_files(&opts);
+        let files = crate::controller::files::fill(&opts, &mut snap);
+        if let Some(w) = &mut file_watch {
+            w.follow(&files);
+        }
         let triggered_by: Vec<Watched> =
             std::mem::take(&mut *shared.dirty.lock().unwrap_or_else(|e| e.into_inner()))
                 .into_iter()
@@ -691,6 +700,7 @@ async fn status_loop(
     shared: Arc<Shared>,
     client: kube::Client,
     opts: KubeOptions,
+    watched_classes: Vec<String>,
     published: tokio_watch::Receiver<Option<Arc<Published>>>,
     mut leader: tokio_watch::Receiver<bool>,
     stop: CancellationToken,
@@ -775,6 +785,13 @@ async fn status_loop(
                     .map(|r| &r.route)
                     .collect();
                 for (id, (have, _)) in idx.ingress_status() {
+                    // Another controller's Ingress, served side by side: its status is theirs.
+                    if idx
+                        .ingress_class(id)
+                        .is_some_and(|c| watched_classes.iter().any(|w| w == c))
+                    {
+                        continue;
+                    }
                     let mut have = have.clone();
                     have.sort();
                     if ours.contains(id) && have != want {

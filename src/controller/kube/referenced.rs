@@ -181,13 +181,17 @@ impl Refs {
         }
     }
 
-    /// What Ingresses reference: `spec.tls[].secretName`.
+    /// What Ingresses reference: `spec.tls[].secretName`, the `auth-secret` annotation.
     pub fn ingresses<'a>(&mut self, ingresses: impl IntoIterator<Item = &'a Obj<IngressInfo>>) {
+        use crate::controller::compile::ingress_translate::auth_secret;
         for i in ingresses {
             for tls in &i.spec.tls {
                 if let Some(s) = &tls.secret_name {
                     self.secret(&i.meta.id, s);
                 }
+            }
+            if let Some(s) = auth_secret(&i.spec.annotations, &i.meta.id.namespace) {
+                self.secret(&i.meta.id, s);
             }
         }
     }

@@ -18,6 +18,8 @@ mod mechanism {
     pub const BASIC: &str = "basic";
     pub const JWT: &str = "jwt";
     pub const EXT_AUTHZ: &str = "ext_authz";
+    /// Authentication whose Secret does not resolve.
+    pub const UNRESOLVED: &str = "unresolved";
 }
 
 /// `result` labels.
@@ -98,6 +100,14 @@ pub async fn check(
             count(mechanism::CORS, result::UNKNOWN_ORIGIN);
         }
     }
+    if access.unresolved.is_some() {
+        count(mechanism::UNRESOLVED, result::DENIED);
+        return Err(denied(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            reason::UNRESOLVED_AUTHENTICATION,
+            HeaderMap::new(),
+        ));
+    }
     if let Some(basic) = &access.basic {
         if !basic_auth::verify(basic, req.headers()).await {
             count(mechanism::BASIC, result::DENIED);
@@ -115,44 +125,49 @@ pub async fn check(
         count(mechanism::BASIC, result::ALLOWED);
     }
     if let Some(jwt) = &access.jwt {
-        if let Err(why) = jwt::verify(jwt, req.headers_mut()) {
-            let unavailable = why == jwt::Refused::KeysUnavailable;
-            count(
-                mechanism::JWT,
-                if unavailable {
-                    result::UNAVAILABLE
-                } else {
-                    result::DENIED
-                },
-            );
-            let (status, reason, challenge) = match why {
-                jwt::Refused::Missing => (
-                    StatusCode::UNAUTHORIZED,
-                    reason::UNAUTHENTICATED,
-                    jwt.challenge.clone(),
-                ),
-                jwt::Refused::Invalid => (
-                    StatusCode::UNAUTHORIZED,
-                    reason::UNAUTHENTICATED,
-                    with_error(&jwt.challenge, "invalid_token"),
-                ),
-                jwt::Refused::Claims => (
-                    StatusCode::FORBIDDEN,
-                    reason::FORBIDDEN_CLAIMS,
-                    with_error(&jwt.challenge, "insufficient_scope"),
-                ),
-                jwt::Refused::KeysUnavailable => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    reason::JWKS_UNAVAILABLE,
-                    jwt.challenge.clone(),
-                ),
-            };
-            let mut headers = HeaderMap::new();
-            headers.insert(header::WWW_AUTHENTICATE, challenge);
-            if let Some(cors) = &access.cors {
-                respond(cors, origin.as_ref(), &mut headers);
+        match jwt::verify(jwt, req.headers_mut()) {
+            Ok(claims) => {
+                req.extensions_mut().insert(claims);
             }
-            return Err(denied(status, reason, headers));
+            Err(why) => {
+                let unavailable = why == jwt::Refused::KeysUnavailable;
+                count(
+                    mechanism::JWT,
+                    if unavailable {
+                        result::UNAVAILABLE
+                    } else {
+                        result::DENIED
+                    },
+                );
+                let (status, reason, challenge) = match why {
+                    jwt::Refused::Missing => (
+                        StatusCode::UNAUTHORIZED,
+                        reason::UNAUTHENTICATED,
+                        jwt.challenge.clone(),
+                    ),
+                    jwt::Refused::Invalid => (
+                        StatusCode::UNAUTHORIZED,
+                        reason::UNAUTHENTICATED,
+                        with_error(&jwt.challenge, "invalid_token"),
+                    ),
+                    jwt::Refused::Claims => (
+                        StatusCode::FORBIDDEN,
+                        reason::FORBIDDEN_CLAIMS,
+                        with_error(&jwt.challenge, "insufficient_scope"),
+                    ),
+                    jwt::Refused::KeysUnavailable => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        reason::JWKS_UNAVAILABLE,
+                        jwt.challenge.clone(),
+                    ),
+                };
+                let mut headers = HeaderMap::new();
+                headers.insert(header::WWW_AUTHENTICATE, challenge);
+                if let Some(cors) = &access.cors {
+                    respond(cors, origin.as_ref(), &mut headers);
+                }
+                return Err(denied(status, reason, headers));
+            }
         }
         count(mechanism::JWT, result::ALLOWED);
     }
@@ -165,6 +180,17 @@ pub async fn check(
                     respond(cors, origin.as_ref(), resp.headers_mut());
                 }
                 return Ok(Passed::Answered(resp, reason::EXT_AUTHZ_DENIED));
+            }
+            ext_auth::Outcome::BodyTooLarge => {
+                count(mechanism::EXT_AUTHZ, result::DENIED);
+                return Err(denied(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    reason::EXT_AUTHZ_BODY_TOO_LARGE,
+                    HeaderMap::new(),
+                ));
+            }
+            ext_auth::Outcome::BodyUnreadable => {
+                return Err(ProxyError::BadRequest("the request body could not be read"));
             }
             ext_auth::Outcome::Failed(why) if ext.fail_open => {
                 tracing::debug!(route = %rule.label, error = %why, "the auth service could not be asked; failureMode Open lets the request on");

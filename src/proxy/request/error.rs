@@ -157,6 +157,10 @@ impl ProxyError {
                 let body = match d.status {
                     StatusCode::UNAUTHORIZED => "unauthorized\n",
                     StatusCode::SERVICE_UNAVAILABLE => "authentication unavailable\n",
+                    StatusCode::PAYLOAD_TOO_LARGE => "request body too large to authorize\n",
+                    StatusCode::INTERNAL_SERVER_ERROR => {
+                        "the authentication of this route does not resolve\n"
+                    }
                     _ => "forbidden\n",
                 };
                 let mut resp = text(status, body.to_owned());

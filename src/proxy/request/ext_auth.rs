@@ -37,6 +37,10 @@ pub enum Outcome {
     Denied(Box<Response<ProxyBody>>),
     /// The auth service could not be asked: why.
     Failed(String),
+    /// The request body is longer than `maxBodyBytes` (413).
+    BodyTooLarge,
+    /// The request body could not be read (the client's fault: 400).
+    BodyUnreadable,
 }
 
 /// Asks `ext` about `req` (or its cache).
@@ -60,7 +64,14 @@ pub async fn check(service: &Service, ext: &ExtAuth, req: &mut Request<ClientBod
     {
         return apply(&d, req);
     }
-    let decision = match tokio::time::timeout(ext.timeout, ask(service, ext, req)).await {
+    let body = match ext.max_body_bytes {
+        None => Bytes::new(),
+        Some(n) => match buffer(req, n as usize).await {
+            Ok(b) => b,
+            Err(outcome) => return outcome,
+        },
+    };
+    let decision = match tokio::time::timeout(ext.timeout, ask(service, ext, req, body)).await {
         Ok(Ok(d)) => Arc::new(d),
         Ok(Err(why)) => return Outcome::Failed(why),
         Err(_) => return Outcome::Failed(format!("no answer within {:?}", ext.timeout)),
@@ -70,6 +81,25 @@ pub async fn check(service: &Service, ext: &ExtAuth, req: &mut Request<ClientBod
         ext.decisions.put(key, now + c.ttl, now, decision.clone());
     }
     apply(&decision, req)
+}
+
+/// Reads the request body, up to `max` bytes, and puts it back on the request (with its
+/// trailers) for the upstream; the bytes to send to the auth service.
+async fn buffer(req: &mut Request<ClientBody>, max: usize) -> Result<Bytes, Outcome> {
+    let mut body = std::mem::replace(req.body_mut(), ClientBody::buffered(Bytes::new(), None));
+    let mut data = bytes::BytesMut::new();
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| Outcome::BodyUnreadable)?;
+        match frame.into_data() {
+            Ok(chunk) if data.len() + chunk.len() > max => return Err(Outcome::BodyTooLarge),
+            Ok(chunk) => data.extend_from_slice(&chunk),
+            Err(frame) => trailers = frame.into_trailers().ok(),
+        }
+    }
+    let data = data.freeze();
+    *req.body_mut() = ClientBody::buffered(data.clone(), trailers);
+    Ok(data)
 }
 
 fn apply(d: &Decision, req: &mut Request<ClientBody>) -> Outcome {
@@ -98,6 +128,7 @@ async fn ask(
     service: &Service,
     ext: &ExtAuth,
     req: &Request<ClientBody>,
+    body: Bytes,
 ) -> Result<Decision, String> {
     let original = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let base = ext.url.path().trim_end_matches('/');
@@ -134,8 +165,14 @@ async fn ask(
     if let Some(host) = host {
         h.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
+    // The body (`maxBodyBytes`) goes with what says how to read it.
+    if ext.max_body_bytes.is_some()
+        && let Some(t) = req.headers().get(header::CONTENT_TYPE)
+    {
+        h.insert(header::CONTENT_TYPE, t.clone());
+    }
     let sub = sub
-        .body(RequestBody::full(Bytes::new()))
+        .body(RequestBody::full(body))
         .map_err(|e| format!("the subrequest: {e}"))?;
     let resp = service.clients.send(ext.tls.as_ref(), sub).await?;
     let status = resp.status();

@@ -148,7 +148,7 @@ async fn serve(
             }
         }
     }
-    let admitted = rate_limit::check(service, router, rule, conn, req.headers()).await?;
+    let admitted = rate_limit::check(service, router, rule, conn, &req).await?;
 
     let mut resp = match &rule.action {
         Action::DirectResponse(d) => {

@@ -24,7 +24,7 @@ pub enum Refused {
 
 /// Verifies the request's token; on success sets the claim headers (after removing any copy
 /// the client sent).
-pub fn verify(jwt: &JwtAuth, headers: &mut HeaderMap) -> Result<(), Refused> {
+pub fn verify(jwt: &JwtAuth, headers: &mut HeaderMap) -> Result<VerifiedClaims, Refused> {
     for (_, h) in &jwt.claim_to_headers {
         headers.remove(h);
     }
@@ -49,8 +49,14 @@ pub fn verify(jwt: &JwtAuth, headers: &mut HeaderMap) -> Result<(), Refused> {
             headers.insert(h.clone(), v);
         }
     }
-    Ok(())
+    Ok(VerifiedClaims(claims))
 }
+
+/// The claims of the token a request's rule verified, kept in the request's extensions for
+/// the steps after authentication (a rate limit keyed by `jwtClaim`). Never the client's
+/// word: only a verified token puts them there.
+#[derive(Clone, Debug)]
+pub struct VerifiedClaims(pub Map<String, Value>);
 
 /// The strings a claim holds: a string's space-separated words, an array's strings.
 fn values(v: &Value) -> Box<dyn Iterator<Item = &str> + '_> {

@@ -54,8 +54,13 @@ pub const FORBIDDEN_CLAIMS: &str = "forbidden_claims";
 pub const JWKS_UNAVAILABLE: &str = "jwks_unavailable";
 /// The rule's auth service refused the request (its status and body).
 pub const EXT_AUTHZ_DENIED: &str = "ext_authz_denied";
+/// The request body is longer than the rule's `extAuth.maxBodyBytes` (413).
+pub const EXT_AUTHZ_BODY_TOO_LARGE: &str = "ext_authz_body_too_large";
 /// The rule's auth service could not be asked and its failure mode is Closed (503).
 pub const EXT_AUTHZ_UNAVAILABLE: &str = "ext_authz_unavailable";
+/// The rule's authentication needs an object that does not resolve (a missing htpasswd,
+/// JWKS or CA Secret): it fails closed (500).
+pub const UNRESOLVED_AUTHENTICATION: &str = "unresolved_authentication";
 /// The rule answers with a configured direct response.
 pub const DIRECT_RESPONSE: &str = "direct_response";
 /// The rule answers with a configured redirect.
@@ -96,6 +101,8 @@ pub const ALL: &[&str] = &[
     JWKS_UNAVAILABLE,
     EXT_AUTHZ_DENIED,
     EXT_AUTHZ_UNAVAILABLE,
+    EXT_AUTHZ_BODY_TOO_LARGE,
+    UNRESOLVED_AUTHENTICATION,
     DIRECT_RESPONSE,
     REDIRECT,
     HTTPS_REDIRECT,

@@ -31,6 +31,9 @@ enum Source {
     Hyper(Incoming),
     /// Read by the native HTTP/1.1 codec.
     Native(NativeBody),
+    /// Read already (a step that needed the whole body, e.g. external authorization): what is
+    /// left to give.
+    Buffered(Option<Bytes>, Option<http::HeaderMap>),
 }
 
 /// The body read timeout: armed when the body has nothing to give, disarmed by every frame.
@@ -51,6 +54,12 @@ impl ClientBody {
     /// A body read by the native codec; `stall`: the body read timeout (`None`: none).
     pub fn native(body: NativeBody, stall: Option<Duration>) -> Self {
         Self::new(Source::Native(body), stall)
+    }
+
+    /// A body read already: `data`, then `trailers`.
+    pub fn buffered(data: Bytes, trailers: Option<http::HeaderMap>) -> Self {
+        let data = (!data.is_empty()).then_some(data);
+        Self::new(Source::Buffered(data, trailers), None)
     }
 
     fn new(source: Source, stall: Option<Duration>) -> Self {
@@ -104,6 +113,14 @@ impl Body for ClientBody {
         let polled = match &mut this.source {
             Source::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Source::Native(b) => Pin::new(b).poll_frame(cx),
+            Source::Buffered(data, trailers) => Poll::Ready(match (data.take(), trailers.take()) {
+                (Some(d), t) => {
+                    *trailers = t;
+                    Some(Ok(Frame::data(d)))
+                }
+                (None, Some(t)) => Some(Ok(Frame::trailers(t))),
+                (None, None) => None,
+            }),
         };
         match (polled, &mut this.stall) {
             (Poll::Pending, Some(stall)) => {
@@ -127,6 +144,7 @@ impl Body for ClientBody {
         match &self.source {
             Source::Hyper(b) => b.is_end_stream(),
             Source::Native(b) => b.is_end_stream(),
+            Source::Buffered(d, t) => d.is_none() && t.is_none(),
         }
     }
 
@@ -134,6 +152,9 @@ impl Body for ClientBody {
         match &self.source {
             Source::Hyper(b) => b.size_hint(),
             Source::Native(b) => b.size_hint(),
+            Source::Buffered(d, _) => {
+                SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64))
+            }
         }
     }
 }

@@ -8,6 +8,9 @@ use std::net::IpAddr;
 
 use http::HeaderMap;
 
+use serde_json::Value;
+
+use super::super::jwt::VerifiedClaims;
 use crate::model::{KeyPart, LimitKey, MissingHeader};
 
 /// Where key bytes go.
@@ -62,6 +65,7 @@ pub fn feed(
     key: &LimitKey,
     client: impl FnOnce() -> IpAddr,
     headers: &HeaderMap,
+    claims: Option<&VerifiedClaims>,
     sink: &mut impl KeySink,
 ) -> bool {
     let mut client = Some(client);
@@ -94,9 +98,29 @@ pub fn feed(
                     sink.bytes(v.as_bytes());
                 }
             }
+            KeyPart::JwtClaim(name) => {
+                match claims
+                    .and_then(|c| c.0.get(&**name))
+                    .filter(|v| !v.is_null())
+                {
+                    // A string as itself; anything else (number, bool, array, object) as JSON.
+                    Some(Value::String(s)) => claim_bytes(sink, 4, s.as_bytes()),
+                    Some(other) => claim_bytes(sink, 6, other.to_string().as_bytes()),
+                    None => match key.missing_header.unwrap_or_default() {
+                        MissingHeader::NoLimit => return false,
+                        MissingHeader::SharedBucket => sink.bytes(&[5]),
+                    },
+                }
+            }
         }
     }
     true
+}
+
+fn claim_bytes(sink: &mut impl KeySink, tag: u8, value: &[u8]) {
+    sink.bytes(&[tag]);
+    sink.bytes(&(value.len() as u32).to_le_bytes());
+    sink.bytes(value);
 }
 
 #[cfg(test)]
@@ -116,7 +140,7 @@ mod tests {
             h.append(*k, v.parse().unwrap());
         }
         let mut sink = Collect(Vec::new());
-        feed(key, || ip.parse().unwrap(), &h, &mut sink).then_some(sink.0)
+        feed(key, || ip.parse().unwrap(), &h, None, &mut sink).then_some(sink.0)
     }
 
     fn key(parts: Vec<KeyPart>, missing: Option<MissingHeader>) -> LimitKey {
@@ -176,6 +200,50 @@ mod tests {
         );
         assert_eq!(bytes_of(&h, "10.0.0.1", &[]), None);
         assert!(bytes_of(&h, "10.0.0.1", &[("x-api-key", "k")]).is_some());
+    }
+
+    #[test]
+    fn verified_claims_key_by_value_and_a_missing_claim_is_its_own_bucket() {
+        let k = key(
+            vec![KeyPart::JwtClaim("sub".into())],
+            Some(MissingHeader::SharedBucket),
+        );
+        let with = |claims: serde_json::Value| {
+            struct Collect(Vec<u8>);
+            impl KeySink for Collect {
+                fn bytes(&mut self, b: &[u8]) {
+                    self.0.extend_from_slice(b);
+                }
+            }
+            let claims = VerifiedClaims(claims.as_object().unwrap().clone());
+            let mut sink = Collect(Vec::new());
+            let ip = || "10.0.0.1".parse().unwrap();
+            feed(&k, ip, &HeaderMap::new(), Some(&claims), &mut sink).then_some(sink.0)
+        };
+        let alice = with(serde_json::json!({"sub": "alice"}));
+        assert_ne!(alice, with(serde_json::json!({"sub": "bob"})));
+        assert_eq!(alice, with(serde_json::json!({"sub": "alice", "jti": "2"})));
+        // The string "7" and the number 7 are different values.
+        assert_ne!(
+            with(serde_json::json!({"sub": "7"})),
+            with(serde_json::json!({"sub": 7}))
+        );
+        let missing = with(serde_json::json!({}));
+        assert_eq!(missing, with(serde_json::json!({"sub": null})));
+        assert_ne!(missing, with(serde_json::json!({"sub": ""})));
+        let no_limit = key(
+            vec![KeyPart::JwtClaim("sub".into())],
+            Some(MissingHeader::NoLimit),
+        );
+        let claims = VerifiedClaims(serde_json::Map::new());
+        let ip = || "10.0.0.1".parse().unwrap();
+        assert!(!feed(
+            &no_limit,
+            ip,
+            &HeaderMap::new(),
+            Some(&claims),
+            &mut std::collections::hash_map::DefaultHasher::new()
+        ));
     }
 
     #[test]

@@ -72,11 +72,14 @@ pub async fn check(
     router: &Router,
     rule: &Rule,
     conn: &ConnCtx,
-    headers: &HeaderMap,
+    req: &http::Request<impl Sized>,
 ) -> Result<Option<Admitted>, ProxyError> {
     if rule.rate_limits.is_empty() {
         return Ok(None);
     }
+    let headers = req.headers();
+    // What the JWT step verified (a `jwtClaim` key), if the rule has one.
+    let claims = req.extensions().get::<super::jwt::VerifiedClaims>();
     let mut client: Option<IpAddr> = None;
     let mut client_ip =
         || *client.get_or_insert_with(|| service.client_ip.resolve(conn.peer.ip(), headers));
@@ -89,7 +92,7 @@ pub async fn check(
             match limit.scope {
                 Scope::Local => {
                     let mut hasher = state.hasher.build_hasher();
-                    if !key::feed(&limit.key, &mut client_ip, headers, &mut hasher) {
+                    if !key::feed(&limit.key, &mut client_ip, headers, claims, &mut hasher) {
                         continue;
                     }
                     let key = std::hash::Hasher::finish(&hasher);
@@ -107,7 +110,7 @@ pub async fn check(
                 }
                 Scope::Global => {
                     let mut digest = key::Sha256::new();
-                    if !key::feed(&limit.key, &mut client_ip, headers, &mut digest) {
+                    if !key::feed(&limit.key, &mut client_ip, headers, claims, &mut digest) {
                         continue;
                     }
                     // One shared bucket (`none`): nothing to digest.

@@ -1,0 +1,250 @@
+//! An Ingress as Routes, Backends and RateLimitPolicies that behave the same (`tidegate
+//! migrate`), from the same [`translate`] and [`plan`] that serve it.
+
+use super::fields::Findings;
+use super::ingress_translate::{Outcome, Translation, get, plan, translate};
+use crate::api::{self, RouteRule};
+use crate::controller::objects::{IngressBackendInfo, IngressInfo};
+use crate::controller::snapshot::Obj;
+use crate::model::Diagnostic;
+use std::collections::BTreeMap;
+
+/// An Ingress written as our objects (`tidegate migrate`).
+#[derive(Clone, Debug, Default)]
+pub struct Migrated {
+    /// Routes by name, in the Ingress's namespace: one per host (with its aliases).
+    pub routes: Vec<(String, api::RouteSpec)>,
+    /// Backends by name, for Service ports named rather than numbered.
+    pub backends: Vec<(String, api::BackendSpec)>,
+    /// RateLimitPolicies by name (`limit-rps`, `limit-rpm`): one per Route.
+    pub policies: Vec<(String, api::RateLimitPolicySpec)>,
+    /// What became of each annotation read, by full key; then what else differs.
+    pub outcomes: BTreeMap<String, Outcome>,
+    /// What the objects do differently from the Ingress, besides the annotations.
+    pub notes: Vec<String>,
+}
+
+/// Ingress `obj` as Routes (and Backends) that behave the same, or `None` when the compiler
+/// would reject it (the findings say why; warnings too). The same [`translate`] and [`plan`]
+/// as serving the Ingress.
+pub fn migrate(obj: &Obj<IngressInfo>, out: &mut Vec<Diagnostic>) -> Option<Migrated> {
+    let ing = &obj.spec;
+    let mut f = Findings::new(&obj.meta.id, out);
+    super::ingress_annotations::check(&ing.annotations, &mut f);
+    let t = translate(&ing.annotations, &mut f);
+    let planned = plan(ing, &t, &mut f);
+    let mut m = Migrated {
+        outcomes: t.outcomes.clone(),
+        ..Migrated::default()
+    };
+    // Hosts in the order the Ingress names them; a Route each.
+    let mut groups: Vec<(Vec<String>, Vec<RouteRule>)> = Vec::new();
+    for p in planned {
+        let backend_at = p.backend_at();
+        let mut rule = p.rule;
+        if let Some(b) = p.backend {
+            rule.backend_refs = vec![backend_ref(b, &backend_at, &mut m, &mut f)?];
+        }
+        match groups.iter_mut().find(|(h, _)| *h == p.hostnames) {
+            Some((_, rules)) => rules.push(rule),
+            None => groups.push((p.hostnames, vec![rule])),
+        }
+    }
+    if !f.ok() {
+        return None;
+    }
+    let name = &obj.meta.id.name;
+    let many = groups.len() > 1;
+    for (k, (hostnames, rules)) in groups.into_iter().enumerate() {
+        let tls = route_tls(ing, &t, &hostnames, &mut m);
+        let route = api::RouteSpec {
+            hostnames,
+            tls,
+            rules,
+            ..api::RouteSpec::default()
+        };
+        let route_name = if many {
+            format!("{name}-{k}")
+        } else {
+            name.clone()
+        };
+        if let Some(spec) = &t.rate_limit {
+            let policy = api::RateLimitPolicySpec {
+                target_ref: api::PolicyTargetRef {
+                    kind: "Route".to_owned(),
+                    name: route_name.clone(),
+                    rule: None,
+                },
+                ..spec.clone()
+            };
+            m.policies.push((format!("{route_name}-limits"), policy));
+        }
+        m.routes.push((route_name, route));
+    }
+    Some(m)
+}
+
+/// The backendRef of an Ingress backend: a Service port by number, or a Backend for a named
+/// port (a Route's Service reference names ports by number only).
+fn backend_ref(
+    b: &IngressBackendInfo,
+    at: &str,
+    m: &mut Migrated,
+    f: &mut Findings<'_>,
+) -> Option<api::BackendRef> {
+    use crate::controller::objects::PortRef;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let IngressBackendInfo::Service { name, port } = b else {
+        f.not_supported(format!("{at}.resource"), "resource backends");
+        return None;
+    };
+    match port {
+        Some(PortRef::Number(n)) => Some(api::BackendRef {
+            name: name.clone(),
+            kind: Some("Service".to_owned()),
+            port: Some(*n),
+            ..api::BackendRef::default()
+        }),
+        Some(PortRef::Name(port)) => {
+            let backend = format!("{name}-{port}");
+            if !m.backends.iter().any(|(n, _)| *n == backend) {
+                m.backends.push((
+                    backend.clone(),
+                    api::BackendSpec {
+                        service: Some(api::ServiceRef {
+                            name: name.clone(),
+                            port: IntOrString::String(port.clone()),
+                        }),
+                        ..api::BackendSpec::default()
+                    },
+                ));
+            }
+            Some(api::BackendRef {
+                name: backend,
+                kind: Some("Backend".to_owned()),
+                ..api::BackendRef::default()
+            })
+        }
+        None => Some(api::BackendRef {
+            name: name.clone(),
+            kind: Some("Service".to_owned()),
+            ..api::BackendRef::default()
+        }),
+    }
+}
+
+/// The `tls` of the Route for `hostnames`: the Ingress's `tls` entry that names its host.
+fn route_tls(
+    ing: &IngressInfo,
+    t: &Translation,
+    hostnames: &[String],
+    m: &mut Migrated,
+) -> Option<api::RouteTls> {
+    let host = hostnames.first();
+    let entry = ing.tls.iter().find(|e| match host {
+        Some(h) => e.hosts.is_empty() || e.hosts.contains(h),
+        None => false,
+    });
+    let Some(entry) = entry else {
+        if t.force_ssl_redirect {
+            let key = get(&ing.annotations, "force-ssl-redirect").map(|(k, _)| k);
+            m.outcomes.insert(
+                key.unwrap_or_default(),
+                Outcome::NotCarried(format!(
+                    "hosts {hostnames:?} have no tls entry, and a Route redirects to https only \
+                     with spec.tls (add one, or redirect in front of the gateway)"
+                )),
+            );
+        }
+        return None;
+    };
+    let Some(secret) = &entry.secret_name else {
+        m.notes.push(format!(
+            "tls entry without secretName for {hostnames:?}: the Route needs spec.tls.secretName \
+             (the --default-certificate still serves these hosts)"
+        ));
+        return None;
+    };
+    Some(api::RouteTls {
+        secret_name: secret.clone(),
+        https_redirect: Some(t.ssl_redirect || t.force_ssl_redirect),
+        ..api::RouteTls::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Kind, ObjectRef};
+
+    const N: &str = "nginx.ingress.kubernetes.io/";
+
+    /// An Ingress of two hosts, a named and a numbered Service port, and `annotations`.
+    fn ingress(annotations: &[(&str, &str)]) -> Obj<IngressInfo> {
+        use crate::controller::objects::{IngressPathInfo, IngressRuleInfo, PortRef};
+        let path = |p: &str, port: PortRef| IngressPathInfo {
+            path: Some(p.to_owned()),
+            path_type: "Prefix".to_owned(),
+            backend: IngressBackendInfo::Service {
+                name: "web".to_owned(),
+                port: Some(port),
+            },
+        };
+        let spec = IngressInfo {
+            rules: vec![
+                IngressRuleInfo {
+                    host: Some("a.example.com".to_owned()),
+                    paths: vec![path("/x", PortRef::Name("http".to_owned()))],
+                },
+                IngressRuleInfo {
+                    host: Some("b.example.com".to_owned()),
+                    paths: vec![path("/y", PortRef::Number(80))],
+                },
+            ],
+            annotations: annotations
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..IngressInfo::default()
+        };
+        Obj {
+            meta: crate::controller::snapshot::Meta::new(ObjectRef::new(
+                Kind::Ingress,
+                "shop",
+                "web",
+            )),
+            spec,
+        }
+    }
+
+    #[test]
+    fn migrate_writes_a_route_per_host_and_a_backend_per_named_port() {
+        let obj = ingress(&[
+            (&format!("{N}server-alias"), "www.a.example.com"),
+            (&format!("{N}app-root"), "/app"),
+        ]);
+        let mut d = Vec::new();
+        let m = migrate(&obj, &mut d).unwrap();
+        assert!(d.is_empty(), "{d:?}");
+        let names: Vec<&str> = m.routes.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["web-0", "web-1"]);
+        let a = &m.routes[0].1;
+        assert_eq!(a.hostnames, ["a.example.com", "www.a.example.com"]);
+        // The path, then app-root's `/` (a redirect, no backend).
+        assert_eq!(a.rules.len(), 2);
+        assert_eq!(a.rules[0].backend_refs[0].name, "web-http");
+        assert!(a.rules[1].backend_refs.is_empty());
+        assert!(a.rules[1].filters[0].request_redirect.is_some());
+        assert_eq!(m.backends.len(), 1);
+        let b = &m.routes[1].1.rules[0].backend_refs[0];
+        assert_eq!((b.kind.as_deref(), b.port), (Some("Service"), Some(80)));
+    }
+
+    #[test]
+    fn migrate_refuses_what_serving_refuses() {
+        let obj = ingress(&[(&format!("{N}canary"), "true")]);
+        let mut d = Vec::new();
+        assert!(migrate(&obj, &mut d).is_none());
+        assert!(d[0].message.contains("not supported yet"), "{d:?}");
+    }
+}

@@ -1,0 +1,807 @@
+//! ingress-nginx annotations → our own API values (`api::RouteRule` filters, access lists,
+//! authentication, CORS). One pure translation serves two callers: the compiler, which
+//! compiles the values it returns through the Route compiler (so an annotated Ingress and a
+//! Route written by hand cannot drift), and `tidegate migrate`, which writes them out as Route
+//! YAML. Each annotation it reads leaves one [`Outcome`] (carried, approximated and how), and
+//! every problem is a finding naming the annotation.
+
+use std::collections::BTreeMap;
+
+use crate::api::annotations::INGRESS_ANNOTATION_PREFIXES as PREFIXES;
+use crate::api::{
+    self, BasicAuthentication, Cors, HeaderModifier, HeaderValueSpec, LocalObjectRef, PathMatch,
+    PathMatchType, PathModifier, RequestRedirect, RouteFilter, RouteMatch, RouteRule, UrlRewrite,
+};
+use crate::model::{Diagnostic, Severity};
+
+use super::fields::{self, Findings};
+use crate::controller::objects::{IngressBackendInfo, IngressInfo};
+
+/// The annotations translated here (short names); the catalogue leaves them to [`translate`].
+pub const MAPPED: &[&str] = &[
+    "app-root",
+    "auth-realm",
+    "auth-secret",
+    "auth-secret-type",
+    "auth-type",
+    "cors-allow-credentials",
+    "cors-allow-headers",
+    "cors-allow-methods",
+    "cors-allow-origin",
+    "cors-expose-headers",
+    "cors-max-age",
+    "denylist-source-range",
+    "enable-cors",
+    "force-ssl-redirect",
+    "limit-burst-multiplier",
+    "limit-rpm",
+    "limit-rps",
+    "permanent-redirect",
+    "permanent-redirect-code",
+    "rewrite-target",
+    "server-alias",
+    "ssl-redirect",
+    "temporal-redirect",
+    "temporal-redirect-code",
+    "upstream-vhost",
+    "use-regex",
+    "whitelist-source-range",
+    "x-forwarded-prefix",
+];
+
+/// What became of one annotation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Carried as written.
+    Carried,
+    /// Carried with a difference (said here).
+    Approximated(String),
+    /// Not carried by `tidegate migrate` (why), though served from the Ingress.
+    NotCarried(String),
+}
+
+/// ingress-nginx's CORS defaults (its annotation documentation).
+const CORS_METHODS: &str = "GET, PUT, POST, DELETE, PATCH, OPTIONS";
+const CORS_HEADERS: &str = "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,\
+                            Cache-Control,Content-Type,Range,Authorization";
+/// Our longest preflight cache (ingress-nginx's default is 1728000 s; browsers cap far lower).
+const CORS_MAX_AGE: u32 = 86_400;
+
+/// An Ingress's annotations, translated.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Translation {
+    /// Paths are case-insensitive regular-expression prefixes (`use-regex`, `rewrite-target`).
+    pub regex: bool,
+    /// `rewrite-target` and `upstream-vhost`.
+    pub rewrite: Option<UrlRewrite>,
+    /// `permanent-redirect` / `temporal-redirect`: every path answers with it.
+    pub redirect: Option<RequestRedirect>,
+    /// `x-forwarded-prefix`.
+    pub set_headers: Vec<HeaderValueSpec>,
+    /// `enable-cors` and `cors-*`.
+    pub cors: Option<Cors>,
+    /// `whitelist-source-range`.
+    pub ip_allow: Vec<String>,
+    /// `denylist-source-range`.
+    pub ip_deny: Vec<String>,
+    /// `auth-type: basic` with `auth-secret` and `auth-realm`.
+    pub basic: Option<BasicAuthentication>,
+    /// `app-root`: `/` on the Ingress's hosts answers 302 to it.
+    pub app_root: Option<String>,
+    /// `server-alias`: more host names for the Ingress's hosts.
+    pub aliases: Vec<String>,
+    /// `limit-rps`, `limit-rpm` (with `limit-burst-multiplier`): per client address, per
+    /// replica, answered 503 as ingress-nginx does. The target is the caller's to set.
+    pub rate_limit: Option<api::RateLimitPolicySpec>,
+    /// `ssl-redirect` (default on): plain HTTP for the `tls` hosts gets 308 to https.
+    pub ssl_redirect: bool,
+    /// `force-ssl-redirect`: plain HTTP for every host of the Ingress gets 308 to https.
+    pub force_ssl_redirect: bool,
+    /// What became of each annotation read, by full key.
+    pub outcomes: BTreeMap<String, Outcome>,
+}
+
+/// The value of annotation `name` under either prefix, with its full key.
+pub(super) fn get<'a>(a: &'a BTreeMap<String, String>, name: &str) -> Option<(String, &'a str)> {
+    PREFIXES.iter().find_map(|p| {
+        let key = format!("{p}{name}");
+        a.get(&key).map(|v| (key, v.as_str()))
+    })
+}
+
+/// The field of annotation `key`, for messages.
+fn field(key: &str) -> String {
+    format!("metadata.annotations[{key}]")
+}
+
+/// An annotation's boolean, as ingress-nginx reads it.
+pub fn boolean(value: &str) -> Option<bool> {
+    match value.trim() {
+        "true" | "True" | "TRUE" => Some(true),
+        "false" | "False" | "FALSE" => Some(false),
+        _ => None,
+    }
+}
+
+/// A comma-separated list, trimmed, empty items dropped.
+fn list(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Reads the annotations (full keys); problems go to `f`, each naming its annotation.
+pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translation {
+    let mut t = Translation {
+        ssl_redirect: true,
+        ..Translation::default()
+    };
+    let flag = |t: &mut Translation, name: &str, f: &mut Findings<'_>| -> Option<bool> {
+        let (key, v) = get(a, name)?;
+        match boolean(v) {
+            Some(b) => {
+                t.outcomes.insert(key, Outcome::Carried);
+                Some(b)
+            }
+            None => {
+                f.invalid(field(&key), format!("{v:?} must be \"true\" or \"false\""));
+                None
+            }
+        }
+    };
+    t.ssl_redirect = flag(&mut t, "ssl-redirect", f).unwrap_or(true);
+    t.force_ssl_redirect = flag(&mut t, "force-ssl-redirect", f).unwrap_or(false);
+    t.regex = flag(&mut t, "use-regex", f).unwrap_or(false);
+    rewrites(a, &mut t, f);
+    redirects(a, &mut t, f);
+    access(a, &mut t, f);
+    rate_limits(a, &mut t, f);
+    if flag(&mut t, "enable-cors", f) == Some(true) {
+        cors(a, &mut t);
+    } else {
+        for name in MAPPED.iter().filter(|n| n.starts_with("cors-")) {
+            if let Some((key, _)) = get(a, name) {
+                warn(f, &key, "it has no effect without enable-cors: \"true\"");
+            }
+        }
+    }
+    t
+}
+
+/// A finding that does not reject the Ingress.
+fn warn(f: &mut Findings<'_>, key: &str, message: &str) {
+    f.push(Diagnostic {
+        severity: Severity::Warning,
+        ..Diagnostic::error(
+            f.id(),
+            field(key),
+            crate::model::Reason::Invalid,
+            message.to_owned(),
+        )
+    });
+}
+
+/// `rewrite-target`, `upstream-vhost`, `x-forwarded-prefix`, `app-root`, `server-alias`.
+fn rewrites(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let mut rewrite = UrlRewrite::default();
+    if let Some((key, v)) = get(a, "rewrite-target") {
+        if v.contains('$') {
+            f.not_supported(
+                field(&key),
+                "rewrite-target with capture groups ($1, $2, …): the Route API has no \
+                 regular-expression rewrite yet",
+            );
+        } else if !v.starts_with('/') {
+            f.invalid(field(&key), format!("{v:?} must be a path starting with /"));
+        } else {
+            rewrite.path = Some(PathModifier {
+                replace_full_path: Some(v.to_owned()),
+                ..PathModifier::default()
+            });
+            t.regex = true;
+            t.outcomes.insert(key, Outcome::Carried);
+        }
+    }
+    if let Some((key, v)) = get(a, "upstream-vhost") {
+        rewrite.hostname = Some(v.trim().to_owned());
+        t.outcomes.insert(key, Outcome::Carried);
+    }
+    if rewrite != UrlRewrite::default() {
+        t.rewrite = Some(rewrite);
+    }
+    if let Some((key, v)) = get(a, "x-forwarded-prefix") {
+        t.set_headers.push(HeaderValueSpec {
+            name: "X-Forwarded-Prefix".to_owned(),
+            value: v.to_owned(),
+        });
+        t.outcomes.insert(key, Outcome::Carried);
+    }
+    if let Some((key, v)) = get(a, "app-root") {
+        if v.starts_with('/') && v != "/" {
+            t.app_root = Some(v.to_owned());
+            t.outcomes.insert(key, Outcome::Carried);
+        } else {
+            f.invalid(
+                field(&key),
+                format!("{v:?} must be a path starting with / (and not / itself)"),
+            );
+        }
+    }
+    if let Some((key, v)) = get(a, "server-alias") {
+        t.aliases = list(v);
+        t.outcomes.insert(key, Outcome::Carried);
+    }
+}
+
+/// `permanent-redirect(-code)`, `temporal-redirect(-code)`.
+fn redirects(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let permanent = get(a, "permanent-redirect");
+    let temporal = get(a, "temporal-redirect");
+    for name in ["permanent-redirect-code", "temporal-redirect-code"] {
+        let base = name.trim_end_matches("-code");
+        if let Some((key, _)) = get(a, name)
+            && get(a, base).is_none()
+        {
+            warn(f, &key, &format!("it has no effect without {base}"));
+        }
+    }
+    let (key, url, code_name, default) = match (permanent, temporal) {
+        (Some((k, _)), Some(_)) => {
+            f.invalid(
+                field(&k),
+                "permanent-redirect and temporal-redirect cannot both be set",
+            );
+            return;
+        }
+        (Some((k, v)), None) => (k, v, "permanent-redirect-code", 301),
+        (None, Some((k, v))) => (k, v, "temporal-redirect-code", 302),
+        (None, None) => return,
+    };
+    let code = match get(a, code_name) {
+        None => default,
+        Some((ck, v)) => match v.trim().parse::<u16>() {
+            Ok(c @ (301 | 302 | 303 | 307 | 308)) => {
+                t.outcomes.insert(ck, Outcome::Carried);
+                c
+            }
+            _ => {
+                f.invalid(
+                    field(&ck),
+                    format!("{v:?} must be 301, 302, 303, 307 or 308"),
+                );
+                return;
+            }
+        },
+    };
+    match redirect_to(url.trim(), code) {
+        Ok(r) => {
+            t.redirect = Some(r);
+            // As in ingress-nginx, the redirect answers before anything is forwarded.
+            for name in ["rewrite-target", "upstream-vhost", "x-forwarded-prefix"] {
+                if let Some((other, _)) = get(a, name) {
+                    warn(
+                        f,
+                        &other,
+                        &format!("it has no effect: {key} answers every request"),
+                    );
+                    t.outcomes.remove(&other);
+                }
+            }
+            t.outcomes.insert(
+                key,
+                Outcome::Approximated(
+                    "the request's query string is kept on the Location (ingress-nginx drops it)"
+                        .to_owned(),
+                ),
+            );
+        }
+        Err(e) => f.invalid(field(&key), e),
+    }
+}
+
+/// A redirect to the absolute URL `url`.
+fn redirect_to(url: &str, code: u16) -> Result<RequestRedirect, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let (Some(scheme), Some(host)) = (uri.scheme_str(), uri.host()) else {
+        return Err(format!("{url:?} must be an absolute http or https URL"));
+    };
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("{url:?} must be an http or https URL"));
+    }
+    if uri.query().is_some() {
+        return Err(format!(
+            "{url:?}: a query in the target is not supported yet"
+        ));
+    }
+    let path = uri.path();
+    Ok(RequestRedirect {
+        scheme: Some(scheme.to_owned()),
+        hostname: Some(host.to_owned()),
+        port: uri.port_u16(),
+        path: Some(PathModifier {
+            replace_full_path: Some(if path.is_empty() { "/" } else { path }.to_owned()),
+            ..PathModifier::default()
+        }),
+        status_code: Some(code),
+    })
+}
+
+/// ingress-nginx's `limit-burst-multiplier` default and its answer to a limited request.
+const BURST_MULTIPLIER: u32 = 5;
+const LIMITED_STATUS: u16 = 503;
+
+/// `limit-rps`, `limit-rpm`, `limit-burst-multiplier`.
+fn rate_limits(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let number = |name: &str, f: &mut Findings<'_>| -> Option<(String, u32)> {
+        let (key, v) = get(a, name)?;
+        match v.trim().parse::<u32>() {
+            Ok(n) if n > 0 => Some((key, n)),
+            _ => {
+                f.invalid(field(&key), format!("{v:?} must be a whole number above 0"));
+                None
+            }
+        }
+    };
+    let multiplier = number("limit-burst-multiplier", f);
+    let mut limits = Vec::new();
+    for (name, per) in [("limit-rps", 1), ("limit-rpm", 60)] {
+        let Some((key, rate)) = number(name, f) else {
+            continue;
+        };
+        // nginx's limit_req passes the request that finds the bucket empty plus `burst` more
+        // at once (measured against Debian's nginx): one more than the burst it is given.
+        let burst = rate
+            .saturating_mul(multiplier.as_ref().map_or(BURST_MULTIPLIER, |m| m.1))
+            .saturating_add(1);
+        limits.push(api::RateLimit {
+            name: Some(name.to_owned()),
+            key: Some(api::RateLimitKey {
+                client_ip: Some(api::Empty {}),
+                ..api::RateLimitKey::default()
+            }),
+            rate,
+            per: api::Duration(std::time::Duration::from_secs(per)),
+            burst: Some(burst),
+            ..api::RateLimit::default()
+        });
+        t.outcomes.insert(
+            key,
+            Outcome::Approximated(
+                "a token bucket per client address and replica holding rate × \
+                 limit-burst-multiplier + 1 requests, as nginx's limit_req burst with nodelay; \
+                 limited requests get 503 and RateLimit headers"
+                    .to_owned(),
+            ),
+        );
+    }
+    match multiplier {
+        Some((key, _)) if limits.is_empty() => {
+            warn(f, &key, "it has no effect without limit-rps or limit-rpm");
+        }
+        Some((key, _)) => {
+            t.outcomes.insert(key, Outcome::Carried);
+        }
+        None => {}
+    }
+    if !limits.is_empty() {
+        t.rate_limit = Some(api::RateLimitPolicySpec {
+            limits,
+            response: Some(api::RateLimitResponse {
+                status_code: Some(LIMITED_STATUS),
+            }),
+            ..api::RateLimitPolicySpec::default()
+        });
+    }
+}
+
+/// `whitelist-source-range`, `denylist-source-range`, `auth-type` basic.
+fn access(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    if let Some((key, v)) = get(a, "whitelist-source-range") {
+        t.ip_allow = list(v);
+        t.outcomes.insert(key, Outcome::Carried);
+    }
+    if let Some((key, v)) = get(a, "denylist-source-range") {
+        t.ip_deny = list(v);
+        t.outcomes.insert(key, Outcome::Carried);
+    }
+    let Some((type_key, kind)) = get(a, "auth-type") else {
+        for name in ["auth-secret", "auth-realm", "auth-secret-type"] {
+            if let Some((key, _)) = get(a, name) {
+                warn(f, &key, "it has no effect without auth-type");
+            }
+        }
+        return;
+    };
+    if kind.trim() != "basic" {
+        f.not_supported(
+            field(&type_key),
+            &format!("auth-type {kind:?} (only basic)"),
+        );
+        return;
+    }
+    if let Some((key, v)) = get(a, "auth-secret-type") {
+        if v.trim() == "auth-file" {
+            t.outcomes.insert(key, Outcome::Carried);
+        } else {
+            f.not_supported(
+                field(&key),
+                &format!("auth-secret-type {v:?} (only auth-file)"),
+            );
+            return;
+        }
+    }
+    let Some((secret_key, secret)) = get(a, "auth-secret") else {
+        f.invalid(field(&type_key), "auth-type basic needs auth-secret");
+        return;
+    };
+    let Some(name) = auth_secret(a, &f.id().namespace) else {
+        f.not_supported(
+            field(&secret_key),
+            &format!("{secret:?}: a Secret in another namespace than the Ingress's"),
+        );
+        return;
+    };
+    let realm = get(a, "auth-realm").map(|(key, v)| {
+        t.outcomes.insert(key, Outcome::Carried);
+        v.to_owned()
+    });
+    t.basic = Some(BasicAuthentication {
+        secret_ref: LocalObjectRef {
+            name: name.to_owned(),
+        },
+        realm,
+    });
+    t.outcomes.insert(type_key, Outcome::Carried);
+    t.outcomes.insert(secret_key, Outcome::Carried);
+}
+
+/// The Secret the `auth-secret` annotation names, when it is in `namespace` (`NAME` or
+/// `NAMESPACE/NAME`): read by reference in Kubernetes mode.
+pub fn auth_secret<'a>(a: &'a BTreeMap<String, String>, namespace: &str) -> Option<&'a str> {
+    let (_, v) = get(a, "auth-secret")?;
+    match v.trim().split_once('/') {
+        None => Some(v.trim()),
+        Some((ns, name)) => (ns == namespace).then_some(name),
+    }
+}
+
+/// `cors-*` (with `enable-cors: "true"`), ingress-nginx's defaults for the unset ones.
+fn cors(a: &BTreeMap<String, String>, t: &mut Translation) {
+    let mut read = |name: &str, default: &str| -> String {
+        match get(a, name) {
+            Some((key, v)) => {
+                t.outcomes.insert(key, Outcome::Carried);
+                v.to_owned()
+            }
+            None => default.to_owned(),
+        }
+    };
+    let origins = list(&read("cors-allow-origin", "*"));
+    let methods = list(&read("cors-allow-methods", CORS_METHODS))
+        .into_iter()
+        .map(|m| m.to_ascii_uppercase())
+        .collect();
+    let headers = list(&read("cors-allow-headers", CORS_HEADERS));
+    let expose = list(&read("cors-expose-headers", ""));
+    let credentials = boolean(&read("cors-allow-credentials", "true")).unwrap_or(true);
+    let max_age = read("cors-max-age", "1728000")
+        .trim()
+        .parse::<u32>()
+        .unwrap_or(1_728_000);
+    if max_age > CORS_MAX_AGE {
+        let key = get(a, "cors-max-age")
+            .map_or_else(|| format!("{}enable-cors", PREFIXES[0]), |(k, _)| k);
+        t.outcomes.insert(
+            key,
+            Outcome::Approximated(format!(
+                "Access-Control-Max-Age {max_age} is sent as {CORS_MAX_AGE} (our longest)"
+            )),
+        );
+    }
+    t.cors = Some(Cors {
+        allow_origins: origins,
+        allow_credentials: Some(credentials),
+        allow_methods: methods,
+        allow_headers: headers,
+        expose_headers: expose,
+        max_age: Some(max_age.clamp(1, CORS_MAX_AGE)),
+    });
+}
+
+/// One rule of an Ingress as a Route rule: a path of a host (or the `defaultBackend`, or
+/// `app-root`'s `/`), with the backend it forwards to.
+#[derive(Clone, Debug)]
+pub struct Planned<'a> {
+    /// The host and its `server-alias`es (none: every host).
+    pub hostnames: Vec<String>,
+    /// The rule, without backendRefs.
+    pub rule: RouteRule,
+    /// Where it forwards (none: it answers itself).
+    pub backend: Option<&'a IngressBackendInfo>,
+    /// Its field, for messages.
+    pub at: String,
+}
+
+/// The rules of Ingress `ing` (whose annotations gave `t`), in order; problems go to `f`.
+pub fn plan<'a>(ing: &'a IngressInfo, t: &Translation, f: &mut Findings<'_>) -> Vec<Planned<'a>> {
+    let mut out = Vec::new();
+    let mut host_sets: Vec<Vec<String>> = Vec::new();
+    for (ri, rule) in ing.rules.iter().enumerate() {
+        let at = format!("spec.rules[{ri}]");
+        let hostnames = match &rule.host {
+            None => Vec::new(),
+            Some(h) => match fields::hostname(h, true) {
+                // server-alias: the Ingress's hosts answer to the aliases too.
+                Ok(h) => std::iter::once(h)
+                    .chain(t.aliases.iter().cloned())
+                    .collect(),
+                Err(e) => {
+                    f.invalid(format!("{at}.host"), e);
+                    continue;
+                }
+            },
+        };
+        for (pi, p) in rule.paths.iter().enumerate() {
+            let pat = format!("{at}.http.paths[{pi}]");
+            let value = p.path.as_deref().unwrap_or("/");
+            // A regex path is checked as a pattern by the Route compiler.
+            if !(t.regex && p.path_type != "Exact")
+                && let Err(e) = fields::plain_path(value)
+            {
+                f.invalid(format!("{pat}.path"), e);
+                continue;
+            }
+            if !matches!(
+                p.path_type.as_str(),
+                "Exact" | "Prefix" | "ImplementationSpecific"
+            ) {
+                f.invalid(
+                    format!("{pat}.pathType"),
+                    format!(
+                        "{:?} must be Prefix, Exact or ImplementationSpecific",
+                        p.path_type
+                    ),
+                );
+                continue;
+            }
+            // ImplementationSpecific: ours is a segment-aware prefix, like Prefix.
+            out.push(Planned {
+                hostnames: hostnames.clone(),
+                rule: t.rule(t.path(&p.path_type, value)),
+                // A redirect answers itself: the backend is not used.
+                backend: t.redirect.is_none().then_some(&p.backend),
+                at: pat,
+            });
+        }
+        if !host_sets.contains(&hostnames) {
+            host_sets.push(hostnames);
+        }
+    }
+    if let Some(b) = &ing.default_backend {
+        out.push(Planned {
+            hostnames: Vec::new(),
+            rule: t.rule(t.path("Prefix", "/")),
+            backend: t.redirect.is_none().then_some(b),
+            at: "spec.defaultBackend".to_owned(),
+        });
+        if host_sets.is_empty() {
+            host_sets.push(Vec::new());
+        }
+    }
+    if let Some(rule) = t.app_root_rule() {
+        for hostnames in host_sets {
+            out.push(Planned {
+                hostnames,
+                rule: rule.clone(),
+                backend: None,
+                at: "metadata.annotations".to_owned(),
+            });
+        }
+    }
+    out
+}
+
+impl Planned<'_> {
+    /// The field of its backend, for messages.
+    pub fn backend_at(&self) -> String {
+        if self.at == "spec.defaultBackend" {
+            self.at.clone()
+        } else {
+            format!("{}.backend", self.at)
+        }
+    }
+}
+
+impl Translation {
+    /// An Ingress path as a match: ingress-nginx's regex paths are case-insensitive prefixes.
+    pub fn path(&self, path_type: &str, value: &str) -> PathMatch {
+        let kind = match path_type {
+            "Exact" => PathMatchType::Exact,
+            _ if self.regex => {
+                return PathMatch {
+                    kind: PathMatchType::RegularExpression,
+                    value: format!("(?i)(?:{value}).*"),
+                };
+            }
+            _ => PathMatchType::PathPrefix,
+        };
+        PathMatch {
+            kind,
+            value: value.to_owned(),
+        }
+    }
+
+    /// The Route rule one Ingress path becomes (its backends are the caller's).
+    pub fn rule(&self, path: PathMatch) -> RouteRule {
+        let mut filters = Vec::new();
+        if let Some(r) = &self.redirect {
+            filters.push(RouteFilter {
+                request_redirect: Some(r.clone()),
+                ..RouteFilter::default()
+            });
+        } else {
+            if let Some(rw) = &self.rewrite {
+                filters.push(RouteFilter {
+                    url_rewrite: Some(rw.clone()),
+                    ..RouteFilter::default()
+                });
+            }
+            if !self.set_headers.is_empty() {
+                filters.push(RouteFilter {
+                    request_header_modifier: Some(HeaderModifier {
+                        set: self.set_headers.clone(),
+                        ..HeaderModifier::default()
+                    }),
+                    ..RouteFilter::default()
+                });
+            }
+        }
+        if let Some(c) = &self.cors {
+            filters.push(RouteFilter {
+                cors: Some(c.clone()),
+                ..RouteFilter::default()
+            });
+        }
+        RouteRule {
+            matches: vec![RouteMatch {
+                path: Some(path),
+                ..RouteMatch::default()
+            }],
+            filters,
+            ip_allow: self.ip_allow.clone(),
+            ip_deny: self.ip_deny.clone(),
+            authentication: self.basic.as_ref().map(|b| api::Authentication {
+                basic: Some(b.clone()),
+                ..api::Authentication::default()
+            }),
+            ..RouteRule::default()
+        }
+    }
+
+    /// `app-root`: the rule that sends `/` to it, if set.
+    pub fn app_root_rule(&self) -> Option<RouteRule> {
+        let root = self.app_root.as_ref()?;
+        let mut rule = self.rule(PathMatch {
+            kind: PathMatchType::Exact,
+            value: "/".to_owned(),
+        });
+        rule.filters = vec![RouteFilter {
+            request_redirect: Some(RequestRedirect {
+                path: Some(PathModifier {
+                    replace_full_path: Some(root.clone()),
+                    ..PathModifier::default()
+                }),
+                status_code: Some(302),
+                ..RequestRedirect::default()
+            }),
+            ..RouteFilter::default()
+        }];
+        Some(rule)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Kind, ObjectRef};
+
+    fn run(pairs: &[(&str, &str)]) -> (Translation, Vec<Diagnostic>) {
+        let id = ObjectRef::new(Kind::Ingress, "shop", "web");
+        let mut out = Vec::new();
+        let a = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let t = translate(&a, &mut Findings::new(&id, &mut out));
+        (t, out)
+    }
+
+    const N: &str = "nginx.ingress.kubernetes.io/";
+
+    #[test]
+    fn rewrite_target_turns_paths_into_case_insensitive_regex_prefixes() {
+        let (t, d) = run(&[(&format!("{N}rewrite-target"), "/")]);
+        assert!(d.is_empty() && t.regex, "{d:?}");
+        let p = t.path("Prefix", "/foo");
+        assert_eq!(p.kind, PathMatchType::RegularExpression);
+        let re = regex::Regex::new(&format!("^(?:{})$", p.value)).unwrap();
+        assert!(re.is_match("/FOO/bar") && re.is_match("/foobar") && !re.is_match("/x/foo"));
+        // Exact stays exact, as in ingress-nginx (`location =`).
+        assert_eq!(t.path("Exact", "/foo").kind, PathMatchType::Exact);
+        let rule = t.rule(t.path("Prefix", "/foo"));
+        let rw = rule.filters[0].url_rewrite.as_ref().unwrap();
+        assert_eq!(
+            rw.path.as_ref().unwrap().replace_full_path.as_deref(),
+            Some("/")
+        );
+    }
+
+    #[test]
+    fn capture_groups_are_not_supported_yet_and_name_the_annotation() {
+        let (_, d) = run(&[(&format!("{N}rewrite-target"), "/$2")]);
+        assert!(
+            d[0].is_error() && d[0].message.contains("not supported yet"),
+            "{d:?}"
+        );
+        assert_eq!(
+            d[0].field,
+            format!("metadata.annotations[{N}rewrite-target]")
+        );
+    }
+
+    #[test]
+    fn cors_gets_ingress_nginx_defaults_and_a_long_max_age_is_approximated() {
+        let (t, d) = run(&[("tidegate.dev/enable-cors", "true")]);
+        assert!(d.is_empty(), "{d:?}");
+        let c = t.cors.unwrap();
+        assert_eq!(c.allow_origins, ["*"]);
+        assert_eq!(c.allow_methods.len(), 6);
+        assert_eq!(c.allow_credentials, Some(true));
+        assert_eq!(c.max_age, Some(CORS_MAX_AGE));
+        assert!(matches!(
+            t.outcomes.get(&format!("{N}enable-cors")),
+            Some(Outcome::Approximated(_))
+        ));
+    }
+
+    #[test]
+    fn basic_auth_reads_a_secret_of_the_same_namespace_only() {
+        let (t, d) = run(&[
+            (&format!("{N}auth-type"), "basic"),
+            (&format!("{N}auth-secret"), "shop/users"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(t.basic.unwrap().secret_ref.name, "users");
+        let (t, d) = run(&[
+            (&format!("{N}auth-type"), "basic"),
+            (&format!("{N}auth-secret"), "other/users"),
+        ]);
+        assert!(
+            t.basic.is_none() && d[0].message.contains("another namespace"),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn a_redirect_answers_every_path_and_makes_rewrites_moot() {
+        let (t, d) = run(&[
+            (
+                &format!("{N}temporal-redirect"),
+                "https://www.example.com:8443/new",
+            ),
+            (&format!("{N}rewrite-target"), "/"),
+        ]);
+        let r = t.redirect.as_ref().unwrap();
+        assert_eq!((r.port, r.status_code), (Some(8443), Some(302)));
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].severity, Severity::Warning);
+        let rule = t.rule(t.path("Prefix", "/"));
+        assert_eq!(rule.filters.len(), 1);
+        assert!(rule.filters[0].request_redirect.is_some());
+    }
+}

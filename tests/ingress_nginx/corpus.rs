@@ -1,0 +1,120 @@
+//! The ingress-nginx corpus (`corpus.yaml`): cases and the runner that sends their requests
+//! and compares the answers. Used by tests/kube/ingress_nginx.rs (Ingresses and migrated
+//! objects on a real apiserver) and tests/ingress_nginx_vs_nginx.rs (nginx configured as
+//! ingress-nginx renders the same annotations).
+// Each test binary reads the parts it needs.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use serde::Deserialize;
+
+use crate::common::HttpClient;
+
+const CORPUS: &str = include_str!("corpus.yaml");
+
+/// One annotated Ingress and what ingress-nginx answers.
+#[derive(Deserialize)]
+pub struct Case {
+    pub name: String,
+    pub annotations: BTreeMap<String, String>,
+    pub rules: Vec<CaseRule>,
+    pub requests: Vec<Req>,
+    /// An annotation `tidegate migrate` reports as not carried (its requests are not sent to
+    /// the migrated objects).
+    #[serde(rename = "notCarriedByMigrate")]
+    pub not_carried_by_migrate: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct CaseRule {
+    pub host: String,
+    pub paths: Vec<CasePath>,
+}
+
+#[derive(Deserialize)]
+pub struct CasePath {
+    pub path: String,
+    #[serde(rename = "pathType")]
+    pub path_type: String,
+}
+
+#[derive(Deserialize)]
+pub struct Req {
+    pub path: String,
+    /// Default: the first rule's host.
+    pub host: Option<String>,
+    pub method: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub status: u16,
+    /// Path and query the backend got.
+    pub uri: Option<String>,
+    /// Headers the backend got.
+    #[serde(default)]
+    pub sent: BTreeMap<String, String>,
+    /// Headers of the answer.
+    #[serde(default)]
+    pub got: BTreeMap<String, String>,
+}
+
+pub fn corpus() -> Vec<Case> {
+    serde_yaml_ng::from_str(CORPUS).expect("the corpus parses")
+}
+
+/// Sends every request of the corpus to `addr`; the mismatches, one line each.
+pub async fn mismatches(addr: SocketAddr, corpus: &[Case]) -> Vec<String> {
+    let http = HttpClient::http1();
+    let mut out = Vec::new();
+    for case in corpus {
+        for (i, r) in case.requests.iter().enumerate() {
+            let host = r.host.as_deref().unwrap_or(&case.rules[0].host);
+            let mut b = http::Request::builder()
+                .method(r.method.as_deref().unwrap_or("GET"))
+                .uri(format!("http://{addr}{}", r.path))
+                .header("host", host);
+            for (k, v) in &r.headers {
+                b = b.header(k, v);
+            }
+            let reply = http
+                .send(b.body(Full::new(Bytes::new())).unwrap())
+                .await
+                .expect("request completes");
+            let at = format!("{}[{i}] {host}{}", case.name, r.path);
+            if reply.status != r.status {
+                out.push(format!(
+                    "{at}: status {} (want {}): {}",
+                    reply.status, r.status, reply.body
+                ));
+                continue;
+            }
+            for (k, v) in &r.got {
+                let have = reply.headers.get(k).and_then(|h| h.to_str().ok());
+                if have != Some(v.as_str()) {
+                    out.push(format!("{at}: answer header {k} {have:?} (want {v:?})"));
+                }
+            }
+            if r.uri.is_none() && r.sent.is_empty() {
+                continue;
+            }
+            let echo = reply.echo();
+            if let Some(uri) = &r.uri
+                && &echo.uri != uri
+            {
+                out.push(format!("{at}: backend got {} (want {uri})", echo.uri));
+            }
+            for (k, v) in &r.sent {
+                if echo.header(k) != Some(v.as_str()) {
+                    out.push(format!(
+                        "{at}: backend header {k} {:?} (want {v:?})",
+                        echo.header(k)
+                    ));
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,144 @@
+//! The ingress-nginx corpus against Debian's nginx, configured as ingress-nginx's template
+//! renders the same annotations (`location ~* "^PATH"` with `rewrite … break`, `return CODE
+//! URL`, `server_name` aliases, `proxy_set_header`, `limit_req`): the answers the corpus says
+//! ingress-nginx gives are nginx's. Cases whose nginx configuration ingress-nginx builds from
+//! Lua or several blocks (CORS, auth, source ranges, HTTPS redirects) are left to the corpus.
+
+mod common;
+
+#[path = "ingress_nginx/corpus.rs"]
+mod corpus;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{HttpClient, Upstream, eventually};
+
+/// What ingress-nginx writes for each case, in a `server` block (`UP`: the upstream).
+const SERVERS: &[(&str, &str)] = &[
+    (
+        "rewrite",
+        r#"server_name rewrite.bar.com;
+           location ~* "^/something" { rewrite "(?i)/something" / break; proxy_pass http://UP; }"#,
+    ),
+    (
+        "use-regex",
+        r#"server_name regex.bar.com;
+           location ~* "^/foo/bar/bar" { proxy_pass http://UP; }
+           location ~* "^/foo/bar/[A-Z0-9]{3}" { proxy_pass http://UP; }"#,
+    ),
+    (
+        "app-root",
+        r#"server_name approot.bar.com;
+           if ($uri = /) { return 302 $scheme://$http_host/app1; }
+           location / { proxy_pass http://UP; }"#,
+    ),
+    (
+        "temporal-redirect",
+        r#"server_name temporal.bar.com;
+           location / { return 307 https://status.example.com/down; }"#,
+    ),
+    (
+        "vhost-and-prefix",
+        r#"server_name vhost.bar.com;
+           location /v1 { proxy_set_header Host internal.svc.example;
+                          proxy_set_header X-Forwarded-Prefix "/api"; proxy_pass http://UP; }"#,
+    ),
+    (
+        "server-alias",
+        r#"server_name main.bar.com alias.bar.com;
+           location / { proxy_pass http://UP; }"#,
+    ),
+    (
+        "rate-limit",
+        r#"server_name ratelimit.bar.com;
+           location / { limit_req zone=rate-limit burst=2 nodelay; limit_req_status 503;
+                        proxy_pass http://UP; }"#,
+    ),
+];
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// nginx and its directory, killed and removed on drop.
+struct Nginx(Child, #[allow(dead_code)] tempfile::TempDir);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs nginx (scripts/test.sh installs it)"]
+async fn nginx_configured_as_ingress_nginx_answers_the_corpus_as_it_says() {
+    let up = Upstream::start("web").await;
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let servers: String = SERVERS
+        .iter()
+        .map(|(_, s)| {
+            format!(
+                "  server {{ listen 127.0.0.1:{port}; proxy_set_header Host $host;\n    {}\n  }}\n",
+                s.replace("UP", &up.addr.to_string())
+            )
+        })
+        .collect();
+    let conf = format!(
+        "worker_processes 1;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\n\
+         error_log stderr;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n\
+         client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n\
+         scgi_temp_path {d}/scgi;\n  port_in_redirect off;\n\
+         limit_req_zone $binary_remote_addr zone=rate-limit:1m rate=2r/m;\n{servers}}}\n"
+    );
+    std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(dir.path().join("nginx.conf"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("nginx runs (scripts/test.sh installs it)");
+    let _nginx = Nginx(child, dir);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    eventually(Duration::from_secs(10), "nginx listens", || async {
+        HttpClient::http1()
+            .send(
+                http::Request::get(format!("http://{addr}/"))
+                    .header("host", "main.bar.com")
+                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                    .unwrap(),
+            )
+            .await
+            .ok()
+    })
+    .await;
+    let cases: Vec<corpus::Case> = corpus::corpus()
+        .into_iter()
+        .filter(|c| SERVERS.iter().any(|(name, _)| *name == c.name))
+        .collect();
+    assert_eq!(cases.len(), SERVERS.len());
+    // As on the apiserver, each host is looked at once before the corpus is sent.
+    let http = HttpClient::http1();
+    for case in &cases {
+        let r = &case.requests[0];
+        let host = r.host.as_deref().unwrap_or(&case.rules[0].host);
+        http.get(addr, host, &r.path, &[]).await;
+    }
+    let wrong = corpus::mismatches(addr, &cases).await;
+    assert!(
+        wrong.is_empty(),
+        "nginx does not answer as the corpus says: {wrong:#?}"
+    );
+}

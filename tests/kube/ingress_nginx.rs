@@ -1,0 +1,310 @@
+//! ingress-nginx annotations on a real apiserver: the corpus (`tests/ingress_nginx/corpus.yaml`)
+//! served as Ingresses answers as ingress-nginx does.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::cluster::{Ns, Tidegate, client_for, eventually, install_crds, kubeconfig};
+use super::common::{HttpClient, Upstream};
+
+#[path = "../ingress_nginx/corpus.rs"]
+mod corpus;
+use corpus::{Case, corpus};
+
+async fn mismatches(gw: &Tidegate, cases: &[Case]) -> Vec<String> {
+    corpus::mismatches(gw.http, cases).await
+}
+
+/// The Ingress of `case`, of ingress class `class`, every path to Service `web`.
+pub fn ingress(case: &Case, class: &str) -> Value {
+    let rules: Vec<Value> = case
+        .rules
+        .iter()
+        .map(|r| {
+            let paths: Vec<Value> = r
+                .paths
+                .iter()
+                .map(|p| {
+                    json!({"path": p.path, "pathType": p.path_type,
+                           "backend": {"service": {"name": "web", "port": {"name": "http"}}}})
+                })
+                .collect();
+            json!({"host": r.host, "http": {"paths": paths}})
+        })
+        .collect();
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": case.name, "annotations": case.annotations},
+        "spec": {"ingressClassName": class, "rules": rules},
+    })
+}
+
+/// The htpasswd Secret of the basic-auth case (`foo:wonderland`, `htpasswd -nbs`).
+pub fn basic_auth_secret() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "basic-auth"},
+        "stringData": {"auth": "foo:{SHA}tiY7sUhYKUwI5L3866kDY+ENcrQ=\n"},
+    })
+}
+
+/// Waits until every case's host is served (its first request no longer gets 404 unless
+/// that is the answer wanted).
+pub async fn wait_served(gw: &Tidegate, corpus: &[Case]) {
+    let http = HttpClient::http1();
+    // Each case is asked until it is served and no more, so that a rate-limited case spends
+    // exactly one request here.
+    let served = std::sync::Mutex::new(vec![false; corpus.len()]);
+    eventually(Duration::from_secs(20), "every case served", || async {
+        for (i, case) in corpus.iter().enumerate() {
+            if served.lock().unwrap()[i] {
+                continue;
+            }
+            let r = &case.requests[0];
+            let host = r.host.as_deref().unwrap_or(&case.rules[0].host);
+            let got = http.get(gw.http, host, &r.path, &[]).await.status;
+            if got == 404 && r.status != 404 {
+                return None;
+            }
+            served.lock().unwrap()[i] = true;
+        }
+        Some(())
+    })
+    .await;
+}
+
+/// The gateway, with the public ports ingress-nginx's Locations assume (80, 443).
+pub fn gateway(kc: &std::path::Path, ns: &str, pod: &str, extra: &[&str]) -> Tidegate {
+    let mut args = vec![
+        "--leader-elect=false",
+        "--http-public-port",
+        "80",
+        "--https-public-port",
+        "443",
+    ];
+    args.extend(extra);
+    Tidegate::start(kc, ns, pod, &args)
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn the_ingress_nginx_corpus_is_answered_as_ingress_nginx_answers_it() {
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "nginx-corpus").await;
+    let class = format!("tg-{}", ns.name);
+    ns.apply(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": class},
+        "spec": {"controller": "tidegate.dev/ingress-controller"},
+    }))
+    .await;
+    let _web = {
+        let web = Upstream::start("web").await;
+        ns.service("web", json!({})).await;
+        ns.slice("web-1", "web", web.addr.port(), true).await;
+        web
+    };
+    ns.apply(basic_auth_secret()).await;
+    let corpus = corpus();
+    for case in &corpus {
+        ns.apply(ingress(case, &class)).await;
+    }
+    let gw = gateway(&kc, &ns.name, "corpus-0", &[]);
+    gw.wait_ready().await;
+    wait_served(&gw, &corpus).await;
+    for case in &corpus {
+        let w = ns.warnings("Ingress", &case.name).await;
+        assert!(w.is_empty(), "{}: {w:?}", case.name);
+    }
+    let wrong = mismatches(&gw, &corpus).await;
+    assert!(wrong.is_empty(), "{wrong:#?}");
+
+    // The round trip: `tidegate migrate` of the same Ingresses, applied in a namespace of their
+    // own (a gateway of its own watching it), answers the corpus the same.
+    let migrated = Ns::create(&client, "nginx-migrated").await;
+    let _web2 = {
+        let web = Upstream::start("web").await;
+        migrated.service("web", json!({})).await;
+        migrated.slice("web-1", "web", web.addr.port(), true).await;
+        web
+    };
+    migrated.apply(basic_auth_secret()).await;
+    let input: String = corpus
+        .iter()
+        .map(|c| {
+            let mut ing = ingress(c, "nginx");
+            ing["metadata"]["namespace"] = json!(migrated.name);
+            format!("---\n{}", serde_yaml_ng::to_string(&ing).unwrap())
+        })
+        .collect();
+    let (objects, report) = run_migrate(&input);
+    assert!(!report.contains("not migrated"), "{report}");
+    let (carried, not_carried): (Vec<Case>, Vec<Case>) = corpus
+        .into_iter()
+        .partition(|c| c.not_carried_by_migrate.is_none());
+    for case in &not_carried {
+        let key = case.not_carried_by_migrate.as_deref().unwrap();
+        assert!(
+            report.contains(&format!("{key}: not carried: ")),
+            "{}: {report}",
+            case.name
+        );
+    }
+    let corpus = carried;
+    for doc in serde_yaml_ng::Deserializer::from_str(&objects) {
+        let value = serde_yaml_ng::Value::deserialize(doc).unwrap();
+        let json: Value = serde_json::to_value(&value).unwrap();
+        assert!(
+            matches!(
+                json["kind"].as_str(),
+                Some("Route" | "Backend" | "RateLimitPolicy")
+            ),
+            "{json}"
+        );
+        migrated.apply(json).await;
+    }
+    let gw2 = gateway(&kc, &migrated.name, "migrated-0", &[]);
+    gw2.wait_ready().await;
+    wait_served(&gw2, &corpus).await;
+    let wrong = mismatches(&gw2, &corpus).await;
+    assert!(wrong.is_empty(), "migrated objects: {wrong:#?}\n{objects}");
+    ns.delete("networking.k8s.io/v1", "IngressClass", &class)
+        .await;
+}
+
+/// `tidegate migrate` with `input` on stdin: (stdout, stderr); it must succeed.
+pub fn run_migrate(input: &str) -> (String, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(super::cluster::BIN)
+        .arg("migrate")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn watch_ingress_class_serves_another_controllers_ingresses_without_touching_their_status() {
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "side-by-side").await;
+    let ours = format!("tg-{}", ns.name);
+    let theirs = format!("nginx-{}", ns.name);
+    for (class, controller) in [
+        (&ours, "tidegate.dev/ingress-controller"),
+        (&theirs, "k8s.io/ingress-nginx"),
+    ] {
+        ns.apply(json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+            "metadata": {"name": class}, "spec": {"controller": controller},
+        }))
+        .await;
+    }
+    let _web = {
+        let web = Upstream::start("web").await;
+        ns.service("web", json!({})).await;
+        ns.slice("web-1", "web", web.addr.port(), true).await;
+        web
+    };
+    let ingress = |name: &str, class: &str, host: &str| {
+        json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "annotations": {
+                "nginx.ingress.kubernetes.io/rewrite-target": "/",
+            }},
+            "spec": {"ingressClassName": class, "rules": [{"host": host, "http": {"paths": [
+                {"path": "/app", "pathType": "Prefix",
+                 "backend": {"service": {"name": "web", "port": {"number": 80}}}},
+            ]}}]},
+        })
+    };
+    ns.apply(ingress("mine", &ours, "mine.test")).await;
+    ns.apply(ingress("legacy", &theirs, "legacy.test")).await;
+    // ingress-nginx has written its address on its Ingress.
+    let ingresses: kube::Api<k8s_openapi::api::networking::v1::Ingress> =
+        kube::Api::namespaced(client.clone(), &ns.name);
+    let theirs_status = json!([{"ip": "10.5.5.5"}]);
+    ingresses
+        .patch_status(
+            "legacy",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                json!({"status": {"loadBalancer": {"ingress": theirs_status}}}),
+            ),
+        )
+        .await
+        .unwrap();
+
+    let gw = gateway(
+        &kc,
+        &ns.name,
+        "side-0",
+        &[
+            "--watch-ingress-class",
+            &theirs,
+            "--publish-address",
+            "10.9.8.7",
+        ],
+    );
+    gw.wait_ready().await;
+    // Both are served, the annotations carried for both.
+    let http = HttpClient::http1();
+    for host in ["mine.test", "legacy.test"] {
+        eventually(Duration::from_secs(20), host, || async {
+            let r = http.get(gw.http, host, "/app/x", &[]).await;
+            (r.status == 200 && r.echo().uri == "/").then_some(())
+        })
+        .await;
+    }
+    // Our Ingress gets our address; once it has, the other's status is still ingress-nginx's.
+    eventually(Duration::from_secs(10), "our Ingress's status", || async {
+        let o = ns.get("networking.k8s.io/v1", "Ingress", "mine").await?;
+        (o["status"]["loadBalancer"]["ingress"] == json!([{"ip": "10.9.8.7"}])).then_some(())
+    })
+    .await;
+    let o = ns
+        .get("networking.k8s.io/v1", "Ingress", "legacy")
+        .await
+        .unwrap();
+    assert_eq!(o["status"]["loadBalancer"]["ingress"], theirs_status);
+    assert!(
+        gw.lines_with("legacy")
+            .iter()
+            .all(|l| !l.contains("status written"))
+    );
+
+    // Without the flag, the other controller's Ingress is not ours.
+    let plain = gateway(&kc, &ns.name, "side-1", &["--publish-address", "10.9.8.7"]);
+    plain.wait_ready().await;
+    eventually(Duration::from_secs(20), "mine served", || async {
+        (http.get(plain.http, "mine.test", "/app", &[]).await.status == 200).then_some(())
+    })
+    .await;
+    assert_eq!(
+        http.get(plain.http, "legacy.test", "/app", &[])
+            .await
+            .status,
+        404
+    );
+    for class in [&ours, &theirs] {
+        ns.delete("networking.k8s.io/v1", "IngressClass", class)
+            .await;
+    }
+}
