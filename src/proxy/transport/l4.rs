@@ -174,33 +174,22 @@ impl L4Proxy {
             return;
         }
         let mut listening = self.lock_listening();
-        listening.retain(|port, l| {
-            let keep = wanted.contains(port);
-            if !keep {
-                tracing::info!(listener = %port, "L4 listener closed: no Route uses it");
-                l.stop.cancel();
-            }
-            keep
-        });
-        for port in wanted {
-            if listening.contains_key(&port) {
-                continue;
-            }
-            match bind(port.addr) {
-                Ok(listener) => {
-                    tracing::info!(listener = %port, "L4 listener open");
-                    let stop = self.draining.child_token();
-                    let me = self.clone();
-                    self.tracker
-                        .spawn(me.accept_loop(listener, port.addr.port(), stop.clone()));
-                    listening.insert(port, Listening { stop });
-                }
-                // Tried again on the next publish.
-                Err(e) => {
-                    tracing::error!(listener = %port, error = %e, "cannot open the L4 listener")
-                }
-            }
-        }
+        reconcile(
+            "TCP",
+            &mut listening,
+            wanted,
+            |l| l.stop.cancel(),
+            |port| {
+                let listener = bind(port.addr)?;
+                let stop = self.draining.child_token();
+                self.tracker.spawn(self.clone().accept_loop(
+                    listener,
+                    port.addr.port(),
+                    stop.clone(),
+                ));
+                Ok(Listening { stop })
+            },
+        );
     }
 
     async fn accept_loop(
@@ -553,6 +542,41 @@ async fn copy_half(
         to.write_all(&buf[..n]).await?;
         bytes.inc_by(n as u64);
         activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Brings `listening` to `wanted` (the `protocol` listeners the Routes name): stops (`stop`) and
+/// forgets those no Route names any more, and opens (`open`) those not open yet. Listeners in
+/// both are not touched. A listener that cannot be opened is logged and tried again on the
+/// next publish.
+pub(super) fn reconcile<L>(
+    protocol: &str,
+    listening: &mut HashMap<L4Listener, L>,
+    wanted: Vec<L4Listener>,
+    stop: impl Fn(&L),
+    mut open: impl FnMut(L4Listener) -> std::io::Result<L>,
+) {
+    listening.retain(|port, l| {
+        let keep = wanted.contains(port);
+        if !keep {
+            tracing::info!(listener = %port, protocol, "L4 listener closed: no Route uses it");
+            stop(l);
+        }
+        keep
+    });
+    for port in wanted {
+        if listening.contains_key(&port) {
+            continue;
+        }
+        match open(port) {
+            Ok(l) => {
+                tracing::info!(listener = %port, protocol, "L4 listener open");
+                listening.insert(port, l);
+            }
+            Err(e) => {
+                tracing::error!(listener = %port, protocol, error = %e, "cannot open the L4 listener")
+            }
+        }
     }
 }
 

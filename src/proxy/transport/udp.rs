@@ -219,38 +219,24 @@ impl UdpProxy {
             return;
         }
         let mut listening = self.listening();
-        listening.retain(|port, l| {
-            let keep = wanted.contains(port);
-            if !keep {
-                tracing::info!(listener = %port, "UDP listener closed: no Route uses it");
-                l.stop.cancel();
-            }
-            keep
-        });
-        for port in wanted {
-            if listening.contains_key(&port) {
-                continue;
-            }
-            match bind(port.addr) {
-                Ok(socket) => {
-                    tracing::info!(listener = %port, "UDP listener open");
-                    let listener = Arc::new(Listener {
-                        socket: Arc::new(socket),
-                        port: port.addr.port(),
-                        sessions: Mutex::default(),
-                        stop: CancellationToken::new(),
-                        epoch: Instant::now(),
-                    });
-                    self.tracker
-                        .spawn(self.clone().receive_loop(listener.clone()));
-                    listening.insert(port, listener);
-                }
-                // Tried again on the next publish.
-                Err(e) => {
-                    tracing::error!(listener = %port, error = %e, "cannot open the UDP listener")
-                }
-            }
-        }
+        super::l4::reconcile(
+            "UDP",
+            &mut listening,
+            wanted,
+            |l| l.stop.cancel(),
+            |port| {
+                let listener = Arc::new(Listener {
+                    socket: Arc::new(bind(port.addr)?),
+                    port: port.addr.port(),
+                    sessions: Mutex::default(),
+                    stop: CancellationToken::new(),
+                    epoch: Instant::now(),
+                });
+                self.tracker
+                    .spawn(self.clone().receive_loop(listener.clone()));
+                Ok(listener)
+            },
+        );
     }
 
     /// Reads the clients' datagrams and passes each to its session (started on the first).
