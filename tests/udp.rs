@@ -17,10 +17,33 @@ use common::dnsmasq::{Dnsmasq, ZONE, free_port};
 use common::{ConfigDir, eventually};
 use tokio::net::UdpSocket;
 
-/// A running `tidegate run` with `--l4-ports` for UDP (and TCP) ports on 127.0.0.1.
-struct Running(Binary);
+/// A running `tidegate run` with `--l4-ports` for UDP (and TCP) ports on 127.0.0.1 (and the
+/// configuration directory it was given, when it made it).
+struct Running(Binary, Option<ConfigDir>);
 
 impl Running {
+    /// One UDP Route on a free port (returned) to Backend `name` over `endpoints`, with `backend`
+    /// spec lines and `udp` settings (flow-mapping entries).
+    fn route(name: &str, endpoints: &[SocketAddr], backend: &str, udp: &str) -> (Self, u16) {
+        Self::route_with(name, endpoints, backend, udp, &[])
+    }
+
+    fn route_with(
+        name: &str,
+        endpoints: &[SocketAddr],
+        backend: &str,
+        udp: &str,
+        extra: &[&str],
+    ) -> (Self, u16) {
+        let port = free_port();
+        let dir = ConfigDir::new();
+        dir.write("b.yaml", &udp_backend(name, endpoints, backend));
+        dir.write("r.yaml", &udp_route(name, port, name, udp));
+        let mut running = Self::start_with(dir.path(), &[port], &[], extra);
+        running.1 = Some(dir);
+        (running, port)
+    }
+
     fn start(config: &Path, udp: &[u16], tcp: &[u16]) -> Self {
         Self::start_with(config, udp, tcp, &[])
     }
@@ -34,6 +57,7 @@ impl Running {
                 .args(&["--l4-ports", &ports])
                 .args(extra)
                 .start(),
+            None,
         )
     }
 
@@ -125,11 +149,7 @@ async fn echo_through(socket: &UdpSocket, port: u16, data: &[u8], within: Durati
 #[ignore = "needs dnsmasq and dig (scripts/test.sh installs them)"]
 async fn dig_through_the_gateway_to_dnsmasq_and_the_admin_api_shows_the_route() {
     let dns = dns_server("10.1.1.1");
-    let port = free_port();
-    let dir = ConfigDir::new();
-    dir.write("b.yaml", &udp_backend("dns", &[dns.addr()], ""));
-    dir.write("r.yaml", &udp_route("dns", port, "dns", "idleTimeout: 30s"));
-    let gw = Running::start(dir.path(), &[port], &[]);
+    let (gw, port) = Running::route("dns", &[dns.addr()], "", "idleTimeout: 30s");
     assert_eq!(dig_eventually(port, "127.0.0.1").await, "10.1.1.1");
     for _ in 0..3 {
         assert_eq!(dig(port, "127.0.0.1").as_deref(), Some("10.1.1.1"));
@@ -178,18 +198,12 @@ async fn dig_through_the_gateway_to_dnsmasq_and_the_admin_api_shows_the_route() 
 async fn clients_keep_their_backend_under_consistent_hash_on_the_source_ip() {
     let a = dns_server("10.0.0.1");
     let b = dns_server("10.0.0.2");
-    let port = free_port();
-    let dir = ConfigDir::new();
-    dir.write(
-        "b.yaml",
-        &udp_backend(
-            "dns",
-            &[a.addr(), b.addr()],
-            "  loadBalancer: { algorithm: ConsistentHash, hashOn: { sourceIP: {} } }\n",
-        ),
+    let (_gw, port) = Running::route(
+        "dns",
+        &[a.addr(), b.addr()],
+        "  loadBalancer: { algorithm: ConsistentHash, hashOn: { sourceIP: {} } }\n",
+        "idleTimeout: 30s",
     );
-    dir.write("r.yaml", &udp_route("dns", port, "dns", "idleTimeout: 30s"));
-    let _gw = Running::start(dir.path(), &[port], &[]);
     dig_eventually(port, "127.0.0.1").await;
     const CLIENTS: [&str; 12] = [
         "127.0.0.2",
@@ -224,11 +238,7 @@ async fn clients_keep_their_backend_under_consistent_hash_on_the_source_ip() {
 #[ignore = "needs dnsmasq and dig (scripts/test.sh installs them)"]
 async fn sessions_expire_after_the_idle_timeout() {
     let dns = dns_server("10.1.1.1");
-    let port = free_port();
-    let dir = ConfigDir::new();
-    dir.write("b.yaml", &udp_backend("dns", &[dns.addr()], ""));
-    dir.write("r.yaml", &udp_route("dns", port, "dns", "idleTimeout: 1s"));
-    let gw = Running::start(dir.path(), &[port], &[]);
+    let (gw, port) = Running::route("dns", &[dns.addr()], "", "idleTimeout: 1s");
     dig_eventually(port, "127.0.0.1").await;
     dig(port, "127.0.0.2").unwrap();
     let open = "tidegate_l4_open_sessions{route=\"default/dns\"}";
@@ -249,19 +259,13 @@ async fn sessions_expire_after_the_idle_timeout() {
 async fn a_dead_backend_is_taken_out_of_rotation_passively() {
     let a = dns_server("10.0.0.1");
     let mut b = dns_server("10.0.0.2");
-    let port = free_port();
-    let dir = ConfigDir::new();
-    dir.write(
-        "b.yaml",
-        &udp_backend(
-            "dns",
-            &[a.addr(), b.addr()],
-            "  healthCheck: { passive: { consecutiveFailures: 1, ejectionTime: 60s } }\n",
-        ),
-    );
     // No replyTimeout: the dead server's port refuses datagrams (ICMP port unreachable).
-    dir.write("r.yaml", &udp_route("dns", port, "dns", "idleTimeout: 30s"));
-    let _gw = Running::start(dir.path(), &[port], &[]);
+    let (_gw, port) = Running::route(
+        "dns",
+        &[a.addr(), b.addr()],
+        "  healthCheck: { passive: { consecutiveFailures: 1, ejectionTime: 60s } }\n",
+        "idleTimeout: 30s",
+    );
     dig_eventually(port, "127.0.0.1").await;
     let answers: Vec<Option<String>> = (0..6).map(|_| dig(port, "127.0.0.1")).collect();
     assert!(answers.contains(&Some("10.0.0.2".into())), "{answers:?}");
@@ -285,21 +289,12 @@ async fn an_endpoint_that_does_not_answer_is_ejected_after_the_reply_timeout() {
     let a = dns_server("10.0.0.1");
     // Takes datagrams and never answers.
     let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let port = free_port();
-    let dir = ConfigDir::new();
-    dir.write(
-        "b.yaml",
-        &udp_backend(
-            "dns",
-            &[a.addr(), silent.local_addr().unwrap()],
-            "  healthCheck: { passive: { consecutiveFailures: 1, ejectionTime: 60s } }\n",
-        ),
+    let (gw, port) = Running::route(
+        "dns",
+        &[a.addr(), silent.local_addr().unwrap()],
+        "  healthCheck: { passive: { consecutiveFailures: 1, ejectionTime: 60s } }\n",
+        "idleTimeout: 30s, replyTimeout: 300ms",
     );
-    dir.write(
-        "r.yaml",
-        &udp_route("dns", port, "dns", "idleTimeout: 30s, replyTimeout: 300ms"),
-    );
-    let gw = Running::start(dir.path(), &[port], &[]);
     dig_eventually(port, "127.0.0.1").await;
     let mut lost = 0;
     for _ in 0..4 {
@@ -320,19 +315,13 @@ async fn an_endpoint_that_does_not_answer_is_ejected_after_the_reply_timeout() {
 async fn a_dead_backend_is_taken_out_of_rotation_by_its_active_probe() {
     let a = dns_server("10.0.0.1");
     let mut b = dns_server("10.0.0.2");
-    let port = free_port();
-    let dir = ConfigDir::new();
     // dnsmasq answers on TCP too: a TCP probe of the same port.
-    dir.write(
-        "b.yaml",
-        &udp_backend(
-            "dns",
-            &[a.addr(), b.addr()],
-            "  healthCheck: { active: { tcp: {}, interval: 200ms, timeout: 100ms, unhealthyThreshold: 1 } }\n",
-        ),
+    let (gw, port) = Running::route(
+        "dns",
+        &[a.addr(), b.addr()],
+        "  healthCheck: { active: { tcp: {}, interval: 200ms, timeout: 100ms, unhealthyThreshold: 1 } }\n",
+        "",
     );
-    dir.write("r.yaml", &udp_route("dns", port, "dns", ""));
-    let gw = Running::start(dir.path(), &[port], &[]);
     dig_eventually(port, "127.0.0.1").await;
     b.stop();
     let dead = b.addr().to_string();
@@ -354,14 +343,7 @@ async fn a_dead_backend_is_taken_out_of_rotation_by_its_active_probe() {
 #[ignore = "needs dnsmasq and dig (scripts/test.sh installs them)"]
 async fn max_sessions_drops_the_datagrams_of_further_clients() {
     let dns = dns_server("10.1.1.1");
-    let port = free_port();
-    let dir = ConfigDir::new();
-    dir.write("b.yaml", &udp_backend("dns", &[dns.addr()], ""));
-    dir.write(
-        "r.yaml",
-        &udp_route("dns", port, "dns", "idleTimeout: 60s, maxSessions: 1"),
-    );
-    let gw = Running::start(dir.path(), &[port], &[]);
+    let (gw, port) = Running::route("dns", &[dns.addr()], "", "idleTimeout: 60s, maxSessions: 1");
     // The one session: this socket's.
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let echoed = eventually(Duration::from_secs(10), "the first session", || async {
@@ -401,14 +383,7 @@ async fn max_sessions_drops_the_datagrams_of_further_clients() {
 #[tokio::test]
 async fn datagrams_over_the_size_limit_are_dropped_and_counted() {
     let echo = udp_echo().await;
-    let port = free_port();
-    let dir = ConfigDir::new();
-    dir.write("b.yaml", &udp_backend("echo", &[echo], ""));
-    dir.write(
-        "r.yaml",
-        &udp_route("echo", port, "echo", "maxDatagramSize: 512"),
-    );
-    let gw = Running::start(dir.path(), &[port], &[]);
+    let (gw, port) = Running::route("echo", &[echo], "", "maxDatagramSize: 512");
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     eventually(Duration::from_secs(10), "the echo", || async {
         echo_through(&client, port, b"hello", Duration::from_millis(300))
@@ -426,6 +401,7 @@ async fn datagrams_over_the_size_limit_are_dropped_and_counted() {
         1.0
     );
     // The largest UDP payload passes with the default limit.
+    let dir = gw.1.as_ref().unwrap();
     dir.write("r.yaml", &udp_route("echo", port, "echo", ""));
     eventually(Duration::from_secs(10), "the new limit", || async {
         echo_through(&client, port, &[9u8; 65507], Duration::from_millis(500))
@@ -596,14 +572,13 @@ async fn echo_through_tagged(socket: &UdpSocket, port: u16, want: &str) -> bool 
 #[tokio::test]
 async fn on_sigterm_a_quiet_session_ends_without_waiting_for_the_drain_timeout() {
     let echo = udp_echo().await;
-    let port = free_port();
-    let dir = ConfigDir::new();
-    dir.write("b.yaml", &udp_backend("echo", &[echo], ""));
-    dir.write(
-        "r.yaml",
-        &udp_route("echo", port, "echo", "idleTimeout: 10m"),
+    let (mut gw, port) = Running::route_with(
+        "echo",
+        &[echo],
+        "",
+        "idleTimeout: 10m",
+        &["--drain-timeout", "60s"],
     );
-    let mut gw = Running::start_with(dir.path(), &[port], &[], &["--drain-timeout", "60s"]);
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     eventually(Duration::from_secs(10), "the echo", || async {
         echo_through(&client, port, b"hi", Duration::from_millis(300))
