@@ -1,6 +1,8 @@
 //! `tidegate migrate`: Ingress YAML in, the Routes and Backends that behave the same out, with
 //! a report of what became of every annotation. The objects come from the same translation the
-//! compiler serves an Ingress with ([`compile::ingress_translate`]), so the two cannot drift.
+//! compiler serves an Ingress with
+//! ([`ingress_translate`](crate::controller::compile::ingress_translate)), so the two cannot
+//! drift.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
