@@ -178,22 +178,23 @@ pub fn compile_backend(
             crate::api::ProxyProtocolVersion::V1 => crate::model::ProxyProtocolVersion::V1,
             crate::api::ProxyProtocolVersion::V2 => crate::model::ProxyProtocolVersion::V2,
         }),
+        // Every datagram starts with the header; v1 has no datagram form.
+        (Some(crate::api::ProxyProtocolVersion::V2), BackendProtocol::Udp) => {
+            Some(crate::model::ProxyProtocolVersion::V2)
+        }
+        (Some(crate::api::ProxyProtocolVersion::V1), BackendProtocol::Udp) => {
+            f.invalid(
+                "spec.proxyProtocol",
+                "V1 is for TCP only (it has no datagram form): use V2 for a UDP Backend",
+            );
+            None
+        }
         // HTTP connections are pooled and shared by many clients: a header naming one client
         // would be wrong for the others.
         (Some(_), BackendProtocol::Http1 | BackendProtocol::H2c | BackendProtocol::Http2) => {
             f.not_supported(
                 "spec.proxyProtocol",
                 "the PROXY protocol to an HTTP Backend (its pooled connections carry many clients); it is for protocol: TCP",
-            );
-            None
-        }
-        (Some(_), other) => {
-            f.not_supported(
-                "spec.proxyProtocol",
-                &format!(
-                    "the PROXY protocol to a {} Backend",
-                    fields::wire_name(&other)
-                ),
             );
             None
         }

@@ -381,7 +381,6 @@ pub enum Transport {
     /// TCP.
     Stream,
     /// UDP.
-    #[allow(dead_code, reason = "UDP Routes write it; not wired yet")]
     Datagram,
 }
 

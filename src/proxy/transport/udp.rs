@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::proxy_protocol;
 use crate::model::{L4Listener, L4Protocol, L4Route, LoadBalancing, ObjectRef, UdpSessions};
 use crate::proxy::upstream::balance::{PickContext, stable_hash};
 use crate::proxy::upstream::{BackendState, EndpointState, InFlight, Router};
@@ -40,6 +41,9 @@ use crate::telemetry::metrics::{
 /// The receive buffers' size: more than the largest UDP payload, so that a datagram over the
 /// limit is seen whole (and dropped), never cut short.
 const BUFFER: usize = UdpSessions::MAX_DATAGRAM + 1;
+/// Room kept before each datagram read for a PROXY protocol v2 header (IPv6: 16 + 36 bytes),
+/// so a Backend that asks for one gets it without the payload being copied.
+const HEADER_ROOM: usize = 52;
 /// Most endpoints one new session tries before its datagram is dropped.
 const CONNECT_ATTEMPTS: usize = 3;
 /// While the proxy drains, a session ends once it has been quiet this long.
@@ -152,6 +156,9 @@ struct Session {
     to_client: (Counter, Counter),
     /// The session counts as in flight to its endpoint (`/backends`, LeastRequest).
     _in_flight: InFlight,
+    /// The PROXY protocol v2 header each datagram to the endpoint starts with, when its Backend
+    /// asks for one (`spec.proxyProtocol: V2`).
+    header: Option<Box<[u8]>>,
 }
 
 /// The UDP side of the L4 proxy.
@@ -241,12 +248,12 @@ impl UdpProxy {
 
     /// Reads the clients' datagrams and passes each to its session (started on the first).
     async fn receive_loop(self: Arc<Self>, listener: Arc<Listener>) {
-        let mut buf = vec![0u8; BUFFER].into_boxed_slice();
+        let mut buf = vec![0u8; HEADER_ROOM + BUFFER].into_boxed_slice();
         loop {
             let (n, client) = tokio::select! {
                 () = listener.stop.cancelled() => return,
                 () = self.draining.cancelled() => return,
-                r = listener.socket.recv_from(&mut buf) => match r {
+                r = listener.socket.recv_from(&mut buf[HEADER_ROOM..]) => match r {
                     Ok(r) => r,
                     // An ICMP error for an earlier reply to a client, and the like.
                     Err(e) => {
@@ -255,12 +262,20 @@ impl UdpProxy {
                     }
                 },
             };
-            self.datagram(&listener, client, &buf[..n]).await;
+            self.datagram(&listener, client, &mut buf[..HEADER_ROOM + n])
+                .await;
         }
     }
 
     /// One datagram from `client`.
-    async fn datagram(self: &Arc<Self>, listener: &Arc<Listener>, client: SocketAddr, data: &[u8]) {
+    /// `buf` is the datagram after [`HEADER_ROOM`] bytes the PROXY protocol header may take.
+    async fn datagram(
+        self: &Arc<Self>,
+        listener: &Arc<Listener>,
+        client: SocketAddr,
+        buf: &mut [u8],
+    ) {
+        let data = &buf[HEADER_ROOM..];
         let router = self.router.load();
         let Some(route) = router.table.l4_route(L4Protocol::Udp, listener.port) else {
             return;
@@ -292,15 +307,24 @@ impl UdpProxy {
         };
         let now = listener.now_ms();
         session.last.store(now, Ordering::Relaxed);
+        let payload = data.len();
+        let out: &[u8] = match &session.header {
+            None => &buf[HEADER_ROOM..],
+            Some(h) => {
+                let start = HEADER_ROOM - h.len();
+                buf[start..HEADER_ROOM].copy_from_slice(h);
+                &buf[start..]
+            }
+        };
         // A new socket's readiness is not known until the reactor has seen it: then wait.
-        let sent = match session.upstream.try_send(data) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => session.upstream.send(data).await,
+        let sent = match session.upstream.try_send(out) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => session.upstream.send(out).await,
             r => r,
         };
         match sent {
             Ok(_) => {
                 session.to_backend.0.inc();
-                session.to_backend.1.inc_by(data.len() as u64);
+                session.to_backend.1.inc_by(payload as u64);
                 if settings.reply_timeout.is_some() {
                     let _ = session.awaiting.compare_exchange(
                         0,
@@ -382,6 +406,16 @@ impl UdpProxy {
             return None;
         };
         self.metrics.session(&route.label, &label, "forwarded");
+        let header = router.table.backends[picked.backend]
+            .proxy_protocol
+            .map(|_| {
+                let gateway = listener
+                    .socket
+                    .local_addr()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], listener.port)));
+                proxy_protocol::encode_v2(client, gateway, proxy_protocol::Transport::Datagram)
+                    .into_boxed_slice()
+            });
         let session = Arc::new(Session {
             client,
             upstream,
@@ -390,6 +424,7 @@ impl UdpProxy {
             awaiting: AtomicU64::new(0),
             end: CancellationToken::new(),
             _in_flight: endpoint.begin(),
+            header,
             to_backend: self.metrics.direction(&route.label, &label, "to_backend"),
             to_client: self.metrics.direction(&route.label, &label, "to_client"),
         });
