@@ -210,10 +210,11 @@ async fn a_header_from_a_peer_not_listed_is_not_trusted() {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind("127.0.0.6:0".parse().unwrap()).unwrap();
         let mut s = socket.connect(gw.http).await.unwrap();
-        s.write_all(&header).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
+        // The gateway answers the header as a bad request and closes: a write may be reset.
+        let _ = s.write_all(&header).await;
+        let _ = s
+            .write_all(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            .await;
         let mut answer = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
         let answer = String::from_utf8_lossy(&answer);
@@ -426,10 +427,12 @@ async fn local_keeps_the_peer_and_a_malformed_header_is_refused() {
         .await;
     let exchange = |header: &'static [u8]| async move {
         let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
-        s.write_all(header).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
+        // A refused header closes the connection at once: the writes may then fail (reset),
+        // and what counts is that no answer comes.
+        let _ = s.write_all(header).await;
+        let _ = s
+            .write_all(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            .await;
         let mut answer = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
         String::from_utf8_lossy(&answer).into_owned()
