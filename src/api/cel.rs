@@ -455,10 +455,20 @@ pub fn backend_tls(s: &mut Schema) {
 pub fn ext_auth(s: &mut Schema) {
     add(
         s,
-        &[(
-            format!("{} == 1", count_set(&["url", "backendRef"])),
-            "set exactly one of url or backendRef",
-        )],
+        &[
+            (
+                format!("{} == 1", count_set(&["url", "backendRef"])),
+                "set exactly one of url or backendRef",
+            ),
+            (
+                "!has(self.pathPrefix) || has(self.backendRef)".into(),
+                "pathPrefix is for backendRef (a url carries its path)",
+            ),
+            (
+                "!has(self.caSecretRef) || has(self.url)".into(),
+                "caSecretRef is for url (a Backend's own tls settings verify it)",
+            ),
+        ],
     );
 }
 

@@ -553,9 +553,18 @@ pub struct ExtAuth {
     /// query) is appended to this URL's path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// A Backend as the auth service (not supported yet: use `url`).
+    /// A Backend in the Route's namespace as the auth service, instead of `url`: asked as
+    /// requests to that Backend are (its load balancing among its healthy endpoints, its
+    /// protocol, TLS, breaker and connection limits), with the client's `Host`. In Kubernetes
+    /// mode a name with no Backend of that name is the Service (its only port), as in a rule's
+    /// backendRefs. The request's path and query are sent as they are, after `pathPrefix`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_ref: Option<LocalObjectRef>,
+    /// With `backendRef`: a path put before the request's path (`/verify` asks
+    /// `/verify/orders/7` about `/orders/7`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_PATH_LEN), pattern(PLAIN_PATH_PATTERN))]
+    pub path_prefix: Option<String>,
     /// With an `https` url: a Secret whose `ca.crt` verifies the auth service (default: the
     /// system's trust store).
     #[serde(default, skip_serializing_if = "Option::is_none")]

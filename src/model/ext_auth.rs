@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, StatusCode};
 use serde::Serialize;
 
-use super::UpstreamTls;
+use super::{BackendIdx, UpstreamTls};
 
 /// The most decisions a rule's cache holds (then expired ones go, or all of them).
 pub const MAX_CACHED: usize = 10_000;
@@ -19,12 +19,9 @@ pub const MAX_CACHED: usize = 10_000;
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ExtAuth {
-    /// The auth service's URL; the request's path and query are appended to its path.
-    #[serde(serialize_with = "super::ser::display")]
-    pub url: http::Uri,
-    /// The TLS settings of an `https` URL.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls: Option<Arc<UpstreamTls>>,
+    /// Where the auth service is: a URL, or a backend of the table.
+    #[serde(flatten)]
+    pub service: AuthService,
     /// Request headers sent along.
     #[serde(serialize_with = "super::ser::header_names")]
     pub headers_to_auth: Vec<HeaderName>,
@@ -52,14 +49,54 @@ pub struct ExtAuth {
 
 impl PartialEq for ExtAuth {
     fn eq(&self, o: &Self) -> bool {
-        self.url == o.url
-            && self.tls == o.tls
+        self.service == o.service
             && self.headers_to_auth == o.headers_to_auth
             && self.allowed_upstream_headers == o.allowed_upstream_headers
             && self.timeout == o.timeout
             && self.max_body_bytes == o.max_body_bytes
             && self.fail_open == o.fail_open
             && self.cache == o.cache
+    }
+}
+
+/// Where an auth service is (`/config` shows `url` or `backend`).
+#[derive(Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum AuthService {
+    /// A URL, asked with the gateway's default client settings; the request's path and query
+    /// are appended to its path.
+    Url {
+        /// `http://…` or `https://…`.
+        #[serde(serialize_with = "super::ser::display")]
+        url: http::Uri,
+        /// The TLS settings of an `https` URL.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tls: Option<Arc<UpstreamTls>>,
+    },
+    /// A backend of the table, asked as the requests sent to it are: an endpoint its load
+    /// balancer picks among the available ones, over its protocol and TLS, its breaker,
+    /// connection limit and passive health in the loop.
+    #[serde(rename_all = "camelCase")]
+    Backend {
+        /// The backend's label.
+        backend: Arc<str>,
+        /// Its index in [`RoutingTable::backends`](super::RoutingTable::backends).
+        #[serde(skip)]
+        index: BackendIdx,
+        /// Put before the request's path (empty: the request's path as is).
+        #[serde(skip_serializing_if = "str::is_empty")]
+        path_prefix: String,
+    },
+}
+
+impl AuthService {
+    /// The path the request's path and query are appended to (no trailing `/`).
+    pub fn base_path(&self) -> &str {
+        match self {
+            AuthService::Url { url, .. } => url.path(),
+            AuthService::Backend { path_prefix, .. } => path_prefix,
+        }
+        .trim_end_matches('/')
     }
 }
 

@@ -642,6 +642,19 @@ impl RoutingTable {
                     len: self.rate_limits.len(),
                 });
             }
+            if let Some(super::ext_auth::AuthService::Backend { index, .. }) = rule
+                .access
+                .as_ref()
+                .and_then(|a| a.ext_auth.as_ref())
+                .map(|e| &e.service)
+                && *index >= self.backends.len()
+            {
+                return Err(TableError::DanglingBackend {
+                    rule: rule.label.clone(),
+                    backend: *index,
+                    len: self.backends.len(),
+                });
+            }
             if let Action::Forward { backends, schedule } = &rule.action {
                 for b in backends {
                     let targets = b

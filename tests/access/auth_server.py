@@ -3,8 +3,10 @@ ext_authz HTTP mode talk to). Decides on the Authorization header: "Bearer good"
 (with X-User and X-Other headers), "Bearer bad" refused with 403 and a body, none redirected
 to a login page; a path with /slow answers after 3s; a body holding "forbidden" is refused
 (403). Counts requests in DIR/hits and writes the last one (method, path, headers, body) to
-DIR/last.json. Prints its port."""
-import json, os, sys, threading, time
+DIR/last.json, with the client certificate's subject when there is one. Prints its port.
+With `tls CERT KEY [CLIENT_CA]` it speaks HTTPS with that certificate (and requires a client
+certificate CLIENT_CA signed)."""
+import json, os, ssl, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 directory = sys.argv[1]
@@ -17,6 +19,13 @@ def write(name, text):
     with open(tmp, "w") as f:
         f.write(text)
     os.replace(tmp, os.path.join(directory, name))
+
+
+def client_subject(conn):
+    cert = conn.getpeercert() if isinstance(conn, ssl.SSLSocket) else None
+    if not cert:
+        return None
+    return ",".join(f"{k}={v}" for rdn in cert["subject"] for k, v in rdn)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -34,6 +43,7 @@ class Handler(BaseHTTPRequestHandler):
                 "path": self.path,
                 "headers": {k.lower(): v for k, v in self.headers.items()},
                 "body": body.decode("utf-8", "replace"),
+                "client": client_subject(self.connection),
             }))
         if "/slow" in self.path:
             time.sleep(3)
@@ -65,5 +75,12 @@ class Handler(BaseHTTPRequestHandler):
 
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+if len(sys.argv) > 2 and sys.argv[2] == "tls":
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+    if len(sys.argv) > 5:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(sys.argv[5])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
 print(server.server_address[1], flush=True)
 server.serve_forever()

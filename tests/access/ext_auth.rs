@@ -289,3 +289,281 @@ async fn the_body_is_sent_up_to_max_body_bytes() {
     assert_eq!(r.status, 200);
     assert_eq!(last(&auth)["body"], "");
 }
+
+/// A Route `name` (host `name`) whose rule asks Backend `backend` (`extra`: more lines under
+/// `extAuth:`).
+fn backend_route(name: &str, backend: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: {{ name: {name} }}\nspec:\n  hostnames: [{name}]\n  rules:\n    - backendRefs: [{{ name: up }}]\n      authentication:\n        extAuth:\n          backendRef: {{ name: {backend} }}\n          allowedUpstreamHeaders: [x-user]\n          timeout: 2s\n{extra}---\n"
+    )
+}
+
+/// The endpoints of backend `name` in `/backends`: (address, ejected).
+async fn endpoints(gw: &Gateway, name: &str) -> Vec<(String, bool)> {
+    let view: serde_json::Value = serde_json::from_str(&gw.admin("/backends").await).unwrap();
+    view.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|b| b["backend"] == format!("default/{name}"))
+        .flat_map(|b| b["endpoints"].as_array().cloned().unwrap_or_default())
+        .map(|e| {
+            (
+                e["address"].as_str().unwrap_or_default().to_owned(),
+                e.get("ejectedUntil").is_some(),
+            )
+        })
+        .collect()
+}
+
+/// `extAuth.backendRef`: the subrequests go to the Backend's endpoints as its load balancer
+/// picks them (round robin over two auth servers), with the client's Host and `pathPrefix`;
+/// each server's answer decides. One server killed: the connection refused is tried on the
+/// other endpoint (no client sees it) and passive health ejects the dead one. Both killed:
+/// the failure mode decides.
+#[tokio::test]
+async fn a_backend_as_the_auth_service_spreads_the_subrequests_and_survives_an_endpoint() {
+    let up = Upstream::start("up").await;
+    let mut one = PyServer::start("auth_server.py", |_| Vec::new());
+    let mut two = PyServer::start("auth_server.py", |_| Vec::new());
+    let endpoints_yaml = [
+        format!("127.0.0.1:{}", one.port),
+        format!("127.0.0.1:{}", two.port),
+    ];
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "all.yaml",
+        &(backend_yaml("up", &[up.addr])
+            + &crate::common::backend_yaml_with(
+                "auth",
+                &endpoints_yaml,
+                "  healthCheck: { passive: { consecutiveFailures: 1, ejectionTime: 1m } }\n",
+            )
+            + &backend_route("h", "auth", "          pathPrefix: /check\n")
+            + &backend_route("open", "auth", "          failureMode: Open\n")),
+    );
+    let gw = Gateway::start(cfg.path(), &[], &[]).await;
+    let config: serde_json::Value =
+        serde_json::from_str(&gw.admin("/config").await).expect("/config is JSON");
+    let ext = config["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["label"] == "default/h")
+        .map(|r| r["access"]["extAuth"].clone())
+        .unwrap();
+    assert_eq!(
+        ext["backend"], "default/auth",
+        "/config names the Backend: {ext}"
+    );
+    assert_eq!(ext["pathPrefix"], "/check");
+    assert!(ext.get("url").is_none(), "{ext}");
+
+    // Spread over both, each allowing as it answers, with the prefix and the client's Host.
+    for _ in 0..4 {
+        let r = get(
+            &gw,
+            "h",
+            "/orders/7?full=1",
+            &[("authorization", "Bearer good")],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.echo().headers["x-user"], vec!["alice"]);
+    }
+    assert_eq!((one.hits(), two.hits()), (2, 2), "round robin over both");
+    for seen in [last(&one), last(&two)] {
+        assert_eq!(seen["path"], "/check/orders/7?full=1");
+        assert_eq!(seen["headers"]["host"], "h", "the client's Host");
+        assert_eq!(seen["headers"]["x-original-uri"], "/orders/7?full=1");
+        assert_eq!(seen["headers"]["x-forwarded-host"], "h");
+    }
+    // Refusals and redirects come back from whichever endpoint answered.
+    for _ in 0..2 {
+        let r = get(&gw, "h", "/orders", &[("authorization", "Bearer bad")]).await;
+        assert_eq!(r.status, 403);
+        assert_eq!(r.body, "denied by policy\n");
+    }
+    assert_eq!((one.hits(), two.hits()), (3, 3));
+    let r = get(&gw, "open", "/x", &[]).await;
+    assert_eq!(r.status, 302, "no Authorization: the login redirect");
+
+    // One endpoint dies: every request still gets its decision (the refused connection is
+    // tried on the other endpoint), and passive health ejects the dead one.
+    one.stop();
+    let before = two.hits();
+    for _ in 0..6 {
+        let r = get(&gw, "h", "/a", &[("authorization", "Bearer good")]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.echo().headers["x-user"], vec!["alice"]);
+    }
+    assert_eq!(
+        two.hits(),
+        before + 6,
+        "the live endpoint answered all of them"
+    );
+    let dead = format!("127.0.0.1:{}", one.port);
+    let eps = endpoints(&gw, "auth").await;
+    assert!(
+        eps.iter().any(|(a, ejected)| *a == dead && *ejected),
+        "the dead endpoint is ejected: {eps:?}"
+    );
+    assert!(
+        eps.iter().any(|(a, ejected)| *a != dead && !*ejected),
+        "{eps:?}"
+    );
+
+    // Both dead: the service cannot be asked; Closed answers 503, Open lets the request on.
+    two.stop();
+    let r = get(&gw, "h", "/a", &[("authorization", "Bearer good")]).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    let r = get(
+        &gw,
+        "open",
+        "/a",
+        &[("authorization", "Bearer good"), ("x-user", "mallory")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.echo().header("x-user"), None, "the client's copy is gone");
+    assert_eq!(decisions(&gw, "default/h", "unavailable").await, Some(1.0));
+    assert_eq!(
+        decisions(&gw, "default/open", "failed_open").await,
+        Some(1.0)
+    );
+    assert_eq!(up.hits(), 4 + 6 + 1);
+}
+
+/// A backendRef that does not resolve (no such Backend) or names a TCP Backend: the Route is
+/// accepted, the diagnostic names the field (in `/config` and `tidegate validate`), that rule
+/// answers 500, and the Route's other rules serve.
+#[tokio::test]
+async fn an_unresolved_auth_backend_answers_500_on_its_rule_only() {
+    let up = Upstream::start("up").await;
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "all.yaml",
+        &(backend_yaml("up", &[up.addr])
+            + &crate::common::backend_yaml_with(
+                "tcp",
+                &["127.0.0.1:9".to_owned()],
+                "  protocol: TCP\n",
+            )
+            + "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: { name: r }\nspec:\n  hostnames: [h]\n  rules:\n"
+            + "    - matches: [{ path: { value: /missing } }]\n      backendRefs: [{ name: up }]\n      authentication: { extAuth: { backendRef: { name: nope } } }\n"
+            + "    - matches: [{ path: { value: /tcp } }]\n      backendRefs: [{ name: up }]\n      authentication: { extAuth: { backendRef: { name: tcp } } }\n"
+            + "    - backendRefs: [{ name: up }]\n---\n"),
+    );
+    let gw = Gateway::start(cfg.path(), &[], &[]).await;
+    let r = get(&gw, "h", "/missing", &[("authorization", "Bearer good")]).await;
+    assert_eq!(r.status, 500);
+    assert_eq!(get(&gw, "h", "/tcp", &[]).await.status, 500);
+    assert_eq!(get(&gw, "h", "/other", &[]).await.status, 200);
+    assert_eq!(up.hits(), 1);
+
+    let config: serde_json::Value =
+        serde_json::from_str(&gw.admin("/config").await).expect("/config is JSON");
+    let diags = config["diagnostics"].as_array().unwrap();
+    let find = |field: &str| {
+        diags
+            .iter()
+            .find(|d| d["field"] == field)
+            .unwrap_or_else(|| panic!("no diagnostic on {field}: {diags:?}"))
+            .clone()
+    };
+    let missing = find("spec.rules[0].authentication.extAuth.backendRef.name");
+    assert_eq!(missing["severity"], "warning");
+    assert!(
+        missing["message"]
+            .as_str()
+            .unwrap()
+            .contains("Backend default/nope not found"),
+        "{missing}"
+    );
+    let tcp = find("spec.rules[1].authentication.extAuth.backendRef.name");
+    assert!(
+        tcp["message"].as_str().unwrap().contains("speaks TCP"),
+        "{tcp}"
+    );
+    assert!(
+        config["rejected"].as_array().is_none_or(|r| r.is_empty()),
+        "the Route is accepted: {}",
+        config["rejected"]
+    );
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidegate"))
+        .args(["validate", "--config"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "warnings only");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("Route default/r: spec.rules[0].authentication.extAuth.backendRef.name: Backend default/nope not found (and Service references are not supported yet): the rule answers 500 [warning]"),
+        "{stdout}"
+    );
+}
+
+/// A Backend with `tls` as the auth service: the subrequest goes over HTTPS, verified with the
+/// Backend's CA and server name, with its client certificate.
+#[tokio::test]
+async fn a_tls_backend_as_the_auth_service_is_asked_over_https() {
+    use crate::common::tls::{Ca, secret_yaml};
+    let ca = Ca::new();
+    let server = ca.leaf("auth", &["auth.test"]);
+    let client = ca.leaf("gateway", &[]);
+    let up = Upstream::start("up").await;
+    let auth = PyServer::start("auth_server.py", |dir| {
+        std::fs::write(dir.join("cert.pem"), &server.cert).unwrap();
+        std::fs::write(dir.join("key.pem"), &server.key).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        ["tls", "cert.pem", "key.pem", "ca.pem"]
+            .iter()
+            .map(|f| match *f {
+                "tls" => "tls".to_owned(),
+                f => dir.join(f).display().to_string(),
+            })
+            .collect()
+    });
+    let indent: String = ca.pem().lines().map(|l| format!("    {l}\n")).collect();
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "all.yaml",
+        &(backend_yaml("up", &[up.addr])
+            + &format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{ name: auth-ca }}\ntype: Opaque\nstringData:\n  ca.crt: |\n{indent}---\n"
+            )
+            + &secret_yaml("gateway-client", &client, false)
+            + &crate::common::backend_yaml_with(
+                "auth",
+                &[format!("127.0.0.1:{}", auth.port)],
+                "  tls: { sni: auth.test, caSecretRef: { name: auth-ca }, clientCertificateRef: { name: gateway-client } }\n",
+            )
+            + &crate::common::backend_yaml_with(
+                "auth-wrong-name",
+                &[format!("127.0.0.1:{}", auth.port)],
+                "  tls: { sni: other.test, caSecretRef: { name: auth-ca }, clientCertificateRef: { name: gateway-client } }\n",
+            )
+            + &backend_route("h", "auth", "")
+            + &backend_route("wrong", "auth-wrong-name", "")),
+    );
+    let gw = Gateway::start(cfg.path(), &[], &[]).await;
+
+    let r = get(&gw, "h", "/orders", &[("authorization", "Bearer good")]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.echo().headers["x-user"], vec!["alice"]);
+    let seen = last(&auth);
+    assert_eq!(seen["path"], "/orders");
+    assert_eq!(
+        seen["client"], "commonName=gateway",
+        "the client certificate"
+    );
+    let r = get(&gw, "h", "/orders", &[("authorization", "Bearer bad")]).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(auth.hits(), 2);
+
+    // A server name the certificate does not cover: verification fails, Closed answers 503.
+    let r = get(&gw, "wrong", "/orders", &[("authorization", "Bearer good")]).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(auth.hits(), 2);
+    assert_eq!(up.hits(), 1);
+}

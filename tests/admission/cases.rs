@@ -378,6 +378,23 @@ pub fn cases() -> Vec<Case> {
             filters(json!([{"urlRewrite": {"path": {"replacePrefixMatch": "api"}}}])),
             "spec.rules[0].filters[0].urlRewrite.path.replacePrefixMatch",
         ),
+        ok(
+            "ext-auth-backend-with-prefix",
+            R,
+            route(|s| {
+                s["rules"][0]["authentication"] = json!({"extAuth": {
+                    "backendRef": {"name": "auth"}, "pathPrefix": "/verify"}});
+            }),
+        ),
+        openapi(
+            "ext-auth-prefix-without-slash",
+            R,
+            route(|s| {
+                s["rules"][0]["authentication"] = json!({"extAuth": {
+                    "backendRef": {"name": "auth"}, "pathPrefix": "verify"}});
+            }),
+            "spec.rules[0].authentication.extAuth.pathPrefix",
+        ),
         openapi(
             "redirect-scheme-ftp",
             R,
@@ -810,6 +827,28 @@ pub fn cases() -> Vec<Case> {
             "spec.rules[0].authentication.extAuth",
             "exactly one of url or backendRef",
             "spec.rules[0].authentication.extAuth",
+        ),
+        cel(
+            "ext-auth-path-prefix-with-url",
+            R,
+            route(|s| {
+                s["rules"][0]["authentication"] = json!({"extAuth": {
+                    "url": "http://auth:8080/verify", "pathPrefix": "/x"}});
+            }),
+            "spec.rules[0].authentication.extAuth",
+            "pathPrefix is for backendRef",
+            "spec.rules[0].authentication.extAuth.pathPrefix",
+        ),
+        cel(
+            "ext-auth-ca-with-backend",
+            R,
+            route(|s| {
+                s["rules"][0]["authentication"] = json!({"extAuth": {
+                    "backendRef": {"name": "auth"}, "caSecretRef": {"name": "ca"}}});
+            }),
+            "spec.rules[0].authentication.extAuth",
+            "caSecretRef is for url",
+            "spec.rules[0].authentication.extAuth.caSecretRef",
         ),
         cel(
             "backend-service-and-endpoints",

@@ -1,5 +1,6 @@
-//! `authentication.extAuth` → [`ExtAuth`]: the auth service's URL (and CA), the headers sent
-//! and copied back, timeout, failure mode and decision cache.
+//! `authentication.extAuth` → [`ExtAuth`]: the auth service (a URL and its CA, or a Backend
+//! resolved like a rule's backendRefs), the headers sent and copied back, timeout, failure
+//! mode and decision cache.
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -7,12 +8,14 @@ use std::time::Duration;
 
 use http::HeaderName;
 
-use super::fields::Findings;
+use http::uri::PathAndQuery;
+
+use super::fields::{self, Findings};
 use super::jwks_uri::uri_and_tls;
-use super::route::Env;
+use super::route::{Env, backend_ref, warning};
 use crate::api;
-use crate::model::ObjectRef;
-use crate::model::ext_auth::{CacheSettings, Decisions, ExtAuth};
+use crate::model::ext_auth::{AuthService, CacheSettings, Decisions, ExtAuth};
+use crate::model::{L4Protocol, ObjectRef, Reason, UpstreamProtocol, WeightedBackend};
 
 /// `timeout` when unset.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -32,12 +35,6 @@ pub fn compile(
     env: &Env<'_>,
     f: &mut Findings<'_>,
 ) -> Option<Arc<ExtAuth>> {
-    if e.backend_ref.is_some() {
-        f.not_supported(
-            format!("{at}.backendRef"),
-            "a Backend as the auth service (use url)",
-        );
-    }
     if let Some(n) = e.max_body_bytes
         && !(1..=MAX_BODY_BYTES).contains(&n)
     {
@@ -46,29 +43,7 @@ pub fn compile(
             format!("{n} must be from 1 to {MAX_BODY_BYTES} (the body is held in memory)"),
         );
     }
-    let Some(raw) = e.url.as_deref() else {
-        if e.backend_ref.is_none() {
-            f.invalid(format!("{at}.url"), "set url: the auth service");
-        }
-        return None;
-    };
-    let url_and_tls = uri_and_tls(
-        raw,
-        e.ca_secret_ref.as_ref(),
-        &format!("{at}.url"),
-        &format!("{at}.caSecretRef"),
-        route,
-        env,
-        f,
-    );
-    if let Some((url, _)) = &url_and_tls
-        && url.query().is_some()
-    {
-        f.invalid(
-            format!("{at}.url"),
-            "no query: the request's path and query are appended to the URL's path",
-        );
-    }
+    let service = auth_service(e, at, route, env, f);
     let default_headers = [
         http::header::AUTHORIZATION.as_str().to_owned(),
         http::header::COOKIE.as_str().to_owned(),
@@ -104,10 +79,8 @@ pub fn compile(
             ttl: c.ttl.0,
         }
     });
-    let (url, tls) = url_and_tls?;
     Some(Arc::new(ExtAuth {
-        url,
-        tls,
+        service: service?,
         headers_to_auth,
         allowed_upstream_headers,
         timeout,
@@ -116,6 +89,119 @@ pub fn compile(
         cache,
         decisions: Decisions::default(),
     }))
+}
+
+/// Where the auth service is: `url` (with its CA), or `backendRef` (with `pathPrefix`). `None`
+/// when invalid (reported) or when the backendRef does not resolve (a warning: the rule then
+/// answers 500, see `access::access`).
+fn auth_service(
+    e: &api::ExtAuth,
+    at: &str,
+    route: &ObjectRef,
+    env: &Env<'_>,
+    f: &mut Findings<'_>,
+) -> Option<AuthService> {
+    match (&e.url, &e.backend_ref) {
+        (Some(raw), None) => {
+            if e.path_prefix.is_some() {
+                f.invalid(
+                    format!("{at}.pathPrefix"),
+                    "pathPrefix is for backendRef (a url carries its path)",
+                );
+            }
+            let (url, tls) = uri_and_tls(
+                raw,
+                e.ca_secret_ref.as_ref(),
+                &format!("{at}.url"),
+                &format!("{at}.caSecretRef"),
+                route,
+                env,
+                f,
+            )?;
+            if url.query().is_some() {
+                f.invalid(
+                    format!("{at}.url"),
+                    "no query: the request's path and query are appended to the URL's path",
+                );
+            }
+            Some(AuthService::Url { url, tls })
+        }
+        (None, Some(r)) => backend(r, e, at, route, env, f),
+        (Some(_), Some(_)) | (None, None) => {
+            f.invalid(at, "set exactly one of url or backendRef");
+            None
+        }
+    }
+}
+
+/// `backendRef`, resolved as a rule's backendRefs are (a Backend; in Kubernetes mode, else
+/// the Service of that name); an HTTP Backend only.
+fn backend(
+    r: &api::LocalObjectRef,
+    e: &api::ExtAuth,
+    at: &str,
+    route: &ObjectRef,
+    env: &Env<'_>,
+    f: &mut Findings<'_>,
+) -> Option<AuthService> {
+    if e.ca_secret_ref.is_some() {
+        f.invalid(
+            format!("{at}.caSecretRef"),
+            "caSecretRef is for url; a Backend's own tls settings verify it",
+        );
+    }
+    let path_prefix = e.path_prefix.clone().unwrap_or_default();
+    if !path_prefix.is_empty()
+        && let Err(why) = fields::plain_path(&path_prefix)
+            .and_then(|()| PathAndQuery::try_from(path_prefix.as_str()).map_err(|e| e.to_string()))
+    {
+        f.invalid(format!("{at}.pathPrefix"), why);
+    }
+    let as_ref = api::BackendRef {
+        name: r.name.clone(),
+        ..api::BackendRef::default()
+    };
+    let at = format!("{at}.backendRef");
+    let unresolved = |field: String, reason, message: String, f: &mut Findings<'_>| {
+        f.push(warning(
+            route,
+            field,
+            reason,
+            format!("{message}: the rule answers 500"),
+        ));
+        None
+    };
+    let index = match backend_ref(route, &as_ref, &at, L4Protocol::Tcp, env, f)? {
+        Ok(WeightedBackend {
+            backend: Some(index),
+            ..
+        }) => index,
+        Ok(_) => return None,
+        // The ref has no port: a Service with several needs a Backend that names one.
+        Err(u) if u.reason == Reason::PortNotFound => {
+            let message = format!(
+                "{}; to ask one of its ports, name a Backend whose service names it",
+                u.message.trim_end_matches("; name one with port")
+            );
+            return unresolved(format!("{at}.name"), u.reason, message, f);
+        }
+        Err(u) => return unresolved(u.field, u.reason, u.message, f),
+    };
+    let targets = env.targets.borrow();
+    let backend = targets.backend(index);
+    if let UpstreamProtocol::Tcp | UpstreamProtocol::Udp = backend.protocol {
+        let message = format!(
+            "{} speaks {}; an auth service is asked over HTTP (a Backend with protocol HTTP1, H2C or HTTP2)",
+            backend.id,
+            fields::wire_name(&backend.protocol)
+        );
+        return unresolved(format!("{at}.name"), Reason::InvalidKind, message, f);
+    }
+    Some(AuthService::Backend {
+        backend: backend.label.clone(),
+        index,
+        path_prefix,
+    })
 }
 
 /// Header names; `upstream`: names an auth answer may set on the request (not the ones the

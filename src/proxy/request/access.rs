@@ -9,6 +9,7 @@ use super::service::Service;
 use super::{basic_auth, ext_auth, jwt, reason};
 use crate::model::{Access, Cors, NameList, Rule};
 use crate::proxy::transport::{ClientBody, ConnCtx, ProxyBody};
+use crate::proxy::upstream::Router;
 use crate::telemetry::metrics::AccessLabels;
 
 /// `mechanism` labels.
@@ -46,6 +47,7 @@ pub enum Passed {
 /// Applies `access` (the rule's) to a request.
 pub async fn check(
     service: &Service,
+    router: &Router,
     rule: &Rule,
     access: &Access,
     conn: &ConnCtx,
@@ -172,7 +174,12 @@ pub async fn check(
         count(mechanism::JWT, result::ALLOWED);
     }
     if let Some(ext) = &access.ext_auth {
-        match ext_auth::check(service, ext, req).await {
+        let via = ext_auth::Via {
+            service,
+            router,
+            conn,
+        };
+        match ext_auth::check(via, ext, req).await {
             ext_auth::Outcome::Allowed => count(mechanism::EXT_AUTHZ, result::ALLOWED),
             ext_auth::Outcome::Denied(mut resp) => {
                 count(mechanism::EXT_AUTHZ, result::DENIED);

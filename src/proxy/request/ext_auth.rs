@@ -1,7 +1,9 @@
 //! External authorization of one request: a subrequest to the auth service with the
-//! request's method, the URL's path followed by the request's path and query, the selected
-//! headers, and `X-Original-Method`, `X-Original-URI`, `X-Forwarded-Host` (what ingress-nginx's
-//! `auth-url` sends). A 2xx answer lets the request on with the allowed headers of the answer
+//! request's method, the URL's path (or a Backend's `pathPrefix`) followed by the request's path
+//! and query, the selected headers, and `X-Original-Method`, `X-Original-URI`,
+//! `X-Forwarded-Host` (what ingress-nginx's `auth-url` sends). A URL is asked with the
+//! gateway's own client and its `Host`; a Backend as forwarded requests are
+//! ([`forward::subrequest`]: its balancer, health, protocol and TLS), with the client's `Host`. A 2xx answer lets the request on with the allowed headers of the answer
 //! set (the client's copies of them removed first, always); any other answer goes back to the
 //! client with its status, body, and `Location`, `WWW-Authenticate`, `Set-Cookie`,
 //! `Content-Type`. No answer (unreachable, timeout) is a failure: the rule's failure mode
@@ -11,12 +13,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt, Limited};
 
+use super::forward::{self, request_hash};
 use super::service::Service;
-use crate::model::ext_auth::{Decision, ExtAuth};
-use crate::proxy::transport::{ClientBody, ProxyBody, RequestBody};
+use crate::model::ext_auth::{AuthService, Decision, ExtAuth};
+use crate::proxy::transport::{ClientBody, ConnCtx, ProxyBody, RequestBody};
+use crate::proxy::upstream::Router;
+use crate::proxy::upstream::balance::PickContext;
 
 /// The largest body of a denying answer passed back (a longer one is a failure).
 pub const MAX_DENY_BODY: usize = 64 * 1024;
@@ -43,8 +49,15 @@ pub enum Outcome {
     BodyUnreadable,
 }
 
+/// Where a subrequest goes: the gateway's client for a URL, or a backend of this router.
+pub struct Via<'a> {
+    pub service: &'a Service,
+    pub router: &'a Router,
+    pub conn: &'a ConnCtx,
+}
+
 /// Asks `ext` about `req` (or its cache).
-pub async fn check(service: &Service, ext: &ExtAuth, req: &mut Request<ClientBody>) -> Outcome {
+pub async fn check(via: Via<'_>, ext: &ExtAuth, req: &mut Request<ClientBody>) -> Outcome {
     for h in &ext.allowed_upstream_headers {
         req.headers_mut().remove(h);
     }
@@ -71,11 +84,13 @@ pub async fn check(service: &Service, ext: &ExtAuth, req: &mut Request<ClientBod
             Err(outcome) => return outcome,
         },
     };
-    let decision = match tokio::time::timeout(ext.timeout, ask(service, ext, req, body)).await {
-        Ok(Ok(d)) => Arc::new(d),
-        Ok(Err(why)) => return Outcome::Failed(why),
-        Err(_) => return Outcome::Failed(format!("no answer within {:?}", ext.timeout)),
-    };
+    let deadline = tokio::time::Instant::now() + ext.timeout;
+    let decision =
+        match tokio::time::timeout_at(deadline, ask(&via, ext, req, body, deadline)).await {
+            Ok(Ok(d)) => Arc::new(d),
+            Ok(Err(why)) => return Outcome::Failed(why),
+            Err(_) => return Outcome::Failed(format!("no answer within {:?}", ext.timeout)),
+        };
     if let (Some(key), Some(c)) = (key, &ext.cache) {
         let now = Instant::now();
         ext.decisions.put(key, now + c.ttl, now, decision.clone());
@@ -125,30 +140,77 @@ fn apply(d: &Decision, req: &mut Request<ClientBody>) -> Outcome {
 
 /// The subrequest and its answer.
 async fn ask(
-    service: &Service,
+    via: &Via<'_>,
     ext: &ExtAuth,
     req: &Request<ClientBody>,
     body: Bytes,
+    deadline: tokio::time::Instant,
 ) -> Result<Decision, String> {
     let original = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let base = ext.url.path().trim_end_matches('/');
-    let uri = http::Uri::builder()
-        .scheme(ext.url.scheme_str().unwrap_or("http"))
-        .authority(ext.url.authority().map_or("", |a| a.as_str()))
-        .path_and_query(format!("{base}{original}"))
-        .build()
-        .map_err(|e| format!("the subrequest's URI: {e}"))?;
-    let mut sub = Request::builder().method(req.method().clone()).uri(uri);
-    let h = sub.headers_mut().ok_or("the subrequest")?;
+    let path_and_query = PathAndQuery::try_from(format!("{}{original}", ext.service.base_path()))
+        .map_err(|e| format!("the subrequest's path: {e}"))?;
+    let (headers, host) = headers(ext, req, original)?;
+    // A backend's answer holds its connection slot until it is read, in `decide`.
+    let (resp, _held) = match &ext.service {
+        AuthService::Url { url, tls } => {
+            let uri = http::Uri::builder()
+                .scheme(url.scheme_str().unwrap_or("http"))
+                .authority(url.authority().map_or("", |a| a.as_str()))
+                .path_and_query(path_and_query)
+                .build()
+                .map_err(|e| format!("the subrequest's URI: {e}"))?;
+            let mut sub = Request::new(RequestBody::full(body));
+            *sub.method_mut() = req.method().clone();
+            *sub.uri_mut() = uri;
+            *sub.headers_mut() = headers;
+            if let Some(a) = url.authority()
+                && let Ok(v) = HeaderValue::from_str(a.as_str())
+            {
+                sub.headers_mut().insert(header::HOST, v);
+            }
+            let resp = via.service.clients.send(tls.as_ref(), sub).await?;
+            (resp.map(ProxyBody::upstream), None)
+        }
+        AuthService::Backend { index, .. } => {
+            let mut headers = headers;
+            // What the proxy sends this backend: the client's Host.
+            if let Some(host) = host {
+                headers.insert(header::HOST, host);
+            }
+            let state = &via.router.backends[*index];
+            let sub = forward::Subrequest {
+                service: via.service,
+                router: via.router,
+                backend: *index,
+                ctx: PickContext {
+                    client: via.conn.peer.ip(),
+                    hash: request_hash(&state.load_balancing(), req, via.conn),
+                },
+                method: req.method().clone(),
+                path_and_query,
+                headers,
+                body,
+                deadline,
+            };
+            let (resp, held) = forward::subrequest(sub).await.map_err(|e| e.to_string())?;
+            (resp, Some(held))
+        }
+    };
+    decide(ext, resp).await
+}
+
+/// The subrequest's headers (those named, `X-Original-*`, `X-Forwarded-Host`, the body's
+/// `Content-Type`), and the request's host.
+fn headers(
+    ext: &ExtAuth,
+    req: &Request<ClientBody>,
+    original: &str,
+) -> Result<(HeaderMap, Option<HeaderValue>), String> {
+    let mut h = HeaderMap::new();
     for name in &ext.headers_to_auth {
         for v in req.headers().get_all(name) {
             h.append(name.clone(), v.clone());
         }
-    }
-    if let Some(a) = ext.url.authority()
-        && let Ok(v) = HeaderValue::from_str(a.as_str())
-    {
-        h.insert(header::HOST, v);
     }
     h.insert(
         HeaderName::from_static("x-original-method"),
@@ -162,8 +224,8 @@ async fn ask(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    if let Some(host) = host {
-        h.insert(HeaderName::from_static("x-forwarded-host"), host);
+    if let Some(host) = &host {
+        h.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
     }
     // The body (`maxBodyBytes`) goes with what says how to read it.
     if ext.max_body_bytes.is_some()
@@ -171,10 +233,12 @@ async fn ask(
     {
         h.insert(header::CONTENT_TYPE, t.clone());
     }
-    let sub = sub
-        .body(RequestBody::full(body))
-        .map_err(|e| format!("the subrequest: {e}"))?;
-    let resp = service.clients.send(ext.tls.as_ref(), sub).await?;
+    Ok((h, host))
+}
+
+/// The decision an answer makes: 2xx allows with the allowed headers, anything else denies
+/// with what is passed back.
+async fn decide(ext: &ExtAuth, resp: Response<ProxyBody>) -> Result<Decision, String> {
     let status = resp.status();
     if status.is_success() {
         let mut headers = HeaderMap::new();

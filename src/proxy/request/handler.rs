@@ -140,7 +140,7 @@ async fn serve(
     // without access policies pays this one branch.
     let mut cors_origin = None;
     if let Some(access) = &rule.access {
-        match access::check(service, rule, access, conn, &mut req).await? {
+        match access::check(service, router, rule, access, conn, &mut req).await? {
             access::Passed::On(origin) => cors_origin = origin,
             access::Passed::Answered(resp, why) => {
                 ex.reason = why;

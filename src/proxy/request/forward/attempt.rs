@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::upgrade::OnUpgrade;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -15,13 +16,16 @@ use tokio::time::Instant;
 use super::payload::Payload;
 use super::retry::{self, Verdict};
 use super::target::Target;
-use crate::model::{Backend, Retry, Timeouts, UpstreamProtocol};
+use crate::model::{Backend, BackendIdx, Retry, Timeouts, UpstreamProtocol};
 use crate::proxy::request::error::ProxyError;
 use crate::proxy::request::exchange::Exchange;
+use crate::proxy::request::service::Service;
 use crate::proxy::transport::{ClientBody, ErrorKind, ProxyBody, RequestBody, UpstreamError, h1};
 use crate::proxy::upstream::balance::PickContext;
-use crate::proxy::upstream::{Admission, BackendState, Breaker, EndpointState, NoEndpoint};
-use crate::telemetry::metrics::{BackendLabels, RouteLabels};
+use crate::proxy::upstream::{
+    Admission, BackendState, Breaker, EndpointState, InFlight, NoEndpoint, Router,
+};
+use crate::telemetry::metrics::{BackendLabels, Metrics, RouteLabels};
 
 /// What every attempt of one request shares.
 pub(super) struct Plan<'a> {
@@ -74,7 +78,14 @@ pub(super) async fn run(
         } else {
             head.clone().unwrap_or_default()
         };
-        let req = build_request(&plan, cfg, &endpoint, headers, payload.next())?;
+        let req = build_request(
+            &plan.parts.method,
+            &plan.path_and_query,
+            cfg,
+            &endpoint,
+            headers,
+            payload.next(),
+        )?;
 
         let sent_at = Instant::now();
         let outcome = send(&plan, cfg, state, &endpoint, req).await;
@@ -95,12 +106,12 @@ pub(super) async fn run(
             ));
         };
         record(
-            t,
+            &t.service.telemetry.metrics,
             cfg,
             state,
             &endpoint,
             admitted.breaker,
-            &outcome,
+            outcome.as_ref().err(),
             verdict,
         );
 
@@ -173,7 +184,8 @@ fn pick(
 }
 
 fn build_request(
-    plan: &Plan<'_>,
+    method: &Method,
+    path_and_query: &PathAndQuery,
     cfg: &Backend,
     endpoint: &EndpointState,
     mut headers: http::HeaderMap,
@@ -199,11 +211,11 @@ fn build_request(
         }
     };
     let uri = uri
-        .path_and_query(plan.path_and_query.clone())
+        .path_and_query(path_and_query.clone())
         .build()
         .map_err(|_| ProxyError::BadRequest("the upstream URL is invalid"))?;
     let mut req = Request::new(body);
-    *req.method_mut() = plan.parts.method.clone();
+    *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
     *req.version_mut() = match cfg.protocol {
         // The compiler never gives an HTTP rule a TCP Backend.
@@ -230,12 +242,32 @@ async fn send(
         service.settings.default_request_timeout,
         t.started,
     );
+    let exchange = exchange(service, cfg, state, endpoint, req, plan.native);
+    match budget {
+        Some(d) if d.is_zero() => Err(UpstreamError::timeout()),
+        Some(d) => tokio::time::timeout(d, exchange)
+            .await
+            .unwrap_or_else(|_| Err(UpstreamError::timeout())),
+        None => exchange.await,
+    }
+}
+
+/// One exchange with `endpoint` over the backend's protocol and TLS: the TLS client, the
+/// native HTTP/1.1 client (when `native` allows it and the gateway uses it), or hyper's.
+async fn exchange(
+    service: &Service,
+    cfg: &Backend,
+    state: &BackendState,
+    endpoint: &Arc<EndpointState>,
+    req: Request<RequestBody>,
+    native: bool,
+) -> Result<Answer, UpstreamError> {
     let own = state.settings();
     let native = cfg.protocol == UpstreamProtocol::Http1
         && cfg.tls.is_none()
-        && plan.native
+        && native
         && service.settings.native_http1;
-    let exchange = async {
+    {
         if let Some(tls) = &cfg.tls {
             let client = service
                 .clients
@@ -274,31 +306,106 @@ async fn send(
                 .then(|| hyper::upgrade::on(&mut resp));
             Ok((resp.map(ProxyBody::upstream), upgrade))
         }
-    };
-    match budget {
-        Some(d) if d.is_zero() => Err(UpstreamError::timeout()),
-        Some(d) => tokio::time::timeout(d, exchange)
-            .await
-            .unwrap_or_else(|_| Err(UpstreamError::timeout())),
-        None => exchange.await,
+    }
+}
+
+/// A request the gateway makes itself to a backend (an auth service's subrequest): no rule,
+/// no retry policy, a deadline instead of timeouts.
+pub(crate) struct Subrequest<'a> {
+    pub service: &'a Service,
+    pub router: &'a Router,
+    /// Index into the table's backends.
+    pub backend: BackendIdx,
+    /// The client, and the hash of the request it is made for (ConsistentHash/IPHash).
+    pub ctx: PickContext,
+    pub method: Method,
+    pub path_and_query: PathAndQuery,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub deadline: Instant,
+}
+
+/// The backend's connection slot and the endpoint's in-flight count a subrequest's answer
+/// holds: keep it until the body is read.
+pub(crate) struct Held {
+    _permit: Option<OwnedSemaphorePermit>,
+    _in_flight: InFlight,
+}
+
+/// Sends a [`Subrequest`] the way a rule's requests to that backend go: admit (breaker,
+/// connection limit) → pick (its balancer, available endpoints only) → send (its protocol and
+/// TLS, within the deadline) → record (passive health, breaker). A connection that failed
+/// (nothing was sent) is tried once more on the next pick, if the backend's retry budget
+/// allows: one dead endpoint does not decide for the others.
+pub(crate) async fn subrequest(
+    s: Subrequest<'_>,
+) -> Result<(Response<ProxyBody>, Held), ProxyError> {
+    let cfg = &s.router.table.backends[s.backend];
+    let state = &s.router.backends[s.backend];
+    state.budget.deposit();
+    let mut retried = false;
+    loop {
+        let admitted = admit(state, cfg).await?;
+        let endpoint = pick(state, &s.ctx, cfg)?;
+        let in_flight = endpoint.begin();
+        let req = build_request(
+            &s.method,
+            &s.path_and_query,
+            cfg,
+            &endpoint,
+            s.headers.clone(),
+            RequestBody::full(s.body.clone()),
+        )?;
+        let left = s.deadline.saturating_duration_since(Instant::now());
+        let outcome =
+            tokio::time::timeout(left, exchange(s.service, cfg, state, &endpoint, req, true))
+                .await
+                .unwrap_or_else(|_| Err(UpstreamError::timeout()));
+        let status = outcome.as_ref().map(|(r, _)| r.status().as_u16());
+        let verdict =
+            retry::judge(None, status, |c| state.is_failure_status(c)).unwrap_or(Verdict {
+                success: false,
+                retry: false,
+            });
+        let error = outcome.as_ref().err();
+        let again = error.is_some_and(|e| e.kind() == ErrorKind::Connect && e.retry_safe());
+        record(
+            &s.service.telemetry.metrics,
+            cfg,
+            state,
+            &endpoint,
+            admitted.breaker,
+            error,
+            verdict,
+        );
+        if again && !retried && state.budget.withdraw() {
+            tracing::debug!(backend = %cfg.label, endpoint = %endpoint.endpoint.address, "the auth service's endpoint refused the connection; trying another");
+            retried = true;
+            continue;
+        }
+        let (resp, _) = outcome?;
+        let held = Held {
+            _permit: admitted.permit,
+            _in_flight: in_flight,
+        };
+        return Ok((resp, held));
     }
 }
 
 /// Passive health, the breaker, and the connect-error metric learn the attempt's outcome.
 fn record(
-    t: &Target<'_>,
+    metrics: &Metrics,
     cfg: &Backend,
     state: &BackendState,
     endpoint: &EndpointState,
     breaker: Option<(Arc<Breaker>, Admission)>,
-    outcome: &Result<Answer, UpstreamError>,
+    error: Option<&UpstreamError>,
     verdict: Verdict,
 ) {
-    let metrics = &t.service.telemetry.metrics;
     let labels = || BackendLabels {
         backend: cfg.label.clone(),
     };
-    if let Err(e) = outcome
+    if let Some(e) = error
         && e.kind() == crate::proxy::transport::ErrorKind::Connect
     {
         metrics

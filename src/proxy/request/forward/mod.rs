@@ -6,6 +6,9 @@
 //! 3. [`attempt`]: admit (breaker, connection limit) → pick an endpoint → send → record the
 //!    outcome (passive health, breaker), repeated while [`retry`] says so;
 //! 4. [`upgrade`]: hand a switched connection to a tunnel.
+//!
+//! [`subrequest`] runs the same attempt steps for a request the gateway makes itself to a
+//! backend (an auth service's).
 
 mod attempt;
 mod payload;
@@ -21,6 +24,8 @@ use super::exchange::Exchange;
 use super::headers;
 use crate::model::UpstreamProtocol;
 use crate::proxy::transport::{ClientBody, ProxyBody};
+pub(crate) use attempt::{Subrequest, subrequest};
+pub(crate) use prepare::request_hash;
 pub(crate) use target::Target;
 
 /// Sends `req` to the target's backend and returns the response to send the client.

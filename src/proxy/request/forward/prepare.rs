@@ -94,7 +94,7 @@ pub(super) fn prepare(
 }
 
 /// The key a hash-based balancer uses for this request.
-fn request_hash<B>(lb: &LoadBalancing, req: &Request<B>, conn: &ConnCtx) -> Option<u64> {
+pub(crate) fn request_hash<B>(lb: &LoadBalancing, req: &Request<B>, conn: &ConnCtx) -> Option<u64> {
     let ip_hash = || match conn.peer.ip().to_canonical() {
         std::net::IpAddr::V4(a) => stable_hash(&a.octets()),
         std::net::IpAddr::V6(a) => stable_hash(&a.octets()),
