@@ -567,3 +567,57 @@ async fn a_tls_backend_as_the_auth_service_is_asked_over_https() {
     assert_eq!(auth.hits(), 2);
     assert_eq!(up.hits(), 1);
 }
+
+/// An `H2C` Backend as the auth service is asked over HTTP/2 (the echo upstream's refusal,
+/// passed back, says which version it got); a reload that moves the Backend to another
+/// endpoint moves the subrequests with it.
+#[tokio::test]
+async fn an_h2c_auth_backend_is_asked_over_http2_and_follows_its_endpoints() {
+    let up = Upstream::start("up").await;
+    let first = Upstream::start("auth-1").await;
+    let second = Upstream::start("auth-2").await;
+    let config = |auth: &Upstream| {
+        backend_yaml("up", &[up.addr])
+            + &crate::common::backend_yaml_with(
+                "auth",
+                &[auth.addr.to_string()],
+                "  protocol: H2C\n",
+            )
+            + &backend_route(
+                "h",
+                "auth",
+                "          pathPrefix: /check\n          headersToAuth: [x-status]\n",
+            )
+    };
+    let cfg = ConfigDir::new();
+    cfg.write("all.yaml", &config(&first));
+    let gw = Gateway::start(cfg.path(), &[], &[]).await;
+
+    // The echo answers with the status asked for: 401 is a refusal, its body passed back.
+    let r = get(&gw, "h", "/a?x=1", &[("x-status", "401")]).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let seen: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(seen["version"], "HTTP/2.0", "{seen}");
+    assert!(
+        seen["uri"].as_str().unwrap().ends_with("/check/a?x=1"),
+        "{seen}"
+    );
+    assert_eq!(seen["upstream"], "auth-1");
+    let r = get(&gw, "h", "/a", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!((first.hits(), second.hits(), up.hits()), (2, 0, 1));
+
+    cfg.write("all.yaml", &config(&second));
+    crate::common::eventually(Duration::from_secs(10), "the new endpoint", || async {
+        let r = get(&gw, "h", "/b", &[("x-status", "403")]).await;
+        (r.status == 403 && r.body.contains("auth-2")).then_some(())
+    })
+    .await;
+    let asked = first.hits();
+    assert_eq!(get(&gw, "h", "/b", &[]).await.status, 200);
+    assert_eq!(
+        first.hits(),
+        asked,
+        "the old endpoint is not asked any more"
+    );
+}

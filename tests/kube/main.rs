@@ -1450,3 +1450,79 @@ async fn a_tls_route_passes_through_to_a_service() {
         .clone();
     assert_eq!(route["port"], https.port(), "{route}");
 }
+
+/// `extAuth.backendRef` naming a Service (no Backend of that name): the subrequests go to its
+/// EndpointSlices' ready endpoints, both in rotation, and stop reaching one that turns not
+/// ready (the fast path, no recompile). A name that resolves to nothing leaves the Route
+/// accepted with `ResolvedRefs=False` naming the field, and its rule answers 500.
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn an_auth_service_named_by_service_follows_its_endpoint_slices() {
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "extauth").await;
+    let app = Upstream::start("app").await;
+    let (a, b) = (
+        Upstream::start("auth-a").await,
+        Upstream::start("auth-b").await,
+    );
+    ns.service("app", json!({})).await;
+    ns.slice("app-1", "app", app.addr.port(), true).await;
+    ns.service("auth", json!({})).await;
+    ns.slice("auth-a", "auth", a.addr.port(), true).await;
+    ns.slice("auth-b", "auth", b.addr.port(), true).await;
+    let authed = |name: &str, host: &str, auth: &str| {
+        let mut r = route(name, host, json!([{"name": "app"}]));
+        // The echo answers with the status a request asks for: 403 is a refusal whose body,
+        // passed back, names the auth endpoint that answered.
+        r["spec"]["rules"][0]["authentication"] = json!({"extAuth": {
+            "backendRef": {"name": auth}, "headersToAuth": ["x-status"]}});
+        r
+    };
+    ns.apply(authed("web", "auth.test", "auth")).await;
+    ns.apply(authed("dangling", "dangling.test", "nope")).await;
+
+    let gw = Tidegate::start(&kc, &ns.name, "extauth-0", &["--leader-elect=false"]);
+    gw.wait_ready().await;
+    wait_served_by(&gw, "auth.test", "/", "app").await;
+    let asked = |n: usize| {
+        let gw = &gw;
+        async move {
+            let mut out = Vec::new();
+            for _ in 0..n {
+                let r = get(gw, "auth.test", "/", &[("x-status", "403")]).await;
+                assert_eq!(r.status, 403, "{}", r.body);
+                out.push(r.echo().upstream);
+            }
+            out
+        }
+    };
+    eventually(
+        Duration::from_secs(20),
+        "both auth endpoints asked",
+        || async {
+            let seen = asked(4).await;
+            (seen.iter().any(|u| u == "auth-a") && seen.iter().any(|u| u == "auth-b")).then_some(())
+        },
+    )
+    .await;
+
+    ns.slice("auth-b", "auth", b.addr.port(), false).await;
+    eventually(Duration::from_secs(5), "auth-b out of rotation", || async {
+        asked(6).await.iter().all(|u| u == "auth-a").then_some(())
+    })
+    .await;
+
+    let (reason, message) = ns
+        .wait_condition("Route", "dangling", "ResolvedRefs", "False")
+        .await;
+    assert_eq!(reason, "BackendNotFound");
+    assert!(
+        message.contains("spec.rules[0].authentication.extAuth.backendRef.name"),
+        "{message}"
+    );
+    ns.wait_condition("Route", "dangling", "Accepted", "True")
+        .await;
+    assert_eq!(get(&gw, "dangling.test", "/", &[]).await.status, 500);
+}
