@@ -586,8 +586,9 @@ pub struct ExtAuth {
     /// How long the auth service may take (default 1s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
-    /// When the auth service cannot be asked (unreachable, timeout, 5xx): `Closed` answers
-    /// 503 (default), `Open` lets the request through.
+    /// When the auth service cannot be asked (unreachable, TLS failure, timeout; with
+    /// `backendRef` also no available endpoint or an open breaker): `Closed` answers 503
+    /// (default), `Open` lets the request through. An answer, 5xx included, is passed back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_mode: Option<super::rate_limit::FailureMode>,
     /// Keep decisions for a short time, keyed by the values of some request headers.

@@ -47,7 +47,7 @@ pub struct Access {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ext_auth: Option<Arc<super::ext_auth::ExtAuth>>,
     /// Set when authentication is configured but an object it needs (an htpasswd, JWKS or CA
-    /// Secret) does not resolve: the rule answers 500 after the IP lists and CORS preflight
+    /// Secret, the auth service's Backend) does not resolve: the rule answers 500 after the IP lists and CORS preflight
     /// (fails closed; Gateway API's rule for unresolved references). The field at fault.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unresolved: Option<Arc<str>>,

@@ -24,10 +24,10 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(60);
 /// The most `cache.ttl` may be.
 const MAX_TTL: Duration = Duration::from_secs(300);
 
-/// Compiles `e`; problems are in the findings.
 /// The most `maxBodyBytes` may be: each request being checked holds that much in memory.
 const MAX_BODY_BYTES: u32 = 8 * 1024 * 1024;
 
+/// Compiles `e`; problems are in the findings.
 pub fn compile(
     e: &api::ExtAuth,
     at: &str,

@@ -59,7 +59,7 @@ pub const EXT_AUTHZ_BODY_TOO_LARGE: &str = "ext_authz_body_too_large";
 /// The rule's auth service could not be asked and its failure mode is Closed (503).
 pub const EXT_AUTHZ_UNAVAILABLE: &str = "ext_authz_unavailable";
 /// The rule's authentication needs an object that does not resolve (a missing htpasswd,
-/// JWKS or CA Secret): it fails closed (500).
+/// JWKS or CA Secret, an auth service's Backend): it fails closed (500).
 pub const UNRESOLVED_AUTHENTICATION: &str = "unresolved_authentication";
 /// The rule answers with a configured direct response.
 pub const DIRECT_RESPONSE: &str = "direct_response";

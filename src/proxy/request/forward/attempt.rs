@@ -88,7 +88,13 @@ pub(super) async fn run(
         )?;
 
         let sent_at = Instant::now();
-        let outcome = send(&plan, cfg, state, &endpoint, req).await;
+        let budget = attempt_budget(
+            &t.rule.timeouts,
+            plan.policy,
+            t.service.settings.default_request_timeout,
+            t.started,
+        );
+        let outcome = send(t.service, cfg, state, &endpoint, req, plan.native, budget).await;
         ex.upstream_duration = Some(sent_at.elapsed());
 
         let status = outcome.as_ref().map(|(r, _)| r.status().as_u16());
@@ -226,48 +232,24 @@ fn build_request(
     Ok(req)
 }
 
-/// One exchange with `endpoint`, within the attempt's time budget.
+/// One exchange with `endpoint` over the backend's protocol and TLS (the TLS client, the
+/// native HTTP/1.1 client when `native` allows it and the gateway uses it, or hyper's),
+/// within `budget`.
 async fn send(
-    plan: &Plan<'_>,
-    cfg: &Backend,
-    state: &BackendState,
-    endpoint: &Arc<EndpointState>,
-    req: Request<RequestBody>,
-) -> Result<Answer, UpstreamError> {
-    let t = plan.t;
-    let service = t.service;
-    let budget = attempt_budget(
-        &t.rule.timeouts,
-        plan.policy,
-        service.settings.default_request_timeout,
-        t.started,
-    );
-    let exchange = exchange(service, cfg, state, endpoint, req, plan.native);
-    match budget {
-        Some(d) if d.is_zero() => Err(UpstreamError::timeout()),
-        Some(d) => tokio::time::timeout(d, exchange)
-            .await
-            .unwrap_or_else(|_| Err(UpstreamError::timeout())),
-        None => exchange.await,
-    }
-}
-
-/// One exchange with `endpoint` over the backend's protocol and TLS: the TLS client, the
-/// native HTTP/1.1 client (when `native` allows it and the gateway uses it), or hyper's.
-async fn exchange(
     service: &Service,
     cfg: &Backend,
     state: &BackendState,
     endpoint: &Arc<EndpointState>,
     req: Request<RequestBody>,
     native: bool,
+    budget: Option<Duration>,
 ) -> Result<Answer, UpstreamError> {
     let own = state.settings();
     let native = cfg.protocol == UpstreamProtocol::Http1
         && cfg.tls.is_none()
         && native
         && service.settings.native_http1;
-    {
+    let exchange = async {
         if let Some(tls) = &cfg.tls {
             let client = service
                 .clients
@@ -306,6 +288,13 @@ async fn exchange(
                 .then(|| hyper::upgrade::on(&mut resp));
             Ok((resp.map(ProxyBody::upstream), upgrade))
         }
+    };
+    match budget {
+        Some(d) if d.is_zero() => Err(UpstreamError::timeout()),
+        Some(d) => tokio::time::timeout(d, exchange)
+            .await
+            .unwrap_or_else(|_| Err(UpstreamError::timeout())),
+        None => exchange.await,
     }
 }
 
@@ -357,10 +346,7 @@ pub(crate) async fn subrequest(
             RequestBody::full(s.body.clone()),
         )?;
         let left = s.deadline.saturating_duration_since(Instant::now());
-        let outcome =
-            tokio::time::timeout(left, exchange(s.service, cfg, state, &endpoint, req, true))
-                .await
-                .unwrap_or_else(|_| Err(UpstreamError::timeout()));
+        let outcome = send(s.service, cfg, state, &endpoint, req, true, Some(left)).await;
         let status = outcome.as_ref().map(|(r, _)| r.status().as_u16());
         let verdict =
             retry::judge(None, status, |c| state.is_failure_status(c)).unwrap_or(Verdict {
