@@ -2,7 +2,8 @@
 //! renders the same annotations (`location ~* "^PATH"` with `rewrite … break`, `return CODE
 //! URL`, `server_name` aliases, `proxy_set_header`, `limit_req`): the answers the corpus says
 //! ingress-nginx gives are nginx's. Cases whose nginx configuration ingress-nginx builds from
-//! Lua or several blocks (CORS, auth, source ranges, HTTPS redirects) are left to the corpus.
+//! Lua or several blocks (CORS, auth, source ranges, HTTPS redirects, canaries: its balancer
+//! decides in Lua) are left to the corpus.
 
 mod common;
 

@@ -27,6 +27,14 @@ pub struct Case {
     /// the migrated objects).
     #[serde(rename = "notCarriedByMigrate")]
     pub not_carried_by_migrate: Option<String>,
+    /// A canary Ingress `NAME-canary` with the same rules, to the Service `canary`.
+    pub canary: Option<CanaryIngress>,
+}
+
+/// The canary Ingress of a case: its annotations (`canary: "true"` among them).
+#[derive(Deserialize)]
+pub struct CanaryIngress {
+    pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]

@@ -17,8 +17,25 @@ async fn mismatches(gw: &Tidegate, cases: &[Case]) -> Vec<String> {
     corpus::mismatches(gw.http, cases).await
 }
 
-/// The Ingress of `case`, of ingress class `class`, every path to Service `web`.
-pub fn ingress(case: &Case, class: &str) -> Value {
+/// The Ingresses of `case`, of ingress class `class`: its own, every path to Service `web`,
+/// and its canary's, if any, every path to Service `canary`.
+pub fn ingresses(case: &Case, class: &str) -> Vec<Value> {
+    let mut out = vec![ingress(case, class, &case.name, &case.annotations, "web")];
+    if let Some(c) = &case.canary {
+        let name = format!("{}-canary", case.name);
+        out.push(ingress(case, class, &name, &c.annotations, "canary"));
+    }
+    out
+}
+
+/// An Ingress named `name` with the rules of `case` and `annotations`, every path to `service`.
+fn ingress(
+    case: &Case,
+    class: &str,
+    name: &str,
+    annotations: &std::collections::BTreeMap<String, String>,
+    service: &str,
+) -> Value {
     let rules: Vec<Value> = case
         .rules
         .iter()
@@ -28,7 +45,7 @@ pub fn ingress(case: &Case, class: &str) -> Value {
                 .iter()
                 .map(|p| {
                     json!({"path": p.path, "pathType": p.path_type,
-                           "backend": {"service": {"name": "web", "port": {"name": "http"}}}})
+                           "backend": {"service": {"name": service, "port": {"name": "http"}}}})
                 })
                 .collect();
             json!({"host": r.host, "http": {"paths": paths}})
@@ -36,7 +53,7 @@ pub fn ingress(case: &Case, class: &str) -> Value {
         .collect();
     json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-        "metadata": {"name": case.name, "annotations": case.annotations},
+        "metadata": {"name": name, "annotations": annotations},
         "spec": {"ingressClassName": class, "rules": rules},
     })
 }
@@ -102,16 +119,13 @@ async fn the_ingress_nginx_corpus_is_answered_as_ingress_nginx_answers_it() {
         "spec": {"controller": "tidegate.dev/ingress-controller"},
     }))
     .await;
-    let _web = {
-        let web = Upstream::start("web").await;
-        ns.service("web", json!({})).await;
-        ns.slice("web-1", "web", web.addr.port(), true).await;
-        web
-    };
+    let _upstreams = upstreams(&ns).await;
     ns.apply(basic_auth_secret()).await;
     let corpus = corpus();
     for case in &corpus {
-        ns.apply(ingress(case, &class)).await;
+        for ing in ingresses(case, &class) {
+            ns.apply(ing).await;
+        }
     }
     let gw = gateway(&kc, &ns.name, "corpus-0", &[]);
     gw.wait_ready().await;
@@ -119,6 +133,11 @@ async fn the_ingress_nginx_corpus_is_answered_as_ingress_nginx_answers_it() {
     for case in &corpus {
         let w = ns.warnings("Ingress", &case.name).await;
         assert!(w.is_empty(), "{}: {w:?}", case.name);
+        if case.canary.is_some() {
+            let name = format!("{}-canary", case.name);
+            let w = ns.warnings("Ingress", &name).await;
+            assert!(w.is_empty(), "{name}: {w:?}");
+        }
     }
     let wrong = mismatches(&gw, &corpus).await;
     assert!(wrong.is_empty(), "{wrong:#?}");
@@ -126,17 +145,12 @@ async fn the_ingress_nginx_corpus_is_answered_as_ingress_nginx_answers_it() {
     // The round trip: `tidegate migrate` of the same Ingresses, applied in a namespace of their
     // own (a gateway of its own watching it), answers the corpus the same.
     let migrated = Ns::create(&client, "nginx-migrated").await;
-    let _web2 = {
-        let web = Upstream::start("web").await;
-        migrated.service("web", json!({})).await;
-        migrated.slice("web-1", "web", web.addr.port(), true).await;
-        web
-    };
+    let _upstreams2 = upstreams(&migrated).await;
     migrated.apply(basic_auth_secret()).await;
     let input: String = corpus
         .iter()
-        .map(|c| {
-            let mut ing = ingress(c, "nginx");
+        .flat_map(|c| ingresses(c, "nginx"))
+        .map(|mut ing| {
             ing["metadata"]["namespace"] = json!(migrated.name);
             format!("---\n{}", serde_yaml_ng::to_string(&ing).unwrap())
         })
@@ -174,6 +188,20 @@ async fn the_ingress_nginx_corpus_is_answered_as_ingress_nginx_answers_it() {
     assert!(wrong.is_empty(), "migrated objects: {wrong:#?}\n{objects}");
     ns.delete("networking.k8s.io/v1", "IngressClass", &class)
         .await;
+}
+
+/// The Services of the corpus in `ns`, `web` and `canary` (port `http`, 80), each with an
+/// upstream that names itself in `x-upstream`.
+async fn upstreams(ns: &Ns) -> Vec<Upstream> {
+    let mut out = Vec::new();
+    for name in ["web", "canary"] {
+        let up = Upstream::start(name).await;
+        ns.service(name, json!({})).await;
+        ns.slice(&format!("{name}-1"), name, up.addr.port(), true)
+            .await;
+        out.push(up);
+    }
+    out
 }
 
 /// `tidegate migrate` with `input` on stdin: (stdout, stderr); it must succeed.

@@ -48,13 +48,6 @@ const NOT_YET: &[&str] = &[
     "auth-proxy-set-headers",
     "enable-global-auth",
     "backend-protocol",
-    "canary",
-    "canary-by-header",
-    "canary-by-header-value",
-    "canary-by-header-pattern",
-    "canary-by-cookie",
-    "canary-weight",
-    "canary-weight-total",
     "client-body-buffer-size",
     "custom-headers",
     "custom-http-errors",
@@ -132,13 +125,11 @@ const NOT_YET: &[&str] = &[
 /// Why a much-used annotation is not carried yet, and what to write instead meanwhile.
 fn why_not_yet(name: &str) -> &'static str {
     match name {
-        "auth-url" | "auth-signin" | "auth-response-headers" => {
-            ": a Route's authentication.extAuth asks the service at its URL followed by the \
-             request's path, where ingress-nginx asks the URL as written; write a Route"
-        }
-        n if n.starts_with("canary") => {
-            ": canaries by Ingress are not joined to their main Ingress yet; annotate the \
-             Service instead (see Service annotations: canaries)"
+        "auth-url" | "auth-method" | "auth-signin" | "auth-response-headers" => {
+            ": ingress-nginx asks the auth service with GET (or auth-method) at its URL as \
+             written, passing every request header; a Route's authentication.extAuth asks with \
+             the request's method at the URL followed by the request's path, passing the \
+             headers it lists; write a Route with extAuth if your service accepts that"
         }
         "proxy-connect-timeout" | "proxy-read-timeout" | "proxy-send-timeout" => {
             ": nginx's are per read/write, a Route's timeouts bound the wait for the response; \

@@ -6,7 +6,7 @@ use super::ingress_translate::{Outcome, Translation, get, plan, translate};
 use crate::api::{self, RouteRule};
 use crate::controller::objects::{IngressBackendInfo, IngressInfo};
 use crate::controller::snapshot::Obj;
-use crate::model::Diagnostic;
+use crate::model::{Diagnostic, ObjectRef};
 use std::collections::BTreeMap;
 
 /// An Ingress written as our objects (`tidegate migrate`).
@@ -22,28 +22,52 @@ pub struct Migrated {
     pub outcomes: BTreeMap<String, Outcome>,
     /// What the objects do differently from the Ingress, besides the annotations.
     pub notes: Vec<String>,
+    /// A canary Ingress: the main Ingresses whose Routes carry its backend (it has no objects
+    /// of its own).
+    pub canary_of: Option<Vec<String>>,
 }
 
-/// Ingress `obj` as Routes (and Backends) that behave the same, or `None` when the compiler
-/// would reject it (the findings say why; warnings too). The same [`translate`] and [`plan`]
-/// as serving the Ingress.
-pub fn migrate(obj: &Obj<IngressInfo>, out: &mut Vec<Diagnostic>) -> Option<Migrated> {
+/// Ingress `obj` (one of `all`, the Ingresses migrated together: its canaries are among them)
+/// as Routes (and Backends) that behave the same, or `None` when the compiler would reject it
+/// (the findings say why; warnings too). The same [`translate`] and [`plan`] as serving the
+/// Ingress.
+pub fn migrate(
+    obj: &Obj<IngressInfo>,
+    all: &BTreeMap<ObjectRef, Obj<IngressInfo>>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Migrated> {
     let ing = &obj.spec;
-    let mut f = Findings::new(&obj.meta.id, out);
+    let id = &obj.meta.id;
+    let mut f = Findings::new(id, out);
     super::ingress_annotations::check(&ing.annotations, &mut f);
     let t = translate(&ing.annotations, &mut f);
-    let planned = plan(ing, &t, &mut f);
     let mut m = Migrated {
         outcomes: t.outcomes.clone(),
         ..Migrated::default()
     };
+    if t.canary.is_some() {
+        super::ingress_canary::check_joins(obj, all, |_| true, &mut f);
+        plan(ing, &t, &Default::default(), &mut f);
+        let mains = all
+            .values()
+            .filter(|o| o.meta.id.namespace == id.namespace)
+            .filter(|o| super::ingress_canary::shares_a_path(&o.spec, ing))
+            .map(|o| o.meta.id.name.clone())
+            .collect();
+        m.canary_of = Some(mains);
+        return f.ok().then_some(m);
+    }
+    let canaries = super::ingress_canary::index(&id.namespace, all, |_| true);
+    let planned = plan(ing, &t, &canaries, &mut f);
     // Hosts in the order the Ingress names them; a Route each.
     let mut groups: Vec<(Vec<String>, Vec<RouteRule>)> = Vec::new();
     for p in planned {
         let backend_at = p.backend_at();
         let mut rule = p.rule;
-        if let Some(b) = p.backend {
-            rule.backend_refs = vec![backend_ref(b, &backend_at, &mut m, &mut f)?];
+        for b in &p.backends {
+            let mut r = backend_ref(b.backend, &backend_at, &mut m, &mut f)?;
+            r.weight = b.weight;
+            rule.backend_refs.push(r);
         }
         match groups.iter_mut().find(|(h, _)| *h == p.hostnames) {
             Some((_, rules)) => rules.push(rule),
@@ -224,7 +248,7 @@ mod tests {
             (&format!("{N}app-root"), "/app"),
         ]);
         let mut d = Vec::new();
-        let m = migrate(&obj, &mut d).unwrap();
+        let m = migrate(&obj, &BTreeMap::new(), &mut d).unwrap();
         assert!(d.is_empty(), "{d:?}");
         let names: Vec<&str> = m.routes.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["web-0", "web-1"]);
@@ -242,9 +266,9 @@ mod tests {
 
     #[test]
     fn migrate_refuses_what_serving_refuses() {
-        let obj = ingress(&[(&format!("{N}canary"), "true")]);
+        let obj = ingress(&[(&format!("{N}auth-url"), "http://auth/")]);
         let mut d = Vec::new();
-        assert!(migrate(&obj, &mut d).is_none());
+        assert!(migrate(&obj, &BTreeMap::new(), &mut d).is_none());
         assert!(d[0].message.contains("not supported yet"), "{d:?}");
     }
 }

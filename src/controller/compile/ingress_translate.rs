@@ -24,6 +24,13 @@ pub const MAPPED: &[&str] = &[
     "auth-secret",
     "auth-secret-type",
     "auth-type",
+    "canary",
+    "canary-by-cookie",
+    "canary-by-header",
+    "canary-by-header-pattern",
+    "canary-by-header-value",
+    "canary-weight",
+    "canary-weight-total",
     "cors-allow-credentials",
     "cors-allow-headers",
     "cors-allow-methods",
@@ -97,6 +104,9 @@ pub struct Translation {
     pub ssl_redirect: bool,
     /// `force-ssl-redirect`: plain HTTP for every host of the Ingress gets 308 to https.
     pub force_ssl_redirect: bool,
+    /// `canary: "true"` and `canary-*`: the Ingress's backends join the main Ingress's rules
+    /// of the same host and path (see [`super::ingress_canary`]).
+    pub canary: Option<super::ingress_canary::Canary>,
     /// What became of each annotation read, by full key.
     pub outcomes: BTreeMap<String, Outcome>,
 }
@@ -155,6 +165,7 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     t.ssl_redirect = flag(&mut t, "ssl-redirect", f).unwrap_or(true);
     t.force_ssl_redirect = flag(&mut t, "force-ssl-redirect", f).unwrap_or(false);
     t.regex = flag(&mut t, "use-regex", f).unwrap_or(false);
+    t.canary = super::ingress_canary::read(a, &mut t.outcomes, f);
     rewrites(a, &mut t, f);
     redirects(a, &mut t, f);
     access(a, &mut t, f);
@@ -165,6 +176,20 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
         for name in MAPPED.iter().filter(|n| n.starts_with("cors-")) {
             if let Some((key, _)) = get(a, name) {
                 warn(f, &key, "it has no effect without enable-cors: \"true\"");
+            }
+        }
+    }
+    if t.canary.is_some() {
+        // As in ingress-nginx, a canary takes the main Ingress's settings.
+        for name in MAPPED.iter().filter(|n| !n.starts_with("canary")) {
+            if let Some((key, _)) = get(a, name) {
+                warn(
+                    f,
+                    &key,
+                    "it has no effect on a canary Ingress: the main Ingress's annotations apply \
+                     (as in ingress-nginx)",
+                );
+                t.outcomes.remove(&key);
             }
         }
     }
@@ -514,7 +539,7 @@ fn cors(a: &BTreeMap<String, String>, t: &mut Translation) {
 }
 
 /// One rule of an Ingress as a Route rule: a path of a host (or the `defaultBackend`, or
-/// `app-root`'s `/`), with the backend it forwards to.
+/// `app-root`'s `/`), with the backends it forwards to.
 #[derive(Clone, Debug)]
 pub struct Planned<'a> {
     /// The host and its `server-alias`es (none: every host).
@@ -522,13 +547,34 @@ pub struct Planned<'a> {
     /// The rule, without backendRefs.
     pub rule: RouteRule,
     /// Where it forwards (none: it answers itself).
-    pub backend: Option<&'a IngressBackendInfo>,
+    pub backends: Vec<PlannedBackend<'a>>,
     /// Its field, for messages.
     pub at: String,
 }
 
-/// The rules of Ingress `ing` (whose annotations gave `t`), in order; problems go to `f`.
-pub fn plan<'a>(ing: &'a IngressInfo, t: &Translation, f: &mut Findings<'_>) -> Vec<Planned<'a>> {
+/// A backend of a planned rule.
+#[derive(Clone, Debug)]
+pub struct PlannedBackend<'a> {
+    /// The Ingress backend.
+    pub backend: &'a IngressBackendInfo,
+    /// Its share of a canary split (none: the only backend).
+    pub weight: Option<u32>,
+    /// The canary Ingress it comes from (none: the Ingress planned).
+    pub canary: Option<&'a crate::model::ObjectRef>,
+}
+
+/// Canary Ingresses by host and path (see [`super::ingress_canary::index`]).
+pub type Canaries<'a> =
+    BTreeMap<super::ingress_canary::PathKey, Vec<super::ingress_canary::Joined<'a>>>;
+
+/// The rules of Ingress `ing` (whose annotations gave `t`), in order, with the canaries joined
+/// to its paths; problems go to `f`.
+pub fn plan<'a>(
+    ing: &'a IngressInfo,
+    t: &Translation,
+    canaries: &Canaries<'a>,
+    f: &mut Findings<'_>,
+) -> Vec<Planned<'a>> {
     let mut out = Vec::new();
     let mut host_sets: Vec<Vec<String>> = Vec::new();
     for (ri, rule) in ing.rules.iter().enumerate() {
@@ -570,13 +616,27 @@ pub fn plan<'a>(ing: &'a IngressInfo, t: &Translation, f: &mut Findings<'_>) -> 
                 continue;
             }
             // ImplementationSpecific: ours is a segment-aware prefix, like Prefix.
-            out.push(Planned {
-                hostnames: hostnames.clone(),
-                rule: t.rule(t.path(&p.path_type, value)),
-                // A redirect answers itself: the backend is not used.
-                backend: t.redirect.is_none().then_some(&p.backend),
-                at: pat,
-            });
+            let rule = t.rule(t.path(&p.path_type, value));
+            // A redirect answers itself: the backend is not used.
+            if t.redirect.is_some() {
+                out.push(Planned {
+                    hostnames: hostnames.clone(),
+                    rule,
+                    backends: Vec::new(),
+                    at: pat,
+                });
+                continue;
+            }
+            let key = super::ingress_canary::key(rule_host(ing, ri), p.path.as_deref());
+            let canary = canaries.get(&key).and_then(|v| v.first());
+            for (rule, backends) in with_canary(rule, &p.backend, canary) {
+                out.push(Planned {
+                    hostnames: hostnames.clone(),
+                    rule,
+                    backends,
+                    at: pat.clone(),
+                });
+            }
         }
         if !host_sets.contains(&hostnames) {
             host_sets.push(hostnames);
@@ -586,7 +646,15 @@ pub fn plan<'a>(ing: &'a IngressInfo, t: &Translation, f: &mut Findings<'_>) -> 
         out.push(Planned {
             hostnames: Vec::new(),
             rule: t.rule(t.path("Prefix", "/")),
-            backend: t.redirect.is_none().then_some(b),
+            backends: if t.redirect.is_none() {
+                vec![PlannedBackend {
+                    backend: b,
+                    weight: None,
+                    canary: None,
+                }]
+            } else {
+                Vec::new()
+            },
             at: "spec.defaultBackend".to_owned(),
         });
         if host_sets.is_empty() {
@@ -598,11 +666,66 @@ pub fn plan<'a>(ing: &'a IngressInfo, t: &Translation, f: &mut Findings<'_>) -> 
             out.push(Planned {
                 hostnames,
                 rule: rule.clone(),
-                backend: None,
+                backends: Vec::new(),
                 at: "metadata.annotations".to_owned(),
             });
         }
     }
+    out
+}
+
+fn rule_host(ing: &IngressInfo, ri: usize) -> Option<&str> {
+    ing.rules.get(ri).and_then(|r| r.host.as_deref())
+}
+
+/// The rules of one path forwarding to `main`, with `canary` joined: its header and cookie
+/// overrides first (each a copy of `rule` with one header match more), then the weighted split.
+fn with_canary<'a>(
+    rule: RouteRule,
+    main: &'a IngressBackendInfo,
+    canary: Option<&super::ingress_canary::Joined<'a>>,
+) -> Vec<(RouteRule, Vec<PlannedBackend<'a>>)> {
+    let only = |backend: &'a IngressBackendInfo, from| {
+        vec![PlannedBackend {
+            backend,
+            weight: None,
+            canary: from,
+        }]
+    };
+    let Some(j) = canary else {
+        return vec![(rule, only(main, None))];
+    };
+    let mut out = Vec::new();
+    for (header, to_canary) in super::ingress_canary::overrides(&j.canary) {
+        let mut r = rule.clone();
+        for m in &mut r.matches {
+            m.headers.push(header.clone());
+        }
+        let backends = if to_canary {
+            only(j.backend, Some(j.id))
+        } else {
+            only(main, None)
+        };
+        out.push((r, backends));
+    }
+    let (w, total) = (j.canary.weight, j.canary.total);
+    let split = match w {
+        0 => only(main, None),
+        w if w >= total => only(j.backend, Some(j.id)),
+        w => vec![
+            PlannedBackend {
+                backend: main,
+                weight: Some(total - w),
+                canary: None,
+            },
+            PlannedBackend {
+                backend: j.backend,
+                weight: Some(w),
+                canary: Some(j.id),
+            },
+        ],
+    };
+    out.push((rule, split));
     out
 }
 
