@@ -1,6 +1,6 @@
 //! The ingress-nginx corpus against Debian's nginx, configured as ingress-nginx's template
 //! renders the same annotations (`location ~* "^PATH"` with `rewrite … break`, `return CODE
-//! URL`, `server_name` aliases, `proxy_set_header`, `limit_req`): the answers the corpus says
+//! URL`, `server_name` aliases, `proxy_set_header`, `limit_req`, `proxy_read_timeout`): the answers the corpus says
 //! ingress-nginx gives are nginx's. Cases whose nginx configuration ingress-nginx builds from
 //! Lua or several blocks (CORS, auth, source ranges, HTTPS redirects, canaries: its balancer
 //! decides in Lua) are left to the corpus.
@@ -50,6 +50,11 @@ const SERVERS: &[(&str, &str)] = &[
         "server-alias",
         r#"server_name main.bar.com alias.bar.com;
            location / { proxy_pass http://UP; }"#,
+    ),
+    (
+        "read-timeout",
+        r#"server_name timeout.bar.com;
+           location / { proxy_read_timeout 1s; proxy_pass http://UP; }"#,
     ),
     (
         "rate-limit",

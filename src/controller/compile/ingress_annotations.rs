@@ -68,7 +68,6 @@ const NOT_YET: &[&str] = &[
     "proxy-cookie-path",
     "proxy-connect-timeout",
     "proxy-send-timeout",
-    "proxy-read-timeout",
     "proxy-next-upstream",
     "proxy-next-upstream-timeout",
     "proxy-next-upstream-tries",
@@ -131,10 +130,16 @@ fn why_not_yet(name: &str) -> &'static str {
              the request's method at the URL followed by the request's path, passing the \
              headers it lists; write a Route with extAuth if your service accepts that"
         }
-        "proxy-connect-timeout" | "proxy-read-timeout" | "proxy-send-timeout" => {
-            ": nginx's are per read/write, a Route's timeouts bound the wait for the response; \
-             write a Route with timeouts"
+        "proxy-connect-timeout" => {
+            ": an Ingress's backends are Services with default settings, whose connect timeout \
+             is --connect-timeout [5s, ingress-nginx's default too]; write a Route to a Backend \
+             with connection.connectTimeout"
         }
+        "proxy-send-timeout" => {
+            ": nginx's limits the time between two writes of the request to the backend, and \
+             Tidegate has no such limit (--body-read-timeout bounds the client's side)"
+        }
+        "proxy-body-size" => ": Tidegate has no request body size limit yet",
         "backend-protocol" => {
             ": an Ingress's backends are Services with default settings; \
              write a Route to a Backend with spec.protocol"

@@ -45,6 +45,7 @@ pub const MAPPED: &[&str] = &[
     "limit-rps",
     "permanent-redirect",
     "permanent-redirect-code",
+    "proxy-read-timeout",
     "rewrite-target",
     "server-alias",
     "ssl-redirect",
@@ -100,6 +101,8 @@ pub struct Translation {
     /// `limit-rps`, `limit-rpm` (with `limit-burst-multiplier`): per client address, per
     /// replica, answered 503 as ingress-nginx does. The target is the caller's to set.
     pub rate_limit: Option<api::RateLimitPolicySpec>,
+    /// `proxy-read-timeout`: the rule's `timeouts.backendRequest`.
+    pub timeouts: Option<api::RouteTimeouts>,
     /// `ssl-redirect` (default on): plain HTTP for the `tls` hosts gets 308 to https.
     pub ssl_redirect: bool,
     /// `force-ssl-redirect`: plain HTTP for every host of the Ingress gets 308 to https.
@@ -170,6 +173,7 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     redirects(a, &mut t, f);
     access(a, &mut t, f);
     rate_limits(a, &mut t, f);
+    timeouts(a, &mut t, f);
     if flag(&mut t, "enable-cors", f) == Some(true) {
         cors(a, &mut t);
     } else {
@@ -422,6 +426,35 @@ fn rate_limits(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findin
             ..api::RateLimitPolicySpec::default()
         });
     }
+}
+
+/// `proxy-read-timeout` (whole seconds, as ingress-nginx reads it).
+fn timeouts(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let Some((key, v)) = get(a, "proxy-read-timeout") else {
+        return;
+    };
+    let secs = match v.trim().parse::<u64>() {
+        Ok(n) if n > 0 => n,
+        _ => {
+            f.invalid(
+                field(&key),
+                format!("{v:?} must be a whole number of seconds above 0"),
+            );
+            return;
+        }
+    };
+    t.timeouts = Some(api::RouteTimeouts {
+        backend_request: Some(api::Duration(std::time::Duration::from_secs(secs))),
+        ..api::RouteTimeouts::default()
+    });
+    t.outcomes.insert(
+        key,
+        Outcome::Approximated(
+            "timeouts.backendRequest: the wait for each attempt's response headers (504 after \
+             it), where nginx's limit is between two reads of the response, its body included"
+                .to_owned(),
+        ),
+    );
 }
 
 /// `whitelist-source-range`, `denylist-source-range`, `auth-type` basic.
@@ -802,6 +835,7 @@ impl Translation {
                 basic: Some(b.clone()),
                 ..api::Authentication::default()
             }),
+            timeouts: self.timeouts.clone(),
             ..RouteRule::default()
         }
     }
