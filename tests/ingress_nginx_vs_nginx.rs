@@ -1,9 +1,9 @@
 //! The ingress-nginx corpus against Debian's nginx, configured as ingress-nginx's template
 //! renders the same annotations (`location ~* "^PATH"` with `rewrite … break`, `return CODE
-//! URL`, `server_name` aliases, `proxy_set_header`, `limit_req`, `proxy_read_timeout`): the answers the corpus says
-//! ingress-nginx gives are nginx's. Cases whose nginx configuration ingress-nginx builds from
-//! Lua or several blocks (CORS, auth, source ranges, HTTPS redirects, canaries: its balancer
-//! decides in Lua) are left to the corpus.
+//! URL`, `server_name` aliases, `proxy_set_header`, `limit_req`, `proxy_read_timeout`,
+//! `grpc_pass`): the answers the corpus says ingress-nginx gives are nginx's. Cases whose nginx
+//! configuration ingress-nginx builds from Lua or several blocks (CORS, auth, source ranges,
+//! HTTPS redirects, canaries: its balancer decides in Lua) are left to the corpus.
 
 mod common;
 
@@ -55,6 +55,11 @@ const SERVERS: &[(&str, &str)] = &[
         "read-timeout",
         r#"server_name timeout.bar.com;
            location / { proxy_read_timeout 1s; proxy_pass http://UP; }"#,
+    ),
+    (
+        "grpc-backend",
+        r#"server_name grpc.bar.com;
+           location / { grpc_pass grpc://UP; }"#,
     ),
     (
         "rate-limit",

@@ -64,6 +64,8 @@ pub struct Req {
     /// Headers the backend got.
     #[serde(default)]
     pub sent: BTreeMap<String, String>,
+    /// The HTTP version the backend got (`HTTP/2.0`).
+    pub version: Option<String>,
     /// Headers of the answer.
     #[serde(default)]
     pub got: BTreeMap<String, String>,
@@ -105,10 +107,15 @@ pub async fn mismatches(addr: SocketAddr, corpus: &[Case]) -> Vec<String> {
                     out.push(format!("{at}: answer header {k} {have:?} (want {v:?})"));
                 }
             }
-            if r.uri.is_none() && r.sent.is_empty() {
+            if r.uri.is_none() && r.sent.is_empty() && r.version.is_none() {
                 continue;
             }
             let echo = reply.echo();
+            if let Some(v) = &r.version
+                && &echo.version != v
+            {
+                out.push(format!("{at}: backend got {} (want {v})", echo.version));
+            }
             if let Some(uri) = &r.uri
                 && &echo.uri != uri
             {

@@ -71,12 +71,13 @@ pub fn compile_ingress(
         let planned = super::ingress_translate::plan(ing, &t, &Default::default(), &mut f);
         for p in planned {
             for b in &p.backends {
-                ingress_backend(id, b.backend, &p.backend_at(), env, &mut f);
+                ingress_backend(id, b.backend, &p.backend_at(), false, env, &mut f);
             }
         }
         return f.ok().then_some((Vec::new(), None));
     }
     let canaries = super::ingress_canary::index(&id.namespace, &snap.ingresses, is_ours);
+    let h2c = t.h2c;
     // The Route compiler's view of the Ingress: its identity, no Route-level settings.
     let shell = Obj {
         meta: obj.meta.clone(),
@@ -84,7 +85,7 @@ pub fn compile_ingress(
     };
     let mut rules: Vec<Rule> = Vec::new();
     for p in super::ingress_translate::plan(ing, &t, &canaries, &mut f) {
-        let Some(resolved) = resolve(id, &p, env, &mut f) else {
+        let Some(resolved) = resolve(id, &p, h2c, env, &mut f) else {
             continue;
         };
         let index = rules.len();
@@ -140,17 +141,18 @@ pub fn compile_ingress(
 fn resolve(
     id: &crate::model::ObjectRef,
     p: &super::ingress_translate::Planned<'_>,
+    h2c: bool,
     env: &Env<'_>,
     f: &mut Findings<'_>,
 ) -> Option<Vec<WeightedBackend>> {
     let mut out = Vec::new();
     for b in &p.backends {
         let resolved = match b.canary {
-            None => ingress_backend(id, b.backend, &p.backend_at(), env, f)?,
+            None => ingress_backend(id, b.backend, &p.backend_at(), h2c, env, f)?,
             Some(canary) => {
                 let mut sink = Vec::new();
                 let mut quiet = Findings::new(canary, &mut sink);
-                match ingress_backend(canary, b.backend, "", env, &mut quiet) {
+                match ingress_backend(canary, b.backend, "", h2c, env, &mut quiet) {
                     Some(wb) => wb,
                     None => continue,
                 }
@@ -164,10 +166,12 @@ fn resolve(
     (!out.is_empty() || p.backends.is_empty()).then_some(out)
 }
 
+/// The backend of Ingress backend `b` (over h2c when `h2c`: `backend-protocol`).
 fn ingress_backend(
     id: &crate::model::ObjectRef,
     b: &IngressBackendInfo,
     at: &str,
+    h2c: bool,
     env: &Env<'_>,
     f: &mut Findings<'_>,
 ) -> Option<WeightedBackend> {
@@ -185,7 +189,7 @@ fn ingress_backend(
     match resolved {
         Ok(p) => {
             let mut targets = env.targets.borrow_mut();
-            let idx = targets.service(&id.namespace, name, &p);
+            let idx = targets.service_h2c(&id.namespace, name, &p, h2c);
             Some(targets.weighted(idx, 1))
         }
         Err(u) => {

@@ -47,7 +47,6 @@ const NOT_YET: &[&str] = &[
     "auth-keepalive-timeout",
     "auth-proxy-set-headers",
     "enable-global-auth",
-    "backend-protocol",
     "client-body-buffer-size",
     "custom-headers",
     "custom-http-errors",
@@ -140,10 +139,6 @@ fn why_not_yet(name: &str) -> &'static str {
              Tidegate has no such limit (--body-read-timeout bounds the client's side)"
         }
         "proxy-body-size" => ": Tidegate has no request body size limit yet",
-        "backend-protocol" => {
-            ": an Ingress's backends are Services with default settings; \
-             write a Route to a Backend with spec.protocol"
-        }
         _ => "",
     }
 }

@@ -65,7 +65,7 @@ pub fn migrate(
         let backend_at = p.backend_at();
         let mut rule = p.rule;
         for b in &p.backends {
-            let mut r = backend_ref(b.backend, &backend_at, &mut m, &mut f)?;
+            let mut r = backend_ref(b.backend, &backend_at, t.h2c, &mut m, &mut f)?;
             r.weight = b.weight;
             rule.backend_refs.push(r);
         }
@@ -109,10 +109,12 @@ pub fn migrate(
 }
 
 /// The backendRef of an Ingress backend: a Service port by number, or a Backend for a named
-/// port (a Route's Service reference names ports by number only).
+/// port (a Route's Service reference names ports by number only) or for `h2c`
+/// (`backend-protocol: GRPC` or `H2C`: a Service reference has default settings).
 fn backend_ref(
     b: &IngressBackendInfo,
     at: &str,
+    h2c: bool,
     m: &mut Migrated,
     f: &mut Findings<'_>,
 ) -> Option<api::BackendRef> {
@@ -122,39 +124,59 @@ fn backend_ref(
         f.not_supported(format!("{at}.resource"), "resource backends");
         return None;
     };
-    match port {
-        Some(PortRef::Number(n)) => Some(api::BackendRef {
-            name: name.clone(),
-            kind: Some("Service".to_owned()),
-            port: Some(*n),
-            ..api::BackendRef::default()
-        }),
-        Some(PortRef::Name(port)) => {
-            let backend = format!("{name}-{port}");
-            if !m.backends.iter().any(|(n, _)| *n == backend) {
-                m.backends.push((
-                    backend.clone(),
-                    api::BackendSpec {
-                        service: Some(api::ServiceRef {
-                            name: name.clone(),
-                            port: IntOrString::String(port.clone()),
-                        }),
-                        ..api::BackendSpec::default()
-                    },
-                ));
-            }
-            Some(api::BackendRef {
-                name: backend,
-                kind: Some("Backend".to_owned()),
+    let (port, suffix) = match (port, h2c) {
+        (Some(PortRef::Number(n)), false) => {
+            return Some(api::BackendRef {
+                name: name.clone(),
+                kind: Some("Service".to_owned()),
+                port: Some(*n),
                 ..api::BackendRef::default()
-            })
+            });
         }
-        None => Some(api::BackendRef {
-            name: name.clone(),
-            kind: Some("Service".to_owned()),
-            ..api::BackendRef::default()
-        }),
+        (None, false) => {
+            return Some(api::BackendRef {
+                name: name.clone(),
+                kind: Some("Service".to_owned()),
+                ..api::BackendRef::default()
+            });
+        }
+        (None, true) => {
+            f.invalid(
+                format!("{at}.service.port"),
+                "name or number the port: backend-protocol is written as a Backend of one port",
+            );
+            return None;
+        }
+        (Some(PortRef::Number(n)), true) => (IntOrString::Int(i32::from(*n)), n.to_string()),
+        (Some(PortRef::Name(p)), _) => (IntOrString::String(p.clone()), p.clone()),
+    };
+    let backend = if h2c {
+        format!("{name}-{suffix}-h2c")
+    } else {
+        format!("{name}-{suffix}")
+    };
+    if !m.backends.iter().any(|(n, _)| *n == backend) {
+        m.backends.push((
+            backend.clone(),
+            api::BackendSpec {
+                service: Some(api::ServiceRef {
+                    name: name.clone(),
+                    port,
+                }),
+                protocol: if h2c {
+                    api::BackendProtocol::H2c
+                } else {
+                    api::BackendProtocol::default()
+                },
+                ..api::BackendSpec::default()
+            },
+        ));
     }
+    Some(api::BackendRef {
+        name: backend,
+        kind: Some("Backend".to_owned()),
+        ..api::BackendRef::default()
+    })
 }
 
 /// The `tls` of the Route for `hostnames`: the Ingress's `tls` entry that names its host.
@@ -262,6 +284,25 @@ mod tests {
         assert_eq!(m.backends.len(), 1);
         let b = &m.routes[1].1.rules[0].backend_refs[0];
         assert_eq!((b.kind.as_deref(), b.port), (Some("Service"), Some(80)));
+    }
+
+    #[test]
+    fn grpc_backends_are_written_as_h2c_backends_for_named_and_numbered_ports() {
+        let obj = ingress(&[(&format!("{N}backend-protocol"), "grpc")]);
+        let mut d = Vec::new();
+        let m = migrate(&obj, &BTreeMap::new(), &mut d).unwrap();
+        let names: Vec<&str> = m.backends.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["web-http-h2c", "web-80-h2c"]);
+        assert!(
+            m.backends
+                .iter()
+                .all(|(_, b)| b.protocol == api::BackendProtocol::H2c)
+        );
+        assert_eq!(m.routes[1].1.rules[0].backend_refs[0].name, "web-80-h2c");
+        assert!(matches!(
+            m.outcomes.get(&format!("{N}backend-protocol")),
+            Some(Outcome::Approximated(_))
+        ));
     }
 
     #[test]

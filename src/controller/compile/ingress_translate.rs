@@ -24,6 +24,7 @@ pub const MAPPED: &[&str] = &[
     "auth-secret",
     "auth-secret-type",
     "auth-type",
+    "backend-protocol",
     "canary",
     "canary-by-cookie",
     "canary-by-header",
@@ -101,6 +102,8 @@ pub struct Translation {
     /// `limit-rps`, `limit-rpm` (with `limit-burst-multiplier`): per client address, per
     /// replica, answered 503 as ingress-nginx does. The target is the caller's to set.
     pub rate_limit: Option<api::RateLimitPolicySpec>,
+    /// `backend-protocol: GRPC` or `H2C`: the backends are spoken to over HTTP/2 cleartext.
+    pub h2c: bool,
     /// `proxy-read-timeout`: the rule's `timeouts.backendRequest`.
     pub timeouts: Option<api::RouteTimeouts>,
     /// `ssl-redirect` (default on): plain HTTP for the `tls` hosts gets 308 to https.
@@ -174,6 +177,7 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     access(a, &mut t, f);
     rate_limits(a, &mut t, f);
     timeouts(a, &mut t, f);
+    backend_protocol(a, &mut t, f);
     if flag(&mut t, "enable-cors", f) == Some(true) {
         cors(a, &mut t);
     } else {
@@ -426,6 +430,52 @@ fn rate_limits(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findin
             ..api::RateLimitPolicySpec::default()
         });
     }
+}
+
+/// `backend-protocol`: HTTP (the default), GRPC and H2C (HTTP/2 cleartext); the ones over
+/// TLS are not supported yet, since Tidegate always verifies a backend's certificate.
+fn backend_protocol(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let Some((key, v)) = get(a, "backend-protocol") else {
+        return;
+    };
+    let outcome = match v.trim().to_ascii_uppercase().as_str() {
+        "HTTP" => Outcome::Carried,
+        "H2C" => {
+            t.h2c = true;
+            Outcome::Carried
+        }
+        "GRPC" => {
+            t.h2c = true;
+            Outcome::Approximated(
+                "HTTP/2 cleartext to the backend (a Backend with protocol H2C), as nginx's \
+                 grpc_pass grpc://; requests that are not gRPC are forwarded over it too"
+                    .to_owned(),
+            )
+        }
+        "HTTPS" | "GRPCS" => {
+            f.not_supported(
+                field(&key),
+                &format!(
+                    "backend-protocol {v}: ingress-nginx does not verify the backend's \
+                     certificate (proxy-ssl-verify off), and Tidegate always does; write a Route \
+                     to a Backend with tls (and protocol HTTP2 for gRPC) and caSecretRef"
+                ),
+            );
+            return;
+        }
+        "AUTO_HTTP" | "FCGI" => {
+            f.not_supported(field(&key), &format!("backend-protocol {v}"));
+            return;
+        }
+        _ => {
+            f.invalid(
+                field(&key),
+                format!("{v:?} must be HTTP, HTTPS, GRPC, GRPCS, H2C, AUTO_HTTP or FCGI"),
+            );
+            return;
+        }
+    };
+    t.outcomes.insert(key, outcome);
 }
 
 /// `proxy-read-timeout` (whole seconds, as ingress-nginx reads it).

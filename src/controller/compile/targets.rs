@@ -112,14 +112,28 @@ impl<'a> Targets<'a> {
 
     /// The backend for a Service port with default settings (made once, shared by referrers).
     pub fn service(&mut self, namespace: &str, name: &str, port: &ServicePortInfo) -> BackendIdx {
+        self.service_h2c(namespace, name, port, false)
+    }
+
+    /// [`Self::service`], spoken to over HTTP/2 cleartext when `h2c` (an Ingress's
+    /// `backend-protocol: GRPC` or `H2C`): a backend of its own, `name:port/h2c`.
+    pub fn service_h2c(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        port: &ServicePortInfo,
+        h2c: bool,
+    ) -> BackendIdx {
         // A Service's TCP and UDP ports may share a number (DNS): the UDP one is `name:53/udp`.
         let id = match port.protocol.as_str() {
             "UDP" => format!("{name}:{}/udp", port.port),
+            _ if h2c => format!("{name}:{}/h2c", port.port),
             _ => format!("{name}:{}", port.port),
         };
         let id = ObjectRef::new(Kind::Service, namespace, id);
         let protocol = match port.protocol.as_str() {
             "UDP" => UpstreamProtocol::Udp,
+            _ if h2c => UpstreamProtocol::H2c,
             _ => UpstreamProtocol::Http1,
         };
         if let Some(idx) = self.get(&id) {
@@ -215,7 +229,8 @@ impl<'a> Targets<'a> {
     ) -> BackendIdx {
         let p = &self.backends[primary];
         if p.id.kind == Kind::Service {
-            return self.service(ns, canary, port);
+            let h2c = p.protocol == UpstreamProtocol::H2c;
+            return self.service_h2c(ns, canary, port, h2c);
         }
         // `/` cannot appear in object names, so this identity never collides with a real one.
         let id = ObjectRef::new(p.id.kind, ns, format!("{}/canary/{canary}", p.id.name));
