@@ -1,9 +1,10 @@
 //! The ingress-nginx corpus against Debian's nginx, configured as ingress-nginx's template
 //! renders the same annotations (`location ~* "^PATH"` with `rewrite … break`, `return CODE
 //! URL`, `server_name` aliases, `proxy_set_header`, `limit_req`, `proxy_read_timeout`,
-//! `grpc_pass`): the answers the corpus says ingress-nginx gives are nginx's. Cases whose nginx
-//! configuration ingress-nginx builds from Lua or several blocks (CORS, auth, source ranges,
-//! HTTPS redirects, canaries: its balancer decides in Lua) are left to the corpus.
+//! `grpc_pass`, `proxy_next_upstream`): the answers the corpus says ingress-nginx gives are
+//! nginx's. Cases whose nginx configuration ingress-nginx builds from Lua or several blocks
+//! (CORS, auth, source ranges, HTTPS redirects, canaries: its balancer decides in Lua) are left
+//! to the corpus.
 
 mod common;
 
@@ -62,6 +63,12 @@ const SERVERS: &[(&str, &str)] = &[
            location / { grpc_pass grpc://UP; }"#,
     ),
     (
+        "next-upstream",
+        r#"server_name retry.bar.com;
+           location / { proxy_next_upstream error timeout http_503;
+                        proxy_next_upstream_tries 2; proxy_pass http://flaky; }"#,
+    ),
+    (
         "rate-limit",
         r#"server_name ratelimit.bar.com;
            location / { limit_req zone=rate-limit burst=2 nodelay; limit_req_status 503;
@@ -91,6 +98,12 @@ impl Drop for Nginx {
 #[ignore = "needs nginx (scripts/test.sh installs it)"]
 async fn nginx_configured_as_ingress_nginx_answers_the_corpus_as_it_says() {
     let up = Upstream::start("web").await;
+    // The Service `flaky` of the corpus: two endpoints, one answering 503.
+    let (bad, good) = (
+        Upstream::start("flaky-bad").await,
+        Upstream::start("flaky-good").await,
+    );
+    bad.faults.set_status(503);
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
@@ -109,7 +122,9 @@ async fn nginx_configured_as_ingress_nginx_answers_the_corpus_as_it_says() {
          client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
          fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n\
          scgi_temp_path {d}/scgi;\n  port_in_redirect off;\n\
-         limit_req_zone $binary_remote_addr zone=rate-limit:1m rate=2r/m;\n{servers}}}\n"
+         limit_req_zone $binary_remote_addr zone=rate-limit:1m rate=2r/m;\n\
+         upstream flaky {{ server {}; server {}; }}\n{servers}}}\n",
+        bad.addr, good.addr
     );
     std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
     let child = Command::new("nginx")

@@ -29,6 +29,8 @@ pub struct Case {
     pub not_carried_by_migrate: Option<String>,
     /// A canary Ingress `NAME-canary` with the same rules, to the Service `canary`.
     pub canary: Option<CanaryIngress>,
+    /// The Service every path goes to (default `web`).
+    pub service: Option<String>,
 }
 
 /// The canary Ingress of a case: its annotations (`canary: "true"` among them).

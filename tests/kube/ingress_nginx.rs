@@ -20,7 +20,8 @@ async fn mismatches(gw: &Tidegate, cases: &[Case]) -> Vec<String> {
 /// The Ingresses of `case`, of ingress class `class`: its own, every path to Service `web`,
 /// and its canary's, if any, every path to Service `canary`.
 pub fn ingresses(case: &Case, class: &str) -> Vec<Value> {
-    let mut out = vec![ingress(case, class, &case.name, &case.annotations, "web")];
+    let service = case.service.as_deref().unwrap_or("web");
+    let mut out = vec![ingress(case, class, &case.name, &case.annotations, service)];
     if let Some(c) = &case.canary {
         let name = format!("{}-canary", case.name);
         out.push(ingress(case, class, &name, &c.annotations, "canary"));
@@ -190,15 +191,23 @@ async fn the_ingress_nginx_corpus_is_answered_as_ingress_nginx_answers_it() {
         .await;
 }
 
-/// The Services of the corpus in `ns`, `web` and `canary` (port `http`, 80), each with an
-/// upstream that names itself in `x-upstream`.
+/// The Services of the corpus in `ns` (port `http`, 80), each endpoint an upstream that names
+/// itself in `x-upstream`: `web` and `canary`, and `flaky`, whose endpoint `flaky-bad` answers
+/// every request 503 and `flaky-good` as the others.
 async fn upstreams(ns: &Ns) -> Vec<Upstream> {
     let mut out = Vec::new();
-    for name in ["web", "canary"] {
+    for (service, name) in [
+        ("web", "web"),
+        ("canary", "canary"),
+        ("flaky", "flaky-bad"),
+        ("flaky", "flaky-good"),
+    ] {
         let up = Upstream::start(name).await;
-        ns.service(name, json!({})).await;
-        ns.slice(&format!("{name}-1"), name, up.addr.port(), true)
-            .await;
+        if name == "flaky-bad" {
+            up.faults.set_status(503);
+        }
+        ns.service(service, json!({})).await;
+        ns.slice(name, service, up.addr.port(), true).await;
         out.push(up);
     }
     out

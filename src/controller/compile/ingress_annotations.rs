@@ -67,9 +67,7 @@ const NOT_YET: &[&str] = &[
     "proxy-cookie-path",
     "proxy-connect-timeout",
     "proxy-send-timeout",
-    "proxy-next-upstream",
     "proxy-next-upstream-timeout",
-    "proxy-next-upstream-tries",
     "proxy-request-buffering",
     "proxy-redirect-from",
     "proxy-redirect-to",
@@ -139,6 +137,11 @@ fn why_not_yet(name: &str) -> &'static str {
              Tidegate has no such limit (--body-read-timeout bounds the client's side)"
         }
         "proxy-body-size" => ": Tidegate has no request body size limit yet",
+        "proxy-next-upstream-timeout" => {
+            ": nginx stops starting new tries after this long without cutting the try under \
+             way, and a Route's timeouts.request would cut it (504); write a Route with retry \
+             and timeouts"
+        }
         _ => "",
     }
 }

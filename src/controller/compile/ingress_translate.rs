@@ -46,6 +46,8 @@ pub const MAPPED: &[&str] = &[
     "limit-rps",
     "permanent-redirect",
     "permanent-redirect-code",
+    "proxy-next-upstream",
+    "proxy-next-upstream-tries",
     "proxy-read-timeout",
     "rewrite-target",
     "server-alias",
@@ -104,6 +106,8 @@ pub struct Translation {
     pub rate_limit: Option<api::RateLimitPolicySpec>,
     /// `backend-protocol: GRPC` or `H2C`: the backends are spoken to over HTTP/2 cleartext.
     pub h2c: bool,
+    /// `proxy-next-upstream`, `proxy-next-upstream-tries`: the rule's `retry`.
+    pub retry: Option<api::RetryPolicy>,
     /// `proxy-read-timeout`: the rule's `timeouts.backendRequest`.
     pub timeouts: Option<api::RouteTimeouts>,
     /// `ssl-redirect` (default on): plain HTTP for the `tls` hosts gets 308 to https.
@@ -178,6 +182,7 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     rate_limits(a, &mut t, f);
     timeouts(a, &mut t, f);
     backend_protocol(a, &mut t, f);
+    retries(a, &mut t, f);
     if flag(&mut t, "enable-cors", f) == Some(true) {
         cors(a, &mut t);
     } else {
@@ -476,6 +481,108 @@ fn backend_protocol(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut F
         }
     };
     t.outcomes.insert(key, outcome);
+}
+
+/// ingress-nginx's `proxy-next-upstream` and `proxy-next-upstream-tries` defaults.
+const NEXT_UPSTREAM: &str = "error timeout";
+const NEXT_UPSTREAM_TRIES: u32 = 3;
+
+/// `proxy-next-upstream` (when to try another endpoint) and `proxy-next-upstream-tries` (how
+/// many tries in all), with ingress-nginx's defaults for the one unset.
+fn retries(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let when = get(a, "proxy-next-upstream");
+    let tries = get(a, "proxy-next-upstream-tries");
+    if when.is_none() && tries.is_none() {
+        return;
+    }
+    let (max_tries, tries_outcome) = match &tries {
+        None => (NEXT_UPSTREAM_TRIES, None),
+        Some((key, v)) => match v.trim().parse::<u32>() {
+            Ok(0) => (
+                crate::api::limits::RETRY_ATTEMPTS.1,
+                Some(Outcome::Approximated(
+                    "0 (no limit in nginx) is 10 tries, the most a Route retries".to_owned(),
+                )),
+            ),
+            Ok(n) if n > crate::api::limits::RETRY_ATTEMPTS.1 => (
+                crate::api::limits::RETRY_ATTEMPTS.1,
+                Some(Outcome::Approximated(format!(
+                    "{n} is 10 tries, the most a Route retries"
+                ))),
+            ),
+            Ok(n) => (n, Some(Outcome::Carried)),
+            Err(_) => {
+                f.invalid(
+                    field(key),
+                    format!("{v:?} must be a whole number of tries (0: no limit)"),
+                );
+                return;
+            }
+        },
+    };
+    let (when_key, words) = match &when {
+        Some((key, v)) => (Some(key.clone()), *v),
+        None => (None, NEXT_UPSTREAM),
+    };
+    let mut on: Vec<String> = Vec::new();
+    let mut non_idempotent = false;
+    let mut off = false;
+    for word in words.split_whitespace() {
+        let conditions: &[&str] = match word {
+            "error" | "timeout" => &["connect-failure", "reset"],
+            "http_500" => &["500"],
+            "http_502" => &["502"],
+            "http_503" => &["503"],
+            "http_504" => &["504"],
+            "http_403" => &["403"],
+            "http_404" => &["404"],
+            "http_429" => &["429"],
+            "non_idempotent" => {
+                non_idempotent = true;
+                &[]
+            }
+            "off" => {
+                off = true;
+                &[]
+            }
+            other => {
+                let key = when_key.clone().unwrap_or_default();
+                f.not_supported(
+                    field(&key),
+                    &format!("proxy-next-upstream {other:?} (error, timeout, http_500, http_502, http_503, http_504, http_403, http_404, http_429, non_idempotent and off are)"),
+                );
+                return;
+            }
+        };
+        for c in conditions {
+            if !on.iter().any(|o| o == c) {
+                on.push((*c).to_owned());
+            }
+        }
+    }
+    if !off && max_tries > 1 && !on.is_empty() {
+        t.retry = Some(api::RetryPolicy {
+            attempts: Some(max_tries),
+            on,
+            non_idempotent: non_idempotent.then_some(true),
+            ..api::RetryPolicy::default()
+        });
+    }
+    if let Some(key) = when_key {
+        t.outcomes.insert(
+            key,
+            Outcome::Approximated(
+                "the rule's retry: error and timeout are connect-failure and reset (a backend \
+                 that times out after the request was sent is not tried again), http_NNN the \
+                 status; each try picks an endpoint again (usually another, maybe the same), \
+                 within the retry budget (20% of requests + 10)"
+                    .to_owned(),
+            ),
+        );
+    }
+    if let (Some((key, _)), Some(outcome)) = (tries, tries_outcome) {
+        t.outcomes.insert(key, outcome);
+    }
 }
 
 /// `proxy-read-timeout` (whole seconds, as ingress-nginx reads it).
@@ -886,6 +993,7 @@ impl Translation {
                 ..api::Authentication::default()
             }),
             timeouts: self.timeouts.clone(),
+            retry: self.retry.clone(),
             ..RouteRule::default()
         }
     }
@@ -959,6 +1067,24 @@ mod tests {
             d[0].field,
             format!("metadata.annotations[{N}rewrite-target]")
         );
+    }
+
+    #[test]
+    fn next_upstream_becomes_a_retry_with_ingress_nginx_defaults_for_the_unset_one() {
+        let (t, d) = run(&[(&format!("{N}proxy-next-upstream-tries"), "4")]);
+        assert!(d.is_empty(), "{d:?}");
+        let r = t.retry.unwrap();
+        assert_eq!(r.attempts, Some(4));
+        assert_eq!(r.on, ["connect-failure", "reset"]);
+        let (t, _) = run(&[(&format!("{N}proxy-next-upstream"), "timeout http_504 error")]);
+        assert_eq!(t.retry.unwrap().on, ["connect-failure", "reset", "504"]);
+        for (name, v) in [
+            ("proxy-next-upstream", "off"),
+            ("proxy-next-upstream-tries", "1"),
+        ] {
+            let (t, d) = run(&[(&format!("{N}{name}"), v)]);
+            assert!(t.retry.is_none() && d.is_empty(), "{d:?}");
+        }
     }
 
     #[test]
