@@ -69,6 +69,11 @@ const SERVERS: &[(&str, &str)] = &[
                         proxy_next_upstream_tries 2; proxy_pass http://flaky; }"#,
     ),
     (
+        "hash-by-header",
+        r#"server_name hash.bar.com;
+           location / { proxy_pass http://pair; }"#,
+    ),
+    (
         "rate-limit",
         r#"server_name ratelimit.bar.com;
            location / { limit_req zone=rate-limit burst=2 nodelay; limit_req_status 503;
@@ -104,6 +109,12 @@ async fn nginx_configured_as_ingress_nginx_answers_the_corpus_as_it_says() {
         Upstream::start("flaky-good").await,
     );
     bad.faults.set_status(503);
+    // `pair`: two endpoints, hashed on x-user (ingress-nginx's chash is Lua; nginx's `hash …
+    // consistent` is the same idea).
+    let pair = (
+        Upstream::start("pair-a").await,
+        Upstream::start("pair-b").await,
+    );
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
@@ -123,8 +134,9 @@ async fn nginx_configured_as_ingress_nginx_answers_the_corpus_as_it_says() {
          fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n\
          scgi_temp_path {d}/scgi;\n  port_in_redirect off;\n\
          limit_req_zone $binary_remote_addr zone=rate-limit:1m rate=2r/m;\n\
-         upstream flaky {{ server {}; server {}; }}\n{servers}}}\n",
-        bad.addr, good.addr
+         upstream flaky {{ server {}; server {}; }}\n\
+         upstream pair {{ hash $http_x_user consistent; server {}; server {}; }}\n{servers}}}\n",
+        bad.addr, good.addr, pair.0.addr, pair.1.addr
     );
     std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
     let child = Command::new("nginx")

@@ -68,6 +68,9 @@ pub struct Req {
     pub sent: BTreeMap<String, String>,
     /// The HTTP version the backend got (`HTTP/2.0`).
     pub version: Option<String>,
+    /// The same endpoint (answer header `x-upstream`) answered as for request N of the case.
+    #[serde(rename = "sameAs")]
+    pub same_as: Option<usize>,
     /// Headers of the answer.
     #[serde(default)]
     pub got: BTreeMap<String, String>,
@@ -82,6 +85,7 @@ pub async fn mismatches(addr: SocketAddr, corpus: &[Case]) -> Vec<String> {
     let http = HttpClient::http1();
     let mut out = Vec::new();
     for case in corpus {
+        let mut answered_by: Vec<Option<String>> = Vec::new();
         for (i, r) in case.requests.iter().enumerate() {
             let host = r.host.as_deref().unwrap_or(&case.rules[0].host);
             let mut b = http::Request::builder()
@@ -96,6 +100,20 @@ pub async fn mismatches(addr: SocketAddr, corpus: &[Case]) -> Vec<String> {
                 .await
                 .expect("request completes");
             let at = format!("{}[{i}] {host}{}", case.name, r.path);
+            let by = reply
+                .headers
+                .get("x-upstream")
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned);
+            if let Some(n) = r.same_as
+                && answered_by.get(n) != Some(&by)
+            {
+                out.push(format!(
+                    "{at}: answered by {by:?}, request {n} by {:?}",
+                    answered_by.get(n).cloned().flatten()
+                ));
+            }
+            answered_by.push(by);
             if reply.status != r.status {
                 out.push(format!(
                     "{at}: status {} (want {}): {}",

@@ -192,8 +192,8 @@ async fn the_ingress_nginx_corpus_is_answered_as_ingress_nginx_answers_it() {
 }
 
 /// The Services of the corpus in `ns` (port `http`, 80), each endpoint an upstream that names
-/// itself in `x-upstream`: `web` and `canary`, and `flaky`, whose endpoint `flaky-bad` answers
-/// every request 503 and `flaky-good` as the others.
+/// itself in `x-upstream`: `web` and `canary`; `flaky`, whose endpoint `flaky-bad` answers
+/// every request 503 and `flaky-good` as the others; `pair`, with `pair-a` and `pair-b`.
 async fn upstreams(ns: &Ns) -> Vec<Upstream> {
     let mut out = Vec::new();
     for (service, name) in [
@@ -201,6 +201,8 @@ async fn upstreams(ns: &Ns) -> Vec<Upstream> {
         ("canary", "canary"),
         ("flaky", "flaky-bad"),
         ("flaky", "flaky-good"),
+        ("pair", "pair-a"),
+        ("pair", "pair-b"),
     ] {
         let up = Upstream::start(name).await;
         if name == "flaky-bad" {

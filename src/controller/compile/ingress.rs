@@ -71,13 +71,17 @@ pub fn compile_ingress(
         let planned = super::ingress_translate::plan(ing, &t, &Default::default(), &mut f);
         for p in planned {
             for b in &p.backends {
-                ingress_backend(id, b.backend, &p.backend_at(), false, env, &mut f);
+                let defaults = super::targets::ServiceSettings::default();
+                ingress_backend(id, b.backend, &p.backend_at(), &defaults, env, &mut f);
             }
         }
         return f.ok().then_some((Vec::new(), None));
     }
     let canaries = super::ingress_canary::index(&id.namespace, &snap.ingresses, is_ours);
-    let h2c = t.h2c;
+    let settings = super::targets::ServiceSettings {
+        h2c: t.h2c,
+        load_balancing: super::backend::load_balancing(t.load_balancer.as_ref(), &mut f),
+    };
     // The Route compiler's view of the Ingress: its identity, no Route-level settings.
     let shell = Obj {
         meta: obj.meta.clone(),
@@ -85,7 +89,7 @@ pub fn compile_ingress(
     };
     let mut rules: Vec<Rule> = Vec::new();
     for p in super::ingress_translate::plan(ing, &t, &canaries, &mut f) {
-        let Some(resolved) = resolve(id, &p, h2c, env, &mut f) else {
+        let Some(resolved) = resolve(id, &p, &settings, env, &mut f) else {
             continue;
         };
         let index = rules.len();
@@ -141,18 +145,18 @@ pub fn compile_ingress(
 fn resolve(
     id: &crate::model::ObjectRef,
     p: &super::ingress_translate::Planned<'_>,
-    h2c: bool,
+    settings: &super::targets::ServiceSettings,
     env: &Env<'_>,
     f: &mut Findings<'_>,
 ) -> Option<Vec<WeightedBackend>> {
     let mut out = Vec::new();
     for b in &p.backends {
         let resolved = match b.canary {
-            None => ingress_backend(id, b.backend, &p.backend_at(), h2c, env, f)?,
+            None => ingress_backend(id, b.backend, &p.backend_at(), settings, env, f)?,
             Some(canary) => {
                 let mut sink = Vec::new();
                 let mut quiet = Findings::new(canary, &mut sink);
-                match ingress_backend(canary, b.backend, "", h2c, env, &mut quiet) {
+                match ingress_backend(canary, b.backend, "", settings, env, &mut quiet) {
                     Some(wb) => wb,
                     None => continue,
                 }
@@ -166,12 +170,12 @@ fn resolve(
     (!out.is_empty() || p.backends.is_empty()).then_some(out)
 }
 
-/// The backend of Ingress backend `b` (over h2c when `h2c`: `backend-protocol`).
+/// The backend of Ingress backend `b`, with the `settings` of the Ingress's annotations.
 fn ingress_backend(
     id: &crate::model::ObjectRef,
     b: &IngressBackendInfo,
     at: &str,
-    h2c: bool,
+    settings: &super::targets::ServiceSettings,
     env: &Env<'_>,
     f: &mut Findings<'_>,
 ) -> Option<WeightedBackend> {
@@ -189,7 +193,7 @@ fn ingress_backend(
     match resolved {
         Ok(p) => {
             let mut targets = env.targets.borrow_mut();
-            let idx = targets.service_h2c(&id.namespace, name, &p, h2c);
+            let idx = targets.service_with(&id.namespace, name, &p, settings);
             Some(targets.weighted(idx, 1))
         }
         Err(u) => {

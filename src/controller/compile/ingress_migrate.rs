@@ -65,7 +65,7 @@ pub fn migrate(
         let backend_at = p.backend_at();
         let mut rule = p.rule;
         for b in &p.backends {
-            let mut r = backend_ref(b.backend, &backend_at, t.h2c, &mut m, &mut f)?;
+            let mut r = backend_ref(b.backend, &backend_at, &t, &mut m, &mut f)?;
             r.weight = b.weight;
             rule.backend_refs.push(r);
         }
@@ -108,13 +108,41 @@ pub fn migrate(
     Some(m)
 }
 
+/// The suffix of the Backend written for the settings of `t` (`backend-protocol`,
+/// `load-balance`, `upstream-hash-by`), none for the defaults.
+fn settings_suffix(t: &Translation) -> Option<String> {
+    let mut out = String::new();
+    if t.h2c {
+        out.push_str("-h2c");
+    }
+    if let Some(lb) = &t.load_balancer {
+        let what = match &lb.hash_on {
+            Some(h) => match (&h.header, &h.cookie, &h.query_param) {
+                (Some(v), _, _) => format!("hash-header-{v}"),
+                (_, Some(v), _) => format!("hash-cookie-{v}"),
+                (_, _, Some(v)) => format!("hash-query-{v}"),
+                _ => "hash-source-ip".to_owned(),
+            },
+            None => "least-request".to_owned(),
+        };
+        out.push('-');
+        // An object name: lower-case letters, digits and dashes.
+        out.extend(what.chars().map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '-') => c,
+            _ => '-',
+        }));
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// The backendRef of an Ingress backend: a Service port by number, or a Backend for a named
-/// port (a Route's Service reference names ports by number only) or for `h2c`
-/// (`backend-protocol: GRPC` or `H2C`: a Service reference has default settings).
+/// port (a Route's Service reference names ports by number only) or for settings other than
+/// the defaults (`backend-protocol`, `load-balance`, `upstream-hash-by`: a Service reference
+/// has default settings), named after them.
 fn backend_ref(
     b: &IngressBackendInfo,
     at: &str,
-    h2c: bool,
+    t: &Translation,
     m: &mut Migrated,
     f: &mut Findings<'_>,
 ) -> Option<api::BackendRef> {
@@ -124,7 +152,8 @@ fn backend_ref(
         f.not_supported(format!("{at}.resource"), "resource backends");
         return None;
     };
-    let (port, suffix) = match (port, h2c) {
+    let settings = settings_suffix(t);
+    let (port, suffix) = match (port, settings.is_some()) {
         (Some(PortRef::Number(n)), false) => {
             return Some(api::BackendRef {
                 name: name.clone(),
@@ -143,18 +172,14 @@ fn backend_ref(
         (None, true) => {
             f.invalid(
                 format!("{at}.service.port"),
-                "name or number the port: backend-protocol is written as a Backend of one port",
+                "name or number the port: the annotations are written as a Backend of one port",
             );
             return None;
         }
         (Some(PortRef::Number(n)), true) => (IntOrString::Int(i32::from(*n)), n.to_string()),
         (Some(PortRef::Name(p)), _) => (IntOrString::String(p.clone()), p.clone()),
     };
-    let backend = if h2c {
-        format!("{name}-{suffix}-h2c")
-    } else {
-        format!("{name}-{suffix}")
-    };
+    let backend = format!("{name}-{suffix}{}", settings.unwrap_or_default());
     if !m.backends.iter().any(|(n, _)| *n == backend) {
         m.backends.push((
             backend.clone(),
@@ -163,11 +188,12 @@ fn backend_ref(
                     name: name.clone(),
                     port,
                 }),
-                protocol: if h2c {
+                protocol: if t.h2c {
                     api::BackendProtocol::H2c
                 } else {
                     api::BackendProtocol::default()
                 },
+                load_balancer: t.load_balancer.clone(),
                 ..api::BackendSpec::default()
             },
         ));
@@ -303,6 +329,25 @@ mod tests {
             m.outcomes.get(&format!("{N}backend-protocol")),
             Some(Outcome::Approximated(_))
         ));
+    }
+
+    #[test]
+    fn hashing_is_written_as_a_backend_named_after_its_key() {
+        let obj = ingress(&[
+            (&format!("{N}upstream-hash-by"), "$cookie_Session_ID"),
+            (&format!("{N}backend-protocol"), "H2C"),
+        ]);
+        let mut d = Vec::new();
+        let m = migrate(&obj, &BTreeMap::new(), &mut d).unwrap();
+        assert!(d.is_empty(), "{d:?}");
+        let (name, spec) = &m.backends[1];
+        assert_eq!(name, "web-80-h2c-hash-cookie-session-id");
+        let lb = spec.load_balancer.as_ref().unwrap();
+        assert_eq!(lb.algorithm, api::LbAlgorithm::ConsistentHash);
+        assert_eq!(
+            lb.hash_on.as_ref().unwrap().cookie.as_deref(),
+            Some("Session_ID")
+        );
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub const MAPPED: &[&str] = &[
     "enable-cors",
     "force-ssl-redirect",
     "limit-burst-multiplier",
+    "load-balance",
     "limit-rpm",
     "limit-rps",
     "permanent-redirect",
@@ -54,6 +55,7 @@ pub const MAPPED: &[&str] = &[
     "ssl-redirect",
     "temporal-redirect",
     "temporal-redirect-code",
+    "upstream-hash-by",
     "upstream-vhost",
     "use-regex",
     "whitelist-source-range",
@@ -106,6 +108,8 @@ pub struct Translation {
     pub rate_limit: Option<api::RateLimitPolicySpec>,
     /// `backend-protocol: GRPC` or `H2C`: the backends are spoken to over HTTP/2 cleartext.
     pub h2c: bool,
+    /// `load-balance`, `upstream-hash-by`: how the Services' endpoints are picked.
+    pub load_balancer: Option<api::LoadBalancer>,
     /// `proxy-next-upstream`, `proxy-next-upstream-tries`: the rule's `retry`.
     pub retry: Option<api::RetryPolicy>,
     /// `proxy-read-timeout`: the rule's `timeouts.backendRequest`.
@@ -183,6 +187,7 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     timeouts(a, &mut t, f);
     backend_protocol(a, &mut t, f);
     retries(a, &mut t, f);
+    balancing(a, &mut t, f);
     if flag(&mut t, "enable-cors", f) == Some(true) {
         cors(a, &mut t);
     } else {
@@ -481,6 +486,88 @@ fn backend_protocol(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut F
         }
     };
     t.outcomes.insert(key, outcome);
+}
+
+/// `upstream-hash-by` (one nginx variable: the client address, a header, a cookie or a query
+/// parameter) and `load-balance` (`round_robin`, `ewma`), as a Backend's `loadBalancer`.
+fn balancing(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let hash = get(a, "upstream-hash-by");
+    if let Some((key, v)) = &hash {
+        let v = v.trim();
+        let mut on = api::HashOn::default();
+        if v == "$remote_addr" || v == "$binary_remote_addr" {
+            on.source_ip = Some(api::Empty {});
+        } else if let Some(h) = v.strip_prefix("$http_") {
+            match fields::header_name(&h.replace('_', "-")) {
+                Ok(h) => on.header = Some(h.as_str().to_owned()),
+                Err(e) => {
+                    f.invalid(field(key), e);
+                    return;
+                }
+            }
+        } else if let Some(c) = v.strip_prefix("$cookie_").filter(|c| !c.is_empty()) {
+            on.cookie = Some(c.to_owned());
+        } else if let Some(q) = v.strip_prefix("$arg_").filter(|q| !q.is_empty()) {
+            on.query_param = Some(q.to_owned());
+        } else {
+            f.not_supported(
+                field(key),
+                &format!(
+                    "upstream-hash-by {v:?}: one of $remote_addr, $http_NAME, $cookie_NAME or \
+                     $arg_NAME is carried (a Backend's loadBalancer.hashOn); for others write a \
+                     Route to a Backend"
+                ),
+            );
+            return;
+        }
+        t.load_balancer = Some(api::LoadBalancer {
+            algorithm: api::LbAlgorithm::ConsistentHash,
+            hash_on: Some(on),
+        });
+        t.outcomes.insert(
+            key.clone(),
+            Outcome::Approximated(
+                "Maglev consistent hashing of the value (a missing one: the client address); \
+                 requests with one value stay on one endpoint as with ingress-nginx's chash, \
+                 though not on the same endpoint it would pick"
+                    .to_owned(),
+            ),
+        );
+    }
+    let Some((key, v)) = get(a, "load-balance") else {
+        return;
+    };
+    if hash.is_some() {
+        warn(
+            f,
+            &key,
+            "it has no effect beside upstream-hash-by (as in ingress-nginx)",
+        );
+        return;
+    }
+    match v.trim() {
+        "round_robin" => {
+            t.outcomes.insert(key, Outcome::Carried);
+        }
+        "ewma" => {
+            t.load_balancer = Some(api::LoadBalancer {
+                algorithm: api::LbAlgorithm::LeastRequest,
+                hash_on: None,
+            });
+            t.outcomes.insert(
+                key,
+                Outcome::Approximated(
+                    "LeastRequest: the less loaded of two endpoints by requests in flight, where \
+                     ewma weighs them by their recent latency"
+                        .to_owned(),
+                ),
+            );
+        }
+        other => f.invalid(
+            field(&key),
+            format!("{other:?} must be round_robin or ewma"),
+        ),
+    }
 }
 
 /// ingress-nginx's `proxy-next-upstream` and `proxy-next-upstream-tries` defaults.
