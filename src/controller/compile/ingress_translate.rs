@@ -201,12 +201,14 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
         // As in ingress-nginx, a canary takes the main Ingress's settings.
         for name in MAPPED.iter().filter(|n| !n.starts_with("canary")) {
             if let Some((key, _)) = get(a, name) {
-                warn(
-                    f,
-                    &key,
+                let why = if matches!(*name, "load-balance" | "upstream-hash-by") {
+                    "it has no effect on a canary Ingress: the canary's endpoints are picked as \
+                     the main Ingress says (ingress-nginx would apply it to them)"
+                } else {
                     "it has no effect on a canary Ingress: the main Ingress's annotations apply \
-                     (as in ingress-nginx)",
-                );
+                     (as in ingress-nginx)"
+                };
+                warn(f, &key, why);
                 t.outcomes.remove(&key);
             }
         }
