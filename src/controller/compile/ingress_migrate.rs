@@ -74,6 +74,19 @@ pub fn migrate(
             None => groups.push((p.hostnames, vec![rule])),
         }
     }
+    for (hostnames, rules) in &groups {
+        if rules.len() > crate::api::limits::MAX_RULES {
+            f.invalid(
+                "spec.rules",
+                format!(
+                    "hosts {hostnames:?} make {} Route rules, more than a Route holds ({}); \
+                     canary header and cookie overrides are rules too: split the Ingress",
+                    rules.len(),
+                    crate::api::limits::MAX_RULES
+                ),
+            );
+        }
+    }
     if !f.ok() {
         return None;
     }
@@ -348,6 +361,28 @@ mod tests {
             lb.hash_on.as_ref().unwrap().cookie.as_deref(),
             Some("Session_ID")
         );
+    }
+
+    #[test]
+    fn a_host_with_more_rules_than_a_route_holds_is_not_migrated() {
+        use crate::controller::objects::{IngressPathInfo, IngressRuleInfo};
+        let mut obj = ingress(&[]);
+        obj.spec.rules = vec![IngressRuleInfo {
+            host: Some("a.example.com".to_owned()),
+            paths: (0..17)
+                .map(|i| IngressPathInfo {
+                    path: Some(format!("/p{i}")),
+                    path_type: "Prefix".to_owned(),
+                    backend: IngressBackendInfo::Service {
+                        name: "web".to_owned(),
+                        port: None,
+                    },
+                })
+                .collect(),
+        }];
+        let mut d = Vec::new();
+        assert!(migrate(&obj, &BTreeMap::new(), &mut d).is_none());
+        assert!(d[0].message.contains("17 Route rules"), "{d:?}");
     }
 
     #[test]
