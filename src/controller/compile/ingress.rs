@@ -68,11 +68,11 @@ pub fn compile_ingress(
     if t.canary.is_some() {
         // A canary serves through its main Ingress's rules: checked here, compiled there.
         super::ingress_canary::check_joins(obj, &snap.ingresses, is_ours, &mut f);
+        // Its backends are checked; the main Ingress makes them, with its settings.
         let planned = super::ingress_translate::plan(ing, &t, &Default::default(), &mut f);
         for p in planned {
             for b in &p.backends {
-                let defaults = super::targets::ServiceSettings::default();
-                ingress_backend(id, b.backend, &p.backend_at(), &defaults, env, &mut f);
+                service_port(id, b.backend, &p.backend_at(), env, &mut f);
             }
         }
         return f.ok().then_some((Vec::new(), None));
@@ -179,6 +179,20 @@ fn ingress_backend(
     env: &Env<'_>,
     f: &mut Findings<'_>,
 ) -> Option<WeightedBackend> {
+    let (name, port) = service_port(id, b, at, env, f)?;
+    let mut targets = env.targets.borrow_mut();
+    let idx = targets.service_with(&id.namespace, name, &port, settings);
+    Some(targets.weighted(idx, 1))
+}
+
+/// The Service and port of Ingress backend `b`, or `None` (a finding says why).
+fn service_port<'b>(
+    id: &crate::model::ObjectRef,
+    b: &'b IngressBackendInfo,
+    at: &str,
+    env: &Env<'_>,
+    f: &mut Findings<'_>,
+) -> Option<(&'b str, crate::controller::objects::ServicePortInfo)> {
     let (name, port) = match b {
         IngressBackendInfo::Resource => {
             f.not_supported(format!("{at}.resource"), "resource backends");
@@ -191,11 +205,7 @@ fn ingress_backend(
         .borrow()
         .resolve_port(&id.namespace, name, port.as_ref(), "TCP");
     match resolved {
-        Ok(p) => {
-            let mut targets = env.targets.borrow_mut();
-            let idx = targets.service_with(&id.namespace, name, &p, settings);
-            Some(targets.weighted(idx, 1))
-        }
+        Ok(p) => Some((name, p)),
         Err(u) => {
             let field = if u.reason == Reason::PortNotFound {
                 format!("{at}.service.port")
