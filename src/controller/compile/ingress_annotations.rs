@@ -135,6 +135,28 @@ fn why_not_yet(name: &str) -> &'static str {
              Tidegate has no such limit (--body-read-timeout bounds the client's side)"
         }
         "proxy-body-size" => ": Tidegate has no request body size limit yet",
+        "limit-whitelist" => {
+            ": a RateLimitPolicy has no list of exempt client addresses yet; write the limits \
+             as a RateLimitPolicy on a Route"
+        }
+        "limit-connections" => ": Tidegate has no limit of connections per client address yet",
+        n if n.starts_with("affinity") || n.starts_with("session-cookie") => {
+            ": Tidegate does not issue session cookies; upstream-hash-by \"$cookie_NAME\" (a \
+             Backend's loadBalancer.hashOn.cookie) keeps a cookie the application sets on one \
+             endpoint"
+        }
+        "default-backend" | "custom-http-errors" => {
+            ": Tidegate does not send requests elsewhere when a Service has no endpoints or \
+             answers an error"
+        }
+        n if n.starts_with("proxy-ssl-") => {
+            ": an Ingress's Services are spoken to without TLS; write a Route to a Backend with \
+             tls (sni, caSecretRef, clientCertificateRef)"
+        }
+        "ssl-passthrough" => {
+            ": write a Route with protocol: TLS (passthrough by server name on the HTTPS \
+             listener) to a Backend with protocol: TCP"
+        }
         "proxy-next-upstream-timeout" => {
             ": nginx stops starting new tries after this long without cutting the try under \
              way, and a Route's timeouts.request would cut it (504); write a Route with retry \
