@@ -347,3 +347,87 @@ async fn watch_ingress_class_serves_another_controllers_ingresses_without_touchi
             .await;
     }
 }
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn a_canary_ingress_takes_its_weight_of_the_main_ingress_traffic_as_ingress_and_migrated() {
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "canary-weight").await;
+    let class = format!("tg-{}", ns.name);
+    ns.apply(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": class},
+        "spec": {"controller": "tidegate.dev/ingress-controller"},
+    }))
+    .await;
+    let _upstreams = upstreams(&ns).await;
+    // 30 of 200: 15% to the canary.
+    let case: Case = serde_yaml_ng::from_str(
+        r#"
+name: weighted
+annotations: {}
+canary:
+  annotations:
+    nginx.ingress.kubernetes.io/canary: "true"
+    nginx.ingress.kubernetes.io/canary-weight: "30"
+    nginx.ingress.kubernetes.io/canary-weight-total: "200"
+rules: [{ host: weighted.bar.com, paths: [{ path: /, pathType: Prefix }] }]
+requests: [{ path: /, status: 200 }]
+"#,
+    )
+    .unwrap();
+    for ing in ingresses(&case, &class) {
+        ns.apply(ing).await;
+    }
+    let gw = gateway(&kc, &ns.name, "weighted-0", &[]);
+    gw.wait_ready().await;
+    wait_served(&gw, std::slice::from_ref(&case)).await;
+    let share = |gw: &Tidegate| {
+        let http = HttpClient::http1();
+        let addr = gw.http;
+        async move {
+            let mut to_canary = 0;
+            for _ in 0..400 {
+                let r = http.get(addr, "weighted.bar.com", "/", &[]).await;
+                assert_eq!(r.status, 200, "{}", r.body);
+                to_canary += usize::from(r.echo().upstream == "canary");
+            }
+            to_canary
+        }
+    };
+    // A smooth weighted round robin: 30 of every 200 (ingress-nginx draws at random, ~15%).
+    let n = share(&gw).await;
+    assert!((55..=65).contains(&n), "{n} of 400 to the canary");
+
+    // The objects `tidegate migrate` writes split the same.
+    let migrated = Ns::create(&client, "canary-weight-migrated").await;
+    let _upstreams2 = upstreams(&migrated).await;
+    let input: String = ingresses(&case, "nginx")
+        .into_iter()
+        .map(|mut ing| {
+            ing["metadata"]["namespace"] = json!(migrated.name);
+            format!("---\n{}", serde_yaml_ng::to_string(&ing).unwrap())
+        })
+        .collect();
+    let (objects, report) = run_migrate(&input);
+    assert!(
+        report.contains("a canary: its backend is in the Routes written for Ingress weighted"),
+        "{report}"
+    );
+    for doc in serde_yaml_ng::Deserializer::from_str(&objects) {
+        let value = serde_yaml_ng::Value::deserialize(doc).unwrap();
+        migrated.apply(serde_json::to_value(&value).unwrap()).await;
+    }
+    let gw2 = gateway(&kc, &migrated.name, "weighted-1", &[]);
+    gw2.wait_ready().await;
+    wait_served(&gw2, std::slice::from_ref(&case)).await;
+    let n = share(&gw2).await;
+    assert!(
+        (55..=65).contains(&n),
+        "migrated: {n} of 400 to the canary\n{objects}"
+    );
+    ns.delete("networking.k8s.io/v1", "IngressClass", &class)
+        .await;
+}
