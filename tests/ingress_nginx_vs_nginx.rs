@@ -1,8 +1,10 @@
 //! The ingress-nginx corpus against Debian's nginx, configured as ingress-nginx's template
 //! renders the same annotations (`location ~* "^PATH"` with `rewrite … break`, `return CODE
-//! URL`, `server_name` aliases, `proxy_set_header`, `limit_req`): the answers the corpus says
-//! ingress-nginx gives are nginx's. Cases whose nginx configuration ingress-nginx builds from
-//! Lua or several blocks (CORS, auth, source ranges, HTTPS redirects) are left to the corpus.
+//! URL`, `server_name` aliases, `proxy_set_header`, `limit_req`, `proxy_read_timeout`,
+//! `grpc_pass`, `proxy_next_upstream`): the answers the corpus says ingress-nginx gives are
+//! nginx's. Cases whose nginx configuration ingress-nginx builds from Lua or several blocks
+//! (CORS, auth, source ranges, HTTPS redirects, canaries: its balancer decides in Lua) are left
+//! to the corpus.
 
 mod common;
 
@@ -51,6 +53,27 @@ const SERVERS: &[(&str, &str)] = &[
            location / { proxy_pass http://UP; }"#,
     ),
     (
+        "read-timeout",
+        r#"server_name timeout.bar.com;
+           location / { proxy_read_timeout 1s; proxy_pass http://UP; }"#,
+    ),
+    (
+        "grpc-backend",
+        r#"server_name grpc.bar.com;
+           location / { grpc_pass grpc://UP; }"#,
+    ),
+    (
+        "next-upstream",
+        r#"server_name retry.bar.com;
+           location / { proxy_next_upstream error timeout http_503;
+                        proxy_next_upstream_tries 2; proxy_pass http://flaky; }"#,
+    ),
+    (
+        "hash-by-header",
+        r#"server_name hash.bar.com;
+           location / { proxy_pass http://pair; }"#,
+    ),
+    (
         "rate-limit",
         r#"server_name ratelimit.bar.com;
            location / { limit_req zone=rate-limit burst=2 nodelay; limit_req_status 503;
@@ -80,6 +103,18 @@ impl Drop for Nginx {
 #[ignore = "needs nginx (scripts/test.sh installs it)"]
 async fn nginx_configured_as_ingress_nginx_answers_the_corpus_as_it_says() {
     let up = Upstream::start("web").await;
+    // The Service `flaky` of the corpus: two endpoints, one answering 503.
+    let (bad, good) = (
+        Upstream::start("flaky-bad").await,
+        Upstream::start("flaky-good").await,
+    );
+    bad.faults.set_status(503);
+    // `pair`: two endpoints, hashed on x-user (ingress-nginx's chash is Lua; nginx's `hash …
+    // consistent` is the same idea).
+    let pair = (
+        Upstream::start("pair-a").await,
+        Upstream::start("pair-b").await,
+    );
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
@@ -98,7 +133,10 @@ async fn nginx_configured_as_ingress_nginx_answers_the_corpus_as_it_says() {
          client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
          fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n\
          scgi_temp_path {d}/scgi;\n  port_in_redirect off;\n\
-         limit_req_zone $binary_remote_addr zone=rate-limit:1m rate=2r/m;\n{servers}}}\n"
+         limit_req_zone $binary_remote_addr zone=rate-limit:1m rate=2r/m;\n\
+         upstream flaky {{ server {}; server {}; }}\n\
+         upstream pair {{ hash $http_x_user consistent; server {}; server {}; }}\n{servers}}}\n",
+        bad.addr, good.addr, pair.0.addr, pair.1.addr
     );
     std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
     let child = Command::new("nginx")

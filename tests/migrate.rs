@@ -37,13 +37,29 @@ items:
 - apiVersion: networking.k8s.io/v1
   kind: Ingress
   metadata:
-    name: canary
+    name: guarded
     namespace: shop
     annotations:
-      nginx.ingress.kubernetes.io/canary: "true"
+      nginx.ingress.kubernetes.io/auth-url: "http://auth.shop.svc/verify"
       nginx.ingress.kubernetes.io/server-snippet: "return 200;"
   spec:
     defaultBackend: {service: {name: web, port: {number: 80}}}
+- apiVersion: networking.k8s.io/v1
+  kind: Ingress
+  metadata:
+    name: web-canary
+    namespace: shop
+    annotations:
+      nginx.ingress.kubernetes.io/canary: "true"
+      nginx.ingress.kubernetes.io/canary-weight: "10"
+      nginx.ingress.kubernetes.io/canary-by-header: x-canary
+  spec:
+    ingressClassName: nginx
+    rules:
+    - host: a.example.com
+      http:
+        paths:
+        - {path: /x, pathType: Prefix, backend: {service: {name: web-v2, port: {number: 80}}}}
 - apiVersion: v1
   kind: Service
   metadata: {name: web, namespace: shop}
@@ -81,13 +97,14 @@ fn migrate_writes_routes_and_backends_and_reports_every_annotation() {
     assert_eq!(code, Some(1), "{report}");
     let lines: Vec<&str> = report.lines().collect();
     for expected in [
-        "Ingress shop/canary: not migrated",
-        "  metadata.annotations[nginx.ingress.kubernetes.io/canary]: not supported yet: the ingress-nginx annotation canary (the Ingress would be served without it): canaries by Ingress are not joined to their main Ingress yet; annotate the Service instead (see Service annotations: canaries)",
+        "Ingress shop/guarded: not migrated",
+        "Ingress shop/web-canary: a canary: its backend is in the Routes written for Ingress web",
+        "  nginx.ingress.kubernetes.io/canary-weight: carried",
         "Ingress shop/web: migrated to Route web-0, Route web-1, Backend web-http",
         "  nginx.ingress.kubernetes.io/enable-cors: approximated: Access-Control-Max-Age 1728000 is sent as 86400 (our longest)",
         "  nginx.ingress.kubernetes.io/rewrite-target: carried",
         "  nginx.ingress.kubernetes.io/ssl-redirect: carried",
-        "<stdin>: documents[0].items[2]: \"Service\" left out (only Ingresses are migrated)",
+        "<stdin>: documents[0].items[3]: \"Service\" left out (only Ingresses are migrated)",
     ] {
         assert!(
             lines.contains(&expected),
@@ -112,6 +129,30 @@ fn migrate_writes_routes_and_backends_and_reports_every_annotation() {
         a["rules"][0]["matches"][0]["path"]["value"].as_str(),
         Some("(?i)(?:/x).*")
     );
+    // The canary of a.example.com /x: its header first (always, never), then the split.
+    let rules = a["rules"].as_sequence().unwrap();
+    assert_eq!(rules.len(), 3, "{yaml}");
+    let to = |r: &serde_yaml_ng::Value| {
+        r["backendRefs"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|b| (b["name"].as_str().unwrap().to_owned(), b["weight"].as_u64()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        rules[0]["matches"][0]["headers"][0]["value"].as_str(),
+        Some("always")
+    );
+    assert_eq!(to(&rules[0]), [("web-v2".to_owned(), None)]);
+    assert_eq!(to(&rules[1]), [("web-http".to_owned(), None)]);
+    assert_eq!(
+        to(&rules[2]),
+        [
+            ("web-http".to_owned(), Some(90)),
+            ("web-v2".to_owned(), Some(10))
+        ]
+    );
     assert_eq!(
         docs[2]["spec"]["rules"][0]["backendRefs"][0]["kind"].as_str(),
         Some("Service")
@@ -125,7 +166,7 @@ fn migrate_writes_routes_and_backends_and_reports_every_annotation() {
     cfg.write(
         "cluster.yaml",
         &format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: a-cert, namespace: shop}}\ntype: kubernetes.io/tls\ndata: {{tls.crt: {}, tls.key: {}}}\n",
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web-v2, namespace: shop}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: a-cert, namespace: shop}}\ntype: kubernetes.io/tls\ndata: {{tls.crt: {}, tls.key: {}}}\n",
             b64(&leaf.cert),
             b64(&leaf.key)
         ),

@@ -69,10 +69,11 @@ pub fn migrate(inputs: &[(String, String)]) -> Migration {
     }
     // Backends already written, by namespace and name (Ingresses share Service ports).
     let mut written = BTreeSet::new();
-    for obj in index.snapshot(Accepted::default()).ingresses.values() {
+    let all = index.snapshot(Accepted::default()).ingresses;
+    for obj in all.values() {
         let id = &obj.meta.id;
         let mut diags = Vec::new();
-        match ingress_migrate::migrate(obj, &mut diags) {
+        match ingress_migrate::migrate(obj, &all, &mut diags) {
             Some(mut m) => {
                 m.backends
                     .retain(|(name, _)| written.insert((id.namespace.clone(), name.clone())));
@@ -157,7 +158,24 @@ fn report(out: &mut String, id: &str, m: &Migrated, diags: &[Diagnostic]) {
                 .map(|(n, _)| format!("RateLimitPolicy {n}")),
         )
         .collect();
-    let _ = writeln!(out, "{id}: migrated to {}", names.join(", "));
+    match &m.canary_of {
+        Some(mains) if mains.is_empty() => {
+            let _ = writeln!(
+                out,
+                "{id}: a canary of no Ingress given: nothing written (it serves nothing)"
+            );
+        }
+        Some(mains) => {
+            let _ = writeln!(
+                out,
+                "{id}: a canary: its backend is in the Routes written for Ingress {}",
+                mains.join(", ")
+            );
+        }
+        None => {
+            let _ = writeln!(out, "{id}: migrated to {}", names.join(", "));
+        }
+    }
     for (key, outcome) in &m.outcomes {
         let _ = match outcome {
             Outcome::Carried => writeln!(out, "  {key}: carried"),

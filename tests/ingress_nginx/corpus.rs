@@ -27,6 +27,16 @@ pub struct Case {
     /// the migrated objects).
     #[serde(rename = "notCarriedByMigrate")]
     pub not_carried_by_migrate: Option<String>,
+    /// A canary Ingress `NAME-canary` with the same rules, to the Service `canary`.
+    pub canary: Option<CanaryIngress>,
+    /// The Service every path goes to (default `web`).
+    pub service: Option<String>,
+}
+
+/// The canary Ingress of a case: its annotations (`canary: "true"` among them).
+#[derive(Deserialize)]
+pub struct CanaryIngress {
+    pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -56,6 +66,11 @@ pub struct Req {
     /// Headers the backend got.
     #[serde(default)]
     pub sent: BTreeMap<String, String>,
+    /// The HTTP version the backend got (`HTTP/2.0`).
+    pub version: Option<String>,
+    /// The same endpoint (answer header `x-upstream`) answered as for request N of the case.
+    #[serde(rename = "sameAs")]
+    pub same_as: Option<usize>,
     /// Headers of the answer.
     #[serde(default)]
     pub got: BTreeMap<String, String>,
@@ -70,6 +85,7 @@ pub async fn mismatches(addr: SocketAddr, corpus: &[Case]) -> Vec<String> {
     let http = HttpClient::http1();
     let mut out = Vec::new();
     for case in corpus {
+        let mut answered_by: Vec<Option<String>> = Vec::new();
         for (i, r) in case.requests.iter().enumerate() {
             let host = r.host.as_deref().unwrap_or(&case.rules[0].host);
             let mut b = http::Request::builder()
@@ -84,6 +100,20 @@ pub async fn mismatches(addr: SocketAddr, corpus: &[Case]) -> Vec<String> {
                 .await
                 .expect("request completes");
             let at = format!("{}[{i}] {host}{}", case.name, r.path);
+            let by = reply
+                .headers
+                .get("x-upstream")
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned);
+            if let Some(n) = r.same_as
+                && answered_by.get(n) != Some(&by)
+            {
+                out.push(format!(
+                    "{at}: answered by {by:?}, request {n} by {:?}",
+                    answered_by.get(n).cloned().flatten()
+                ));
+            }
+            answered_by.push(by);
             if reply.status != r.status {
                 out.push(format!(
                     "{at}: status {} (want {}): {}",
@@ -97,10 +127,15 @@ pub async fn mismatches(addr: SocketAddr, corpus: &[Case]) -> Vec<String> {
                     out.push(format!("{at}: answer header {k} {have:?} (want {v:?})"));
                 }
             }
-            if r.uri.is_none() && r.sent.is_empty() {
+            if r.uri.is_none() && r.sent.is_empty() && r.version.is_none() {
                 continue;
             }
             let echo = reply.echo();
+            if let Some(v) = &r.version
+                && &echo.version != v
+            {
+                out.push(format!("{at}: backend got {} (want {v})", echo.version));
+            }
             if let Some(uri) = &r.uri
                 && &echo.uri != uri
             {

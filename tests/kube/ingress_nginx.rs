@@ -17,8 +17,26 @@ async fn mismatches(gw: &Tidegate, cases: &[Case]) -> Vec<String> {
     corpus::mismatches(gw.http, cases).await
 }
 
-/// The Ingress of `case`, of ingress class `class`, every path to Service `web`.
-pub fn ingress(case: &Case, class: &str) -> Value {
+/// The Ingresses of `case`, of ingress class `class`: its own, every path to Service `web`,
+/// and its canary's, if any, every path to Service `canary`.
+pub fn ingresses(case: &Case, class: &str) -> Vec<Value> {
+    let service = case.service.as_deref().unwrap_or("web");
+    let mut out = vec![ingress(case, class, &case.name, &case.annotations, service)];
+    if let Some(c) = &case.canary {
+        let name = format!("{}-canary", case.name);
+        out.push(ingress(case, class, &name, &c.annotations, "canary"));
+    }
+    out
+}
+
+/// An Ingress named `name` with the rules of `case` and `annotations`, every path to `service`.
+fn ingress(
+    case: &Case,
+    class: &str,
+    name: &str,
+    annotations: &std::collections::BTreeMap<String, String>,
+    service: &str,
+) -> Value {
     let rules: Vec<Value> = case
         .rules
         .iter()
@@ -28,7 +46,7 @@ pub fn ingress(case: &Case, class: &str) -> Value {
                 .iter()
                 .map(|p| {
                     json!({"path": p.path, "pathType": p.path_type,
-                           "backend": {"service": {"name": "web", "port": {"name": "http"}}}})
+                           "backend": {"service": {"name": service, "port": {"name": "http"}}}})
                 })
                 .collect();
             json!({"host": r.host, "http": {"paths": paths}})
@@ -36,7 +54,7 @@ pub fn ingress(case: &Case, class: &str) -> Value {
         .collect();
     json!({
         "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-        "metadata": {"name": case.name, "annotations": case.annotations},
+        "metadata": {"name": name, "annotations": annotations},
         "spec": {"ingressClassName": class, "rules": rules},
     })
 }
@@ -102,16 +120,13 @@ async fn the_ingress_nginx_corpus_is_answered_as_ingress_nginx_answers_it() {
         "spec": {"controller": "tidegate.dev/ingress-controller"},
     }))
     .await;
-    let _web = {
-        let web = Upstream::start("web").await;
-        ns.service("web", json!({})).await;
-        ns.slice("web-1", "web", web.addr.port(), true).await;
-        web
-    };
+    let _upstreams = upstreams(&ns).await;
     ns.apply(basic_auth_secret()).await;
     let corpus = corpus();
     for case in &corpus {
-        ns.apply(ingress(case, &class)).await;
+        for ing in ingresses(case, &class) {
+            ns.apply(ing).await;
+        }
     }
     let gw = gateway(&kc, &ns.name, "corpus-0", &[]);
     gw.wait_ready().await;
@@ -119,6 +134,11 @@ async fn the_ingress_nginx_corpus_is_answered_as_ingress_nginx_answers_it() {
     for case in &corpus {
         let w = ns.warnings("Ingress", &case.name).await;
         assert!(w.is_empty(), "{}: {w:?}", case.name);
+        if case.canary.is_some() {
+            let name = format!("{}-canary", case.name);
+            let w = ns.warnings("Ingress", &name).await;
+            assert!(w.is_empty(), "{name}: {w:?}");
+        }
     }
     let wrong = mismatches(&gw, &corpus).await;
     assert!(wrong.is_empty(), "{wrong:#?}");
@@ -126,17 +146,12 @@ async fn the_ingress_nginx_corpus_is_answered_as_ingress_nginx_answers_it() {
     // The round trip: `tidegate migrate` of the same Ingresses, applied in a namespace of their
     // own (a gateway of its own watching it), answers the corpus the same.
     let migrated = Ns::create(&client, "nginx-migrated").await;
-    let _web2 = {
-        let web = Upstream::start("web").await;
-        migrated.service("web", json!({})).await;
-        migrated.slice("web-1", "web", web.addr.port(), true).await;
-        web
-    };
+    let _upstreams2 = upstreams(&migrated).await;
     migrated.apply(basic_auth_secret()).await;
     let input: String = corpus
         .iter()
-        .map(|c| {
-            let mut ing = ingress(c, "nginx");
+        .flat_map(|c| ingresses(c, "nginx"))
+        .map(|mut ing| {
             ing["metadata"]["namespace"] = json!(migrated.name);
             format!("---\n{}", serde_yaml_ng::to_string(&ing).unwrap())
         })
@@ -174,6 +189,30 @@ async fn the_ingress_nginx_corpus_is_answered_as_ingress_nginx_answers_it() {
     assert!(wrong.is_empty(), "migrated objects: {wrong:#?}\n{objects}");
     ns.delete("networking.k8s.io/v1", "IngressClass", &class)
         .await;
+}
+
+/// The Services of the corpus in `ns` (port `http`, 80), each endpoint an upstream that names
+/// itself in `x-upstream`: `web` and `canary`; `flaky`, whose endpoint `flaky-bad` answers
+/// every request 503 and `flaky-good` as the others; `pair`, with `pair-a` and `pair-b`.
+async fn upstreams(ns: &Ns) -> Vec<Upstream> {
+    let mut out = Vec::new();
+    for (service, name) in [
+        ("web", "web"),
+        ("canary", "canary"),
+        ("flaky", "flaky-bad"),
+        ("flaky", "flaky-good"),
+        ("pair", "pair-a"),
+        ("pair", "pair-b"),
+    ] {
+        let up = Upstream::start(name).await;
+        if name == "flaky-bad" {
+            up.faults.set_status(503);
+        }
+        ns.service(service, json!({})).await;
+        ns.slice(name, service, up.addr.port(), true).await;
+        out.push(up);
+    }
+    out
 }
 
 /// `tidegate migrate` with `input` on stdin: (stdout, stderr); it must succeed.
@@ -307,4 +346,88 @@ async fn watch_ingress_class_serves_another_controllers_ingresses_without_touchi
         ns.delete("networking.k8s.io/v1", "IngressClass", class)
             .await;
     }
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn a_canary_ingress_takes_its_weight_of_the_main_ingress_traffic_as_ingress_and_migrated() {
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "canary-weight").await;
+    let class = format!("tg-{}", ns.name);
+    ns.apply(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": class},
+        "spec": {"controller": "tidegate.dev/ingress-controller"},
+    }))
+    .await;
+    let _upstreams = upstreams(&ns).await;
+    // 30 of 200: 15% to the canary.
+    let case: Case = serde_yaml_ng::from_str(
+        r#"
+name: weighted
+annotations: {}
+canary:
+  annotations:
+    nginx.ingress.kubernetes.io/canary: "true"
+    nginx.ingress.kubernetes.io/canary-weight: "30"
+    nginx.ingress.kubernetes.io/canary-weight-total: "200"
+rules: [{ host: weighted.bar.com, paths: [{ path: /, pathType: Prefix }] }]
+requests: [{ path: /, status: 200 }]
+"#,
+    )
+    .unwrap();
+    for ing in ingresses(&case, &class) {
+        ns.apply(ing).await;
+    }
+    let gw = gateway(&kc, &ns.name, "weighted-0", &[]);
+    gw.wait_ready().await;
+    wait_served(&gw, std::slice::from_ref(&case)).await;
+    let share = |gw: &Tidegate| {
+        let http = HttpClient::http1();
+        let addr = gw.http;
+        async move {
+            let mut to_canary = 0;
+            for _ in 0..400 {
+                let r = http.get(addr, "weighted.bar.com", "/", &[]).await;
+                assert_eq!(r.status, 200, "{}", r.body);
+                to_canary += usize::from(r.echo().upstream == "canary");
+            }
+            to_canary
+        }
+    };
+    // A smooth weighted round robin: 30 of every 200 (ingress-nginx draws at random, ~15%).
+    let n = share(&gw).await;
+    assert!((55..=65).contains(&n), "{n} of 400 to the canary");
+
+    // The objects `tidegate migrate` writes split the same.
+    let migrated = Ns::create(&client, "canary-weight-migrated").await;
+    let _upstreams2 = upstreams(&migrated).await;
+    let input: String = ingresses(&case, "nginx")
+        .into_iter()
+        .map(|mut ing| {
+            ing["metadata"]["namespace"] = json!(migrated.name);
+            format!("---\n{}", serde_yaml_ng::to_string(&ing).unwrap())
+        })
+        .collect();
+    let (objects, report) = run_migrate(&input);
+    assert!(
+        report.contains("a canary: its backend is in the Routes written for Ingress weighted"),
+        "{report}"
+    );
+    for doc in serde_yaml_ng::Deserializer::from_str(&objects) {
+        let value = serde_yaml_ng::Value::deserialize(doc).unwrap();
+        migrated.apply(serde_json::to_value(&value).unwrap()).await;
+    }
+    let gw2 = gateway(&kc, &migrated.name, "weighted-1", &[]);
+    gw2.wait_ready().await;
+    wait_served(&gw2, std::slice::from_ref(&case)).await;
+    let n = share(&gw2).await;
+    assert!(
+        (55..=65).contains(&n),
+        "migrated: {n} of 400 to the canary\n{objects}"
+    );
+    ns.delete("networking.k8s.io/v1", "IngressClass", &class)
+        .await;
 }

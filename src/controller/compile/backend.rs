@@ -449,7 +449,11 @@ fn upstream_tls(
     }))
 }
 
-fn load_balancing(lb: Option<&api::LoadBalancer>, f: &mut Findings<'_>) -> LoadBalancing {
+/// A Backend's `loadBalancer` (problems name its fields).
+pub(super) fn load_balancing(
+    lb: Option<&api::LoadBalancer>,
+    f: &mut Findings<'_>,
+) -> LoadBalancing {
     let Some(lb) = lb else {
         return LoadBalancing::default();
     };

@@ -161,7 +161,7 @@ pub fn index(
 }
 
 /// An RFC 6265 cookie name: a token.
-fn is_cookie_name(s: &str) -> bool {
+pub(super) fn is_cookie_name(s: &str) -> bool {
     !s.is_empty()
         && s.bytes().all(|b| {
             b.is_ascii_graphic()

@@ -64,19 +64,33 @@ pub fn compile_ingress(
     // compiled by the Route compiler (as `tidegate migrate` writes them out).
     super::ingress_annotations::check(&ing.annotations, &mut f);
     let t = super::ingress_translate::translate(&ing.annotations, &mut f);
+    let is_ours = |i: &IngressInfo| ours(i, snap, env).is_ok();
+    if t.canary.is_some() {
+        // A canary serves through its main Ingress's rules: checked here, compiled there.
+        super::ingress_canary::check_joins(obj, &snap.ingresses, is_ours, &mut f);
+        // Its backends are checked; the main Ingress makes them, with its settings.
+        let planned = super::ingress_translate::plan(ing, &t, &Default::default(), &mut f);
+        for p in planned {
+            for b in &p.backends {
+                service_port(id, b.backend, &p.backend_at(), env, &mut f);
+            }
+        }
+        return f.ok().then_some((Vec::new(), None));
+    }
+    let canaries = super::ingress_canary::index(&id.namespace, &snap.ingresses, is_ours);
+    let settings = super::targets::ServiceSettings {
+        h2c: t.h2c,
+        load_balancing: super::backend::load_balancing(t.load_balancer.as_ref(), &mut f),
+    };
     // The Route compiler's view of the Ingress: its identity, no Route-level settings.
     let shell = Obj {
         meta: obj.meta.clone(),
         spec: crate::api::RouteSpec::default(),
     };
     let mut rules: Vec<Rule> = Vec::new();
-    for p in super::ingress_translate::plan(ing, &t, &mut f) {
-        let resolved = match p.backend {
-            Some(b) => match ingress_backend(id, b, &p.backend_at(), env, &mut f) {
-                Some(wb) => vec![wb],
-                None => continue,
-            },
-            None => Vec::new(),
+    for p in super::ingress_translate::plan(ing, &t, &canaries, &mut f) {
+        let Some(resolved) = resolve(id, &p, &settings, env, &mut f) else {
+            continue;
         };
         let index = rules.len();
         let compiled = super::route::compile_rule(
@@ -125,13 +139,60 @@ pub fn compile_ingress(
     f.ok().then_some((rules, policy))
 }
 
+/// The backends of planned rule `p`: `None` when its own backend does not resolve (an error)
+/// or when it forwards only to a canary whose backend does not (the canary Ingress has the
+/// error; the main Ingress's other rules serve).
+fn resolve(
+    id: &crate::model::ObjectRef,
+    p: &super::ingress_translate::Planned<'_>,
+    settings: &super::targets::ServiceSettings,
+    env: &Env<'_>,
+    f: &mut Findings<'_>,
+) -> Option<Vec<WeightedBackend>> {
+    let mut out = Vec::new();
+    for b in &p.backends {
+        let resolved = match b.canary {
+            None => ingress_backend(id, b.backend, &p.backend_at(), settings, env, f)?,
+            Some(canary) => {
+                let mut sink = Vec::new();
+                let mut quiet = Findings::new(canary, &mut sink);
+                match ingress_backend(canary, b.backend, "", settings, env, &mut quiet) {
+                    Some(wb) => wb,
+                    None => continue,
+                }
+            }
+        };
+        out.push(WeightedBackend {
+            weight: b.weight.unwrap_or(1),
+            ..resolved
+        });
+    }
+    (!out.is_empty() || p.backends.is_empty()).then_some(out)
+}
+
+/// The backend of Ingress backend `b`, with the `settings` of the Ingress's annotations.
 fn ingress_backend(
     id: &crate::model::ObjectRef,
     b: &IngressBackendInfo,
     at: &str,
+    settings: &super::targets::ServiceSettings,
     env: &Env<'_>,
     f: &mut Findings<'_>,
 ) -> Option<WeightedBackend> {
+    let (name, port) = service_port(id, b, at, env, f)?;
+    let mut targets = env.targets.borrow_mut();
+    let idx = targets.service_with(&id.namespace, name, &port, settings);
+    Some(targets.weighted(idx, 1))
+}
+
+/// The Service and port of Ingress backend `b`, or `None` (a finding says why).
+fn service_port<'b>(
+    id: &crate::model::ObjectRef,
+    b: &'b IngressBackendInfo,
+    at: &str,
+    env: &Env<'_>,
+    f: &mut Findings<'_>,
+) -> Option<(&'b str, crate::controller::objects::ServicePortInfo)> {
     let (name, port) = match b {
         IngressBackendInfo::Resource => {
             f.not_supported(format!("{at}.resource"), "resource backends");
@@ -144,11 +205,7 @@ fn ingress_backend(
         .borrow()
         .resolve_port(&id.namespace, name, port.as_ref(), "TCP");
     match resolved {
-        Ok(p) => {
-            let mut targets = env.targets.borrow_mut();
-            let idx = targets.service(&id.namespace, name, &p);
-            Some(targets.weighted(idx, 1))
-        }
+        Ok(p) => Some((name, p)),
         Err(u) => {
             let field = if u.reason == Reason::PortNotFound {
                 format!("{at}.service.port")

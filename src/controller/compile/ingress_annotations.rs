@@ -47,14 +47,6 @@ const NOT_YET: &[&str] = &[
     "auth-keepalive-timeout",
     "auth-proxy-set-headers",
     "enable-global-auth",
-    "backend-protocol",
-    "canary",
-    "canary-by-header",
-    "canary-by-header-value",
-    "canary-by-header-pattern",
-    "canary-by-cookie",
-    "canary-weight",
-    "canary-weight-total",
     "client-body-buffer-size",
     "custom-headers",
     "custom-http-errors",
@@ -75,10 +67,7 @@ const NOT_YET: &[&str] = &[
     "proxy-cookie-path",
     "proxy-connect-timeout",
     "proxy-send-timeout",
-    "proxy-read-timeout",
-    "proxy-next-upstream",
     "proxy-next-upstream-timeout",
-    "proxy-next-upstream-tries",
     "proxy-request-buffering",
     "proxy-redirect-from",
     "proxy-redirect-to",
@@ -110,10 +99,8 @@ const NOT_YET: &[&str] = &[
     "ssl-passthrough",
     "ssl-ciphers",
     "ssl-prefer-server-ciphers",
-    "upstream-hash-by",
     "upstream-hash-by-subset",
     "upstream-hash-by-subset-size",
-    "load-balance",
     "connection-proxy-header",
     "enable-access-log",
     "enable-opentelemetry",
@@ -132,21 +119,48 @@ const NOT_YET: &[&str] = &[
 /// Why a much-used annotation is not carried yet, and what to write instead meanwhile.
 fn why_not_yet(name: &str) -> &'static str {
     match name {
-        "auth-url" | "auth-signin" | "auth-response-headers" => {
-            ": a Route's authentication.extAuth asks the service at its URL followed by the \
-             request's path, where ingress-nginx asks the URL as written; write a Route"
+        "auth-url" | "auth-method" | "auth-signin" | "auth-response-headers" => {
+            ": ingress-nginx asks the auth service with GET (or auth-method) at its URL as \
+             written, passing every request header; a Route's authentication.extAuth asks with \
+             the request's method at the URL followed by the request's path, passing the \
+             headers it lists; write a Route with extAuth if your service accepts that"
         }
-        n if n.starts_with("canary") => {
-            ": canaries by Ingress are not joined to their main Ingress yet; annotate the \
-             Service instead (see Service annotations: canaries)"
+        "proxy-connect-timeout" => {
+            ": an Ingress's backends are Services with default settings, whose connect timeout \
+             is --connect-timeout [5s, ingress-nginx's default too]; write a Route to a Backend \
+             with connection.connectTimeout"
         }
-        "proxy-connect-timeout" | "proxy-read-timeout" | "proxy-send-timeout" => {
-            ": nginx's are per read/write, a Route's timeouts bound the wait for the response; \
-             write a Route with timeouts"
+        "proxy-send-timeout" => {
+            ": nginx's limits the time between two writes of the request to the backend, and \
+             Tidegate has no such limit (--body-read-timeout bounds the client's side)"
         }
-        "backend-protocol" => {
-            ": an Ingress's backends are Services with default settings; \
-             write a Route to a Backend with spec.protocol"
+        "proxy-body-size" => ": Tidegate has no request body size limit yet",
+        "limit-whitelist" => {
+            ": a RateLimitPolicy has no list of exempt client addresses yet; write the limits \
+             as a RateLimitPolicy on a Route"
+        }
+        "limit-connections" => ": Tidegate has no limit of connections per client address yet",
+        n if n.starts_with("affinity") || n.starts_with("session-cookie") => {
+            ": Tidegate does not issue session cookies; upstream-hash-by \"$cookie_NAME\" (a \
+             Backend's loadBalancer.hashOn.cookie) keeps a cookie the application sets on one \
+             endpoint"
+        }
+        "default-backend" | "custom-http-errors" => {
+            ": Tidegate does not send requests elsewhere when a Service has no endpoints or \
+             answers an error"
+        }
+        n if n.starts_with("proxy-ssl-") => {
+            ": an Ingress's Services are spoken to without TLS; write a Route to a Backend with \
+             tls (sni, caSecretRef, clientCertificateRef)"
+        }
+        "ssl-passthrough" => {
+            ": write a Route with protocol: TLS (passthrough by server name on the HTTPS \
+             listener) to a Backend with protocol: TCP"
+        }
+        "proxy-next-upstream-timeout" => {
+            ": nginx stops starting new tries after this long without cutting the try under \
+             way, and a Route's timeouts.request would cut it (504); write a Route with retry \
+             and timeouts"
         }
         _ => "",
     }

@@ -6,7 +6,7 @@ use super::ingress_translate::{Outcome, Translation, get, plan, translate};
 use crate::api::{self, RouteRule};
 use crate::controller::objects::{IngressBackendInfo, IngressInfo};
 use crate::controller::snapshot::Obj;
-use crate::model::Diagnostic;
+use crate::model::{Diagnostic, ObjectRef};
 use std::collections::BTreeMap;
 
 /// An Ingress written as our objects (`tidegate migrate`).
@@ -22,32 +22,69 @@ pub struct Migrated {
     pub outcomes: BTreeMap<String, Outcome>,
     /// What the objects do differently from the Ingress, besides the annotations.
     pub notes: Vec<String>,
+    /// A canary Ingress: the main Ingresses whose Routes carry its backend (it has no objects
+    /// of its own).
+    pub canary_of: Option<Vec<String>>,
 }
 
-/// Ingress `obj` as Routes (and Backends) that behave the same, or `None` when the compiler
-/// would reject it (the findings say why; warnings too). The same [`translate`] and [`plan`]
-/// as serving the Ingress.
-pub fn migrate(obj: &Obj<IngressInfo>, out: &mut Vec<Diagnostic>) -> Option<Migrated> {
+/// Ingress `obj` (one of `all`, the Ingresses migrated together: its canaries are among them)
+/// as Routes (and Backends) that behave the same, or `None` when the compiler would reject it
+/// (the findings say why; warnings too). The same [`translate`] and [`plan`] as serving the
+/// Ingress.
+pub fn migrate(
+    obj: &Obj<IngressInfo>,
+    all: &BTreeMap<ObjectRef, Obj<IngressInfo>>,
+    out: &mut Vec<Diagnostic>,
+) -> Option<Migrated> {
     let ing = &obj.spec;
-    let mut f = Findings::new(&obj.meta.id, out);
+    let id = &obj.meta.id;
+    let mut f = Findings::new(id, out);
     super::ingress_annotations::check(&ing.annotations, &mut f);
     let t = translate(&ing.annotations, &mut f);
-    let planned = plan(ing, &t, &mut f);
     let mut m = Migrated {
         outcomes: t.outcomes.clone(),
         ..Migrated::default()
     };
+    if t.canary.is_some() {
+        super::ingress_canary::check_joins(obj, all, |_| true, &mut f);
+        plan(ing, &t, &Default::default(), &mut f);
+        let mains = all
+            .values()
+            .filter(|o| o.meta.id.namespace == id.namespace)
+            .filter(|o| super::ingress_canary::shares_a_path(&o.spec, ing))
+            .map(|o| o.meta.id.name.clone())
+            .collect();
+        m.canary_of = Some(mains);
+        return f.ok().then_some(m);
+    }
+    let canaries = super::ingress_canary::index(&id.namespace, all, |_| true);
+    let planned = plan(ing, &t, &canaries, &mut f);
     // Hosts in the order the Ingress names them; a Route each.
     let mut groups: Vec<(Vec<String>, Vec<RouteRule>)> = Vec::new();
     for p in planned {
         let backend_at = p.backend_at();
         let mut rule = p.rule;
-        if let Some(b) = p.backend {
-            rule.backend_refs = vec![backend_ref(b, &backend_at, &mut m, &mut f)?];
+        for b in &p.backends {
+            let mut r = backend_ref(b.backend, &backend_at, &t, &mut m, &mut f)?;
+            r.weight = b.weight;
+            rule.backend_refs.push(r);
         }
         match groups.iter_mut().find(|(h, _)| *h == p.hostnames) {
             Some((_, rules)) => rules.push(rule),
             None => groups.push((p.hostnames, vec![rule])),
+        }
+    }
+    for (hostnames, rules) in &groups {
+        if rules.len() > crate::api::limits::MAX_RULES {
+            f.invalid(
+                "spec.rules",
+                format!(
+                    "hosts {hostnames:?} make {} Route rules, more than a Route holds ({}); \
+                     canary header and cookie overrides are rules too: split the Ingress",
+                    rules.len(),
+                    crate::api::limits::MAX_RULES
+                ),
+            );
         }
     }
     if !f.ok() {
@@ -84,11 +121,41 @@ pub fn migrate(obj: &Obj<IngressInfo>, out: &mut Vec<Diagnostic>) -> Option<Migr
     Some(m)
 }
 
+/// The suffix of the Backend written for the settings of `t` (`backend-protocol`,
+/// `load-balance`, `upstream-hash-by`), none for the defaults.
+fn settings_suffix(t: &Translation) -> Option<String> {
+    let mut out = String::new();
+    if t.h2c {
+        out.push_str("-h2c");
+    }
+    if let Some(lb) = &t.load_balancer {
+        let what = match &lb.hash_on {
+            Some(h) => match (&h.header, &h.cookie, &h.query_param) {
+                (Some(v), _, _) => format!("hash-header-{v}"),
+                (_, Some(v), _) => format!("hash-cookie-{v}"),
+                (_, _, Some(v)) => format!("hash-query-{v}"),
+                _ => "hash-source-ip".to_owned(),
+            },
+            None => "least-request".to_owned(),
+        };
+        out.push('-');
+        // An object name: lower-case letters, digits and dashes.
+        out.extend(what.chars().map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '-') => c,
+            _ => '-',
+        }));
+    }
+    (!out.is_empty()).then_some(out)
+}
+
 /// The backendRef of an Ingress backend: a Service port by number, or a Backend for a named
-/// port (a Route's Service reference names ports by number only).
+/// port (a Route's Service reference names ports by number only) or for settings other than
+/// the defaults (`backend-protocol`, `load-balance`, `upstream-hash-by`: a Service reference
+/// has default settings), named after them.
 fn backend_ref(
     b: &IngressBackendInfo,
     at: &str,
+    t: &Translation,
     m: &mut Migrated,
     f: &mut Findings<'_>,
 ) -> Option<api::BackendRef> {
@@ -98,39 +165,57 @@ fn backend_ref(
         f.not_supported(format!("{at}.resource"), "resource backends");
         return None;
     };
-    match port {
-        Some(PortRef::Number(n)) => Some(api::BackendRef {
-            name: name.clone(),
-            kind: Some("Service".to_owned()),
-            port: Some(*n),
-            ..api::BackendRef::default()
-        }),
-        Some(PortRef::Name(port)) => {
-            let backend = format!("{name}-{port}");
-            if !m.backends.iter().any(|(n, _)| *n == backend) {
-                m.backends.push((
-                    backend.clone(),
-                    api::BackendSpec {
-                        service: Some(api::ServiceRef {
-                            name: name.clone(),
-                            port: IntOrString::String(port.clone()),
-                        }),
-                        ..api::BackendSpec::default()
-                    },
-                ));
-            }
-            Some(api::BackendRef {
-                name: backend,
-                kind: Some("Backend".to_owned()),
+    let settings = settings_suffix(t);
+    let (port, suffix) = match (port, settings.is_some()) {
+        (Some(PortRef::Number(n)), false) => {
+            return Some(api::BackendRef {
+                name: name.clone(),
+                kind: Some("Service".to_owned()),
+                port: Some(*n),
                 ..api::BackendRef::default()
-            })
+            });
         }
-        None => Some(api::BackendRef {
-            name: name.clone(),
-            kind: Some("Service".to_owned()),
-            ..api::BackendRef::default()
-        }),
+        (None, false) => {
+            return Some(api::BackendRef {
+                name: name.clone(),
+                kind: Some("Service".to_owned()),
+                ..api::BackendRef::default()
+            });
+        }
+        (None, true) => {
+            f.invalid(
+                format!("{at}.service.port"),
+                "name or number the port: the annotations are written as a Backend of one port",
+            );
+            return None;
+        }
+        (Some(PortRef::Number(n)), true) => (IntOrString::Int(i32::from(*n)), n.to_string()),
+        (Some(PortRef::Name(p)), _) => (IntOrString::String(p.clone()), p.clone()),
+    };
+    let backend = format!("{name}-{suffix}{}", settings.unwrap_or_default());
+    if !m.backends.iter().any(|(n, _)| *n == backend) {
+        m.backends.push((
+            backend.clone(),
+            api::BackendSpec {
+                service: Some(api::ServiceRef {
+                    name: name.clone(),
+                    port,
+                }),
+                protocol: if t.h2c {
+                    api::BackendProtocol::H2c
+                } else {
+                    api::BackendProtocol::default()
+                },
+                load_balancer: t.load_balancer.clone(),
+                ..api::BackendSpec::default()
+            },
+        ));
     }
+    Some(api::BackendRef {
+        name: backend,
+        kind: Some("Backend".to_owned()),
+        ..api::BackendRef::default()
+    })
 }
 
 /// The `tls` of the Route for `hostnames`: the Ingress's `tls` entry that names its host.
@@ -224,7 +309,7 @@ mod tests {
             (&format!("{N}app-root"), "/app"),
         ]);
         let mut d = Vec::new();
-        let m = migrate(&obj, &mut d).unwrap();
+        let m = migrate(&obj, &BTreeMap::new(), &mut d).unwrap();
         assert!(d.is_empty(), "{d:?}");
         let names: Vec<&str> = m.routes.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["web-0", "web-1"]);
@@ -241,10 +326,70 @@ mod tests {
     }
 
     #[test]
-    fn migrate_refuses_what_serving_refuses() {
-        let obj = ingress(&[(&format!("{N}canary"), "true")]);
+    fn grpc_backends_are_written_as_h2c_backends_for_named_and_numbered_ports() {
+        let obj = ingress(&[(&format!("{N}backend-protocol"), "grpc")]);
         let mut d = Vec::new();
-        assert!(migrate(&obj, &mut d).is_none());
+        let m = migrate(&obj, &BTreeMap::new(), &mut d).unwrap();
+        let names: Vec<&str> = m.backends.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["web-http-h2c", "web-80-h2c"]);
+        assert!(
+            m.backends
+                .iter()
+                .all(|(_, b)| b.protocol == api::BackendProtocol::H2c)
+        );
+        assert_eq!(m.routes[1].1.rules[0].backend_refs[0].name, "web-80-h2c");
+        assert!(matches!(
+            m.outcomes.get(&format!("{N}backend-protocol")),
+            Some(Outcome::Approximated(_))
+        ));
+    }
+
+    #[test]
+    fn hashing_is_written_as_a_backend_named_after_its_key() {
+        let obj = ingress(&[
+            (&format!("{N}upstream-hash-by"), "$cookie_Session_ID"),
+            (&format!("{N}backend-protocol"), "H2C"),
+        ]);
+        let mut d = Vec::new();
+        let m = migrate(&obj, &BTreeMap::new(), &mut d).unwrap();
+        assert!(d.is_empty(), "{d:?}");
+        let (name, spec) = &m.backends[1];
+        assert_eq!(name, "web-80-h2c-hash-cookie-session-id");
+        let lb = spec.load_balancer.as_ref().unwrap();
+        assert_eq!(lb.algorithm, api::LbAlgorithm::ConsistentHash);
+        assert_eq!(
+            lb.hash_on.as_ref().unwrap().cookie.as_deref(),
+            Some("Session_ID")
+        );
+    }
+
+    #[test]
+    fn a_host_with_more_rules_than_a_route_holds_is_not_migrated() {
+        use crate::controller::objects::{IngressPathInfo, IngressRuleInfo};
+        let mut obj = ingress(&[]);
+        obj.spec.rules = vec![IngressRuleInfo {
+            host: Some("a.example.com".to_owned()),
+            paths: (0..17)
+                .map(|i| IngressPathInfo {
+                    path: Some(format!("/p{i}")),
+                    path_type: "Prefix".to_owned(),
+                    backend: IngressBackendInfo::Service {
+                        name: "web".to_owned(),
+                        port: None,
+                    },
+                })
+                .collect(),
+        }];
+        let mut d = Vec::new();
+        assert!(migrate(&obj, &BTreeMap::new(), &mut d).is_none());
+        assert!(d[0].message.contains("17 Route rules"), "{d:?}");
+    }
+
+    #[test]
+    fn migrate_refuses_what_serving_refuses() {
+        let obj = ingress(&[(&format!("{N}auth-url"), "http://auth/")]);
+        let mut d = Vec::new();
+        assert!(migrate(&obj, &BTreeMap::new(), &mut d).is_none());
         assert!(d[0].message.contains("not supported yet"), "{d:?}");
     }
 }

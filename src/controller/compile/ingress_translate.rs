@@ -24,6 +24,14 @@ pub const MAPPED: &[&str] = &[
     "auth-secret",
     "auth-secret-type",
     "auth-type",
+    "backend-protocol",
+    "canary",
+    "canary-by-cookie",
+    "canary-by-header",
+    "canary-by-header-pattern",
+    "canary-by-header-value",
+    "canary-weight",
+    "canary-weight-total",
     "cors-allow-credentials",
     "cors-allow-headers",
     "cors-allow-methods",
@@ -34,15 +42,20 @@ pub const MAPPED: &[&str] = &[
     "enable-cors",
     "force-ssl-redirect",
     "limit-burst-multiplier",
+    "load-balance",
     "limit-rpm",
     "limit-rps",
     "permanent-redirect",
     "permanent-redirect-code",
+    "proxy-next-upstream",
+    "proxy-next-upstream-tries",
+    "proxy-read-timeout",
     "rewrite-target",
     "server-alias",
     "ssl-redirect",
     "temporal-redirect",
     "temporal-redirect-code",
+    "upstream-hash-by",
     "upstream-vhost",
     "use-regex",
     "whitelist-source-range",
@@ -93,10 +106,21 @@ pub struct Translation {
     /// `limit-rps`, `limit-rpm` (with `limit-burst-multiplier`): per client address, per
     /// replica, answered 503 as ingress-nginx does. The target is the caller's to set.
     pub rate_limit: Option<api::RateLimitPolicySpec>,
+    /// `backend-protocol: GRPC` or `H2C`: the backends are spoken to over HTTP/2 cleartext.
+    pub h2c: bool,
+    /// `load-balance`, `upstream-hash-by`: how the Services' endpoints are picked.
+    pub load_balancer: Option<api::LoadBalancer>,
+    /// `proxy-next-upstream`, `proxy-next-upstream-tries`: the rule's `retry`.
+    pub retry: Option<api::RetryPolicy>,
+    /// `proxy-read-timeout`: the rule's `timeouts.backendRequest`.
+    pub timeouts: Option<api::RouteTimeouts>,
     /// `ssl-redirect` (default on): plain HTTP for the `tls` hosts gets 308 to https.
     pub ssl_redirect: bool,
     /// `force-ssl-redirect`: plain HTTP for every host of the Ingress gets 308 to https.
     pub force_ssl_redirect: bool,
+    /// `canary: "true"` and `canary-*`: the Ingress's backends join the main Ingress's rules
+    /// of the same host and path (see [`super::ingress_canary`]).
+    pub canary: Option<super::ingress_canary::Canary>,
     /// What became of each annotation read, by full key.
     pub outcomes: BTreeMap<String, Outcome>,
 }
@@ -155,16 +179,37 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     t.ssl_redirect = flag(&mut t, "ssl-redirect", f).unwrap_or(true);
     t.force_ssl_redirect = flag(&mut t, "force-ssl-redirect", f).unwrap_or(false);
     t.regex = flag(&mut t, "use-regex", f).unwrap_or(false);
+    t.canary = super::ingress_canary::read(a, &mut t.outcomes, f);
     rewrites(a, &mut t, f);
     redirects(a, &mut t, f);
     access(a, &mut t, f);
     rate_limits(a, &mut t, f);
+    timeouts(a, &mut t, f);
+    backend_protocol(a, &mut t, f);
+    retries(a, &mut t, f);
+    balancing(a, &mut t, f);
     if flag(&mut t, "enable-cors", f) == Some(true) {
         cors(a, &mut t);
     } else {
         for name in MAPPED.iter().filter(|n| n.starts_with("cors-")) {
             if let Some((key, _)) = get(a, name) {
                 warn(f, &key, "it has no effect without enable-cors: \"true\"");
+            }
+        }
+    }
+    if t.canary.is_some() {
+        // As in ingress-nginx, a canary takes the main Ingress's settings.
+        for name in MAPPED.iter().filter(|n| !n.starts_with("canary")) {
+            if let Some((key, _)) = get(a, name) {
+                let why = if matches!(*name, "load-balance" | "upstream-hash-by") {
+                    "it has no effect on a canary Ingress: the canary's endpoints are picked as \
+                     the main Ingress says (ingress-nginx would apply it to them)"
+                } else {
+                    "it has no effect on a canary Ingress: the main Ingress's annotations apply \
+                     (as in ingress-nginx)"
+                };
+                warn(f, &key, why);
+                t.outcomes.remove(&key);
             }
         }
     }
@@ -399,6 +444,265 @@ fn rate_limits(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findin
     }
 }
 
+/// `backend-protocol`: HTTP (the default), GRPC and H2C (HTTP/2 cleartext); the ones over
+/// TLS are not supported yet, since Tidegate always verifies a backend's certificate.
+fn backend_protocol(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let Some((key, v)) = get(a, "backend-protocol") else {
+        return;
+    };
+    let outcome = match v.trim().to_ascii_uppercase().as_str() {
+        "HTTP" => Outcome::Carried,
+        "H2C" => {
+            t.h2c = true;
+            Outcome::Carried
+        }
+        "GRPC" => {
+            t.h2c = true;
+            Outcome::Approximated(
+                "HTTP/2 cleartext to the backend (a Backend with protocol H2C), as nginx's \
+                 grpc_pass grpc://; requests that are not gRPC are forwarded over it too"
+                    .to_owned(),
+            )
+        }
+        "HTTPS" | "GRPCS" => {
+            f.not_supported(
+                field(&key),
+                &format!(
+                    "backend-protocol {v}: ingress-nginx does not verify the backend's \
+                     certificate (proxy-ssl-verify off), and Tidegate always does; write a Route \
+                     to a Backend with tls (and protocol HTTP2 for gRPC) and caSecretRef"
+                ),
+            );
+            return;
+        }
+        "AUTO_HTTP" | "FCGI" => {
+            f.not_supported(field(&key), &format!("backend-protocol {v}"));
+            return;
+        }
+        _ => {
+            f.invalid(
+                field(&key),
+                format!("{v:?} must be HTTP, HTTPS, GRPC, GRPCS, H2C, AUTO_HTTP or FCGI"),
+            );
+            return;
+        }
+    };
+    t.outcomes.insert(key, outcome);
+}
+
+/// `upstream-hash-by` (one nginx variable: the client address, a header, a cookie or a query
+/// parameter) and `load-balance` (`round_robin`, `ewma`), as a Backend's `loadBalancer`.
+fn balancing(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let hash = get(a, "upstream-hash-by");
+    if let Some((key, v)) = &hash {
+        let v = v.trim();
+        let mut on = api::HashOn::default();
+        if v == "$remote_addr" || v == "$binary_remote_addr" {
+            on.source_ip = Some(api::Empty {});
+        } else if let Some(h) = v.strip_prefix("$http_") {
+            match fields::header_name(&h.replace('_', "-")) {
+                Ok(h) => on.header = Some(h.as_str().to_owned()),
+                Err(e) => {
+                    f.invalid(field(key), e);
+                    return;
+                }
+            }
+        } else if let Some(c) = v.strip_prefix("$cookie_").filter(|c| !c.is_empty()) {
+            on.cookie = Some(c.to_owned());
+        } else if let Some(q) = v.strip_prefix("$arg_").filter(|q| !q.is_empty()) {
+            on.query_param = Some(q.to_owned());
+        } else {
+            f.not_supported(
+                field(key),
+                &format!(
+                    "upstream-hash-by {v:?}: one of $remote_addr, $http_NAME, $cookie_NAME or \
+                     $arg_NAME is carried (a Backend's loadBalancer.hashOn); for others write a \
+                     Route to a Backend"
+                ),
+            );
+            return;
+        }
+        t.load_balancer = Some(api::LoadBalancer {
+            algorithm: api::LbAlgorithm::ConsistentHash,
+            hash_on: Some(on),
+        });
+        t.outcomes.insert(
+            key.clone(),
+            Outcome::Approximated(
+                "Maglev consistent hashing of the value (a missing one: the client address); \
+                 requests with one value stay on one endpoint as with ingress-nginx's chash, \
+                 though not on the same endpoint it would pick"
+                    .to_owned(),
+            ),
+        );
+    }
+    let Some((key, v)) = get(a, "load-balance") else {
+        return;
+    };
+    if hash.is_some() {
+        warn(
+            f,
+            &key,
+            "it has no effect beside upstream-hash-by (as in ingress-nginx)",
+        );
+        return;
+    }
+    match v.trim() {
+        "round_robin" => {
+            t.outcomes.insert(key, Outcome::Carried);
+        }
+        "ewma" => {
+            t.load_balancer = Some(api::LoadBalancer {
+                algorithm: api::LbAlgorithm::LeastRequest,
+                hash_on: None,
+            });
+            t.outcomes.insert(
+                key,
+                Outcome::Approximated(
+                    "LeastRequest: the less loaded of two endpoints by requests in flight, where \
+                     ewma weighs them by their recent latency"
+                        .to_owned(),
+                ),
+            );
+        }
+        other => f.invalid(
+            field(&key),
+            format!("{other:?} must be round_robin or ewma"),
+        ),
+    }
+}
+
+/// ingress-nginx's `proxy-next-upstream` and `proxy-next-upstream-tries` defaults.
+const NEXT_UPSTREAM: &str = "error timeout";
+const NEXT_UPSTREAM_TRIES: u32 = 3;
+
+/// `proxy-next-upstream` (when to try another endpoint) and `proxy-next-upstream-tries` (how
+/// many tries in all), with ingress-nginx's defaults for the one unset.
+fn retries(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let when = get(a, "proxy-next-upstream");
+    let tries = get(a, "proxy-next-upstream-tries");
+    if when.is_none() && tries.is_none() {
+        return;
+    }
+    let (max_tries, tries_outcome) = match &tries {
+        None => (NEXT_UPSTREAM_TRIES, None),
+        Some((key, v)) => match v.trim().parse::<u32>() {
+            Ok(0) => (
+                crate::api::limits::RETRY_ATTEMPTS.1,
+                Some(Outcome::Approximated(
+                    "0 (no limit in nginx) is 10 tries, the most a Route retries".to_owned(),
+                )),
+            ),
+            Ok(n) if n > crate::api::limits::RETRY_ATTEMPTS.1 => (
+                crate::api::limits::RETRY_ATTEMPTS.1,
+                Some(Outcome::Approximated(format!(
+                    "{n} is 10 tries, the most a Route retries"
+                ))),
+            ),
+            Ok(n) => (n, Some(Outcome::Carried)),
+            Err(_) => {
+                f.invalid(
+                    field(key),
+                    format!("{v:?} must be a whole number of tries (0: no limit)"),
+                );
+                return;
+            }
+        },
+    };
+    let (when_key, words) = match &when {
+        Some((key, v)) => (Some(key.clone()), *v),
+        None => (None, NEXT_UPSTREAM),
+    };
+    let mut on: Vec<String> = Vec::new();
+    let mut non_idempotent = false;
+    let mut off = false;
+    for word in words.split_whitespace() {
+        let conditions: &[&str] = match word {
+            "error" | "timeout" => &["connect-failure", "reset"],
+            "http_500" => &["500"],
+            "http_502" => &["502"],
+            "http_503" => &["503"],
+            "http_504" => &["504"],
+            "http_403" => &["403"],
+            "http_404" => &["404"],
+            "http_429" => &["429"],
+            "non_idempotent" => {
+                non_idempotent = true;
+                &[]
+            }
+            "off" => {
+                off = true;
+                &[]
+            }
+            other => {
+                let key = when_key.clone().unwrap_or_default();
+                f.not_supported(
+                    field(&key),
+                    &format!("proxy-next-upstream {other:?} (error, timeout, http_500, http_502, http_503, http_504, http_403, http_404, http_429, non_idempotent and off are)"),
+                );
+                return;
+            }
+        };
+        for c in conditions {
+            if !on.iter().any(|o| o == c) {
+                on.push((*c).to_owned());
+            }
+        }
+    }
+    if !off && max_tries > 1 && !on.is_empty() {
+        t.retry = Some(api::RetryPolicy {
+            attempts: Some(max_tries),
+            on,
+            non_idempotent: non_idempotent.then_some(true),
+            ..api::RetryPolicy::default()
+        });
+    }
+    if let Some(key) = when_key {
+        t.outcomes.insert(
+            key,
+            Outcome::Approximated(
+                "the rule's retry: error and timeout are connect-failure and reset (a backend \
+                 that times out after the request was sent is not tried again), http_NNN the \
+                 status; each try picks an endpoint again (usually another, maybe the same), \
+                 within the retry budget (20% of requests + 10)"
+                    .to_owned(),
+            ),
+        );
+    }
+    if let (Some((key, _)), Some(outcome)) = (tries, tries_outcome) {
+        t.outcomes.insert(key, outcome);
+    }
+}
+
+/// `proxy-read-timeout` (whole seconds, as ingress-nginx reads it).
+fn timeouts(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let Some((key, v)) = get(a, "proxy-read-timeout") else {
+        return;
+    };
+    let secs = match v.trim().parse::<u64>() {
+        Ok(n) if n > 0 => n,
+        _ => {
+            f.invalid(
+                field(&key),
+                format!("{v:?} must be a whole number of seconds above 0"),
+            );
+            return;
+        }
+    };
+    t.timeouts = Some(api::RouteTimeouts {
+        backend_request: Some(api::Duration(std::time::Duration::from_secs(secs))),
+        ..api::RouteTimeouts::default()
+    });
+    t.outcomes.insert(
+        key,
+        Outcome::Approximated(
+            "timeouts.backendRequest: the wait for each attempt's response headers (504 after \
+             it), where nginx's limit is between two reads of the response, its body included"
+                .to_owned(),
+        ),
+    );
+}
+
 /// `whitelist-source-range`, `denylist-source-range`, `auth-type` basic.
 fn access(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
     if let Some((key, v)) = get(a, "whitelist-source-range") {
@@ -514,7 +818,7 @@ fn cors(a: &BTreeMap<String, String>, t: &mut Translation) {
 }
 
 /// One rule of an Ingress as a Route rule: a path of a host (or the `defaultBackend`, or
-/// `app-root`'s `/`), with the backend it forwards to.
+/// `app-root`'s `/`), with the backends it forwards to.
 #[derive(Clone, Debug)]
 pub struct Planned<'a> {
     /// The host and its `server-alias`es (none: every host).
@@ -522,13 +826,34 @@ pub struct Planned<'a> {
     /// The rule, without backendRefs.
     pub rule: RouteRule,
     /// Where it forwards (none: it answers itself).
-    pub backend: Option<&'a IngressBackendInfo>,
+    pub backends: Vec<PlannedBackend<'a>>,
     /// Its field, for messages.
     pub at: String,
 }
 
-/// The rules of Ingress `ing` (whose annotations gave `t`), in order; problems go to `f`.
-pub fn plan<'a>(ing: &'a IngressInfo, t: &Translation, f: &mut Findings<'_>) -> Vec<Planned<'a>> {
+/// A backend of a planned rule.
+#[derive(Clone, Debug)]
+pub struct PlannedBackend<'a> {
+    /// The Ingress backend.
+    pub backend: &'a IngressBackendInfo,
+    /// Its share of a canary split (none: the only backend).
+    pub weight: Option<u32>,
+    /// The canary Ingress it comes from (none: the Ingress planned).
+    pub canary: Option<&'a crate::model::ObjectRef>,
+}
+
+/// Canary Ingresses by host and path (see [`super::ingress_canary::index`]).
+pub type Canaries<'a> =
+    BTreeMap<super::ingress_canary::PathKey, Vec<super::ingress_canary::Joined<'a>>>;
+
+/// The rules of Ingress `ing` (whose annotations gave `t`), in order, with the canaries joined
+/// to its paths; problems go to `f`.
+pub fn plan<'a>(
+    ing: &'a IngressInfo,
+    t: &Translation,
+    canaries: &Canaries<'a>,
+    f: &mut Findings<'_>,
+) -> Vec<Planned<'a>> {
     let mut out = Vec::new();
     let mut host_sets: Vec<Vec<String>> = Vec::new();
     for (ri, rule) in ing.rules.iter().enumerate() {
@@ -570,13 +895,27 @@ pub fn plan<'a>(ing: &'a IngressInfo, t: &Translation, f: &mut Findings<'_>) -> 
                 continue;
             }
             // ImplementationSpecific: ours is a segment-aware prefix, like Prefix.
-            out.push(Planned {
-                hostnames: hostnames.clone(),
-                rule: t.rule(t.path(&p.path_type, value)),
-                // A redirect answers itself: the backend is not used.
-                backend: t.redirect.is_none().then_some(&p.backend),
-                at: pat,
-            });
+            let rule = t.rule(t.path(&p.path_type, value));
+            // A redirect answers itself: the backend is not used.
+            if t.redirect.is_some() {
+                out.push(Planned {
+                    hostnames: hostnames.clone(),
+                    rule,
+                    backends: Vec::new(),
+                    at: pat,
+                });
+                continue;
+            }
+            let key = super::ingress_canary::key(rule_host(ing, ri), p.path.as_deref());
+            let canary = canaries.get(&key).and_then(|v| v.first());
+            for (rule, backends) in with_canary(rule, &p.backend, canary) {
+                out.push(Planned {
+                    hostnames: hostnames.clone(),
+                    rule,
+                    backends,
+                    at: pat.clone(),
+                });
+            }
         }
         if !host_sets.contains(&hostnames) {
             host_sets.push(hostnames);
@@ -586,7 +925,15 @@ pub fn plan<'a>(ing: &'a IngressInfo, t: &Translation, f: &mut Findings<'_>) -> 
         out.push(Planned {
             hostnames: Vec::new(),
             rule: t.rule(t.path("Prefix", "/")),
-            backend: t.redirect.is_none().then_some(b),
+            backends: if t.redirect.is_none() {
+                vec![PlannedBackend {
+                    backend: b,
+                    weight: None,
+                    canary: None,
+                }]
+            } else {
+                Vec::new()
+            },
             at: "spec.defaultBackend".to_owned(),
         });
         if host_sets.is_empty() {
@@ -598,11 +945,66 @@ pub fn plan<'a>(ing: &'a IngressInfo, t: &Translation, f: &mut Findings<'_>) -> 
             out.push(Planned {
                 hostnames,
                 rule: rule.clone(),
-                backend: None,
+                backends: Vec::new(),
                 at: "metadata.annotations".to_owned(),
             });
         }
     }
+    out
+}
+
+fn rule_host(ing: &IngressInfo, ri: usize) -> Option<&str> {
+    ing.rules.get(ri).and_then(|r| r.host.as_deref())
+}
+
+/// The rules of one path forwarding to `main`, with `canary` joined: its header and cookie
+/// overrides first (each a copy of `rule` with one header match more), then the weighted split.
+fn with_canary<'a>(
+    rule: RouteRule,
+    main: &'a IngressBackendInfo,
+    canary: Option<&super::ingress_canary::Joined<'a>>,
+) -> Vec<(RouteRule, Vec<PlannedBackend<'a>>)> {
+    let only = |backend: &'a IngressBackendInfo, from| {
+        vec![PlannedBackend {
+            backend,
+            weight: None,
+            canary: from,
+        }]
+    };
+    let Some(j) = canary else {
+        return vec![(rule, only(main, None))];
+    };
+    let mut out = Vec::new();
+    for (header, to_canary) in super::ingress_canary::overrides(&j.canary) {
+        let mut r = rule.clone();
+        for m in &mut r.matches {
+            m.headers.push(header.clone());
+        }
+        let backends = if to_canary {
+            only(j.backend, Some(j.id))
+        } else {
+            only(main, None)
+        };
+        out.push((r, backends));
+    }
+    let (w, total) = (j.canary.weight, j.canary.total);
+    let split = match w {
+        0 => only(main, None),
+        w if w >= total => only(j.backend, Some(j.id)),
+        w => vec![
+            PlannedBackend {
+                backend: main,
+                weight: Some(total - w),
+                canary: None,
+            },
+            PlannedBackend {
+                backend: j.backend,
+                weight: Some(w),
+                canary: Some(j.id),
+            },
+        ],
+    };
+    out.push((rule, split));
     out
 }
 
@@ -679,6 +1081,8 @@ impl Translation {
                 basic: Some(b.clone()),
                 ..api::Authentication::default()
             }),
+            timeouts: self.timeouts.clone(),
+            retry: self.retry.clone(),
             ..RouteRule::default()
         }
     }
@@ -752,6 +1156,24 @@ mod tests {
             d[0].field,
             format!("metadata.annotations[{N}rewrite-target]")
         );
+    }
+
+    #[test]
+    fn next_upstream_becomes_a_retry_with_ingress_nginx_defaults_for_the_unset_one() {
+        let (t, d) = run(&[(&format!("{N}proxy-next-upstream-tries"), "4")]);
+        assert!(d.is_empty(), "{d:?}");
+        let r = t.retry.unwrap();
+        assert_eq!(r.attempts, Some(4));
+        assert_eq!(r.on, ["connect-failure", "reset"]);
+        let (t, _) = run(&[(&format!("{N}proxy-next-upstream"), "timeout http_504 error")]);
+        assert_eq!(t.retry.unwrap().on, ["connect-failure", "reset", "504"]);
+        for (name, v) in [
+            ("proxy-next-upstream", "off"),
+            ("proxy-next-upstream-tries", "1"),
+        ] {
+            let (t, d) = run(&[(&format!("{N}{name}"), v)]);
+            assert!(t.retry.is_none() && d.is_empty(), "{d:?}");
+        }
     }
 
     #[test]

@@ -8,8 +8,8 @@ use super::canary::CanaryIndex;
 use crate::controller::objects::{PortRef, ServiceInfo, ServicePortInfo};
 use crate::controller::snapshot::Obj;
 use crate::model::{
-    Backend, BackendIdx, Canary, Diagnostic, Kind, ObjectRef, Reason, ServiceKey, UpstreamProtocol,
-    WeightedBackend,
+    Backend, BackendIdx, Canary, Diagnostic, Kind, LoadBalancing, ObjectRef, Reason, ServiceKey,
+    UpstreamProtocol, WeightedBackend,
 };
 
 /// Why a Service reference cannot be resolved (becomes a diagnostic on the referrer).
@@ -112,14 +112,38 @@ impl<'a> Targets<'a> {
 
     /// The backend for a Service port with default settings (made once, shared by referrers).
     pub fn service(&mut self, namespace: &str, name: &str, port: &ServicePortInfo) -> BackendIdx {
+        self.service_with(namespace, name, port, &ServiceSettings::default())
+    }
+
+    /// [`Self::service`] with `settings` (an Ingress's `backend-protocol`, `load-balance`,
+    /// `upstream-hash-by`): a backend of its own, `name:port` followed by what differs from the
+    /// defaults (`/h2c`, `/lb=…`).
+    pub fn service_with(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        port: &ServicePortInfo,
+        settings: &ServiceSettings,
+    ) -> BackendIdx {
         // A Service's TCP and UDP ports may share a number (DNS): the UDP one is `name:53/udp`.
-        let id = match port.protocol.as_str() {
+        let mut id = match port.protocol.as_str() {
             "UDP" => format!("{name}:{}/udp", port.port),
             _ => format!("{name}:{}", port.port),
         };
+        let udp = port.protocol == "UDP";
+        if !udp {
+            if settings.h2c {
+                id.push_str("/h2c");
+            }
+            if let Some(lb) = settings.label() {
+                id.push_str("/lb=");
+                id.push_str(&lb);
+            }
+        }
         let id = ObjectRef::new(Kind::Service, namespace, id);
         let protocol = match port.protocol.as_str() {
             "UDP" => UpstreamProtocol::Udp,
+            _ if settings.h2c => UpstreamProtocol::H2c,
             _ => UpstreamProtocol::Http1,
         };
         if let Some(idx) = self.get(&id) {
@@ -127,6 +151,11 @@ impl<'a> Targets<'a> {
         }
         let backend = Backend {
             service: Some(ServiceKey::new(namespace, name, port.name.clone())),
+            load_balancer: if udp {
+                LoadBalancing::default()
+            } else {
+                settings.load_balancing.clone()
+            },
             ..Backend::new(id, protocol, Vec::new())
         };
         self.add(backend, Some((name.to_owned(), port.clone())))
@@ -215,7 +244,11 @@ impl<'a> Targets<'a> {
     ) -> BackendIdx {
         let p = &self.backends[primary];
         if p.id.kind == Kind::Service {
-            return self.service(ns, canary, port);
+            let settings = ServiceSettings {
+                h2c: p.protocol == UpstreamProtocol::H2c,
+                load_balancing: p.load_balancer.clone(),
+            };
+            return self.service_with(ns, canary, port, &settings);
         }
         // `/` cannot appear in object names, so this identity never collides with a real one.
         let id = ObjectRef::new(p.id.kind, ns, format!("{}/canary/{canary}", p.id.name));
@@ -237,5 +270,29 @@ impl<'a> Targets<'a> {
     /// The finished list of backends.
     pub fn into_backends(self) -> (Vec<Backend>, Vec<Diagnostic>) {
         (self.backends, self.diagnostics)
+    }
+}
+
+/// How a Service port is spoken to when it is not the defaults (an Ingress's annotations).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ServiceSettings {
+    /// HTTP/2 cleartext (`backend-protocol: GRPC` or `H2C`).
+    pub h2c: bool,
+    /// `load-balance`, `upstream-hash-by`.
+    pub load_balancing: LoadBalancing,
+}
+
+impl ServiceSettings {
+    /// The load balancing in the backend's id, when not the default.
+    fn label(&self) -> Option<String> {
+        use crate::model::HashKey;
+        Some(match &self.load_balancing {
+            LoadBalancing::RoundRobin => return None,
+            LoadBalancing::ConsistentHash(HashKey::Header(h)) => format!("hash-header-{h}"),
+            LoadBalancing::ConsistentHash(HashKey::Cookie(c)) => format!("hash-cookie-{c}"),
+            LoadBalancing::ConsistentHash(HashKey::QueryParam(q)) => format!("hash-query-{q}"),
+            LoadBalancing::ConsistentHash(HashKey::SourceIp) => "hash-source-ip".to_owned(),
+            other => format!("{other:?}"),
+        })
     }
 }
