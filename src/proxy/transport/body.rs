@@ -32,8 +32,9 @@ enum Source {
     /// Read by the native HTTP/1.1 codec.
     Native(NativeBody),
     /// Read already (a step that needed the whole body, e.g. external authorization): what is
-    /// left to give.
-    Buffered(Option<Bytes>, Option<http::HeaderMap>),
+    /// left to give. The trailers are boxed: a `HeaderMap` inline doubled the size of every
+    /// `ClientBody`, which every request's future holds in several of its states.
+    Buffered(Option<Bytes>, Option<Box<http::HeaderMap>>),
 }
 
 /// The body read timeout: armed when the body has nothing to give, disarmed by every frame.
@@ -59,7 +60,7 @@ impl ClientBody {
     /// A body read already: `data`, then `trailers`.
     pub fn buffered(data: Bytes, trailers: Option<http::HeaderMap>) -> Self {
         let data = (!data.is_empty()).then_some(data);
-        Self::new(Source::Buffered(data, trailers), None)
+        Self::new(Source::Buffered(data, trailers.map(Box::new)), None)
     }
 
     fn new(source: Source, stall: Option<Duration>) -> Self {
@@ -118,7 +119,7 @@ impl Body for ClientBody {
                     *trailers = t;
                     Some(Ok(Frame::data(d)))
                 }
-                (None, Some(t)) => Some(Ok(Frame::trailers(t))),
+                (None, Some(t)) => Some(Ok(Frame::trailers(*t))),
                 (None, None) => None,
             }),
         };
@@ -316,5 +317,38 @@ impl Body for RequestBody {
                 out
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every request's future holds the body in several of its states and is moved into a box
+    /// per request: a larger body costs a larger copy on every request (callgrind saw 8,500
+    /// instructions when an inline `HeaderMap` made it 160 bytes).
+    #[test]
+    fn a_client_body_stays_small() {
+        assert!(std::mem::size_of::<super::ClientBody>() <= 80);
+    }
+
+    #[tokio::test]
+    async fn a_buffered_body_gives_its_data_then_its_trailers() {
+        use http_body_util::BodyExt;
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let mut body =
+            super::ClientBody::buffered(bytes::Bytes::from_static(b"abc"), Some(trailers));
+        assert!(!hyper::body::Body::is_end_stream(&body));
+        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&data[..], b"abc");
+        let t = body
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_trailers()
+            .unwrap();
+        assert_eq!(t["grpc-status"], "0");
+        assert!(body.frame().await.is_none());
+        assert!(hyper::body::Body::is_end_stream(&body));
     }
 }
