@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use super::fields::Findings;
+use super::ingress_canary;
 use super::ingress_translate::{MAPPED, boolean};
 use crate::model::{Diagnostic, Reason, Severity};
 
@@ -189,7 +190,7 @@ pub fn check(annotations: &BTreeMap<String, String>, f: &mut Findings<'_>) {
         }
         match name {
             // Read, and their values checked, by the translation.
-            n if MAPPED.contains(&n) => {}
+            n if MAPPED.contains(&n) || ingress_canary::NAMES.contains(&n) => {}
             n if REFUSED.contains(&n) => f.push(Diagnostic::error(
                 f.id(),
                 field(key),
@@ -305,6 +306,7 @@ mod tests {
     fn the_catalogue_has_no_duplicates() {
         let mut all: Vec<&str> = NOT_YET.iter().chain(&REFUSED).copied().collect();
         all.extend(MAPPED);
+        all.extend(ingress_canary::NAMES);
         let n = all.len();
         all.sort_unstable();
         all.dedup();

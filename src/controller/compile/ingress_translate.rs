@@ -17,7 +17,8 @@ use crate::model::{Diagnostic, Severity};
 use super::fields::{self, Findings};
 use crate::controller::objects::{IngressBackendInfo, IngressInfo};
 
-/// The annotations translated here (short names); the catalogue leaves them to [`translate`].
+/// The annotations translated here (short names; the canary family is
+/// [`super::ingress_canary::NAMES`]); the catalogue leaves them to [`translate`].
 pub const MAPPED: &[&str] = &[
     "app-root",
     "auth-realm",
@@ -25,13 +26,6 @@ pub const MAPPED: &[&str] = &[
     "auth-secret-type",
     "auth-type",
     "backend-protocol",
-    "canary",
-    "canary-by-cookie",
-    "canary-by-header",
-    "canary-by-header-pattern",
-    "canary-by-header-value",
-    "canary-weight",
-    "canary-weight-total",
     "cors-allow-credentials",
     "cors-allow-headers",
     "cors-allow-methods",
@@ -199,7 +193,7 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     }
     if t.canary.is_some() {
         // As in ingress-nginx, a canary takes the main Ingress's settings.
-        for name in MAPPED.iter().filter(|n| !n.starts_with("canary")) {
+        for name in MAPPED {
             if let Some((key, _)) = get(a, name) {
                 let why = if matches!(*name, "load-balance" | "upstream-hash-by") {
                     "it has no effect on a canary Ingress: the canary's endpoints are picked as \
