@@ -141,24 +141,12 @@ impl<H: Handler> Server<H> {
                 r = listener.accept() => r,
             };
             match accepted {
-                Ok((mut stream, peer)) => {
-                    let server = self.clone();
-                    let open = open.clone();
-                    let tls = tls.clone();
+                Ok((stream, peer)) => {
                     open.inc();
+                    let connection = self.clone().serve_connection(stream, peer, tls.clone());
+                    let open = open.clone();
                     self.connections.spawn(async move {
-                        let listener = if tls.is_some() { "https" } else { "http" };
-                        let origin = server
-                            .proxy_protocol
-                            .accept(&mut stream, peer, listener)
-                            .await;
-                        match (origin, tls) {
-                            (None, _) => {}
-                            (Some(origin), Some(tls)) => {
-                                server.serve_tls(stream, origin, &tls).await
-                            }
-                            (Some(origin), None) => server.serve_tcp(stream, origin.client).await,
-                        }
+                        connection.await;
                         open.dec();
                     });
                 }
@@ -169,6 +157,41 @@ impl<H: Handler> Server<H> {
                 }
             }
         }
+    }
+
+    /// One accepted connection, from its PROXY protocol header (when required) to its end.
+    /// This future is what every open connection's task holds, idle or not: the rare steps
+    /// with large state (reading a PROXY header, a TLS handshake) are boxed, and a test keeps it
+    /// small.
+    async fn serve_connection(
+        self: Arc<Self>,
+        mut stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        tls: Option<Arc<TlsListener>>,
+    ) {
+        let listener = if tls.is_some() { "https" } else { "http" };
+        let origin = self
+            .proxy_protocol
+            .accept(&mut stream, peer, listener)
+            .await;
+        match (origin, tls) {
+            (None, _) => {}
+            (Some(origin), Some(tls)) => Box::pin(self.serve_tls(stream, origin, &tls)).await,
+            (Some(origin), None) => self.serve_tcp(stream, origin.client).await,
+        }
+    }
+
+    /// The size of [`Server::serve_connection`]'s future for handler `H` (what an idle
+    /// plain-HTTP connection's task carries besides tokio's own bookkeeping).
+    #[cfg(test)]
+    pub(crate) fn connection_state_bytes() -> usize {
+        fn output_size<A, B, C, D, R>(_: fn(A, B, C, D) -> R) -> usize {
+            size_of::<R>()
+        }
+        output_size(
+            Self::serve_connection
+                as fn(Arc<Self>, tokio::net::TcpStream, SocketAddr, Option<Arc<TlsListener>>) -> _,
+        )
     }
 
     /// A TLS handshake (within the header read timeout), then hyper for HTTP/2 (ALPN `h2`)

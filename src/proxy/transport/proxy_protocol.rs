@@ -351,6 +351,17 @@ impl ProxyProtocolFrom {
         {
             return Some(Origin::direct(peer));
         }
+        // Boxed: reading the header needs ~1.4 KiB of state, which every connection's task
+        // would otherwise carry for its whole life.
+        Box::pin(self.read_header(stream, peer, listener)).await
+    }
+
+    async fn read_header(
+        &self,
+        stream: &mut TcpStream,
+        peer: SocketAddr,
+        listener: &'static str,
+    ) -> Option<Origin> {
         let read = tokio::time::timeout(self.timeout, read_tcp(stream)).await;
         match read.unwrap_or(Err(Invalid::Timeout)) {
             Ok(Header::Proxied {

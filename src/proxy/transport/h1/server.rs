@@ -219,7 +219,7 @@ where
                 }
             };
             match step {
-                Step::Head(head) => break *head,
+                Step::Head(head) => break head,
                 Step::Handoff => return handoff(reader, wr),
                 Step::Reject(why) => {
                     tracing::debug!(%peer, error = %why, "request refused");
@@ -260,8 +260,16 @@ where
         first = false;
 
         // Serve it.
-        let method = head.method.clone();
-        let decoder = BodyDecoder::new(head.framing);
+        // Taken apart whole (not field by field from a local), so that no part of the head is
+        // kept in this future while the request is served.
+        let codec::RequestHead {
+            method,
+            uri,
+            headers,
+            framing,
+            close: client_close,
+        } = *head;
+        let decoder = BodyDecoder::new(framing);
         let body = NativeBody {
             reader: reader.clone(),
             hint: decoder.remaining(),
@@ -272,22 +280,26 @@ where
             lock(&reader).body = decoder;
         }
         let mut req = Request::new(body);
-        *req.method_mut() = head.method;
-        *req.uri_mut() = head.uri;
+        *req.method_mut() = method.clone();
+        *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
-        *req.headers_mut() = head.headers;
+        *req.headers_mut() = headers;
         // Boxed: the request future is large, and an idle connection should not carry it.
         let resp = Box::pin(service(req)).await;
 
         // A body the handler left unread ends the connection (there is no telling where the
         // next request starts without reading it).
         let body_left = has_body && !lock(&reader).body.is_done();
-        let close = head.close || body_left || draining.is_cancelled();
-        if write_response(&mut wr, &mut out, &method, resp, close)
-            .await
-            .is_err()
-            || close
-        {
+        let close = client_close || body_left || draining.is_cancelled();
+        // Only the body is kept across the writes (by reference, so it is not stored twice in
+        // this future): this future's size is what every idle connection carries.
+        let (parts, body) = resp.into_parts();
+        let framing = put_response_head(&mut out, &method, &parts, &body, close);
+        drop(parts);
+        let mut body = Some(body);
+        let written = write_body(&mut wr, &mut out, &mut body, framing).await;
+        drop(body);
+        if written.is_err() || close {
             let _ = wr.shutdown().await;
             return None;
         }
@@ -302,19 +314,14 @@ where
     }
 }
 
-/// Writes the response head and streams its body; `Err` when the connection must be dropped
-/// (the client went away, or the body failed after the head was sent).
-async fn write_response<B>(
-    wr: &mut OwnedWriteHalf,
+/// Puts the response head into `out` and says how its body is framed.
+fn put_response_head<B: Body>(
     out: &mut BytesMut,
     method: &Method,
-    resp: Response<B>,
+    parts: &http::response::Parts,
+    body: &B,
     close: bool,
-) -> io::Result<()>
-where
-    B: Body<Data = Bytes, Error = BoxError> + Unpin,
-{
-    let (parts, mut body) = resp.into_parts();
+) -> ResponseFraming {
     let status = parts.status;
     let bodiless = *method == Method::HEAD
         || status.is_informational()
@@ -331,9 +338,28 @@ where
     out.clear();
     out.reserve(512);
     codec::put_response_head(out, status, &parts.headers, framing, close, &http_date());
-    drop(parts);
-    if bodiless {
-        drop(body);
+    framing
+}
+
+/// Sends the head in `out` and streams the body after it, dropping the body once it has
+/// ended (before the last write, so that what it finishes, such as the upstream connection's
+/// return to its pool and the request's record, is done when the client has the response);
+/// `Err` when the connection must be dropped (the client went away, or the body failed after
+/// the head was sent).
+async fn write_body<B>(
+    wr: &mut OwnedWriteHalf,
+    out: &mut BytesMut,
+    slot: &mut Option<B>,
+    framing: ResponseFraming,
+) -> io::Result<()>
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    let Some(body) = slot.as_mut() else {
+        return Ok(());
+    };
+    if let ResponseFraming::Bodiless(_) = framing {
+        *slot = None;
         return wr.write_all(out).await;
     }
     let chunked = framing == ResponseFraming::Body(Framing::Chunked);
@@ -342,7 +368,7 @@ where
         Flush,
     }
     loop {
-        let next = poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+        let next = poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
             Poll::Pending if !out.is_empty() => Poll::Ready(Next::Flush),
             Poll::Pending => Poll::Pending,
             Poll::Ready(f) => Poll::Ready(Next::Frame(f)),
@@ -390,7 +416,7 @@ where
             }
         }
     }
-    drop(body);
+    *slot = None;
     wr.write_all(out).await
 }
 
