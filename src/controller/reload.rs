@@ -233,3 +233,63 @@ pub fn watch(path: &Path, triggers: mpsc::Sender<Change>) -> notify::Result<Reco
     watcher.watch(&dir, mode)?;
     Ok(watcher)
 }
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{DataChange, MetadataKind, RemoveKind, RenameMode};
+
+    use super::*;
+
+    #[test]
+    fn a_closed_renamed_or_removed_file_is_complete() {
+        for kind in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
+            EventKind::Remove(RemoveKind::File),
+        ] {
+            assert_eq!(classify(&kind), Some(Change::Complete), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_data_write_or_a_new_file_waits_for_its_close() {
+        for kind in [
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Any,
+        ] {
+            assert_eq!(classify(&kind), Some(Change::Partial), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn reads_change_nothing() {
+        let read = EventKind::Access(AccessKind::Close(AccessMode::Read));
+        assert_eq!(classify(&read), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_change_waits_for_the_close_not_the_debounce() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let debounce = Duration::from_secs(1);
+        let started = Instant::now();
+        let settled = tokio::spawn(async move {
+            settle(Change::Partial, &mut rx, debounce, Instant::now()).await
+        });
+        tokio::time::advance(Duration::from_millis(100)).await;
+        tx.send(Change::Complete).await.unwrap();
+        assert!(settled.await.unwrap());
+        assert!(started.elapsed() < debounce, "{:?}", started.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_change_left_open_is_applied_after_the_debounce() {
+        let (_tx, mut rx) = mpsc::channel(4);
+        let debounce = Duration::from_millis(50);
+        let started = Instant::now();
+        assert!(settle(Change::Partial, &mut rx, debounce, Instant::now()).await);
+        assert_eq!(started.elapsed(), debounce);
+    }
+}
