@@ -687,7 +687,8 @@ async fn compile_loop(
                 }
                 continue;
             }
-            idx.snapshot(accepted.clone())
+            // Moved, not cloned: a deep copy of every accepted object per compile.
+            idx.snapshot(std::mem::take(&mut accepted))
         };
         let mut snap = snap;
         let files = crate::controller::files::fill(&opts, &mut snap);
@@ -705,6 +706,7 @@ async fn compile_loop(
         let published_table = publisher.publish(compiled.table, started, &trigger);
         pace.applied();
         let Ok(table) = published_table else {
+            accepted = std::mem::take(&mut snap.accepted);
             continue;
         };
         accepted = compiled.accepted;
