@@ -173,11 +173,11 @@ PY
 )
 read -r P50 P99 MAX <<<"$LATENCY"
 
-COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+COMMIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 mkdir -p "$RESULTS_DIR"
 OUT=$RESULTS_DIR/kube-propagation-$(date +%Y%m%d-%H%M%S).md
 {
-    echo "Kubernetes mode, $N Routes (commit $COMMIT, $(basename "$TIDEGATE") at $TIDEGATE; kube-apiserver $(basename "$KUBE_BIN"))"
+    echo "Kubernetes mode, $N Routes (commit $COMMIT, $(basename "$TIDEGATE") at $TIDEGATE; $(basename "$(dirname "$KUBE_BIN")"))"
     echo
     echo "| figure | value |"
     echo "|---|---|"
