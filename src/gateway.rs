@@ -15,7 +15,7 @@ use crate::controller::code::{CodeSource, Objects};
 use crate::controller::compile::DefaultCertificate;
 use crate::controller::dns::DnsOptions;
 use crate::controller::file::{FileSource, FileSourceError};
-use crate::controller::reload::{self, FileController, SourceController};
+use crate::controller::reload::{self, Change, FileController, SourceController};
 use crate::model::{Kind, ObjectRef, RoutingTable};
 use crate::proxy::upstream::{Custom, HealthCheck, SelectorFactory};
 use crate::proxy::{Middleware, Proxy, ProxyConfig};
@@ -207,6 +207,14 @@ impl GatewayBuilder {
     /// Default: none. Set it after [`GatewayBuilder::proxy_config`], which replaces it.
     pub fn proxy_protocol_from(mut self, peers: Vec<crate::model::Cidr>) -> Self {
         self.proxy.proxy_protocol_from = peers;
+        self
+    }
+
+    /// How long a burst of changes is gathered into one reload (default 50 ms). The first
+    /// change after a quiet period, and a file its writer has closed, are applied at once; a
+    /// file still being written waits for its close or for this long with no further write.
+    pub fn debounce(mut self, window: Duration) -> Self {
+        self.debounce = window;
         self
     }
 
@@ -445,7 +453,7 @@ pub struct Gateway {
     proxy: Proxy,
     tables: watch::Receiver<Option<Arc<RoutingTable>>>,
     telemetry: Arc<Telemetry>,
-    reload: mpsc::Sender<()>,
+    reload: mpsc::Sender<Change>,
     code: Option<CodeSource>,
     stop: CancellationToken,
     shutting_down: CancellationToken,
@@ -476,7 +484,7 @@ impl Gateway {
     /// Asks for a reload of the configuration (what SIGHUP does): file mode reads the files
     /// again; Kubernetes mode recompiles and republishes from what its watches hold.
     pub fn reload(&self) {
-        let _ = self.reload.try_send(());
+        let _ = self.reload.try_send(Change::Complete);
     }
 
     /// Replaces the objects built in code with `objects` and publishes them (after the

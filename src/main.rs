@@ -76,6 +76,10 @@ struct RunArgs {
     /// Log level filter (RUST_LOG syntax; RUST_LOG itself wins when set).
     #[arg(long, env = "TIDEGATE_LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// Changes within this long of the last compile are gathered into one (the first change
+    /// after a quiet period, and a file its writer closed, are applied at once).
+    #[arg(long, env = "TIDEGATE_DEBOUNCE", default_value = "50ms")]
+    debounce: Duration,
     /// On SIGTERM/SIGINT, how long in-flight requests and WebSockets may take to finish.
     #[arg(long, env = "TIDEGATE_DRAIN_TIMEOUT", default_value = "30s")]
     drain_timeout: Duration,
@@ -523,6 +527,7 @@ fn run(args: RunArgs) -> ExitCode {
             (None, None) => builder,
         };
         let gateway = builder
+            .debounce(args.debounce.0)
             .controller_name(args.controller_name.clone())
             .watch_ingress_classes(args.watch_ingress_class.clone())
             .http_addr(args.http_addr)

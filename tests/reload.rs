@@ -222,3 +222,122 @@ async fn a_websocket_stays_open_across_reloads() {
     ws.close(None).await.unwrap();
     gw.shutdown(Duration::from_secs(1)).await;
 }
+
+/// Starts a gateway on `config` whose debounce is far longer than any wait below: a test that
+/// passes saw a change applied because its writer finished, not because the debounce ran out.
+async fn slow_debounce_gateway(config: &std::path::Path) -> tidegate::Gateway {
+    tidegate::Gateway::builder()
+        .config_path(config)
+        .http_addr("127.0.0.1:0".parse().unwrap())
+        .admin_addr(Some("127.0.0.1:0".parse().unwrap()))
+        .debounce(Duration::from_secs(2))
+        .start()
+        .await
+        .expect("gateway starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_written_in_two_writes_is_never_served_half_written() {
+    use std::io::Write;
+    let a = Upstream::start("a").await;
+    let cfg = ConfigDir::new();
+    cfg.write("backends.yaml", &backend_yaml("a", &[a.addr]));
+    let both = route("one", "/one", "a") + "---\n" + &route("two", "/two", "a");
+    cfg.write("routes.yaml", &both);
+    let gw = slow_debounce_gateway(cfg.path()).await;
+    let mut tables = gw.tables();
+    let before = gw.table().unwrap().version;
+
+    // Rewritten in place, as `cp` or a shell redirect does: truncate, write the first Route (a
+    // file that parses, with one Route fewer), pause, write the rest, close.
+    let mut file = std::fs::File::create(cfg.file("routes.yaml")).unwrap();
+    let half = route("one", "/one", "a") + "---\n";
+    file.write_all(half.as_bytes()).unwrap();
+    file.flush().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during = gw.table().unwrap().version;
+    file.write_all(route("two", "/two", "a").as_bytes())
+        .unwrap();
+    drop(file);
+
+    let after = wait_for_version(&gw, before).await;
+    assert_eq!(
+        during, before,
+        "nothing was published while the file was half written"
+    );
+    let table = tables.borrow_and_update().clone().unwrap();
+    assert_eq!(table.version, after);
+    let routes: std::collections::BTreeSet<&str> =
+        table.rules.iter().map(|r| r.route.name.as_str()).collect();
+    assert!(
+        routes.contains("one") && routes.contains("two"),
+        "the closed file's two Routes serve: {routes:?}"
+    );
+    let c = common::HttpClient::http1();
+    assert_eq!(
+        c.get(gw.http_addr(), "h", "/two", &[]).await.status,
+        StatusCode::OK
+    );
+    gw.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_in_file_is_served_without_waiting_for_the_debounce() {
+    let a = Upstream::start("a").await;
+    let cfg = ConfigDir::new();
+    cfg.write("backends.yaml", &backend_yaml("a", &[a.addr]));
+    let gw = slow_debounce_gateway(cfg.path()).await;
+    let before = gw.table().unwrap().version;
+
+    let started = tokio::time::Instant::now();
+    // `ConfigDir::write` writes a hidden temporary file and renames it into place.
+    cfg.write("new.yaml", &route("new", "/new", "a"));
+    wait_for_version(&gw, before).await;
+    let took = started.elapsed();
+    // The debounce is 2 s: well under it means the rename was applied at once (a few ms on an
+    // idle machine; the margin is for a loaded one).
+    assert!(took < Duration::from_millis(1000), "served after {took:?}");
+    let c = common::HttpClient::http1();
+    assert_eq!(
+        c.get(gw.http_addr(), "h", "/new", &[])
+            .await
+            .echo()
+            .upstream,
+        "a"
+    );
+    gw.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_renames_is_applied_in_few_reloads() {
+    let a = Upstream::start("a").await;
+    let cfg = ConfigDir::new();
+    cfg.write("backends.yaml", &backend_yaml("a", &[a.addr]));
+    let gw = gateway(cfg.path()).await;
+    let before = gw.table().unwrap().version;
+
+    for i in 0..200 {
+        cfg.write(
+            &format!("r{i}.yaml"),
+            &route(&format!("r{i}"), &format!("/r{i}"), "a"),
+        );
+    }
+    let version = common::eventually(Duration::from_secs(10), "all 200 Routes served", || {
+        let t = gw.table().unwrap();
+        let n = t
+            .rules
+            .iter()
+            .filter(|r| r.route.name.starts_with('r'))
+            .count();
+        std::future::ready((n == 200).then_some(t.version))
+    })
+    .await;
+    // One reload at once, then at most one per 50 ms window while the burst lasts: far fewer
+    // than one per file.
+    assert!(
+        version - before < 100,
+        "{} reloads for 200 files",
+        version - before
+    );
+    gw.shutdown(Duration::from_secs(1)).await;
+}

@@ -75,14 +75,14 @@ pub fn fill(opts: &CompileOptions, snap: &mut Snapshot) -> BTreeSet<PathBuf> {
 /// is watched rather than the file, because a mounted Secret or ConfigMap volume swaps a
 /// `..data` symlink and editors replace files by rename.
 pub struct FileWatch {
-    triggers: mpsc::Sender<()>,
+    triggers: mpsc::Sender<super::pace::Change>,
     watcher: Option<RecommendedWatcher>,
     dirs: BTreeSet<PathBuf>,
 }
 
 impl FileWatch {
     /// A watch that sends on `triggers`; it watches nothing until [`Self::follow`].
-    pub fn new(triggers: mpsc::Sender<()>) -> Self {
+    pub fn new(triggers: mpsc::Sender<super::pace::Change>) -> Self {
         Self {
             triggers,
             watcher: None,
@@ -109,10 +109,11 @@ impl FileWatch {
             let triggers = self.triggers.clone();
             let made =
                 notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-                    Ok(event) if !event.kind.is_access() => {
-                        let _ = triggers.try_send(());
+                    Ok(event) => {
+                        if let Some(change) = super::reload::classify(&event.kind) {
+                            let _ = triggers.try_send(change);
+                        }
                     }
-                    Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "file watch error"),
                 });
             match made {

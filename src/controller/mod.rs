@@ -22,6 +22,7 @@ pub mod manifests;
 pub mod migrate;
 pub mod names;
 pub mod objects;
+pub mod pace;
 pub mod publish;
 pub mod reload;
 pub mod snapshot;

@@ -5,11 +5,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::compile::CompileOptions;
 use super::file::{FileSource, FileSourceError, is_yaml};
+pub use super::pace::Change;
+use super::pace::Pace;
 use super::publish::Publisher;
 pub use super::publish::{Publish, route_states};
 use super::snapshot::Accepted;
@@ -118,9 +122,14 @@ impl<S: Source> SourceController<S> {
         result
     }
 
-    /// Reloads on every trigger, coalescing triggers that arrive within `debounce`.
-    pub async fn run(mut self, mut triggers: mpsc::Receiver<()>, debounce: Duration) {
-        while triggers.recv().await.is_some() {
+    /// Reloads on every trigger. A complete change ([`Change::Complete`]) after a quiet period
+    /// is applied at once; a bare data write waits for its writer to close the file or for
+    /// `debounce` of quiet (a file written in several `write()`s must not be read half-written);
+    /// changes within `debounce` of the last reload are applied together at the end of that
+    /// window, so a burst costs one reload per window.
+    pub async fn run(mut self, mut triggers: mpsc::Receiver<Change>, debounce: Duration) {
+        let mut pace = Pace::new(debounce);
+        while let Some(change) = triggers.recv().await {
             self.telemetry
                 .metrics
                 .controller_events
@@ -128,23 +137,69 @@ impl<S: Source> SourceController<S> {
                     kind: self.source.kind(),
                 })
                 .inc();
-            // Editors write a file in several steps; wait for the burst to end.
-            loop {
-                match tokio::time::timeout(debounce, triggers.recv()).await {
-                    Ok(Some(())) => continue,
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
+            if !settle(change, &mut triggers, debounce, pace.next()).await {
+                return;
             }
             if let Err(e) = self.reload() {
                 tracing::error!(error = %e, "reload failed; the previous configuration keeps serving");
             }
+            pace.applied();
         }
     }
 }
 
-/// Watches `path` (a file or a directory) and sends a trigger on every change to YAML under it.
-pub fn watch(path: &Path, triggers: mpsc::Sender<()>) -> notify::Result<RecommendedWatcher> {
+/// Waits until the changes that began with `first` can be applied: at `not_before` once the last
+/// change is complete, else after `debounce` with no further change. Returns `false` when the
+/// trigger channel closed.
+async fn settle(
+    first: Change,
+    triggers: &mut mpsc::Receiver<Change>,
+    debounce: Duration,
+    not_before: Instant,
+) -> bool {
+    let mut complete = first == Change::Complete;
+    let mut quiet = Instant::now() + debounce;
+    loop {
+        let deadline = if complete {
+            not_before
+        } else {
+            quiet.max(not_before)
+        };
+        // `timeout_at` polls the channel first: triggers already queued join this reload.
+        match tokio::time::timeout_at(deadline, triggers.recv()).await {
+            Ok(Some(Change::Complete)) => complete = true,
+            Ok(Some(Change::Partial)) => {
+                complete = false;
+                quiet = Instant::now() + debounce;
+            }
+            Ok(None) => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// What a file event says about the change: `None` for events that change nothing (reads).
+pub fn classify(kind: &EventKind) -> Option<Change> {
+    match kind {
+        // The writer closed the file: whatever it wrote is all there.
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Change::Complete),
+        EventKind::Access(_) => None,
+        // Renamed into (or out of) place, removed, or only its metadata changed: no write in
+        // progress.
+        EventKind::Modify(ModifyKind::Name(_) | ModifyKind::Metadata(_)) | EventKind::Remove(_) => {
+            Some(Change::Complete)
+        }
+        EventKind::Create(CreateKind::Folder) => Some(Change::Complete),
+        // Data written, a file created (its data follows), or a backend that does not say.
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Any | EventKind::Other => {
+            Some(Change::Partial)
+        }
+    }
+}
+
+/// Watches `path` (a file or a directory) and sends a trigger on every change to YAML under it,
+/// saying whether the change is complete ([`classify`]).
+pub fn watch(path: &Path, triggers: mpsc::Sender<Change>) -> notify::Result<RecommendedWatcher> {
     let target = path.to_path_buf();
     let is_dir = target.is_dir();
     let mut watcher =
@@ -157,8 +212,8 @@ pub fn watch(path: &Path, triggers: mpsc::Sender<()>) -> notify::Result<Recommen
                         p == &target
                     }
                 });
-                if relevant && !event.kind.is_access() {
-                    let _ = triggers.try_send(());
+                if let Some(change) = classify(&event.kind).filter(|_| relevant) {
+                    let _ = triggers.try_send(change);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "file watch error"),
@@ -177,4 +232,64 @@ pub fn watch(path: &Path, triggers: mpsc::Sender<()>) -> notify::Result<Recommen
     };
     watcher.watch(&dir, mode)?;
     Ok(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use notify::event::{DataChange, MetadataKind, RemoveKind, RenameMode};
+
+    use super::*;
+
+    #[test]
+    fn a_closed_renamed_or_removed_file_is_complete() {
+        for kind in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
+            EventKind::Remove(RemoveKind::File),
+        ] {
+            assert_eq!(classify(&kind), Some(Change::Complete), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn a_data_write_or_a_new_file_waits_for_its_close() {
+        for kind in [
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Any,
+        ] {
+            assert_eq!(classify(&kind), Some(Change::Partial), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn reads_change_nothing() {
+        let read = EventKind::Access(AccessKind::Close(AccessMode::Read));
+        assert_eq!(classify(&read), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_change_waits_for_the_close_not_the_debounce() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let debounce = Duration::from_secs(1);
+        let started = Instant::now();
+        let settled = tokio::spawn(async move {
+            settle(Change::Partial, &mut rx, debounce, Instant::now()).await
+        });
+        tokio::time::advance(Duration::from_millis(100)).await;
+        tx.send(Change::Complete).await.unwrap();
+        assert!(settled.await.unwrap());
+        assert!(started.elapsed() < debounce, "{:?}", started.elapsed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_change_left_open_is_applied_after_the_debounce() {
+        let (_tx, mut rx) = mpsc::channel(4);
+        let debounce = Duration::from_millis(50);
+        let started = Instant::now();
+        assert!(settle(Change::Partial, &mut rx, debounce, Instant::now()).await);
+        assert_eq!(started.elapsed(), debounce);
+    }
 }

@@ -54,7 +54,7 @@ impl PathRank {
 
 /// The precedence of one (hostname, match) pair of one rule.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Rank {
+pub struct Rank<'a> {
     /// Hostname specificity.
     pub host: HostRank,
     /// Path specificity.
@@ -68,16 +68,16 @@ pub struct Rank {
     /// Creation time of the Route (Unix seconds), when known; unknown sorts last.
     pub created: Option<i64>,
     /// Route namespace.
-    pub namespace: String,
+    pub namespace: &'a str,
     /// Route name.
-    pub name: String,
+    pub name: &'a str,
     /// Rule index within the Route.
     pub rule: usize,
     /// Match index within the rule.
     pub match_index: usize,
 }
 
-impl Ord for Rank {
+impl Ord for Rank<'_> {
     fn cmp(&self, other: &Self) -> Ordering {
         self.host
             .key()
@@ -92,14 +92,14 @@ impl Ord for Rank {
                 (None, Some(_)) => Ordering::Greater,
                 (None, None) => Ordering::Equal,
             })
-            .then_with(|| self.namespace.cmp(&other.namespace))
-            .then_with(|| self.name.cmp(&other.name))
+            .then_with(|| self.namespace.cmp(other.namespace))
+            .then_with(|| self.name.cmp(other.name))
             .then_with(|| self.rule.cmp(&other.rule))
             .then_with(|| self.match_index.cmp(&other.match_index))
     }
 }
 
-impl PartialOrd for Rank {
+impl PartialOrd for Rank<'_> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
@@ -109,7 +109,7 @@ impl PartialOrd for Rank {
 mod tests {
     use super::*;
 
-    fn base() -> Rank {
+    fn base() -> Rank<'static> {
         Rank {
             host: HostRank::Exact,
             path: PathRank::Prefix(4),
@@ -117,8 +117,8 @@ mod tests {
             headers: 0,
             query: 0,
             created: None,
-            namespace: "default".into(),
-            name: "r".into(),
+            namespace: "default",
+            name: "r",
             rule: 0,
             match_index: 0,
         }
@@ -315,7 +315,7 @@ mod tests {
         wins(
             Rank {
                 created: Some(100),
-                name: "z".into(),
+                name: "z",
                 ..base()
             },
             Rank {
@@ -339,22 +339,22 @@ mod tests {
     fn namespace_then_name_break_remaining_ties() {
         wins(
             Rank {
-                namespace: "a".into(),
-                name: "z".into(),
+                namespace: "a",
+                name: "z",
                 ..base()
             },
             Rank {
-                namespace: "b".into(),
+                namespace: "b",
                 ..base()
             },
         );
         wins(
             Rank {
-                name: "a".into(),
+                name: "a",
                 ..base()
             },
             Rank {
-                name: "b".into(),
+                name: "b",
                 ..base()
             },
         );

@@ -392,8 +392,9 @@ pub struct HostIndex {
 impl HostIndex {
     /// Groups every (hostname, match) of `rules` and sorts each group by [`Rank`].
     pub fn build(rules: &[Rule]) -> Self {
-        let mut exact: HashMap<Box<str>, Vec<(Rank, Candidate)>> = HashMap::new();
-        let mut wildcard: HashMap<Box<str>, Vec<(Rank, Candidate)>> = HashMap::new();
+        // Keys and ranks borrow from `rules`: one allocation per host, not per (host, match).
+        let mut exact: HashMap<&str, Vec<(Rank<'_>, Candidate)>> = HashMap::new();
+        let mut wildcard: HashMap<&str, Vec<(Rank<'_>, Candidate)>> = HashMap::new();
         let mut any = Vec::new();
         for (ri, rule) in rules.iter().enumerate() {
             for (mi, m) in rule.matches.iter().enumerate() {
@@ -408,18 +409,18 @@ impl HostIndex {
                 for h in &rule.hostnames {
                     match h.strip_prefix('*') {
                         Some(suffix) => wildcard
-                            .entry(suffix.into())
+                            .entry(suffix)
                             .or_default()
                             .push((rank(HostRank::Wildcard(suffix.len())), candidate)),
                         None => exact
-                            .entry(h.as_str().into())
+                            .entry(h.as_str())
                             .or_default()
                             .push((rank(HostRank::Exact), candidate)),
                     }
                 }
             }
         }
-        let group = |mut v: Vec<(Rank, Candidate)>| {
+        let group = |mut v: Vec<(Rank<'_>, Candidate)>| {
             v.sort_by(|a, b| a.0.cmp(&b.0));
             Group::new(
                 v.into_iter()
@@ -435,8 +436,14 @@ impl HostIndex {
             )
         };
         Self {
-            exact: exact.into_iter().map(|(k, v)| (k, group(v))).collect(),
-            wildcard: wildcard.into_iter().map(|(k, v)| (k, group(v))).collect(),
+            exact: exact
+                .into_iter()
+                .map(|(k, v)| (k.into(), group(v)))
+                .collect(),
+            wildcard: wildcard
+                .into_iter()
+                .map(|(k, v)| (k.into(), group(v)))
+                .collect(),
             any: group(any),
         }
     }
@@ -460,7 +467,7 @@ impl HostIndex {
     }
 }
 
-fn rank_of(rule: &Rule, match_index: usize, m: &RequestMatch, host: HostRank) -> Rank {
+fn rank_of<'a>(rule: &'a Rule, match_index: usize, m: &RequestMatch, host: HostRank) -> Rank<'a> {
     Rank {
         host,
         path: match &m.path {
@@ -472,8 +479,8 @@ fn rank_of(rule: &Rule, match_index: usize, m: &RequestMatch, host: HostRank) ->
         method: m.method.is_some(),
         query: m.query_params.len(),
         created: rule.created,
-        namespace: rule.route.namespace.clone(),
-        name: rule.route.name.clone(),
+        namespace: &rule.route.namespace,
+        name: &rule.route.name,
         rule: rule.index,
         match_index,
     }

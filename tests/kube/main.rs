@@ -1526,3 +1526,80 @@ async fn an_auth_service_named_by_service_follows_its_endpoint_slices() {
         .await;
     assert_eq!(get(&gw, "dangling.test", "/", &[]).await.status, 500);
 }
+
+/// `tidegate_config_reloads_total{result="success"}` of `gw`'s `/metrics`.
+async fn successful_reloads(gw: &Tidegate) -> u64 {
+    let metrics = HttpClient::http1()
+        .get(gw.admin, "admin", "/metrics", &[])
+        .await
+        .body;
+    metrics
+        .lines()
+        .find(|l| l.starts_with("tidegate_config_reloads_total{result=\"success\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("tidegate_config_reloads_total in /metrics")
+}
+
+/// A change after a quiet period compiles at once, and a burst of applies compiles a bounded
+/// number of times (at most one per debounce window), not once per apply.
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn a_burst_of_applies_compiles_a_bounded_number_of_times() {
+    use futures::StreamExt;
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "burst").await;
+    let a = Upstream::start("a").await;
+    ns.service("api", json!({})).await;
+    ns.slice("api-a", "api", a.addr.port(), true).await;
+    ns.apply(backend("api", "api")).await;
+    ns.apply(route("web", "web.burst.test", json!([{"name": "api"}])))
+        .await;
+    // A debounce far longer than a compile: the first apply is served well before it ends only
+    // if it was compiled at once.
+    let gw = Tidegate::start(
+        &kc,
+        &ns.name,
+        "burst-0",
+        &["--leader-elect=false", "--debounce", "3s"],
+    );
+    gw.wait_ready().await;
+    wait_served_by(&gw, "web.burst.test", "/", "a").await;
+
+    // Quiet for longer than the window, then one apply: served at once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let started = Instant::now();
+    ns.apply(route("one", "one.burst.test", json!([{"name": "api"}])))
+        .await;
+    wait_served_by(&gw, "one.burst.test", "/", "a").await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(2000), "served after {took:?}");
+
+    // A burst of N applies, 16 at a time.
+    const N: usize = 400;
+    let before = successful_reloads(&gw).await;
+    futures::stream::iter(0..N)
+        .map(|i| {
+            let ns = &ns;
+            async move {
+                ns.apply(route(
+                    &format!("b{i}"),
+                    &format!("b{i}.burst.test"),
+                    json!([{"name": "api"}]),
+                ))
+                .await;
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    for i in [0, N / 2, N - 1] {
+        wait_served_by(&gw, &format!("b{i}.burst.test"), "/", "a").await;
+    }
+    let compiles = successful_reloads(&gw).await - before;
+    assert!(
+        compiles <= 10,
+        "{compiles} compiles for {N} applies with a 3 s window"
+    );
+}

@@ -120,6 +120,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - --access-log-include-query
 {{- end }}
 - --shutdown-delay={{ $c.shutdownDelaySeconds }}s
+- --debounce={{ $c.debounce }}
 - --drain-timeout={{ $c.drainTimeoutSeconds }}s
 - --header-read-timeout={{ $c.headerReadTimeout }}
 - --body-read-timeout={{ $c.bodyReadTimeout }}

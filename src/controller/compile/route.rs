@@ -156,7 +156,13 @@ pub(super) fn compile_rule(
         matches.push(RequestMatch::default());
     }
 
-    let rule_filters = filters(&rule.filters, &format!("{at}.filters"), "rule", &matches, f);
+    // Field paths are built only where they are needed: at 10,000 Routes, formatting them for
+    // every empty list was a tenth of the compile.
+    let rule_filters = if rule.filters.is_empty() {
+        Filters::default()
+    } else {
+        filters(&rule.filters, &format!("{at}.filters"), "rule", &matches, f)
+    };
     let terminal = rule_filters.redirect.is_some() || rule_filters.direct.is_some();
     if terminal && !rule.backend_refs.is_empty() {
         f.invalid(
@@ -178,7 +184,10 @@ pub(super) fn compile_rule(
         None => backend_refs(obj, rule, at, &matches, &rule_filters, env, f),
     };
 
-    let timeouts = timeouts(rule.timeouts.as_ref(), &format!("{at}.timeouts"), f);
+    let timeouts = match &rule.timeouts {
+        Some(t) => timeouts(Some(t), &format!("{at}.timeouts"), f),
+        None => Timeouts::default(),
+    };
     let retry = rule
         .retry
         .as_ref()
@@ -476,11 +485,11 @@ fn compile_match(m: &api::RouteMatch, at: &str, f: &mut Findings<'_>) -> Option<
     let path = match &m.path {
         None => PathMatcher::prefix("/"),
         Some(p) => {
-            let pat = format!("{at}.path.value");
+            let pat = || format!("{at}.path.value");
             match p.kind {
                 PathMatchType::PathPrefix | PathMatchType::Exact => {
                     if let Err(e) = fields::plain_path(&p.value) {
-                        f.invalid(pat, e);
+                        f.invalid(pat(), e);
                     }
                     if p.kind == PathMatchType::Exact {
                         PathMatcher::Exact(p.value.clone())
@@ -491,7 +500,7 @@ fn compile_match(m: &api::RouteMatch, at: &str, f: &mut Findings<'_>) -> Option<
                 PathMatchType::RegularExpression => match Pattern::new(&p.value) {
                     Ok(re) => PathMatcher::RegularExpression(re),
                     Err(e) => {
-                        f.invalid(pat, fields::regex_error(&e));
+                        f.invalid(pat(), fields::regex_error(&e));
                         PathMatcher::prefix("/")
                     }
                 },
@@ -513,22 +522,22 @@ fn compile_match(m: &api::RouteMatch, at: &str, f: &mut Findings<'_>) -> Option<
     });
     let mut headers: Vec<HeaderMatcher> = Vec::new();
     for (i, h) in m.headers.iter().enumerate() {
-        let hat = format!("{at}.headers[{i}]");
+        let hat = || format!("{at}.headers[{i}]");
         let name = match fields::header_name(&h.name) {
             Ok(n) => n,
             Err(e) => {
-                f.invalid(format!("{hat}.name"), e);
+                f.invalid(format!("{}.name", hat()), e);
                 continue;
             }
         };
         if headers.iter().any(|x| x.name == name) {
             f.invalid(
-                format!("{hat}.name"),
+                format!("{}.name", hat()),
                 format!("header {name} is matched twice in one match"),
             );
             continue;
         }
-        if let Some(value) = value_matcher(h.kind, &h.value, &format!("{hat}.value"), f) {
+        if let Some(value) = value_matcher(h.kind, &h.value, || format!("{}.value", hat()), f) {
             headers.push(HeaderMatcher { name, value });
         }
     }
@@ -549,7 +558,7 @@ fn compile_match(m: &api::RouteMatch, at: &str, f: &mut Findings<'_>) -> Option<
             );
             continue;
         }
-        if let Some(value) = value_matcher(q.kind, &q.value, &format!("{qat}.value"), f) {
+        if let Some(value) = value_matcher(q.kind, &q.value, || format!("{qat}.value"), f) {
             query_params.push(QueryMatcher {
                 name: q.name.clone(),
                 value,
@@ -564,10 +573,11 @@ fn compile_match(m: &api::RouteMatch, at: &str, f: &mut Findings<'_>) -> Option<
     })
 }
 
+/// `at`: the field, built only for a finding.
 fn value_matcher(
     kind: ValueMatchType,
     value: &str,
-    at: &str,
+    at: impl FnOnce() -> String,
     f: &mut Findings<'_>,
 ) -> Option<ValueMatcher> {
     match kind {
@@ -575,7 +585,7 @@ fn value_matcher(
         ValueMatchType::RegularExpression => match Pattern::new(value) {
             Ok(p) => Some(ValueMatcher::RegularExpression(p)),
             Err(e) => {
-                f.invalid(at, fields::regex_error(&e));
+                f.invalid(at(), fields::regex_error(&e));
                 None
             }
         },
@@ -797,13 +807,17 @@ fn backend_filters(
     rule_filters: &Filters,
     f: &mut Findings<'_>,
 ) -> BackendFilters {
-    let own = filters(
-        &r.filters,
-        &format!("{at}.filters"),
-        "backendRef",
-        matches,
-        f,
-    );
+    let own = if r.filters.is_empty() {
+        Filters::default()
+    } else {
+        filters(
+            &r.filters,
+            &format!("{at}.filters"),
+            "backendRef",
+            matches,
+            f,
+        )
+    };
     if own.rewrites_path && rule_filters.rewrites_path {
         f.invalid(
             format!("{at}.filters"),

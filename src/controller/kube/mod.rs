@@ -23,7 +23,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::TryStreamExt;
+use futures::{FutureExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -44,6 +44,7 @@ use self::leader::LeaseConfig;
 use self::status::Desired;
 use self::status::writer::StatusWriter;
 use super::compile::CompileOptions;
+use super::pace::Pace;
 use super::publish::{Publish, Publisher};
 use super::snapshot::Accepted;
 use crate::api::{Backend, RateLimitPolicy, Route};
@@ -160,7 +161,7 @@ pub fn start(
     dns: Arc<DnsStatuses>,
     publish: Publish,
     telemetry: Arc<Telemetry>,
-    mut reload: tokio::sync::mpsc::Receiver<()>,
+    mut reload: tokio::sync::mpsc::Receiver<crate::controller::pace::Change>,
     file_watch: Option<crate::controller::files::FileWatch>,
     stop: CancellationToken,
 ) {
@@ -233,8 +234,19 @@ pub fn start(
     }
     let recompile = shared.clone();
     tokio::spawn(async move {
-        while reload.recv().await.is_some() {
-            recompile.compile.notify_one();
+        let debounce = opts.debounce;
+        while let Some(change) = reload.recv().await {
+            // A file being written (a certificate) is read once its writer closes it, or after
+            // the debounce.
+            if change == crate::controller::pace::Change::Partial {
+                let later = recompile.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(debounce).await;
+                    later.compile.notify_one();
+                });
+            } else {
+                recompile.compile.notify_one();
+            }
         }
     });
     let (published_tx, published_rx) = tokio_watch::channel(None);
@@ -620,7 +632,8 @@ async fn endpoint_slices(
     watch::run(Watched::EndpointSlice, stream, handlers, stop).await;
 }
 
-/// Recompiles when the index changes (after `debounce` of quiet), once every kind is listed.
+/// Recompiles when the index changes, once every kind is listed: at once after a quiet period,
+/// at most once per `debounce` during a burst ([`Pace`]).
 #[allow(clippy::too_many_arguments)]
 async fn compile_loop(
     shared: Arc<Shared>,
@@ -635,17 +648,18 @@ async fn compile_loop(
     let mut accepted = Accepted::default();
     let mut publisher = Publisher::new(publish, shared.telemetry.clone());
     let mut waiting_logged = false;
+    let mut pace = Pace::new(debounce);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = shared.compile.notified() => {}
         }
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = shared.compile.notified() => continue,
-                () = tokio::time::sleep(debounce) => break,
-            }
+        // The first change after a quiet period compiles at once; changes within `debounce` of
+        // the last compile wait for the end of that window and compile together, so a burst of
+        // N applies costs one compile per window, not N.
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep_until(pace.next()) => {}
         }
         if !shared.index().synced() {
             if !waiting_logged {
@@ -661,6 +675,9 @@ async fn compile_loop(
                 retry.compile.notify_one();
             });
         }
+        // Changes noticed until now are in the snapshot about to be taken: their wake-up is
+        // spent here, not on a second compile of the same index.
+        let _ = shared.compile.notified().now_or_never();
         let snap = {
             let idx = shared.index();
             if !idx.synced() {
@@ -670,7 +687,8 @@ async fn compile_loop(
                 }
                 continue;
             }
-            idx.snapshot(accepted.clone())
+            // Moved, not cloned: a deep copy of every accepted object per compile.
+            idx.snapshot(std::mem::take(&mut accepted))
         };
         let mut snap = snap;
         let files = crate::controller::files::fill(&opts, &mut snap);
@@ -685,7 +703,10 @@ async fn compile_loop(
         let compiled = publisher.compile(&snap, &opts);
         let desired = status::desired(&snap, &compiled);
         let trigger = format!("{triggered_by:?}");
-        let Ok(table) = publisher.publish(compiled.table, started, &trigger) else {
+        let published_table = publisher.publish(compiled.table, started, &trigger);
+        pace.applied();
+        let Ok(table) = published_table else {
+            accepted = std::mem::take(&mut snap.accepted);
             continue;
         };
         accepted = compiled.accepted;
