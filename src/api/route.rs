@@ -594,6 +594,30 @@ pub struct ExtAuth {
     /// Keep decisions for a short time, keyed by the values of some request headers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<ExtAuthCache>,
+    /// The method of every subrequest (default: the request's own), e.g. `GET` as ingress-nginx
+    /// asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), pattern(r"^[A-Z]+$"))]
+    pub method: Option<String>,
+    /// `false`: ask `url` as written, its path and query, instead of the URL's path followed by
+    /// the request's (default `true`; with `backendRef`, `pathPrefix` as written). Only then
+    /// may `url` hold variables (`$host`, `$request_uri`, …; see the README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub append_path: Option<bool>,
+    /// Send every request header (hop-by-hop headers, `Host` and `Content-Length` aside)
+    /// instead of `headersToAuth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_all_headers: Option<bool>,
+    /// The non-2xx statuses of the auth service passed back to the client; any other non-2xx
+    /// answer is a 500 (default: every non-2xx answer is passed back).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(range(min = 300, max = 599)))]
+    pub deny_statuses: Vec<u16>,
+    /// A 401 from the auth service becomes a 302 to this URL (variables expanded, as in `url`),
+    /// with the `Set-Cookie` headers of the 401.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub signin_url: Option<String>,
 }
 
 /// A short-lived cache of an auth service's decisions.

@@ -80,6 +80,17 @@ pub fn corpus() -> Vec<Case> {
     serde_yaml_ng::from_str(CORPUS).expect("the corpus parses")
 }
 
+/// The corpus with its auth service's address (`AUTH_ADDR` in annotation values) filled in.
+pub fn corpus_with_auth(auth: SocketAddr) -> Vec<Case> {
+    let mut corpus = corpus();
+    for case in &mut corpus {
+        for v in case.annotations.values_mut() {
+            *v = v.replace("AUTH_ADDR", &auth.to_string());
+        }
+    }
+    corpus
+}
+
 /// Sends every request of the corpus to `addr`; the mismatches, one line each.
 pub async fn mismatches(addr: SocketAddr, corpus: &[Case]) -> Vec<String> {
     let http = HttpClient::http1();

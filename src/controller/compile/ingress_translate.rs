@@ -12,6 +12,7 @@ use crate::api::{
     self, BasicAuthentication, Cors, HeaderModifier, HeaderValueSpec, LocalObjectRef, PathMatch,
     PathMatchType, PathModifier, RequestRedirect, RouteFilter, RouteMatch, RouteRule, UrlRewrite,
 };
+use crate::model::ext_auth::Template;
 use crate::model::{Diagnostic, Severity};
 
 use super::fields::{self, Findings};
@@ -21,10 +22,19 @@ use crate::controller::objects::{IngressBackendInfo, IngressInfo};
 /// [`super::ingress_canary::NAMES`]); the catalogue leaves them to [`translate`].
 pub const MAPPED: &[&str] = &[
     "app-root",
+    "auth-keepalive",
+    "auth-keepalive-requests",
+    "auth-keepalive-share-vars",
+    "auth-keepalive-timeout",
+    "auth-method",
     "auth-realm",
+    "auth-response-headers",
     "auth-secret",
     "auth-secret-type",
+    "auth-signin",
+    "auth-signin-redirect-param",
     "auth-type",
+    "auth-url",
     "backend-protocol",
     "cors-allow-credentials",
     "cors-allow-headers",
@@ -93,6 +103,8 @@ pub struct Translation {
     pub ip_deny: Vec<String>,
     /// `auth-type: basic` with `auth-secret` and `auth-realm`.
     pub basic: Option<BasicAuthentication>,
+    /// `auth-url` and its family: the auth service asked as ingress-nginx asks it.
+    pub ext_auth: Option<api::ExtAuth>,
     /// `app-root`: `/` on the Ingress's hosts answers 302 to it.
     pub app_root: Option<String>,
     /// `server-alias`: more host names for the Ingress's hosts.
@@ -177,6 +189,7 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     rewrites(a, &mut t, f);
     redirects(a, &mut t, f);
     access(a, &mut t, f);
+    ext_auth(a, &mut t, f);
     rate_limits(a, &mut t, f);
     timeouts(a, &mut t, f);
     backend_protocol(a, &mut t, f);
@@ -758,6 +771,163 @@ fn access(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_
     t.outcomes.insert(secret_key, Outcome::Carried);
 }
 
+/// The `auth-url` family's members other than `auth-url` itself that are carried.
+const AUTH_URL_FAMILY: [&str; 8] = [
+    "auth-method",
+    "auth-signin",
+    "auth-signin-redirect-param",
+    "auth-response-headers",
+    "auth-keepalive",
+    "auth-keepalive-requests",
+    "auth-keepalive-share-vars",
+    "auth-keepalive-timeout",
+];
+
+/// How long the auth service may take: nginx's auth location has the location's
+/// proxy_read_timeout (60s by default), and 60s is also extAuth's most.
+const AUTH_URL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `auth-url` with `auth-method`, `auth-signin` (and its `-redirect-param`),
+/// `auth-response-headers`, `auth-keepalive*` → `authentication.extAuth` asking as
+/// ingress-nginx's `auth_request` does: the URL as written (nginx variables expanded), GET,
+/// every request header, 401 and 403 passed back and any other non-2xx a 500.
+fn ext_auth(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let Some((url_key, url)) = get(a, "auth-url") else {
+        for name in AUTH_URL_FAMILY {
+            if let Some((key, _)) = get(a, name) {
+                warn(f, &key, "it has no effect without auth-url");
+            }
+        }
+        return;
+    };
+    let url = url.trim();
+    let before = f.ok();
+    if let Err(e) = Template::parse(url) {
+        f.invalid(field(&url_key), e);
+    }
+    let method = get(a, "auth-method").and_then(|(key, v)| {
+        let m = v.trim();
+        const METHODS: [&str; 9] = [
+            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE",
+        ];
+        if METHODS.contains(&m) {
+            t.outcomes.insert(key, Outcome::Carried);
+            Some(m.to_owned())
+        } else {
+            f.invalid(
+                field(&key),
+                format!("{v:?} must be one of {}", METHODS.join(", ")),
+            );
+            None
+        }
+    });
+    let param = match get(a, "auth-signin-redirect-param") {
+        Some((key, v)) => {
+            let v = v.trim();
+            if v.is_empty()
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+            {
+                f.invalid(
+                    field(&key),
+                    format!("{v:?} must be a plain query parameter name"),
+                );
+            }
+            t.outcomes.insert(key, Outcome::Carried);
+            v.to_owned()
+        }
+        None => "rd".to_owned(),
+    };
+    let signin_url = get(a, "auth-signin").and_then(|(key, v)| {
+        let v = v.trim();
+        match Template::parse(v) {
+            Ok(_) => {
+                t.outcomes.insert(key, Outcome::Carried);
+                Some(signin_url(v, &param))
+            }
+            Err(e) => {
+                f.invalid(field(&key), e);
+                None
+            }
+        }
+    });
+    if let Some((key, _)) = get(a, "auth-signin-redirect-param")
+        && signin_url.is_none()
+    {
+        warn(f, &key, "it has no effect without auth-signin");
+        t.outcomes.remove(&key);
+    }
+    let mut response_headers = Vec::new();
+    if let Some((key, v)) = get(a, "auth-response-headers") {
+        response_headers = list(v);
+        if let Some(bad) = response_headers.iter().find(|h| {
+            !h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        }) {
+            f.invalid(field(&key), format!("{bad:?} is not a header name"));
+        }
+        t.outcomes.insert(key, Outcome::Carried);
+    }
+    for name in AUTH_URL_FAMILY
+        .iter()
+        .filter(|n| n.starts_with("auth-keepalive"))
+    {
+        if let Some((key, _)) = get(a, name) {
+            t.outcomes.insert(
+                key,
+                Outcome::Approximated(
+                    "Tidegate's client keeps connections to an auth service alive and pools \
+                     them by itself"
+                        .to_owned(),
+                ),
+            );
+        }
+    }
+    if !before || !f.ok() {
+        return;
+    }
+    t.outcomes.insert(
+        url_key,
+        Outcome::Approximated(
+            "extAuth with appendPath: false, forwardAllHeaders, denyStatuses [401, 403], \
+             timeout 60s; an auth service that cannot be asked gives 503 (nginx: 500), and \
+             Set-Cookie of an allowing answer does not reach the client"
+                .to_owned(),
+        ),
+    );
+    t.ext_auth = Some(api::ExtAuth {
+        url: Some(url.to_owned()),
+        append_path: Some(false),
+        method: Some(method.unwrap_or_else(|| "GET".to_owned())),
+        forward_all_headers: Some(true),
+        deny_statuses: vec![401, 403],
+        allowed_upstream_headers: response_headers,
+        signin_url,
+        timeout: Some(api::Duration(AUTH_URL_TIMEOUT)),
+        ..api::ExtAuth::default()
+    });
+}
+
+/// `auth-signin` with where to come back appended as ingress-nginx's template does: `?rd=…`
+/// (or `&rd=…`; `param` for `rd`) unless the URL already sets it.
+fn signin_url(signin: &str, param: &str) -> String {
+    let back = "$scheme://$http_host$escaped_request_uri";
+    match signin.split_once('?') {
+        None => format!("{signin}?{param}={back}"),
+        Some((_, "")) => format!("{signin}{param}={back}"),
+        Some((_, q))
+            if q.split('&').any(|kv| {
+                kv.split_once('=')
+                    .is_some_and(|(k, v)| k == param && !v.is_empty())
+            }) =>
+        {
+            signin.to_owned()
+        }
+        Some(_) => format!("{signin}&{param}={back}"),
+    }
+}
+
 /// The Secret the `auth-secret` annotation names, when it is in `namespace` (`NAME` or
 /// `NAMESPACE/NAME`): read by reference in Kubernetes mode.
 pub fn auth_secret<'a>(a: &'a BTreeMap<String, String>, namespace: &str) -> Option<&'a str> {
@@ -1071,9 +1241,12 @@ impl Translation {
             filters,
             ip_allow: self.ip_allow.clone(),
             ip_deny: self.ip_deny.clone(),
-            authentication: self.basic.as_ref().map(|b| api::Authentication {
-                basic: Some(b.clone()),
-                ..api::Authentication::default()
+            authentication: (self.basic.is_some() || self.ext_auth.is_some()).then(|| {
+                api::Authentication {
+                    basic: self.basic.clone(),
+                    ext_auth: self.ext_auth.clone(),
+                    ..api::Authentication::default()
+                }
             }),
             timeouts: self.timeouts.clone(),
             retry: self.retry.clone(),
@@ -1199,6 +1372,82 @@ mod tests {
         ]);
         assert!(
             t.basic.is_none() && d[0].message.contains("another namespace"),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn auth_url_asks_as_nginx_auth_request_does() {
+        let (t, d) = run(&[
+            (&format!("{N}auth-url"), "https://$host/oauth2/auth"),
+            (&format!("{N}auth-signin"), "https://$host/oauth2/start"),
+            (
+                &format!("{N}auth-response-headers"),
+                "X-Auth-Request-User, X-Auth-Request-Email",
+            ),
+            (&format!("{N}auth-keepalive"), "10"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        let e = t.ext_auth.clone().unwrap();
+        assert_eq!(e.url.as_deref(), Some("https://$host/oauth2/auth"));
+        assert_eq!(
+            (e.append_path, e.method.as_deref(), e.forward_all_headers),
+            (Some(false), Some("GET"), Some(true))
+        );
+        assert_eq!(e.deny_statuses, vec![401, 403]);
+        assert_eq!(
+            e.signin_url.as_deref(),
+            Some("https://$host/oauth2/start?rd=$scheme://$http_host$escaped_request_uri")
+        );
+        assert_eq!(
+            e.allowed_upstream_headers,
+            vec!["X-Auth-Request-User", "X-Auth-Request-Email"]
+        );
+        let rule = t.rule(t.path("Prefix", "/"));
+        assert_eq!(rule.authentication.unwrap().ext_auth, Some(e));
+        assert!(matches!(
+            t.outcomes[&format!("{N}auth-keepalive")],
+            Outcome::Approximated(_)
+        ));
+    }
+
+    #[test]
+    fn auth_signin_gets_its_redirect_parameter_unless_it_has_one() {
+        let back = "$scheme://$http_host$escaped_request_uri";
+        assert_eq!(
+            signin_url("https://a/s", "rd"),
+            format!("https://a/s?rd={back}")
+        );
+        assert_eq!(
+            signin_url("https://a/s?x=1", "next"),
+            format!("https://a/s?x=1&next={back}")
+        );
+        assert_eq!(
+            signin_url("https://a/s?rd=$escaped_request_uri", "rd"),
+            "https://a/s?rd=$escaped_request_uri"
+        );
+    }
+
+    #[test]
+    fn auth_url_variables_and_methods_are_checked() {
+        let (t, d) = run(&[(&format!("{N}auth-url"), "http://auth/$cookie_session")]);
+        assert!(t.ext_auth.is_none());
+        assert!(
+            d[0].message.contains("unknown variable $cookie_session"),
+            "{d:?}"
+        );
+        assert!(d[0].field.contains("auth-url"), "{d:?}");
+        let (t, d) = run(&[
+            (&format!("{N}auth-url"), "http://auth/"),
+            (&format!("{N}auth-method"), "FETCH"),
+        ]);
+        assert!(
+            t.ext_auth.is_none() && d[0].field.contains("auth-method"),
+            "{d:?}"
+        );
+        let (_, d) = run(&[(&format!("{N}auth-signin"), "http://login/")]);
+        assert!(
+            d[0].severity == Severity::Warning && d[0].message.contains("without auth-url"),
             "{d:?}"
         );
     }

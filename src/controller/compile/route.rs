@@ -188,7 +188,7 @@ pub(super) fn compile_rule(
         .iter()
         .enumerate()
         .find_map(|(i, filter)| filter.cors.as_ref().map(|c| (i, c)));
-    let access = super::access::access(rule, cors, at, id, env, f);
+    let access = super::access::access(rule, cors, at, id, hostnames, env, f);
     if !f.ok() {
         return None;
     }
