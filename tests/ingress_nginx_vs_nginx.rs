@@ -1,7 +1,7 @@
 //! The ingress-nginx corpus against Debian's nginx, configured as ingress-nginx's template
 //! renders the same annotations (`location ~* "^PATH"` with `rewrite … break`, `return CODE
 //! URL`, `server_name` aliases, `proxy_set_header`, `limit_req`, `proxy_read_timeout`,
-//! `grpc_pass`, `proxy_next_upstream`, `auth_request` with its `@signin`): the answers the corpus says ingress-nginx gives are
+//! `grpc_pass`, `proxy_next_upstream`, `auth_request` with its `@signin`, `client_max_body_size`): the answers the corpus says ingress-nginx gives are
 //! nginx's. Cases whose nginx configuration ingress-nginx builds from Lua or several blocks
 //! (CORS, basic auth, source ranges, HTTPS redirects, canaries: its balancer decides in Lua) are left
 //! to the corpus.
@@ -95,6 +95,11 @@ const SERVERS: &[(&str, &str)] = &[
                proxy_set_header 'X-Upstream' $authHeader0;
                error_page 401 = @signin;
                proxy_pass http://UP; }"#,
+    ),
+    (
+        "proxy-body-size",
+        r#"server_name bodysize.bar.com;
+           location / { client_max_body_size 1k; proxy_pass http://UP; }"#,
     ),
     (
         "rate-limit",

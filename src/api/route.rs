@@ -227,6 +227,13 @@ pub struct RouteRule {
     /// Who may call this rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication: Option<Authentication>,
+    /// The longest request body accepted, in bytes (default: no limit): a longer
+    /// `Content-Length` is answered 413 before the backend is asked; a body of unknown length
+    /// (chunked, HTTP/2 without content-length) is cut when it passes the limit (413 if no
+    /// response has started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_request_body_bytes: Option<u64>,
 }
 
 /// Conditions a request must meet, all of them.

@@ -74,6 +74,9 @@ pub struct Req {
     /// Headers of the answer.
     #[serde(default)]
     pub got: BTreeMap<String, String>,
+    /// A request body of this many bytes (with its Content-Length).
+    #[serde(rename = "bodyBytes")]
+    pub body_bytes: Option<usize>,
 }
 
 pub fn corpus() -> Vec<Case> {
@@ -106,8 +109,9 @@ pub async fn mismatches(addr: SocketAddr, corpus: &[Case]) -> Vec<String> {
             for (k, v) in &r.headers {
                 b = b.header(k, v);
             }
+            let body = Bytes::from(vec![b'x'; r.body_bytes.unwrap_or(0)]);
             let reply = http
-                .send(b.body(Full::new(Bytes::new())).unwrap())
+                .send(b.body(Full::new(body)).unwrap())
                 .await
                 .expect("request completes");
             let at = format!("{}[{i}] {host}{}", case.name, r.path);

@@ -55,7 +55,6 @@ const NOT_YET: &[&str] = &[
     "global-rate-limit-key",
     "global-rate-limit-ignored-cidrs",
     "preserve-trailing-slash",
-    "proxy-body-size",
     "proxy-cookie-domain",
     "proxy-cookie-path",
     "proxy-connect-timeout",
@@ -134,7 +133,6 @@ fn why_not_yet(name: &str) -> &'static str {
             ": nginx's limits the time between two writes of the request to the backend, and \
              Tidegate has no such limit (--body-read-timeout bounds the client's side)"
         }
-        "proxy-body-size" => ": Tidegate has no request body size limit yet",
         "limit-whitelist" => {
             ": a RateLimitPolicy has no list of exempt client addresses yet; write the limits \
              as a RateLimitPolicy on a Route"

@@ -51,6 +51,7 @@ pub const MAPPED: &[&str] = &[
     "limit-rps",
     "permanent-redirect",
     "permanent-redirect-code",
+    "proxy-body-size",
     "proxy-next-upstream",
     "proxy-next-upstream-tries",
     "proxy-read-timeout",
@@ -118,6 +119,8 @@ pub struct Translation {
     pub load_balancer: Option<api::LoadBalancer>,
     /// `proxy-next-upstream`, `proxy-next-upstream-tries`: the rule's `retry`.
     pub retry: Option<api::RetryPolicy>,
+    /// `proxy-body-size`: the rule's `maxRequestBodyBytes` (`None`: no limit).
+    pub max_body: Option<u64>,
     /// `proxy-read-timeout`: the rule's `timeouts.backendRequest`.
     pub timeouts: Option<api::RouteTimeouts>,
     /// `ssl-redirect` (default on): plain HTTP for the `tls` hosts gets 308 to https.
@@ -192,6 +195,7 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     ext_auth(a, &mut t, f);
     rate_limits(a, &mut t, f);
     timeouts(a, &mut t, f);
+    body_size(a, &mut t, f);
     backend_protocol(a, &mut t, f);
     retries(a, &mut t, f);
     balancing(a, &mut t, f);
@@ -708,6 +712,41 @@ fn timeouts(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<
                 .to_owned(),
         ),
     );
+}
+
+/// `proxy-body-size`: nginx's `client_max_body_size` (bytes, or a number with `k`, `m` or `g`;
+/// `0`: no limit) → the rule's `maxRequestBodyBytes`.
+fn body_size(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let Some((key, v)) = get(a, "proxy-body-size") else {
+        return;
+    };
+    match nginx_size(v.trim()) {
+        Some(n) => {
+            t.max_body = (n > 0).then_some(n);
+            t.outcomes.insert(key, Outcome::Carried);
+        }
+        None => f.invalid(
+            field(&key),
+            format!(
+                "{v:?} must be a size as nginx writes it: bytes, or a number with k, m or g \
+                 (\"8m\"); 0 for no limit"
+            ),
+        ),
+    }
+}
+
+/// An nginx size (`ngx_parse_offset`): digits, then optionally `k`, `m` or `g` (either case).
+fn nginx_size(v: &str) -> Option<u64> {
+    let (digits, unit) = match v.as_bytes().last()? {
+        b'k' | b'K' => (&v[..v.len() - 1], 1u64 << 10),
+        b'm' | b'M' => (&v[..v.len() - 1], 1 << 20),
+        b'g' | b'G' => (&v[..v.len() - 1], 1 << 30),
+        _ => (v, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(unit)
 }
 
 /// `whitelist-source-range`, `denylist-source-range`, `auth-type` basic.
@@ -1250,6 +1289,7 @@ impl Translation {
             }),
             timeouts: self.timeouts.clone(),
             retry: self.retry.clone(),
+            max_request_body_bytes: self.max_body,
             ..RouteRule::default()
         }
     }
@@ -1409,6 +1449,26 @@ mod tests {
             t.outcomes[&format!("{N}auth-keepalive")],
             Outcome::Approximated(_)
         ));
+    }
+
+    #[test]
+    fn proxy_body_size_reads_nginx_sizes() {
+        for (v, want) in [
+            ("8m", Some(8 << 20)),
+            ("1K", Some(1024)),
+            ("1g", Some(1 << 30)),
+            ("512", Some(512)),
+            ("0", None),
+        ] {
+            let (t, d) = run(&[(&format!("{N}proxy-body-size"), v)]);
+            assert!(d.is_empty(), "{v}: {d:?}");
+            assert_eq!(t.max_body, want, "{v}");
+            assert_eq!(t.rule(t.path("Prefix", "/")).max_request_body_bytes, want);
+        }
+        for v in ["8mb", "m", "-1", "1.5m", ""] {
+            let (t, d) = run(&[(&format!("{N}proxy-body-size"), v)]);
+            assert!(t.max_body.is_none() && d[0].is_error(), "{v}: {d:?}");
+        }
     }
 
     #[test]

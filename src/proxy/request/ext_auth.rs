@@ -107,7 +107,13 @@ async fn buffer(req: &mut Request<ClientBody>, max: usize) -> Result<Bytes, Outc
     let mut data = bytes::BytesMut::new();
     let mut trailers = None;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| Outcome::BodyUnreadable)?;
+        let frame = frame.map_err(|e| {
+            if e.is::<crate::proxy::transport::error::BodyTooLarge>() {
+                Outcome::BodyTooLarge
+            } else {
+                Outcome::BodyUnreadable
+            }
+        })?;
         match frame.into_data() {
             Ok(chunk) if data.len() + chunk.len() > max => return Err(Outcome::BodyTooLarge),
             Ok(chunk) => data.extend_from_slice(&chunk),

@@ -4,7 +4,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
+use http_body::Body as _;
 use tokio::time::Instant;
 
 use super::error::ProxyError;
@@ -130,6 +132,9 @@ async fn serve(
         return https_redirect(service, &req, normalized.as_deref());
     }
     client_certificate(rule, conn)?;
+    if let Some(max) = rule.max_request_body_bytes {
+        limit_body(&mut req, max)?;
+    }
     let matched_prefix = match &hit.matched.path {
         PathMatcher::Prefix(p) => Some(p.as_str()),
         _ => None,
@@ -226,6 +231,20 @@ async fn serve(
             .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
     }
     Ok(resp)
+}
+
+/// `maxRequestBodyBytes`: a longer declared length is refused before anything is asked (as
+/// nginx's `client_max_body_size`); a body of unknown length is counted as it is read.
+fn limit_body(req: &mut Request<ClientBody>, max: u64) -> Result<(), ProxyError> {
+    let hint = req.body().size_hint();
+    if hint.lower() > max {
+        return Err(ProxyError::BodyTooLarge(max));
+    }
+    if hint.upper().is_none_or(|n| n > max) {
+        let body = std::mem::replace(req.body_mut(), ClientBody::buffered(Bytes::new(), None));
+        *req.body_mut() = ClientBody::limited(body, max);
+    }
+    Ok(())
 }
 
 fn direct_response(d: &DirectResponse) -> Response<ProxyBody> {
