@@ -644,6 +644,7 @@ async fn an_nginx_style_auth_url_asks_as_auth_request_does() {
         .header("host", "localhost")
         .header("cookie", "_oauth2_proxy=ok")
         .header("x-custom", "seen")
+        .header("x-forwarded-for", "10.9.9.9")
         .header("x-auth-request-user", "mallory")
         .header("content-type", "text/plain")
         .body(http_body_util::Full::new(bytes::Bytes::from_static(
@@ -667,6 +668,7 @@ async fn an_nginx_style_auth_url_asks_as_auth_request_does() {
     assert_eq!(h["x-original-url"], "http://localhost/orders/7?a=1");
     assert_eq!(h["x-auth-request-redirect"], "/orders/7?a=1");
     assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert!(h.get("content-length").is_none_or(|v| v == "0"), "{h}");
 
     // No session: 302 to sign in, back to the escaped request URI, with the 401's cookie.

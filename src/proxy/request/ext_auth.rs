@@ -357,6 +357,10 @@ fn headers(
         }
     }
     if let Ok(v) = HeaderValue::try_from(conn.peer.ip().to_string()) {
+        // As ingress-nginx's auth location: the client's address, not the client's list.
+        if ext.forward_all_headers {
+            h.insert(HeaderName::from_static("x-forwarded-for"), v.clone());
+        }
         h.insert(HeaderName::from_static("x-real-ip"), v);
     }
     // The body (`maxBodyBytes`) goes with what says how to read it.
@@ -408,4 +412,16 @@ async fn decide(ext: &ExtAuth, resp: Response<ProxyBody>) -> Result<Decision, St
         headers,
         body,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaped_request_uri_keeps_only_unreserved_characters() {
+        let mut out = String::new();
+        escape_component("/a b/ü?x=1&y=-._~", &mut out);
+        assert_eq!(out, "%2Fa%20b%2F%C3%BC%3Fx%3D1%26y%3D-._~");
+    }
 }
