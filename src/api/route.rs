@@ -625,6 +625,20 @@ pub struct ExtAuth {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048))]
     pub signin_url: Option<String>,
+    /// The `Set-Cookie` headers of an allowing answer are added to the response the client
+    /// gets (a session the auth service refreshes): `Success` when that response is 2xx or 3xx
+    /// (as nginx's `add_header`), `Always` on any (default: not passed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_set_cookie: Option<PassSetCookie>,
+}
+
+/// When an allowing auth answer's `Set-Cookie` headers reach the client.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PassSetCookie {
+    /// On a 2xx or 3xx response.
+    Success,
+    /// On any response.
+    Always,
 }
 
 /// A short-lived cache of an auth service's decisions.

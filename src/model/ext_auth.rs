@@ -68,6 +68,10 @@ pub struct ExtAuth {
     /// A 401 becomes a 302 to this URL, expanded per request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signin: Option<Template>,
+    /// The `Set-Cookie` of an allowing answer reaches the client: on any response (`true`) or
+    /// on a 2xx or 3xx one (`false`); `None`: never.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set_cookie_always: Option<bool>,
     /// The decisions cached.
     #[serde(skip)]
     pub decisions: Decisions,
@@ -254,6 +258,7 @@ impl PartialEq for ExtAuth {
             && self.deny_statuses == o.deny_statuses
             && self.target == o.target
             && self.signin == o.signin
+            && self.set_cookie_always == o.set_cookie_always
     }
 }
 
@@ -313,8 +318,8 @@ pub struct CacheSettings {
 /// What the auth service decided.
 #[derive(Clone, Debug)]
 pub enum Decision {
-    /// 2xx: the headers to set upstream.
-    Allow(HeaderMap),
+    /// 2xx: the headers to set upstream, and the `Set-Cookie` values for the client.
+    Allow(HeaderMap, Vec<http::HeaderValue>),
     /// Anything else: the answer the client gets.
     Deny {
         /// Its status.
@@ -403,7 +408,7 @@ mod tests {
     fn decisions_expire_and_a_full_cache_makes_room() {
         let d = Decisions::default();
         let t0 = Instant::now();
-        let allow = Arc::new(Decision::Allow(HeaderMap::new()));
+        let allow = Arc::new(Decision::Allow(HeaderMap::new(), Vec::new()));
         d.put(
             b"a".to_vec(),
             t0 + Duration::from_secs(10),

@@ -53,7 +53,8 @@ class Handler(BaseHTTPRequestHandler):
             cookie = self.headers.get("Cookie", "")
             if "_oauth2_proxy=ok" in cookie:
                 self.answer(202, b"", [("X-Auth-Request-User", "alice"),
-                                       ("X-Auth-Request-Email", "alice@example.com")])
+                                       ("X-Auth-Request-Email", "alice@example.com"),
+                                       ("Set-Cookie", "_oauth2_proxy=refreshed")])
             elif "_oauth2_proxy=forbidden" in cookie:
                 self.answer(403, b"no\n", [("Content-Type", "text/plain")])
             elif "_oauth2_proxy=broken" in cookie:

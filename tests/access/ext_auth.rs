@@ -633,7 +633,7 @@ async fn an_nginx_style_auth_url_asks_as_auth_request_does() {
     let p = auth.port;
     let cfg = ConfigDir::new();
     let route = format!(
-        "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: {{ name: o }}\nspec:\n  hostnames: [localhost]\n  rules:\n    - backendRefs: [{{ name: up }}]\n      authentication:\n        extAuth:\n          url: http://$host:{p}/oauth2/auth\n          appendPath: false\n          method: GET\n          forwardAllHeaders: true\n          denyStatuses: [401, 403]\n          signinUrl: http://$host:{p}/oauth2/start?rd=$scheme://$http_host$escaped_request_uri\n          allowedUpstreamHeaders: [x-auth-request-user]\n          timeout: 2s\n---\n"
+        "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: {{ name: o }}\nspec:\n  hostnames: [localhost]\n  rules:\n    - backendRefs: [{{ name: up }}]\n      authentication:\n        extAuth:\n          url: http://$host:{p}/oauth2/auth\n          appendPath: false\n          method: GET\n          forwardAllHeaders: true\n          denyStatuses: [401, 403]\n          signinUrl: http://$host:{p}/oauth2/start?rd=$scheme://$http_host$escaped_request_uri\n          allowedUpstreamHeaders: [x-auth-request-user]\n          passSetCookie: Success\n          timeout: 2s\n---\n"
     );
     cfg.write("all.yaml", &(backend_yaml("up", &[up.addr]) + &route));
     let gw = Gateway::start(cfg.path(), &[], &[]).await;
@@ -653,6 +653,11 @@ async fn an_nginx_style_auth_url_asks_as_auth_request_does() {
         .unwrap();
     let r = client.send(req).await.expect("request completes");
     assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.headers.get("set-cookie").unwrap(),
+        "_oauth2_proxy=refreshed",
+        "the allowing answer's cookie reaches the client"
+    );
     let echo = r.echo();
     assert_eq!(echo.headers["x-auth-request-user"], vec!["alice"]);
     assert_eq!(echo.header("x-auth-request-email"), None);
@@ -670,6 +675,17 @@ async fn an_nginx_style_auth_url_asks_as_auth_request_does() {
     assert_eq!(h["x-real-ip"], "127.0.0.1");
     assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert!(h.get("content-length").is_none_or(|v| v == "0"), "{h}");
+
+    // passSetCookie: Success: not on the backend's 5xx.
+    let r = get(
+        &gw,
+        "localhost",
+        "/",
+        &[("cookie", "_oauth2_proxy=ok"), ("x-status", "500")],
+    )
+    .await;
+    assert_eq!(r.status, 500);
+    assert!(r.headers.get("set-cookie").is_none(), "{:?}", r.headers);
 
     // No session: 302 to sign in, back to the escaped request URI, with the 401's cookie.
     let r = get(&gw, "localhost", "/orders/7?a=1&b=2", &[]).await;
@@ -696,8 +712,8 @@ async fn an_nginx_style_auth_url_asks_as_auth_request_does() {
     assert!(!r.body.contains("upstream gone"), "{}", r.body);
     assert_eq!(
         up.hits(),
-        1,
-        "only the allowed request reached the upstream"
+        2,
+        "only the allowed requests reached the upstream"
     );
 }
 

@@ -126,6 +126,7 @@ pub fn compile(
         deny_statuses,
         target,
         signin,
+        set_cookie_always: e.pass_set_cookie.map(|p| p == api::PassSetCookie::Always),
         headers_to_auth,
         allowed_upstream_headers,
         timeout,

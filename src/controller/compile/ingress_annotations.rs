@@ -38,7 +38,6 @@ const NOT_YET: &[&str] = &[
     "auth-cache-key",
     "auth-cache-duration",
     "auth-proxy-set-headers",
-    "auth-always-set-cookie",
     "enable-global-auth",
     "client-body-buffer-size",
     "custom-headers",
@@ -120,9 +119,6 @@ fn why_not_yet(name: &str) -> &'static str {
         }
         "auth-request-redirect" => {
             ": X-Auth-Request-Redirect is always the request's URI (ingress-nginx's default)"
-        }
-        "auth-always-set-cookie" => {
-            ": the Set-Cookie of an allowing auth answer does not reach the client yet"
         }
         "proxy-connect-timeout" => {
             ": an Ingress's backends are Services with default settings, whose connect timeout \

@@ -22,6 +22,7 @@ use crate::controller::objects::{IngressBackendInfo, IngressInfo};
 /// [`super::ingress_canary::NAMES`]); the catalogue leaves them to [`translate`].
 pub const MAPPED: &[&str] = &[
     "app-root",
+    "auth-always-set-cookie",
     "auth-keepalive",
     "auth-keepalive-requests",
     "auth-keepalive-share-vars",
@@ -811,7 +812,8 @@ fn access(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_
 }
 
 /// The `auth-url` family's members other than `auth-url` itself that are carried.
-const AUTH_URL_FAMILY: [&str; 8] = [
+const AUTH_URL_FAMILY: [&str; 9] = [
+    "auth-always-set-cookie",
     "auth-method",
     "auth-signin",
     "auth-signin-redirect-param",
@@ -908,6 +910,17 @@ fn ext_auth(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<
         }
         t.outcomes.insert(key, Outcome::Carried);
     }
+    let always_set_cookie =
+        get(a, "auth-always-set-cookie").and_then(|(key, v)| match boolean(v) {
+            Some(b) => {
+                t.outcomes.insert(key, Outcome::Carried);
+                Some(b)
+            }
+            None => {
+                f.invalid(field(&key), format!("{v:?} must be \"true\" or \"false\""));
+                None
+            }
+        });
     for name in AUTH_URL_FAMILY
         .iter()
         .filter(|n| n.starts_with("auth-keepalive"))
@@ -930,8 +943,8 @@ fn ext_auth(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<
         url_key,
         Outcome::Approximated(
             "extAuth with appendPath: false, forwardAllHeaders, denyStatuses [401, 403], \
-             timeout 60s; an auth service that cannot be asked gives 503 (nginx: 500), and \
-             Set-Cookie of an allowing answer does not reach the client"
+             passSetCookie, timeout 60s; an auth service that cannot be asked gives 503 \
+             (nginx: 500)"
                 .to_owned(),
         ),
     );
@@ -943,6 +956,12 @@ fn ext_auth(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<
         deny_statuses: vec![401, 403],
         allowed_upstream_headers: response_headers,
         signin_url,
+        // nginx's `add_header Set-Cookie $auth_cookie` (`always` with auth-always-set-cookie).
+        pass_set_cookie: Some(if always_set_cookie == Some(true) {
+            api::PassSetCookie::Always
+        } else {
+            api::PassSetCookie::Success
+        }),
         timeout: Some(api::Duration(AUTH_URL_TIMEOUT)),
         ..api::ExtAuth::default()
     });
@@ -1435,6 +1454,7 @@ mod tests {
             (Some(false), Some("GET"), Some(true))
         );
         assert_eq!(e.deny_statuses, vec![401, 403]);
+        assert_eq!(e.pass_set_cookie, Some(api::PassSetCookie::Success));
         assert_eq!(
             e.signin_url.as_deref(),
             Some("https://$host/oauth2/start?rd=$scheme://$http_host$escaped_request_uri")
@@ -1504,6 +1524,15 @@ mod tests {
         assert!(
             t.ext_auth.is_none() && d[0].field.contains("auth-method"),
             "{d:?}"
+        );
+        let (t, d) = run(&[
+            (&format!("{N}auth-url"), "http://auth/"),
+            (&format!("{N}auth-always-set-cookie"), "true"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(
+            t.ext_auth.unwrap().pass_set_cookie,
+            Some(api::PassSetCookie::Always)
         );
         let (_, d) = run(&[(&format!("{N}auth-signin"), "http://login/")]);
         assert!(

@@ -39,8 +39,9 @@ const BACK_TO_CLIENT: [HeaderName; 4] = [
 
 /// What the auth service decided about a request.
 pub enum Outcome {
-    /// Go on (the allowed headers are set).
-    Allowed,
+    /// Go on (the allowed headers are set), with the `Set-Cookie` values for the client
+    /// (`passSetCookie`; empty otherwise).
+    Allowed(Vec<HeaderValue>),
     /// The client gets this answer.
     Denied(Box<Response<ProxyBody>>),
     /// The auth service could not be asked: why.
@@ -127,11 +128,11 @@ async fn buffer(req: &mut Request<ClientBody>, max: usize) -> Result<Bytes, Outc
 
 fn apply(d: &Decision, ext: &ExtAuth, req: &mut Request<ClientBody>, conn: &ConnCtx) -> Outcome {
     match d {
-        Decision::Allow(headers) => {
+        Decision::Allow(headers, cookies) => {
             for (name, value) in headers {
                 req.headers_mut().append(name, value.clone());
             }
-            Outcome::Allowed
+            Outcome::Allowed(cookies.clone())
         }
         // `signinUrl`: the client is sent to sign in, with the answer's cookies.
         Decision::Deny {
@@ -383,7 +384,16 @@ async fn decide(ext: &ExtAuth, resp: Response<ProxyBody>) -> Result<Decision, St
                 headers.append(name.clone(), v.clone());
             }
         }
-        return Ok(Decision::Allow(headers));
+        let cookies = match ext.set_cookie_always {
+            Some(_) => resp
+                .headers()
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        return Ok(Decision::Allow(headers, cookies));
     }
     // Not one the rule passes back (nor a 401 sent to sign in): ingress-nginx's 500.
     let passed = ext.deny_statuses.is_empty()

@@ -144,9 +144,10 @@ async fn serve(
     // (model::access::ORDER), then rate limits. The route's filters run after them. A rule
     // without access policies pays this one branch.
     let mut cors_origin = None;
+    let mut set_cookies = None;
     if let Some(access) = &rule.access {
         match access::check(service, router, rule, access, conn, &mut req).await? {
-            access::Passed::On(origin) => cors_origin = origin,
+            access::Passed::On(origin, cookies) => (cors_origin, set_cookies) = (origin, cookies),
             access::Passed::Answered(resp, why) => {
                 ex.reason = why;
                 return Ok(*resp);
@@ -223,6 +224,9 @@ async fn serve(
         && let Some(cors) = &access.cors
     {
         access::respond(cors, cors_origin.as_ref(), resp.headers_mut());
+    }
+    if let Some(cookies) = set_cookies {
+        cookies.apply(&mut resp);
     }
     if let Some(hsts) = &rule.hsts
         && conn.scheme == "https"
