@@ -56,25 +56,8 @@ pub fn compile(
             "set one of headersToAuth or forwardAllHeaders",
         );
     }
-    let method = e.method.as_ref().and_then(|m| {
-        http::Method::from_bytes(m.as_bytes())
-            .ok()
-            .filter(|m| m.as_str().bytes().all(|b| b.is_ascii_uppercase()))
-            .or_else(|| {
-                f.invalid(format!("{at}.method"), format!("{m:?} is not a method"));
-                None
-            })
-    });
-    let mut deny_statuses = Vec::new();
-    for (i, &code) in e.deny_statuses.iter().enumerate() {
-        match http::StatusCode::from_u16(code) {
-            Ok(c) if (300..600).contains(&code) => deny_statuses.push(c),
-            _ => f.invalid(
-                format!("{at}.denyStatuses[{i}]"),
-                format!("{code} is not a non-2xx status (300 to 599)"),
-            ),
-        }
-    }
+    let method = e.method.as_ref().and_then(|m| method(m, at, f));
+    let deny_statuses = deny_statuses(&e.deny_statuses, at, f);
     let signin = e
         .signin_url
         .as_ref()
@@ -245,6 +228,32 @@ fn sample(t: &Template, hostnames: &[String]) -> String {
         Var::RequestUri | Var::Uri => out.push_str("/p"),
         _ => out.push('x'),
     })
+}
+
+/// `method`: an upper-case method name.
+fn method(m: &str, at: &str, f: &mut Findings<'_>) -> Option<http::Method> {
+    http::Method::from_bytes(m.as_bytes())
+        .ok()
+        .filter(|m| m.as_str().bytes().all(|b| b.is_ascii_uppercase()))
+        .or_else(|| {
+            f.invalid(format!("{at}.method"), format!("{m:?} is not a method"));
+            None
+        })
+}
+
+/// `denyStatuses`: non-2xx statuses.
+fn deny_statuses(raw: &[u16], at: &str, f: &mut Findings<'_>) -> Vec<http::StatusCode> {
+    let mut out = Vec::new();
+    for (i, &code) in raw.iter().enumerate() {
+        match http::StatusCode::from_u16(code) {
+            Ok(c) if (300..600).contains(&code) => out.push(c),
+            _ => f.invalid(
+                format!("{at}.denyStatuses[{i}]"),
+                format!("{code} is not a non-2xx status (300 to 599)"),
+            ),
+        }
+    }
+    out
 }
 
 /// `signinUrl`: an absolute http(s) URL or a path, with variables.

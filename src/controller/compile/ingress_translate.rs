@@ -846,7 +846,59 @@ fn ext_auth(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<
     if let Err(e) = Template::parse(url) {
         f.invalid(field(&url_key), e);
     }
-    let method = get(a, "auth-method").and_then(|(key, v)| {
+    let method = auth_method(a, t, f);
+    let signin_url = auth_signin(a, t, f);
+    let response_headers = auth_response_headers(a, t, f);
+    let always_set_cookie =
+        get(a, "auth-always-set-cookie").and_then(|(key, v)| match boolean(v) {
+            Some(b) => {
+                t.outcomes.insert(key, Outcome::Carried);
+                Some(b)
+            }
+            None => {
+                f.invalid(field(&key), format!("{v:?} must be \"true\" or \"false\""));
+                None
+            }
+        });
+    auth_keepalive(a, t);
+    if !before || !f.ok() {
+        return;
+    }
+    t.outcomes.insert(
+        url_key,
+        Outcome::Approximated(
+            "extAuth with appendPath: false, forwardAllHeaders, denyStatuses [401, 403], \
+             passSetCookie, timeout 60s; an auth service that cannot be asked gives 503 \
+             (nginx: 500)"
+                .to_owned(),
+        ),
+    );
+    t.ext_auth = Some(api::ExtAuth {
+        url: Some(url.to_owned()),
+        append_path: Some(false),
+        method: Some(method.unwrap_or_else(|| "GET".to_owned())),
+        forward_all_headers: Some(true),
+        deny_statuses: vec![401, 403],
+        allowed_upstream_headers: response_headers,
+        signin_url,
+        // nginx's `add_header Set-Cookie $auth_cookie` (`always` with auth-always-set-cookie).
+        pass_set_cookie: Some(if always_set_cookie == Some(true) {
+            api::PassSetCookie::Always
+        } else {
+            api::PassSetCookie::Success
+        }),
+        timeout: Some(api::Duration(AUTH_URL_TIMEOUT)),
+        ..api::ExtAuth::default()
+    });
+}
+
+/// `auth-method`: one of the methods ingress-nginx accepts.
+fn auth_method(
+    a: &BTreeMap<String, String>,
+    t: &mut Translation,
+    f: &mut Findings<'_>,
+) -> Option<String> {
+    get(a, "auth-method").and_then(|(key, v)| {
         let m = v.trim();
         const METHODS: [&str; 9] = [
             "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE",
@@ -861,7 +913,15 @@ fn ext_auth(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<
             );
             None
         }
-    });
+    })
+}
+
+/// `auth-signin` (with `auth-signin-redirect-param`): the signin URL with where to come back.
+fn auth_signin(
+    a: &BTreeMap<String, String>,
+    t: &mut Translation,
+    f: &mut Findings<'_>,
+) -> Option<String> {
     let param = match get(a, "auth-signin-redirect-param") {
         Some((key, v)) => {
             let v = v.trim();
@@ -899,6 +959,15 @@ fn ext_auth(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<
         warn(f, &key, "it has no effect without auth-signin");
         t.outcomes.remove(&key);
     }
+    signin_url
+}
+
+/// `auth-response-headers`: a comma-separated list of header names.
+fn auth_response_headers(
+    a: &BTreeMap<String, String>,
+    t: &mut Translation,
+    f: &mut Findings<'_>,
+) -> Vec<String> {
     let mut response_headers = Vec::new();
     if let Some((key, v)) = get(a, "auth-response-headers") {
         response_headers = list(v);
@@ -910,17 +979,11 @@ fn ext_auth(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<
         }
         t.outcomes.insert(key, Outcome::Carried);
     }
-    let always_set_cookie =
-        get(a, "auth-always-set-cookie").and_then(|(key, v)| match boolean(v) {
-            Some(b) => {
-                t.outcomes.insert(key, Outcome::Carried);
-                Some(b)
-            }
-            None => {
-                f.invalid(field(&key), format!("{v:?} must be \"true\" or \"false\""));
-                None
-            }
-        });
+    response_headers
+}
+
+/// `auth-keepalive*`: nothing to carry (the client pools by itself), said in the outcomes.
+fn auth_keepalive(a: &BTreeMap<String, String>, t: &mut Translation) {
     for name in AUTH_URL_FAMILY
         .iter()
         .filter(|n| n.starts_with("auth-keepalive"))
@@ -936,35 +999,6 @@ fn ext_auth(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<
             );
         }
     }
-    if !before || !f.ok() {
-        return;
-    }
-    t.outcomes.insert(
-        url_key,
-        Outcome::Approximated(
-            "extAuth with appendPath: false, forwardAllHeaders, denyStatuses [401, 403], \
-             passSetCookie, timeout 60s; an auth service that cannot be asked gives 503 \
-             (nginx: 500)"
-                .to_owned(),
-        ),
-    );
-    t.ext_auth = Some(api::ExtAuth {
-        url: Some(url.to_owned()),
-        append_path: Some(false),
-        method: Some(method.unwrap_or_else(|| "GET".to_owned())),
-        forward_all_headers: Some(true),
-        deny_statuses: vec![401, 403],
-        allowed_upstream_headers: response_headers,
-        signin_url,
-        // nginx's `add_header Set-Cookie $auth_cookie` (`always` with auth-always-set-cookie).
-        pass_set_cookie: Some(if always_set_cookie == Some(true) {
-            api::PassSetCookie::Always
-        } else {
-            api::PassSetCookie::Success
-        }),
-        timeout: Some(api::Duration(AUTH_URL_TIMEOUT)),
-        ..api::ExtAuth::default()
-    });
 }
 
 /// `auth-signin` with where to come back appended as ingress-nginx's template does: `?rd=…`
