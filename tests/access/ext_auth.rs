@@ -755,3 +755,43 @@ async fn auth_url_variables_are_checked() {
         assert!(d["message"].as_str().unwrap().contains(needle), "{d}");
     }
 }
+
+/// The nginx form with a Backend as the service: `pathPrefix` as written (`appendPath:
+/// false`), the fixed method, every header; 401 without `signinUrl` is passed back.
+#[tokio::test]
+async fn a_backend_auth_service_is_asked_at_its_path_prefix_as_written() {
+    let up = Upstream::start("up").await;
+    let auth = PyServer::start("auth_server.py", |_| Vec::new());
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "all.yaml",
+        &(backend_yaml("up", &[up.addr])
+            + &crate::common::backend_yaml_with(
+                "auth",
+                &[format!("127.0.0.1:{}", auth.port)],
+                "",
+            )
+            + &backend_route(
+                "b",
+                "auth",
+                "          pathPrefix: /oauth2/auth\n          appendPath: false\n          method: GET\n          forwardAllHeaders: true\n          denyStatuses: [401, 403]\n",
+            )),
+    );
+    let gw = Gateway::start(cfg.path(), &[], &[]).await;
+    let req = http::Request::put("http://gw/orders/7?a=1".replace("gw", &gw.http.to_string()))
+        .header("host", "b")
+        .header("cookie", "_oauth2_proxy=ok")
+        .header("x-custom", "seen")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"x")))
+        .unwrap();
+    let r = HttpClient::http1().send(req).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = last(&auth);
+    assert_eq!(seen["method"], "GET");
+    assert_eq!(seen["path"], "/oauth2/auth");
+    assert_eq!(seen["headers"]["x-custom"], "seen");
+    assert_eq!(seen["headers"]["x-original-method"], "PUT");
+    let r = get(&gw, "b", "/", &[]).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.headers.get("www-authenticate").unwrap(), "Bearer");
+}
