@@ -218,7 +218,7 @@ metadata:
   namespace: shop
   annotations:
     nginx.ingress.kubernetes.io/configuration-snippet: 'more_set_headers "x: y";'
-    nginx.ingress.kubernetes.io/auth-url: http://auth.shop.svc/check
+    nginx.ingress.kubernetes.io/auth-cache-key: $remote_user
     nginx.ingress.kubernetes.io/ssl-redirct: "false"
 spec:
   ingressClassName: tidegate
@@ -230,7 +230,7 @@ spec:
     // Ingress, an unknown one is a warning.
     for expected in [
         "Ingress shop/snippet: metadata.annotations[nginx.ingress.kubernetes.io/configuration-snippet]: refused: Tidegate never runs configuration text",
-        "Ingress shop/snippet: metadata.annotations[nginx.ingress.kubernetes.io/auth-url]: not supported yet: the ingress-nginx annotation auth-url",
+        "Ingress shop/snippet: metadata.annotations[nginx.ingress.kubernetes.io/auth-cache-key]: not supported yet: the ingress-nginx annotation auth-cache-key",
         "Ingress shop/snippet: metadata.annotations[nginx.ingress.kubernetes.io/ssl-redirct]: unknown annotation nginx.ingress.kubernetes.io/ssl-redirct: it has no effect [warning]",
     ] {
         assert!(

@@ -1,9 +1,9 @@
 //! The ingress-nginx corpus against Debian's nginx, configured as ingress-nginx's template
 //! renders the same annotations (`location ~* "^PATH"` with `rewrite … break`, `return CODE
 //! URL`, `server_name` aliases, `proxy_set_header`, `limit_req`, `proxy_read_timeout`,
-//! `grpc_pass`, `proxy_next_upstream`): the answers the corpus says ingress-nginx gives are
+//! `grpc_pass`, `proxy_next_upstream`, `auth_request` with its `@signin`, `client_max_body_size`): the answers the corpus says ingress-nginx gives are
 //! nginx's. Cases whose nginx configuration ingress-nginx builds from Lua or several blocks
-//! (CORS, auth, source ranges, HTTPS redirects, canaries: its balancer decides in Lua) are left
+//! (CORS, basic auth, source ranges, HTTPS redirects, canaries: its balancer decides in Lua) are left
 //! to the corpus.
 
 mod common;
@@ -74,6 +74,34 @@ const SERVERS: &[(&str, &str)] = &[
            location / { proxy_pass http://pair; }"#,
     ),
     (
+        "auth-url",
+        r#"server_name oauth.bar.com;
+           location = /_external-auth { internal;
+               proxy_pass_request_body off; proxy_set_header Content-Length "";
+               proxy_set_header Host AUTH_HOST;
+               proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
+               proxy_set_header X-Original-Method $request_method;
+               proxy_set_header X-Sent-From "nginx-ingress-controller";
+               proxy_set_header X-Real-IP $remote_addr;
+               proxy_set_header X-Forwarded-For $remote_addr;
+               proxy_set_header X-Auth-Request-Redirect $request_uri;
+               proxy_pass_request_headers on;
+               proxy_pass http://UP/oauth2/auth; }
+           location @signin { internal;
+               return 302 https://login.bar.com/start?rd=$scheme://$host$request_uri; }
+           location / { proxy_set_header Host $host;
+               auth_request /_external-auth;
+               auth_request_set $authHeader0 $upstream_http_x_upstream;
+               proxy_set_header 'X-Upstream' $authHeader0;
+               error_page 401 = @signin;
+               proxy_pass http://UP; }"#,
+    ),
+    (
+        "proxy-body-size",
+        r#"server_name bodysize.bar.com;
+           location / { client_max_body_size 1k; proxy_pass http://UP; }"#,
+    ),
+    (
         "rate-limit",
         r#"server_name ratelimit.bar.com;
            location / { limit_req zone=rate-limit burst=2 nodelay; limit_req_status 503;
@@ -123,7 +151,8 @@ async fn nginx_configured_as_ingress_nginx_answers_the_corpus_as_it_says() {
         .map(|(_, s)| {
             format!(
                 "  server {{ listen 127.0.0.1:{port}; proxy_set_header Host $host;\n    {}\n  }}\n",
-                s.replace("UP", &up.addr.to_string())
+                s.replace("AUTH_HOST", &up.addr.ip().to_string())
+                    .replace("UP", &up.addr.to_string())
             )
         })
         .collect();

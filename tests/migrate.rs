@@ -40,7 +40,7 @@ items:
     name: guarded
     namespace: shop
     annotations:
-      nginx.ingress.kubernetes.io/auth-url: "http://auth.shop.svc/verify"
+      nginx.ingress.kubernetes.io/auth-cache-key: "$remote_user"
       nginx.ingress.kubernetes.io/server-snippet: "return 200;"
   spec:
     defaultBackend: {service: {name: web, port: {number: 80}}}
@@ -185,4 +185,54 @@ fn migrate_writes_routes_and_backends_and_reports_every_annotation() {
     assert_eq!((code, from_file.as_str()), (Some(0), ""));
     let (code, _, err) = migrate(&["/nonexistent/ingress.yaml"], "");
     assert_eq!(code, Some(2), "{err}");
+}
+
+/// The auth-url family is written as the extAuth an annotated Ingress compiles to: the URL as
+/// written (variables kept), GET, every header, 401/403 passed back, the signin URL with where
+/// to come back appended; the report says what differs.
+#[test]
+fn migrate_writes_auth_url_as_ext_auth() {
+    let input = r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: dash
+  namespace: shop
+  annotations:
+    nginx.ingress.kubernetes.io/auth-url: https://$host/oauth2/auth
+    nginx.ingress.kubernetes.io/auth-signin: https://$host/oauth2/start
+    nginx.ingress.kubernetes.io/auth-response-headers: X-Auth-Request-User
+spec:
+  ingressClassName: nginx
+  rules:
+  - host: dash.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+"#;
+    let (code, yaml, report) = migrate(&[], input);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(
+        report.contains("auth-url: approximated: extAuth with appendPath: false"),
+        "{report}"
+    );
+    assert!(report.contains("auth-signin: carried"), "{report}");
+    let route: serde_yaml_ng::Value = serde_yaml_ng::Deserializer::from_str(&yaml)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .find(|d: &serde_yaml_ng::Value| d["kind"] == "Route")
+        .unwrap();
+    let e = &route["spec"]["rules"][0]["authentication"]["extAuth"];
+    assert_eq!(e["url"].as_str(), Some("https://$host/oauth2/auth"));
+    assert_eq!(e["appendPath"].as_bool(), Some(false));
+    assert_eq!(e["method"].as_str(), Some("GET"));
+    assert_eq!(e["forwardAllHeaders"].as_bool(), Some(true));
+    assert_eq!(e["denyStatuses"][1].as_u64(), Some(403));
+    assert_eq!(
+        e["signinUrl"].as_str(),
+        Some("https://$host/oauth2/start?rd=$scheme://$http_host$escaped_request_uri")
+    );
+    assert_eq!(
+        e["allowedUpstreamHeaders"][0].as_str(),
+        Some("X-Auth-Request-User")
+    );
+    assert_eq!(e["timeout"].as_str(), Some("1m"));
 }

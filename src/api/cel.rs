@@ -468,6 +468,11 @@ pub fn ext_auth(s: &mut Schema) {
                 "!has(self.caSecretRef) || has(self.url)".into(),
                 "caSecretRef is for url (a Backend's own tls settings verify it)",
             ),
+            (
+                "!has(self.forwardAllHeaders) || !self.forwardAllHeaders || !has(self.headersToAuth)"
+                    .into(),
+                "set one of headersToAuth or forwardAllHeaders",
+            ),
         ],
     );
 }

@@ -227,6 +227,13 @@ pub struct RouteRule {
     /// Who may call this rule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication: Option<Authentication>,
+    /// The longest request body accepted, in bytes (default: no limit): a longer
+    /// `Content-Length` is answered 413 before the backend is asked; a body of unknown length
+    /// (chunked, HTTP/2 without content-length) is cut when it passes the limit (413 if no
+    /// response has started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_request_body_bytes: Option<u64>,
 }
 
 /// Conditions a request must meet, all of them.
@@ -594,6 +601,44 @@ pub struct ExtAuth {
     /// Keep decisions for a short time, keyed by the values of some request headers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<ExtAuthCache>,
+    /// The method of every subrequest (default: the request's own), e.g. `GET` as ingress-nginx
+    /// asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), pattern(r"^[A-Z]+$"))]
+    pub method: Option<String>,
+    /// `false`: ask `url` as written, its path and query, instead of the URL's path followed by
+    /// the request's (default `true`; with `backendRef`, `pathPrefix` as written). Only then
+    /// may `url` hold variables (`$host`, `$request_uri`, …; see the README).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub append_path: Option<bool>,
+    /// Send every request header (hop-by-hop headers, `Host` and `Content-Length` aside)
+    /// instead of `headersToAuth`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_all_headers: Option<bool>,
+    /// The non-2xx statuses of the auth service passed back to the client; any other non-2xx
+    /// answer is a 500 (default: every non-2xx answer is passed back).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(range(min = 300, max = 599)))]
+    pub deny_statuses: Vec<u16>,
+    /// A 401 from the auth service becomes a 302 to this URL (variables expanded, as in `url`),
+    /// with the `Set-Cookie` headers of the 401.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub signin_url: Option<String>,
+    /// The `Set-Cookie` headers of an allowing answer are added to the response the client
+    /// gets (a session the auth service refreshes): `Success` when that response is 2xx or 3xx
+    /// (as nginx's `add_header`), `Always` on any (default: not passed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_set_cookie: Option<PassSetCookie>,
+}
+
+/// When an allowing auth answer's `Set-Cookie` headers reach the client.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PassSetCookie {
+    /// On a 2xx or 3xx response.
+    Success,
+    /// On any response.
+    Always,
 }
 
 /// A short-lived cache of an auth service's decisions.

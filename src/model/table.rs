@@ -296,6 +296,9 @@ pub struct Rule {
     /// IP lists, CORS and authentication (`None`: none, and no cost on the request path).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access: Option<Box<super::Access>>,
+    /// The longest request body accepted (`maxRequestBodyBytes`; `None`: no limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_request_body_bytes: Option<u64>,
     /// Creation time of the Route, for precedence.
     #[serde(skip)]
     pub created: Option<i64>,

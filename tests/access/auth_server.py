@@ -5,7 +5,9 @@ to a login page; a path with /slow answers after 3s; a body holding "forbidden" 
 (403). Counts requests in DIR/hits and writes the last one (method, path, headers, body) to
 DIR/last.json, with the client certificate's subject when there is one. Prints its port.
 With `tls CERT KEY [CLIENT_CA]` it speaks HTTPS with that certificate (and requires a client
-certificate CLIENT_CA signed)."""
+certificate CLIENT_CA signed). Under /oauth2/ it answers as oauth2-proxy does for ingress-nginx's
+auth-url: the cookie "_oauth2_proxy=ok" is 202 with X-Auth-Request-User, "=forbidden" 403,
+"=broken" 502, none 401 with a CSRF cookie."""
 import json, os, ssl, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -47,6 +49,20 @@ class Handler(BaseHTTPRequestHandler):
             }))
         if "/slow" in self.path:
             time.sleep(3)
+        if self.path.startswith("/oauth2/"):
+            cookie = self.headers.get("Cookie", "")
+            if "_oauth2_proxy=ok" in cookie:
+                self.answer(202, b"", [("X-Auth-Request-User", "alice"),
+                                       ("X-Auth-Request-Email", "alice@example.com"),
+                                       ("Set-Cookie", "_oauth2_proxy=refreshed")])
+            elif "_oauth2_proxy=forbidden" in cookie:
+                self.answer(403, b"no\n", [("Content-Type", "text/plain")])
+            elif "_oauth2_proxy=broken" in cookie:
+                self.answer(502, b"upstream gone\n", [("Content-Type", "text/plain")])
+            else:
+                self.answer(401, b"sign in\n", [("Set-Cookie", "_oauth2_proxy_csrf=x"),
+                                                ("WWW-Authenticate", "Bearer")])
+            return
         auth = self.headers.get("Authorization", "")
         if auth.startswith("Bearer good") and b"forbidden" in body:
             self.answer(403, b"body refused\n", [("Content-Type", "text/plain")])

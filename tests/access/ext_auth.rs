@@ -621,3 +621,177 @@ async fn an_h2c_auth_backend_is_asked_over_http2_and_follows_its_endpoints() {
         "the old endpoint is not asked any more"
     );
 }
+
+/// ingress-nginx's `auth-url` form (oauth2-proxy's documented setup): the URL as written with
+/// `$host`, GET whatever the request's method, every request header and no body, 401 sent to
+/// sign in with where to come back, 403 passed back, any other non-2xx a 500, and the
+/// response headers named copied upstream.
+#[tokio::test]
+async fn an_nginx_style_auth_url_asks_as_auth_request_does() {
+    let up = Upstream::start("up").await;
+    let auth = PyServer::start("auth_server.py", |_| Vec::new());
+    let p = auth.port;
+    let cfg = ConfigDir::new();
+    let route = format!(
+        "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: {{ name: o }}\nspec:\n  hostnames: [localhost]\n  rules:\n    - backendRefs: [{{ name: up }}]\n      authentication:\n        extAuth:\n          url: http://$host:{p}/oauth2/auth\n          appendPath: false\n          method: GET\n          forwardAllHeaders: true\n          denyStatuses: [401, 403]\n          signinUrl: http://$host:{p}/oauth2/start?rd=$scheme://$http_host$escaped_request_uri\n          allowedUpstreamHeaders: [x-auth-request-user]\n          passSetCookie: Success\n          timeout: 2s\n---\n"
+    );
+    cfg.write("all.yaml", &(backend_yaml("up", &[up.addr]) + &route));
+    let gw = Gateway::start(cfg.path(), &[], &[]).await;
+    let client = HttpClient::http1();
+
+    // Allowed: a POST's subrequest is a GET of the URL as written, with every header.
+    let req = http::Request::post(format!("http://{}/orders/7?a=1", gw.http))
+        .header("host", "localhost")
+        .header("cookie", "_oauth2_proxy=ok")
+        .header("x-custom", "seen")
+        .header("x-forwarded-for", "10.9.9.9")
+        .header("x-auth-request-user", "mallory")
+        .header("content-type", "text/plain")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"the body",
+        )))
+        .unwrap();
+    let r = client.send(req).await.expect("request completes");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.headers.get("set-cookie").unwrap(),
+        "_oauth2_proxy=refreshed",
+        "the allowing answer's cookie reaches the client"
+    );
+    let echo = r.echo();
+    assert_eq!(echo.headers["x-auth-request-user"], vec!["alice"]);
+    assert_eq!(echo.header("x-auth-request-email"), None);
+    let seen = last(&auth);
+    assert_eq!(seen["method"], "GET");
+    assert_eq!(seen["path"], "/oauth2/auth");
+    assert_eq!(seen["body"], "");
+    let h = &seen["headers"];
+    assert_eq!(h["host"], format!("localhost:{p}"));
+    assert_eq!(h["x-custom"], "seen");
+    assert_eq!(h["cookie"], "_oauth2_proxy=ok");
+    assert_eq!(h["x-original-method"], "POST");
+    assert_eq!(h["x-original-url"], "http://localhost/orders/7?a=1");
+    assert_eq!(h["x-auth-request-redirect"], "/orders/7?a=1");
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert!(h.get("content-length").is_none_or(|v| v == "0"), "{h}");
+
+    // passSetCookie: Success: not on the backend's 5xx.
+    let r = get(
+        &gw,
+        "localhost",
+        "/",
+        &[("cookie", "_oauth2_proxy=ok"), ("x-status", "500")],
+    )
+    .await;
+    assert_eq!(r.status, 500);
+    assert!(r.headers.get("set-cookie").is_none(), "{:?}", r.headers);
+
+    // No session: 302 to sign in, back to the escaped request URI, with the 401's cookie.
+    let r = get(&gw, "localhost", "/orders/7?a=1&b=2", &[]).await;
+    assert_eq!(r.status, 302, "{}", r.body);
+    assert_eq!(
+        r.headers.get("location").unwrap(),
+        &format!(
+            "http://localhost:{p}/oauth2/start?rd=http://localhost%2Forders%2F7%3Fa%3D1%26b%3D2"
+        )
+    );
+    assert_eq!(r.headers.get("set-cookie").unwrap(), "_oauth2_proxy_csrf=x");
+
+    // 403 is passed back; 502 is not one of denyStatuses: 500.
+    let r = get(
+        &gw,
+        "localhost",
+        "/",
+        &[("cookie", "_oauth2_proxy=forbidden")],
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let r = get(&gw, "localhost", "/", &[("cookie", "_oauth2_proxy=broken")]).await;
+    assert_eq!(r.status, 500);
+    assert!(!r.body.contains("upstream gone"), "{}", r.body);
+    assert_eq!(
+        up.hits(),
+        2,
+        "only the allowed requests reached the upstream"
+    );
+}
+
+/// Variables are checked when the Route is read: an unknown one is named, and one that would
+/// let the client pick where the subrequest goes is refused.
+#[tokio::test]
+async fn auth_url_variables_are_checked() {
+    let up = Upstream::start("up").await;
+    let cfg = ConfigDir::new();
+    let one = |name: &str, host: &str, url: &str| {
+        format!(
+            "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: {{ name: {name} }}\nspec:\n  hostnames: [{host}]\n  rules:\n    - backendRefs: [{{ name: up }}]\n      authentication:\n        extAuth:\n          url: {url}\n          appendPath: false\n---\n"
+        )
+    };
+    cfg.write(
+        "all.yaml",
+        &(backend_yaml("up", &[up.addr])
+            + &one("unknown", "a", "http://127.0.0.1:9/$cookie_x")
+            + &one("wild", "'*.a'", "http://$host/auth")
+            + &one("port", "b", "http://a:$http_host/auth")),
+    );
+    let gw = Gateway::start(cfg.path(), &[], &[]).await;
+    let config: serde_json::Value =
+        serde_json::from_str(&gw.admin("/config").await).expect("/config is JSON");
+    let diags = config["diagnostics"].as_array().unwrap();
+    for (route, needle) in [
+        ("unknown", "unknown variable $cookie_x"),
+        ("wild", "none a wildcard"),
+        ("port", "$http_host in the URL's scheme or host"),
+    ] {
+        let d = diags
+            .iter()
+            .find(|d| d["object"].to_string().contains(route))
+            .unwrap_or_else(|| panic!("no diagnostic for {route}: {diags:?}"));
+        assert_eq!(
+            d["field"], "spec.rules[0].authentication.extAuth.url",
+            "{d}"
+        );
+        assert!(d["message"].as_str().unwrap().contains(needle), "{d}");
+    }
+}
+
+/// The nginx form with a Backend as the service: `pathPrefix` as written (`appendPath:
+/// false`), the fixed method, every header; 401 without `signinUrl` is passed back.
+#[tokio::test]
+async fn a_backend_auth_service_is_asked_at_its_path_prefix_as_written() {
+    let up = Upstream::start("up").await;
+    let auth = PyServer::start("auth_server.py", |_| Vec::new());
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "all.yaml",
+        &(backend_yaml("up", &[up.addr])
+            + &crate::common::backend_yaml_with(
+                "auth",
+                &[format!("127.0.0.1:{}", auth.port)],
+                "",
+            )
+            + &backend_route(
+                "b",
+                "auth",
+                "          pathPrefix: /oauth2/auth\n          appendPath: false\n          method: GET\n          forwardAllHeaders: true\n          denyStatuses: [401, 403]\n",
+            )),
+    );
+    let gw = Gateway::start(cfg.path(), &[], &[]).await;
+    let req = http::Request::put("http://gw/orders/7?a=1".replace("gw", &gw.http.to_string()))
+        .header("host", "b")
+        .header("cookie", "_oauth2_proxy=ok")
+        .header("x-custom", "seen")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"x")))
+        .unwrap();
+    let r = HttpClient::http1().send(req).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen = last(&auth);
+    assert_eq!(seen["method"], "GET");
+    assert_eq!(seen["path"], "/oauth2/auth");
+    assert_eq!(seen["headers"]["x-custom"], "seen");
+    assert_eq!(seen["headers"]["x-original-method"], "PUT");
+    let r = get(&gw, "b", "/", &[]).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.headers.get("www-authenticate").unwrap(), "Bearer");
+}

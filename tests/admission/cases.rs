@@ -819,6 +819,18 @@ pub fn cases() -> Vec<Case> {
             "spec.rules[0].authentication.extAuth",
         ),
         cel(
+            "ext-auth-headers-listed-and-all",
+            R,
+            route(|s| {
+                s["rules"][0]["authentication"] = json!({"extAuth": {
+                    "url": "http://auth:8080", "forwardAllHeaders": true,
+                    "headersToAuth": ["cookie"]}});
+            }),
+            "spec.rules[0].authentication.extAuth",
+            "one of headersToAuth or forwardAllHeaders",
+            "spec.rules[0].authentication.extAuth",
+        ),
+        cel(
             "ext-auth-from-nowhere",
             R,
             route(|s| {

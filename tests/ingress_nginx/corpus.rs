@@ -74,10 +74,24 @@ pub struct Req {
     /// Headers of the answer.
     #[serde(default)]
     pub got: BTreeMap<String, String>,
+    /// A request body of this many bytes (with its Content-Length).
+    #[serde(rename = "bodyBytes")]
+    pub body_bytes: Option<usize>,
 }
 
 pub fn corpus() -> Vec<Case> {
     serde_yaml_ng::from_str(CORPUS).expect("the corpus parses")
+}
+
+/// The corpus with its auth service's address (`AUTH_ADDR` in annotation values) filled in.
+pub fn corpus_with_auth(auth: SocketAddr) -> Vec<Case> {
+    let mut corpus = corpus();
+    for case in &mut corpus {
+        for v in case.annotations.values_mut() {
+            *v = v.replace("AUTH_ADDR", &auth.to_string());
+        }
+    }
+    corpus
 }
 
 /// Sends every request of the corpus to `addr`; the mismatches, one line each.
@@ -95,8 +109,9 @@ pub async fn mismatches(addr: SocketAddr, corpus: &[Case]) -> Vec<String> {
             for (k, v) in &r.headers {
                 b = b.header(k, v);
             }
+            let body = Bytes::from(vec![b'x'; r.body_bytes.unwrap_or(0)]);
             let reply = http
-                .send(b.body(Full::new(Bytes::new())).unwrap())
+                .send(b.body(Full::new(body)).unwrap())
                 .await
                 .expect("request completes");
             let at = format!("{}[{i}] {host}{}", case.name, r.path);

@@ -11,7 +11,7 @@ use super::common::{HttpClient, Upstream};
 
 #[path = "../ingress_nginx/corpus.rs"]
 mod corpus;
-use corpus::{Case, corpus};
+use corpus::{Case, corpus_with_auth};
 
 async fn mismatches(gw: &Tidegate, cases: &[Case]) -> Vec<String> {
     corpus::mismatches(gw.http, cases).await
@@ -122,7 +122,9 @@ async fn the_ingress_nginx_corpus_is_answered_as_ingress_nginx_answers_it() {
     .await;
     let _upstreams = upstreams(&ns).await;
     ns.apply(basic_auth_secret()).await;
-    let corpus = corpus();
+    // The auth-url case's auth service (an echo server named as the backends are).
+    let auth = Upstream::start("web").await;
+    let corpus = corpus_with_auth(auth.addr);
     for case in &corpus {
         for ing in ingresses(case, &class) {
             ns.apply(ing).await;

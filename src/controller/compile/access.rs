@@ -14,6 +14,7 @@ pub fn access(
     cors: Option<(usize, &api::Cors)>,
     at: &str,
     route: &crate::model::ObjectRef,
+    hostnames: &[String],
     env: &Env<'_>,
     f: &mut Findings<'_>,
 ) -> Option<Box<Access>> {
@@ -37,7 +38,8 @@ pub fn access(
             );
         }
         if let Some(e) = &auth.ext_auth {
-            access.ext_auth = super::ext_auth::compile(e, &format!("{at}.extAuth"), route, env, f);
+            access.ext_auth =
+                super::ext_auth::compile(e, &format!("{at}.extAuth"), route, hostnames, env, f);
         }
         if let Some(b) = &auth.basic {
             access.basic = super::basic_auth::compile(b, &format!("{at}.basic"), route, env, f);

@@ -14,7 +14,7 @@ use super::fields::{self, Findings};
 use super::jwks_uri::uri_and_tls;
 use super::route::{Env, backend_ref, warning};
 use crate::api;
-use crate::model::ext_auth::{AuthService, CacheSettings, Decisions, ExtAuth};
+use crate::model::ext_auth::{AuthService, CacheSettings, Decisions, ExtAuth, Template, Var};
 use crate::model::{L4Protocol, ObjectRef, Reason, UpstreamProtocol, WeightedBackend};
 
 /// `timeout` when unset.
@@ -32,6 +32,7 @@ pub fn compile(
     e: &api::ExtAuth,
     at: &str,
     route: &ObjectRef,
+    hostnames: &[String],
     env: &Env<'_>,
     f: &mut Findings<'_>,
 ) -> Option<Arc<ExtAuth>> {
@@ -43,13 +44,34 @@ pub fn compile(
             format!("{n} must be from 1 to {MAX_BODY_BYTES} (the body is held in memory)"),
         );
     }
-    let service = auth_service(e, at, route, env, f);
+    let append_path = e.append_path.unwrap_or(true);
+    let (service, target) = match auth_service(e, at, route, hostnames, env, f) {
+        Some((s, t)) => (Some(s), t),
+        None => (None, None),
+    };
+    let forward_all_headers = e.forward_all_headers == Some(true);
+    if forward_all_headers && e.headers_to_auth.is_some() {
+        f.invalid(
+            format!("{at}.headersToAuth"),
+            "set one of headersToAuth or forwardAllHeaders",
+        );
+    }
+    let method = e.method.as_ref().and_then(|m| method(m, at, f));
+    let deny_statuses = deny_statuses(&e.deny_statuses, at, f);
+    let signin = e
+        .signin_url
+        .as_ref()
+        .and_then(|raw| signin(raw, &format!("{at}.signinUrl"), f));
     let default_headers = [
         http::header::AUTHORIZATION.as_str().to_owned(),
         http::header::COOKIE.as_str().to_owned(),
     ];
     let headers_to_auth = names(
-        e.headers_to_auth.as_deref().unwrap_or(&default_headers),
+        match (forward_all_headers, e.headers_to_auth.as_deref()) {
+            (true, _) => &[],
+            (false, Some(listed)) => listed,
+            (false, None) => &default_headers,
+        },
         &format!("{at}.headersToAuth"),
         false,
         f,
@@ -81,6 +103,13 @@ pub fn compile(
     });
     Some(Arc::new(ExtAuth {
         service: service?,
+        method,
+        append_path,
+        forward_all_headers,
+        deny_statuses,
+        target,
+        signin,
+        set_cookie_always: e.pass_set_cookie.map(|p| p == api::PassSetCookie::Always),
         headers_to_auth,
         allowed_upstream_headers,
         timeout,
@@ -91,16 +120,18 @@ pub fn compile(
     }))
 }
 
-/// Where the auth service is: `url` (with its CA), or `backendRef` (with `pathPrefix`). `None`
-/// when invalid (reported) or when the backendRef does not resolve (a warning: the rule then
-/// answers 500, see `access::access`).
+/// Where the auth service is: `url` (with its CA; with `appendPath: false` its expanded
+/// form when it has variables), or `backendRef` (with `pathPrefix`). `None` when invalid
+/// (reported) or when the backendRef does not resolve (a warning: the rule then answers 500,
+/// see `access::access`).
 fn auth_service(
     e: &api::ExtAuth,
     at: &str,
     route: &ObjectRef,
+    hostnames: &[String],
     env: &Env<'_>,
     f: &mut Findings<'_>,
-) -> Option<AuthService> {
+) -> Option<(AuthService, Option<Template>)> {
     match (&e.url, &e.backend_ref) {
         (Some(raw), None) => {
             if e.path_prefix.is_some() {
@@ -109,8 +140,23 @@ fn auth_service(
                     "pathPrefix is for backendRef (a url carries its path)",
                 );
             }
+            let append_path = e.append_path.unwrap_or(true);
+            let template = if append_path {
+                if raw.contains('$') {
+                    f.invalid(
+                        format!("{at}.url"),
+                        "variables ($…) only with appendPath: false",
+                    );
+                    return None;
+                }
+                None
+            } else {
+                Some(url_template(raw, &format!("{at}.url"), hostnames, f)?)
+            };
+            // Checked (scheme, host, TLS) in a form with the variables filled in.
+            let sample = template.as_ref().map(|t| sample(t, hostnames));
             let (url, tls) = uri_and_tls(
-                raw,
+                sample.as_deref().unwrap_or(raw),
                 e.ca_secret_ref.as_ref(),
                 &format!("{at}.url"),
                 &format!("{at}.caSecretRef"),
@@ -118,20 +164,111 @@ fn auth_service(
                 env,
                 f,
             )?;
-            if url.query().is_some() {
+            if append_path && url.query().is_some() {
                 f.invalid(
                     format!("{at}.url"),
-                    "no query: the request's path and query are appended to the URL's path",
+                    "no query: the request's path and query are appended to the URL's path \
+                     (unless appendPath is false)",
                 );
             }
-            Some(AuthService::Url { url, tls })
+            Some((
+                AuthService::Url { url, tls },
+                template.filter(|t| !t.is_literal()),
+            ))
         }
-        (None, Some(r)) => backend(r, e, at, route, env, f),
+        (None, Some(r)) => backend(r, e, at, route, env, f).map(|b| (b, None)),
         (Some(_), Some(_)) | (None, None) => {
             f.invalid(at, "set exactly one of url or backendRef");
             None
         }
     }
+}
+
+/// `url` with variables: `$host` is the only one allowed in its host (and only when the
+/// Route's hostnames are all exact, so that the client cannot pick where the subrequest goes).
+fn url_template(
+    raw: &str,
+    at: &str,
+    hostnames: &[String],
+    f: &mut Findings<'_>,
+) -> Option<Template> {
+    let t = Template::parse(raw).map_err(|e| f.invalid(at, e)).ok()?;
+    for v in t.vars_before_path() {
+        let name = Var::NAMES
+            .iter()
+            .find(|(_, x)| *x == v)
+            .map_or("", |(n, _)| n);
+        if v != Var::Host {
+            f.invalid(
+                at,
+                format!(
+                    "${name} in the URL's scheme or host: where the auth request goes would come \
+                     from the client (only $host may be there)"
+                ),
+            );
+            return None;
+        }
+        if hostnames.is_empty() || hostnames.iter().any(|h| h.starts_with('*')) {
+            f.invalid(
+                at,
+                "$host in the URL's host needs hostnames, none a wildcard: else the client picks \
+                 where the auth request goes",
+            );
+            return None;
+        }
+    }
+    Some(t)
+}
+
+/// `t` with example values (the first hostname for `$host`), to check its form.
+fn sample(t: &Template, hostnames: &[String]) -> String {
+    t.expand(|v, out| match v {
+        Var::Host => out.push_str(hostnames.first().map_or("host.invalid", |h| h.as_str())),
+        Var::Scheme => out.push_str("http"),
+        Var::RequestUri | Var::Uri => out.push_str("/p"),
+        _ => out.push('x'),
+    })
+}
+
+/// `method`: an upper-case method name.
+fn method(m: &str, at: &str, f: &mut Findings<'_>) -> Option<http::Method> {
+    http::Method::from_bytes(m.as_bytes())
+        .ok()
+        .filter(|m| m.as_str().bytes().all(|b| b.is_ascii_uppercase()))
+        .or_else(|| {
+            f.invalid(format!("{at}.method"), format!("{m:?} is not a method"));
+            None
+        })
+}
+
+/// `denyStatuses`: non-2xx statuses.
+fn deny_statuses(raw: &[u16], at: &str, f: &mut Findings<'_>) -> Vec<http::StatusCode> {
+    let mut out = Vec::new();
+    for (i, &code) in raw.iter().enumerate() {
+        match http::StatusCode::from_u16(code) {
+            Ok(c) if (300..600).contains(&code) => out.push(c),
+            _ => f.invalid(
+                format!("{at}.denyStatuses[{i}]"),
+                format!("{code} is not a non-2xx status (300 to 599)"),
+            ),
+        }
+    }
+    out
+}
+
+/// `signinUrl`: an absolute http(s) URL or a path, with variables.
+fn signin(raw: &str, at: &str, f: &mut Findings<'_>) -> Option<Template> {
+    let t = Template::parse(raw).map_err(|e| f.invalid(at, e)).ok()?;
+    let example = sample(&t, &[]);
+    let form_ok = (example.starts_with("https://")
+        || example.starts_with("http://")
+        || example.starts_with('/'))
+        && http::HeaderValue::from_str(&example).is_ok();
+    if !form_ok {
+        f.invalid(at, "an http(s) URL or a path starting with /");
+        return None;
+    }
+    Some(t)
 }
 
 /// `backendRef`, resolved as a rule's backendRefs are (a Backend; in Kubernetes mode, else

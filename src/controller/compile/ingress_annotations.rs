@@ -34,18 +34,9 @@ const NOT_YET: &[&str] = &[
     "auth-tls-error-page",
     "auth-tls-pass-certificate-to-upstream",
     "auth-tls-match-cn",
-    "auth-url",
-    "auth-method",
-    "auth-signin",
-    "auth-signin-redirect-param",
-    "auth-response-headers",
     "auth-request-redirect",
     "auth-cache-key",
     "auth-cache-duration",
-    "auth-keepalive",
-    "auth-keepalive-share-vars",
-    "auth-keepalive-requests",
-    "auth-keepalive-timeout",
     "auth-proxy-set-headers",
     "enable-global-auth",
     "client-body-buffer-size",
@@ -63,7 +54,6 @@ const NOT_YET: &[&str] = &[
     "global-rate-limit-key",
     "global-rate-limit-ignored-cidrs",
     "preserve-trailing-slash",
-    "proxy-body-size",
     "proxy-cookie-domain",
     "proxy-cookie-path",
     "proxy-connect-timeout",
@@ -120,11 +110,15 @@ const NOT_YET: &[&str] = &[
 /// Why a much-used annotation is not carried yet, and what to write instead meanwhile.
 fn why_not_yet(name: &str) -> &'static str {
     match name {
-        "auth-url" | "auth-method" | "auth-signin" | "auth-response-headers" => {
-            ": ingress-nginx asks the auth service with GET (or auth-method) at its URL as \
-             written, passing every request header; a Route's authentication.extAuth asks with \
-             the request's method at the URL followed by the request's path, passing the \
-             headers it lists; write a Route with extAuth if your service accepts that"
+        "auth-cache-key" | "auth-cache-duration" => {
+            ": nginx caches the auth answers by a key of nginx variables; write a Route whose \
+             extAuth.cache keys the decisions by request headers"
+        }
+        "auth-proxy-set-headers" => {
+            ": the headers a ConfigMap names are not added to the auth request yet"
+        }
+        "auth-request-redirect" => {
+            ": X-Auth-Request-Redirect is always the request's URI (ingress-nginx's default)"
         }
         "proxy-connect-timeout" => {
             ": an Ingress's backends are Services with default settings, whose connect timeout \
@@ -135,7 +129,6 @@ fn why_not_yet(name: &str) -> &'static str {
             ": nginx's limits the time between two writes of the request to the backend, and \
              Tidegate has no such limit (--body-read-timeout bounds the client's side)"
         }
-        "proxy-body-size" => ": Tidegate has no request body size limit yet",
         "limit-whitelist" => {
             ": a RateLimitPolicy has no list of exempt client addresses yet; write the limits \
              as a RateLimitPolicy on a Route"
@@ -268,15 +261,15 @@ mod tests {
         assert_eq!(d.len(), 1);
         assert!(d[0].is_error() && d[0].reason == Reason::Refused, "{d:?}");
         assert!(d[0].message.contains("CVE-2025-1974"), "{d:?}");
-        let (_, d) = run(&[("nginx.ingress.kubernetes.io/auth-url", "http://auth/")]);
+        let (_, d) = run(&[("nginx.ingress.kubernetes.io/auth-cache-key", "$remote_user")]);
         assert!(d[0].is_error(), "{d:?}");
         assert!(
-            d[0].message.contains("not supported yet") && d[0].message.contains("auth-url"),
+            d[0].message.contains("not supported yet") && d[0].message.contains("auth-cache-key"),
             "{d:?}"
         );
         assert_eq!(
             d[0].field,
-            "metadata.annotations[nginx.ingress.kubernetes.io/auth-url]"
+            "metadata.annotations[nginx.ingress.kubernetes.io/auth-cache-key]"
         );
     }
 

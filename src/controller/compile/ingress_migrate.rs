@@ -387,7 +387,7 @@ mod tests {
 
     #[test]
     fn migrate_refuses_what_serving_refuses() {
-        let obj = ingress(&[(&format!("{N}auth-url"), "http://auth/")]);
+        let obj = ingress(&[(&format!("{N}auth-cache-key"), "$remote_user")]);
         let mut d = Vec::new();
         assert!(migrate(&obj, &BTreeMap::new(), &mut d).is_none());
         assert!(d[0].message.contains("not supported yet"), "{d:?}");

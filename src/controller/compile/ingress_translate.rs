@@ -12,6 +12,7 @@ use crate::api::{
     self, BasicAuthentication, Cors, HeaderModifier, HeaderValueSpec, LocalObjectRef, PathMatch,
     PathMatchType, PathModifier, RequestRedirect, RouteFilter, RouteMatch, RouteRule, UrlRewrite,
 };
+use crate::model::ext_auth::Template;
 use crate::model::{Diagnostic, Severity};
 
 use super::fields::{self, Findings};
@@ -21,10 +22,20 @@ use crate::controller::objects::{IngressBackendInfo, IngressInfo};
 /// [`super::ingress_canary::NAMES`]); the catalogue leaves them to [`translate`].
 pub const MAPPED: &[&str] = &[
     "app-root",
+    "auth-always-set-cookie",
+    "auth-keepalive",
+    "auth-keepalive-requests",
+    "auth-keepalive-share-vars",
+    "auth-keepalive-timeout",
+    "auth-method",
     "auth-realm",
+    "auth-response-headers",
     "auth-secret",
     "auth-secret-type",
+    "auth-signin",
+    "auth-signin-redirect-param",
     "auth-type",
+    "auth-url",
     "backend-protocol",
     "cors-allow-credentials",
     "cors-allow-headers",
@@ -41,6 +52,7 @@ pub const MAPPED: &[&str] = &[
     "limit-rps",
     "permanent-redirect",
     "permanent-redirect-code",
+    "proxy-body-size",
     "proxy-next-upstream",
     "proxy-next-upstream-tries",
     "proxy-read-timeout",
@@ -93,6 +105,8 @@ pub struct Translation {
     pub ip_deny: Vec<String>,
     /// `auth-type: basic` with `auth-secret` and `auth-realm`.
     pub basic: Option<BasicAuthentication>,
+    /// `auth-url` and its family: the auth service asked as ingress-nginx asks it.
+    pub ext_auth: Option<api::ExtAuth>,
     /// `app-root`: `/` on the Ingress's hosts answers 302 to it.
     pub app_root: Option<String>,
     /// `server-alias`: more host names for the Ingress's hosts.
@@ -106,6 +120,8 @@ pub struct Translation {
     pub load_balancer: Option<api::LoadBalancer>,
     /// `proxy-next-upstream`, `proxy-next-upstream-tries`: the rule's `retry`.
     pub retry: Option<api::RetryPolicy>,
+    /// `proxy-body-size`: the rule's `maxRequestBodyBytes` (`None`: no limit).
+    pub max_body: Option<u64>,
     /// `proxy-read-timeout`: the rule's `timeouts.backendRequest`.
     pub timeouts: Option<api::RouteTimeouts>,
     /// `ssl-redirect` (default on): plain HTTP for the `tls` hosts gets 308 to https.
@@ -177,8 +193,10 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     rewrites(a, &mut t, f);
     redirects(a, &mut t, f);
     access(a, &mut t, f);
+    ext_auth(a, &mut t, f);
     rate_limits(a, &mut t, f);
     timeouts(a, &mut t, f);
+    body_size(a, &mut t, f);
     backend_protocol(a, &mut t, f);
     retries(a, &mut t, f);
     balancing(a, &mut t, f);
@@ -697,6 +715,41 @@ fn timeouts(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<
     );
 }
 
+/// `proxy-body-size`: nginx's `client_max_body_size` (bytes, or a number with `k`, `m` or `g`;
+/// `0`: no limit) → the rule's `maxRequestBodyBytes`.
+fn body_size(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let Some((key, v)) = get(a, "proxy-body-size") else {
+        return;
+    };
+    match nginx_size(v.trim()) {
+        Some(n) => {
+            t.max_body = (n > 0).then_some(n);
+            t.outcomes.insert(key, Outcome::Carried);
+        }
+        None => f.invalid(
+            field(&key),
+            format!(
+                "{v:?} must be a size as nginx writes it: bytes, or a number with k, m or g \
+                 (\"8m\"); 0 for no limit"
+            ),
+        ),
+    }
+}
+
+/// An nginx size (`ngx_parse_offset`): digits, then optionally `k`, `m` or `g` (either case).
+fn nginx_size(v: &str) -> Option<u64> {
+    let (digits, unit) = match v.as_bytes().last()? {
+        b'k' | b'K' => (&v[..v.len() - 1], 1u64 << 10),
+        b'm' | b'M' => (&v[..v.len() - 1], 1 << 20),
+        b'g' | b'G' => (&v[..v.len() - 1], 1 << 30),
+        _ => (v, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(unit)
+}
+
 /// `whitelist-source-range`, `denylist-source-range`, `auth-type` basic.
 fn access(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
     if let Some((key, v)) = get(a, "whitelist-source-range") {
@@ -756,6 +809,215 @@ fn access(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_
     });
     t.outcomes.insert(type_key, Outcome::Carried);
     t.outcomes.insert(secret_key, Outcome::Carried);
+}
+
+/// The `auth-url` family's members other than `auth-url` itself that are carried.
+const AUTH_URL_FAMILY: [&str; 9] = [
+    "auth-always-set-cookie",
+    "auth-method",
+    "auth-signin",
+    "auth-signin-redirect-param",
+    "auth-response-headers",
+    "auth-keepalive",
+    "auth-keepalive-requests",
+    "auth-keepalive-share-vars",
+    "auth-keepalive-timeout",
+];
+
+/// How long the auth service may take: nginx's auth location has the location's
+/// proxy_read_timeout (60s by default), and 60s is also extAuth's most.
+const AUTH_URL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `auth-url` with `auth-method`, `auth-signin` (and its `-redirect-param`),
+/// `auth-response-headers`, `auth-keepalive*` → `authentication.extAuth` asking as
+/// ingress-nginx's `auth_request` does: the URL as written (nginx variables expanded), GET,
+/// every request header, 401 and 403 passed back and any other non-2xx a 500.
+fn ext_auth(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let Some((url_key, url)) = get(a, "auth-url") else {
+        for name in AUTH_URL_FAMILY {
+            if let Some((key, _)) = get(a, name) {
+                warn(f, &key, "it has no effect without auth-url");
+            }
+        }
+        return;
+    };
+    let url = url.trim();
+    let before = f.ok();
+    if let Err(e) = Template::parse(url) {
+        f.invalid(field(&url_key), e);
+    }
+    let method = auth_method(a, t, f);
+    let signin_url = auth_signin(a, t, f);
+    let response_headers = auth_response_headers(a, t, f);
+    let always_set_cookie =
+        get(a, "auth-always-set-cookie").and_then(|(key, v)| match boolean(v) {
+            Some(b) => {
+                t.outcomes.insert(key, Outcome::Carried);
+                Some(b)
+            }
+            None => {
+                f.invalid(field(&key), format!("{v:?} must be \"true\" or \"false\""));
+                None
+            }
+        });
+    auth_keepalive(a, t);
+    if !before || !f.ok() {
+        return;
+    }
+    t.outcomes.insert(
+        url_key,
+        Outcome::Approximated(
+            "extAuth with appendPath: false, forwardAllHeaders, denyStatuses [401, 403], \
+             passSetCookie, timeout 60s; an auth service that cannot be asked gives 503 \
+             (nginx: 500)"
+                .to_owned(),
+        ),
+    );
+    t.ext_auth = Some(api::ExtAuth {
+        url: Some(url.to_owned()),
+        append_path: Some(false),
+        method: Some(method.unwrap_or_else(|| "GET".to_owned())),
+        forward_all_headers: Some(true),
+        deny_statuses: vec![401, 403],
+        allowed_upstream_headers: response_headers,
+        signin_url,
+        // nginx's `add_header Set-Cookie $auth_cookie` (`always` with auth-always-set-cookie).
+        pass_set_cookie: Some(if always_set_cookie == Some(true) {
+            api::PassSetCookie::Always
+        } else {
+            api::PassSetCookie::Success
+        }),
+        timeout: Some(api::Duration(AUTH_URL_TIMEOUT)),
+        ..api::ExtAuth::default()
+    });
+}
+
+/// `auth-method`: one of the methods ingress-nginx accepts.
+fn auth_method(
+    a: &BTreeMap<String, String>,
+    t: &mut Translation,
+    f: &mut Findings<'_>,
+) -> Option<String> {
+    get(a, "auth-method").and_then(|(key, v)| {
+        let m = v.trim();
+        const METHODS: [&str; 9] = [
+            "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE",
+        ];
+        if METHODS.contains(&m) {
+            t.outcomes.insert(key, Outcome::Carried);
+            Some(m.to_owned())
+        } else {
+            f.invalid(
+                field(&key),
+                format!("{v:?} must be one of {}", METHODS.join(", ")),
+            );
+            None
+        }
+    })
+}
+
+/// `auth-signin` (with `auth-signin-redirect-param`): the signin URL with where to come back.
+fn auth_signin(
+    a: &BTreeMap<String, String>,
+    t: &mut Translation,
+    f: &mut Findings<'_>,
+) -> Option<String> {
+    let param = match get(a, "auth-signin-redirect-param") {
+        Some((key, v)) => {
+            let v = v.trim();
+            if v.is_empty()
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.~".contains(&b))
+            {
+                f.invalid(
+                    field(&key),
+                    format!("{v:?} must be a plain query parameter name"),
+                );
+            }
+            t.outcomes.insert(key, Outcome::Carried);
+            v.to_owned()
+        }
+        None => "rd".to_owned(),
+    };
+    let signin_url = get(a, "auth-signin").and_then(|(key, v)| {
+        let v = v.trim();
+        match Template::parse(v) {
+            Ok(_) => {
+                t.outcomes.insert(key, Outcome::Carried);
+                Some(signin_url(v, &param))
+            }
+            Err(e) => {
+                f.invalid(field(&key), e);
+                None
+            }
+        }
+    });
+    if let Some((key, _)) = get(a, "auth-signin-redirect-param")
+        && signin_url.is_none()
+    {
+        warn(f, &key, "it has no effect without auth-signin");
+        t.outcomes.remove(&key);
+    }
+    signin_url
+}
+
+/// `auth-response-headers`: a comma-separated list of header names.
+fn auth_response_headers(
+    a: &BTreeMap<String, String>,
+    t: &mut Translation,
+    f: &mut Findings<'_>,
+) -> Vec<String> {
+    let mut response_headers = Vec::new();
+    if let Some((key, v)) = get(a, "auth-response-headers") {
+        response_headers = list(v);
+        if let Some(bad) = response_headers.iter().find(|h| {
+            !h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        }) {
+            f.invalid(field(&key), format!("{bad:?} is not a header name"));
+        }
+        t.outcomes.insert(key, Outcome::Carried);
+    }
+    response_headers
+}
+
+/// `auth-keepalive*`: nothing to carry (the client pools by itself), said in the outcomes.
+fn auth_keepalive(a: &BTreeMap<String, String>, t: &mut Translation) {
+    for name in AUTH_URL_FAMILY
+        .iter()
+        .filter(|n| n.starts_with("auth-keepalive"))
+    {
+        if let Some((key, _)) = get(a, name) {
+            t.outcomes.insert(
+                key,
+                Outcome::Approximated(
+                    "Tidegate's client keeps connections to an auth service alive and pools \
+                     them by itself"
+                        .to_owned(),
+                ),
+            );
+        }
+    }
+}
+
+/// `auth-signin` with where to come back appended as ingress-nginx's template does: `?rd=…`
+/// (or `&rd=…`; `param` for `rd`) unless the URL already sets it.
+fn signin_url(signin: &str, param: &str) -> String {
+    let back = "$scheme://$http_host$escaped_request_uri";
+    match signin.split_once('?') {
+        None => format!("{signin}?{param}={back}"),
+        Some((_, "")) => format!("{signin}{param}={back}"),
+        Some((_, q))
+            if q.split('&').any(|kv| {
+                kv.split_once('=')
+                    .is_some_and(|(k, v)| k == param && !v.is_empty())
+            }) =>
+        {
+            signin.to_owned()
+        }
+        Some(_) => format!("{signin}&{param}={back}"),
+    }
 }
 
 /// The Secret the `auth-secret` annotation names, when it is in `namespace` (`NAME` or
@@ -1071,12 +1333,16 @@ impl Translation {
             filters,
             ip_allow: self.ip_allow.clone(),
             ip_deny: self.ip_deny.clone(),
-            authentication: self.basic.as_ref().map(|b| api::Authentication {
-                basic: Some(b.clone()),
-                ..api::Authentication::default()
+            authentication: (self.basic.is_some() || self.ext_auth.is_some()).then(|| {
+                api::Authentication {
+                    basic: self.basic.clone(),
+                    ext_auth: self.ext_auth.clone(),
+                    ..api::Authentication::default()
+                }
             }),
             timeouts: self.timeouts.clone(),
             retry: self.retry.clone(),
+            max_request_body_bytes: self.max_body,
             ..RouteRule::default()
         }
     }
@@ -1199,6 +1465,112 @@ mod tests {
         ]);
         assert!(
             t.basic.is_none() && d[0].message.contains("another namespace"),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn auth_url_asks_as_nginx_auth_request_does() {
+        let (t, d) = run(&[
+            (&format!("{N}auth-url"), "https://$host/oauth2/auth"),
+            (&format!("{N}auth-signin"), "https://$host/oauth2/start"),
+            (
+                &format!("{N}auth-response-headers"),
+                "X-Auth-Request-User, X-Auth-Request-Email",
+            ),
+            (&format!("{N}auth-keepalive"), "10"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        let e = t.ext_auth.clone().unwrap();
+        assert_eq!(e.url.as_deref(), Some("https://$host/oauth2/auth"));
+        assert_eq!(
+            (e.append_path, e.method.as_deref(), e.forward_all_headers),
+            (Some(false), Some("GET"), Some(true))
+        );
+        assert_eq!(e.deny_statuses, vec![401, 403]);
+        assert_eq!(e.pass_set_cookie, Some(api::PassSetCookie::Success));
+        assert_eq!(
+            e.signin_url.as_deref(),
+            Some("https://$host/oauth2/start?rd=$scheme://$http_host$escaped_request_uri")
+        );
+        assert_eq!(
+            e.allowed_upstream_headers,
+            vec!["X-Auth-Request-User", "X-Auth-Request-Email"]
+        );
+        let rule = t.rule(t.path("Prefix", "/"));
+        assert_eq!(rule.authentication.unwrap().ext_auth, Some(e));
+        assert!(matches!(
+            t.outcomes[&format!("{N}auth-keepalive")],
+            Outcome::Approximated(_)
+        ));
+    }
+
+    #[test]
+    fn proxy_body_size_reads_nginx_sizes() {
+        for (v, want) in [
+            ("8m", Some(8 << 20)),
+            ("1K", Some(1024)),
+            ("1g", Some(1 << 30)),
+            ("512", Some(512)),
+            ("0", None),
+        ] {
+            let (t, d) = run(&[(&format!("{N}proxy-body-size"), v)]);
+            assert!(d.is_empty(), "{v}: {d:?}");
+            assert_eq!(t.max_body, want, "{v}");
+            assert_eq!(t.rule(t.path("Prefix", "/")).max_request_body_bytes, want);
+        }
+        for v in ["8mb", "m", "-1", "1.5m", ""] {
+            let (t, d) = run(&[(&format!("{N}proxy-body-size"), v)]);
+            assert!(t.max_body.is_none() && d[0].is_error(), "{v}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn auth_signin_gets_its_redirect_parameter_unless_it_has_one() {
+        let back = "$scheme://$http_host$escaped_request_uri";
+        assert_eq!(
+            signin_url("https://a/s", "rd"),
+            format!("https://a/s?rd={back}")
+        );
+        assert_eq!(
+            signin_url("https://a/s?x=1", "next"),
+            format!("https://a/s?x=1&next={back}")
+        );
+        assert_eq!(
+            signin_url("https://a/s?rd=$escaped_request_uri", "rd"),
+            "https://a/s?rd=$escaped_request_uri"
+        );
+    }
+
+    #[test]
+    fn auth_url_variables_and_methods_are_checked() {
+        let (t, d) = run(&[(&format!("{N}auth-url"), "http://auth/$cookie_session")]);
+        assert!(t.ext_auth.is_none());
+        assert!(
+            d[0].message.contains("unknown variable $cookie_session"),
+            "{d:?}"
+        );
+        assert!(d[0].field.contains("auth-url"), "{d:?}");
+        let (t, d) = run(&[
+            (&format!("{N}auth-url"), "http://auth/"),
+            (&format!("{N}auth-method"), "FETCH"),
+        ]);
+        assert!(
+            t.ext_auth.is_none() && d[0].field.contains("auth-method"),
+            "{d:?}"
+        );
+        let (t, d) = run(&[
+            (&format!("{N}auth-url"), "http://auth/"),
+            (&format!("{N}auth-always-set-cookie"), "true"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(
+            t.ext_auth.unwrap().pass_set_cookie,
+            Some(api::PassSetCookie::Always)
+        );
+        let (_, d) = run(&[(&format!("{N}auth-signin"), "http://login/")]);
+        assert!(
+            d[0].severity == Severity::Warning && d[0].message.contains("without auth-url"),
             "{d:?}"
         );
     }

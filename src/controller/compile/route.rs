@@ -197,7 +197,7 @@ pub(super) fn compile_rule(
         .iter()
         .enumerate()
         .find_map(|(i, filter)| filter.cors.as_ref().map(|c| (i, c)));
-    let access = super::access::access(rule, cors, at, id, env, f);
+    let access = super::access::access(rule, cors, at, id, hostnames, env, f);
     if !f.ok() {
         return None;
     }
@@ -242,8 +242,23 @@ pub(super) fn compile_rule(
         // Set with the certificates (compile/tls.rs).
         client_validation: None,
         access,
+        max_request_body_bytes: max_request_body_bytes(rule, at, f),
         created: obj.meta.created,
     })
+}
+
+/// `maxRequestBodyBytes`: at least 1 (unset: no limit).
+fn max_request_body_bytes(rule: &api::RouteRule, at: &str, f: &mut Findings<'_>) -> Option<u64> {
+    match rule.max_request_body_bytes {
+        Some(0) => {
+            f.invalid(
+                format!("{at}.maxRequestBodyBytes"),
+                "at least 1 (leave it unset for no limit)",
+            );
+            None
+        }
+        n => n,
+    }
 }
 
 /// One list of filters (a rule's or a backendRef's), compiled; problems are in the findings.

@@ -37,11 +37,30 @@ mod result {
 
 /// What the access step decided for a request it lets through.
 pub enum Passed {
-    /// Go on; with the `Origin` to answer CORS headers to, if CORS allows it.
-    On(Option<HeaderValue>),
+    /// Go on; with the `Origin` to answer CORS headers to, if CORS allows it, and the auth
+    /// service's cookies for the client, if any.
+    On(Option<HeaderValue>, Option<Box<SetCookies>>),
     /// The gateway answers itself (a CORS preflight, an auth service's refusal), for this
     /// reason.
     Answered(Box<Response<ProxyBody>>, &'static str),
+}
+
+/// An allowing auth answer's `Set-Cookie` values (`extAuth.passSetCookie`), for the response.
+pub struct SetCookies {
+    values: Vec<HeaderValue>,
+    always: bool,
+}
+
+impl SetCookies {
+    /// Adds them to `resp` (a 2xx or 3xx one only, unless `Always`).
+    pub fn apply(&self, resp: &mut Response<ProxyBody>) {
+        let s = resp.status();
+        if self.always || s.is_success() || s.is_redirection() {
+            for v in &self.values {
+                resp.headers_mut().append(header::SET_COOKIE, v.clone());
+            }
+        }
+    }
 }
 
 /// Applies `access` (the rule's) to a request.
@@ -173,6 +192,7 @@ pub async fn check(
         }
         count(mechanism::JWT, result::ALLOWED);
     }
+    let mut set_cookies = None;
     if let Some(ext) = &access.ext_auth {
         let via = ext_auth::Via {
             service,
@@ -180,7 +200,15 @@ pub async fn check(
             conn,
         };
         match ext_auth::check(via, ext, req).await {
-            ext_auth::Outcome::Allowed => count(mechanism::EXT_AUTHZ, result::ALLOWED),
+            ext_auth::Outcome::Allowed(cookies) => {
+                count(mechanism::EXT_AUTHZ, result::ALLOWED);
+                if !cookies.is_empty() {
+                    set_cookies = Some(Box::new(SetCookies {
+                        values: cookies,
+                        always: ext.set_cookie_always == Some(true),
+                    }));
+                }
+            }
             ext_auth::Outcome::Denied(mut resp) => {
                 count(mechanism::EXT_AUTHZ, result::DENIED);
                 if let Some(cors) = &access.cors {
@@ -218,7 +246,7 @@ pub async fn check(
             }
         }
     }
-    Ok(Passed::On(origin))
+    Ok(Passed::On(origin, set_cookies))
 }
 
 /// `Bearer realm="…", error="…"` (RFC 6750).

@@ -66,6 +66,9 @@ pub enum ProxyError {
     /// An access policy refused the request: an IP list (403), authentication (401).
     #[error("access denied ({0})")]
     AccessDenied(Box<Denied>),
+    /// The request's `Content-Length` is over the rule's `maxRequestBodyBytes` (413).
+    #[error("request body longer than {0} bytes")]
+    BodyTooLarge(u64),
 }
 
 /// A refusal by an access policy: its status, reason and headers (`WWW-Authenticate`, CORS).
@@ -103,6 +106,7 @@ impl ProxyError {
                 ErrorKind::Connect | ErrorKind::Tls | ErrorKind::Broken => StatusCode::BAD_GATEWAY,
                 ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
                 ErrorKind::ClientBody if e.client_body_timed_out() => StatusCode::REQUEST_TIMEOUT,
+                ErrorKind::ClientBody if e.client_body_too_large() => StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorKind::ClientBody => StatusCode::BAD_REQUEST,
             },
             ProxyError::UpgradeUnsupported(_) => StatusCode::BAD_GATEWAY,
@@ -110,6 +114,7 @@ impl ProxyError {
             ProxyError::RateLimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::ClientCertificateRequired => StatusCode::FORBIDDEN,
             ProxyError::AccessDenied(d) => d.status,
+            ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 
@@ -131,6 +136,7 @@ impl ProxyError {
                 ErrorKind::Broken => reason::UPSTREAM_RESET,
                 ErrorKind::Timeout => reason::TIMEOUT,
                 ErrorKind::ClientBody if e.client_body_timed_out() => reason::CLIENT_BODY_TIMEOUT,
+                ErrorKind::ClientBody if e.client_body_too_large() => reason::BODY_TOO_LARGE,
                 ErrorKind::ClientBody => reason::CLIENT_BODY,
             },
             ProxyError::UpgradeUnsupported(_) => reason::UPGRADE_FAILED,
@@ -138,6 +144,7 @@ impl ProxyError {
             ProxyError::RateLimitUnavailable => reason::RATE_LIMIT_UNAVAILABLE,
             ProxyError::ClientCertificateRequired => reason::CLIENT_CERTIFICATE_REQUIRED,
             ProxyError::AccessDenied(d) => d.reason,
+            ProxyError::BodyTooLarge(_) => reason::BODY_TOO_LARGE,
         }
     }
 
@@ -201,10 +208,14 @@ impl ProxyError {
                 ErrorKind::ClientBody if e.client_body_timed_out() => {
                     "request timeout: the request body stopped arriving\n".to_owned()
                 }
+                ErrorKind::ClientBody if e.client_body_too_large() => {
+                    "request body too large\n".to_owned()
+                }
                 ErrorKind::ClientBody => {
                     "bad request: the request body could not be read\n".to_owned()
                 }
             },
+            ProxyError::BodyTooLarge(_) => "request body too large\n".to_owned(),
             ProxyError::UpgradeUnsupported(why) => format!("cannot upgrade: {why}\n"),
             ProxyError::RateLimited(_)
             | ProxyError::RateLimitUnavailable
@@ -250,7 +261,7 @@ fn limited_response(limited: Limited) -> Response<ProxyBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::transport::error::{BodyReadTimeout, ClientBodyError};
+    use crate::proxy::transport::error::{BodyReadTimeout, BodyTooLarge, ClientBodyError};
 
     /// Every answer the proxy makes itself names a reason from the list, and the 503s tell
     /// their causes apart.
@@ -286,6 +297,7 @@ mod tests {
             })),
             ProxyError::RateLimitUnavailable,
             ProxyError::ClientCertificateRequired,
+            ProxyError::BodyTooLarge(8),
         ];
         let mut seen = std::collections::BTreeSet::new();
         for e in &errors {
@@ -297,8 +309,18 @@ mod tests {
             codes,
             [
                 404, 400, 503, 500, 500, 503, 503, 503, 503, 502, 502, 502, 504, 400, 408, 502,
-                429, 503, 403
+                429, 503, 403, 413
             ]
+        );
+        // A body cut by the limit while it was sent says the same as a declared length over it.
+        let cut: ProxyError = UpstreamError::new(
+            ErrorKind::ClientBody,
+            ClientBodyError(Box::new(BodyTooLarge(8))),
+        )
+        .into();
+        assert_eq!(
+            (cut.status().as_u16(), cut.reason()),
+            (413, reason::BODY_TOO_LARGE)
         );
     }
 }

@@ -1,6 +1,8 @@
 //! External authorization of one request: a subrequest to the auth service with the
-//! request's method, the URL's path (or a Backend's `pathPrefix`) followed by the request's path
-//! and query, the selected headers, and `X-Original-Method`, `X-Original-URI`,
+//! request's method (or the rule's `method`), the URL's path (or a Backend's `pathPrefix`)
+//! followed by the request's path and query (or, with `appendPath: false`, the URL as written,
+//! its variables expanded), the selected headers (or all of them), and `X-Original-Method`,
+//! `X-Original-URI`, `X-Original-URL`, `X-Auth-Request-Redirect`, `X-Real-IP`,
 //! `X-Forwarded-Host` (what ingress-nginx's `auth-url` sends). A URL is asked with the
 //! gateway's own client and its `Host`; a Backend as forwarded requests are
 //! ([`forward::subrequest`]: its balancer, health, protocol and TLS), with the client's `Host`. A 2xx answer lets the request on with the allowed headers of the answer
@@ -14,12 +16,12 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 
 use super::forward::{self, request_hash};
 use super::service::Service;
-use crate::model::ext_auth::{AuthService, Decision, ExtAuth};
+use crate::model::ext_auth::{AuthService, Decision, ExtAuth, Template, Var};
 use crate::proxy::transport::{ClientBody, ConnCtx, ProxyBody, RequestBody};
 use crate::proxy::upstream::Router;
 use crate::proxy::upstream::balance::PickContext;
@@ -37,8 +39,9 @@ const BACK_TO_CLIENT: [HeaderName; 4] = [
 
 /// What the auth service decided about a request.
 pub enum Outcome {
-    /// Go on (the allowed headers are set).
-    Allowed,
+    /// Go on (the allowed headers are set), with the `Set-Cookie` values for the client
+    /// (`passSetCookie`; empty otherwise).
+    Allowed(Vec<HeaderValue>),
     /// The client gets this answer.
     Denied(Box<Response<ProxyBody>>),
     /// The auth service could not be asked: why.
@@ -75,7 +78,7 @@ pub async fn check(via: Via<'_>, ext: &ExtAuth, req: &mut Request<ClientBody>) -
     if let Some(key) = &key
         && let Some(d) = ext.decisions.get(key, Instant::now())
     {
-        return apply(&d, req);
+        return apply(&d, ext, req, via.conn);
     }
     let body = match ext.max_body_bytes {
         None => Bytes::new(),
@@ -95,7 +98,7 @@ pub async fn check(via: Via<'_>, ext: &ExtAuth, req: &mut Request<ClientBody>) -
         let now = Instant::now();
         ext.decisions.put(key, now + c.ttl, now, decision.clone());
     }
-    apply(&decision, req)
+    apply(&decision, ext, req, via.conn)
 }
 
 /// Reads the request body, up to `max` bytes, and puts it back on the request (with its
@@ -105,7 +108,13 @@ async fn buffer(req: &mut Request<ClientBody>, max: usize) -> Result<Bytes, Outc
     let mut data = bytes::BytesMut::new();
     let mut trailers = None;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| Outcome::BodyUnreadable)?;
+        let frame = frame.map_err(|e| {
+            if e.is::<crate::proxy::transport::error::BodyTooLarge>() {
+                Outcome::BodyTooLarge
+            } else {
+                Outcome::BodyUnreadable
+            }
+        })?;
         match frame.into_data() {
             Ok(chunk) if data.len() + chunk.len() > max => return Err(Outcome::BodyTooLarge),
             Ok(chunk) => data.extend_from_slice(&chunk),
@@ -117,13 +126,29 @@ async fn buffer(req: &mut Request<ClientBody>, max: usize) -> Result<Bytes, Outc
     Ok(data)
 }
 
-fn apply(d: &Decision, req: &mut Request<ClientBody>) -> Outcome {
+fn apply(d: &Decision, ext: &ExtAuth, req: &mut Request<ClientBody>, conn: &ConnCtx) -> Outcome {
     match d {
-        Decision::Allow(headers) => {
+        Decision::Allow(headers, cookies) => {
             for (name, value) in headers {
                 req.headers_mut().append(name, value.clone());
             }
-            Outcome::Allowed
+            Outcome::Allowed(cookies.clone())
+        }
+        // `signinUrl`: the client is sent to sign in, with the answer's cookies.
+        Decision::Deny {
+            status, headers, ..
+        } if *status == StatusCode::UNAUTHORIZED && ext.signin.is_some() => {
+            let mut resp = Response::new(ProxyBody::full(Bytes::new()));
+            *resp.status_mut() = StatusCode::FOUND;
+            for v in headers.get_all(header::SET_COOKIE) {
+                resp.headers_mut().append(header::SET_COOKIE, v.clone());
+            }
+            if let Some(t) = &ext.signin
+                && let Ok(v) = HeaderValue::try_from(expand(t, req, conn))
+            {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            Outcome::Denied(Box::new(resp))
         }
         Decision::Deny {
             status,
@@ -138,6 +163,56 @@ fn apply(d: &Decision, req: &mut Request<ClientBody>) -> Outcome {
     }
 }
 
+/// `t` with the request's values.
+fn expand<B>(t: &Template, req: &Request<B>, conn: &ConnCtx) -> String {
+    let uri = req.uri();
+    let http_host = || {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| uri.authority().map(|a| a.as_str()))
+            .unwrap_or("")
+    };
+    let request_uri = || uri.path_and_query().map_or("/", |p| p.as_str());
+    t.expand(|v, out| match v {
+        Var::Host => {
+            let raw = http_host();
+            let lower = |h: &str, out: &mut String| {
+                out.extend(h.chars().map(|c| c.to_ascii_lowercase()));
+            };
+            match raw.parse::<http::uri::Authority>() {
+                Ok(a) => lower(a.host(), out),
+                Err(_) => lower(raw, out),
+            }
+        }
+        Var::HttpHost => out.push_str(http_host()),
+        Var::Scheme => out.push_str(conn.scheme),
+        Var::RequestUri => out.push_str(request_uri()),
+        Var::EscapedRequestUri => escape_component(request_uri(), out),
+        Var::Uri => out.push_str(uri.path()),
+        Var::Args => out.push_str(uri.query().unwrap_or("")),
+        Var::RequestMethod => out.push_str(req.method().as_str()),
+        Var::RemoteAddr => {
+            use std::fmt::Write;
+            let _ = write!(out, "{}", conn.peer.ip());
+        }
+    })
+}
+
+/// Percent-encodes all but the unreserved characters (as ngx_set_misc's `set_escape_uri`).
+fn escape_component(s: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+    }
+}
+
 /// The subrequest and its answer.
 async fn ask(
     via: &Via<'_>,
@@ -147,27 +222,49 @@ async fn ask(
     deadline: tokio::time::Instant,
 ) -> Result<Decision, String> {
     let original = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let path_and_query = PathAndQuery::try_from(format!("{}{original}", ext.service.base_path()))
-        .map_err(|e| format!("the subrequest's path: {e}"))?;
-    let (headers, host) = headers(ext, req, original)?;
+    let path_and_query = if ext.append_path {
+        PathAndQuery::try_from(format!("{}{original}", ext.service.base_path()))
+            .map_err(|e| format!("the subrequest's path: {e}"))?
+    } else {
+        match &ext.service {
+            AuthService::Url { url, .. } => url
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            AuthService::Backend { path_prefix, .. } if path_prefix.is_empty() => {
+                PathAndQuery::from_static("/")
+            }
+            AuthService::Backend { path_prefix, .. } => {
+                PathAndQuery::try_from(path_prefix.as_str())
+                    .map_err(|e| format!("the subrequest's path: {e}"))?
+            }
+        }
+    };
+    let method = ext.method.clone().unwrap_or_else(|| req.method().clone());
+    let (headers, host) = headers(ext, req, via.conn, original)?;
     // A backend's answer holds its connection slot until it is read, in `decide`.
     let (resp, _held) = match &ext.service {
         AuthService::Url { url, tls } => {
-            let uri = http::Uri::builder()
-                .scheme(url.scheme_str().unwrap_or("http"))
-                .authority(url.authority().map_or("", |a| a.as_str()))
-                .path_and_query(path_and_query)
-                .build()
-                .map_err(|e| format!("the subrequest's URI: {e}"))?;
+            let uri = match &ext.target {
+                // `appendPath: false` with variables: the URL expanded for this request.
+                Some(t) => http::Uri::try_from(expand(t, req, via.conn))
+                    .map_err(|e| format!("the auth URL expanded: {e}"))?,
+                None => http::Uri::builder()
+                    .scheme(url.scheme_str().unwrap_or("http"))
+                    .authority(url.authority().map_or("", |a| a.as_str()))
+                    .path_and_query(path_and_query)
+                    .build()
+                    .map_err(|e| format!("the subrequest's URI: {e}"))?,
+            };
             let mut sub = Request::new(RequestBody::full(body));
-            *sub.method_mut() = req.method().clone();
-            *sub.uri_mut() = uri;
+            *sub.method_mut() = method;
             *sub.headers_mut() = headers;
-            if let Some(a) = url.authority()
+            if let Some(a) = uri.authority()
                 && let Ok(v) = HeaderValue::from_str(a.as_str())
             {
                 sub.headers_mut().insert(header::HOST, v);
             }
+            *sub.uri_mut() = uri;
             let resp = via.service.clients.send(tls.as_ref(), sub).await?;
             (resp.map(ProxyBody::upstream), None)
         }
@@ -186,7 +283,7 @@ async fn ask(
                     client: via.conn.peer.ip(),
                     hash: request_hash(&state.load_balancing(), req, via.conn),
                 },
-                method: req.method().clone(),
+                method,
                 path_and_query,
                 headers,
                 body,
@@ -199,17 +296,41 @@ async fn ask(
     decide(ext, resp).await
 }
 
-/// The subrequest's headers (those named, `X-Original-*`, `X-Forwarded-Host`, the body's
-/// `Content-Type`), and the request's host.
+/// Request headers never sent to the auth service with `forwardAllHeaders`: hop-by-hop ones,
+/// and those that describe the request's own body or address.
+const NOT_FORWARDED: [HeaderName; 10] = [
+    header::CONNECTION,
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+    header::EXPECT,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("keep-alive"),
+];
+
+/// The subrequest's headers (those named, or all; `X-Original-*`, `X-Auth-Request-Redirect`,
+/// `X-Real-IP`, `X-Forwarded-Host`, the body's `Content-Type`), and the request's host.
 fn headers(
     ext: &ExtAuth,
     req: &Request<ClientBody>,
+    conn: &ConnCtx,
     original: &str,
 ) -> Result<(HeaderMap, Option<HeaderValue>), String> {
     let mut h = HeaderMap::new();
-    for name in &ext.headers_to_auth {
-        for v in req.headers().get_all(name) {
-            h.append(name.clone(), v.clone());
+    if ext.forward_all_headers {
+        for (name, v) in req.headers() {
+            if !NOT_FORWARDED.contains(name) {
+                h.append(name.clone(), v.clone());
+            }
+        }
+    } else {
+        for name in &ext.headers_to_auth {
+            for v in req.headers().get_all(name) {
+                h.append(name.clone(), v.clone());
+            }
         }
     }
     h.insert(
@@ -217,7 +338,8 @@ fn headers(
         HeaderValue::from_str(req.method().as_str()).map_err(|e| e.to_string())?,
     );
     if let Ok(v) = HeaderValue::from_str(original) {
-        h.insert(HeaderName::from_static("x-original-uri"), v);
+        h.insert(HeaderName::from_static("x-original-uri"), v.clone());
+        h.insert(HeaderName::from_static("x-auth-request-redirect"), v);
     }
     let host = req.headers().get(header::HOST).cloned().or_else(|| {
         req.uri()
@@ -226,6 +348,21 @@ fn headers(
     });
     if let Some(host) = &host {
         h.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+        let url = format!(
+            "{}://{}{original}",
+            conn.scheme,
+            host.to_str().unwrap_or_default()
+        );
+        if let Ok(v) = HeaderValue::try_from(url) {
+            h.insert(HeaderName::from_static("x-original-url"), v);
+        }
+    }
+    if let Ok(v) = HeaderValue::try_from(conn.peer.ip().to_string()) {
+        // As ingress-nginx's auth location: the client's address, not the client's list.
+        if ext.forward_all_headers {
+            h.insert(HeaderName::from_static("x-forwarded-for"), v.clone());
+        }
+        h.insert(HeaderName::from_static("x-real-ip"), v);
     }
     // The body (`maxBodyBytes`) goes with what says how to read it.
     if ext.max_body_bytes.is_some()
@@ -247,7 +384,27 @@ async fn decide(ext: &ExtAuth, resp: Response<ProxyBody>) -> Result<Decision, St
                 headers.append(name.clone(), v.clone());
             }
         }
-        return Ok(Decision::Allow(headers));
+        let cookies = match ext.set_cookie_always {
+            Some(_) => resp
+                .headers()
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        return Ok(Decision::Allow(headers, cookies));
+    }
+    // Not one the rule passes back (nor a 401 sent to sign in): ingress-nginx's 500.
+    let passed = ext.deny_statuses.is_empty()
+        || ext.deny_statuses.contains(&status)
+        || (status == StatusCode::UNAUTHORIZED && ext.signin.is_some());
+    if !passed {
+        return Ok(Decision::Deny {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        });
     }
     let mut headers = HeaderMap::new();
     for name in &BACK_TO_CLIENT {
@@ -265,4 +422,16 @@ async fn decide(ext: &ExtAuth, resp: Response<ProxyBody>) -> Result<Decision, St
         headers,
         body,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaped_request_uri_keeps_only_unreserved_characters() {
+        let mut out = String::new();
+        escape_component("/a b/ü?x=1&y=-._~", &mut out);
+        assert_eq!(out, "%2Fa%20b%2F%C3%BC%3Fx%3D1%26y%3D-._~");
+    }
 }

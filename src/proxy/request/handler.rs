@@ -4,7 +4,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
+use http_body::Body as _;
 use tokio::time::Instant;
 
 use super::error::ProxyError;
@@ -130,6 +132,9 @@ async fn serve(
         return https_redirect(service, &req, normalized.as_deref());
     }
     client_certificate(rule, conn)?;
+    if let Some(max) = rule.max_request_body_bytes {
+        limit_body(&mut req, max)?;
+    }
     let matched_prefix = match &hit.matched.path {
         PathMatcher::Prefix(p) => Some(p.as_str()),
         _ => None,
@@ -139,9 +144,10 @@ async fn serve(
     // (model::access::ORDER), then rate limits. The route's filters run after them. A rule
     // without access policies pays this one branch.
     let mut cors_origin = None;
+    let mut set_cookies = None;
     if let Some(access) = &rule.access {
         match access::check(service, router, rule, access, conn, &mut req).await? {
-            access::Passed::On(origin) => cors_origin = origin,
+            access::Passed::On(origin, cookies) => (cors_origin, set_cookies) = (origin, cookies),
             access::Passed::Answered(resp, why) => {
                 ex.reason = why;
                 return Ok(*resp);
@@ -219,6 +225,9 @@ async fn serve(
     {
         access::respond(cors, cors_origin.as_ref(), resp.headers_mut());
     }
+    if let Some(cookies) = set_cookies {
+        cookies.apply(&mut resp);
+    }
     if let Some(hsts) = &rule.hsts
         && conn.scheme == "https"
     {
@@ -226,6 +235,20 @@ async fn serve(
             .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
     }
     Ok(resp)
+}
+
+/// `maxRequestBodyBytes`: a longer declared length is refused before anything is asked (as
+/// nginx's `client_max_body_size`); a body of unknown length is counted as it is read.
+fn limit_body(req: &mut Request<ClientBody>, max: u64) -> Result<(), ProxyError> {
+    let hint = req.body().size_hint();
+    if hint.lower() > max {
+        return Err(ProxyError::BodyTooLarge(max));
+    }
+    if hint.upper().is_none_or(|n| n > max) {
+        let body = std::mem::replace(req.body_mut(), ClientBody::buffered(Bytes::new(), None));
+        *req.body_mut() = ClientBody::limited(body, max);
+    }
+    Ok(())
 }
 
 fn direct_response(d: &DirectResponse) -> Response<ProxyBody> {

@@ -12,6 +12,8 @@ pub const BAD_REQUEST: &str = "bad_request";
 pub const CLIENT_BODY: &str = "client_body";
 /// The client's request body stopped arriving for longer than `--body-read-timeout` (408).
 pub const CLIENT_BODY_TIMEOUT: &str = "client_body_timeout";
+/// The request body is longer than the rule's `maxRequestBodyBytes` (413).
+pub const BODY_TOO_LARGE: &str = "body_too_large";
 /// Every backendRef of the matched rule has weight 0 (503).
 pub const NO_BACKEND: &str = "no_backend";
 /// The rule has no backendRefs (500, as Gateway API asks).
@@ -80,6 +82,7 @@ pub const ALL: &[&str] = &[
     BAD_REQUEST,
     CLIENT_BODY,
     CLIENT_BODY_TIMEOUT,
+    BODY_TOO_LARGE,
     NO_BACKEND,
     NO_BACKEND_REFS,
     UNRESOLVED_BACKEND,

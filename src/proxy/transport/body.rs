@@ -16,7 +16,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
-use super::error::{BodyReadTimeout, BoxError, ClientBodyError};
+use super::error::{BodyReadTimeout, BodyTooLarge, BoxError, ClientBodyError};
 use super::h1::{NativeBody, UpstreamBody};
 
 /// A request body as the client sends it, through hyper or through the native HTTP/1.1 codec,
@@ -35,6 +35,38 @@ enum Source {
     /// left to give. The trailers are boxed: a `HeaderMap` inline doubled the size of every
     /// `ClientBody`, which every request's future holds in several of its states.
     Buffered(Option<Bytes>, Option<Box<http::HeaderMap>>),
+    /// Counted against a rule's `maxRequestBodyBytes` (boxed: only such rules pay for it).
+    Limited(Box<Limit>),
+}
+
+/// A body of unknown length under a limit: cut, for good, with [`BodyTooLarge`] when its data
+/// passes `max` bytes.
+struct Limit {
+    inner: ClientBody,
+    left: u64,
+    max: u64,
+    passed: bool,
+}
+
+impl Limit {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.passed {
+            return Poll::Ready(Some(Err(Box::new(BodyTooLarge(self.max)))));
+        }
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            match self.left.checked_sub(data.len() as u64) {
+                Some(left) => self.left = left,
+                None => {
+                    self.passed = true;
+                    return Poll::Ready(Some(Err(Box::new(BodyTooLarge(self.max)))));
+                }
+            }
+        }
+        polled
+    }
 }
 
 /// The body read timeout: armed when the body has nothing to give, disarmed by every frame.
@@ -61,6 +93,19 @@ impl ClientBody {
     pub fn buffered(data: Bytes, trailers: Option<http::HeaderMap>) -> Self {
         let data = (!data.is_empty()).then_some(data);
         Self::new(Source::Buffered(data, trailers.map(Box::new)), None)
+    }
+
+    /// `body` cut with [`BodyTooLarge`] once its data passes `max` bytes.
+    pub fn limited(body: ClientBody, max: u64) -> Self {
+        Self::new(
+            Source::Limited(Box::new(Limit {
+                inner: body,
+                left: max,
+                max,
+                passed: false,
+            })),
+            None,
+        )
     }
 
     fn new(source: Source, stall: Option<Duration>) -> Self {
@@ -122,6 +167,7 @@ impl Body for ClientBody {
                 (None, Some(t)) => Some(Ok(Frame::trailers(*t))),
                 (None, None) => None,
             }),
+            Source::Limited(l) => l.poll_frame(cx),
         };
         match (polled, &mut this.stall) {
             (Poll::Pending, Some(stall)) => {
@@ -146,6 +192,7 @@ impl Body for ClientBody {
             Source::Hyper(b) => b.is_end_stream(),
             Source::Native(b) => b.is_end_stream(),
             Source::Buffered(d, t) => d.is_none() && t.is_none(),
+            Source::Limited(l) => !l.passed && l.inner.is_end_stream(),
         }
     }
 
@@ -156,6 +203,7 @@ impl Body for ClientBody {
             Source::Buffered(d, _) => {
                 SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64))
             }
+            Source::Limited(l) => l.inner.size_hint(),
         }
     }
 }
@@ -350,5 +398,33 @@ mod tests {
         assert_eq!(t["grpc-status"], "0");
         assert!(body.frame().await.is_none());
         assert!(hyper::body::Body::is_end_stream(&body));
+    }
+
+    #[tokio::test]
+    async fn a_limited_body_is_cut_for_good_once_past_its_limit() {
+        use http_body_util::BodyExt;
+        let data = |n: usize| bytes::Bytes::from(vec![b'x'; n]);
+        // At the limit: all of it.
+        let inner = super::ClientBody::buffered(data(4), None);
+        let mut body = super::ClientBody::limited(inner, 4);
+        assert_eq!(
+            body.frame()
+                .await
+                .unwrap()
+                .unwrap()
+                .into_data()
+                .unwrap()
+                .len(),
+            4
+        );
+        assert!(body.frame().await.is_none());
+        // One byte over: an error naming the limit, then the same error again.
+        let inner = super::ClientBody::buffered(data(5), None);
+        let mut body = super::ClientBody::limited(inner, 4);
+        for _ in 0..2 {
+            let e = body.frame().await.unwrap().unwrap_err();
+            assert!(e.is::<super::BodyTooLarge>(), "{e}");
+        }
+        assert!(!hyper::body::Body::is_end_stream(&body));
     }
 }

@@ -80,10 +80,19 @@ impl UpstreamError {
 
     /// Whether the client's body failed because it stalled past the body read timeout.
     pub fn client_body_timed_out(&self) -> bool {
+        self.caused_by::<BodyReadTimeout>()
+    }
+
+    /// Whether the client's body passed its rule's limit ([`BodyTooLarge`]).
+    pub fn client_body_too_large(&self) -> bool {
+        self.caused_by::<BodyTooLarge>()
+    }
+
+    fn caused_by<T: std::error::Error + 'static>(&self) -> bool {
         let mut cur: Option<&(dyn std::error::Error + 'static)> =
             self.source.as_deref().map(|e| e as _);
         while let Some(err) = cur {
-            if err.is::<BodyReadTimeout>() {
+            if err.is::<T>() {
                 return true;
             }
             cur = err.source();
@@ -144,6 +153,11 @@ impl std::error::Error for UpstreamError {
 #[derive(Debug, thiserror::Error)]
 #[error("reading the client's request body: {0}")]
 pub struct ClientBodyError(#[source] pub BoxError);
+
+/// The request body passed its rule's `maxRequestBodyBytes` (this many bytes).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is longer than {0} bytes")]
+pub struct BodyTooLarge(pub u64);
 
 /// The client sent nothing of its request body for this long (the body read timeout).
 #[derive(Debug, thiserror::Error)]
