@@ -25,6 +25,12 @@ const SERVERS: &[(&str, &str)] = &[
            location ~* "^/something" { rewrite "(?i)/something" / break; proxy_pass http://UP; }"#,
     ),
     (
+        "rewrite-captures",
+        r#"server_name captures.bar.com;
+           location ~* "^/something(/|$)(.*)" { rewrite "(?i)/something(/|$)(.*)" /$2 break;
+                                                proxy_pass http://UP; }"#,
+    ),
+    (
         "use-regex",
         r#"server_name regex.bar.com;
            location ~* "^/foo/bar/bar" { proxy_pass http://UP; }

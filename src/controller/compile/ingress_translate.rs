@@ -227,18 +227,26 @@ fn warn(f: &mut Findings<'_>, key: &str, message: &str) {
 fn rewrites(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
     let mut rewrite = UrlRewrite::default();
     if let Some((key, v)) = get(a, "rewrite-target") {
-        if v.contains('$') {
+        if v.contains('?') {
             f.not_supported(
                 field(&key),
-                "rewrite-target with capture groups ($1, $2, …): the Route API has no \
-                 regular-expression rewrite yet",
+                "rewrite-target with a query (?): the Route API rewrites only the path",
             );
         } else if !v.starts_with('/') {
             f.invalid(field(&key), format!("{v:?} must be a path starting with /"));
         } else {
-            rewrite.path = Some(PathModifier {
-                replace_full_path: Some(v.to_owned()),
-                ..PathModifier::default()
+            // nginx's `rewrite "(?i)PATH" TARGET break` replaces the whole path with TARGET, its
+            // $1..$9 the groups of PATH: the path match's groups, as replaceRegexMatch fills.
+            rewrite.path = Some(if v.contains('$') {
+                PathModifier {
+                    replace_regex_match: Some(v.to_owned()),
+                    ..PathModifier::default()
+                }
+            } else {
+                PathModifier {
+                    replace_full_path: Some(v.to_owned()),
+                    ..PathModifier::default()
+                }
             });
             t.regex = true;
             t.outcomes.insert(key, Outcome::Carried);
@@ -890,6 +898,10 @@ pub fn plan<'a>(
             }
             // ImplementationSpecific: ours is a segment-aware prefix, like Prefix.
             let rule = t.rule(t.path(&p.path_type, value));
+            if let Some((key, e)) = t.rewrite_groups_missing(&ing.annotations, &rule) {
+                f.invalid(field(&key), format!("{e} (for {pat}.path)"));
+                continue;
+            }
             // A redirect answers itself: the backend is not used.
             if t.redirect.is_some() {
                 out.push(Planned {
@@ -1081,6 +1093,35 @@ impl Translation {
         }
     }
 
+    /// rewrite-target with groups on a path that does not have them: the annotation's key and
+    /// why. (Checked here so the message names the annotation, not the Route value.)
+    fn rewrite_groups_missing(
+        &self,
+        a: &BTreeMap<String, String>,
+        rule: &RouteRule,
+    ) -> Option<(String, String)> {
+        let rw = self.rewrite.as_ref()?.path.as_ref()?;
+        let template = rw.replace_regex_match.as_deref()?;
+        let (key, _) = get(a, "rewrite-target")?;
+        let path = rule.matches.first()?.path.as_ref()?;
+        if path.kind != PathMatchType::RegularExpression {
+            return Some((
+                key,
+                format!("{template:?} needs a regular-expression path, not an Exact one"),
+            ));
+        }
+        // A pattern that does not compile is the Route compiler's to report.
+        let pattern = crate::model::Pattern::new(&path.value).ok()?;
+        let m = crate::model::RequestMatch {
+            path: crate::model::PathMatcher::RegularExpression(pattern),
+            method: None,
+            headers: Vec::new(),
+            query_params: Vec::new(),
+        };
+        let e = super::route::regex_template(template, std::slice::from_ref(&m)).err()?;
+        Some((key, e))
+    }
+
     /// `app-root`: the rule that sends `/` to it, if set.
     pub fn app_root_rule(&self) -> Option<RouteRule> {
         let root = self.app_root.as_ref()?;
@@ -1140,8 +1181,24 @@ mod tests {
     }
 
     #[test]
-    fn capture_groups_are_not_supported_yet_and_name_the_annotation() {
-        let (_, d) = run(&[(&format!("{N}rewrite-target"), "/$2")]);
+    fn capture_groups_become_a_regex_rewrite_of_the_path_groups() {
+        let (t, d) = run(&[(&format!("{N}rewrite-target"), "/$2")]);
+        assert!(d.is_empty() && t.regex, "{d:?}");
+        let rule = t.rule(t.path("ImplementationSpecific", "/something(/|$)(.*)"));
+        let p = rule.filters[0].url_rewrite.as_ref().unwrap().path.as_ref();
+        assert_eq!(p.unwrap().replace_regex_match.as_deref(), Some("/$2"));
+        // The path's groups keep their numbers in the match's pattern.
+        let re = regex::Regex::new(&format!(
+            "^(?:{})$",
+            rule.matches[0].path.as_ref().unwrap().value
+        ))
+        .unwrap();
+        assert_eq!(&re.captures("/SOMETHING/new/x").unwrap()[2], "new/x");
+    }
+
+    #[test]
+    fn a_query_in_rewrite_target_is_not_supported_yet_and_names_the_annotation() {
+        let (_, d) = run(&[(&format!("{N}rewrite-target"), "/$1?a=1")]);
         assert!(
             d[0].is_error() && d[0].message.contains("not supported yet"),
             "{d:?}"

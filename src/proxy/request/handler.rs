@@ -130,10 +130,7 @@ async fn serve(
         return https_redirect(service, &req, normalized.as_deref());
     }
     client_certificate(rule, conn)?;
-    let matched_prefix = match &hit.matched.path {
-        PathMatcher::Prefix(p) => Some(p.as_str()),
-        _ => None,
-    };
+    let matched = &hit.matched.path;
 
     // Access policies, in this order: IP lists, CORS preflight, authentication, authorization
     // (model::access::ORDER), then rate limits. The route's filters run after them. A rule
@@ -157,14 +154,7 @@ async fn serve(
         }
         Action::Redirect(r) => {
             ex.reason = reason::REDIRECT;
-            redirect(
-                r,
-                service,
-                conn,
-                &req,
-                normalized.as_deref(),
-                matched_prefix,
-            )?
+            redirect(r, service, conn, &req, normalized.as_deref(), matched)?
         }
         Action::Forward { .. } => {
             let picked = router.pick_backend(hit.index, rule, req.headers())?;
@@ -178,14 +168,7 @@ async fn serve(
                         }
                         Answer::Redirect(r) => {
                             ex.reason = reason::REDIRECT;
-                            redirect(
-                                r,
-                                service,
-                                conn,
-                                &req,
-                                normalized.as_deref(),
-                                matched_prefix,
-                            )?
+                            redirect(r, service, conn, &req, normalized.as_deref(), matched)?
                         }
                     };
                     for m in &filters.response {
@@ -200,7 +183,7 @@ async fn serve(
                         conn,
                         rule,
                         picked,
-                        matched_prefix,
+                        matched,
                         started,
                     };
                     forward::forward(target, req, normalized, ex).await?
@@ -246,7 +229,7 @@ fn redirect(
     conn: &ConnCtx,
     req: &Request<ClientBody>,
     normalized: Option<&str>,
-    matched_prefix: Option<&str>,
+    matched: &PathMatcher,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (host, _) = headers::request_host(req)
         .ok_or(ProxyError::BadRequest("missing or invalid Host header"))?;
@@ -261,7 +244,7 @@ fn redirect(
         &host,
         listener_port,
         path,
-        matched_prefix,
+        Some(matched),
         req.uri().query(),
     );
     let location = HeaderValue::try_from(location)

@@ -45,7 +45,7 @@ pub(super) fn prepare(
                 }
                 if let Some(p) = &rw.path {
                     let current = new_path.as_deref().unwrap_or(req.uri().path());
-                    new_path = Some(p.apply(current, t.matched_prefix.unwrap_or("")));
+                    new_path = Some(p.apply(current, t.matched));
                 }
             }
         }
