@@ -431,3 +431,88 @@ requests: [{ path: /, status: 200 }]
     ns.delete("networking.k8s.io/v1", "IngressClass", &class)
         .await;
 }
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn migrate_from_cluster_writes_what_migrate_writes_from_the_same_ingresses_as_files() {
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "migrate-cluster").await;
+    let _upstreams = upstreams(&ns).await;
+    // A class of this test's own (no IngressClass object: migrate reads only the name).
+    let class = format!("nginx-{}", ns.name);
+    let cases: Vec<Case> = corpus()
+        .into_iter()
+        .filter(|c| matches!(c.name.as_str(), "rewrite-captures" | "canary-header"))
+        .collect();
+    assert_eq!(cases.len(), 2);
+    let mut input = String::new();
+    for case in &cases {
+        for mut ing in ingresses(case, &class) {
+            ns.apply(ing.clone()).await;
+            ing["metadata"]["namespace"] = json!(ns.name);
+            input.push_str(&format!("---\n{}", serde_yaml_ng::to_string(&ing).unwrap()));
+        }
+    }
+    // Left out: another class, and no class (the cluster's default IngressClass is not ours).
+    let mut other = ingresses(&cases[0], "other");
+    other[0]["metadata"]["name"] = json!("other-class");
+    ns.apply(other[0].clone()).await;
+    other[0]["metadata"]["name"] = json!("no-class");
+    other[0]["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ingressClassName");
+    ns.apply(other[0].clone()).await;
+
+    let out = std::process::Command::new(super::cluster::BIN)
+        .args(["migrate", "--from-cluster", "--namespace", &ns.name])
+        .args(["--ingress-class", &format!("unused,{class}")])
+        .env("KUBECONFIG", &kc)
+        .output()
+        .unwrap();
+    let (objects, report) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{report}");
+    let (from_files, files_report) = run_migrate(&input);
+    assert_eq!(objects, from_files);
+    let n = &ns.name;
+    let left_out = format!(
+        "Ingress {n}/no-class: left out (no class, and the default IngressClass is not one of \
+         those migrated)\nIngress {n}/other-class: left out (class \"other\")\n"
+    );
+    assert_eq!(report, format!("{left_out}{files_report}"));
+    assert!(
+        report.contains("a canary: its backend is in the Routes written for Ingress canary-header"),
+        "{report}"
+    );
+    assert!(objects.contains("replaceRegexMatch: /$2"), "{objects}");
+
+    // The objects serve the cases as the Ingresses would.
+    let migrated = Ns::create(&client, "migrate-cluster-objects").await;
+    let _upstreams2 = upstreams(&migrated).await;
+    for doc in serde_yaml_ng::Deserializer::from_str(&objects) {
+        let value = serde_yaml_ng::Value::deserialize(doc).unwrap();
+        let mut json: Value = serde_json::to_value(&value).unwrap();
+        json["metadata"]["namespace"] = json!(migrated.name);
+        migrated.apply(json).await;
+    }
+    let gw = gateway(&kc, &migrated.name, "migrate-cluster-0", &[]);
+    gw.wait_ready().await;
+    wait_served(&gw, &cases).await;
+    let wrong = mismatches(&gw, &cases).await;
+    assert!(wrong.is_empty(), "{wrong:#?}\n{objects}");
+
+    // The cluster cannot be read: exit 2, said on stderr.
+    let out = std::process::Command::new(super::cluster::BIN)
+        .args(["migrate", "--from-cluster"])
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no Kubernetes configuration"));
+}
