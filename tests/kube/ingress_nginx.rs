@@ -516,3 +516,89 @@ async fn migrate_from_cluster_writes_what_migrate_writes_from_the_same_ingresses
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no Kubernetes configuration"));
 }
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn proxy_connect_timeout_bounds_the_connect_to_the_services_as_ingress_and_migrated() {
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    // The Service `stuck`: its endpoint never accepts; a connect waits until the timeout
+    // (--connect-timeout, 5 s, without the annotation). Tidegate answers 502 (connect_failed)
+    // where nginx answers 504 (tests/ingress_nginx_vs_nginx.rs).
+    let stuck = super::common::Unaccepting::start();
+    let case: Case = serde_yaml_ng::from_str(
+        r#"
+name: connect-timeout
+annotations: { nginx.ingress.kubernetes.io/proxy-connect-timeout: "1" }
+service: stuck
+rules: [{ host: connect.bar.com, paths: [{ path: /, pathType: Prefix }] }]
+requests: [{ path: /, status: 502 }]
+"#,
+    )
+    .unwrap();
+    let timed = |gw: &Tidegate| {
+        let addr = gw.http;
+        async move {
+            let started = std::time::Instant::now();
+            let r = HttpClient::http1()
+                .get(addr, "connect.bar.com", "/", &[])
+                .await;
+            (r.status, started.elapsed())
+        }
+    };
+    let ns = Ns::create(&client, "connect-timeout").await;
+    let class = format!("tg-{}", ns.name);
+    ns.apply(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": class},
+        "spec": {"controller": "tidegate.dev/ingress-controller"},
+    }))
+    .await;
+    let migrated = Ns::create(&client, "connect-timeout-migrated").await;
+    for n in [&ns, &migrated] {
+        n.service("stuck", json!({})).await;
+        n.slice("stuck", "stuck", stuck.addr.port(), true).await;
+    }
+    for ing in ingresses(&case, &class) {
+        ns.apply(ing).await;
+    }
+    let gw = gateway(&kc, &ns.name, "connect-0", &[]);
+    gw.wait_ready().await;
+    wait_served(&gw, std::slice::from_ref(&case)).await;
+    let (status, took) = timed(&gw).await;
+    assert_eq!(status, 502);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+
+    let input: String = ingresses(&case, "nginx")
+        .into_iter()
+        .map(|mut ing| {
+            ing["metadata"]["namespace"] = json!(migrated.name);
+            format!("---\n{}", serde_yaml_ng::to_string(&ing).unwrap())
+        })
+        .collect();
+    let (objects, report) = run_migrate(&input);
+    assert!(
+        report.contains("proxy-connect-timeout: approximated: "),
+        "{report}"
+    );
+    assert!(objects.contains("connectTimeout: 1s"), "{objects}");
+    for doc in serde_yaml_ng::Deserializer::from_str(&objects) {
+        let value = serde_yaml_ng::Value::deserialize(doc).unwrap();
+        migrated.apply(serde_json::to_value(&value).unwrap()).await;
+    }
+    let gw2 = gateway(&kc, &migrated.name, "connect-1", &[]);
+    gw2.wait_ready().await;
+    wait_served(&gw2, std::slice::from_ref(&case)).await;
+    let (status, took) = timed(&gw2).await;
+    assert_eq!(status, 502);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "migrated: {took:?}\n{objects}"
+    );
+    ns.delete("networking.k8s.io/v1", "IngressClass", &class)
+        .await;
+}

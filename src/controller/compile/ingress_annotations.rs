@@ -66,7 +66,6 @@ const NOT_YET: &[&str] = &[
     "proxy-body-size",
     "proxy-cookie-domain",
     "proxy-cookie-path",
-    "proxy-connect-timeout",
     "proxy-send-timeout",
     "proxy-next-upstream-timeout",
     "proxy-request-buffering",
@@ -125,11 +124,6 @@ fn why_not_yet(name: &str) -> &'static str {
              written, passing every request header; a Route's authentication.extAuth asks with \
              the request's method at the URL followed by the request's path, passing the \
              headers it lists; write a Route with extAuth if your service accepts that"
-        }
-        "proxy-connect-timeout" => {
-            ": an Ingress's backends are Services with default settings, whose connect timeout \
-             is --connect-timeout [5s, ingress-nginx's default too]; write a Route to a Backend \
-             with connection.connectTimeout"
         }
         "proxy-send-timeout" => {
             ": nginx's limits the time between two writes of the request to the backend, and \

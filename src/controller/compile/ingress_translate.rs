@@ -42,6 +42,7 @@ pub const MAPPED: &[&str] = &[
     "permanent-redirect",
     "permanent-redirect-code",
     "proxy-next-upstream",
+    "proxy-connect-timeout",
     "proxy-next-upstream-tries",
     "proxy-read-timeout",
     "rewrite-target",
@@ -108,6 +109,8 @@ pub struct Translation {
     pub retry: Option<api::RetryPolicy>,
     /// `proxy-read-timeout`: the rule's `timeouts.backendRequest`.
     pub timeouts: Option<api::RouteTimeouts>,
+    /// `proxy-connect-timeout`: the connect timeout of the Ingress's Services.
+    pub connect_timeout: Option<std::time::Duration>,
     /// `ssl-redirect` (default on): plain HTTP for the `tls` hosts gets 308 to https.
     pub ssl_redirect: bool,
     /// `force-ssl-redirect`: plain HTTP for every host of the Ingress gets 308 to https.
@@ -678,18 +681,33 @@ fn retries(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'
 
 /// `proxy-read-timeout` (whole seconds, as ingress-nginx reads it).
 fn timeouts(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
-    let Some((key, v)) = get(a, "proxy-read-timeout") else {
-        return;
-    };
-    let secs = match v.trim().parse::<u64>() {
-        Ok(n) if n > 0 => n,
-        _ => {
-            f.invalid(
-                field(&key),
-                format!("{v:?} must be a whole number of seconds above 0"),
-            );
-            return;
+    let seconds = |name: &str, f: &mut Findings<'_>| -> Option<(String, u64)> {
+        let (key, v) = get(a, name)?;
+        match v.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Some((key, n)),
+            _ => {
+                f.invalid(
+                    field(&key),
+                    format!("{v:?} must be a whole number of seconds above 0"),
+                );
+                None
+            }
         }
+    };
+    if let Some((key, secs)) = seconds("proxy-connect-timeout", f) {
+        t.connect_timeout = Some(std::time::Duration::from_secs(secs));
+        t.outcomes.insert(
+            key,
+            Outcome::Approximated(
+                "the connect timeout of the Ingress's Services (a Backend's \
+                 connection.connectTimeout); a connect that times out is answered 502 \
+                 (connect_failed), where nginx answers 504"
+                    .to_owned(),
+            ),
+        );
+    }
+    let Some((key, secs)) = seconds("proxy-read-timeout", f) else {
+        return;
     };
     t.timeouts = Some(api::RouteTimeouts {
         backend_request: Some(api::Duration(std::time::Duration::from_secs(secs))),
