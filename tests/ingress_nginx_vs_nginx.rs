@@ -32,6 +32,12 @@ const SERVERS: &[(&str, &str)] = &[
                                                 proxy_pass http://UP; }"#,
     ),
     (
+        "rewrite-query",
+        r#"server_name query.bar.com;
+           location ~* "^/find(/|$)(.*)" { rewrite "(?i)/find(/|$)(.*)" /search?q=$2 break;
+                                           proxy_pass http://UP; }"#,
+    ),
+    (
         "use-regex",
         r#"server_name regex.bar.com;
            location ~* "^/foo/bar/bar" { proxy_pass http://UP; }

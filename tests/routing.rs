@@ -143,6 +143,12 @@ spec:
         - path: { type: RegularExpression, value: "/store/(?P<item>[a-z]+)/([0-9]+)(/.*)?" }
       filters: [{ urlRewrite: { path: { replaceRegexMatch: "/items/${item}/v$2$3" } } }]
       backendRefs: [{ name: web }]
+    - matches: [{ path: { type: RegularExpression, value: "/find/(.*)" } }]
+      filters: [{ urlRewrite: { path: { replaceRegexMatch: "/search?q=$1" } } }]
+      backendRefs: [{ name: web }]
+    - matches: [{ path: { type: RegularExpression, value: "/only/(.*)" } }]
+      filters: [{ urlRewrite: { path: { replaceRegexMatch: "/search?q=$1?" } } }]
+      backendRefs: [{ name: web }]
     - matches: [{ path: { type: RegularExpression, value: "/archive/([0-9]{4})/(.*)" } }]
       filters: [{ requestRedirect: { path: { replaceRegexMatch: "/years/$1/$2" }, statusCode: 301 } }]
     - matches: [{ path: { value: /old } }]
@@ -193,6 +199,10 @@ spec:
     for (path, sent) in [
         ("/shop/hat/42/red?x=1", "/items/hat/v42/red?x=1"),
         ("/store/cap/7", "/items/cap/v7"),
+        // A query in the template, then the request's (nginx's rewrite), unless it ends with ?.
+        ("/find/hat?page=2", "/search?q=hat&page=2"),
+        ("/find/hat", "/search?q=hat"),
+        ("/only/hat?page=2", "/search?q=hat"),
     ] {
         assert_eq!(c.get(at, "h", path, &[]).await.echo().uri, sent);
     }
@@ -232,7 +242,7 @@ spec:
     assert_eq!(r.headers["retry-after"], "120");
     assert_eq!(
         web.hits(),
-        6,
+        9,
         "redirects and direct responses never reach the upstream"
     );
     gw.shutdown(std::time::Duration::from_secs(1)).await;

@@ -57,12 +57,14 @@ pub enum PathRewrite {
 }
 
 impl PathRewrite {
-    /// The new path for `path`, which the rule's path condition `matched` matched.
-    pub fn apply(&self, path: &str, matched: &PathMatcher) -> String {
+    /// The new path for `path`, which the rule's path condition `matched` matched. Only
+    /// `replaceRegexMatch` may set a query: then the result has a `?` and is the path and the
+    /// whole query (the request's `query` merged in), sent as it is.
+    pub fn apply(&self, path: &str, matched: &PathMatcher, query: Option<&str>) -> String {
         match self {
             PathRewrite::ReplaceFullPath(p) => p.clone(),
             PathRewrite::ReplaceRegexMatch(t) => match matched {
-                PathMatcher::RegularExpression(p) => t.fill(path, p),
+                PathMatcher::RegularExpression(p) => t.fill(path, p, query),
                 // The compiler allows this rewrite only on regular-expression matches.
                 _ => path.to_owned(),
             },
@@ -107,8 +109,10 @@ pub struct RegexTemplate {
 
 impl RegexTemplate {
     /// The template filled from `pattern`'s match of `path` (`path` unchanged if it does not
-    /// match, which only a path rewritten by an earlier filter can do).
-    pub fn fill(&self, path: &str, pattern: &Pattern) -> String {
+    /// match, which only a path rewritten by an earlier filter can do). A template with a
+    /// query gives `path?query`, the request's `query` after `&` unless the template ends with
+    /// `?` (nginx's `rewrite`); a template ending with `?` and no request query: the path.
+    pub fn fill(&self, path: &str, pattern: &Pattern, query: Option<&str>) -> String {
         let Some(caps) = pattern.captures(path) else {
             return path.to_owned();
         };
@@ -119,6 +123,20 @@ impl RegexTemplate {
                 TemplatePiece::Group(n) => {
                     out.push_str(caps.get(*n).map_or("", |m| m.as_str()));
                 }
+            }
+        }
+        if self.source.contains('?') {
+            let keep = query.filter(|q| !q.is_empty() && !self.source.ends_with('?'));
+            match keep {
+                Some(q) if out.ends_with('?') => out.push_str(q),
+                Some(q) => {
+                    out.push('&');
+                    out.push_str(q);
+                }
+                None if out.ends_with('?') => {
+                    out.pop();
+                }
+                None => {}
             }
         }
         out
@@ -200,11 +218,15 @@ impl Redirect {
             (None, None) => listener_port,
         };
         let new_path = match &self.path {
-            Some(rewrite) => {
-                rewrite.apply(path, matched.unwrap_or(&PathMatcher::Prefix(String::new())))
-            }
+            Some(rewrite) => rewrite.apply(
+                path,
+                matched.unwrap_or(&PathMatcher::Prefix(String::new())),
+                query,
+            ),
             None => path.to_owned(),
         };
+        // A rewrite that set a query (replaceRegexMatch with `?`) merged the request's in.
+        let query = query.filter(|_| !new_path.contains('?'));
         let mut out = format!("{new_scheme}://{new_host}");
         if new_port != well_known_port(new_scheme) {
             out.push_str(&format!(":{new_port}"));
@@ -276,7 +298,11 @@ mod tests {
     #[test]
     fn replace_prefix_keeps_the_rest_of_the_path() {
         let r = |repl: &str, path: &str, matched: &str| {
-            PathRewrite::ReplacePrefixMatch(repl.into()).apply(path, &PathMatcher::prefix(matched))
+            PathRewrite::ReplacePrefixMatch(repl.into()).apply(
+                path,
+                &PathMatcher::prefix(matched),
+                None,
+            )
         };
         assert_eq!(r("/", "/api/x", "/api"), "/x");
         assert_eq!(r("/", "/api", "/api"), "/");

@@ -230,17 +230,13 @@ fn warn(f: &mut Findings<'_>, key: &str, message: &str) {
 fn rewrites(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
     let mut rewrite = UrlRewrite::default();
     if let Some((key, v)) = get(a, "rewrite-target") {
-        if v.contains('?') {
-            f.not_supported(
-                field(&key),
-                "rewrite-target with a query (?): the Route API rewrites only the path",
-            );
-        } else if !v.starts_with('/') {
+        if !v.starts_with('/') {
             f.invalid(field(&key), format!("{v:?} must be a path starting with /"));
         } else {
             // nginx's `rewrite "(?i)PATH" TARGET break` replaces the whole path with TARGET, its
-            // $1..$9 the groups of PATH: the path match's groups, as replaceRegexMatch fills.
-            rewrite.path = Some(if v.contains('$') {
+            // $1..$9 the groups of PATH: the path match's groups, as replaceRegexMatch fills
+            // (a query in TARGET too, the request's after it).
+            rewrite.path = Some(if v.contains('$') || v.contains('?') {
                 PathModifier {
                     replace_regex_match: Some(v.to_owned()),
                     ..PathModifier::default()
@@ -1215,16 +1211,13 @@ mod tests {
     }
 
     #[test]
-    fn a_query_in_rewrite_target_is_not_supported_yet_and_names_the_annotation() {
-        let (_, d) = run(&[(&format!("{N}rewrite-target"), "/$1?a=1")]);
-        assert!(
-            d[0].is_error() && d[0].message.contains("not supported yet"),
-            "{d:?}"
-        );
-        assert_eq!(
-            d[0].field,
-            format!("metadata.annotations[{N}rewrite-target]")
-        );
+    fn a_query_in_rewrite_target_is_a_regex_rewrite_too() {
+        for v in ["/$1?a=1", "/index.php?q=1"] {
+            let (t, d) = run(&[(&format!("{N}rewrite-target"), v)]);
+            assert!(d.is_empty(), "{d:?}");
+            let p = t.rewrite.unwrap().path.unwrap();
+            assert_eq!(p.replace_regex_match.as_deref(), Some(v));
+        }
     }
 
     #[test]

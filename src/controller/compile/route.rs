@@ -640,8 +640,17 @@ fn path_rewrite(
     ) {
         (None, None, Some(v)) => {
             let at = format!("{at}.replaceRegexMatch");
-            if let Err(e) = fields::plain_path(v) {
+            // A query may follow the path (nginx's rewrite): the same characters, and `?`.
+            let (path, query) = v.split_once('?').unwrap_or((v, ""));
+            let bad_query = query
+                .chars()
+                .find(|c| *c == '#' || c.is_whitespace() || c.is_control());
+            if let Err(e) = fields::plain_path(path) {
                 f.invalid(at, e);
+                return None;
+            }
+            if let Some(c) = bad_query {
+                f.invalid(at, format!("{v:?} must not contain {c:?}"));
                 return None;
             }
             return match regex_template(v, matches) {
@@ -1175,7 +1184,7 @@ mod tests {
     fn filled(template: &str, source: &str, path: &str) -> String {
         let m = regex_match(source);
         let t = regex_template(template, std::slice::from_ref(&m)).unwrap();
-        PathRewrite::ReplaceRegexMatch(t).apply(path, &m.path)
+        PathRewrite::ReplaceRegexMatch(t).apply(path, &m.path, None)
     }
 
     #[test]
@@ -1191,6 +1200,22 @@ mod tests {
         // A group that took no part in the match is empty, as in nginx.
         assert_eq!(filled("/[$2]", "/a(x)?(y)?", "/ay"), "/[y]");
         assert_eq!(filled("/[$1]", "/a(x)?(y)?", "/ay"), "/[]");
+    }
+
+    #[test]
+    fn a_query_in_the_template_comes_first_and_the_request_query_follows_unless_it_ends_with_a_question_mark()
+     {
+        let m = regex_match("/a/(.*)");
+        let q = |template: &str, query: Option<&str>| {
+            let t = regex_template(template, std::slice::from_ref(&m)).unwrap();
+            PathRewrite::ReplaceRegexMatch(t).apply("/a/x", &m.path, query)
+        };
+        assert_eq!(q("/b/$1", Some("k=v")), "/b/x");
+        assert_eq!(q("/b?id=$1", Some("k=v")), "/b?id=x&k=v");
+        assert_eq!(q("/b?id=$1", None), "/b?id=x");
+        assert_eq!(q("/b?id=$1?", Some("k=v")), "/b?id=x");
+        assert_eq!(q("/b?", Some("k=v")), "/b");
+        assert_eq!(q("/b?$1", Some("k=v")), "/b?x&k=v");
     }
 
     #[test]
