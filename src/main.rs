@@ -257,7 +257,24 @@ struct ValidateArgs {
 struct MigrateArgs {
     /// YAML files of Ingresses (`kubectl get ingress -A -o yaml` output too); none or `-`:
     /// standard input.
+    #[arg(conflicts_with = "from_cluster")]
     files: Vec<PathBuf>,
+    /// Read the Ingresses from the cluster (in-cluster configuration, or KUBECONFIG), not
+    /// from files.
+    #[arg(long)]
+    from_cluster: bool,
+    /// With --from-cluster: only this namespace (default: all).
+    #[arg(long, short = 'n', requires = "from_cluster")]
+    namespace: Option<String>,
+    /// With --from-cluster, repeatable or comma-separated: the classes migrated (an Ingress
+    /// without a class counts as the default IngressClass's).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "nginx",
+        requires = "from_cluster"
+    )]
+    ingress_class: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -329,6 +346,9 @@ fn main() -> ExitCode {
 }
 
 fn migrate(args: MigrateArgs) -> ExitCode {
+    if args.from_cluster {
+        return migrate_from_cluster(&args);
+    }
     let mut inputs = Vec::new();
     let stdin = [PathBuf::from("-")];
     let files = if args.files.is_empty() {
@@ -351,7 +371,11 @@ fn migrate(args: MigrateArgs) -> ExitCode {
             }
         }
     }
-    let m = tidegate::controller::migrate::migrate(&inputs);
+    migrated(tidegate::controller::migrate::migrate(&inputs))
+}
+
+/// Prints a migration; its exit status.
+fn migrated(m: tidegate::controller::migrate::Migration) -> ExitCode {
     print!("{}", m.yaml);
     eprint!("{}", m.report);
     if m.failed == 0 {
@@ -359,6 +383,39 @@ fn migrate(args: MigrateArgs) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// `migrate --from-cluster`: exit 2 when the cluster cannot be read.
+#[cfg(feature = "kubernetes")]
+fn migrate_from_cluster(args: &MigrateArgs) -> ExitCode {
+    use tidegate::controller::migrate;
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tidegate: cannot start: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let read = rt.block_on(migrate::from_cluster(
+        args.namespace.as_deref(),
+        &args.ingress_class,
+    ));
+    match read {
+        Ok((ingresses, left_out)) => migrated(migrate::migrate_ingresses(&ingresses, &left_out)),
+        Err(e) => {
+            eprintln!("tidegate: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(not(feature = "kubernetes"))]
+fn migrate_from_cluster(_: &MigrateArgs) -> ExitCode {
+    eprintln!("tidegate: --from-cluster needs a build with the kubernetes feature");
+    ExitCode::from(2)
 }
 
 fn validate(args: ValidateArgs) -> ExitCode {

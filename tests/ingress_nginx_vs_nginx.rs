@@ -1,7 +1,9 @@
 //! The ingress-nginx corpus against Debian's nginx, configured as ingress-nginx's template
 //! renders the same annotations (`location ~* "^PATH"` with `rewrite … break`, `return CODE
 //! URL`, `server_name` aliases, `proxy_set_header`, `limit_req`, `proxy_read_timeout`,
-//! `grpc_pass`, `proxy_next_upstream`, `auth_request` with its `@signin`, `client_max_body_size`): the answers the corpus says ingress-nginx gives are
+//! `grpc_pass`, `proxy_next_upstream`, `auth_request` with its `@signin`, `client_max_body_size`;
+//! and `proxy_connect_timeout`, whose 504 Tidegate answers 502): the answers the corpus says
+//! ingress-nginx gives are
 //! nginx's. Cases whose nginx configuration ingress-nginx builds from Lua or several blocks
 //! (CORS, basic auth, source ranges, HTTPS redirects, canaries: its balancer decides in Lua) are left
 //! to the corpus.
@@ -23,6 +25,18 @@ const SERVERS: &[(&str, &str)] = &[
         "rewrite",
         r#"server_name rewrite.bar.com;
            location ~* "^/something" { rewrite "(?i)/something" / break; proxy_pass http://UP; }"#,
+    ),
+    (
+        "rewrite-captures",
+        r#"server_name captures.bar.com;
+           location ~* "^/something(/|$)(.*)" { rewrite "(?i)/something(/|$)(.*)" /$2 break;
+                                                proxy_pass http://UP; }"#,
+    ),
+    (
+        "rewrite-query",
+        r#"server_name query.bar.com;
+           location ~* "^/find(/|$)(.*)" { rewrite "(?i)/find(/|$)(.*)" /search?q=$2 break;
+                                           proxy_pass http://UP; }"#,
     ),
     (
         "use-regex",
@@ -143,10 +157,13 @@ async fn nginx_configured_as_ingress_nginx_answers_the_corpus_as_it_says() {
         Upstream::start("pair-a").await,
         Upstream::start("pair-b").await,
     );
+    // proxy-connect-timeout, which Tidegate answers 502 (tests/kube/ingress_nginx.rs): nginx
+    // answers 504.
+    let stuck = common::Unaccepting::start();
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
-    let servers: String = SERVERS
+    let mut servers: String = SERVERS
         .iter()
         .map(|(_, s)| {
             format!(
@@ -156,6 +173,11 @@ async fn nginx_configured_as_ingress_nginx_answers_the_corpus_as_it_says() {
             )
         })
         .collect();
+    servers.push_str(&format!(
+        "  server {{ listen 127.0.0.1:{port}; server_name connect.bar.com;\n    \
+         location / {{ proxy_connect_timeout 1s; proxy_pass http://{}; }}\n  }}\n",
+        stuck.addr
+    ));
     let conf = format!(
         "worker_processes 1;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\n\
          error_log stderr;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n\
@@ -208,4 +230,8 @@ async fn nginx_configured_as_ingress_nginx_answers_the_corpus_as_it_says() {
         wrong.is_empty(),
         "nginx does not answer as the corpus says: {wrong:#?}"
     );
+    let started = std::time::Instant::now();
+    let r = http.get(addr, "connect.bar.com", "/", &[]).await;
+    assert_eq!(r.status, 504, "{}", r.body);
+    assert!(started.elapsed() < Duration::from_secs(3));
 }

@@ -138,6 +138,19 @@ spec:
     - matches: [{ path: { type: Exact, value: /login } }]
       filters: [{ urlRewrite: { path: { replaceFullPath: /auth/login } } }]
       backendRefs: [{ name: web }]
+    - matches:
+        - path: { type: RegularExpression, value: "/shop/(?P<item>[a-z]+)/([0-9]+)(/.*)?" }
+        - path: { type: RegularExpression, value: "/store/(?P<item>[a-z]+)/([0-9]+)(/.*)?" }
+      filters: [{ urlRewrite: { path: { replaceRegexMatch: "/items/${item}/v$2$3" } } }]
+      backendRefs: [{ name: web }]
+    - matches: [{ path: { type: RegularExpression, value: "/find/(.*)" } }]
+      filters: [{ urlRewrite: { path: { replaceRegexMatch: "/search?q=$1" } } }]
+      backendRefs: [{ name: web }]
+    - matches: [{ path: { type: RegularExpression, value: "/only/(.*)" } }]
+      filters: [{ urlRewrite: { path: { replaceRegexMatch: "/search?q=$1?" } } }]
+      backendRefs: [{ name: web }]
+    - matches: [{ path: { type: RegularExpression, value: "/archive/([0-9]{4})/(.*)" } }]
+      filters: [{ requestRedirect: { path: { replaceRegexMatch: "/years/$1/$2" }, statusCode: 301 } }]
     - matches: [{ path: { value: /old } }]
       filters: [{ requestRedirect: { scheme: https, hostname: new.example.com, path: { replacePrefixMatch: /new }, statusCode: 301 } }]
     - matches: [{ path: { type: Exact, value: /moved } }]
@@ -181,6 +194,25 @@ spec:
         "/auth/login?next=/x"
     );
 
+    // replaceRegexMatch: the matching pattern's groups (an unmatched group is empty); the
+    // query is kept.
+    for (path, sent) in [
+        ("/shop/hat/42/red?x=1", "/items/hat/v42/red?x=1"),
+        ("/store/cap/7", "/items/cap/v7"),
+        // A query in the template, then the request's (nginx's rewrite), unless it ends with ?.
+        ("/find/hat?page=2", "/search?q=hat&page=2"),
+        ("/find/hat", "/search?q=hat"),
+        ("/only/hat?page=2", "/search?q=hat"),
+    ] {
+        assert_eq!(c.get(at, "h", path, &[]).await.echo().uri, sent);
+    }
+    let r = c.get(at, "h", "/archive/2024/a/b?q=1", &[]).await;
+    assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(
+        r.headers["location"],
+        format!("http://h:{}/years/2024/a/b?q=1", at.port()).as_str()
+    );
+
     let r = c.get(at, "shop.test:8080", "/old/page?q=1", &[]).await;
     assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY);
     assert_eq!(
@@ -210,7 +242,7 @@ spec:
     assert_eq!(r.headers["retry-after"], "120");
     assert_eq!(
         web.hits(),
-        4,
+        9,
         "redirects and direct responses never reach the upstream"
     );
     gw.shutdown(std::time::Duration::from_secs(1)).await;

@@ -231,8 +231,10 @@ pub fn path_modifier(s: &mut Schema) {
     add(
         s,
         &[(
-            "has(self.replacePrefixMatch) != has(self.replaceFullPath)".into(),
-            "set exactly one of replacePrefixMatch or replaceFullPath",
+            "(has(self.replacePrefixMatch) ? 1 : 0) + (has(self.replaceFullPath) ? 1 : 0) \
+             + (has(self.replaceRegexMatch) ? 1 : 0) == 1"
+                .into(),
+            "set exactly one of replacePrefixMatch, replaceFullPath or replaceRegexMatch",
         )],
     );
 }

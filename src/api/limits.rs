@@ -48,6 +48,9 @@ pub const EXACT_HOSTNAME_PATTERN: &str = r"^[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-
 pub const IPV4_LIKE_PATTERN: &str = r"^(\*\.)?[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$";
 /// An absolute path with no query, fragment, white space or control character.
 pub const PLAIN_PATH_PATTERN: &str = r"^/[^?#\p{Z}\p{Cc}]*$";
+/// An absolute path, maybe followed by `?` and a query; no fragment, white space or control
+/// character (`replaceRegexMatch`).
+pub const PATH_AND_QUERY_PATTERN: &str = r"^/[^#\p{Z}\p{Cc}]*$";
 /// An HTTP header name (an RFC 9110 token).
 pub const HEADER_NAME_PATTERN: &str = r"^[-A-Za-z0-9!#$%&'*+.^_`|~]+$";
 /// What an HTTP header value may hold: no control character but tab.

@@ -414,6 +414,13 @@ pub struct PathModifier {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_PATH_LEN), pattern(PLAIN_PATH_PATTERN))]
     pub replace_full_path: Option<String>,
+    /// Replace the whole path with this template, filled from the groups of the rule's
+    /// RegularExpression path match: `$1`..`$9`, `${N}`, `${name}` (the rule's every match must be
+    /// a RegularExpression with the groups named). A `?` starts a query, as in nginx's
+    /// `rewrite`: the request's query follows it after `&`, unless the template ends with `?`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_PATH_LEN), pattern(PATH_AND_QUERY_PATTERN))]
+    pub replace_regex_match: Option<String>,
 }
 
 /// A redirect answer. Unset parts keep the request's.

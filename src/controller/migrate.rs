@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
+use k8s_openapi::api::networking::v1::Ingress;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -67,6 +68,26 @@ pub fn migrate(inputs: &[(String, String)]) -> Migration {
             }
         }
     }
+    finish(&index, &mut out);
+    out
+}
+
+/// Migrates Ingresses read from a cluster; `left_out` lines go first in the report.
+pub fn migrate_ingresses(ingresses: &[Ingress], left_out: &[String]) -> Migration {
+    let mut out = Migration::default();
+    let mut index = Index::new(None);
+    for line in left_out {
+        let _ = writeln!(out.report, "{line}");
+    }
+    for ing in ingresses {
+        let _ = index.apply_ingress(ing);
+    }
+    finish(&index, &mut out);
+    out
+}
+
+/// The objects and report of the Ingresses in `index`.
+fn finish(index: &Index, out: &mut Migration) {
     // Backends already written, by namespace and name (Ingresses share Service ports).
     let mut written = BTreeSet::new();
     let all = index.snapshot(Accepted::default()).ingresses;
@@ -89,7 +110,72 @@ pub fn migrate(inputs: &[(String, String)]) -> Migration {
             }
         }
     }
-    out
+}
+
+/// The Ingresses `tidegate migrate --from-cluster` reads: those of `namespace` (all if none)
+/// whose class is one of `classes` (an Ingress without a class: when the cluster's default
+/// IngressClass is one of them, as its controller serves it), and a report line for each one
+/// left out.
+#[cfg(feature = "kubernetes")]
+pub async fn from_cluster(
+    namespace: Option<&str>,
+    classes: &[String],
+) -> Result<(Vec<Ingress>, Vec<String>), super::kube::KubeError> {
+    use super::kube::KubeError;
+    use crate::api::annotations::{IS_DEFAULT_CLASS, LEGACY_INGRESS_CLASS};
+    use k8s_openapi::api::networking::v1::IngressClass;
+    use kube::api::{Api, ListParams};
+
+    let client = super::kube::client().await?;
+    let ingresses: Api<Ingress> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let list = ingresses
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| KubeError::ListFailed("Ingresses", e))?;
+    let default_class = Api::<IngressClass>::all(client)
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| KubeError::ListFailed("IngressClasses", e))?
+        .items
+        .into_iter()
+        .find(|c| {
+            c.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(IS_DEFAULT_CLASS))
+                .is_some_and(|v| v == "true")
+        })
+        .and_then(|c| c.metadata.name);
+    let mut taken = Vec::new();
+    let mut left_out = Vec::new();
+    for ing in list.items {
+        let class = ing
+            .spec
+            .as_ref()
+            .and_then(|s| s.ingress_class_name.clone())
+            .or_else(|| {
+                ing.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(LEGACY_INGRESS_CLASS).cloned())
+            });
+        let id = format!(
+            "Ingress {}/{}",
+            ing.metadata.namespace.as_deref().unwrap_or_default(),
+            ing.metadata.name.as_deref().unwrap_or_default()
+        );
+        match (&class, &default_class) {
+            (Some(c), _) | (None, Some(c)) if classes.contains(c) => taken.push(ing),
+            (Some(c), _) => left_out.push(format!("{id}: left out (class {c:?})")),
+            (None, _) => left_out.push(format!(
+                "{id}: left out (no class, and the default IngressClass is not one of those migrated)"
+            )),
+        }
+    }
+    Ok((taken, left_out))
 }
 
 /// A `kind: List`'s items, or the document itself (document `i`), each with where it is.

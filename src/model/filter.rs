@@ -4,6 +4,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::Serialize;
 
+use super::matching::{PathMatcher, Pattern};
+
 /// Header edits: `set` replaces, `add` appends, `remove` deletes (applied remove, set, add).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct HeaderModifier {
@@ -50,15 +52,28 @@ pub enum PathRewrite {
     ReplacePrefixMatch(String),
     /// Replace the whole path with this.
     ReplaceFullPath(String),
+    /// Replace the whole path with a template filled from the regular-expression match's groups.
+    ReplaceRegexMatch(RegexTemplate),
 }
 
 impl PathRewrite {
-    /// The new path for `path`, whose prefix `matched` (stored form: no trailing slash) matched.
-    pub fn apply(&self, path: &str, matched: &str) -> String {
+    /// The new path for `path`, which the rule's path condition `matched` matched. Only
+    /// `replaceRegexMatch` may set a query: then the result has a `?` and is the path and the
+    /// whole query (the request's `query` merged in), sent as it is.
+    pub fn apply(&self, path: &str, matched: &PathMatcher, query: Option<&str>) -> String {
         match self {
             PathRewrite::ReplaceFullPath(p) => p.clone(),
+            PathRewrite::ReplaceRegexMatch(t) => match matched {
+                PathMatcher::RegularExpression(p) => t.fill(path, p, query),
+                // The compiler allows this rewrite only on regular-expression matches.
+                _ => path.to_owned(),
+            },
             PathRewrite::ReplacePrefixMatch(replacement) => {
                 // The matcher is segment-aware, so `rest` is empty or starts with '/'.
+                let matched = match matched {
+                    PathMatcher::Prefix(p) => p.as_str(),
+                    _ => "",
+                };
                 let rest = path.get(matched.len()..).unwrap_or("");
                 let base = replacement.trim_end_matches('/');
                 match (base.is_empty(), rest.is_empty()) {
@@ -69,6 +84,68 @@ impl PathRewrite {
                 }
             }
         }
+    }
+}
+
+/// One piece of a [`RegexTemplate`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum TemplatePiece {
+    /// Copied as written.
+    Literal(String),
+    /// The text of capture group N (empty when the group took no part in the match).
+    Group(usize),
+}
+
+/// `replaceRegexMatch`: a path built from literal text and the groups of the regular expression
+/// that matched the path (`$1`..`$9`, `${N}`, `${name}`), resolved to group numbers when
+/// compiled.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegexTemplate {
+    /// As written.
+    pub source: String,
+    /// Literal text and group references, in order.
+    pub pieces: Vec<TemplatePiece>,
+}
+
+impl RegexTemplate {
+    /// The template filled from `pattern`'s match of `path` (`path` unchanged if it does not
+    /// match, which only a path rewritten by an earlier filter can do). A template with a
+    /// query gives `path?query`, the request's `query` after `&` unless the template ends with
+    /// `?` (nginx's `rewrite`); a template ending with `?` and no request query: the path.
+    pub fn fill(&self, path: &str, pattern: &Pattern, query: Option<&str>) -> String {
+        let Some(caps) = pattern.captures(path) else {
+            return path.to_owned();
+        };
+        let mut out = String::with_capacity(path.len() + self.source.len());
+        for piece in &self.pieces {
+            match piece {
+                TemplatePiece::Literal(s) => out.push_str(s),
+                TemplatePiece::Group(n) => {
+                    out.push_str(caps.get(*n).map_or("", |m| m.as_str()));
+                }
+            }
+        }
+        if self.source.contains('?') {
+            let keep = query.filter(|q| !q.is_empty() && !self.source.ends_with('?'));
+            match keep {
+                Some(q) if out.ends_with('?') => out.push_str(q),
+                Some(q) => {
+                    out.push('&');
+                    out.push_str(q);
+                }
+                None if out.ends_with('?') => {
+                    out.pop();
+                }
+                None => {}
+            }
+        }
+        out
+    }
+}
+
+impl Serialize for RegexTemplate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.source)
     }
 }
 
@@ -127,7 +204,7 @@ impl Redirect {
         host: &str,
         listener_port: u16,
         path: &str,
-        matched_prefix: Option<&str>,
+        matched: Option<&PathMatcher>,
         query: Option<&str>,
     ) -> String {
         let new_scheme = self.scheme.as_deref().unwrap_or(scheme);
@@ -141,9 +218,15 @@ impl Redirect {
             (None, None) => listener_port,
         };
         let new_path = match &self.path {
-            Some(rewrite) => rewrite.apply(path, matched_prefix.unwrap_or("")),
+            Some(rewrite) => rewrite.apply(
+                path,
+                matched.unwrap_or(&PathMatcher::Prefix(String::new())),
+                query,
+            ),
             None => path.to_owned(),
         };
+        // A rewrite that set a query (replaceRegexMatch with `?`) merged the request's in.
+        let query = query.filter(|_| !new_path.contains('?'));
         let mut out = format!("{new_scheme}://{new_host}");
         if new_port != well_known_port(new_scheme) {
             out.push_str(&format!(":{new_port}"));
@@ -215,7 +298,11 @@ mod tests {
     #[test]
     fn replace_prefix_keeps_the_rest_of_the_path() {
         let r = |repl: &str, path: &str, matched: &str| {
-            PathRewrite::ReplacePrefixMatch(repl.into()).apply(path, matched)
+            PathRewrite::ReplacePrefixMatch(repl.into()).apply(
+                path,
+                &PathMatcher::prefix(matched),
+                None,
+            )
         };
         assert_eq!(r("/", "/api/x", "/api"), "/x");
         assert_eq!(r("/", "/api", "/api"), "/");

@@ -43,6 +43,21 @@ impl Pattern {
         self.regex.is_match(s)
     }
 
+    /// The groups of the whole of `s`'s match, if it matches.
+    pub fn captures<'s>(&self, s: &'s str) -> Option<regex::Captures<'s>> {
+        self.regex.captures(s)
+    }
+
+    /// The number of capture groups, the whole match (group 0) included.
+    pub fn groups(&self) -> usize {
+        self.regex.captures_len()
+    }
+
+    /// The number of the group named `name`, if there is one.
+    pub fn group_named(&self, name: &str) -> Option<usize> {
+        self.regex.capture_names().position(|n| n == Some(name))
+    }
+
     /// The pattern as the user wrote it.
     pub fn source(&self) -> &str {
         &self.source

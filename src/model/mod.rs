@@ -34,8 +34,8 @@ pub use cidr::{Cidr, ParseCidrError};
 pub use diagnostic::{Diagnostic, Reason, Severity};
 pub use discovery::{DiscoveryKey, DnsQuery, DnsRecordType, EndpointSink, ServiceKey};
 pub use filter::{
-    Answer, BackendFilters, DirectResponse, HeaderModifier, PathRewrite, Redirect, RequestFilter,
-    UrlRewrite,
+    Answer, BackendFilters, DirectResponse, HeaderModifier, PathRewrite, Redirect, RegexTemplate,
+    RequestFilter, TemplatePiece, UrlRewrite,
 };
 pub use l4::{L4Listener, L4Protocol, L4Route, ProxyProtocolVersion, UdpSessions};
 pub use matching::{

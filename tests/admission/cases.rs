@@ -703,8 +703,34 @@ pub fn cases() -> Vec<Case> {
                 json!([{"urlRewrite": {"path": {"replacePrefixMatch": "/", "replaceFullPath": "/x"}}}]),
             ),
             "spec.rules[0].filters[0].urlRewrite.path",
-            "exactly one of replacePrefixMatch or replaceFullPath",
+            "exactly one of replacePrefixMatch, replaceFullPath or replaceRegexMatch",
             "spec.rules[0].filters[0].urlRewrite.path",
+        ),
+        cel(
+            "rewrite-path-regex-and-full",
+            R,
+            filters(
+                json!([{"urlRewrite": {"path": {"replaceRegexMatch": "/$1", "replaceFullPath": "/x"}}}]),
+            ),
+            "spec.rules[0].filters[0].urlRewrite.path",
+            "exactly one of replacePrefixMatch, replaceFullPath or replaceRegexMatch",
+            "spec.rules[0].filters[0].urlRewrite.path",
+        ),
+        openapi(
+            "rewrite-regex-without-slash",
+            R,
+            filters(json!([{"urlRewrite": {"path": {"replaceRegexMatch": "$1"}}}])),
+            "spec.rules[0].filters[0].urlRewrite.path.replaceRegexMatch",
+        ),
+        ok(
+            "rewrite-regex-with-a-query",
+            R,
+            route(|s| {
+                s["rules"][0]["matches"] =
+                    json!([{"path": {"type": "RegularExpression", "value": "/find/(.*)"}}]);
+                s["rules"][0]["filters"] =
+                    json!([{"urlRewrite": {"path": {"replaceRegexMatch": "/search?q=$1"}}}]);
+            }),
         ),
         cel(
             "rewrite-hostname-is-an-ip",

@@ -76,6 +76,30 @@ pub struct Upstream {
     pub health_hits: Arc<AtomicUsize>,
 }
 
+/// A listening socket that never accepts, its accept queue full: a connect to it neither
+/// succeeds nor fails (Linux drops the SYN), as to an address that drops packets.
+pub struct Unaccepting {
+    pub addr: SocketAddr,
+    _listener: tokio::net::TcpListener,
+    _queued: std::net::TcpStream,
+}
+
+impl Unaccepting {
+    pub fn start() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Backlog 0 holds one connection: this one fills it.
+        let queued = std::net::TcpStream::connect(addr).unwrap();
+        Self {
+            addr,
+            _listener: listener,
+            _queued: queued,
+        }
+    }
+}
+
 impl Upstream {
     pub async fn start(name: &'static str) -> Self {
         Self::start_on(name, "127.0.0.1:0".parse().unwrap()).await

@@ -433,3 +433,174 @@ requests: [{ path: /, status: 200 }]
     ns.delete("networking.k8s.io/v1", "IngressClass", &class)
         .await;
 }
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn migrate_from_cluster_writes_what_migrate_writes_from_the_same_ingresses_as_files() {
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    let ns = Ns::create(&client, "migrate-cluster").await;
+    let _upstreams = upstreams(&ns).await;
+    // A class of this test's own (no IngressClass object: migrate reads only the name).
+    let class = format!("nginx-{}", ns.name);
+    let cases: Vec<Case> = corpus()
+        .into_iter()
+        .filter(|c| matches!(c.name.as_str(), "rewrite-captures" | "canary-header"))
+        .collect();
+    assert_eq!(cases.len(), 2);
+    let mut input = String::new();
+    for case in &cases {
+        for mut ing in ingresses(case, &class) {
+            ns.apply(ing.clone()).await;
+            ing["metadata"]["namespace"] = json!(ns.name);
+            input.push_str(&format!("---\n{}", serde_yaml_ng::to_string(&ing).unwrap()));
+        }
+    }
+    // Left out: another class, and no class (the cluster's default IngressClass is not ours).
+    let mut other = ingresses(&cases[0], "other");
+    other[0]["metadata"]["name"] = json!("other-class");
+    ns.apply(other[0].clone()).await;
+    other[0]["metadata"]["name"] = json!("no-class");
+    other[0]["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ingressClassName");
+    ns.apply(other[0].clone()).await;
+
+    let out = std::process::Command::new(super::cluster::BIN)
+        .args(["migrate", "--from-cluster", "--namespace", &ns.name])
+        .args(["--ingress-class", &format!("unused,{class}")])
+        .env("KUBECONFIG", &kc)
+        .output()
+        .unwrap();
+    let (objects, report) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{report}");
+    let (from_files, files_report) = run_migrate(&input);
+    assert_eq!(objects, from_files);
+    let n = &ns.name;
+    let left_out = format!(
+        "Ingress {n}/no-class: left out (no class, and the default IngressClass is not one of \
+         those migrated)\nIngress {n}/other-class: left out (class \"other\")\n"
+    );
+    assert_eq!(report, format!("{left_out}{files_report}"));
+    assert!(
+        report.contains("a canary: its backend is in the Routes written for Ingress canary-header"),
+        "{report}"
+    );
+    assert!(objects.contains("replaceRegexMatch: /$2"), "{objects}");
+
+    // The objects serve the cases as the Ingresses would.
+    let migrated = Ns::create(&client, "migrate-cluster-objects").await;
+    let _upstreams2 = upstreams(&migrated).await;
+    for doc in serde_yaml_ng::Deserializer::from_str(&objects) {
+        let value = serde_yaml_ng::Value::deserialize(doc).unwrap();
+        let mut json: Value = serde_json::to_value(&value).unwrap();
+        json["metadata"]["namespace"] = json!(migrated.name);
+        migrated.apply(json).await;
+    }
+    let gw = gateway(&kc, &migrated.name, "migrate-cluster-0", &[]);
+    gw.wait_ready().await;
+    wait_served(&gw, &cases).await;
+    let wrong = mismatches(&gw, &cases).await;
+    assert!(wrong.is_empty(), "{wrong:#?}\n{objects}");
+
+    // The cluster cannot be read: exit 2, said on stderr.
+    let out = std::process::Command::new(super::cluster::BIN)
+        .args(["migrate", "--from-cluster"])
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no Kubernetes configuration"));
+}
+
+#[tokio::test]
+#[ignore = "needs a kube-apiserver; run scripts/test.sh"]
+async fn proxy_connect_timeout_bounds_the_connect_to_the_services_as_ingress_and_migrated() {
+    let kc = kubeconfig();
+    let client = client_for(&kc).await;
+    install_crds(&client).await;
+    // The Service `stuck`: its endpoint never accepts; a connect waits until the timeout
+    // (--connect-timeout, 5 s, without the annotation). Tidegate answers 502 (connect_failed)
+    // where nginx answers 504 (tests/ingress_nginx_vs_nginx.rs).
+    let stuck = super::common::Unaccepting::start();
+    let case: Case = serde_yaml_ng::from_str(
+        r#"
+name: connect-timeout
+annotations: { nginx.ingress.kubernetes.io/proxy-connect-timeout: "1" }
+service: stuck
+rules: [{ host: connect.bar.com, paths: [{ path: /, pathType: Prefix }] }]
+requests: [{ path: /, status: 502 }]
+"#,
+    )
+    .unwrap();
+    let timed = |gw: &Tidegate| {
+        let addr = gw.http;
+        async move {
+            let started = std::time::Instant::now();
+            let r = HttpClient::http1()
+                .get(addr, "connect.bar.com", "/", &[])
+                .await;
+            (r.status, started.elapsed())
+        }
+    };
+    let ns = Ns::create(&client, "connect-timeout").await;
+    let class = format!("tg-{}", ns.name);
+    ns.apply(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": class},
+        "spec": {"controller": "tidegate.dev/ingress-controller"},
+    }))
+    .await;
+    let migrated = Ns::create(&client, "connect-timeout-migrated").await;
+    for n in [&ns, &migrated] {
+        n.service("stuck", json!({})).await;
+        n.slice("stuck", "stuck", stuck.addr.port(), true).await;
+    }
+    for ing in ingresses(&case, &class) {
+        ns.apply(ing).await;
+    }
+    let gw = gateway(&kc, &ns.name, "connect-0", &[]);
+    gw.wait_ready().await;
+    wait_served(&gw, std::slice::from_ref(&case)).await;
+    let (status, took) = timed(&gw).await;
+    assert_eq!(status, 502);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+
+    let input: String = ingresses(&case, "nginx")
+        .into_iter()
+        .map(|mut ing| {
+            ing["metadata"]["namespace"] = json!(migrated.name);
+            format!("---\n{}", serde_yaml_ng::to_string(&ing).unwrap())
+        })
+        .collect();
+    let (objects, report) = run_migrate(&input);
+    assert!(
+        report.contains("proxy-connect-timeout: approximated: "),
+        "{report}"
+    );
+    assert!(objects.contains("connectTimeout: 1s"), "{objects}");
+    for doc in serde_yaml_ng::Deserializer::from_str(&objects) {
+        let value = serde_yaml_ng::Value::deserialize(doc).unwrap();
+        migrated.apply(serde_json::to_value(&value).unwrap()).await;
+    }
+    let gw2 = gateway(&kc, &migrated.name, "connect-1", &[]);
+    gw2.wait_ready().await;
+    wait_served(&gw2, std::slice::from_ref(&case)).await;
+    let (status, took) = timed(&gw2).await;
+    assert_eq!(status, 502);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "migrated: {took:?}\n{objects}"
+    );
+    ns.delete("networking.k8s.io/v1", "IngressClass", &class)
+        .await;
+}

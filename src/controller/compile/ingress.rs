@@ -81,6 +81,7 @@ pub fn compile_ingress(
     let settings = super::targets::ServiceSettings {
         h2c: t.h2c,
         load_balancing: super::backend::load_balancing(t.load_balancer.as_ref(), &mut f),
+        connect_timeout: t.connect_timeout,
     };
     // The Route compiler's view of the Ingress: its identity, no Route-level settings.
     let shell = Obj {

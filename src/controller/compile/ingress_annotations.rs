@@ -56,7 +56,6 @@ const NOT_YET: &[&str] = &[
     "preserve-trailing-slash",
     "proxy-cookie-domain",
     "proxy-cookie-path",
-    "proxy-connect-timeout",
     "proxy-send-timeout",
     "proxy-next-upstream-timeout",
     "proxy-request-buffering",
@@ -119,11 +118,6 @@ fn why_not_yet(name: &str) -> &'static str {
         }
         "auth-request-redirect" => {
             ": X-Auth-Request-Redirect is always the request's URI (ingress-nginx's default)"
-        }
-        "proxy-connect-timeout" => {
-            ": an Ingress's backends are Services with default settings, whose connect timeout \
-             is --connect-timeout [5s, ingress-nginx's default too]; write a Route to a Backend \
-             with connection.connectTimeout"
         }
         "proxy-send-timeout" => {
             ": nginx's limits the time between two writes of the request to the backend, and \

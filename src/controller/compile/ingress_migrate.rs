@@ -122,7 +122,7 @@ pub fn migrate(
 }
 
 /// The suffix of the Backend written for the settings of `t` (`backend-protocol`,
-/// `load-balance`, `upstream-hash-by`), none for the defaults.
+/// `load-balance`, `upstream-hash-by`, `proxy-connect-timeout`), none for the defaults.
 fn settings_suffix(t: &Translation) -> Option<String> {
     let mut out = String::new();
     if t.h2c {
@@ -144,6 +144,9 @@ fn settings_suffix(t: &Translation) -> Option<String> {
             c @ ('a'..='z' | '0'..='9' | '-') => c,
             _ => '-',
         }));
+    }
+    if let Some(t) = t.connect_timeout {
+        out.push_str(&format!("-connect-{}s", t.as_secs()));
     }
     (!out.is_empty()).then_some(out)
 }
@@ -207,6 +210,10 @@ fn backend_ref(
                     api::BackendProtocol::default()
                 },
                 load_balancer: t.load_balancer.clone(),
+                connection: t.connect_timeout.map(|c| api::ConnectionSettings {
+                    connect_timeout: Some(api::Duration(c)),
+                    ..api::ConnectionSettings::default()
+                }),
                 ..api::BackendSpec::default()
             },
         ));
@@ -342,6 +349,24 @@ mod tests {
             m.outcomes.get(&format!("{N}backend-protocol")),
             Some(Outcome::Approximated(_))
         ));
+    }
+
+    #[test]
+    fn a_connect_timeout_is_written_as_a_backend_of_that_connect_timeout() {
+        let obj = ingress(&[(&format!("{N}proxy-connect-timeout"), "2")]);
+        let mut d = Vec::new();
+        let m = migrate(&obj, &BTreeMap::new(), &mut d).unwrap();
+        assert!(d.is_empty(), "{d:?}");
+        let names: Vec<&str> = m.backends.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["web-http-connect-2s", "web-80-connect-2s"]);
+        for (_, b) in &m.backends {
+            let c = b.connection.as_ref().unwrap();
+            assert_eq!(c.connect_timeout.as_ref().map(|d| d.0.as_secs()), Some(2));
+        }
+        assert_eq!(
+            m.routes[1].1.rules[0].backend_refs[0].name,
+            "web-80-connect-2s"
+        );
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub const MAPPED: &[&str] = &[
     "permanent-redirect-code",
     "proxy-body-size",
     "proxy-next-upstream",
+    "proxy-connect-timeout",
     "proxy-next-upstream-tries",
     "proxy-read-timeout",
     "rewrite-target",
@@ -124,6 +125,8 @@ pub struct Translation {
     pub max_body: Option<u64>,
     /// `proxy-read-timeout`: the rule's `timeouts.backendRequest`.
     pub timeouts: Option<api::RouteTimeouts>,
+    /// `proxy-connect-timeout`: the connect timeout of the Ingress's Services.
+    pub connect_timeout: Option<std::time::Duration>,
     /// `ssl-redirect` (default on): plain HTTP for the `tls` hosts gets 308 to https.
     pub ssl_redirect: bool,
     /// `force-ssl-redirect`: plain HTTP for every host of the Ingress gets 308 to https.
@@ -245,18 +248,22 @@ fn warn(f: &mut Findings<'_>, key: &str, message: &str) {
 fn rewrites(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
     let mut rewrite = UrlRewrite::default();
     if let Some((key, v)) = get(a, "rewrite-target") {
-        if v.contains('$') {
-            f.not_supported(
-                field(&key),
-                "rewrite-target with capture groups ($1, $2, …): the Route API has no \
-                 regular-expression rewrite yet",
-            );
-        } else if !v.starts_with('/') {
+        if !v.starts_with('/') {
             f.invalid(field(&key), format!("{v:?} must be a path starting with /"));
         } else {
-            rewrite.path = Some(PathModifier {
-                replace_full_path: Some(v.to_owned()),
-                ..PathModifier::default()
+            // nginx's `rewrite "(?i)PATH" TARGET break` replaces the whole path with TARGET, its
+            // $1..$9 the groups of PATH: the path match's groups, as replaceRegexMatch fills
+            // (a query in TARGET too, the request's after it).
+            rewrite.path = Some(if v.contains('$') || v.contains('?') {
+                PathModifier {
+                    replace_regex_match: Some(v.to_owned()),
+                    ..PathModifier::default()
+                }
+            } else {
+                PathModifier {
+                    replace_full_path: Some(v.to_owned()),
+                    ..PathModifier::default()
+                }
             });
             t.regex = true;
             t.outcomes.insert(key, Outcome::Carried);
@@ -688,18 +695,33 @@ fn retries(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'
 
 /// `proxy-read-timeout` (whole seconds, as ingress-nginx reads it).
 fn timeouts(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
-    let Some((key, v)) = get(a, "proxy-read-timeout") else {
-        return;
-    };
-    let secs = match v.trim().parse::<u64>() {
-        Ok(n) if n > 0 => n,
-        _ => {
-            f.invalid(
-                field(&key),
-                format!("{v:?} must be a whole number of seconds above 0"),
-            );
-            return;
+    let seconds = |name: &str, f: &mut Findings<'_>| -> Option<(String, u64)> {
+        let (key, v) = get(a, name)?;
+        match v.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Some((key, n)),
+            _ => {
+                f.invalid(
+                    field(&key),
+                    format!("{v:?} must be a whole number of seconds above 0"),
+                );
+                None
+            }
         }
+    };
+    if let Some((key, secs)) = seconds("proxy-connect-timeout", f) {
+        t.connect_timeout = Some(std::time::Duration::from_secs(secs));
+        t.outcomes.insert(
+            key,
+            Outcome::Approximated(
+                "the connect timeout of the Ingress's Services (a Backend's \
+                 connection.connectTimeout); a connect that times out is answered 502 \
+                 (connect_failed), where nginx answers 504"
+                    .to_owned(),
+            ),
+        );
+    }
+    let Some((key, secs)) = seconds("proxy-read-timeout", f) else {
+        return;
     };
     t.timeouts = Some(api::RouteTimeouts {
         backend_request: Some(api::Duration(std::time::Duration::from_secs(secs))),
@@ -1152,6 +1174,10 @@ pub fn plan<'a>(
             }
             // ImplementationSpecific: ours is a segment-aware prefix, like Prefix.
             let rule = t.rule(t.path(&p.path_type, value));
+            if let Some((key, e)) = t.rewrite_groups_missing(&ing.annotations, &rule) {
+                f.invalid(field(&key), format!("{e} (for {pat}.path)"));
+                continue;
+            }
             // A redirect answers itself: the backend is not used.
             if t.redirect.is_some() {
                 out.push(Planned {
@@ -1347,6 +1373,35 @@ impl Translation {
         }
     }
 
+    /// rewrite-target with groups on a path that does not have them: the annotation's key and
+    /// why. (Checked here so the message names the annotation, not the Route value.)
+    fn rewrite_groups_missing(
+        &self,
+        a: &BTreeMap<String, String>,
+        rule: &RouteRule,
+    ) -> Option<(String, String)> {
+        let rw = self.rewrite.as_ref()?.path.as_ref()?;
+        let template = rw.replace_regex_match.as_deref()?;
+        let (key, _) = get(a, "rewrite-target")?;
+        let path = rule.matches.first()?.path.as_ref()?;
+        if path.kind != PathMatchType::RegularExpression {
+            return Some((
+                key,
+                format!("{template:?} needs a regular-expression path, not an Exact one"),
+            ));
+        }
+        // A pattern that does not compile is the Route compiler's to report.
+        let pattern = crate::model::Pattern::new(&path.value).ok()?;
+        let m = crate::model::RequestMatch {
+            path: crate::model::PathMatcher::RegularExpression(pattern),
+            method: None,
+            headers: Vec::new(),
+            query_params: Vec::new(),
+        };
+        let e = super::route::regex_template(template, std::slice::from_ref(&m)).err()?;
+        Some((key, e))
+    }
+
     /// `app-root`: the rule that sends `/` to it, if set.
     pub fn app_root_rule(&self) -> Option<RouteRule> {
         let root = self.app_root.as_ref()?;
@@ -1406,16 +1461,29 @@ mod tests {
     }
 
     #[test]
-    fn capture_groups_are_not_supported_yet_and_name_the_annotation() {
-        let (_, d) = run(&[(&format!("{N}rewrite-target"), "/$2")]);
-        assert!(
-            d[0].is_error() && d[0].message.contains("not supported yet"),
-            "{d:?}"
-        );
-        assert_eq!(
-            d[0].field,
-            format!("metadata.annotations[{N}rewrite-target]")
-        );
+    fn capture_groups_become_a_regex_rewrite_of_the_path_groups() {
+        let (t, d) = run(&[(&format!("{N}rewrite-target"), "/$2")]);
+        assert!(d.is_empty() && t.regex, "{d:?}");
+        let rule = t.rule(t.path("ImplementationSpecific", "/something(/|$)(.*)"));
+        let p = rule.filters[0].url_rewrite.as_ref().unwrap().path.as_ref();
+        assert_eq!(p.unwrap().replace_regex_match.as_deref(), Some("/$2"));
+        // The path's groups keep their numbers in the match's pattern.
+        let re = regex::Regex::new(&format!(
+            "^(?:{})$",
+            rule.matches[0].path.as_ref().unwrap().value
+        ))
+        .unwrap();
+        assert_eq!(&re.captures("/SOMETHING/new/x").unwrap()[2], "new/x");
+    }
+
+    #[test]
+    fn a_query_in_rewrite_target_is_a_regex_rewrite_too() {
+        for v in ["/$1?a=1", "/index.php?q=1"] {
+            let (t, d) = run(&[(&format!("{N}rewrite-target"), v)]);
+            assert!(d.is_empty(), "{d:?}");
+            let p = t.rewrite.unwrap().path.unwrap();
+            assert_eq!(p.replace_regex_match.as_deref(), Some(v));
+        }
     }
 
     #[test]

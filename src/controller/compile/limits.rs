@@ -129,6 +129,9 @@ fn path_modifier(p: &PathModifier, at: &str, f: &mut Findings<'_>) {
     if let Some(v) = &p.replace_full_path {
         chars(f, format!("{at}.replaceFullPath"), v, MAX_PATH_LEN);
     }
+    if let Some(v) = &p.replace_regex_match {
+        chars(f, format!("{at}.replaceRegexMatch"), v, MAX_PATH_LEN);
+    }
 }
 
 /// A Backend's lists and strings.

@@ -11,8 +11,9 @@ use crate::api::limits::{MAX_DIRECT_BODY, MAX_RETRY_BODY, MAX_WEIGHT, RETRY_ATTE
 use crate::api::{self, PathMatchType, RouteProtocol, RouteSpec, ValueMatchType};
 use crate::model::{
     Action, Answer, BackendFilters, DirectResponse, HeaderMatcher, HeaderModifier, Kind, ObjectRef,
-    PathMatcher, PathRewrite, Pattern, QueryMatcher, Reason, Redirect, RequestFilter, RequestMatch,
-    Rule, Severity, Timeouts, UrlRewrite, ValueMatcher, WeightedBackend,
+    PathMatcher, PathRewrite, Pattern, QueryMatcher, Reason, Redirect, RegexTemplate,
+    RequestFilter, RequestMatch, Rule, Severity, TemplatePiece, Timeouts, UrlRewrite, ValueMatcher,
+    WeightedBackend,
 };
 use crate::model::{Diagnostic, Retry, RetryOn};
 
@@ -657,8 +658,35 @@ fn path_rewrite(
     matches: &[RequestMatch],
     f: &mut Findings<'_>,
 ) -> Option<PathRewrite> {
-    let rewrite = match (&p.replace_prefix_match, &p.replace_full_path) {
-        (Some(v), None) => {
+    let rewrite = match (
+        &p.replace_prefix_match,
+        &p.replace_full_path,
+        &p.replace_regex_match,
+    ) {
+        (None, None, Some(v)) => {
+            let at = format!("{at}.replaceRegexMatch");
+            // A query may follow the path (nginx's rewrite): the same characters, and `?`.
+            let (path, query) = v.split_once('?').unwrap_or((v, ""));
+            let bad_query = query
+                .chars()
+                .find(|c| *c == '#' || c.is_whitespace() || c.is_control());
+            if let Err(e) = fields::plain_path(path) {
+                f.invalid(at, e);
+                return None;
+            }
+            if let Some(c) = bad_query {
+                f.invalid(at, format!("{v:?} must not contain {c:?}"));
+                return None;
+            }
+            return match regex_template(v, matches) {
+                Ok(t) => Some(PathRewrite::ReplaceRegexMatch(t)),
+                Err(e) => {
+                    f.invalid(at, e);
+                    None
+                }
+            };
+        }
+        (Some(v), None, None) => {
             if matches
                 .iter()
                 .any(|m| !matches!(m.path, PathMatcher::Prefix(_)))
@@ -675,7 +703,7 @@ fn path_rewrite(
                 v,
             )
         }
-        (None, Some(v)) => (
+        (None, Some(v), None) => (
             format!("{at}.replaceFullPath"),
             PathRewrite::ReplaceFullPath(v.clone()),
             v,
@@ -683,7 +711,7 @@ fn path_rewrite(
         _ => {
             f.invalid(
                 at,
-                "set exactly one of replacePrefixMatch or replaceFullPath",
+                "set exactly one of replacePrefixMatch, replaceFullPath or replaceRegexMatch",
             );
             return None;
         }
@@ -695,6 +723,76 @@ fn path_rewrite(
             None
         }
     }
+}
+
+/// `replaceRegexMatch`'s template, its group references resolved against every match's
+/// regular expression (each must have the groups it names).
+pub(super) fn regex_template(raw: &str, matches: &[RequestMatch]) -> Result<RegexTemplate, String> {
+    let patterns: Vec<&Pattern> = matches
+        .iter()
+        .filter_map(|m| match &m.path {
+            PathMatcher::RegularExpression(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    if patterns.is_empty() || patterns.len() != matches.len() {
+        return Err(
+            "replaceRegexMatch needs every match of the rule to have a RegularExpression path"
+                .to_owned(),
+        );
+    }
+    let mut pieces = Vec::new();
+    let mut literal = String::new();
+    let mut rest = raw;
+    while let Some(at) = rest.find('$') {
+        literal.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, len) = match after.as_bytes().first() {
+            Some(d @ b'1'..=b'9') => (char::from(*d).to_string(), 1),
+            Some(b'{') => match after.find('}') {
+                Some(end) if end > 1 => (after[1..end].to_owned(), end + 1),
+                _ => return Err(format!("{raw:?}: ${{ needs a group name or number and }}")),
+            },
+            _ => {
+                return Err(format!(
+                    "{raw:?}: $ must be followed by a group number 1-9 or by {{name}}"
+                ));
+            }
+        };
+        let mut index = None;
+        for p in &patterns {
+            let found = match name.parse::<usize>() {
+                Ok(n) if n >= 1 && n < p.groups() => Some(n),
+                Ok(_) => None,
+                Err(_) => p.group_named(&name),
+            };
+            let Some(found) = found else {
+                return Err(format!(
+                    "{raw:?}: the path pattern {:?} has no group {name}",
+                    p.source()
+                ));
+            };
+            if index.is_some_and(|i| i != found) {
+                return Err(format!(
+                    "{raw:?}: the group {name} has another number in each match's pattern"
+                ));
+            }
+            index = Some(found);
+        }
+        if !literal.is_empty() {
+            pieces.push(TemplatePiece::Literal(std::mem::take(&mut literal)));
+        }
+        pieces.extend(index.map(TemplatePiece::Group));
+        rest = &after[len..];
+    }
+    literal.push_str(rest);
+    if !literal.is_empty() {
+        pieces.push(TemplatePiece::Literal(literal));
+    }
+    Ok(RegexTemplate {
+        source: raw.to_owned(),
+        pieces,
+    })
 }
 
 fn url_rewrite(
@@ -1096,5 +1194,87 @@ pub(super) fn service_protocol(transport: crate::model::L4Protocol) -> &'static 
     match transport {
         crate::model::L4Protocol::Udp => "UDP",
         _ => "TCP",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regex_match(source: &str) -> RequestMatch {
+        RequestMatch {
+            path: PathMatcher::RegularExpression(Pattern::new(source).unwrap()),
+            method: None,
+            headers: Vec::new(),
+            query_params: Vec::new(),
+        }
+    }
+
+    fn filled(template: &str, source: &str, path: &str) -> String {
+        let m = regex_match(source);
+        let t = regex_template(template, std::slice::from_ref(&m)).unwrap();
+        PathRewrite::ReplaceRegexMatch(t).apply(path, &m.path, None)
+    }
+
+    #[test]
+    fn regex_rewrite_fills_numbered_and_named_groups() {
+        let re = "(?i)(?:/something(/|$)(.*)).*";
+        assert_eq!(filled("/$2", re, "/something/new/x"), "/new/x");
+        assert_eq!(filled("/$2", re, "/something"), "/");
+        assert_eq!(filled("/v1$1${2}x", re, "/SOMETHING/a"), "/v1/ax");
+        assert_eq!(
+            filled("/u/${id}/$10", "/users/(?P<id>[0-9]+)", "/users/42"),
+            "/u/42/420"
+        );
+        // A group that took no part in the match is empty, as in nginx.
+        assert_eq!(filled("/[$2]", "/a(x)?(y)?", "/ay"), "/[y]");
+        assert_eq!(filled("/[$1]", "/a(x)?(y)?", "/ay"), "/[]");
+    }
+
+    #[test]
+    fn a_query_in_the_template_comes_first_and_the_request_query_follows_unless_it_ends_with_a_question_mark()
+     {
+        let m = regex_match("/a/(.*)");
+        let q = |template: &str, query: Option<&str>| {
+            let t = regex_template(template, std::slice::from_ref(&m)).unwrap();
+            PathRewrite::ReplaceRegexMatch(t).apply("/a/x", &m.path, query)
+        };
+        assert_eq!(q("/b/$1", Some("k=v")), "/b/x");
+        assert_eq!(q("/b?id=$1", Some("k=v")), "/b?id=x&k=v");
+        assert_eq!(q("/b?id=$1", None), "/b?id=x");
+        assert_eq!(q("/b?id=$1?", Some("k=v")), "/b?id=x");
+        assert_eq!(q("/b?", Some("k=v")), "/b");
+        assert_eq!(q("/b?$1", Some("k=v")), "/b?x&k=v");
+    }
+
+    #[test]
+    fn regex_rewrite_rejects_missing_groups_and_other_matches() {
+        let m = regex_match("/a/(.*)");
+        for (template, why) in [
+            ("/$2", "has no group 2"),
+            ("/${name}", "has no group name"),
+            ("/$x", "must be followed by a group number"),
+            ("/$0", "must be followed by a group number"),
+            ("/${}", "needs a group name"),
+        ] {
+            let e = regex_template(template, std::slice::from_ref(&m)).unwrap_err();
+            assert!(e.contains(why), "{template}: {e}");
+        }
+        let prefix = RequestMatch {
+            path: PathMatcher::prefix("/a"),
+            ..regex_match("/a")
+        };
+        let e = regex_template("/$1", &[m, prefix]).unwrap_err();
+        assert!(e.contains("every match"), "{e}");
+    }
+
+    #[test]
+    fn regex_rewrite_needs_the_same_group_numbers_in_every_match() {
+        let a = regex_match("/a/(?P<id>.*)");
+        let b = regex_match("/b/(x)/(?P<id>.*)");
+        let e = regex_template("/${id}", &[a.clone(), b]).unwrap_err();
+        assert!(e.contains("another number"), "{e}");
+        let c = regex_match("/c/(?P<id>.*)");
+        assert!(regex_template("/${id}", &[a, c]).is_ok());
     }
 }

@@ -116,8 +116,8 @@ impl<'a> Targets<'a> {
     }
 
     /// [`Self::service`] with `settings` (an Ingress's `backend-protocol`, `load-balance`,
-    /// `upstream-hash-by`): a backend of its own, `name:port` followed by what differs from the
-    /// defaults (`/h2c`, `/lb=…`).
+    /// `upstream-hash-by`, `proxy-connect-timeout`): a backend of its own, `name:port` followed
+    /// by what differs from the defaults (`/h2c`, `/lb=…`, `/connect=5s`).
     pub fn service_with(
         &mut self,
         namespace: &str,
@@ -139,6 +139,9 @@ impl<'a> Targets<'a> {
                 id.push_str("/lb=");
                 id.push_str(&lb);
             }
+            if let Some(t) = settings.connect_timeout {
+                id.push_str(&format!("/connect={}s", t.as_secs()));
+            }
         }
         let id = ObjectRef::new(Kind::Service, namespace, id);
         let protocol = match port.protocol.as_str() {
@@ -155,6 +158,10 @@ impl<'a> Targets<'a> {
                 LoadBalancing::default()
             } else {
                 settings.load_balancing.clone()
+            },
+            connection: crate::model::ConnectionLimits {
+                connect_timeout: settings.connect_timeout.filter(|_| !udp),
+                ..Default::default()
             },
             ..Backend::new(id, protocol, Vec::new())
         };
@@ -247,6 +254,7 @@ impl<'a> Targets<'a> {
             let settings = ServiceSettings {
                 h2c: p.protocol == UpstreamProtocol::H2c,
                 load_balancing: p.load_balancer.clone(),
+                connect_timeout: p.connection.connect_timeout,
             };
             return self.service_with(ns, canary, port, &settings);
         }
@@ -280,6 +288,8 @@ pub struct ServiceSettings {
     pub h2c: bool,
     /// `load-balance`, `upstream-hash-by`.
     pub load_balancing: LoadBalancing,
+    /// `proxy-connect-timeout` (whole seconds).
+    pub connect_timeout: Option<std::time::Duration>,
 }
 
 impl ServiceSettings {

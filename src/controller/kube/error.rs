@@ -9,6 +9,9 @@ pub enum KubeError {
     /// The client could not be built from the configuration.
     #[error("cannot build a Kubernetes client: {0}")]
     Client(#[source] kube::Error),
+    /// Objects could not be listed (`tidegate migrate --from-cluster`).
+    #[error("cannot list {0}: {1}")]
+    ListFailed(&'static str, #[source] kube::Error),
     /// A flag has a value that cannot work.
     #[error("{0}")]
     InvalidOption(String),

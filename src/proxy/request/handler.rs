@@ -135,10 +135,7 @@ async fn serve(
     if let Some(max) = rule.max_request_body_bytes {
         limit_body(&mut req, max)?;
     }
-    let matched_prefix = match &hit.matched.path {
-        PathMatcher::Prefix(p) => Some(p.as_str()),
-        _ => None,
-    };
+    let matched = &hit.matched.path;
 
     // Access policies, in this order: IP lists, CORS preflight, authentication, authorization
     // (model::access::ORDER), then rate limits. The route's filters run after them. A rule
@@ -163,14 +160,7 @@ async fn serve(
         }
         Action::Redirect(r) => {
             ex.reason = reason::REDIRECT;
-            redirect(
-                r,
-                service,
-                conn,
-                &req,
-                normalized.as_deref(),
-                matched_prefix,
-            )?
+            redirect(r, service, conn, &req, normalized.as_deref(), matched)?
         }
         Action::Forward { .. } => {
             let picked = router.pick_backend(hit.index, rule, req.headers())?;
@@ -184,14 +174,7 @@ async fn serve(
                         }
                         Answer::Redirect(r) => {
                             ex.reason = reason::REDIRECT;
-                            redirect(
-                                r,
-                                service,
-                                conn,
-                                &req,
-                                normalized.as_deref(),
-                                matched_prefix,
-                            )?
+                            redirect(r, service, conn, &req, normalized.as_deref(), matched)?
                         }
                     };
                     for m in &filters.response {
@@ -206,7 +189,7 @@ async fn serve(
                         conn,
                         rule,
                         picked,
-                        matched_prefix,
+                        matched,
                         started,
                     };
                     forward::forward(target, req, normalized, ex).await?
@@ -269,7 +252,7 @@ fn redirect(
     conn: &ConnCtx,
     req: &Request<ClientBody>,
     normalized: Option<&str>,
-    matched_prefix: Option<&str>,
+    matched: &PathMatcher,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (host, _) = headers::request_host(req)
         .ok_or(ProxyError::BadRequest("missing or invalid Host header"))?;
@@ -284,7 +267,7 @@ fn redirect(
         &host,
         listener_port,
         path,
-        matched_prefix,
+        Some(matched),
         req.uri().query(),
     );
     let location = HeaderValue::try_from(location)

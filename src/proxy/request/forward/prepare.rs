@@ -45,7 +45,7 @@ pub(super) fn prepare(
                 }
                 if let Some(p) = &rw.path {
                     let current = new_path.as_deref().unwrap_or(req.uri().path());
-                    new_path = Some(p.apply(current, t.matched_prefix.unwrap_or("")));
+                    new_path = Some(p.apply(current, t.matched, req.uri().query()));
                 }
             }
         }
@@ -127,7 +127,11 @@ pub(crate) fn request_hash<B>(lb: &LoadBalancing, req: &Request<B>, conn: &ConnC
 
 fn path_and_query(original: &Uri, new_path: Option<&str>) -> Result<PathAndQuery, ProxyError> {
     let bad = |_| ProxyError::BadRequest("the rewritten URL is invalid");
-    match (new_path, original.query()) {
+    // Only replaceRegexMatch writes a `?`: its result carries the whole query.
+    let query = original
+        .query()
+        .filter(|_| !new_path.is_some_and(|p| p.contains('?')));
+    match (new_path, query) {
         (None, _) => Ok(original
             .path_and_query()
             .cloned()

@@ -2,7 +2,7 @@
 
 use tokio::time::Instant;
 
-use crate::model::{Picked, Rule};
+use crate::model::{PathMatcher, Picked, Rule};
 use crate::proxy::request::service::Service;
 use crate::proxy::transport::ConnCtx;
 use crate::proxy::upstream::Router;
@@ -16,6 +16,7 @@ pub(crate) struct Target<'a> {
     /// The backend, and the backendRef whose filters run (after the rule's request filters,
     /// before its response filters).
     pub picked: Picked<'a>,
-    pub matched_prefix: Option<&'a str>,
+    /// The path condition that matched (rewrites read its prefix or groups).
+    pub matched: &'a PathMatcher,
     pub started: Instant,
 }
