@@ -11,7 +11,7 @@ use super::common::{HttpClient, Upstream};
 
 #[path = "../ingress_nginx/corpus.rs"]
 mod corpus;
-use corpus::{Case, corpus_with_auth};
+use corpus::{Case, corpus, corpus_with_auth};
 
 async fn mismatches(gw: &Tidegate, cases: &[Case]) -> Vec<String> {
     corpus::mismatches(gw.http, cases).await
