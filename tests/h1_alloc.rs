@@ -1,0 +1,150 @@
+//! Allocations per proxied HTTP/1.1 request on the native path (issue #16 aims at none for a
+//! request with at most 16 headers): a gateway, a keep-alive upstream and a keep-alive client on
+//! one thread (a current-thread runtime), with an allocator that counts that thread's
+//! allocations. The client and the upstream reuse their buffers and allocate nothing per
+//! request, so what is counted is the gateway's. `cargo test --test h1_alloc -- --nocapture`
+//! prints the figure; the bound keeps it from growing unnoticed.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: every call goes to the system allocator as it is; only a thread-local count is kept.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: the caller's contract is passed on unchanged.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+/// The upstream's answer's body; the client reads until its end.
+const BODY: &str = "tidegate h1_alloc upstream: a fixed body, newline included, ending with END.\n";
+const END: &[u8] = b"END.\n";
+
+/// A request as a browser-like client sends it: 10 headers.
+const REQUEST: &[u8] = b"GET /api/v1/items?page=2 HTTP/1.1\r\nhost: example.test\r\n\
+user-agent: h1-alloc/1.0\r\naccept: application/json\r\naccept-language: en\r\n\
+accept-encoding: gzip\r\ncache-control: no-cache\r\nx-tenant: blue\r\n\
+cookie: session=abc123\r\nreferer: http://example.test/\r\nconnection: keep-alive\r\n\r\n";
+
+/// Answers every request on each connection with [`BODY`], reading into one buffer.
+async fn upstream(listener: TcpListener) {
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            return;
+        };
+        tokio::spawn(async move {
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{BODY}",
+                BODY.len()
+            );
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut have = 0;
+            loop {
+                match conn.read(&mut buf[have..]).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => have += n,
+                }
+                // One request at a time, without a body: answer each complete head.
+                while let Some(end) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n") {
+                    if conn.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    buf.copy_within(end + 4..have, 0);
+                    have -= end + 4;
+                }
+            }
+        });
+    }
+}
+
+/// Sends [`REQUEST`] and reads until the body's end; false when the answer is not a 200.
+async fn exchange(client: &mut TcpStream, buf: &mut [u8]) -> bool {
+    client.write_all(REQUEST).await.unwrap();
+    let mut have = 0;
+    loop {
+        let n = client.read(&mut buf[have..]).await.unwrap();
+        assert!(n > 0, "the gateway closed the connection");
+        have += n;
+        if buf[..have].ends_with(END) {
+            return buf.starts_with(b"HTTP/1.1 200 ");
+        }
+        if have >= 12 && !buf.starts_with(b"HTTP/1.1 200 ") {
+            panic!("{}", String::from_utf8_lossy(&buf[..have]));
+        }
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_proxied_request_allocates_at_most_its_budget() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap();
+    tokio::spawn(upstream(listener));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("route.yaml"),
+        format!(
+            "apiVersion: tidegate.dev/v1alpha1\nkind: Backend\nmetadata: {{ name: up }}\nspec:\n  endpoints: [\"{up}\"]\n---\napiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: {{ name: api }}\nspec:\n  hostnames: [example.test]\n  rules:\n    - matches: [{{ path: {{ type: PathPrefix, value: /api }} }}]\n      backendRefs: [{{ name: up }}]\n"
+        ),
+    )
+    .unwrap();
+    let gw = tidegate::Gateway::builder()
+        .config_path(dir.path())
+        .http_addr("127.0.0.1:0".parse().unwrap())
+        .https_addr(None)
+        .admin_addr(None)
+        .watch(false)
+        .start()
+        .await
+        .expect("gateway starts");
+    let mut client = TcpStream::connect(gw.http_addr()).await.unwrap();
+    let mut buf = vec![0u8; 16 * 1024];
+    // Warm up: the upstream connection, the route's series, the buffers' first growth.
+    for _ in 0..100 {
+        assert!(
+            exchange(&mut client, &mut buf).await,
+            "a 200 through the gateway"
+        );
+    }
+    const REQUESTS: u64 = 2000;
+    let before = allocations();
+    for _ in 0..REQUESTS {
+        assert!(exchange(&mut client, &mut buf).await);
+    }
+    let per_request = (allocations() - before) as f64 / REQUESTS as f64;
+    println!(
+        "allocations per proxied request (native HTTP/1.1, 10 headers, access log off): {per_request:.2}"
+    );
+    // Issue #16's target is 0; on 2026-12-01 it is 17. Lower BUDGET as it falls.
+    const BUDGET: f64 = 17.5;
+    assert!(
+        per_request <= BUDGET,
+        "{per_request:.2} allocations per request (budget {BUDGET})"
+    );
+    drop(gw);
+}
