@@ -288,3 +288,75 @@ async fn http_health_probes_of_tls_backends_go_over_tls_with_their_settings() {
     let (status, body) = get(&gw, "/no-client-cert").await;
     assert_eq!(status, 503, "{body}");
 }
+
+/// `tls.insecureSkipVerify`: a certificate no configured CA signs is accepted (HTTP/1.1 with a
+/// client certificate from an Opaque Secret, as ingress-nginx's `proxy-ssl-secret` often is,
+/// and HTTP/2); without it the same server fails verification (502); with a CA as well the
+/// Backend is rejected (its Route answers 500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nginx (scripts/test.sh installs it)"]
+async fn insecure_skip_verify_accepts_any_certificate_and_still_presents_the_client_certificate() {
+    let server_ca = Ca::new();
+    let client_ca = Ca::new();
+    let server = server_ca.leaf("backend", &["backend.test"]);
+    let nginx = Nginx::start(&server, &client_ca).await;
+    let dir = ConfigDir::new();
+    let opaque = secret_yaml(
+        "client-a",
+        &client_ca.leaf("gateway-a", &["gw.test"]),
+        false,
+    )
+    .replace("type: kubernetes.io/tls", "type: Opaque");
+    dir.write(
+        "secrets.yaml",
+        &[opaque, ca_secret_yaml("server-ca", &server_ca)].concat(),
+    );
+    let mtls = format!("127.0.0.1:{}", nginx.mtls);
+    let h2 = format!("127.0.0.1:{}", nginx.h2);
+    dir.write(
+        "config.yaml",
+        &[
+            backend_yaml_with(
+                "unverified",
+                std::slice::from_ref(&mtls),
+                "  tls: { insecureSkipVerify: true, clientCertificateRef: { name: client-a } }\n",
+            ),
+            backend_yaml_with(
+                "unverified-h2",
+                std::slice::from_ref(&h2),
+                "  protocol: HTTP2\n  tls: { sni: backend.test, insecureSkipVerify: true }\n",
+            ),
+            backend_yaml_with(
+                "verified",
+                std::slice::from_ref(&h2),
+                "  tls: { sni: backend.test }\n",
+            ),
+            backend_yaml_with(
+                "both",
+                std::slice::from_ref(&h2),
+                "  tls: { insecureSkipVerify: true, caSecretRef: { name: server-ca } }\n",
+            ),
+            route_yaml("unverified", "/unverified", "unverified", ""),
+            route_yaml("unverified-h2", "/h2", "unverified-h2", ""),
+            route_yaml("verified", "/verified", "verified", ""),
+            route_yaml("both", "/both", "both", ""),
+        ]
+        .concat(),
+    );
+    let gw = Binary::run(dir.path()).start();
+    // The endpoint is an IP address and no sni is set: no server name is sent.
+    let (status, body) = get(&gw, "/unverified").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("client=CN=gateway-a"), "{body}");
+    assert!(body.contains("sni= ") || body.ends_with("sni=\n"), "{body}");
+    let (status, body) = get(&gw, "/h2").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("proto=HTTP/2.0"), "{body}");
+    assert!(body.contains("sni=backend.test"), "{body}");
+    // The system's trust store does not know the test CA.
+    let (status, body) = get(&gw, "/verified").await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body, "upstream TLS handshake failed\n");
+    let (status, _) = get(&gw, "/both").await;
+    assert_eq!(status, 500);
+}
