@@ -2,7 +2,9 @@
 //! HTTP/1.1 over TLS with a client certificate that nginx verifies (`ssl_verify_client on`),
 //! HTTP/2 over TLS (ALPN h2), the server name sent, a wrong CA that fails closed (502, reason
 //! `upstream_tls` in the access log and the metrics), a rotated client certificate that
-//! new connections present, CA bundles from ConfigMaps, and HTTP health probes over TLS.
+//! new connections present, CA bundles from ConfigMaps, HTTP health probes over TLS, and
+//! `insecureSkipVerify` (any certificate accepted, the handshake's signature still checked
+//! against a server of the test's own).
 
 mod common;
 
@@ -287,4 +289,162 @@ async fn http_health_probes_of_tls_backends_go_over_tls_with_their_settings() {
     assert!(body.contains("proto=HTTP/2.0"), "{body}");
     let (status, body) = get(&gw, "/no-client-cert").await;
     assert_eq!(status, 503, "{body}");
+}
+
+/// `tls.insecureSkipVerify`: a certificate no configured CA signs is accepted (HTTP/1.1 with a
+/// client certificate from an Opaque Secret, as ingress-nginx's `proxy-ssl-secret` often is,
+/// and HTTP/2); without it the same server fails verification (502); with a CA as well the
+/// Backend is rejected (its Route answers 500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nginx (scripts/test.sh installs it)"]
+async fn insecure_skip_verify_accepts_any_certificate_and_still_presents_the_client_certificate() {
+    let server_ca = Ca::new();
+    let client_ca = Ca::new();
+    let server = server_ca.leaf("backend", &["backend.test"]);
+    let nginx = Nginx::start(&server, &client_ca).await;
+    let dir = ConfigDir::new();
+    let opaque = secret_yaml(
+        "client-a",
+        &client_ca.leaf("gateway-a", &["gw.test"]),
+        false,
+    )
+    .replace("type: kubernetes.io/tls", "type: Opaque");
+    dir.write(
+        "secrets.yaml",
+        &[opaque, ca_secret_yaml("server-ca", &server_ca)].concat(),
+    );
+    let mtls = format!("127.0.0.1:{}", nginx.mtls);
+    let h2 = format!("127.0.0.1:{}", nginx.h2);
+    dir.write(
+        "config.yaml",
+        &[
+            backend_yaml_with(
+                "unverified",
+                std::slice::from_ref(&mtls),
+                "  tls: { insecureSkipVerify: true, clientCertificateRef: { name: client-a } }\n",
+            ),
+            backend_yaml_with(
+                "unverified-h2",
+                std::slice::from_ref(&h2),
+                "  protocol: HTTP2\n  tls: { sni: backend.test, insecureSkipVerify: true }\n",
+            ),
+            backend_yaml_with(
+                "verified",
+                std::slice::from_ref(&h2),
+                "  tls: { sni: backend.test }\n",
+            ),
+            backend_yaml_with(
+                "both",
+                std::slice::from_ref(&h2),
+                "  tls: { insecureSkipVerify: true, caSecretRef: { name: server-ca } }\n",
+            ),
+            route_yaml("unverified", "/unverified", "unverified", ""),
+            route_yaml("unverified-h2", "/h2", "unverified-h2", ""),
+            route_yaml("verified", "/verified", "verified", ""),
+            route_yaml("both", "/both", "both", ""),
+        ]
+        .concat(),
+    );
+    let gw = Binary::run(dir.path()).start();
+    // The endpoint is an IP address and no sni is set: no server name is sent.
+    let (status, body) = get(&gw, "/unverified").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("client=CN=gateway-a"), "{body}");
+    assert!(body.contains("sni= ") || body.ends_with("sni=\n"), "{body}");
+    let (status, body) = get(&gw, "/h2").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("proto=HTTP/2.0"), "{body}");
+    assert!(body.contains("sni=backend.test"), "{body}");
+    // The system's trust store does not know the test CA.
+    let (status, body) = get(&gw, "/verified").await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body, "upstream TLS handshake failed\n");
+    let (status, _) = get(&gw, "/both").await;
+    assert_eq!(status, 500);
+}
+
+/// A TLS server on loopback answering `200 ok` to each request, presenting `leaf`'s certificate
+/// and signing its handshakes with `key` (another's key: a server posing with a certificate
+/// it does not hold the key of).
+async fn tls_server(leaf: &common::tls::Leaf, key: &str) -> std::net::SocketAddr {
+    use rustls::server::{ClientHello, ResolvesServerCert};
+    use rustls::sign::CertifiedKey;
+    use rustls_pki_types::PrivateKeyDer;
+    use rustls_pki_types::pem::PemObject;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[derive(Debug)]
+    struct Fixed(Arc<CertifiedKey>);
+    impl ResolvesServerCert for Fixed {
+        fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+            Some(self.0.clone())
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let signing = provider.key_provider.load_private_key(key).unwrap();
+    let certified = Arc::new(CertifiedKey::new(vec![leaf.der.clone()], signing));
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(Fixed(certified)));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let (mut buf, mut seen) = (vec![0u8; 4096], Vec::new());
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nok\n",
+                    )
+                    .await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// `insecureSkipVerify` accepts any certificate, but the handshake must still be signed with
+/// the key of the certificate shown: a server that shows another's certificate fails (502,
+/// `upstream_tls`), the one that holds its key answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_skip_verify_still_checks_the_handshake_signature() {
+    let ca = Ca::new();
+    let real = ca.leaf("real", &["backend.test"]);
+    let other = ca.leaf("other", &["backend.test"]);
+    let honest = tls_server(&real, &real.key).await;
+    let impostor = tls_server(&real, &other.key).await;
+    let dir = ConfigDir::new();
+    let tls = "  tls: { sni: backend.test, insecureSkipVerify: true }\n";
+    dir.write(
+        "config.yaml",
+        &[
+            backend_yaml_with("honest", &[honest.to_string()], tls),
+            backend_yaml_with("impostor", &[impostor.to_string()], tls),
+            route_yaml("honest", "/honest", "honest", ""),
+            route_yaml("impostor", "/impostor", "impostor", ""),
+        ]
+        .concat(),
+    );
+    let gw = Binary::run(dir.path()).start();
+    let (status, body) = get(&gw, "/honest").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, body) = get(&gw, "/impostor").await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body, "upstream TLS handshake failed\n");
 }

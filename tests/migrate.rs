@@ -236,3 +236,124 @@ spec:
     );
     assert_eq!(e["timeout"].as_str(), Some("1m"));
 }
+
+/// `backend-protocol: HTTPS` with `proxy-ssl-*` is written as a Backend with `tls` (unverified
+/// as ingress-nginx, `insecureSkipVerify`; or verified with the Secret's CA), and
+/// `ssl-passthrough` as a TLS passthrough Route; the report says how, and the objects are
+/// valid beside the Service and the Opaque Secret they name.
+#[test]
+fn migrate_writes_backend_tls_and_ssl_passthrough() {
+    let input = r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: api
+  namespace: shop
+  annotations:
+    nginx.ingress.kubernetes.io/backend-protocol: GRPCS
+    nginx.ingress.kubernetes.io/proxy-ssl-secret: shop/upstream-tls
+    nginx.ingress.kubernetes.io/proxy-ssl-verify: "on"
+    nginx.ingress.kubernetes.io/proxy-ssl-name: api.internal
+spec:
+  rules:
+  - host: api.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: api, port: {number: 443}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: legacy
+  namespace: shop
+  annotations:
+    nginx.ingress.kubernetes.io/backend-protocol: HTTPS
+spec:
+  rules:
+  - host: legacy.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: api, port: {name: https}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: db
+  namespace: shop
+  annotations:
+    nginx.ingress.kubernetes.io/ssl-passthrough: "true"
+spec:
+  rules:
+  - host: db.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: api, port: {name: https}}}}
+"#;
+    let (code, yaml, report) = migrate(&[], input);
+    assert_eq!(code, Some(0), "{report}");
+    for line in [
+        "  nginx.ingress.kubernetes.io/backend-protocol: approximated: HTTP/2 over TLS to the backend",
+        "  nginx.ingress.kubernetes.io/proxy-ssl-verify: carried",
+        "  nginx.ingress.kubernetes.io/proxy-ssl-name: carried",
+        "  nginx.ingress.kubernetes.io/ssl-passthrough: approximated: a Route with protocol: TLS on the HTTPS listener for the Ingress's hosts, to the Service of each host's / path (else defaultBackend); plain HTTP for those hosts is not served by this Ingress (ingress-nginx serves its paths there too)",
+    ] {
+        assert!(
+            report.lines().any(|l| l.starts_with(line)),
+            "{line:?} in\n{report}"
+        );
+    }
+    assert!(report.contains("are not verified"), "{report}");
+    let docs: Vec<serde_yaml_ng::Value> = serde_yaml_ng::Deserializer::from_str(&yaml)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let named = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("{kind} {name} in\n{yaml}"))
+            .clone()
+    };
+    let b = &named("Backend", "api-443-grpcs")["spec"];
+    assert_eq!(b["protocol"].as_str(), Some("HTTP2"));
+    assert_eq!(b["tls"]["sni"].as_str(), Some("api.internal"));
+    assert_eq!(
+        b["tls"]["caSecretRef"]["name"].as_str(),
+        Some("upstream-tls")
+    );
+    assert_eq!(
+        b["tls"]["clientCertificateRef"]["name"].as_str(),
+        Some("upstream-tls")
+    );
+    let b = &named("Backend", "api-https-https")["spec"];
+    assert_eq!(b["tls"]["insecureSkipVerify"].as_bool(), Some(true));
+    let r = &named("Route", "db")["spec"];
+    assert_eq!(r["protocol"].as_str(), Some("TLS"));
+    assert_eq!(r["hostnames"][0].as_str(), Some("db.example.com"));
+    assert_eq!(r["backendRefs"][0]["name"].as_str(), Some("api-https-tcp"));
+    assert_eq!(
+        named("Backend", "api-https-tcp")["spec"]["protocol"].as_str(),
+        Some("TCP")
+    );
+
+    // Valid as they are, next to the Service and the (Opaque) Secret.
+    let cfg = ConfigDir::new();
+    cfg.write("migrated.yaml", &yaml);
+    let ca = common::tls::Ca::new();
+    let client = ca.leaf("gateway", &["gateway.internal"]);
+    let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    cfg.write(
+        "cluster.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: api, namespace: shop}}\nspec: {{ports: [{{name: https, port: 443}}]}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: upstream-tls, namespace: shop}}\ntype: Opaque\nstringData:\n  ca.crt: |\n{}  tls.crt: |\n{}  tls.key: |\n{}",
+            indent(&ca.pem()),
+            indent(&client.cert),
+            indent(&client.key)
+        ),
+    );
+    let out = Command::new(BIN)
+        .args(["validate", "--kubernetes", "--config"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{yaml}");
+    assert!(stdout.is_empty(), "{stdout}");
+}

@@ -361,7 +361,7 @@ pub struct SlowStart {
 }
 
 /// TLS to endpoints: HTTP/1.1 over TLS with protocol HTTP1, and the TLS settings of protocol
-/// HTTP2. The server certificate is always verified.
+/// HTTP2. The server certificate is verified unless `insecureSkipVerify` says otherwise.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(transform = cel::backend_tls)]
@@ -383,13 +383,20 @@ pub struct BackendTls {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = MAX_PATH_LEN))]
     pub ca_file: Option<String>,
-    /// `kubernetes.io/tls` Secret with the certificate the gateway presents (mTLS).
+    /// Secret with the certificate the gateway presents (mTLS) in `tls.crt` and `tls.key`
+    /// (`kubernetes.io/tls`, or Opaque as ingress-nginx's `proxy-ssl-secret` often is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate_ref: Option<LocalObjectRef>,
     /// PEM files with the certificate (chain) and key the gateway presents (mTLS), instead
     /// of `clientCertificateRef`; followed when they change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate_files: Option<CertificateFiles>,
+    /// Accept any certificate the endpoints present, without verifying it (the handshake's
+    /// signatures are still checked). A risk: the traffic is encrypted but anyone on the path
+    /// can pose as the endpoints. For endpoints with certificates no CA is at hand for (what
+    /// ingress-nginx does by default, `proxy-ssl-verify: "off"`); cannot be set with a CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_verify: Option<bool>,
 }
 
 /// A certificate and its key in PEM files on the gateway's filesystem.

@@ -449,6 +449,13 @@ pub fn backend_tls(s: &mut Schema) {
                 ),
                 "set at most one of clientCertificateRef or clientCertificateFiles",
             ),
+            (
+                format!(
+                    "!(has(self.insecureSkipVerify) && self.insecureSkipVerify) || {} == 0",
+                    count_set(&["caSecretRef", "caConfigMapRef", "caFile"])
+                ),
+                "insecureSkipVerify verifies nothing: remove the CA, or insecureSkipVerify to verify with it",
+            ),
         ],
     );
 }

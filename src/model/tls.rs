@@ -121,8 +121,8 @@ impl Serialize for CaBundle {
     }
 }
 
-/// TLS from the gateway to a backend's endpoints. The server certificate is always verified
-/// (there is no switch to turn that off).
+/// TLS from the gateway to a backend's endpoints. The server certificate is verified unless
+/// `insecure_skip_verify` is set (a Backend's `tls.insecureSkipVerify`, said in its name).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UpstreamTls {
@@ -136,6 +136,9 @@ pub struct UpstreamTls {
     /// The certificate the gateway presents (mTLS).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_certificate: Option<Arc<Certificate>>,
+    /// Any certificate is accepted (the handshake's signatures are still checked).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
 }
 
 /// Client certificates (mTLS) on an HTTPS host and its rules.

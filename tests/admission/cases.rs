@@ -834,6 +834,16 @@ pub fn cases() -> Vec<Case> {
             "spec.tls",
         ),
         cel(
+            "backend-insecure-skip-verify-with-a-ca",
+            B,
+            backend(|s| {
+                s["tls"] = json!({"insecureSkipVerify": true, "caSecretRef": {"name": "ca"}});
+            }),
+            "spec.tls",
+            "insecureSkipVerify verifies nothing: remove the CA",
+            "spec.tls.insecureSkipVerify",
+        ),
+        cel(
             "ext-auth-url-and-backend",
             R,
             route(|s| {

@@ -13,6 +13,7 @@ mod cluster;
 mod common;
 mod delivery;
 mod ingress_nginx;
+mod ingress_tls;
 mod secrets;
 mod udp;
 

@@ -409,7 +409,7 @@ fn upstream_tls(
     };
     let mut found = Vec::new();
     let index = match (&spec.client_certificate_ref, &spec.client_certificate_files) {
-        (Some(r), None) => certificates.borrow_mut().certificate(
+        (Some(r), None) => certificates.borrow_mut().certificate_any_type(
             &id.namespace,
             &r.name,
             id,
@@ -442,10 +442,18 @@ fn upstream_tls(
         f.push(Diagnostic { severity, ..d });
     }
     let client_certificate = index.map(|i| certificates.borrow().get(i));
+    let insecure_skip_verify = spec.insecure_skip_verify == Some(true);
+    if insecure_skip_verify && ca.is_some() {
+        f.invalid(
+            "spec.tls.insecureSkipVerify",
+            "verifies nothing: remove the CA, or insecureSkipVerify to verify with it",
+        );
+    }
     Some(Arc::new(UpstreamTls {
         server_name,
         ca,
         client_certificate,
+        insecure_skip_verify,
     }))
 }
 

@@ -40,8 +40,13 @@ fn ours(ing: &IngressInfo, snap: &Snapshot, env: &Env<'_>) -> Result<(), String>
     }
 }
 
-/// What an Ingress compiles to: its rules, and the rate limits its annotations set on them.
-pub type CompiledIngress = (Vec<Rule>, Option<(RateLimitPolicy, PolicyTargetRef)>);
+/// What an Ingress compiles to: its rules, the rate limits its annotations set on them, and
+/// its TLS passthrough Routes (`ssl-passthrough`).
+pub type CompiledIngress = (
+    Vec<Rule>,
+    Option<(RateLimitPolicy, PolicyTargetRef)>,
+    Vec<crate::model::L4Route>,
+);
 
 /// Compiles one Ingress into its rules, or `None` if it is not ours or is rejected.
 pub fn compile_ingress(
@@ -75,13 +80,22 @@ pub fn compile_ingress(
                 service_port(id, b.backend, &p.backend_at(), env, &mut f);
             }
         }
-        return f.ok().then_some((Vec::new(), None));
+        return f.ok().then_some((Vec::new(), None, Vec::new()));
+    }
+    if t.passthrough {
+        let routes = passthrough(obj, env, &mut f);
+        return f.ok().then_some((Vec::new(), None, routes));
     }
     let canaries = super::ingress_canary::index(&id.namespace, &snap.ingresses, is_ours);
     let settings = super::targets::ServiceSettings {
         h2c: t.h2c,
         load_balancing: super::backend::load_balancing(t.load_balancer.as_ref(), &mut f),
         connect_timeout: t.connect_timeout,
+        http2: t.proxy_ssl.as_ref().is_some_and(|p| p.http2),
+        tls: t
+            .proxy_ssl
+            .as_ref()
+            .map(|p| p.upstream_tls(&ing.annotations, &id.namespace, env, &mut f)),
     };
     // The Route compiler's view of the Ingress: its identity, no Route-level settings.
     let shell = Obj {
@@ -137,7 +151,33 @@ pub fn compile_ingress(
         }
         None => None,
     };
-    f.ok().then_some((rules, policy))
+    f.ok().then_some((rules, policy, Vec::new()))
+}
+
+/// `ssl-passthrough`: the Ingress's TLS passthrough Routes, compiled as TLS Routes are.
+fn passthrough(
+    obj: &Obj<IngressInfo>,
+    env: &Env<'_>,
+    f: &mut Findings<'_>,
+) -> Vec<crate::model::L4Route> {
+    let id = &obj.meta.id;
+    let mut out = Vec::new();
+    for p in super::ingress_passthrough::plan(&obj.spec, f) {
+        let Some((_, port)) = service_port(id, p.backend, &p.at, env, f) else {
+            continue;
+        };
+        let Some(spec) = p.route(Some(port.port)) else {
+            continue;
+        };
+        let route = Obj {
+            meta: obj.meta.clone(),
+            spec,
+        };
+        if let Some(r) = super::l4::compile_l4_route(&route, env, f) {
+            out.push(r);
+        }
+    }
+    out
 }
 
 /// The backends of planned rule `p`: `None` when its own backend does not resolve (an error)
@@ -181,6 +221,21 @@ fn ingress_backend(
     f: &mut Findings<'_>,
 ) -> Option<WeightedBackend> {
     let (name, port) = service_port(id, b, at, env, f)?;
+    // TLS without proxy-ssl-name: the Service's DNS name is sent and verified, as a Backend's.
+    let own;
+    let settings = match &settings.tls {
+        Some(tls) if tls.server_name.is_none() => {
+            own = super::targets::ServiceSettings {
+                tls: Some(std::sync::Arc::new(crate::model::UpstreamTls {
+                    server_name: Some(format!("{name}.{}.svc", id.namespace)),
+                    ..(**tls).clone()
+                })),
+                ..settings.clone()
+            };
+            &own
+        }
+        _ => settings,
+    };
     let mut targets = env.targets.borrow_mut();
     let idx = targets.service_with(&id.namespace, name, &port, settings);
     Some(targets.weighted(idx, 1))

@@ -62,13 +62,6 @@ const NOT_YET: &[&str] = &[
     "proxy-redirect-from",
     "proxy-redirect-to",
     "proxy-http-version",
-    "proxy-ssl-secret",
-    "proxy-ssl-ciphers",
-    "proxy-ssl-name",
-    "proxy-ssl-protocols",
-    "proxy-ssl-verify",
-    "proxy-ssl-verify-depth",
-    "proxy-ssl-server-name",
     "proxy-buffering",
     "proxy-buffers-number",
     "proxy-buffer-size",
@@ -86,7 +79,6 @@ const NOT_YET: &[&str] = &[
     "session-cookie-change-on-failure",
     "session-cookie-samesite",
     "session-cookie-conditional-samesite-none",
-    "ssl-passthrough",
     "ssl-ciphers",
     "ssl-prefer-server-ciphers",
     "upstream-hash-by-subset",
@@ -137,14 +129,6 @@ fn why_not_yet(name: &str) -> &'static str {
             ": Tidegate does not send requests elsewhere when a Service has no endpoints or \
              answers an error"
         }
-        n if n.starts_with("proxy-ssl-") => {
-            ": an Ingress's Services are spoken to without TLS; write a Route to a Backend with \
-             tls (sni, caSecretRef, clientCertificateRef)"
-        }
-        "ssl-passthrough" => {
-            ": write a Route with protocol: TLS (passthrough by server name on the HTTPS \
-             listener) to a Backend with protocol: TCP"
-        }
         "proxy-next-upstream-timeout" => {
             ": nginx stops starting new tries after this long without cutting the try under \
              way, and a Route's timeouts.request would cut it (504); write a Route with retry \
@@ -178,6 +162,8 @@ pub fn check(annotations: &BTreeMap<String, String>, f: &mut Findings<'_>) {
         match name {
             // Read, and their values checked, by the translation.
             n if MAPPED.contains(&n) || ingress_canary::NAMES.contains(&n) => {}
+            n if super::ingress_proxy_ssl::NAMES.contains(&n)
+                || super::ingress_passthrough::NAMES.contains(&n) => {}
             n if REFUSED.contains(&n) => f.push(Diagnostic::error(
                 f.id(),
                 field(key),
@@ -294,6 +280,8 @@ mod tests {
         let mut all: Vec<&str> = NOT_YET.iter().chain(&REFUSED).copied().collect();
         all.extend(MAPPED);
         all.extend(ingress_canary::NAMES);
+        all.extend(super::super::ingress_proxy_ssl::NAMES);
+        all.extend(super::super::ingress_passthrough::NAMES);
         let n = all.len();
         all.sort_unstable();
         all.dedup();

@@ -57,6 +57,10 @@ pub fn migrate(
         m.canary_of = Some(mains);
         return f.ok().then_some(m);
     }
+    if t.passthrough {
+        passthrough(obj, &mut m, &mut f);
+        return f.ok().then_some(m);
+    }
     let canaries = super::ingress_canary::index(&id.namespace, all, |_| true);
     let planned = plan(ing, &t, &canaries, &mut f);
     // Hosts in the order the Ingress names them; a Route each.
@@ -121,6 +125,51 @@ pub fn migrate(
     Some(m)
 }
 
+/// `ssl-passthrough`: a TLS Route per backend (`NAME`, or `NAME-K` for several), to the Service
+/// port by number, or to a TCP Backend of a named port (`SERVICE-PORT-tcp`).
+fn passthrough(obj: &Obj<IngressInfo>, m: &mut Migrated, f: &mut Findings<'_>) {
+    use crate::controller::objects::PortRef;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let planned = super::ingress_passthrough::plan(&obj.spec, f);
+    let many = planned.len() > 1;
+    for (k, p) in planned.iter().enumerate() {
+        let IngressBackendInfo::Service { name, .. } = p.backend else {
+            f.not_supported(format!("{}.resource", p.at), "resource backends");
+            continue;
+        };
+        let mut route = match p.port() {
+            Some(PortRef::Number(n)) => p.route(Some(*n)),
+            _ => p.route(None),
+        };
+        if let (Some(r), Some(PortRef::Name(port))) = (&mut route, p.port()) {
+            let backend = format!("{name}-{port}-tcp");
+            if !m.backends.iter().any(|(n, _)| *n == backend) {
+                m.backends.push((
+                    backend.clone(),
+                    api::BackendSpec {
+                        service: Some(api::ServiceRef {
+                            name: name.clone(),
+                            port: IntOrString::String(port.clone()),
+                        }),
+                        protocol: api::BackendProtocol::Tcp,
+                        ..api::BackendSpec::default()
+                    },
+                ));
+            }
+            r.backend_refs[0] = api::BackendRef {
+                name: backend,
+                kind: Some("Backend".to_owned()),
+                ..api::BackendRef::default()
+            };
+        }
+        if let Some(route) = route {
+            let n = &obj.meta.id.name;
+            let route_name = if many { format!("{n}-{k}") } else { n.clone() };
+            m.routes.push((route_name, route));
+        }
+    }
+}
+
 /// The suffix of the Backend written for the settings of `t` (`backend-protocol`,
 /// `load-balance`, `upstream-hash-by`, `proxy-connect-timeout`), none for the defaults.
 fn settings_suffix(t: &Translation) -> Option<String> {
@@ -147,6 +196,9 @@ fn settings_suffix(t: &Translation) -> Option<String> {
     }
     if let Some(t) = t.connect_timeout {
         out.push_str(&format!("-connect-{}s", t.as_secs()));
+    }
+    if let Some(p) = &t.proxy_ssl {
+        out.push_str(if p.http2 { "-grpcs" } else { "-https" });
     }
     (!out.is_empty()).then_some(out)
 }
@@ -204,11 +256,12 @@ fn backend_ref(
                     name: name.clone(),
                     port,
                 }),
-                protocol: if t.h2c {
-                    api::BackendProtocol::H2c
-                } else {
-                    api::BackendProtocol::default()
+                protocol: match &t.proxy_ssl {
+                    _ if t.h2c => api::BackendProtocol::H2c,
+                    Some(p) => p.backend_protocol(),
+                    None => api::BackendProtocol::default(),
                 },
+                tls: t.proxy_ssl.as_ref().map(|p| p.backend_tls()),
                 load_balancer: t.load_balancer.clone(),
                 connection: t.connect_timeout.map(|c| api::ConnectionSettings {
                     connect_timeout: Some(api::Duration(c)),

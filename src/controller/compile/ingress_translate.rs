@@ -117,6 +117,11 @@ pub struct Translation {
     pub rate_limit: Option<api::RateLimitPolicySpec>,
     /// `backend-protocol: GRPC` or `H2C`: the backends are spoken to over HTTP/2 cleartext.
     pub h2c: bool,
+    /// `backend-protocol: HTTPS` or `GRPCS` with `proxy-ssl-*`: TLS to the backends.
+    pub proxy_ssl: Option<super::ingress_proxy_ssl::ProxySsl>,
+    /// `ssl-passthrough: "true"`: the Ingress is TLS passthrough Routes (see
+    /// [`super::ingress_passthrough`]), its paths and other annotations unused.
+    pub passthrough: bool,
     /// `load-balance`, `upstream-hash-by`: how the Services' endpoints are picked.
     pub load_balancer: Option<api::LoadBalancer>,
     /// `proxy-next-upstream`, `proxy-next-upstream-tries`: the rule's `retry`.
@@ -201,6 +206,17 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     timeouts(a, &mut t, f);
     body_size(a, &mut t, f);
     backend_protocol(a, &mut t, f);
+    // A canary's are warned about below: its backends take the main Ingress's settings.
+    if t.canary.is_none() {
+        let protocol_key = get(a, "backend-protocol").map(|(k, _)| k);
+        super::ingress_proxy_ssl::read(
+            a,
+            t.proxy_ssl.as_mut(),
+            protocol_key.as_deref(),
+            &mut t.outcomes,
+            f,
+        );
+    }
     retries(a, &mut t, f);
     balancing(a, &mut t, f);
     if flag(&mut t, "enable-cors", f) == Some(true) {
@@ -214,7 +230,7 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     }
     if t.canary.is_some() {
         // As in ingress-nginx, a canary takes the main Ingress's settings.
-        for name in MAPPED {
+        for name in MAPPED.iter().chain(super::ingress_proxy_ssl::NAMES) {
             if let Some((key, _)) = get(a, name) {
                 let why = if matches!(*name, "load-balance" | "upstream-hash-by") {
                     "it has no effect on a canary Ingress: the canary's endpoints are picked as \
@@ -227,6 +243,14 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
                 t.outcomes.remove(&key);
             }
         }
+    }
+    if super::ingress_passthrough::read(a, &mut t.outcomes, f) {
+        t.passthrough = true;
+        t.outcomes.retain(|k, _| {
+            super::ingress_passthrough::NAMES
+                .iter()
+                .any(|n| k.ends_with(n))
+        });
     }
     t
 }
@@ -463,8 +487,8 @@ fn rate_limits(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findin
     }
 }
 
-/// `backend-protocol`: HTTP (the default), GRPC and H2C (HTTP/2 cleartext); the ones over
-/// TLS are not supported yet, since Tidegate always verifies a backend's certificate.
+/// `backend-protocol`: HTTP (the default), GRPC and H2C (HTTP/2 cleartext), HTTPS and GRPCS
+/// (HTTP/1.1 and HTTP/2 over TLS, with `proxy-ssl-*`: see [`super::ingress_proxy_ssl`]).
 fn backend_protocol(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
     let Some((key, v)) = get(a, "backend-protocol") else {
         return;
@@ -483,16 +507,22 @@ fn backend_protocol(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut F
                     .to_owned(),
             )
         }
-        "HTTPS" | "GRPCS" => {
-            f.not_supported(
-                field(&key),
-                &format!(
-                    "backend-protocol {v}: ingress-nginx does not verify the backend's \
-                     certificate (proxy-ssl-verify off), and Tidegate always does; write a Route \
-                     to a Backend with tls (and protocol HTTP2 for gRPC) and caSecretRef"
-                ),
-            );
-            return;
+        p @ ("HTTPS" | "GRPCS") => {
+            let http2 = p == "GRPCS";
+            t.proxy_ssl = Some(super::ingress_proxy_ssl::ProxySsl {
+                http2,
+                ..Default::default()
+            });
+            Outcome::Approximated(if http2 {
+                "HTTP/2 over TLS to the backend (a Backend with protocol HTTP2 and tls), as \
+                 nginx's grpc_pass grpcs://; requests that are not gRPC are forwarded over it \
+                 too; the server name (SNI) is sent"
+                    .to_owned()
+            } else {
+                "HTTP/1.1 over TLS to the backend (a Backend with tls); the server name (SNI) \
+                 is sent"
+                    .to_owned()
+            })
         }
         "AUTO_HTTP" | "FCGI" => {
             f.not_supported(field(&key), &format!("backend-protocol {v}"));

@@ -159,6 +159,7 @@ pub fn uri_and_tls(
             server_name: None,
             ca,
             client_certificate: None,
+            insecure_skip_verify: false,
         })
     });
     Some((uri, tls))

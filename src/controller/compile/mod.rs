@@ -14,6 +14,8 @@ mod ingress;
 mod ingress_annotations;
 pub mod ingress_canary;
 pub mod ingress_migrate;
+pub mod ingress_passthrough;
+pub mod ingress_proxy_ssl;
 pub mod ingress_translate;
 mod jwks_uri;
 mod jwt;
@@ -162,6 +164,7 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
         targets: RefCell::new(targets),
         known_backends: &known_backends,
         secrets: &snap.secrets,
+        certificates,
     };
     let mut rules = Vec::new();
     let mut l4_routes = Vec::new();
@@ -188,8 +191,9 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
             &mut diags,
             |obj, d| ingress::compile_ingress(obj, snap, &env, d),
         );
-        if let Some(((compiled, policy), obj)) = chosen {
+        if let Some(((compiled, policy, passthrough), obj)) = chosen {
             rules.extend(compiled);
+            l4_routes.extend(passthrough);
             ingress_policies.extend(policy);
             accepted.ingresses.insert(id.clone(), obj.clone());
         }
@@ -239,7 +243,7 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
     }));
 
     let (tls, certificates, ca_files) = tls::build(
-        certificates.into_inner(),
+        env.certificates.into_inner(),
         opts,
         &accepted,
         &mut rules,

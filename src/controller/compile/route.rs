@@ -34,6 +34,8 @@ pub struct Env<'a> {
     /// Secrets by (namespace, name), for basic authentication.
     pub secrets:
         &'a std::collections::BTreeMap<(String, String), crate::controller::objects::SecretInfo>,
+    /// Certificates and CA bundles (an Ingress's `proxy-ssl-secret`).
+    pub certificates: RefCell<super::tls::TlsBuilder<'a>>,
 }
 
 /// What a Route compiles to.

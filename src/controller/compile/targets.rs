@@ -142,11 +142,15 @@ impl<'a> Targets<'a> {
             if let Some(t) = settings.connect_timeout {
                 id.push_str(&format!("/connect={}s", t.as_secs()));
             }
+            if let Some(tls) = &settings.tls {
+                id.push_str(&tls_label(tls, settings.http2));
+            }
         }
         let id = ObjectRef::new(Kind::Service, namespace, id);
         let protocol = match port.protocol.as_str() {
             "UDP" => UpstreamProtocol::Udp,
             _ if settings.h2c => UpstreamProtocol::H2c,
+            _ if settings.http2 && settings.tls.is_some() => UpstreamProtocol::Http2,
             _ => UpstreamProtocol::Http1,
         };
         if let Some(idx) = self.get(&id) {
@@ -163,6 +167,7 @@ impl<'a> Targets<'a> {
                 connect_timeout: settings.connect_timeout.filter(|_| !udp),
                 ..Default::default()
             },
+            tls: settings.tls.clone().filter(|_| !udp),
             ..Backend::new(id, protocol, Vec::new())
         };
         self.add(backend, Some((name.to_owned(), port.clone())))
@@ -255,6 +260,8 @@ impl<'a> Targets<'a> {
                 h2c: p.protocol == UpstreamProtocol::H2c,
                 load_balancing: p.load_balancer.clone(),
                 connect_timeout: p.connection.connect_timeout,
+                http2: p.protocol == UpstreamProtocol::Http2,
+                tls: p.tls.clone(),
             };
             return self.service_with(ns, canary, port, &settings);
         }
@@ -290,6 +297,28 @@ pub struct ServiceSettings {
     pub load_balancing: LoadBalancing,
     /// `proxy-connect-timeout` (whole seconds).
     pub connect_timeout: Option<std::time::Duration>,
+    /// HTTP/2 over TLS (`backend-protocol: GRPCS`), with `tls`.
+    pub http2: bool,
+    /// TLS to the endpoints (`backend-protocol: HTTPS` or `GRPCS`, `proxy-ssl-*`).
+    pub tls: Option<Arc<crate::model::UpstreamTls>>,
+}
+
+/// The TLS settings in a Service backend's id: `/https` (or `/grpcs`), then `/insecure` or
+/// the CA, the client certificate and the server name.
+fn tls_label(tls: &crate::model::UpstreamTls, http2: bool) -> String {
+    let mut out = String::from(if http2 { "/grpcs" } else { "/https" });
+    match &tls.ca {
+        _ if tls.insecure_skip_verify => out.push_str("/insecure"),
+        Some(ca) => out.push_str(&format!("/ca={}", ca.source)),
+        None => out.push_str("/ca=system"),
+    }
+    if let Some(c) = &tls.client_certificate {
+        out.push_str(&format!("/cert={}", c.source));
+    }
+    if let Some(sni) = &tls.server_name {
+        out.push_str(&format!("/sni={sni}"));
+    }
+    out
 }
 
 impl ServiceSettings {

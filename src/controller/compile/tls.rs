@@ -130,6 +130,10 @@ pub fn build(
     }
     for (id, obj) in &chosen.ingresses {
         let ing = &obj.spec;
+        // Its hosts' TLS is the backends' (a warning on spec.tls says so).
+        if super::ingress_passthrough::on(&ing.annotations) {
+            continue;
+        }
         let mut hosts = Vec::new();
         for (i, tls) in ing.tls.iter().enumerate() {
             let mut names: Vec<String> = tls
@@ -249,6 +253,36 @@ impl<'a> TlsBuilder<'a> {
             ));
         }
         r.index
+    }
+
+    /// [`Self::certificate`] for a Secret of any type holding `tls.crt` and `tls.key` (an
+    /// Ingress's `proxy-ssl-secret`, often Opaque, as ingress-nginx reads it). An Opaque
+    /// Secret is parsed each compile, without a last good version.
+    pub fn certificate_any_type(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        owner: &ObjectRef,
+        field: &str,
+        out: &mut Vec<Diagnostic>,
+    ) -> Option<usize> {
+        let key = (namespace.to_owned(), name.to_owned());
+        let secret = match self.snap.secrets.get(&key) {
+            Some(s) if s.type_.as_deref() != Some(SECRET_TYPE_TLS) => s,
+            _ => return self.certificate(namespace, name, owner, field, out),
+        };
+        match parse_secret(&format!("{namespace}/{name}"), secret, self.snap.now) {
+            Ok(cert) => Some(self.push(Arc::new(cert))),
+            Err(problem) => {
+                out.push(Diagnostic::error(
+                    owner,
+                    field,
+                    Reason::InvalidCertificateRef,
+                    format!("Secret {namespace}/{name}: {problem}"),
+                ));
+                None
+            }
+        }
     }
 
     /// The certificate at `index` (from [`Self::certificate`]).

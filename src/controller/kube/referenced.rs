@@ -181,7 +181,8 @@ impl Refs {
         }
     }
 
-    /// What Ingresses reference: `spec.tls[].secretName`, the `auth-secret` annotation.
+    /// What Ingresses reference: `spec.tls[].secretName`, the `auth-secret` and
+    /// `proxy-ssl-secret` annotations.
     pub fn ingresses<'a>(&mut self, ingresses: impl IntoIterator<Item = &'a Obj<IngressInfo>>) {
         use crate::controller::compile::ingress_translate::auth_secret;
         for i in ingresses {
@@ -191,6 +192,13 @@ impl Refs {
                 }
             }
             if let Some(s) = auth_secret(&i.spec.annotations, &i.meta.id.namespace) {
+                self.secret(&i.meta.id, s);
+            }
+            let proxy_ssl = crate::controller::compile::ingress_proxy_ssl::secret_name(
+                &i.spec.annotations,
+                &i.meta.id.namespace,
+            );
+            if let Some(s) = proxy_ssl {
                 self.secret(&i.meta.id, s);
             }
         }

@@ -105,22 +105,73 @@ fn system_roots() -> Arc<RootCertStore> {
 }
 
 /// The rustls client config for `tls`: TLS 1.2 and 1.3, the CA bundle (or the system's
-/// roots), the client certificate when set. Verification is always on.
+/// roots), the client certificate when set. Verification is on unless the settings say
+/// `insecure_skip_verify`.
 fn client_config(tls: &UpstreamTls) -> Result<ClientConfig, rustls::Error> {
-    let roots = match &tls.ca {
-        Some(ca) => {
-            let mut roots = RootCertStore::empty();
-            roots.add_parsable_certificates(ca.certificates.iter().cloned());
-            Arc::new(roots)
-        }
-        None => system_roots(),
+    let provider = super::tls::crypto_provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = if tls.insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(
+                provider.signature_verification_algorithms,
+            )))
+    } else {
+        let roots = match &tls.ca {
+            Some(ca) => {
+                let mut roots = RootCertStore::empty();
+                roots.add_parsable_certificates(ca.certificates.iter().cloned());
+                Arc::new(roots)
+            }
+            None => system_roots(),
+        };
+        builder.with_root_certificates(roots)
     };
-    let builder = ClientConfig::builder_with_provider(super::tls::crypto_provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
     match &tls.client_certificate {
         Some(c) => builder.with_client_auth_cert(c.chain.clone(), c.key.clone_key()),
         None => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// Accepts the server's certificate chain without verifying it (a Backend's
+/// `tls.insecureSkipVerify`), while the handshake's signatures are checked as usual against
+/// the leaf's key: the peer must hold the key of the certificate it shows.
+#[derive(Debug)]
+struct AnyCertificate(rustls::crypto::WebPkiSupportedAlgorithms);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_schemes()
     }
 }
 
