@@ -168,7 +168,9 @@ pub fn build(
                         diags.push(warning(
                             id,
                             &format!("spec.tls[{i}]"),
-                            "no secretName: the default certificate serves these hosts and asks                              no client for a certificate, so the Ingress's requests on them are                              refused (403; auth-tls-secret needs a tls entry with secretName)"
+                            "no secretName: the default certificate serves these hosts and asks \
+                             no client for a certificate, so the Ingress's requests on them are \
+                             refused (403; auth-tls-secret needs a tls entry with secretName)"
                                 .to_owned(),
                         ));
                     }
@@ -211,6 +213,25 @@ fn ingress_client_validation(
     let secret = LocalObjectRef {
         name: a.secret.clone(),
     };
+    let field = format!("metadata.annotations[{}]", a.key);
+    let crl = b
+        .snap
+        .secrets
+        .get(&(id.namespace.clone(), a.secret.clone()))
+        .is_some_and(|s| s.has_crl);
+    if crl {
+        // Accepting a certificate its issuer revoked would open what the list closes.
+        diags.push(Diagnostic::error(
+            id,
+            &field,
+            Reason::NotSupported,
+            format!(
+                "not supported yet: Secret {}/{} has ca.crl, and Tidegate does not check \
+                 revocation lists yet; no client certificate is accepted until it is removed",
+                id.namespace, a.secret
+            ),
+        ));
+    }
     let ca = match b.ca_from(&id.namespace, "", Some(&secret), None, None) {
         Some(CaResolved {
             bundle,
@@ -218,7 +239,7 @@ fn ingress_client_validation(
         }) => {
             diags.push(Diagnostic::error(
                 id,
-                format!("metadata.annotations[{}]", a.key),
+                &field,
                 Reason::InvalidCertificateRef,
                 format!("{why}; no client certificate is accepted until it is fixed"),
             ));
@@ -228,7 +249,7 @@ fn ingress_client_validation(
         None => None,
     };
     Arc::new(ClientValidation {
-        ca,
+        ca: ca.filter(|_| !crl),
         required: a.required,
         nginx_headers: Some(crate::model::NginxCertHeaders {
             pass_certificate: a.pass_certificate,
@@ -651,6 +672,7 @@ impl<'a> TlsBuilder<'a> {
                 ca: None,
                 auth: None,
                 jwks: None,
+                has_crl: false,
             }),
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
@@ -891,6 +913,7 @@ mod tests {
                 ca: None,
                 auth: None,
                 jwks: None,
+                has_crl: false,
             }
         }
 
