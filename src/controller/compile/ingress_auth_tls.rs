@@ -32,7 +32,7 @@ pub struct AuthTls {
     pub key: String,
     /// The Secret (of the Ingress's namespace) whose `ca.crt` signs the clients' certificates.
     pub secret: String,
-    /// `auth-tls-verify-client: on` [default]: a request without a valid certificate is
+    /// `auth-tls-verify-client: on` (the default): a request without a valid certificate is
     /// refused; `optional`: it passes (and its upstream sees `ssl-client-verify: NONE`).
     pub required: bool,
     /// `auth-tls-pass-certificate-to-upstream: "true"`: the PEM in `ssl-client-cert`.
