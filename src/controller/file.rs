@@ -581,6 +581,7 @@ pub fn secret_info(s: &k8s_openapi::api::core::v1::Secret) -> SecretInfo {
         ca: get("ca.crt"),
         auth: get("auth"),
         jwks: get("jwks"),
+        has_crl: get("ca.crl").is_some(),
     }
 }
 

@@ -163,6 +163,9 @@ pub struct SecretInfo {
     pub auth: Option<bytes::Bytes>,
     /// `jwks` (a JWKS document for JWT authentication), when present.
     pub jwks: Option<bytes::Bytes>,
+    /// Whether it has `ca.crl` (a revocation list beside `ca.crt`, as ingress-nginx's
+    /// `auth-tls-secret` may hold), which Tidegate does not apply yet.
+    pub has_crl: bool,
 }
 
 /// What TLS reads of a ConfigMap.

@@ -53,5 +53,6 @@ pub use table::{
     RoutingTable, Rule, TableError, Target, Timeouts, WeightedBackend, passthrough, pick,
 };
 pub use tls::{
-    CaBundle, Certificate, ClientValidation, TlsHost, TlsTable, UpstreamTls, name_covers,
+    CaBundle, Certificate, ClientValidation, NginxCertHeaders, TlsHost, TlsTable, UpstreamTls,
+    name_covers,
 };

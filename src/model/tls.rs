@@ -151,6 +151,20 @@ pub struct ClientValidation {
     pub ca: Option<Arc<CaBundle>>,
     /// Whether requests without a valid certificate are refused (`Require`).
     pub required: bool,
+    /// ingress-nginx's `ssl-client-*` request headers (an Ingress's `auth-tls-secret`), beside
+    /// `x-forwarded-client-cert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nginx_headers: Option<NginxCertHeaders>,
+}
+
+/// ingress-nginx's client-certificate headers to the upstream: `ssl-client-verify`
+/// (`SUCCESS` or `NONE`), `ssl-client-subject-dn` and `ssl-client-issuer-dn` (RFC 2253), and
+/// with `pass_certificate` `ssl-client-cert` (the URL-encoded PEM).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NginxCertHeaders {
+    /// `auth-tls-pass-certificate-to-upstream: "true"`: `ssl-client-cert` too.
+    pub pass_certificate: bool,
 }
 
 impl ClientValidation {

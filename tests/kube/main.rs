@@ -12,6 +12,7 @@ mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
 mod delivery;
+mod ingress_auth_tls;
 mod ingress_nginx;
 mod ingress_tls;
 mod secrets;

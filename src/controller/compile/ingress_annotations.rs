@@ -28,12 +28,6 @@ const NOT_YET: &[&str] = &[
     "affinity",
     "affinity-mode",
     "affinity-canary-behavior",
-    "auth-tls-secret",
-    "auth-tls-verify-depth",
-    "auth-tls-verify-client",
-    "auth-tls-error-page",
-    "auth-tls-pass-certificate-to-upstream",
-    "auth-tls-match-cn",
     "auth-request-redirect",
     "auth-cache-key",
     "auth-cache-duration",
@@ -163,7 +157,8 @@ pub fn check(annotations: &BTreeMap<String, String>, f: &mut Findings<'_>) {
             // Read, and their values checked, by the translation.
             n if MAPPED.contains(&n) || ingress_canary::NAMES.contains(&n) => {}
             n if super::ingress_proxy_ssl::NAMES.contains(&n)
-                || super::ingress_passthrough::NAMES.contains(&n) => {}
+                || super::ingress_passthrough::NAMES.contains(&n)
+                || super::ingress_auth_tls::NAMES.contains(&n) => {}
             n if REFUSED.contains(&n) => f.push(Diagnostic::error(
                 f.id(),
                 field(key),
@@ -282,6 +277,7 @@ mod tests {
         all.extend(ingress_canary::NAMES);
         all.extend(super::super::ingress_proxy_ssl::NAMES);
         all.extend(super::super::ingress_passthrough::NAMES);
+        all.extend(super::super::ingress_auth_tls::NAMES);
         let n = all.len();
         all.sort_unstable();
         all.dedup();

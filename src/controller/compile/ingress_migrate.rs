@@ -313,6 +313,18 @@ fn route_tls(
     Some(api::RouteTls {
         secret_name: secret.clone(),
         https_redirect: Some(t.ssl_redirect || t.force_ssl_redirect),
+        client_validation: t.auth_tls.as_ref().map(|a| api::ClientValidation {
+            ca_secret_ref: Some(api::LocalObjectRef {
+                name: a.secret.clone(),
+            }),
+            ca_config_map_ref: None,
+            ca_file: None,
+            mode: if a.required {
+                api::ClientValidationMode::Require
+            } else {
+                api::ClientValidationMode::Optional
+            },
+        }),
         ..api::RouteTls::default()
     })
 }

@@ -119,6 +119,8 @@ pub struct Translation {
     pub h2c: bool,
     /// `backend-protocol: HTTPS` or `GRPCS` with `proxy-ssl-*`: TLS to the backends.
     pub proxy_ssl: Option<super::ingress_proxy_ssl::ProxySsl>,
+    /// `auth-tls-secret` and `auth-tls-*`: client certificates on the Ingress's HTTPS hosts.
+    pub auth_tls: Option<super::ingress_auth_tls::AuthTls>,
     /// `ssl-passthrough: "true"`: the Ingress is TLS passthrough Routes (see
     /// [`super::ingress_passthrough`]), its paths and other annotations unused.
     pub passthrough: bool,
@@ -217,6 +219,7 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
             f,
         );
     }
+    t.auth_tls = super::ingress_auth_tls::read(a, t.canary.is_some(), &mut t.outcomes, f);
     retries(a, &mut t, f);
     balancing(a, &mut t, f);
     if flag(&mut t, "enable-cors", f) == Some(true) {

@@ -12,6 +12,7 @@ mod ext_auth;
 mod fields;
 mod ingress;
 mod ingress_annotations;
+pub mod ingress_auth_tls;
 pub mod ingress_canary;
 pub mod ingress_migrate;
 pub mod ingress_passthrough;

@@ -94,6 +94,7 @@ pub fn build(
             let v = Arc::new(ClientValidation {
                 ca,
                 required: v.mode == ClientValidationMode::Require,
+                nginx_headers: None,
             });
             validation.insert(id.clone(), v.clone());
             v
@@ -135,6 +136,11 @@ pub fn build(
             continue;
         }
         let mut hosts = Vec::new();
+        let client_validation = super::ingress_auth_tls::settings(&ing.annotations, id)
+            .map(|a| ingress_client_validation(&mut b, id, &a, diags));
+        if let Some(v) = &client_validation {
+            validation.insert(id.clone(), v.clone());
+        }
         for (i, tls) in ing.tls.iter().enumerate() {
             let mut names: Vec<String> = tls
                 .hosts
@@ -153,11 +159,23 @@ pub fn build(
                 Some(secret) => {
                     let field = format!("spec.tls[{i}].secretName");
                     if let Some(c) = b.certificate(&id.namespace, secret, id, &field, diags) {
-                        b.claim(c, &names, id, &field, diags);
+                        b.claim_with(c, &names, id, &field, client_validation.clone(), diags);
                         hosts.extend(names);
                     }
                 }
-                None if b.default.is_some() => hosts.extend(names),
+                None if b.default.is_some() => {
+                    if client_validation.is_some() {
+                        diags.push(warning(
+                            id,
+                            &format!("spec.tls[{i}]"),
+                            "no secretName: the default certificate serves these hosts and asks \
+                             no client for a certificate, so the Ingress's requests on them are \
+                             refused (403; auth-tls-secret needs a tls entry with secretName)"
+                                .to_owned(),
+                        ));
+                    }
+                    hosts.extend(names)
+                }
                 None => diags.push(warning(
                     id,
                     &format!("spec.tls[{i}]"),
@@ -181,6 +199,62 @@ pub fn build(
         };
     }
     b.finish()
+}
+
+/// The client validation of an Ingress with `auth-tls-secret` (`a`): the Secret's `ca.crt`
+/// (a problem with it is an error, and no certificate verifies until it is fixed), and
+/// ingress-nginx's `ssl-client-*` headers.
+fn ingress_client_validation(
+    b: &mut TlsBuilder<'_>,
+    id: &ObjectRef,
+    a: &super::ingress_auth_tls::AuthTls,
+    diags: &mut Vec<Diagnostic>,
+) -> Arc<ClientValidation> {
+    let secret = LocalObjectRef {
+        name: a.secret.clone(),
+    };
+    let field = format!("metadata.annotations[{}]", a.key);
+    let crl = b
+        .snap
+        .secrets
+        .get(&(id.namespace.clone(), a.secret.clone()))
+        .is_some_and(|s| s.has_crl);
+    if crl {
+        // Accepting a certificate its issuer revoked would open what the list closes.
+        diags.push(Diagnostic::error(
+            id,
+            &field,
+            Reason::NotSupported,
+            format!(
+                "not supported yet: Secret {}/{} has ca.crl, and Tidegate does not check \
+                 revocation lists yet; no client certificate is accepted until it is removed",
+                id.namespace, a.secret
+            ),
+        ));
+    }
+    let ca = match b.ca_from(&id.namespace, "", Some(&secret), None, None) {
+        Some(CaResolved {
+            bundle,
+            problem: Some((_, why)),
+        }) => {
+            diags.push(Diagnostic::error(
+                id,
+                &field,
+                Reason::InvalidCertificateRef,
+                format!("{why}; no client certificate is accepted until it is fixed"),
+            ));
+            bundle
+        }
+        Some(r) => r.bundle,
+        None => None,
+    };
+    Arc::new(ClientValidation {
+        ca: ca.filter(|_| !crl),
+        required: a.required,
+        nginx_headers: Some(crate::model::NginxCertHeaders {
+            pass_certificate: a.pass_certificate,
+        }),
+    })
 }
 
 /// The last good certificate of each Secret, with the contents it was parsed from.
@@ -598,6 +672,7 @@ impl<'a> TlsBuilder<'a> {
                 ca: None,
                 auth: None,
                 jwks: None,
+                has_crl: false,
             }),
             (Err(e), _) | (_, Err(e)) => Err(e),
         };
@@ -838,6 +913,7 @@ mod tests {
                 ca: None,
                 auth: None,
                 jwks: None,
+                has_crl: false,
             }
         }
 

@@ -181,8 +181,8 @@ impl Refs {
         }
     }
 
-    /// What Ingresses reference: `spec.tls[].secretName`, the `auth-secret` and
-    /// `proxy-ssl-secret` annotations.
+    /// What Ingresses reference: `spec.tls[].secretName`, the `auth-secret`,
+    /// `proxy-ssl-secret` and `auth-tls-secret` annotations.
     pub fn ingresses<'a>(&mut self, ingresses: impl IntoIterator<Item = &'a Obj<IngressInfo>>) {
         use crate::controller::compile::ingress_translate::auth_secret;
         for i in ingresses {
@@ -199,6 +199,13 @@ impl Refs {
                 &i.meta.id.namespace,
             );
             if let Some(s) = proxy_ssl {
+                self.secret(&i.meta.id, s);
+            }
+            let auth_tls = crate::controller::compile::ingress_auth_tls::secret_name(
+                &i.spec.annotations,
+                &i.meta.id.namespace,
+            );
+            if let Some(s) = auth_tls {
                 self.secret(&i.meta.id, s);
             }
         }

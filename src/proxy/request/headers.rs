@@ -106,10 +106,58 @@ pub fn verified_client_cert<'c>(
     v: &crate::model::ClientValidation,
     conn: &'c crate::proxy::transport::ConnCtx,
 ) -> Option<&'c HeaderValue> {
+    verified_identity(v, conn).map(|c| &c.header)
+}
+
+/// The connection's client certificate, when `v`'s CA verified it.
+pub fn verified_identity<'c>(
+    v: &crate::model::ClientValidation,
+    conn: &'c crate::proxy::transport::ConnCtx,
+) -> Option<&'c crate::proxy::transport::ClientIdentity> {
     conn.client_cert
-        .as_ref()
+        .as_deref()
         .filter(|c| v.ca_fingerprint() == Some(&*c.ca_fingerprint))
-        .map(|c| &c.header)
+}
+
+/// ingress-nginx's client-certificate headers (an Ingress's `auth-tls-secret`).
+static SSL_CLIENT_VERIFY: HeaderName = HeaderName::from_static("ssl-client-verify");
+static SSL_CLIENT_SUBJECT_DN: HeaderName = HeaderName::from_static("ssl-client-subject-dn");
+static SSL_CLIENT_ISSUER_DN: HeaderName = HeaderName::from_static("ssl-client-issuer-dn");
+static SSL_CLIENT_CERT: HeaderName = HeaderName::from_static("ssl-client-cert");
+
+/// Sets ingress-nginx's `ssl-client-*` headers for `identity` (the connection's verified
+/// certificate, if any), as its template does for a host with `auth-tls-secret`: `SUCCESS`
+/// and the names (and the PEM when asked), or `NONE` alone. A client's own copies are
+/// removed first.
+pub fn set_nginx_client_cert(
+    h: &mut HeaderMap,
+    n: crate::model::NginxCertHeaders,
+    identity: Option<&crate::proxy::transport::ClientIdentity>,
+) {
+    for name in [
+        &SSL_CLIENT_VERIFY,
+        &SSL_CLIENT_SUBJECT_DN,
+        &SSL_CLIENT_ISSUER_DN,
+        &SSL_CLIENT_CERT,
+    ] {
+        h.remove(name);
+    }
+    match identity.and_then(|i| i.nginx.as_deref()) {
+        Some(id) => {
+            h.insert(
+                SSL_CLIENT_VERIFY.clone(),
+                HeaderValue::from_static("SUCCESS"),
+            );
+            h.insert(SSL_CLIENT_SUBJECT_DN.clone(), id.subject_dn.clone());
+            h.insert(SSL_CLIENT_ISSUER_DN.clone(), id.issuer_dn.clone());
+            if let (true, Some(pem)) = (n.pass_certificate, &id.escaped_cert) {
+                h.insert(SSL_CLIENT_CERT.clone(), pem.clone());
+            }
+        }
+        None => {
+            h.insert(SSL_CLIENT_VERIFY.clone(), HeaderValue::from_static("NONE"));
+        }
+    }
 }
 
 /// The protocol a client asks to switch to (`Connection: upgrade` + `Upgrade: x`), HTTP/1.1 only.

@@ -40,11 +40,143 @@ pub struct ClientIdentity {
     /// The `x-forwarded-client-cert` value: `Hash=<SHA-256 hex>;Subject="...";DNS="...";
     /// URI="...";IP="..."` (quoted values escaped, anything but printable ASCII replaced).
     pub header: http::HeaderValue,
+    /// ingress-nginx's header values, for hosts whose validation asks for them.
+    pub nginx: Option<Box<NginxIdentity>>,
+}
+
+/// The values of ingress-nginx's `ssl-client-*` headers for one verified certificate.
+#[derive(Debug)]
+pub struct NginxIdentity {
+    /// `ssl-client-subject-dn`: the subject in RFC 2253 form (nginx's `$ssl_client_s_dn`).
+    pub subject_dn: http::HeaderValue,
+    /// `ssl-client-issuer-dn`: the issuer, likewise (`$ssl_client_i_dn`).
+    pub issuer_dn: http::HeaderValue,
+    /// `ssl-client-cert`: the PEM, URL-encoded (`$ssl_client_escaped_cert`), when asked for.
+    pub escaped_cert: Option<http::HeaderValue>,
+}
+
+impl NginxIdentity {
+    /// The values for `cert` (DER `leaf`); the escaped PEM with `pass_certificate`.
+    fn of(
+        leaf: &[u8],
+        cert: &x509_parser::certificate::X509Certificate<'_>,
+        pass_certificate: bool,
+    ) -> Option<Self> {
+        let escaped_cert = if pass_certificate {
+            Some(http::HeaderValue::try_from(escaped_pem(leaf)).ok()?)
+        } else {
+            None
+        };
+        Some(Self {
+            subject_dn: http::HeaderValue::try_from(rfc2253(cert.subject())).ok()?,
+            issuer_dn: http::HeaderValue::try_from(rfc2253(cert.issuer())).ok()?,
+            escaped_cert,
+        })
+    }
+}
+
+/// A distinguished name as OpenSSL prints it with `XN_FLAG_RFC2253` (what nginx's
+/// `$ssl_client_s_dn` holds): the last RDN first, `,` between them, `+` inside one,
+/// `,+"\<>;` (and a leading `#` or space, a trailing space) escaped with `\`, bytes outside
+/// printable ASCII as `\XX`.
+fn rfc2253(name: &x509_parser::x509::X509Name<'_>) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for (i, rdn) in name
+        .iter()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .enumerate()
+    {
+        if i > 0 {
+            out.push(',');
+        }
+        for (j, attr) in rdn.iter().enumerate() {
+            if j > 0 {
+                out.push('+');
+            }
+            let oid = attr.attr_type();
+            let id = oid.to_id_string();
+            out.push_str(match id.as_str() {
+                "2.5.4.3" => "CN",
+                "2.5.4.4" => "SN",
+                "2.5.4.5" => "serialNumber",
+                "2.5.4.6" => "C",
+                "2.5.4.7" => "L",
+                "2.5.4.8" => "ST",
+                "2.5.4.9" => "street",
+                "2.5.4.10" => "O",
+                "2.5.4.11" => "OU",
+                "2.5.4.12" => "title",
+                "2.5.4.42" => "GN",
+                "2.5.4.43" => "initials",
+                "2.5.4.46" => "dnQualifier",
+                "2.5.4.65" => "pseudonym",
+                "0.9.2342.19200300.100.1.1" => "UID",
+                "0.9.2342.19200300.100.1.25" => "DC",
+                "1.2.840.113549.1.9.1" => "emailAddress",
+                other => other,
+            });
+            out.push('=');
+            let value = attr
+                .as_str()
+                .map(str::as_bytes)
+                .unwrap_or(attr.attr_value().data);
+            let last = value.len().saturating_sub(1);
+            for (k, &b) in value.iter().enumerate() {
+                match b {
+                    b',' | b'+' | b'"' | b'\\' | b'<' | b'>' | b';' => {
+                        out.push('\\');
+                        out.push(b as char);
+                    }
+                    b'#' | b' ' if k == 0 => {
+                        out.push('\\');
+                        out.push(b as char);
+                    }
+                    b' ' if k == last => out.push_str("\\ "),
+                    b' '..=b'~' => out.push(b as char),
+                    _ => {
+                        let _ = write!(out, "\\{b:02X}");
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The certificate as PEM, URL-encoded as nginx's `$ssl_client_escaped_cert` is: every byte
+/// but letters, digits and `-._~` as `%XX`.
+fn escaped_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    use std::fmt::Write;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    let mut out = String::with_capacity(pem.len() * 3 / 2);
+    for b in pem.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
 }
 
 impl ClientIdentity {
-    /// The identity of a verified leaf certificate (DER), verified by CA bundle `ca`.
-    pub fn of(leaf: &[u8], ca: &str) -> Option<Self> {
+    /// The identity of a verified leaf certificate (DER), verified by CA bundle `ca`; with
+    /// `nginx`, ingress-nginx's header values too.
+    pub fn of(
+        leaf: &[u8],
+        ca: &str,
+        nginx: Option<crate::model::NginxCertHeaders>,
+    ) -> Option<Self> {
         use std::fmt::Write;
         use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
         let (_, cert) = X509Certificate::from_der(leaf).ok()?;
@@ -89,9 +221,18 @@ impl ClientIdentity {
                 }
             }
         }
+        let nginx = match nginx {
+            Some(n) => Some(Box::new(NginxIdentity::of(
+                leaf,
+                &cert,
+                n.pass_certificate,
+            )?)),
+            None => None,
+        };
         Some(Self {
             ca_fingerprint: ca.into(),
             header: http::HeaderValue::try_from(v).ok()?,
+            nginx,
         })
     }
 }
@@ -162,7 +303,7 @@ mod tests {
             .push(rcgen::DnType::CommonName, "evil\";DNS=\"admin é");
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
-        let id = ClientIdentity::of(cert.der(), "ca").unwrap();
+        let id = ClientIdentity::of(cert.der(), "ca", None).unwrap();
         let value = id.header.to_str().unwrap();
         let hash = ring::digest::digest(&ring::digest::SHA256, cert.der());
         let hex: String = hash.as_ref().iter().map(|b| format!("{b:02x}")).collect();
@@ -173,5 +314,78 @@ mod tests {
             )
         );
         assert_eq!(&*id.ca_fingerprint, "ca");
+    }
+
+    /// ingress-nginx's header values are what nginx (OpenSSL) makes of the same certificate:
+    /// the names as `openssl x509 -nameopt RFC2253` prints them, the PEM as `openssl x509`
+    /// writes it, URL-encoded.
+    #[test]
+    fn the_nginx_values_are_what_openssl_prints() {
+        use std::io::Write;
+        let mut params = rcgen::CertificateParams::new(vec!["a.test".to_owned()]).unwrap();
+        let dn = &mut params.distinguished_name;
+        dn.push(rcgen::DnType::CountryName, "DE");
+        dn.push(rcgen::DnType::OrganizationName, "Acme, Inc.");
+        dn.push(rcgen::DnType::OrganizationalUnitName, " ops+dev ");
+        dn.push(rcgen::DnType::CommonName, "client #1 <a;b>");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let nginx = crate::model::NginxCertHeaders {
+            pass_certificate: true,
+        };
+        let id = ClientIdentity::of(cert.der(), "ca", Some(nginx)).unwrap();
+        let n = id.nginx.as_deref().unwrap();
+        let openssl = |args: &[&str]| {
+            let mut child = std::process::Command::new("openssl")
+                .arg("x509")
+                .args(args)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("openssl");
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(cert.pem().as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let subject = openssl(&["-noout", "-subject", "-nameopt", "RFC2253"]);
+        let subject = subject.trim().strip_prefix("subject=").unwrap();
+        assert_eq!(n.subject_dn.to_str().unwrap(), subject);
+        assert_eq!(n.issuer_dn.to_str().unwrap(), subject, "self-signed");
+        assert_eq!(
+            subject,
+            "OU=\\ ops\\+dev\\ ,O=Acme\\, Inc.,C=DE,CN=client #1 \\<a\\;b\\>"
+        );
+        let pem = openssl(&[]);
+        let decoded: String = {
+            let raw = n.escaped_cert.as_ref().unwrap().to_str().unwrap();
+            let mut out = Vec::new();
+            let mut bytes = raw.bytes();
+            while let Some(b) = bytes.next() {
+                if b == b'%' {
+                    let hex: String = [bytes.next().unwrap(), bytes.next().unwrap()]
+                        .iter()
+                        .map(|&c| c as char)
+                        .collect();
+                    out.push(u8::from_str_radix(&hex, 16).unwrap());
+                } else {
+                    out.push(b);
+                }
+            }
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(decoded, pem);
+        let raw = n.escaped_cert.as_ref().unwrap().to_str().unwrap();
+        assert!(raw.starts_with("-----BEGIN%20CERTIFICATE-----%0A"), "{raw}");
+        assert!(
+            ClientIdentity::of(cert.der(), "ca", None)
+                .unwrap()
+                .nginx
+                .is_none()
+        );
     }
 }

@@ -25,7 +25,7 @@ pub use self::redis::{Redis, RedisConfig, RedisMetrics, RedisSetupError, Unavail
 pub use body::{ClientBody, ProxyBody, RequestBody};
 pub use client_ip::{ClientIpConfig, ClientIpResolver, ForwardedHeader};
 pub use clients::Clients;
-pub use conn::{ActivityGuard, ConnCtx, ConnLimits};
+pub use conn::{ActivityGuard, ClientIdentity, ConnCtx, ConnLimits};
 pub use error::{BoxError, ErrorKind, UpstreamError};
 pub use l4::{L4Metrics, L4Proxy};
 pub use listener::{Handler, Http1Codec, Server, TlsListener};

@@ -282,7 +282,7 @@ impl TlsAcceptor {
             })?;
         let identity = validation.and_then(|v| {
             let leaf = stream.get_ref().1.peer_certificates()?.first()?;
-            ClientIdentity::of(leaf, v.ca_fingerprint()?).map(Arc::new)
+            ClientIdentity::of(leaf, v.ca_fingerprint()?, v.nginx_headers).map(Arc::new)
         });
         Ok(Handshake::Terminated(stream, identity))
     }

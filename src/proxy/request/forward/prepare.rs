@@ -55,10 +55,17 @@ pub(super) fn prepare(
 
     let h = req.headers_mut();
     headers::strip_hop_by_hop(h);
-    if let Some(v) = &t.rule.client_validation
-        && let Some(identity) = headers::verified_client_cert(v, t.conn)
-    {
-        h.insert(headers::X_FORWARDED_CLIENT_CERT.clone(), identity.clone());
+    if let Some(v) = &t.rule.client_validation {
+        let identity = headers::verified_identity(v, t.conn);
+        if let Some(identity) = identity {
+            h.insert(
+                headers::X_FORWARDED_CLIENT_CERT.clone(),
+                identity.header.clone(),
+            );
+        }
+        if let Some(n) = v.nginx_headers {
+            headers::set_nginx_client_cert(h, n, identity);
+        }
     }
     let port = match t.conn.scheme {
         "https" => &t.service.forwarded_ports.https,
