@@ -31,6 +31,9 @@ pub struct Case {
     pub canary: Option<CanaryIngress>,
     /// The Service every path goes to (default `web`).
     pub service: Option<String>,
+    /// The annotations (short names) the Ingress gets a warning for, one each (default none).
+    #[serde(default)]
+    pub warns: Vec<String>,
 }
 
 /// The canary Ingress of a case: its annotations (`canary: "true"` among them).

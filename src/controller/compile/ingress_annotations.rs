@@ -33,12 +33,10 @@ const NOT_YET: &[&str] = &[
     "auth-cache-duration",
     "auth-proxy-set-headers",
     "enable-global-auth",
-    "client-body-buffer-size",
     "custom-headers",
     "custom-http-errors",
     "default-backend",
     "from-to-www-redirect",
-    "http2-push-preload",
     "limit-connections",
     "limit-rate",
     "limit-rate-after",
@@ -52,18 +50,9 @@ const NOT_YET: &[&str] = &[
     "proxy-cookie-path",
     "proxy-send-timeout",
     "proxy-next-upstream-timeout",
-    "proxy-request-buffering",
     "proxy-redirect-from",
     "proxy-redirect-to",
-    "proxy-http-version",
-    "proxy-buffering",
-    "proxy-buffers-number",
-    "proxy-buffer-size",
-    "proxy-busy-buffers-size",
-    "proxy-max-temp-file-size",
-    "enable-rewrite-log",
     "satisfy",
-    "service-upstream",
     "session-cookie-name",
     "session-cookie-path",
     "session-cookie-domain",
@@ -73,17 +62,8 @@ const NOT_YET: &[&str] = &[
     "session-cookie-change-on-failure",
     "session-cookie-samesite",
     "session-cookie-conditional-samesite-none",
-    "ssl-ciphers",
-    "ssl-prefer-server-ciphers",
     "upstream-hash-by-subset",
     "upstream-hash-by-subset-size",
-    "connection-proxy-header",
-    "enable-access-log",
-    "enable-opentelemetry",
-    "opentelemetry-trust-incoming-span",
-    "opentelemetry-operation-name",
-    "enable-opentracing",
-    "opentracing-trust-incoming-span",
     "enable-modsecurity",
     "enable-owasp-core-rules",
     "modsecurity-transaction-id",
@@ -91,6 +71,118 @@ const NOT_YET: &[&str] = &[
     "mirror-target",
     "mirror-host",
 ];
+
+/// Annotations that tune nginx itself (its buffers, logs, ciphers, tracing module): what they
+/// set has no counterpart in Tidegate and changes nothing the Ingress routes, so the Ingress is
+/// served without them, each a warning saying in short what Tidegate does instead (short: the
+/// warnings of one Ingress share one Event of 1 KiB) — unless its value says what Tidegate
+/// does anyway. (name, values that match Tidegate, what Tidegate does; the README's table
+/// says more.)
+pub const TUNING: &[(&str, &[&str], &str)] = &[
+    (
+        "client-body-buffer-size",
+        &[],
+        "request bodies are streamed",
+    ),
+    (
+        "proxy-request-buffering",
+        &["off"],
+        "request bodies are streamed",
+    ),
+    ("proxy-buffering", &["off"], "responses are streamed"),
+    ("proxy-buffers-number", &[], "responses are streamed"),
+    ("proxy-buffer-size", &[], "responses are streamed"),
+    ("proxy-busy-buffers-size", &[], "responses are streamed"),
+    (
+        "proxy-max-temp-file-size",
+        &[],
+        "nothing is buffered to disk",
+    ),
+    (
+        "proxy-http-version",
+        &["1.1"],
+        "backends get HTTP/1.1 (or HTTP/2 per backend-protocol)",
+    ),
+    ("enable-rewrite-log", &["false"], "there is no rewrite log"),
+    (
+        "service-upstream",
+        &["false"],
+        "the gateway balances over the endpoints itself",
+    ),
+    ("ssl-ciphers", &[], "the listener offers rustls's suites"),
+    (
+        "ssl-prefer-server-ciphers",
+        &[],
+        "the listener offers rustls's suites",
+    ),
+    (
+        "connection-proxy-header",
+        &["keep-alive"],
+        "backend connections are pooled",
+    ),
+    (
+        "enable-access-log",
+        &["true"],
+        "the access log is the gateway's (--access-log)",
+    ),
+    (
+        "enable-opentelemetry",
+        &[],
+        "traceparent is passed on for every request",
+    ),
+    (
+        "opentelemetry-trust-incoming-span",
+        &["true"],
+        "an incoming traceparent is continued",
+    ),
+    (
+        "opentelemetry-operation-name",
+        &[],
+        "there are no per-Ingress spans",
+    ),
+    (
+        "enable-opentracing",
+        &[],
+        "traceparent is passed on for every request",
+    ),
+    (
+        "opentracing-trust-incoming-span",
+        &["true"],
+        "an incoming traceparent is continued",
+    ),
+    (
+        "http2-push-preload",
+        &["false"],
+        "HTTP/2 server push is never sent",
+    ),
+];
+
+/// What Tidegate does instead of tuning annotation `name` set to `value`: `None` when it is not
+/// one, `Some(None)` when the value says what Tidegate does anyway.
+fn tuning(name: &str, value: &str) -> Option<Option<&'static str>> {
+    let (_, same, what) = TUNING.iter().find(|(n, _, _)| *n == name)?;
+    Some((!same.contains(&value.trim())).then_some(*what))
+}
+
+/// The migration outcome of each tuning annotation in `annotations` (see [`TUNING`]).
+pub fn tuning_outcomes(
+    annotations: &BTreeMap<String, String>,
+    outcomes: &mut BTreeMap<String, super::ingress_translate::Outcome>,
+) {
+    use super::ingress_translate::Outcome;
+    for (key, value) in annotations {
+        let Some(name) = PREFIXES.iter().find_map(|p| key.strip_prefix(p)) else {
+            continue;
+        };
+        if let Some(instead) = tuning(name, value) {
+            let outcome = match instead {
+                None => Outcome::Carried,
+                Some(what) => Outcome::NotCarried(format!("no counterpart: {what}")),
+            };
+            outcomes.insert(key.clone(), outcome);
+        }
+    }
+}
 
 /// Why a much-used annotation is not carried yet, and what to write instead meanwhile.
 fn why_not_yet(name: &str) -> &'static str {
@@ -159,6 +251,22 @@ pub fn check(annotations: &BTreeMap<String, String>, f: &mut Findings<'_>) {
             n if super::ingress_proxy_ssl::NAMES.contains(&n)
                 || super::ingress_passthrough::NAMES.contains(&n)
                 || super::ingress_auth_tls::NAMES.contains(&n) => {}
+            n if let Some(instead) = tuning(n, &annotations[key]) => {
+                if let Some(what) = instead {
+                    f.push(Diagnostic {
+                        severity: Severity::Warning,
+                        ..Diagnostic::error(
+                            f.id(),
+                            field(key),
+                            Reason::Invalid,
+                            format!(
+                                "{:?} has no effect in Tidegate: {what}",
+                                annotations[key].trim()
+                            ),
+                        )
+                    })
+                }
+            }
             n if REFUSED.contains(&n) => f.push(Diagnostic::error(
                 f.id(),
                 field(key),
@@ -262,6 +370,44 @@ mod tests {
     }
 
     #[test]
+    fn tuning_annotations_serve_with_a_warning_unless_they_say_what_tidegate_does() {
+        let (_, d) = run(&[
+            ("nginx.ingress.kubernetes.io/proxy-buffer-size", "16k"),
+            ("nginx.ingress.kubernetes.io/proxy-request-buffering", "off"),
+            ("tidegate.dev/proxy-http-version", "1.0"),
+        ]);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d.iter().all(|d| d.severity == Severity::Warning), "{d:?}");
+        assert_eq!(
+            d[0].message,
+            "\"16k\" has no effect in Tidegate: responses are streamed"
+        );
+        assert_eq!(
+            d[1].field,
+            "metadata.annotations[tidegate.dev/proxy-http-version]"
+        );
+        let mut outcomes = BTreeMap::new();
+        let a = [
+            ("nginx.ingress.kubernetes.io/proxy-buffering", "on"),
+            ("nginx.ingress.kubernetes.io/proxy-buffering-x", "on"),
+            ("nginx.ingress.kubernetes.io/enable-access-log", "true"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
+        tuning_outcomes(&a, &mut outcomes);
+        use super::super::ingress_translate::Outcome;
+        assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+        assert!(matches!(
+            &outcomes["nginx.ingress.kubernetes.io/proxy-buffering"],
+            Outcome::NotCarried(why) if why.contains("streamed")
+        ));
+        assert_eq!(
+            outcomes["nginx.ingress.kubernetes.io/enable-access-log"],
+            Outcome::Carried
+        );
+    }
+
+    #[test]
     fn one_annotation_under_both_prefixes_is_an_error() {
         let (_, d) = run(&[
             ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
@@ -277,6 +423,7 @@ mod tests {
         all.extend(ingress_canary::NAMES);
         all.extend(super::super::ingress_proxy_ssl::NAMES);
         all.extend(super::super::ingress_passthrough::NAMES);
+        all.extend(TUNING.iter().map(|(n, _, _)| *n));
         all.extend(super::super::ingress_auth_tls::NAMES);
         let n = all.len();
         all.sort_unstable();

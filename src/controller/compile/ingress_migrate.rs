@@ -45,6 +45,7 @@ pub fn migrate(
         outcomes: t.outcomes.clone(),
         ..Migrated::default()
     };
+    super::ingress_annotations::tuning_outcomes(&ing.annotations, &mut m.outcomes);
     if t.canary.is_some() {
         super::ingress_canary::check_joins(obj, all, |_| true, &mut f);
         plan(ing, &t, &Default::default(), &mut f);
