@@ -544,6 +544,7 @@ fn balancing(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings
         t.load_balancer = Some(api::LoadBalancer {
             algorithm: api::LbAlgorithm::ConsistentHash,
             hash_on: Some(on),
+            session_persistence: None,
         });
         t.outcomes.insert(
             key.clone(),
@@ -574,6 +575,7 @@ fn balancing(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings
             t.load_balancer = Some(api::LoadBalancer {
                 algorithm: api::LbAlgorithm::LeastRequest,
                 hash_on: None,
+                session_persistence: None,
             });
             t.outcomes.insert(
                 key,
