@@ -82,6 +82,7 @@ pub fn compile_ingress(
         h2c: t.h2c,
         load_balancing: super::backend::load_balancing(t.load_balancer.as_ref(), &mut f),
         connect_timeout: t.connect_timeout,
+        session_persistence: super::backend::session_persistence(t.load_balancer.as_ref(), &mut f),
     };
     // The Route compiler's view of the Ingress: its identity, no Route-level settings.
     let shell = Obj {

@@ -203,6 +203,7 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     backend_protocol(a, &mut t, f);
     retries(a, &mut t, f);
     balancing(a, &mut t, f);
+    super::ingress_affinity::read(a, &mut t, f);
     if flag(&mut t, "enable-cors", f) == Some(true) {
         cors(a, &mut t);
     } else {

@@ -142,6 +142,9 @@ impl<'a> Targets<'a> {
             if let Some(t) = settings.connect_timeout {
                 id.push_str(&format!("/connect={}s", t.as_secs()));
             }
+            if let Some(s) = &settings.session_persistence {
+                id.push_str(&session_label(s));
+            }
         }
         let id = ObjectRef::new(Kind::Service, namespace, id);
         let protocol = match port.protocol.as_str() {
@@ -159,6 +162,7 @@ impl<'a> Targets<'a> {
             } else {
                 settings.load_balancing.clone()
             },
+            session_persistence: settings.session_persistence.clone().filter(|_| !udp),
             connection: crate::model::ConnectionLimits {
                 connect_timeout: settings.connect_timeout.filter(|_| !udp),
                 ..Default::default()
@@ -255,6 +259,7 @@ impl<'a> Targets<'a> {
                 h2c: p.protocol == UpstreamProtocol::H2c,
                 load_balancing: p.load_balancer.clone(),
                 connect_timeout: p.connection.connect_timeout,
+                session_persistence: p.session_persistence.clone(),
             };
             return self.service_with(ns, canary, port, &settings);
         }
@@ -290,6 +295,38 @@ pub struct ServiceSettings {
     pub load_balancing: LoadBalancing,
     /// `proxy-connect-timeout` (whole seconds).
     pub connect_timeout: Option<std::time::Duration>,
+    /// `affinity: cookie` and `session-cookie-*`.
+    pub session_persistence: Option<Arc<crate::model::SessionCookie>>,
+}
+
+/// The part of a Service backend's id that says it keeps sessions: `/sticky=NAME`, then the
+/// cookie settings that are not the defaults (two Ingresses that set the cookie differently get
+/// backends of their own).
+fn session_label(s: &crate::model::SessionCookie) -> String {
+    use std::fmt::Write;
+    let mut label = format!("/sticky={}", s.name);
+    if let Some(p) = &s.path {
+        let _ = write!(label, ",path={p}");
+    }
+    if let Some(d) = &s.domain {
+        let _ = write!(label, ",domain={d}");
+    }
+    if let Some(a) = s.max_age {
+        let _ = write!(label, ",max-age={}s", a.as_secs());
+    }
+    if let Some(secure) = s.secure {
+        let _ = write!(label, ",secure={secure}");
+    }
+    if !s.http_only {
+        label.push_str(",http-only=false");
+    }
+    if let Some(v) = s.same_site {
+        let _ = write!(label, ",same-site={v:?}");
+    }
+    if s.change_on_failure {
+        label.push_str(",change-on-failure");
+    }
+    label
 }
 
 impl ServiceSettings {
