@@ -73,10 +73,20 @@ async fn a_session_cookie_keeps_a_client_on_its_endpoint_until_it_goes() {
             value.len() == 16 && value.bytes().all(|b| b.is_ascii_hexdigit()),
             "{header}"
         );
+        let expires = header
+            .split("; ")
+            .find_map(|a| a.strip_prefix("Expires="))
+            .expect("Expires");
+        let in_two_days = std::time::SystemTime::now() + Duration::from_secs(172_800);
+        let at = httpdate::parse_http_date(expires).expect("an HTTP date");
         assert!(
-            header.contains("; Path=/app; Max-Age=172800; Expires=")
-                && header.ends_with("GMT; HttpOnly; SameSite=Lax"),
+            at <= in_two_days + Duration::from_secs(1)
+                && in_two_days <= at + Duration::from_secs(60),
             "{header}"
+        );
+        assert_eq!(
+            header,
+            format!("{pair}; Expires={expires}; Max-Age=172800; Path=/app; HttpOnly; SameSite=Lax")
         );
         seen.insert(upstream(&r));
         cookies.push((pair, upstream(&r)));

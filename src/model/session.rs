@@ -105,19 +105,21 @@ impl SessionCookie {
         tls: bool,
         now: SystemTime,
     ) -> Option<HeaderValue> {
+        // Attributes in the order ingress-nginx (lua-resty-cookie) writes them.
         let mut v = String::with_capacity(96);
-        let _ = write!(v, "{}={id}; Path={}", self.name, self.path_for(matched));
-        if let Some(d) = &self.domain {
-            let _ = write!(v, "; Domain={d}");
-        }
+        let _ = write!(v, "{}={id}", self.name);
         if let Some(age) = self.max_age {
             let _ = write!(
                 v,
-                "; Max-Age={}; Expires={}",
-                age.as_secs(),
-                httpdate::fmt_http_date(now + age)
+                "; Expires={}; Max-Age={}",
+                httpdate::fmt_http_date(now + age),
+                age.as_secs()
             );
         }
+        if let Some(d) = &self.domain {
+            let _ = write!(v, "; Domain={d}");
+        }
+        let _ = write!(v, "; Path={}", self.path_for(matched));
         if self.secure.unwrap_or(tls) {
             v.push_str("; Secure");
         }
@@ -179,8 +181,8 @@ mod tests {
         assert_eq!(
             c.set_cookie("1", &PathMatcher::prefix("/shop"), true, at)
                 .unwrap(),
-            "route=1; Path=/shop; Domain=example.com; Max-Age=172800; \
-             Expires=Thu, 16 Nov 2023 22:13:20 GMT; SameSite=Strict"
+            "route=1; Expires=Thu, 16 Nov 2023 22:13:20 GMT; Max-Age=172800; \
+             Domain=example.com; Path=/shop; SameSite=Strict"
         );
     }
 }
