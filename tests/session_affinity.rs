@@ -210,3 +210,52 @@ fn bad_session_settings_are_rejected_with_their_field() {
         assert!(text.contains(field), "{field}: {text}");
     }
 }
+
+/// A split between two Backends that keep sessions: a client stays on the side that holds its
+/// session (ingress-nginx's sticky canaries), a new client is split by weight, and a side
+/// whose weight goes to 0 keeps no sessions.
+#[tokio::test]
+async fn a_weighted_split_keeps_a_session_on_the_backend_that_holds_it() {
+    let ups = [
+        Upstream::start("main").await,
+        Upstream::start("canary").await,
+    ];
+    let split = |canary_weight: u32| {
+        backend_yaml_with("main", &[ups[0].addr.to_string()], SESSION)
+            + &backend_yaml_with("canary", &[ups[1].addr.to_string()], SESSION)
+            + &format!(
+                "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: {{ name: r }}\nspec:\n  rules:\n    - matches: [{{ path: {{ value: /app }} }}]\n      backendRefs: [{{ name: main, weight: 50 }}, {{ name: canary, weight: {canary_weight} }}]\n---\n"
+            )
+    };
+    let cfg = ConfigDir::new();
+    cfg.write("all.yaml", &split(50));
+    let gw = Binary::start(cfg.path(), &[]).ready().await;
+    let c = HttpClient::http1();
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let r = get(&c, gw.http, None).await;
+        sessions.push((set_cookie(&r).unwrap().0, upstream(&r)));
+    }
+    let sides: HashSet<&str> = sessions.iter().map(|(_, s)| s.as_str()).collect();
+    assert_eq!(sides.len(), 2, "the split alternates: {sessions:?}");
+    for (pair, side) in &sessions {
+        for _ in 0..4 {
+            let r = get(&c, gw.http, Some(pair)).await;
+            assert_eq!(&upstream(&r), side);
+            assert!(set_cookie(&r).is_none());
+        }
+    }
+    // The canary rolled back to 0: its clients go to main, with a new cookie.
+    cfg.write("all.yaml", &split(0));
+    let (on_canary, _) = sessions.iter().find(|(_, s)| s == "canary").unwrap();
+    let r = eventually(
+        Duration::from_secs(10),
+        "the canary is rolled back",
+        || async {
+            let r = get(&c, gw.http, Some(on_canary)).await;
+            (upstream(&r) == "main").then_some(r)
+        },
+    )
+    .await;
+    assert!(set_cookie(&r).is_some());
+}

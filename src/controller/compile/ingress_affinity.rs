@@ -56,7 +56,7 @@ pub fn read(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<
         );
     }
     if t.canary.is_some() {
-        canary(a, f);
+        canary(a, t, f);
         return;
     }
     if let Some((key, _)) = get(a, "affinity-canary-behavior") {
@@ -116,32 +116,38 @@ pub fn read(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<
 }
 
 /// On a canary Ingress the main Ingress's affinity applies (ingress-nginx's default canary
-/// behavior, `sticky`, copies it to the canary's endpoints).
-fn canary(a: &BTreeMap<String, String>, f: &mut Findings<'_>) {
+/// behavior, `sticky`, copies it to the canary's endpoints), and a client keeps the side of
+/// the split that holds its session.
+fn canary(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
     for name in NAMES.iter().filter(|n| **n != "session-cookie-hash") {
         let Some((key, v)) = get(a, name) else {
             continue;
         };
-        let why = match (*name, v.trim()) {
+        match (*name, v.trim()) {
             ("affinity-canary-behavior", "sticky") => {
-                "the canary's endpoints keep sessions as the main Ingress's affinity says; the \
-                 split between the main and canary Services is still made per request (a \
-                 session may move between them), where ingress-nginx keeps it on one"
+                t.outcomes.insert(key, Outcome::Carried);
             }
             ("affinity-canary-behavior", "legacy") => {
-                "the canary's endpoints keep sessions as the main Ingress's affinity says \
-                 (legacy would pick them without a session)"
+                t.outcomes.insert(
+                    key,
+                    Outcome::Approximated(
+                        "as sticky: the canary's endpoints keep sessions as the main Ingress's \
+                         affinity says, and a client whose session the canary (or the main \
+                         backend) holds stays there; legacy lets the split ignore sessions"
+                            .to_owned(),
+                    ),
+                );
             }
             ("affinity-canary-behavior", _) => {
                 f.invalid(field(&key), format!("{v:?} must be sticky or legacy"));
-                continue;
             }
-            _ => {
+            _ => warn(
+                f,
+                &key,
                 "it has no effect on a canary Ingress: the canary's endpoints keep sessions as \
-                 the main Ingress's affinity says (ingress-nginx's default canary behavior)"
-            }
-        };
-        warn(f, &key, why);
+                 the main Ingress's affinity says (ingress-nginx's default canary behavior)",
+            ),
+        }
     }
 }
 
@@ -466,7 +472,11 @@ mod tests {
             ("affinity-canary-behavior", "sticky"),
         ]);
         assert!(t.load_balancer.is_none());
-        assert_eq!(d.len(), 2, "{d:?}");
-        assert!(d.iter().all(|d| d.severity == Severity::Warning), "{d:?}");
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(d[0].severity == Severity::Warning && d[0].field.contains("affinity]"));
+        assert_eq!(
+            t.outcomes[&format!("{N}affinity-canary-behavior")],
+            Outcome::Carried
+        );
     }
 }

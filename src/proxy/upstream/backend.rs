@@ -375,6 +375,20 @@ impl BackendState {
         self.pick(ctx).map(|e| (e, false))
     }
 
+    /// Whether the session cookie in `headers` names an endpoint of this backend that is in
+    /// the set and available (a split between backends keeps such a request here).
+    pub fn holds_session(&self, headers: &http::HeaderMap) -> bool {
+        let pool = self.pool.load();
+        let (Some(cookie), Some(sticky)) = (&pool.config.session_persistence, &pool.sticky) else {
+            return false;
+        };
+        cookie
+            .value_in(headers)
+            .and_then(balance::sticky::parse_cookie)
+            .and_then(|id| sticky.find(id))
+            .is_some_and(|i| pool.endpoints[i].available(self.clock.now_ms()))
+    }
+
     /// The balancing policy (for computing a request's hash key).
     pub fn load_balancing(&self) -> LoadBalancing {
         self.pool.load().config.load_balancer.clone()
