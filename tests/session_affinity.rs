@@ -259,3 +259,29 @@ async fn a_weighted_split_keeps_a_session_on_the_backend_that_holds_it() {
     .await;
     assert!(set_cookie(&r).is_some());
 }
+
+/// `conditionalSameSiteNone`: `SameSite=None` is left out for a browser that mishandles it.
+#[tokio::test]
+async fn samesite_none_is_left_out_for_old_browsers_when_asked() {
+    let up = Upstream::start("u0").await;
+    let cfg = ConfigDir::new();
+    let session = "  loadBalancer:\n    sessionPersistence: { cookieName: s, sameSite: None, secure: true, conditionalSameSiteNone: true }\n";
+    cfg.write("all.yaml", &config(&[&up], session, ""));
+    let gw = Binary::start(cfg.path(), &[]).ready().await;
+    let c = HttpClient::http1();
+    let cookie = |ua: &'static str| {
+        let c = c.clone();
+        async move {
+            let r = c.get(gw.http, "h", "/app", &[("user-agent", ua)]).await;
+            set_cookie(&r).unwrap().1
+        }
+    };
+    let old = "Mozilla/5.0 (Windows NT 10.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/59.0.3071.115 Safari/537.36";
+    let new = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+    assert!(cookie(old).await.ends_with("; Path=/app; Secure; HttpOnly"));
+    assert!(
+        cookie(new)
+            .await
+            .ends_with("; Path=/app; Secure; HttpOnly; SameSite=None")
+    );
+}

@@ -212,6 +212,11 @@ pub struct SessionPersistence {
     /// `SameSite` (default: not sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub same_site: Option<SameSite>,
+    /// With `sameSite: None`: leave the attribute out for the old browsers that reject or
+    /// mishandle it, recognized by their User-Agent as ingress-nginx recognizes them (default
+    /// false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditional_same_site_none: Option<bool>,
     /// When an attempt on the cookie's endpoint fails and the Route retries: true moves the
     /// retry to another endpoint (the cookie then names the one that answers); false (the
     /// default, as ingress-nginx) retries on the same endpoint while it is available.

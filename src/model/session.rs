@@ -49,6 +49,10 @@ pub struct SessionCookie {
     /// `SameSite`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub same_site: Option<SameSite>,
+    /// `SameSite=None` is left out for clients that reject or mishandle it (see
+    /// [`same_site_none_compatible`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub conditional_same_site_none: bool,
     /// A retry after a failed attempt on the cookie's endpoint goes to another endpoint (and
     /// the cookie follows it); otherwise it stays on that endpoint while it is available.
     pub change_on_failure: bool,
@@ -69,8 +73,21 @@ impl SessionCookie {
             secure: None,
             http_only: true,
             same_site: None,
+            conditional_same_site_none: false,
             change_on_failure: false,
         }
+    }
+
+    /// Whether `SameSite=None` is to be left out for a request with these headers (the
+    /// setting is on and its User-Agent is one that mishandles it).
+    pub fn omit_same_site_none(&self, headers: &http::HeaderMap) -> bool {
+        self.conditional_same_site_none
+            && self.same_site == Some(SameSite::None)
+            && !same_site_none_compatible(
+                headers
+                    .get(http::header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok()),
+            )
     }
 
     /// The value of this cookie in request headers `headers`, if they carry it.
@@ -103,6 +120,7 @@ impl SessionCookie {
         id: &str,
         matched: &PathMatcher,
         tls: bool,
+        omit_same_site_none: bool,
         now: SystemTime,
     ) -> Option<HeaderValue> {
         // Attributes in the order ingress-nginx (lua-resty-cookie) writes them.
@@ -126,15 +144,32 @@ impl SessionCookie {
         if self.http_only {
             v.push_str("; HttpOnly");
         }
-        if let Some(s) = self.same_site {
-            v.push_str(match s {
-                SameSite::Strict => "; SameSite=Strict",
-                SameSite::Lax => "; SameSite=Lax",
-                SameSite::None => "; SameSite=None",
-            });
+        match self.same_site {
+            Some(SameSite::Strict) => v.push_str("; SameSite=Strict"),
+            Some(SameSite::Lax) => v.push_str("; SameSite=Lax"),
+            Some(SameSite::None) if !omit_same_site_none => v.push_str("; SameSite=None"),
+            Some(SameSite::None) | None => {}
         }
         HeaderValue::try_from(v).ok()
     }
+}
+
+/// Whether a client with this User-Agent takes `SameSite=None` (ingress-nginx's list, after
+/// <https://www.chromium.org/updates/same-site/incompatible-clients>): Chrome 40–69, iOS 12
+/// and Safari on macOS 10.14 do not.
+pub fn same_site_none_compatible(user_agent: Option<&str>) -> bool {
+    let Some(ua) = user_agent else {
+        return true;
+    };
+    let old_chrome = ["Chrome/4", "Chrome/5", "Chrome/6"]
+        .iter()
+        .any(|c| ua.contains(c));
+    let ios_12 = ua.contains("CPU iPhone OS 12") || ua.contains("iPad; CPU OS 12");
+    let mojave_safari = ua.contains("Macintosh")
+        && ua.contains("Intel Mac OS X 10_14")
+        && ua.contains("Safari")
+        && !ua.contains("Chrome");
+    !(old_chrome || ios_12 || mojave_safari)
 }
 
 #[cfg(test)]
@@ -163,11 +198,11 @@ mod tests {
         let root = PathMatcher::prefix("/");
         let c = SessionCookie::new("route");
         assert_eq!(
-            c.set_cookie("00ff", &root, false, at).unwrap(),
+            c.set_cookie("00ff", &root, false, false, at).unwrap(),
             "route=00ff; Path=/; HttpOnly"
         );
         assert_eq!(
-            c.set_cookie("00ff", &root, true, at).unwrap(),
+            c.set_cookie("00ff", &root, true, false, at).unwrap(),
             "route=00ff; Path=/; Secure; HttpOnly"
         );
         let c = SessionCookie {
@@ -179,10 +214,46 @@ mod tests {
             ..c
         };
         assert_eq!(
-            c.set_cookie("1", &PathMatcher::prefix("/shop"), true, at)
+            c.set_cookie("1", &PathMatcher::prefix("/shop"), true, false, at)
                 .unwrap(),
             "route=1; Expires=Thu, 16 Nov 2023 22:13:20 GMT; Max-Age=172800; \
              Domain=example.com; Path=/shop; SameSite=Strict"
+        );
+    }
+
+    #[test]
+    fn samesite_none_is_left_out_for_the_clients_that_mishandle_it() {
+        let old = [
+            "Mozilla/5.0 (Windows NT 10.0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/59.0.3071.115 Safari/537.36",
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 12_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/12.0 Mobile/15E148 Safari/604.1",
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_14_6) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/12.1.2 Safari/605.1.15",
+        ];
+        let new = [
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_14_6) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/90.0 Safari/537.36",
+            "curl/8.5.0",
+        ];
+        assert!(old.iter().all(|ua| !same_site_none_compatible(Some(ua))));
+        assert!(new.iter().all(|ua| same_site_none_compatible(Some(ua))));
+        assert!(same_site_none_compatible(None));
+        let c = SessionCookie {
+            same_site: Some(SameSite::None),
+            conditional_same_site_none: true,
+            ..SessionCookie::new("s")
+        };
+        let mut h = http::HeaderMap::new();
+        assert!(!c.omit_same_site_none(&h));
+        h.insert(http::header::USER_AGENT, old[0].parse().unwrap());
+        assert!(c.omit_same_site_none(&h));
+        let at = SystemTime::UNIX_EPOCH;
+        let root = PathMatcher::prefix("/");
+        assert_eq!(
+            c.set_cookie("1", &root, true, true, at).unwrap(),
+            "s=1; Path=/; Secure; HttpOnly"
+        );
+        assert_eq!(
+            c.set_cookie("1", &root, true, false, at).unwrap(),
+            "s=1; Path=/; Secure; HttpOnly; SameSite=None"
         );
     }
 }

@@ -234,7 +234,8 @@ pub fn cases() -> Vec<Case> {
                 s["loadBalancer"] = json!({"algorithm": "LeastRequest", "sessionPersistence": {
                     "type": "Cookie", "cookieName": "route", "path": "/shop",
                     "domain": ".example.com", "maxAge": "48h", "secure": true,
-                    "httpOnly": false, "sameSite": "Lax", "changeOnFailure": true}})
+                    "httpOnly": false, "sameSite": "None", "conditionalSameSiteNone": true,
+                    "changeOnFailure": true}})
             }),
         ),
         ok(

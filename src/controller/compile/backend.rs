@@ -547,6 +547,7 @@ pub(super) fn session_persistence(
                 api::SameSite::Lax => SameSite::Lax,
                 api::SameSite::None => SameSite::None,
             }),
+            conditional_same_site_none: s.conditional_same_site_none.unwrap_or(false),
             change_on_failure: s.change_on_failure.unwrap_or(false),
             ..SessionCookie::new(name)
         })

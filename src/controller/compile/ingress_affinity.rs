@@ -303,17 +303,7 @@ fn flags(
         };
         t.outcomes.insert(key, Outcome::Carried);
     }
-    if flag("session-cookie-conditional-samesite-none", t, f) == Some(true) {
-        let (key, _) = get(a, "session-cookie-conditional-samesite-none").unwrap_or_default();
-        t.outcomes.insert(
-            key,
-            Outcome::Approximated(
-                "SameSite=None is sent to every browser (ingress-nginx leaves it out for the old \
-                 ones that mishandle it, by their User-Agent)"
-                    .to_owned(),
-            ),
-        );
-    }
+    s.conditional_same_site_none = flag("session-cookie-conditional-samesite-none", t, f);
 }
 
 #[cfg(test)]
@@ -369,6 +359,7 @@ mod tests {
             ("session-cookie-expires", "172800"),
             ("session-cookie-max-age", "172800"),
             ("session-cookie-samesite", "None"),
+            ("session-cookie-conditional-samesite-none", "true"),
             ("session-cookie-change-on-failure", "true"),
             ("session-cookie-path", "/app"),
             ("session-cookie-domain", ".example.com"),
@@ -382,6 +373,7 @@ mod tests {
             (s.secure, s.same_site, s.change_on_failure),
             (Some(true), Some(api::SameSite::None), Some(true))
         );
+        assert_eq!(s.conditional_same_site_none, Some(true));
         assert_eq!(
             (s.path.as_deref(), s.domain.as_deref()),
             (Some("/app"), Some(".example.com"))
@@ -390,12 +382,11 @@ mod tests {
     }
 
     #[test]
-    fn balanced_mode_expires_alone_and_conditional_samesite_are_approximated() {
+    fn balanced_mode_and_expires_alone_are_approximated() {
         let (t, d) = run(&[
             ("affinity", "cookie"),
             ("affinity-mode", "balanced"),
             ("session-cookie-expires", "60"),
-            ("session-cookie-conditional-samesite-none", "true"),
             ("session-cookie-secure", "false"),
         ]);
         assert!(d.is_empty(), "{d:?}");
@@ -404,11 +395,7 @@ mod tests {
             Some(60)
         );
         assert_eq!(session(&t).secure, None, "false: Secure over https only");
-        for name in [
-            "affinity-mode",
-            "session-cookie-expires",
-            "session-cookie-conditional-samesite-none",
-        ] {
+        for name in ["affinity-mode", "session-cookie-expires"] {
             assert!(
                 matches!(t.outcomes[&format!("{N}{name}")], Outcome::Approximated(_)),
                 "{name}"

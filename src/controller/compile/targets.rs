@@ -323,6 +323,9 @@ fn session_label(s: &crate::model::SessionCookie) -> String {
     if let Some(v) = s.same_site {
         let _ = write!(label, ",same-site={v:?}");
     }
+    if s.conditional_same_site_none {
+        label.push_str(",conditional-same-site-none");
+    }
     if s.change_on_failure {
         label.push_str(",change-on-failure");
     }

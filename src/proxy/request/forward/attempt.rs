@@ -71,6 +71,9 @@ pub(super) async fn run(
         .zip(head.as_ref())
         .and_then(|(s, h)| s.value_in(h))
         .and_then(sticky::parse_cookie);
+    let omit_same_site_none = session
+        .zip(head.as_ref())
+        .is_some_and(|(s, h)| s.omit_same_site_none(h));
     let mut follow = cookie_id;
 
     let mut attempt = 1;
@@ -161,7 +164,8 @@ pub(super) async fn run(
         }
         let mut answer = outcome?;
         if let Some(s) = session {
-            set_session_cookie(s, &endpoint, cookie_id, t, &mut answer.0);
+            let cookie = (cookie_id, omit_same_site_none);
+            set_session_cookie(s, &endpoint, cookie, t, &mut answer.0);
         }
         ex.hold(admitted.permit, in_flight);
         return Ok(answer);
@@ -225,11 +229,11 @@ fn pick_session(
 }
 
 /// Sets the session cookie on `resp` for the endpoint that answered, unless the request's
-/// cookie already names it.
+/// cookie (its id, and whether its client gets no `SameSite=None`) already names it.
 fn set_session_cookie(
     s: &SessionCookie,
     endpoint: &EndpointState,
-    cookie_id: Option<u64>,
+    (cookie_id, omit_same_site_none): (Option<u64>, bool),
     t: &Target<'_>,
     resp: &mut Response<ProxyBody>,
 ) {
@@ -239,7 +243,8 @@ fn set_session_cookie(
     }
     let value = sticky::CookieValue::of(id);
     let tls = t.conn.scheme == "https";
-    if let Some(v) = s.set_cookie(value.as_str(), t.matched, tls, SystemTime::now()) {
+    let now = SystemTime::now();
+    if let Some(v) = s.set_cookie(value.as_str(), t.matched, tls, omit_same_site_none, now) {
         resp.headers_mut().append(http::header::SET_COOKIE, v);
     }
 }
