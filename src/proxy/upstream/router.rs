@@ -64,7 +64,7 @@ impl Router {
             _ => self.splits[rule_index].fetch_add(1, Ordering::Relaxed),
         };
         let picked = crate::model::pick(backends, schedule, n, headers)?;
-        if self.sticky_splits.get(rule_index).copied().unwrap_or(false)
+        if self.sticky_splits[rule_index]
             && !picked.backend_ref.overridden(headers)
             && let Some(p) = self.session_holder(backends, headers)
         {

@@ -66,14 +66,15 @@ pub(super) async fn run(
     };
     state.budget.deposit();
     // Sticky sessions: the endpoint the request's cookie names, if it is a session id.
+    // (One branch for backends without: nothing else runs for them.)
     let session = cfg.session_persistence.as_deref();
-    let cookie_id = session
-        .zip(head.as_ref())
-        .and_then(|(s, h)| s.value_in(h))
-        .and_then(sticky::parse_cookie);
-    let omit_same_site_none = session
-        .zip(head.as_ref())
-        .is_some_and(|(s, h)| s.omit_same_site_none(h));
+    let (cookie_id, omit_same_site_none) = match (session, &head) {
+        (Some(s), Some(h)) => (
+            s.value_in(h).and_then(sticky::parse_cookie),
+            s.omit_same_site_none(h),
+        ),
+        _ => (None, false),
+    };
     let mut follow = cookie_id;
 
     let mut attempt = 1;
@@ -155,7 +156,9 @@ pub(super) async fn run(
             ex.retries += 1;
             tracing::debug!(route = %t.rule.label, endpoint = %endpoint.endpoint.address, attempt, "retrying");
             drop((outcome, in_flight, admitted.permit));
-            if session.is_some_and(|s| s.change_on_failure) {
+            if let Some(s) = session
+                && s.change_on_failure
+            {
                 follow = None;
             }
             tokio::time::sleep(backoff).await;
