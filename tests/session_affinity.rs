@@ -59,6 +59,8 @@ async fn a_session_cookie_keeps_a_client_on_its_endpoint_until_it_goes() {
     cfg.write("all.yaml", &config(&all, SESSION, ""));
     let gw = Binary::start(cfg.path(), &[]).ready().await;
     let c = HttpClient::http1();
+    let view: serde_json::Value = serde_json::from_str(&gw.admin("/backends").await).unwrap();
+    assert_eq!(view[0]["sessionCookie"], "route", "{view}");
 
     // Without a cookie: balanced as usual (round robin reaches every endpoint), each answer
     // setting the cookie of the endpoint that gave it, with the attributes asked for.
