@@ -357,3 +357,82 @@ spec:
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{yaml}");
     assert!(stdout.is_empty(), "{stdout}");
 }
+
+/// Cookie affinity is written as a Backend with a session cookie; the report says what is
+/// carried and what differs from ingress-nginx, and the objects validate.
+#[test]
+fn migrate_writes_affinity_as_a_backend_session_cookie() {
+    let input = r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: sticky
+  namespace: shop
+  annotations:
+    nginx.ingress.kubernetes.io/affinity: cookie
+    nginx.ingress.kubernetes.io/affinity-mode: balanced
+    nginx.ingress.kubernetes.io/session-cookie-name: route
+    nginx.ingress.kubernetes.io/session-cookie-expires: "172800"
+    nginx.ingress.kubernetes.io/session-cookie-max-age: "172800"
+    nginx.ingress.kubernetes.io/session-cookie-samesite: None
+    nginx.ingress.kubernetes.io/session-cookie-conditional-samesite-none: "true"
+    nginx.ingress.kubernetes.io/session-cookie-hash: sha1
+spec:
+  ingressClassName: nginx
+  rules:
+  - host: sticky.example.com
+    http:
+      paths:
+      - {path: /app, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+"#;
+    let (code, yaml, report) = migrate(&[], input);
+    assert_eq!(code, Some(0), "{report}");
+    let lines: Vec<&str> = report.lines().collect();
+    for expected in [
+        "Ingress shop/sticky: migrated to Route sticky, Backend web-80-sticky-route",
+        "  nginx.ingress.kubernetes.io/affinity: carried",
+        "  nginx.ingress.kubernetes.io/session-cookie-name: carried",
+        "  nginx.ingress.kubernetes.io/session-cookie-max-age: carried",
+        "  nginx.ingress.kubernetes.io/session-cookie-expires: carried",
+        "  nginx.ingress.kubernetes.io/session-cookie-samesite: carried",
+        "  nginx.ingress.kubernetes.io/session-cookie-conditional-samesite-none: carried",
+    ] {
+        assert!(
+            lines.contains(&expected),
+            "missing {expected:?} in\n{report}"
+        );
+    }
+    assert!(report.contains("affinity-mode: approximated: "), "{report}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("session-cookie-hash]") && l.contains("no effect")),
+        "{report}"
+    );
+    let docs: Vec<serde_yaml_ng::Value> = serde_yaml_ng::Deserializer::from_str(&yaml)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let backend = docs.iter().find(|d| d["kind"] == "Backend").unwrap();
+    let s = &backend["spec"]["loadBalancer"]["sessionPersistence"];
+    assert_eq!(s["cookieName"].as_str(), Some("route"), "{yaml}");
+    assert_eq!(s["maxAge"].as_str(), Some("48h"), "{yaml}");
+    assert_eq!(s["sameSite"].as_str(), Some("None"), "{yaml}");
+    assert_eq!(s["conditionalSameSiteNone"].as_bool(), Some(true), "{yaml}");
+    assert!(
+        s["path"].is_null(),
+        "the rule's path, as ingress-nginx: {yaml}"
+    );
+
+    let cfg = ConfigDir::new();
+    cfg.write("migrated.yaml", &yaml);
+    cfg.write(
+        "cluster.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {ports: [{name: http, port: 80}]}\n",
+    );
+    let out = Command::new(BIN)
+        .args(["validate", "--kubernetes", "--config"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{yaml}");
+}

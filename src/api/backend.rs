@@ -172,6 +172,75 @@ pub struct LoadBalancer {
     /// The hash key, for ConsistentHash.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_on: Option<HashOn>,
+    /// Sticky sessions: a cookie the gateway sets names the endpoint that answered, and later
+    /// requests carrying it go to that endpoint while it is there and available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_persistence: Option<SessionPersistence>,
+}
+
+/// Session persistence (Gateway API's name): the gateway's own cookie keeps a client on one
+/// endpoint.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SessionPersistence {
+    /// How the session is recognized: Cookie (the default, and the only type so far).
+    #[serde(default, rename = "type")]
+    pub persistence_type: SessionPersistenceType,
+    /// The cookie's name (default `TIDEGATE_SESSION`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_NAME_LEN), pattern(COOKIE_NAME_PATTERN))]
+    pub cookie_name: Option<String>,
+    /// The cookie's `Path` (default: the path of the Route rule's match that took the request
+    /// when it is a PathPrefix or Exact match, else `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_PATH_LEN), pattern(COOKIE_PATH_PATTERN))]
+    pub path: Option<String>,
+    /// The cookie's `Domain` (default: none, the host that set it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = MAX_HOSTNAME_LEN), pattern(COOKIE_DOMAIN_PATTERN))]
+    pub domain: Option<String>,
+    /// How long the cookie lasts (`Max-Age`, and `Expires` for old browsers); default: until
+    /// the browser closes (a session cookie).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Duration>,
+    /// `Secure`: true always, false never; default: when the request came over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure: Option<bool>,
+    /// `HttpOnly` (default true: scripts cannot read it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_only: Option<bool>,
+    /// `SameSite` (default: not sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_site: Option<SameSite>,
+    /// With `sameSite: None`: leave the attribute out for the old browsers that reject or
+    /// mishandle it, recognized by their User-Agent as ingress-nginx recognizes them (default
+    /// false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditional_same_site_none: Option<bool>,
+    /// When an attempt on the cookie's endpoint fails and the Route retries: true moves the
+    /// retry to another endpoint (the cookie then names the one that answers); false (the
+    /// default, as ingress-nginx) retries on the same endpoint while it is available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_on_failure: Option<bool>,
+}
+
+/// How a session is recognized.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SessionPersistenceType {
+    /// A cookie the gateway sets.
+    #[default]
+    Cookie,
+}
+
+/// A cookie's `SameSite` attribute.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum SameSite {
+    /// Sent on same-site requests only.
+    Strict,
+    /// Sent on same-site requests and top-level navigations.
+    Lax,
+    /// Sent on cross-site requests too (browsers want `Secure` with it).
+    None,
 }
 
 /// Load-balancing algorithms.

@@ -55,6 +55,12 @@ pub const PATH_AND_QUERY_PATTERN: &str = r"^/[^#\p{Z}\p{Cc}]*$";
 pub const HEADER_NAME_PATTERN: &str = r"^[-A-Za-z0-9!#$%&'*+.^_`|~]+$";
 /// What an HTTP header value may hold: no control character but tab.
 pub const HEADER_VALUE_PATTERN: &str = r"^[^\x00-\x08\x0A-\x1F\x7F]*$";
+/// A cookie name (an RFC 6265 token: the characters of a header name).
+pub const COOKIE_NAME_PATTERN: &str = HEADER_NAME_PATTERN;
+/// A cookie's `Path`: an absolute path of visible ASCII without `;`.
+pub const COOKIE_PATH_PATTERN: &str = r"^/[\x21-\x3A\x3C-\x7E]*$";
+/// A cookie's `Domain`: a host name, maybe with a leading dot.
+pub const COOKIE_DOMAIN_PATTERN: &str = r"^\.?[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)*$";
 /// An upper-case HTTP method.
 pub const METHOD_PATTERN: &str = r"^[A-Z]+$";
 /// A rule name (an RFC 1123 label).

@@ -225,6 +225,9 @@ pub struct Backend {
     pub dns: Option<DnsQuery>,
     /// Endpoint selection.
     pub load_balancer: LoadBalancing,
+    /// Sticky sessions by a cookie the gateway sets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_persistence: Option<Arc<super::SessionCookie>>,
     /// Active probes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub active_health_check: Option<ActiveHealthCheck>,
@@ -260,6 +263,7 @@ impl Backend {
             protocol,
             endpoints,
             load_balancer: LoadBalancing::default(),
+            session_persistence: None,
             active_health_check: None,
             passive_health_check: None,
             circuit_breaker: None,

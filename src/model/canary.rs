@@ -79,7 +79,7 @@ fn decide(value: &str, canary: usize) -> Option<Override> {
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers, without allocating.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()

@@ -18,6 +18,7 @@ mod object;
 pub mod precedence;
 mod rate_limit;
 mod ser;
+mod session;
 mod table;
 mod tls;
 pub mod weighted;
@@ -48,6 +49,7 @@ pub use rate_limit::{
 };
 pub use ser::format_duration;
 pub use ser::unix_time;
+pub use session::{DEFAULT_SESSION_COOKIE, SameSite, SessionCookie, same_site_none_compatible};
 pub use table::{
     Action, BackendIdx, Candidate, Group, Hit, HostIndex, NoBackend, Picked, Retry, RetryOn,
     RoutingTable, Rule, TableError, Target, Timeouts, WeightedBackend, passthrough, pick,

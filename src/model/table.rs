@@ -43,6 +43,12 @@ pub struct WeightedBackend {
 }
 
 impl WeightedBackend {
+    /// Whether a canary header or cookie in `headers` decides between this backendRef's
+    /// backend and its canaries.
+    pub fn overridden(&self, headers: &HeaderMap) -> bool {
+        !self.canaries.is_empty() && canary_override(&self.canaries, headers).is_some()
+    }
+
     /// The backend a request goes to when the schedule chose `target` of this backendRef:
     /// a canary header or cookie overrides the weighted choice. `None`: the reference does not
     /// resolve.

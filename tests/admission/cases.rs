@@ -228,6 +228,17 @@ pub fn cases() -> Vec<Case> {
             }),
         ),
         ok(
+            "backend-session-cookie",
+            B,
+            backend(|s| {
+                s["loadBalancer"] = json!({"algorithm": "LeastRequest", "sessionPersistence": {
+                    "type": "Cookie", "cookieName": "route", "path": "/shop",
+                    "domain": ".example.com", "maxAge": "48h", "secure": true,
+                    "httpOnly": false, "sameSite": "None", "conditionalSameSiteNone": true,
+                    "changeOnFailure": true}})
+            }),
+        ),
+        ok(
             "backend-every-field",
             B,
             backend(|s| {
@@ -542,6 +553,18 @@ pub fn cases() -> Vec<Case> {
                 s["loadBalancer"] = json!({"algorithm": "ConsistentHash", "hashOn": {"cookie": ""}})
             }),
             "spec.loadBalancer.hashOn.cookie",
+        ),
+        openapi(
+            "session-cookie-name-with-a-space",
+            B,
+            backend(|s| s["loadBalancer"] = json!({"sessionPersistence": {"cookieName": "a b"}})),
+            "spec.loadBalancer.sessionPersistence.cookieName",
+        ),
+        openapi(
+            "session-cookie-path-with-a-semicolon",
+            B,
+            backend(|s| s["loadBalancer"] = json!({"sessionPersistence": {"path": "/a;b"}})),
+            "spec.loadBalancer.sessionPersistence.path",
         ),
         // ---- refused by a CEL rule ----
         cel(

@@ -80,6 +80,30 @@ pub struct Req {
     /// A request body of this many bytes (with its Content-Length).
     #[serde(rename = "bodyBytes")]
     pub body_bytes: Option<usize>,
+    /// The answer's Set-Cookie, its value and any Expires date written `*` (see
+    /// [`cookie_shape`]); empty: no Set-Cookie.
+    #[serde(rename = "setCookie")]
+    pub set_cookie: Option<String>,
+    /// Send the cookie the answer to request N set (its `name=value`).
+    #[serde(rename = "cookieFrom")]
+    pub cookie_from: Option<usize>,
+}
+
+/// A Set-Cookie header with what changes from answer to answer (the value, the Expires date)
+/// written `*`, and its `name=value`.
+pub fn cookie_shape(set_cookie: &str) -> (String, String) {
+    let mut parts = set_cookie.split("; ");
+    let pair = parts.next().unwrap_or_default();
+    let name = pair.split('=').next().unwrap_or_default();
+    let mut shape = format!("{name}=*");
+    for attr in parts {
+        shape.push_str("; ");
+        match attr.split_once('=') {
+            Some(("Expires", _)) => shape.push_str("Expires=*"),
+            _ => shape.push_str(attr),
+        }
+    }
+    (shape, pair.to_owned())
 }
 
 pub fn corpus() -> Vec<Case> {
@@ -103,6 +127,7 @@ pub async fn mismatches(addr: SocketAddr, corpus: &[Case]) -> Vec<String> {
     let mut out = Vec::new();
     for case in corpus {
         let mut answered_by: Vec<Option<String>> = Vec::new();
+        let mut cookies: Vec<Option<String>> = Vec::new();
         for (i, r) in case.requests.iter().enumerate() {
             let host = r.host.as_deref().unwrap_or(&case.rules[0].host);
             let mut b = http::Request::builder()
@@ -111,6 +136,12 @@ pub async fn mismatches(addr: SocketAddr, corpus: &[Case]) -> Vec<String> {
                 .header("host", host);
             for (k, v) in &r.headers {
                 b = b.header(k, v);
+            }
+            if let Some(n) = r.cookie_from {
+                match cookies.get(n).cloned().flatten() {
+                    Some(c) => b = b.header("cookie", c),
+                    None => out.push(format!("{}[{i}]: request {n} got no cookie", case.name)),
+                }
             }
             let body = Bytes::from(vec![b'x'; r.body_bytes.unwrap_or(0)]);
             let reply = http
@@ -132,6 +163,18 @@ pub async fn mismatches(addr: SocketAddr, corpus: &[Case]) -> Vec<String> {
                 ));
             }
             answered_by.push(by);
+            let set_cookie = reply
+                .headers
+                .get("set-cookie")
+                .and_then(|h| h.to_str().ok())
+                .map(cookie_shape);
+            if let Some(want) = &r.set_cookie {
+                let have = set_cookie.as_ref().map_or("", |(shape, _)| shape.as_str());
+                if have != want {
+                    out.push(format!("{at}: Set-Cookie {have:?} (want {want:?})"));
+                }
+            }
+            cookies.push(set_cookie.map(|(_, pair)| pair));
             if reply.status != r.status {
                 out.push(format!(
                     "{at}: status {} (want {}): {}",

@@ -154,6 +154,15 @@ pub fn compile_backend(
     }
 
     let load_balancer = load_balancing(spec.load_balancer.as_ref(), &mut f);
+    let session_persistence = session_persistence(spec.load_balancer.as_ref(), &mut f);
+    if session_persistence.is_some()
+        && matches!(protocol, UpstreamProtocol::Tcp | UpstreamProtocol::Udp)
+    {
+        f.invalid(
+            "spec.loadBalancer.sessionPersistence",
+            "a session cookie needs HTTP: it is for HTTP1, H2C and HTTP2 Backends",
+        );
+    }
     let active_health_check = spec
         .health_check
         .as_ref()
@@ -229,6 +238,7 @@ pub fn compile_backend(
         (
             Backend {
                 load_balancer,
+                session_persistence,
                 active_health_check,
                 passive_health_check,
                 circuit_breaker,
@@ -493,6 +503,63 @@ pub(super) fn load_balancing(
         (LbAlgorithm::Random, _) => LoadBalancing::Random,
         (LbAlgorithm::IpHash, _) => LoadBalancing::IpHash,
     }
+}
+
+/// `loadBalancer.sessionPersistence` → the session cookie the data plane sets (checked as
+/// the CRD schema checks it, for objects that did not come through the API server).
+pub(super) fn session_persistence(
+    lb: Option<&api::LoadBalancer>,
+    f: &mut Findings<'_>,
+) -> Option<Arc<crate::model::SessionCookie>> {
+    use crate::model::{DEFAULT_SESSION_COOKIE, SameSite, SessionCookie};
+    let s = lb?.session_persistence.as_ref()?;
+    let at = "spec.loadBalancer.sessionPersistence";
+    let mut ok = true;
+    let name = s.cookie_name.as_deref().unwrap_or(DEFAULT_SESSION_COOKIE);
+    if name.is_empty() || fields::header_name(name).is_err() {
+        f.invalid(
+            format!("{at}.cookieName"),
+            format!("{name:?} is not a cookie name (letters, digits and !#$%&'*+-.^_`|~)"),
+        );
+        ok = false;
+    }
+    if let Some(p) = &s.path
+        && !(p.starts_with('/') && p.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b';'))
+    {
+        f.invalid(
+            format!("{at}.path"),
+            format!("{p:?} must be an absolute path of visible ASCII without ;"),
+        );
+        ok = false;
+    }
+    if let Some(d) = &s.domain
+        && let Err(e) = fields::hostname(d.strip_prefix('.').unwrap_or(d), false)
+    {
+        f.invalid(format!("{at}.domain"), e);
+        ok = false;
+    }
+    let max_age = s.max_age.as_ref().map(|d| d.0);
+    if max_age.is_some_and(|d| d.as_secs() == 0) {
+        f.invalid(format!("{at}.maxAge"), "must be at least 1s");
+        ok = false;
+    }
+    ok.then(|| {
+        Arc::new(SessionCookie {
+            path: s.path.clone(),
+            domain: s.domain.clone(),
+            max_age,
+            secure: s.secure,
+            http_only: s.http_only.unwrap_or(true),
+            same_site: s.same_site.map(|v| match v {
+                api::SameSite::Strict => SameSite::Strict,
+                api::SameSite::Lax => SameSite::Lax,
+                api::SameSite::None => SameSite::None,
+            }),
+            conditional_same_site_none: s.conditional_same_site_none.unwrap_or(false),
+            change_on_failure: s.change_on_failure.unwrap_or(false),
+            ..SessionCookie::new(name)
+        })
+    })
 }
 
 fn hash_key(h: &api::HashOn, f: &mut Findings<'_>) -> Option<HashKey> {

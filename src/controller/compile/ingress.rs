@@ -96,6 +96,7 @@ pub fn compile_ingress(
             .proxy_ssl
             .as_ref()
             .map(|p| p.upstream_tls(&ing.annotations, &id.namespace, env, &mut f)),
+        session_persistence: super::backend::session_persistence(t.load_balancer.as_ref(), &mut f),
     };
     // The Route compiler's view of the Ingress: its identity, no Route-level settings.
     let shell = Obj {

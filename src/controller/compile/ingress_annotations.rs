@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use super::fields::Findings;
+use super::ingress_affinity;
 use super::ingress_canary;
 use super::ingress_translate::{MAPPED, boolean};
 use crate::model::{Diagnostic, Reason, Severity};
@@ -25,9 +26,6 @@ const REFUSED: [&str; 5] = [
 
 /// ingress-nginx's other annotations: known, not implemented yet.
 const NOT_YET: &[&str] = &[
-    "affinity",
-    "affinity-mode",
-    "affinity-canary-behavior",
     "auth-request-redirect",
     "auth-cache-key",
     "auth-cache-duration",
@@ -53,15 +51,6 @@ const NOT_YET: &[&str] = &[
     "proxy-redirect-from",
     "proxy-redirect-to",
     "satisfy",
-    "session-cookie-name",
-    "session-cookie-path",
-    "session-cookie-domain",
-    "session-cookie-expires",
-    "session-cookie-max-age",
-    "session-cookie-secure",
-    "session-cookie-change-on-failure",
-    "session-cookie-samesite",
-    "session-cookie-conditional-samesite-none",
     "upstream-hash-by-subset",
     "upstream-hash-by-subset-size",
     "enable-modsecurity",
@@ -206,11 +195,6 @@ fn why_not_yet(name: &str) -> &'static str {
              as a RateLimitPolicy on a Route"
         }
         "limit-connections" => ": Tidegate has no limit of connections per client address yet",
-        n if n.starts_with("affinity") || n.starts_with("session-cookie") => {
-            ": Tidegate does not issue session cookies; upstream-hash-by \"$cookie_NAME\" (a \
-             Backend's loadBalancer.hashOn.cookie) keeps a cookie the application sets on one \
-             endpoint"
-        }
         "default-backend" | "custom-http-errors" => {
             ": Tidegate does not send requests elsewhere when a Service has no endpoints or \
              answers an error"
@@ -247,7 +231,9 @@ pub fn check(annotations: &BTreeMap<String, String>, f: &mut Findings<'_>) {
         }
         match name {
             // Read, and their values checked, by the translation.
-            n if MAPPED.contains(&n) || ingress_canary::NAMES.contains(&n) => {}
+            n if MAPPED.contains(&n)
+                || ingress_canary::NAMES.contains(&n)
+                || ingress_affinity::NAMES.contains(&n) => {}
             n if super::ingress_proxy_ssl::NAMES.contains(&n)
                 || super::ingress_passthrough::NAMES.contains(&n)
                 || super::ingress_auth_tls::NAMES.contains(&n) => {}
@@ -425,6 +411,7 @@ mod tests {
         all.extend(super::super::ingress_passthrough::NAMES);
         all.extend(TUNING.iter().map(|(n, _, _)| *n));
         all.extend(super::super::ingress_auth_tls::NAMES);
+        all.extend(ingress_affinity::NAMES);
         let n = all.len();
         all.sort_unstable();
         all.dedup();

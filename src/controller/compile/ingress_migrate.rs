@@ -172,13 +172,25 @@ fn passthrough(obj: &Obj<IngressInfo>, m: &mut Migrated, f: &mut Findings<'_>) {
 }
 
 /// The suffix of the Backend written for the settings of `t` (`backend-protocol`,
-/// `load-balance`, `upstream-hash-by`, `proxy-connect-timeout`), none for the defaults.
+/// `load-balance`, `upstream-hash-by`, `affinity`, `proxy-connect-timeout`), none for the
+/// defaults.
 fn settings_suffix(t: &Translation) -> Option<String> {
     let mut out = String::new();
     if t.h2c {
         out.push_str("-h2c");
     }
-    if let Some(lb) = &t.load_balancer {
+    if let Some(s) = t
+        .load_balancer
+        .as_ref()
+        .and_then(|lb| lb.session_persistence.as_ref())
+    {
+        out.push_str("-sticky-");
+        let name = s.cookie_name.as_deref().unwrap_or("session");
+        out.extend(name.chars().map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9') => c,
+            _ => '-',
+        }));
+    } else if let Some(lb) = &t.load_balancer {
         let what = match &lb.hash_on {
             Some(h) => match (&h.header, &h.cookie, &h.query_param) {
                 (Some(v), _, _) => format!("hash-header-{v}"),
@@ -452,6 +464,27 @@ mod tests {
             lb.hash_on.as_ref().unwrap().cookie.as_deref(),
             Some("Session_ID")
         );
+    }
+
+    #[test]
+    fn affinity_is_written_as_a_backend_with_a_session_cookie() {
+        let obj = ingress(&[
+            (&format!("{N}affinity"), "cookie"),
+            (&format!("{N}session-cookie-name"), "route"),
+            (&format!("{N}session-cookie-max-age"), "172800"),
+        ]);
+        let mut d = Vec::new();
+        let m = migrate(&obj, &BTreeMap::new(), &mut d).unwrap();
+        assert!(d.is_empty(), "{d:?}");
+        let names: Vec<&str> = m.backends.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["web-http-sticky-route", "web-80-sticky-route"]);
+        let lb = m.backends[1].1.load_balancer.as_ref().unwrap();
+        let s = lb.session_persistence.as_ref().unwrap();
+        assert_eq!(s.cookie_name.as_deref(), Some("route"));
+        assert_eq!(s.max_age.as_ref().map(|d| d.0.as_secs()), Some(172_800));
+        // The cookie's Path is left to the data plane: each rule's own path, as ingress-nginx.
+        assert!(s.path.is_none());
+        assert_eq!(m.outcomes[&format!("{N}affinity")], Outcome::Carried);
     }
 
     #[test]

@@ -222,6 +222,7 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     t.auth_tls = super::ingress_auth_tls::read(a, t.canary.is_some(), &mut t.outcomes, f);
     retries(a, &mut t, f);
     balancing(a, &mut t, f);
+    super::ingress_affinity::read(a, &mut t, f);
     if flag(&mut t, "enable-cors", f) == Some(true) {
         cors(a, &mut t);
     } else {
@@ -577,6 +578,7 @@ fn balancing(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings
         t.load_balancer = Some(api::LoadBalancer {
             algorithm: api::LbAlgorithm::ConsistentHash,
             hash_on: Some(on),
+            session_persistence: None,
         });
         t.outcomes.insert(
             key.clone(),
@@ -607,6 +609,7 @@ fn balancing(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings
             t.load_balancer = Some(api::LoadBalancer {
                 algorithm: api::LbAlgorithm::LeastRequest,
                 hash_on: None,
+                session_persistence: None,
             });
             t.outcomes.insert(
                 key,

@@ -11,6 +11,7 @@ mod canary;
 mod ext_auth;
 mod fields;
 mod ingress;
+pub mod ingress_affinity;
 mod ingress_annotations;
 pub mod ingress_auth_tls;
 pub mod ingress_canary;

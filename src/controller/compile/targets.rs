@@ -145,6 +145,9 @@ impl<'a> Targets<'a> {
             if let Some(tls) = &settings.tls {
                 id.push_str(&tls_label(tls, settings.http2));
             }
+            if let Some(s) = &settings.session_persistence {
+                id.push_str(&session_label(s));
+            }
         }
         let id = ObjectRef::new(Kind::Service, namespace, id);
         let protocol = match port.protocol.as_str() {
@@ -163,6 +166,7 @@ impl<'a> Targets<'a> {
             } else {
                 settings.load_balancing.clone()
             },
+            session_persistence: settings.session_persistence.clone().filter(|_| !udp),
             connection: crate::model::ConnectionLimits {
                 connect_timeout: settings.connect_timeout.filter(|_| !udp),
                 ..Default::default()
@@ -262,6 +266,7 @@ impl<'a> Targets<'a> {
                 connect_timeout: p.connection.connect_timeout,
                 http2: p.protocol == UpstreamProtocol::Http2,
                 tls: p.tls.clone(),
+                session_persistence: p.session_persistence.clone(),
             };
             return self.service_with(ns, canary, port, &settings);
         }
@@ -301,6 +306,8 @@ pub struct ServiceSettings {
     pub http2: bool,
     /// TLS to the endpoints (`backend-protocol: HTTPS` or `GRPCS`, `proxy-ssl-*`).
     pub tls: Option<Arc<crate::model::UpstreamTls>>,
+    /// `affinity: cookie` and `session-cookie-*`.
+    pub session_persistence: Option<Arc<crate::model::SessionCookie>>,
 }
 
 /// The TLS settings in a Service backend's id: `/https` (or `/grpcs`), then `/insecure` or
@@ -319,6 +326,39 @@ fn tls_label(tls: &crate::model::UpstreamTls, http2: bool) -> String {
         out.push_str(&format!("/sni={sni}"));
     }
     out
+}
+
+/// The part of a Service backend's id that says it keeps sessions: `/sticky=NAME`, then the
+/// cookie settings that are not the defaults (two Ingresses that set the cookie differently get
+/// backends of their own).
+fn session_label(s: &crate::model::SessionCookie) -> String {
+    use std::fmt::Write;
+    let mut label = format!("/sticky={}", s.name);
+    if let Some(p) = &s.path {
+        let _ = write!(label, ",path={p}");
+    }
+    if let Some(d) = &s.domain {
+        let _ = write!(label, ",domain={d}");
+    }
+    if let Some(a) = s.max_age {
+        let _ = write!(label, ",max-age={}s", a.as_secs());
+    }
+    if let Some(secure) = s.secure {
+        let _ = write!(label, ",secure={secure}");
+    }
+    if !s.http_only {
+        label.push_str(",http-only=false");
+    }
+    if let Some(v) = s.same_site {
+        let _ = write!(label, ",same-site={v:?}");
+    }
+    if s.conditional_same_site_none {
+        label.push_str(",conditional-same-site-none");
+    }
+    if s.change_on_failure {
+        label.push_str(",change-on-failure");
+    }
+    label
 }
 
 impl ServiceSettings {

@@ -28,6 +28,8 @@ pub(super) struct Pool {
     /// Whether the endpoints are in more than one priority tier (SRV records).
     tiered: bool,
     selector: Arc<dyn Selector>,
+    /// Session ids → endpoints, when the backend has a session cookie.
+    sticky: Option<balance::StickyIndex>,
     pub(super) config: Arc<Backend>,
 }
 
@@ -50,6 +52,14 @@ pub enum NoEndpoint {
     Empty,
     /// It has endpoints, but all are unhealthy or ejected.
     NoneHealthy,
+}
+
+/// The session index of `endpoints`, when `config` has a session cookie.
+fn sticky_index(config: &Backend, endpoints: &[Endpoint]) -> Option<balance::StickyIndex> {
+    config
+        .session_persistence
+        .as_ref()
+        .map(|_| balance::StickyIndex::new(endpoints))
 }
 
 /// Whether `endpoints` span more than one priority tier.
@@ -104,6 +114,7 @@ impl BackendState {
                 .collect(),
             tiered: tiered(&config.endpoints),
             selector: select(&config.endpoints).into(),
+            sticky: sticky_index(config, &config.endpoints),
             config: Arc::new(config.clone()),
         };
         Self {
@@ -243,6 +254,7 @@ impl BackendState {
             endpoints: states,
             tiered: tiered(&endpoints),
             selector,
+            sticky: sticky_index(&config, &endpoints),
             config: Arc::new(config),
         }));
     }
@@ -342,6 +354,39 @@ impl BackendState {
             .or_else(|| pool.selector.pick(&pool.endpoints, ctx, &available))
             .ok_or(NoEndpoint::NoneHealthy)?;
         Ok(pool.endpoints[i].clone())
+    }
+
+    /// The endpoint with session id `id` when it is in the set and available (healthy, not
+    /// ejected; slow start does not turn a session away), else [`Self::pick`]'s. The flag says
+    /// whether it is the session's endpoint.
+    pub fn pick_session(
+        &self,
+        ctx: &PickContext,
+        id: Option<u64>,
+    ) -> Result<(Arc<EndpointState>, bool), NoEndpoint> {
+        if let Some(id) = id {
+            let pool = self.pool.load();
+            if let Some(i) = pool.sticky.as_ref().and_then(|s| s.find(id))
+                && pool.endpoints[i].available(self.clock.now_ms())
+            {
+                return Ok((pool.endpoints[i].clone(), true));
+            }
+        }
+        self.pick(ctx).map(|e| (e, false))
+    }
+
+    /// Whether the session cookie in `headers` names an endpoint of this backend that is in
+    /// the set and available (a split between backends keeps such a request here).
+    pub fn holds_session(&self, headers: &http::HeaderMap) -> bool {
+        let pool = self.pool.load();
+        let (Some(cookie), Some(sticky)) = (&pool.config.session_persistence, &pool.sticky) else {
+            return false;
+        };
+        cookie
+            .value_in(headers)
+            .and_then(balance::sticky::parse_cookie)
+            .and_then(|id| sticky.find(id))
+            .is_some_and(|i| pool.endpoints[i].available(self.clock.now_ms()))
     }
 
     /// The balancing policy (for computing a request's hash key).
@@ -499,6 +544,59 @@ mod tests {
             *seen.entry(e.endpoint.address.clone()).or_default() += 1;
         }
         seen
+    }
+
+    /// The session's endpoint while it is there and available; else the balancer's pick.
+    #[tokio::test(start_paused = true)]
+    async fn a_session_sticks_to_its_endpoint_until_it_is_gone_or_unavailable() {
+        use crate::proxy::upstream::balance::sticky::session_id;
+        let (_registry, state) = backend(3, |b| {
+            b.session_persistence = Some(Arc::new(crate::model::SessionCookie::new("s")));
+            b.passive_health_check = Some(PassiveHealthCheck {
+                consecutive_failures: 1,
+                ejection_time: Duration::from_secs(10),
+                max_ejection_percent: 100,
+                failure_statuses: vec![(500, 599)],
+            });
+        });
+        let id = session_id("10.0.0.2:80");
+        for _ in 0..20 {
+            let (e, stuck) = state.pick_session(&ctx(), Some(id)).unwrap();
+            assert!(stuck && &*e.endpoint.address == "10.0.0.2:80");
+        }
+        // No cookie, or one no endpoint has: balanced as usual (round robin here).
+        for unknown in [None, Some(session_id("10.0.0.9:80")), Some(7)] {
+            let seen: std::collections::HashSet<_> = (0..6)
+                .map(|_| state.pick_session(&ctx(), unknown).unwrap())
+                .inspect(|(_, stuck)| assert!(!stuck))
+                .map(|(e, _)| e.endpoint.address.clone())
+                .collect();
+            assert_eq!(seen.len(), 3, "{unknown:?}");
+        }
+        // Ejected: another endpoint, until it is back.
+        let two = state.endpoint_states()[1].clone();
+        state.record(&two, false);
+        let (e, stuck) = state.pick_session(&ctx(), Some(id)).unwrap();
+        assert!(!stuck && &*e.endpoint.address != "10.0.0.2:80");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(state.pick_session(&ctx(), Some(id)).unwrap().1);
+        // Removed from the set: another endpoint.
+        state.set_endpoints(vec![
+            Endpoint::new("10.0.0.1:80"),
+            Endpoint::new("10.0.0.3:80"),
+        ]);
+        let (e, stuck) = state.pick_session(&ctx(), Some(id)).unwrap();
+        assert!(!stuck && &*e.endpoint.address != "10.0.0.2:80");
+        let three = session_id("10.0.0.3:80");
+        assert_eq!(
+            &*state
+                .pick_session(&ctx(), Some(three))
+                .unwrap()
+                .0
+                .endpoint
+                .address,
+            "10.0.0.3:80"
+        );
     }
 
     #[tokio::test(start_paused = true)]

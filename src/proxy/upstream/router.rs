@@ -10,7 +10,7 @@ use http::HeaderMap;
 use super::backend::BackendState;
 use super::rate_limit::LimitState;
 use super::registry::Registry;
-use crate::model::{Action, NoBackend, Picked, RoutingTable, Rule};
+use crate::model::{Action, NoBackend, Picked, RoutingTable, Rule, WeightedBackend};
 
 /// The table plus the live state its rules point into.
 pub struct Router {
@@ -22,6 +22,9 @@ pub struct Router {
     splits: Box<[Arc<AtomicUsize>]>,
     /// `rate_limits[p][l]` is the state of limit `l` of `table.rate_limits[p]`.
     pub rate_limits: Box<[Box<[Arc<LimitState>]>]>,
+    /// Per rule: whether it splits between backends of which one keeps sessions (a request
+    /// whose session cookie one of them holds goes there, whatever the split says).
+    sticky_splits: Box<[bool]>,
 }
 
 impl Router {
@@ -30,11 +33,17 @@ impl Router {
         let backends = registry.link(&table);
         let splits = registry.link_splits(&table);
         let rate_limits = registry.rate_limits().link(&table);
+        let sticky_splits = table
+            .rules
+            .iter()
+            .map(|r| sticky_split(&table, r))
+            .collect();
         Self {
             table,
             backends,
             splits,
             rate_limits,
+            sticky_splits,
         }
     }
 
@@ -54,6 +63,64 @@ impl Router {
             0 => 0,
             _ => self.splits[rule_index].fetch_add(1, Ordering::Relaxed),
         };
-        crate::model::pick(backends, schedule, n, headers)
+        let picked = crate::model::pick(backends, schedule, n, headers)?;
+        if self.sticky_splits[rule_index]
+            && !picked.backend_ref.overridden(headers)
+            && let Some(p) = self.session_holder(backends, headers)
+        {
+            return Ok(p);
+        }
+        Ok(picked)
     }
+
+    /// The backend (and its backendRef) among `backends` and their canaries that holds the
+    /// request's session, if one does (ingress-nginx's sticky canary behavior: a client served
+    /// by the canary stays on it, one served by the main backend stays there). A backend the
+    /// split gives no share (weight 0) keeps none: a canary rolled back to 0 takes no more
+    /// requests.
+    fn session_holder<'r>(
+        &self,
+        backends: &'r [WeightedBackend],
+        headers: &HeaderMap,
+    ) -> Option<Picked<'r>> {
+        backends.iter().find_map(|r| {
+            std::iter::once(r.backend?)
+                .filter(|_| r.weight > 0)
+                .chain(
+                    r.canaries
+                        .iter()
+                        .filter(|c| c.weight > 0)
+                        .map(|c| c.backend),
+                )
+                .find(|&b| self.backends[b].holds_session(headers))
+                .map(|backend| Picked {
+                    backend,
+                    backend_ref: r,
+                })
+        })
+    }
+}
+
+/// Whether `rule` splits between more than one backend, one of which keeps sessions.
+fn sticky_split(table: &RoutingTable, rule: &Rule) -> bool {
+    let Action::Forward { backends, .. } = &rule.action else {
+        return false;
+    };
+    let all: Vec<usize> = backends
+        .iter()
+        .filter_map(|r| r.backend.filter(|_| r.weight > 0).map(|b| (b, r)))
+        .flat_map(|(b, r)| {
+            std::iter::once(b).chain(
+                r.canaries
+                    .iter()
+                    .filter(|c| c.weight > 0)
+                    .map(|c| c.backend),
+            )
+        })
+        .collect();
+    let distinct = all.iter().any(|b| *b != all[0]);
+    distinct
+        && all
+            .iter()
+            .any(|b| table.backends[*b].session_persistence.is_some())
 }

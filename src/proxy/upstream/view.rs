@@ -35,6 +35,11 @@ impl BackendState {
                 LoadBalancing::ConsistentHash(_) => "ConsistentHash",
                 LoadBalancing::IpHash => "IPHash",
             },
+            session_cookie: pool
+                .config
+                .session_persistence
+                .as_ref()
+                .map(|s| s.name.clone()),
             circuit_breaker: self.breaker().map(|b| b.state_name(&self.clock)),
             requests_in_flight: in_flight,
             requests_pending: pending,
@@ -83,6 +88,9 @@ pub struct BackendView {
     #[serde(skip_serializing_if = "Option::is_none")]
     discovery: Option<String>,
     algorithm: &'static str,
+    /// The session cookie's name (`loadBalancer.sessionPersistence`); absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_cookie: Option<String>,
     /// `closed`, `open`, `half-open`; absent without a breaker.
     #[serde(skip_serializing_if = "Option::is_none")]
     circuit_breaker: Option<&'static str>,

@@ -3,7 +3,7 @@
 //! follows.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -16,12 +16,12 @@ use tokio::time::Instant;
 use super::payload::Payload;
 use super::retry::{self, Verdict};
 use super::target::Target;
-use crate::model::{Backend, BackendIdx, Retry, Timeouts, UpstreamProtocol};
+use crate::model::{Backend, BackendIdx, Retry, SessionCookie, Timeouts, UpstreamProtocol};
 use crate::proxy::request::error::ProxyError;
 use crate::proxy::request::exchange::Exchange;
 use crate::proxy::request::service::Service;
 use crate::proxy::transport::{ClientBody, ErrorKind, ProxyBody, RequestBody, UpstreamError, h1};
-use crate::proxy::upstream::balance::PickContext;
+use crate::proxy::upstream::balance::{PickContext, sticky};
 use crate::proxy::upstream::{
     Admission, BackendState, Breaker, EndpointState, InFlight, NoEndpoint, Router,
 };
@@ -65,12 +65,26 @@ pub(super) async fn run(
         hash: plan.hash,
     };
     state.budget.deposit();
+    // Sticky sessions: the endpoint the request's cookie names, if it is a session id.
+    // (One branch for backends without: nothing else runs for them.)
+    let session = cfg.session_persistence.as_deref();
+    let (cookie_id, omit_same_site_none) = match (session, &head) {
+        (Some(s), Some(h)) => (
+            s.value_in(h).and_then(sticky::parse_cookie),
+            s.omit_same_site_none(h),
+        ),
+        _ => (None, false),
+    };
+    let mut follow = cookie_id;
 
     let mut attempt = 1;
     loop {
         let last = attempt >= attempts;
         let admitted = admit(state, cfg).await?;
-        let endpoint = pick(state, &ctx, cfg)?;
+        let endpoint = match session {
+            None => pick(state, &ctx, cfg)?,
+            Some(_) => pick_session(state, &ctx, follow, cfg)?,
+        };
         ex.upstream = Some(endpoint.endpoint.address.clone());
         let in_flight = endpoint.begin();
         let headers = if last {
@@ -142,11 +156,20 @@ pub(super) async fn run(
             ex.retries += 1;
             tracing::debug!(route = %t.rule.label, endpoint = %endpoint.endpoint.address, attempt, "retrying");
             drop((outcome, in_flight, admitted.permit));
+            if let Some(s) = session
+                && s.change_on_failure
+            {
+                follow = None;
+            }
             tokio::time::sleep(backoff).await;
             attempt += 1;
             continue;
         }
-        let answer = outcome?;
+        let mut answer = outcome?;
+        if let Some(s) = session {
+            let cookie = (cookie_id, omit_same_site_none);
+            set_session_cookie(s, &endpoint, cookie, t, &mut answer.0);
+        }
         ex.hold(admitted.permit, in_flight);
         return Ok(answer);
     }
@@ -187,6 +210,46 @@ fn pick(
             backend: cfg.label.clone(),
         },
     })
+}
+
+/// [`pick`] for a backend with a session cookie: the endpoint session id `id` names while it
+/// is available, else the balancer's pick.
+fn pick_session(
+    state: &BackendState,
+    ctx: &PickContext,
+    id: Option<u64>,
+    cfg: &Backend,
+) -> Result<Arc<EndpointState>, ProxyError> {
+    match state.pick_session(ctx, id) {
+        Ok((e, _)) => Ok(e),
+        Err(NoEndpoint::Empty) => Err(ProxyError::NoEndpoints {
+            backend: cfg.label.clone(),
+        }),
+        Err(NoEndpoint::NoneHealthy) => Err(ProxyError::NoHealthyEndpoints {
+            backend: cfg.label.clone(),
+        }),
+    }
+}
+
+/// Sets the session cookie on `resp` for the endpoint that answered, unless the request's
+/// cookie (its id, and whether its client gets no `SameSite=None`) already names it.
+fn set_session_cookie(
+    s: &SessionCookie,
+    endpoint: &EndpointState,
+    (cookie_id, omit_same_site_none): (Option<u64>, bool),
+    t: &Target<'_>,
+    resp: &mut Response<ProxyBody>,
+) {
+    let id = sticky::session_id(&endpoint.endpoint.address);
+    if cookie_id == Some(id) {
+        return;
+    }
+    let value = sticky::CookieValue::of(id);
+    let tls = t.conn.scheme == "https";
+    let now = SystemTime::now();
+    if let Some(v) = s.set_cookie(value.as_str(), t.matched, tls, omit_same_site_none, now) {
+        resp.headers_mut().append(http::header::SET_COOKIE, v);
+    }
 }
 
 fn build_request(

@@ -11,6 +11,7 @@ mod least_request;
 mod maglev;
 pub(crate) mod random;
 mod round_robin;
+pub mod sticky;
 mod weighted;
 
 pub use hash::{hash_bytes, stable_hash};
@@ -18,6 +19,7 @@ pub use least_request::LeastRequest;
 pub use maglev::Maglev;
 pub use random::Random;
 pub use round_robin::RoundRobin;
+pub use sticky::StickyIndex;
 pub use weighted::WeightedRoundRobin;
 
 use std::net::IpAddr;
