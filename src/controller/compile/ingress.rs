@@ -89,10 +89,11 @@ pub fn compile_ingress(
         spec: crate::api::RouteSpec::default(),
     };
     let mut rules: Vec<Rule> = Vec::new();
-    for p in super::ingress_translate::plan(ing, &t, &canaries, &mut f) {
+    for mut p in super::ingress_translate::plan(ing, &t, &canaries, &mut f) {
         let Some(resolved) = resolve(id, &p, &settings, env, &mut f) else {
             continue;
         };
+        default_backend_port(id, &mut p.rule, env);
         let index = rules.len();
         let compiled = super::route::compile_rule(
             &shell,
@@ -138,6 +139,25 @@ pub fn compile_ingress(
         None => None,
     };
     f.ok().then_some((rules, policy))
+}
+
+/// `default-backend`: the Service's first port, as ingress-nginx takes it (the Route
+/// compiler reports a Service that does not exist).
+fn default_backend_port(
+    id: &crate::model::ObjectRef,
+    rule: &mut crate::api::RouteRule,
+    env: &Env<'_>,
+) {
+    let targets = env.targets.borrow();
+    let refs = rule
+        .fallback_backend_ref
+        .iter_mut()
+        .chain(rule.error_responses.iter_mut().map(|e| &mut e.backend_ref));
+    for r in refs {
+        if r.port.is_none() {
+            r.port = targets.first_port(&id.namespace, &r.name);
+        }
+    }
 }
 
 /// The backends of planned rule `p`: `None` when its own backend does not resolve (an error)

@@ -41,8 +41,6 @@ const NOT_YET: &[&str] = &[
     "enable-global-auth",
     "client-body-buffer-size",
     "custom-headers",
-    "custom-http-errors",
-    "default-backend",
     "from-to-www-redirect",
     "http2-push-preload",
     "limit-connections",
@@ -132,10 +130,6 @@ fn why_not_yet(name: &str) -> &'static str {
             ": Tidegate does not issue session cookies; upstream-hash-by \"$cookie_NAME\" (a \
              Backend's loadBalancer.hashOn.cookie) keeps a cookie the application sets on one \
              endpoint"
-        }
-        "default-backend" | "custom-http-errors" => {
-            ": Tidegate does not send requests elsewhere when a Service has no endpoints or \
-             answers an error"
         }
         n if n.starts_with("proxy-ssl-") => {
             ": an Ingress's Services are spoken to without TLS; write a Route to a Backend with \

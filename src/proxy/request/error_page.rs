@@ -1,8 +1,9 @@
 //! A rule's `errorResponses` (ingress-nginx's `custom-http-errors`): an upstream answer with
 //! one of its statuses is replaced by the answer of the error-page backend, asked as
-//! ingress-nginx asks its default backend: `GET /` (`HEAD /` for a HEAD request) with the
-//! client's `Host` and `Accept`, and `X-Code`, `X-Format`, `X-Original-URI`, `X-Namespace`,
-//! `X-Ingress-Name`, `X-Service-Name`, `X-Service-Port`, `X-Request-ID`, `X-Forwarded-For`.
+//! ingress-nginx asks its default backend: `GET /` and the request's query (`HEAD` for a
+//! HEAD request; nginx keeps the client's method and body) with the client's headers (its
+//! `Host`, `Accept`, `X-Request-ID`…), and `X-Code`, `X-Format`, `X-Original-URI`,
+//! `X-Namespace`, `X-Ingress-Name`, `X-Service-Name`, `X-Service-Port`, `X-Forwarded-For`.
 //!
 //! The client gets that backend's status, headers and body (nginx's `error_page CODE =
 //! @location` keeps the named location's status). When it cannot answer (no endpoint, connect
@@ -25,7 +26,6 @@ use super::exchange::Exchange;
 use super::forward;
 use super::headers::{X_FORWARDED_FOR, strip_hop_by_hop};
 use super::reason;
-use super::request_id::X_REQUEST_ID;
 use super::service::Service;
 use crate::model::{BackendIdx, ErrorResponses, Kind, Rule};
 use crate::proxy::transport::{ClientBody, ConnCtx, ProxyBody};
@@ -54,23 +54,50 @@ static X_SERVICE_PORT: HeaderName = HeaderName::from_static("x-service-port");
 /// (only for rules with `errorResponses`).
 struct Asked {
     head: bool,
-    host: Option<HeaderValue>,
-    accept: Option<HeaderValue>,
+    /// The client's headers (not hop-by-hop or body ones), with its `Host`.
+    headers: HeaderMap,
     uri: Option<HeaderValue>,
-    request_id: Option<HeaderValue>,
     client: IpAddr,
 }
 
+/// Request headers the error page does not get from the client: hop-by-hop ones, those of the
+/// request's body (it gets none), and the ones the gateway sets.
+const NOT_PASSED: [&HeaderName; 16] = [
+    &header::CONNECTION,
+    &header::CONTENT_LENGTH,
+    &header::TRANSFER_ENCODING,
+    &header::TE,
+    &header::TRAILER,
+    &header::UPGRADE,
+    &header::EXPECT,
+    &header::PROXY_AUTHORIZATION,
+    &X_CODE,
+    &X_FORMAT,
+    &X_ORIGINAL_URI,
+    &X_NAMESPACE,
+    &X_INGRESS_NAME,
+    &X_SERVICE_NAME,
+    &X_SERVICE_PORT,
+    &X_FORWARDED_FOR,
+];
+
 impl Asked {
-    /// The request's method, `Host`, `Accept`, URI as sent, request id, and client address.
+    /// The request's method, headers, URI as sent, and client address.
     fn of(req: &Request<ClientBody>, service: &Service, conn: &ConnCtx) -> Self {
         let uri = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+        let mut headers = HeaderMap::with_capacity(req.headers().len() + 10);
+        for (name, v) in req.headers() {
+            if !NOT_PASSED.contains(&name) && name.as_str() != "keep-alive" {
+                headers.append(name.clone(), v.clone());
+            }
+        }
+        if let Some(host) = super::headers::host_value(req) {
+            headers.insert(header::HOST, host);
+        }
         Self {
             head: req.method() == Method::HEAD,
-            host: super::headers::host_value(req),
-            accept: req.headers().get(header::ACCEPT).cloned(),
+            headers,
             uri: HeaderValue::from_str(uri).ok(),
-            request_id: req.headers().get(&X_REQUEST_ID).cloned(),
             client: service.client_ip.resolve(conn.peer.ip(), req.headers()),
         }
     }
@@ -126,7 +153,7 @@ async fn replace(
         .unwrap_or(DEFAULT_TIMEOUT);
     let deadline = tokio::time::Instant::now() + timeout;
     let code = resp.status();
-    match tokio::time::timeout_at(deadline, ask(&r, &asked, code, deadline)).await {
+    match tokio::time::timeout_at(deadline, ask(&r, asked, code, deadline)).await {
         Ok(Ok(page)) => {
             ex.reason = reason::ERROR_PAGE;
             discard(resp.into_body());
@@ -148,10 +175,20 @@ async fn replace(
 /// Asks the error page and reads its answer.
 async fn ask(
     r: &Replace<'_>,
-    asked: &Asked,
+    asked: Asked,
     code: http::StatusCode,
     deadline: tokio::time::Instant,
 ) -> Result<Response<ProxyBody>, String> {
+    // nginx's `rewrite (.*) / break` keeps the query.
+    let query = asked
+        .uri
+        .as_ref()
+        .and_then(|u| u.to_str().ok()?.split_once('?'))
+        .map(|(_, q)| q);
+    let path_and_query = match query {
+        Some(q) => PathAndQuery::try_from(format!("/?{q}")).map_err(|e| e.to_string())?,
+        None => PathAndQuery::from_static("/"),
+    };
     let sub = forward::Subrequest {
         service: r.service,
         router: r.router,
@@ -165,7 +202,7 @@ async fn ask(
         } else {
             Method::GET
         },
-        path_and_query: PathAndQuery::from_static("/"),
+        path_and_query,
         headers: headers(r, asked, code),
         body: Bytes::new(),
         deadline,
@@ -182,19 +219,15 @@ async fn ask(
     Ok(Response::from_parts(parts, ProxyBody::full(body)))
 }
 
-/// The error page's request headers.
-fn headers(r: &Replace<'_>, asked: &Asked, code: http::StatusCode) -> HeaderMap {
-    let mut h = HeaderMap::with_capacity(12);
-    if let Some(host) = &asked.host {
-        h.insert(header::HOST, host.clone());
-    }
+/// The error page's request headers: the client's, and what ingress-nginx adds.
+fn headers(r: &Replace<'_>, asked: Asked, code: http::StatusCode) -> HeaderMap {
+    let mut h = asked.headers;
     h.insert(X_CODE.clone(), HeaderValue::from(code.as_u16()));
-    if let Some(accept) = &asked.accept {
-        h.insert(header::ACCEPT, accept.clone());
-        h.insert(X_FORMAT.clone(), accept.clone());
+    if let Some(accept) = h.get(header::ACCEPT).cloned() {
+        h.insert(X_FORMAT.clone(), accept);
     }
-    if let Some(uri) = &asked.uri {
-        h.insert(X_ORIGINAL_URI.clone(), uri.clone());
+    if let Some(uri) = asked.uri {
+        h.insert(X_ORIGINAL_URI.clone(), uri);
     }
     let route = &r.rule.route;
     if let Ok(v) = HeaderValue::from_str(&route.namespace) {
@@ -209,9 +242,6 @@ fn headers(r: &Replace<'_>, asked: &Asked, code: http::StatusCode) -> HeaderMap 
     }
     if let Some(v) = port.and_then(|p| HeaderValue::from_str(p).ok()) {
         h.insert(X_SERVICE_PORT.clone(), v);
-    }
-    if let Some(id) = &asked.request_id {
-        h.insert(X_REQUEST_ID.clone(), id.clone());
     }
     if let Ok(v) = HeaderValue::from_str(&asked.client.to_canonical().to_string()) {
         h.insert(X_FORWARDED_FOR.clone(), v);
