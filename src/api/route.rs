@@ -267,8 +267,9 @@ pub struct ErrorResponses {
     /// The upstream statuses replaced (400-599).
     #[schemars(length(min = 1, max = 200), inner(range(min = 400, max = 599)))]
     pub statuses: Vec<u16>,
-    /// The backend asked for the answer (`GET /`, `HEAD /` for a HEAD request, with
-    /// `X-Code`, `X-Format`, `X-Original-URI` and the other headers ingress-nginx sends).
+    /// The backend asked for the answer (`GET /` with the request's query, `HEAD` for a HEAD
+    /// request, with the client's headers and `X-Code`, `X-Format`, `X-Original-URI` and the
+    /// others ingress-nginx sends).
     pub backend_ref: LocalBackendRef,
 }
 

@@ -49,8 +49,9 @@ pub use rate_limit::{
 pub use ser::format_duration;
 pub use ser::unix_time;
 pub use table::{
-    Action, BackendIdx, Candidate, ErrorResponses, Group, Hit, HostIndex, NoBackend, Picked, Retry,
-    RetryOn, RoutingTable, Rule, TableError, Target, Timeouts, WeightedBackend, passthrough, pick,
+    Action, BackendAt, BackendIdx, Candidate, ErrorResponses, Group, Hit, HostIndex, NoBackend,
+    Picked, Retry, RetryOn, RoutingTable, Rule, TableError, Target, Timeouts, WeightedBackend,
+    passthrough, pick,
 };
 pub use tls::{
     CaBundle, Certificate, ClientValidation, TlsHost, TlsTable, UpstreamTls, name_covers,

@@ -302,7 +302,7 @@ pub struct Rule {
     /// Where requests go when the picked backend has no available endpoint
     /// (`fallbackBackendRef`; `None`: they get 503).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fallback_backend: Option<BackendIdx>,
+    pub fallback_backend: Option<BackendAt>,
     /// Upstream answers replaced by an error-page backend's (`errorResponses`; `None`: no cost
     /// on the request path).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -319,8 +319,23 @@ pub struct Rule {
 pub struct ErrorResponses {
     /// The statuses replaced, ascending.
     pub statuses: Vec<u16>,
+    /// The error page's backend.
+    pub backend: BackendAt,
+}
+
+/// A backend of the table a rule names besides its backendRefs; shown as its label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendAt {
     /// Index into the table's backends.
-    pub backend: BackendIdx,
+    pub index: BackendIdx,
+    /// Its label (`namespace/name`).
+    pub label: Arc<str>,
+}
+
+impl Serialize for BackendAt {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.label)
+    }
 }
 
 impl ErrorResponses {

@@ -3,7 +3,7 @@
 //! upstream's error (ingress-nginx's `default-backend` and `custom-http-errors`).
 
 use crate::api::{self, LocalBackendRef};
-use crate::model::{BackendIdx, ErrorResponses, L4Protocol, ObjectRef, UpstreamProtocol};
+use crate::model::{BackendAt, ErrorResponses, L4Protocol, ObjectRef, UpstreamProtocol};
 
 use super::fields::{self, Findings};
 use super::route::{Env, backend_ref, warning};
@@ -20,7 +20,7 @@ pub(super) fn fallback_backend(
     at: &str,
     env: &Env<'_>,
     f: &mut Findings<'_>,
-) -> Option<BackendIdx> {
+) -> Option<BackendAt> {
     let at = format!("{at}.fallbackBackendRef");
     let consequence = "requests that find the rule's backend without endpoints get 503";
     local_backend(route, r, &at, consequence, env, f)
@@ -81,7 +81,7 @@ fn local_backend(
     consequence: &str,
     env: &Env<'_>,
     f: &mut Findings<'_>,
-) -> Option<BackendIdx> {
+) -> Option<BackendAt> {
     let as_ref = api::BackendRef {
         name: r.name.clone(),
         kind: r.kind.clone(),
@@ -120,5 +120,8 @@ fn local_backend(
             f,
         );
     }
-    Some(index)
+    Some(BackendAt {
+        index,
+        label: backend.label.clone(),
+    })
 }

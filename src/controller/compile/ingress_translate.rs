@@ -1691,6 +1691,56 @@ mod tests {
     }
 
     #[test]
+    fn default_backend_and_custom_http_errors_become_the_fallback_and_error_responses() {
+        let (t, d) = run(&[
+            (&format!("{N}default-backend"), "error-pages"),
+            (&format!("{N}custom-http-errors"), "503, 404,404"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        let rule = t.rule(t.path("Prefix", "/"));
+        let fallback = rule.fallback_backend_ref.clone().unwrap();
+        assert_eq!(
+            (fallback.name.as_str(), fallback.kind.as_deref()),
+            ("error-pages", Some("Service"))
+        );
+        let errors = rule.error_responses.unwrap();
+        assert_eq!(errors.statuses, [503, 404]);
+        assert_eq!(errors.backend_ref, fallback);
+        // default-backend alone: the fallback only.
+        let (t, d) = run(&[(&format!("{N}default-backend"), "spare")]);
+        assert!(d.is_empty(), "{d:?}");
+        let rule = t.rule(t.path("Prefix", "/"));
+        assert!(rule.fallback_backend_ref.is_some() && rule.error_responses.is_none());
+        // A redirect answers itself: neither.
+        let (t, _) = run(&[
+            (&format!("{N}default-backend"), "spare"),
+            (&format!("{N}permanent-redirect"), "https://example.com/"),
+        ]);
+        assert!(t.rule(t.path("Prefix", "/")).fallback_backend_ref.is_none());
+    }
+
+    #[test]
+    fn custom_http_errors_needs_default_backend_and_error_statuses() {
+        let (_, d) = run(&[(&format!("{N}custom-http-errors"), "404")]);
+        assert!(d[0].is_error(), "{d:?}");
+        assert!(
+            d[0].message.contains("not supported yet") && d[0].message.contains("default-backend"),
+            "{d:?}"
+        );
+        for v in ["200", "404,abc", "600", ""] {
+            let (_, d) = run(&[
+                (&format!("{N}default-backend"), "pages"),
+                (&format!("{N}custom-http-errors"), v),
+            ]);
+            assert!(d.len() == 1 && d[0].is_error(), "{v}: {d:?}");
+        }
+        for v in ["Pages", "pages.shop", "ns/pages", ""] {
+            let (_, d) = run(&[(&format!("{N}default-backend"), v)]);
+            assert!(d.len() == 1 && d[0].is_error(), "{v}: {d:?}");
+        }
+    }
+
+    #[test]
     fn proxy_body_size_reads_nginx_sizes() {
         for (v, want) in [
             ("8m", Some(8 << 20)),

@@ -258,7 +258,10 @@ fn fallbacks(
     at: &str,
     env: &Env<'_>,
     f: &mut Findings<'_>,
-) -> (Option<usize>, Option<Box<crate::model::ErrorResponses>>) {
+) -> (
+    Option<crate::model::BackendAt>,
+    Option<Box<crate::model::ErrorResponses>>,
+) {
     if rule.fallback_backend_ref.is_none() && rule.error_responses.is_none() {
         return (None, None);
     }

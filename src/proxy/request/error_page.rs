@@ -192,7 +192,7 @@ async fn ask(
     let sub = forward::Subrequest {
         service: r.service,
         router: r.router,
-        backend: r.errors.backend,
+        backend: r.errors.backend.index,
         ctx: PickContext {
             client: asked.client,
             hash: None,

@@ -166,10 +166,10 @@ async fn serve(
             let mut picked = router.pick_backend(hit.index, rule, req.headers())?;
             // `fallbackBackendRef`: a backend without an endpoint to send to hands its
             // requests over (one branch for rules without it).
-            if let Some(fallback) = rule.fallback_backend
+            if let Some(fallback) = &rule.fallback_backend
                 && !router.backends[picked.backend].has_available_endpoint()
             {
-                picked.backend = fallback;
+                picked.backend = fallback.index;
             }
             let filters = &picked.backend_ref.filters;
             match &filters.answer {
