@@ -254,3 +254,74 @@ async fn a_backend_without_a_healthy_endpoint_hands_its_requests_to_the_fallback
     )
     .await;
 }
+
+/// Connections an upstream accepted and saw end.
+#[derive(Default)]
+struct Conns {
+    accepted: std::sync::atomic::AtomicUsize,
+    ended: std::sync::atomic::AtomicUsize,
+}
+
+/// An upstream whose `/big` answers 404 with a 1 MiB body, and every other path 200 `ok`.
+async fn big_404s() -> (SocketAddr, Arc<Conns>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(Conns::default());
+    let c = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            c.accepted.fetch_add(1, Relaxed);
+            let c = c.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
+                    if req.uri().path() == "/big" {
+                        *r.body_mut() = Full::new(Bytes::from(vec![b'x'; 1 << 20]));
+                        *r.status_mut() = StatusCode::NOT_FOUND;
+                    }
+                    Ok::<_, Infallible>(r)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+                c.ended.fetch_add(1, Relaxed);
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test]
+async fn a_replaced_long_body_closes_its_upstream_connection() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let (up, conns) = big_404s().await;
+    let (pages, _) = error_pages().await;
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "all.yaml",
+        &(backend_yaml("up", &[up]) + &backend_yaml("pages", &[pages]) + &route("shop")),
+    );
+    let gw = Binary::run(cfg.path()).start().ready().await;
+    let r = send(&gw, "GET", "shop", "/big", &[]).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body.as_str()),
+        (404, "<h1>custom 404</h1>")
+    );
+    // The megabyte nobody reads is not drained: its connection is closed, not pooled.
+    eventually(
+        Duration::from_secs(5),
+        "the upstream connection ends",
+        || async { (conns.ended.load(Relaxed) == 1).then_some(()) },
+    )
+    .await;
+    // The next requests go on a new connection, answered whole.
+    for _ in 0..3 {
+        let r = send(&gw, "GET", "shop", "/small", &[]).await;
+        assert_eq!((r.status.as_u16(), r.body.as_str()), (200, "ok"));
+    }
+    assert_eq!(conns.accepted.load(Relaxed), 2);
+}
