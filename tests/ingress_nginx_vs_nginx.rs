@@ -1,7 +1,8 @@
 //! The ingress-nginx corpus against Debian's nginx, configured as ingress-nginx's template
 //! renders the same annotations (`location ~* "^PATH"` with `rewrite … break`, `return CODE
 //! URL`, `server_name` aliases, `proxy_set_header`, `limit_req`, `proxy_read_timeout`,
-//! `grpc_pass`, `proxy_next_upstream`, `auth_request` with its `@signin`, `client_max_body_size`;
+//! `grpc_pass`, `proxy_next_upstream`, `auth_request` with its `@signin`, `client_max_body_size`,
+//! `error_page CODE = @custom_…` with `proxy_intercept_errors`;
 //! and `proxy_connect_timeout`, whose 504 Tidegate answers 502): the answers the corpus says
 //! ingress-nginx gives are
 //! nginx's. Cases whose nginx configuration ingress-nginx builds from Lua or several blocks
@@ -116,6 +117,21 @@ const SERVERS: &[(&str, &str)] = &[
            location / { client_max_body_size 1k; proxy_pass http://UP; }"#,
     ),
     (
+        "custom-http-errors",
+        r#"server_name errors.bar.com;
+           location @custom_canary_404 { internal; proxy_intercept_errors off;
+               proxy_set_header X-Code 404; proxy_set_header X-Format $http_accept;
+               proxy_set_header X-Original-URI $request_uri; proxy_set_header X-Service-Name web;
+               proxy_set_header Host $host; rewrite (.*) / break; proxy_pass http://CANARY; }
+           location @custom_canary_503 { internal; proxy_intercept_errors off;
+               proxy_set_header X-Code 503; proxy_set_header X-Format $http_accept;
+               proxy_set_header X-Original-URI $request_uri; proxy_set_header X-Service-Name web;
+               proxy_set_header Host $host; rewrite (.*) / break; proxy_pass http://CANARY; }
+           location / { proxy_intercept_errors on;
+               error_page 404 = @custom_canary_404; error_page 503 = @custom_canary_503;
+               proxy_pass http://UP; }"#,
+    ),
+    (
         "rate-limit",
         r#"server_name ratelimit.bar.com;
            location / { limit_req zone=rate-limit burst=2 nodelay; limit_req_status 503;
@@ -145,6 +161,8 @@ impl Drop for Nginx {
 #[ignore = "needs nginx (scripts/test.sh installs it)"]
 async fn nginx_configured_as_ingress_nginx_answers_the_corpus_as_it_says() {
     let up = Upstream::start("web").await;
+    // The default-backend Service of custom-http-errors.
+    let canary = Upstream::start("canary").await;
     // The Service `flaky` of the corpus: two endpoints, one answering 503.
     let (bad, good) = (
         Upstream::start("flaky-bad").await,
@@ -170,6 +188,7 @@ async fn nginx_configured_as_ingress_nginx_answers_the_corpus_as_it_says() {
                 "  server {{ listen 127.0.0.1:{port}; proxy_set_header Host $host;\n    {}\n  }}\n",
                 s.replace("AUTH_HOST", &up.addr.ip().to_string())
                     .replace("UP", &up.addr.to_string())
+                    .replace("CANARY", &canary.addr.to_string())
             )
         })
         .collect();

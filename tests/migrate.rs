@@ -436,3 +436,93 @@ spec:
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{yaml}");
 }
+
+/// `default-backend` and `custom-http-errors` are written as the rule's `fallbackBackendRef`
+/// and `errorResponses` (the report says how they differ), valid next to their Services;
+/// `custom-http-errors` without `default-backend` (the controller's own default backend,
+/// which Tidegate does not have) is not migrated.
+#[test]
+fn migrate_writes_default_backend_and_custom_http_errors_as_fallback_and_error_responses() {
+    let input = r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: shop
+  namespace: shop
+  annotations:
+    nginx.ingress.kubernetes.io/default-backend: error-pages
+    nginx.ingress.kubernetes.io/custom-http-errors: "404, 503,404"
+spec:
+  ingressClassName: nginx
+  rules:
+  - host: shop.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: alone
+  namespace: shop
+  annotations:
+    nginx.ingress.kubernetes.io/custom-http-errors: "404"
+spec:
+  ingressClassName: nginx
+  defaultBackend: {service: {name: web, port: {number: 80}}}
+"#;
+    let (code, yaml, report) = migrate(&[], input);
+    assert_eq!(code, Some(1), "{report}");
+    assert!(
+        report.contains("Ingress shop/alone: not migrated"),
+        "{report}"
+    );
+    assert!(
+        report.contains("custom-http-errors without default-backend"),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "nginx.ingress.kubernetes.io/default-backend: approximated: the rule's fallbackBackendRef"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains(
+            "nginx.ingress.kubernetes.io/custom-http-errors: approximated: the rule's errorResponses"
+        ),
+        "{report}"
+    );
+    let route: serde_yaml_ng::Value = serde_yaml_ng::Deserializer::from_str(&yaml)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .find(|d: &serde_yaml_ng::Value| d["kind"] == "Route")
+        .unwrap();
+    let rule = &route["spec"]["rules"][0];
+    let fallback = &rule["fallbackBackendRef"];
+    assert_eq!(fallback["name"].as_str(), Some("error-pages"));
+    assert_eq!(fallback["kind"].as_str(), Some("Service"));
+    let errors = &rule["errorResponses"];
+    let statuses: Vec<u64> = errors["statuses"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [404, 503]);
+    assert_eq!(errors["backendRef"], *fallback);
+
+    // Valid next to the Services they name.
+    let cfg = ConfigDir::new();
+    cfg.write("migrated.yaml", &yaml);
+    cfg.write(
+        "cluster.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: error-pages, namespace: shop}\nspec: {ports: [{name: http, port: 8080}]}\n",
+    );
+    let out = Command::new(BIN)
+        .args(["validate", "--kubernetes", "--config"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{yaml}");
+    assert!(stdout.is_empty(), "{stdout}");
+}

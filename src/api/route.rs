@@ -234,6 +234,43 @@ pub struct RouteRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_request_body_bytes: Option<u64>,
+    /// Where requests go when the backend picked for them has no endpoint to send to (none
+    /// discovered, or every one unhealthy or ejected), instead of a 503: ingress-nginx's
+    /// `default-backend`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_backend_ref: Option<LocalBackendRef>,
+    /// Upstream answers with these statuses are replaced by the answer of another backend (an
+    /// error-page service): ingress-nginx's `custom-http-errors`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_responses: Option<ErrorResponses>,
+}
+
+/// A Backend or Service port in the Route's namespace, that a rule sends some requests to.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalBackendRef {
+    /// Name of the Backend or Service.
+    pub name: String,
+    /// `Backend` or `Service`. Unset: the Backend of that name, else the Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Service port (kind Service only; unset: the Service's only port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub port: Option<u16>,
+}
+
+/// Upstream error answers replaced by an error-page backend's.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ErrorResponses {
+    /// The upstream statuses replaced (400-599).
+    #[schemars(length(min = 1, max = 200), inner(range(min = 400, max = 599)))]
+    pub statuses: Vec<u16>,
+    /// The backend asked for the answer (`GET /` with the request's query, `HEAD` for a HEAD
+    /// request, with the client's headers and `X-Code`, `X-Format`, `X-Original-URI` and the
+    /// others ingress-nginx sends).
+    pub backend_ref: LocalBackendRef,
 }
 
 /// Conditions a request must meet, all of them.

@@ -51,8 +51,9 @@ pub use ser::format_duration;
 pub use ser::unix_time;
 pub use session::{DEFAULT_SESSION_COOKIE, SameSite, SessionCookie, same_site_none_compatible};
 pub use table::{
-    Action, BackendIdx, Candidate, Group, Hit, HostIndex, NoBackend, Picked, Retry, RetryOn,
-    RoutingTable, Rule, TableError, Target, Timeouts, WeightedBackend, passthrough, pick,
+    Action, BackendAt, BackendIdx, Candidate, ErrorResponses, Group, Hit, HostIndex, NoBackend,
+    Picked, Retry, RetryOn, RoutingTable, Rule, TableError, Target, Timeouts, WeightedBackend,
+    passthrough, pick,
 };
 pub use tls::{
     CaBundle, Certificate, ClientValidation, NginxCertHeaders, TlsHost, TlsTable, UpstreamTls,

@@ -305,9 +305,50 @@ pub struct Rule {
     /// The longest request body accepted (`maxRequestBodyBytes`; `None`: no limit).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_request_body_bytes: Option<u64>,
+    /// Where requests go when the picked backend has no available endpoint
+    /// (`fallbackBackendRef`; `None`: they get 503).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_backend: Option<BackendAt>,
+    /// Upstream answers replaced by an error-page backend's (`errorResponses`; `None`: no cost
+    /// on the request path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_responses: Option<Box<ErrorResponses>>,
     /// Creation time of the Route, for precedence.
     #[serde(skip)]
     pub created: Option<i64>,
+}
+
+/// A rule's `errorResponses`: the upstream statuses whose answers are replaced, and the
+/// backend asked for the replacement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorResponses {
+    /// The statuses replaced, ascending.
+    pub statuses: Vec<u16>,
+    /// The error page's backend.
+    pub backend: BackendAt,
+}
+
+/// A backend of the table a rule names besides its backendRefs; shown as its label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendAt {
+    /// Index into the table's backends.
+    pub index: BackendIdx,
+    /// Its label (`namespace/name`).
+    pub label: Arc<str>,
+}
+
+impl Serialize for BackendAt {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.label)
+    }
+}
+
+impl ErrorResponses {
+    /// Whether an upstream answer with `status` is replaced.
+    pub fn intercepts(&self, status: u16) -> bool {
+        self.statuses.binary_search(&status).is_ok()
+    }
 }
 
 /// One (rule, match) pair to try for a host bucket.

@@ -211,7 +211,8 @@ async fn the_ingress_nginx_corpus_is_answered_as_ingress_nginx_answers_it() {
 
 /// The Services of the corpus in `ns` (port `http`, 80), each endpoint an upstream that names
 /// itself in `x-upstream`: `web` and `canary`; `flaky`, whose endpoint `flaky-bad` answers
-/// every request 503 and `flaky-good` as the others; `pair`, with `pair-a` and `pair-b`.
+/// every request 503 and `flaky-good` as the others; `pair`, with `pair-a` and `pair-b`;
+/// `down`, whose one endpoint is not ready.
 async fn upstreams(ns: &Ns) -> Vec<Upstream> {
     let mut out = Vec::new();
     for (service, name) in [
@@ -221,13 +222,15 @@ async fn upstreams(ns: &Ns) -> Vec<Upstream> {
         ("flaky", "flaky-good"),
         ("pair", "pair-a"),
         ("pair", "pair-b"),
+        ("down", "down"),
     ] {
         let up = Upstream::start(name).await;
         if name == "flaky-bad" {
             up.faults.set_status(503);
         }
         ns.service(service, json!({})).await;
-        ns.slice(name, service, up.addr.port(), true).await;
+        ns.slice(name, service, up.addr.port(), name != "down")
+            .await;
         out.push(up);
     }
     out

@@ -165,12 +165,16 @@ async fn backend_tls_and_ssl_passthrough_annotations_serve_as_ingress_and_migrat
     check(&gw, &ns.name, &server_ca).await;
     // Unverified certificates are said, with how to verify them (the Event is written after
     // the table is served: wait for it).
-    eventually(Duration::from_secs(10), "the warning on https-plain", || async {
-        let w = ns.warnings("Ingress", "https-plain").await;
-        w.iter()
-            .any(|w| w.contains("not verified") && w.contains("proxy-ssl-verify: \"on\""))
-            .then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the warning on https-plain",
+        || async {
+            let w = ns.warnings("Ingress", "https-plain").await;
+            w.iter()
+                .any(|w| w.contains("not verified") && w.contains("proxy-ssl-verify: \"on\""))
+                .then_some(())
+        },
+    )
     .await;
     assert!(ns.warnings("Ingress", "grpcs-verified").await.is_empty());
 

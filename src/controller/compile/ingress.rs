@@ -104,10 +104,21 @@ pub fn compile_ingress(
         spec: crate::api::RouteSpec::default(),
     };
     let mut rules: Vec<Rule> = Vec::new();
-    for p in super::ingress_translate::plan(ing, &t, &canaries, &mut f) {
+    let default_port = default_backend_port(id, ing, &t, env, &mut f);
+    for mut p in super::ingress_translate::plan(ing, &t, &canaries, &mut f) {
         let Some(resolved) = resolve(id, &p, &settings, env, &mut f) else {
             continue;
         };
+        if let Some(r) = &mut p.rule.fallback_backend_ref {
+            r.port = default_port;
+        }
+        if let Some(e) = &mut p.rule.error_responses {
+            e.backend_ref.port = default_port;
+        }
+        if default_port.is_none() {
+            p.rule.fallback_backend_ref = None;
+            p.rule.error_responses = None;
+        }
         let index = rules.len();
         let compiled = super::route::compile_rule(
             &shell,
@@ -179,6 +190,44 @@ fn passthrough(
         }
     }
     out
+}
+
+/// `default-backend`: the Service's first port, as ingress-nginx takes it; a Service that does
+/// not exist (or has no port) is a warning naming the annotation, and the rules are served
+/// without it.
+fn default_backend_port(
+    id: &crate::model::ObjectRef,
+    ing: &IngressInfo,
+    t: &super::ingress_translate::Translation,
+    env: &Env<'_>,
+    f: &mut Findings<'_>,
+) -> Option<u16> {
+    let name = t.default_backend.as_deref()?;
+    let port = env.targets.borrow().first_port(&id.namespace, name);
+    if port.is_none()
+        && let Some((key, _)) = super::ingress_translate::get(&ing.annotations, "default-backend")
+    {
+        let message = format!(
+            "Service {}/{name} not found (or it has no port): requests whose Service has no \
+             ready endpoint get 503{}",
+            id.namespace,
+            if t.custom_errors.is_empty() {
+                ""
+            } else {
+                ", and custom-http-errors sends the upstream's answers as they are"
+            }
+        );
+        f.push(Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(
+                id,
+                format!("metadata.annotations[{key}]"),
+                Reason::ServiceNotFound,
+                message,
+            )
+        });
+    }
+    port
 }
 
 /// The backends of planned rule `p`: `None` when its own backend does not resolve (an error)

@@ -32,8 +32,6 @@ const NOT_YET: &[&str] = &[
     "auth-proxy-set-headers",
     "enable-global-auth",
     "custom-headers",
-    "custom-http-errors",
-    "default-backend",
     "from-to-www-redirect",
     "limit-connections",
     "limit-rate",
@@ -195,10 +193,6 @@ fn why_not_yet(name: &str) -> &'static str {
              as a RateLimitPolicy on a Route"
         }
         "limit-connections" => ": Tidegate has no limit of connections per client address yet",
-        "default-backend" | "custom-http-errors" => {
-            ": Tidegate does not send requests elsewhere when a Service has no endpoints or \
-             answers an error"
-        }
         "proxy-next-upstream-timeout" => {
             ": nginx stops starting new tries after this long without cutting the try under \
              way, and a Route's timeouts.request would cut it (504); write a Route with retry \

@@ -43,6 +43,8 @@ pub const MAPPED: &[&str] = &[
     "cors-allow-origin",
     "cors-expose-headers",
     "cors-max-age",
+    "custom-http-errors",
+    "default-backend",
     "denylist-source-range",
     "enable-cors",
     "force-ssl-redirect",
@@ -141,6 +143,12 @@ pub struct Translation {
     /// `canary: "true"` and `canary-*`: the Ingress's backends join the main Ingress's rules
     /// of the same host and path (see [`super::ingress_canary`]).
     pub canary: Option<super::ingress_canary::Canary>,
+    /// `default-backend`: the Service (same namespace) the rules' requests go to when their
+    /// own Service has no ready endpoint (the rule's `fallbackBackendRef`).
+    pub default_backend: Option<String>,
+    /// `custom-http-errors`: upstream statuses replaced by the default backend's answer (the
+    /// rule's `errorResponses`).
+    pub custom_errors: Vec<u16>,
     /// What became of each annotation read, by full key.
     pub outcomes: BTreeMap<String, Outcome>,
 }
@@ -223,6 +231,7 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     retries(a, &mut t, f);
     balancing(a, &mut t, f);
     super::ingress_affinity::read(a, &mut t, f);
+    error_pages(a, &mut t, f);
     if flag(&mut t, "enable-cors", f) == Some(true) {
         cors(a, &mut t);
     } else {
@@ -489,6 +498,88 @@ fn rate_limits(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findin
             ..api::RateLimitPolicySpec::default()
         });
     }
+}
+
+/// `default-backend` and `custom-http-errors`. Without `default-backend`, ingress-nginx asks
+/// the controller's own default backend for the error pages; Tidegate has none, so
+/// `custom-http-errors` needs the annotation.
+fn error_pages(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    if let Some((key, v)) = get(a, "default-backend") {
+        let name = v.trim();
+        if is_dns_label(name) {
+            t.default_backend = Some(name.to_owned());
+            t.outcomes.insert(
+                key,
+                Outcome::Approximated(
+                    "the rule's fallbackBackendRef (kind Service): requests go there when the \
+                     rule's Service has no ready endpoint, none healthy or every one ejected. \
+                     Served from the Ingress it takes the Service's first port, as \
+                     ingress-nginx; migrated, a Service with several ports needs port set"
+                        .to_owned(),
+                ),
+            );
+        } else {
+            f.invalid(
+                field(&key),
+                format!("{v:?} must name a Service of the Ingress's namespace"),
+            );
+        }
+    }
+    let Some((key, v)) = get(a, "custom-http-errors") else {
+        return;
+    };
+    let mut codes = Vec::new();
+    for code in list(v) {
+        match code.parse::<u16>() {
+            Ok(c) if (400..=599).contains(&c) => {
+                if !codes.contains(&c) {
+                    codes.push(c);
+                }
+            }
+            _ => {
+                f.invalid(
+                    field(&key),
+                    format!("{code:?} is not an error status (400-599)"),
+                );
+                return;
+            }
+        }
+    }
+    if codes.is_empty() {
+        f.invalid(field(&key), "list error statuses, e.g. \"404,503\"");
+        return;
+    }
+    if t.default_backend.is_none() {
+        f.not_supported(
+            field(&key),
+            "custom-http-errors without default-backend (ingress-nginx then asks the \
+             controller's own default backend, and Tidegate has none): name the error-page \
+             Service with the default-backend annotation",
+        );
+        return;
+    }
+    t.custom_errors = codes;
+    t.outcomes.insert(
+        key,
+        Outcome::Approximated(
+            "the rule's errorResponses, asking the default-backend Service GET / (HEAD / for \
+             HEAD) with X-Code, X-Format, X-Original-URI, X-Namespace, X-Ingress-Name, \
+             X-Service-Name, X-Service-Port, X-Request-ID, X-Forwarded-For, Host and Accept \
+             (nginx repeats the client's method and other headers); its status, headers and \
+             body are sent; if it cannot answer, the upstream's own answer is"
+                .to_owned(),
+        ),
+    );
+}
+
+/// A DNS-1035 label, as a Service name is.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && !s.ends_with('-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// `backend-protocol`: HTTP (the default), GRPC and H2C (HTTP/2 cleartext), HTTPS and GRPCS
@@ -1405,7 +1496,31 @@ impl Translation {
             timeouts: self.timeouts.clone(),
             retry: self.retry.clone(),
             max_request_body_bytes: self.max_body,
+            // A redirect answers itself: nothing is forwarded.
+            fallback_backend_ref: match &self.default_backend {
+                Some(name) if self.redirect.is_none() => Some(self.service_ref(name)),
+                _ => None,
+            },
+            error_responses: match &self.default_backend {
+                Some(name) if self.redirect.is_none() && !self.custom_errors.is_empty() => {
+                    Some(api::ErrorResponses {
+                        statuses: self.custom_errors.clone(),
+                        backend_ref: self.service_ref(name),
+                    })
+                }
+                _ => None,
+            },
             ..RouteRule::default()
+        }
+    }
+
+    /// `default-backend`'s Service (its port is the caller's to set: ingress-nginx takes the
+    /// first).
+    fn service_ref(&self, name: &str) -> api::LocalBackendRef {
+        api::LocalBackendRef {
+            name: name.to_owned(),
+            kind: Some("Service".to_owned()),
+            port: None,
         }
     }
 
@@ -1445,6 +1560,8 @@ impl Translation {
             kind: PathMatchType::Exact,
             value: "/".to_owned(),
         });
+        rule.fallback_backend_ref = None;
+        rule.error_responses = None;
         rule.filters = vec![RouteFilter {
             request_redirect: Some(RequestRedirect {
                 path: Some(PathModifier {
@@ -1607,6 +1724,56 @@ mod tests {
             t.outcomes[&format!("{N}auth-keepalive")],
             Outcome::Approximated(_)
         ));
+    }
+
+    #[test]
+    fn default_backend_and_custom_http_errors_become_the_fallback_and_error_responses() {
+        let (t, d) = run(&[
+            (&format!("{N}default-backend"), "error-pages"),
+            (&format!("{N}custom-http-errors"), "503, 404,404"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        let rule = t.rule(t.path("Prefix", "/"));
+        let fallback = rule.fallback_backend_ref.clone().unwrap();
+        assert_eq!(
+            (fallback.name.as_str(), fallback.kind.as_deref()),
+            ("error-pages", Some("Service"))
+        );
+        let errors = rule.error_responses.unwrap();
+        assert_eq!(errors.statuses, [503, 404]);
+        assert_eq!(errors.backend_ref, fallback);
+        // default-backend alone: the fallback only.
+        let (t, d) = run(&[(&format!("{N}default-backend"), "spare")]);
+        assert!(d.is_empty(), "{d:?}");
+        let rule = t.rule(t.path("Prefix", "/"));
+        assert!(rule.fallback_backend_ref.is_some() && rule.error_responses.is_none());
+        // A redirect answers itself: neither.
+        let (t, _) = run(&[
+            (&format!("{N}default-backend"), "spare"),
+            (&format!("{N}permanent-redirect"), "https://example.com/"),
+        ]);
+        assert!(t.rule(t.path("Prefix", "/")).fallback_backend_ref.is_none());
+    }
+
+    #[test]
+    fn custom_http_errors_needs_default_backend_and_error_statuses() {
+        let (_, d) = run(&[(&format!("{N}custom-http-errors"), "404")]);
+        assert!(d[0].is_error(), "{d:?}");
+        assert!(
+            d[0].message.contains("not supported yet") && d[0].message.contains("default-backend"),
+            "{d:?}"
+        );
+        for v in ["200", "404,abc", "600", ""] {
+            let (_, d) = run(&[
+                (&format!("{N}default-backend"), "pages"),
+                (&format!("{N}custom-http-errors"), v),
+            ]);
+            assert!(d.len() == 1 && d[0].is_error(), "{v}: {d:?}");
+        }
+        for v in ["Pages", "pages.shop", "ns/pages", ""] {
+            let (_, d) = run(&[(&format!("{N}default-backend"), v)]);
+            assert!(d.len() == 1 && d[0].is_error(), "{v}: {d:?}");
+        }
     }
 
     #[test]

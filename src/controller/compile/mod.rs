@@ -9,6 +9,7 @@ mod backend;
 mod basic_auth;
 mod canary;
 mod ext_auth;
+mod fallback;
 mod fields;
 mod ingress;
 pub mod ingress_affinity;

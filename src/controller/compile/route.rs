@@ -201,6 +201,7 @@ pub(super) fn compile_rule(
         .enumerate()
         .find_map(|(i, filter)| filter.cors.as_ref().map(|c| (i, c)));
     let access = super::access::access(rule, cors, at, id, hostnames, env, f);
+    let (fallback_backend, error_responses) = fallbacks(rule, terminal, at, env, f);
     if !f.ok() {
         return None;
     }
@@ -246,8 +247,48 @@ pub(super) fn compile_rule(
         client_validation: None,
         access,
         max_request_body_bytes: max_request_body_bytes(rule, at, f),
+        fallback_backend,
+        error_responses,
         created: obj.meta.created,
     })
+}
+
+/// `fallbackBackendRef` and `errorResponses` (a rule that answers itself may have neither).
+fn fallbacks(
+    rule: &api::RouteRule,
+    terminal: bool,
+    at: &str,
+    env: &Env<'_>,
+    f: &mut Findings<'_>,
+) -> (
+    Option<crate::model::BackendAt>,
+    Option<Box<crate::model::ErrorResponses>>,
+) {
+    if rule.fallback_backend_ref.is_none() && rule.error_responses.is_none() {
+        return (None, None);
+    }
+    let id = f.id();
+    if terminal {
+        let field = if rule.fallback_backend_ref.is_some() {
+            "fallbackBackendRef"
+        } else {
+            "errorResponses"
+        };
+        f.invalid(
+            format!("{at}.{field}"),
+            "a rule that answers itself (requestRedirect or directResponse) sends nothing to a backend",
+        );
+        return (None, None);
+    }
+    let fallback = rule
+        .fallback_backend_ref
+        .as_ref()
+        .and_then(|r| super::fallback::fallback_backend(id, r, at, env, f));
+    let errors = rule
+        .error_responses
+        .as_ref()
+        .and_then(|e| super::fallback::error_responses(id, e, at, env, f));
+    (fallback, errors)
 }
 
 /// `maxRequestBodyBytes`: at least 1 (unset: no limit).

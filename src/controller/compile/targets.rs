@@ -98,6 +98,12 @@ impl<'a> Targets<'a> {
         }
     }
 
+    /// The number of the first port of Service `namespace/name`, if it exists and has one.
+    pub fn first_port(&self, namespace: &str, name: &str) -> Option<u16> {
+        let id = ObjectRef::new(Kind::Service, namespace, name);
+        Some(self.services.get(&id)?.spec.ports.first()?.port)
+    }
+
     /// The Service port backend `idx` takes its endpoints from, if any.
     pub fn origin(&self, idx: BackendIdx) -> Option<(&str, &ServicePortInfo)> {
         self.origin[idx]

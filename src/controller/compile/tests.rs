@@ -616,6 +616,104 @@ fn a_broken_ingress_update_keeps_its_last_accepted_version() {
     assert!(second.table.has_errors());
 }
 
+#[test]
+fn an_ingress_default_backend_takes_the_services_first_port_and_a_missing_one_is_a_warning() {
+    use crate::controller::objects::{
+        IngressBackendInfo, IngressInfo, IngressPathInfo, IngressRuleInfo, PortRef, ServiceInfo,
+        ServicePortInfo,
+    };
+    let svc = |name: &str, ports: &[(&str, u16)]| Obj {
+        meta: Meta::new(ObjectRef::new(Kind::Service, "default", name)),
+        spec: ServiceInfo {
+            ports: ports
+                .iter()
+                .map(|(n, p)| ServicePortInfo {
+                    name: (*n).into(),
+                    port: *p,
+                    protocol: "TCP".into(),
+                })
+                .collect(),
+            ..Default::default()
+        },
+    };
+    let ingress = |default_backend: &str| Obj {
+        meta: Meta::new(ObjectRef::new(Kind::Ingress, "default", "shop")),
+        spec: IngressInfo {
+            class_name: Some(crate::api::DEFAULT_INGRESS_CLASS.into()),
+            annotations: [
+                (
+                    "nginx.ingress.kubernetes.io/default-backend".to_owned(),
+                    default_backend.to_owned(),
+                ),
+                (
+                    "nginx.ingress.kubernetes.io/custom-http-errors".to_owned(),
+                    "404".to_owned(),
+                ),
+            ]
+            .into(),
+            rules: vec![IngressRuleInfo {
+                host: Some("shop.test".into()),
+                paths: vec![IngressPathInfo {
+                    path: Some("/".into()),
+                    path_type: "Prefix".into(),
+                    backend: IngressBackendInfo::Service {
+                        name: "web".into(),
+                        port: Some(PortRef::Number(80)),
+                    },
+                }],
+            }],
+            ..Default::default()
+        },
+    };
+    let opts = CompileOptions {
+        discovery: true,
+        ..CompileOptions::default()
+    };
+    let services = [
+        svc("web", &[("http", 80)]),
+        svc("pages", &[("metrics", 9090), ("http", 8080)]),
+    ];
+    let snap = |ing: Obj<IngressInfo>| Snapshot {
+        services: services
+            .iter()
+            .map(|s| (s.meta.id.clone(), s.clone()))
+            .collect(),
+        ingresses: [(ing.meta.id.clone(), ing)].into(),
+        ..Default::default()
+    };
+    let out = compile(&snap(ingress("pages")), &opts);
+    assert!(
+        out.table.diagnostics.is_empty(),
+        "{:?}",
+        out.table.diagnostics
+    );
+    let rule = &out.table.rules[0];
+    let fallback = rule.fallback_backend.as_ref().unwrap();
+    assert_eq!(&*fallback.label, "default/pages:9090", "the first port");
+    let errors = rule.error_responses.as_ref().unwrap();
+    assert_eq!(
+        (errors.statuses.as_slice(), errors.backend.index),
+        (&[404][..], fallback.index)
+    );
+
+    let out = compile(&snap(ingress("nope")), &opts);
+    let rule = &out.table.rules[0];
+    assert!(rule.fallback_backend.is_none() && rule.error_responses.is_none());
+    assert_eq!(
+        out.table.diagnostics.len(),
+        1,
+        "{:?}",
+        out.table.diagnostics
+    );
+    let d = &out.table.diagnostics[0];
+    assert_eq!(d.severity, Severity::Warning);
+    assert_eq!(
+        d.field,
+        "metadata.annotations[nginx.ingress.kubernetes.io/default-backend]"
+    );
+    assert!(d.message.contains("default/nope not found"), "{d:?}");
+}
+
 mod segment_index {
     //! The first-segment index must not change which rule wins.
 

@@ -14,7 +14,7 @@ use super::exchange::{Exchange, ResponseBody};
 use super::middleware::Middleware;
 use super::request_id::{self, X_REQUEST_ID};
 use super::service::Service;
-use super::{access, forward, headers, path, rate_limit, reason};
+use super::{access, error_page, forward, headers, path, rate_limit, reason};
 use crate::model::{Action, Answer, DirectResponse, PathMatcher, Redirect, RequestView};
 use crate::proxy::transport::{self, ClientBody, ConnCtx, ProxyBody};
 use crate::proxy::upstream::Router;
@@ -163,7 +163,14 @@ async fn serve(
             redirect(r, service, conn, &req, normalized.as_deref(), matched)?
         }
         Action::Forward { .. } => {
-            let picked = router.pick_backend(hit.index, rule, req.headers())?;
+            let mut picked = router.pick_backend(hit.index, rule, req.headers())?;
+            // `fallbackBackendRef`: a backend without an endpoint to send to hands its
+            // requests over (one branch for rules without it).
+            if let Some(fallback) = &rule.fallback_backend
+                && !router.backends[picked.backend].has_available_endpoint()
+            {
+                picked.backend = fallback.index;
+            }
             let filters = &picked.backend_ref.filters;
             match &filters.answer {
                 Some(answer) => {
@@ -192,7 +199,15 @@ async fn serve(
                         matched,
                         started,
                     };
-                    forward::forward(target, req, normalized, ex).await?
+                    match &rule.error_responses {
+                        None => forward::forward(target, req, normalized, ex).await?,
+                        // Boxed: every rule's request future would carry its state.
+                        Some(errors) => {
+                            let with_pages =
+                                Box::pin(error_page::forward(target, errors, req, normalized, ex));
+                            with_pages.await?
+                        }
+                    }
                 }
             }
         }

@@ -13,6 +13,7 @@
 mod access;
 mod basic_auth;
 mod error;
+mod error_page;
 mod exchange;
 mod ext_auth;
 mod forward;

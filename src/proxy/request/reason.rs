@@ -71,6 +71,11 @@ pub const REDIRECT: &str = "redirect";
 pub const HTTPS_REDIRECT: &str = "https_redirect";
 /// The embedding program's middleware answered.
 pub const MIDDLEWARE: &str = "middleware";
+/// The upstream's error answer was replaced by the rule's error page (`errorResponses`; the
+/// error-page backend's status).
+pub const ERROR_PAGE: &str = "error_page";
+/// The rule's error page could not answer; the upstream's error answer was sent as it was.
+pub const ERROR_PAGE_FAILED: &str = "error_page_failed";
 
 /// The rule requires a client certificate (Route `spec.tls.clientValidation`, mode
 /// `Require`) and the connection has no valid one for it (403).
@@ -111,4 +116,6 @@ pub const ALL: &[&str] = &[
     HTTPS_REDIRECT,
     MIDDLEWARE,
     CLIENT_CERTIFICATE_REQUIRED,
+    ERROR_PAGE,
+    ERROR_PAGE_FAILED,
 ];

@@ -318,6 +318,14 @@ impl BackendState {
         }
     }
 
+    /// Whether a request would find an endpoint ([`Self::pick`] would not fail): one is
+    /// known, healthy and not ejected.
+    pub fn has_available_endpoint(&self) -> bool {
+        let pool = self.pool.load();
+        let now = self.clock.now_ms();
+        pool.endpoints.iter().any(|e| e.available(now))
+    }
+
     /// The endpoint for a request: a usable one (healthy, not ejected, admitted by slow start).
     pub fn pick(&self, ctx: &PickContext) -> Result<Arc<EndpointState>, NoEndpoint> {
         let pool = self.pool.load();
