@@ -288,6 +288,10 @@ pub struct Rule {
     /// Ingress's `tls` hosts).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub https_redirect: bool,
+    /// That redirect drops one trailing `/` of the path and query, as ingress-nginx's does
+    /// (an Ingress's rules, unless its `preserve-trailing-slash` is `"true"`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub https_redirect_strips_slash: bool,
     /// `Strict-Transport-Security` added to the rule's HTTPS responses (its Route's
     /// `spec.tls.hsts`).
     #[serde(

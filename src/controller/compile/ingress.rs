@@ -132,6 +132,7 @@ pub fn compile_ingress(
         );
         if let Some(mut r) = compiled {
             r.https_redirect = t.force_ssl_redirect;
+            r.https_redirect_strips_slash = !t.preserve_trailing_slash;
             rules.push(r);
         }
     }

@@ -41,7 +41,6 @@ const NOT_YET: &[&str] = &[
     "global-rate-limit-window",
     "global-rate-limit-key",
     "global-rate-limit-ignored-cidrs",
-    "preserve-trailing-slash",
     "proxy-cookie-domain",
     "proxy-cookie-path",
     "proxy-send-timeout",

@@ -323,6 +323,12 @@ fn route_tls(
         ));
         return None;
     };
+    if (t.ssl_redirect || t.force_ssl_redirect) && !t.preserve_trailing_slash {
+        m.notes.push(format!(
+            "the https redirect of {hostnames:?} keeps a trailing slash (ingress-nginx drops one: \
+             http://HOST/docs/ goes to https://HOST/docs); the Ingress served as it is drops it too"
+        ));
+    }
     Some(api::RouteTls {
         secret_name: secret.clone(),
         https_redirect: Some(t.ssl_redirect || t.force_ssl_redirect),

@@ -61,6 +61,7 @@ pub const MAPPED: &[&str] = &[
     "proxy-read-timeout",
     "rewrite-target",
     "server-alias",
+    "preserve-trailing-slash",
     "ssl-redirect",
     "temporal-redirect",
     "temporal-redirect-code",
@@ -140,6 +141,9 @@ pub struct Translation {
     pub ssl_redirect: bool,
     /// `force-ssl-redirect`: plain HTTP for every host of the Ingress gets 308 to https.
     pub force_ssl_redirect: bool,
+    /// `preserve-trailing-slash`: the https redirect keeps a trailing slash (ingress-nginx
+    /// removes one by default).
+    pub preserve_trailing_slash: bool,
     /// `canary: "true"` and `canary-*`: the Ingress's backends join the main Ingress's rules
     /// of the same host and path (see [`super::ingress_canary`]).
     pub canary: Option<super::ingress_canary::Canary>,
@@ -207,6 +211,7 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     t.ssl_redirect = flag(&mut t, "ssl-redirect", f).unwrap_or(true);
     t.force_ssl_redirect = flag(&mut t, "force-ssl-redirect", f).unwrap_or(false);
     t.regex = flag(&mut t, "use-regex", f).unwrap_or(false);
+    t.preserve_trailing_slash = flag(&mut t, "preserve-trailing-slash", f).unwrap_or(false);
     t.canary = super::ingress_canary::read(a, &mut t.outcomes, f);
     rewrites(a, &mut t, f);
     redirects(a, &mut t, f);

@@ -237,6 +237,7 @@ pub(super) fn compile_rule(
         rate_limits: Vec::new(),
         // Set with the certificates (compile/tls.rs), once one serves the Route's hosts.
         https_redirect: false,
+        https_redirect_strips_slash: false,
         hsts: obj
             .spec
             .tls

@@ -197,6 +197,8 @@ pub fn build(
             Some(_) if rule.route.kind == Kind::Route => true,
             Some(hosts) => rule.hostnames.iter().any(|h| hosts.contains(h)),
         };
+        // Set for every Ingress rule; it matters (and shows in /config) with the redirect.
+        rule.https_redirect_strips_slash &= rule.https_redirect;
     }
     b.finish()
 }

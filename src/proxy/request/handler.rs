@@ -129,7 +129,7 @@ async fn serve(
     ex.route = rule.label.clone();
     if rule.https_redirect && conn.scheme == "http" {
         ex.reason = reason::HTTPS_REDIRECT;
-        return https_redirect(service, &req, normalized.as_deref());
+        return https_redirect(service, rule, &req, normalized.as_deref());
     }
     client_certificate(rule, conn)?;
     if let Some(max) = rule.max_request_body_bytes {
@@ -294,9 +294,11 @@ fn redirect(
 }
 
 /// 308 to the same URL on the HTTPS listener (a rule of a host served over HTTPS that asks for
-/// it: `spec.tls.httpsRedirect`, an Ingress's `tls`).
+/// it: `spec.tls.httpsRedirect`, an Ingress's `tls`). An Ingress's drops one trailing `/` of
+/// the path and query, as ingress-nginx's does (`/docs/` → `/docs`, `/` → nothing).
 fn https_redirect(
     service: &Service,
+    rule: &crate::model::Rule,
     req: &Request<ClientBody>,
     normalized: Option<&str>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -309,8 +311,15 @@ fn https_redirect(
         path: None,
         status: http::StatusCode::PERMANENT_REDIRECT,
     };
-    let path = normalized.unwrap_or(req.uri().path());
-    let location = to.location("http", &host, 0, path, None, req.uri().query());
+    let mut path = normalized.unwrap_or(req.uri().path());
+    let mut query = req.uri().query();
+    if rule.https_redirect_strips_slash {
+        match query {
+            Some(q) => query = Some(q.strip_suffix('/').unwrap_or(q)),
+            None => path = path.strip_suffix('/').unwrap_or(path),
+        }
+    }
+    let location = to.location("http", &host, 0, path, None, query);
     let location = HeaderValue::try_from(location)
         .map_err(|_| ProxyError::BadRequest("cannot build a redirect"))?;
     let mut resp = Response::new(ProxyBody::empty());
