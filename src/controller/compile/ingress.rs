@@ -105,7 +105,16 @@ pub fn compile_ingress(
     };
     let mut rules: Vec<Rule> = Vec::new();
     let default_port = default_backend_port(id, ing, &t, env, &mut f);
+    let other_hosts = super::ingress_translate::hosts_of_others(
+        id,
+        snap.ingresses.values().filter(|o| is_ours(&o.spec)),
+    );
     for mut p in super::ingress_translate::plan(ing, &t, &canaries, &mut f) {
+        if p.at == super::ingress_translate::FROM_TO_WWW_AT
+            && p.hostnames.iter().any(|h| other_hosts.contains(h))
+        {
+            continue;
+        }
         let Some(resolved) = resolve(id, &p, &settings, env, &mut f) else {
             continue;
         };

@@ -32,7 +32,6 @@ const NOT_YET: &[&str] = &[
     "auth-proxy-set-headers",
     "enable-global-auth",
     "custom-headers",
-    "from-to-www-redirect",
     "limit-connections",
     "limit-rate",
     "limit-rate-after",

@@ -63,7 +63,14 @@ pub fn migrate(
         return f.ok().then_some(m);
     }
     let canaries = super::ingress_canary::index(&id.namespace, all, |_| true);
-    let planned = plan(ing, &t, &canaries, &mut f);
+    let other_hosts = super::ingress_translate::hosts_of_others(id, all.values());
+    let planned: Vec<_> = plan(ing, &t, &canaries, &mut f)
+        .into_iter()
+        .filter(|p| {
+            p.at != super::ingress_translate::FROM_TO_WWW_AT
+                || !p.hostnames.iter().any(|h| other_hosts.contains(h))
+        })
+        .collect();
     // Hosts in the order the Ingress names them; a Route each.
     let mut groups: Vec<(Vec<String>, Vec<RouteRule>)> = Vec::new();
     for p in planned {

@@ -48,6 +48,7 @@ pub const MAPPED: &[&str] = &[
     "denylist-source-range",
     "enable-cors",
     "force-ssl-redirect",
+    "from-to-www-redirect",
     "limit-burst-multiplier",
     "load-balance",
     "limit-rpm",
@@ -144,6 +145,8 @@ pub struct Translation {
     /// `preserve-trailing-slash`: the https redirect keeps a trailing slash (ingress-nginx
     /// removes one by default).
     pub preserve_trailing_slash: bool,
+    /// `from-to-www-redirect`: `www.HOST` answers 308 to `HOST` (or `HOST` to `www.HOST`).
+    pub from_to_www: bool,
     /// `canary: "true"` and `canary-*`: the Ingress's backends join the main Ingress's rules
     /// of the same host and path (see [`super::ingress_canary`]).
     pub canary: Option<super::ingress_canary::Canary>,
@@ -212,6 +215,7 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     t.force_ssl_redirect = flag(&mut t, "force-ssl-redirect", f).unwrap_or(false);
     t.regex = flag(&mut t, "use-regex", f).unwrap_or(false);
     t.preserve_trailing_slash = flag(&mut t, "preserve-trailing-slash", f).unwrap_or(false);
+    t.from_to_www = flag(&mut t, "from-to-www-redirect", f).unwrap_or(false);
     t.canary = super::ingress_canary::read(a, &mut t.outcomes, f);
     rewrites(a, &mut t, f);
     redirects(a, &mut t, f);
@@ -1354,6 +1358,19 @@ pub fn plan<'a>(
             host_sets.push(Vec::new());
         }
     }
+    if t.from_to_www {
+        for hostnames in &host_sets {
+            let Some(host) = hostnames.first().filter(|h| !h.starts_with('*')) else {
+                continue;
+            };
+            out.push(Planned {
+                hostnames: vec![www_twin(host)],
+                rule: www_redirect_rule(host),
+                backends: Vec::new(),
+                at: FROM_TO_WWW_AT.to_owned(),
+            });
+        }
+    }
     if let Some(rule) = t.app_root_rule() {
         for hostnames in host_sets {
             out.push(Planned {
@@ -1365,6 +1382,53 @@ pub fn plan<'a>(
         }
     }
     out
+}
+
+/// The `at` of the rules `from-to-www-redirect` adds: the caller leaves out those whose host
+/// another Ingress serves (ingress-nginx then leaves the redirect out).
+pub const FROM_TO_WWW_AT: &str = "metadata.annotations[from-to-www-redirect]";
+
+/// The hosts the Ingresses `all` other than `id` name (for `from-to-www-redirect`).
+pub fn hosts_of_others<'a>(
+    id: &crate::model::ObjectRef,
+    all: impl IntoIterator<Item = &'a crate::controller::snapshot::Obj<IngressInfo>>,
+) -> std::collections::BTreeSet<String> {
+    all.into_iter()
+        .filter(|o| &o.meta.id != id)
+        .flat_map(|o| o.spec.rules.iter().filter_map(|r| r.host.as_deref()))
+        .filter_map(|h| fields::hostname(h, true).ok())
+        .collect()
+}
+
+/// `www.HOST` for `HOST`, `HOST` for `www.HOST`.
+pub fn www_twin(host: &str) -> String {
+    match host.strip_prefix("www.") {
+        Some(bare) => bare.to_owned(),
+        None => format!("www.{host}"),
+    }
+}
+
+/// Every path of the twin host answers 308 to the same URL on `host` (ingress-nginx's
+/// `return 308 $scheme://HOST$request_uri` server).
+fn www_redirect_rule(host: &str) -> RouteRule {
+    RouteRule {
+        matches: vec![RouteMatch {
+            path: Some(PathMatch {
+                kind: PathMatchType::PathPrefix,
+                value: "/".to_owned(),
+            }),
+            ..RouteMatch::default()
+        }],
+        filters: vec![RouteFilter {
+            request_redirect: Some(RequestRedirect {
+                hostname: Some(host.to_owned()),
+                status_code: Some(308),
+                ..RequestRedirect::default()
+            }),
+            ..RouteFilter::default()
+        }],
+        ..RouteRule::default()
+    }
 }
 
 fn rule_host(ing: &IngressInfo, ri: usize) -> Option<&str> {
