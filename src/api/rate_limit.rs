@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::cel;
-use super::limits::MAX_LIST;
+use super::limits::{MAX_CIDRS, MAX_LIST};
 use super::{Duration, Empty};
 
 /// Limits on the requests a Route (or one of its rules) accepts.
@@ -83,6 +83,11 @@ pub struct RateLimit {
     /// least active key of a set is evicted (see the README for the bound).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_keys: Option<u32>,
+    /// Clients this limit does not apply to: CIDRs or addresses (`10.0.0.0/8`, `192.0.2.7`),
+    /// matched against the client address `--trusted-proxies` resolves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_CIDRS), inner(length(max = 64)))]
+    pub exempt_clients: Vec<String>,
 }
 
 /// The bucket key: `none`, or one or more of `clientIP`, `header` and `jwtClaim` (combined:

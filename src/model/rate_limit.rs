@@ -3,13 +3,14 @@
 //!
 //! [`RoutingTable::rate_limits`]: super::RoutingTable::rate_limits
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, StatusCode};
 use serde::Serialize;
 
-use super::ObjectRef;
+use super::{Cidr, ObjectRef};
 
 /// One RateLimitPolicy: its limits (all must allow a request) and what a refusal looks like.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -58,6 +59,17 @@ pub struct Limit {
     /// Local only: the most keys kept per replica.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_keys: Option<u32>,
+    /// Clients the limit does not apply to (`exemptClients`); empty for most limits, which then
+    /// pay one branch.
+    #[serde(rename = "exemptClients", skip_serializing_if = "Vec::is_empty")]
+    pub exempt: Vec<Cidr>,
+}
+
+impl Limit {
+    /// Whether a request from `client` is exempt from this limit.
+    pub fn exempts(&self, client: IpAddr) -> bool {
+        self.exempt.iter().any(|c| c.contains(client))
+    }
 }
 
 /// How requests are counted.

@@ -48,7 +48,6 @@ const NOT_YET: &[&str] = &[
     "limit-connections",
     "limit-rate",
     "limit-rate-after",
-    "limit-whitelist",
     "global-rate-limit",
     "global-rate-limit-window",
     "global-rate-limit-key",
@@ -122,10 +121,6 @@ fn why_not_yet(name: &str) -> &'static str {
         "proxy-send-timeout" => {
             ": nginx's limits the time between two writes of the request to the backend, and \
              Tidegate has no such limit (--body-read-timeout bounds the client's side)"
-        }
-        "limit-whitelist" => {
-            ": a RateLimitPolicy has no list of exempt client addresses yet; write the limits \
-             as a RateLimitPolicy on a Route"
         }
         "limit-connections" => ": Tidegate has no limit of connections per client address yet",
         n if n.starts_with("affinity") || n.starts_with("session-cookie") => {

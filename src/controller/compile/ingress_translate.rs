@@ -50,6 +50,7 @@ pub const MAPPED: &[&str] = &[
     "load-balance",
     "limit-rpm",
     "limit-rps",
+    "limit-whitelist",
     "permanent-redirect",
     "permanent-redirect-code",
     "proxy-body-size",
@@ -198,6 +199,7 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     access(a, &mut t, f);
     ext_auth(a, &mut t, f);
     rate_limits(a, &mut t, f);
+    limit_whitelist(a, &mut t, f);
     timeouts(a, &mut t, f);
     body_size(a, &mut t, f);
     backend_protocol(a, &mut t, f);
@@ -461,6 +463,58 @@ fn rate_limits(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findin
             ..api::RateLimitPolicySpec::default()
         });
     }
+}
+
+/// `limit-whitelist`: clients exempt from the Ingress's own limits (`limit-rps`, `limit-rpm`,
+/// `limit-connections`), as the limits' `exemptClients`. Not from `global-rate-limit`, which has
+/// its own list (as in ingress-nginx).
+fn limit_whitelist(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let Some((key, v)) = get(a, "limit-whitelist") else {
+        return;
+    };
+    let Some(cidrs) = cidr_list(&key, v, f) else {
+        return;
+    };
+    let mut applied = false;
+    if let Some(policy) = &mut t.rate_limit {
+        for l in policy
+            .limits
+            .iter_mut()
+            .filter(|l| LOCAL_LIMITS.contains(&l.name.as_deref().unwrap_or("")))
+        {
+            l.exempt_clients = cidrs.clone();
+            applied = true;
+        }
+    }
+    if applied {
+        t.outcomes.insert(key, Outcome::Carried);
+    } else {
+        warn(
+            f,
+            &key,
+            "it has no effect without limit-rps, limit-rpm or limit-connections",
+        );
+    }
+}
+
+/// The limits `limit-whitelist` exempts clients from (by name).
+const LOCAL_LIMITS: [&str; 3] = ["limit-rps", "limit-rpm", "limit-connections"];
+
+/// A comma-separated list of CIDRs or addresses, each checked; `None` (and a finding) when one
+/// is not.
+fn cidr_list(key: &str, v: &str, f: &mut Findings<'_>) -> Option<Vec<String>> {
+    let items = list(v);
+    for item in &items {
+        if let Err(e) = item.parse::<crate::model::Cidr>() {
+            f.invalid(field(key), e.to_string());
+            return None;
+        }
+    }
+    if items.is_empty() {
+        f.invalid(field(key), "list one or more CIDRs or addresses");
+        return None;
+    }
+    Some(items)
 }
 
 /// `backend-protocol`: HTTP (the default), GRPC and H2C (HTTP/2 cleartext); the ones over
@@ -1659,5 +1713,29 @@ mod tests {
         let rule = t.rule(t.path("Prefix", "/"));
         assert_eq!(rule.filters.len(), 1);
         assert!(rule.filters[0].request_redirect.is_some());
+    }
+
+    #[test]
+    fn limit_whitelist_exempts_clients_from_the_local_limits_only() {
+        let (t, d) = run(&[
+            (&format!("{N}limit-rps"), "5"),
+            (&format!("{N}limit-whitelist"), "10.0.0.0/8, 192.0.2.7"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        let limits = &t.rate_limit.unwrap().limits;
+        assert_eq!(limits[0].exempt_clients, ["10.0.0.0/8", "192.0.2.7"]);
+        let (_, d) = run(&[
+            (&format!("{N}limit-rps"), "5"),
+            (&format!("{N}limit-whitelist"), "10.0.0.0/8,example.com"),
+        ]);
+        assert!(
+            d[0].is_error() && d[0].message.contains("example.com"),
+            "{d:?}"
+        );
+        let (_, d) = run(&[(&format!("{N}limit-whitelist"), "10.0.0.0/8")]);
+        assert!(
+            d[0].severity == Severity::Warning && d[0].message.contains("no effect"),
+            "{d:?}"
+        );
     }
 }

@@ -15,8 +15,8 @@ use crate::api::{self, RateLimitPolicySpec};
 use crate::controller::names;
 use crate::controller::snapshot::{Obj, Snapshot};
 use crate::model::{
-    Algorithm, Diagnostic, FailureMode, KeyPart, Kind, Limit, LimitKey, MissingHeader, ObjectRef,
-    RateLimitPolicy, Reason, Rule, Scope, Severity,
+    Algorithm, Cidr, Diagnostic, FailureMode, KeyPart, Kind, Limit, LimitKey, MissingHeader,
+    ObjectRef, RateLimitPolicy, Reason, Rule, Scope, Severity,
 };
 
 use super::CompileOptions;
@@ -227,6 +227,7 @@ fn limit(
         }
         (Scope::Local, n) => Some(n.unwrap_or(DEFAULT_MAX_KEYS)),
     };
+    let exempt = exempt_clients(&l.exempt_clients, &format!("{at}.exemptClients"), f);
     let key = key?;
     (ok_before && f.ok()).then(|| Limit {
         name: Arc::from(name),
@@ -236,7 +237,20 @@ fn limit(
         per,
         scope,
         max_keys,
+        exempt,
     })
+}
+
+/// `exemptClients`: CIDRs or addresses.
+pub(super) fn exempt_clients(list: &[String], at: &str, f: &mut Findings<'_>) -> Vec<Cidr> {
+    let mut out = Vec::new();
+    for (i, s) in list.iter().enumerate() {
+        match s.parse::<Cidr>() {
+            Ok(c) => out.push(c),
+            Err(e) => f.invalid(format!("{at}[{i}]"), e.to_string()),
+        }
+    }
+    out
 }
 
 fn key(k: &api::RateLimitKey, at: &str, f: &mut Findings<'_>) -> Option<LimitKey> {

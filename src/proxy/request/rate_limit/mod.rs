@@ -89,6 +89,9 @@ pub async fn check(
         let policy = &router.table.rate_limits[p];
         for state in router.rate_limits[p].iter() {
             let limit = &state.limit;
+            if !limit.exempt.is_empty() && limit.exempts(client_ip()) {
+                continue;
+            }
             match limit.scope {
                 Scope::Local => {
                     let mut hasher = state.hasher.build_hasher();

@@ -258,6 +258,7 @@ mod tests {
                 per: Duration::from_secs(1),
                 scope: Scope::Local,
                 max_keys: Some(10),
+                exempt: Vec::new(),
             }],
             failure_mode: FailureMode::Open,
             status: StatusCode::TOO_MANY_REQUESTS,
