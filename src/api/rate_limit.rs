@@ -122,6 +122,9 @@ pub enum MissingHeader {
     SharedBucket,
     /// This limit does not apply to it.
     NoLimit,
+    /// It is keyed by its client address instead (a key without `clientIP` only).
+    #[serde(rename = "ClientIP")]
+    ClientIp,
 }
 
 /// Rate-limit algorithms.

@@ -126,6 +126,9 @@ pub enum MissingHeader {
     SharedBucket,
     /// The limit does not apply to it.
     NoLimit,
+    /// It is keyed by its client address instead.
+    #[serde(rename = "ClientIP")]
+    ClientIp,
 }
 
 /// A bucket key: the parts, combined (none: one bucket for every request).

@@ -51,14 +51,18 @@ async fn exempt_clients_pass_a_limit_others_hit() {
     }
 }
 
-/// `tidegate migrate` of an Ingress for host `h` with `annotations` (YAML mapping lines): its
-/// report, and its Route and policies made servable here (the Route's backendRefs to Backend
-/// `up` instead of the Service).
-pub fn migrated(annotations: &str) -> (String, String) {
+/// An Ingress `web` in namespace `ns` for host `h` with `annotations` (YAML mapping lines).
+pub fn ingress(ns: &str, annotations: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: web\n  namespace: {ns}\n  annotations:\n{annotations}spec:\n  rules:\n    - host: h\n      http:\n        paths:\n          - {{ path: /, pathType: Prefix, backend: {{ service: {{ name: web, port: {{ number: 80 }} }} }} }}\n"
+    )
+}
+
+/// `tidegate migrate` of [`ingress`]: its report, and its Route and policies made servable
+/// here (the Route's backendRefs to Backend `up` instead of the Service).
+pub fn migrated(ns: &str, annotations: &str) -> (String, String) {
     use std::io::Write;
-    let ingress = format!(
-        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: web\n  annotations:\n{annotations}spec:\n  rules:\n    - host: h\n      http:\n        paths:\n          - {{ path: /, pathType: Prefix, backend: {{ service: {{ name: web, port: {{ number: 80 }} }} }} }}\n"
-    );
+    let ingress = ingress(ns, annotations);
     let mut child = std::process::Command::new(crate::common::binary::BIN)
         .arg("migrate")
         .stdin(std::process::Stdio::piped())
@@ -93,6 +97,7 @@ pub fn migrated(annotations: &str) -> (String, String) {
 #[tokio::test]
 async fn limit_whitelist_exempts_clients_from_the_ingress_limits() {
     let (report, yaml) = migrated(
+        "default",
         "    nginx.ingress.kubernetes.io/limit-rpm: \"1\"\n    nginx.ingress.kubernetes.io/limit-burst-multiplier: \"1\"\n    nginx.ingress.kubernetes.io/limit-whitelist: \"10.0.0.0/8, 192.0.2.7\"\n",
     );
     assert!(

@@ -41,7 +41,7 @@ fn ours(ing: &IngressInfo, snap: &Snapshot, env: &Env<'_>) -> Result<(), String>
 }
 
 /// What an Ingress compiles to: its rules, and the rate limits its annotations set on them.
-pub type CompiledIngress = (Vec<Rule>, Option<(RateLimitPolicy, PolicyTargetRef)>);
+pub type CompiledIngress = (Vec<Rule>, Vec<(RateLimitPolicy, PolicyTargetRef)>);
 
 /// Compiles one Ingress into its rules, or `None` if it is not ours or is rejected.
 pub fn compile_ingress(
@@ -75,7 +75,7 @@ pub fn compile_ingress(
                 service_port(id, b.backend, &p.backend_at(), env, &mut f);
             }
         }
-        return f.ok().then_some((Vec::new(), None));
+        return f.ok().then_some((Vec::new(), Vec::new()));
     }
     let canaries = super::ingress_canary::index(&id.namespace, &snap.ingresses, is_ours);
     let settings = super::targets::ServiceSettings {
@@ -112,32 +112,28 @@ pub fn compile_ingress(
     if ing.rules.is_empty() && ing.default_backend.is_none() {
         f.invalid("spec", "an Ingress needs rules or a defaultBackend");
     }
-    // limit-rps/limit-rpm: a policy of the Ingress's own, compiled as a RateLimitPolicy is.
-    let policy = t.rate_limit.map(|mut spec| {
+    // limit-rps/limit-rpm, global-rate-limit: policies of the Ingress's own (one per answer
+    // status), compiled as a RateLimitPolicy is.
+    let mut policies = Vec::new();
+    for mut spec in [t.rate_limit, t.global_rate_limit].into_iter().flatten() {
         spec.target_ref = PolicyTargetRef {
             kind: "Route".to_owned(),
             name: id.name.clone(),
             rule: None,
         };
         let target = spec.target_ref.clone();
-        let policy = Obj {
+        let p = Obj {
             meta: obj.meta.clone(),
             spec,
         };
-        (policy, target)
-    });
-    let policy = match policy {
-        Some((p, target)) => {
-            let mut found = Vec::new();
-            let compiled = super::rate_limit::compile_policy(&p, env.opts, &mut found);
-            for d in found {
-                f.push(d);
-            }
-            Some((compiled?, target))
+        let mut found = Vec::new();
+        let compiled = super::rate_limit::compile_policy(&p, env.opts, &mut found);
+        for d in found {
+            f.push(d);
         }
-        None => None,
-    };
-    f.ok().then_some((rules, policy))
+        policies.push((compiled?, target));
+    }
+    f.ok().then_some((rules, policies))
 }
 
 /// The backends of planned rule `p`: `None` when its own backend does not resolve (an error)

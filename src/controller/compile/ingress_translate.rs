@@ -46,6 +46,10 @@ pub const MAPPED: &[&str] = &[
     "denylist-source-range",
     "enable-cors",
     "force-ssl-redirect",
+    "global-rate-limit",
+    "global-rate-limit-ignored-cidrs",
+    "global-rate-limit-key",
+    "global-rate-limit-window",
     "limit-burst-multiplier",
     "load-balance",
     "limit-rpm",
@@ -116,6 +120,9 @@ pub struct Translation {
     /// `limit-rps`, `limit-rpm` (with `limit-burst-multiplier`): per client address, per
     /// replica, answered 503 as ingress-nginx does. The target is the caller's to set.
     pub rate_limit: Option<api::RateLimitPolicySpec>,
+    /// `global-rate-limit` and its family: a sliding window counted in Redis, answered 429 as
+    /// ingress-nginx does (a policy apart from `rate_limit`, whose answer is 503).
+    pub global_rate_limit: Option<api::RateLimitPolicySpec>,
     /// `backend-protocol: GRPC` or `H2C`: the backends are spoken to over HTTP/2 cleartext.
     pub h2c: bool,
     /// `load-balance`, `upstream-hash-by`: how the Services' endpoints are picked.
@@ -200,6 +207,7 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     ext_auth(a, &mut t, f);
     rate_limits(a, &mut t, f);
     limit_whitelist(a, &mut t, f);
+    global_rate_limit(a, &mut t, f);
     timeouts(a, &mut t, f);
     body_size(a, &mut t, f);
     backend_protocol(a, &mut t, f);
@@ -494,6 +502,222 @@ fn limit_whitelist(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Fi
             &key,
             "it has no effect without limit-rps, limit-rpm or limit-connections",
         );
+    }
+}
+
+/// ingress-nginx's `global-rate-limit-status-code` default.
+const GLOBAL_LIMITED_STATUS: u16 = 429;
+
+/// `global-rate-limit`, `global-rate-limit-window`, `global-rate-limit-key`,
+/// `global-rate-limit-ignored-cidrs`: ingress-nginx's lua-resty-global-throttle (a sliding
+/// window shared by the replicas through memcached, all paths of the Ingress counted together,
+/// failing open) as a `scope: Global` SlidingWindow limit in Redis.
+fn global_rate_limit(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let limit = get(a, "global-rate-limit");
+    let window = get(a, "global-rate-limit-window");
+    let (Some((limit_key, limit)), Some((window_key, window))) = (&limit, &window) else {
+        // ingress-nginx needs both: either alone does nothing there, and here.
+        for name in [
+            "global-rate-limit",
+            "global-rate-limit-window",
+            "global-rate-limit-key",
+            "global-rate-limit-ignored-cidrs",
+        ] {
+            if let Some((key, _)) = get(a, name) {
+                warn(
+                    f,
+                    &key,
+                    "it has no effect without both global-rate-limit and global-rate-limit-window",
+                );
+            }
+        }
+        return;
+    };
+    let rate = match limit.trim().parse::<u32>() {
+        Ok(n) if n > 0 => Some(n),
+        _ => {
+            f.invalid(
+                field(limit_key),
+                format!("{limit:?} must be a whole number above 0"),
+            );
+            None
+        }
+    };
+    let per = match go_duration(window) {
+        // ingress-nginx keeps whole seconds of the window.
+        Some(d) if (1..=86_400).contains(&d.as_secs()) => Some(d.as_secs()),
+        Some(_) => {
+            f.invalid(
+                field(window_key),
+                format!("{window:?} must be from 1s to 24h"),
+            );
+            None
+        }
+        None => {
+            f.invalid(
+                field(window_key),
+                format!("{window:?} is not a duration (e.g. 1m, 30s, 1h30m)"),
+            );
+            None
+        }
+    };
+    let key = match get(a, "global-rate-limit-key") {
+        None => Some(api::RateLimitKey {
+            client_ip: Some(api::Empty {}),
+            ..api::RateLimitKey::default()
+        }),
+        Some((key, v)) => match throttle_key(v) {
+            Ok(k) => {
+                t.outcomes.insert(key, Outcome::Carried);
+                Some(k)
+            }
+            Err(why) => {
+                f.not_supported(field(&key), &why);
+                None
+            }
+        },
+    };
+    let exempt = match get(a, "global-rate-limit-ignored-cidrs") {
+        None => Some(Vec::new()),
+        Some((key, v)) => {
+            let cidrs = cidr_list(&key, v, f);
+            if cidrs.is_some() {
+                t.outcomes.insert(key, Outcome::Carried);
+            }
+            cidrs
+        }
+    };
+    let (Some(rate), Some(per), Some(key), Some(exempt)) = (rate, per, key, exempt) else {
+        return;
+    };
+    t.outcomes.insert(
+        limit_key.clone(),
+        Outcome::Approximated(
+            "a Global SlidingWindow limit in Redis (tidegate run --redis-url) where ingress-nginx \
+             counts in memcached; limited requests get 429 and RateLimit headers"
+                .to_owned(),
+        ),
+    );
+    t.outcomes.insert(window_key.clone(), Outcome::Carried);
+    t.global_rate_limit = Some(api::RateLimitPolicySpec {
+        limits: vec![api::RateLimit {
+            name: Some("global-rate-limit".to_owned()),
+            key: Some(key),
+            algorithm: Some(api::RateLimitAlgorithm::SlidingWindow),
+            rate,
+            per: api::Duration(std::time::Duration::from_secs(per)),
+            scope: Some(api::RateLimitScope::Global),
+            exempt_clients: exempt,
+            ..api::RateLimit::default()
+        }],
+        response: Some(api::RateLimitResponse {
+            status_code: Some(GLOBAL_LIMITED_STATUS),
+        }),
+        ..api::RateLimitPolicySpec::default()
+    });
+}
+
+/// A Go duration (`1m`, `30s`, `1h30m`, `1.5s`, `500ms`), as ingress-nginx reads
+/// `global-rate-limit-window`.
+fn go_duration(v: &str) -> Option<std::time::Duration> {
+    let mut rest = v.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        rest = &rest[unit..];
+        total += number * scale;
+    }
+    (total.is_finite() && total < 1e9).then(|| std::time::Duration::from_secs_f64(total))
+}
+
+/// `global-rate-limit-key`: nginx variables (`$remote_addr`, `${http_x_api_client}`) and text
+/// between them. The client address and one request header can be keyed on; text is the same
+/// for every request, so it changes no bucket. As in ingress-nginx, a key that comes out
+/// empty (its header missing) counts by the client address.
+fn throttle_key(v: &str) -> Result<api::RateLimitKey, String> {
+    let mut key = api::RateLimitKey::default();
+    let mut rest = v.trim();
+    while let Some(at) = rest.find('$') {
+        rest = &rest[at + 1..];
+        let (name, after) = match rest.strip_prefix('{') {
+            Some(braced) => {
+                let end = braced
+                    .find('}')
+                    .ok_or_else(|| format!("{v:?}: an unclosed ${{"))?;
+                (&braced[..end], &braced[end + 1..])
+            }
+            None => {
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                (&rest[..end], &rest[end..])
+            }
+        };
+        rest = after;
+        if name == "remote_addr" || name == "binary_remote_addr" {
+            key.client_ip = Some(api::Empty {});
+        } else if let Some(h) = name.strip_prefix("http_") {
+            let h = h.replace('_', "-");
+            if fields::header_name(&h).is_err() {
+                return Err(format!(
+                    "global-rate-limit-key {v:?}: ${name} names no header"
+                ));
+            }
+            match &key.header {
+                Some(first) if *first != h => {
+                    return Err(format!(
+                        "global-rate-limit-key {v:?} with two headers ({first}, {h}): one \
+                         header and $remote_addr can be keyed on"
+                    ));
+                }
+                _ => key.header = Some(h),
+            }
+        } else {
+            return Err(format!(
+                "global-rate-limit-key {v:?} with ${name}: $remote_addr and $http_NAME can be \
+                 keyed on"
+            ));
+        }
+    }
+    match (&key.client_ip, &key.header) {
+        // ingress-nginx's default for an empty key.
+        (None, None) if v.trim().is_empty() => {
+            key.client_ip = Some(api::Empty {});
+            Ok(key)
+        }
+        // Text alone: the same key for every request.
+        (None, None) => {
+            key.none = Some(api::Empty {});
+            Ok(key)
+        }
+        (Some(_), Some(_)) => {
+            key.missing_header = Some(api::MissingHeader::SharedBucket);
+            Ok(key)
+        }
+        (None, Some(_)) => {
+            key.missing_header = Some(api::MissingHeader::ClientIp);
+            Ok(key)
+        }
+        (Some(_), None) => Ok(key),
     }
 }
 
@@ -1737,5 +1961,37 @@ mod tests {
             d[0].severity == Severity::Warning && d[0].message.contains("no effect"),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn global_rate_limit_keys_and_windows_read_as_ingress_nginx_reads_them() {
+        let secs = |v: &str| go_duration(v).map(|d| d.as_secs_f64());
+        assert_eq!(secs("1m"), Some(60.0));
+        assert_eq!(secs("1h30m"), Some(5400.0));
+        assert_eq!(secs("1.5s"), Some(1.5));
+        assert_eq!(secs("500ms"), Some(0.5));
+        assert_eq!(secs("1d"), None);
+        assert_eq!(secs("60"), None);
+        let k = throttle_key("$remote_addr").unwrap();
+        assert!(k.client_ip.is_some() && k.header.is_none());
+        let k = throttle_key("$http_x_api_client").unwrap();
+        assert_eq!(k.header.as_deref(), Some("x-api-client"));
+        assert_eq!(k.missing_header, Some(api::MissingHeader::ClientIp));
+        let k = throttle_key("${remote_addr}-${http_x_api_client}").unwrap();
+        assert!(k.client_ip.is_some());
+        assert_eq!(k.missing_header, Some(api::MissingHeader::SharedBucket));
+        assert!(throttle_key("everyone").unwrap().none.is_some());
+        assert!(throttle_key("").unwrap().client_ip.is_some());
+        for bad in ["$request_uri", "$http_a$http_b", "${remote_addr"] {
+            assert!(throttle_key(bad).is_err(), "{bad}");
+        }
+        let (t, d) = run(&[
+            (&format!("{N}global-rate-limit"), "10"),
+            (&format!("{N}global-rate-limit-window"), "90s"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        let l = &t.global_rate_limit.unwrap().limits[0];
+        assert_eq!((l.rate, l.per.0.as_secs()), (10, 90));
+        assert_eq!(l.scope, Some(api::RateLimitScope::Global));
     }
 }

@@ -290,6 +290,14 @@ fn key(k: &api::RateLimitKey, at: &str, f: &mut Findings<'_>) -> Option<LimitKey
         (true, m) => Some(match m.unwrap_or(api::MissingHeader::SharedBucket) {
             api::MissingHeader::SharedBucket => MissingHeader::SharedBucket,
             api::MissingHeader::NoLimit => MissingHeader::NoLimit,
+            api::MissingHeader::ClientIp if k.client_ip.is_some() => {
+                f.invalid(
+                    format!("{at}.missingHeader"),
+                    "ClientIP: the key already has clientIP (use SharedBucket)",
+                );
+                return None;
+            }
+            api::MissingHeader::ClientIp => MissingHeader::ClientIp,
         }),
         (false, Some(_)) => {
             f.invalid(
@@ -391,6 +399,10 @@ fn conflicts(policies: &[RateLimitPolicy], rules: &[Rule], out: &mut Vec<Diagnos
     }
     for (older, newer) in pairs {
         let (a, b) = (&policies[older], &policies[newer]);
+        // An Ingress's own policies (limit-rps and global-rate-limit) differ on purpose.
+        if a.id == b.id {
+            continue;
+        }
         for (j, limit) in b.limits.iter().enumerate() {
             if a.limits.iter().any(|l| l.name == limit.name) {
                 out.push(warning(
