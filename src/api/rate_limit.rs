@@ -32,6 +32,10 @@ pub struct RateLimitPolicySpec {
     #[serde(default)]
     #[schemars(length(max = MAX_LIST))]
     pub limits: Vec<RateLimit>,
+    /// Limits on requests in flight at once (per replica); asked before `limits`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LIST))]
+    pub concurrency: Vec<ConcurrencyLimit>,
     /// Global limits only: when Redis cannot answer in time, Open (default) lets the request
     /// through, Closed answers 503.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -85,6 +89,26 @@ pub struct RateLimit {
     pub max_keys: Option<u32>,
     /// Clients this limit does not apply to: CIDRs or addresses (`10.0.0.0/8`, `192.0.2.7`),
     /// matched against the client address `--trusted-proxies` resolves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_CIDRS), inner(length(max = 64)))]
+    pub exempt_clients: Vec<String>,
+}
+
+/// A limit on the requests in flight at once per key, in each replica: a request is counted
+/// from when it is admitted until its response body ends (or the client leaves).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConcurrencyLimit {
+    /// Name, for metrics and the refusal's body (an RFC 1123 label); default: the policy's
+    /// name with `-concurrency` (and `-<index>` when it has several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// What requests are counted per (as a rate limit's key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<RateLimitKey>,
+    /// Requests in flight at once per key, 1 to 10^6.
+    pub max: u32,
+    /// Clients this limit does not apply to: CIDRs or addresses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_CIDRS), inner(length(max = 64)))]
     pub exempt_clients: Vec<String>,

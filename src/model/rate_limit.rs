@@ -22,6 +22,9 @@ pub struct RateLimitPolicy {
     pub label: Arc<str>,
     /// Every limit; a request passes only if each allows it.
     pub limits: Vec<Limit>,
+    /// Limits on requests in flight at once (per replica), asked before `limits`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub concurrency: Vec<ConcurrencyLimit>,
     /// What a Global limit does while Redis cannot answer.
     pub failure_mode: FailureMode,
     /// The status of a limited request.
@@ -66,6 +69,28 @@ pub struct Limit {
 }
 
 impl Limit {
+    /// Whether a request from `client` is exempt from this limit.
+    pub fn exempts(&self, client: IpAddr) -> bool {
+        self.exempt.iter().any(|c| c.contains(client))
+    }
+}
+
+/// A limit on the requests in flight at once per key, in each replica.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConcurrencyLimit {
+    /// The name in metrics and the refusal's body.
+    pub name: Arc<str>,
+    /// What requests are counted per.
+    pub key: LimitKey,
+    /// Requests in flight at once per key.
+    pub max: u32,
+    /// Clients the limit does not apply to.
+    #[serde(rename = "exemptClients", skip_serializing_if = "Vec::is_empty")]
+    pub exempt: Vec<Cidr>,
+}
+
+impl ConcurrencyLimit {
     /// Whether a request from `client` is exempt from this limit.
     pub fn exempts(&self, client: IpAddr) -> bool {
         self.exempt.iter().any(|c| c.contains(client))

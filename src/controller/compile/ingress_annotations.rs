@@ -45,7 +45,6 @@ const NOT_YET: &[&str] = &[
     "default-backend",
     "from-to-www-redirect",
     "http2-push-preload",
-    "limit-connections",
     "limit-rate",
     "limit-rate-after",
     "preserve-trailing-slash",
@@ -118,7 +117,6 @@ fn why_not_yet(name: &str) -> &'static str {
             ": nginx's limits the time between two writes of the request to the backend, and \
              Tidegate has no such limit (--body-read-timeout bounds the client's side)"
         }
-        "limit-connections" => ": Tidegate has no limit of connections per client address yet",
         n if n.starts_with("affinity") || n.starts_with("session-cookie") => {
             ": Tidegate does not issue session cookies; upstream-hash-by \"$cookie_NAME\" (a \
              Backend's loadBalancer.hashOn.cookie) keeps a cookie the application sets on one \

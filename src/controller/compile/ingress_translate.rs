@@ -51,6 +51,7 @@ pub const MAPPED: &[&str] = &[
     "global-rate-limit-key",
     "global-rate-limit-window",
     "limit-burst-multiplier",
+    "limit-connections",
     "load-balance",
     "limit-rpm",
     "limit-rps",
@@ -206,6 +207,7 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     access(a, &mut t, f);
     ext_auth(a, &mut t, f);
     rate_limits(a, &mut t, f);
+    limit_connections(a, &mut t, f);
     limit_whitelist(a, &mut t, f);
     global_rate_limit(a, &mut t, f);
     timeouts(a, &mut t, f);
@@ -473,6 +475,53 @@ fn rate_limits(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findin
     }
 }
 
+/// `limit-connections`: nginx's `limit_conn` on `$binary_remote_addr` (requests in flight per
+/// client address, per replica; 503 over it) as a concurrency limit of the Ingress's policy.
+fn limit_connections(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let Some((key, v)) = get(a, "limit-connections") else {
+        return;
+    };
+    let max = match v.trim().parse::<u32>() {
+        Ok(n) if (1..=super::rate_limit::MAX_CONCURRENCY).contains(&n) => n,
+        _ => {
+            f.invalid(
+                field(&key),
+                format!(
+                    "{v:?} must be a whole number from 1 to {}",
+                    super::rate_limit::MAX_CONCURRENCY
+                ),
+            );
+            return;
+        }
+    };
+    let policy = t
+        .rate_limit
+        .get_or_insert_with(|| api::RateLimitPolicySpec {
+            response: Some(api::RateLimitResponse {
+                status_code: Some(LIMITED_STATUS),
+            }),
+            ..api::RateLimitPolicySpec::default()
+        });
+    policy.concurrency.push(api::ConcurrencyLimit {
+        name: Some("limit-connections".to_owned()),
+        key: Some(api::RateLimitKey {
+            client_ip: Some(api::Empty {}),
+            ..api::RateLimitKey::default()
+        }),
+        max,
+        ..api::ConcurrencyLimit::default()
+    });
+    t.outcomes.insert(
+        key,
+        Outcome::Approximated(
+            "a concurrency limit per client address and replica counting requests in flight \
+             (from admission to the end of the response body), as nginx's limit_conn counts \
+             requests being processed; over it 503"
+                .to_owned(),
+        ),
+    );
+}
+
 /// `limit-whitelist`: clients exempt from the Ingress's own limits (`limit-rps`, `limit-rpm`,
 /// `limit-connections`), as the limits' `exemptClients`. Not from `global-rate-limit`, which has
 /// its own list (as in ingress-nginx).
@@ -491,6 +540,10 @@ fn limit_whitelist(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Fi
             .filter(|l| LOCAL_LIMITS.contains(&l.name.as_deref().unwrap_or("")))
         {
             l.exempt_clients = cidrs.clone();
+            applied = true;
+        }
+        for c in &mut policy.concurrency {
+            c.exempt_clients = cidrs.clone();
             applied = true;
         }
     }

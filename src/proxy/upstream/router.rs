@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use http::HeaderMap;
 
 use super::backend::BackendState;
-use super::rate_limit::LimitState;
+use super::rate_limit::{ConcurrencyState, LimitState};
 use super::registry::Registry;
 use crate::model::{Action, NoBackend, Picked, RoutingTable, Rule};
 
@@ -22,6 +22,8 @@ pub struct Router {
     splits: Box<[Arc<AtomicUsize>]>,
     /// `rate_limits[p][l]` is the state of limit `l` of `table.rate_limits[p]`.
     pub rate_limits: Box<[Box<[Arc<LimitState>]>]>,
+    /// `concurrency[p][c]` is the state of concurrency limit `c` of `table.rate_limits[p]`.
+    pub concurrency: Box<[Box<[Arc<ConcurrencyState>]>]>,
 }
 
 impl Router {
@@ -30,11 +32,13 @@ impl Router {
         let backends = registry.link(&table);
         let splits = registry.link_splits(&table);
         let rate_limits = registry.rate_limits().link(&table);
+        let concurrency = registry.rate_limits().link_concurrency(&table);
         Self {
             table,
             backends,
             splits,
             rate_limits,
+            concurrency,
         }
     }
 
