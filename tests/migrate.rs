@@ -236,3 +236,79 @@ spec:
     );
     assert_eq!(e["timeout"].as_str(), Some("1m"));
 }
+
+/// `proxy-next-upstream-timeout`, migrated (`retry.maxDuration`) and served by the binary: of
+/// ten tries allowed, those that would start after the timeout do not, and the try under way
+/// when it passes is not cut (its 503 is the answer, after the timeout). Without it, all ten.
+#[tokio::test]
+async fn next_upstream_timeout_stops_new_tries_without_cutting_the_one_under_way() {
+    let up = common::Upstream::start("up").await;
+    let serve = |timeout: Option<&str>| {
+        let mut annotations = String::from(
+            "    nginx.ingress.kubernetes.io/proxy-next-upstream: \"http_503\"\n    nginx.ingress.kubernetes.io/proxy-next-upstream-tries: \"10\"\n",
+        );
+        if let Some(t) = timeout {
+            annotations.push_str(&format!(
+                "    nginx.ingress.kubernetes.io/proxy-next-upstream-timeout: \"{t}\"\n"
+            ));
+        }
+        let input = format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: web\n  annotations:\n{annotations}spec:\n  rules:\n    - host: h\n      http:\n        paths:\n          - {{ path: /, pathType: Prefix, backend: {{ service: {{ name: web, port: {{ number: 80 }} }} }} }}\n"
+        );
+        let (code, yaml, report) = migrate(&[], &input);
+        assert_eq!(code, Some(0), "{report}");
+        let yaml = yaml.replace(
+            "  - backendRefs:\n    - kind: Service\n      name: web\n      port: 80\n",
+            "  - backendRefs:\n    - name: up\n",
+        );
+        assert!(yaml.contains("name: up"), "{yaml}");
+        (yaml, report)
+    };
+    let (yaml, report) = serve(Some("1"));
+    assert!(
+        report.contains("proxy-next-upstream-timeout: carried"),
+        "{report}"
+    );
+    assert!(yaml.contains("maxDuration: 1s"), "{yaml}");
+    let run = |yaml: String| {
+        let addr = up.addr;
+        async move {
+            let cfg = ConfigDir::new();
+            cfg.write(
+                "all.yaml",
+                &(common::backend_yaml("up", &[addr]) + "---\n" + &yaml),
+            );
+            let gw = common::binary::Binary::start(cfg.path(), &[]).ready().await;
+            let started = std::time::Instant::now();
+            let r = common::HttpClient::http1()
+                .get(
+                    gw.http,
+                    "h",
+                    "/",
+                    &[("x-status", "503"), ("x-delay-ms", "600")],
+                )
+                .await;
+            (r, started.elapsed())
+        }
+    };
+    let before = up.hits();
+    let (r, took) = run(yaml).await;
+    assert_eq!(
+        r.status, 503,
+        "the upstream's answer, not a 504: {}",
+        r.body
+    );
+    assert_eq!(
+        up.hits() - before,
+        2,
+        "tries at 0 s and 0.6 s; none at 1.2 s"
+    );
+    assert!(
+        took >= std::time::Duration::from_millis(1150),
+        "the second try ran to its end past the timeout: {took:?}"
+    );
+    let before = up.hits();
+    let (r, _) = run(serve(None).0).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(up.hits() - before, 10, "without the timeout: every try");
+}

@@ -51,7 +51,6 @@ const NOT_YET: &[&str] = &[
     "proxy-cookie-domain",
     "proxy-cookie-path",
     "proxy-send-timeout",
-    "proxy-next-upstream-timeout",
     "proxy-request-buffering",
     "proxy-redirect-from",
     "proxy-redirect-to",
@@ -133,11 +132,6 @@ fn why_not_yet(name: &str) -> &'static str {
         "ssl-passthrough" => {
             ": write a Route with protocol: TLS (passthrough by server name on the HTTPS \
              listener) to a Backend with protocol: TCP"
-        }
-        "proxy-next-upstream-timeout" => {
-            ": nginx stops starting new tries after this long without cutting the try under \
-             way, and a Route's timeouts.request would cut it (504); write a Route with retry \
-             and timeouts"
         }
         _ => "",
     }

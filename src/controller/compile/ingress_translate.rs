@@ -61,6 +61,7 @@ pub const MAPPED: &[&str] = &[
     "proxy-body-size",
     "proxy-next-upstream",
     "proxy-connect-timeout",
+    "proxy-next-upstream-timeout",
     "proxy-next-upstream-tries",
     "proxy-read-timeout",
     "rewrite-target",
@@ -214,6 +215,7 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     body_size(a, &mut t, f);
     backend_protocol(a, &mut t, f);
     retries(a, &mut t, f);
+    next_upstream_timeout(a, &mut t, f);
     balancing(a, &mut t, f);
     if flag(&mut t, "enable-cors", f) == Some(true) {
         cors(a, &mut t);
@@ -472,6 +474,38 @@ fn rate_limits(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findin
             }),
             ..api::RateLimitPolicySpec::default()
         });
+    }
+}
+
+/// `proxy-next-upstream-timeout`: whole seconds (`0`: no limit, nginx's default) after which no
+/// new try starts, the one under way going on: the rule's `retry.maxDuration`.
+fn next_upstream_timeout(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let Some((key, v)) = get(a, "proxy-next-upstream-timeout") else {
+        return;
+    };
+    let Ok(secs) = v.trim().parse::<u32>() else {
+        f.invalid(
+            field(&key),
+            format!("{v:?} must be whole seconds (0: no limit)"),
+        );
+        return;
+    };
+    match &mut t.retry {
+        _ if secs == 0 => {
+            t.outcomes.insert(key, Outcome::Carried);
+        }
+        Some(retry) => {
+            retry.max_duration = Some(api::Duration(std::time::Duration::from_secs(u64::from(
+                secs,
+            ))));
+            t.outcomes.insert(key, Outcome::Carried);
+        }
+        None => warn(
+            f,
+            &key,
+            "it has no effect without proxy-next-upstream or proxy-next-upstream-tries \
+             (Tidegate does not retry an Ingress by default)",
+        ),
     }
 }
 
