@@ -312,3 +312,49 @@ async fn next_upstream_timeout_stops_new_tries_without_cutting_the_one_under_way
     assert_eq!(r.status, 503);
     assert_eq!(up.hits() - before, 10, "without the timeout: every try");
 }
+
+/// `proxy-send-timeout` is served as an approximation: the Ingress is accepted with a warning
+/// saying how (`validate --kubernetes`), and `tidegate migrate` reports it approximated.
+#[test]
+fn proxy_send_timeout_is_accepted_with_a_warning() {
+    let input = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: web\n  namespace: shop\n  annotations:\n    nginx.ingress.kubernetes.io/proxy-send-timeout: \"120\"\nspec:\n  ingressClassName: tidegate\n  rules:\n    - host: h\n      http:\n        paths:\n          - { path: /, pathType: Prefix, backend: { service: { name: web, port: { number: 80 } } } }\n";
+    let (code, _, report) = migrate(&[], input);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(
+        report
+            .contains("proxy-send-timeout: approximated: Tidegate has no limit between two writes"),
+        "{report}"
+    );
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "all.yaml",
+        &format!(
+            "{input}---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{ name: tidegate }}\nspec: {{ controller: tidegate.dev/ingress-controller }}\n---\napiVersion: v1\nkind: Service\nmetadata: {{ name: web, namespace: shop }}\nspec: {{ ports: [{{ name: http, port: 80 }}] }}\n"
+        ),
+    );
+    let out = Command::new(BIN)
+        .args(["validate", "--kubernetes", "--config"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "accepted: {text}");
+    assert!(
+        text.contains("proxy-send-timeout]: approximated:") && text.contains("[warning]"),
+        "{text}"
+    );
+    // A value with a unit is rejected, as proxy-read-timeout's is.
+    cfg.write(
+        "all.yaml",
+        &std::fs::read_to_string(cfg.file("all.yaml"))
+            .unwrap()
+            .replace("\"120\"", "\"120s\""),
+    );
+    let out = Command::new(BIN)
+        .args(["validate", "--kubernetes", "--config"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+}

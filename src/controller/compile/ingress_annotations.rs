@@ -50,7 +50,6 @@ const NOT_YET: &[&str] = &[
     "preserve-trailing-slash",
     "proxy-cookie-domain",
     "proxy-cookie-path",
-    "proxy-send-timeout",
     "proxy-request-buffering",
     "proxy-redirect-from",
     "proxy-redirect-to",
@@ -111,10 +110,6 @@ fn why_not_yet(name: &str) -> &'static str {
         }
         "auth-request-redirect" => {
             ": X-Auth-Request-Redirect is always the request's URI (ingress-nginx's default)"
-        }
-        "proxy-send-timeout" => {
-            ": nginx's limits the time between two writes of the request to the backend, and \
-             Tidegate has no such limit (--body-read-timeout bounds the client's side)"
         }
         n if n.starts_with("affinity") || n.starts_with("session-cookie") => {
             ": Tidegate does not issue session cookies; upstream-hash-by \"$cookie_NAME\" (a \

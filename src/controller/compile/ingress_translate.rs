@@ -64,6 +64,7 @@ pub const MAPPED: &[&str] = &[
     "proxy-next-upstream-timeout",
     "proxy-next-upstream-tries",
     "proxy-read-timeout",
+    "proxy-send-timeout",
     "rewrite-target",
     "server-alias",
     "ssl-redirect",
@@ -212,6 +213,7 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     limit_whitelist(a, &mut t, f);
     global_rate_limit(a, &mut t, f);
     timeouts(a, &mut t, f);
+    send_timeout(a, &mut t, f);
     body_size(a, &mut t, f);
     backend_protocol(a, &mut t, f);
     retries(a, &mut t, f);
@@ -1100,6 +1102,29 @@ fn timeouts(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<
                 .to_owned(),
         ),
     );
+}
+
+/// `proxy-send-timeout`: nginx's limit between two writes of the request to the backend.
+/// Tidegate has no such limit; sending is bounded by the attempt's timeout to the response
+/// headers instead. Accepted as an approximation, with a warning saying so.
+fn send_timeout(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let Some((key, v)) = get(a, "proxy-send-timeout") else {
+        return;
+    };
+    if !matches!(v.trim().parse::<u64>(), Ok(n) if n > 0) {
+        f.invalid(
+            field(&key),
+            format!("{v:?} must be a whole number of seconds above 0"),
+        );
+        return;
+    }
+    let why = "Tidegate has no limit between two writes to the backend; sending \
+               the request is bounded by each attempt's timeout to the response headers \
+               (proxy-read-timeout, else --default-request-timeout, 60 s), after which a \
+               backend that stopped reading gets the request cut (504)";
+    warn(f, &key, &format!("approximated: {why}"));
+    t.outcomes
+        .insert(key, Outcome::Approximated(why.to_owned()));
 }
 
 /// `proxy-body-size`: nginx's `client_max_body_size` (bytes, or a number with `k`, `m` or `g`;
