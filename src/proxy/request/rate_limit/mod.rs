@@ -4,6 +4,9 @@
 //! Local limits that had let it through take it back, and the script writes nothing unless
 //! every Global limit allows.
 //!
+//! Concurrency limits are asked before all of them: a request takes a place under each (a
+//! `Slot`, held by its response body) or is refused.
+//!
 //! The answer carries the IETF draft's headers (`RateLimit-Policy`, `RateLimit`), on allowed
 //! and refused responses alike, and `Retry-After` when refused.
 
@@ -90,31 +93,9 @@ pub async fn check(
     let mut client_ip =
         || *client.get_or_insert_with(|| service.client_ip.resolve(conn.peer.ip(), headers));
     // Concurrency first (as ingress-nginx applies limit-connections before limit-rps): a
-    // request refused here is counted by no rate limit; one a rate limit refuses gives its
+    // request refused there is counted by no rate limit; one a rate limit refuses gives its
     // places back as `slots` drops.
-    let mut slots: Vec<Slot> = Vec::new();
-    for &p in &rule.rate_limits {
-        for state in router.concurrency[p].iter() {
-            let limit = &state.limit;
-            if !limit.exempt.is_empty() && limit.exempts(client_ip()) {
-                continue;
-            }
-            let mut hasher = state.hasher.build_hasher();
-            if !key::feed(&limit.key, &mut client_ip, headers, claims, &mut hasher) {
-                continue;
-            }
-            match state.acquire(std::hash::Hasher::finish(&hasher)) {
-                Some(slot) => {
-                    state.decisions.count(result::ALLOWED);
-                    slots.push(slot);
-                }
-                None => {
-                    state.decisions.count(result::LIMITED);
-                    return Err(too_many_in_flight(router, rule, p, &limit.name));
-                }
-            }
-        }
-    }
+    let slots = concurrency(router, rule, &mut client_ip, headers, claims)?;
     let mut decided: Vec<Decided<'_>> = Vec::new();
     let mut global: Vec<(usize, String)> = Vec::new();
     for &p in &rule.rate_limits {
@@ -185,6 +166,41 @@ pub async fn check(
     }
     let headers = (!decided.is_empty()).then(|| (policy_header(&decided), limits_header(&decided)));
     Ok(Some(Admitted { headers, slots }))
+}
+
+/// A place under every concurrency limit of the rule's policies, or the refusal of the first
+/// that has none left.
+fn concurrency(
+    router: &Router,
+    rule: &Rule,
+    client_ip: &mut impl FnMut() -> IpAddr,
+    headers: &HeaderMap,
+    claims: Option<&super::jwt::VerifiedClaims>,
+) -> Result<Vec<Slot>, ProxyError> {
+    let mut slots = Vec::new();
+    for &p in &rule.rate_limits {
+        for state in router.concurrency[p].iter() {
+            let limit = &state.limit;
+            if !limit.exempt.is_empty() && limit.exempts(client_ip()) {
+                continue;
+            }
+            let mut hasher = state.hasher.build_hasher();
+            if !key::feed(&limit.key, &mut *client_ip, headers, claims, &mut hasher) {
+                continue;
+            }
+            match state.acquire(std::hash::Hasher::finish(&hasher)) {
+                Some(slot) => {
+                    state.decisions.count(result::ALLOWED);
+                    slots.push(slot);
+                }
+                None => {
+                    state.decisions.count(result::LIMITED);
+                    return Err(too_many_in_flight(router, rule, p, &limit.name));
+                }
+            }
+        }
+    }
+    Ok(slots)
 }
 
 /// The error for a request over concurrency limit `name` of policy `p`.
