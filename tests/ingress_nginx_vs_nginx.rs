@@ -1,8 +1,9 @@
 //! The ingress-nginx corpus against Debian's nginx, configured as ingress-nginx's template
 //! renders the same annotations (`location ~* "^PATH"` with `rewrite … break`, `return CODE
-//! URL`, `server_name` aliases, `proxy_set_header`, `limit_req`, `proxy_read_timeout`,
-//! `grpc_pass`, `proxy_next_upstream`, `auth_request` with its `@signin`, `client_max_body_size`,
-//! `error_page CODE = @custom_…` with `proxy_intercept_errors`;
+//! URL`, `server_name` aliases, `proxy_set_header`, `limit_req` (with a `geo` whitelist),
+//! `limit_conn`, `proxy_read_timeout`, `grpc_pass`, `proxy_next_upstream`, `auth_request` with
+//! its `@signin`, `client_max_body_size`, `error_page CODE = @custom_…` with
+//! `proxy_intercept_errors`;
 //! and `proxy_connect_timeout`, whose 504 Tidegate answers 502): the answers the corpus says
 //! ingress-nginx gives are
 //! nginx's. Cases whose nginx configuration ingress-nginx builds from Lua or several blocks
@@ -137,6 +138,18 @@ const SERVERS: &[(&str, &str)] = &[
            location / { limit_req zone=rate-limit burst=2 nodelay; limit_req_status 503;
                         proxy_pass http://UP; }"#,
     ),
+    (
+        "limit-whitelist",
+        r#"server_name limit-whitelist.bar.com;
+           location / { limit_req zone=whitelist-rpm burst=1 nodelay; limit_req_status 503;
+                        proxy_pass http://UP; }"#,
+    ),
+    (
+        "limit-connections",
+        r#"server_name connections.bar.com;
+           location / { limit_conn connections 1; limit_conn_status 503;
+                        proxy_pass http://UP; }"#,
+    ),
 ];
 
 fn free_port() -> u16 {
@@ -204,6 +217,10 @@ async fn nginx_configured_as_ingress_nginx_answers_the_corpus_as_it_says() {
          fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n\
          scgi_temp_path {d}/scgi;\n  port_in_redirect off;\n\
          limit_req_zone $binary_remote_addr zone=rate-limit:1m rate=2r/m;\n\
+         geo $whitelisted {{ default 0; 10.0.0.0/8 1; 127.0.0.0/8 1; }}\n\
+         map $whitelisted $limit_key {{ 0 $binary_remote_addr; 1 \"\"; }}\n\
+         limit_req_zone $limit_key zone=whitelist-rpm:1m rate=1r/m;\n\
+         limit_conn_zone $binary_remote_addr zone=connections:1m;\n\
          upstream flaky {{ server {}; server {}; }}\n\
          upstream pair {{ hash $http_x_user consistent; server {}; server {}; }}\n{servers}}}\n",
         bad.addr, good.addr, pair.0.addr, pair.1.addr

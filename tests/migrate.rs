@@ -526,3 +526,124 @@ spec:
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{yaml}");
     assert!(stdout.is_empty(), "{stdout}");
 }
+/// `proxy-next-upstream-timeout`, migrated (`retry.maxDuration`) and served by the binary: of
+/// ten tries allowed, those that would start after the timeout do not, and the try under way
+/// when it passes is not cut (its 503 is the answer, after the timeout). Without it, all ten.
+#[tokio::test]
+async fn next_upstream_timeout_stops_new_tries_without_cutting_the_one_under_way() {
+    let up = common::Upstream::start("up").await;
+    let serve = |timeout: Option<&str>| {
+        let mut annotations = String::from(
+            "    nginx.ingress.kubernetes.io/proxy-next-upstream: \"http_503\"\n    nginx.ingress.kubernetes.io/proxy-next-upstream-tries: \"10\"\n",
+        );
+        if let Some(t) = timeout {
+            annotations.push_str(&format!(
+                "    nginx.ingress.kubernetes.io/proxy-next-upstream-timeout: \"{t}\"\n"
+            ));
+        }
+        let input = format!(
+            "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: web\n  annotations:\n{annotations}spec:\n  rules:\n    - host: h\n      http:\n        paths:\n          - {{ path: /, pathType: Prefix, backend: {{ service: {{ name: web, port: {{ number: 80 }} }} }} }}\n"
+        );
+        let (code, yaml, report) = migrate(&[], &input);
+        assert_eq!(code, Some(0), "{report}");
+        let yaml = yaml.replace(
+            "  - backendRefs:\n    - kind: Service\n      name: web\n      port: 80\n",
+            "  - backendRefs:\n    - name: up\n",
+        );
+        assert!(yaml.contains("name: up"), "{yaml}");
+        (yaml, report)
+    };
+    let (yaml, report) = serve(Some("1"));
+    assert!(
+        report.contains("proxy-next-upstream-timeout: carried"),
+        "{report}"
+    );
+    assert!(yaml.contains("maxDuration: 1s"), "{yaml}");
+    let run = |yaml: String| {
+        let addr = up.addr;
+        async move {
+            let cfg = ConfigDir::new();
+            cfg.write(
+                "all.yaml",
+                &(common::backend_yaml("up", &[addr]) + "---\n" + &yaml),
+            );
+            let gw = common::binary::Binary::start(cfg.path(), &[]).ready().await;
+            let started = std::time::Instant::now();
+            let r = common::HttpClient::http1()
+                .get(
+                    gw.http,
+                    "h",
+                    "/",
+                    &[("x-status", "503"), ("x-delay-ms", "600")],
+                )
+                .await;
+            (r, started.elapsed())
+        }
+    };
+    let before = up.hits();
+    let (r, took) = run(yaml).await;
+    assert_eq!(
+        r.status, 503,
+        "the upstream's answer, not a 504: {}",
+        r.body
+    );
+    assert_eq!(
+        up.hits() - before,
+        2,
+        "tries at 0 s and 0.6 s; none at 1.2 s"
+    );
+    assert!(
+        took >= std::time::Duration::from_millis(1150),
+        "the second try ran to its end past the timeout: {took:?}"
+    );
+    let before = up.hits();
+    let (r, _) = run(serve(None).0).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(up.hits() - before, 10, "without the timeout: every try");
+}
+
+/// `proxy-send-timeout` is served as an approximation: the Ingress is accepted with a warning
+/// saying how (`validate --kubernetes`), and `tidegate migrate` reports it approximated.
+#[test]
+fn proxy_send_timeout_is_accepted_with_a_warning() {
+    let input = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: web\n  namespace: shop\n  annotations:\n    nginx.ingress.kubernetes.io/proxy-send-timeout: \"120\"\nspec:\n  ingressClassName: tidegate\n  rules:\n    - host: h\n      http:\n        paths:\n          - { path: /, pathType: Prefix, backend: { service: { name: web, port: { number: 80 } } } }\n";
+    let (code, _, report) = migrate(&[], input);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(
+        report
+            .contains("proxy-send-timeout: approximated: Tidegate has no limit between two writes"),
+        "{report}"
+    );
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "all.yaml",
+        &format!(
+            "{input}---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{ name: tidegate }}\nspec: {{ controller: tidegate.dev/ingress-controller }}\n---\napiVersion: v1\nkind: Service\nmetadata: {{ name: web, namespace: shop }}\nspec: {{ ports: [{{ name: http, port: 80 }}] }}\n"
+        ),
+    );
+    let out = Command::new(BIN)
+        .args(["validate", "--kubernetes", "--config"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "accepted: {text}");
+    assert!(
+        text.contains("proxy-send-timeout]: approximated:") && text.contains("[warning]"),
+        "{text}"
+    );
+    // A value with a unit is rejected, as proxy-read-timeout's is.
+    cfg.write(
+        "all.yaml",
+        &std::fs::read_to_string(cfg.file("all.yaml"))
+            .unwrap()
+            .replace("\"120\"", "\"120s\""),
+    );
+    let out = Command::new(BIN)
+        .args(["validate", "--kubernetes", "--config"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+}

@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::cel;
-use super::limits::MAX_LIST;
+use super::limits::{MAX_CIDRS, MAX_LIST};
 use super::{Duration, Empty};
 
 /// Limits on the requests a Route (or one of its rules) accepts.
@@ -32,6 +32,10 @@ pub struct RateLimitPolicySpec {
     #[serde(default)]
     #[schemars(length(max = MAX_LIST))]
     pub limits: Vec<RateLimit>,
+    /// Limits on requests in flight at once (per replica); asked before `limits`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_LIST))]
+    pub concurrency: Vec<ConcurrencyLimit>,
     /// Global limits only: when Redis cannot answer in time, Open (default) lets the request
     /// through, Closed answers 503.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,6 +87,31 @@ pub struct RateLimit {
     /// least active key of a set is evicted (see the README for the bound).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_keys: Option<u32>,
+    /// Clients this limit does not apply to: CIDRs or addresses (`10.0.0.0/8`, `192.0.2.7`),
+    /// matched against the client address `--trusted-proxies` resolves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_CIDRS), inner(length(max = 64)))]
+    pub exempt_clients: Vec<String>,
+}
+
+/// A limit on the requests in flight at once per key, in each replica: a request is counted
+/// from when it is admitted until its response body ends (or the client leaves).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConcurrencyLimit {
+    /// Name, for metrics and the refusal's body (an RFC 1123 label); default: the policy's
+    /// name with `-concurrency` (and `-<index>` when it has several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// What requests are counted per (as a rate limit's key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<RateLimitKey>,
+    /// Requests in flight at once per key, 1 to 10^6.
+    pub max: u32,
+    /// Clients this limit does not apply to: CIDRs or addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_CIDRS), inner(length(max = 64)))]
+    pub exempt_clients: Vec<String>,
 }
 
 /// The bucket key: `none`, or one or more of `clientIP`, `header` and `jwtClaim` (combined:
@@ -117,6 +146,9 @@ pub enum MissingHeader {
     SharedBucket,
     /// This limit does not apply to it.
     NoLimit,
+    /// It is keyed by its client address instead (a key without `clientIP` only).
+    #[serde(rename = "ClientIP")]
+    ClientIp,
 }
 
 /// Rate-limit algorithms.

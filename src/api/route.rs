@@ -554,6 +554,10 @@ pub struct RetryPolicy {
     /// Limit of one attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_try_timeout: Option<Duration>,
+    /// No new attempt starts once this long has passed since the first began; an attempt
+    /// under way is not cut (ingress-nginx's `proxy-next-upstream-timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<Duration>,
     /// Exponential backoff with full jitter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,

@@ -45,7 +45,8 @@ pub use matching::{
 };
 pub use object::{Kind, ObjectRef};
 pub use rate_limit::{
-    Algorithm, FailureMode, KeyPart, Limit, LimitKey, MissingHeader, RateLimitPolicy, Scope,
+    Algorithm, ConcurrencyLimit, FailureMode, KeyPart, Limit, LimitKey, MissingHeader,
+    RateLimitPolicy, Scope,
 };
 pub use ser::format_duration;
 pub use ser::unix_time;

@@ -3,13 +3,14 @@
 //!
 //! [`RoutingTable::rate_limits`]: super::RoutingTable::rate_limits
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, StatusCode};
 use serde::Serialize;
 
-use super::ObjectRef;
+use super::{Cidr, ObjectRef};
 
 /// One RateLimitPolicy: its limits (all must allow a request) and what a refusal looks like.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -21,6 +22,9 @@ pub struct RateLimitPolicy {
     pub label: Arc<str>,
     /// Every limit; a request passes only if each allows it.
     pub limits: Vec<Limit>,
+    /// Limits on requests in flight at once (per replica), asked before `limits`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub concurrency: Vec<ConcurrencyLimit>,
     /// What a Global limit does while Redis cannot answer.
     pub failure_mode: FailureMode,
     /// The status of a limited request.
@@ -58,6 +62,39 @@ pub struct Limit {
     /// Local only: the most keys kept per replica.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_keys: Option<u32>,
+    /// Clients the limit does not apply to (`exemptClients`); empty for most limits, which then
+    /// pay one branch.
+    #[serde(rename = "exemptClients", skip_serializing_if = "Vec::is_empty")]
+    pub exempt: Vec<Cidr>,
+}
+
+impl Limit {
+    /// Whether a request from `client` is exempt from this limit.
+    pub fn exempts(&self, client: IpAddr) -> bool {
+        self.exempt.iter().any(|c| c.contains(client))
+    }
+}
+
+/// A limit on the requests in flight at once per key, in each replica.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConcurrencyLimit {
+    /// The name in metrics and the refusal's body.
+    pub name: Arc<str>,
+    /// What requests are counted per.
+    pub key: LimitKey,
+    /// Requests in flight at once per key.
+    pub max: u32,
+    /// Clients the limit does not apply to.
+    #[serde(rename = "exemptClients", skip_serializing_if = "Vec::is_empty")]
+    pub exempt: Vec<Cidr>,
+}
+
+impl ConcurrencyLimit {
+    /// Whether a request from `client` is exempt from this limit.
+    pub fn exempts(&self, client: IpAddr) -> bool {
+        self.exempt.iter().any(|c| c.contains(client))
+    }
 }
 
 /// How requests are counted.
@@ -114,6 +151,9 @@ pub enum MissingHeader {
     SharedBucket,
     /// The limit does not apply to it.
     NoLimit,
+    /// It is keyed by its client address instead.
+    #[serde(rename = "ClientIP")]
+    ClientIp,
 }
 
 /// A bucket key: the parts, combined (none: one bucket for every request).

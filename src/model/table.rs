@@ -237,6 +237,12 @@ pub struct Retry {
         serialize_with = "super::ser::duration"
     )]
     pub per_try_timeout: Option<Duration>,
+    /// No new attempt starts once this long has passed since the first began.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "super::ser::duration"
+    )]
+    pub max_duration: Option<Duration>,
     /// First backoff (full jitter: a random wait up to base × 2^n, capped at max).
     #[serde(serialize_with = "super::ser::plain_duration")]
     pub backoff_base: Duration,

@@ -190,7 +190,7 @@ pub fn cases() -> Vec<Case> {
                     "timeouts": {"request": "15s", "backendRequest": "5s"},
                     "retry": {"attempts": 10, "on": ["connect-failure", "reset", "gateway-error", "5xx", "429"],
                               "perTryTimeout": "2s", "backoff": {"base": "25ms", "max": "1s"},
-                              "maxBodyBytes": 16_777_216},
+                              "maxDuration": "10s", "maxBodyBytes": 16_777_216},
                 }],
             }),
         ),
@@ -1054,6 +1054,14 @@ pub fn cases() -> Vec<Case> {
             "spec.connection",
             "need maxConnections",
             "spec.connection",
+        ),
+        cel(
+            "retry-max-duration-zero",
+            R,
+            route(|s| s["rules"][0]["retry"] = json!({"maxDuration": "0s"})),
+            "spec.rules[0].retry.maxDuration",
+            "greater than zero",
+            "spec.rules[0].retry.maxDuration",
         ),
         cel(
             "slow-start-zero",

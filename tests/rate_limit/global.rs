@@ -698,3 +698,97 @@ async fn global_buckets_are_per_verified_subject_across_gateways() {
         .unwrap();
     assert_eq!(keys.len(), 3, "alice, bob, no sub: {keys:?}");
 }
+
+/// ingress-nginx's `global-rate-limit` family, migrated and served by two gateways sharing
+/// Redis: one sliding window per `X-Api-Client` across both, answered 429; a request without
+/// the header counts by its address (as ingress-nginx's empty key does); the ignored CIDRs are
+/// never limited. Without `--redis-url` the Ingress is rejected.
+#[tokio::test]
+#[ignore = "needs redis-server (scripts/test.sh starts it)"]
+async fn ingress_global_rate_limit_counts_in_redis_across_gateways() {
+    let url = shared_redis("ingress-global");
+    let n = "    nginx.ingress.kubernetes.io/";
+    let annotations = format!(
+        "{n}global-rate-limit: \"3\"\n{n}global-rate-limit-window: 1m\n{n}global-rate-limit-key: \"${{http_x_api_client}}\"\n{n}global-rate-limit-ignored-cidrs: \"10.0.0.0/8\"\n"
+    );
+    let (report, yaml) = crate::clients::migrated("ingress-global", &annotations);
+    assert!(
+        report.contains("global-rate-limit: approximated: a Global SlidingWindow limit in Redis"),
+        "{report}"
+    );
+    let up = Upstream::start("up").await;
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "all.yaml",
+        &(backend_yaml("up", &[up.addr])
+            .replace("metadata: {", "metadata: { namespace: ingress-global,")
+            + "---\n"
+            + &yaml),
+    );
+    let args = [
+        "--redis-url",
+        url.as_str(),
+        "--redis-timeout",
+        "2s",
+        "--trusted-proxies",
+        "127.0.0.1/32",
+    ];
+    let a = Gateway::start(cfg.path(), &args, &[]).await;
+    let b = Gateway::start(cfg.path(), &args, &[]).await;
+    let http = HttpClient::http1();
+    let send = |gw: SocketAddr, client: &'static str, api: Option<&'static str>| {
+        let http = http.clone();
+        async move {
+            let mut h = vec![("x-forwarded-for", client)];
+            h.extend(api.map(|v| ("x-api-client", v)));
+            http.get(gw, "h", "/", &h).await
+        }
+    };
+    // One API client from two addresses, through both gateways: one window of 3.
+    let mut got = Vec::new();
+    for (i, client) in ["1.1.1.1", "2.2.2.2", "1.1.1.1", "2.2.2.2"]
+        .iter()
+        .enumerate()
+    {
+        let gw = if i % 2 == 0 { a.http } else { b.http };
+        got.push(send(gw, client, Some("team-a")).await.status.as_u16());
+    }
+    assert_eq!(got, [200, 200, 200, 429], "{}", a.log());
+    let r = send(a.http, "1.1.1.1", Some("team-a")).await;
+    assert_eq!(r.status, 429);
+    assert!(r.headers.contains_key("retry-after"), "{:?}", r.headers);
+    assert!(r.body.contains("global-rate-limit"), "{}", r.body);
+    assert_eq!(send(b.http, "1.1.1.1", Some("team-b")).await.status, 200);
+    // Without the header: by address.
+    for want in [200, 200, 200, 429] {
+        assert_eq!(send(a.http, "3.3.3.3", None).await.status, want);
+    }
+    assert_eq!(send(b.http, "4.4.4.4", None).await.status, 200);
+    // Ignored CIDRs: never counted, never refused.
+    for _ in 0..6 {
+        assert_eq!(send(b.http, "10.2.3.4", Some("team-a")).await.status, 200);
+    }
+    assert_no_redis_errors(&[&a, &b]).await;
+
+    // Without Redis the Ingress is rejected (tidegate validate --kubernetes).
+    let dir = ConfigDir::new();
+    dir.write(
+        "ingress.yaml",
+        &(crate::clients::ingress("ingress-global", &annotations).replace(
+            "spec:\n  rules:",
+            "spec:\n  ingressClassName: tidegate\n  rules:",
+        ) + "---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: { name: tidegate }\nspec: { controller: tidegate.dev/ingress-controller }\n---\napiVersion: v1\nkind: Service\nmetadata: { name: web, namespace: ingress-global }\nspec: { ports: [{ name: http, port: 80 }] }\n"),
+    );
+    let out = Command::new(crate::common::binary::BIN)
+        .args(["validate", "--kubernetes", "--config"])
+        .arg(dir.path())
+        .env_remove("TIDEGATE_REDIS_URL")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("Ingress ingress-global/web") && text.contains("a Global limit needs Redis"),
+        "{text}"
+    );
+}

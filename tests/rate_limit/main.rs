@@ -3,6 +3,7 @@
 //! by scripts/test.sh).
 
 mod binary;
+mod clients;
 #[path = "../common/mod.rs"]
 mod common;
 mod global;

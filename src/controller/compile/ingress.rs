@@ -44,7 +44,7 @@ fn ours(ing: &IngressInfo, snap: &Snapshot, env: &Env<'_>) -> Result<(), String>
 /// its TLS passthrough Routes (`ssl-passthrough`).
 pub type CompiledIngress = (
     Vec<Rule>,
-    Option<(RateLimitPolicy, PolicyTargetRef)>,
+    Vec<(RateLimitPolicy, PolicyTargetRef)>,
     Vec<crate::model::L4Route>,
 );
 
@@ -80,11 +80,11 @@ pub fn compile_ingress(
                 service_port(id, b.backend, &p.backend_at(), env, &mut f);
             }
         }
-        return f.ok().then_some((Vec::new(), None, Vec::new()));
+        return f.ok().then_some((Vec::new(), Vec::new(), Vec::new()));
     }
     if t.passthrough {
         let routes = passthrough(obj, env, &mut f);
-        return f.ok().then_some((Vec::new(), None, routes));
+        return f.ok().then_some((Vec::new(), Vec::new(), routes));
     }
     let canaries = super::ingress_canary::index(&id.namespace, &snap.ingresses, is_ours);
     let settings = super::targets::ServiceSettings {
@@ -148,32 +148,28 @@ pub fn compile_ingress(
     if ing.rules.is_empty() && ing.default_backend.is_none() {
         f.invalid("spec", "an Ingress needs rules or a defaultBackend");
     }
-    // limit-rps/limit-rpm: a policy of the Ingress's own, compiled as a RateLimitPolicy is.
-    let policy = t.rate_limit.map(|mut spec| {
+    // limit-rps/limit-rpm, global-rate-limit: policies of the Ingress's own (one per answer
+    // status), compiled as a RateLimitPolicy is.
+    let mut policies = Vec::new();
+    for mut spec in [t.rate_limit, t.global_rate_limit].into_iter().flatten() {
         spec.target_ref = PolicyTargetRef {
             kind: "Route".to_owned(),
             name: id.name.clone(),
             rule: None,
         };
         let target = spec.target_ref.clone();
-        let policy = Obj {
+        let p = Obj {
             meta: obj.meta.clone(),
             spec,
         };
-        (policy, target)
-    });
-    let policy = match policy {
-        Some((p, target)) => {
-            let mut found = Vec::new();
-            let compiled = super::rate_limit::compile_policy(&p, env.opts, &mut found);
-            for d in found {
-                f.push(d);
-            }
-            Some((compiled?, target))
+        let mut found = Vec::new();
+        let compiled = super::rate_limit::compile_policy(&p, env.opts, &mut found);
+        for d in found {
+            f.push(d);
         }
-        None => None,
-    };
-    f.ok().then_some((rules, policy, Vec::new()))
+        policies.push((compiled?, target));
+    }
+    f.ok().then_some((rules, policies, Vec::new()))
 }
 
 /// `ssl-passthrough`: the Ingress's TLS passthrough Routes, compiled as TLS Routes are.

@@ -32,18 +32,10 @@ const NOT_YET: &[&str] = &[
     "auth-proxy-set-headers",
     "enable-global-auth",
     "custom-headers",
-    "limit-connections",
     "limit-rate",
     "limit-rate-after",
-    "limit-whitelist",
-    "global-rate-limit",
-    "global-rate-limit-window",
-    "global-rate-limit-key",
-    "global-rate-limit-ignored-cidrs",
     "proxy-cookie-domain",
     "proxy-cookie-path",
-    "proxy-send-timeout",
-    "proxy-next-upstream-timeout",
     "proxy-redirect-from",
     "proxy-redirect-to",
     "satisfy",
@@ -181,20 +173,6 @@ fn why_not_yet(name: &str) -> &'static str {
         }
         "auth-request-redirect" => {
             ": X-Auth-Request-Redirect is always the request's URI (ingress-nginx's default)"
-        }
-        "proxy-send-timeout" => {
-            ": nginx's limits the time between two writes of the request to the backend, and \
-             Tidegate has no such limit (--body-read-timeout bounds the client's side)"
-        }
-        "limit-whitelist" => {
-            ": a RateLimitPolicy has no list of exempt client addresses yet; write the limits \
-             as a RateLimitPolicy on a Route"
-        }
-        "limit-connections" => ": Tidegate has no limit of connections per client address yet",
-        "proxy-next-upstream-timeout" => {
-            ": nginx stops starting new tries after this long without cutting the try under \
-             way, and a Route's timeouts.request would cut it (504); write a Route with retry \
-             and timeouts"
         }
         _ => "",
     }

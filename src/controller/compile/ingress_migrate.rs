@@ -128,6 +128,18 @@ pub fn migrate(
             };
             m.policies.push((format!("{route_name}-limits"), policy));
         }
+        if let Some(spec) = &t.global_rate_limit {
+            let policy = api::RateLimitPolicySpec {
+                target_ref: api::PolicyTargetRef {
+                    kind: "Route".to_owned(),
+                    name: route_name.clone(),
+                    rule: None,
+                },
+                ..spec.clone()
+            };
+            m.policies
+                .push((format!("{route_name}-global-limits"), policy));
+        }
         m.routes.push((route_name, route));
     }
     Some(m)

@@ -49,17 +49,25 @@ pub const MAPPED: &[&str] = &[
     "enable-cors",
     "force-ssl-redirect",
     "from-to-www-redirect",
+    "global-rate-limit",
+    "global-rate-limit-ignored-cidrs",
+    "global-rate-limit-key",
+    "global-rate-limit-window",
     "limit-burst-multiplier",
+    "limit-connections",
     "load-balance",
     "limit-rpm",
     "limit-rps",
+    "limit-whitelist",
     "permanent-redirect",
     "permanent-redirect-code",
     "proxy-body-size",
     "proxy-next-upstream",
     "proxy-connect-timeout",
+    "proxy-next-upstream-timeout",
     "proxy-next-upstream-tries",
     "proxy-read-timeout",
+    "proxy-send-timeout",
     "rewrite-target",
     "server-alias",
     "preserve-trailing-slash",
@@ -119,6 +127,9 @@ pub struct Translation {
     /// `limit-rps`, `limit-rpm` (with `limit-burst-multiplier`): per client address, per
     /// replica, answered 503 as ingress-nginx does. The target is the caller's to set.
     pub rate_limit: Option<api::RateLimitPolicySpec>,
+    /// `global-rate-limit` and its family: a sliding window counted in Redis, answered 429 as
+    /// ingress-nginx does (a policy apart from `rate_limit`, whose answer is 503).
+    pub global_rate_limit: Option<api::RateLimitPolicySpec>,
     /// `backend-protocol: GRPC` or `H2C`: the backends are spoken to over HTTP/2 cleartext.
     pub h2c: bool,
     /// `backend-protocol: HTTPS` or `GRPCS` with `proxy-ssl-*`: TLS to the backends.
@@ -222,7 +233,11 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     access(a, &mut t, f);
     ext_auth(a, &mut t, f);
     rate_limits(a, &mut t, f);
+    limit_connections(a, &mut t, f);
+    limit_whitelist(a, &mut t, f);
+    global_rate_limit(a, &mut t, f);
     timeouts(a, &mut t, f);
+    send_timeout(a, &mut t, f);
     body_size(a, &mut t, f);
     backend_protocol(a, &mut t, f);
     // A canary's are warned about below: its backends take the main Ingress's settings.
@@ -238,6 +253,7 @@ pub fn translate(a: &BTreeMap<String, String>, f: &mut Findings<'_>) -> Translat
     }
     t.auth_tls = super::ingress_auth_tls::read(a, t.canary.is_some(), &mut t.outcomes, f);
     retries(a, &mut t, f);
+    next_upstream_timeout(a, &mut t, f);
     balancing(a, &mut t, f);
     super::ingress_affinity::read(a, &mut t, f);
     error_pages(a, &mut t, f);
@@ -507,6 +523,357 @@ fn rate_limits(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findin
             ..api::RateLimitPolicySpec::default()
         });
     }
+}
+
+/// `proxy-next-upstream-timeout`: whole seconds (`0`: no limit, nginx's default) after which no
+/// new try starts, the one under way going on: the rule's `retry.maxDuration`.
+fn next_upstream_timeout(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let Some((key, v)) = get(a, "proxy-next-upstream-timeout") else {
+        return;
+    };
+    let Ok(secs) = v.trim().parse::<u32>() else {
+        f.invalid(
+            field(&key),
+            format!("{v:?} must be whole seconds (0: no limit)"),
+        );
+        return;
+    };
+    match &mut t.retry {
+        _ if secs == 0 => {
+            t.outcomes.insert(key, Outcome::Carried);
+        }
+        Some(retry) => {
+            retry.max_duration = Some(api::Duration(std::time::Duration::from_secs(u64::from(
+                secs,
+            ))));
+            t.outcomes.insert(key, Outcome::Carried);
+        }
+        None => warn(
+            f,
+            &key,
+            "it has no effect without proxy-next-upstream or proxy-next-upstream-tries \
+             (Tidegate does not retry an Ingress by default)",
+        ),
+    }
+}
+
+/// `limit-connections`: nginx's `limit_conn` on `$binary_remote_addr` (requests in flight per
+/// client address, per replica; 503 over it) as a concurrency limit of the Ingress's policy.
+fn limit_connections(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let Some((key, v)) = get(a, "limit-connections") else {
+        return;
+    };
+    let max = match v.trim().parse::<u32>() {
+        Ok(n) if (1..=super::rate_limit::MAX_CONCURRENCY).contains(&n) => n,
+        _ => {
+            f.invalid(
+                field(&key),
+                format!(
+                    "{v:?} must be a whole number from 1 to {}",
+                    super::rate_limit::MAX_CONCURRENCY
+                ),
+            );
+            return;
+        }
+    };
+    let policy = t
+        .rate_limit
+        .get_or_insert_with(|| api::RateLimitPolicySpec {
+            response: Some(api::RateLimitResponse {
+                status_code: Some(LIMITED_STATUS),
+            }),
+            ..api::RateLimitPolicySpec::default()
+        });
+    policy.concurrency.push(api::ConcurrencyLimit {
+        name: Some("limit-connections".to_owned()),
+        key: Some(api::RateLimitKey {
+            client_ip: Some(api::Empty {}),
+            ..api::RateLimitKey::default()
+        }),
+        max,
+        ..api::ConcurrencyLimit::default()
+    });
+    t.outcomes.insert(
+        key,
+        Outcome::Approximated(
+            "a concurrency limit per client address and replica counting requests in flight \
+             (from admission to the end of the response body), as nginx's limit_conn counts \
+             requests being processed; over it 503"
+                .to_owned(),
+        ),
+    );
+}
+
+/// `limit-whitelist`: clients exempt from the Ingress's own limits (`limit-rps`, `limit-rpm`,
+/// `limit-connections`), as the limits' `exemptClients`. Not from `global-rate-limit`, which has
+/// its own list (as in ingress-nginx).
+fn limit_whitelist(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let Some((key, v)) = get(a, "limit-whitelist") else {
+        return;
+    };
+    let Some(cidrs) = cidr_list(&key, v, f) else {
+        return;
+    };
+    let mut applied = false;
+    if let Some(policy) = &mut t.rate_limit {
+        for l in policy
+            .limits
+            .iter_mut()
+            .filter(|l| LOCAL_LIMITS.contains(&l.name.as_deref().unwrap_or("")))
+        {
+            l.exempt_clients = cidrs.clone();
+            applied = true;
+        }
+        for c in &mut policy.concurrency {
+            c.exempt_clients = cidrs.clone();
+            applied = true;
+        }
+    }
+    if applied {
+        t.outcomes.insert(key, Outcome::Carried);
+    } else {
+        warn(
+            f,
+            &key,
+            "it has no effect without limit-rps, limit-rpm or limit-connections",
+        );
+    }
+}
+
+/// ingress-nginx's `global-rate-limit-status-code` default.
+const GLOBAL_LIMITED_STATUS: u16 = 429;
+
+/// `global-rate-limit`, `global-rate-limit-window`, `global-rate-limit-key`,
+/// `global-rate-limit-ignored-cidrs`: ingress-nginx's lua-resty-global-throttle (a sliding
+/// window shared by the replicas through memcached, all paths of the Ingress counted together,
+/// failing open) as a `scope: Global` SlidingWindow limit in Redis.
+fn global_rate_limit(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let limit = get(a, "global-rate-limit");
+    let window = get(a, "global-rate-limit-window");
+    let (Some((limit_key, limit)), Some((window_key, window))) = (&limit, &window) else {
+        // ingress-nginx needs both: either alone does nothing there, and here.
+        for name in [
+            "global-rate-limit",
+            "global-rate-limit-window",
+            "global-rate-limit-key",
+            "global-rate-limit-ignored-cidrs",
+        ] {
+            if let Some((key, _)) = get(a, name) {
+                warn(
+                    f,
+                    &key,
+                    "it has no effect without both global-rate-limit and global-rate-limit-window",
+                );
+            }
+        }
+        return;
+    };
+    let rate = match limit.trim().parse::<u32>() {
+        Ok(n) if n > 0 => Some(n),
+        _ => {
+            f.invalid(
+                field(limit_key),
+                format!("{limit:?} must be a whole number above 0"),
+            );
+            None
+        }
+    };
+    let per = match go_duration(window) {
+        // ingress-nginx keeps whole seconds of the window.
+        Some(d) if (1..=86_400).contains(&d.as_secs()) => Some(d.as_secs()),
+        Some(_) => {
+            f.invalid(
+                field(window_key),
+                format!("{window:?} must be from 1s to 24h"),
+            );
+            None
+        }
+        None => {
+            f.invalid(
+                field(window_key),
+                format!("{window:?} is not a duration (e.g. 1m, 30s, 1h30m)"),
+            );
+            None
+        }
+    };
+    let key = match get(a, "global-rate-limit-key") {
+        None => Some(api::RateLimitKey {
+            client_ip: Some(api::Empty {}),
+            ..api::RateLimitKey::default()
+        }),
+        Some((key, v)) => match throttle_key(v) {
+            Ok(k) => {
+                t.outcomes.insert(key, Outcome::Carried);
+                Some(k)
+            }
+            Err(why) => {
+                f.not_supported(field(&key), &why);
+                None
+            }
+        },
+    };
+    let exempt = match get(a, "global-rate-limit-ignored-cidrs") {
+        None => Some(Vec::new()),
+        Some((key, v)) => {
+            let cidrs = cidr_list(&key, v, f);
+            if cidrs.is_some() {
+                t.outcomes.insert(key, Outcome::Carried);
+            }
+            cidrs
+        }
+    };
+    let (Some(rate), Some(per), Some(key), Some(exempt)) = (rate, per, key, exempt) else {
+        return;
+    };
+    t.outcomes.insert(
+        limit_key.clone(),
+        Outcome::Approximated(
+            "a Global SlidingWindow limit in Redis (tidegate run --redis-url) where ingress-nginx \
+             counts in memcached; limited requests get 429 and RateLimit headers"
+                .to_owned(),
+        ),
+    );
+    t.outcomes.insert(window_key.clone(), Outcome::Carried);
+    t.global_rate_limit = Some(api::RateLimitPolicySpec {
+        limits: vec![api::RateLimit {
+            name: Some("global-rate-limit".to_owned()),
+            key: Some(key),
+            algorithm: Some(api::RateLimitAlgorithm::SlidingWindow),
+            rate,
+            per: api::Duration(std::time::Duration::from_secs(per)),
+            scope: Some(api::RateLimitScope::Global),
+            exempt_clients: exempt,
+            ..api::RateLimit::default()
+        }],
+        response: Some(api::RateLimitResponse {
+            status_code: Some(GLOBAL_LIMITED_STATUS),
+        }),
+        ..api::RateLimitPolicySpec::default()
+    });
+}
+
+/// A Go duration (`1m`, `30s`, `1h30m`, `1.5s`, `500ms`), as ingress-nginx reads
+/// `global-rate-limit-window`.
+fn go_duration(v: &str) -> Option<std::time::Duration> {
+    let mut rest = v.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        rest = &rest[unit..];
+        total += number * scale;
+    }
+    (total.is_finite() && total < 1e9).then(|| std::time::Duration::from_secs_f64(total))
+}
+
+/// `global-rate-limit-key`: nginx variables (`$remote_addr`, `${http_x_api_client}`) and text
+/// between them. The client address and one request header can be keyed on; text is the same
+/// for every request, so it changes no bucket. As in ingress-nginx, a key that comes out
+/// empty (its header missing) counts by the client address.
+fn throttle_key(v: &str) -> Result<api::RateLimitKey, String> {
+    let mut key = api::RateLimitKey::default();
+    let mut rest = v.trim();
+    while let Some(at) = rest.find('$') {
+        rest = &rest[at + 1..];
+        let (name, after) = match rest.strip_prefix('{') {
+            Some(braced) => {
+                let end = braced
+                    .find('}')
+                    .ok_or_else(|| format!("{v:?}: an unclosed ${{"))?;
+                (&braced[..end], &braced[end + 1..])
+            }
+            None => {
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                (&rest[..end], &rest[end..])
+            }
+        };
+        rest = after;
+        if name == "remote_addr" || name == "binary_remote_addr" {
+            key.client_ip = Some(api::Empty {});
+        } else if let Some(h) = name.strip_prefix("http_") {
+            let h = h.replace('_', "-");
+            if fields::header_name(&h).is_err() {
+                return Err(format!(
+                    "global-rate-limit-key {v:?}: ${name} names no header"
+                ));
+            }
+            match &key.header {
+                Some(first) if *first != h => {
+                    return Err(format!(
+                        "global-rate-limit-key {v:?} with two headers ({first}, {h}): one \
+                         header and $remote_addr can be keyed on"
+                    ));
+                }
+                _ => key.header = Some(h),
+            }
+        } else {
+            return Err(format!(
+                "global-rate-limit-key {v:?} with ${name}: $remote_addr and $http_NAME can be \
+                 keyed on"
+            ));
+        }
+    }
+    match (&key.client_ip, &key.header) {
+        // ingress-nginx's default for an empty key.
+        (None, None) if v.trim().is_empty() => {
+            key.client_ip = Some(api::Empty {});
+            Ok(key)
+        }
+        // Text alone: the same key for every request.
+        (None, None) => {
+            key.none = Some(api::Empty {});
+            Ok(key)
+        }
+        (Some(_), Some(_)) => {
+            key.missing_header = Some(api::MissingHeader::SharedBucket);
+            Ok(key)
+        }
+        (None, Some(_)) => {
+            key.missing_header = Some(api::MissingHeader::ClientIp);
+            Ok(key)
+        }
+        (Some(_), None) => Ok(key),
+    }
+}
+
+/// The limits `limit-whitelist` exempts clients from (by name).
+const LOCAL_LIMITS: [&str; 3] = ["limit-rps", "limit-rpm", "limit-connections"];
+
+/// A comma-separated list of CIDRs or addresses, each checked; `None` (and a finding) when one
+/// is not.
+fn cidr_list(key: &str, v: &str, f: &mut Findings<'_>) -> Option<Vec<String>> {
+    let items = list(v);
+    for item in &items {
+        if let Err(e) = item.parse::<crate::model::Cidr>() {
+            f.invalid(field(key), e.to_string());
+            return None;
+        }
+    }
+    if items.is_empty() {
+        f.invalid(field(key), "list one or more CIDRs or addresses");
+        return None;
+    }
+    Some(items)
 }
 
 /// `default-backend` and `custom-http-errors`. Without `default-backend`, ingress-nginx asks
@@ -871,6 +1238,29 @@ fn timeouts(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<
                 .to_owned(),
         ),
     );
+}
+
+/// `proxy-send-timeout`: nginx's limit between two writes of the request to the backend.
+/// Tidegate has no such limit; sending is bounded by the attempt's timeout to the response
+/// headers instead. Accepted as an approximation, with a warning saying so.
+fn send_timeout(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
+    let Some((key, v)) = get(a, "proxy-send-timeout") else {
+        return;
+    };
+    if !matches!(v.trim().parse::<u64>(), Ok(n) if n > 0) {
+        f.invalid(
+            field(&key),
+            format!("{v:?} must be a whole number of seconds above 0"),
+        );
+        return;
+    }
+    let why = "Tidegate has no limit between two writes to the backend; sending \
+               the request is bounded by each attempt's timeout to the response headers \
+               (proxy-read-timeout, else --default-request-timeout, 60 s), after which a \
+               backend that stopped reading gets the request cut (504)";
+    warn(f, &key, &format!("approximated: {why}"));
+    t.outcomes
+        .insert(key, Outcome::Approximated(why.to_owned()));
 }
 
 /// `proxy-body-size`: nginx's `client_max_body_size` (bytes, or a number with `k`, `m` or `g`;
@@ -1931,5 +2321,61 @@ mod tests {
         let rule = t.rule(t.path("Prefix", "/"));
         assert_eq!(rule.filters.len(), 1);
         assert!(rule.filters[0].request_redirect.is_some());
+    }
+
+    #[test]
+    fn limit_whitelist_exempts_clients_from_the_local_limits_only() {
+        let (t, d) = run(&[
+            (&format!("{N}limit-rps"), "5"),
+            (&format!("{N}limit-whitelist"), "10.0.0.0/8, 192.0.2.7"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        let limits = &t.rate_limit.unwrap().limits;
+        assert_eq!(limits[0].exempt_clients, ["10.0.0.0/8", "192.0.2.7"]);
+        let (_, d) = run(&[
+            (&format!("{N}limit-rps"), "5"),
+            (&format!("{N}limit-whitelist"), "10.0.0.0/8,example.com"),
+        ]);
+        assert!(
+            d[0].is_error() && d[0].message.contains("example.com"),
+            "{d:?}"
+        );
+        let (_, d) = run(&[(&format!("{N}limit-whitelist"), "10.0.0.0/8")]);
+        assert!(
+            d[0].severity == Severity::Warning && d[0].message.contains("no effect"),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn global_rate_limit_keys_and_windows_read_as_ingress_nginx_reads_them() {
+        let secs = |v: &str| go_duration(v).map(|d| d.as_secs_f64());
+        assert_eq!(secs("1m"), Some(60.0));
+        assert_eq!(secs("1h30m"), Some(5400.0));
+        assert_eq!(secs("1.5s"), Some(1.5));
+        assert_eq!(secs("500ms"), Some(0.5));
+        assert_eq!(secs("1d"), None);
+        assert_eq!(secs("60"), None);
+        let k = throttle_key("$remote_addr").unwrap();
+        assert!(k.client_ip.is_some() && k.header.is_none());
+        let k = throttle_key("$http_x_api_client").unwrap();
+        assert_eq!(k.header.as_deref(), Some("x-api-client"));
+        assert_eq!(k.missing_header, Some(api::MissingHeader::ClientIp));
+        let k = throttle_key("${remote_addr}-${http_x_api_client}").unwrap();
+        assert!(k.client_ip.is_some());
+        assert_eq!(k.missing_header, Some(api::MissingHeader::SharedBucket));
+        assert!(throttle_key("everyone").unwrap().none.is_some());
+        assert!(throttle_key("").unwrap().client_ip.is_some());
+        for bad in ["$request_uri", "$http_a$http_b", "${remote_addr"] {
+            assert!(throttle_key(bad).is_err(), "{bad}");
+        }
+        let (t, d) = run(&[
+            (&format!("{N}global-rate-limit"), "10"),
+            (&format!("{N}global-rate-limit-window"), "90s"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        let l = &t.global_rate_limit.unwrap().limits[0];
+        assert_eq!((l.rate, l.per.0.as_secs()), (10, 90));
+        assert_eq!(l.scope, Some(api::RateLimitScope::Global));
     }
 }

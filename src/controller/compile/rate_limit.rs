@@ -15,8 +15,8 @@ use crate::api::{self, RateLimitPolicySpec};
 use crate::controller::names;
 use crate::controller::snapshot::{Obj, Snapshot};
 use crate::model::{
-    Algorithm, Diagnostic, FailureMode, KeyPart, Kind, Limit, LimitKey, MissingHeader, ObjectRef,
-    RateLimitPolicy, Reason, Rule, Scope, Severity,
+    Algorithm, Cidr, ConcurrencyLimit, Diagnostic, FailureMode, KeyPart, Kind, Limit, LimitKey,
+    MissingHeader, ObjectRef, RateLimitPolicy, Reason, Rule, Scope, Severity,
 };
 
 use super::CompileOptions;
@@ -47,8 +47,11 @@ pub fn compile_policy(
     let mut f = Findings::new(id, out);
     target_ref(&spec.target_ref, &mut f);
 
-    if spec.limits.is_empty() {
-        f.invalid("spec.limits", "a policy needs at least one limit");
+    if spec.limits.is_empty() && spec.concurrency.is_empty() {
+        f.invalid(
+            "spec.limits",
+            "a policy needs at least one limit (or concurrency limit)",
+        );
     }
     if spec.limits.len() > MAX_LIMITS {
         f.invalid(
@@ -81,6 +84,8 @@ pub fn compile_policy(
         }
     }
 
+    let concurrency = concurrency_limits(spec, &mut names, &mut f);
+
     let failure_mode = match spec.failure_mode {
         None | Some(api::FailureMode::Open) => FailureMode::Open,
         Some(api::FailureMode::Closed) => FailureMode::Closed,
@@ -112,10 +117,75 @@ pub fn compile_policy(
         id: id.clone(),
         label: id.key().into(),
         limits,
+        concurrency,
         failure_mode,
         status,
         created: obj.meta.created,
     })
+}
+
+/// Largest concurrency `max`.
+pub const MAX_CONCURRENCY: u32 = 1_000_000;
+
+/// `spec.concurrency`: names unique among the policy's limits, a key, `max`, exemptions.
+fn concurrency_limits(
+    spec: &RateLimitPolicySpec,
+    names: &mut BTreeSet<String>,
+    f: &mut Findings<'_>,
+) -> Vec<ConcurrencyLimit> {
+    let id_name = f.id().name.clone();
+    let mut out = Vec::new();
+    if spec.concurrency.len() > MAX_LIMITS {
+        f.invalid(
+            "spec.concurrency",
+            format!(
+                "{} concurrency limits is more than the {MAX_LIMITS} allowed",
+                spec.concurrency.len()
+            ),
+        );
+    }
+    for (i, c) in spec.concurrency.iter().enumerate() {
+        let at = format!("spec.concurrency[{i}]");
+        let name = match &c.name {
+            Some(n) => n.clone(),
+            None if spec.concurrency.len() == 1 => format!("{id_name}-concurrency"),
+            None => format!("{id_name}-concurrency-{i}"),
+        };
+        if let Err(e) = names::dns_label(&name) {
+            f.invalid(format!("{at}.name"), e);
+        } else if !names.insert(name.clone()) {
+            f.invalid(
+                format!("{at}.name"),
+                format!("another limit is already named {name:?}"),
+            );
+        }
+        if c.max == 0 || c.max > MAX_CONCURRENCY {
+            f.invalid(
+                format!("{at}.max"),
+                format!("{} must be from 1 to {MAX_CONCURRENCY}", c.max),
+            );
+        }
+        let key = match &c.key {
+            Some(k) => key(k, &format!("{at}.key"), f),
+            None => {
+                f.invalid(
+                    format!("{at}.key"),
+                    "a limit needs a key: clientIP, header or none",
+                );
+                None
+            }
+        };
+        let exempt = exempt_clients(&c.exempt_clients, &format!("{at}.exemptClients"), f);
+        if let Some(key) = key {
+            out.push(ConcurrencyLimit {
+                name: Arc::from(name),
+                key,
+                max: c.max,
+                exempt,
+            });
+        }
+    }
+    out
 }
 
 fn target_ref(t: &api::PolicyTargetRef, f: &mut Findings<'_>) {
@@ -227,6 +297,7 @@ fn limit(
         }
         (Scope::Local, n) => Some(n.unwrap_or(DEFAULT_MAX_KEYS)),
     };
+    let exempt = exempt_clients(&l.exempt_clients, &format!("{at}.exemptClients"), f);
     let key = key?;
     (ok_before && f.ok()).then(|| Limit {
         name: Arc::from(name),
@@ -236,7 +307,20 @@ fn limit(
         per,
         scope,
         max_keys,
+        exempt,
     })
+}
+
+/// `exemptClients`: CIDRs or addresses.
+pub(super) fn exempt_clients(list: &[String], at: &str, f: &mut Findings<'_>) -> Vec<Cidr> {
+    let mut out = Vec::new();
+    for (i, s) in list.iter().enumerate() {
+        match s.parse::<Cidr>() {
+            Ok(c) => out.push(c),
+            Err(e) => f.invalid(format!("{at}[{i}]"), e.to_string()),
+        }
+    }
+    out
 }
 
 fn key(k: &api::RateLimitKey, at: &str, f: &mut Findings<'_>) -> Option<LimitKey> {
@@ -276,6 +360,14 @@ fn key(k: &api::RateLimitKey, at: &str, f: &mut Findings<'_>) -> Option<LimitKey
         (true, m) => Some(match m.unwrap_or(api::MissingHeader::SharedBucket) {
             api::MissingHeader::SharedBucket => MissingHeader::SharedBucket,
             api::MissingHeader::NoLimit => MissingHeader::NoLimit,
+            api::MissingHeader::ClientIp if k.client_ip.is_some() => {
+                f.invalid(
+                    format!("{at}.missingHeader"),
+                    "ClientIP: the key already has clientIP (use SharedBucket)",
+                );
+                return None;
+            }
+            api::MissingHeader::ClientIp => MissingHeader::ClientIp,
         }),
         (false, Some(_)) => {
             f.invalid(
@@ -377,6 +469,10 @@ fn conflicts(policies: &[RateLimitPolicy], rules: &[Rule], out: &mut Vec<Diagnos
     }
     for (older, newer) in pairs {
         let (a, b) = (&policies[older], &policies[newer]);
+        // An Ingress's own policies (limit-rps and global-rate-limit) differ on purpose.
+        if a.id == b.id {
+            continue;
+        }
         for (j, limit) in b.limits.iter().enumerate() {
             if a.limits.iter().any(|l| l.name == limit.name) {
                 out.push(warning(

@@ -1201,6 +1201,10 @@ fn retry(r: &api::RetryPolicy, at: &str, f: &mut Findings<'_>) -> Option<Retry> 
     if per_try_timeout.is_some_and(|d| d.is_zero()) {
         f.invalid(format!("{at}.perTryTimeout"), "must be greater than zero");
     }
+    let max_duration = r.max_duration.map(|d| d.0);
+    if max_duration.is_some_and(|d| d.is_zero()) {
+        f.invalid(format!("{at}.maxDuration"), "must be greater than zero");
+    }
     let backoff = r.backoff.clone().unwrap_or_default();
     let backoff_base = backoff
         .base
@@ -1226,6 +1230,7 @@ fn retry(r: &api::RetryPolicy, at: &str, f: &mut Findings<'_>) -> Option<Retry> 
         attempts,
         on,
         per_try_timeout,
+        max_duration,
         backoff_base,
         backoff_max,
         non_idempotent: r.non_idempotent.unwrap_or(false),

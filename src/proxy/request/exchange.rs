@@ -16,6 +16,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::reason;
 use crate::proxy::transport::{ActivityGuard, BoxError, ProxyBody};
 use crate::proxy::upstream::InFlight;
+use crate::proxy::upstream::rate_limit::Slot;
 use crate::telemetry::Telemetry;
 use crate::telemetry::access_log::Entry;
 use crate::telemetry::metrics::{MethodLabel, RequestLabels, RequestSeries, RouteBackendLabels};
@@ -66,6 +67,8 @@ pub struct Exchange {
     log: Option<LogFields>,
     /// The connection-limit slot and the endpoint's in-flight count, held to the end.
     held: Option<(Option<OwnedSemaphorePermit>, InFlight)>,
+    /// Places under concurrency limits, held to the end.
+    slots: Vec<Slot>,
 }
 
 impl Exchange {
@@ -102,6 +105,7 @@ impl Exchange {
             bytes_out: 0,
             log,
             held: None,
+            slots: Vec::new(),
         }
     }
 
@@ -114,6 +118,11 @@ impl Exchange {
     /// Keeps the backend's slot and the endpoint's in-flight count until the response is done.
     pub fn hold(&mut self, permit: Option<OwnedSemaphorePermit>, in_flight: InFlight) {
         self.held = Some((permit, in_flight));
+    }
+
+    /// Keeps the request's places under concurrency limits until the record ends.
+    pub fn hold_slots(&mut self, slots: Vec<Slot>) {
+        self.slots = slots;
     }
 }
 

@@ -216,7 +216,7 @@ async fn serve(
         m.apply(resp.headers_mut());
     }
     if let Some(admitted) = admitted {
-        admitted.apply(resp.headers_mut());
+        ex.hold_slots(admitted.apply(resp.headers_mut()));
     }
     if let Some(access) = &rule.access
         && let Some(cors) = &access.cors

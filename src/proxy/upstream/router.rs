@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use http::HeaderMap;
 
 use super::backend::BackendState;
-use super::rate_limit::LimitState;
+use super::rate_limit::{ConcurrencyState, LimitState};
 use super::registry::Registry;
 use crate::model::{Action, NoBackend, Picked, RoutingTable, Rule, WeightedBackend};
 
@@ -25,6 +25,8 @@ pub struct Router {
     /// Per rule: whether it splits between backends of which one keeps sessions (a request
     /// whose session cookie one of them holds goes there, whatever the split says).
     sticky_splits: Box<[bool]>,
+    /// `concurrency[p][c]` is the state of concurrency limit `c` of `table.rate_limits[p]`.
+    pub concurrency: Box<[Box<[Arc<ConcurrencyState>]>]>,
 }
 
 impl Router {
@@ -38,12 +40,14 @@ impl Router {
             .iter()
             .map(|r| sticky_split(&table, r))
             .collect();
+        let concurrency = registry.rate_limits().link_concurrency(&table);
         Self {
             table,
             backends,
             splits,
             rate_limits,
             sticky_splits,
+            concurrency,
         }
     }
 

@@ -77,6 +77,11 @@ pub(super) async fn run(
     };
     let mut follow = cookie_id;
 
+    // retry.maxDuration: no attempt starts after this (one under way is never cut by it).
+    let last_start = plan
+        .policy
+        .and_then(|r| r.max_duration)
+        .map(|d| Instant::now() + d);
     let mut attempt = 1;
     loop {
         let last = attempt >= attempts;
@@ -140,10 +145,14 @@ pub(super) async fn run(
             .timeouts
             .request
             .is_none_or(|r| t.started.elapsed() < r);
-        if verdict.retry && !last && time_left && state.budget.withdraw() {
-            let backoff = plan
-                .policy
-                .map_or(Duration::ZERO, |r| retry::backoff(r, attempt));
+        let backoff = (verdict.retry && !last && time_left).then(|| {
+            plan.policy
+                .map_or(Duration::ZERO, |r| retry::backoff(r, attempt))
+        });
+        if let Some(backoff) = backoff
+            && last_start.is_none_or(|at| Instant::now() + backoff < at)
+            && state.budget.withdraw()
+        {
             let labels = RouteLabels {
                 route: t.rule.label.clone(),
             };

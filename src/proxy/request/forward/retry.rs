@@ -97,6 +97,7 @@ mod tests {
             attempts: 5,
             on,
             per_try_timeout: None,
+            max_duration: None,
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_millis(300),
             non_idempotent: false,

@@ -4,6 +4,9 @@
 //! Local limits that had let it through take it back, and the script writes nothing unless
 //! every Global limit allows.
 //!
+//! Concurrency limits are asked before all of them: a request takes a place under each (a
+//! `Slot`, held by its response body) or is refused.
+//!
 //! The answer carries the IETF draft's headers (`RateLimit-Policy`, `RateLimit`), on allowed
 //! and refused responses alike, and `Retry-After` when refused.
 
@@ -25,24 +28,30 @@ use super::service::Service;
 use crate::model::{FailureMode, Rule, Scope};
 use crate::proxy::transport::ConnCtx;
 use crate::proxy::upstream::Router;
-use crate::proxy::upstream::rate_limit::{LimitState, Verdict, result};
+use crate::proxy::upstream::rate_limit::{LimitState, Slot, Verdict, result};
 
 /// `RateLimit-Policy`.
 pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// `RateLimit`.
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
-/// What the limits said about a request they let through: headers for its response.
+/// What the limits said about a request they let through: headers for its response, and its
+/// places under concurrency limits.
 pub struct Admitted {
-    policy: HeaderValue,
-    limits: HeaderValue,
+    /// `RateLimit-Policy` and `RateLimit` (none when only concurrency limits applied).
+    headers: Option<(HeaderValue, HeaderValue)>,
+    slots: Vec<Slot>,
 }
 
 impl Admitted {
-    /// Adds `RateLimit-Policy` and `RateLimit` to a response.
-    pub fn apply(self, headers: &mut HeaderMap) {
-        headers.insert(RATELIMIT_POLICY.clone(), self.policy);
-        headers.insert(RATELIMIT.clone(), self.limits);
+    /// Adds `RateLimit-Policy` and `RateLimit` to a response; returns the places the request
+    /// holds, to be kept until its response body ends.
+    pub fn apply(self, headers: &mut HeaderMap) -> Vec<Slot> {
+        if let Some((policy, limits)) = self.headers {
+            headers.insert(RATELIMIT_POLICY.clone(), policy);
+            headers.insert(RATELIMIT.clone(), limits);
+        }
+        self.slots
     }
 }
 
@@ -83,12 +92,19 @@ pub async fn check(
     let mut client: Option<IpAddr> = None;
     let mut client_ip =
         || *client.get_or_insert_with(|| service.client_ip.resolve(conn.peer.ip(), headers));
+    // Concurrency first (as ingress-nginx applies limit-connections before limit-rps): a
+    // request refused there is counted by no rate limit; one a rate limit refuses gives its
+    // places back as `slots` drops.
+    let slots = concurrency(router, rule, &mut client_ip, headers, claims)?;
     let mut decided: Vec<Decided<'_>> = Vec::new();
     let mut global: Vec<(usize, String)> = Vec::new();
     for &p in &rule.rate_limits {
         let policy = &router.table.rate_limits[p];
         for state in router.rate_limits[p].iter() {
             let limit = &state.limit;
+            if !limit.exempt.is_empty() && limit.exempts(client_ip()) {
+                continue;
+            }
             match limit.scope {
                 Scope::Local => {
                     let mut hasher = state.hasher.build_hasher();
@@ -145,12 +161,57 @@ pub async fn check(
             d.state.decisions.count(result::ALLOWED);
         }
     }
-    if decided.is_empty() {
+    if decided.is_empty() && slots.is_empty() {
         return Ok(None);
     }
-    Ok(Some(Admitted {
-        policy: policy_header(&decided),
-        limits: limits_header(&decided),
+    let headers = (!decided.is_empty()).then(|| (policy_header(&decided), limits_header(&decided)));
+    Ok(Some(Admitted { headers, slots }))
+}
+
+/// A place under every concurrency limit of the rule's policies, or the refusal of the first
+/// that has none left.
+fn concurrency(
+    router: &Router,
+    rule: &Rule,
+    client_ip: &mut impl FnMut() -> IpAddr,
+    headers: &HeaderMap,
+    claims: Option<&super::jwt::VerifiedClaims>,
+) -> Result<Vec<Slot>, ProxyError> {
+    let mut slots = Vec::new();
+    for &p in &rule.rate_limits {
+        for state in router.concurrency[p].iter() {
+            let limit = &state.limit;
+            if !limit.exempt.is_empty() && limit.exempts(client_ip()) {
+                continue;
+            }
+            let mut hasher = state.hasher.build_hasher();
+            if !key::feed(&limit.key, &mut *client_ip, headers, claims, &mut hasher) {
+                continue;
+            }
+            match state.acquire(std::hash::Hasher::finish(&hasher)) {
+                Some(slot) => {
+                    state.decisions.count(result::ALLOWED);
+                    slots.push(slot);
+                }
+                None => {
+                    state.decisions.count(result::LIMITED);
+                    return Err(too_many_in_flight(router, rule, p, &limit.name));
+                }
+            }
+        }
+    }
+    Ok(slots)
+}
+
+/// The error for a request over concurrency limit `name` of policy `p`.
+fn too_many_in_flight(router: &Router, rule: &Rule, p: usize, name: &Arc<str>) -> ProxyError {
+    tracing::debug!(route = %rule.label, limit = %name, "too many requests in flight");
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    ProxyError::RateLimited(Box::new(Limited {
+        status: router.table.rate_limits[p].status,
+        headers,
+        violated: vec![name.clone()],
     }))
 }
 

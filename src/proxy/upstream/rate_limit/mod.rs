@@ -6,6 +6,7 @@
 //! request layer calls it) and keep only their metrics here.
 
 mod algorithm;
+mod concurrency;
 mod store;
 
 use std::collections::HashMap;
@@ -17,6 +18,7 @@ use prometheus_client::metrics::family::Family;
 use tokio::time::Instant;
 
 pub use algorithm::{Algorithm, State, Verdict};
+pub use concurrency::{ConcurrencyState, Slot};
 pub use store::{Store, WAYS, nonzero};
 
 use crate::model::{Limit, ObjectRef, RoutingTable, Scope};
@@ -58,6 +60,21 @@ impl Decisions {
             self.counters[i].inc();
         }
     }
+}
+
+/// The decision counters of limit `limit` of policy `policy`.
+fn decisions(metrics: &RateLimitMetrics, policy: &Arc<str>, limit: &Arc<str>) -> Decisions {
+    let counters = result::ALL.map(|result| {
+        metrics
+            .decisions
+            .get_or_create(&RateLimitLabels {
+                policy: policy.clone(),
+                limit: limit.clone(),
+                result,
+            })
+            .clone()
+    });
+    Decisions { counters }
 }
 
 /// Nanoseconds on a monotonic clock (tokio's, so that tests can pause it), at least 1.
@@ -118,23 +135,13 @@ impl LimitState {
             let evictions = metrics.evictions.get_or_create(&labels).clone();
             Store::new(algorithm, limit.max_keys.unwrap_or(1) as usize, evictions)
         });
-        let counters = result::ALL.map(|result| {
-            metrics
-                .decisions
-                .get_or_create(&RateLimitLabels {
-                    policy: policy.clone(),
-                    limit: limit.name.clone(),
-                    result,
-                })
-                .clone()
-        });
         Self {
             policy: policy.clone(),
             limit: limit.clone(),
             algorithm,
             local,
             hasher: RandomState::new(),
-            decisions: Decisions { counters },
+            decisions: decisions(metrics, policy, &limit.name),
             policy_item: format!(
                 "\"{}\";q={};w={}",
                 limit.name,
@@ -170,6 +177,7 @@ type LimitId = (ObjectRef, Arc<str>);
 /// Every limit's state, by policy and limit name.
 pub struct RateLimits {
     states: Mutex<HashMap<LimitId, Arc<LimitState>>>,
+    concurrency: Mutex<HashMap<LimitId, Arc<ConcurrencyState>>>,
     metrics: RateLimitMetrics,
 }
 
@@ -178,6 +186,7 @@ impl RateLimits {
     pub fn new(metrics: RateLimitMetrics) -> Self {
         Self {
             states: Mutex::default(),
+            concurrency: Mutex::default(),
             metrics,
         }
     }
@@ -190,6 +199,49 @@ impl RateLimits {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// The concurrency states of `table.rate_limits`, policy by policy: an entry whose limit
+    /// is unchanged is kept with its counts (requests in flight across a reload still count);
+    /// others are made, and dropped ones lose their metric series.
+    pub fn link_concurrency(&self, table: &RoutingTable) -> Box<[Box<[Arc<ConcurrencyState>]>]> {
+        let mut states = self.concurrency.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept: HashMap<LimitId, Arc<ConcurrencyState>> = HashMap::new();
+        let linked = table
+            .rate_limits
+            .iter()
+            .map(|policy| {
+                policy
+                    .concurrency
+                    .iter()
+                    .map(|limit| {
+                        let id = (policy.id.clone(), limit.name.clone());
+                        let state = match states.remove(&id) {
+                            Some(s) if s.limit == *limit => s,
+                            _ => {
+                                Arc::new(ConcurrencyState::new(&policy.label, limit, &self.metrics))
+                            }
+                        };
+                        kept.insert(id, state.clone());
+                        state
+                    })
+                    .collect()
+            })
+            .collect();
+        for ((policy, limit), _) in states.drain() {
+            if !kept.contains_key(&(policy.clone(), limit.clone())) {
+                let policy: Arc<str> = policy.key().into();
+                for result in result::ALL {
+                    self.metrics.decisions.remove(&RateLimitLabels {
+                        policy: policy.clone(),
+                        limit: limit.clone(),
+                        result,
+                    });
+                }
+            }
+        }
+        *states = kept;
+        linked
     }
 
     /// The states of `table.rate_limits`, policy by policy and limit by limit: an entry whose
@@ -258,7 +310,9 @@ mod tests {
                 per: Duration::from_secs(1),
                 scope: Scope::Local,
                 max_keys: Some(10),
+                exempt: Vec::new(),
             }],
+            concurrency: Vec::new(),
             failure_mode: FailureMode::Open,
             status: StatusCode::TOO_MANY_REQUESTS,
             created: None,
