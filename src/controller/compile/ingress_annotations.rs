@@ -30,7 +30,6 @@ const NOT_YET: &[&str] = &[
     "auth-cache-key",
     "auth-cache-duration",
     "auth-proxy-set-headers",
-    "enable-global-auth",
     "custom-headers",
     "limit-rate",
     "limit-rate-after",
@@ -131,6 +130,11 @@ pub const TUNING: &[(&str, &[&str], &str)] = &[
         "http2-push-preload",
         &["false"],
         "HTTP/2 server push is never sent",
+    ),
+    (
+        "enable-global-auth",
+        &["false"],
+        "there is no global-auth-url to apply",
     ),
 ];
 
