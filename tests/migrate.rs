@@ -67,6 +67,22 @@ items:
 "#;
 
 /// Runs `tidegate migrate ARGS` with `stdin`: (exit code, stdout, stderr).
+/// `tidegate validate --kubernetes` of `migrated` (what migrate wrote) beside `cluster` (the
+/// objects it names), which must pass; what it printed.
+fn validate_beside(migrated: &str, cluster: &str) -> String {
+    let cfg = ConfigDir::new();
+    cfg.write("migrated.yaml", migrated);
+    cfg.write("cluster.yaml", cluster);
+    let out = Command::new(BIN)
+        .args(["validate", "--kubernetes", "--config"])
+        .arg(cfg.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{migrated}");
+    stdout
+}
+
 fn migrate(args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
     let mut child = Command::new(BIN)
         .arg("migrate")
@@ -159,28 +175,22 @@ fn migrate_writes_routes_and_backends_and_reports_every_annotation() {
     );
 
     // The objects are valid as they are, next to the Service (and the certificate) they name.
-    let cfg = ConfigDir::new();
-    cfg.write("migrated.yaml", &yaml);
     let leaf = common::tls::Ca::new().leaf("a", &["a.example.com"]);
     let b64 = |s: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, s);
-    cfg.write(
-        "cluster.yaml",
+    let stdout = validate_beside(
+        &yaml,
         &format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: web-v2, namespace: shop}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: a-cert, namespace: shop}}\ntype: kubernetes.io/tls\ndata: {{tls.crt: {}, tls.key: {}}}\n",
             b64(&leaf.cert),
             b64(&leaf.key)
         ),
     );
-    let out = Command::new(BIN)
-        .args(["validate", "--kubernetes", "--config"])
-        .arg(cfg.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{yaml}");
     assert!(stdout.is_empty(), "{stdout}");
 
-    // Files instead of stdin; an unreadable one is exit 2.
+    // Files instead of stdin (the objects written: no Ingress in them); an unreadable one is
+    // exit 2.
+    let cfg = ConfigDir::new();
+    cfg.write("migrated.yaml", &yaml);
     let (code, from_file, _) = migrate(&[cfg.path().join("migrated.yaml").to_str().unwrap()], "");
     assert_eq!((code, from_file.as_str()), (Some(0), ""));
     let (code, _, err) = migrate(&["/nonexistent/ingress.yaml"], "");
@@ -334,13 +344,11 @@ spec:
     );
 
     // Valid as they are, next to the Service and the (Opaque) Secret.
-    let cfg = ConfigDir::new();
-    cfg.write("migrated.yaml", &yaml);
     let ca = common::tls::Ca::new();
     let client = ca.leaf("gateway", &["gateway.internal"]);
     let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
-    cfg.write(
-        "cluster.yaml",
+    let stdout = validate_beside(
+        &yaml,
         &format!(
             "apiVersion: v1\nkind: Service\nmetadata: {{name: api, namespace: shop}}\nspec: {{ports: [{{name: https, port: 443}}]}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: upstream-tls, namespace: shop}}\ntype: Opaque\nstringData:\n  ca.crt: |\n{}  tls.crt: |\n{}  tls.key: |\n{}",
             indent(&ca.pem()),
@@ -348,13 +356,6 @@ spec:
             indent(&client.key)
         ),
     );
-    let out = Command::new(BIN)
-        .args(["validate", "--kubernetes", "--config"])
-        .arg(cfg.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{yaml}");
     assert!(stdout.is_empty(), "{stdout}");
 }
 
@@ -422,19 +423,10 @@ spec:
         "the rule's path, as ingress-nginx: {yaml}"
     );
 
-    let cfg = ConfigDir::new();
-    cfg.write("migrated.yaml", &yaml);
-    cfg.write(
-        "cluster.yaml",
+    validate_beside(
+        &yaml,
         "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {ports: [{name: http, port: 80}]}\n",
     );
-    let out = Command::new(BIN)
-        .args(["validate", "--kubernetes", "--config"])
-        .arg(cfg.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{yaml}");
 }
 
 /// `default-backend` and `custom-http-errors` are written as the rule's `fallbackBackendRef`
@@ -511,19 +503,10 @@ spec:
     assert_eq!(errors["backendRef"], *fallback);
 
     // Valid next to the Services they name.
-    let cfg = ConfigDir::new();
-    cfg.write("migrated.yaml", &yaml);
-    cfg.write(
-        "cluster.yaml",
+    let stdout = validate_beside(
+        &yaml,
         "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {ports: [{port: 80}]}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: error-pages, namespace: shop}\nspec: {ports: [{name: http, port: 8080}]}\n",
     );
-    let out = Command::new(BIN)
-        .args(["validate", "--kubernetes", "--config"])
-        .arg(cfg.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{yaml}");
     assert!(stdout.is_empty(), "{stdout}");
 }
 /// `proxy-next-upstream-timeout`, migrated (`retry.maxDuration`) and served by the binary: of

@@ -149,6 +149,28 @@ impl Ns {
             .unwrap_or_else(|e| panic!("cannot apply {what}: {e}"))
     }
 
+    /// An IngressClass of Tidegate's controller for this namespace's test (`tg-NAMESPACE`);
+    /// its name.
+    pub async fn ingress_class(&self) -> String {
+        let class = format!("tg-{}", self.name);
+        self.apply(json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+            "metadata": {"name": class},
+            "spec": {"controller": "tidegate.dev/ingress-controller"},
+        }))
+        .await;
+        class
+    }
+
+    /// Applies every document of `yaml` (what `tidegate migrate` writes) in this namespace.
+    pub async fn apply_yaml(&self, yaml: &str) {
+        use serde::Deserialize;
+        for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
+            let value = serde_yaml_ng::Value::deserialize(doc).unwrap();
+            self.apply(serde_json::to_value(&value).unwrap()).await;
+        }
+    }
+
     /// Applies one object, or says why the apiserver refused it.
     pub async fn try_apply(&self, mut obj: Value) -> Result<DynamicObject, kube::Error> {
         let api_version = obj["apiVersion"].as_str().unwrap().to_owned();

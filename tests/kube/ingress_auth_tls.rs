@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::cluster::{Ns, client_for, eventually, install_crds, kubeconfig};
 use super::common::tls::{Ca, Leaf};
 use super::common::{Echo, Upstream};
-use super::ingress_nginx::{gateway, run_migrate};
+use super::ingress_nginx::{gateway, run_migrate, yaml_stream};
 
 const N: &str = "nginx.ingress.kubernetes.io";
 
@@ -226,13 +226,7 @@ async fn auth_tls_annotations_ask_for_client_certificates_as_ingress_and_migrate
     let echo = Upstream::start("echo").await;
 
     let ns = Ns::create(&client, "auth-tls").await;
-    let class = format!("tg-{}", ns.name);
-    ns.apply(json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
-        "metadata": {"name": class},
-        "spec": {"controller": "tidegate.dev/ingress-controller"},
-    }))
-    .await;
+    let class = ns.ingress_class().await;
     cluster(&ns, echo.addr, &server, &client_ca).await;
     for ing in ingresses(&class, &ns.name) {
         ns.apply(ing).await;
@@ -245,10 +239,7 @@ async fn auth_tls_annotations_ask_for_client_certificates_as_ingress_and_migrate
     // The objects `tidegate migrate` writes ask for the same certificates.
     let migrated = Ns::create(&client, "auth-tls-migrated").await;
     cluster(&migrated, echo.addr, &server, &client_ca).await;
-    let input: String = ingresses("nginx", &migrated.name)
-        .into_iter()
-        .map(|ing| format!("---\n{}", serde_yaml_ng::to_string(&ing).unwrap()))
-        .collect();
+    let input = yaml_stream(ingresses("nginx", &migrated.name), &migrated.name);
     let (objects, report) = run_migrate(&input);
     for line in [
         "nginx.ingress.kubernetes.io/auth-tls-secret: approximated:",
@@ -258,11 +249,7 @@ async fn auth_tls_annotations_ask_for_client_certificates_as_ingress_and_migrate
     }
     assert!(objects.contains("clientValidation"), "{objects}");
     assert!(objects.contains("mode: Optional"), "{objects}");
-    for doc in serde_yaml_ng::Deserializer::from_str(&objects) {
-        use serde::Deserialize;
-        let value = serde_yaml_ng::Value::deserialize(doc).unwrap();
-        migrated.apply(serde_json::to_value(&value).unwrap()).await;
-    }
+    migrated.apply_yaml(&objects).await;
     let gw2 = gateway(&kc, &migrated.name, "auth-tls-1", &[]);
     gw2.wait_ready().await;
     check(gw2.https.unwrap(), dir.path(), &client_leaf, false).await;

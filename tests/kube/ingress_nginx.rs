@@ -113,13 +113,7 @@ async fn the_ingress_nginx_corpus_is_answered_as_ingress_nginx_answers_it() {
     let client = client_for(&kc).await;
     install_crds(&client).await;
     let ns = Ns::create(&client, "nginx-corpus").await;
-    let class = format!("tg-{}", ns.name);
-    ns.apply(json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
-        "metadata": {"name": class},
-        "spec": {"controller": "tidegate.dev/ingress-controller"},
-    }))
-    .await;
+    let class = ns.ingress_class().await;
     let _upstreams = upstreams(&ns).await;
     ns.apply(basic_auth_secret()).await;
     // The auth-url case's auth service (an echo server named as the backends are).
@@ -166,14 +160,10 @@ async fn the_ingress_nginx_corpus_is_answered_as_ingress_nginx_answers_it() {
     let migrated = Ns::create(&client, "nginx-migrated").await;
     let _upstreams2 = upstreams(&migrated).await;
     migrated.apply(basic_auth_secret()).await;
-    let input: String = corpus
-        .iter()
-        .flat_map(|c| ingresses(c, "nginx"))
-        .map(|mut ing| {
-            ing["metadata"]["namespace"] = json!(migrated.name);
-            format!("---\n{}", serde_yaml_ng::to_string(&ing).unwrap())
-        })
-        .collect();
+    let input = yaml_stream(
+        corpus.iter().flat_map(|c| ingresses(c, "nginx")),
+        &migrated.name,
+    );
     let (objects, report) = run_migrate(&input);
     assert!(!report.contains("not migrated"), "{report}");
     let (carried, not_carried): (Vec<Case>, Vec<Case>) = corpus
@@ -234,6 +224,17 @@ async fn upstreams(ns: &Ns) -> Vec<Upstream> {
         out.push(up);
     }
     out
+}
+
+/// `ingresses` as one YAML stream (`tidegate migrate`'s input), each in namespace `ns`.
+pub fn yaml_stream(ingresses: impl IntoIterator<Item = Value>, ns: &str) -> String {
+    ingresses
+        .into_iter()
+        .map(|mut ing| {
+            ing["metadata"]["namespace"] = json!(ns);
+            format!("---\n{}", serde_yaml_ng::to_string(&ing).unwrap())
+        })
+        .collect()
 }
 
 /// `tidegate migrate` with `input` on stdin: (stdout, stderr); it must succeed.
@@ -376,13 +377,7 @@ async fn a_canary_ingress_takes_its_weight_of_the_main_ingress_traffic_as_ingres
     let client = client_for(&kc).await;
     install_crds(&client).await;
     let ns = Ns::create(&client, "canary-weight").await;
-    let class = format!("tg-{}", ns.name);
-    ns.apply(json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
-        "metadata": {"name": class},
-        "spec": {"controller": "tidegate.dev/ingress-controller"},
-    }))
-    .await;
+    let class = ns.ingress_class().await;
     let _upstreams = upstreams(&ns).await;
     // 30 of 200: 15% to the canary.
     let case: Case = serde_yaml_ng::from_str(
@@ -425,22 +420,13 @@ requests: [{ path: /, status: 200 }]
     // The objects `tidegate migrate` writes split the same.
     let migrated = Ns::create(&client, "canary-weight-migrated").await;
     let _upstreams2 = upstreams(&migrated).await;
-    let input: String = ingresses(&case, "nginx")
-        .into_iter()
-        .map(|mut ing| {
-            ing["metadata"]["namespace"] = json!(migrated.name);
-            format!("---\n{}", serde_yaml_ng::to_string(&ing).unwrap())
-        })
-        .collect();
+    let input = yaml_stream(ingresses(&case, "nginx"), &migrated.name);
     let (objects, report) = run_migrate(&input);
     assert!(
         report.contains("a canary: its backend is in the Routes written for Ingress weighted"),
         "{report}"
     );
-    for doc in serde_yaml_ng::Deserializer::from_str(&objects) {
-        let value = serde_yaml_ng::Value::deserialize(doc).unwrap();
-        migrated.apply(serde_json::to_value(&value).unwrap()).await;
-    }
+    migrated.apply_yaml(&objects).await;
     let gw2 = gateway(&kc, &migrated.name, "weighted-1", &[]);
     gw2.wait_ready().await;
     wait_served(&gw2, std::slice::from_ref(&case)).await;
@@ -569,13 +555,7 @@ requests: [{ path: /, status: 502 }]
         }
     };
     let ns = Ns::create(&client, "connect-timeout").await;
-    let class = format!("tg-{}", ns.name);
-    ns.apply(json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
-        "metadata": {"name": class},
-        "spec": {"controller": "tidegate.dev/ingress-controller"},
-    }))
-    .await;
+    let class = ns.ingress_class().await;
     let migrated = Ns::create(&client, "connect-timeout-migrated").await;
     for n in [&ns, &migrated] {
         n.service("stuck", json!({})).await;
@@ -594,23 +574,14 @@ requests: [{ path: /, status: 502 }]
         "{took:?}"
     );
 
-    let input: String = ingresses(&case, "nginx")
-        .into_iter()
-        .map(|mut ing| {
-            ing["metadata"]["namespace"] = json!(migrated.name);
-            format!("---\n{}", serde_yaml_ng::to_string(&ing).unwrap())
-        })
-        .collect();
+    let input = yaml_stream(ingresses(&case, "nginx"), &migrated.name);
     let (objects, report) = run_migrate(&input);
     assert!(
         report.contains("proxy-connect-timeout: approximated: "),
         "{report}"
     );
     assert!(objects.contains("connectTimeout: 1s"), "{objects}");
-    for doc in serde_yaml_ng::Deserializer::from_str(&objects) {
-        let value = serde_yaml_ng::Value::deserialize(doc).unwrap();
-        migrated.apply(serde_json::to_value(&value).unwrap()).await;
-    }
+    migrated.apply_yaml(&objects).await;
     let gw2 = gateway(&kc, &migrated.name, "connect-1", &[]);
     gw2.wait_ready().await;
     wait_served(&gw2, std::slice::from_ref(&case)).await;

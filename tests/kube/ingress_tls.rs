@@ -9,14 +9,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::cluster::{Ns, Tidegate, client_for, eventually, install_crds, kubeconfig};
 use super::common::HttpClient;
 use super::common::nginx::Nginx;
 use super::common::tls::{Ca, tls_client};
-use super::ingress_nginx::{gateway, run_migrate};
+use super::ingress_nginx::{gateway, run_migrate, yaml_stream};
 
 /// The Ingresses of the test, of class `class`, in namespace `ns`.
 fn ingresses(class: &str, ns: &str) -> Vec<Value> {
@@ -149,13 +148,7 @@ async fn backend_tls_and_ssl_passthrough_annotations_serve_as_ingress_and_migrat
     let nginx = Nginx::start(&server, &client_ca).await;
 
     let ns = Ns::create(&client, "ingress-tls").await;
-    let class = format!("tg-{}", ns.name);
-    ns.apply(json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
-        "metadata": {"name": class},
-        "spec": {"controller": "tidegate.dev/ingress-controller"},
-    }))
-    .await;
+    let class = ns.ingress_class().await;
     cluster(&ns, &nginx, &server_ca, &client_ca).await;
     for ing in ingresses(&class, &ns.name) {
         ns.apply(ing).await;
@@ -181,10 +174,7 @@ async fn backend_tls_and_ssl_passthrough_annotations_serve_as_ingress_and_migrat
     // The objects `tidegate migrate` writes answer the same.
     let migrated = Ns::create(&client, "ingress-tls-migrated").await;
     cluster(&migrated, &nginx, &server_ca, &client_ca).await;
-    let input: String = ingresses("nginx", &migrated.name)
-        .into_iter()
-        .map(|ing| format!("---\n{}", serde_yaml_ng::to_string(&ing).unwrap()))
-        .collect();
+    let input = yaml_stream(ingresses("nginx", &migrated.name), &migrated.name);
     let (objects, report) = run_migrate(&input);
     for line in [
         "nginx.ingress.kubernetes.io/backend-protocol: approximated: HTTP/1.1 over TLS",
@@ -195,10 +185,7 @@ async fn backend_tls_and_ssl_passthrough_annotations_serve_as_ingress_and_migrat
     }
     assert!(objects.contains("insecureSkipVerify: true"), "{objects}");
     assert!(objects.contains("protocol: TLS"), "{objects}");
-    for doc in serde_yaml_ng::Deserializer::from_str(&objects) {
-        let value = serde_yaml_ng::Value::deserialize(doc).unwrap();
-        migrated.apply(serde_json::to_value(&value).unwrap()).await;
-    }
+    migrated.apply_yaml(&objects).await;
     let gw2 = gateway(&kc, &migrated.name, "ingress-tls-1", &[]);
     gw2.wait_ready().await;
     check(&gw2, &migrated.name, &server_ca).await;

@@ -538,13 +538,7 @@ async fn an_ingress_of_our_class_is_served_and_gets_the_published_address() {
     let client = client_for(&kc).await;
     install_crds(&client).await;
     let ns = Ns::create(&client, "ingress").await;
-    let class = format!("tg-{}", ns.name);
-    ns.apply(json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
-        "metadata": {"name": class},
-        "spec": {"controller": "tidegate.dev/ingress-controller"},
-    }))
-    .await;
+    let class = ns.ingress_class().await;
     let web = Upstream::start("web").await;
     ns.service("web", json!({})).await;
     ns.slice("web-1", "web", web.addr.port(), true).await;
@@ -986,13 +980,7 @@ async fn tls_secrets_serve_rotate_and_a_broken_or_deleted_one_keeps_the_last_goo
 
     // An Ingress with tls: its hosts are served over HTTPS with its Secret, and plain HTTP
     // redirects (as ingress-nginx does by default).
-    let class = format!("tg-{}", ns.name);
-    ns.apply(json!({
-        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
-        "metadata": {"name": class},
-        "spec": {"controller": "tidegate.dev/ingress-controller"},
-    }))
-    .await;
+    let class = ns.ingress_class().await;
     let web = Upstream::start("web").await;
     ns.service("web", json!({})).await;
     ns.slice("web-1", "web", web.addr.port(), true).await;

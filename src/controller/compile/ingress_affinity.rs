@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use super::fields::Findings;
-use super::ingress_translate::{Outcome, Translation, boolean, get};
+use super::ingress_translate::{Outcome, Translation, boolean, get, whole_seconds};
 use crate::api;
 use crate::model::{Diagnostic, Reason, Severity};
 
@@ -229,19 +229,7 @@ fn lifetime(
     t: &mut Translation,
     f: &mut Findings<'_>,
 ) {
-    let seconds = |name: &str, f: &mut Findings<'_>| -> Option<(String, u64)> {
-        let (key, v) = get(a, name)?;
-        match v.trim().parse::<u64>() {
-            Ok(n) if n > 0 => Some((key, n)),
-            _ => {
-                f.invalid(
-                    field(&key),
-                    format!("{v:?} must be a whole number of seconds above 0"),
-                );
-                None
-            }
-        }
-    };
+    let seconds = |name: &str, f: &mut Findings<'_>| whole_seconds(a, name, f);
     let max_age = seconds("session-cookie-max-age", f);
     let expires = seconds("session-cookie-expires", f);
     let secs = max_age.as_ref().or(expires.as_ref()).map(|(_, n)| *n);

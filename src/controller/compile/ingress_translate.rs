@@ -1196,21 +1196,29 @@ fn retries(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'
     }
 }
 
+/// Annotation `name` as whole seconds above 0 (as ingress-nginx reads its timeouts), with its
+/// full key; `None` when it is not set, or not such a number (then a finding).
+pub(super) fn whole_seconds(
+    a: &BTreeMap<String, String>,
+    name: &str,
+    f: &mut Findings<'_>,
+) -> Option<(String, u64)> {
+    let (key, v) = get(a, name)?;
+    match v.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Some((key, n)),
+        _ => {
+            f.invalid(
+                field(&key),
+                format!("{v:?} must be a whole number of seconds above 0"),
+            );
+            None
+        }
+    }
+}
+
 /// `proxy-read-timeout` (whole seconds, as ingress-nginx reads it).
 fn timeouts(a: &BTreeMap<String, String>, t: &mut Translation, f: &mut Findings<'_>) {
-    let seconds = |name: &str, f: &mut Findings<'_>| -> Option<(String, u64)> {
-        let (key, v) = get(a, name)?;
-        match v.trim().parse::<u64>() {
-            Ok(n) if n > 0 => Some((key, n)),
-            _ => {
-                f.invalid(
-                    field(&key),
-                    format!("{v:?} must be a whole number of seconds above 0"),
-                );
-                None
-            }
-        }
-    };
+    let seconds = |name: &str, f: &mut Findings<'_>| whole_seconds(a, name, f);
     if let Some((key, secs)) = seconds("proxy-connect-timeout", f) {
         t.connect_timeout = Some(std::time::Duration::from_secs(secs));
         t.outcomes.insert(
