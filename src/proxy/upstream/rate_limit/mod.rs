@@ -21,7 +21,7 @@ pub use algorithm::{Algorithm, State, Verdict};
 pub use concurrency::{ConcurrencyState, Slot};
 pub use store::{Store, WAYS, nonzero};
 
-use crate::model::{Limit, ObjectRef, RoutingTable, Scope};
+use crate::model::{Limit, ObjectRef, RateLimitPolicy, RoutingTable, Scope};
 use crate::telemetry::metrics::{LimitLabels, RateLimitLabels};
 
 /// Where rate-limit state counts what it does.
@@ -174,6 +174,9 @@ impl LimitState {
 
 type LimitId = (ObjectRef, Arc<str>);
 
+/// States policy by policy, limit by limit (what a router holds).
+type Linked<S> = Box<[Box<[Arc<S>]>]>;
+
 /// Every limit's state, by policy and limit name.
 pub struct RateLimits {
     states: Mutex<HashMap<LimitId, Arc<LimitState>>>,
@@ -204,90 +207,93 @@ impl RateLimits {
     /// The concurrency states of `table.rate_limits`, policy by policy: an entry whose limit
     /// is unchanged is kept with its counts (requests in flight across a reload still count);
     /// others are made, and dropped ones lose their metric series.
-    pub fn link_concurrency(&self, table: &RoutingTable) -> Box<[Box<[Arc<ConcurrencyState>]>]> {
-        let mut states = self.concurrency.lock().unwrap_or_else(|e| e.into_inner());
-        let mut kept: HashMap<LimitId, Arc<ConcurrencyState>> = HashMap::new();
-        let linked = table
-            .rate_limits
-            .iter()
-            .map(|policy| {
-                policy
-                    .concurrency
-                    .iter()
-                    .map(|limit| {
-                        let id = (policy.id.clone(), limit.name.clone());
-                        let state = match states.remove(&id) {
-                            Some(s) if s.limit == *limit => s,
-                            _ => {
-                                Arc::new(ConcurrencyState::new(&policy.label, limit, &self.metrics))
-                            }
-                        };
-                        kept.insert(id, state.clone());
-                        state
-                    })
-                    .collect()
-            })
-            .collect();
-        for ((policy, limit), _) in states.drain() {
-            if !kept.contains_key(&(policy.clone(), limit.clone())) {
-                let policy: Arc<str> = policy.key().into();
-                for result in result::ALL {
-                    self.metrics.decisions.remove(&RateLimitLabels {
-                        policy: policy.clone(),
-                        limit: limit.clone(),
-                        result,
-                    });
-                }
-            }
+    pub fn link_concurrency(&self, table: &RoutingTable) -> Linked<ConcurrencyState> {
+        let (linked, dropped) = relink(
+            &self.concurrency,
+            table,
+            |p| &p.concurrency,
+            |l| &l.name,
+            |s, l| s.limit == *l,
+            |p, l| ConcurrencyState::new(&p.label, l, &self.metrics),
+        );
+        for (policy, limit) in dropped {
+            self.forget_decisions(policy.key().into(), limit);
         }
-        *states = kept;
         linked
     }
 
     /// The states of `table.rate_limits`, policy by policy and limit by limit: an entry whose
     /// limit is unchanged is kept (with its buckets), others are made; entries no table uses
     /// are dropped with their metric series.
-    pub fn link(&self, table: &RoutingTable) -> Box<[Box<[Arc<LimitState>]>]> {
-        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
-        let mut kept: HashMap<LimitId, Arc<LimitState>> = HashMap::new();
-        let linked = table
-            .rate_limits
-            .iter()
-            .map(|policy| {
-                policy
-                    .limits
-                    .iter()
-                    .map(|limit| {
-                        let id = (policy.id.clone(), limit.name.clone());
-                        let state = match states.remove(&id) {
-                            Some(s) if s.limit == *limit => s,
-                            _ => Arc::new(LimitState::new(&policy.label, limit, &self.metrics)),
-                        };
-                        kept.insert(id, state.clone());
-                        state
-                    })
-                    .collect()
-            })
-            .collect();
-        for ((policy, limit), _) in states.drain() {
-            if kept.contains_key(&(policy.clone(), limit.clone())) {
-                continue;
-            }
+    pub fn link(&self, table: &RoutingTable) -> Linked<LimitState> {
+        let (linked, dropped) = relink(
+            &self.states,
+            table,
+            |p| &p.limits,
+            |l| &l.name,
+            |s, l| s.limit == *l,
+            |p, l| LimitState::new(&p.label, l, &self.metrics),
+        );
+        for (policy, limit) in dropped {
             let policy: Arc<str> = policy.key().into();
-            for result in result::ALL {
-                self.metrics.decisions.remove(&RateLimitLabels {
-                    policy: policy.clone(),
-                    limit: limit.clone(),
-                    result,
-                });
-            }
+            self.forget_decisions(policy.clone(), limit.clone());
             self.metrics
                 .evictions
                 .remove(&LimitLabels { policy, limit });
         }
-        *states = kept;
         linked
     }
+
+    /// Drops the decision series of one limit no table uses any more.
+    fn forget_decisions(&self, policy: Arc<str>, limit: Arc<str>) {
+        for result in result::ALL {
+            self.metrics.decisions.remove(&RateLimitLabels {
+                policy: policy.clone(),
+                limit: limit.clone(),
+                result,
+            });
+        }
+    }
+}
+
+/// Links the states in `states` to the limits `limits_of` each policy of `table` has: a state
+/// whose limit is unchanged (`same`) is kept, others are made (`make`). Returns them policy by
+/// policy, and the ids of the states no limit uses any more (now dropped).
+fn relink<L, S>(
+    states: &Mutex<HashMap<LimitId, Arc<S>>>,
+    table: &RoutingTable,
+    limits_of: impl Fn(&RateLimitPolicy) -> &[L],
+    name: impl Fn(&L) -> &Arc<str>,
+    same: impl Fn(&S, &L) -> bool,
+    make: impl Fn(&RateLimitPolicy, &L) -> S,
+) -> (Linked<S>, Vec<LimitId>) {
+    let mut states = states.lock().unwrap_or_else(|e| e.into_inner());
+    let mut kept: HashMap<LimitId, Arc<S>> = HashMap::new();
+    let linked = table
+        .rate_limits
+        .iter()
+        .map(|policy| {
+            limits_of(policy)
+                .iter()
+                .map(|limit| {
+                    let id = (policy.id.clone(), name(limit).clone());
+                    let state = match states.remove(&id) {
+                        Some(s) if same(&s, limit) => s,
+                        _ => Arc::new(make(policy, limit)),
+                    };
+                    kept.insert(id, state.clone());
+                    state
+                })
+                .collect()
+        })
+        .collect();
+    let dropped = states
+        .drain()
+        .map(|(id, _)| id)
+        .filter(|id| !kept.contains_key(id))
+        .collect();
+    *states = kept;
+    (linked, dropped)
 }
 
 #[cfg(test)]
