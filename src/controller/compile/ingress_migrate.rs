@@ -117,28 +117,22 @@ pub fn migrate(
         } else {
             name.clone()
         };
-        if let Some(spec) = &t.rate_limit {
-            let policy = api::RateLimitPolicySpec {
-                target_ref: api::PolicyTargetRef {
-                    kind: "Route".to_owned(),
-                    name: route_name.clone(),
-                    rule: None,
-                },
-                ..spec.clone()
-            };
-            m.policies.push((format!("{route_name}-limits"), policy));
-        }
-        if let Some(spec) = &t.global_rate_limit {
-            let policy = api::RateLimitPolicySpec {
-                target_ref: api::PolicyTargetRef {
-                    kind: "Route".to_owned(),
-                    name: route_name.clone(),
-                    rule: None,
-                },
-                ..spec.clone()
-            };
-            m.policies
-                .push((format!("{route_name}-global-limits"), policy));
+        let policies = [
+            (&t.rate_limit, "limits"),
+            (&t.global_rate_limit, "global-limits"),
+        ];
+        for (spec, suffix) in policies {
+            if let Some(spec) = spec {
+                let policy = api::RateLimitPolicySpec {
+                    target_ref: api::PolicyTargetRef {
+                        kind: "Route".to_owned(),
+                        name: route_name.clone(),
+                        rule: None,
+                    },
+                    ..spec.clone()
+                };
+                m.policies.push((format!("{route_name}-{suffix}"), policy));
+            }
         }
         m.routes.push((route_name, route));
     }
