@@ -6,14 +6,16 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 
 use super::reason;
+use super::trace::TraceId;
 use crate::proxy::transport::{ActivityGuard, BoxError, ProxyBody};
 use crate::proxy::upstream::InFlight;
 use crate::proxy::upstream::rate_limit::Slot;
@@ -61,10 +63,11 @@ pub struct Exchange {
     /// Retried attempts.
     pub retries: u32,
     /// The W3C trace id.
-    pub trace_id: Option<Arc<str>>,
+    pub trace_id: Option<TraceId>,
     /// Response body bytes sent.
     pub bytes_out: u64,
-    log: Option<LogFields>,
+    /// Boxed: only the access log needs them, and the record is moved with every response.
+    log: Option<Box<LogFields>>,
     /// The connection-limit slot and the endpoint's in-flight count, held to the end.
     held: Option<(Option<OwnedSemaphorePermit>, InFlight)>,
     /// Places under concurrency limits, held to the end.
@@ -79,15 +82,17 @@ impl Exchange {
         client: IpAddr,
         request_id: &HeaderValue,
     ) -> Self {
-        let log = telemetry.access_log.enabled().then(|| LogFields {
-            time: SystemTime::now(),
-            request_id: request_id.clone(),
-            client,
-            method: req.method().clone(),
-            host: req.headers().get(http::header::HOST).cloned(),
-            uri: req.uri().clone(),
-            version: req.version(),
-            bytes_in: None,
+        let log = telemetry.access_log.enabled().then(|| {
+            Box::new(LogFields {
+                time: SystemTime::now(),
+                request_id: request_id.clone(),
+                client,
+                method: req.method().clone(),
+                host: req.headers().get(http::header::HOST).cloned(),
+                uri: req.uri().clone(),
+                version: req.version(),
+                bytes_in: None,
+            })
         });
         Self {
             telemetry: telemetry.clone(),
@@ -107,6 +112,11 @@ impl Exchange {
             held: None,
             slots: Vec::new(),
         }
+    }
+
+    /// When the request arrived (as the handler saw it).
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// A counter for request body bytes, when the access log wants them.
@@ -174,7 +184,7 @@ impl Drop for Exchange {
                 route: self.route.clone(),
                 backend: self.backend.clone(),
                 retries: self.retries,
-                trace_id: self.trace_id.take(),
+                trace_id: self.trace_id.map(|t| Arc::from(t.as_str())),
             });
         }
     }

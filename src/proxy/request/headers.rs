@@ -1,9 +1,34 @@
 //! Header handling between client and upstream: hop-by-hop removal, forwarding headers, host.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::net::IpAddr;
 
+use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Version, header};
+
+/// The size of the per-thread chunks [`made_value`] cuts values from.
+const VALUE_CHUNK: usize = 4096;
+
+thread_local! {
+    static VALUE_BYTES: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// A header value the proxy makes (a request id, `traceparent`, `X-Forwarded-For`), written by
+/// `fill` (at most `max_len` bytes) into a per-thread chunk and cut from it. A value of its own
+/// would cost two allocations per request: its bytes, and the shared count its first clone
+/// adds; cut from a chunk, they share one allocation per chunk of 4 KiB (a chunk is freed once
+/// the last value cut from it is dropped). `None` if the bytes are not a valid header value.
+pub(crate) fn made_value(max_len: usize, fill: impl FnOnce(&mut BytesMut)) -> Option<HeaderValue> {
+    VALUE_BYTES.with(|chunk| {
+        let mut chunk = chunk.borrow_mut();
+        if chunk.capacity() < max_len {
+            *chunk = BytesMut::with_capacity(VALUE_CHUNK.max(max_len));
+        }
+        fill(&mut chunk);
+        HeaderValue::from_maybe_shared(chunk.split().freeze()).ok()
+    })
+}
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, plus legacy ones).
 static HOP_BY_HOP: [HeaderName; 8] = [
@@ -196,17 +221,16 @@ pub fn set_forwarded(
     let prev = headers
         .get(&X_FORWARDED_FOR)
         .filter(|prev| !prev.as_bytes().trim_ascii().is_empty());
-    // Room for the longest address up front: growing the buffer octet by octet reallocated it
-    // on every request.
     const LONGEST_IP: usize = 45;
     let room = prev.map_or(0, |p| p.len() + 2) + LONGEST_IP;
-    let mut value = bytes::BytesMut::with_capacity(room);
-    if let Some(prev) = prev {
-        value.extend_from_slice(prev.as_bytes());
-        value.extend_from_slice(b", ");
-    }
-    put_ip(&mut value, client.to_canonical());
-    if let Ok(v) = HeaderValue::from_maybe_shared(value.freeze()) {
+    let value = made_value(room, |value| {
+        if let Some(prev) = prev {
+            value.extend_from_slice(prev.as_bytes());
+            value.extend_from_slice(b", ");
+        }
+        put_ip(value, client.to_canonical());
+    });
+    if let Some(v) = value {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(scheme));
@@ -289,6 +313,25 @@ fn split_host(raw: &str) -> Option<(Cow<'_, str>, Option<u16>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn made_values_cut_from_shared_chunks_stay_intact() {
+        let first = made_value(5, |b| b.extend_from_slice(b"alpha")).unwrap();
+        // 16 KiB of values: several chunks, each value alive while later ones are cut.
+        let many: Vec<HeaderValue> = (0..2000)
+            .map(|i| made_value(8, |b| b.extend_from_slice(format!("{i:08}").as_bytes())).unwrap())
+            .collect();
+        assert_eq!(first, "alpha");
+        for (i, v) in many.iter().enumerate() {
+            assert_eq!(v, &format!("{i:08}")[..]);
+        }
+        // Longer than a chunk, and invalid bytes.
+        let long = "x".repeat(VALUE_CHUNK + 10);
+        let v = made_value(long.len(), |b| b.extend_from_slice(long.as_bytes())).unwrap();
+        assert_eq!(v, &long[..]);
+        assert!(made_value(3, |b| b.extend_from_slice(b"a\nb")).is_none());
+        assert_eq!(many[1999], "00001999");
+    }
 
     #[test]
     fn hop_by_hop_index_matches_the_list() {

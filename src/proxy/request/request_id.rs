@@ -27,7 +27,8 @@ pub fn generate() -> HeaderValue {
     let mut buf = [0u8; 32];
     hex(hi, &mut buf[..16]);
     hex(lo, &mut buf[16..]);
-    HeaderValue::from_bytes(&buf).expect("hex digits are a valid header value")
+    super::headers::made_value(buf.len(), |out| out.extend_from_slice(&buf))
+        .expect("hex digits are a valid header value")
 }
 
 /// The request's id, inserting a new one when the request has none (or an empty one).

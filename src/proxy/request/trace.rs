@@ -1,17 +1,28 @@
 //! W3C trace context: `traceparent` is continued with a new span id for this hop, or started
 //! when absent or malformed; `tracestate` passes through untouched.
 
-use std::sync::Arc;
+use http::{HeaderMap, HeaderName};
 
-use http::{HeaderMap, HeaderName, HeaderValue};
-
+use super::headers::made_value;
 use super::request_id::{hex, random_u64};
 
 /// `traceparent`.
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
-/// Sets the upstream `traceparent` and returns the trace id (32 hex digits).
-pub fn propagate(headers: &mut HeaderMap) -> Arc<str> {
+/// A W3C trace id: 32 lower-case hex digits, kept inline (the access log reads it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceId([u8; 32]);
+
+impl TraceId {
+    /// The id's text.
+    pub fn as_str(&self) -> &str {
+        // ASCII hex by construction (generated, or checked by `parse`).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// Sets the upstream `traceparent` and returns the trace id.
+pub fn propagate(headers: &mut HeaderMap) -> TraceId {
     let incoming = headers.get(&TRACEPARENT).and_then(|v| parse(v.as_bytes()));
     let (trace, flags) = match incoming {
         Some((trace, flags)) => (trace, flags),
@@ -29,11 +40,10 @@ pub fn propagate(headers: &mut HeaderMap) -> Arc<str> {
     hex(random_u64() | 1, &mut out[36..52]);
     out[52] = b'-';
     out[53..55].copy_from_slice(&flags);
-    if let Ok(v) = HeaderValue::from_bytes(&out) {
+    if let Some(v) = made_value(out.len(), |value| value.extend_from_slice(&out)) {
         headers.insert(TRACEPARENT.clone(), v);
     }
-    // The trace id is ASCII hex by construction.
-    Arc::from(std::str::from_utf8(&trace).unwrap_or_default())
+    TraceId(trace)
 }
 
 /// The trace id and flags of a valid version-00 `traceparent` (lower-case hex, non-zero ids).
@@ -67,6 +77,7 @@ fn parse(v: &[u8]) -> Option<([u8; 32], [u8; 2])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     const GIVEN: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -75,7 +86,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(&TRACEPARENT, HeaderValue::from_static(GIVEN));
         let trace = propagate(&mut h);
-        assert_eq!(&*trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(trace.as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
         let out = h[&TRACEPARENT].to_str().unwrap();
         assert_eq!(&out[..36], &GIVEN[..36]);
         assert_ne!(&out[36..52], &GIVEN[36..52]);
@@ -98,8 +109,8 @@ mod tests {
             let out = h[&TRACEPARENT].to_str().unwrap();
             assert_eq!(out.len(), 55);
             assert!(parse(out.as_bytes()).is_some(), "{out}");
-            assert_eq!(&out[3..35], &*trace);
-            assert_ne!(&*trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+            assert_eq!(&out[3..35], trace.as_str());
+            assert_ne!(trace.as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
         }
     }
 }

@@ -418,11 +418,13 @@ impl BackendState {
     pub fn record(&self, endpoint: &EndpointState, success: bool) -> Option<Duration> {
         let pool = self.pool.load();
         let policy = pool.config.passive_health_check.as_ref();
-        let now = self.clock.now_ms();
         if success {
+            // Only a passive health check needs the time (a clock read per request otherwise).
+            let now = policy.map_or(0, |_| self.clock.now_ms());
             endpoint.record_success(now, policy);
             return None;
         }
+        let now = self.clock.now_ms();
         if !endpoint.record_failure(policy) {
             return None;
         }

@@ -49,6 +49,9 @@ impl Default for Clock {
 pub struct EndpointState {
     /// Address and weight.
     pub endpoint: Endpoint,
+    /// The address as a URI authority, parsed once (`None` if it is not one): a request's
+    /// URI shares it instead of parsing and copying the address.
+    pub authority: Option<http::uri::Authority>,
     in_flight: AtomicU32,
     /// False once active probes found it unhealthy (starts true: new endpoints get traffic).
     active_healthy: AtomicBool,
@@ -102,7 +105,12 @@ impl EndpointList for Vec<Arc<EndpointState>> {
 impl EndpointState {
     /// A healthy endpoint with nothing in flight.
     pub fn new(endpoint: Endpoint) -> Self {
+        let authority = http::uri::Authority::from_maybe_shared(bytes::Bytes::copy_from_slice(
+            endpoint.address.as_bytes(),
+        ))
+        .ok();
         Self {
+            authority,
             endpoint,
             in_flight: AtomicU32::new(0),
             active_healthy: AtomicBool::new(true),

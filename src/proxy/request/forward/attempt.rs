@@ -2,7 +2,9 @@
 //! record the outcome (passive health, breaker); the retry decider says whether another
 //! follows.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -269,9 +271,12 @@ fn build_request(
     mut headers: http::HeaderMap,
     body: RequestBody,
 ) -> Result<Request<RequestBody>, ProxyError> {
-    let uri = Uri::builder();
+    let address = || match &endpoint.authority {
+        Some(a) => Uri::builder().authority(a.clone()),
+        None => Uri::builder().authority(&*endpoint.endpoint.address),
+    };
     let uri = match &cfg.tls {
-        None => uri.scheme("http").authority(&*endpoint.endpoint.address),
+        None => address().scheme("http"),
         // A TLS client is bound to its endpoint (it connects there whatever the URI says), so
         // the URI carries the Host: HTTP/2 sends it as `:authority`, and a Host header beside
         // it would be a second one (servers refuse that).
@@ -283,8 +288,8 @@ fn build_request(
                 headers.remove(http::header::HOST);
             }
             match host {
-                Some(host) => uri.scheme("https").authority(host),
-                None => uri.scheme("https").authority(&*endpoint.endpoint.address),
+                Some(host) => Uri::builder().scheme("https").authority(host),
+                None => address().scheme("https"),
             }
         }
     };
@@ -361,11 +366,22 @@ async fn send(
             Ok((resp.map(ProxyBody::upstream), upgrade))
         }
     };
+    // Pinned where it is, and raced with a timer beside it: `tokio::time::timeout` would move
+    // the exchange (~2 KiB) into itself and then into this future, two copies per request.
+    let mut exchange = std::pin::pin!(exchange);
     match budget {
         Some(d) if d.is_zero() => Err(UpstreamError::timeout()),
-        Some(d) => tokio::time::timeout(d, exchange)
+        Some(d) => {
+            let mut timer = std::pin::pin!(tokio::time::sleep(d));
+            std::future::poll_fn(|cx| match exchange.as_mut().poll(cx) {
+                Poll::Ready(answer) => Poll::Ready(answer),
+                Poll::Pending => timer
+                    .as_mut()
+                    .poll(cx)
+                    .map(|()| Err(UpstreamError::timeout())),
+            })
             .await
-            .unwrap_or_else(|_| Err(UpstreamError::timeout())),
+        }
         None => exchange.await,
     }
 }

@@ -43,7 +43,7 @@ pub(crate) async fn forward(
         return Err(ProxyError::UpgradeUnsupported("the backend speaks HTTP/2"));
     }
     let mut prepared = prepare::prepare(&t, req, normalized, upgrade)?;
-    ex.trace_id = Some(prepared.trace_id.clone());
+    ex.trace_id = Some(prepared.trace_id);
     let client_upgrade = prepared
         .upgrade
         .is_some()

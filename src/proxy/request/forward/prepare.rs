@@ -22,7 +22,7 @@ pub(super) struct Prepared {
     /// The protocol the client asks to switch to, if any.
     pub upgrade: Option<HeaderValue>,
     /// The W3C trace id sent upstream.
-    pub trace_id: std::sync::Arc<str>,
+    pub trace_id: trace::TraceId,
 }
 
 pub(super) fn prepare(

@@ -48,6 +48,7 @@ impl Reader {
         if self.buf.capacity() == 0 {
             // Released while idle: take memory only once there is something to read.
             ready!(self.io.as_ref().poll_read_ready(cx))?;
+            self.buf = fill::take_buffer(READ_BUF);
         }
         fill::poll_fill(&mut self.io, &mut self.buf, READ_BUF, cx)
     }
@@ -285,7 +286,10 @@ where
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = headers;
         // Boxed: the request future is large, and an idle connection should not carry it.
-        let resp = Box::pin(service(req)).await;
+        // The box is made first and the future written into it, so the future can be built
+        // in place rather than built on the stack and copied (it is several KiB).
+        let slot = Box::<F>::new_uninit();
+        let resp = Box::into_pin(Box::write(slot, service(req))).await;
 
         // A body the handler left unread ends the connection (there is no telling where the
         // next request starts without reading it).
@@ -305,11 +309,11 @@ where
         }
         idle_since = Instant::now();
         // An idle keep-alive connection holds no buffers (10k idle connections would otherwise
-        // pin ~16 KiB each).
-        out = BytesMut::new();
+        // pin ~16 KiB each); the thread keeps some for the next requests.
+        fill::give_back(std::mem::take(&mut out), READ_BUF);
         let mut r = lock(&reader);
         if r.buf.is_empty() {
-            r.buf = BytesMut::new();
+            fill::give_back(std::mem::take(&mut r.buf), READ_BUF);
         }
     }
 }
@@ -335,6 +339,9 @@ fn put_response_head<B: Body>(
             None => ResponseFraming::Body(Framing::Chunked),
         }
     };
+    if out.capacity() == 0 {
+        *out = fill::take_buffer(READ_BUF);
+    }
     out.clear();
     out.reserve(512);
     codec::put_response_head(out, status, &parts.headers, framing, close, &http_date());
