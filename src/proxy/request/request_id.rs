@@ -25,8 +25,8 @@ pub fn generate() -> HeaderValue {
     let (hi, salt) = *SEED;
     let lo = splitmix64(COUNTER.fetch_add(1, Ordering::Relaxed) ^ salt);
     let mut buf = [0u8; 32];
-    hex(hi, &mut buf[..16]);
-    hex(lo, &mut buf[16..]);
+    buf[..16].copy_from_slice(&hex(hi));
+    buf[16..].copy_from_slice(&hex(lo));
     super::headers::made_value(buf.len(), |out| out.extend_from_slice(&buf))
         .expect("hex digits are a valid header value")
 }
@@ -57,18 +57,26 @@ fn splitmix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// `v` as lower-case hex digits filling `out` (most significant first).
-pub(crate) fn hex(mut v: u64, out: &mut [u8]) {
+/// `v` as 16 lower-case hex digits (most significant first), two digits a byte.
+pub(crate) fn hex(v: u64) -> [u8; 16] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for slot in out.iter_mut().rev() {
-        *slot = DIGITS[(v & 0xf) as usize];
-        v >>= 4;
+    let mut out = [0u8; 16];
+    for (pair, b) in out.chunks_exact_mut(2).zip(v.to_be_bytes()) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_digits_are_the_value_most_significant_first() {
+        assert_eq!(&hex(0x0123_4567_89ab_cdef), b"0123456789abcdef");
+        assert_eq!(&hex(0xff), b"00000000000000ff");
+    }
 
     #[test]
     fn generated_ids_are_unique_and_hex() {

@@ -28,8 +28,8 @@ pub fn propagate(headers: &mut HeaderMap) -> TraceId {
         Some((trace, flags)) => (trace, flags),
         None => {
             let mut t = [0u8; 32];
-            hex(random_u64(), &mut t[..16]);
-            hex(random_u64() | 1, &mut t[16..]); // never all zeros (invalid)
+            t[..16].copy_from_slice(&hex(random_u64()));
+            t[16..].copy_from_slice(&hex(random_u64() | 1)); // never all zeros (invalid)
             (t, *b"01")
         }
     };
@@ -37,7 +37,7 @@ pub fn propagate(headers: &mut HeaderMap) -> TraceId {
     out[..3].copy_from_slice(b"00-");
     out[3..35].copy_from_slice(&trace);
     out[35] = b'-';
-    hex(random_u64() | 1, &mut out[36..52]);
+    out[36..52].copy_from_slice(&hex(random_u64() | 1));
     out[52] = b'-';
     out[53..55].copy_from_slice(&flags);
     if let Some(v) = made_value(out.len(), |value| value.extend_from_slice(&out)) {

@@ -187,7 +187,7 @@ pub async fn send<B>(
 where
     B: Body<Data = Bytes, Error = BoxError> + Unpin,
 {
-    let (parts, mut body) = req.into_parts();
+    let (mut parts, mut body) = req.into_parts();
     let head_request = parts.method == Method::HEAD;
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let framing = match body.size_hint().exact() {
@@ -214,6 +214,8 @@ where
         &endpoint.endpoint.address,
         framing,
     );
+    // The head is in `write` (a resend writes it from there): the map can serve the next head.
+    codec::give_back_map(std::mem::take(&mut parts.headers));
     // Whatever of the body is ready now rides along with the head.
     let mut body_done = framing == Framing::None;
     while !body_done && conn.write.len() < COALESCE {

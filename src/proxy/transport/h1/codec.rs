@@ -221,8 +221,45 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Parsed<RequestHead>, Reject> 
 /// that has to grow rehashes everything.
 const ADDED_HEADERS: usize = 8;
 
+/// Header maps kept per thread for the next heads: a map costs two allocations (its index and
+/// its entries), and each request parses two (its own and its response's). Maps come back
+/// through [`give_back_map`] once their head is written out.
+const SPARE_MAPS: usize = 64;
+/// A map grown larger than this (room for this many headers) is not kept.
+const SPARE_MAP_ROOM: usize = 64;
+
+thread_local! {
+    static MAPS: std::cell::RefCell<Vec<HeaderMap>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty map with room for `n` headers: a spare one when the thread has one.
+fn take_map(n: usize) -> HeaderMap {
+    match MAPS.with(|m| m.borrow_mut().pop()) {
+        Some(mut map) => {
+            map.reserve(n);
+            map
+        }
+        None => HeaderMap::with_capacity(n),
+    }
+}
+
+/// Keeps `map` (emptied: it holds no bytes of the head it came from) for the next head parsed
+/// on this thread, unless it grew large or the thread keeps enough.
+pub fn give_back_map(mut map: HeaderMap) {
+    if map.capacity() == 0 || map.capacity() > SPARE_MAP_ROOM {
+        return;
+    }
+    map.clear();
+    MAPS.with(|m| {
+        let mut maps = m.borrow_mut();
+        if maps.len() < SPARE_MAPS {
+            maps.push(map);
+        }
+    });
+}
+
 fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, Reject> {
-    let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_HEADERS);
+    let mut headers = take_map(spans.len() + ADDED_HEADERS);
     for s in spans {
         let name = HeaderName::from_bytes(&head[s.name.0 as usize..s.name.1 as usize])
             .map_err(|_| Reject::Malformed("invalid header name"))?;
@@ -679,6 +716,28 @@ pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_map_given_back_serves_the_next_head_empty() {
+        let Parsed::Done(first) = req("GET / HTTP/1.1\r\nHost: a\r\nX-Old: 1\r\n\r\n").unwrap()
+        else {
+            panic!("a complete head");
+        };
+        let room = first.headers.capacity();
+        give_back_map(first.headers);
+        let Parsed::Done(next) = req("GET / HTTP/1.1\r\nHost: b\r\n\r\n").unwrap() else {
+            panic!("a complete head");
+        };
+        assert_eq!(next.headers.len(), 1);
+        assert_eq!(next.headers["host"], "b");
+        assert!(next.headers.get("x-old").is_none());
+        assert!(next.headers.capacity() >= room.min(1 + ADDED_HEADERS));
+        // A map grown past the limit is not kept.
+        let mut big = HeaderMap::with_capacity(4 * SPARE_MAP_ROOM);
+        big.insert("x", HeaderValue::from_static("1"));
+        give_back_map(big);
+        assert!(take_map(1).capacity() <= SPARE_MAP_ROOM.max(16));
+    }
 
     fn req(raw: &str) -> Result<Parsed<RequestHead>, Reject> {
         parse_request(&mut BytesMut::from(raw))

@@ -297,8 +297,9 @@ where
         let close = client_close || body_left || draining.is_cancelled();
         // Only the body is kept across the writes (by reference, so it is not stored twice in
         // this future): this future's size is what every idle connection carries.
-        let (parts, body) = resp.into_parts();
+        let (mut parts, body) = resp.into_parts();
         let framing = put_response_head(&mut out, &method, &parts, &body, close);
+        codec::give_back_map(std::mem::take(&mut parts.headers));
         drop(parts);
         let mut body = Some(body);
         let written = write_body(&mut wr, &mut out, &mut body, framing).await;
