@@ -285,27 +285,21 @@ where
         *req.uri_mut() = uri;
         *req.version_mut() = Version::HTTP_11;
         *req.headers_mut() = headers;
-        // Boxed: the request future is large, and an idle connection should not carry it.
-        // The box is made first and the future written into it, so the future can be built
-        // in place rather than built on the stack and copied (it is several KiB).
-        let slot = Box::<F>::new_uninit();
-        let resp = Box::into_pin(Box::write(slot, service(req))).await;
-
-        // A body the handler left unread ends the connection (there is no telling where the
-        // next request starts without reading it).
-        let body_left = has_body && !lock(&reader).body.is_done();
-        let close = client_close || body_left || draining.is_cancelled();
-        // Only the body is kept across the writes (by reference, so it is not stored twice in
-        // this future): this future's size is what every idle connection carries.
-        let (mut parts, body) = resp.into_parts();
-        let framing = put_response_head(&mut out, &method, &parts, &body, close);
-        codec::give_back_map(std::mem::take(&mut parts.headers));
-        drop(parts);
-        let mut body = Some(body);
-        let written = write_body(&mut wr, &mut out, &mut body, framing).await;
-        drop(body);
-        if written.is_err() || close {
-            let _ = wr.shutdown().await;
+        // The handler's future and the response's writing, in one box per request: an idle
+        // connection's future then holds only what waiting for the next head needs. The box is
+        // made first and the future written into it, so that it can be built in place rather
+        // than on the stack and copied (it is several KiB).
+        let exchange = Exchange {
+            reader: &reader,
+            wr: &mut wr,
+            out: &mut out,
+            has_body,
+            client_close,
+            draining,
+        };
+        let slot = Box::new_uninit();
+        let keep_alive = Box::into_pin(Box::write(slot, exchange.run(&service, req, method))).await;
+        if !keep_alive {
             return None;
         }
         idle_since = Instant::now();
@@ -316,6 +310,47 @@ where
         if r.buf.is_empty() {
             fill::give_back(std::mem::take(&mut r.buf), READ_BUF);
         }
+    }
+}
+
+/// What serving one request on a connection borrows from it.
+struct Exchange<'a> {
+    reader: &'a SharedReader,
+    wr: &'a mut OwnedWriteHalf,
+    out: &'a mut BytesMut,
+    /// The request has a body (the connection ends if the handler left some of it unread).
+    has_body: bool,
+    /// The client asked to close after this exchange.
+    client_close: bool,
+    draining: &'a CancellationToken,
+}
+
+impl Exchange<'_> {
+    /// Serves `req` and writes the response; whether the connection can carry another.
+    async fn run<S, F, B>(self, service: &S, req: Request<NativeBody>, method: Method) -> bool
+    where
+        S: Fn(Request<NativeBody>) -> F,
+        F: Future<Output = Response<B>>,
+        B: Body<Data = Bytes, Error = BoxError> + Unpin,
+    {
+        let resp = service(req).await;
+        // A body the handler left unread ends the connection (there is no telling where the
+        // next request starts without reading it).
+        let body_left = self.has_body && !lock(self.reader).body.is_done();
+        let close = self.client_close || body_left || self.draining.is_cancelled();
+        // Only the body is kept across the writes (by reference, so it is not stored twice).
+        let (mut parts, body) = resp.into_parts();
+        let framing = put_response_head(self.out, &method, &parts, &body, close);
+        codec::give_back_map(std::mem::take(&mut parts.headers));
+        drop(parts);
+        let mut body = Some(body);
+        let written = write_body(self.wr, self.out, &mut body, framing).await;
+        drop(body);
+        if written.is_err() || close {
+            let _ = self.wr.shutdown().await;
+            return false;
+        }
+        true
     }
 }
 
@@ -501,7 +536,7 @@ mod tests {
         tokio::task::JoinHandle<Option<Rewind<TcpStream>>>,
     )
     where
-        S: Fn(Request<NativeBody>) -> F + Send + 'static,
+        S: Fn(Request<NativeBody>) -> F + Send + Sync + 'static,
         F: Future<Output = Response<B>> + Send,
         B: Body<Data = Bytes, Error = BoxError> + Unpin + Send,
     {
