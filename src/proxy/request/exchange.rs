@@ -184,7 +184,7 @@ impl Drop for Exchange {
                 route: self.route.clone(),
                 backend: self.backend.clone(),
                 retries: self.retries,
-                trace_id: self.trace_id.map(|t| Arc::from(t.as_str())),
+                trace_id: self.trace_id.map(TraceId::into_bytes),
             });
         }
     }

@@ -14,7 +14,13 @@ pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub struct TraceId([u8; 32]);
 
 impl TraceId {
+    /// The id's digits.
+    pub fn into_bytes(self) -> [u8; 32] {
+        self.0
+    }
+
     /// The id's text.
+    #[cfg(test)]
     pub fn as_str(&self) -> &str {
         // ASCII hex by construction (generated, or checked by `parse`).
         std::str::from_utf8(&self.0).unwrap_or_default()
