@@ -389,7 +389,7 @@ impl Group {
         // A short list is scanned faster than a segment is hashed.
         let index = sorted.len() >= SEGMENT_INDEX_MIN;
         let mut by_segment: HashMap<Box<str>, Vec<(u32, Candidate)>> = HashMap::new();
-        let mut rest = Vec::new();
+        let mut rest = Vec::with_capacity(if index { 0 } else { sorted.len() });
         for (order, (c, segment)) in sorted.into_iter().enumerate() {
             match segment.filter(|_| index) {
                 Some(s) => by_segment
@@ -453,7 +453,9 @@ impl HostIndex {
     /// Groups every (hostname, match) of `rules` and sorts each group by [`Rank`].
     pub fn build(rules: &[Rule]) -> Self {
         // Keys and ranks borrow from `rules`: one allocation per host, not per (host, match).
-        let mut exact: HashMap<&str, Vec<(Rank<'_>, Candidate)>> = HashMap::new();
+        // Sized for a host per rule, the usual large table: no rehash while it fills.
+        let mut exact: HashMap<&str, Vec<(Rank<'_>, Candidate)>> =
+            HashMap::with_capacity(rules.len());
         let mut wildcard: HashMap<&str, Vec<(Rank<'_>, Candidate)>> = HashMap::new();
         let mut any = Vec::new();
         for (ri, rule) in rules.iter().enumerate() {

@@ -311,7 +311,7 @@ fn with_fallback<'a, S: PartialEq, T>(
             return None;
         }
     }
-    let fallback = fallback.filter(|f| current.is_none_or(|c| c.spec != f.spec))?;
+    let fallback = fallback.filter(|f| current.is_none_or(|c| !c.same_spec(f)))?;
     let out = compile_one(fallback, &mut Vec::new())?;
     diags.push(Diagnostic {
         object: Some(fallback.meta.id.clone()),

@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::fmt::Display;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -18,7 +19,7 @@ use crate::model::{
 use crate::model::{Diagnostic, Retry, RetryOn};
 
 use super::CompileOptions;
-use super::fields::{self, Findings};
+use super::fields::{self, Findings, Item};
 use super::limits;
 use super::targets::Targets;
 use crate::controller::objects::PortRef;
@@ -117,7 +118,11 @@ pub fn compile_route(
     let mut names = BTreeSet::new();
     let mut rules = Vec::new();
     for (i, rule) in spec.rules.iter().enumerate() {
-        let at = format!("spec.rules[{i}]");
+        let at = Item {
+            parent: &"spec",
+            field: "rules",
+            index: i,
+        };
         if let Some(name) = &rule.name {
             if let Err(e) = crate::controller::names::dns_label(name) {
                 f.invalid(format!("{at}.name"), e);
@@ -142,7 +147,7 @@ pub(super) fn compile_rule(
     obj: &Obj<RouteSpec>,
     index: usize,
     rule: &api::RouteRule,
-    at: &str,
+    at: &dyn Display,
     hostnames: &[String],
     env: &Env<'_>,
     f: &mut Findings<'_>,
@@ -151,7 +156,12 @@ pub(super) fn compile_rule(
     let id = &obj.meta.id;
     let mut matches = Vec::new();
     for (mi, m) in rule.matches.iter().enumerate() {
-        if let Some(m) = compile_match(m, &format!("{at}.matches[{mi}]"), f) {
+        let mat = Item {
+            parent: at,
+            field: "matches",
+            index: mi,
+        };
+        if let Some(m) = compile_match(m, &mat, f) {
             matches.push(m);
         }
     }
@@ -219,7 +229,13 @@ pub(super) fn compile_rule(
         (None, None) => Action::forward(backends),
     };
     let label: Arc<str> = match &rule.name {
-        Some(n) => format!("{}/{}/{n}", id.namespace, id.name).into(),
+        Some(n) => {
+            let mut label = id.key();
+            label.reserve_exact(1 + n.len());
+            label.push('/');
+            label.push_str(n);
+            label.into()
+        }
         None => id.key().into(),
     };
     Some(Rule {
@@ -258,7 +274,7 @@ pub(super) fn compile_rule(
 fn fallbacks(
     rule: &api::RouteRule,
     terminal: bool,
-    at: &str,
+    at: &dyn Display,
     env: &Env<'_>,
     f: &mut Findings<'_>,
 ) -> (
@@ -268,6 +284,7 @@ fn fallbacks(
     if rule.fallback_backend_ref.is_none() && rule.error_responses.is_none() {
         return (None, None);
     }
+    let at = &at.to_string();
     let id = f.id();
     if terminal {
         let field = if rule.fallback_backend_ref.is_some() {
@@ -293,7 +310,11 @@ fn fallbacks(
 }
 
 /// `maxRequestBodyBytes`: at least 1 (unset: no limit).
-fn max_request_body_bytes(rule: &api::RouteRule, at: &str, f: &mut Findings<'_>) -> Option<u64> {
+fn max_request_body_bytes(
+    rule: &api::RouteRule,
+    at: &dyn Display,
+    f: &mut Findings<'_>,
+) -> Option<u64> {
     match rule.max_request_body_bytes {
         Some(0) => {
             f.invalid(
@@ -464,7 +485,7 @@ pub(super) struct UnresolvedRef {
 fn backend_refs(
     obj: &Obj<RouteSpec>,
     rule: &api::RouteRule,
-    at: &str,
+    at: &dyn Display,
     matches: &[RequestMatch],
     rule_filters: &Filters,
     env: &Env<'_>,
@@ -474,7 +495,11 @@ fn backend_refs(
     let mut backends = Vec::new();
     let mut unresolved = Vec::new();
     for (bi, r) in rule.backend_refs.iter().enumerate() {
-        let bat = format!("{at}.backendRefs[{bi}]");
+        let bat = Item {
+            parent: at,
+            field: "backendRefs",
+            index: bi,
+        };
         let filters = backend_filters(r, &bat, matches, rule_filters, f);
         match backend_ref(id, r, &bat, crate::model::L4Protocol::Tcp, env, f)
             .map(|b| b.and_then(|b| http_backend(b, &bat, env)))
@@ -518,7 +543,7 @@ fn backend_refs(
 /// An HTTP rule cannot send to a TCP or UDP Backend.
 fn http_backend(
     b: WeightedBackend,
-    at: &str,
+    at: &dyn Display,
     env: &Env<'_>,
 ) -> Result<WeightedBackend, UnresolvedRef> {
     let Some(idx) = b.backend else { return Ok(b) };
@@ -540,7 +565,11 @@ fn http_backend(
     })
 }
 
-fn compile_match(m: &api::RouteMatch, at: &str, f: &mut Findings<'_>) -> Option<RequestMatch> {
+fn compile_match(
+    m: &api::RouteMatch,
+    at: &dyn Display,
+    f: &mut Findings<'_>,
+) -> Option<RequestMatch> {
     let ok_before = f.ok();
     let path = match &m.path {
         None => PathMatcher::prefix("/"),
@@ -959,7 +988,7 @@ fn direct_response(
 /// The filters of one backendRef (at `at`), compiled like a rule's.
 fn backend_filters(
     r: &api::BackendRef,
-    at: &str,
+    at: &dyn Display,
     matches: &[RequestMatch],
     rule_filters: &Filters,
     f: &mut Findings<'_>,
@@ -996,7 +1025,7 @@ fn backend_filters(
 pub(super) fn backend_ref(
     route: &ObjectRef,
     r: &api::BackendRef,
-    at: &str,
+    at: &dyn Display,
     transport: crate::model::L4Protocol,
     env: &Env<'_>,
     f: &mut Findings<'_>,
@@ -1093,7 +1122,7 @@ fn service_ref(
     route: &ObjectRef,
     r: &api::BackendRef,
     weight: u32,
-    at: &str,
+    at: &dyn Display,
     transport: crate::model::L4Protocol,
     env: &Env<'_>,
     implicit: bool,
