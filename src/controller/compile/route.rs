@@ -103,7 +103,7 @@ pub fn compile_route(
         f.invalid("spec.tcp", "tcp is for TCP Routes");
     }
 
-    let mut hostnames = Vec::new();
+    let mut hostnames = Vec::with_capacity(spec.hostnames.len());
     for (i, h) in spec.hostnames.iter().enumerate() {
         match fields::hostname(h, true) {
             Ok(h) if !hostnames.contains(&h) => hostnames.push(h),
@@ -116,7 +116,7 @@ pub fn compile_route(
         f.invalid("spec.rules", "a Route needs at least one rule");
     }
     let mut names = BTreeSet::new();
-    let mut rules = Vec::new();
+    let mut rules = Vec::with_capacity(spec.rules.len());
     for (i, rule) in spec.rules.iter().enumerate() {
         let at = Item {
             parent: &"spec",
@@ -154,7 +154,7 @@ pub(super) fn compile_rule(
     resolved: Option<Vec<WeightedBackend>>,
 ) -> Option<Rule> {
     let id = &obj.meta.id;
-    let mut matches = Vec::new();
+    let mut matches = Vec::with_capacity(rule.matches.len().max(1));
     for (mi, m) in rule.matches.iter().enumerate() {
         let mat = Item {
             parent: at,
@@ -492,7 +492,7 @@ fn backend_refs(
     f: &mut Findings<'_>,
 ) -> Vec<WeightedBackend> {
     let id = &obj.meta.id;
-    let mut backends = Vec::new();
+    let mut backends = Vec::with_capacity(rule.backend_refs.len());
     let mut unresolved = Vec::new();
     for (bi, r) in rule.backend_refs.iter().enumerate() {
         let bat = Item {
@@ -609,7 +609,7 @@ fn compile_match(
             }
         }
     });
-    let mut headers: Vec<HeaderMatcher> = Vec::new();
+    let mut headers: Vec<HeaderMatcher> = Vec::with_capacity(m.headers.len());
     for (i, h) in m.headers.iter().enumerate() {
         let hat = || format!("{at}.headers[{i}]");
         let name = match fields::header_name(&h.name) {
@@ -1068,33 +1068,31 @@ pub(super) fn backend_ref(
             None
         }
         "Backend" => {
-            let target = ObjectRef::new(Kind::Backend, route.namespace.clone(), r.name.clone());
-            let found = env.targets.borrow().get(&target);
-            match found {
-                Some(idx) => Some(Ok(env.targets.borrow_mut().weighted(idx, weight))),
-                // An unqualified name with no Backend of that name means the Service.
-                None if r.kind.is_none()
-                    && env.opts.discovery
-                    && !env.known_backends.contains(&target) =>
-                {
-                    Some(service_ref(route, r, weight, at, transport, env, true))
-                }
-                None => {
-                    let why = if env.known_backends.contains(&target) {
-                        format!("{target} is rejected (see its own diagnostics)")
-                    } else if r.kind.is_none() {
-                        format!("{target} not found (and Service references are not supported yet)")
-                    } else {
-                        format!("{target} not found")
-                    };
-                    Some(Err(UnresolvedRef {
-                        name: target.key(),
-                        field: format!("{at}.name"),
-                        reason: Reason::RefNotFound,
-                        message: why,
-                    }))
-                }
+            let found = env
+                .targets
+                .borrow()
+                .backend_named(&route.namespace, &r.name);
+            if let Some(idx) = found {
+                return Some(Ok(env.targets.borrow_mut().weighted(idx, weight)));
             }
+            let target = ObjectRef::new(Kind::Backend, route.namespace.clone(), r.name.clone());
+            // An unqualified name with no Backend of that name means the Service.
+            if r.kind.is_none() && env.opts.discovery && !env.known_backends.contains(&target) {
+                return Some(service_ref(route, r, weight, at, transport, env, true));
+            }
+            let why = if env.known_backends.contains(&target) {
+                format!("{target} is rejected (see its own diagnostics)")
+            } else if r.kind.is_none() {
+                format!("{target} not found (and Service references are not supported yet)")
+            } else {
+                format!("{target} not found")
+            };
+            Some(Err(UnresolvedRef {
+                name: target.key(),
+                field: format!("{at}.name"),
+                reason: Reason::RefNotFound,
+                message: why,
+            }))
         }
         "Service" if env.opts.discovery => {
             Some(service_ref(route, r, weight, at, transport, env, false))
