@@ -101,11 +101,11 @@ fn route(i: usize, shape: Shape) -> Obj<RouteSpec> {
             "default",
             format!("route-{i:05}"),
         )),
-        spec: RouteSpec {
+        spec: Arc::new(RouteSpec {
             hostnames,
             rules,
             ..Default::default()
-        },
+        }),
     }
 }
 
@@ -113,23 +113,23 @@ fn route(i: usize, shape: Shape) -> Obj<RouteSpec> {
 fn catch_all() -> Obj<RouteSpec> {
     Obj {
         meta: Meta::new(ObjectRef::new(Kind::Route, "default", "zz-catch-all")),
-        spec: RouteSpec {
+        spec: Arc::new(RouteSpec {
             rules: vec![RouteRule {
                 backend_refs: vec![backend_ref("canary", None)],
                 ..Default::default()
             }],
             ..Default::default()
-        },
+        }),
     }
 }
 
 fn backend(name: &str, port: u16) -> Obj<BackendSpec> {
     Obj {
         meta: Meta::new(ObjectRef::new(Kind::Backend, "default", name)),
-        spec: BackendSpec {
+        spec: Arc::new(BackendSpec {
             endpoints: vec![format!("127.0.0.1:{port}")],
             ..Default::default()
-        },
+        }),
     }
 }
 

@@ -142,7 +142,7 @@ fn insert<S>(
         ));
         return;
     }
-    into.insert(meta.id.clone(), Obj { meta, spec });
+    into.insert(meta.id.clone(), Obj::new(meta, spec));
 }
 
 /// The objects a running gateway serves; replaced by `Gateway::apply`.
@@ -201,7 +201,7 @@ mod tests {
         let spec: BackendSpec = b.spec.clone();
         let snap = Objects::new().backend(b).snapshot();
         let id = ObjectRef::new(Kind::Backend, "default", "api");
-        assert_eq!(snap.backends[&id].spec, spec);
+        assert_eq!(*snap.backends[&id].spec, spec);
         assert!(snap.problems.is_empty(), "{:?}", snap.problems);
     }
 

@@ -301,11 +301,15 @@ impl Collector {
                 Doc::Policy(o) => snap.policies.insert(o.meta.id.clone(), *o).map(|_| ()),
                 Doc::Secret(o) => {
                     let key = (o.meta.id.namespace.clone(), o.meta.id.name.clone());
-                    snap.secrets.insert(key, o.spec).map(|_| ())
+                    snap.secrets
+                        .insert(key, std::sync::Arc::unwrap_or_clone(o.spec))
+                        .map(|_| ())
                 }
                 Doc::ConfigMap(o) => {
                     let key = (o.meta.id.namespace.clone(), o.meta.id.name.clone());
-                    snap.config_maps.insert(key, o.spec).map(|_| ())
+                    snap.config_maps
+                        .insert(key, std::sync::Arc::unwrap_or_clone(o.spec))
+                        .map(|_| ())
                 }
                 Doc::Kube(k) => {
                     index_kube(&mut self.index, &k);
@@ -519,35 +523,35 @@ fn read_doc(value: serde_yaml_ng::Value) -> Result<Doc, Box<Diagnostic>> {
             let r: Route = typed(value).map_err(to_diag)?;
             Doc::Route(Box::new(Obj {
                 meta: meta_of(&r.metadata),
-                spec: r.spec,
+                spec: std::sync::Arc::new(r.spec),
             }))
         }
         Kind::Backend => {
             let b: Backend = typed(value).map_err(to_diag)?;
             Doc::Backend(Box::new(Obj {
                 meta: meta_of(&b.metadata),
-                spec: b.spec,
+                spec: std::sync::Arc::new(b.spec),
             }))
         }
         Kind::RateLimitPolicy => {
             let p: RateLimitPolicy = typed(value).map_err(to_diag)?;
             Doc::Policy(Box::new(Obj {
                 meta: meta_of(&p.metadata),
-                spec: p.spec,
+                spec: std::sync::Arc::new(p.spec),
             }))
         }
         Kind::Secret => {
             let s: k8s_openapi::api::core::v1::Secret = typed(value).map_err(to_diag)?;
             Doc::Secret(Box::new(Obj {
                 meta: meta_of(&s.metadata),
-                spec: secret_info(&s),
+                spec: std::sync::Arc::new(secret_info(&s)),
             }))
         }
         Kind::ConfigMap => {
             let m: k8s_openapi::api::core::v1::ConfigMap = typed(value).map_err(to_diag)?;
             Doc::ConfigMap(Box::new(Obj {
                 meta: meta_of(&m.metadata),
-                spec: config_map_info(&m),
+                spec: std::sync::Arc::new(config_map_info(&m)),
             }))
         }
         // Kubernetes objects come from the cluster, not from files (see the kind check above).

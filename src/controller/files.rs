@@ -162,7 +162,7 @@ mod tests {
         let mut snap = Snapshot::default();
         let route = |ca: &str| Obj {
             meta: Meta::new(ObjectRef::new(Kind::Route, "default", "r")),
-            spec: RouteSpec {
+            spec: std::sync::Arc::new(RouteSpec {
                 tls: Some(RouteTls {
                     secret_name: "s".into(),
                     client_validation: Some(ClientValidation {
@@ -174,7 +174,7 @@ mod tests {
                     ..RouteTls::default()
                 }),
                 ..RouteSpec::default()
-            },
+            }),
         };
         let id = ObjectRef::new(Kind::Route, "default", "r");
         snap.routes.insert(id.clone(), route("/ca/now.pem"));
@@ -184,7 +184,7 @@ mod tests {
             b.clone(),
             Obj {
                 meta: Meta::new(b),
-                spec: BackendSpec {
+                spec: std::sync::Arc::new(BackendSpec {
                     tls: Some(BackendTls {
                         ca_file: Some("/b/ca.pem".into()),
                         client_certificate_files: Some(CertificateFiles {
@@ -194,7 +194,7 @@ mod tests {
                         ..BackendTls::default()
                     }),
                     ..BackendSpec::default()
-                },
+                }),
             },
         );
         let named: Vec<String> = named(&CompileOptions::default(), &snap)

@@ -1,6 +1,7 @@
 //! What the compiler reads: every object reduced to its identity, origin and spec.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::objects::{ConfigMapInfo, IngressClasses, IngressInfo, SecretInfo, ServiceInfo};
 use crate::api::{BackendSpec, RateLimitPolicySpec, RouteSpec};
@@ -36,8 +37,26 @@ impl Meta {
 pub struct Obj<S> {
     /// Identity and origin.
     pub meta: Meta,
-    /// The spec as written.
-    pub spec: S,
+    /// The spec as written, shared: the index, each snapshot and the accepted versions hold
+    /// the same one (a snapshot of 10,000 Routes copies no spec).
+    pub spec: Arc<S>,
+}
+
+impl<S> Obj<S> {
+    /// An object from its metadata and spec.
+    pub fn new(meta: Meta, spec: S) -> Self {
+        Self {
+            meta,
+            spec: Arc::new(spec),
+        }
+    }
+}
+
+impl<S: PartialEq> Obj<S> {
+    /// Whether `other` has the same spec (the same shared one, or an equal one).
+    pub fn same_spec(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.spec, &other.spec) || self.spec == other.spec
+    }
 }
 
 /// The versions of objects that compiled cleanly last time: what keeps serving when a later

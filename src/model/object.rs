@@ -67,7 +67,12 @@ impl ObjectRef {
 
     /// `namespace/name`, the form used in metrics labels and logs.
     pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+        // Sized up front: `format!` grows the string piece by piece.
+        let mut key = String::with_capacity(self.namespace.len() + 1 + self.name.len());
+        key.push_str(&self.namespace);
+        key.push('/');
+        key.push_str(&self.name);
+        key
     }
 }
 

@@ -150,7 +150,22 @@ impl Action {
     /// A forward action whose schedule splits by backendRef weight, and within each backendRef
     /// between its backend and its canaries by their percentages.
     pub fn forward(backends: Vec<WeightedBackend>) -> Self {
-        let mut weights = Vec::new();
+        // One backend without canaries, the usual rule: its schedule is itself (or nothing at
+        // weight 0), as `smooth_schedule_u64` would say, without the work.
+        if let [b] = backends.as_slice()
+            && b.canaries.is_empty()
+        {
+            let schedule: Arc<[Target]> = if b.weight > 0 {
+                Arc::new([Target {
+                    backend_ref: 0,
+                    canary: 0,
+                }])
+            } else {
+                Arc::new([])
+            };
+            return Action::Forward { backends, schedule };
+        }
+        let mut weights = Vec::with_capacity(backends.len());
         let mut targets = Vec::new();
         for (i, b) in backends.iter().enumerate() {
             // Percentages over 100 in total are refused by the compiler; clamp anyway.
@@ -389,7 +404,7 @@ impl Group {
         // A short list is scanned faster than a segment is hashed.
         let index = sorted.len() >= SEGMENT_INDEX_MIN;
         let mut by_segment: HashMap<Box<str>, Vec<(u32, Candidate)>> = HashMap::new();
-        let mut rest = Vec::new();
+        let mut rest = Vec::with_capacity(if index { 0 } else { sorted.len() });
         for (order, (c, segment)) in sorted.into_iter().enumerate() {
             match segment.filter(|_| index) {
                 Some(s) => by_segment
@@ -453,7 +468,9 @@ impl HostIndex {
     /// Groups every (hostname, match) of `rules` and sorts each group by [`Rank`].
     pub fn build(rules: &[Rule]) -> Self {
         // Keys and ranks borrow from `rules`: one allocation per host, not per (host, match).
-        let mut exact: HashMap<&str, Vec<(Rank<'_>, Candidate)>> = HashMap::new();
+        // Sized for a host per rule, the usual large table: no rehash while it fills.
+        let mut exact: HashMap<&str, Vec<(Rank<'_>, Candidate)>> =
+            HashMap::with_capacity(rules.len());
         let mut wildcard: HashMap<&str, Vec<(Rank<'_>, Candidate)>> = HashMap::new();
         let mut any = Vec::new();
         for (ri, rule) in rules.iter().enumerate() {
@@ -794,4 +811,39 @@ pub fn passthrough<'a>(routes: &'a [super::L4Route], name: &str) -> Option<&'a s
         .filter(|(h, _)| h.starts_with("*.") && super::name_covers(h, name))
         .max_by_key(|(h, _)| h.len())
         .map(|(_, r)| r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-backend shortcut of [`Action::forward`] gives the schedule the general path
+    /// gives.
+    #[test]
+    fn one_backend_schedule_is_the_general_one() {
+        for weight in [0, 1, 7, 1_000_000] {
+            let backend = WeightedBackend {
+                backend: Some(0),
+                name: "default/app".into(),
+                weight,
+                canaries: Vec::new(),
+                filters: BackendFilters::default(),
+            };
+            let Action::Forward { schedule, .. } = Action::forward(vec![backend]) else {
+                panic!("forward")
+            };
+            let general: Vec<Target> =
+                super::super::weighted::smooth_schedule_u64(&[u64::from(weight) * 100])
+                    .into_iter()
+                    .map(|i| {
+                        assert_eq!(i, 0);
+                        Target {
+                            backend_ref: 0,
+                            canary: 0,
+                        }
+                    })
+                    .collect();
+            assert_eq!(&schedule[..], &general[..], "weight {weight}");
+        }
+    }
 }

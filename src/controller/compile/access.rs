@@ -12,17 +12,20 @@ use crate::model::{Access, Cidr, Cors, Diagnostic, NameList, OriginPattern, Reas
 pub fn access(
     rule: &api::RouteRule,
     cors: Option<(usize, &api::Cors)>,
-    at: &str,
+    at: &dyn std::fmt::Display,
     route: &crate::model::ObjectRef,
     hostnames: &[String],
     env: &Env<'_>,
     f: &mut Findings<'_>,
 ) -> Option<Box<Access>> {
-    let mut access = Access {
-        ip_deny: cidrs(&rule.ip_deny, &format!("{at}.ipDeny"), f),
-        ip_allow: cidrs(&rule.ip_allow, &format!("{at}.ipAllow"), f),
-        ..Access::default()
-    };
+    let mut access = Access::default();
+    // Paths are written only for the lists a rule has: most have none.
+    if !rule.ip_deny.is_empty() {
+        access.ip_deny = cidrs(&rule.ip_deny, &format!("{at}.ipDeny"), f);
+    }
+    if !rule.ip_allow.is_empty() {
+        access.ip_allow = cidrs(&rule.ip_allow, &format!("{at}.ipAllow"), f);
+    }
     if let Some((i, c)) = cors {
         access.cors = compile_cors(c, &format!("{at}.filters[{i}].cors"), f);
     }

@@ -97,7 +97,7 @@ fn local_backend(
         ));
         None
     };
-    let index = match backend_ref(route, &as_ref, at, L4Protocol::Tcp, env, f)? {
+    let index = match backend_ref(route, &as_ref, &at, L4Protocol::Tcp, env, f)? {
         Ok(WeightedBackend {
             backend: Some(index),
             ..

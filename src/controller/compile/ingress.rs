@@ -101,7 +101,7 @@ pub fn compile_ingress(
     // The Route compiler's view of the Ingress: its identity, no Route-level settings.
     let shell = Obj {
         meta: obj.meta.clone(),
-        spec: crate::api::RouteSpec::default(),
+        spec: std::sync::Arc::new(crate::api::RouteSpec::default()),
     };
     let mut rules: Vec<Rule> = Vec::new();
     let default_port = default_backend_port(id, ing, &t, env, &mut f);
@@ -160,7 +160,7 @@ pub fn compile_ingress(
         let target = spec.target_ref.clone();
         let p = Obj {
             meta: obj.meta.clone(),
-            spec,
+            spec: std::sync::Arc::new(spec),
         };
         let mut found = Vec::new();
         let compiled = super::rate_limit::compile_policy(&p, env.opts, &mut found);
@@ -189,7 +189,7 @@ fn passthrough(
         };
         let route = Obj {
             meta: obj.meta.clone(),
-            spec,
+            spec: std::sync::Arc::new(spec),
         };
         if let Some(r) = super::l4::compile_l4_route(&route, env, f) {
             out.push(r);

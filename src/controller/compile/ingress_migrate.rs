@@ -402,7 +402,7 @@ mod tests {
                 "shop",
                 "web",
             )),
-            spec,
+            spec: std::sync::Arc::new(spec),
         }
     }
 
@@ -510,7 +510,7 @@ mod tests {
     fn a_host_with_more_rules_than_a_route_holds_is_not_migrated() {
         use crate::controller::objects::{IngressPathInfo, IngressRuleInfo};
         let mut obj = ingress(&[]);
-        obj.spec.rules = vec![IngressRuleInfo {
+        std::sync::Arc::make_mut(&mut obj.spec).rules = vec![IngressRuleInfo {
             host: Some("a.example.com".to_owned()),
             paths: (0..17)
                 .map(|i| IngressPathInfo {

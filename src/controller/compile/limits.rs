@@ -6,24 +6,40 @@
 use crate::api::limits::*;
 use crate::api::{BackendSpec, HeaderModifier, PathModifier, RouteSpec};
 
-use super::fields::Findings;
+use std::fmt::Display;
 
-fn items(f: &mut Findings<'_>, field: impl Into<String>, len: usize, max: usize) {
+use super::fields::{Findings, Item};
+
+/// `field` is a path, written only when the limit is exceeded (see [`Item`]).
+fn items(f: &mut Findings<'_>, field: impl Display, len: usize, max: usize) {
     if len > max {
         f.invalid(
-            field,
+            field.to_string(),
             format!("{len} entries is more than the {max} allowed"),
         );
     }
 }
 
-fn chars(f: &mut Findings<'_>, field: impl Into<String>, s: &str, max: usize) {
+fn chars(f: &mut Findings<'_>, field: impl Display, s: &str, max: usize) {
+    // A string of at most `max` bytes has at most `max` characters: no count needed.
+    if s.len() <= max {
+        return;
+    }
     let len = s.chars().count();
     if len > max {
         f.invalid(
-            field,
+            field.to_string(),
             format!("{len} characters is more than the {max} allowed"),
         );
+    }
+}
+
+/// `{parent}.{field}`, written only when a limit is exceeded.
+struct Sub<'a>(&'a dyn Display, &'static str);
+
+impl Display for Sub<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
     }
 }
 
@@ -33,104 +49,106 @@ pub fn route(spec: &RouteSpec, f: &mut Findings<'_>) {
     items(f, "spec.rules", spec.rules.len(), MAX_RULES);
     items(f, "spec.backendRefs", spec.backend_refs.len(), MAX_LIST);
     for (i, rule) in spec.rules.iter().enumerate() {
-        let at = format!("spec.rules[{i}]");
-        items(f, format!("{at}.matches"), rule.matches.len(), MAX_LIST);
-        items(f, format!("{at}.filters"), rule.filters.len(), MAX_LIST);
-        items(
-            f,
-            format!("{at}.backendRefs"),
-            rule.backend_refs.len(),
-            MAX_LIST,
-        );
+        let at = &Item {
+            parent: &"spec",
+            field: "rules",
+            index: i,
+        };
+        items(f, Sub(at, "matches"), rule.matches.len(), MAX_LIST);
+        items(f, Sub(at, "filters"), rule.filters.len(), MAX_LIST);
+        items(f, Sub(at, "backendRefs"), rule.backend_refs.len(), MAX_LIST);
         for (j, m) in rule.matches.iter().enumerate() {
-            let at = format!("{at}.matches[{j}]");
+            let at = &Item {
+                parent: at,
+                field: "matches",
+                index: j,
+            };
             if let Some(p) = &m.path {
-                chars(f, format!("{at}.path.value"), &p.value, MAX_PATH_LEN);
+                chars(f, Sub(at, "path.value"), &p.value, MAX_PATH_LEN);
             }
-            items(f, format!("{at}.headers"), m.headers.len(), MAX_LIST);
+            items(f, Sub(at, "headers"), m.headers.len(), MAX_LIST);
             for (k, h) in m.headers.iter().enumerate() {
-                chars(f, format!("{at}.headers[{k}].name"), &h.name, MAX_NAME_LEN);
-                chars(
-                    f,
-                    format!("{at}.headers[{k}].value"),
-                    &h.value,
-                    MAX_VALUE_LEN,
-                );
+                let at = &Item {
+                    parent: at,
+                    field: "headers",
+                    index: k,
+                };
+                chars(f, Sub(at, "name"), &h.name, MAX_NAME_LEN);
+                chars(f, Sub(at, "value"), &h.value, MAX_VALUE_LEN);
             }
-            items(
-                f,
-                format!("{at}.queryParams"),
-                m.query_params.len(),
-                MAX_LIST,
-            );
+            items(f, Sub(at, "queryParams"), m.query_params.len(), MAX_LIST);
             for (k, q) in m.query_params.iter().enumerate() {
-                chars(
-                    f,
-                    format!("{at}.queryParams[{k}].name"),
-                    &q.name,
-                    MAX_NAME_LEN,
-                );
-                chars(
-                    f,
-                    format!("{at}.queryParams[{k}].value"),
-                    &q.value,
-                    MAX_VALUE_LEN,
-                );
+                let at = &Item {
+                    parent: at,
+                    field: "queryParams",
+                    index: k,
+                };
+                chars(f, Sub(at, "name"), &q.name, MAX_NAME_LEN);
+                chars(f, Sub(at, "value"), &q.value, MAX_VALUE_LEN);
             }
         }
         for (j, filter) in rule.filters.iter().enumerate() {
-            let at = format!("{at}.filters[{j}]");
+            let at = &Item {
+                parent: at,
+                field: "filters",
+                index: j,
+            };
             if let Some(m) = &filter.request_header_modifier {
-                header_modifier(m, &format!("{at}.requestHeaderModifier"), f);
+                header_modifier(m, &Sub(at, "requestHeaderModifier"), f);
             }
             if let Some(m) = &filter.response_header_modifier {
-                header_modifier(m, &format!("{at}.responseHeaderModifier"), f);
+                header_modifier(m, &Sub(at, "responseHeaderModifier"), f);
             }
             if let Some(p) = filter.url_rewrite.as_ref().and_then(|r| r.path.as_ref()) {
-                path_modifier(p, &format!("{at}.urlRewrite.path"), f);
+                path_modifier(p, &Sub(at, "urlRewrite.path"), f);
             }
             if let Some(p) = filter
                 .request_redirect
                 .as_ref()
                 .and_then(|r| r.path.as_ref())
             {
-                path_modifier(p, &format!("{at}.requestRedirect.path"), f);
+                path_modifier(p, &Sub(at, "requestRedirect.path"), f);
             }
         }
         if let Some(r) = &rule.retry {
-            items(f, format!("{at}.retry.on"), r.on.len(), MAX_LIST);
+            items(f, Sub(at, "retry.on"), r.on.len(), MAX_LIST);
         }
     }
 }
 
-fn header_modifier(m: &HeaderModifier, at: &str, f: &mut Findings<'_>) {
+fn header_modifier(m: &HeaderModifier, at: &dyn Display, f: &mut Findings<'_>) {
     for (list, name) in [(&m.set, "set"), (&m.add, "add")] {
-        items(f, format!("{at}.{name}"), list.len(), MAX_LIST);
+        items(f, Sub(at, name), list.len(), MAX_LIST);
         for (i, h) in list.iter().enumerate() {
-            chars(f, format!("{at}.{name}[{i}].name"), &h.name, MAX_NAME_LEN);
-            chars(
-                f,
-                format!("{at}.{name}[{i}].value"),
-                &h.value,
-                MAX_VALUE_LEN,
-            );
+            let at = &Item {
+                parent: at,
+                field: name,
+                index: i,
+            };
+            chars(f, Sub(at, "name"), &h.name, MAX_NAME_LEN);
+            chars(f, Sub(at, "value"), &h.value, MAX_VALUE_LEN);
         }
     }
-    items(f, format!("{at}.remove"), m.remove.len(), MAX_LIST);
+    items(f, Sub(at, "remove"), m.remove.len(), MAX_LIST);
     for (i, name) in m.remove.iter().enumerate() {
-        chars(f, format!("{at}.remove[{i}]"), name, MAX_NAME_LEN);
+        let at = Item {
+            parent: at,
+            field: "remove",
+            index: i,
+        };
+        chars(f, at, name, MAX_NAME_LEN);
     }
 }
 
-fn path_modifier(p: &PathModifier, at: &str, f: &mut Findings<'_>) {
+fn path_modifier(p: &PathModifier, at: &dyn Display, f: &mut Findings<'_>) {
     if let Some(v) = &p.replace_prefix_match {
-        chars(f, format!("{at}.replacePrefixMatch"), v, MAX_PATH_LEN);
+        chars(f, Sub(at, "replacePrefixMatch"), v, MAX_PATH_LEN);
     }
     if let Some(v) = &p.replace_full_path {
-        chars(f, format!("{at}.replaceFullPath"), v, MAX_PATH_LEN);
+        chars(f, Sub(at, "replaceFullPath"), v, MAX_PATH_LEN);
     }
     if let Some(v) = &p.replace_regex_match {
-        chars(f, format!("{at}.replaceRegexMatch"), v, MAX_PATH_LEN);
+        chars(f, Sub(at, "replaceRegexMatch"), v, MAX_PATH_LEN);
     }
 }
 

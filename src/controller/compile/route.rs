@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
+use std::fmt::Display;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -18,7 +19,7 @@ use crate::model::{
 use crate::model::{Diagnostic, Retry, RetryOn};
 
 use super::CompileOptions;
-use super::fields::{self, Findings};
+use super::fields::{self, Findings, Item};
 use super::limits;
 use super::targets::Targets;
 use crate::controller::objects::PortRef;
@@ -102,7 +103,7 @@ pub fn compile_route(
         f.invalid("spec.tcp", "tcp is for TCP Routes");
     }
 
-    let mut hostnames = Vec::new();
+    let mut hostnames = Vec::with_capacity(spec.hostnames.len());
     for (i, h) in spec.hostnames.iter().enumerate() {
         match fields::hostname(h, true) {
             Ok(h) if !hostnames.contains(&h) => hostnames.push(h),
@@ -115,9 +116,13 @@ pub fn compile_route(
         f.invalid("spec.rules", "a Route needs at least one rule");
     }
     let mut names = BTreeSet::new();
-    let mut rules = Vec::new();
+    let mut rules = Vec::with_capacity(spec.rules.len());
     for (i, rule) in spec.rules.iter().enumerate() {
-        let at = format!("spec.rules[{i}]");
+        let at = Item {
+            parent: &"spec",
+            field: "rules",
+            index: i,
+        };
         if let Some(name) = &rule.name {
             if let Err(e) = crate::controller::names::dns_label(name) {
                 f.invalid(format!("{at}.name"), e);
@@ -142,16 +147,21 @@ pub(super) fn compile_rule(
     obj: &Obj<RouteSpec>,
     index: usize,
     rule: &api::RouteRule,
-    at: &str,
+    at: &dyn Display,
     hostnames: &[String],
     env: &Env<'_>,
     f: &mut Findings<'_>,
     resolved: Option<Vec<WeightedBackend>>,
 ) -> Option<Rule> {
     let id = &obj.meta.id;
-    let mut matches = Vec::new();
+    let mut matches = Vec::with_capacity(rule.matches.len().max(1));
     for (mi, m) in rule.matches.iter().enumerate() {
-        if let Some(m) = compile_match(m, &format!("{at}.matches[{mi}]"), f) {
+        let mat = Item {
+            parent: at,
+            field: "matches",
+            index: mi,
+        };
+        if let Some(m) = compile_match(m, &mat, f) {
             matches.push(m);
         }
     }
@@ -219,7 +229,13 @@ pub(super) fn compile_rule(
         (None, None) => Action::forward(backends),
     };
     let label: Arc<str> = match &rule.name {
-        Some(n) => format!("{}/{}/{n}", id.namespace, id.name).into(),
+        Some(n) => {
+            let mut label = id.key();
+            label.reserve_exact(1 + n.len());
+            label.push('/');
+            label.push_str(n);
+            label.into()
+        }
         None => id.key().into(),
     };
     Some(Rule {
@@ -258,7 +274,7 @@ pub(super) fn compile_rule(
 fn fallbacks(
     rule: &api::RouteRule,
     terminal: bool,
-    at: &str,
+    at: &dyn Display,
     env: &Env<'_>,
     f: &mut Findings<'_>,
 ) -> (
@@ -268,6 +284,7 @@ fn fallbacks(
     if rule.fallback_backend_ref.is_none() && rule.error_responses.is_none() {
         return (None, None);
     }
+    let at = &at.to_string();
     let id = f.id();
     if terminal {
         let field = if rule.fallback_backend_ref.is_some() {
@@ -293,7 +310,11 @@ fn fallbacks(
 }
 
 /// `maxRequestBodyBytes`: at least 1 (unset: no limit).
-fn max_request_body_bytes(rule: &api::RouteRule, at: &str, f: &mut Findings<'_>) -> Option<u64> {
+fn max_request_body_bytes(
+    rule: &api::RouteRule,
+    at: &dyn Display,
+    f: &mut Findings<'_>,
+) -> Option<u64> {
     match rule.max_request_body_bytes {
         Some(0) => {
             f.invalid(
@@ -464,17 +485,21 @@ pub(super) struct UnresolvedRef {
 fn backend_refs(
     obj: &Obj<RouteSpec>,
     rule: &api::RouteRule,
-    at: &str,
+    at: &dyn Display,
     matches: &[RequestMatch],
     rule_filters: &Filters,
     env: &Env<'_>,
     f: &mut Findings<'_>,
 ) -> Vec<WeightedBackend> {
     let id = &obj.meta.id;
-    let mut backends = Vec::new();
+    let mut backends = Vec::with_capacity(rule.backend_refs.len());
     let mut unresolved = Vec::new();
     for (bi, r) in rule.backend_refs.iter().enumerate() {
-        let bat = format!("{at}.backendRefs[{bi}]");
+        let bat = Item {
+            parent: at,
+            field: "backendRefs",
+            index: bi,
+        };
         let filters = backend_filters(r, &bat, matches, rule_filters, f);
         match backend_ref(id, r, &bat, crate::model::L4Protocol::Tcp, env, f)
             .map(|b| b.and_then(|b| http_backend(b, &bat, env)))
@@ -518,7 +543,7 @@ fn backend_refs(
 /// An HTTP rule cannot send to a TCP or UDP Backend.
 fn http_backend(
     b: WeightedBackend,
-    at: &str,
+    at: &dyn Display,
     env: &Env<'_>,
 ) -> Result<WeightedBackend, UnresolvedRef> {
     let Some(idx) = b.backend else { return Ok(b) };
@@ -540,7 +565,11 @@ fn http_backend(
     })
 }
 
-fn compile_match(m: &api::RouteMatch, at: &str, f: &mut Findings<'_>) -> Option<RequestMatch> {
+fn compile_match(
+    m: &api::RouteMatch,
+    at: &dyn Display,
+    f: &mut Findings<'_>,
+) -> Option<RequestMatch> {
     let ok_before = f.ok();
     let path = match &m.path {
         None => PathMatcher::prefix("/"),
@@ -580,7 +609,7 @@ fn compile_match(m: &api::RouteMatch, at: &str, f: &mut Findings<'_>) -> Option<
             }
         }
     });
-    let mut headers: Vec<HeaderMatcher> = Vec::new();
+    let mut headers: Vec<HeaderMatcher> = Vec::with_capacity(m.headers.len());
     for (i, h) in m.headers.iter().enumerate() {
         let hat = || format!("{at}.headers[{i}]");
         let name = match fields::header_name(&h.name) {
@@ -959,7 +988,7 @@ fn direct_response(
 /// The filters of one backendRef (at `at`), compiled like a rule's.
 fn backend_filters(
     r: &api::BackendRef,
-    at: &str,
+    at: &dyn Display,
     matches: &[RequestMatch],
     rule_filters: &Filters,
     f: &mut Findings<'_>,
@@ -996,7 +1025,7 @@ fn backend_filters(
 pub(super) fn backend_ref(
     route: &ObjectRef,
     r: &api::BackendRef,
-    at: &str,
+    at: &dyn Display,
     transport: crate::model::L4Protocol,
     env: &Env<'_>,
     f: &mut Findings<'_>,
@@ -1039,33 +1068,31 @@ pub(super) fn backend_ref(
             None
         }
         "Backend" => {
-            let target = ObjectRef::new(Kind::Backend, route.namespace.clone(), r.name.clone());
-            let found = env.targets.borrow().get(&target);
-            match found {
-                Some(idx) => Some(Ok(env.targets.borrow_mut().weighted(idx, weight))),
-                // An unqualified name with no Backend of that name means the Service.
-                None if r.kind.is_none()
-                    && env.opts.discovery
-                    && !env.known_backends.contains(&target) =>
-                {
-                    Some(service_ref(route, r, weight, at, transport, env, true))
-                }
-                None => {
-                    let why = if env.known_backends.contains(&target) {
-                        format!("{target} is rejected (see its own diagnostics)")
-                    } else if r.kind.is_none() {
-                        format!("{target} not found (and Service references are not supported yet)")
-                    } else {
-                        format!("{target} not found")
-                    };
-                    Some(Err(UnresolvedRef {
-                        name: target.key(),
-                        field: format!("{at}.name"),
-                        reason: Reason::RefNotFound,
-                        message: why,
-                    }))
-                }
+            let found = env
+                .targets
+                .borrow()
+                .backend_named(&route.namespace, &r.name);
+            if let Some(idx) = found {
+                return Some(Ok(env.targets.borrow_mut().weighted(idx, weight)));
             }
+            let target = ObjectRef::new(Kind::Backend, route.namespace.clone(), r.name.clone());
+            // An unqualified name with no Backend of that name means the Service.
+            if r.kind.is_none() && env.opts.discovery && !env.known_backends.contains(&target) {
+                return Some(service_ref(route, r, weight, at, transport, env, true));
+            }
+            let why = if env.known_backends.contains(&target) {
+                format!("{target} is rejected (see its own diagnostics)")
+            } else if r.kind.is_none() {
+                format!("{target} not found (and Service references are not supported yet)")
+            } else {
+                format!("{target} not found")
+            };
+            Some(Err(UnresolvedRef {
+                name: target.key(),
+                field: format!("{at}.name"),
+                reason: Reason::RefNotFound,
+                message: why,
+            }))
         }
         "Service" if env.opts.discovery => {
             Some(service_ref(route, r, weight, at, transport, env, false))
@@ -1093,7 +1120,7 @@ fn service_ref(
     route: &ObjectRef,
     r: &api::BackendRef,
     weight: u32,
-    at: &str,
+    at: &dyn Display,
     transport: crate::model::L4Protocol,
     env: &Env<'_>,
     implicit: bool,

@@ -24,6 +24,9 @@ pub struct Targets<'a> {
     canaries: &'a CanaryIndex,
     backends: Vec<Backend>,
     index: BTreeMap<ObjectRef, BackendIdx>,
+    /// Backend objects by namespace and name: a backendRef finds its Backend without building
+    /// an identity (two strings) per reference.
+    by_name: BTreeMap<String, BTreeMap<String, BackendIdx>>,
     /// Per backend: the Service port its endpoints come from, for canary port matching.
     origin: Vec<Option<(String, ServicePortInfo)>>,
     /// Canary findings about Services, reported once each.
@@ -40,6 +43,7 @@ impl<'a> Targets<'a> {
             canaries,
             backends: Vec::new(),
             index: BTreeMap::new(),
+            by_name: BTreeMap::new(),
             origin: Vec::new(),
             diagnostics: Vec::new(),
         }
@@ -53,6 +57,12 @@ impl<'a> Targets<'a> {
     ) -> BackendIdx {
         let idx = self.backends.len();
         self.index.insert(backend.id.clone(), idx);
+        if backend.id.kind == Kind::Backend {
+            self.by_name
+                .entry(backend.id.namespace.clone())
+                .or_default()
+                .insert(backend.id.name.clone(), idx);
+        }
         self.backends.push(backend);
         self.origin.push(origin);
         idx
@@ -61,6 +71,11 @@ impl<'a> Targets<'a> {
     /// The index of an accepted Backend (or an already-made backend) by identity.
     pub fn get(&self, id: &ObjectRef) -> Option<BackendIdx> {
         self.index.get(id).copied()
+    }
+
+    /// The Backend object `namespace/name`, if it was added: [`Targets::get`] of its identity.
+    pub fn backend_named(&self, namespace: &str, name: &str) -> Option<BackendIdx> {
+        self.by_name.get(namespace)?.get(name).copied()
     }
 
     /// Resolves `name`'s port in `namespace`: the port by number or name; with no port, the

@@ -9,17 +9,17 @@ use super::{CompileOptions, compile};
 fn backend(name: &str, endpoints: &[&str]) -> Obj<BackendSpec> {
     Obj {
         meta: Meta::new(ObjectRef::new(Kind::Backend, "default", name)),
-        spec: BackendSpec {
+        spec: std::sync::Arc::new(BackendSpec {
             endpoints: endpoints.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
-        },
+        }),
     }
 }
 
 fn route(name: &str, backend: &str) -> Obj<RouteSpec> {
     Obj {
         meta: Meta::new(ObjectRef::new(Kind::Route, "default", name)),
-        spec: RouteSpec {
+        spec: std::sync::Arc::new(RouteSpec {
             rules: vec![RouteRule {
                 backend_refs: vec![BackendRef {
                     name: backend.into(),
@@ -28,7 +28,7 @@ fn route(name: &str, backend: &str) -> Obj<RouteSpec> {
                 ..Default::default()
             }],
             ..Default::default()
-        },
+        }),
     }
 }
 
@@ -53,7 +53,7 @@ fn errors_of<'a>(diags: &'a [Diagnostic], name: &str) -> Vec<&'a Diagnostic> {
 /// A Route whose backendRef asks for more than the largest weight: an invalid spec.
 fn invalid_route(name: &str, backend: &str) -> Obj<RouteSpec> {
     let mut r = route(name, backend);
-    r.spec.rules[0].backend_refs[0].weight = Some(5_000_000);
+    std::sync::Arc::make_mut(&mut r.spec).rules[0].backend_refs[0].weight = Some(5_000_000);
     r
 }
 
@@ -116,11 +116,13 @@ fn a_missing_backend_answers_500_for_its_rule_and_the_route_stays_accepted() {
 fn an_unresolved_backend_ref_keeps_its_share_of_the_split() {
     use crate::model::{Action, NoBackend};
     let mut split = route("split", "app");
-    split.spec.rules[0].backend_refs[0].weight = Some(3);
-    split.spec.rules[0].backend_refs.push(BackendRef {
-        name: "missing".into(),
-        ..Default::default()
-    });
+    std::sync::Arc::make_mut(&mut split.spec).rules[0].backend_refs[0].weight = Some(3);
+    std::sync::Arc::make_mut(&mut split.spec).rules[0]
+        .backend_refs
+        .push(BackendRef {
+            name: "missing".into(),
+            ..Default::default()
+        });
     let out = compile(
         &snapshot(vec![split], vec![backend("app", &["127.0.0.1:1"])]),
         &CompileOptions::default(),
@@ -153,7 +155,9 @@ fn an_unresolved_backend_ref_keeps_its_share_of_the_split() {
 fn a_rule_without_backend_refs_answers_500_and_the_route_is_accepted() {
     use crate::model::{Action, NoBackend};
     let mut r = route("empty", "app");
-    r.spec.rules[0].backend_refs.clear();
+    std::sync::Arc::make_mut(&mut r.spec).rules[0]
+        .backend_refs
+        .clear();
     let out = compile(&snapshot(vec![r], vec![]), &CompileOptions::default());
     assert!(!out.table.has_errors(), "{:?}", out.table.diagnostics);
     let Action::Forward { backends, schedule } = &out.table.rules[0].action else {
@@ -294,7 +298,7 @@ fn a_route_moved_to_another_class_is_not_served_by_its_last_accepted_version() {
     );
     let accepted = compile(&first, &CompileOptions::default()).accepted;
     let mut moved = route("web", "app");
-    moved.spec.ingress_class_name = Some("someone-else".into());
+    std::sync::Arc::make_mut(&mut moved.spec).ingress_class_name = Some("someone-else".into());
     let mut second = snapshot(vec![moved], vec![backend("app", &["127.0.0.1:1"])]);
     second.accepted = accepted;
     let out = compile(&second, &CompileOptions::default());
@@ -339,8 +343,9 @@ mod lookup {
 
     fn r(name: &str, hosts: &[&str], m: RouteMatch) -> Obj<RouteSpec> {
         let mut o = route(name, "app");
-        o.spec.hostnames = hosts.iter().map(|h| h.to_string()).collect();
-        o.spec.rules[0].matches = vec![m];
+        std::sync::Arc::make_mut(&mut o.spec).hostnames =
+            hosts.iter().map(|h| h.to_string()).collect();
+        std::sync::Arc::make_mut(&mut o.spec).rules[0].matches = vec![m];
         o
     }
 
@@ -568,18 +573,18 @@ fn a_broken_ingress_update_keeps_its_last_accepted_version() {
     };
     let svc = Obj {
         meta: Meta::new(ObjectRef::new(Kind::Service, "default", "web")),
-        spec: ServiceInfo {
+        spec: std::sync::Arc::new(ServiceInfo {
             ports: vec![ServicePortInfo {
                 name: "http".into(),
                 port: 80,
                 protocol: "TCP".into(),
             }],
             ..Default::default()
-        },
+        }),
     };
     let ingress = |path_type: &str| Obj {
         meta: Meta::new(ObjectRef::new(Kind::Ingress, "default", "shop")),
-        spec: IngressInfo {
+        spec: std::sync::Arc::new(IngressInfo {
             class_name: Some(crate::api::DEFAULT_INGRESS_CLASS.into()),
             rules: vec![IngressRuleInfo {
                 host: Some("shop.test".into()),
@@ -593,7 +598,7 @@ fn a_broken_ingress_update_keeps_its_last_accepted_version() {
                 }],
             }],
             ..Default::default()
-        },
+        }),
     };
     let opts = CompileOptions {
         discovery: true,
@@ -624,7 +629,7 @@ fn an_ingress_default_backend_takes_the_services_first_port_and_a_missing_one_is
     };
     let svc = |name: &str, ports: &[(&str, u16)]| Obj {
         meta: Meta::new(ObjectRef::new(Kind::Service, "default", name)),
-        spec: ServiceInfo {
+        spec: std::sync::Arc::new(ServiceInfo {
             ports: ports
                 .iter()
                 .map(|(n, p)| ServicePortInfo {
@@ -634,11 +639,11 @@ fn an_ingress_default_backend_takes_the_services_first_port_and_a_missing_one_is
                 })
                 .collect(),
             ..Default::default()
-        },
+        }),
     };
     let ingress = |default_backend: &str| Obj {
         meta: Meta::new(ObjectRef::new(Kind::Ingress, "default", "shop")),
-        spec: IngressInfo {
+        spec: std::sync::Arc::new(IngressInfo {
             class_name: Some(crate::api::DEFAULT_INGRESS_CLASS.into()),
             annotations: [
                 (
@@ -663,7 +668,7 @@ fn an_ingress_default_backend_takes_the_services_first_port_and_a_missing_one_is
                 }],
             }],
             ..Default::default()
-        },
+        }),
     };
     let opts = CompileOptions {
         discovery: true,
@@ -728,7 +733,7 @@ mod segment_index {
         let mut routes = Vec::new();
         for i in 0..500 {
             let mut r = route(&format!("r{i:03}"), "app");
-            r.spec.rules[0].matches = vec![RouteMatch {
+            std::sync::Arc::make_mut(&mut r.spec).rules[0].matches = vec![RouteMatch {
                 path: Some(PathMatch {
                     kind: PathMatchType::PathPrefix,
                     value: format!("/p{i}"),
@@ -738,7 +743,7 @@ mod segment_index {
             routes.push(r);
         }
         let mut regex = route("regex", "app");
-        regex.spec.rules[0].matches = vec![RouteMatch {
+        std::sync::Arc::make_mut(&mut regex.spec).rules[0].matches = vec![RouteMatch {
             path: Some(PathMatch {
                 kind: PathMatchType::RegularExpression,
                 value: "/p1[0-9]/special".into(),
@@ -746,7 +751,7 @@ mod segment_index {
             ..Default::default()
         }];
         let mut deep = route("deep", "app");
-        deep.spec.rules[0].matches = vec![RouteMatch {
+        std::sync::Arc::make_mut(&mut deep.spec).rules[0].matches = vec![RouteMatch {
             path: Some(PathMatch {
                 kind: PathMatchType::PathPrefix,
                 value: "/p7/deeper".into(),
@@ -754,7 +759,7 @@ mod segment_index {
             ..Default::default()
         }];
         let mut exact = route("exact-root", "app");
-        exact.spec.rules[0].matches = vec![RouteMatch {
+        std::sync::Arc::make_mut(&mut exact.spec).rules[0].matches = vec![RouteMatch {
             path: Some(PathMatch {
                 kind: PathMatchType::Exact,
                 value: "/".into(),

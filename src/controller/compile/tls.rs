@@ -886,7 +886,7 @@ mod tests {
         fn route(name: &str, hosts: &[&str], secret: &str, redirect: bool) -> Obj<RouteSpec> {
             Obj {
                 meta: Meta::new(ObjectRef::new(Kind::Route, "default", name)),
-                spec: RouteSpec {
+                spec: std::sync::Arc::new(RouteSpec {
                     hostnames: hosts.iter().map(|h| h.to_string()).collect(),
                     tls: Some(RouteTls {
                         secret_name: secret.into(),
@@ -902,7 +902,7 @@ mod tests {
                         ..Default::default()
                     }],
                     ..Default::default()
-                },
+                }),
             }
         }
 

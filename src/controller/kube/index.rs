@@ -267,7 +267,7 @@ impl Index {
                 let had_problem = self.problems.remove(&id).is_some();
                 let new = Obj {
                     meta,
-                    spec: obj.spec().clone(),
+                    spec: std::sync::Arc::new(obj.spec().clone()),
                 };
                 let map = K::map(self);
                 if !had_problem && map.get(&id) == Some(&new) {
@@ -426,7 +426,10 @@ impl Index {
                 cookie: annotation(CANARY_COOKIE),
             },
         };
-        let new = Obj { meta, spec: info };
+        let new = Obj {
+            meta,
+            spec: std::sync::Arc::new(info),
+        };
         // Services change often (status, resourceVersion); only what routing reads matters.
         let same = self
             .services
@@ -524,7 +527,10 @@ impl Index {
         let lb = (lb, ing.metadata.uid.clone());
         let status_changed = self.ingress_lb.get(&id) != Some(&lb);
         self.ingress_lb.insert(id.clone(), lb);
-        let new = Obj { meta, spec: info };
+        let new = Obj {
+            meta,
+            spec: std::sync::Arc::new(info),
+        };
         if self.ingresses.get(&id) == Some(&new) {
             return if status_changed {
                 Change::Status

@@ -337,7 +337,18 @@ fn spawn_custom<K>(
         |idx, m| idx.delete_custom::<K>(m),
         probe(&api),
     );
-    let stream = watcher(api, watcher::Config::default());
+    // The index reads the identity, generation, creation time, uid, spec and status of our
+    // kinds: managedFields and annotations (kubectl's last-applied-configuration is a second
+    // copy of the spec) are dropped as each object arrives, before a list is buffered whole.
+    let stream = watcher(api, watcher::Config::default()).map_ok(|e| {
+        e.modify(|g| {
+            if let Ok(o) = &mut g.0 {
+                let meta = o.meta_mut();
+                meta.managed_fields = None;
+                meta.annotations = None;
+            }
+        })
+    });
     tokio::spawn(watch::run(K::WATCHED, stream, handlers, stop.clone()));
 }
 
@@ -701,7 +712,6 @@ async fn compile_loop(
                 .collect();
         let started = std::time::Instant::now();
         let compiled = publisher.compile(&snap, &opts);
-        let desired = status::desired(&snap, &compiled);
         let trigger = format!("{triggered_by:?}");
         let published_table = publisher.publish(compiled.table, started, &trigger);
         pace.applied();
@@ -709,6 +719,8 @@ async fn compile_loop(
             accepted = std::mem::take(&mut snap.accepted);
             continue;
         };
+        // Worked out once the table serves: status follows traffic, never delays it.
+        let desired = status::desired_of(&snap, &table, &compiled.accepted);
         accepted = compiled.accepted;
         published.send_replace(Some(Arc::new(Published { table, desired })));
         shared.status.notify_one();

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use crate::controller::Compiled;
 use crate::controller::dns::{Standing, State};
-use crate::controller::snapshot::Snapshot;
-use crate::model::{Diagnostic, DnsQuery, Kind, ObjectRef, ServiceKey, Severity};
+use crate::controller::snapshot::{Accepted, Snapshot};
+use crate::model::{Diagnostic, DnsQuery, Kind, ObjectRef, RoutingTable, ServiceKey, Severity};
 
 use conditions::*;
 
@@ -47,6 +47,18 @@ pub struct Desired {
 
 /// The status every object of ours in `snap` should carry after `compiled`.
 pub fn desired(snap: &Snapshot, compiled: &Compiled) -> BTreeMap<ObjectRef, Desired> {
+    desired_of(snap, &compiled.table, &compiled.accepted)
+}
+
+/// [`desired`] from a compile's parts: the table (published already, so that status is worked
+/// out after traffic has the change) and the accepted versions.
+pub fn desired_of(
+    snap: &Snapshot,
+    table: &RoutingTable,
+    accepted: &Accepted,
+) -> BTreeMap<ObjectRef, Desired> {
+    let compiled = Parts { table, accepted };
+    let compiled = &compiled;
     let mut by_object: BTreeMap<&ObjectRef, Vec<&Diagnostic>> = BTreeMap::new();
     for d in &compiled.table.diagnostics {
         if let Some(o) = &d.object {
@@ -60,7 +72,7 @@ pub fn desired(snap: &Snapshot, compiled: &Compiled) -> BTreeMap<ObjectRef, Desi
             .accepted
             .routes
             .get(id)
-            .is_some_and(|a| a.spec == o.spec);
+            .is_some_and(|a| a.same_spec(o));
         ids.push((id, o.meta.generation, programmed));
     }
     for (id, o) in &snap.backends {
@@ -68,7 +80,7 @@ pub fn desired(snap: &Snapshot, compiled: &Compiled) -> BTreeMap<ObjectRef, Desi
             .accepted
             .backends
             .get(id)
-            .is_some_and(|a| a.spec == o.spec);
+            .is_some_and(|a| a.same_spec(o));
         ids.push((id, o.meta.generation, programmed));
     }
     for (id, o) in &snap.policies {
@@ -77,7 +89,7 @@ pub fn desired(snap: &Snapshot, compiled: &Compiled) -> BTreeMap<ObjectRef, Desi
             .accepted
             .policies
             .get(id)
-            .is_some_and(|a| a.spec == o.spec)
+            .is_some_and(|a| a.same_spec(o))
             && applies(compiled, id);
         ids.push((id, o.meta.generation, programmed));
     }
@@ -190,7 +202,13 @@ fn dns_condition(standing: &Standing) -> Cond {
 }
 
 /// Whether a version of policy `id` applies to a rule of the table.
-fn applies(compiled: &Compiled, id: &ObjectRef) -> bool {
+/// What [`desired_of`] reads of a compile.
+struct Parts<'a> {
+    table: &'a RoutingTable,
+    accepted: &'a Accepted,
+}
+
+fn applies(compiled: &Parts<'_>, id: &ObjectRef) -> bool {
     compiled.table.rate_limits.iter().any(|p| &p.id == id)
 }
 
@@ -243,7 +261,7 @@ mod tests {
         meta.generation = Some(generation);
         Obj {
             meta,
-            spec: RouteSpec {
+            spec: std::sync::Arc::new(RouteSpec {
                 rules: vec![RouteRule {
                     backend_refs: vec![BackendRef {
                         name: backend.into(),
@@ -252,17 +270,17 @@ mod tests {
                     ..Default::default()
                 }],
                 ..Default::default()
-            },
+            }),
         }
     }
 
     fn snap(routes: Vec<Obj<RouteSpec>>) -> Snapshot {
         let backend = Obj {
             meta: Meta::new(ObjectRef::new(Kind::Backend, "shop", "api")),
-            spec: BackendSpec {
+            spec: std::sync::Arc::new(BackendSpec {
                 endpoints: vec!["127.0.0.1:1".into()],
                 ..Default::default()
-            },
+            }),
         };
         Snapshot {
             routes: routes.into_iter().map(|r| (r.meta.id.clone(), r)).collect(),
@@ -307,7 +325,8 @@ mod tests {
     #[test]
     fn an_unknown_backend_kind_is_resolved_refs_false_invalid_kind() {
         let mut r = route("web", "api", 1);
-        r.spec.rules[0].backend_refs[0].kind = Some("ConfigMap".into());
+        std::sync::Arc::make_mut(&mut r.spec).rules[0].backend_refs[0].kind =
+            Some("ConfigMap".into());
         let s = snap(vec![r]);
         let out = desired(&s, &compile(&s, &CompileOptions::default()));
         let d = &out[&ObjectRef::new(Kind::Route, "shop", "web")];
@@ -324,7 +343,9 @@ mod tests {
     #[test]
     fn a_rule_without_backend_refs_is_accepted_with_resolved_refs() {
         let mut r = route("web", "api", 1);
-        r.spec.rules[0].backend_refs.clear();
+        std::sync::Arc::make_mut(&mut r.spec).rules[0]
+            .backend_refs
+            .clear();
         let s = snap(vec![r]);
         let out = desired(&s, &compile(&s, &CompileOptions::default()));
         let d = &out[&ObjectRef::new(Kind::Route, "shop", "web")];
@@ -336,7 +357,7 @@ mod tests {
         let first = snap(vec![route("web", "api", 1)]);
         let accepted = compile(&first, &CompileOptions::default()).accepted;
         let mut bad = route("web", "api", 2);
-        bad.spec.rules[0].backend_refs[0].weight = Some(5_000_000);
+        std::sync::Arc::make_mut(&mut bad.spec).rules[0].backend_refs[0].weight = Some(5_000_000);
         let mut second = snap(vec![bad]);
         second.accepted = accepted;
         let out = desired(&second, &compile(&second, &CompileOptions::default()));
