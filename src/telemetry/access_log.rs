@@ -291,8 +291,8 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
-/// Renders one line (without the newline).
-pub fn render(e: &Entry, format: AccessLogFormat, include_query: bool, out: &mut Vec<u8>) {
+/// The path (with the query if asked) and the host a line shows.
+fn path_and_host(e: &Entry, include_query: bool) -> (&str, Option<&str>) {
     let path = if include_query {
         e.uri.path_and_query().map_or("/", |p| p.as_str())
     } else {
@@ -303,6 +303,12 @@ pub fn render(e: &Entry, format: AccessLogFormat, include_query: bool, out: &mut
         .as_ref()
         .and_then(|h| h.to_str().ok())
         .or_else(|| e.uri.authority().map(|a| a.as_str()));
+    (path, host)
+}
+
+/// Renders one line (without the newline).
+pub fn render(e: &Entry, format: AccessLogFormat, include_query: bool, out: &mut Vec<u8>) {
+    let (path, host) = path_and_host(e, include_query);
     let mut time_buf = [0u8; TIME_LEN];
     let time = time_text(e.time, &mut time_buf);
     match format {
@@ -417,16 +423,7 @@ mod tests {
 
     /// `render`'s JSON, field for field as `JsonLine` was written before it was done by hand.
     fn derived(e: &Entry, include_query: bool) -> Vec<u8> {
-        let path = if include_query {
-            e.uri.path_and_query().map_or("/", |p| p.as_str())
-        } else {
-            e.uri.path()
-        };
-        let host = e
-            .host
-            .as_ref()
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| e.uri.authority().map(|a| a.as_str()));
+        let (path, host) = path_and_host(e, include_query);
         let line = JsonLine {
             time: jiff::Timestamp::try_from(e.time)
                 .map(|t| format!("{t:.3}"))

@@ -34,6 +34,25 @@ fn chars(f: &mut Findings<'_>, field: impl Display, s: &str, max: usize) {
     }
 }
 
+/// A match's name/value conditions (headers or query parameters) under `parent.field`.
+fn name_values<'a>(
+    f: &mut Findings<'_>,
+    parent: &dyn Display,
+    field: &'static str,
+    list: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+) {
+    items(f, Sub(parent, field), list.len(), MAX_LIST);
+    for (index, (name, value)) in list.enumerate() {
+        let at = &Item {
+            parent,
+            field,
+            index,
+        };
+        chars(f, Sub(at, "name"), name, MAX_NAME_LEN);
+        chars(f, Sub(at, "value"), value, MAX_VALUE_LEN);
+    }
+}
+
 /// `{parent}.{field}`, written only when a limit is exceeded.
 struct Sub<'a>(&'a dyn Display, &'static str);
 
@@ -66,26 +85,10 @@ pub fn route(spec: &RouteSpec, f: &mut Findings<'_>) {
             if let Some(p) = &m.path {
                 chars(f, Sub(at, "path.value"), &p.value, MAX_PATH_LEN);
             }
-            items(f, Sub(at, "headers"), m.headers.len(), MAX_LIST);
-            for (k, h) in m.headers.iter().enumerate() {
-                let at = &Item {
-                    parent: at,
-                    field: "headers",
-                    index: k,
-                };
-                chars(f, Sub(at, "name"), &h.name, MAX_NAME_LEN);
-                chars(f, Sub(at, "value"), &h.value, MAX_VALUE_LEN);
-            }
-            items(f, Sub(at, "queryParams"), m.query_params.len(), MAX_LIST);
-            for (k, q) in m.query_params.iter().enumerate() {
-                let at = &Item {
-                    parent: at,
-                    field: "queryParams",
-                    index: k,
-                };
-                chars(f, Sub(at, "name"), &q.name, MAX_NAME_LEN);
-                chars(f, Sub(at, "value"), &q.value, MAX_VALUE_LEN);
-            }
+            let headers = m.headers.iter().map(|h| (&*h.name, &*h.value));
+            name_values(f, at, "headers", headers);
+            let params = m.query_params.iter().map(|q| (&*q.name, &*q.value));
+            name_values(f, at, "queryParams", params);
         }
         for (j, filter) in rule.filters.iter().enumerate() {
             let at = &Item {
