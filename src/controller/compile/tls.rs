@@ -321,11 +321,12 @@ impl<'a> TlsBuilder<'a> {
             } else {
                 ""
             };
-            out.push(Diagnostic::error(
+            out.push(bad_secret(
                 owner,
                 field,
-                Reason::InvalidCertificateRef,
-                format!("Secret {namespace}/{name}: {problem}{tail}"),
+                namespace,
+                name,
+                format_args!("{problem}{tail}"),
             ));
         }
         r.index
@@ -350,12 +351,7 @@ impl<'a> TlsBuilder<'a> {
         match parse_secret(&format!("{namespace}/{name}"), secret, self.snap.now) {
             Ok(cert) => Some(self.push(Arc::new(cert))),
             Err(problem) => {
-                out.push(Diagnostic::error(
-                    owner,
-                    field,
-                    Reason::InvalidCertificateRef,
-                    format!("Secret {namespace}/{name}: {problem}"),
-                ));
+                out.push(bad_secret(owner, field, namespace, name, problem));
                 None
             }
         }
@@ -856,6 +852,22 @@ fn check_dates(cert: &Certificate, now: i64) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The error for a certificate reference to Secret `namespace/name` that gives none.
+fn bad_secret(
+    owner: &ObjectRef,
+    field: &str,
+    namespace: &str,
+    name: &str,
+    problem: impl std::fmt::Display,
+) -> Diagnostic {
+    Diagnostic::error(
+        owner,
+        field,
+        Reason::InvalidCertificateRef,
+        format!("Secret {namespace}/{name}: {problem}"),
+    )
 }
 
 #[cfg(test)]
