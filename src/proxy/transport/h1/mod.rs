@@ -7,6 +7,8 @@
 mod client;
 pub(crate) mod codec;
 mod fill;
+#[allow(unsafe_code)] // the crate's only unsafe code: see the module's comment
+mod recycle;
 mod rewind;
 mod server;
 

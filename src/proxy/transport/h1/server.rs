@@ -7,7 +7,7 @@
 //! whole, with the bytes already read, and hyper serves it from there on.
 
 use std::future::{Future, poll_fn};
-use std::io;
+use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,6 +26,7 @@ use super::super::conn::ConnLimits;
 use super::super::error::BoxError;
 use super::codec::{self, BodyDecoder, Chunk, Framing, Parsed, Reject, ResponseFraming};
 use super::fill;
+use super::recycle::{Recycled, Slot};
 use super::rewind::Rewind;
 
 /// Initial read buffer of a client connection.
@@ -137,11 +138,9 @@ fn http_date() -> [u8; 29] {
         if at == secs {
             return value;
         }
+        // Written in place: `fmt_http_date` would allocate a `String` each second.
         let mut value = [0u8; 29];
-        let s = httpdate::fmt_http_date(now);
-        if s.len() == value.len() {
-            value.copy_from_slice(s.as_bytes());
-        }
+        let _ = write!(&mut value[..], "{}", httpdate::HttpDate::from(now));
         c.set((secs, value));
         value
     })
@@ -151,7 +150,7 @@ fn http_date() -> [u8; 29] {
 enum Step {
     Read,
     Started,
-    Head(Box<codec::RequestHead>),
+    Head(Recycled<codec::RequestHead>),
     Handoff,
     Reject(Reject),
 }
@@ -209,7 +208,7 @@ where
                         Ok(Parsed::Done(_)) if buffered - r.buf.len() > config.max_header_bytes => {
                             Step::Reject(Reject::TooLarge)
                         }
-                        Ok(Parsed::Done(head)) => Step::Head(Box::new(head)),
+                        Ok(Parsed::Done(head)) => Step::Head(Recycled::new(head)),
                         Ok(Parsed::Partial) if r.buf.len() > config.max_header_bytes => {
                             Step::Reject(Reject::TooLarge)
                         }
@@ -269,7 +268,7 @@ where
             headers,
             framing,
             close: client_close,
-        } = *head;
+        } = head.into_inner();
         let decoder = BodyDecoder::new(framing);
         let body = NativeBody {
             reader: reader.clone(),
@@ -297,8 +296,8 @@ where
             client_close,
             draining,
         };
-        let slot = Box::new_uninit();
-        let keep_alive = Box::into_pin(Box::write(slot, exchange.run(&service, req, method))).await;
+        let slot = Slot::new();
+        let keep_alive = slot.write(exchange.run(&service, req, method)).await;
         if !keep_alive {
             return None;
         }
