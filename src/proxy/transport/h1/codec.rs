@@ -258,16 +258,83 @@ pub fn give_back_map(mut map: HeaderMap) {
     });
 }
 
+/// Header names kept per thread, two places for each hash of a spelling: a name that is not
+/// one of the standard ones (`x-tenant`, `sec-fetch-mode`) costs an allocation each time
+/// `HeaderName::from_bytes` makes it, and clients send the same few, spelled the same way, on
+/// every request. A kept name is found by its spelling byte for byte, which is cheaper than
+/// what `from_bytes` does for a standard name.
+const KNOWN_NAMES: usize = 128;
+/// Longer names are made each time rather than kept (a client could send large ones).
+const KNOWN_NAME_LEN: usize = 40;
+
+/// A header name and the spelling it was made from.
+struct Known {
+    len: u8,
+    spelling: [u8; KNOWN_NAME_LEN],
+    name: HeaderName,
+}
+
+type KnownNames = [Option<Known>; KNOWN_NAMES];
+
+thread_local! {
+    static NAMES: std::cell::RefCell<KnownNames> =
+        const { std::cell::RefCell::new([const { None }; KNOWN_NAMES]) };
+}
+
+/// Where `raw` (a header name as sent) would be kept in [`NAMES`]: an even index, its pair's
+/// other place one above.
+fn name_slot(raw: &[u8]) -> usize {
+    let (first, last, mid) = match raw {
+        [] => return 0,
+        [first, .., last] => (*first, *last, raw[raw.len() / 2]),
+        [only] => (*only, *only, *only),
+    };
+    let h = raw
+        .len()
+        .wrapping_mul(0x9E37)
+        .wrapping_add(usize::from(first).wrapping_mul(0x85EB))
+        .wrapping_add(usize::from(last).wrapping_mul(0xC2B3))
+        .wrapping_add(usize::from(mid).wrapping_mul(0x27D5));
+    (h >> 3) & (KNOWN_NAMES - 2)
+}
+
+/// The header name `raw` spells: the one kept by the thread when it was spelled so before,
+/// otherwise made (and kept).
+fn header_name(known: &mut KnownNames, raw: &[u8]) -> Result<HeaderName, Reject> {
+    let at = name_slot(raw);
+    for k in known[at..at + 2].iter().flatten() {
+        if k.spelling[..usize::from(k.len)] == *raw {
+            return Ok(k.name.clone());
+        }
+    }
+    let name = HeaderName::from_bytes(raw).map_err(|_| Reject::Malformed("invalid header name"))?;
+    if raw.len() <= KNOWN_NAME_LEN {
+        let mut spelling = [0; KNOWN_NAME_LEN];
+        spelling[..raw.len()].copy_from_slice(raw);
+        // The first place when free, else the second (the first keeps the name that came first).
+        let free = if known[at].is_none() { at } else { at + 1 };
+        known[free] = Some(Known {
+            len: raw.len() as u8,
+            spelling,
+            name: name.clone(),
+        });
+    }
+    Ok(name)
+}
+
 fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, Reject> {
     let mut headers = take_map(spans.len() + ADDED_HEADERS);
-    for s in spans {
-        let name = HeaderName::from_bytes(&head[s.name.0 as usize..s.name.1 as usize])
-            .map_err(|_| Reject::Malformed("invalid header name"))?;
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(s.value.0 as usize..s.value.1 as usize))
-                .map_err(|_| Reject::Malformed("invalid header value"))?;
-        headers.append(name, value);
-    }
+    NAMES.with(|known| {
+        let known = &mut *known.borrow_mut();
+        for s in spans {
+            let name = header_name(known, &head[s.name.0 as usize..s.name.1 as usize])?;
+            let value =
+                HeaderValue::from_maybe_shared(head.slice(s.value.0 as usize..s.value.1 as usize))
+                    .map_err(|_| Reject::Malformed("invalid header value"))?;
+            headers.append(name, value);
+        }
+        Ok(())
+    })?;
     Ok(headers)
 }
 
@@ -307,12 +374,25 @@ pub fn parse_response(
         let mut length: Option<u64> = None;
         let mut last_coding_chunked = None;
         let mut close = resp.version != Some(1);
-        for (h, span) in resp.headers.iter().zip(spans.iter_mut()) {
+        let mut count = 0;
+        for h in resp.headers.iter() {
             let name = h.name.as_bytes();
-            *span = Span {
-                name: span_of(buf, name),
-                value: span_of(buf, h.value),
-            };
+            // `Connection: keep-alive` (or `close`) and `Keep-Alive` are this connection's
+            // business, and the request layer would remove them (hop-by-hop): they are left
+            // out of the map here, which spares it a lookup per name. A `Connection` naming
+            // other headers is kept for the request layer, which removes those too.
+            let own = name.eq_ignore_ascii_case(b"keep-alive")
+                || (name.eq_ignore_ascii_case(b"connection")
+                    && list(h.value).all(|t| {
+                        t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
+                    }));
+            if !own {
+                spans[count] = Span {
+                    name: span_of(buf, name),
+                    value: span_of(buf, h.value),
+                };
+                count += 1;
+            }
             if name.eq_ignore_ascii_case(b"content-length") {
                 let n = content_length(h.value).ok_or("invalid Content-Length")?;
                 if length.is_some_and(|l| l != n) {
@@ -333,7 +413,6 @@ pub fn parse_response(
                 }
             }
         }
-        let count = resp.headers.len();
         let bodiless = head_request || code == 204 || code == 304 || code == 101;
         let framing = match (bodiless, last_coding_chunked, length) {
             (true, _, _) => Framing::None,
@@ -578,20 +657,36 @@ fn put_u64(out: &mut BytesMut, mut n: u64) {
     out.extend_from_slice(&digits[i..]);
 }
 
-/// Appends the header lines of `headers` except the framing ones the writer sets itself.
-fn put_headers(out: &mut BytesMut, headers: &HeaderMap, keep_length: bool) {
+/// Which of the headers a writer may add itself [`put_headers`] saw.
+#[derive(Default)]
+struct Seen {
+    content_length: bool,
+    date: bool,
+}
+
+/// Appends the header lines of `headers` except the framing ones the writer sets itself
+/// (`Content-Length` too unless `keep_length`). Noting what it passes spares the writer a
+/// lookup by name for each header it may add.
+fn put_headers(out: &mut BytesMut, headers: &HeaderMap, keep_length: bool) -> Seen {
+    let mut seen = Seen::default();
     for (name, value) in headers {
-        if name == header::TRANSFER_ENCODING
-            || name == header::CONNECTION
-            || (!keep_length && name == header::CONTENT_LENGTH)
-        {
+        if name == header::TRANSFER_ENCODING || name == header::CONNECTION {
             continue;
+        }
+        if name == header::CONTENT_LENGTH {
+            seen.content_length = true;
+            if !keep_length {
+                continue;
+            }
+        } else if name == header::DATE {
+            seen.date = true;
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    seen
 }
 
 fn put_framing(out: &mut BytesMut, framing: Framing) {
@@ -625,7 +720,7 @@ pub fn put_request_head(
         out.extend_from_slice(host.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    put_headers(out, headers, false);
+    let _ = put_headers(out, headers, false);
     match framing {
         // A body-carrying method with an empty body says so explicitly.
         Framing::None if matches!(*method, Method::POST | Method::PUT | Method::PATCH) => {
@@ -660,20 +755,23 @@ pub fn put_response_head(
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let no_length = status == StatusCode::NO_CONTENT || status.is_informational();
-    match framing {
+    let seen = match framing {
         ResponseFraming::Bodiless(computed) => {
-            let has = headers.contains_key(header::CONTENT_LENGTH);
-            put_headers(out, headers, has && !no_length);
-            if let (false, false, Some(n)) = (has, no_length, computed) {
+            // The handler's `Content-Length` is kept (it is the length a GET would have had);
+            // without one, the body's known length is written.
+            let seen = put_headers(out, headers, !no_length);
+            if let (false, false, Some(n)) = (seen.content_length, no_length, computed) {
                 put_framing(out, Framing::Length(n));
             }
+            seen
         }
         ResponseFraming::Body(f) => {
-            put_headers(out, headers, false);
+            let seen = put_headers(out, headers, false);
             put_framing(out, f);
+            seen
         }
-    }
-    if !headers.contains_key(header::DATE) {
+    };
+    if !seen.date {
         out.extend_from_slice(b"date: ");
         out.extend_from_slice(date);
         out.extend_from_slice(b"\r\n");
@@ -716,6 +814,42 @@ pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_header_name_is_the_name_made_from_its_spelling() {
+        let mut known: KnownNames = [const { None }; KNOWN_NAMES];
+        for raw in [
+            "X-Tenant",
+            "x-tenant",
+            "X-TENANT",
+            "Content-Type",
+            "content-type",
+            "Host",
+        ] {
+            let name = header_name(&mut known, raw.as_bytes()).unwrap();
+            assert_eq!(
+                name,
+                HeaderName::from_bytes(raw.as_bytes()).unwrap(),
+                "{raw}"
+            );
+        }
+        // Kept under the spelling's place, and handed out again.
+        let at = name_slot(b"X-TENANT");
+        assert!(
+            known[at..at + 2]
+                .iter()
+                .flatten()
+                .any(|k| k.name == "x-tenant" && k.spelling[..usize::from(k.len)] == *b"X-TENANT")
+        );
+        assert_eq!(header_name(&mut known, b"X-TENANT").unwrap(), "x-tenant");
+        // A name equal to a kept one but for a byte that is not a letter is not that name.
+        assert_eq!(header_name(&mut known, b"x_tenant").unwrap(), "x_tenant");
+        assert!(header_name(&mut known, b"x tenant").is_err());
+        // Long names are not kept.
+        let long = "x-".repeat(KNOWN_NAME_LEN);
+        header_name(&mut known, long.as_bytes()).unwrap();
+        assert!(known.iter().flatten().all(|k| k.name.as_str() != long));
+    }
 
     #[test]
     fn a_map_given_back_serves_the_next_head_empty() {
@@ -962,6 +1096,23 @@ mod tests {
             false,
         );
         assert!(!r.reusable);
+        // The connection's own headers are left out; a `Connection` naming another header is
+        // kept for the request layer to remove both.
+        let r = parse(
+            "HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        let names: Vec<_> = r.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!((names, r.reusable), (vec!["x-a", "content-length"], true));
+        let r = parse(
+            "HTTP/1.1 200 OK\r\nConnection: close, x-a\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        let names: Vec<_> = r.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(
+            (names, r.reusable),
+            (vec!["connection", "x-a", "content-length"], false)
+        );
         let r = parse(
             "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
             false,
