@@ -11,21 +11,29 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Version, header};
 const VALUE_CHUNK: usize = 4096;
 
 thread_local! {
-    static VALUE_BYTES: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    /// The chunk values are cut from, and the one used up before it.
+    static VALUE_BYTES: RefCell<[BytesMut; 2]> = RefCell::new([BytesMut::new(), BytesMut::new()]);
 }
 
 /// A header value the proxy makes (a request id, `traceparent`, `X-Forwarded-For`), written by
 /// `fill` (at most `max_len` bytes) into a per-thread chunk and cut from it. A value of its own
 /// would cost two allocations per request: its bytes, and the shared count its first clone
-/// adds; cut from a chunk, they share one allocation per chunk of 4 KiB (a chunk is freed once
-/// the last value cut from it is dropped). `None` if the bytes are not a valid header value.
+/// adds; cut from a chunk, they share one allocation per chunk of 4 KiB. When the chunk is used
+/// up, the one used up before it is written again from its start if every value cut from it is
+/// gone (the usual case: its requests are over), so that steady traffic allocates none;
+/// otherwise a chunk is left to the values still using it, freed with the last of them.
+/// `None` if the bytes are not a valid header value.
 pub(crate) fn made_value(max_len: usize, fill: impl FnOnce(&mut BytesMut)) -> Option<HeaderValue> {
-    VALUE_BYTES.with(|chunk| {
-        let mut chunk = chunk.borrow_mut();
+    VALUE_BYTES.with(|chunks| {
+        let [chunk, before] = &mut *chunks.borrow_mut();
         if chunk.capacity() < max_len {
-            *chunk = BytesMut::with_capacity(VALUE_CHUNK.max(max_len));
+            let size = VALUE_CHUNK.max(max_len);
+            if !before.try_reclaim(size) {
+                *before = BytesMut::with_capacity(size);
+            }
+            std::mem::swap(chunk, before);
         }
-        fill(&mut chunk);
+        fill(chunk);
         HeaderValue::from_maybe_shared(chunk.split().freeze()).ok()
     })
 }
@@ -331,6 +339,29 @@ mod tests {
         assert_eq!(v, &long[..]);
         assert!(made_value(3, |b| b.extend_from_slice(b"a\nb")).is_none());
         assert_eq!(many[1999], "00001999");
+    }
+
+    #[test]
+    fn a_chunk_whose_values_are_gone_is_written_again() {
+        std::thread::spawn(|| {
+            let first = made_value(8, |b| b.extend_from_slice(b"00000000")).unwrap();
+            let start = first.as_bytes().as_ptr();
+            drop(first);
+            // Values made and dropped one by one: the chunk comes back to its start.
+            let again = (0..3 * VALUE_CHUNK / 8).any(|_| {
+                let v = made_value(8, |b| b.extend_from_slice(b"11111111")).unwrap();
+                v.as_bytes().as_ptr() == start
+            });
+            assert!(again, "the chunk was replaced, not reused");
+            // A value still alive keeps its chunk from being written again.
+            let kept = made_value(8, |b| b.extend_from_slice(b"22222222")).unwrap();
+            for _ in 0..3 * VALUE_CHUNK / 8 {
+                made_value(8, |b| b.extend_from_slice(b"33333333")).unwrap();
+            }
+            assert_eq!(kept, "22222222");
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
