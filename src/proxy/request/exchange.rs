@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Uri, Version};
+use http::{HeaderValue, Request};
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -20,7 +20,7 @@ use crate::proxy::transport::{ActivityGuard, BoxError, ProxyBody};
 use crate::proxy::upstream::InFlight;
 use crate::proxy::upstream::rate_limit::Slot;
 use crate::telemetry::Telemetry;
-use crate::telemetry::access_log::Entry;
+use crate::telemetry::access_log::{Begun, Outcome, Request as LogRequest};
 use crate::telemetry::metrics::{MethodLabel, RequestLabels, RequestSeries, RouteBackendLabels};
 
 /// The label of requests that matched no route (or reached no backend).
@@ -29,15 +29,10 @@ static NONE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
 /// nginx's code for a request whose client went away before the answer.
 pub const CLIENT_CLOSED: u16 = 499;
 
-/// Fields only the access log needs; captured only when it is on.
+/// What only the access log needs; kept only when it is on.
 struct LogFields {
-    time: SystemTime,
-    request_id: HeaderValue,
-    client: IpAddr,
-    method: Method,
-    host: Option<HeaderValue>,
-    uri: Uri,
-    version: Version,
+    /// The line, begun with the request's fields.
+    line: Begun,
     bytes_in: Option<Arc<AtomicU64>>,
 }
 
@@ -82,18 +77,26 @@ impl Exchange {
         client: IpAddr,
         request_id: &HeaderValue,
     ) -> Self {
-        let log = telemetry.access_log.enabled().then(|| {
-            Box::new(LogFields {
+        // Nothing is read for the log when it is off.
+        let log = if telemetry.access_log.enabled() {
+            let line = telemetry.access_log.begin(&LogRequest {
                 time: SystemTime::now(),
-                request_id: request_id.clone(),
+                request_id,
                 client,
-                method: req.method().clone(),
-                host: req.headers().get(http::header::HOST).cloned(),
-                uri: req.uri().clone(),
+                method: req.method(),
+                host: req.headers().get(http::header::HOST),
+                uri: req.uri(),
                 version: req.version(),
-                bytes_in: None,
+            });
+            line.map(|line| {
+                Box::new(LogFields {
+                    line,
+                    bytes_in: None,
+                })
             })
-        });
+        } else {
+            None
+        };
         Self {
             telemetry: telemetry.clone(),
             started: Instant::now(),
@@ -166,26 +169,22 @@ impl Drop for Exchange {
             }
         }
         if let Some(log) = self.log.take() {
-            self.telemetry.access_log.log(Entry {
-                time: log.time,
-                request_id: log.request_id,
-                client: log.client,
-                method: log.method,
-                host: log.host,
-                uri: log.uri,
-                version: log.version,
-                status: self.status,
-                reason: self.reason,
-                bytes_in: log.bytes_in.map_or(0, |b| b.load(Ordering::Relaxed)),
-                bytes_out: self.bytes_out,
-                duration,
-                upstream: self.upstream.take(),
-                upstream_duration: self.upstream_duration,
-                route: self.route.clone(),
-                backend: self.backend.clone(),
-                retries: self.retries,
-                trace_id: self.trace_id.map(TraceId::into_bytes),
-            });
+            self.telemetry.access_log.finish(
+                log.line,
+                &Outcome {
+                    status: self.status,
+                    reason: self.reason,
+                    bytes_in: log.bytes_in.map_or(0, |b| b.load(Ordering::Relaxed)),
+                    bytes_out: self.bytes_out,
+                    duration,
+                    upstream: self.upstream.as_deref(),
+                    upstream_duration: self.upstream_duration,
+                    route: &self.route,
+                    backend: &self.backend,
+                    retries: self.retries,
+                    trace_id: self.trace_id.as_ref().map(TraceId::as_bytes),
+                },
+            );
         }
     }
 }

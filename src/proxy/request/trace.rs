@@ -15,8 +15,8 @@ pub struct TraceId([u8; 32]);
 
 impl TraceId {
     /// The id's digits.
-    pub fn into_bytes(self) -> [u8; 32] {
-        self.0
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 
     /// The id's text.

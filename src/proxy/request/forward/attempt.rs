@@ -56,7 +56,13 @@ pub(super) async fn run(
     body: ClientBody,
     ex: &mut Exchange,
 ) -> Result<Answer, ProxyError> {
-    let mut payload = Payload::read(body, plan.policy, ex.bytes_in_counter()).await;
+    // A body that is over already has no bytes to count (and the counter is an allocation).
+    let counter = if http_body::Body::is_end_stream(&body) {
+        None
+    } else {
+        ex.bytes_in_counter()
+    };
+    let mut payload = Payload::read(body, plan.policy, counter).await;
     let t = plan.t;
     let cfg = &t.router.table.backends[t.picked.backend];
     let state = &t.router.backends[t.picked.backend];
