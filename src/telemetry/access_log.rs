@@ -221,7 +221,7 @@ impl AccessLog {
         }
     }
 
-    /// Whether lines are written at all (the request path skips building entries when not).
+    /// Whether lines are written at all (the request path begins no line when not).
     pub fn enabled(&self) -> bool {
         self.sink.is_some()
     }
