@@ -18,7 +18,9 @@ use tidegate::api::{
     BackendRef, BackendSpec, HeaderMatch, PathMatch, PathMatchType, RouteMatch, RouteRule,
     RouteSpec, ValueMatchType,
 };
-use tidegate::controller::{CompileOptions, Meta, Obj, Snapshot, compile};
+use tidegate::controller::{
+    CompileCache, CompileOptions, Meta, Obj, Snapshot, compile, compile_cached,
+};
 use tidegate::model::weighted::smooth_schedule;
 use tidegate::model::{Endpoint, Kind, ObjectRef, RequestView, RoutingTable};
 use tidegate::proxy::balance::{
@@ -263,6 +265,32 @@ fn compile_routes(c: &mut Criterion) {
             b.iter(|| compile(black_box(snap), &opts).table.rules.len())
         });
     }
+    // What a change costs once a compile has run: one Route changed (two versions taking
+    // turns), the others reused from the cache; each compile's accepted versions feed the next,
+    // as in a running controller.
+    let mut snap = snapshot(10_000, Shape::DistinctHosts);
+    let opts = CompileOptions::default();
+    let mut cache = CompileCache::default();
+    let versions = [route(0, Shape::DistinctHosts), {
+        let mut r = route(0, Shape::DistinctHosts);
+        Arc::make_mut(&mut r.spec)
+            .hostnames
+            .push("changed.example.com".to_owned());
+        r
+    }];
+    for _ in 0..2 {
+        snap.accepted = compile_cached(&snap, &opts, &mut cache).accepted;
+    }
+    let mut turn = 0;
+    g.bench_function(BenchmarkId::new("one_change", 10_000), |b| {
+        b.iter(|| {
+            turn += 1;
+            let v = versions[turn % 2].clone();
+            snap.routes.insert(v.meta.id.clone(), v);
+            let out = compile_cached(black_box(&snap), &opts, &mut cache);
+            out.table.rules.len()
+        })
+    });
     g.finish();
 }
 

@@ -21,7 +21,7 @@ use tidegate::model::{Backend, RateLimitPolicy, Rule};
 
 #[derive(Serialize)]
 struct Golden<'a> {
-    rules: &'a [Rule],
+    rules: &'a [std::sync::Arc<Rule>],
     backends: &'a [Backend],
     #[serde(rename = "rateLimits", skip_serializing_if = "<[_]>::is_empty")]
     rate_limits: &'a [RateLimitPolicy],

@@ -134,7 +134,7 @@ struct ConfigView<'a> {
     conditions: [SyncedCondition; 1],
     /// The order access policies run in on a request (rules show theirs under `access`).
     access_order: &'static [&'static str],
-    rules: &'a [crate::model::Rule],
+    rules: &'a [std::sync::Arc<crate::model::Rule>],
     backends: &'a [crate::model::Backend],
     /// Rate-limit policies that apply to a rule (rules name them by index).
     #[serde(rename = "rateLimits", skip_serializing_if = "<[_]>::is_empty")]

@@ -27,5 +27,5 @@ pub mod publish;
 pub mod reload;
 pub mod snapshot;
 
-pub use compile::{CompileOptions, Compiled, compile};
+pub use compile::{CompileCache, CompileOptions, Compiled, compile, compile_cached};
 pub use snapshot::{Accepted, Meta, Obj, Snapshot};

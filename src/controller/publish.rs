@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::compile::{CompileOptions, Compiled, compile};
+use super::compile::{CompileCache, CompileOptions, Compiled, compile_cached};
 use super::snapshot::Snapshot;
 use crate::model::{Kind, RoutingTable, Severity, TableError};
 use crate::telemetry::Telemetry;
@@ -18,6 +18,8 @@ pub struct Publisher {
     publish: Publish,
     telemetry: Arc<Telemetry>,
     version: u64,
+    /// The Routes of the last compile, reused by the next where nothing they read changed.
+    cache: CompileCache,
 }
 
 impl Publisher {
@@ -27,13 +29,14 @@ impl Publisher {
             publish,
             telemetry,
             version: 0,
+            cache: CompileCache::default(),
         }
     }
 
     /// Compiles `snap` (timed into `tidegate_config_compile_duration_seconds`).
-    pub fn compile(&self, snap: &Snapshot, opts: &CompileOptions) -> Compiled {
+    pub fn compile(&mut self, snap: &Snapshot, opts: &CompileOptions) -> Compiled {
         let started = Instant::now();
-        let compiled = compile(snap, opts);
+        let compiled = compile_cached(snap, opts, &mut self.cache);
         self.telemetry
             .metrics
             .compile_duration

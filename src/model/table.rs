@@ -466,7 +466,7 @@ pub struct HostIndex {
 
 impl HostIndex {
     /// Groups every (hostname, match) of `rules` and sorts each group by [`Rank`].
-    pub fn build(rules: &[Rule]) -> Self {
+    pub fn build(rules: &[Arc<Rule>]) -> Self {
         // Keys and ranks borrow from `rules`: one allocation per host, not per (host, match).
         // Sized for a host per rule, the usual large table: no rehash while it fills.
         let mut exact: HashMap<&str, Vec<(Rank<'_>, Candidate)>> =
@@ -580,8 +580,9 @@ pub struct Hit<'a> {
 pub struct RoutingTable {
     /// Increases with every published table.
     pub version: u64,
-    /// Every accepted rule, in (namespace, name, rule index) order.
-    pub rules: Vec<Rule>,
+    /// Every accepted rule, in (namespace, name, rule index) order. Shared: a compile reuses
+    /// the rules of Routes that did not change, and their tables hold the same ones.
+    pub rules: Vec<Arc<Rule>>,
     /// Every accepted backend, in (namespace, name) order.
     pub backends: Vec<Backend>,
     /// Every accepted rate-limit policy that applies to a rule, oldest first.
@@ -643,6 +644,19 @@ pub enum TableError {
 impl RoutingTable {
     /// A table from compiled rules and backends; the host index is built here.
     pub fn new(rules: Vec<Rule>, backends: Vec<Backend>, diagnostics: Vec<Diagnostic>) -> Self {
+        Self::shared(
+            rules.into_iter().map(Arc::new).collect(),
+            backends,
+            diagnostics,
+        )
+    }
+
+    /// [`Self::new`] with rules that may be shared with other tables.
+    pub fn shared(
+        rules: Vec<Arc<Rule>>,
+        backends: Vec<Backend>,
+        diagnostics: Vec<Diagnostic>,
+    ) -> Self {
         let index = HostIndex::build(&rules);
         Self {
             version: 0,

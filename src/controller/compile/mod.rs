@@ -7,6 +7,7 @@
 mod access;
 mod backend;
 mod basic_auth;
+mod cache;
 mod canary;
 mod ext_auth;
 mod fallback;
@@ -33,14 +34,16 @@ mod tls;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::model::{Diagnostic, ObjectRef, Reason, RoutingTable, Severity};
 
 use super::snapshot::{Accepted, Obj, Snapshot};
+pub use cache::CompileCache;
 pub use tls::{AcceptedCaFiles, AcceptedCertificates, parse_certificate};
 
 /// Settings that shape compilation but are not objects.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct CompileOptions {
     /// Routes naming another ingress class are left alone.
     pub ingress_class: String,
@@ -130,6 +133,16 @@ pub struct Compiled {
 
 /// Compiles a snapshot. Never fails: every problem becomes a diagnostic on its object.
 pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
+    compile_cached(snap, opts, &mut CompileCache::default())
+}
+
+/// [`compile`], reusing from `cache` the Routes that did not change since the compile that
+/// filled it (and filling it for the next). The result is the same as [`compile`]'s.
+pub fn compile_cached(
+    snap: &Snapshot,
+    opts: &CompileOptions,
+    cache: &mut CompileCache,
+) -> Compiled {
     let mut diags: Vec<Diagnostic> = snap.problems.clone();
     let unreadable: BTreeSet<&ObjectRef> = snap
         .problems
@@ -161,6 +174,7 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
         }
     }
 
+    cache.begin(snap, opts, &accepted.backends);
     let known_backends: BTreeSet<&ObjectRef> = snap.backends.keys().collect();
     let env = route::Env {
         opts,
@@ -175,20 +189,47 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
     // In identity order: the map is built in one pass at the end, not by 10,000 inserts.
     let mut accepted_routes = Vec::new();
     for id in candidates(&snap.routes, &snap.accepted.routes, &unreadable) {
-        let chosen = with_fallback(
-            snap.routes.get(id),
-            snap.accepted.routes.get(id),
-            &mut diags,
-            |obj, d| route::compile_route(obj, &env, d),
-        );
+        let (current, fallback) = (snap.routes.get(id), snap.accepted.routes.get(id));
+        if let Some(reused) = cache.get(id, current, fallback) {
+            diags.extend_from_slice(reused.found);
+            if let Some((compiled, from_fallback)) = reused.rules {
+                rules.extend(compiled.iter().cloned());
+                let obj = if from_fallback { fallback } else { current };
+                if let Some(obj) = obj {
+                    accepted_routes.push((id.clone(), obj.clone()));
+                }
+            }
+            continue;
+        }
+        let (found_from, reads) = (diags.len(), env.targets.borrow().service_reads());
+        let chosen = with_fallback(current, fallback, &mut diags, |obj, d| {
+            route::compile_route(obj, &env, d)
+        });
+        let mut reusable = env.targets.borrow().service_reads() == reads;
+        let mut made = None;
         if let Some((compiled, obj)) = chosen {
             match compiled {
-                route::CompiledRoute::Http(compiled) => rules.extend(compiled),
-                route::CompiledRoute::L4(compiled) => l4_routes.push(*compiled),
+                route::CompiledRoute::Http(compiled) => {
+                    let from = rules.len();
+                    rules.extend(compiled.into_iter().map(Arc::new));
+                    let from_fallback = current.is_none_or(|c| !std::ptr::eq(c, obj));
+                    made = Some((rules[from..].to_vec(), from_fallback));
+                }
+                route::CompiledRoute::L4(compiled) => {
+                    // Its port is checked against every other L4 Route: compiled each time.
+                    reusable = false;
+                    l4_routes.push(*compiled);
+                }
             }
             accepted_routes.push((id.clone(), obj.clone()));
         }
+        if reusable {
+            cache.put(id, current, fallback, diags[found_from..].to_vec(), made);
+        } else {
+            cache.forget(id);
+        }
     }
+    cache.end();
     accepted.routes = accepted_routes.into_iter().collect();
     let mut ingress_policies = Vec::new();
     for id in candidates(&snap.ingresses, &snap.accepted.ingresses, &unreadable) {
@@ -199,7 +240,7 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
             |obj, d| ingress::compile_ingress(obj, snap, &env, d),
         );
         if let Some(((compiled, policy, passthrough), obj)) = chosen {
-            rules.extend(compiled);
+            rules.extend(compiled.into_iter().map(Arc::new));
             l4_routes.extend(passthrough);
             ingress_policies.extend(policy);
             accepted.ingresses.insert(id.clone(), obj.clone());
@@ -271,7 +312,7 @@ pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
     diags.sort();
     diags.dedup();
     Compiled {
-        table: RoutingTable::new(rules, backends, diags)
+        table: RoutingTable::shared(rules, backends, diags)
             .with_rate_limits(policies)
             .with_tls(tls)
             .with_l4(l4_routes),

@@ -389,7 +389,7 @@ fn key(k: &api::RateLimitKey, at: &str, f: &mut Findings<'_>) -> Option<LimitKey
 pub fn attach(
     mut policies: Vec<(RateLimitPolicy, api::PolicyTargetRef)>,
     snap: &Snapshot,
-    rules: &mut [Rule],
+    rules: &mut [Arc<Rule>],
     out: &mut Vec<Diagnostic>,
 ) -> Vec<RateLimitPolicy> {
     policies.sort_by(|(a, _), (b, _)| (a.created, &a.id).cmp(&(b.created, &b.id)));
@@ -414,7 +414,7 @@ pub fn attach(
             .collect();
         for rule in rules.iter_mut().filter(|r| r.route == route) {
             if target.rule.is_none() || rule.name == target.rule {
-                rule.rate_limits.push(index);
+                Arc::make_mut(rule).rate_limits.push(index);
                 found = true;
                 let verifies = rule.access.as_ref().is_some_and(|a| a.jwt.is_some());
                 for &j in claims.iter().filter(|_| !verifies) {
@@ -458,7 +458,7 @@ pub fn attach(
 }
 
 /// Reports, on the newer policy, what two policies that apply to the same requests disagree on.
-fn conflicts(policies: &[RateLimitPolicy], rules: &[Rule], out: &mut Vec<Diagnostic>) {
+fn conflicts(policies: &[RateLimitPolicy], rules: &[Arc<Rule>], out: &mut Vec<Diagnostic>) {
     let mut pairs = BTreeSet::new();
     for rule in rules {
         for (i, &older) in rule.rate_limits.iter().enumerate() {

@@ -31,6 +31,9 @@ pub struct Targets<'a> {
     origin: Vec<Option<(String, ServicePortInfo)>>,
     /// Canary findings about Services, reported once each.
     pub diagnostics: Vec<Diagnostic>,
+    /// How many times a Service was read or a backend made on demand: what a referrer then
+    /// gets depends on the referrers compiled before it (see [`Targets::service_reads`]).
+    service_reads: std::cell::Cell<u64>,
 }
 
 impl<'a> Targets<'a> {
@@ -46,7 +49,19 @@ impl<'a> Targets<'a> {
             by_name: BTreeMap::new(),
             origin: Vec::new(),
             diagnostics: Vec::new(),
+            service_reads: std::cell::Cell::new(0),
         }
+    }
+
+    /// A count that moves whenever a Service is read, a backend is made on demand or canaries
+    /// are attached: a Route whose compile left it alone got only Backend objects, whose
+    /// indexes do not depend on the Routes compiled before it, so its rules can be reused.
+    pub fn service_reads(&self) -> u64 {
+        self.service_reads.get()
+    }
+
+    fn read_service(&self) {
+        self.service_reads.set(self.service_reads.get() + 1);
     }
 
     /// Adds an accepted Backend; `origin` is its resolved Service port, if it has one.
@@ -87,6 +102,7 @@ impl<'a> Targets<'a> {
         port: Option<&PortRef>,
         protocol: &str,
     ) -> Result<ServicePortInfo, Unresolved> {
+        self.read_service();
         let id = ObjectRef::new(Kind::Service, namespace, name);
         let Some(svc) = self.services.get(&id) else {
             return Err(Unresolved {
@@ -115,12 +131,14 @@ impl<'a> Targets<'a> {
 
     /// The number of the first port of Service `namespace/name`, if it exists and has one.
     pub fn first_port(&self, namespace: &str, name: &str) -> Option<u16> {
+        self.read_service();
         let id = ObjectRef::new(Kind::Service, namespace, name);
         Some(self.services.get(&id)?.spec.ports.first()?.port)
     }
 
     /// The Service port backend `idx` takes its endpoints from, if any.
     pub fn origin(&self, idx: BackendIdx) -> Option<(&str, &ServicePortInfo)> {
+        self.read_service();
         self.origin[idx]
             .as_ref()
             .map(|(service, port)| (service.as_str(), port))
@@ -146,6 +164,7 @@ impl<'a> Targets<'a> {
         port: &ServicePortInfo,
         settings: &ServiceSettings,
     ) -> BackendIdx {
+        self.read_service();
         // A Service's TCP and UDP ports may share a number (DNS): the UDP one is `name:53/udp`.
         let mut id = match port.protocol.as_str() {
             "UDP" => format!("{name}:{}/udp", port.port),
@@ -202,6 +221,7 @@ impl<'a> Targets<'a> {
     pub fn weighted(&mut self, idx: BackendIdx, weight: u32) -> WeightedBackend {
         let mut canaries = Vec::new();
         if let Some((service, port)) = self.origin[idx].clone() {
+            self.read_service();
             let ns = self.backends[idx].id.namespace.clone();
             let list = self
                 .canaries

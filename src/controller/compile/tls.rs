@@ -32,7 +32,7 @@ pub fn build(
     mut b: TlsBuilder<'_>,
     opts: &CompileOptions,
     chosen: &Accepted,
-    rules: &mut [Rule],
+    rules: &mut [Arc<Rule>],
     diags: &mut Vec<Diagnostic>,
 ) -> (TlsTable, AcceptedCertificates, AcceptedCaFiles) {
     match &opts.default_certificate {
@@ -190,15 +190,31 @@ pub fn build(
         }
     }
     for rule in rules.iter_mut() {
-        rule.client_validation = validation.get(&rule.route).cloned();
+        let client_validation = validation.get(&rule.route).cloned();
         // Already set: an Ingress's force-ssl-redirect (every host, TLS here or not).
-        rule.https_redirect |= match redirect.get(&rule.route) {
-            None => false,
-            Some(_) if rule.route.kind == Kind::Route => true,
-            Some(hosts) => rule.hostnames.iter().any(|h| hosts.contains(h)),
-        };
+        let https_redirect = rule.https_redirect
+            || match redirect.get(&rule.route) {
+                None => false,
+                Some(_) if rule.route.kind == Kind::Route => true,
+                Some(hosts) => rule.hostnames.iter().any(|h| hosts.contains(h)),
+            };
         // Set for every Ingress rule; it matters (and shows in /config) with the redirect.
-        rule.https_redirect_strips_slash &= rule.https_redirect;
+        let strips_slash = rule.https_redirect_strips_slash && https_redirect;
+        let same_validation = match (&rule.client_validation, &client_validation) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        // A rule shared with an earlier table (its Route unchanged) is copied only if it changes.
+        if !same_validation
+            || https_redirect != rule.https_redirect
+            || strips_slash != rule.https_redirect_strips_slash
+        {
+            let rule = Arc::make_mut(rule);
+            rule.client_validation = client_validation;
+            rule.https_redirect = https_redirect;
+            rule.https_redirect_strips_slash = strips_slash;
+        }
     }
     b.finish()
 }
