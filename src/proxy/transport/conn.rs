@@ -242,6 +242,10 @@ pub struct Activity {
     start: Instant,
     inflight: AtomicUsize,
     last_done_ms: AtomicU64,
+    /// Whether anything reads it: hyper's connections do (for their idle timeout); the native
+    /// HTTP/1.1 server keeps its own, and its requests skip the counting (two atomic updates,
+    /// a reference count and a clock read per request).
+    tracked: bool,
 }
 
 impl Activity {
@@ -251,13 +255,25 @@ impl Activity {
             start: Instant::now(),
             inflight: AtomicUsize::new(0),
             last_done_ms: AtomicU64::new(0),
+            tracked: true,
+        }
+    }
+
+    /// A connection whose server tracks idleness itself: [`Activity::begin`] counts nothing.
+    pub fn untracked() -> Self {
+        Self {
+            tracked: false,
+            ..Self::new()
         }
     }
 
     /// Marks a request in flight until the guard drops.
     pub fn begin(self: &Arc<Self>) -> ActivityGuard {
+        if !self.tracked {
+            return ActivityGuard(None);
+        }
         self.inflight.fetch_add(1, Ordering::Relaxed);
-        ActivityGuard(self.clone())
+        ActivityGuard(Some(self.clone()))
     }
 
     /// When the connection becomes idle-expired, or `None` while a request is in flight.
@@ -277,11 +293,13 @@ impl Default for Activity {
 }
 
 /// Held by a request (and then its response body) while it is in flight.
-pub struct ActivityGuard(Arc<Activity>);
+pub struct ActivityGuard(Option<Arc<Activity>>);
 
 impl Drop for ActivityGuard {
     fn drop(&mut self) {
-        let a = &self.0;
+        let Some(a) = &self.0 else {
+            return;
+        };
         a.last_done_ms
             .store(a.start.elapsed().as_millis() as u64, Ordering::Relaxed);
         a.inflight.fetch_sub(1, Ordering::Release);
@@ -291,6 +309,20 @@ impl Drop for ActivityGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_tracked_connection_counts_its_requests() {
+        let idle = Duration::from_secs(60);
+        let tracked = Arc::new(Activity::new());
+        let guard = tracked.begin();
+        assert_eq!(tracked.idle_deadline(idle), None, "busy");
+        drop(guard);
+        assert!(tracked.idle_deadline(idle).is_some());
+        let untracked = Arc::new(Activity::untracked());
+        let guard = untracked.begin();
+        assert_eq!(Arc::strong_count(&untracked), 1, "the guard holds nothing");
+        drop(guard);
+    }
 
     /// The identity header cannot be used to smuggle a second field or a non-ASCII byte: a
     /// quote is escaped, anything outside printable ASCII becomes `?`.

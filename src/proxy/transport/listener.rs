@@ -253,7 +253,13 @@ impl<H: Handler> Server<H> {
             let _ = stream.set_nodelay(true);
             return Box::pin(self.serve_hyper(stream, conn_ctx(peer, "http", None))).await;
         }
-        let ctx = conn_ctx(peer, "http", None);
+        // The native server keeps the connection's idle timeout itself.
+        let ctx = Arc::new(ConnCtx {
+            peer,
+            scheme: "http",
+            activity: Arc::new(Activity::untracked()),
+            client_cert: None,
+        });
         let stall = self.limits.body_read_timeout;
         let service = |req: Request<h1::NativeBody>| {
             self.handler

@@ -82,6 +82,44 @@ struct Span {
     value: (u32, u32),
 }
 
+/// Room for a head's spans: inline for the usual number of headers, on the heap for more
+/// (room for [`MAX_HEADERS`] on the stack was 1.6 KB zeroed on every parse).
+enum Spans {
+    Inline([Span; INLINE_SPANS]),
+    Heap(Vec<Span>),
+}
+
+const INLINE_SPANS: usize = 32;
+
+impl Spans {
+    fn new(n: usize) -> Self {
+        if n <= INLINE_SPANS {
+            Spans::Inline([Span::default(); INLINE_SPANS])
+        } else {
+            Spans::Heap(vec![Span::default(); n])
+        }
+    }
+}
+
+impl std::ops::Deref for Spans {
+    type Target = [Span];
+    fn deref(&self) -> &[Span] {
+        match self {
+            Spans::Inline(a) => a,
+            Spans::Heap(v) => v,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Spans {
+    fn deref_mut(&mut self) -> &mut [Span] {
+        match self {
+            Spans::Inline(a) => a,
+            Spans::Heap(v) => v,
+        }
+    }
+}
+
 fn span_of(base: &[u8], part: &[u8]) -> (u32, u32) {
     let start = part.as_ptr() as usize - base.as_ptr() as usize;
     (start as u32, (start + part.len()) as u32)
@@ -139,7 +177,7 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Parsed<RequestHead>, Reject> 
         Method::from_bytes(method.as_bytes()).map_err(|_| Reject::Malformed("invalid method"))?;
     let path_span = span_of(buf, path.as_bytes());
 
-    let mut spans = [Span::default(); MAX_HEADERS];
+    let mut spans = Spans::new(req.headers.len());
     let mut length = None;
     let mut chunked = false;
     let mut codings = 0;
@@ -283,6 +321,7 @@ thread_local! {
 
 /// Where `raw` (a header name as sent) would be kept in [`NAMES`]: an even index, its pair's
 /// other place one above.
+#[inline]
 fn name_slot(raw: &[u8]) -> usize {
     let (first, last, mid) = match raw {
         [] => return 0,
@@ -300,6 +339,7 @@ fn name_slot(raw: &[u8]) -> usize {
 
 /// The header name `raw` spells: the one kept by the thread when it was spelled so before,
 /// otherwise made (and kept).
+#[inline]
 fn header_name(known: &mut KnownNames, raw: &[u8]) -> Result<HeaderName, Reject> {
     let at = name_slot(raw);
     for k in known[at..at + 2].iter().flatten() {
@@ -370,7 +410,7 @@ pub fn parse_response(
             buf.advance(len);
             continue;
         }
-        let mut spans = [Span::default(); MAX_HEADERS];
+        let mut spans = Spans::new(resp.headers.len());
         let mut length: Option<u64> = None;
         let mut last_coding_chunked = None;
         let mut close = resp.version != Some(1);
