@@ -84,6 +84,8 @@ struct Span {
 
 /// Room for a head's spans: inline for the usual number of headers, on the heap for more
 /// (room for [`MAX_HEADERS`] on the stack was 1.6 KB zeroed on every parse).
+// The inline variant is the point: it lives on the stack for one parse.
+#[allow(clippy::large_enum_variant)]
 enum Spans {
     Inline([Span; INLINE_SPANS]),
     Heap(Vec<Span>),
