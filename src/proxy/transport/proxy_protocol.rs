@@ -343,17 +343,21 @@ impl ProxyProtocolFrom {
         peer: SocketAddr,
         listener: &'static str,
     ) -> Option<Origin> {
-        if self.from.is_empty()
-            || !self
-                .from
-                .iter()
-                .any(|c| c.contains(peer.ip().to_canonical()))
-        {
+        if !self.expects_header(peer) {
             return Some(Origin::direct(peer));
         }
         // Boxed: reading the header needs ~1.4 KiB of state, which every connection's task
         // would otherwise carry for its whole life.
         Box::pin(self.read_header(stream, peer, listener)).await
+    }
+
+    /// Whether `peer` must start with a PROXY protocol header.
+    pub fn expects_header(&self, peer: SocketAddr) -> bool {
+        !self.from.is_empty()
+            && self
+                .from
+                .iter()
+                .any(|c| c.contains(peer.ip().to_canonical()))
     }
 
     async fn read_header(

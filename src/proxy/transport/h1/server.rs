@@ -157,166 +157,188 @@ enum Step {
 
 /// Serves one client connection until it closes, fails, idles out or the gateway drains;
 /// returns it, with the bytes already read put back, when hyper must serve the rest.
-pub async fn serve<S, F, B>(
+// Not an async fn: that would keep a second copy of the arguments in every connection's future.
+#[allow(clippy::manual_async_fn)]
+pub fn serve<S, F, B>(
     stream: TcpStream,
-    peer: SocketAddr,
+    peer: &SocketAddr,
     config: &ConnLimits,
     draining: &CancellationToken,
     service: S,
-) -> Option<Rewind<TcpStream>>
+) -> impl Future<Output = Option<Rewind<TcpStream>>>
 where
     S: Fn(Request<NativeBody>) -> F,
     F: Future<Output = Response<B>>,
     B: Body<Data = Bytes, Error = BoxError> + Unpin,
 {
-    let _ = stream.set_nodelay(true);
-    let (rd, mut wr) = stream.into_split();
-    let reader: SharedReader = Arc::new(Mutex::new(Reader {
-        io: rd,
-        buf: BytesMut::new(),
-        body: BodyDecoder::Done,
-    }));
-    let drained = draining.cancelled();
-    tokio::pin!(drained);
-    // One timer for the connection's life, re-armed only when it fires early or must fire
-    // sooner: keep-alive requests do not touch the timer wheel.
-    let timer = tokio::time::sleep(config.idle_timeout);
-    tokio::pin!(timer);
-    let mut idle_since = Instant::now();
-    let mut first = true;
-    let mut out = BytesMut::new();
+    async move {
+        let _ = stream.set_nodelay(true);
+        let (rd, mut wr) = stream.into_split();
+        let reader: SharedReader = Arc::new(Mutex::new(Reader {
+            io: rd,
+            buf: BytesMut::new(),
+            body: BodyDecoder::Done,
+        }));
+        let drained = draining.cancelled();
+        tokio::pin!(drained);
+        // One timer for the connection's life, re-armed only when it fires early or must fire
+        // sooner: keep-alive requests do not touch the timer wheel.
+        let timer = tokio::time::sleep(config.idle_timeout);
+        tokio::pin!(timer);
+        let mut idle_since = Instant::now();
+        let mut first = true;
 
-    loop {
-        // Read one request head.
-        let mut head_started: Option<Instant> = None;
-        let head = loop {
-            let step = {
-                let mut r = lock(&reader);
-                if r.buf.is_empty() {
-                    Step::Read
-                } else if first
-                    && H2_PREFACE.starts_with(&r.buf[..r.buf.len().min(H2_PREFACE.len())])
-                {
-                    if r.buf.len() >= H2_PREFACE.len() {
-                        Step::Handoff
+        loop {
+            // Read one request head.
+            let mut head_started: Option<Instant> = None;
+            let head = loop {
+                let step = {
+                    let mut r = lock(&reader);
+                    if r.buf.is_empty() {
+                        Step::Read
+                    } else if first
+                        && H2_PREFACE.starts_with(&r.buf[..r.buf.len().min(H2_PREFACE.len())])
+                    {
+                        if r.buf.len() >= H2_PREFACE.len() {
+                            Step::Handoff
+                        } else {
+                            Step::Started
+                        }
                     } else {
-                        Step::Started
+                        let buffered = r.buf.len();
+                        match codec::parse_request(&mut r.buf) {
+                            Ok(Parsed::Done(_))
+                                if buffered - r.buf.len() > config.max_header_bytes =>
+                            {
+                                Step::Reject(Reject::TooLarge)
+                            }
+                            Ok(Parsed::Done(head)) => Step::Head(Recycled::new(head)),
+                            Ok(Parsed::Partial) if r.buf.len() > config.max_header_bytes => {
+                                Step::Reject(Reject::TooLarge)
+                            }
+                            Ok(Parsed::Partial) => Step::Started,
+                            Ok(Parsed::Handoff) => Step::Handoff,
+                            Err(why) => Step::Reject(why),
+                        }
                     }
-                } else {
-                    let buffered = r.buf.len();
-                    match codec::parse_request(&mut r.buf) {
-                        Ok(Parsed::Done(_)) if buffered - r.buf.len() > config.max_header_bytes => {
-                            Step::Reject(Reject::TooLarge)
-                        }
-                        Ok(Parsed::Done(head)) => Step::Head(Recycled::new(head)),
-                        Ok(Parsed::Partial) if r.buf.len() > config.max_header_bytes => {
-                            Step::Reject(Reject::TooLarge)
-                        }
-                        Ok(Parsed::Partial) => Step::Started,
-                        Ok(Parsed::Handoff) => Step::Handoff,
-                        Err(why) => Step::Reject(why),
-                    }
-                }
-            };
-            match step {
-                Step::Head(head) => break head,
-                Step::Handoff => return handoff(reader, wr),
-                Step::Reject(why) => {
-                    tracing::debug!(%peer, error = %why, "request refused");
-                    reject(&mut wr, why).await;
-                    return None;
-                }
-                Step::Started => {
-                    head_started.get_or_insert_with(Instant::now);
-                }
-                Step::Read => {}
-            }
-            let deadline = match head_started {
-                Some(t) => t + config.header_read_timeout,
-                None => idle_since + config.idle_timeout,
-            };
-            if timer.deadline() > deadline {
-                timer.as_mut().reset(deadline);
-            }
-            let waiting_for_first_byte = head_started.is_none();
-            tokio::select! {
-                biased;
-                r = poll_fn(|cx| lock(&reader).poll_fill(cx)) => match r {
-                    Ok(0) | Err(_) => return None,
-                    Ok(_) => {}
-                },
-                () = &mut drained, if waiting_for_first_byte => return None,
-                () = &mut timer => {
-                    if Instant::now() >= deadline {
-                        if !waiting_for_first_byte {
-                            tracing::debug!(%peer, "request head not received in time");
-                        }
+                };
+                match step {
+                    Step::Head(head) => break head,
+                    Step::Handoff => return handoff(reader, wr),
+                    Step::Reject(why) => {
+                        tracing::debug!(%peer, error = %why, "request refused");
+                        // Boxed: its strings would otherwise be part of every connection's state.
+                        Box::pin(reject(&mut wr, why)).await;
                         return None;
                     }
+                    Step::Started => {
+                        head_started.get_or_insert_with(Instant::now);
+                    }
+                    Step::Read => {}
+                }
+                let deadline = match head_started {
+                    Some(t) => t + config.header_read_timeout,
+                    None => idle_since + config.idle_timeout,
+                };
+                if timer.deadline() > deadline {
                     timer.as_mut().reset(deadline);
                 }
-            }
-        };
-        first = false;
+                let waiting_for_first_byte = head_started.is_none();
+                tokio::select! {
+                    biased;
+                    r = poll_fn(|cx| lock(&reader).poll_fill(cx)) => match r {
+                        Ok(0) | Err(_) => return None,
+                        Ok(_) => {}
+                    },
+                    () = &mut drained, if waiting_for_first_byte => return None,
+                    () = &mut timer => {
+                        if Instant::now() >= deadline {
+                            if !waiting_for_first_byte {
+                                tracing::debug!(%peer, "request head not received in time");
+                            }
+                            return None;
+                        }
+                        timer.as_mut().reset(deadline);
+                    }
+                }
+            };
+            first = false;
 
-        // Serve it.
-        // Taken apart whole (not field by field from a local), so that no part of the head is
-        // kept in this future while the request is served.
-        let codec::RequestHead {
-            method,
-            uri,
-            headers,
-            framing,
-            close: client_close,
-        } = head.into_inner();
-        let decoder = BodyDecoder::new(framing);
-        let body = NativeBody {
-            reader: reader.clone(),
-            hint: decoder.remaining(),
-            done: decoder.is_done(),
-        };
-        let has_body = !decoder.is_done();
-        if has_body {
-            lock(&reader).body = decoder;
-        }
-        let mut req = Request::new(body);
-        *req.method_mut() = method.clone();
-        *req.uri_mut() = uri;
-        *req.version_mut() = Version::HTTP_11;
-        *req.headers_mut() = headers;
-        // The handler's future and the response's writing, in one box per request: an idle
-        // connection's future then holds only what waiting for the next head needs. The box is
-        // made first and the future written into it, so that it can be built in place rather
-        // than on the stack and copied (it is several KiB).
-        let exchange = Exchange {
-            reader: &reader,
-            wr: &mut wr,
-            out: &mut out,
-            has_body,
-            client_close,
-            draining,
-        };
-        let slot = Slot::new();
-        let keep_alive = slot.write(exchange.run(&service, req, method)).await;
-        if !keep_alive {
-            return None;
-        }
-        idle_since = Instant::now();
-        // An idle keep-alive connection holds no buffers (10k idle connections would otherwise
-        // pin ~16 KiB each); the thread keeps some for the next requests.
-        fill::give_back(std::mem::take(&mut out), READ_BUF);
-        let mut r = lock(&reader);
-        if r.buf.is_empty() {
-            fill::give_back(std::mem::take(&mut r.buf), READ_BUF);
+            // Serve it: the handler's future and the response's writing, in one box per request,
+            // so that an idle connection's future holds only what waiting for the next head needs.
+            // Built in a plain function: the request is made there, and what is made (and borrowed)
+            // in an async fn may be kept in its future across the awaits that follow.
+            let keep_alive = exchange(head, &reader, &mut wr, draining, &service).await;
+            if !keep_alive {
+                return None;
+            }
+            idle_since = Instant::now();
+            // An idle keep-alive connection holds no buffers (10k idle connections would otherwise
+            // pin ~16 KiB each); the thread keeps some for the next requests (the write buffer was
+            // given back by the exchange).
+            let mut r = lock(&reader);
+            if r.buf.is_empty() {
+                fill::give_back(std::mem::take(&mut r.buf), READ_BUF);
+            }
         }
     }
+}
+
+/// The boxed future that serves the request of `head` and writes its response (see
+/// [`Exchange::run`]).
+fn exchange<'a, S, F, B>(
+    head: Recycled<codec::RequestHead>,
+    reader: &'a SharedReader,
+    wr: &'a mut OwnedWriteHalf,
+    draining: &'a CancellationToken,
+    service: &'a S,
+) -> Recycled<impl Future<Output = bool>>
+where
+    S: Fn(Request<NativeBody>) -> F,
+    F: Future<Output = Response<B>>,
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    // Taken apart whole (not field by field from a local), so that no part of the head is
+    // copied more than once.
+    let codec::RequestHead {
+        method,
+        uri,
+        headers,
+        framing,
+        close: client_close,
+    } = head.into_inner();
+    let decoder = BodyDecoder::new(framing);
+    let body = NativeBody {
+        reader: reader.clone(),
+        hint: decoder.remaining(),
+        done: decoder.is_done(),
+    };
+    let has_body = !decoder.is_done();
+    if has_body {
+        lock(reader).body = decoder;
+    }
+    let mut req = Request::new(body);
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    let exchange = Exchange {
+        reader,
+        wr,
+        has_body,
+        client_close,
+        draining,
+    };
+    // The box is made first and the future written into it, so that it can be built in place
+    // rather than on the stack and copied (it is several KiB).
+    let slot = Slot::new();
+    slot.write(exchange.run(service, req, method))
 }
 
 /// What serving one request on a connection borrows from it.
 struct Exchange<'a> {
     reader: &'a SharedReader,
     wr: &'a mut OwnedWriteHalf,
-    out: &'a mut BytesMut,
     /// The request has a body (the connection ends if the handler left some of it unread).
     has_body: bool,
     /// The client asked to close after this exchange.
@@ -339,12 +361,16 @@ impl Exchange<'_> {
         let close = self.client_close || body_left || self.draining.is_cancelled();
         // Only the body is kept across the writes (by reference, so it is not stored twice).
         let (mut parts, body) = resp.into_parts();
-        let framing = put_response_head(self.out, &method, &parts, &body, close);
+        // The write buffer is the request's, not the connection's: an idle connection holds
+        // none (the thread keeps some for the next requests).
+        let mut out = BytesMut::new();
+        let framing = put_response_head(&mut out, &method, &parts, &body, close);
         codec::give_back_map(std::mem::take(&mut parts.headers));
         drop(parts);
         let mut body = Some(body);
-        let written = write_body(self.wr, self.out, &mut body, framing).await;
+        let written = write_body(self.wr, &mut out, &mut body, framing).await;
         drop(body);
+        fill::give_back(out, READ_BUF);
         if written.is_err() || close {
             let _ = self.wr.shutdown().await;
             return false;
@@ -374,10 +400,7 @@ fn put_response_head<B: Body>(
             None => ResponseFraming::Body(Framing::Chunked),
         }
     };
-    if out.capacity() == 0 {
-        *out = fill::take_buffer(READ_BUF);
-    }
-    out.clear();
+    *out = fill::take_buffer(READ_BUF);
     out.reserve(512);
     codec::put_response_head(out, status, &parts.headers, framing, close, &http_date());
     framing
@@ -541,7 +564,7 @@ mod tests {
     {
         let (client, server, peer) = pair().await;
         let task =
-            tokio::spawn(async move { serve(server, peer, &config, &draining, service).await });
+            tokio::spawn(async move { serve(server, &peer, &config, &draining, service).await });
         (client, task)
     }
 
