@@ -270,7 +270,7 @@ impl<H: Handler> Server<H> {
         };
         tls.handshakes.get_or_create(&labels).inc();
         if let Some((stream, identity)) = stream {
-            let ctx = conn_ctx(peer, "https", identity);
+            let ctx = conn_ctx(peer, "https", identity, Arc::new(Activity::new()));
             Box::pin(self.serve_hyper(stream, ctx)).await;
         }
     }
@@ -284,15 +284,10 @@ impl<H: Handler> Server<H> {
         async move {
             if self.codec == Http1Codec::Hyper {
                 let _ = stream.set_nodelay(true);
-                return Box::pin(self.serve_hyper(stream, conn_ctx(peer, "http", None))).await;
+                return Box::pin(self.serve_hyper(stream, hyper_ctx(peer))).await;
             }
             // The native server keeps the connection's idle timeout itself.
-            let ctx = Arc::new(ConnCtx {
-                peer,
-                scheme: "http",
-                activity: self.untracked.clone(),
-                client_cert: None,
-            });
+            let ctx = conn_ctx(peer, "http", None, self.untracked.clone());
             let service = |req: Request<h1::NativeBody>| {
                 let stall = self.limits.body_read_timeout;
                 self.handler
@@ -302,7 +297,7 @@ impl<H: Handler> Server<H> {
             let handed_over = h1::serve(stream, &peer, &self.limits, &self.draining, service).await;
             if let Some(io) = handed_over {
                 // Boxed: hyper's connection state is large, and most connections never get here.
-                Box::pin(self.serve_hyper(io, conn_ctx(peer, "http", None))).await;
+                Box::pin(self.serve_hyper(io, hyper_ctx(peer))).await;
             }
         }
     }
@@ -383,11 +378,17 @@ fn conn_ctx(
     peer: SocketAddr,
     scheme: &'static str,
     client_cert: Option<Arc<ClientIdentity>>,
+    activity: Arc<Activity>,
 ) -> Arc<ConnCtx> {
     Arc::new(ConnCtx {
         peer,
         scheme,
-        activity: Arc::new(Activity::new()),
+        activity,
         client_cert,
     })
+}
+
+/// A plain connection served by hyper, which counts its busy/idle time.
+fn hyper_ctx(peer: SocketAddr) -> Arc<ConnCtx> {
+    conn_ctx(peer, "http", None, Arc::new(Activity::new()))
 }
