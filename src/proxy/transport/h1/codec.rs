@@ -423,18 +423,7 @@ pub fn parse_response(
             // business, and the request layer would remove them (hop-by-hop): they are left
             // out of the map here, which spares it a lookup per name. A `Connection` naming
             // other headers is kept for the request layer, which removes those too.
-            let own = name.eq_ignore_ascii_case(b"keep-alive")
-                || (name.eq_ignore_ascii_case(b"connection")
-                    && list(h.value).all(|t| {
-                        t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
-                    }));
-            if !own {
-                spans[count] = Span {
-                    name: span_of(buf, name),
-                    value: span_of(buf, h.value),
-                };
-                count += 1;
-            }
+            let mut own = false;
             if name.eq_ignore_ascii_case(b"content-length") {
                 let n = content_length(h.value).ok_or("invalid Content-Length")?;
                 if length.is_some_and(|l| l != n) {
@@ -446,13 +435,27 @@ pub fn parse_response(
                     last_coding_chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
                 }
             } else if name.eq_ignore_ascii_case(b"connection") {
+                own = true;
                 for token in list(h.value) {
                     if token.eq_ignore_ascii_case(b"close") {
                         close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") && resp.version == Some(0) {
-                        close = false;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        if resp.version == Some(0) {
+                            close = false;
+                        }
+                    } else {
+                        own = false;
                     }
                 }
+            } else {
+                own = name.eq_ignore_ascii_case(b"keep-alive");
+            }
+            if !own {
+                spans[count] = Span {
+                    name: span_of(buf, name),
+                    value: span_of(buf, h.value),
+                };
+                count += 1;
             }
         }
         let bodiless = head_request || code == 204 || code == 304 || code == 101;
@@ -1155,6 +1158,14 @@ mod tests {
             (names, r.reusable),
             (vec!["connection", "x-a", "content-length"], false)
         );
+        // HTTP/1.0 closes unless it asks to keep the connection.
+        let r = parse("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false);
+        assert!(!r.reusable);
+        let r = parse(
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert!(r.reusable && !r.headers.contains_key(header::CONNECTION));
         let r = parse(
             "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
             false,
