@@ -291,6 +291,17 @@ fn compile_routes(c: &mut Criterion) {
             out.table.rules.len()
         })
     });
+    // The proxy's side of every change: linking the new table to the live state (split
+    // positions, backends, rate limits).
+    let registry = Registry::new(Default::default());
+    let linked = Arc::new(compile(&snap, &opts).table);
+    let mut router = Router::link(linked.clone(), &registry);
+    g.bench_function(BenchmarkId::new("link", 10_000), |b| {
+        b.iter(|| {
+            router = Router::link(black_box(linked.clone()), &registry);
+            router.backends.len()
+        })
+    });
     g.finish();
 }
 
