@@ -296,7 +296,9 @@ impl Collector {
                 self.seen.insert(id, file.to_owned());
             }
             match doc {
-                Doc::Route(o) => snap.routes.insert(o.meta.id.clone(), *o).map(|_| ()),
+                Doc::Route(o) => std::sync::Arc::make_mut(&mut snap.routes)
+                    .insert(o.meta.id.clone(), *o)
+                    .map(|_| ()),
                 Doc::Backend(o) => snap.backends.insert(o.meta.id.clone(), *o).map(|_| ()),
                 Doc::Policy(o) => snap.policies.insert(o.meta.id.clone(), *o).map(|_| ()),
                 Doc::Secret(o) => {
