@@ -138,7 +138,7 @@ fn backend(name: &str, port: u16) -> Obj<BackendSpec> {
 fn snapshot(n: usize, shape: Shape) -> Snapshot {
     let mut snap = Snapshot::default();
     for o in (0..n).map(|i| route(i, shape)).chain([catch_all()]) {
-        snap.routes.insert(o.meta.id.clone(), o);
+        Arc::make_mut(&mut snap.routes).insert(o.meta.id.clone(), o);
     }
     let backends = (0..100u16).map(|i| backend(&format!("app-{i}"), 10_000 + i));
     for o in backends.chain([backend("canary", 9_999)]) {
@@ -286,9 +286,20 @@ fn compile_routes(c: &mut Criterion) {
         b.iter(|| {
             turn += 1;
             let v = versions[turn % 2].clone();
-            snap.routes.insert(v.meta.id.clone(), v);
+            Arc::make_mut(&mut snap.routes).insert(v.meta.id.clone(), v);
             let out = compile_cached(black_box(&snap), &opts, &mut cache);
             out.table.rules.len()
+        })
+    });
+    // The proxy's side of every change: linking the new table to the live state (split
+    // positions, backends, rate limits).
+    let registry = Registry::new(Default::default());
+    let linked = Arc::new(compile(&snap, &opts).table);
+    let mut router = Router::link(linked.clone(), &registry);
+    g.bench_function(BenchmarkId::new("link", 10_000), |b| {
+        b.iter(|| {
+            router = Router::link(black_box(linked.clone()), &registry);
+            router.backends.len()
         })
     });
     g.finish();

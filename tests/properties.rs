@@ -14,7 +14,8 @@ use proptest::sample::select;
 use serde_json::{Value, json};
 use tidegate::controller::kube::index::Index;
 use tidegate::controller::{CompileOptions, compile};
-use tidegate::model::{PathMatcher, Pattern, RequestView, query_pairs};
+use tidegate::model::precedence::{HostRank, PathRank, Rank};
+use tidegate::model::{PathMatcher, Pattern, RequestView, RoutingTable, Rule, query_pairs};
 
 // ---- generated objects -------------------------------------------------------------------
 
@@ -292,6 +293,85 @@ where
         .0
 }
 
+/// The rule and match a lookup should find, by scanning every (rule, match) of the table and
+/// keeping the best-ranked one that matches: what the host index must agree with.
+fn best_by_scan(table: &RoutingTable, host: &str, req: &RequestView<'_>) -> Option<(usize, usize)> {
+    let host_rank = |rule: &Rule| -> Option<HostRank> {
+        if rule.hostnames.is_empty() {
+            return Some(HostRank::Any);
+        }
+        rule.hostnames
+            .iter()
+            .filter_map(|h| match h.strip_prefix('*') {
+                // As the index probes: the host's suffixes from each inner dot.
+                Some(suffix) => host
+                    .char_indices()
+                    .any(|(i, c)| c == '.' && i > 0 && &host[i..] == suffix)
+                    .then_some(HostRank::Wildcard(suffix.len())),
+                None => (h == host).then_some(HostRank::Exact),
+            })
+            .min_by(|a, b| rank_key(a).cmp(&rank_key(b)))
+    };
+    let mut best: Option<(Rank<'_>, (usize, usize))> = None;
+    for (ri, rule) in table.rules.iter().enumerate() {
+        let Some(host) = host_rank(rule) else {
+            continue;
+        };
+        for (mi, m) in rule.matches.iter().enumerate() {
+            if !m.matches(req) {
+                continue;
+            }
+            let rank = Rank {
+                host: host.clone(),
+                path: match &m.path {
+                    PathMatcher::Exact(_) => PathRank::Exact,
+                    PathMatcher::Prefix(p) => PathRank::Prefix(p.len()),
+                    PathMatcher::RegularExpression(_) => PathRank::RegularExpression,
+                },
+                method: m.method.is_some(),
+                headers: m.headers.len(),
+                query: m.query_params.len(),
+                created: rule.created,
+                namespace: &rule.route.namespace,
+                name: &rule.route.name,
+                rule: rule.index,
+                match_index: mi,
+            };
+            if best.as_ref().is_none_or(|(b, _)| rank < *b) {
+                best = Some((rank, (ri, mi)));
+            }
+        }
+    }
+    best.map(|(_, at)| at)
+}
+
+fn rank_key(h: &HostRank) -> (u8, std::cmp::Reverse<usize>) {
+    match h {
+        HostRank::Exact => (0, std::cmp::Reverse(0)),
+        HostRank::Wildcard(n) => (1, std::cmp::Reverse(*n)),
+        HostRank::Any => (2, std::cmp::Reverse(0)),
+    }
+}
+
+/// A Route with enough rules on one host (and on a wildcard) that their groups are indexed by
+/// first path segment.
+fn crowded_route() -> Value {
+    let rules: Vec<Value> = (0..24)
+        .map(|i| {
+            let seg = ["a", "b", "ab", ""][i % 4];
+            let kind = ["PathPrefix", "Exact", "PathPrefix", "RegularExpression"][i % 4];
+            let value = match kind {
+                "RegularExpression" => "/a.*".to_owned(),
+                _ => format!("/{seg}/{}", i / 4),
+            };
+            json!({"matches": [{"path": {"type": kind, "value": value}}], "backendRefs": []})
+        })
+        .collect();
+    json!({"apiVersion": "tidegate.dev/v1alpha1", "kind": "Route",
+        "metadata": {"name": "crowded", "namespace": "default"},
+        "spec": {"hostnames": ["crowded.example.com", "*.example.com"], "rules": rules}})
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(
         std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(200)
@@ -351,6 +431,44 @@ proptest! {
             serde_json::to_string(&(&t.rules, &t.backends, diags)).unwrap()
         };
         prop_assert_eq!(table(one.path()), table(two.path()));
+    }
+
+    #[test]
+    fn a_lookup_finds_the_best_ranked_matching_rule_of_all(
+        objects in objects(),
+        crowded in any::<bool>(),
+        paths in proptest::collection::vec(path_value(), 1..6),
+    ) {
+        let mut index = Index::new(None);
+        let routes = objects
+            .iter()
+            .filter(|o| o["kind"] == "Route")
+            .cloned()
+            .chain(crowded.then(crowded_route));
+        let mut hosts: BTreeSet<String> =
+            ["other.test", "crowded.example.com", "x.crowded.example.com", "example.com"]
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+        for o in routes {
+            for h in o["spec"]["hostnames"].as_array().into_iter().flatten() {
+                let h = h.as_str().unwrap_or_default().to_ascii_lowercase();
+                hosts.insert(h.replace('*', "any"));
+                hosts.insert(format!("deep.{}", h.replace('*', "x")));
+            }
+            let _ = index.apply_custom::<tidegate::api::Route>(decode(o));
+        }
+        let table = compile(&index.snapshot(Default::default()), &CompileOptions::default()).table;
+        let headers = HeaderMap::new();
+        for host in &hosts {
+            for path in paths.iter().chain([&"/a/1".to_owned(), &"/ab/2".to_owned(), &"/".to_owned()]) {
+                let req = RequestView { method: &Method::GET, path, query: None, headers: &headers };
+                let found = table
+                    .lookup(host, &req)
+                    .map(|h| (h.index, h.rule.matches.iter().position(|m| std::ptr::eq(m, h.matched)).unwrap()));
+                prop_assert_eq!(found, best_by_scan(&table, host, &req), "{} {}", host, path);
+            }
+        }
     }
 
     // ---- matchers ----------------------------------------------------------------------

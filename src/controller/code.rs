@@ -77,7 +77,12 @@ impl Objects {
         let mut snap = Snapshot::default();
         for r in &self.routes {
             if let Some(meta) = meta(Kind::Route, &r.metadata, &mut snap.problems) {
-                insert(&mut snap.routes, &mut snap.problems, meta, r.spec.clone());
+                insert(
+                    std::sync::Arc::make_mut(&mut snap.routes),
+                    &mut snap.problems,
+                    meta,
+                    r.spec.clone(),
+                );
             }
         }
         for b in &self.backends {

@@ -369,7 +369,7 @@ impl Collector {
 
     fn finish(mut self) -> Snapshot {
         // Identities are unique (duplicates were left out above).
-        self.snap.routes = self.routes.into_iter().collect();
+        self.snap.routes = std::sync::Arc::new(self.routes.into_iter().collect());
         self.snap.backends = self.backends.into_iter().collect();
         self.snap.policies = self.policies.into_iter().collect();
         self.snap.now = unix_now();

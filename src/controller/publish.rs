@@ -109,7 +109,10 @@ impl Publisher {
 /// ingress class).
 pub fn route_states(table: &RoutingTable) -> [(&'static str, i64); 4] {
     use std::collections::BTreeSet;
-    let serving: BTreeSet<_> = table.rules.iter().map(|r| &r.route).collect();
+    // Rules come grouped by object: sorting them is a pass, not a tree of every object.
+    let mut serving: Vec<_> = table.rules.iter().map(|r| &r.route).collect();
+    serving.sort_unstable();
+    serving.dedup();
     let of_routes = |sev: Severity| -> BTreeSet<_> {
         table
             .diagnostics
@@ -120,7 +123,10 @@ pub fn route_states(table: &RoutingTable) -> [(&'static str, i64); 4] {
             .collect()
     };
     let errors = of_routes(Severity::Error);
-    let stale = errors.iter().filter(|o| serving.contains(*o)).count();
+    let stale = errors
+        .iter()
+        .filter(|o| serving.binary_search(o).is_ok())
+        .count();
     let rejected = errors.len() - stale;
     let ignored = of_routes(Severity::Ignored).len();
     [

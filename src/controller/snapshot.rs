@@ -82,8 +82,9 @@ pub struct Accepted {
 /// Everything the compiler reads. Built by the index; `compile` is a pure function of it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
-    /// Routes by identity.
-    pub routes: BTreeMap<ObjectRef, Obj<RouteSpec>>,
+    /// Routes by identity; shared with the index they were taken from (Kubernetes mode), so
+    /// taking a snapshot does not copy 10,000 identities. Change with `Arc::make_mut`.
+    pub routes: Arc<BTreeMap<ObjectRef, Obj<RouteSpec>>>,
     /// Backends by identity.
     pub backends: BTreeMap<ObjectRef, Obj<BackendSpec>>,
     /// RateLimitPolicies by identity.

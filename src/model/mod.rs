@@ -11,6 +11,7 @@ mod diagnostic;
 mod discovery;
 pub mod ext_auth;
 pub mod filter;
+mod host_index;
 pub mod jwt;
 mod l4;
 mod matching;
@@ -38,6 +39,7 @@ pub use filter::{
     Answer, BackendFilters, DirectResponse, HeaderModifier, PathRewrite, Redirect, RegexTemplate,
     RequestFilter, TemplatePiece, UrlRewrite,
 };
+pub use host_index::{Candidate, Group, HostIndex};
 pub use l4::{L4Listener, L4Protocol, L4Route, ProxyProtocolVersion, UdpSessions};
 pub use matching::{
     HeaderMatcher, PathMatcher, Pattern, QueryMatcher, RequestMatch, RequestView, ValueMatcher,
@@ -52,9 +54,8 @@ pub use ser::format_duration;
 pub use ser::unix_time;
 pub use session::{DEFAULT_SESSION_COOKIE, SameSite, SessionCookie, same_site_none_compatible};
 pub use table::{
-    Action, BackendAt, BackendIdx, Candidate, ErrorResponses, Group, Hit, HostIndex, NoBackend,
-    Picked, Retry, RetryOn, RoutingTable, Rule, TableError, Target, Timeouts, WeightedBackend,
-    passthrough, pick,
+    Action, BackendAt, BackendIdx, ErrorResponses, Hit, NoBackend, Picked, Retry, RetryOn,
+    RoutingTable, Rule, TableError, Target, Timeouts, WeightedBackend, passthrough, pick,
 };
 pub use tls::{
     CaBundle, Certificate, ClientValidation, NginxCertHeaders, TlsHost, TlsTable, UpstreamTls,

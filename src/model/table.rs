@@ -1,6 +1,5 @@
 //! The routing table: immutable, versioned, swapped whole by the proxy.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,9 +9,9 @@ use http::{HeaderMap, HeaderValue};
 
 use super::canary::{Canary, Override, canary_override};
 use super::filter::{BackendFilters, DirectResponse, HeaderModifier, Redirect, RequestFilter};
+use super::host_index::HostIndex;
 use super::matching::{RequestMatch, RequestView};
-use super::precedence::{HostRank, PathRank, Rank};
-use super::{Backend, Diagnostic, ObjectRef, PathMatcher, RateLimitPolicy, TlsTable};
+use super::{Backend, Diagnostic, ObjectRef, RateLimitPolicy, TlsTable};
 
 /// Index of a backend in [`RoutingTable::backends`].
 pub type BackendIdx = usize;
@@ -376,193 +375,6 @@ impl ErrorResponses {
     }
 }
 
-/// One (rule, match) pair to try for a host bucket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Candidate {
-    /// Index in [`RoutingTable::rules`].
-    pub rule: u32,
-    /// Index in that rule's matches.
-    pub match_index: u32,
-}
-
-/// Groups shorter than this are scanned without the segment index.
-const SEGMENT_INDEX_MIN: usize = 16;
-
-/// The candidates of one host bucket in precedence order, indexed by the first path segment,
-/// so that a host with thousands of path rules is not scanned rule by rule.
-#[derive(Clone, Debug, Default)]
-pub struct Group {
-    /// Candidates whose path condition fixes the first segment (`/api/...` → `api`), by that
-    /// segment. The `u32` is the candidate's position in the whole group (its precedence).
-    by_segment: HashMap<Box<str>, Box<[(u32, Candidate)]>>,
-    /// Candidates that may match any first segment: prefix `/` and regular expressions.
-    rest: Box<[(u32, Candidate)]>,
-}
-
-impl Group {
-    fn new(sorted: Vec<(Candidate, Option<&str>)>) -> Self {
-        // A short list is scanned faster than a segment is hashed.
-        let index = sorted.len() >= SEGMENT_INDEX_MIN;
-        let mut by_segment: HashMap<Box<str>, Vec<(u32, Candidate)>> = HashMap::new();
-        let mut rest = Vec::with_capacity(if index { 0 } else { sorted.len() });
-        for (order, (c, segment)) in sorted.into_iter().enumerate() {
-            match segment.filter(|_| index) {
-                Some(s) => by_segment
-                    .entry(s.into())
-                    .or_default()
-                    .push((order as u32, c)),
-                None => rest.push((order as u32, c)),
-            }
-        }
-        Self {
-            by_segment: by_segment.into_iter().map(|(k, v)| (k, v.into())).collect(),
-            rest: rest.into(),
-        }
-    }
-
-    /// The candidates that may match `path`, in precedence order: the path's first-segment
-    /// list merged with the list that fits any path.
-    pub fn candidates<'a>(&'a self, path: &str) -> impl Iterator<Item = Candidate> + 'a {
-        let fixed: &[(u32, Candidate)] = if self.by_segment.is_empty() {
-            &[]
-        } else {
-            first_segment(path)
-                .and_then(|s| self.by_segment.get(s))
-                .map_or(&[], |v| v)
-        };
-        let (mut a, mut b) = (fixed.iter().peekable(), self.rest.iter().peekable());
-        std::iter::from_fn(move || match (a.peek(), b.peek()) {
-            (Some(x), Some(y)) if x.0 < y.0 => a.next().map(|c| c.1),
-            (Some(_), Some(_)) | (None, Some(_)) => b.next().map(|c| c.1),
-            (Some(_), None) => a.next().map(|c| c.1),
-            (None, None) => None,
-        })
-    }
-}
-
-/// `api` for `/api/v1`, `` for `/`; `None` for a path that does not start with `/`.
-fn first_segment(path: &str) -> Option<&str> {
-    path.strip_prefix('/')
-        .map(|p| p.split('/').next().unwrap_or(""))
-}
-
-/// The first segment a match requires, if it requires one.
-fn required_segment(m: &RequestMatch) -> Option<&str> {
-    match &m.path {
-        PathMatcher::Exact(p) => first_segment(p),
-        PathMatcher::Prefix(p) if !p.is_empty() => first_segment(p),
-        PathMatcher::Prefix(_) | PathMatcher::RegularExpression(_) => None,
-    }
-}
-
-/// Rules grouped by host, each group sorted by precedence.
-#[derive(Clone, Debug, Default)]
-pub struct HostIndex {
-    exact: HashMap<Box<str>, Group>,
-    /// Keyed by the suffix after `*`, e.g. `.example.com`.
-    wildcard: HashMap<Box<str>, Group>,
-    any: Group,
-}
-
-impl HostIndex {
-    /// Groups every (hostname, match) of `rules` and sorts each group by [`Rank`].
-    pub fn build(rules: &[Arc<Rule>]) -> Self {
-        // Keys and ranks borrow from `rules`: one allocation per host, not per (host, match).
-        // Sized for a host per rule, the usual large table: no rehash while it fills.
-        let mut exact: HashMap<&str, Vec<(Rank<'_>, Candidate)>> =
-            HashMap::with_capacity(rules.len());
-        let mut wildcard: HashMap<&str, Vec<(Rank<'_>, Candidate)>> = HashMap::new();
-        let mut any = Vec::new();
-        for (ri, rule) in rules.iter().enumerate() {
-            for (mi, m) in rule.matches.iter().enumerate() {
-                let candidate = Candidate {
-                    rule: ri as u32,
-                    match_index: mi as u32,
-                };
-                let rank = |host| rank_of(rule, mi, m, host);
-                if rule.hostnames.is_empty() {
-                    any.push((rank(HostRank::Any), candidate));
-                }
-                for h in &rule.hostnames {
-                    match h.strip_prefix('*') {
-                        Some(suffix) => wildcard
-                            .entry(suffix)
-                            .or_default()
-                            .push((rank(HostRank::Wildcard(suffix.len())), candidate)),
-                        None => exact
-                            .entry(h.as_str())
-                            .or_default()
-                            .push((rank(HostRank::Exact), candidate)),
-                    }
-                }
-            }
-        }
-        let group = |mut v: Vec<(Rank<'_>, Candidate)>| {
-            v.sort_by(|a, b| a.0.cmp(&b.0));
-            Group::new(
-                v.into_iter()
-                    .map(|(_, c)| {
-                        (
-                            c,
-                            required_segment(
-                                &rules[c.rule as usize].matches[c.match_index as usize],
-                            ),
-                        )
-                    })
-                    .collect(),
-            )
-        };
-        Self {
-            exact: exact
-                .into_iter()
-                .map(|(k, v)| (k.into(), group(v)))
-                .collect(),
-            wildcard: wildcard
-                .into_iter()
-                .map(|(k, v)| (k.into(), group(v)))
-                .collect(),
-            any: group(any),
-        }
-    }
-
-    /// The candidate groups for `host` (lower-case, no port), most specific first:
-    /// the exact host, then wildcards from the longest suffix, then Routes without hostnames.
-    pub fn groups<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a Group> + 'a {
-        let exact = self.exact.get(host);
-        let wildcards = host
-            .char_indices()
-            .filter(|&(i, c)| c == '.' && i > 0)
-            .filter_map(move |(i, _)| self.wildcard.get(&host[i..]));
-        let wildcards = (!self.wildcard.is_empty())
-            .then_some(wildcards)
-            .into_iter()
-            .flatten();
-        exact
-            .into_iter()
-            .chain(wildcards)
-            .chain(std::iter::once(&self.any))
-    }
-}
-
-fn rank_of<'a>(rule: &'a Rule, match_index: usize, m: &RequestMatch, host: HostRank) -> Rank<'a> {
-    Rank {
-        host,
-        path: match &m.path {
-            PathMatcher::Exact(_) => PathRank::Exact,
-            PathMatcher::Prefix(p) => PathRank::Prefix(p.len()),
-            PathMatcher::RegularExpression(_) => PathRank::RegularExpression,
-        },
-        headers: m.headers.len(),
-        method: m.method.is_some(),
-        query: m.query_params.len(),
-        created: rule.created,
-        namespace: &rule.route.namespace,
-        name: &rule.route.name,
-        rule: rule.index,
-        match_index,
-    }
-}
-
 /// The result of a lookup.
 #[derive(Clone, Copy, Debug)]
 pub struct Hit<'a> {
@@ -787,20 +599,17 @@ impl RoutingTable {
 
     /// The rule and match that win for a request to `host` (lower-case, without port).
     pub fn lookup(&self, host: &str, req: &RequestView<'_>) -> Option<Hit<'_>> {
-        for group in self.index.groups(host) {
-            for c in group.candidates(req.path) {
+        self.index
+            .candidates(&self.rules, host, req.path)
+            .find_map(|c| {
                 let rule = &self.rules[c.rule as usize];
                 let matched = &rule.matches[c.match_index as usize];
-                if matched.matches(req) {
-                    return Some(Hit {
-                        index: c.rule as usize,
-                        rule,
-                        matched,
-                    });
-                }
-            }
-        }
-        None
+                matched.matches(req).then_some(Hit {
+                    index: c.rule as usize,
+                    rule,
+                    matched,
+                })
+            })
     }
 
     /// Whether any diagnostic rejects an object.

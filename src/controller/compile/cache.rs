@@ -333,7 +333,7 @@ mod tests {
             ),
         ];
         for r in routes {
-            put(&mut snap.routes, r);
+            put(Arc::make_mut(&mut snap.routes), r);
         }
         put(
             &mut snap.policies,
@@ -360,7 +360,7 @@ mod tests {
                 "a Route on a taken host and path",
                 Box::new(|s| {
                     put(
-                        &mut s.routes,
+                        Arc::make_mut(&mut s.routes),
                         route(
                             "r8",
                             17,
@@ -373,7 +373,7 @@ mod tests {
                 "a Route changed",
                 Box::new(|s| {
                     put(
-                        &mut s.routes,
+                        Arc::make_mut(&mut s.routes),
                         route(
                             "r2",
                             11,
@@ -385,7 +385,7 @@ mod tests {
             (
                 "a Route broken: its last accepted version serves",
                 Box::new(move |s| {
-                    put(&mut s.routes, broken("r1"));
+                    put(Arc::make_mut(&mut s.routes), broken("r1"));
                 }),
             ),
             ("still broken", Box::new(|_| {})),
@@ -407,14 +407,14 @@ mod tests {
             (
                 "a Route deleted",
                 Box::new(|s| {
-                    s.routes.remove(&id(Kind::Route, "r8"));
+                    Arc::make_mut(&mut s.routes).remove(&id(Kind::Route, "r8"));
                 }),
             ),
             (
                 "a broken Route fixed",
                 Box::new(|s| {
                     put(
-                        &mut s.routes,
+                        Arc::make_mut(&mut s.routes),
                         route(
                             "r1",
                             10,
@@ -439,7 +439,7 @@ mod tests {
                 "a Route moved to another class",
                 Box::new(|s| {
                     put(
-                        &mut s.routes,
+                        Arc::make_mut(&mut s.routes),
                         route(
                             "r5",
                             14,
@@ -452,7 +452,7 @@ mod tests {
                 "a Route unreadable",
                 Box::new(|s| {
                     let gone = id(Kind::Route, "r6");
-                    s.routes.remove(&gone);
+                    Arc::make_mut(&mut s.routes).remove(&gone);
                     s.problems.push(Diagnostic::error(
                         &gone,
                         "",
@@ -472,7 +472,7 @@ mod tests {
                 Box::new(|s| {
                     s.problems.clear();
                     put(
-                        &mut s.routes,
+                        Arc::make_mut(&mut s.routes),
                         route(
                             "r6",
                             15,

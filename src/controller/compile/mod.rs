@@ -188,7 +188,7 @@ pub fn compile_cached(
     let mut l4_routes = Vec::new();
     // In identity order: the map is built in one pass at the end, not by 10,000 inserts.
     let mut accepted_routes = Vec::new();
-    for id in candidates(&snap.routes, &snap.accepted.routes, &unreadable) {
+    for id in candidates(&*snap.routes, &snap.accepted.routes, &unreadable) {
         let (current, fallback) = (snap.routes.get(id), snap.accepted.routes.get(id));
         if let Some(reused) = cache.get(id, current, fallback) {
             diags.extend_from_slice(reused.found);
@@ -327,8 +327,18 @@ fn candidates<'a, S>(
     accepted: &'a BTreeMap<ObjectRef, Obj<S>>,
     unreadable: &BTreeSet<&ObjectRef>,
 ) -> Vec<&'a ObjectRef> {
+    // Unreadable objects are few: the usual compile walks the current ones in order, without
+    // building a set of 10,000 identities.
+    let extra: Vec<&ObjectRef> = unreadable
+        .iter()
+        .filter_map(|id| accepted.get_key_value(*id).map(|(k, _)| k))
+        .filter(|id| !current.contains_key(*id))
+        .collect();
+    if extra.is_empty() {
+        return current.keys().collect();
+    }
     let mut ids: BTreeSet<&ObjectRef> = current.keys().collect();
-    ids.extend(accepted.keys().filter(|id| unreadable.contains(id)));
+    ids.extend(extra);
     ids.into_iter().collect()
 }
 

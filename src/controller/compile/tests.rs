@@ -34,7 +34,7 @@ fn route(name: &str, backend: &str) -> Obj<RouteSpec> {
 
 fn snapshot(routes: Vec<Obj<RouteSpec>>, backends: Vec<Obj<BackendSpec>>) -> Snapshot {
     Snapshot {
-        routes: routes.into_iter().map(|o| (o.meta.id.clone(), o)).collect(),
+        routes: std::sync::Arc::new(routes.into_iter().map(|o| (o.meta.id.clone(), o)).collect()),
         backends: backends
             .into_iter()
             .map(|o| (o.meta.id.clone(), o))

@@ -949,7 +949,9 @@ mod tests {
 
         fn snap(routes: Vec<Obj<RouteSpec>>, secrets: Vec<(&str, SecretInfo)>) -> Snapshot {
             Snapshot {
-                routes: routes.into_iter().map(|o| (o.meta.id.clone(), o)).collect(),
+                routes: std::sync::Arc::new(
+                    routes.into_iter().map(|o| (o.meta.id.clone(), o)).collect(),
+                ),
                 secrets: secrets
                     .into_iter()
                     .map(|(n, s)| (("default".to_owned(), n.to_owned()), s))

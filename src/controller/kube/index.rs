@@ -119,7 +119,9 @@ pub struct LbAddress {
 /// Every watched object, reduced.
 #[derive(Default)]
 pub struct Index {
-    routes: BTreeMap<ObjectRef, Obj<RouteSpec>>,
+    /// Shared with the snapshots taken of it: a snapshot of 10,000 Routes copies none (the map
+    /// is copied only if a Route changes while a compile still holds a snapshot).
+    routes: std::sync::Arc<BTreeMap<ObjectRef, Obj<RouteSpec>>>,
     backends: BTreeMap<ObjectRef, Obj<BackendSpec>>,
     policies: BTreeMap<ObjectRef, Obj<RateLimitPolicySpec>>,
     services: BTreeMap<ObjectRef, Obj<ServiceInfo>>,
@@ -155,8 +157,10 @@ pub trait Custom: kube::Resource<DynamicType = ()> + Sized {
     fn spec(&self) -> &Self::Spec;
     /// Its status, as the index keeps it.
     fn observed(&self) -> Observed;
-    /// Where the index keeps it.
+    /// Where the index keeps it, to change.
     fn map(index: &mut Index) -> &mut BTreeMap<ObjectRef, Obj<Self::Spec>>;
+    /// Where the index keeps it, to read.
+    fn objects(index: &Index) -> &BTreeMap<ObjectRef, Obj<Self::Spec>>;
 }
 
 impl Custom for Route {
@@ -176,7 +180,10 @@ impl Custom for Route {
         }
     }
     fn map(index: &mut Index) -> &mut BTreeMap<ObjectRef, Obj<RouteSpec>> {
-        &mut index.routes
+        std::sync::Arc::make_mut(&mut index.routes)
+    }
+    fn objects(index: &Index) -> &BTreeMap<ObjectRef, Obj<RouteSpec>> {
+        &index.routes
     }
 }
 
@@ -199,6 +206,9 @@ impl Custom for Backend {
     fn map(index: &mut Index) -> &mut BTreeMap<ObjectRef, Obj<BackendSpec>> {
         &mut index.backends
     }
+    fn objects(index: &Index) -> &BTreeMap<ObjectRef, Obj<BackendSpec>> {
+        &index.backends
+    }
 }
 
 impl Custom for RateLimitPolicy {
@@ -219,6 +229,9 @@ impl Custom for RateLimitPolicy {
     }
     fn map(index: &mut Index) -> &mut BTreeMap<ObjectRef, Obj<RateLimitPolicySpec>> {
         &mut index.policies
+    }
+    fn objects(index: &Index) -> &BTreeMap<ObjectRef, Obj<RateLimitPolicySpec>> {
+        &index.policies
     }
 }
 
@@ -269,21 +282,23 @@ impl Index {
                     meta,
                     spec: std::sync::Arc::new(obj.spec().clone()),
                 };
-                let map = K::map(self);
-                if !had_problem && map.get(&id) == Some(&new) {
+                // Read before written: most events (status, resyncs) change nothing here.
+                if !had_problem && K::objects(self).get(&id) == Some(&new) {
                     return if status_changed {
                         Change::Status
                     } else {
                         Change::None
                     };
                 }
-                map.insert(id, new);
+                K::map(self).insert(id, new);
                 Change::Compile
             }
             Err(invalid) => {
                 let id = id_of(K::KIND, &invalid.metadata);
                 tracing::warn!(object = %id, error = %invalid.error, "cannot read object; its last accepted version keeps serving");
-                K::map(self).remove(&id);
+                if K::objects(self).contains_key(&id) {
+                    K::map(self).remove(&id);
+                }
                 self.observed.insert(
                     id.clone(),
                     Observed {
@@ -309,7 +324,7 @@ impl Index {
     pub fn delete_custom<K: Custom>(&mut self, meta: &ObjectMeta) -> Change {
         let id = id_of(K::KIND, meta);
         self.observed.remove(&id);
-        let a = K::map(self).remove(&id).is_some();
+        let a = K::objects(self).contains_key(&id) && K::map(self).remove(&id).is_some();
         let b = self.problems.remove(&id).is_some();
         if a || b {
             Change::Compile
@@ -332,7 +347,7 @@ impl Index {
         self.problems.retain(|id, _| of_kind(id.kind) != kind);
         self.observed.retain(|id, _| of_kind(id.kind) != kind);
         match kind {
-            Watched::Route => self.routes.clear(),
+            Watched::Route => self.routes = Default::default(),
             Watched::Backend => self.backends.clear(),
             Watched::RateLimitPolicy => self.policies.clear(),
             Watched::Service => {

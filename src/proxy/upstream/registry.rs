@@ -11,19 +11,26 @@ use super::endpoint::Clock;
 use super::rate_limit::{RateLimitMetrics, RateLimits};
 use super::settings::UpstreamSettings;
 use super::view::BackendView;
-use crate::model::{Backend, DiscoveryKey, Endpoint, ObjectRef, RoutingTable};
+use crate::model::{Action, Backend, DiscoveryKey, Endpoint, ObjectRef, RoutingTable};
 
 type BackendMap = Arc<Mutex<HashMap<ObjectRef, Arc<BackendState>>>>;
 
-/// A rule's identity across reloads: its Route and its position there.
-type RuleKey = (ObjectRef, usize);
+/// The weighted-split positions of one Route's rules (by rule index), and the last link that
+/// saw the Route.
+#[derive(Default)]
+struct RouteSplits {
+    positions: Vec<Option<Arc<AtomicUsize>>>,
+    linked: u64,
+}
 
 /// Backend states by identity.
 pub struct Registry {
     backends: BackendMap,
     /// Each rule's position in its weighted schedule, so a reload does not restart every split
     /// at its first backend.
-    splits: Mutex<HashMap<RuleKey, Arc<AtomicUsize>>>,
+    /// Kept by Route, found by its identity without copying it: a relink copies only the
+    /// identities of Routes that are new.
+    splits: Mutex<(u64, HashMap<ObjectRef, RouteSplits>)>,
     clock: Clock,
     settings: UpstreamSettings,
     discovery: Arc<Discovery>,
@@ -128,8 +135,10 @@ impl Registry {
                 state
             })
             .collect();
+        let used: std::collections::HashSet<&ObjectRef> =
+            table.backends.iter().map(|b| &b.id).collect();
         map.retain(|id, state| {
-            let keep = table.backends.iter().any(|b| &b.id == id);
+            let keep = used.contains(id);
             if !keep {
                 state.stop_checks();
             }
@@ -139,21 +148,36 @@ impl Registry {
     }
 
     /// The weighted-split position of each rule of `table`, in order: a rule that was in the
-    /// previous table keeps its position; positions of rules no table has are dropped.
+    /// previous table keeps its position; the positions of Routes no table has are dropped.
+    /// Rules whose schedule has one entry or none (most) share one position that is never
+    /// advanced.
     pub fn link_splits(&self, table: &RoutingTable) -> Box<[Arc<AtomicUsize>]> {
-        let mut splits = self.splits.lock().unwrap_or_else(|e| e.into_inner());
-        let mut kept = HashMap::with_capacity(table.rules.len());
+        let mut guard = self.splits.lock().unwrap_or_else(|e| e.into_inner());
+        let (links, splits) = &mut *guard;
+        *links += 1;
+        let link = *links;
+        let unsplit = Arc::new(AtomicUsize::new(0));
         let linked = table
             .rules
             .iter()
             .map(|r| {
-                let key = (r.route.clone(), r.index);
-                let position = splits.remove(&key).unwrap_or_default();
-                kept.insert(key, position.clone());
-                position
+                let split =
+                    matches!(&r.action, Action::Forward { schedule, .. } if schedule.len() > 1);
+                if !split {
+                    return unsplit.clone();
+                }
+                let route = match splits.get_mut(&r.route) {
+                    Some(route) => route,
+                    None => splits.entry(r.route.clone()).or_default(),
+                };
+                route.linked = link;
+                if route.positions.len() <= r.index {
+                    route.positions.resize(r.index + 1, None);
+                }
+                route.positions[r.index].get_or_insert_default().clone()
             })
             .collect();
-        *splits = kept;
+        splits.retain(|_, route| route.linked == link);
         linked
     }
 

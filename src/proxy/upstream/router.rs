@@ -63,8 +63,9 @@ impl Router {
         let Action::Forward { backends, schedule } = &rule.action else {
             return Err(NoBackend::NoBackendRefs);
         };
+        // A schedule of one entry needs no position (see `Registry::link_splits`).
         let n = match schedule.len() {
-            0 => 0,
+            0 | 1 => 0,
             _ => self.splits[rule_index].fetch_add(1, Ordering::Relaxed),
         };
         let picked = crate::model::pick(backends, schedule, n, headers)?;
@@ -110,21 +111,21 @@ fn sticky_split(table: &RoutingTable, rule: &Rule) -> bool {
     let Action::Forward { backends, .. } = &rule.action else {
         return false;
     };
-    let all: Vec<usize> = backends
-        .iter()
-        .filter_map(|r| r.backend.filter(|_| r.weight > 0).map(|b| (b, r)))
-        .flat_map(|(b, r)| {
-            std::iter::once(b).chain(
-                r.canaries
-                    .iter()
-                    .filter(|c| c.weight > 0)
-                    .map(|c| c.backend),
-            )
-        })
-        .collect();
-    let distinct = all.iter().any(|b| *b != all[0]);
-    distinct
-        && all
+    // Per rule of every published table: counted without collecting them.
+    let all = || {
+        backends
             .iter()
-            .any(|b| table.backends[*b].session_persistence.is_some())
+            .filter_map(|r| r.backend.filter(|_| r.weight > 0).map(|b| (b, r)))
+            .flat_map(|(b, r)| {
+                std::iter::once(b).chain(
+                    r.canaries
+                        .iter()
+                        .filter(|c| c.weight > 0)
+                        .map(|c| c.backend),
+                )
+            })
+    };
+    let first = all().next();
+    let distinct = all().any(|b| Some(b) != first);
+    distinct && all().any(|b| table.backends[b].session_persistence.is_some())
 }

@@ -67,7 +67,7 @@ pub fn desired_of(
     }
     let mut out = BTreeMap::new();
     let mut ids: Vec<(&ObjectRef, Option<i64>, bool)> = Vec::new();
-    for (id, o) in &snap.routes {
+    for (id, o) in snap.routes.iter() {
         let programmed = compiled
             .accepted
             .routes
@@ -283,7 +283,9 @@ mod tests {
             }),
         };
         Snapshot {
-            routes: routes.into_iter().map(|r| (r.meta.id.clone(), r)).collect(),
+            routes: std::sync::Arc::new(
+                routes.into_iter().map(|r| (r.meta.id.clone(), r)).collect(),
+            ),
             backends: [(backend.meta.id.clone(), backend)].into(),
             ..Default::default()
         }

@@ -1,0 +1,330 @@
+//! Rules grouped by host, each group sorted by precedence: what a lookup walks.
+//!
+//! Built for every published table, so its cost is part of every change: at 10,000 Routes it
+//! was most of a one-Route change. Keys are not copied out of the rules (a key names the rule
+//! and hostname it is spelled in) and every group's candidates sit in one shared pool, so
+//! building allocates a handful of buffers rather than several per host.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+
+use hashbrown::HashTable;
+
+use super::matching::RequestMatch;
+use super::precedence::{HostRank, PathRank, Rank};
+use super::{PathMatcher, Rule};
+
+/// One (rule, match) pair to try for a host bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// Index in [`super::RoutingTable::rules`].
+    pub rule: u32,
+    /// Index in that rule's matches.
+    pub match_index: u32,
+}
+
+/// A candidate and its position in its whole group (its precedence).
+type Ordered = (u32, Candidate);
+
+/// Groups shorter than this are scanned without the segment index.
+const SEGMENT_INDEX_MIN: usize = 16;
+
+/// The candidates of one host bucket in precedence order; a long one is also indexed by the
+/// first path segment, so that a host with thousands of path rules is not scanned rule by rule.
+#[derive(Clone, Debug, Default)]
+pub struct Group {
+    /// Where its candidates are in the index's pool.
+    start: u32,
+    len: u32,
+    /// Only for groups of [`SEGMENT_INDEX_MIN`] or more.
+    segments: Option<Box<Segments>>,
+}
+
+#[derive(Clone, Debug)]
+struct Segments {
+    /// Candidates whose path condition fixes the first segment (`/api/...` → `api`), by that
+    /// segment.
+    by_segment: HashMap<Box<str>, Box<[Ordered]>>,
+    /// Candidates that may match any first segment: prefix `/` and regular expressions.
+    rest: Box<[Ordered]>,
+}
+
+impl Segments {
+    fn new(sorted: &[Ordered], rules: &[Arc<Rule>]) -> Self {
+        let mut by_segment: HashMap<Box<str>, Vec<Ordered>> = HashMap::new();
+        let mut rest = Vec::new();
+        for &(order, c) in sorted {
+            let m = &rules[c.rule as usize].matches[c.match_index as usize];
+            match required_segment(m) {
+                Some(s) => by_segment.entry(s.into()).or_default().push((order, c)),
+                None => rest.push((order, c)),
+            }
+        }
+        Self {
+            by_segment: by_segment.into_iter().map(|(k, v)| (k, v.into())).collect(),
+            rest: rest.into(),
+        }
+    }
+}
+
+impl Group {
+    /// The candidates that may match `path`, in precedence order (`pool` is the index's): the
+    /// path's first-segment list merged with the list that fits any path.
+    fn candidates<'a>(
+        &'a self,
+        pool: &'a [Ordered],
+        path: &str,
+    ) -> impl Iterator<Item = Candidate> + 'a {
+        let (fixed, rest): (&[Ordered], &[Ordered]) = match &self.segments {
+            None => (&[], &pool[self.start as usize..][..self.len as usize]),
+            Some(s) => (
+                first_segment(path)
+                    .and_then(|p| s.by_segment.get(p))
+                    .map_or(&[], |v| v),
+                &s.rest,
+            ),
+        };
+        let (mut a, mut b) = (fixed.iter().peekable(), rest.iter().peekable());
+        std::iter::from_fn(move || match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.0 < y.0 => a.next().map(|c| c.1),
+            (Some(_), Some(_)) | (None, Some(_)) => b.next().map(|c| c.1),
+            (Some(_), None) => a.next().map(|c| c.1),
+            (None, None) => None,
+        })
+    }
+}
+
+/// `api` for `/api/v1`, `` for `/`; `None` for a path that does not start with `/`.
+fn first_segment(path: &str) -> Option<&str> {
+    path.strip_prefix('/')
+        .map(|p| p.split('/').next().unwrap_or(""))
+}
+
+/// The first segment a match requires, if it requires one.
+fn required_segment(m: &RequestMatch) -> Option<&str> {
+    match &m.path {
+        PathMatcher::Exact(p) => first_segment(p),
+        PathMatcher::Prefix(p) if !p.is_empty() => first_segment(p),
+        PathMatcher::Prefix(_) | PathMatcher::RegularExpression(_) => None,
+    }
+}
+
+/// A host bucket's key where the rules spell it: hostname `host` of rule `rule` (a wildcard's
+/// key is that hostname without its `*`), and the bucket's group.
+#[derive(Clone, Copy, Debug)]
+struct Key {
+    rule: u32,
+    host: u32,
+    group: u32,
+}
+
+/// How a table spells its keys: [`Key::exact`] or [`Key::suffix`].
+type Spelled = fn(Key, &[Arc<Rule>]) -> &str;
+
+impl Key {
+    fn exact(self, rules: &[Arc<Rule>]) -> &str {
+        &rules[self.rule as usize].hostnames[self.host as usize]
+    }
+
+    fn suffix(self, rules: &[Arc<Rule>]) -> &str {
+        let h = self.exact(rules);
+        h.strip_prefix('*').unwrap_or(h)
+    }
+}
+
+/// Rules grouped by host, each group sorted by precedence. It reads its keys from the rules it
+/// was built from: look up only with those.
+#[derive(Clone, Debug, Default)]
+pub struct HostIndex {
+    hasher: RandomState,
+    exact: HashTable<Key>,
+    /// Keyed by the suffix after `*`, e.g. `.example.com`.
+    wildcard: HashTable<Key>,
+    /// By the `group` of their keys.
+    groups: Vec<Group>,
+    /// Routes without hostnames.
+    any: Group,
+    /// Every group's candidates, group after group, each in precedence order.
+    pool: Box<[Ordered]>,
+}
+
+impl HostIndex {
+    /// Groups every (hostname, match) of `rules` and sorts each group by [`Rank`].
+    pub fn build(rules: &[Arc<Rule>]) -> Self {
+        let hasher = RandomState::new();
+        // Sized for a host per rule, the usual large table: no rehash while it fills.
+        let mut exact = HashTable::with_capacity(rules.len());
+        let mut wildcard = HashTable::new();
+        // Each bucket's host rank; the groups are numbered in order of first appearance.
+        let mut ranks: Vec<HostRank> = Vec::with_capacity(rules.len());
+        // (group, candidate) in rule order; `u32::MAX` is the group of Routes without hosts.
+        let mut items: Vec<(u32, Candidate)> = Vec::with_capacity(rules.len());
+        for (ri, rule) in rules.iter().enumerate() {
+            let candidates = (0..rule.matches.len()).map(|mi| Candidate {
+                rule: ri as u32,
+                match_index: mi as u32,
+            });
+            if rule.hostnames.is_empty() {
+                items.extend(candidates.clone().map(|c| (u32::MAX, c)));
+            }
+            for (hi, h) in rule.hostnames.iter().enumerate() {
+                let (table, spelled, rank): (_, Spelled, _) = match h.strip_prefix('*') {
+                    Some(suffix) => (&mut wildcard, Key::suffix, HostRank::Wildcard(suffix.len())),
+                    None => (&mut exact, Key::exact, HostRank::Exact),
+                };
+                let name = spelled(
+                    Key {
+                        rule: ri as u32,
+                        host: hi as u32,
+                        group: 0,
+                    },
+                    rules,
+                );
+                let hash = hasher.hash_one(name);
+                let group = match table.find(hash, |k: &Key| spelled(*k, rules) == name) {
+                    Some(k) => k.group,
+                    None => {
+                        let group = ranks.len() as u32;
+                        ranks.push(rank);
+                        let key = Key {
+                            rule: ri as u32,
+                            host: hi as u32,
+                            group,
+                        };
+                        table.insert_unique(hash, key, |k| hasher.hash_one(spelled(*k, rules)));
+                        group
+                    }
+                };
+                items.extend(candidates.clone().map(|c| (group, c)));
+            }
+        }
+        let (groups, any, pool) = sorted_groups(rules, &ranks, items);
+        Self {
+            hasher,
+            exact,
+            wildcard,
+            groups,
+            any,
+            pool,
+        }
+    }
+
+    /// The candidates that may match a request to `host` (lower-case, no port) for `path`, in
+    /// precedence order, group by group: the exact host, then wildcards from the longest
+    /// suffix, then Routes without hostnames. `rules` are the ones the index was built from.
+    pub fn candidates<'a>(
+        &'a self,
+        rules: &'a [Arc<Rule>],
+        host: &'a str,
+        path: &'a str,
+    ) -> impl Iterator<Item = Candidate> + 'a {
+        let find = move |table: &'a HashTable<Key>, name: &str, spelled: Spelled| {
+            table
+                .find(self.hasher.hash_one(name), |k| spelled(*k, rules) == name)
+                .map(|k| &self.groups[k.group as usize])
+        };
+        let exact = (!self.exact.is_empty())
+            .then(|| find(&self.exact, host, Key::exact))
+            .flatten();
+        let wildcards = host
+            .char_indices()
+            .filter(|&(i, c)| c == '.' && i > 0)
+            .filter_map(move |(i, _)| find(&self.wildcard, &host[i..], Key::suffix));
+        let wildcards = (!self.wildcard.is_empty())
+            .then_some(wildcards)
+            .into_iter()
+            .flatten();
+        exact
+            .into_iter()
+            .chain(wildcards)
+            .chain(std::iter::once(&self.any))
+            .flat_map(move |g| g.candidates(&self.pool, path))
+    }
+}
+
+/// The groups numbered in `items` (`u32::MAX`: the Routes without hostnames), each sorted by
+/// [`Rank`], their candidates laid out in one pool.
+fn sorted_groups(
+    rules: &[Arc<Rule>],
+    ranks: &[HostRank],
+    items: Vec<(u32, Candidate)>,
+) -> (Vec<Group>, Group, Box<[Ordered]>) {
+    let slot = |g: u32| {
+        if g == u32::MAX {
+            ranks.len()
+        } else {
+            g as usize
+        }
+    };
+    // A counting sort by group keeps each group's candidates in rule order (a stable base for
+    // the sort by rank below, which ties break the way a full sort did).
+    let mut starts = vec![0u32; ranks.len() + 2];
+    for (g, _) in &items {
+        starts[slot(*g) + 1] += 1;
+    }
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
+    }
+    let mut next = starts.clone();
+    let mut pool = vec![
+        (
+            0u32,
+            Candidate {
+                rule: 0,
+                match_index: 0
+            }
+        );
+        items.len()
+    ];
+    for (g, c) in items {
+        let at = &mut next[slot(g)];
+        pool[*at as usize] = (0, c);
+        *at += 1;
+    }
+    let mut groups = Vec::with_capacity(ranks.len());
+    for g in 0..=ranks.len() {
+        let (start, end) = (starts[g], starts[g + 1]);
+        let members = &mut pool[start as usize..end as usize];
+        let host = ranks.get(g).cloned().unwrap_or(HostRank::Any);
+        if members.len() > 1 {
+            let rank = |c: &Candidate| {
+                let rule = &rules[c.rule as usize];
+                let mi = c.match_index as usize;
+                rank_of(rule, mi, &rule.matches[mi], host.clone())
+            };
+            members.sort_by(|a, b| rank(&a.1).cmp(&rank(&b.1)));
+        }
+        for (order, m) in members.iter_mut().enumerate() {
+            m.0 = order as u32;
+        }
+        let segments =
+            (members.len() >= SEGMENT_INDEX_MIN).then(|| Box::new(Segments::new(members, rules)));
+        groups.push(Group {
+            start,
+            len: end - start,
+            segments,
+        });
+    }
+    let any = groups.pop().unwrap_or_default();
+    (groups, any, pool.into())
+}
+
+fn rank_of<'a>(rule: &'a Rule, match_index: usize, m: &RequestMatch, host: HostRank) -> Rank<'a> {
+    Rank {
+        host,
+        path: match &m.path {
+            PathMatcher::Exact(_) => PathRank::Exact,
+            PathMatcher::Prefix(p) => PathRank::Prefix(p.len()),
+            PathMatcher::RegularExpression(_) => PathRank::RegularExpression,
+        },
+        headers: m.headers.len(),
+        method: m.method.is_some(),
+        query: m.query_params.len(),
+        created: rule.created,
+        namespace: &rule.route.namespace,
+        name: &rule.route.name,
+        rule: rule.index,
+        match_index,
+    }
+}
