@@ -23,18 +23,9 @@ log() { echo "file_propagation: $*" >&2; }
 for tool in python3 curl taskset; do
     command -v "$tool" >/dev/null || die "needs $tool"
 done
-if [[ $# -ge 1 ]]; then
-    TIDEGATE=$1
-elif [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    log "building release"
-    (cd "$ROOT" && cargo build --release --locked --quiet)
-    TIDEGATE=$ROOT/target/release/tidegate
-else
-    TIDEGATE=$ROOT/target/release/tidegate
-fi
-
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
+tidegate_binary "$@"
 bench_workdir file-propagation
 [[ -n ${KEEP_LOG:-} ]] && trap 'cp "$W/tidegate.log" "$KEEP_LOG"; bench_cleanup' EXIT
 HTTP=$(port); ADMIN=$(port)
@@ -123,7 +114,7 @@ mkdir -p "$RESULTS_DIR"
 {
     echo "# File-mode propagation, $(date -u +%Y-%m-%d\ %H:%M) UTC"
     echo
-    echo "Binary: $TIDEGATE ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown))"
+    echo "Binary: $TIDEGATE (run from the tree at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown), which need not be what built it)"
     echo
     echo "$TABLE"
 } >"$RESULTS_DIR/file-propagation-$(date -u +%Y-%m-%d-%H%M%S).md"

@@ -28,18 +28,9 @@ done
 [[ -x $KUBE_BIN/kube-apiserver && -x $KUBE_BIN/etcd ]] ||
     die "no etcd/kube-apiserver in $KUBE_BIN (bash e2e/kube/build.sh builds them)"
 
-if [[ $# -ge 1 ]]; then
-    TIDEGATE=$1
-elif [[ ${SKIP_BUILD:-0} != 1 ]]; then
-    log "building release"
-    (cd "$ROOT" && cargo build --release --locked --quiet)
-    TIDEGATE=$ROOT/target/release/tidegate
-else
-    TIDEGATE=$ROOT/target/release/tidegate
-fi
-
 # shellcheck source=bench/lib.sh
 source "$ROOT/bench/lib.sh"
+tidegate_binary "$@"
 bench_workdir kube-propagation
 WORK=$W
 KR=$WORK/kube
@@ -177,7 +168,7 @@ COMMIT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 mkdir -p "$RESULTS_DIR"
 OUT=$RESULTS_DIR/kube-propagation-$(date +%Y%m%d-%H%M%S).md
 {
-    echo "Kubernetes mode, $N Routes (commit $COMMIT, $(basename "$TIDEGATE") at $TIDEGATE; $(basename "$(dirname "$KUBE_BIN")"))"
+    echo "Kubernetes mode, $N Routes (binary $TIDEGATE; the tree it ran from at $COMMIT, which need not be what built it; $(basename "$(dirname "$KUBE_BIN")"))"
     echo
     echo "| figure | value |"
     echo "|---|---|"

@@ -5,6 +5,8 @@
 #   wait_port PORT        until something accepts on 127.0.0.1:PORT (15 s), else exit 1
 #   cpu_ticks PID         the process's CPU so far (utime + stime, in ticks of $HZ per second)
 #   bench_workdir NAME    W: a fresh directory; on exit every PID in PIDS is killed and W removed
+#   tidegate_binary [BIN] TIDEGATE: BIN if given, else $ROOT/target/release/tidegate, built first
+#                         unless SKIP_BUILD=1
 
 # shellcheck disable=SC2034 # read by the scripts that source this file
 HZ=$(getconf CLK_TCK)
@@ -33,4 +35,16 @@ bench_cleanup() {
 bench_workdir() {
   W=$(mktemp -d "${TMPDIR:-/tmp}/tidegate-$1.XXXXXX")
   trap bench_cleanup EXIT
+}
+
+tidegate_binary() {
+  if [[ $# -ge 1 ]]; then
+    TIDEGATE=$1
+    return
+  fi
+  if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+    echo "building release" >&2
+    (cd "$ROOT" && cargo build --release --locked --quiet)
+  fi
+  TIDEGATE=$ROOT/target/release/tidegate
 }
