@@ -129,16 +129,18 @@ fn config(dir: &ConfigDir, dns: &str, extra: &str) {
 /// Upstreams on 127.0.0.1, .2 and .3, all on one port (A records carry addresses only).
 async fn upstreams_on_one_port() -> (u16, [Upstream; 3]) {
     for _ in 0..20 {
-        let port = common::dnsmasq::free_port();
+        // Each listener is held from the check on: a port found free and bound later could be
+        // taken in between by a parallel test's connection.
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
         let bind = |ip: [u8; 4]| std::net::TcpListener::bind(SocketAddr::from((ip, port)));
-        if bind([127, 0, 0, 2]).is_ok() && bind([127, 0, 0, 3]).is_ok() {
-            let at = |ip: [u8; 4]| SocketAddr::from((ip, port));
+        if let (Ok(second), Ok(third)) = (bind([127, 0, 0, 2]), bind([127, 0, 0, 3])) {
             return (
                 port,
                 [
-                    Upstream::start_on("a", at([127, 0, 0, 1])).await,
-                    Upstream::start_on("b", at([127, 0, 0, 2])).await,
-                    Upstream::start_on("c", at([127, 0, 0, 3])).await,
+                    Upstream::start_with("a", first),
+                    Upstream::start_with("b", second),
+                    Upstream::start_with("c", third),
                 ],
             );
         }

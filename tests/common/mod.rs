@@ -107,7 +107,17 @@ impl Upstream {
 
     /// An upstream listening on `addr` (another loopback address, or a port chosen elsewhere).
     pub async fn start_on(name: &'static str, addr: SocketAddr) -> Self {
-        let listener = TcpListener::bind(addr).await.unwrap();
+        Self::serve(name, TcpListener::bind(addr).await.unwrap())
+    }
+
+    /// An upstream serving on a listener bound elsewhere (held, so that no one takes its port
+    /// between choosing it and serving on it).
+    pub fn start_with(name: &'static str, listener: std::net::TcpListener) -> Self {
+        listener.set_nonblocking(true).unwrap();
+        Self::serve(name, TcpListener::from_std(listener).unwrap())
+    }
+
+    fn serve(name: &'static str, listener: TcpListener) -> Self {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let health_hits = Arc::new(AtomicUsize::new(0));
