@@ -22,9 +22,12 @@ use crate::model::{Diagnostic, ObjectRef, Rule};
 #[derive(Debug, Default)]
 pub struct CompileCache {
     inputs: Option<Inputs>,
-    routes: BTreeMap<ObjectRef, Entry>,
-    /// Compiles so far: an entry not seen in the latest one is dropped.
-    generation: u64,
+    /// By identity, as Routes are compiled: a compile walks the last one's entries alongside its
+    /// Routes (one comparison a Route, where a lookup in a map of 2,000 cost ~1,400
+    /// instructions) and keeps the entries it reused or made, in the same order.
+    routes: Vec<(ObjectRef, Entry)>,
+    /// The last compile's entries not yet reached by this one.
+    last: std::vec::IntoIter<(ObjectRef, Entry)>,
 }
 
 /// Everything besides the Route itself that a Route's compile reads.
@@ -105,7 +108,6 @@ struct Entry {
     found: Vec<Diagnostic>,
     /// Its rules, and whether they are the fallback's (the last accepted version's).
     rules: Option<(Vec<Arc<Rule>>, bool)>,
-    generation: u64,
 }
 
 /// A reused compile of one Route.
@@ -116,21 +118,38 @@ pub(super) struct Reused<'c> {
 
 impl CompileCache {
     /// Starts compiling the Routes of `snap`, once its Backends are `chosen`: forgets every
-    /// Route if what Routes compile against changed.
+    /// Route if what Routes compile against changed. The Routes are then passed in identity
+    /// order.
     pub(super) fn begin(
         &mut self,
         snap: &Snapshot,
         opts: &CompileOptions,
         chosen: &BTreeMap<ObjectRef, Obj<BackendSpec>>,
     ) {
-        self.generation += 1;
-        if !self
+        let last = std::mem::take(&mut self.routes);
+        if self
             .inputs
             .as_ref()
             .is_some_and(|i| i.same(snap, opts, chosen))
         {
-            self.routes.clear();
+            self.routes = Vec::with_capacity(last.len());
+            self.last = last.into_iter();
+        } else {
+            self.last = Vec::new().into_iter();
             self.inputs = Some(Inputs::of(snap, opts, chosen));
+        }
+    }
+
+    /// The last compile's entry for Route `id`, if it had one; the entries before it are of
+    /// Routes that are gone, and dropped.
+    fn take_last(&mut self, id: &ObjectRef) -> Option<(ObjectRef, Entry)> {
+        debug_assert!(self.routes.last().is_none_or(|(kept, _)| kept < id));
+        loop {
+            match self.last.as_slice().first()?.0.cmp(id) {
+                std::cmp::Ordering::Less => drop(self.last.next()),
+                std::cmp::Ordering::Equal => return self.last.next(),
+                std::cmp::Ordering::Greater => return None,
+            }
         }
     }
 
@@ -141,8 +160,7 @@ impl CompileCache {
         current: Option<&Obj<RouteSpec>>,
         fallback: Option<&Obj<RouteSpec>>,
     ) -> Option<Reused<'_>> {
-        let generation = self.generation;
-        let e = self.routes.get_mut(id)?;
+        let (id, e) = self.take_last(id)?;
         // Rules made from the current version never read the fallback (the last accepted
         // version is compiled only when the current one is rejected): a change of fallback alone,
         // as on the compile after the first, when every Route gets one, changes nothing.
@@ -152,7 +170,8 @@ impl CompileCache {
         {
             return None;
         }
-        e.generation = generation;
+        self.routes.push((id, e));
+        let (_, e) = self.routes.last()?;
         Some(Reused {
             found: &e.found,
             rules: e.rules.as_ref().map(|(r, fb)| (r.as_slice(), *fb)),
@@ -168,30 +187,24 @@ impl CompileCache {
         found: Vec<Diagnostic>,
         rules: Option<(Vec<Arc<Rule>>, bool)>,
     ) {
+        self.take_last(id);
         let entry = Entry {
             current: current.cloned(),
             fallback: fallback.cloned(),
             found,
             rules,
-            generation: self.generation,
         };
-        match self.routes.get_mut(id) {
-            Some(e) => *e = entry,
-            None => {
-                self.routes.insert(id.clone(), entry);
-            }
-        }
+        self.routes.push((id.clone(), entry));
     }
 
     /// Forgets Route `id` (its compile read a Service).
     pub(super) fn forget(&mut self, id: &ObjectRef) {
-        self.routes.remove(id);
+        self.take_last(id);
     }
 
     /// Ends a compile: drops the Routes it did not see.
     pub(super) fn end(&mut self) {
-        let generation = self.generation;
-        self.routes.retain(|_, e| e.generation == generation);
+        self.last = Vec::new().into_iter();
     }
 }
 

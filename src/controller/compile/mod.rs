@@ -161,13 +161,11 @@ pub fn compile_cached(
     }
     let mut targets = targets::Targets::new(&snap.services, &canaries);
     let certificates = RefCell::new(tls::TlsBuilder::new(snap));
-    for id in candidates(&snap.backends, &snap.accepted.backends, &unreadable) {
-        let chosen = with_fallback(
-            snap.backends.get(id),
-            snap.accepted.backends.get(id),
-            &mut diags,
-            |obj, d| backend::compile_backend(obj, opts, &targets, &certificates, d),
-        );
+    for (id, current, fallback) in candidates(&snap.backends, &snap.accepted.backends, &unreadable)
+    {
+        let chosen = with_fallback(current, fallback, &mut diags, |obj, d| {
+            backend::compile_backend(obj, opts, &targets, &certificates, d)
+        });
         if let Some(((backend, origin), obj)) = chosen {
             targets.add(backend, origin);
             accepted.backends.insert(id.clone(), obj.clone());
@@ -188,8 +186,7 @@ pub fn compile_cached(
     let mut l4_routes = Vec::new();
     // In identity order: the map is built in one pass at the end, not by 10,000 inserts.
     let mut accepted_routes = Vec::new();
-    for id in candidates(&*snap.routes, &snap.accepted.routes, &unreadable) {
-        let (current, fallback) = (snap.routes.get(id), snap.accepted.routes.get(id));
+    for (id, current, fallback) in candidates(&*snap.routes, &snap.accepted.routes, &unreadable) {
         if let Some(reused) = cache.get(id, current, fallback) {
             diags.extend_from_slice(reused.found);
             if let Some((compiled, from_fallback)) = reused.rules {
@@ -232,13 +229,12 @@ pub fn compile_cached(
     cache.end();
     accepted.routes = accepted_routes.into_iter().collect();
     let mut ingress_policies = Vec::new();
-    for id in candidates(&snap.ingresses, &snap.accepted.ingresses, &unreadable) {
-        let chosen = with_fallback(
-            snap.ingresses.get(id),
-            snap.accepted.ingresses.get(id),
-            &mut diags,
-            |obj, d| ingress::compile_ingress(obj, snap, &env, d),
-        );
+    for (id, current, fallback) in
+        candidates(&snap.ingresses, &snap.accepted.ingresses, &unreadable)
+    {
+        let chosen = with_fallback(current, fallback, &mut diags, |obj, d| {
+            ingress::compile_ingress(obj, snap, &env, d)
+        });
         if let Some(((compiled, policy, passthrough), obj)) = chosen {
             rules.extend(compiled.into_iter().map(Arc::new));
             l4_routes.extend(passthrough);
@@ -266,13 +262,11 @@ pub fn compile_cached(
     diags.extend(target_diags);
 
     let mut policies = Vec::new();
-    for id in candidates(&snap.policies, &snap.accepted.policies, &unreadable) {
-        let chosen = with_fallback(
-            snap.policies.get(id),
-            snap.accepted.policies.get(id),
-            &mut diags,
-            |obj, d| rate_limit::compile_policy(obj, opts, d),
-        );
+    for (id, current, fallback) in candidates(&snap.policies, &snap.accepted.policies, &unreadable)
+    {
+        let chosen = with_fallback(current, fallback, &mut diags, |obj, d| {
+            rate_limit::compile_policy(obj, opts, d)
+        });
         if let Some((policy, obj)) = chosen {
             policies.push((policy, obj.spec.target_ref.clone()));
             accepted.policies.insert(id.clone(), obj.clone());
@@ -320,27 +314,45 @@ pub fn compile_cached(
     }
 }
 
-/// The identities to compile: every current object, plus the last accepted version of an object
-/// whose current version could not even be read.
+/// The objects to compile, in identity order, each with its current version and its last
+/// accepted one: every current object, plus the last accepted version of an object whose current
+/// version could not even be read. The two sorted maps are walked side by side: one comparison a
+/// step, where a lookup of each object in both maps cost ~3,000 instructions at 2,000 Routes.
 fn candidates<'a, S>(
     current: &'a BTreeMap<ObjectRef, Obj<S>>,
     accepted: &'a BTreeMap<ObjectRef, Obj<S>>,
     unreadable: &BTreeSet<&ObjectRef>,
-) -> Vec<&'a ObjectRef> {
-    // Unreadable objects are few: the usual compile walks the current ones in order, without
-    // building a set of 10,000 identities.
-    let extra: Vec<&ObjectRef> = unreadable
-        .iter()
-        .filter_map(|id| accepted.get_key_value(*id).map(|(k, _)| k))
-        .filter(|id| !current.contains_key(*id))
-        .collect();
-    if extra.is_empty() {
-        return current.keys().collect();
+) -> Vec<Candidate<'a, S>> {
+    let mut out = Vec::with_capacity(current.len());
+    let mut accepted = accepted.iter().peekable();
+    let only_accepted = |out: &mut Vec<Candidate<'a, S>>, id: &'a ObjectRef, obj| {
+        if unreadable.contains(id) {
+            out.push((id, None, Some(obj)));
+        }
+    };
+    for (id, obj) in current {
+        let mut fallback = None;
+        while let Some(&(old, kept)) = accepted.peek() {
+            match old.cmp(id) {
+                std::cmp::Ordering::Less => only_accepted(&mut out, old, kept),
+                std::cmp::Ordering::Equal => fallback = Some(kept),
+                std::cmp::Ordering::Greater => break,
+            }
+            accepted.next();
+            if fallback.is_some() {
+                break;
+            }
+        }
+        out.push((id, Some(obj), fallback));
     }
-    let mut ids: BTreeSet<&ObjectRef> = current.keys().collect();
-    ids.extend(extra);
-    ids.into_iter().collect()
+    for (old, kept) in accepted {
+        only_accepted(&mut out, old, kept);
+    }
+    out
 }
+
+/// An identity to compile, its current version and its last accepted one.
+type Candidate<'a, S> = (&'a ObjectRef, Option<&'a Obj<S>>, Option<&'a Obj<S>>);
 
 /// Compiles the current version; if it is rejected (or unreadable), the last accepted one.
 fn with_fallback<'a, S: PartialEq, T>(

@@ -804,3 +804,40 @@ mod segment_index {
         );
     }
 }
+
+#[test]
+fn candidates_pair_each_object_with_its_last_accepted_version_and_keep_unreadable_ones() {
+    let map = |names: &[&str]| -> std::collections::BTreeMap<ObjectRef, Obj<BackendSpec>> {
+        names
+            .iter()
+            .map(|n| {
+                let o = backend(n, &["10.0.0.1:80"]);
+                (o.meta.id.clone(), o)
+            })
+            .collect()
+    };
+    let current = map(&["a", "c", "f"]);
+    let accepted = map(&["a", "b", "d", "e", "g"]);
+    let id = |n: &str| ObjectRef::new(Kind::Backend, "default", n);
+    let (b, e) = (id("b"), id("e"));
+    // b and e could not be read: their last accepted versions are compiled; d is gone.
+    let unreadable = [&b, &e].into_iter().collect();
+    let got: Vec<_> = super::candidates(&current, &accepted, &unreadable)
+        .into_iter()
+        .map(|(id, cur, old)| {
+            assert!(cur.is_none_or(|c| std::ptr::eq(c, &current[id])));
+            assert!(old.is_none_or(|o| std::ptr::eq(o, &accepted[id])));
+            (id.name.as_str(), cur.is_some(), old.is_some())
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("a", true, true),
+            ("b", false, true),
+            ("c", true, false),
+            ("e", false, true),
+            ("f", true, false),
+        ]
+    );
+}
