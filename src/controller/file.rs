@@ -8,8 +8,11 @@
 //! In [`Mode::Kubernetes`] (`tidegate validate --kubernetes`) the same files may also hold the
 //! Kubernetes objects the controller watches (see `manifests.rs`); other kinds are ignored.
 
+use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -66,14 +69,14 @@ enum Doc {
 }
 
 impl Doc {
-    fn id(&self) -> Option<ObjectRef> {
+    fn id(&self) -> Option<Cow<'_, ObjectRef>> {
         match self {
-            Doc::Route(o) => Some(o.meta.id.clone()),
-            Doc::Backend(o) => Some(o.meta.id.clone()),
-            Doc::Policy(o) => Some(o.meta.id.clone()),
-            Doc::Secret(o) => Some(o.meta.id.clone()),
-            Doc::ConfigMap(o) => Some(o.meta.id.clone()),
-            Doc::Kube(k) => k.id(),
+            Doc::Route(o) => Some(Cow::Borrowed(&o.meta.id)),
+            Doc::Backend(o) => Some(Cow::Borrowed(&o.meta.id)),
+            Doc::Policy(o) => Some(Cow::Borrowed(&o.meta.id)),
+            Doc::Secret(o) => Some(Cow::Borrowed(&o.meta.id)),
+            Doc::ConfigMap(o) => Some(Cow::Borrowed(&o.meta.id)),
+            Doc::Kube(k) => k.id().map(Cow::Owned),
         }
     }
 
@@ -99,11 +102,12 @@ struct Parsed {
 }
 
 /// A file's text when last read, and what it made: a file whose text is unchanged is not parsed
-/// again (with 2,000 Routes, parsing them all again took ~180 ms of every change).
+/// again (with 2,000 Routes, parsing them all again took ~180 ms of every change). What it made
+/// is shared with `last_good` and each load, not copied.
 #[derive(Debug)]
 struct Read {
     text: String,
-    parsed: Result<Parsed, String>,
+    parsed: Result<Arc<Parsed>, String>,
 }
 
 /// Reads a file or a directory (recursively) of `.yaml`/`.yml` files into snapshots.
@@ -111,7 +115,7 @@ struct Read {
 pub struct FileSource {
     root: PathBuf,
     mode: Mode,
-    last_good: BTreeMap<PathBuf, Parsed>,
+    last_good: BTreeMap<PathBuf, Arc<Parsed>>,
     last_read: BTreeMap<PathBuf, Read>,
 }
 
@@ -159,11 +163,13 @@ impl FileSource {
             path: self.root.clone(),
             source,
         })?;
-        let mut collect = Collector::new(self.mode);
         let present: BTreeSet<&PathBuf> = files.iter().collect();
         self.last_good.retain(|p, _| present.contains(p));
         self.last_read.retain(|p, _| present.contains(p));
 
+        // Each file's name as shown, what it yields now (its last good parse while it is
+        // broken), and why it is broken.
+        let mut read = Vec::with_capacity(files.len());
         for path in &files {
             let shown = self.display_name(path);
             let parsed = match std::fs::read_to_string(path) {
@@ -174,7 +180,7 @@ impl FileSource {
                 Ok(text) => match self.last_read.get(path) {
                     Some(read) if read.text == text => read.parsed.clone(),
                     _ => {
-                        let parsed = parse_file(&text, &shown, self.mode);
+                        let parsed = parse_file(&text, &shown, self.mode).map(Arc::new);
                         let read = Read {
                             text,
                             parsed: parsed.clone(),
@@ -184,10 +190,10 @@ impl FileSource {
                     }
                 },
             };
-            let parsed = match parsed {
+            let (parsed, broken) = match parsed {
                 Ok(p) => {
                     self.last_good.insert(path.clone(), p.clone());
-                    p
+                    (p, None)
                 }
                 Err(message) => {
                     let kept = self.last_good.get(path).cloned();
@@ -196,11 +202,17 @@ impl FileSource {
                     } else {
                         ""
                     };
-                    collect.unreadable(&shown, format!("{message}{tail}"));
-                    kept.unwrap_or_default()
+                    (kept.unwrap_or_default(), Some(format!("{message}{tail}")))
                 }
             };
-            collect.add(parsed, &shown);
+            read.push((shown, parsed, broken));
+        }
+        let mut collect = Collector::new(self.mode);
+        for (shown, parsed, broken) in &read {
+            if let Some(message) = broken {
+                collect.unreadable(shown, message.clone());
+            }
+            collect.add(parsed, shown);
         }
         Ok(collect.finish())
     }
@@ -263,22 +275,23 @@ pub fn is_yaml(path: &Path) -> bool {
 /// what `load` makes of a directory holding only that file. For tests and fuzzing.
 pub fn read_str(text: &str, name: &str, mode: Mode) -> Snapshot {
     let mut collect = Collector::new(mode);
-    match parse_file(text, name, mode) {
+    let parsed = parse_file(text, name, mode);
+    match &parsed {
         Ok(parsed) => collect.add(parsed, name),
-        Err(message) => collect.unreadable(name, message),
+        Err(message) => collect.unreadable(name, message.clone()),
     }
     collect.finish()
 }
 
 /// Gathers the documents of every file into one snapshot: duplicates are reported, Kubernetes
 /// objects go through the index.
-struct Collector {
+struct Collector<'a> {
     mode: Mode,
     snap: Snapshot,
     index: Index,
     /// The file each identity was first read from (into `files`): hashed, as a sorted map's
     /// string comparisons cost ~1,900 instructions an insert at 2,000 objects.
-    seen: HashMap<ObjectRef, usize>,
+    seen: HashMap<Cow<'a, ObjectRef>, usize>,
     files: Vec<String>,
     /// Our kinds, made into the snapshot's maps at once in `finish` (a sorted build).
     routes: Vec<(ObjectRef, Obj<RouteSpec>)>,
@@ -286,7 +299,7 @@ struct Collector {
     policies: Vec<(ObjectRef, Obj<RateLimitPolicySpec>)>,
 }
 
-impl Collector {
+impl<'a> Collector<'a> {
     fn new(mode: Mode) -> Self {
         Self {
             mode,
@@ -312,55 +325,57 @@ impl Collector {
         });
     }
 
-    fn add(&mut self, parsed: Parsed, file: &str) {
+    fn add(&mut self, parsed: &'a Parsed, file: &str) {
         let snap = &mut self.snap;
-        snap.problems.extend(parsed.problems);
+        snap.problems.extend_from_slice(&parsed.problems);
         let this = self.files.len();
         self.files.push(file.to_owned());
-        for doc in parsed.docs {
+        for doc in &parsed.docs {
             if let Some(id) = doc.id() {
-                if let Some(&first) = self.seen.get(&id) {
-                    let first = &self.files[first];
-                    snap.problems.push(Diagnostic {
-                        file: Some(file.to_owned()),
-                        ..Diagnostic::error(
-                            &id,
-                            "metadata.name",
-                            Reason::Duplicate,
-                            format!("defined more than once; the definition in {first} is used"),
-                        )
-                    });
-                    continue;
+                match self.seen.entry(id) {
+                    Entry::Occupied(seen) => {
+                        let first = &self.files[*seen.get()];
+                        snap.problems.push(Diagnostic {
+                            file: Some(file.to_owned()),
+                            ..Diagnostic::error(
+                                seen.key(),
+                                "metadata.name",
+                                Reason::Duplicate,
+                                format!(
+                                    "defined more than once; the definition in {first} is used"
+                                ),
+                            )
+                        });
+                        continue;
+                    }
+                    Entry::Vacant(new) => {
+                        new.insert(this);
+                    }
                 }
-                self.seen.insert(id, this);
             }
             match doc {
                 Doc::Route(o) => {
-                    self.routes.push((o.meta.id.clone(), *o));
+                    self.routes.push((o.meta.id.clone(), (**o).clone()));
                     None
                 }
                 Doc::Backend(o) => {
-                    self.backends.push((o.meta.id.clone(), *o));
+                    self.backends.push((o.meta.id.clone(), (**o).clone()));
                     None
                 }
                 Doc::Policy(o) => {
-                    self.policies.push((o.meta.id.clone(), *o));
+                    self.policies.push((o.meta.id.clone(), (**o).clone()));
                     None
                 }
                 Doc::Secret(o) => {
                     let key = (o.meta.id.namespace.clone(), o.meta.id.name.clone());
-                    snap.secrets
-                        .insert(key, std::sync::Arc::unwrap_or_clone(o.spec))
-                        .map(|_| ())
+                    snap.secrets.insert(key, (*o.spec).clone()).map(|_| ())
                 }
                 Doc::ConfigMap(o) => {
                     let key = (o.meta.id.namespace.clone(), o.meta.id.name.clone());
-                    snap.config_maps
-                        .insert(key, std::sync::Arc::unwrap_or_clone(o.spec))
-                        .map(|_| ())
+                    snap.config_maps.insert(key, (*o.spec).clone()).map(|_| ())
                 }
                 Doc::Kube(k) => {
-                    index_kube(&mut self.index, &k);
+                    index_kube(&mut self.index, k);
                     None
                 }
             };
