@@ -109,7 +109,7 @@ fn compiler_errors(case: &Case) -> Vec<String> {
     table
         .diagnostics
         .iter()
-        .filter(|d| d.is_error() && d.object.as_ref().is_some_and(|o| o.name == case.name))
+        .filter(|d| d.is_error() && d.object.as_ref().is_some_and(|o| &*o.name == case.name))
         .map(|d| format!("{}: {}", d.field, d.message))
         .collect()
 }

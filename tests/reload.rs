@@ -268,7 +268,7 @@ async fn a_file_written_in_two_writes_is_never_served_half_written() {
     let table = tables.borrow_and_update().clone().unwrap();
     assert_eq!(table.version, after);
     let routes: std::collections::BTreeSet<&str> =
-        table.rules.iter().map(|r| r.route.name.as_str()).collect();
+        table.rules.iter().map(|r| r.route.name.as_ref()).collect();
     assert!(
         routes.contains("one") && routes.contains("two"),
         "the closed file's two Routes serve: {routes:?}"

@@ -367,11 +367,11 @@ impl<'a> Collector<'a> {
                     None
                 }
                 Doc::Secret(o) => {
-                    let key = (o.meta.id.namespace.clone(), o.meta.id.name.clone());
+                    let key = (o.meta.id.namespace.to_string(), o.meta.id.name.to_string());
                     snap.secrets.insert(key, (*o.spec).clone()).map(|_| ())
                 }
                 Doc::ConfigMap(o) => {
-                    let key = (o.meta.id.namespace.clone(), o.meta.id.name.clone());
+                    let key = (o.meta.id.namespace.to_string(), o.meta.id.name.to_string());
                     snap.config_maps.insert(key, (*o.spec).clone()).map(|_| ())
                 }
                 Doc::Kube(k) => {
@@ -397,7 +397,7 @@ impl<'a> Collector<'a> {
             snap.ingress_classes = kube.ingress_classes;
             snap.secrets.extend(kube.secrets);
             snap.config_maps.extend(kube.config_maps);
-            let file = |id: &ObjectRef| self.seen.get(id).map(|&i| self.files[i].clone());
+            let file = |id: &ObjectRef| self.seen.get(id).map(|&i| Arc::from(&*self.files[i]));
             for (id, obj) in snap.ingresses.iter_mut() {
                 obj.meta.file = file(id);
             }
@@ -426,6 +426,7 @@ fn index_kube(index: &mut Index, doc: &KubeDoc) {
 fn parse_file(text: &str, file: &str, mode: Mode) -> Result<Parsed, String> {
     let mut parsed = Parsed::default();
     let mut documents = Vec::new();
+    let shared: Arc<str> = Arc::from(file);
     for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let value = serde_yaml_ng::Value::deserialize(de).map_err(|e| e.to_string())?;
         if value.is_null() {
@@ -458,11 +459,11 @@ fn parse_file(text: &str, file: &str, mode: Mode) -> Result<Parsed, String> {
         match read {
             Ok(mut doc) => {
                 match &mut doc {
-                    Doc::Route(o) => o.meta.file = Some(file.to_owned()),
-                    Doc::Backend(o) => o.meta.file = Some(file.to_owned()),
-                    Doc::Policy(o) => o.meta.file = Some(file.to_owned()),
-                    Doc::Secret(o) => o.meta.file = Some(file.to_owned()),
-                    Doc::ConfigMap(o) => o.meta.file = Some(file.to_owned()),
+                    Doc::Route(o) => o.meta.file = Some(shared.clone()),
+                    Doc::Backend(o) => o.meta.file = Some(shared.clone()),
+                    Doc::Policy(o) => o.meta.file = Some(shared.clone()),
+                    Doc::Secret(o) => o.meta.file = Some(shared.clone()),
+                    Doc::ConfigMap(o) => o.meta.file = Some(shared.clone()),
                     Doc::Kube(_) => {}
                 }
                 parsed.docs.push(doc);
@@ -710,7 +711,11 @@ mod tests {
         let mut source = FileSource::new(dir.path());
         let first = source.load().unwrap();
         let spec_of = |snap: &Snapshot, name: &str| {
-            let (_, obj) = snap.routes.iter().find(|(id, _)| id.name == name).unwrap();
+            let (_, obj) = snap
+                .routes
+                .iter()
+                .find(|(id, _)| &*id.name == name)
+                .unwrap();
             obj.spec.clone()
         };
 

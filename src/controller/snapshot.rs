@@ -12,8 +12,8 @@ use crate::model::{Diagnostic, ObjectRef};
 pub struct Meta {
     /// Kind, namespace, name.
     pub id: ObjectRef,
-    /// The file it was read from (standalone mode).
-    pub file: Option<String>,
+    /// The file it was read from (standalone mode), shared by its documents.
+    pub file: Option<Arc<str>>,
     /// `metadata.creationTimestamp` as Unix seconds, when known (precedence tie-break).
     pub created: Option<i64>,
     /// `metadata.generation`, when known (status `observedGeneration`).

@@ -50,14 +50,18 @@ pub struct ObjectRef {
     /// The object's kind.
     pub kind: Kind,
     /// Its namespace (`default` when a file names none).
-    pub namespace: String,
+    pub namespace: std::sync::Arc<str>,
     /// Its name.
-    pub name: String,
+    pub name: std::sync::Arc<str>,
 }
 
 impl ObjectRef {
     /// An identity from its parts.
-    pub fn new(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+    pub fn new(
+        kind: Kind,
+        namespace: impl Into<std::sync::Arc<str>>,
+        name: impl Into<std::sync::Arc<str>>,
+    ) -> Self {
         Self {
             kind,
             namespace: namespace.into(),

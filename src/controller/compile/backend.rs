@@ -112,7 +112,7 @@ pub fn compile_backend(
                         );
                     }
                     Ok(p) => {
-                        service = Some(ServiceKey::new(ns.clone(), svc.name.clone(), p.name.clone()));
+                        service = Some(ServiceKey::new(ns.to_string(), svc.name.to_string(), p.name.clone()));
                         origin = Some((svc.name.clone(), p));
                     }
                     // Accepted all the same: the Service may come later, and then endpoints
@@ -136,7 +136,7 @@ pub fn compile_backend(
                             PortRef::Name(n) => n,
                             PortRef::Number(_) => String::new(),
                         };
-                        service = Some(ServiceKey::new(ns.clone(), svc.name.clone(), port_name));
+                        service = Some(ServiceKey::new(ns.to_string(), svc.name.to_string(), port_name));
                     }
                 },
             }

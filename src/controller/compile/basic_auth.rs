@@ -27,7 +27,10 @@ pub fn compile(
     let name = &b.secret_ref.name;
     let field = format!("{at}.secretRef");
     let source = format!("Secret {}/{name}", route.namespace);
-    let Some(secret) = env.secrets.get(&(route.namespace.clone(), name.clone())) else {
+    let Some(secret) = env
+        .secrets
+        .get(&(route.namespace.to_string(), name.clone()))
+    else {
         super::access::secret_not_found(f, field, &source);
         return None;
     };

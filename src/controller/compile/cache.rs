@@ -541,7 +541,7 @@ mod tests {
                 let r7 = |rules: &[Arc<crate::model::Rule>]| {
                     rules
                         .iter()
-                        .find(|r| r.route.name == "r7")
+                        .find(|r| &*r.route.name == "r7")
                         .cloned()
                         .unwrap()
                 };

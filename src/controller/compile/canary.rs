@@ -62,7 +62,7 @@ pub fn index(
             }
             continue;
         };
-        if primary == id.name {
+        if primary == &*id.name {
             out.push(warning(
                 id,
                 CANARY_OF,
@@ -132,10 +132,10 @@ pub fn index(
             }
         });
         index
-            .entry((id.namespace.clone(), primary.to_owned()))
+            .entry((id.namespace.to_string(), primary.to_owned()))
             .or_default()
             .push(CanaryService {
-                service: id.name.clone(),
+                service: id.name.to_string(),
                 weight,
                 header,
                 cookie,

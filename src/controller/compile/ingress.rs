@@ -154,7 +154,7 @@ pub fn compile_ingress(
     for mut spec in [t.rate_limit, t.global_rate_limit].into_iter().flatten() {
         spec.target_ref = PolicyTargetRef {
             kind: "Route".to_owned(),
-            name: id.name.clone(),
+            name: id.name.to_string(),
             rule: None,
         };
         let target = spec.target_ref.clone();

@@ -109,7 +109,7 @@ pub fn read(
         }
         return None;
     };
-    let namespace = f.id().namespace.clone();
+    let namespace = f.id().namespace.to_string();
     let secret = match secret_value.trim().split_once('/') {
         None => secret_value.trim(),
         Some((ns, name)) if ns == namespace => name,

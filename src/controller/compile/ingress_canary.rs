@@ -231,7 +231,7 @@ pub fn index<'a>(
 ) -> BTreeMap<PathKey, Vec<Joined<'a>>> {
     let mut found: Vec<(&'a Obj<IngressInfo>, Canary)> = Vec::new();
     for (id, obj) in all {
-        if id.namespace != ns || !is_canary(&obj.spec) {
+        if *id.namespace != *ns || !is_canary(&obj.spec) {
             continue;
         }
         if !ours(&obj.spec) {

@@ -53,7 +53,7 @@ pub fn migrate(
             .values()
             .filter(|o| o.meta.id.namespace == id.namespace)
             .filter(|o| super::ingress_canary::shares_a_path(&o.spec, ing))
-            .map(|o| o.meta.id.name.clone())
+            .map(|o| o.meta.id.name.to_string())
             .collect();
         m.canary_of = Some(mains);
         return f.ok().then_some(m);
@@ -115,7 +115,7 @@ pub fn migrate(
         let route_name = if many {
             format!("{name}-{k}")
         } else {
-            name.clone()
+            name.to_string()
         };
         let policies = [
             (&t.rate_limit, "limits"),
@@ -178,7 +178,11 @@ fn passthrough(obj: &Obj<IngressInfo>, m: &mut Migrated, f: &mut Findings<'_>) {
         }
         if let Some(route) = route {
             let n = &obj.meta.id.name;
-            let route_name = if many { format!("{n}-{k}") } else { n.clone() };
+            let route_name = if many {
+                format!("{n}-{k}")
+            } else {
+                n.to_string()
+            };
             m.routes.push((route_name, route));
         }
     }

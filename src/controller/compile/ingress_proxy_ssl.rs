@@ -130,7 +130,7 @@ fn secret(
     outcomes: &mut BTreeMap<String, Outcome>,
     f: &mut Findings<'_>,
 ) {
-    let namespace = f.id().namespace.clone();
+    let namespace = f.id().namespace.to_string();
     let name = match v.trim().split_once('/') {
         None => v.trim(),
         Some((ns, name)) if ns == namespace => name,

@@ -137,7 +137,10 @@ pub fn uri_and_tls(
         Some(r) => {
             let field = at_ca;
             let source = format!("Secret {}/{}", route.namespace, r.name);
-            let Some(secret) = env.secrets.get(&(route.namespace.clone(), r.name.clone())) else {
+            let Some(secret) = env
+                .secrets
+                .get(&(route.namespace.to_string(), r.name.clone()))
+            else {
                 super::access::secret_not_found(f, field.to_owned(), &source);
                 return None;
             };

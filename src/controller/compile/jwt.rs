@@ -119,7 +119,10 @@ fn keys(
         (None, Some(r), None) => {
             let source = format!("Secret {}/{}", route.namespace, r.name);
             let field = format!("{at}.secretRef");
-            let Some(secret) = env.secrets.get(&(route.namespace.clone(), r.name.clone())) else {
+            let Some(secret) = env
+                .secrets
+                .get(&(route.namespace.to_string(), r.name.clone()))
+            else {
                 super::access::secret_not_found(f, field, &source);
                 return None;
             };

@@ -156,7 +156,7 @@ pub fn compile_cached(
     // Services read from files (`validate --kubernetes`) name their file.
     for d in &mut diags {
         if let Some(svc) = d.object.as_ref().and_then(|id| snap.services.get(id)) {
-            d.file = d.file.take().or_else(|| svc.meta.file.clone());
+            d.file = d.file.take().or_else(|| svc.meta.file.as_deref().map(str::to_owned));
         }
     }
     let mut targets = targets::Targets::new(&snap.services, &canaries);
@@ -382,7 +382,7 @@ fn with_fallback<'a, S: PartialEq, T>(
     let out = compile_one(fallback, &mut Vec::new())?;
     diags.push(Diagnostic {
         object: Some(fallback.meta.id.clone()),
-        file: fallback.meta.file.clone(),
+        file: fallback.meta.file.as_deref().map(str::to_owned),
         field: String::new(),
         severity: Severity::Warning,
         reason: Reason::Invalid,

@@ -68,7 +68,7 @@ pub fn compile_policy(
         let at = format!("spec.limits[{i}]");
         let name = match &l.name {
             Some(n) => n.clone(),
-            None if spec.limits.len() == 1 => id.name.clone(),
+            None if spec.limits.len() == 1 => id.name.to_string(),
             None => format!("{}-{i}", id.name),
         };
         if let Err(e) = names::dns_label(&name) {

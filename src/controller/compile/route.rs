@@ -1042,7 +1042,7 @@ pub(super) fn backend_ref(
         f.invalid(format!("{at}.port"), "port must be 1-65535");
         return None;
     }
-    if let Some(ns) = r.namespace.as_deref().filter(|ns| *ns != route.namespace) {
+    if let Some(ns) = r.namespace.as_deref().filter(|ns| *ns != &*route.namespace) {
         f.not_supported(
             format!("{at}.namespace"),
             &format!("a reference to another namespace ({ns})"),

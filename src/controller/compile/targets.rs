@@ -74,9 +74,9 @@ impl<'a> Targets<'a> {
         self.index.insert(backend.id.clone(), idx);
         if backend.id.kind == Kind::Backend {
             self.by_name
-                .entry(backend.id.namespace.clone())
+                .entry(backend.id.namespace.to_string())
                 .or_default()
-                .insert(backend.id.name.clone(), idx);
+                .insert(backend.id.name.to_string(), idx);
         }
         self.backends.push(backend);
         self.origin.push(origin);
@@ -222,7 +222,7 @@ impl<'a> Targets<'a> {
         let mut canaries = Vec::new();
         if let Some((service, port)) = self.origin[idx].clone() {
             self.read_service();
-            let ns = self.backends[idx].id.namespace.clone();
+            let ns = self.backends[idx].id.namespace.to_string();
             let list = self
                 .canaries
                 .get(&(ns.clone(), service.clone()))

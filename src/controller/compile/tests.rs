@@ -46,7 +46,7 @@ fn snapshot(routes: Vec<Obj<RouteSpec>>, backends: Vec<Obj<BackendSpec>>) -> Sna
 fn errors_of<'a>(diags: &'a [Diagnostic], name: &str) -> Vec<&'a Diagnostic> {
     diags
         .iter()
-        .filter(|d| d.is_error() && d.object.as_ref().is_some_and(|o| o.name == name))
+        .filter(|d| d.is_error() && d.object.as_ref().is_some_and(|o| &*o.name == name))
         .collect()
 }
 
@@ -65,7 +65,7 @@ fn a_bad_route_does_not_affect_the_others() {
     );
     let out = compile(&snap, &CompileOptions::default());
     assert_eq!(out.table.rules.len(), 1);
-    assert_eq!(out.table.rules[0].route.name, "good");
+    assert_eq!(&*out.table.rules[0].route.name, "good");
     let bad = errors_of(&out.table.diagnostics, "bad");
     assert_eq!(bad.len(), 1);
     assert_eq!(bad[0].reason, Reason::Invalid);
@@ -85,7 +85,7 @@ fn a_missing_backend_answers_500_for_its_rule_and_the_route_stays_accepted() {
         .table
         .rules
         .iter()
-        .find(|r| r.route.name == "dangling")
+        .find(|r| &*r.route.name == "dangling")
         .expect("the Route is served");
     let Action::Forward { backends, schedule } = &rule.action else {
         panic!("{:?}", rule.action)
@@ -99,7 +99,7 @@ fn a_missing_backend_answers_500_for_its_rule_and_the_route_stays_accepted() {
         .table
         .diagnostics
         .iter()
-        .find(|d| d.object.as_ref().is_some_and(|o| o.name == "dangling"))
+        .find(|d| d.object.as_ref().is_some_and(|o| &*o.name == "dangling"))
         .expect("a finding");
     assert_eq!(d.severity, Severity::Warning);
     assert_eq!(d.reason, Reason::RefNotFound);
@@ -189,7 +189,7 @@ fn a_broken_update_keeps_the_last_accepted_version() {
         1,
         "the last accepted version keeps serving"
     );
-    assert_eq!(out.table.rules[0].route.name, "web");
+    assert_eq!(&*out.table.rules[0].route.name, "web");
     assert_eq!(
         errors_of(&out.table.diagnostics, "web").len(),
         1,
@@ -323,12 +323,7 @@ fn compile_is_deterministic() {
         serde_json::to_string(&a.table).unwrap(),
         serde_json::to_string(&b.table).unwrap()
     );
-    let names: Vec<_> = a
-        .table
-        .rules
-        .iter()
-        .map(|r| r.route.name.as_str())
-        .collect();
+    let names: Vec<_> = a.table.rules.iter().map(|r| &*r.route.name).collect();
     assert_eq!(names, ["a", "b", "c"]);
 }
 
@@ -384,7 +379,8 @@ mod lookup {
             query: None,
             headers: &h,
         };
-        t.lookup(host, &view).map(|hit| hit.rule.route.name.clone())
+        t.lookup(host, &view)
+            .map(|hit| hit.rule.route.name.to_string())
     }
 
     #[test]
@@ -827,7 +823,7 @@ fn candidates_pair_each_object_with_its_last_accepted_version_and_keep_unreadabl
         .map(|(id, cur, old)| {
             assert!(cur.is_none_or(|c| std::ptr::eq(c, &current[id])));
             assert!(old.is_none_or(|o| std::ptr::eq(o, &accepted[id])));
-            (id.name.as_str(), cur.is_some(), old.is_some())
+            (&*id.name, cur.is_some(), old.is_some())
         })
         .collect();
     assert_eq!(

@@ -235,7 +235,7 @@ fn ingress_client_validation(
     let crl = b
         .snap
         .secrets
-        .get(&(id.namespace.clone(), a.secret.clone()))
+        .get(&(id.namespace.to_string(), a.secret.clone()))
         .is_some_and(|s| s.has_crl);
     if crl {
         // Accepting a certificate its issuer revoked would open what the list closes.
@@ -1001,7 +1001,7 @@ mod tests {
                 .table
                 .rules
                 .iter()
-                .map(|r| (r.route.name.as_str(), r.https_redirect))
+                .map(|r| (&*r.route.name, r.https_redirect))
                 .collect();
             assert_eq!(redirects, [("a", true), ("b", false)]);
         }

@@ -95,8 +95,8 @@ impl Events {
             let reference = ObjectReference {
                 api_version: Some(api_version.into()),
                 kind: Some(kind.into()),
-                name: Some(id.name.clone()),
-                namespace: Some(id.namespace.clone()),
+                name: Some(id.name.to_string()),
+                namespace: Some(id.namespace.to_string()),
                 uid: uid(id),
                 ..ObjectReference::default()
             };

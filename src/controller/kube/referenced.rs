@@ -116,12 +116,13 @@ pub struct Refs {
 
 impl Refs {
     fn secret(&mut self, id: &ObjectRef, name: &str) {
-        self.secrets.insert((id.namespace.clone(), name.to_owned()));
+        self.secrets
+            .insert((id.namespace.to_string(), name.to_owned()));
     }
 
     fn config_map(&mut self, id: &ObjectRef, name: &str) {
         self.config_maps
-            .insert((id.namespace.clone(), name.to_owned()));
+            .insert((id.namespace.to_string(), name.to_owned()));
     }
 
     /// What Routes reference: `spec.tls.secretName`, the client-validation CA, and each rule's
