@@ -739,6 +739,35 @@ async fn compile_loop(
     }
 }
 
+/// The status patch `id` needs (`None`: what it carries already says `d`).
+fn status_patch(
+    shared: &Shared,
+    id: &ObjectRef,
+    d: &Desired,
+    now: &Time,
+) -> Option<serde_json::Value> {
+    let dns = d.dns.as_ref().and_then(|q| shared.dns.get(q));
+    let with_dns;
+    let d = match &dns {
+        Some(standing) => {
+            with_dns = status::with_dns(d, standing);
+            &with_dns
+        }
+        None => d,
+    };
+    let idx = shared.index();
+    let eps = shared.endpoints();
+    let counts = d
+        .service
+        .as_ref()
+        .map(|k| eps.counts(k))
+        .or(dns.as_ref().map(|s| endpoints::Counts {
+            ready: s.endpoints,
+            total: s.endpoints,
+        }));
+    status::writer::status_patch(d, idx.observed(id), counts, now)
+}
+
 /// On the leader: writes what differs between desired and observed status, Ingress load
 /// balancer addresses, and Warning Events.
 async fn status_loop(
@@ -790,32 +819,8 @@ async fn status_loop(
             continue;
         };
         let now = Time(k8s_openapi::jiff::Timestamp::now());
-        let (patches, ingress_patches, uids) = {
+        let (ingress_patches, uids) = {
             let idx = shared.index();
-            let eps = shared.endpoints();
-            let patches: Vec<(ObjectRef, serde_json::Value)> =
-                p.desired
-                    .iter()
-                    .filter_map(|(id, d)| {
-                        let dns = d.dns.as_ref().and_then(|q| shared.dns.get(q));
-                        let with_dns;
-                        let d = match &dns {
-                            Some(standing) => {
-                                with_dns = status::with_dns(d, standing);
-                                &with_dns
-                            }
-                            None => d,
-                        };
-                        let counts = d.service.as_ref().map(|k| eps.counts(k)).or(dns
-                            .as_ref()
-                            .map(|s| endpoints::Counts {
-                                ready: s.endpoints,
-                                total: s.endpoints,
-                            }));
-                        status::writer::status_patch(d, idx.observed(id), counts, &now)
-                            .map(|v| (id.clone(), v))
-                    })
-                    .collect();
             let mut ingress_patches = Vec::new();
             if publishes {
                 let mut want: Vec<LbAddress> = static_addresses.clone();
@@ -858,11 +863,16 @@ async fn status_loop(
                     uids.insert(id.clone(), uid);
                 }
             }
-            (patches, ingress_patches, uids)
+            (ingress_patches, uids)
         };
         let mut failed = false;
-        for (id, status) in patches {
-            match writer.write(&id, status).await {
+        // One patch at a time: made just before it is written, so at 10,000 Routes the first
+        // writes after a start do not hold every Route's patch (~19 MB of JSON) until the last.
+        for (id, d) in &p.desired {
+            let Some(status) = status_patch(&shared, id, d, &now) else {
+                continue;
+            };
+            match writer.write(id, status).await {
                 Ok(()) => tracing::info!(object = %id, "status written"),
                 Err(kube::Error::Api(s)) if s.code == 404 => {} // deleted meanwhile
                 Err(e) => {
