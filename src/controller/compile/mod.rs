@@ -156,7 +156,10 @@ pub fn compile_cached(
     // Services read from files (`validate --kubernetes`) name their file.
     for d in &mut diags {
         if let Some(svc) = d.object.as_ref().and_then(|id| snap.services.get(id)) {
-            d.file = d.file.take().or_else(|| svc.meta.file.as_deref().map(str::to_owned));
+            d.file = d
+                .file
+                .take()
+                .or_else(|| svc.meta.file.as_deref().map(str::to_owned));
         }
     }
     let mut targets = targets::Targets::new(&snap.services, &canaries);
