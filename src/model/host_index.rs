@@ -6,9 +6,10 @@
 //! building allocates a handful of buffers rather than several per host.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
 use super::matching::RequestMatch;
@@ -134,7 +135,8 @@ impl Key {
 }
 
 /// Rules grouped by host, each group sorted by precedence. It reads its keys from the rules it
-/// was built from: look up only with those.
+/// was built from: look up only with those. Hosts are hashed with foldhash, seeded per index:
+/// the keys come from the configuration, a client's Host only probes them.
 #[derive(Clone, Debug, Default)]
 pub struct HostIndex {
     hasher: RandomState,
@@ -152,7 +154,7 @@ pub struct HostIndex {
 impl HostIndex {
     /// Groups every (hostname, match) of `rules` and sorts each group by [`Rank`].
     pub fn build(rules: &[Arc<Rule>]) -> Self {
-        let hasher = RandomState::new();
+        let hasher = RandomState::default();
         // Sized for a host per rule, the usual large table: no rehash while it fills.
         let mut exact = HashTable::with_capacity(rules.len());
         let mut wildcard = HashTable::new();

@@ -135,6 +135,8 @@ pub struct Index {
     pinned_secrets: BTreeSet<Key>,
     /// Objects that could not be read, by identity.
     problems: BTreeMap<ObjectRef, Diagnostic>,
+    /// One allocation per namespace name, shared by the identities of its objects.
+    namespaces: BTreeSet<std::sync::Arc<str>>,
     /// Status as seen on Route/Backend/RateLimitPolicy objects.
     observed: BTreeMap<ObjectRef, Observed>,
     /// `status.loadBalancer` as seen on Ingresses (and their uids).
@@ -250,16 +252,25 @@ fn key_of(meta: &ObjectMeta) -> Key {
     )
 }
 
-fn meta_of(kind: Kind, meta: &ObjectMeta) -> Meta {
-    Meta {
-        id: id_of(kind, meta),
-        file: None,
-        created: meta.creation_timestamp.as_ref().map(|t| t.0.as_second()),
-        generation: meta.generation,
-    }
-}
-
 impl Index {
+    /// The metadata the compiler reads, its namespace shared with every object of that
+    /// namespace seen before (so that comparing identities settles the namespace by address).
+    fn meta_of(&mut self, kind: Kind, meta: &ObjectMeta) -> Meta {
+        let mut id = id_of(kind, meta);
+        match self.namespaces.get(&*id.namespace) {
+            Some(n) => id.namespace = n.clone(),
+            None => {
+                self.namespaces.insert(id.namespace.clone());
+            }
+        }
+        Meta {
+            id,
+            file: None,
+            created: meta.creation_timestamp.as_ref().map(|t| t.0.as_second()),
+            generation: meta.generation,
+        }
+    }
+
     /// An index that records the load balancer addresses of `publish_service`.
     pub fn new(publish_service: Option<ObjectRef>) -> Self {
         Self {
@@ -272,7 +283,7 @@ impl Index {
     pub fn apply_custom<K: Custom>(&mut self, obj: Result<K, InvalidObject>) -> Change {
         match obj {
             Ok(obj) => {
-                let meta = meta_of(K::KIND, obj.meta());
+                let meta = self.meta_of(K::KIND, obj.meta());
                 let id = meta.id.clone();
                 let observed = obj.observed();
                 let status_changed = self.observed.get(&id) != Some(&observed);
@@ -386,7 +397,7 @@ impl Index {
 
     /// Adds or replaces a Service.
     pub fn apply_service(&mut self, svc: &Service) -> Change {
-        let meta = meta_of(Kind::Service, &svc.metadata);
+        let meta = self.meta_of(Kind::Service, &svc.metadata);
         let id = meta.id.clone();
         let mut change = Change::None;
         if self.publish_service.as_ref() == Some(&id) {
@@ -477,7 +488,7 @@ impl Index {
 
     /// Adds or replaces an Ingress.
     pub fn apply_ingress(&mut self, ing: &Ingress) -> Change {
-        let meta = meta_of(Kind::Ingress, &ing.metadata);
+        let meta = self.meta_of(Kind::Ingress, &ing.metadata);
         let id = meta.id.clone();
         let spec = ing.spec.clone().unwrap_or_default();
         let info = IngressInfo {
