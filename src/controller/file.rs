@@ -207,7 +207,8 @@ impl FileSource {
             };
             read.push((shown, parsed, broken));
         }
-        let mut collect = Collector::new(self.mode);
+        let documents = read.iter().map(|(_, parsed, _)| parsed.docs.len()).sum();
+        let mut collect = Collector::new(self.mode, documents);
         for (shown, parsed, broken) in &read {
             if let Some(message) = broken {
                 collect.unreadable(shown, message.clone());
@@ -274,8 +275,8 @@ pub fn is_yaml(path: &Path) -> bool {
 /// The objects of one text (as if it were the file `name`), without touching the file system:
 /// what `load` makes of a directory holding only that file. For tests and fuzzing.
 pub fn read_str(text: &str, name: &str, mode: Mode) -> Snapshot {
-    let mut collect = Collector::new(mode);
     let parsed = parse_file(text, name, mode);
+    let mut collect = Collector::new(mode, parsed.as_ref().map_or(0, |p| p.docs.len()));
     match &parsed {
         Ok(parsed) => collect.add(parsed, name),
         Err(message) => collect.unreadable(name, message.clone()),
@@ -290,8 +291,9 @@ struct Collector<'a> {
     snap: Snapshot,
     index: Index,
     /// The file each identity was first read from (into `files`): hashed, as a sorted map's
-    /// string comparisons cost ~1,900 instructions an insert at 2,000 objects.
-    seen: HashMap<Cow<'a, ObjectRef>, usize>,
+    /// string comparisons cost ~1,900 instructions an insert at 2,000 objects; sized for every
+    /// document up front and with a fast hash (names from the configuration, not from clients).
+    seen: HashMap<Cow<'a, ObjectRef>, usize, foldhash::fast::RandomState>,
     files: Vec<String>,
     /// Our kinds, made into the snapshot's maps at once in `finish` (a sorted build).
     routes: Vec<(ObjectRef, Obj<RouteSpec>)>,
@@ -300,12 +302,13 @@ struct Collector<'a> {
 }
 
 impl<'a> Collector<'a> {
-    fn new(mode: Mode) -> Self {
+    /// A collector for `documents` documents in all.
+    fn new(mode: Mode, documents: usize) -> Self {
         Self {
             mode,
             snap: Snapshot::default(),
             index: Index::new(None),
-            seen: HashMap::new(),
+            seen: HashMap::with_capacity_and_hasher(documents, Default::default()),
             files: Vec::new(),
             routes: Vec::new(),
             backends: Vec::new(),
@@ -427,6 +430,7 @@ fn parse_file(text: &str, file: &str, mode: Mode) -> Result<Parsed, String> {
     let mut parsed = Parsed::default();
     let mut documents = Vec::new();
     let shared: Arc<str> = Arc::from(file);
+    let mut namespaces = BTreeSet::new();
     for (i, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let value = serde_yaml_ng::Value::deserialize(de).map_err(|e| e.to_string())?;
         if value.is_null() {
@@ -458,13 +462,17 @@ fn parse_file(text: &str, file: &str, mode: Mode) -> Result<Parsed, String> {
         };
         match read {
             Ok(mut doc) => {
-                match &mut doc {
-                    Doc::Route(o) => o.meta.file = Some(shared.clone()),
-                    Doc::Backend(o) => o.meta.file = Some(shared.clone()),
-                    Doc::Policy(o) => o.meta.file = Some(shared.clone()),
-                    Doc::Secret(o) => o.meta.file = Some(shared.clone()),
-                    Doc::ConfigMap(o) => o.meta.file = Some(shared.clone()),
-                    Doc::Kube(_) => {}
+                let meta = match &mut doc {
+                    Doc::Route(o) => Some(&mut o.meta),
+                    Doc::Backend(o) => Some(&mut o.meta),
+                    Doc::Policy(o) => Some(&mut o.meta),
+                    Doc::Secret(o) => Some(&mut o.meta),
+                    Doc::ConfigMap(o) => Some(&mut o.meta),
+                    Doc::Kube(_) => None,
+                };
+                if let Some(meta) = meta {
+                    meta.file = Some(shared.clone());
+                    share_namespace(&mut meta.id, &mut namespaces);
                 }
                 parsed.docs.push(doc);
             }
@@ -486,7 +494,24 @@ fn parse_file(text: &str, file: &str, mode: Mode) -> Result<Parsed, String> {
             }
         }
     }
+    // In identity order (a stable sort: of two definitions of one object, the first stays
+    // first), so that a load's sorted maps are built by merging each file's run rather than by
+    // sorting every object again.
+    parsed
+        .docs
+        .sort_by_cached_key(|d| d.id().map(Cow::into_owned));
     Ok(parsed)
+}
+
+/// Gives `id` the namespace allocation of the file's earlier objects in the same namespace, so
+/// that comparing their identities settles the namespace by address.
+fn share_namespace(id: &mut ObjectRef, namespaces: &mut BTreeSet<Arc<str>>) {
+    match namespaces.get(&*id.namespace) {
+        Some(n) => id.namespace = n.clone(),
+        None => {
+            namespaces.insert(id.namespace.clone());
+        }
+    }
 }
 
 /// Turns one YAML document into an object, or a diagnostic naming as much as could be read.
@@ -698,6 +723,36 @@ mod tests {
             .values()
             .flat_map(|r| r.spec.hostnames.iter().map(|h| h.to_string()))
             .collect()
+    }
+
+    /// A file's objects are kept in identity order, whatever order it lists them in; of two
+    /// definitions of one object the first in the file is used and the second reported, and
+    /// the objects of one namespace share its name.
+    #[test]
+    fn a_files_objects_are_ordered_by_identity_and_the_first_of_two_definitions_wins() {
+        let named = |name: &str, host: &str| {
+            route(host).replace("name: r }", &format!("name: {name}, namespace: shop }}"))
+        };
+        let text = [
+            named("b", "first-b.test"),
+            named("a", "a.test"),
+            named("b", "second-b.test"),
+            named("c", "c.test"),
+        ]
+        .join("---\n");
+        let snap = read_str(&text, "routes.yaml", Mode::Standalone);
+        let names: Vec<&str> = snap.routes.keys().map(|id| &*id.name).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert_eq!(hostnames(&snap), ["a.test", "first-b.test", "c.test"]);
+        let duplicates: Vec<_> = snap
+            .problems
+            .iter()
+            .filter(|d| d.reason == Reason::Duplicate)
+            .collect();
+        assert_eq!(duplicates.len(), 1, "{:?}", snap.problems);
+        assert_eq!(duplicates[0].object.as_ref().map(|id| &*id.name), Some("b"));
+        let ids: Vec<_> = snap.routes.keys().collect();
+        assert!(Arc::ptr_eq(&ids[0].namespace, &ids[2].namespace));
     }
 
     /// Only a file whose text changed is parsed again; any change of text is seen, even one
