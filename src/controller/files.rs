@@ -23,7 +23,9 @@ pub fn named(opts: &CompileOptions, snap: &Snapshot) -> BTreeSet<PathBuf> {
         .flat_map(|d| d.files())
         .map(Path::to_path_buf)
         .collect();
-    let routes = snap.routes.values().chain(snap.accepted.routes.values());
+    // The accepted versions that are not the current ones (nearly all are).
+    let accepted = super::snapshot::not_in(&snap.routes, &snap.accepted.routes);
+    let routes = snap.routes.values().chain(accepted);
     for r in routes {
         let validation = r
             .spec

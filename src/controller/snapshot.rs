@@ -110,3 +110,61 @@ pub struct Snapshot {
     /// The last accepted versions, from the previous compile.
     pub accepted: Accepted,
 }
+
+/// The objects of `other` that `current` does not hold as they are (another spec, or none):
+/// what a walk of `current` and `other` together must read besides `current`. Both maps are
+/// walked side by side; a shared spec is recognised by address.
+pub fn not_in<'a, S>(
+    current: &'a BTreeMap<ObjectRef, Obj<S>>,
+    other: &'a BTreeMap<ObjectRef, Obj<S>>,
+) -> impl Iterator<Item = &'a Obj<S>> + 'a {
+    let mut current = current.iter().peekable();
+    other.iter().filter_map(move |(id, obj)| {
+        while current.next_if(|(c, _)| *c < id).is_some() {}
+        let same = current
+            .peek()
+            .is_some_and(|(c, cur)| *c == id && Arc::ptr_eq(&cur.spec, &obj.spec));
+        (!same).then_some(obj)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::{Meta, Obj, not_in};
+    use crate::model::{Kind, ObjectRef};
+
+    fn obj(name: &str, spec: &str) -> Obj<String> {
+        Obj::new(
+            Meta::new(ObjectRef::new(Kind::Route, "default", name)),
+            spec.to_owned(),
+        )
+    }
+
+    /// Only what `current` does not hold as it is comes out: a shared spec is skipped; an equal
+    /// spec in an allocation of its own is not (reading it again is harmless, comparing specs
+    /// would cost more), nor is an object `current` lacks.
+    #[test]
+    fn not_in_yields_the_objects_current_does_not_hold_as_they_are() {
+        let (a, b, c) = (obj("a", "1"), obj("b", "1"), obj("c", "1"));
+        let current: BTreeMap<_, _> = [&a, &b, &c]
+            .into_iter()
+            .map(|o| (o.meta.id.clone(), o.clone()))
+            .collect();
+        let other: BTreeMap<_, _> = [
+            obj("0", "gone from current"),
+            a.clone(),
+            obj("b", "1"),
+            obj("bb", "only here"),
+            c.clone(),
+            obj("d", "after the last"),
+        ]
+        .into_iter()
+        .map(|o| (o.meta.id.clone(), o))
+        .collect();
+        let names: Vec<&str> = not_in(&current, &other).map(|o| &*o.meta.id.name).collect();
+        assert_eq!(names, ["0", "b", "bb", "d"]);
+        assert_eq!(not_in(&current, &current).count(), 0);
+    }
+}

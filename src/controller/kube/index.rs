@@ -8,6 +8,7 @@
 #![allow(clippy::result_large_err)]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
@@ -27,7 +28,7 @@ use crate::controller::objects::{
     IngressPathInfo, IngressRuleInfo, IngressTlsInfo, PortRef, SecretInfo, ServiceInfo,
     ServicePortInfo,
 };
-use crate::controller::snapshot::{Accepted, Meta, Obj, Snapshot};
+use crate::controller::snapshot::{Accepted, Meta, Obj, Snapshot, not_in};
 use crate::model::{Diagnostic, Kind, ObjectRef, Reason};
 
 /// What an index update means for the control loop.
@@ -121,7 +122,7 @@ pub struct LbAddress {
 pub struct Index {
     /// Shared with the snapshots taken of it: a snapshot of 10,000 Routes copies none (the map
     /// is copied only if a Route changes while a compile still holds a snapshot).
-    routes: std::sync::Arc<BTreeMap<ObjectRef, Obj<RouteSpec>>>,
+    routes: Arc<BTreeMap<ObjectRef, Obj<RouteSpec>>>,
     backends: BTreeMap<ObjectRef, Obj<BackendSpec>>,
     policies: BTreeMap<ObjectRef, Obj<RateLimitPolicySpec>>,
     services: BTreeMap<ObjectRef, Obj<ServiceInfo>>,
@@ -136,7 +137,7 @@ pub struct Index {
     /// Objects that could not be read, by identity.
     problems: BTreeMap<ObjectRef, Diagnostic>,
     /// One allocation per namespace name, shared by the identities of its objects.
-    namespaces: BTreeSet<std::sync::Arc<str>>,
+    namespaces: BTreeSet<Arc<str>>,
     /// Status as seen on Route/Backend/RateLimitPolicy objects.
     observed: BTreeMap<ObjectRef, Observed>,
     /// `status.loadBalancer` as seen on Ingresses (and their uids).
@@ -182,7 +183,7 @@ impl Custom for Route {
         }
     }
     fn map(index: &mut Index) -> &mut BTreeMap<ObjectRef, Obj<RouteSpec>> {
-        std::sync::Arc::make_mut(&mut index.routes)
+        Arc::make_mut(&mut index.routes)
     }
     fn objects(index: &Index) -> &BTreeMap<ObjectRef, Obj<RouteSpec>> {
         &index.routes
@@ -291,7 +292,7 @@ impl Index {
                 let had_problem = self.problems.remove(&id).is_some();
                 let new = Obj {
                     meta,
-                    spec: std::sync::Arc::new(obj.spec().clone()),
+                    spec: Arc::new(obj.spec().clone()),
                 };
                 // Read before written: most events (status, resyncs) change nothing here.
                 if !had_problem && K::objects(self).get(&id) == Some(&new) {
@@ -454,7 +455,7 @@ impl Index {
         };
         let new = Obj {
             meta,
-            spec: std::sync::Arc::new(info),
+            spec: Arc::new(info),
         };
         // Services change often (status, resourceVersion); only what routing reads matters.
         let same = self
@@ -555,7 +556,7 @@ impl Index {
         self.ingress_lb.insert(id.clone(), lb);
         let new = Obj {
             meta,
-            spec: std::sync::Arc::new(info),
+            spec: Arc::new(info),
         };
         if self.ingresses.get(&id) == Some(&new) {
             return if status_changed {
@@ -692,7 +693,8 @@ impl Index {
         refs.backends(self.backends.values());
         refs.ingresses(self.ingresses.values());
         if let Some(a) = accepted {
-            refs.routes(a.routes.values());
+            // Nearly every accepted Route is the one the index holds: read only the others.
+            refs.routes(not_in(&self.routes, &a.routes));
             refs.backends(a.backends.values());
             refs.ingresses(a.ingresses.values());
         }
