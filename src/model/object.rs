@@ -123,7 +123,7 @@ mod tests {
         let shop: Arc<str> = Arc::from("shop");
         let shared = |kind, name: &str| ObjectRef::new(kind, shop.clone(), name);
         let separate = |kind, ns: &str, name: &str| ObjectRef::new(kind, ns, name);
-        let mut ids = vec![
+        let mut ids = [
             shared(Kind::Backend, "a"),
             separate(Kind::Route, "shop", "b"),
             shared(Kind::Route, "b"),
