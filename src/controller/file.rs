@@ -310,7 +310,8 @@ impl<'a> Collector<'a> {
             index: Index::new(None),
             seen: HashMap::with_capacity_and_hasher(documents, Default::default()),
             files: Vec::new(),
-            routes: Vec::new(),
+            // Most documents are Routes.
+            routes: Vec::with_capacity(documents),
             backends: Vec::new(),
             policies: Vec::new(),
         }

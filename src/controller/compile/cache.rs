@@ -127,12 +127,14 @@ impl CompileCache {
         chosen: &BTreeMap<ObjectRef, Obj<BackendSpec>>,
     ) {
         let last = std::mem::take(&mut self.routes);
+        // An entry per Route (a new Route is one more than the last compile kept: sized from
+        // that, the list was copied whole, 3 MB at 10,000 Routes, to make room for it).
+        self.routes = Vec::with_capacity(snap.routes.len());
         if self
             .inputs
             .as_ref()
             .is_some_and(|i| i.same(snap, opts, chosen))
         {
-            self.routes = Vec::with_capacity(last.len());
             self.last = last.into_iter();
         } else {
             self.last = Vec::new().into_iter();

@@ -187,8 +187,9 @@ pub fn compile_cached(
     // A rule is a few hundred bytes: sized once rather than copied at every doubling.
     let mut rules = Vec::with_capacity(snap.routes.values().map(|r| r.spec.rules.len()).sum());
     let mut l4_routes = Vec::new();
-    // In identity order: the map is built in one pass at the end, not by 10,000 inserts.
-    let mut accepted_routes = Vec::new();
+    // In identity order: the map is built in one pass at the end, not by 10,000 inserts; sized
+    // at once (grown by doubling, it was copied ~14 times a compile at 10,000 Routes).
+    let mut accepted_routes = Vec::with_capacity(snap.routes.len());
     for (id, current, fallback) in candidates(&*snap.routes, &snap.accepted.routes, &unreadable) {
         if let Some(reused) = cache.get(id, current, fallback) {
             diags.extend_from_slice(reused.found);
