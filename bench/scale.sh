@@ -8,6 +8,7 @@
 #   3. a configuration change every 100 ms for DURATION seconds under full load: failed requests
 #      (wrk's socket errors and non-2xx answers) must be zero.
 # Settings: IDLE_CONNS (10000) CHANGES (100) DURATION (20) PROXY_CPU (0) LOAD_CPU (1) SKIP_BUILD=1
+# TIDEGATE (the binary). CHANGES=0 skips part 2 and DURATION=0 part 3 (both: the idle figures only).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -126,6 +127,8 @@ NGX_WORKER=$(pgrep -P "$(cat "$WORK/ngx/nginx.pid")" | head -1)
 read -r NGX_BEFORE NGX_AFTER < <(idle_rss "$NGX_WORKER" "$NGX")
 
 # --- 2. change -> serving latency under load -----------------------------------------------------
+P50=- P99=- PMAX=-
+if ((CHANGES > 0)); then
 log "2/3: $CHANGES configuration changes under load"
 taskset -c "$LOAD_CPU" wrk -t1 -c64 -d600s -H "Host: bench" "http://127.0.0.1:$TG/" >/dev/null 2>&1 &
 WRK=$!
@@ -170,8 +173,11 @@ PY
 )
 kill "$WRK" 2>/dev/null; wait "$WRK" 2>/dev/null || true
 read -r P50 P99 PMAX <<<"$LATENCY"
+fi
 
 # --- 3. a change every 100 ms under full load ----------------------------------------------------
+REQS=- NON2XX=0 SOCKERR=0 RELOADS=-
+if ((DURATION > 0)); then
 log "3/3: a change every 100 ms for ${DURATION}s under full load"
 reloads() { curl -s "http://127.0.0.1:$TG_ADMIN/metrics" | awk '/^tidegate_config_reloads_total\{result="success"\}/ {print $2}'; }
 R0=$(reloads)
@@ -211,6 +217,7 @@ REQS=$(awk '/requests in/ {print $1}' <<<"$WRK_OUT")
 NON2XX=$(awk '/Non-2xx/ {print $NF}' <<<"$WRK_OUT")
 SOCKERR=$(awk -F'[ ,]+' '/Socket errors/ {print $4+$6+$8+$10}' <<<"$WRK_OUT")
 RELOADS=$(python3 -c "print(int(float('${R1:-0}') - float('${R0:-0}')))")
+fi
 
 mkdir -p "$RESULTS_DIR"
 OUT=$RESULTS_DIR/scale-$(date -u +%Y-%m-%d-%H%M%S).md

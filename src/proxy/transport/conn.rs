@@ -29,6 +29,9 @@ pub struct ConnCtx {
     pub activity: Arc<Activity>,
     /// The client certificate verified in the TLS handshake (mTLS hosts only).
     pub client_cert: Option<Arc<ClientIdentity>>,
+    /// The read side of a connection the native HTTP/1.1 server serves: kept here rather than
+    /// in an allocation of its own, since an idle connection's memory is mostly allocations.
+    pub(super) native: Option<super::h1::ClientReader>,
 }
 
 /// A client certificate the TLS handshake verified, as the request layer uses it.

@@ -25,6 +25,7 @@ use super::body::ClientBody;
 use super::conn::{Activity, ClientIdentity, ConnCtx, ConnLimits};
 use super::error::BoxError;
 use super::h1;
+use super::idle::IdleSet;
 use super::proxy_protocol::{Origin, ProxyProtocolFrom};
 use super::tls::{self, TlsAcceptor};
 use crate::telemetry::metrics::HandshakeLabels;
@@ -90,6 +91,8 @@ pub struct Server<H> {
     proxy_protocol: ProxyProtocolFrom,
     /// Cancelled when the gateway stops accepting: connections finish what is in flight.
     draining: CancellationToken,
+    /// The idle and header timers and the drain signal of native HTTP/1.1 connections.
+    idle: IdleSet,
     connections: TaskTracker,
     /// The activity of every native HTTP/1.1 connection, which counts nothing: one for all
     /// rather than 64 bytes more per connection.
@@ -120,6 +123,7 @@ impl<H: Handler> Server<H> {
             codec,
             proxy_protocol: ProxyProtocolFrom::default(),
             draining: CancellationToken::new(),
+            idle: IdleSet::new(),
             connections: TaskTracker::new(),
             untracked: Arc::new(Activity::untracked()),
         }
@@ -147,16 +151,23 @@ impl<H: Handler> Server<H> {
             match accepted {
                 Ok((stream, peer)) => {
                     open.inc();
-                    // Spawned as it is: an `async move` around it held the connection's future
-                    // twice (its captured copy and the one it awaited), a 2,688-byte task for a
-                    // 1,312-byte future.
-                    let connection = self.clone().serve_connection(
-                        stream,
-                        peer,
-                        tls.clone(),
-                        Open(open.clone()),
-                    );
-                    self.connections.spawn(connection);
+                    let counted = Open(open.clone());
+                    // Spawned as they are: an `async move` around them held the connection's
+                    // future twice (its captured copy and the one it awaited), a 2,688-byte task
+                    // for a 1,312-byte future. A plain connection the native server serves from
+                    // its first byte gets a future sized for that alone.
+                    if tls.is_none()
+                        && self.codec == Http1Codec::Native
+                        && !self.proxy_protocol.expects_header(peer)
+                    {
+                        let connection = self.clone().serve_native(stream, peer, counted);
+                        self.connections.spawn(connection);
+                    } else {
+                        let connection =
+                            self.clone()
+                                .serve_connection(stream, peer, tls.clone(), counted);
+                        self.connections.spawn(connection);
+                    }
                 }
                 Err(e) => {
                     // Usually EMFILE/ENFILE: back off briefly instead of spinning.
@@ -167,17 +178,16 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// One accepted connection, from its PROXY protocol header (when required) to its end.
-    /// This future is what every open connection's task holds, idle or not: the rare steps
-    /// with large state (reading a PROXY header, a TLS handshake) are boxed, and a test keeps it
-    /// small.
+    /// One accepted connection, from its PROXY protocol header (when required) to its end,
+    /// but for plain ones the native server serves (see [`Server::serve_native`]). The rare
+    /// steps with large state (reading a PROXY header, a TLS handshake) are boxed.
     #[allow(clippy::manual_async_fn)] // see `h1::serve`
     fn serve_connection(
         self: Arc<Self>,
         stream: tokio::net::TcpStream,
         peer: SocketAddr,
         tls: Option<Arc<TlsListener>>,
-        _open: Open,
+        open: Open,
     ) -> impl Future<Output = ()> {
         async move {
             let (stream, origin) = if self.proxy_protocol.expects_header(peer) {
@@ -197,27 +207,42 @@ impl<H: Handler> Server<H> {
             match (origin, tls) {
                 (None, _) => {}
                 (Some(origin), Some(tls)) => Box::pin(self.serve_tls(stream, origin, &tls)).await,
-                (Some(origin), None) => self.serve_tcp(stream, origin.client).await,
+                (Some(origin), None) if self.codec == Http1Codec::Native => {
+                    // On a task of its own, sized for what it holds from now on (not for this
+                    // one's PROXY header read and TLS handshake).
+                    let connection = self.clone().serve_native(stream, origin.client, open);
+                    self.connections.spawn(connection);
+                }
+                (Some(origin), None) => {
+                    let _ = stream.set_nodelay(true);
+                    Box::pin(self.serve_hyper(stream, hyper_ctx(origin.client))).await;
+                }
             }
         }
     }
 
-    /// The size of [`Server::serve_connection`]'s future for handler `H` (what an idle
-    /// plain-HTTP connection's task carries besides tokio's own bookkeeping).
+    /// A plain connection served by the native HTTP/1.1 server (and by hyper if it hands the
+    /// connection over). This future is what an open plain connection's task holds, idle or
+    /// not: a test keeps it small.
+    fn serve_native(
+        self: Arc<Self>,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        open: Open,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let (ctx, wr) = h1::accept(stream, peer, self.untracked.clone());
+        h1::serve(ctx, wr, self, open)
+    }
+
+    /// The size of [`Server::serve_native`]'s future for handler `H` (what an idle plain-HTTP
+    /// connection's task carries besides tokio's own bookkeeping).
     #[cfg(test)]
     pub(crate) fn connection_state_bytes() -> usize {
-        fn output_size<A, B, C, D, E, R>(_: fn(A, B, C, D, E) -> R) -> usize {
+        fn output_size<A, B, C, D, R>(_: fn(A, B, C, D) -> R) -> usize {
             size_of::<R>()
         }
         output_size(
-            Self::serve_connection
-                as fn(
-                    Arc<Self>,
-                    tokio::net::TcpStream,
-                    SocketAddr,
-                    Option<Arc<TlsListener>>,
-                    Open,
-                ) -> _,
+            Self::serve_native as fn(Arc<Self>, tokio::net::TcpStream, SocketAddr, Open) -> _,
         )
     }
 
@@ -275,33 +300,6 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    #[allow(clippy::manual_async_fn)] // see `h1::serve`
-    fn serve_tcp(
-        &self,
-        stream: tokio::net::TcpStream,
-        peer: SocketAddr,
-    ) -> impl Future<Output = ()> {
-        async move {
-            if self.codec == Http1Codec::Hyper {
-                let _ = stream.set_nodelay(true);
-                return Box::pin(self.serve_hyper(stream, hyper_ctx(peer))).await;
-            }
-            // The native server keeps the connection's idle timeout itself.
-            let ctx = conn_ctx(peer, "http", None, self.untracked.clone());
-            let service = |req: Request<h1::NativeBody>| {
-                let stall = self.limits.body_read_timeout;
-                self.handler
-                    .clone()
-                    .handle(ctx.clone(), req.map(|b| ClientBody::native(b, stall)))
-            };
-            let handed_over = h1::serve(stream, &peer, &self.limits, &self.draining, service).await;
-            if let Some(io) = handed_over {
-                // Boxed: hyper's connection state is large, and most connections never get here.
-                Box::pin(self.serve_hyper(io, hyper_ctx(peer))).await;
-            }
-        }
-    }
-
     /// Serves a connection with hyper (HTTP/2, and HTTP/1.1 when the native codec hands over).
     async fn serve_hyper<I>(&self, stream: I, ctx: Arc<ConnCtx>)
     where
@@ -355,12 +353,44 @@ impl<H: Handler> Server<H> {
     /// Stops accepting and asks open connections to finish what is in flight.
     pub fn drain(&self) {
         self.draining.cancel();
+        self.idle.drain();
         self.connections.close();
     }
 
     /// Waits for every connection to close (after [`Server::drain`]).
     pub async fn wait(&self) {
         self.connections.wait().await;
+    }
+}
+
+impl<H: Handler> h1::Listener for Server<H> {
+    type Body = H::Body;
+
+    fn limits(&self) -> &ConnLimits {
+        &self.limits
+    }
+
+    fn idle(&self) -> &IdleSet {
+        &self.idle
+    }
+
+    fn call(
+        &self,
+        ctx: &Arc<ConnCtx>,
+        req: Request<h1::NativeBody>,
+    ) -> impl Future<Output = Response<H::Body>> + Send {
+        let stall = self.limits.body_read_timeout;
+        self.handler
+            .clone()
+            .handle(ctx.clone(), req.map(|b| ClientBody::native(b, stall)))
+    }
+
+    fn hand_over(
+        &self,
+        io: h1::Rewind<tokio::net::TcpStream>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = ()> + Send {
+        self.serve_hyper(io, hyper_ctx(peer))
     }
 }
 
@@ -385,6 +415,7 @@ fn conn_ctx(
         scheme,
         activity,
         client_cert,
+        native: None,
     })
 }
 

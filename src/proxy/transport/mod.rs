@@ -12,6 +12,7 @@ pub mod clients;
 pub mod conn;
 pub mod error;
 pub mod h1;
+pub mod idle;
 pub mod l4;
 pub mod listener;
 pub mod proxy_protocol;

@@ -13,4 +13,5 @@ mod rewind;
 mod server;
 
 pub use client::{ClientSettings, IdlePool, UpstreamBody, send};
-pub use server::{NativeBody, serve};
+pub use rewind::Rewind;
+pub use server::{ClientReader, Listener, NativeBody, accept, serve};

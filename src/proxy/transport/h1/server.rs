@@ -20,10 +20,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use super::super::conn::ConnLimits;
+use super::super::conn::{Activity, ConnCtx, ConnLimits};
 use super::super::error::BoxError;
+use super::super::idle::{IdleSet, Slot as IdleSlot};
 use super::codec::{self, BodyDecoder, Chunk, Framing, Parsed, Reject, ResponseFraming};
 use super::fill;
 use super::recycle::{Recycled, Slot};
@@ -36,7 +36,10 @@ const COALESCE: usize = 64 * 1024;
 /// The HTTP/2 connection preface: such a connection goes to hyper.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// The read side of a client connection, shared with the request body while one is read.
+/// The read side of a client connection, kept in its [`ConnCtx`] (one allocation for what the
+/// connection shares with its requests) and shared with the request body while one is read.
+pub struct ClientReader(Mutex<Reader>);
+
 struct Reader {
     io: OwnedReadHalf,
     buf: BytesMut,
@@ -55,15 +58,41 @@ impl Reader {
     }
 }
 
-type SharedReader = Arc<Mutex<Reader>>;
+/// The context of a plain connection the native server is to serve, holding its read side, and
+/// its write side.
+pub fn accept(
+    stream: TcpStream,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+) -> (Arc<ConnCtx>, OwnedWriteHalf) {
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = stream.into_split();
+    let reader = Reader {
+        io: rd,
+        buf: BytesMut::new(),
+        body: BodyDecoder::Done,
+    };
+    let ctx = ConnCtx {
+        peer,
+        scheme: "http",
+        activity,
+        client_cert: None,
+        native: Some(ClientReader(Mutex::new(reader))),
+    };
+    (Arc::new(ctx), wr)
+}
 
-fn lock(r: &SharedReader) -> MutexGuard<'_, Reader> {
-    r.lock().unwrap_or_else(|e| e.into_inner())
+/// The reader of a connection made by [`accept`].
+fn lock(ctx: &ConnCtx) -> MutexGuard<'_, Reader> {
+    match &ctx.native {
+        Some(r) => r.0.lock().unwrap_or_else(|e| e.into_inner()),
+        None => unreachable!("the native server serves only connections it accepted"),
+    }
 }
 
 /// A request body read by the native codec from the client connection.
 pub struct NativeBody {
-    reader: SharedReader,
+    conn: Arc<ConnCtx>,
     /// Bytes left when the length is known (kept here so `size_hint` needs no lock).
     hint: Option<u64>,
     done: bool,
@@ -81,7 +110,7 @@ impl Body for NativeBody {
         if this.done {
             return Poll::Ready(None);
         }
-        let mut r = lock(&this.reader);
+        let mut r = lock(&this.conn);
         loop {
             let r = &mut *r;
             match r.body.decode(&mut r.buf) {
@@ -155,36 +184,53 @@ enum Step {
     Reject(Reject),
 }
 
-/// Serves one client connection until it closes, fails, idles out or the gateway drains;
-/// returns it, with the bytes already read put back, when hyper must serve the rest.
-// Not an async fn: that would keep a second copy of the arguments in every connection's future.
+/// Why a connection stopped waiting for bytes.
+enum Wait {
+    Read(io::Result<usize>),
+    Drained,
+    Expired,
+}
+
+/// What the native server needs from the listener whose connections it serves.
+pub trait Listener: Send + Sync + 'static {
+    /// The response body.
+    type Body: Body<Data = Bytes, Error = BoxError> + Unpin + Send;
+    /// Limits of every connection.
+    fn limits(&self) -> &ConnLimits;
+    /// The timer and drain signal of every connection.
+    fn idle(&self) -> &IdleSet;
+    /// Serves one request.
+    fn call(
+        &self,
+        ctx: &Arc<ConnCtx>,
+        req: Request<NativeBody>,
+    ) -> impl Future<Output = Response<Self::Body>> + Send;
+    /// Serves the rest of a connection the native server does not (HTTP/2, HTTP/1.0,
+    /// upgrades, `Expect`): the bytes already read are put back in front.
+    fn hand_over(&self, io: Rewind<TcpStream>, peer: SocketAddr)
+    -> impl Future<Output = ()> + Send;
+}
+
+/// Serves one client connection (made by [`accept`]) for `listener` until it closes, fails,
+/// idles out or the gateway drains, or hands it over; `keep` is dropped when it ends.
+///
+/// This future is what an open connection's task holds, idle or not, so it is the task's
+/// future as it is (no wrapper keeping a second copy of what it holds), and it is not an async
+/// fn, which would keep a second copy of its arguments.
 #[allow(clippy::manual_async_fn)]
-pub fn serve<S, F, B>(
-    stream: TcpStream,
-    peer: &SocketAddr,
-    config: &ConnLimits,
-    draining: &CancellationToken,
-    service: S,
-) -> impl Future<Output = Option<Rewind<TcpStream>>>
-where
-    S: Fn(Request<NativeBody>) -> F,
-    F: Future<Output = Response<B>>,
-    B: Body<Data = Bytes, Error = BoxError> + Unpin,
-{
+pub fn serve<L: Listener, K: Send + 'static>(
+    ctx: Arc<ConnCtx>,
+    mut wr: OwnedWriteHalf,
+    listener: Arc<L>,
+    keep: K,
+) -> impl Future<Output = ()> + Send + 'static {
     async move {
-        let _ = stream.set_nodelay(true);
-        let (rd, mut wr) = stream.into_split();
-        let reader: SharedReader = Arc::new(Mutex::new(Reader {
-            io: rd,
-            buf: BytesMut::new(),
-            body: BodyDecoder::Done,
-        }));
-        let drained = draining.cancelled();
-        tokio::pin!(drained);
-        // One timer for the connection's life, re-armed only when it fires early or must fire
-        // sooner: keep-alive requests do not touch the timer wheel.
-        let timer = tokio::time::sleep(config.idle_timeout);
-        tokio::pin!(timer);
+        let _keep = keep;
+        let config = listener.limits();
+        let idle = listener.idle();
+        // The idle and header timeouts and the drain come from the listener's one timer (see
+        // [`IdleSet`]): keep-alive requests do not touch it.
+        let mut slot = IdleSlot::new(idle);
         let mut idle_since = Instant::now();
         let mut first = true;
 
@@ -193,7 +239,7 @@ where
             let mut head_started: Option<Instant> = None;
             let head = loop {
                 let step = {
-                    let mut r = lock(&reader);
+                    let mut r = lock(&ctx);
                     if r.buf.is_empty() {
                         Step::Read
                     } else if first
@@ -224,41 +270,54 @@ where
                 };
                 match step {
                     Step::Head(head) => break head,
-                    Step::Handoff => return handoff(reader, wr),
+                    Step::Handoff => {
+                        drop(slot);
+                        if let Some((io, peer)) = handoff(ctx, wr) {
+                            // Boxed: hyper's connection state is large, and most connections never
+                            // get here.
+                            Box::pin(listener.hand_over(io, peer)).await;
+                        }
+                        return;
+                    }
                     Step::Reject(why) => {
-                        tracing::debug!(%peer, error = %why, "request refused");
+                        tracing::debug!(peer = %ctx.peer, error = %why, "request refused");
                         // Boxed: its strings would otherwise be part of every connection's state.
                         Box::pin(reject(&mut wr, why)).await;
-                        return None;
+                        return;
                     }
                     Step::Started => {
                         head_started.get_or_insert_with(Instant::now);
                     }
                     Step::Read => {}
                 }
+                let waiting_for_first_byte = head_started.is_none();
                 let deadline = match head_started {
                     Some(t) => t + config.header_read_timeout,
                     None => idle_since + config.idle_timeout,
                 };
-                if timer.deadline() > deadline {
-                    timer.as_mut().reset(deadline);
-                }
-                let waiting_for_first_byte = head_started.is_none();
-                tokio::select! {
-                    biased;
-                    r = poll_fn(|cx| lock(&reader).poll_fill(cx)) => match r {
-                        Ok(0) | Err(_) => return None,
-                        Ok(_) => {}
-                    },
-                    () = &mut drained, if waiting_for_first_byte => return None,
-                    () = &mut timer => {
-                        if Instant::now() >= deadline {
-                            if !waiting_for_first_byte {
-                                tracing::debug!(%peer, "request head not received in time");
-                            }
-                            return None;
+                let wait = poll_fn(|cx| {
+                    if let Poll::Ready(r) = lock(&ctx).poll_fill(cx) {
+                        return Poll::Ready(Wait::Read(r));
+                    }
+                    // The slot first: it registers the task the drain wakes.
+                    let expired = slot.poll_expired(cx, deadline).is_ready();
+                    if waiting_for_first_byte && idle.is_draining() {
+                        return Poll::Ready(Wait::Drained);
+                    }
+                    if expired {
+                        return Poll::Ready(Wait::Expired);
+                    }
+                    Poll::Pending
+                })
+                .await;
+                match wait {
+                    Wait::Read(Ok(0) | Err(_)) | Wait::Drained => return,
+                    Wait::Read(Ok(_)) => {}
+                    Wait::Expired => {
+                        if !waiting_for_first_byte {
+                            tracing::debug!(peer = %ctx.peer, "request head not received in time");
                         }
-                        timer.as_mut().reset(deadline);
+                        return;
                     }
                 }
             };
@@ -268,15 +327,15 @@ where
             // so that an idle connection's future holds only what waiting for the next head needs.
             // Built in a plain function: the request is made there, and what is made (and borrowed)
             // in an async fn may be kept in its future across the awaits that follow.
-            let keep_alive = exchange(head, &reader, &mut wr, draining, &service).await;
+            let keep_alive = exchange(head, &ctx, &mut wr, &*listener).await;
             if !keep_alive {
-                return None;
+                return;
             }
             idle_since = Instant::now();
             // An idle keep-alive connection holds no buffers (10k idle connections would otherwise
             // pin ~16 KiB each); the thread keeps some for the next requests (the write buffer was
             // given back by the exchange).
-            let mut r = lock(&reader);
+            let mut r = lock(&ctx);
             if r.buf.is_empty() {
                 fill::give_back(std::mem::take(&mut r.buf), READ_BUF);
             }
@@ -286,18 +345,12 @@ where
 
 /// The boxed future that serves the request of `head` and writes its response (see
 /// [`Exchange::run`]).
-fn exchange<'a, S, F, B>(
+fn exchange<'a, L: Listener>(
     head: Recycled<codec::RequestHead>,
-    reader: &'a SharedReader,
+    ctx: &'a Arc<ConnCtx>,
     wr: &'a mut OwnedWriteHalf,
-    draining: &'a CancellationToken,
-    service: &'a S,
-) -> Recycled<impl Future<Output = bool>>
-where
-    S: Fn(Request<NativeBody>) -> F,
-    F: Future<Output = Response<B>>,
-    B: Body<Data = Bytes, Error = BoxError> + Unpin,
-{
+    listener: &'a L,
+) -> Recycled<impl Future<Output = bool>> {
     // Taken apart whole (not field by field from a local), so that no part of the head is
     // copied more than once.
     let codec::RequestHead {
@@ -309,13 +362,13 @@ where
     } = head.into_inner();
     let decoder = BodyDecoder::new(framing);
     let body = NativeBody {
-        reader: reader.clone(),
+        conn: ctx.clone(),
         hint: decoder.remaining(),
         done: decoder.is_done(),
     };
     let has_body = !decoder.is_done();
     if has_body {
-        lock(reader).body = decoder;
+        lock(ctx).body = decoder;
     }
     let mut req = Request::new(body);
     *req.method_mut() = method.clone();
@@ -323,42 +376,40 @@ where
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = headers;
     let exchange = Exchange {
-        reader,
+        ctx,
         wr,
         has_body,
         client_close,
-        draining,
     };
     // The box is made first and the future written into it, so that it can be built in place
     // rather than on the stack and copied (it is several KiB).
     let slot = Slot::new();
-    slot.write(exchange.run(service, req, method))
+    slot.write(exchange.run(listener, req, method))
 }
 
 /// What serving one request on a connection borrows from it.
 struct Exchange<'a> {
-    reader: &'a SharedReader,
+    ctx: &'a Arc<ConnCtx>,
     wr: &'a mut OwnedWriteHalf,
     /// The request has a body (the connection ends if the handler left some of it unread).
     has_body: bool,
     /// The client asked to close after this exchange.
     client_close: bool,
-    draining: &'a CancellationToken,
 }
 
 impl Exchange<'_> {
     /// Serves `req` and writes the response; whether the connection can carry another.
-    async fn run<S, F, B>(self, service: &S, req: Request<NativeBody>, method: Method) -> bool
-    where
-        S: Fn(Request<NativeBody>) -> F,
-        F: Future<Output = Response<B>>,
-        B: Body<Data = Bytes, Error = BoxError> + Unpin,
-    {
-        let resp = service(req).await;
+    async fn run<L: Listener>(
+        self,
+        listener: &L,
+        req: Request<NativeBody>,
+        method: Method,
+    ) -> bool {
+        let resp = listener.call(self.ctx, req).await;
         // A body the handler left unread ends the connection (there is no telling where the
         // next request starts without reading it).
-        let body_left = self.has_body && !lock(self.reader).body.is_done();
-        let close = self.client_close || body_left || self.draining.is_cancelled();
+        let body_left = self.has_body && !lock(self.ctx).body.is_done();
+        let close = self.client_close || body_left || listener.idle().is_draining();
         // Only the body is kept across the writes (by reference, so it is not stored twice).
         let (mut parts, body) = resp.into_parts();
         // The write buffer is the request's, not the connection's: an idle connection holds
@@ -499,13 +550,17 @@ async fn reject(wr: &mut OwnedWriteHalf, why: Reject) {
     let _ = wr.shutdown().await;
 }
 
-/// The connection, with what was read of it put back, for hyper.
-fn handoff(reader: SharedReader, wr: OwnedWriteHalf) -> Option<Rewind<TcpStream>> {
-    // A request body still holding the reader leaves nothing sane to continue with.
-    let reader = Arc::try_unwrap(reader).ok()?;
-    let reader = reader.into_inner().unwrap_or_else(|e| e.into_inner());
+/// The connection, with what was read of it put back, and its peer, for hyper.
+fn handoff(ctx: Arc<ConnCtx>, wr: OwnedWriteHalf) -> Option<(Rewind<TcpStream>, SocketAddr)> {
+    // A request still holding the connection leaves nothing sane to continue with.
+    let ctx = Arc::try_unwrap(ctx).ok()?;
+    let reader = ctx
+        .native?
+        .0
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
     let stream = reader.io.reunite(wr).ok()?;
-    Some(Rewind::new(reader.buf.freeze(), stream))
+    Some((Rewind::new(reader.buf.freeze(), stream), ctx.peer))
 }
 
 #[cfg(test)]
@@ -547,11 +602,44 @@ mod tests {
         Response::new(ProxyBody::full(format!("{line} {read}")))
     }
 
+    /// A listener serving requests with `service`, keeping what is handed over.
+    struct TestListener<S> {
+        limits: ConnLimits,
+        idle: Arc<IdleSet>,
+        service: S,
+        handed_over: Mutex<Option<Rewind<TcpStream>>>,
+    }
+
+    impl<S, F, B> Listener for TestListener<S>
+    where
+        S: Fn(Request<NativeBody>) -> F + Send + Sync + 'static,
+        F: Future<Output = Response<B>> + Send,
+        B: Body<Data = Bytes, Error = BoxError> + Unpin + Send,
+    {
+        type Body = B;
+        fn limits(&self) -> &ConnLimits {
+            &self.limits
+        }
+        fn idle(&self) -> &IdleSet {
+            &self.idle
+        }
+        fn call(
+            &self,
+            _: &Arc<ConnCtx>,
+            req: Request<NativeBody>,
+        ) -> impl Future<Output = Response<B>> + Send {
+            (self.service)(req)
+        }
+        async fn hand_over(&self, io: Rewind<TcpStream>, _: SocketAddr) {
+            *self.handed_over.lock().unwrap() = Some(io);
+        }
+    }
+
     /// Serves one connection with `service` in a task; returns the client side and the task
-    /// (which ends with what `serve` returned).
+    /// (which ends with what was handed over).
     async fn served<S, F, B>(
-        config: ConnLimits,
-        draining: CancellationToken,
+        limits: ConnLimits,
+        idle: Arc<IdleSet>,
         service: S,
     ) -> (
         TcpStream,
@@ -563,8 +651,17 @@ mod tests {
         B: Body<Data = Bytes, Error = BoxError> + Unpin + Send,
     {
         let (client, server, peer) = pair().await;
-        let task =
-            tokio::spawn(async move { serve(server, &peer, &config, &draining, service).await });
+        let listener = Arc::new(TestListener {
+            limits,
+            idle,
+            service,
+            handed_over: Mutex::new(None),
+        });
+        let task = tokio::spawn(async move {
+            let (ctx, wr) = accept(server, peer, Arc::new(Activity::untracked()));
+            serve(ctx, wr, listener.clone(), ()).await;
+            listener.handed_over.lock().unwrap().take()
+        });
         (client, task)
     }
 
@@ -580,7 +677,7 @@ mod tests {
 
     #[tokio::test]
     async fn keep_alive_serves_pipelined_requests_in_order_then_closes_on_request() {
-        let (mut c, task) = served(limits(), CancellationToken::new(), echo).await;
+        let (mut c, task) = served(limits(), Arc::new(IdleSet::new()), echo).await;
         let out = send_and_read_to_close(
             &mut c,
             b"GET /a HTTP/1.1\r\nhost: h\r\n\r\n\
@@ -614,7 +711,7 @@ mod tests {
             }
             r
         };
-        let (mut c, _task) = served(limits(), CancellationToken::new(), service).await;
+        let (mut c, _task) = served(limits(), Arc::new(IdleSet::new()), service).await;
         let out = send_and_read_to_close(
             &mut c,
             b"GET / HTTP/1.1\r\nhost: h\r\n\r\nHEAD / HTTP/1.1\r\nhost: h\r\nconnection: close\r\n\r\n",
@@ -641,7 +738,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_the_service_did_not_read_ends_the_connection() {
         let service = |_req: Request<NativeBody>| async { Response::new(ProxyBody::full("no")) };
-        let (mut c, task) = served(limits(), CancellationToken::new(), service).await;
+        let (mut c, task) = served(limits(), Arc::new(IdleSet::new()), service).await;
         // The second request would be read from inside the unread body: it must not be served.
         let out = send_and_read_to_close(
             &mut c,
@@ -667,7 +764,7 @@ mod tests {
             (&[b'a'; 2048], "HTTP/1.1 431 "),
         ];
         for (request, status) in cases {
-            let (mut c, task) = served(limits(), CancellationToken::new(), echo).await;
+            let (mut c, task) = served(limits(), Arc::new(IdleSet::new()), echo).await;
             let out = send_and_read_to_close(&mut c, request).await;
             assert!(out.starts_with(status), "{status}: {out}");
             assert!(out.contains("connection: close\r\n"), "{out}");
@@ -678,7 +775,7 @@ mod tests {
             "GET / HTTP/1.1\r\nhost: h\r\nx: {}\r\n\r\n",
             "a".repeat(1100)
         );
-        let (mut c, _task) = served(limits(), CancellationToken::new(), echo).await;
+        let (mut c, _task) = served(limits(), Arc::new(IdleSet::new()), echo).await;
         let out = send_and_read_to_close(&mut c, big.as_bytes()).await;
         assert!(out.starts_with("HTTP/1.1 431 "), "{out}");
     }
@@ -702,7 +799,7 @@ mod tests {
                 Response::new(ProxyBody::empty())
             }
         };
-        let (mut c, task) = served(limits(), CancellationToken::new(), service).await;
+        let (mut c, task) = served(limits(), Arc::new(IdleSet::new()), service).await;
         c.write_all(b"POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 10\r\n\r\nabc")
             .await
             .unwrap();
@@ -724,7 +821,7 @@ mod tests {
             ];
             Response::new(StreamBody::new(stream::iter(frames)))
         };
-        let (mut c, task) = served(limits(), CancellationToken::new(), service).await;
+        let (mut c, task) = served(limits(), Arc::new(IdleSet::new()), service).await;
         let out = send_and_read_to_close(&mut c, b"GET / HTTP/1.1\r\nhost: h\r\n\r\n").await;
         assert!(out.contains("transfer-encoding: chunked\r\n"), "{out}");
         assert!(
@@ -736,7 +833,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_http2_preface_hands_the_connection_over_with_its_bytes() {
-        let (mut c, task) = served(limits(), CancellationToken::new(), echo).await;
+        let (mut c, task) = served(limits(), Arc::new(IdleSet::new()), echo).await;
         // In two writes: a partial preface is waited for, not parsed as HTTP/1.1.
         c.write_all(&H2_PREFACE[..10]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -751,7 +848,7 @@ mod tests {
 
     #[tokio::test]
     async fn http_1_0_is_handed_over_untouched() {
-        let (mut c, task) = served(limits(), CancellationToken::new(), echo).await;
+        let (mut c, task) = served(limits(), Arc::new(IdleSet::new()), echo).await;
         c.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
         let mut rewound = task.await.unwrap().expect("handed over");
         let mut got = vec![0u8; 18];
@@ -761,7 +858,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_head_that_does_not_complete_in_time_is_dropped() {
-        let (mut c, task) = served(limits(), CancellationToken::new(), echo).await;
+        let (mut c, task) = served(limits(), Arc::new(IdleSet::new()), echo).await;
         c.write_all(b"GET / HTTP/1.1\r\nhost:").await.unwrap();
         let started = Instant::now();
         assert!(task.await.unwrap().is_none());
@@ -774,7 +871,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
-        let (mut c, task) = served(limits(), CancellationToken::new(), echo).await;
+        let (mut c, task) = served(limits(), Arc::new(IdleSet::new()), echo).await;
         c.write_all(b"GET / HTTP/1.1\r\nhost: h\r\n\r\n")
             .await
             .unwrap();
@@ -793,13 +890,14 @@ mod tests {
     #[tokio::test]
     async fn draining_closes_an_idle_connection_but_finishes_a_request_in_flight() {
         // Idle: closed at once.
-        let draining = CancellationToken::new();
+        let draining = Arc::new(IdleSet::new());
         let (_c, task) = served(limits(), draining.clone(), echo).await;
-        draining.cancel();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        draining.drain();
         assert!(task.await.unwrap().is_none());
 
         // In flight: answered, with `connection: close`.
-        let draining = CancellationToken::new();
+        let draining = Arc::new(IdleSet::new());
         let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
         let (release, wait) = tokio::sync::oneshot::channel::<()>();
         let hooks = std::sync::Mutex::new(Some((started_tx, wait)));
@@ -818,7 +916,7 @@ mod tests {
             .await
             .unwrap();
         started.await.unwrap();
-        draining.cancel();
+        draining.drain();
         release.send(()).unwrap();
         let out = send_and_read_to_close(&mut c, b"").await;
         assert!(out.starts_with("HTTP/1.1 200"), "{out}");
