@@ -473,7 +473,7 @@ fn parse_file(text: &str, file: &str, mode: Mode) -> Result<Parsed, String> {
                 };
                 if let Some(meta) = meta {
                     meta.file = Some(shared.clone());
-                    share_namespace(&mut meta.id, &mut namespaces);
+                    meta.id.share_namespace(&mut namespaces);
                 }
                 parsed.docs.push(doc);
             }
@@ -502,17 +502,6 @@ fn parse_file(text: &str, file: &str, mode: Mode) -> Result<Parsed, String> {
         .docs
         .sort_by_cached_key(|d| d.id().map(Cow::into_owned));
     Ok(parsed)
-}
-
-/// Gives `id` the namespace allocation of the file's earlier objects in the same namespace, so
-/// that comparing their identities settles the namespace by address.
-fn share_namespace(id: &mut ObjectRef, namespaces: &mut BTreeSet<Arc<str>>) {
-    match namespaces.get(&*id.namespace) {
-        Some(n) => id.namespace = n.clone(),
-        None => {
-            namespaces.insert(id.namespace.clone());
-        }
-    }
 }
 
 /// Turns one YAML document into an object, or a diagnostic naming as much as could be read.

@@ -71,6 +71,20 @@ impl ObjectRef {
         }
     }
 
+    /// Takes the allocation `namespaces` holds for its namespace's name (adding its own when
+    /// there is none), so that identities in one namespace compare it by address.
+    pub fn share_namespace(
+        &mut self,
+        namespaces: &mut std::collections::BTreeSet<std::sync::Arc<str>>,
+    ) {
+        match namespaces.get(&*self.namespace) {
+            Some(n) => self.namespace = n.clone(),
+            None => {
+                namespaces.insert(self.namespace.clone());
+            }
+        }
+    }
+
     /// `namespace/name`, the form used in metrics labels and logs.
     pub fn key(&self) -> String {
         // Sized up front: `format!` grows the string piece by piece.

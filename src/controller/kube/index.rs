@@ -258,12 +258,7 @@ impl Index {
     /// namespace seen before (so that comparing identities settles the namespace by address).
     fn meta_of(&mut self, kind: Kind, meta: &ObjectMeta) -> Meta {
         let mut id = id_of(kind, meta);
-        match self.namespaces.get(&*id.namespace) {
-            Some(n) => id.namespace = n.clone(),
-            None => {
-                self.namespaces.insert(id.namespace.clone());
-            }
-        }
+        id.share_namespace(&mut self.namespaces);
         Meta {
             id,
             file: None,
