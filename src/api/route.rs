@@ -44,8 +44,9 @@ pub struct RouteSpec {
     )]
     pub hostnames: Vec<String>,
     /// Terminate TLS for these host names (HTTP only).
+    // Boxed: 136 bytes inline in every Route held, most of which have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<RouteTls>,
+    pub tls: Option<Box<RouteTls>>,
     /// For TCP and UDP Routes: the gateway port this Route listens on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
@@ -213,8 +214,9 @@ pub struct RouteRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<RouteTimeouts>,
     /// Retries of failed attempts.
+    // Boxed, as `authentication`: a rule without it is a pointer smaller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry: Option<RetryPolicy>,
+    pub retry: Option<Box<RetryPolicy>>,
     /// Client addresses (CIDRs or single addresses, IPv4 or IPv6) allowed; empty: every
     /// client. Evaluated on the client address `--trusted-proxies` resolves.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -225,8 +227,10 @@ pub struct RouteRule {
     #[schemars(length(max = MAX_CIDRS), inner(length(max = 64)))]
     pub ip_deny: Vec<String>,
     /// Who may call this rule.
+    // Boxed: inline it was 656 of a rule's 1,096 bytes, kept for every rule of every Route the
+    // controller holds (6.5 MB at 10,000 single-rule Routes) though few rules have it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub authentication: Option<Authentication>,
+    pub authentication: Option<Box<Authentication>>,
     /// The longest request body accepted, in bytes (default: no limit): a longer
     /// `Content-Length` is answered 413 before the backend is asked; a body of unknown length
     /// (chunked, HTTP/2 without content-length) is cut when it passes the limit (413 if no

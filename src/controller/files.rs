@@ -165,7 +165,7 @@ mod tests {
         let route = |ca: &str| Obj {
             meta: Meta::new(ObjectRef::new(Kind::Route, "default", "r")),
             spec: std::sync::Arc::new(RouteSpec {
-                tls: Some(RouteTls {
+                tls: Some(Box::new(RouteTls {
                     secret_name: "s".into(),
                     client_validation: Some(ClientValidation {
                         ca_secret_ref: None,
@@ -174,7 +174,7 @@ mod tests {
                         mode: ClientValidationMode::Require,
                     }),
                     ..RouteTls::default()
-                }),
+                })),
                 ..RouteSpec::default()
             }),
         };

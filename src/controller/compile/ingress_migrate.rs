@@ -108,7 +108,7 @@ pub fn migrate(
         let tls = route_tls(ing, &t, &hostnames, &mut m);
         let route = api::RouteSpec {
             hostnames,
-            tls,
+            tls: tls.map(Box::new),
             rules,
             ..api::RouteSpec::default()
         };

@@ -1954,14 +1954,14 @@ impl Translation {
             ip_allow: self.ip_allow.clone(),
             ip_deny: self.ip_deny.clone(),
             authentication: (self.basic.is_some() || self.ext_auth.is_some()).then(|| {
-                api::Authentication {
+                Box::new(api::Authentication {
                     basic: self.basic.clone(),
                     ext_auth: self.ext_auth.clone(),
                     ..api::Authentication::default()
-                }
+                })
             }),
             timeouts: self.timeouts.clone(),
-            retry: self.retry.clone(),
+            retry: self.retry.clone().map(Box::new),
             max_request_body_bytes: self.max_body,
             // A redirect answers itself: nothing is forwarded.
             fallback_backend_ref: match &self.default_backend {

@@ -916,12 +916,12 @@ mod tests {
                 meta: Meta::new(ObjectRef::new(Kind::Route, "default", name)),
                 spec: std::sync::Arc::new(RouteSpec {
                     hostnames: hosts.iter().map(|h| h.to_string()).collect(),
-                    tls: Some(RouteTls {
+                    tls: Some(Box::new(RouteTls {
                         secret_name: secret.into(),
                         https_redirect: Some(redirect),
                         hsts: None,
                         client_validation: None,
-                    }),
+                    })),
                     rules: vec![RouteRule {
                         backend_refs: vec![BackendRef {
                             name: "missing".into(),

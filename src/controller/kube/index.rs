@@ -156,10 +156,9 @@ pub trait Custom: kube::Resource<DynamicType = ()> + Sized {
     const KIND: Kind;
     /// Which watch it comes from.
     const WATCHED: Watched;
-    /// Its spec.
-    fn spec(&self) -> &Self::Spec;
-    /// Its status, as the index keeps it.
-    fn observed(&self) -> Observed;
+    /// Its spec and its status as the index keeps it, moved out of the object (a copy of each
+    /// Route's spec, then dropping the original, cost a second allocation of every field).
+    fn into_parts(self) -> (Self::Spec, Observed);
     /// Where the index keeps it, to change.
     fn map(index: &mut Index) -> &mut BTreeMap<ObjectRef, Obj<Self::Spec>>;
     /// Where the index keeps it, to read.
@@ -170,17 +169,15 @@ impl Custom for Route {
     type Spec = RouteSpec;
     const KIND: Kind = Kind::Route;
     const WATCHED: Watched = Watched::Route;
-    fn spec(&self) -> &RouteSpec {
-        &self.spec
-    }
-    fn observed(&self) -> Observed {
-        let s = self.status.clone().unwrap_or_default();
-        Observed {
+    fn into_parts(self) -> (RouteSpec, Observed) {
+        let s = self.status.unwrap_or_default();
+        let observed = Observed {
             generation: s.observed_generation,
             conditions: s.conditions,
             endpoints: None,
-            uid: self.metadata.uid.clone(),
-        }
+            uid: self.metadata.uid,
+        };
+        (self.spec, observed)
     }
     fn map(index: &mut Index) -> &mut BTreeMap<ObjectRef, Obj<RouteSpec>> {
         Arc::make_mut(&mut index.routes)
@@ -194,17 +191,15 @@ impl Custom for Backend {
     type Spec = BackendSpec;
     const KIND: Kind = Kind::Backend;
     const WATCHED: Watched = Watched::Backend;
-    fn spec(&self) -> &BackendSpec {
-        &self.spec
-    }
-    fn observed(&self) -> Observed {
-        let s = self.status.clone().unwrap_or_default();
-        Observed {
+    fn into_parts(self) -> (BackendSpec, Observed) {
+        let s = self.status.unwrap_or_default();
+        let observed = Observed {
             generation: s.observed_generation,
             conditions: s.conditions,
             endpoints: s.endpoints,
-            uid: self.metadata.uid.clone(),
-        }
+            uid: self.metadata.uid,
+        };
+        (self.spec, observed)
     }
     fn map(index: &mut Index) -> &mut BTreeMap<ObjectRef, Obj<BackendSpec>> {
         &mut index.backends
@@ -218,17 +213,15 @@ impl Custom for RateLimitPolicy {
     type Spec = RateLimitPolicySpec;
     const KIND: Kind = Kind::RateLimitPolicy;
     const WATCHED: Watched = Watched::RateLimitPolicy;
-    fn spec(&self) -> &RateLimitPolicySpec {
-        &self.spec
-    }
-    fn observed(&self) -> Observed {
-        let s = self.status.clone().unwrap_or_default();
-        Observed {
+    fn into_parts(self) -> (RateLimitPolicySpec, Observed) {
+        let s = self.status.unwrap_or_default();
+        let observed = Observed {
             generation: s.observed_generation,
             conditions: s.conditions,
             endpoints: None,
-            uid: self.metadata.uid.clone(),
-        }
+            uid: self.metadata.uid,
+        };
+        (self.spec, observed)
     }
     fn map(index: &mut Index) -> &mut BTreeMap<ObjectRef, Obj<RateLimitPolicySpec>> {
         &mut index.policies
@@ -281,13 +274,13 @@ impl Index {
             Ok(obj) => {
                 let meta = self.meta_of(K::KIND, obj.meta());
                 let id = meta.id.clone();
-                let observed = obj.observed();
+                let (spec, observed) = obj.into_parts();
                 let status_changed = self.observed.get(&id) != Some(&observed);
                 self.observed.insert(id.clone(), observed);
                 let had_problem = self.problems.remove(&id).is_some();
                 let new = Obj {
                     meta,
-                    spec: Arc::new(obj.spec().clone()),
+                    spec: Arc::new(spec),
                 };
                 // Read before written: most events (status, resyncs) change nothing here.
                 if !had_problem && K::objects(self).get(&id) == Some(&new) {

@@ -746,7 +746,7 @@ fn status_patch(
     d: &Desired,
     now: &Time,
 ) -> Option<serde_json::Value> {
-    let dns = d.dns.as_ref().and_then(|q| shared.dns.get(q));
+    let dns = d.dns().and_then(|q| shared.dns.get(q));
     let with_dns;
     let d = match &dns {
         Some(standing) => {
@@ -758,8 +758,7 @@ fn status_patch(
     let idx = shared.index();
     let eps = shared.endpoints();
     let counts = d
-        .service
-        .as_ref()
+        .service()
         .map(|k| eps.counts(k))
         .or(dns.as_ref().map(|s| endpoints::Counts {
             ready: s.endpoints,

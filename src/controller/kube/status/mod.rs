@@ -7,6 +7,7 @@
 pub mod conditions;
 pub mod writer;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::controller::Compiled;
@@ -24,9 +25,10 @@ pub struct Cond {
     /// `True` or `False`.
     pub status: bool,
     /// One-word reason.
-    pub reason: String,
-    /// For a person; names the field at fault.
-    pub message: String,
+    pub reason: &'static str,
+    /// For a person; names the field at fault. Borrowed for the fixed messages of a healthy
+    /// object: at 10,000 Routes, three `String`s each were a third of the desired statuses.
+    pub message: Cow<'static, str>,
 }
 
 /// The status one object should carry.
@@ -36,13 +38,38 @@ pub struct Desired {
     pub generation: Option<i64>,
     /// The conditions.
     pub conditions: Vec<Cond>,
-    /// Backends: where `status.endpoints` is counted from (`None`: static endpoints).
+    /// A Backend's endpoints, as its status counts them (boxed: `None` for every other kind,
+    /// which is most objects).
+    pub backend: Option<Box<BackendEndpoints>>,
+}
+
+/// Where a Backend's `status.endpoints` is counted from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendEndpoints {
+    /// The Service whose EndpointSlices it follows (`None`: static endpoints or DNS).
     pub service: Option<ServiceKey>,
-    /// Backends: the static endpoint count.
+    /// The static endpoint count.
     pub static_endpoints: Option<u32>,
-    /// Backends: the DNS query their endpoints follow (its standing adds the `DNSResolved`
-    /// condition and the endpoint counts when the status is written).
+    /// The DNS query its endpoints follow (its standing adds the `DNSResolved` condition and
+    /// the endpoint counts when the status is written).
     pub dns: Option<DnsQuery>,
+}
+
+impl Desired {
+    /// A Backend's Service, if its endpoints come from one.
+    pub fn service(&self) -> Option<&ServiceKey> {
+        self.backend.as_ref()?.service.as_ref()
+    }
+
+    /// A Backend's static endpoint count.
+    pub fn static_endpoints(&self) -> Option<u32> {
+        self.backend.as_ref()?.static_endpoints
+    }
+
+    /// A Backend's DNS query, if its endpoints come from one.
+    pub fn dns(&self) -> Option<&DnsQuery> {
+        self.backend.as_ref()?.dns.as_ref()
+    }
 }
 
 /// The status every object of ours in `snap` should carry after `compiled`.
@@ -65,8 +92,8 @@ pub fn desired_of(
             by_object.entry(o).or_default().push(d);
         }
     }
-    let mut out = BTreeMap::new();
-    let mut ids: Vec<(&ObjectRef, Option<i64>, bool)> = Vec::new();
+    let mut ids: Vec<(&ObjectRef, Option<i64>, bool)> =
+        Vec::with_capacity(snap.routes.len() + snap.backends.len() + snap.policies.len());
     for (id, o) in snap.routes.iter() {
         let programmed = compiled
             .accepted
@@ -102,6 +129,9 @@ pub fn desired_of(
             ids.push((id, None, false));
         }
     }
+    // Gathered, then built into the map at once: inserted one by one in order, a B-tree's
+    // nodes are left half full.
+    let mut out = Vec::with_capacity(ids.len());
     for (id, generation, programmed) in ids {
         let diags = by_object.get(id).map(Vec::as_slice).unwrap_or_default();
         if diags.iter().any(|d| d.severity == Severity::Ignored) {
@@ -117,15 +147,14 @@ pub fn desired_of(
             .copied()
             .filter(|d| d.is_unresolved_ref())
             .collect();
-        let mut conditions = vec![
-            condition(ACCEPTED, REASON_ACCEPTED, "accepted", &invalid),
-            condition(
-                RESOLVED_REFS,
-                REASON_RESOLVED,
-                "every reference resolves",
-                &unresolved,
-            ),
-        ];
+        let mut conditions = Vec::with_capacity(3);
+        conditions.push(condition(ACCEPTED, REASON_ACCEPTED, "accepted", &invalid));
+        conditions.push(condition(
+            RESOLVED_REFS,
+            REASON_RESOLVED,
+            "every reference resolves",
+            &unresolved,
+        ));
         let serving_older = match id.kind {
             Kind::Route => compiled.accepted.routes.contains_key(id),
             Kind::Backend => compiled.accepted.backends.contains_key(id),
@@ -138,39 +167,44 @@ pub fn desired_of(
             (true, _) => Cond {
                 type_: PROGRAMMED,
                 status: true,
-                reason: REASON_PROGRAMMED.into(),
-                message: "this version is serving".into(),
+                reason: REASON_PROGRAMMED,
+                message: Cow::Borrowed("this version is serving"),
             },
             (false, true) => Cond {
                 type_: PROGRAMMED,
                 status: false,
-                reason: REASON_LAST_ACCEPTED_SERVING.into(),
-                message: "the last accepted version keeps serving until this one is fixed".into(),
+                reason: REASON_LAST_ACCEPTED_SERVING,
+                message: Cow::Borrowed(
+                    "the last accepted version keeps serving until this one is fixed",
+                ),
             },
             (false, false) => Cond {
                 type_: PROGRAMMED,
                 status: false,
-                reason: REASON_NOT_PROGRAMMED.into(),
-                message: "not in the routing table".into(),
+                reason: REASON_NOT_PROGRAMMED,
+                message: Cow::Borrowed("not in the routing table"),
             },
         });
         let backend = (id.kind == Kind::Backend)
             .then(|| compiled.table.backends.iter().find(|b| &b.id == id))
             .flatten();
-        out.insert(
+        out.push((
             id.clone(),
             Desired {
                 generation,
                 conditions,
-                service: backend.and_then(|b| b.service.clone()),
-                static_endpoints: backend
-                    .filter(|b| b.service.is_none() && b.dns.is_none())
-                    .map(|b| b.endpoints.len() as u32),
-                dns: backend.and_then(|b| b.dns.clone()),
+                backend: backend.map(|b| {
+                    Box::new(BackendEndpoints {
+                        service: b.service.clone(),
+                        static_endpoints: (b.service.is_none() && b.dns.is_none())
+                            .then_some(b.endpoints.len() as u32),
+                        dns: b.dns.clone(),
+                    })
+                }),
             },
-        );
+        ));
     }
-    out
+    out.into_iter().collect()
 }
 
 /// `desired` with the `DNSResolved` condition of a Backend whose DNS query stands as `standing`.
@@ -196,8 +230,8 @@ fn dns_condition(standing: &Standing) -> Cond {
     Cond {
         type_: DNS_RESOLVED,
         status,
-        reason: reason.into(),
-        message: message.chars().take(MAX_MESSAGE).collect(),
+        reason,
+        message: Cow::Owned(message.chars().take(MAX_MESSAGE).collect()),
     }
 }
 
@@ -214,13 +248,18 @@ fn applies(compiled: &Parts<'_>, id: &ObjectRef) -> bool {
 
 /// A condition that is True unless `problems` has something, then False with the first reason
 /// and every problem's field and message.
-fn condition(type_: &'static str, ok_reason: &str, ok: &str, problems: &[&Diagnostic]) -> Cond {
+fn condition(
+    type_: &'static str,
+    ok_reason: &'static str,
+    ok: &'static str,
+    problems: &[&Diagnostic],
+) -> Cond {
     match problems.first() {
         None => Cond {
             type_,
             status: true,
-            reason: ok_reason.into(),
-            message: ok.into(),
+            reason: ok_reason,
+            message: Cow::Borrowed(ok),
         },
         Some(first) => {
             let mut message = String::new();
@@ -242,8 +281,8 @@ fn condition(type_: &'static str, ok_reason: &str, ok: &str, problems: &[&Diagno
             Cond {
                 type_,
                 status: false,
-                reason: first.reason.as_str().into(),
-                message,
+                reason: first.reason.as_str(),
+                message: Cow::Owned(message),
             }
         }
     }
@@ -303,7 +342,7 @@ mod tests {
         assert_eq!(d.generation, Some(3));
         assert!(d.conditions.iter().all(|c| c.status), "{d:?}");
         let b = &out[&ObjectRef::new(Kind::Backend, "shop", "api")];
-        assert_eq!(b.static_endpoints, Some(1));
+        assert_eq!(b.static_endpoints(), Some(1));
     }
 
     #[test]
@@ -334,7 +373,7 @@ mod tests {
         let d = &out[&ObjectRef::new(Kind::Route, "shop", "web")];
         assert!(cond(d, ACCEPTED).status, "{d:?}");
         let r = cond(d, RESOLVED_REFS);
-        assert_eq!((r.status, r.reason.as_str()), (false, "InvalidKind"));
+        assert_eq!((r.status, r.reason), (false, "InvalidKind"));
         assert!(
             r.message.starts_with("spec.rules[0].backendRefs[0].kind: "),
             "{}",

@@ -31,7 +31,7 @@ pub fn status_patch(
             total: c.total,
         })
         .or(desired
-            .static_endpoints
+            .static_endpoints()
             .map(|n| EndpointCounts { ready: n, total: n }));
     let status_of = |c: &super::Cond| if c.status { "True" } else { "False" };
     // Compared before anything is built: at 10,000 objects nearly all are unchanged.
@@ -59,8 +59,8 @@ pub fn status_patch(
             Condition {
                 type_: c.type_.to_owned(),
                 status: status.to_owned(),
-                reason: c.reason.clone(),
-                message: c.message.clone(),
+                reason: c.reason.to_owned(),
+                message: c.message.clone().into_owned(),
                 observed_generation: desired.generation,
                 last_transition_time: previous
                     .filter(|p| p.status == status)
@@ -170,12 +170,10 @@ mod tests {
             conditions: vec![Cond {
                 type_: "Accepted",
                 status: ok,
-                reason: if ok { "Accepted" } else { "Invalid" }.into(),
+                reason: if ok { "Accepted" } else { "Invalid" },
                 message: "m".into(),
             }],
-            service: None,
-            static_endpoints: None,
-            dns: None,
+            backend: None,
         }
     }
 
