@@ -460,20 +460,25 @@ impl Tidegate {
     }
 
     /// Waits until `/readyz` answers 200 (every kind listed, a table published).
+    /// A timeout prints the gateway's log: why it is not ready is in there.
     pub async fn wait_ready(&self) {
         let http = crate::common::HttpClient::http1();
-        let admin = self.admin;
-        eventually(Duration::from_secs(30), "tidegate /readyz", || {
-            let http = http.clone();
-            async move {
-                let req = http::Request::get(format!("http://{admin}/readyz"))
-                    .body(http_body_util::Full::new(bytes::Bytes::new()))
-                    .unwrap();
-                let r = http.send(req).await.ok()?;
-                (r.status == 200).then_some(())
+        let within = Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let req = http::Request::get(format!("http://{}/readyz", self.admin))
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap();
+            if http.send(req).await.is_ok_and(|r| r.status == 200) {
+                return;
             }
-        })
-        .await;
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after {within:?} waiting for tidegate /readyz; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// How many log lines have this `message`.
