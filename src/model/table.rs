@@ -155,10 +155,15 @@ impl Action {
             && b.canaries.is_empty()
         {
             let schedule: Arc<[Target]> = if b.weight > 0 {
-                Arc::new([Target {
-                    backend_ref: 0,
-                    canary: 0,
-                }])
+                // Shared by every such rule: one allocation (and its free) fewer per rule.
+                static ITSELF: std::sync::LazyLock<Arc<[Target]>> =
+                    std::sync::LazyLock::new(|| {
+                        Arc::new([Target {
+                            backend_ref: 0,
+                            canary: 0,
+                        }])
+                    });
+                ITSELF.clone()
             } else {
                 Arc::new([])
             };
@@ -282,9 +287,9 @@ pub struct Rule {
     pub name: Option<String>,
     /// `namespace/name` or `namespace/name/rule`: the label for metrics and logs.
     pub label: Arc<str>,
-    /// Host names, lower-case; empty means every host.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub hostnames: Vec<String>,
+    /// Host names, lower-case; empty means every host. Shared by the rules of one Route.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub hostnames: Arc<[String]>,
     /// Conditions; any one selects the rule. Never empty (no matches = prefix `/`).
     pub matches: Vec<RequestMatch>,
     /// Applied to the request, in order.

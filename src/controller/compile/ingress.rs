@@ -104,6 +104,7 @@ pub fn compile_ingress(
         spec: std::sync::Arc::new(crate::api::RouteSpec::default()),
     };
     let mut rules: Vec<Rule> = Vec::new();
+    let label: std::sync::Arc<str> = id.key().into();
     let default_port = default_backend_port(id, ing, &t, env, &mut f);
     let other_hosts = super::ingress_translate::hosts_of_others(
         id,
@@ -129,12 +130,14 @@ pub fn compile_ingress(
             p.rule.error_responses = None;
         }
         let index = rules.len();
+        let hostnames: std::sync::Arc<[String]> = std::mem::take(&mut p.hostnames).into();
         let compiled = super::route::compile_rule(
             &shell,
             index,
             &p.rule,
             &p.at,
-            &p.hostnames,
+            &hostnames,
+            &label,
             env,
             &mut f,
             Some(resolved),

@@ -133,7 +133,7 @@ pub struct Compiled {
 
 /// Compiles a snapshot. Never fails: every problem becomes a diagnostic on its object.
 pub fn compile(snap: &Snapshot, opts: &CompileOptions) -> Compiled {
-    compile_cached(snap, opts, &mut CompileCache::default())
+    compile_with(snap, opts, None)
 }
 
 /// [`compile`], reusing from `cache` the Routes that did not change since the compile that
@@ -142,6 +142,16 @@ pub fn compile_cached(
     snap: &Snapshot,
     opts: &CompileOptions,
     cache: &mut CompileCache,
+) -> Compiled {
+    compile_with(snap, opts, Some(cache))
+}
+
+/// The compile, with a cache to reuse and fill or (a one-off compile) none: filling one that
+/// is dropped at once copied every Route's rules and the snapshot's inputs for nothing.
+fn compile_with(
+    snap: &Snapshot,
+    opts: &CompileOptions,
+    mut cache: Option<&mut CompileCache>,
 ) -> Compiled {
     let mut diags: Vec<Diagnostic> = snap.problems.clone();
     let unreadable: BTreeSet<&ObjectRef> = snap
@@ -175,7 +185,9 @@ pub fn compile_cached(
         }
     }
 
-    cache.begin(snap, opts, &accepted.backends);
+    if let Some(cache) = cache.as_deref_mut() {
+        cache.begin(snap, opts, &accepted.backends);
+    }
     let known_backends: BTreeSet<&ObjectRef> = snap.backends.keys().collect();
     let env = route::Env {
         opts,
@@ -191,7 +203,10 @@ pub fn compile_cached(
     // at once (grown by doubling, it was copied ~14 times a compile at 10,000 Routes).
     let mut accepted_routes = Vec::with_capacity(snap.routes.len());
     for (id, current, fallback) in candidates(&*snap.routes, &snap.accepted.routes, &unreadable) {
-        if let Some(reused) = cache.get(id, current, fallback) {
+        if let Some(reused) = cache
+            .as_deref_mut()
+            .and_then(|c| c.get(id, current, fallback))
+        {
             diags.extend_from_slice(reused.found);
             if let Some((compiled, from_fallback)) = reused.rules {
                 rules.extend(compiled.iter().cloned());
@@ -213,8 +228,10 @@ pub fn compile_cached(
                 route::CompiledRoute::Http(compiled) => {
                     let from = rules.len();
                     rules.extend(compiled.into_iter().map(Arc::new));
-                    let from_fallback = current.is_none_or(|c| !std::ptr::eq(c, obj));
-                    made = Some((rules[from..].to_vec(), from_fallback));
+                    if cache.is_some() {
+                        let from_fallback = current.is_none_or(|c| !std::ptr::eq(c, obj));
+                        made = Some((rules[from..].to_vec(), from_fallback));
+                    }
                 }
                 route::CompiledRoute::L4(compiled) => {
                     // Its port is checked against every other L4 Route: compiled each time.
@@ -224,13 +241,17 @@ pub fn compile_cached(
             }
             accepted_routes.push((id.clone(), obj.clone()));
         }
-        if reusable {
-            cache.put(id, current, fallback, diags[found_from..].to_vec(), made);
-        } else {
-            cache.forget(id);
+        match cache.as_deref_mut() {
+            Some(cache) if reusable => {
+                cache.put(id, current, fallback, diags[found_from..].to_vec(), made);
+            }
+            Some(cache) => cache.forget(id),
+            None => {}
         }
     }
-    cache.end();
+    if let Some(cache) = cache {
+        cache.end();
+    }
     accepted.routes = accepted_routes.into_iter().collect();
     let mut ingress_policies = Vec::new();
     for (id, current, fallback) in

@@ -111,6 +111,9 @@ pub fn compile_route(
             Err(e) => f.invalid(format!("spec.hostnames[{i}]"), e),
         }
     }
+    // One list and one label for all the Route's rules, not a copy of each per rule.
+    let hostnames: Arc<[String]> = hostnames.into();
+    let label: Arc<str> = id.key().into();
 
     if spec.rules.is_empty() && spec.protocol == RouteProtocol::Http {
         f.invalid("spec.rules", "a Route needs at least one rule");
@@ -133,22 +136,25 @@ pub fn compile_route(
                 );
             }
         }
-        if let Some(r) = compile_rule(obj, i, rule, &at, &hostnames, env, &mut f, None) {
+        let compiled = compile_rule(obj, i, rule, &at, &hostnames, &label, env, &mut f, None);
+        if let Some(r) = compiled {
             rules.push(r);
         }
     }
     f.ok().then_some(CompiledRoute::Http(rules))
 }
 
-/// Compiles one rule. `resolved`: its backends when the caller resolved them itself (an
-/// Ingress's, whose ports may be named); then `rule.backend_refs` is not read.
+/// Compiles one rule. `label`: the object's (`namespace/name`); `resolved`: its backends when
+/// the caller resolved them itself (an Ingress's, whose ports may be named); then
+/// `rule.backend_refs` is not read.
 #[allow(clippy::too_many_arguments)] // a rule's context; a struct would only rename them
 pub(super) fn compile_rule(
     obj: &Obj<RouteSpec>,
     index: usize,
     rule: &api::RouteRule,
     at: &dyn Display,
-    hostnames: &[String],
+    hostnames: &Arc<[String]>,
+    label: &Arc<str>,
     env: &Env<'_>,
     f: &mut Findings<'_>,
     resolved: Option<Vec<WeightedBackend>>,
@@ -230,20 +236,20 @@ pub(super) fn compile_rule(
     };
     let label: Arc<str> = match &rule.name {
         Some(n) => {
-            let mut label = id.key();
-            label.reserve_exact(1 + n.len());
-            label.push('/');
-            label.push_str(n);
-            label.into()
+            let mut named = String::with_capacity(label.len() + 1 + n.len());
+            named.push_str(label);
+            named.push('/');
+            named.push_str(n);
+            named.into()
         }
-        None => id.key().into(),
+        None => label.clone(),
     };
     Some(Rule {
         route: id.clone(),
         index,
         name: rule.name.clone(),
         label,
-        hostnames: hostnames.to_vec(),
+        hostnames: hostnames.clone(),
         matches,
         request_filters,
         response_filters,
