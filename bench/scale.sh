@@ -87,6 +87,7 @@ done
 curl -sf -o /dev/null "http://127.0.0.1:$TG/" || die "tidegate does not proxy (see $WORK/tidegate.log)"
 
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; } # KiB -> MiB, one decimal
 
 # --- 1. idle connections -------------------------------------------------------------------------
 idle_rss() { # PID PORT -> "before after"
@@ -228,8 +229,8 @@ OUT=$RESULTS_DIR/scale-$(date -u +%Y-%m-%d-%H%M%S).md
     echo
     echo "| figure | tidegate | nginx (worker process) |"
     echo "|---|---|---|"
-    echo "| RSS idle, no connections | $((TG_BEFORE / 1024)) MiB | $((NGX_BEFORE / 1024)) MiB |"
-    echo "| RSS with $IDLE_CONNS idle keep-alive connections | $((TG_AFTER / 1024)) MiB | $((NGX_AFTER / 1024)) MiB |"
+    echo "| RSS idle, no connections | $(mib "$TG_BEFORE") MiB | $(mib "$NGX_BEFORE") MiB |"
+    echo "| RSS with $IDLE_CONNS idle keep-alive connections | $(mib "$TG_AFTER") MiB | $(mib "$NGX_AFTER") MiB |"
     echo "| per idle connection | $(( (TG_AFTER - TG_BEFORE) * 1024 / IDLE_CONNS )) bytes | $(( (NGX_AFTER - NGX_BEFORE) * 1024 / IDLE_CONNS )) bytes |"
     echo "| config change → serving, under load (p50 / p99 / max of $CHANGES) | $P50 / $P99 / $PMAX ms | |"
     echo "| change every 100 ms for ${DURATION}s under load: requests / failed / reloads | $REQS / $(( ${NON2XX:-0} + ${SOCKERR:-0} )) / $RELOADS | |"

@@ -199,6 +199,11 @@ impl<'a> Slot<'a> {
         }
     }
 
+    /// The set it is an entry of.
+    pub fn set(&self) -> &'a IdleSet {
+        self.set
+    }
+
     /// Ready once `deadline` has passed; else the task is woken when it may have (or when the
     /// server drains: see [`IdleSet::is_draining`]).
     pub fn poll_expired(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {

@@ -175,6 +175,66 @@ fn http_date() -> [u8; 29] {
     })
 }
 
+/// Waiting for a connection's next request head: its idle or header deadline on the
+/// listener's timer, and the drain.
+struct HeadWait<'a> {
+    slot: IdleSlot<'a>,
+    /// When the wait ends: the idle timeout from the last response, or once a head has
+    /// started, the header read timeout from its first bytes.
+    deadline: Instant,
+    /// Bytes of the next head have arrived.
+    head_started: bool,
+}
+
+impl<'a> HeadWait<'a> {
+    fn new(set: &'a IdleSet, idle_timeout: std::time::Duration) -> Self {
+        Self {
+            slot: IdleSlot::new(set),
+            deadline: Instant::now() + idle_timeout,
+            head_started: false,
+        }
+    }
+
+    /// A response was written: the next head is waited for from now.
+    fn idle(&mut self, idle_timeout: std::time::Duration) {
+        self.deadline = Instant::now() + idle_timeout;
+        self.head_started = false;
+    }
+
+    /// The first bytes of a head arrived: it must be whole within `timeout`.
+    fn started(&mut self, timeout: std::time::Duration) {
+        if !self.head_started {
+            self.head_started = true;
+            self.deadline = Instant::now() + timeout;
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>, ctx: &ConnCtx) -> Poll<Wait> {
+        if let Poll::Ready(r) = lock(ctx).poll_fill(cx) {
+            return Poll::Ready(Wait::Read(r));
+        }
+        // The slot first: it registers the task the drain wakes.
+        let expired = self.slot.poll_expired(cx, self.deadline).is_ready();
+        // A connection between requests closes on a drain; one mid-head gets its answer.
+        if !self.head_started && self.slot.set().is_draining() {
+            return Poll::Ready(Wait::Drained);
+        }
+        if expired {
+            return Poll::Ready(Wait::Expired);
+        }
+        Poll::Pending
+    }
+}
+
+/// How a connection ends while it reads a head (awaited once the step that said so is gone,
+/// so that the connection's future does not hold both).
+enum End<R> {
+    /// To hyper: HTTP/2, an upgrade, what the native server does not serve.
+    HandOver,
+    /// With an error response.
+    Reject(R),
+}
+
 /// What the head reader does next.
 enum Step {
     Read,
@@ -225,96 +285,88 @@ pub fn serve<L: Listener, K: Send + 'static>(
     keep: K,
 ) -> impl Future<Output = ()> + Send + 'static {
     async move {
-        let _keep = keep;
-        let config = listener.limits();
-        let idle = listener.idle();
+        // Dropped with the future. Only mentioned here: moved into a local, it would be held
+        // twice (an async block keeps what it captured and its locals apart).
+        let _ = &keep;
         // The idle and header timeouts and the drain come from the listener's one timer (see
         // [`IdleSet`]): keep-alive requests do not touch it.
-        let mut slot = IdleSlot::new(idle);
-        let mut idle_since = Instant::now();
+        let mut wait = HeadWait::new(listener.idle(), listener.limits().idle_timeout);
         let mut first = true;
 
         loop {
             // Read one request head.
-            let mut head_started: Option<Instant> = None;
             let head = loop {
-                let step = {
-                    let mut r = lock(&ctx);
-                    if r.buf.is_empty() {
-                        Step::Read
-                    } else if first
-                        && H2_PREFACE.starts_with(&r.buf[..r.buf.len().min(H2_PREFACE.len())])
-                    {
-                        if r.buf.len() >= H2_PREFACE.len() {
-                            Step::Handoff
+                // In a block of its own, so that the step is not kept across the awaits below.
+                let end = {
+                    let step = {
+                        let max_header_bytes = listener.limits().max_header_bytes;
+                        let mut r = lock(&ctx);
+                        if r.buf.is_empty() {
+                            Step::Read
+                        } else if first
+                            && H2_PREFACE.starts_with(&r.buf[..r.buf.len().min(H2_PREFACE.len())])
+                        {
+                            if r.buf.len() >= H2_PREFACE.len() {
+                                Step::Handoff
+                            } else {
+                                Step::Started
+                            }
                         } else {
-                            Step::Started
-                        }
-                    } else {
-                        let buffered = r.buf.len();
-                        match codec::parse_request(&mut r.buf) {
-                            Ok(Parsed::Done(_))
-                                if buffered - r.buf.len() > config.max_header_bytes =>
-                            {
-                                Step::Reject(Reject::TooLarge)
+                            let buffered = r.buf.len();
+                            match codec::parse_request(&mut r.buf) {
+                                Ok(Parsed::Done(_))
+                                    if buffered - r.buf.len() > max_header_bytes =>
+                                {
+                                    Step::Reject(Reject::TooLarge)
+                                }
+                                Ok(Parsed::Done(head)) => Step::Head(Recycled::new(head)),
+                                Ok(Parsed::Partial) if r.buf.len() > max_header_bytes => {
+                                    Step::Reject(Reject::TooLarge)
+                                }
+                                Ok(Parsed::Partial) => Step::Started,
+                                Ok(Parsed::Handoff) => Step::Handoff,
+                                Err(why) => Step::Reject(why),
                             }
-                            Ok(Parsed::Done(head)) => Step::Head(Recycled::new(head)),
-                            Ok(Parsed::Partial) if r.buf.len() > config.max_header_bytes => {
-                                Step::Reject(Reject::TooLarge)
-                            }
-                            Ok(Parsed::Partial) => Step::Started,
-                            Ok(Parsed::Handoff) => Step::Handoff,
-                            Err(why) => Step::Reject(why),
                         }
+                    };
+                    match step {
+                        Step::Head(head) => break head,
+                        Step::Handoff => Some(End::HandOver),
+                        Step::Reject(why) => {
+                            tracing::debug!(peer = %ctx.peer, error = %why, "request refused");
+                            // Boxed: its strings would otherwise be part of every connection's state.
+                            Some(End::Reject(Box::pin(reject(&mut wr, why))))
+                        }
+                        Step::Started => {
+                            wait.started(listener.limits().header_read_timeout);
+                            None
+                        }
+                        Step::Read => None,
                     }
                 };
-                match step {
-                    Step::Head(head) => break head,
-                    Step::Handoff => {
-                        drop(slot);
-                        if let Some((io, peer)) = handoff(ctx, wr) {
-                            // Boxed: hyper's connection state is large, and most connections never
-                            // get here.
-                            Box::pin(listener.hand_over(io, peer)).await;
-                        }
-                        return;
+                if matches!(end, Some(End::HandOver)) {
+                    drop((end, wait));
+                    // Boxed: hyper's connection state is large, and most connections never get
+                    // here. The box is made before the await, so that the connection's future
+                    // does not keep the stream it hands over beside it.
+                    let hand_over =
+                        handoff(ctx, wr).map(|(io, peer)| Box::pin(listener.hand_over(io, peer)));
+                    if let Some(hand_over) = hand_over {
+                        hand_over.await;
                     }
-                    Step::Reject(why) => {
-                        tracing::debug!(peer = %ctx.peer, error = %why, "request refused");
-                        // Boxed: its strings would otherwise be part of every connection's state.
-                        Box::pin(reject(&mut wr, why)).await;
-                        return;
-                    }
-                    Step::Started => {
-                        head_started.get_or_insert_with(Instant::now);
-                    }
-                    Step::Read => {}
+                    return;
                 }
-                let waiting_for_first_byte = head_started.is_none();
-                let deadline = match head_started {
-                    Some(t) => t + config.header_read_timeout,
-                    None => idle_since + config.idle_timeout,
-                };
-                let wait = poll_fn(|cx| {
-                    if let Poll::Ready(r) = lock(&ctx).poll_fill(cx) {
-                        return Poll::Ready(Wait::Read(r));
-                    }
-                    // The slot first: it registers the task the drain wakes.
-                    let expired = slot.poll_expired(cx, deadline).is_ready();
-                    if waiting_for_first_byte && idle.is_draining() {
-                        return Poll::Ready(Wait::Drained);
-                    }
-                    if expired {
-                        return Poll::Ready(Wait::Expired);
-                    }
-                    Poll::Pending
-                })
-                .await;
-                match wait {
+                if let Some(End::Reject(rejected)) = end {
+                    rejected.await;
+                    return;
+                }
+                // Only `wait` and `ctx` are borrowed while a connection waits: what it holds
+                // then is what every idle connection costs.
+                match poll_fn(|cx| wait.poll(cx, &ctx)).await {
                     Wait::Read(Ok(0) | Err(_)) | Wait::Drained => return,
                     Wait::Read(Ok(_)) => {}
                     Wait::Expired => {
-                        if !waiting_for_first_byte {
+                        if wait.head_started {
                             tracing::debug!(peer = %ctx.peer, "request head not received in time");
                         }
                         return;
@@ -331,7 +383,7 @@ pub fn serve<L: Listener, K: Send + 'static>(
             if !keep_alive {
                 return;
             }
-            idle_since = Instant::now();
+            wait.idle(listener.limits().idle_timeout);
             // An idle keep-alive connection holds no buffers (10k idle connections would otherwise
             // pin ~16 KiB each); the thread keeps some for the next requests (the write buffer was
             // given back by the exchange).
