@@ -226,6 +226,32 @@ impl<'a> HeadWait<'a> {
     }
 }
 
+/// What the bytes read so far on a connection say (`first`: no request was served on it yet).
+fn next_step(ctx: &ConnCtx, first: bool, max_header_bytes: usize) -> Step {
+    let mut r = lock(ctx);
+    if r.buf.is_empty() {
+        return Step::Read;
+    }
+    if first && H2_PREFACE.starts_with(&r.buf[..r.buf.len().min(H2_PREFACE.len())]) {
+        return if r.buf.len() >= H2_PREFACE.len() {
+            Step::Handoff
+        } else {
+            Step::Started
+        };
+    }
+    let buffered = r.buf.len();
+    match codec::parse_request(&mut r.buf) {
+        Ok(Parsed::Done(_)) if buffered - r.buf.len() > max_header_bytes => {
+            Step::Reject(Reject::TooLarge)
+        }
+        Ok(Parsed::Done(head)) => Step::Head(Recycled::new(head)),
+        Ok(Parsed::Partial) if r.buf.len() > max_header_bytes => Step::Reject(Reject::TooLarge),
+        Ok(Parsed::Partial) => Step::Started,
+        Ok(Parsed::Handoff) => Step::Handoff,
+        Err(why) => Step::Reject(why),
+    }
+}
+
 /// How a connection ends while it reads a head (awaited once the step that said so is gone,
 /// so that the connection's future does not hold both).
 enum End<R> {
@@ -296,53 +322,20 @@ pub fn serve<L: Listener, K: Send + 'static>(
         loop {
             // Read one request head.
             let head = loop {
-                // In a block of its own, so that the step is not kept across the awaits below.
-                let end = {
-                    let step = {
-                        let max_header_bytes = listener.limits().max_header_bytes;
-                        let mut r = lock(&ctx);
-                        if r.buf.is_empty() {
-                            Step::Read
-                        } else if first
-                            && H2_PREFACE.starts_with(&r.buf[..r.buf.len().min(H2_PREFACE.len())])
-                        {
-                            if r.buf.len() >= H2_PREFACE.len() {
-                                Step::Handoff
-                            } else {
-                                Step::Started
-                            }
-                        } else {
-                            let buffered = r.buf.len();
-                            match codec::parse_request(&mut r.buf) {
-                                Ok(Parsed::Done(_))
-                                    if buffered - r.buf.len() > max_header_bytes =>
-                                {
-                                    Step::Reject(Reject::TooLarge)
-                                }
-                                Ok(Parsed::Done(head)) => Step::Head(Recycled::new(head)),
-                                Ok(Parsed::Partial) if r.buf.len() > max_header_bytes => {
-                                    Step::Reject(Reject::TooLarge)
-                                }
-                                Ok(Parsed::Partial) => Step::Started,
-                                Ok(Parsed::Handoff) => Step::Handoff,
-                                Err(why) => Step::Reject(why),
-                            }
-                        }
-                    };
-                    match step {
-                        Step::Head(head) => break head,
-                        Step::Handoff => Some(End::HandOver),
-                        Step::Reject(why) => {
-                            tracing::debug!(peer = %ctx.peer, error = %why, "request refused");
-                            // Boxed: its strings would otherwise be part of every connection's state.
-                            Some(End::Reject(Box::pin(reject(&mut wr, why))))
-                        }
-                        Step::Started => {
-                            wait.started(listener.limits().header_read_timeout);
-                            None
-                        }
-                        Step::Read => None,
+                // Matched in the `let`, so that the step is not kept across the awaits below.
+                let end = match next_step(&ctx, first, listener.limits().max_header_bytes) {
+                    Step::Head(head) => break head,
+                    Step::Handoff => Some(End::HandOver),
+                    Step::Reject(why) => {
+                        tracing::debug!(peer = %ctx.peer, error = %why, "request refused");
+                        // Boxed: its strings would otherwise be part of every connection's state.
+                        Some(End::Reject(Box::pin(reject(&mut wr, why))))
                     }
+                    Step::Started => {
+                        wait.started(listener.limits().header_read_timeout);
+                        None
+                    }
+                    Step::Read => None,
                 };
                 if matches!(end, Some(End::HandOver)) {
                     drop((end, wait));
