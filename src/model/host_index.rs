@@ -13,11 +13,11 @@ use foldhash::fast::RandomState;
 use hashbrown::HashTable;
 
 use super::matching::RequestMatch;
-use super::precedence::{HostRank, PathRank, Rank};
+use super::precedence::{HostRank, PathRank, Quick, Rank};
 use super::{PathMatcher, Rule};
 
 /// One (rule, match) pair to try for a host bucket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Candidate {
     /// Index in [`super::RoutingTable::rules`].
     pub rule: u32,
@@ -153,6 +153,11 @@ pub struct HostIndex {
 
 impl HostIndex {
     /// Groups every (hostname, match) of `rules` and sorts each group by [`Rank`].
+    ///
+    /// Each rule is read once, in order: at 10,000 Routes the rules no longer fit in the
+    /// caches, and going back to them (a second pass for the ranks, key comparisons through
+    /// them) was most of the build. The rules of one Route share their host list, so only the
+    /// first of them looks its hosts up.
     pub fn build(rules: &[Arc<Rule>]) -> Self {
         let hasher = RandomState::default();
         // Sized for a host per rule, the usual large table: no rehash while it fills.
@@ -160,45 +165,59 @@ impl HostIndex {
         let mut wildcard = HashTable::new();
         // Each bucket's host rank; the groups are numbered in order of first appearance.
         let mut ranks: Vec<HostRank> = Vec::with_capacity(rules.len());
-        // (group, candidate) in rule order; `u32::MAX` is the group of Routes without hosts.
-        let mut items: Vec<(u32, Candidate)> = Vec::with_capacity(rules.len());
+        // (group, quick rank, candidate) in rule order; `u32::MAX` is the group of Routes
+        // without hosts.
+        let mut items: Vec<Item> = Vec::with_capacity(rules.len());
+        // The groups of the last host list looked up.
+        let mut last: Option<&Arc<[String]>> = None;
+        let mut groups_of_last: Vec<u32> = Vec::new();
         for (ri, rule) in rules.iter().enumerate() {
-            let candidates = (0..rule.matches.len()).map(|mi| Candidate {
-                rule: ri as u32,
-                match_index: mi as u32,
-            });
-            if rule.hostnames.is_empty() {
-                items.extend(candidates.clone().map(|c| (u32::MAX, c)));
-            }
-            for (hi, h) in rule.hostnames.iter().enumerate() {
-                let (table, spelled, rank): (_, Spelled, _) = match h.strip_prefix('*') {
-                    Some(suffix) => (&mut wildcard, Key::suffix, HostRank::Wildcard(suffix.len())),
-                    None => (&mut exact, Key::exact, HostRank::Exact),
-                };
-                let name = spelled(
-                    Key {
-                        rule: ri as u32,
-                        host: hi as u32,
-                        group: 0,
-                    },
-                    rules,
-                );
-                let hash = hasher.hash_one(name);
-                let group = match table.find(hash, |k: &Key| spelled(*k, rules) == name) {
-                    Some(k) => k.group,
-                    None => {
-                        let group = ranks.len() as u32;
-                        ranks.push(rank);
-                        let key = Key {
+            if !last.is_some_and(|l| Arc::ptr_eq(l, &rule.hostnames)) {
+                groups_of_last.clear();
+                for (hi, h) in rule.hostnames.iter().enumerate() {
+                    let (table, spelled, rank): (_, Spelled, _) = match h.strip_prefix('*') {
+                        Some(suffix) => {
+                            (&mut wildcard, Key::suffix, HostRank::Wildcard(suffix.len()))
+                        }
+                        None => (&mut exact, Key::exact, HostRank::Exact),
+                    };
+                    let name = spelled(
+                        Key {
                             rule: ri as u32,
                             host: hi as u32,
-                            group,
-                        };
-                        table.insert_unique(hash, key, |k| hasher.hash_one(spelled(*k, rules)));
-                        group
-                    }
+                            group: 0,
+                        },
+                        rules,
+                    );
+                    let hash = hasher.hash_one(name);
+                    let group = match table.find(hash, |k: &Key| spelled(*k, rules) == name) {
+                        Some(k) => k.group,
+                        None => {
+                            let group = ranks.len() as u32;
+                            ranks.push(rank);
+                            let key = Key {
+                                rule: ri as u32,
+                                host: hi as u32,
+                                group,
+                            };
+                            table.insert_unique(hash, key, |k| hasher.hash_one(spelled(*k, rules)));
+                            group
+                        }
+                    };
+                    groups_of_last.push(group);
+                }
+                last = Some(&rule.hostnames);
+            }
+            for (mi, m) in rule.matches.iter().enumerate() {
+                let c = Candidate {
+                    rule: ri as u32,
+                    match_index: mi as u32,
                 };
-                items.extend(candidates.clone().map(|c| (group, c)));
+                let quick = rank_of(rule, mi, m, HostRank::Any).quick();
+                if rule.hostnames.is_empty() {
+                    items.push((u32::MAX, quick, c));
+                }
+                items.extend(groups_of_last.iter().map(|&g| (g, quick, c)));
             }
         }
         let (groups, any, pool) = sorted_groups(rules, &ranks, items);
@@ -245,12 +264,15 @@ impl HostIndex {
     }
 }
 
-/// The groups numbered in `items` (`u32::MAX`: the Routes without hostnames), each sorted by
-/// [`Rank`], their candidates laid out in one pool.
+/// A candidate of a group (`u32::MAX`: the Routes without hostnames) and its [`Quick`] rank.
+type Item = (u32, Quick, Candidate);
+
+/// The groups numbered in `items`, each sorted by [`Rank`], their candidates laid out in one
+/// pool.
 fn sorted_groups(
     rules: &[Arc<Rule>],
     ranks: &[HostRank],
-    items: Vec<(u32, Candidate)>,
+    items: Vec<Item>,
 ) -> (Vec<Group>, Group, Box<[Ordered]>) {
     let slot = |g: u32| {
         if g == u32::MAX {
@@ -262,44 +284,43 @@ fn sorted_groups(
     // A counting sort by group keeps each group's candidates in rule order (a stable base for
     // the sort by rank below, which ties break the way a full sort did).
     let mut starts = vec![0u32; ranks.len() + 2];
-    for (g, _) in &items {
+    for (g, ..) in &items {
         starts[slot(*g) + 1] += 1;
     }
     for i in 1..starts.len() {
         starts[i] += starts[i - 1];
     }
     let mut next = starts.clone();
-    let mut pool = vec![
-        (
-            0u32,
-            Candidate {
-                rule: 0,
-                match_index: 0
-            }
-        );
-        items.len()
-    ];
-    for (g, c) in items {
+    let mut by_group: Vec<(Quick, Candidate)> = Vec::with_capacity(items.len());
+    // Every slot is written below: each item goes to its group's next one.
+    by_group.resize(items.len(), (Quick::default(), Candidate::default()));
+    for (g, quick, c) in items {
         let at = &mut next[slot(g)];
-        pool[*at as usize] = (0, c);
+        by_group[*at as usize] = (quick, c);
         *at += 1;
     }
+    let mut pool = Vec::with_capacity(by_group.len());
     let mut groups = Vec::with_capacity(ranks.len());
     for g in 0..=ranks.len() {
         let (start, end) = (starts[g], starts[g + 1]);
-        let members = &mut pool[start as usize..end as usize];
+        let members = &mut by_group[start as usize..end as usize];
         let host = ranks.get(g).cloned().unwrap_or(HostRank::Any);
         if members.len() > 1 {
+            // The host is the group's; the quick rank decides unless it ties.
             let rank = |c: &Candidate| {
                 let rule = &rules[c.rule as usize];
                 let mi = c.match_index as usize;
                 rank_of(rule, mi, &rule.matches[mi], host.clone())
             };
-            members.sort_by(|a, b| rank(&a.1).cmp(&rank(&b.1)));
+            members.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| rank(&a.1).cmp(&rank(&b.1))));
         }
-        for (order, m) in members.iter_mut().enumerate() {
-            m.0 = order as u32;
-        }
+        pool.extend(
+            members
+                .iter()
+                .enumerate()
+                .map(|(order, &(_, c))| (order as u32, c)),
+        );
+        let members = &pool[start as usize..end as usize];
         let segments =
             (members.len() >= SEGMENT_INDEX_MIN).then(|| Box::new(Segments::new(members, rules)));
         groups.push(Group {

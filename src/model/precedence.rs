@@ -99,6 +99,32 @@ impl Ord for Rank<'_> {
     }
 }
 
+/// The part of a [`Rank`] after the host that needs no string: its order is [`Rank`]'s, up to
+/// ties. A host index reads it while it has the rule at hand and sorts a group by it, going back
+/// to the rules (cold by then, at 10,000 Routes) only for candidates it ties.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Quick {
+    path: (u8, std::cmp::Reverse<usize>),
+    method: std::cmp::Reverse<bool>,
+    headers: std::cmp::Reverse<usize>,
+    query: std::cmp::Reverse<usize>,
+    /// Unknown last.
+    created: (bool, i64),
+}
+
+impl Rank<'_> {
+    /// Its [`Quick`] part.
+    pub fn quick(&self) -> Quick {
+        Quick {
+            path: self.path.key(),
+            method: std::cmp::Reverse(self.method),
+            headers: std::cmp::Reverse(self.headers),
+            query: std::cmp::Reverse(self.query),
+            created: (self.created.is_none(), self.created.unwrap_or(0)),
+        }
+    }
+}
+
 impl PartialOrd for Rank<'_> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
@@ -127,6 +153,10 @@ mod tests {
     fn wins(a: Rank, b: Rank) {
         assert!(a < b, "{a:?} should beat {b:?}");
         assert!(b > a);
+        // The quick part never disagrees (it may tie).
+        if a.host == b.host {
+            assert!(a.quick() <= b.quick(), "{a:?} {b:?}");
+        }
     }
 
     #[test]
