@@ -285,6 +285,18 @@ pub struct BackendFilters {
 }
 
 impl BackendFilters {
+    /// No filters.
+    pub const NONE: BackendFilters = BackendFilters {
+        request: Vec::new(),
+        response: Vec::new(),
+        answer: None,
+    };
+
+    /// Boxed, or `None` when there is nothing to do.
+    pub fn boxed(self) -> Option<Box<Self>> {
+        (!self.is_empty()).then(|| Box::new(self))
+    }
+
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.request.is_empty() && self.response.is_empty() && self.answer.is_none()

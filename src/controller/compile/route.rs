@@ -210,7 +210,8 @@ pub(super) fn compile_rule(
     let retry = rule
         .retry
         .as_ref()
-        .and_then(|r| retry(r, &format!("{at}.retry"), f));
+        .and_then(|r| retry(r, &format!("{at}.retry"), f))
+        .map(Box::new);
     let cors = rule
         .filters
         .iter()
@@ -506,7 +507,7 @@ fn backend_refs(
             field: "backendRefs",
             index: bi,
         };
-        let filters = backend_filters(r, &bat, matches, rule_filters, f);
+        let filters = backend_filters(r, &bat, matches, rule_filters, f).boxed();
         match backend_ref(id, r, &bat, crate::model::L4Protocol::Tcp, env, f)
             .map(|b| b.and_then(|b| http_backend(b, &bat, env)))
         {

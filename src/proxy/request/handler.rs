@@ -170,7 +170,7 @@ async fn serve(
             {
                 picked.backend = fallback.index;
             }
-            let filters = &picked.backend_ref.filters;
+            let filters = picked.backend_ref.filters();
             match &filters.answer {
                 Some(answer) => {
                     let mut resp = match answer {

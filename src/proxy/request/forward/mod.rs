@@ -49,7 +49,7 @@ pub(crate) async fn forward(
         .is_some()
         .then(|| hyper::upgrade::on(&mut prepared.req));
     let policy = retry::policy(
-        t.rule.retry.as_ref(),
+        t.rule.retry.as_deref(),
         prepared.req.method(),
         prepared.upgrade.is_some(),
     );
@@ -66,7 +66,7 @@ pub(crate) async fn forward(
     // state is not kept twice across awaits.
     let (resp, upstream_upgrade) = attempt::run(plan, body, ex).await?;
     let mut resp = upgrade::finish(t.service, resp, client_upgrade, upstream_upgrade)?;
-    for m in &t.picked.backend_ref.filters.response {
+    for m in &t.picked.backend_ref.filters().response {
         m.apply(resp.headers_mut());
     }
     Ok(resp)

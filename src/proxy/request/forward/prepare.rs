@@ -35,7 +35,7 @@ pub(super) fn prepare(
     let original_host = headers::host_value(&req);
     let mut new_path = normalized;
     let mut new_host = None;
-    let ref_filters = &t.picked.backend_ref.filters.request;
+    let ref_filters = &t.picked.backend_ref.filters().request;
     for filter in t.rule.request_filters.iter().chain(ref_filters) {
         match filter {
             RequestFilter::RequestHeaderModifier(m) => m.apply(req.headers_mut()),
