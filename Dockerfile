@@ -8,8 +8,9 @@ FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 # Dependencies first, in a layer of their own: it is rebuilt only when Cargo.toml or Cargo.lock
 # change, not on every change to src/. Stub targets stand in for the crate's own sources (one
-# per [[bench]] the manifest declares, whatever their names).
-COPY Cargo.toml Cargo.lock ./
+# per [[bench]] the manifest declares, whatever their names). build.rs links the hot code
+# together once src/hot_text.ld is there.
+COPY Cargo.toml Cargo.lock build.rs ./
 RUN mkdir -p src benches \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \

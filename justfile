@@ -59,6 +59,11 @@ bench:
 scale:
     bash bench/scale.sh
 
+# Regenerate src/hot_text.ld (the hot code release builds lay out together), then rebuild.
+hot-text:
+    bash bench/hot_text.sh
+    cargo build --release
+
 # Instructions per proxied request (callgrind): tidegate, then nginx for reference.
 callgrind:
     cargo build --release
