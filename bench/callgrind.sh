@@ -25,19 +25,7 @@ http { access_log off; server { listen 127.0.0.1:$UP; location / { return 200 "$
 NGINX
 nginx -c "$W/nginx.conf" & PIDS+=($!)
 mkdir -p "$W/config"
-cat > "$W/config/all.yaml" <<YAML
-apiVersion: tidegate.dev/v1alpha1
-kind: Backend
-metadata: { name: up }
-spec: { endpoints: ["127.0.0.1:$UP"] }
----
-apiVersion: tidegate.dev/v1alpha1
-kind: Route
-metadata: { name: r }
-spec:
-  rules:
-    - backendRefs: [{ name: up }]
-YAML
+one_route "$W/config/all.yaml" "$UP"
 cat > "$W/proxy.conf" <<NGINX
 worker_processes 1; daemon off; master_process off; pid $W/proxy.pid; error_log $W/proxy.err;
 events { worker_connections 1024; }

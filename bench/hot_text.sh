@@ -15,7 +15,7 @@ for tool in valgrind nginx python3 curl; do
 done
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-tidegate_binary "${1:-}"
+tidegate_binary "$@"
 bench_workdir hot
 UP=$(port); HTTP=$(port); ADMIN=$(port)
 cat > "$W/nginx.conf" <<NGINX
@@ -25,23 +25,7 @@ http { access_log off; server { listen 127.0.0.1:$UP; location / { return 200 "h
 NGINX
 nginx -c "$W/nginx.conf" & PIDS+=($!)
 mkdir -p "$W/config"
-write_config() {
-  cat > "$W/config/all.yaml" <<YAML
-apiVersion: tidegate.dev/v1alpha1
-kind: Backend
-metadata: { name: up }
-spec: { endpoints: ["127.0.0.1:$UP"] }
----
-apiVersion: tidegate.dev/v1alpha1
-kind: Route
-metadata: { name: r }
-spec:
-  hostnames: [$1]
-  rules:
-    - backendRefs: [{ name: up }]
-YAML
-}
-write_config h.test
+one_route "$W/config/all.yaml" "$UP" h.test
 valgrind --tool=callgrind --demangle=no --callgrind-out-file="$W/callgrind.out" "$TIDEGATE" run \
   --config "$W/config" --http-addr "127.0.0.1:$HTTP" --https-addr off --admin-addr "127.0.0.1:$ADMIN" \
   >/dev/null 2>"$W/tidegate.err" &
@@ -67,7 +51,7 @@ time.sleep(2)
 for s in socks:
     s.close()
 PY
-write_config h2.test
+one_route "$W/config/all.yaml" "$UP" h2.test
 sleep 3
 get "127.0.0.1:$HTTP/after" -H "Host: h2.test"
 kill -TERM "$TG"

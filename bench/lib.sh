@@ -7,6 +7,9 @@
 #   bench_workdir NAME    W: a fresh directory; on exit every PID in PIDS is killed and W removed
 #   tidegate_binary [BIN] TIDEGATE: BIN if given, else $ROOT/target/release/tidegate, built first
 #                         unless SKIP_BUILD=1
+#   one_route FILE PORT [HOST]
+#                         writes a Backend `up` (127.0.0.1:PORT) and a Route `r` to it (for HOST
+#                         only, if given) to FILE
 
 # shellcheck disable=SC2034 # read by the scripts that source this file
 HZ=$(getconf CLK_TCK)
@@ -47,4 +50,23 @@ tidegate_binary() {
     (cd "$ROOT" && cargo build --release --locked --quiet)
   fi
   TIDEGATE=$ROOT/target/release/tidegate
+}
+
+one_route() {
+  local hosts=""
+  if [[ -n ${3:-} ]]; then hosts="
+  hostnames: [$3]"; fi
+  cat >"$1" <<YAML
+apiVersion: tidegate.dev/v1alpha1
+kind: Backend
+metadata: { name: up }
+spec: { endpoints: ["127.0.0.1:$2"] }
+---
+apiVersion: tidegate.dev/v1alpha1
+kind: Route
+metadata: { name: r }
+spec:$hosts
+  rules:
+    - backendRefs: [{ name: up }]
+YAML
 }
