@@ -121,9 +121,11 @@ pub fn not_in<'a, S>(
     let mut current = current.iter().peekable();
     other.iter().filter_map(move |(id, obj)| {
         while current.next_if(|(c, _)| *c < id).is_some() {}
+        // Taken once matched: left at the head, it was compared with the next identity by
+        // its name's bytes, where the two maps' shared identities compare by address.
         let same = current
-            .peek()
-            .is_some_and(|(c, cur)| *c == id && Arc::ptr_eq(&cur.spec, &obj.spec));
+            .next_if(|(c, _)| *c == id)
+            .is_some_and(|(_, cur)| Arc::ptr_eq(&cur.spec, &obj.spec));
         (!same).then_some(obj)
     })
 }
