@@ -258,6 +258,55 @@ fn an_unreadable_document_keeps_the_last_accepted_version() {
     assert_eq!(out.table.rules.len(), 1);
 }
 
+/// The accepted map names each Route's serving version, whichever Routes before or after it
+/// serve their current one: the last accepted version of a broken update, none for a new
+/// broken Route, the kept version of an unreadable one; with and without the compile cache.
+#[test]
+fn the_accepted_routes_are_each_routes_serving_version() {
+    let backends = || vec![backend("app", &["127.0.0.1:1"])];
+    let first = snapshot(
+        vec![route("a", "app"), route("b", "app"), route("d", "app")],
+        backends(),
+    );
+    let opts = CompileOptions::default();
+    let mut cache = super::CompileCache::default();
+    let accepted = super::compile_cached(&first, &opts, &mut cache).accepted;
+    assert_eq!(accepted.routes.len(), 3);
+    let d = ObjectRef::new(Kind::Route, "default", "d");
+    for cached in [false, true] {
+        let mut second = snapshot(
+            vec![
+                route("a", "app"),
+                invalid_route("b", "app"),
+                invalid_route("c", "app"),
+                route("e", "app"),
+            ],
+            backends(),
+        );
+        second
+            .problems
+            .push(Diagnostic::error(&d, "spec", Reason::Malformed, "bad"));
+        second.accepted = accepted.clone();
+        let out = if cached {
+            super::compile_cached(&second, &opts, &mut cache)
+        } else {
+            compile(&second, &opts)
+        };
+        let names: Vec<&str> = out.accepted.routes.keys().map(|k| &*k.name).collect();
+        assert_eq!(names, ["a", "b", "d", "e"], "cached: {cached}");
+        let id = |n: &str| ObjectRef::new(Kind::Route, "default", n);
+        assert_eq!(out.accepted.routes[&id("b")].spec, route("b", "app").spec);
+        assert!(std::sync::Arc::ptr_eq(
+            &out.accepted.routes[&id("a")].spec,
+            &second.routes[&id("a")].spec
+        ));
+        assert!(std::sync::Arc::ptr_eq(
+            &out.accepted.routes[&d].spec,
+            &accepted.routes[&d].spec
+        ));
+    }
+}
+
 #[test]
 fn a_deleted_object_is_gone_even_with_an_accepted_version() {
     let first = snapshot(
