@@ -94,12 +94,14 @@ pub fn desired_of(
     }
     let mut ids: Vec<(&ObjectRef, Option<i64>, bool)> =
         Vec::with_capacity(snap.routes.len() + snap.backends.len() + snap.policies.len());
+    // Walked beside the snapshot's Routes, whose identities it shares (compared by address):
+    // a lookup per Route compared ~13 names by their bytes.
+    let mut accepted_routes = compiled.accepted.routes.iter().peekable();
     for (id, o) in snap.routes.iter() {
-        let programmed = compiled
-            .accepted
-            .routes
-            .get(id)
-            .is_some_and(|a| a.same_spec(o));
+        while accepted_routes.next_if(|(a, _)| *a < id).is_some() {}
+        let programmed = accepted_routes
+            .next_if(|(a, _)| *a == id)
+            .is_some_and(|(_, a)| a.same_spec(o));
         ids.push((id, o.meta.generation, programmed));
     }
     for (id, o) in &snap.backends {
@@ -155,14 +157,16 @@ pub fn desired_of(
             "every reference resolves",
             &unresolved,
         ));
-        let serving_older = match id.kind {
-            Kind::Route => compiled.accepted.routes.contains_key(id),
-            Kind::Backend => compiled.accepted.backends.contains_key(id),
-            Kind::RateLimitPolicy => {
-                compiled.accepted.policies.contains_key(id) && applies(compiled, id)
-            }
-            _ => false,
-        };
+        // Read only when this version is not the one serving.
+        let serving_older = !programmed
+            && match id.kind {
+                Kind::Route => compiled.accepted.routes.contains_key(id),
+                Kind::Backend => compiled.accepted.backends.contains_key(id),
+                Kind::RateLimitPolicy => {
+                    compiled.accepted.policies.contains_key(id) && applies(compiled, id)
+                }
+                _ => false,
+            };
         conditions.push(match (programmed, serving_older) {
             (true, _) => Cond {
                 type_: PROGRAMMED,
