@@ -22,6 +22,19 @@ pub enum Change {
     Partial,
 }
 
+/// Runs `work`, a compile or anything that long without an `.await`, where it does not hold up
+/// traffic: on a multi-threaded runtime the worker it runs on hands its queued tasks (a
+/// connection woken meanwhile) to another thread first ([`tokio::task::block_in_place`]); on a
+/// single-threaded one, where that is not possible, in place. At 10,000 Routes a compile and
+/// the status worked out after it take tens of milliseconds.
+pub fn off_the_workers<R>(work: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
 /// Paces applies: remembers the last one and says how long the next must wait.
 #[derive(Debug)]
 pub struct Pace {

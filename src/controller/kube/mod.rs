@@ -44,7 +44,7 @@ use self::leader::LeaseConfig;
 use self::status::Desired;
 use self::status::writer::StatusWriter;
 use super::compile::CompileOptions;
-use super::pace::Pace;
+use super::pace::{Pace, off_the_workers};
 use super::publish::{Publish, Publisher};
 use super::snapshot::Accepted;
 use crate::api::{Backend, RateLimitPolicy, Route};
@@ -723,18 +723,25 @@ async fn compile_loop(
                 .into_iter()
                 .collect();
         let started = std::time::Instant::now();
-        let compiled = publisher.compile(&snap, &opts);
         let trigger = format!("{triggered_by:?}");
-        let published_table = publisher.publish(compiled.table, started, &trigger);
+        let (compiled, published_table) = off_the_workers(|| {
+            let compiled = publisher.compile(&snap, &opts);
+            let table = publisher.publish(compiled.table, started, &trigger);
+            (compiled.accepted, table)
+        });
         pace.applied();
         let Ok(table) = published_table else {
             accepted = std::mem::take(&mut snap.accepted);
             continue;
         };
-        // Worked out once the table serves: status follows traffic, never delays it.
-        let desired = status::desired_of(&snap, &table, &compiled.accepted);
-        accepted = compiled.accepted;
-        published.send_replace(Some(Arc::new(Published { table, desired })));
+        // Worked out once the table serves: status follows traffic, never delays it. What the
+        // last compile left (its status, its snapshot's accepted versions) is dropped here too.
+        off_the_workers(|| {
+            let desired = status::desired_of(&snap, &table, &compiled);
+            accepted = compiled;
+            drop(published.send_replace(Some(Arc::new(Published { table, desired }))));
+            drop(snap);
+        });
         shared.status.notify_one();
     }
 }
