@@ -18,12 +18,7 @@ done
 source bench/lib.sh
 bench_workdir cg
 UP=$(port); HTTP=$(port); ADMIN=$(port)
-cat > "$W/nginx.conf" <<NGINX
-worker_processes 1; daemon off; pid $W/nginx.pid; error_log $W/nginx.err;
-events { worker_connections 1024; }
-http { access_log off; server { listen 127.0.0.1:$UP; location / { return 200 "$(printf 'x%.0s' $(seq 100))"; } } }
-NGINX
-nginx -c "$W/nginx.conf" & PIDS+=($!)
+nginx_upstream "$UP" "$(printf 'x%.0s' $(seq 100))"
 mkdir -p "$W/config"
 one_route "$W/config/all.yaml" "$UP"
 cat > "$W/proxy.conf" <<NGINX

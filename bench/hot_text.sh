@@ -18,12 +18,7 @@ source bench/lib.sh
 tidegate_binary "$@"
 bench_workdir hot
 UP=$(port); HTTP=$(port); ADMIN=$(port)
-cat > "$W/nginx.conf" <<NGINX
-worker_processes 1; daemon off; pid $W/nginx.pid; error_log $W/nginx.err;
-events { worker_connections 1024; }
-http { access_log off; server { listen 127.0.0.1:$UP; location / { return 200 "hello"; } } }
-NGINX
-nginx -c "$W/nginx.conf" & PIDS+=($!)
+nginx_upstream "$UP" hello
 mkdir -p "$W/config"
 one_route "$W/config/all.yaml" "$UP" h.test
 valgrind --tool=callgrind --demangle=no --callgrind-out-file="$W/callgrind.out" "$TIDEGATE" run \

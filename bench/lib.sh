@@ -10,6 +10,8 @@
 #   one_route FILE PORT [HOST]
 #                         writes a Backend `up` (127.0.0.1:PORT) and a Route `r` to it (for HOST
 #                         only, if given) to FILE
+#   nginx_upstream PORT BODY
+#                         starts an nginx on 127.0.0.1:PORT answering 200 with BODY (config in W)
 
 # shellcheck disable=SC2034 # read by the scripts that source this file
 HZ=$(getconf CLK_TCK)
@@ -69,4 +71,14 @@ spec:$hosts
   rules:
     - backendRefs: [{ name: up }]
 YAML
+}
+
+nginx_upstream() { # PORT BODY
+  cat > "$W/nginx.conf" <<NGINX
+worker_processes 1; daemon off; pid $W/nginx.pid; error_log $W/nginx.err;
+events { worker_connections 4096; }
+http { access_log off; server { listen 127.0.0.1:$1; location / { return 200 "$2"; } } }
+NGINX
+  nginx -c "$W/nginx.conf" &
+  PIDS+=($!)
 }

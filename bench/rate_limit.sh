@@ -34,12 +34,7 @@ source bench/lib.sh
 bench_workdir rl
 
 UP=$(port); REDIS=$(port)
-cat > "$W/nginx.conf" <<NGINX
-worker_processes 1; daemon off; pid $W/nginx.pid; error_log $W/nginx.err;
-events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:$UP; location / { return 200 "ok"; } } }
-NGINX
-nginx -c "$W/nginx.conf" & PIDS+=($!)
+nginx_upstream "$UP" ok
 redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no --dir "$W" \
   --logfile "$W/redis.log" & REDIS_PID=$!; PIDS+=("$REDIS_PID")
 wait_port "$UP"; wait_port "$REDIS"
