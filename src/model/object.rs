@@ -85,6 +85,23 @@ impl ObjectRef {
         }
     }
 
+    /// [`Self::key`] as an `Arc<str>`, in one allocation: a `String` made into an `Arc<str>`
+    /// is two (and a copy), once per Route a compile.
+    pub fn key_arc(&self) -> std::sync::Arc<str> {
+        const ON_STACK: usize = 320;
+        let (ns, name) = (self.namespace.as_bytes(), self.name.as_bytes());
+        let len = ns.len() + 1 + name.len();
+        if len > ON_STACK {
+            return self.key().into();
+        }
+        let mut buf = [0u8; ON_STACK];
+        buf[..ns.len()].copy_from_slice(ns);
+        buf[ns.len()] = b'/';
+        buf[ns.len() + 1..len].copy_from_slice(name);
+        // Two strings and an ASCII byte: valid UTF-8.
+        std::str::from_utf8(&buf[..len]).map_or_else(|_| self.key().into(), std::sync::Arc::from)
+    }
+
     /// `namespace/name`, the form used in metrics labels and logs.
     pub fn key(&self) -> String {
         // Sized up front: `format!` grows the string piece by piece.

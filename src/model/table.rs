@@ -125,6 +125,41 @@ pub fn pick<'a>(
     })
 }
 
+thread_local! {
+    /// The last split [`Action::forward`] scheduled (its [`split`]) and its schedule: rules
+    /// with the same split (a 90/10 canary on many Routes) share one schedule, rather than
+    /// each computing its own (five allocations) in a compile.
+    static LAST_SPLIT: std::cell::RefCell<Option<Scheduled>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A split and its schedule.
+type Scheduled = (Vec<(u64, Target)>, Arc<[Target]>);
+
+/// A rule's split: each backendRef's own backend and then its canaries, with their weights in
+/// hundredths (a canary takes its percentage of its backendRef's weight).
+fn split(backends: &[WeightedBackend]) -> impl Iterator<Item = (u64, Target)> + '_ {
+    backends.iter().zip(0u32..).flat_map(|(b, i)| {
+        // Percentages over 100 in total are refused by the compiler; clamp anyway.
+        let canary_total: u64 = b.canaries.iter().map(|c| u64::from(c.weight)).sum();
+        let primary = 100u64.saturating_sub(canary_total);
+        let w = u64::from(b.weight);
+        let own = Target {
+            backend_ref: i,
+            canary: 0,
+        };
+        std::iter::once((w * primary, own)).chain(b.canaries.iter().zip(1u32..).map(
+            move |(c, canary)| {
+                let target = Target {
+                    backend_ref: i,
+                    canary,
+                };
+                (w * u64::from(c.weight), target)
+            },
+        ))
+    })
+}
+
 /// One entry of a rule's weighted schedule: a backendRef, and which of its backends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Target {
@@ -176,30 +211,21 @@ impl Action {
             };
             return Action::Forward { backends, schedule };
         }
-        let mut weights = Vec::with_capacity(backends.len());
-        let mut targets = Vec::new();
-        for (i, b) in backends.iter().enumerate() {
-            // Percentages over 100 in total are refused by the compiler; clamp anyway.
-            let canary_total: u64 = b.canaries.iter().map(|c| u64::from(c.weight)).sum();
-            let primary = 100u64.saturating_sub(canary_total);
-            let w = u64::from(b.weight);
-            weights.push(w * primary);
-            targets.push(Target {
-                backend_ref: i as u32,
-                canary: 0,
-            });
-            for (j, c) in b.canaries.iter().enumerate() {
-                weights.push(w * u64::from(c.weight));
-                targets.push(Target {
-                    backend_ref: i as u32,
-                    canary: j as u32 + 1,
-                });
+        let schedule = LAST_SPLIT.with_borrow_mut(|last| match last {
+            Some((entries, schedule)) if entries.iter().copied().eq(split(&backends)) => {
+                schedule.clone()
             }
-        }
-        let schedule = super::weighted::smooth_schedule_u64(&weights)
-            .into_iter()
-            .map(|i| targets[i as usize])
-            .collect();
+            _ => {
+                let entries: Vec<(u64, Target)> = split(&backends).collect();
+                let weights: Vec<u64> = entries.iter().map(|e| e.0).collect();
+                let schedule: Arc<[Target]> = super::weighted::smooth_schedule_u64(&weights)
+                    .into_iter()
+                    .map(|i| entries[i as usize].1)
+                    .collect();
+                *last = Some((entries, schedule.clone()));
+                schedule
+            }
+        });
         Action::Forward { backends, schedule }
     }
 }

@@ -112,9 +112,11 @@ pub fn hostname(raw: &str, wildcard: bool) -> Result<String, String> {
             return Err(format!("{raw:?} is not a valid host name{hint}"));
         }
     }
-    // Four numbers are an IPv4 address (or a mistyped one), never a host name.
-    let labels: Vec<&str> = bare.split('.').collect();
-    if labels.len() == 4 && labels.iter().all(|l| l.bytes().all(|b| b.is_ascii_digit())) {
+    // Four numbers are an IPv4 address (or a mistyped one), never a host name. (The labels
+    // are not empty, checked above: four of them are three dots.)
+    if bare.bytes().filter(|&b| b == b'.').count() == 3
+        && bare.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    {
         return Err(format!("{raw:?}: IP addresses are not host names"));
     }
     Ok(host)
@@ -133,8 +135,19 @@ pub fn modifiable_header(raw: &str) -> Result<HeaderName, String> {
 
 /// Any valid header name.
 pub fn header_name(raw: &str) -> Result<HeaderName, String> {
-    HeaderName::from_bytes(raw.as_bytes())
-        .map_err(|_| format!("{raw:?} is not a valid header name"))
+    thread_local! {
+        /// The last name made: many Routes match or set the same header, and a name that is
+        /// not a standard one is an allocation each time, a count increment when shared.
+        static LAST: std::cell::RefCell<Option<HeaderName>> = const { std::cell::RefCell::new(None) };
+    }
+    let last = LAST.with_borrow(|last| last.as_ref().filter(|n| n.as_str() == raw).cloned());
+    if let Some(name) = last {
+        return Ok(name);
+    }
+    let name = HeaderName::from_bytes(raw.as_bytes())
+        .map_err(|_| format!("{raw:?} is not a valid header name"))?;
+    LAST.set(Some(name.clone()));
+    Ok(name)
 }
 
 /// A valid header value.

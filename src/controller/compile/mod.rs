@@ -225,7 +225,7 @@ fn compile_with(
             match compiled {
                 route::CompiledRoute::Http(compiled) => {
                     let from = rules.len();
-                    rules.extend(compiled.into_iter().map(Arc::new));
+                    rules.extend(compiled);
                     if cache.is_some() {
                         let from_fallback = current.is_none_or(|c| !std::ptr::eq(c, obj));
                         made = Some((rules[from..].to_vec(), from_fallback));

@@ -41,8 +41,8 @@ pub struct Env<'a> {
 
 /// What a Route compiles to.
 pub enum CompiledRoute {
-    /// An HTTP Route's rules.
-    Http(Vec<Rule>),
+    /// An HTTP Route's rules, each shared from here on (the table and the compile cache).
+    Http(Vec<Arc<Rule>>),
     /// A TCP, UDP or TLS passthrough Route.
     L4(Box<crate::model::L4Route>),
 }
@@ -103,17 +103,29 @@ pub fn compile_route(
         f.invalid("spec.tcp", "tcp is for TCP Routes");
     }
 
-    let mut hostnames = Vec::with_capacity(spec.hostnames.len());
-    for (i, h) in spec.hostnames.iter().enumerate() {
-        match fields::hostname(h, true) {
-            Ok(h) if !hostnames.contains(&h) => hostnames.push(h),
-            Ok(_) => {}
-            Err(e) => f.invalid(format!("spec.hostnames[{i}]"), e),
-        }
-    }
     // One list and one label for all the Route's rules, not a copy of each per rule.
-    let hostnames: Arc<[String]> = hostnames.into();
-    let label: Arc<str> = id.key().into();
+    let hostnames: Arc<[String]> = match spec.hostnames.as_slice() {
+        // The usual Route: its list made in one allocation, not a `Vec` copied into an `Arc`.
+        [h] => match fields::hostname(h, true) {
+            Ok(h) => Arc::new([h]),
+            Err(e) => {
+                f.invalid("spec.hostnames[0]", e);
+                Arc::new([])
+            }
+        },
+        many => {
+            let mut hostnames = Vec::with_capacity(many.len());
+            for (i, h) in many.iter().enumerate() {
+                match fields::hostname(h, true) {
+                    Ok(h) if !hostnames.contains(&h) => hostnames.push(h),
+                    Ok(_) => {}
+                    Err(e) => f.invalid(format!("spec.hostnames[{i}]"), e),
+                }
+            }
+            hostnames.into()
+        }
+    };
+    let label = id.key_arc();
 
     if spec.rules.is_empty() && spec.protocol == RouteProtocol::Http {
         f.invalid("spec.rules", "a Route needs at least one rule");
@@ -138,7 +150,7 @@ pub fn compile_route(
         }
         let compiled = compile_rule(obj, i, rule, &at, &hostnames, &label, env, &mut f, None);
         if let Some(r) = compiled {
-            rules.push(r);
+            rules.push(Arc::new(r));
         }
     }
     f.ok().then_some(CompiledRoute::Http(rules))

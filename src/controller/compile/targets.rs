@@ -12,6 +12,9 @@ use crate::model::{
     UpstreamProtocol, WeightedBackend,
 };
 
+/// A map by name, hashed with foldhash (names come from the configuration).
+type NameMap<V> = std::collections::HashMap<String, V, foldhash::fast::RandomState>;
+
 /// Why a Service reference cannot be resolved (becomes a diagnostic on the referrer).
 pub struct Unresolved {
     pub reason: Reason,
@@ -25,8 +28,9 @@ pub struct Targets<'a> {
     backends: Vec<Backend>,
     index: BTreeMap<ObjectRef, BackendIdx>,
     /// Backend objects by namespace and name: a backendRef finds its Backend without building
-    /// an identity (two strings) per reference.
-    by_name: BTreeMap<String, BTreeMap<String, BackendIdx>>,
+    /// an identity (two strings) per reference, by hash (a tree compared ~7 names a lookup,
+    /// two lookups a rule).
+    by_name: NameMap<NameMap<BackendIdx>>,
     /// Per backend: the Service port its endpoints come from, for canary port matching.
     origin: Vec<Option<(String, ServicePortInfo)>>,
     /// Canary findings about Services, reported once each.
@@ -46,7 +50,7 @@ impl<'a> Targets<'a> {
             canaries,
             backends: Vec::new(),
             index: BTreeMap::new(),
-            by_name: BTreeMap::new(),
+            by_name: NameMap::default(),
             origin: Vec::new(),
             diagnostics: Vec::new(),
             service_reads: std::cell::Cell::new(0),
