@@ -152,83 +152,10 @@ pub struct HostIndex {
 }
 
 impl HostIndex {
-    /// Groups every (hostname, match) of `rules` and sorts each group by [`Rank`].
-    ///
-    /// Each rule is read once, in order: at 10,000 Routes the rules no longer fit in the
-    /// caches, and going back to them (a second pass for the ranks, key comparisons through
-    /// them) was most of the build. The rules of one Route share their host list, so only the
-    /// first of them looks its hosts up.
+    /// Groups every (hostname, match) of `rules` and sorts each group by [`Rank`]
+    /// ([`IndexBuilder`] with every rule at once).
     pub fn build(rules: &[Arc<Rule>]) -> Self {
-        let hasher = RandomState::default();
-        // Sized for a host per rule, the usual large table: no rehash while it fills.
-        let mut exact = HashTable::with_capacity(rules.len());
-        let mut wildcard = HashTable::new();
-        // Each bucket's host rank; the groups are numbered in order of first appearance.
-        let mut ranks: Vec<HostRank> = Vec::with_capacity(rules.len());
-        // (group, quick rank, candidate) in rule order; `u32::MAX` is the group of Routes
-        // without hosts.
-        let mut items: Vec<Item> = Vec::with_capacity(rules.len());
-        // The groups of the last host list looked up.
-        let mut last: Option<&Arc<[String]>> = None;
-        let mut groups_of_last: Vec<u32> = Vec::new();
-        for (ri, rule) in rules.iter().enumerate() {
-            if !last.is_some_and(|l| Arc::ptr_eq(l, &rule.hostnames)) {
-                groups_of_last.clear();
-                for (hi, h) in rule.hostnames.iter().enumerate() {
-                    let (table, spelled, rank): (_, Spelled, _) = match h.strip_prefix('*') {
-                        Some(suffix) => {
-                            (&mut wildcard, Key::suffix, HostRank::Wildcard(suffix.len()))
-                        }
-                        None => (&mut exact, Key::exact, HostRank::Exact),
-                    };
-                    let name = spelled(
-                        Key {
-                            rule: ri as u32,
-                            host: hi as u32,
-                            group: 0,
-                        },
-                        rules,
-                    );
-                    let hash = hasher.hash_one(name);
-                    let group = match table.find(hash, |k: &Key| spelled(*k, rules) == name) {
-                        Some(k) => k.group,
-                        None => {
-                            let group = ranks.len() as u32;
-                            ranks.push(rank);
-                            let key = Key {
-                                rule: ri as u32,
-                                host: hi as u32,
-                                group,
-                            };
-                            table.insert_unique(hash, key, |k| hasher.hash_one(spelled(*k, rules)));
-                            group
-                        }
-                    };
-                    groups_of_last.push(group);
-                }
-                last = Some(&rule.hostnames);
-            }
-            for (mi, m) in rule.matches.iter().enumerate() {
-                let c = Candidate {
-                    rule: ri as u32,
-                    match_index: mi as u32,
-                };
-                let quick = rank_of(rule, mi, m, HostRank::Any).quick();
-                if rule.hostnames.is_empty() {
-                    items.push((u32::MAX, quick, c));
-                }
-                items.extend(groups_of_last.iter().map(|&g| (g, quick, c)));
-            }
-        }
-        let (groups, any, pool) = sorted_groups(rules, &ranks, items);
-        Self {
-            hasher,
-            exact,
-            wildcard,
-            groups,
-            any,
-            pool,
-        }
+        IndexBuilder::with_capacity(rules.len()).finish(rules)
     }
 
     /// The candidates that may match a request to `host` (lower-case, no port) for `path`, in
@@ -261,6 +188,119 @@ impl HostIndex {
             .chain(wildcards)
             .chain(std::iter::once(&self.any))
             .flat_map(move |g| g.candidates(&self.pool, path))
+    }
+}
+
+/// Builds a [`HostIndex`] as the rules are made: [`IndexBuilder::add`] after each batch of rules
+/// is appended, [`IndexBuilder::finish`] with them all.
+///
+/// Each rule is read once, when it is added: at 10,000 Routes the rules no longer fit in the
+/// caches, and reading them again in a pass of their own (their host lists, their matches) was
+/// most of the build; a compile adds each Route's rules right after making them. Going back to
+/// them (key comparisons, ties in the quick rank) is rare. The rules of one Route share their
+/// host list, so only the first of them looks its hosts up.
+pub struct IndexBuilder {
+    hasher: RandomState,
+    exact: HashTable<Key>,
+    wildcard: HashTable<Key>,
+    /// Each bucket's host rank; the groups are numbered in order of first appearance.
+    ranks: Vec<HostRank>,
+    /// (group, quick rank, candidate) in rule order; `u32::MAX` is the group of Routes without
+    /// hosts.
+    items: Vec<Item>,
+    /// The host list of the last rule added, and its groups.
+    last: Option<Arc<[String]>>,
+    groups_of_last: Vec<u32>,
+    /// How many rules were added.
+    added: usize,
+}
+
+impl IndexBuilder {
+    /// For about `rules` rules (sized for a host per rule, the usual large table: no rehash
+    /// while it fills).
+    pub fn with_capacity(rules: usize) -> Self {
+        Self {
+            hasher: RandomState::default(),
+            exact: HashTable::with_capacity(rules),
+            wildcard: HashTable::new(),
+            ranks: Vec::with_capacity(rules),
+            items: Vec::with_capacity(rules),
+            last: None,
+            groups_of_last: Vec::new(),
+            added: 0,
+        }
+    }
+
+    /// Adds the rules appended to `rules` since the last call. The rules added before must be
+    /// the same (and in the same places), as far as the index reads them: their host lists,
+    /// matches, creation times, Routes and rule indexes.
+    pub fn add(&mut self, rules: &[Arc<Rule>]) {
+        let from = self.added;
+        self.added = rules.len();
+        let hasher = &self.hasher;
+        for (ri, rule) in rules.iter().enumerate().skip(from) {
+            if !self
+                .last
+                .as_ref()
+                .is_some_and(|l| Arc::ptr_eq(l, &rule.hostnames))
+            {
+                self.groups_of_last.clear();
+                for (hi, h) in rule.hostnames.iter().enumerate() {
+                    let (table, spelled, rank): (_, Spelled, _) = match h.strip_prefix('*') {
+                        Some(suffix) => (
+                            &mut self.wildcard,
+                            Key::suffix as Spelled,
+                            HostRank::Wildcard(suffix.len()),
+                        ),
+                        None => (&mut self.exact, Key::exact as Spelled, HostRank::Exact),
+                    };
+                    let name = h.strip_prefix('*').unwrap_or(h);
+                    let hash = hasher.hash_one(name);
+                    let group = match table.find(hash, |k: &Key| spelled(*k, rules) == name) {
+                        Some(k) => k.group,
+                        None => {
+                            let group = self.ranks.len() as u32;
+                            self.ranks.push(rank);
+                            let key = Key {
+                                rule: ri as u32,
+                                host: hi as u32,
+                                group,
+                            };
+                            table.insert_unique(hash, key, |k| hasher.hash_one(spelled(*k, rules)));
+                            group
+                        }
+                    };
+                    self.groups_of_last.push(group);
+                }
+                self.last = Some(rule.hostnames.clone());
+            }
+            for (mi, m) in rule.matches.iter().enumerate() {
+                let c = Candidate {
+                    rule: ri as u32,
+                    match_index: mi as u32,
+                };
+                let quick = rank_of(rule, mi, m, HostRank::Any).quick();
+                if rule.hostnames.is_empty() {
+                    self.items.push((u32::MAX, quick, c));
+                }
+                self.items
+                    .extend(self.groups_of_last.iter().map(|&g| (g, quick, c)));
+            }
+        }
+    }
+
+    /// The index of `rules`: those added, and any appended since.
+    pub fn finish(mut self, rules: &[Arc<Rule>]) -> HostIndex {
+        self.add(rules);
+        let (groups, any, pool) = sorted_groups(rules, &self.ranks, self.items);
+        HostIndex {
+            hasher: self.hasher,
+            exact: self.exact,
+            wildcard: self.wildcard,
+            groups,
+            any,
+            pool,
+        }
     }
 }
 

@@ -39,7 +39,7 @@ pub use filter::{
     Answer, BackendFilters, DirectResponse, HeaderModifier, PathRewrite, Redirect, RegexTemplate,
     RequestFilter, TemplatePiece, UrlRewrite,
 };
-pub use host_index::{Candidate, Group, HostIndex};
+pub use host_index::{Candidate, Group, HostIndex, IndexBuilder};
 pub use l4::{L4Listener, L4Protocol, L4Route, ProxyProtocolVersion, UdpSessions};
 pub use matching::{
     HeaderMatcher, PathMatcher, Pattern, QueryMatcher, RequestMatch, RequestView, ValueMatcher,

@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderValue};
 
 use super::canary::{Canary, Override, canary_override};
 use super::filter::{BackendFilters, DirectResponse, HeaderModifier, Redirect, RequestFilter};
-use super::host_index::HostIndex;
+use super::host_index::{HostIndex, IndexBuilder};
 use super::matching::{RequestMatch, RequestView};
 use super::{Backend, Diagnostic, ObjectRef, RateLimitPolicy, TlsTable};
 
@@ -508,6 +508,26 @@ impl RoutingTable {
         diagnostics: Vec<Diagnostic>,
     ) -> Self {
         let index = HostIndex::build(&rules);
+        Self::indexed(rules, index, backends, diagnostics)
+    }
+
+    /// [`Self::shared`] with the index of `rules` built as they were made.
+    pub fn built(
+        rules: Vec<Arc<Rule>>,
+        index: IndexBuilder,
+        backends: Vec<Backend>,
+        diagnostics: Vec<Diagnostic>,
+    ) -> Self {
+        let index = index.finish(&rules);
+        Self::indexed(rules, index, backends, diagnostics)
+    }
+
+    fn indexed(
+        rules: Vec<Arc<Rule>>,
+        index: HostIndex,
+        backends: Vec<Backend>,
+        diagnostics: Vec<Diagnostic>,
+    ) -> Self {
         Self {
             version: 0,
             rules,
@@ -518,6 +538,12 @@ impl RoutingTable {
             diagnostics,
             index,
         }
+    }
+
+    /// Its host index (for tests that compare it with one built otherwise).
+    #[cfg(test)]
+    pub(crate) fn host_index(&self) -> &HostIndex {
+        &self.index
     }
 
     /// The same table with these rate-limit policies (rules name them by index).
@@ -686,6 +712,53 @@ mod tests {
         eprintln!("Rule {rule} bytes, WeightedBackend {backend_ref} bytes");
         assert!(rule <= 480, "Rule is {rule} bytes");
         assert!(backend_ref <= 72, "WeightedBackend is {backend_ref} bytes");
+    }
+
+    /// Rules with the same split share its schedule; another split gets its own, and the one
+    /// before it is not served to it.
+    #[test]
+    fn a_split_shares_the_schedule_of_the_same_split_only() {
+        let split = |weights: &[u32], canary: Option<u32>| {
+            let backends = weights
+                .iter()
+                .map(|&weight| WeightedBackend {
+                    backend: Some(0),
+                    name: "default/app".into(),
+                    weight,
+                    canaries: canary
+                        .map(|weight| Canary {
+                            backend: 1,
+                            name: "default/canary".into(),
+                            weight,
+                            header: None,
+                            cookie: None,
+                        })
+                        .into_iter()
+                        .collect(),
+                    filters: None,
+                })
+                .collect();
+            let Action::Forward { schedule, .. } = Action::forward(backends) else {
+                panic!("forward")
+            };
+            schedule
+        };
+        let share = |s: &[Target], backend_ref: u32, canary: u32| {
+            let t = Target {
+                backend_ref,
+                canary,
+            };
+            s.iter().filter(|&&x| x == t).count()
+        };
+        let a = split(&[90, 10], None);
+        assert!(Arc::ptr_eq(&a, &split(&[90, 10], None)));
+        let b = split(&[80, 20], None);
+        assert_eq!((b.len(), share(&b, 0, 0), share(&b, 1, 0)), (5, 4, 1));
+        let c = split(&[90, 10], Some(50));
+        assert_eq!((c.len(), share(&c, 0, 0), share(&c, 0, 1)), (20, 9, 9));
+        let a2 = split(&[90, 10], None);
+        assert_eq!(&a2[..], &a[..]);
+        assert_eq!((a2.len(), share(&a2, 0, 0), share(&a2, 1, 0)), (10, 9, 1));
     }
 
     /// The one-backend shortcut of [`Action::forward`] gives the schedule the general path

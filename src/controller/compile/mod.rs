@@ -198,6 +198,8 @@ fn compile_with(
     };
     // At least a rule a Route (counting them read every Route's spec: 10,000 cache misses).
     let mut rules = Vec::with_capacity(snap.routes.len());
+    // Fed each Route's rules as they are made, while they are in the caches.
+    let mut index = crate::model::IndexBuilder::with_capacity(snap.routes.len());
     let mut l4_routes = Vec::new();
     let mut accepted_routes = AcceptedRoutes::new(&snap.routes);
     for (id, current, fallback) in candidates(&*snap.routes, &snap.accepted.routes, &unreadable) {
@@ -208,6 +210,7 @@ fn compile_with(
             diags.extend_from_slice(reused.found);
             if let Some((compiled, from_fallback)) = reused.rules {
                 rules.extend(compiled.iter().cloned());
+                index.add(&rules);
                 let obj = if from_fallback { fallback } else { current };
                 accepted_routes.push(id, current, obj);
             } else {
@@ -226,6 +229,7 @@ fn compile_with(
                 route::CompiledRoute::Http(compiled) => {
                     let from = rules.len();
                     rules.extend(compiled);
+                    index.add(&rules);
                     if cache.is_some() {
                         let from_fallback = current.is_none_or(|c| !std::ptr::eq(c, obj));
                         made = Some((rules[from..].to_vec(), from_fallback));
@@ -331,7 +335,7 @@ fn compile_with(
     diags.sort();
     diags.dedup();
     Compiled {
-        table: RoutingTable::shared(rules, backends, diags)
+        table: RoutingTable::built(rules, index, backends, diags)
             .with_rate_limits(policies)
             .with_tls(tls)
             .with_l4(l4_routes),

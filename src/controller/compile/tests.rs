@@ -886,3 +886,77 @@ fn candidates_pair_each_object_with_its_last_accepted_version_and_keep_unreadabl
         ]
     );
 }
+
+/// The host index a compile builds as it makes each Route's rules (and, with a cache, as it
+/// reuses them) offers every host and path the candidates an index built from the finished
+/// rules offers: exact hosts, wildcards, Routes without hostnames, several rules a Route.
+#[test]
+fn the_index_built_while_compiling_is_the_one_built_after() {
+    use crate::api::{PathMatch, PathMatchType, RouteMatch};
+    use crate::model::HostIndex;
+    let rule = |kind, path: &str| RouteRule {
+        matches: vec![RouteMatch {
+            path: Some(PathMatch {
+                kind,
+                value: path.into(),
+            }),
+            ..Default::default()
+        }],
+        backend_refs: vec![BackendRef {
+            name: "app".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let routed = |name: &str, hosts: &[&str], paths: &[(PathMatchType, &str)]| {
+        let mut r = route(name, "app");
+        let spec = std::sync::Arc::make_mut(&mut r.spec);
+        spec.hostnames = hosts.iter().map(|h| h.to_string()).collect();
+        spec.rules = paths.iter().map(|&(k, p)| rule(k, p)).collect();
+        r
+    };
+    let (prefix, exact) = (PathMatchType::PathPrefix, PathMatchType::Exact);
+    let mut snap = snapshot(
+        vec![
+            routed("a", &["a.example.com"], &[(prefix, "/"), (exact, "/x")]),
+            routed(
+                "b",
+                &["a.example.com", "*.example.com"],
+                &[(prefix, "/api")],
+            ),
+            routed("c", &[], &[(prefix, "/"), (prefix, "/x")]),
+            routed("d", &["*.example.com"], &[(exact, "/api")]),
+            routed("e", &["b.example.com", "B.example.com"], &[(prefix, "/x")]),
+        ],
+        vec![backend("app", &["127.0.0.1:1"])],
+    );
+    let probes = [
+        ("a.example.com", "/"),
+        ("a.example.com", "/x"),
+        ("a.example.com", "/api/v1"),
+        ("b.example.com", "/x"),
+        ("c.example.com", "/api"),
+        ("other.org", "/x"),
+    ];
+    let same = |table: &crate::model::RoutingTable| {
+        assert!(!table.has_errors(), "{:?}", table.diagnostics);
+        let after = HostIndex::build(&table.rules);
+        for (host, path) in probes {
+            let got: Vec<_> = table
+                .host_index()
+                .candidates(&table.rules, host, path)
+                .collect();
+            let want: Vec<_> = after.candidates(&table.rules, host, path).collect();
+            assert!(!want.is_empty(), "{host}{path}");
+            assert_eq!(got, want, "{host}{path}");
+        }
+    };
+    same(&compile(&snap, &CompileOptions::default()).table);
+    let opts = CompileOptions::default();
+    let mut cache = super::CompileCache::default();
+    snap.accepted = super::compile_cached(&snap, &opts, &mut cache).accepted;
+    // Route c changed: a, b, d and e come from the cache, around it.
+    let changed = routed("c", &[], &[(prefix, "/"), (exact, "/y")]);
+    std::sync::Arc::make_mut(&mut snap.routes).insert(changed.meta.id.clone(), changed);
+    same(&super::compile_cached(&snap, &opts, &mut cache).table);
+}
