@@ -18,6 +18,14 @@ pub fn access(
     env: &Env<'_>,
     f: &mut Findings<'_>,
 ) -> Option<Box<Access>> {
+    // Most rules have none: they skip building (and comparing, and dropping) an empty one.
+    if rule.ip_deny.is_empty()
+        && rule.ip_allow.is_empty()
+        && cors.is_none()
+        && rule.authentication.is_none()
+    {
+        return None;
+    }
     let mut access = Access::default();
     // Paths are written only for the lists a rule has: most have none.
     if !rule.ip_deny.is_empty() {

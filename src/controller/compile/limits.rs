@@ -10,21 +10,33 @@ use std::fmt::Display;
 
 use super::fields::{Findings, Item};
 
-/// `field` is a path, written only when the limit is exceeded (see [`Item`]).
+/// `field` is a path, written only when the limit is exceeded (see [`Item`]). The check is
+/// inlined and the report is not: a Route is checked against dozens of limits.
+#[inline]
 fn items(f: &mut Findings<'_>, field: impl Display, len: usize, max: usize) {
     if len > max {
-        f.invalid(
-            field.to_string(),
-            format!("{len} entries is more than the {max} allowed"),
-        );
+        too_many(f, &field, len, max);
     }
 }
 
+#[cold]
+fn too_many(f: &mut Findings<'_>, field: &dyn Display, len: usize, max: usize) {
+    f.invalid(
+        field.to_string(),
+        format!("{len} entries is more than the {max} allowed"),
+    );
+}
+
+#[inline]
 fn chars(f: &mut Findings<'_>, field: impl Display, s: &str, max: usize) {
     // A string of at most `max` bytes has at most `max` characters: no count needed.
-    if s.len() <= max {
-        return;
+    if s.len() > max {
+        too_long(f, &field, s, max);
     }
+}
+
+#[cold]
+fn too_long(f: &mut Findings<'_>, field: &dyn Display, s: &str, max: usize) {
     let len = s.chars().count();
     if len > max {
         f.invalid(
