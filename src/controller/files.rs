@@ -180,7 +180,7 @@ mod tests {
         };
         let id = ObjectRef::new(Kind::Route, "default", "r");
         std::sync::Arc::make_mut(&mut snap.routes).insert(id.clone(), route("/ca/now.pem"));
-        snap.accepted.routes.insert(id, route("/ca/before.pem"));
+        std::sync::Arc::make_mut(&mut snap.accepted.routes).insert(id, route("/ca/before.pem"));
         let b = ObjectRef::new(Kind::Backend, "default", "b");
         snap.backends.insert(
             b.clone(),

@@ -63,8 +63,9 @@ impl<S: PartialEq> Obj<S> {
 /// version of the same object is broken.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Accepted {
-    /// Accepted Routes.
-    pub routes: BTreeMap<ObjectRef, Obj<RouteSpec>>,
+    /// Accepted Routes. Usually every current Route as it is: then this is the snapshot's own
+    /// map, shared, not a copy of its 10,000 entries.
+    pub routes: Arc<BTreeMap<ObjectRef, Obj<RouteSpec>>>,
     /// Accepted Backends.
     pub backends: BTreeMap<ObjectRef, Obj<BackendSpec>>,
     /// Accepted Ingresses (Kubernetes mode).

@@ -246,15 +246,16 @@ impl IndexBuilder {
             {
                 self.groups_of_last.clear();
                 for (hi, h) in rule.hostnames.iter().enumerate() {
-                    let (table, spelled, rank): (_, Spelled, _) = match h.strip_prefix('*') {
-                        Some(suffix) => (
-                            &mut self.wildcard,
-                            Key::suffix as Spelled,
-                            HostRank::Wildcard(suffix.len()),
-                        ),
-                        None => (&mut self.exact, Key::exact as Spelled, HostRank::Exact),
-                    };
-                    let name = h.strip_prefix('*').unwrap_or(h);
+                    let (table, spelled, rank, name): (_, Spelled, _, &str) =
+                        match h.strip_prefix('*') {
+                            Some(suffix) => (
+                                &mut self.wildcard,
+                                Key::suffix as Spelled,
+                                HostRank::Wildcard(suffix.len()),
+                                suffix,
+                            ),
+                            None => (&mut self.exact, Key::exact as Spelled, HostRank::Exact, h),
+                        };
                     let hash = hasher.hash_one(name);
                     let group = match table.find(hash, |k: &Key| spelled(*k, rules) == name) {
                         Some(k) => k.group,
