@@ -176,11 +176,6 @@ pub struct QueryMatcher {
     pub value: ValueMatcher,
 }
 
-/// A rule's `matches`: nearly every rule has one (or none, which compiles to one), so one is
-/// kept in the rule itself rather than in an allocation of its own: a table of 10,000 Routes
-/// makes and frees tens of thousands fewer.
-pub type Matches = smallvec::SmallVec<[RequestMatch; 1]>;
-
 /// Every condition of one `matches` entry; all must hold.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -42,8 +42,8 @@ pub use filter::{
 pub use host_index::{Candidate, Group, HostIndex, IndexBuilder};
 pub use l4::{L4Listener, L4Protocol, L4Route, ProxyProtocolVersion, UdpSessions};
 pub use matching::{
-    HeaderMatcher, Matches, PathMatcher, Pattern, QueryMatcher, RequestMatch, RequestView,
-    ValueMatcher, query_pairs,
+    HeaderMatcher, PathMatcher, Pattern, QueryMatcher, RequestMatch, RequestView, ValueMatcher,
+    query_pairs,
 };
 pub use object::{Kind, ObjectRef};
 pub use rate_limit::{

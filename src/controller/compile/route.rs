@@ -172,7 +172,7 @@ pub(super) fn compile_rule(
     resolved: Option<Vec<WeightedBackend>>,
 ) -> Option<Rule> {
     let id = &obj.meta.id;
-    let mut matches = crate::model::Matches::with_capacity(rule.matches.len().max(1));
+    let mut matches = Vec::with_capacity(rule.matches.len().max(1));
     for (mi, m) in rule.matches.iter().enumerate() {
         let mat = Item {
             parent: at,
