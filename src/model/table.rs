@@ -507,8 +507,8 @@ impl RoutingTable {
         backends: Vec<Backend>,
         diagnostics: Vec<Diagnostic>,
     ) -> Self {
-        let index = HostIndex::build(&rules);
-        Self::indexed(rules, index, backends, diagnostics)
+        let index = IndexBuilder::with_capacity(rules.len());
+        Self::built(rules, index, backends, diagnostics)
     }
 
     /// [`Self::shared`] with the index of `rules` built as they were made.
@@ -519,15 +519,6 @@ impl RoutingTable {
         diagnostics: Vec<Diagnostic>,
     ) -> Self {
         let index = index.finish(&rules);
-        Self::indexed(rules, index, backends, diagnostics)
-    }
-
-    fn indexed(
-        rules: Vec<Arc<Rule>>,
-        index: HostIndex,
-        backends: Vec<Backend>,
-        diagnostics: Vec<Diagnostic>,
-    ) -> Self {
         Self {
             version: 0,
             rules,
