@@ -11,7 +11,7 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderName};
 use http::{HeaderMap, Method, StatusCode, Uri};
 
 /// Most header lines a head may have.
@@ -370,9 +370,7 @@ fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, Reject> {
         let known = &mut *known.borrow_mut();
         for s in spans {
             let name = header_name(known, &head[s.name.0 as usize..s.name.1 as usize])?;
-            let value =
-                HeaderValue::from_maybe_shared(head.slice(s.value.0 as usize..s.value.1 as usize))
-                    .map_err(|_| Reject::Malformed("invalid header value"))?;
+            let value = super::value::parsed(head.slice(s.value.0 as usize..s.value.1 as usize));
             headers.append(name, value);
         }
         Ok(())
@@ -859,6 +857,7 @@ pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn a_kept_header_name_is_the_name_made_from_its_spelling() {

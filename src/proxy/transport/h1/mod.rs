@@ -7,10 +7,12 @@
 mod client;
 pub(crate) mod codec;
 mod fill;
-#[allow(unsafe_code)] // the crate's only unsafe code: see the module's comment
+#[allow(unsafe_code)] // one of the crate's two unsafe modules: see the module's comment
 mod recycle;
 mod rewind;
 mod server;
+#[allow(unsafe_code)] // one of the crate's two unsafe modules: see the module's comment
+mod value;
 
 pub use client::{ClientSettings, IdlePool, UpstreamBody, send};
 pub use rewind::Rewind;

@@ -1,0 +1,63 @@
+//! Header values the codec takes from heads `httparse` has already checked.
+//!
+//! `HeaderValue::from_maybe_shared` checks every byte of a value again, although `httparse`
+//! accepted a value only if each of its bytes is HTAB, SP, a visible ASCII character or
+//! obs-text (0x80–0xFF) — exactly the bytes a `HeaderValue` may hold (`b >= 0x20 && b != 0x7f`
+//! or HTAB). Taking the value unchecked saves that second pass over every header of every
+//! request and response (measured with `bench/callgrind.sh`: see the README's Performance
+//! section). The two byte sets are held equal by a test over all 256 bytes, through both
+//! crates' public APIs, so an update of either that parts them fails the build's tests.
+
+use bytes::Bytes;
+use http::HeaderValue;
+
+/// A header value from bytes `httparse` returned as a header's value.
+///
+/// Callers pass only a value span of a head `httparse` parsed as complete, unmodified since.
+#[inline]
+pub(super) fn parsed(bytes: Bytes) -> HeaderValue {
+    debug_assert!(
+        HeaderValue::from_bytes(&bytes).is_ok(),
+        "not a value httparse accepts"
+    );
+    // SAFETY: `bytes` is a value httparse accepted, so each byte is one `HeaderValue` allows
+    // (module comment; `same_bytes_as_httparse` below checks the two sets are one).
+    unsafe { HeaderValue::from_maybe_shared_unchecked(bytes) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every byte `httparse` accepts inside a request's header value is one `HeaderValue`
+    /// accepts, and (so that nothing is taken unchecked that was refused before) the reverse.
+    #[test]
+    fn same_bytes_as_httparse() {
+        for b in 0..=255u8 {
+            let mut head = b"GET / HTTP/1.1\r\nHost: h\r\nX: a".to_vec();
+            head.push(b);
+            head.extend_from_slice(b"a\r\n\r\n");
+            let mut headers = [httparse::EMPTY_HEADER; 4];
+            let mut req = httparse::Request::new(&mut headers);
+            let by_httparse = matches!(req.parse(&head), Ok(httparse::Status::Complete(_)))
+                && req.headers[1].value.len() == 3;
+            let by_http = HeaderValue::from_bytes(&[b'a', b, b'a']).is_ok();
+            assert_eq!(by_httparse, by_http, "byte {b:#04x}");
+
+            let mut head = b"HTTP/1.1 200 OK\r\nX: a".to_vec();
+            head.push(b);
+            head.extend_from_slice(b"a\r\n\r\n");
+            let mut headers = [httparse::EMPTY_HEADER; 4];
+            let mut resp = httparse::Response::new(&mut headers);
+            let by_httparse = matches!(resp.parse(&head), Ok(httparse::Status::Complete(_)))
+                && resp.headers[0].value.len() == 3;
+            assert_eq!(by_httparse, by_http, "byte {b:#04x} in a response");
+        }
+    }
+
+    #[test]
+    fn parsed_keeps_the_bytes() {
+        let v = parsed(Bytes::from_static(b"text/html; charset=\xe9"));
+        assert_eq!(v.as_bytes(), b"text/html; charset=\xe9");
+    }
+}
