@@ -356,10 +356,13 @@ mod tests {
 
     /// The per-request future is boxed, and the box is moved (copied) on every request: its
     /// size is paid in instructions per request (a ClientBody grown by 80 bytes once cost 8,000).
+    /// 7,392 → 7,960 bytes (this debug build's layout) when the forwarding headers moved out
+    /// of the map into `headers::Added`: −1,500 instructions per request for them, memcpy
+    /// included (`bench/callgrind.sh`, release build).
     #[test]
     fn a_request_future_stays_within_its_size() {
         let bytes = output_size(handle as fn(Arc<Service>, Arc<ConnCtx>, Request<ClientBody>) -> _);
         println!("request future: {bytes} bytes");
-        assert!(bytes <= 7_400, "a request's future is {bytes} bytes");
+        assert!(bytes <= 8_000, "a request's future is {bytes} bytes");
     }
 }

@@ -3,7 +3,7 @@
 
 use http::{HeaderMap, HeaderName};
 
-use super::headers::made_value;
+use super::headers::{Added, Seen, made_value};
 use super::request_id::{hex, random_u64};
 
 /// `traceparent`.
@@ -27,9 +27,14 @@ impl TraceId {
     }
 }
 
-/// Sets the upstream `traceparent` and returns the trace id.
-pub fn propagate(headers: &mut HeaderMap) -> TraceId {
-    let incoming = headers.get(&TRACEPARENT).and_then(|v| parse(v.as_bytes()));
+/// Takes the client's `traceparent` out of `headers` (`seen` says whether it holds one), adds
+/// the one sent upstream to `added`, and returns the trace id.
+pub fn propagate(headers: &mut HeaderMap, seen: Seen, added: &mut Added) -> TraceId {
+    let incoming = seen
+        .has(Seen::TRACEPARENT)
+        .then(|| headers.remove(&TRACEPARENT))
+        .flatten()
+        .and_then(|v| parse(v.as_bytes()));
     let (trace, flags) = match incoming {
         Some((trace, flags)) => (trace, flags),
         None => {
@@ -47,7 +52,7 @@ pub fn propagate(headers: &mut HeaderMap) -> TraceId {
     out[52] = b'-';
     out[53..55].copy_from_slice(&flags);
     if let Some(v) = made_value(out.len(), |value| value.extend_from_slice(&out)) {
-        headers.insert(TRACEPARENT.clone(), v);
+        added.set_traceparent(v);
     }
     TraceId(trace)
 }
@@ -83,7 +88,19 @@ fn parse(v: &[u8]) -> Option<([u8; 32], [u8; 2])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::request::headers::{forwarded, strip_hop_by_hop};
     use http::HeaderValue;
+
+    /// The trace steps of forwarding `h`, with what they add inserted back into it.
+    fn propagate_in(h: &mut HeaderMap) -> TraceId {
+        let seen = strip_hop_by_hop(h);
+        let port = HeaderValue::from_static("80");
+        let mut added = forwarded(h, seen, [127, 0, 0, 1].into(), "http", &port, None);
+        let trace = propagate(h, seen, &mut added);
+        added.insert_into(h);
+        assert_eq!(h.get_all(&TRACEPARENT).iter().count(), 1);
+        trace
+    }
 
     const GIVEN: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -91,7 +108,7 @@ mod tests {
     fn keeps_the_trace_id_and_replaces_the_parent_id() {
         let mut h = HeaderMap::new();
         h.insert(&TRACEPARENT, HeaderValue::from_static(GIVEN));
-        let trace = propagate(&mut h);
+        let trace = propagate_in(&mut h);
         assert_eq!(trace.as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
         let out = h[&TRACEPARENT].to_str().unwrap();
         assert_eq!(&out[..36], &GIVEN[..36]);
@@ -111,7 +128,7 @@ mod tests {
             if let Some(b) = bad {
                 h.insert(&TRACEPARENT, HeaderValue::from_str(b).unwrap());
             }
-            let trace = propagate(&mut h);
+            let trace = propagate_in(&mut h);
             let out = h[&TRACEPARENT].to_str().unwrap();
             assert_eq!(out.len(), 55);
             assert!(parse(out.as_bytes()).is_some(), "{out}");

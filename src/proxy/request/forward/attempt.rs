@@ -21,6 +21,7 @@ use super::target::Target;
 use crate::model::{Backend, BackendIdx, Retry, SessionCookie, Timeouts, UpstreamProtocol};
 use crate::proxy::request::error::ProxyError;
 use crate::proxy::request::exchange::Exchange;
+use crate::proxy::request::headers::Added;
 use crate::proxy::request::service::Service;
 use crate::proxy::transport::{ClientBody, ErrorKind, ProxyBody, RequestBody, UpstreamError, h1};
 use crate::proxy::upstream::balance::{PickContext, sticky};
@@ -33,6 +34,8 @@ use crate::telemetry::metrics::{BackendLabels, Metrics, RouteLabels};
 pub(super) struct Plan<'a> {
     pub t: &'a Target<'a>,
     pub parts: Parts,
+    /// Headers sent after `parts.headers` (forwarding, trace context).
+    pub added: &'a Added,
     pub path_and_query: PathAndQuery,
     pub hash: Option<u64>,
     /// Whether the native HTTP/1.1 client may carry it (not for upgrades: hyper hands those
@@ -84,6 +87,7 @@ pub(super) async fn run(
         _ => (None, false),
     };
     let mut follow = cookie_id;
+    let native = native_http1(t.service, cfg, plan.native);
 
     // retry.maxDuration: no attempt starts after this (one under way is never cut by it).
     let last_start = plan
@@ -111,6 +115,7 @@ pub(super) async fn run(
             cfg,
             &endpoint,
             headers,
+            (!native).then_some(plan.added),
             payload.next(),
         )?;
 
@@ -121,7 +126,8 @@ pub(super) async fn run(
             t.service.settings.default_request_timeout,
             t.started,
         );
-        let outcome = send(t.service, cfg, state, &endpoint, req, plan.native, budget).await;
+        let added = native.then_some(plan.added);
+        let outcome = send(t.service, cfg, state, &endpoint, req, added, native, budget).await;
         ex.upstream_duration = Some(sent_at.elapsed());
 
         let status = outcome.as_ref().map(|(r, _)| r.status().as_u16());
@@ -275,8 +281,12 @@ fn build_request(
     cfg: &Backend,
     endpoint: &EndpointState,
     mut headers: http::HeaderMap,
+    added: Option<&Added>,
     body: RequestBody,
 ) -> Result<Request<RequestBody>, ProxyError> {
+    if let Some(added) = added {
+        added.insert_into(&mut headers);
+    }
     let address = || match &endpoint.authority {
         Some(a) => Uri::builder().authority(a.clone()),
         None => Uri::builder().authority(&*endpoint.endpoint.address),
@@ -315,23 +325,31 @@ fn build_request(
     Ok(req)
 }
 
+/// Whether requests to `cfg` go through the native HTTP/1.1 client: a plain HTTP/1.1 backend,
+/// a request it may carry (`allowed`: not an upgrade, which hyper hands over), and the gateway
+/// using it (`--http1-codec`).
+fn native_http1(service: &Service, cfg: &Backend, allowed: bool) -> bool {
+    cfg.protocol == UpstreamProtocol::Http1
+        && cfg.tls.is_none()
+        && allowed
+        && service.settings.native_http1
+}
+
 /// One exchange with `endpoint` over the backend's protocol and TLS (the TLS client, the
-/// native HTTP/1.1 client when `native` allows it and the gateway uses it, or hyper's),
-/// within `budget`.
+/// native HTTP/1.1 client when [`native_http1`] says so, or hyper's), within `budget`. `added`:
+/// headers the native client writes after the request's (others have them in the map).
+#[allow(clippy::too_many_arguments)]
 async fn send(
     service: &Service,
     cfg: &Backend,
     state: &BackendState,
     endpoint: &Arc<EndpointState>,
     req: Request<RequestBody>,
+    added: Option<&Added>,
     native: bool,
     budget: Option<Duration>,
 ) -> Result<Answer, UpstreamError> {
     let own = state.settings();
-    let native = cfg.protocol == UpstreamProtocol::Http1
-        && cfg.tls.is_none()
-        && native
-        && service.settings.native_http1;
     let exchange = async {
         if let Some(tls) = &cfg.tls {
             let client = service
@@ -353,7 +371,8 @@ async fn send(
         } else if native {
             let settings = service.clients.native(own.as_deref());
             let resend = retry::resend_if_stale(req.method());
-            let resp = h1::send(endpoint, &settings, req, resend).await?;
+            let extra = added.map_or(&[][..], Added::as_slice);
+            let resp = h1::send(endpoint, &settings, req, extra, resend).await?;
             Ok((resp.map(ProxyBody::native), None))
         } else {
             let clients = service.clients.hyper(own.as_deref());
@@ -437,10 +456,22 @@ pub(crate) async fn subrequest(
             cfg,
             &endpoint,
             s.headers.clone(),
+            None,
             RequestBody::full(s.body.clone()),
         )?;
         let left = s.deadline.saturating_duration_since(Instant::now());
-        let outcome = send(s.service, cfg, state, &endpoint, req, true, Some(left)).await;
+        let native = native_http1(s.service, cfg, true);
+        let outcome = send(
+            s.service,
+            cfg,
+            state,
+            &endpoint,
+            req,
+            None,
+            native,
+            Some(left),
+        )
+        .await;
         let status = outcome.as_ref().map(|(r, _)| r.status().as_u16());
         let verdict =
             retry::judge(None, status, |c| state.is_failure_status(c)).unwrap_or(Verdict {

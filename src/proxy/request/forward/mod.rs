@@ -54,9 +54,13 @@ pub(crate) async fn forward(
         prepared.upgrade.is_some(),
     );
     let (parts, body) = prepared.req.into_parts();
+    // Borrowed by the plan: the attempts' future would hold a moved one twice (its argument
+    // and its local), and the request's future is copied once per request.
+    let added = prepared.added;
     let plan = attempt::Plan {
         t: &t,
         parts,
+        added: &added,
         path_and_query: prepared.path_and_query,
         hash: prepared.hash,
         native: prepared.upgrade.is_none(),

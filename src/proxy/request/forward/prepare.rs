@@ -1,6 +1,7 @@
 //! Step 1: the request as the upstream will see it. The rule's request filters (header edits
-//! in place; rewrites into the path and host sent upstream), hop-by-hop headers out,
-//! forwarding headers and trace context in, and the balancer's hash key.
+//! in place; rewrites into the path and host sent upstream), hop-by-hop headers out, the
+//! forwarding headers and trace context to send beside the request's own, and the balancer's
+//! hash key.
 
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Uri, header};
@@ -15,6 +16,8 @@ use crate::proxy::upstream::balance::stable_hash;
 /// A request ready to go upstream, and what the attempts need to know about it.
 pub(super) struct Prepared {
     pub req: Request<ClientBody>,
+    /// The forwarding headers and trace context, sent after the request's own.
+    pub added: headers::Added,
     /// Path and query sent upstream (after rewrites).
     pub path_and_query: PathAndQuery,
     /// The balancer's key for this request, when the backend hashes.
@@ -54,7 +57,7 @@ pub(super) fn prepare(
     let hash = request_hash(&state.load_balancing(), &req, t.conn);
 
     let h = req.headers_mut();
-    headers::strip_hop_by_hop(h);
+    let seen = headers::strip_hop_by_hop(h);
     if let Some(v) = &t.rule.client_validation {
         let identity = headers::verified_identity(v, t.conn);
         if let Some(identity) = identity {
@@ -71,8 +74,9 @@ pub(super) fn prepare(
         "https" => &t.service.forwarded_ports.https,
         _ => &t.service.forwarded_ports.http,
     };
-    headers::set_forwarded(
+    let mut added = headers::forwarded(
         h,
+        seen,
         t.conn.peer.ip(),
         t.conn.scheme,
         port,
@@ -90,9 +94,10 @@ pub(super) fn prepare(
     if let Some(proto) = &upgrade {
         headers::set_upgrade(h, proto.clone());
     }
-    let trace_id = trace::propagate(h);
+    let trace_id = trace::propagate(h, seen, &mut added);
     Ok(Prepared {
         req,
+        added,
         path_and_query,
         hash,
         upgrade,

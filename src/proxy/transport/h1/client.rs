@@ -16,7 +16,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request, Response};
+use http::{HeaderName, HeaderValue, Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -182,6 +182,7 @@ pub async fn send<B>(
     endpoint: &Arc<EndpointState>,
     s: &ClientSettings,
     req: Request<B>,
+    extra: &[(&HeaderName, HeaderValue)],
     resend_if_stale: bool,
 ) -> Result<Response<UpstreamBody>, UpstreamError>
 where
@@ -211,6 +212,7 @@ where
         &parts.method,
         target,
         &parts.headers,
+        extra,
         &endpoint.endpoint.address,
         framing,
     );

@@ -11,7 +11,7 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderName};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Uri};
 
 /// Most header lines a head may have.
@@ -744,13 +744,15 @@ fn put_framing(out: &mut BytesMut, framing: Framing) {
     }
 }
 
-/// Appends a request head. `framing` decides `Content-Length`/`Transfer-Encoding`;
-/// `host` is written when `headers` has none.
+/// Appends a request head: `headers`, then `extra` (headers the proxy adds, kept out of the
+/// map). `framing` decides `Content-Length`/`Transfer-Encoding`; `host` is written when
+/// `headers` has none.
 pub fn put_request_head(
     out: &mut BytesMut,
     method: &Method,
     target: &str,
     headers: &HeaderMap,
+    extra: &[(&HeaderName, HeaderValue)],
     host: &str,
     framing: Framing,
 ) {
@@ -764,6 +766,12 @@ pub fn put_request_head(
         out.extend_from_slice(b"\r\n");
     }
     let _ = put_headers(out, headers, false);
+    for (name, value) in extra {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     match framing {
         // A body-carrying method with an empty body says so explicitly.
         Framing::None if matches!(*method, Method::POST | Method::PUT | Method::PATCH) => {
@@ -857,7 +865,6 @@ pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     #[test]
     fn a_kept_header_name_is_the_name_made_from_its_spelling() {
@@ -1196,12 +1203,13 @@ mod tests {
             &Method::POST,
             "/p?q",
             &h,
+            &[(&header::VIA, HeaderValue::from_static("1.1 t"))],
             "up:80",
             Framing::Length(5),
         );
         assert_eq!(
             &out[..],
-            b"POST /p?q HTTP/1.1\r\nhost: up:80\r\nx-a: 1\r\ncontent-length: 5\r\n\r\n"
+            b"POST /p?q HTTP/1.1\r\nhost: up:80\r\nx-a: 1\r\nvia: 1.1 t\r\ncontent-length: 5\r\n\r\n"
         );
         let mut out = BytesMut::new();
         put_response_head(
