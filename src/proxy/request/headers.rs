@@ -238,17 +238,15 @@ pub fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
     if req.version() != Version::HTTP_11 {
         return None;
     }
+    // `Upgrade` first: nearly every request has none, and one lookup tells.
+    let protocol = req.headers().get(header::UPGRADE)?;
     let wants = req.headers().get_all(header::CONNECTION).iter().any(|v| {
         v.to_str()
             .unwrap_or("")
             .split(',')
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
     });
-    if wants {
-        req.headers().get(header::UPGRADE).cloned()
-    } else {
-        None
-    }
+    wants.then(|| protocol.clone())
 }
 
 /// Restores the two headers an upgrade needs after hop-by-hop removal.

@@ -4,6 +4,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The request-id header.
@@ -31,13 +32,19 @@ pub fn generate() -> HeaderValue {
         .expect("hex digits are a valid header value")
 }
 
-/// The request's id, inserting a new one when the request has none (or an empty one).
+/// The request's id, inserting a new one when the request has none (or an empty one). One
+/// lookup of the name either way (a lookup and then an insert hashed it twice).
 pub fn ensure(headers: &mut HeaderMap) -> HeaderValue {
-    match headers.get(&X_REQUEST_ID) {
-        Some(v) if !v.is_empty() => v.clone(),
-        _ => {
+    match headers.entry(&X_REQUEST_ID) {
+        Entry::Occupied(e) if !e.get().is_empty() => e.get().clone(),
+        Entry::Occupied(mut e) => {
             let id = generate();
-            headers.insert(X_REQUEST_ID.clone(), id.clone());
+            e.insert(id.clone());
+            id
+        }
+        Entry::Vacant(e) => {
+            let id = generate();
+            e.insert(id.clone());
             id
         }
     }
@@ -92,8 +99,16 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(X_REQUEST_ID.clone(), HeaderValue::from_static("abc"));
         assert_eq!(ensure(&mut h), "abc");
+        let mut none = HeaderMap::new();
+        let id = ensure(&mut none);
+        assert_eq!(none.get(&X_REQUEST_ID), Some(&id));
+        // An empty id is replaced, every copy of it.
         let mut empty = HeaderMap::new();
+        empty.insert(X_REQUEST_ID.clone(), HeaderValue::from_static(""));
+        empty.append(X_REQUEST_ID.clone(), HeaderValue::from_static("x"));
         let id = ensure(&mut empty);
-        assert_eq!(empty.get(&X_REQUEST_ID), Some(&id));
+        assert_eq!(id.len(), 32);
+        let all: Vec<_> = empty.get_all(&X_REQUEST_ID).iter().collect();
+        assert_eq!(all, [&id]);
     }
 }
