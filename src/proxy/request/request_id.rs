@@ -64,15 +64,28 @@ fn splitmix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// `v` as 16 lower-case hex digits (most significant first), two digits a byte.
+/// `v` as 16 lower-case hex digits (most significant first). Three hex strings are made per
+/// request (id, trace, span), so the digits are made eight at a time in a `u64`'s bytes rather
+/// than looked up one by one (~25 instructions a half instead of ~60).
 pub(crate) fn hex(v: u64) -> [u8; 16] {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 16];
-    for (pair, b) in out.chunks_exact_mut(2).zip(v.to_be_bytes()) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0xf)];
-    }
+    out[..8].copy_from_slice(&hex_half((v >> 32) as u32));
+    out[8..].copy_from_slice(&hex_half(v as u32));
     out
+}
+
+/// `v`'s 8 hex digits: each nibble spread into a byte of its own (the most significant into
+/// the highest byte, written first), then made a digit: '0' + n, and 'a' - 10 + n for n > 9.
+#[inline]
+fn hex_half(v: u32) -> [u8; 8] {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let mut x = u64::from(v);
+    x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+    x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+    x = (x | (x << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    // 1 in each byte holding 10..=15: adding 6 carries it into the byte's fifth bit.
+    let letters = ((x + 6 * ONES) >> 4) & ONES;
+    (x + u64::from(b'0') * ONES + letters * u64::from(b'a' - b'0' - 10)).to_be_bytes()
 }
 
 #[cfg(test)]
@@ -83,6 +96,13 @@ mod tests {
     fn hex_digits_are_the_value_most_significant_first() {
         assert_eq!(&hex(0x0123_4567_89ab_cdef), b"0123456789abcdef");
         assert_eq!(&hex(0xff), b"00000000000000ff");
+        assert_eq!(&hex(u64::MAX), b"ffffffffffffffff");
+        // Every nibble value in every place, against the formatter.
+        let mut v = 0x0123_4567_89ab_cdefu64;
+        for _ in 0..64 {
+            assert_eq!(hex(v), format!("{v:016x}").as_bytes());
+            v = v.rotate_left(1) ^ splitmix64(v);
+        }
     }
 
     #[test]

@@ -16,7 +16,13 @@ pub(super) fn finish(
     upstream_upgrade: Option<OnUpgrade>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    let upstream_proto = resp.headers().get(header::UPGRADE).cloned();
+    // Only a 101 is looked at for the protocol it switched to (a lookup of the name per
+    // response otherwise).
+    let upstream_proto = if switching {
+        resp.headers().get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
     headers::strip_hop_by_hop(resp.headers_mut());
     match (switching, client_upgrade, upstream_proto, upstream_upgrade) {
         (true, Some(client_upgrade), Some(proto), Some(upstream_upgrade)) => {
