@@ -10,6 +10,7 @@
 # nothing (names are matched without their hash), so a stale script costs RSS, not correctness.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$PWD
 for tool in valgrind nginx python3 curl; do
   command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install -y valgrind nginx curl)" >&2; exit 1; }
 done
