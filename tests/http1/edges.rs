@@ -615,3 +615,82 @@ pub(crate) async fn a_client_with_a_broken_body_does_not_eject_a_healthy_upstrea
     );
     assert_eq!(up.take().len(), 1);
 }
+
+/// An upstream's header lines written plainly reach an HTTP/1.1 client as written (the native
+/// client keeps them raw, without a map), framing headers re-made by the gateway; the
+/// gateway's request id replaces the upstream's; and where something reads or changes the
+/// headers — a response filter, an h2c client served by hyper — every header is there.
+#[tokio::test]
+pub(crate) async fn plainly_written_upstream_headers_reach_every_client_whole() {
+    const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nServer: up/1\r\nSet-Cookie: a=1\r\n\
+        Connection: keep-alive\r\nSet-Cookie: b=2\r\nX-Drop: x\r\nContent-Length: 2\r\n\r\nok";
+    let up = Recorder::answering(|s, _| {
+        let mut answer = HEAD.to_vec();
+        if s.target == "/with-id" {
+            answer.splice(17..17, b"X-Request-Id: from-upstream\r\n".iter().copied());
+        }
+        Answer::Keep(answer)
+    })
+    .await;
+    let yaml = config_yaml(up.addr, "").replace(
+        "  rules:\n",
+        "  rules:\n    - matches: [{ path: { value: /filtered } }]\n      filters:\n        \
+         - responseHeaderModifier: { remove: [x-drop], set: [{ name: server, value: gw }] }\n      \
+         backendRefs: [{ name: up }]\n",
+    );
+    let gw = gateway_with(&yaml, ProxyConfig::default()).await;
+    // As written, names' case included (the upstream's request id, replaced, has the gateway
+    // build the map: names are written lower-case from it).
+    let mut raw = TcpStream::connect(gw.addr()).await.unwrap();
+    for (path, server) in [("/", "Server"), ("/with-id", "server")] {
+        let get = format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n");
+        raw.write_all(get.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        while !got.ends_with(b"\r\n\r\nok") {
+            let mut buf = [0u8; 1024];
+            let n = raw.read(&mut buf).await.unwrap();
+            assert!(n > 0, "{}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.contains(&format!("\r\n{server}: up/1\r\n")), "{text}");
+    }
+    let mut c = Wire::connect(gw.addr()).await;
+    for path in ["/", "/with-id", "/"] {
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes())
+            .await;
+        let r = c.reply(false).await.unwrap();
+        assert_eq!((r.status, &r.body.0[..]), (200, &b"ok"[..]), "{r:#?}");
+        let named = |n: &str| -> Vec<&str> {
+            let found = r.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(n));
+            found.map(|(_, v)| v.as_str()).collect()
+        };
+        assert_eq!(named("server"), ["up/1"]);
+        assert_eq!(named("set-cookie"), ["a=1", "b=2"], "{r:#?}");
+        assert_eq!(named("x-drop"), ["x"]);
+        assert_eq!(named("content-length"), ["2"]);
+        let id = named("x-request-id");
+        assert!(id.len() == 1 && id[0] != "from-upstream", "{r:#?}");
+        assert_eq!(named("date").len(), 1);
+        assert!(named("connection").is_empty(), "{r:#?}");
+    }
+    c.send(b"GET /filtered HTTP/1.1\r\nHost: h\r\n\r\n").await;
+    let r = c.reply(false).await.unwrap();
+    assert_eq!(r.header("server"), Some("gw"), "{r:#?}");
+    assert_eq!(r.header("x-drop"), None, "{r:#?}");
+    let cookies = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"));
+    assert_eq!(cookies.count(), 2, "{r:#?}");
+    for path in ["/", "/with-id"] {
+        let h2 = HttpClient::h2c().get(gw.addr(), "h", path, &[]).await;
+        assert_eq!((h2.status.as_u16(), h2.body.as_str()), (200, "ok"));
+        let cookies: Vec<_> = h2.headers.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"], "{:?}", h2.headers);
+        assert_eq!(h2.headers.get("server").unwrap(), "up/1");
+        assert_eq!(h2.headers.get_all("x-request-id").iter().count(), 1);
+        assert_ne!(h2.headers.get("x-request-id").unwrap(), "from-upstream");
+        assert!(h2.headers.get("connection").is_none());
+    }
+}

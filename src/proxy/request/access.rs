@@ -6,7 +6,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header
 
 use super::error::{Denied, ProxyError};
 use super::service::Service;
-use super::{basic_auth, ext_auth, jwt, reason};
+use super::{basic_auth, ext_auth, headers, jwt, reason};
 use crate::model::{Access, Cors, NameList, Rule};
 use crate::proxy::transport::{ClientBody, ConnCtx, ProxyBody};
 use crate::proxy::upstream::Router;
@@ -57,7 +57,7 @@ impl SetCookies {
         let s = resp.status();
         if self.always || s.is_success() || s.is_redirection() {
             for v in &self.values {
-                resp.headers_mut().append(header::SET_COOKIE, v.clone());
+                headers::response_headers(resp).append(header::SET_COOKIE, v.clone());
             }
         }
     }
@@ -212,7 +212,7 @@ pub async fn check(
             ext_auth::Outcome::Denied(mut resp) => {
                 count(mechanism::EXT_AUTHZ, result::DENIED);
                 if let Some(cors) = &access.cors {
-                    respond(cors, origin.as_ref(), resp.headers_mut());
+                    respond(cors, origin.as_ref(), headers::response_headers(&mut resp));
                 }
                 return Ok(Passed::Answered(resp, reason::EXT_AUTHZ_DENIED));
             }
@@ -283,7 +283,7 @@ fn preflight(
 ) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::empty());
     *resp.status_mut() = StatusCode::NO_CONTENT;
-    let h = resp.headers_mut();
+    let h = headers::response_headers(&mut resp);
     h.insert(
         header::VARY,
         HeaderValue::from_static(

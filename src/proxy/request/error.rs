@@ -5,7 +5,7 @@ use std::sync::Arc;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use super::rate_limit::Limited;
-use super::reason;
+use super::{headers, reason};
 use crate::model::NoBackend;
 use crate::proxy::transport::{ErrorKind, ProxyBody, UpstreamError};
 
@@ -156,7 +156,7 @@ impl ProxyError {
             ProxyError::RateLimited(limited) => return limited_response(*limited),
             ProxyError::RateLimitUnavailable => {
                 let mut resp = text(status, "rate limiter unavailable\n".to_owned());
-                resp.headers_mut()
+                headers::response_headers(&mut resp)
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 return resp;
             }
@@ -171,7 +171,7 @@ impl ProxyError {
                     _ => "forbidden\n",
                 };
                 let mut resp = text(status, body.to_owned());
-                resp.headers_mut().extend(d.headers);
+                headers::response_headers(&mut resp).extend(d.headers);
                 return resp;
             }
             other => other,
@@ -231,7 +231,7 @@ impl ProxyError {
 fn text(status: StatusCode, body: String) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::full(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
+    headers::response_headers(&mut resp).insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
@@ -250,8 +250,8 @@ fn limited_response(limited: Limited) -> Response<ProxyBody> {
     });
     let mut resp = Response::new(ProxyBody::full(format!("{body}\n")));
     *resp.status_mut() = limited.status;
-    *resp.headers_mut() = limited.headers;
-    resp.headers_mut().insert(
+    *headers::response_headers(&mut resp) = limited.headers;
+    headers::response_headers(&mut resp).insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );

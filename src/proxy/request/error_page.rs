@@ -23,10 +23,10 @@ use http_body_util::{BodyExt, Limited};
 
 use super::error::ProxyError;
 use super::exchange::Exchange;
-use super::forward;
 use super::headers::{X_FORWARDED_FOR, strip_hop_by_hop};
 use super::reason;
 use super::service::Service;
+use super::{forward, headers};
 use crate::model::{BackendIdx, ErrorResponses, Kind, Rule};
 use crate::proxy::transport::{ClientBody, ConnCtx, ProxyBody};
 use crate::proxy::upstream::Router;
@@ -208,7 +208,7 @@ async fn ask(
         deadline,
     };
     let (resp, held) = forward::subrequest(sub).await.map_err(|e| e.to_string())?;
-    let (mut parts, body) = resp.into_parts();
+    let (mut parts, body) = headers::response_into_parts(resp);
     let body = Limited::new(body, MAX_BODY)
         .collect()
         .await

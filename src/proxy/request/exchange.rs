@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use super::reason;
 use super::trace::TraceId;
+use crate::proxy::transport::h1::RawHeaders;
 use crate::proxy::transport::{ActivityGuard, BoxError, ProxyBody};
 use crate::proxy::upstream::InFlight;
 use crate::proxy::upstream::rate_limit::Slot;
@@ -205,6 +206,16 @@ impl ResponseBody {
             exchange,
             _guard: guard,
         }
+    }
+
+    /// The upstream's header lines, when the native client kept them raw.
+    pub fn raw_headers(&self) -> Option<&RawHeaders> {
+        self.inner.raw_headers()
+    }
+
+    /// Takes the raw header lines out, to put them in the response's map.
+    pub fn take_raw_headers(&mut self) -> Option<RawHeaders> {
+        self.inner.take_raw_headers()
     }
 }
 

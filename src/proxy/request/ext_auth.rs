@@ -20,6 +20,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, he
 use http_body_util::{BodyExt, Limited};
 
 use super::forward::{self, request_hash};
+use super::headers;
 use super::service::Service;
 use crate::model::ext_auth::{AuthService, Decision, ExtAuth, Template, Var};
 use crate::proxy::transport::{ClientBody, ConnCtx, ProxyBody, RequestBody};
@@ -141,12 +142,12 @@ fn apply(d: &Decision, ext: &ExtAuth, req: &mut Request<ClientBody>, conn: &Conn
             let mut resp = Response::new(ProxyBody::full(Bytes::new()));
             *resp.status_mut() = StatusCode::FOUND;
             for v in headers.get_all(header::SET_COOKIE) {
-                resp.headers_mut().append(header::SET_COOKIE, v.clone());
+                headers::response_headers(&mut resp).append(header::SET_COOKIE, v.clone());
             }
             if let Some(t) = &ext.signin
                 && let Ok(v) = HeaderValue::try_from(expand(t, req, conn))
             {
-                resp.headers_mut().insert(header::LOCATION, v);
+                headers::response_headers(&mut resp).insert(header::LOCATION, v);
             }
             Outcome::Denied(Box::new(resp))
         }
@@ -157,7 +158,7 @@ fn apply(d: &Decision, ext: &ExtAuth, req: &mut Request<ClientBody>, conn: &Conn
         } => {
             let mut resp = Response::new(ProxyBody::full(body.clone()));
             *resp.status_mut() = *status;
-            resp.headers_mut().extend(headers.clone());
+            headers::response_headers(&mut resp).extend(headers.clone());
             Outcome::Denied(Box::new(resp))
         }
     }
@@ -375,18 +376,17 @@ fn headers(
 
 /// The decision an answer makes: 2xx allows with the allowed headers, anything else denies
 /// with what is passed back.
-async fn decide(ext: &ExtAuth, resp: Response<ProxyBody>) -> Result<Decision, String> {
+async fn decide(ext: &ExtAuth, mut resp: Response<ProxyBody>) -> Result<Decision, String> {
     let status = resp.status();
     if status.is_success() {
         let mut headers = HeaderMap::new();
         for name in &ext.allowed_upstream_headers {
-            for v in resp.headers().get_all(name) {
+            for v in headers::response_headers(&mut resp).get_all(name) {
                 headers.append(name.clone(), v.clone());
             }
         }
         let cookies = match ext.set_cookie_always {
-            Some(_) => resp
-                .headers()
+            Some(_) => headers::response_headers(&mut resp)
                 .get_all(header::SET_COOKIE)
                 .iter()
                 .cloned()
@@ -408,7 +408,7 @@ async fn decide(ext: &ExtAuth, resp: Response<ProxyBody>) -> Result<Decision, St
     }
     let mut headers = HeaderMap::new();
     for name in &BACK_TO_CLIENT {
-        for v in resp.headers().get_all(name) {
+        for v in headers::response_headers(&mut resp).get_all(name) {
             headers.append(name.clone(), v.clone());
         }
     }

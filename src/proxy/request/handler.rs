@@ -15,6 +15,7 @@ use super::request_id::{self, X_REQUEST_ID};
 use super::service::Service;
 use super::{access, error_page, forward, headers, path, rate_limit, reason};
 use crate::model::{Action, Answer, DirectResponse, PathMatcher, Redirect, RequestView};
+use crate::proxy::transport::h1::RawHeaders;
 use crate::proxy::transport::{self, ClientBody, ConnCtx, ProxyBody};
 use crate::proxy::upstream::Router;
 
@@ -27,6 +28,18 @@ impl transport::Handler for Service {
         req: Request<ClientBody>,
     ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
         handle(self, conn, req)
+    }
+
+    fn raw_headers(body: &ResponseBody) -> Option<&RawHeaders> {
+        body.raw_headers()
+    }
+
+    // The one place the request layer hands a response to a writer that knows only the map.
+    #[allow(clippy::disallowed_methods)]
+    fn headers_into_map(resp: &mut Response<ResponseBody>) {
+        if let Some(raw) = resp.body_mut().take_raw_headers() {
+            raw.into_map(resp.headers_mut());
+        }
     }
 }
 
@@ -62,7 +75,7 @@ async fn handle(
         resp = after(m.as_ref(), resp);
     }
     exchange.status = resp.status().as_u16();
-    resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
+    headers::set_response_header(&mut resp, X_REQUEST_ID.clone(), id);
     resp.map(|b| ResponseBody::new(b, exchange, guard))
 }
 
@@ -96,7 +109,7 @@ fn before(m: &dyn Middleware, req: &mut Request<ClientBody>) -> Option<Response<
 }
 
 fn after(m: &dyn Middleware, resp: Response<ProxyBody>) -> Response<ProxyBody> {
-    let (mut parts, body) = resp.into_parts();
+    let (mut parts, body) = headers::response_into_parts(resp);
     m.on_response(&mut parts);
     Response::from_parts(parts, body)
 }
@@ -184,7 +197,7 @@ async fn serve(
                         }
                     };
                     for m in &filters.response {
-                        m.apply(resp.headers_mut());
+                        m.apply(headers::response_headers(&mut resp));
                     }
                     resp
                 }
@@ -212,15 +225,19 @@ async fn serve(
         }
     };
     for m in &rule.response_filters {
-        m.apply(resp.headers_mut());
+        m.apply(headers::response_headers(&mut resp));
     }
     if let Some(admitted) = admitted {
-        ex.hold_slots(admitted.apply(resp.headers_mut()));
+        ex.hold_slots(admitted.apply(headers::response_headers(&mut resp)));
     }
     if let Some(access) = &rule.access
         && let Some(cors) = &access.cors
     {
-        access::respond(cors, cors_origin.as_ref(), resp.headers_mut());
+        access::respond(
+            cors,
+            cors_origin.as_ref(),
+            headers::response_headers(&mut resp),
+        );
     }
     if let Some(cookies) = set_cookies {
         cookies.apply(&mut resp);
@@ -228,7 +245,7 @@ async fn serve(
     if let Some(hsts) = &rule.hsts
         && conn.scheme == "https"
     {
-        resp.headers_mut()
+        headers::response_headers(&mut resp)
             .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
     }
     Ok(resp)
@@ -252,7 +269,7 @@ fn direct_response(d: &DirectResponse) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::full(d.body.clone()));
     *resp.status_mut() = d.status;
     if !d.body.is_empty() {
-        resp.headers_mut().insert(
+        headers::response_headers(&mut resp).insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
@@ -288,7 +305,7 @@ fn redirect(
         .map_err(|_| ProxyError::BadRequest("cannot build a redirect"))?;
     let mut resp = Response::new(ProxyBody::empty());
     *resp.status_mut() = r.status;
-    resp.headers_mut().insert(header::LOCATION, location);
+    headers::response_headers(&mut resp).insert(header::LOCATION, location);
     Ok(resp)
 }
 
@@ -323,7 +340,7 @@ fn https_redirect(
         .map_err(|_| ProxyError::BadRequest("cannot build a redirect"))?;
     let mut resp = Response::new(ProxyBody::empty());
     *resp.status_mut() = to.status;
-    resp.headers_mut().insert(header::LOCATION, location);
+    headers::response_headers(&mut resp).insert(header::LOCATION, location);
     Ok(resp)
 }
 
@@ -358,11 +375,12 @@ mod tests {
     /// size is paid in instructions per request (a ClientBody grown by 80 bytes once cost 8,000).
     /// 7,392 → 7,960 bytes (this debug build's layout) when the forwarding headers moved out
     /// of the map into `headers::Added`: −1,500 instructions per request for them, memcpy
-    /// included (`bench/callgrind.sh`, release build).
+    /// included (`bench/callgrind.sh`, release build); 7,656 since the upstream connection in
+    /// a response body is a pointer to its state (with 40 bytes of raw header lines added).
     #[test]
     fn a_request_future_stays_within_its_size() {
         let bytes = output_size(handle as fn(Arc<Service>, Arc<ConnCtx>, Request<ClientBody>) -> _);
         println!("request future: {bytes} bytes");
-        assert!(bytes <= 8_000, "a request's future is {bytes} bytes");
+        assert!(bytes <= 7_800, "a request's future is {bytes} bytes");
     }
 }

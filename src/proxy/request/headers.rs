@@ -5,9 +5,53 @@ use std::cell::RefCell;
 use std::net::IpAddr;
 
 use bytes::BytesMut;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Version, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Version, header};
 
 use super::trace::TRACEPARENT;
+use crate::proxy::transport::ProxyBody;
+
+/// A response's headers, to read or change. The native HTTP/1.1 client keeps an upstream's
+/// header lines raw when it can (`transport::RawHeaders`): the response's map is empty then
+/// and the client's writer copies the lines. Here they are put into the map first, so what
+/// the request layer sees is every header. This module is the only one in the request layer
+/// allowed `Response::headers`, `headers_mut` and `into_parts` (clippy's `disallowed_methods`,
+/// denied in `request/mod.rs`): a look at the map alone would miss the raw lines.
+#[allow(clippy::disallowed_methods)]
+pub fn response_headers(resp: &mut Response<ProxyBody>) -> &mut HeaderMap {
+    if let Some(raw) = resp.body_mut().take_raw_headers() {
+        raw.into_map(resp.headers_mut());
+    }
+    resp.headers_mut()
+}
+
+/// Sets `name` on the response, replacing the upstream's: the raw lines are put into the map
+/// only when they may hold that name (the request id set on every response usually is not).
+#[allow(clippy::disallowed_methods)]
+pub fn set_response_header(resp: &mut Response<ProxyBody>, name: HeaderName, value: HeaderValue) {
+    let raw_may_have = resp.body().raw_headers().is_some_and(|r| r.may_have(&name));
+    let headers = if raw_may_have {
+        response_headers(resp)
+    } else {
+        resp.headers_mut()
+    };
+    headers.insert(name, value);
+}
+
+/// Removes the response's hop-by-hop headers ([`strip_hop_by_hop`]) without putting raw lines
+/// into the map: the native client keeps lines raw only when none of them is one (it cuts the
+/// framing ones out, and builds the map when it meets any other: `raw_lines_hold_no_hop_by_hop`
+/// below holds the two lists together).
+#[allow(clippy::disallowed_methods)]
+pub fn strip_response_hop_by_hop(resp: &mut Response<ProxyBody>) {
+    strip_hop_by_hop(resp.headers_mut());
+}
+
+/// A response's parts, every header in the map.
+#[allow(clippy::disallowed_methods)]
+pub fn response_into_parts(mut resp: Response<ProxyBody>) -> (http::response::Parts, ProxyBody) {
+    response_headers(&mut resp);
+    resp.into_parts()
+}
 
 /// The size of the per-thread chunks [`made_value`] cuts values from.
 const VALUE_CHUNK: usize = 4096;
@@ -430,6 +474,35 @@ fn split_host(raw: &str) -> Option<(Cow<'_, str>, Option<u16>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `strip_response_hop_by_hop` relies on: no name it removes is ever in raw lines,
+    /// whatever its case, nor a name `Connection` lists; framing lines are cut out.
+    #[test]
+    fn raw_lines_hold_no_hop_by_hop() {
+        use crate::proxy::transport::h1::codec::parse_response;
+        let raw_of = |head: &str| {
+            let parsed = parse_response(&mut BytesMut::from(head.as_bytes()), false);
+            parsed.unwrap().unwrap().raw
+        };
+        let names = HOP_BY_HOP.iter().map(HeaderName::as_str);
+        for name in names.chain(["te", "x-forwarded-client-cert"]) {
+            for spelled in [name.to_owned(), name.to_ascii_uppercase()] {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nServer: s\r\n{spelled}: v\r\nContent-Length: 0\r\n\r\n"
+                );
+                match raw_of(&head) {
+                    None => {}
+                    // Cut out: only the framing ones may be.
+                    Some(raw) => assert_eq!(raw.lines(), b"Server: s\r\n", "{spelled}"),
+                }
+            }
+        }
+        let listed = "HTTP/1.1 200 OK\r\nConnection: x-listed\r\nX-Listed: 1\r\n\r\n";
+        assert!(raw_of(listed).is_none());
+        let head = "HTTP/1.1 200 OK\r\nServer: s\r\nConnection: keep-alive\r\n\
+                    Keep-Alive: timeout=5\r\nContent-Length: 2\r\nX-A: b\r\n\r\nok";
+        assert_eq!(raw_of(head).unwrap().lines(), b"Server: s\r\nX-A: b\r\n");
+    }
 
     #[test]
     fn made_values_cut_from_shared_chunks_stay_intact() {

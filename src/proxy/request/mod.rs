@@ -10,6 +10,10 @@
 //! authorization ([`access`]: IP lists, CORS, basic or JWT authentication; external
 //! authorization to come), then [`rate_limit`].
 
+// An upstream's response headers may be raw lines beside the response's map: reads and
+// changes go through `headers::response_headers` (clippy.toml).
+#![deny(clippy::disallowed_methods)]
+
 mod access;
 mod basic_auth;
 mod error;

@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::error::{BodyReadTimeout, BodyTooLarge, BoxError, ClientBodyError};
-use super::h1::{NativeBody, UpstreamBody};
+use super::h1::{NativeBody, RawHeaders, UpstreamBody};
 
 /// A request body as the client sends it, through hyper or through the native HTTP/1.1 codec,
 /// cut with [`BodyReadTimeout`] when its next bytes take longer than the body read timeout.
@@ -220,6 +220,24 @@ enum Inner {
 }
 
 impl ProxyBody {
+    /// The response's header lines as the upstream wrote them, when the native client kept
+    /// them raw (the response's map does not hold them then: see
+    /// `request::headers::response_headers`).
+    pub(crate) fn raw_headers(&self) -> Option<&RawHeaders> {
+        match &self.inner {
+            Inner::Native(b) => b.raw_headers(),
+            _ => None,
+        }
+    }
+
+    /// Takes the raw header lines out, to put them in the response's map.
+    pub(crate) fn take_raw_headers(&mut self) -> Option<RawHeaders> {
+        match &mut self.inner {
+            Inner::Native(b) => b.take_raw_headers(),
+            _ => None,
+        }
+    }
+
     /// The upstream's body, streamed through.
     pub fn upstream(body: Incoming) -> Self {
         Self {

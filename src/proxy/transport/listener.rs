@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 use super::body::ClientBody;
 use super::conn::{Activity, ClientIdentity, ConnCtx, ConnLimits};
 use super::error::BoxError;
-use super::h1;
+use super::h1::{self, RawHeaders};
 use super::idle::IdleSet;
 use super::proxy_protocol::{Origin, ProxyProtocolFrom};
 use super::tls::{self, TlsAcceptor};
@@ -68,6 +68,19 @@ pub trait Handler: Send + Sync + 'static {
         conn: Arc<ConnCtx>,
         req: Request<ClientBody>,
     ) -> impl Future<Output = Response<Self::Body>> + Send + 'static;
+
+    /// Header lines the response carries beside its map, as an upstream wrote them (the
+    /// native server writes them after the map's headers).
+    fn raw_headers(body: &Self::Body) -> Option<&RawHeaders> {
+        let _ = body;
+        None
+    }
+
+    /// Puts the raw header lines, if any, into the response's map: for a writer that knows
+    /// only the map (hyper).
+    fn headers_into_map(resp: &mut Response<Self::Body>) {
+        let _ = resp;
+    }
 }
 
 /// The HTTP/1.1 implementation on both sides of the proxy.
@@ -313,7 +326,11 @@ impl<H: Handler> Server<H> {
             let resp = handler
                 .clone()
                 .handle(ctx.clone(), req.map(|b| ClientBody::hyper(b, stall)));
-            async move { Ok::<_, std::convert::Infallible>(resp.await) }
+            async move {
+                let mut resp = resp.await;
+                H::headers_into_map(&mut resp);
+                Ok::<_, std::convert::Infallible>(resp)
+            }
         });
         let conn = self
             .hyper
@@ -383,6 +400,10 @@ impl<H: Handler> h1::Listener for Server<H> {
         self.handler
             .clone()
             .handle(ctx.clone(), req.map(|b| ClientBody::native(b, stall)))
+    }
+
+    fn raw_headers(body: &H::Body) -> Option<&RawHeaders> {
+        H::raw_headers(body)
     }
 
     fn hand_over(

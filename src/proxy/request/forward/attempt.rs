@@ -15,6 +15,7 @@ use hyper::upgrade::OnUpgrade;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use super::super::headers;
 use super::payload::Payload;
 use super::retry::{self, Verdict};
 use super::target::Target;
@@ -271,7 +272,7 @@ fn set_session_cookie(
     let tls = t.conn.scheme == "https";
     let now = SystemTime::now();
     if let Some(v) = s.set_cookie(value.as_str(), t.matched, tls, omit_same_site_none, now) {
-        resp.headers_mut().append(http::header::SET_COOKIE, v);
+        headers::response_headers(resp).append(http::header::SET_COOKIE, v);
     }
 }
 

@@ -71,7 +71,7 @@ pub(crate) async fn forward(
     let (resp, upstream_upgrade) = attempt::run(plan, body, ex).await?;
     let mut resp = upgrade::finish(t.service, resp, client_upgrade, upstream_upgrade)?;
     for m in &t.picked.backend_ref.filters().response {
-        m.apply(resp.headers_mut());
+        m.apply(headers::response_headers(&mut resp));
     }
     Ok(resp)
 }

@@ -19,14 +19,16 @@ pub(super) fn finish(
     // Only a 101 is looked at for the protocol it switched to (a lookup of the name per
     // response otherwise).
     let upstream_proto = if switching {
-        resp.headers().get(header::UPGRADE).cloned()
+        headers::response_headers(&mut resp)
+            .get(header::UPGRADE)
+            .cloned()
     } else {
         None
     };
-    headers::strip_hop_by_hop(resp.headers_mut());
+    headers::strip_response_hop_by_hop(&mut resp);
     match (switching, client_upgrade, upstream_proto, upstream_upgrade) {
         (true, Some(client_upgrade), Some(proto), Some(upstream_upgrade)) => {
-            headers::set_upgrade(resp.headers_mut(), proto);
+            headers::set_upgrade(headers::response_headers(&mut resp), proto);
             service.tunnels.spawn(client_upgrade, upstream_upgrade);
         }
         (true, ..) => {

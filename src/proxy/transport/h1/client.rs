@@ -34,8 +34,13 @@ const MAX_HEAD: usize = 64 * 1024;
 /// Bodies up to this size are copied into the head's write; larger frames are written apart.
 const COALESCE: usize = 16 * 1024;
 
-/// One upstream connection.
-pub struct Conn {
+/// One upstream connection, boxed once when it is made: a response body holds it and is moved
+/// through the request's layers (each move a copy of the body), and the pool moves it in and
+/// out, so it is a pointer rather than the ~110 bytes of its state.
+pub type Conn = Box<ConnState>;
+
+/// What an upstream connection holds.
+pub struct ConnState {
     io: TcpStream,
     read: BytesMut,
     write: BytesMut,
@@ -104,7 +109,7 @@ impl IdlePool {
     }
 }
 
-impl Conn {
+impl ConnState {
     /// Nothing arrived while idle: no EOF, no stray bytes. Uses the readiness the reactor
     /// already has, and a non-blocking read only when it says readable.
     fn is_quiet(&self) -> bool {
@@ -164,12 +169,12 @@ async fn connect(endpoint: &EndpointState, s: &ClientSettings) -> Result<Conn, U
         }
     };
     let _ = io.set_nodelay(true);
-    Ok(Conn {
+    Ok(Box::new(ConnState {
         io,
         read: BytesMut::with_capacity(READ_BUF),
         write: BytesMut::with_capacity(4096),
         idle_since: Instant::now(),
-    })
+    }))
 }
 
 /// Sends `req` to `endpoint` and returns the response once its head arrived.
@@ -263,13 +268,15 @@ where
         }
     };
 
-    let mut resp = Response::new(UpstreamBody::new(
+    let mut body = UpstreamBody::new(
         conn,
         head.framing,
         head.reusable,
         endpoint.clone(),
         s.max_idle,
-    ));
+    );
+    body.raw = head.raw;
+    let mut resp = Response::new(body);
     *resp.status_mut() = head.status;
     *resp.headers_mut() = head.headers;
     Ok(resp)
@@ -369,6 +376,8 @@ async fn read_head(conn: &mut Conn, head_request: bool) -> Result<codec::Respons
 /// is complete (and is closed if the body is dropped before that).
 pub struct UpstreamBody {
     conn: Option<Conn>,
+    /// The response's header lines, when kept raw (the response's map is empty then).
+    raw: Option<codec::RawHeaders>,
     decode: BodyDecoder,
     reusable: bool,
     endpoint: Arc<EndpointState>,
@@ -376,6 +385,16 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// The response's header lines, when they were kept raw.
+    pub fn raw_headers(&self) -> Option<&codec::RawHeaders> {
+        self.raw.as_ref()
+    }
+
+    /// Takes the raw header lines (to put them in the response's map).
+    pub fn take_raw_headers(&mut self) -> Option<codec::RawHeaders> {
+        self.raw.take()
+    }
+
     fn new(
         conn: Conn,
         framing: Framing,
@@ -385,6 +404,7 @@ impl UpstreamBody {
     ) -> Self {
         let mut body = Self {
             conn: Some(conn),
+            raw: None,
             decode: BodyDecoder::new(framing),
             reusable,
             endpoint,
@@ -479,12 +499,12 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
-        let conn = Conn {
+        let conn = Box::new(ConnState {
             io: client.unwrap(),
             read: BytesMut::new(),
             write: BytesMut::new(),
             idle_since: Instant::now(),
-        };
+        });
         (conn, accepted.unwrap().0)
     }
 

@@ -378,11 +378,155 @@ fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, Reject> {
     Ok(headers)
 }
 
+/// A response's header lines kept as the upstream wrote them, for a response whose headers
+/// nothing but the client's writer needs: building a `HeaderMap` of them (hashing each name,
+/// sharing each value) and writing it out again cost ~300 instructions a header, copying the
+/// lines costs a few. Kept only when every line was written plainly — `name: value` with one
+/// space, no empty value, CRLF — and none is hop-by-hop but the framing ones
+/// (`Content-Length`, `Transfer-Encoding`, `Connection` with only `keep-alive` or `close`,
+/// `Keep-Alive`), which are taken out of the lines (the writer frames the body itself). Any
+/// other response has its map built as before. [`RawHeaders::into_map`] builds the map when
+/// something wants to read or change the headers after all.
+#[derive(Debug, Clone)]
+pub struct RawHeaders {
+    /// `name: value\r\n` lines, bytes `httparse` accepted, unchanged: those written to the
+    /// client, then the `Content-Length` line, if any (the writer frames the body itself, but a
+    /// map built from the lines has it, as one built from the head would).
+    lines: Bytes,
+    /// How many bytes of `lines` are written to the client.
+    kept: u32,
+    /// A bit per name held ([`name_bit`]): a name whose bit is clear is not among the lines;
+    /// and [`DATE_BIT`]. (The response body carries this through the request's layers: each
+    /// byte is copied several times per request.)
+    names: u32,
+}
+
+/// The bit of [`RawHeaders::names`] that says the lines include a `Date`.
+const DATE_BIT: u32 = 1 << 31;
+
+/// The bit of [`RawHeaders::names`] a header name sets, from its length and its first and
+/// last characters without case. The factors keep `x-request-id` (set on every response)
+/// apart from thirty common response headers (`server`, `date`, `content-type`, `set-cookie`,
+/// `cache-control`, `etag`, `vary`, `location`, ...), which spread over 23 of the 31 bits.
+#[inline]
+fn name_bit(name: &[u8]) -> u32 {
+    let h = match name {
+        [first, .., last] => {
+            name.len() * 30 + usize::from(first | 0x20) + usize::from(last | 0x20) * 2
+        }
+        _ => name.len(),
+    };
+    1 << (h % 31)
+}
+
+impl RawHeaders {
+    /// The lines to write, each `name: value\r\n` (no framing header among them).
+    pub fn lines(&self) -> &[u8] {
+        &self.lines[..self.kept as usize]
+    }
+
+    /// The lines include a `Date`.
+    pub fn has_date(&self) -> bool {
+        self.names & DATE_BIT != 0
+    }
+
+    /// Whether a line may have this name: `false` means none has.
+    pub fn may_have(&self, name: &HeaderName) -> bool {
+        self.names & name_bit(name.as_str().as_bytes()) != 0
+    }
+
+    /// Appends the lines' headers to `map`, in their order.
+    pub fn into_map(self, map: &mut HeaderMap) {
+        let lines = self.lines;
+        map.reserve(lines.iter().filter(|&&b| b == b'\n').count());
+        NAMES.with(|known| {
+            let known = &mut *known.borrow_mut();
+            let mut at = 0;
+            // Every line is `name: value\r\n` (checked when kept): a name holds no `:` and a
+            // value no CR.
+            while let Some(colon) = lines[at..].iter().position(|&b| b == b':')
+                && let Some(cr) = lines[at + colon..].iter().position(|&b| b == b'\r')
+                && cr >= 2
+                && let Ok(name) = header_name(known, &lines[at..at + colon])
+            {
+                let value = at + colon + 2..at + colon + cr;
+                map.append(name, super::value::parsed(lines.slice(value)));
+                at += colon + cr + 2;
+            }
+        });
+    }
+}
+
+/// What the response parser does with a header, by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Length,
+    Coding,
+    Connection,
+    KeepAlive,
+    Date,
+    /// Hop-by-hop but not framing, or never passed on (`X-Forwarded-Client-Cert`): a
+    /// response carrying one has its map built (the request layer removes them).
+    Unforwardable,
+    Other,
+}
+
+/// `name`'s [`Role`], each name compared once (by length first).
+#[inline]
+fn response_role(name: &[u8]) -> Role {
+    let is = |lit: &[u8]| token_is(name, lit);
+    match name.len() {
+        14 if is(b"content-length") => Role::Length,
+        17 if is(b"transfer-encoding") => Role::Coding,
+        10 if is(b"connection") => Role::Connection,
+        10 if is(b"keep-alive") => Role::KeepAlive,
+        4 if is(b"date") => Role::Date,
+        2 if is(b"te") => Role::Unforwardable,
+        7 if is(b"trailer") || is(b"upgrade") => Role::Unforwardable,
+        16 if is(b"proxy-connection") => Role::Unforwardable,
+        18 if is(b"proxy-authenticate") => Role::Unforwardable,
+        19 if is(b"proxy-authorization") => Role::Unforwardable,
+        23 if is(b"x-forwarded-client-cert") => Role::Unforwardable,
+        _ => Role::Other,
+    }
+}
+
+/// Whether `name`, a token (`httparse` accepts no other name), is `lit` (lower-case letters
+/// and `-`) in any case, eight bytes at a time: OR-ing 0x20 into a byte lower-cases a letter,
+/// keeps `-`, and turns no other token character into either (only CR, never in a token,
+/// would become `-`). A byte-by-byte `eq_ignore_ascii_case` of `content-length` was ~110
+/// instructions.
+#[inline]
+fn token_is(name: &[u8], lit: &[u8]) -> bool {
+    if name.len() != lit.len() {
+        return false;
+    }
+    if name.len() < 8 {
+        return name.eq_ignore_ascii_case(lit);
+    }
+    let word = |s: &[u8], at: usize| {
+        let bytes: [u8; 8] = s[at..at + 8].try_into().expect("eight bytes");
+        u64::from_le_bytes(bytes) | 0x2020_2020_2020_2020
+    };
+    let last = name.len() - 8;
+    (0..last)
+        .step_by(8)
+        .chain([last])
+        .all(|at| word(name, at) == word(lit, at))
+}
+
+/// Most lines taken out of kept raw lines (more: the map is built).
+const MAX_CUTS: usize = 4;
+
 /// A response head from an upstream.
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: StatusCode,
+    /// The headers, unless `raw` holds them (then this map is empty).
     pub headers: HeaderMap,
+    /// The header lines as the upstream wrote them, when it wrote them plainly (see
+    /// [`RawHeaders`]).
+    pub raw: Option<RawHeaders>,
     pub framing: Framing,
     /// The connection can carry another request after this response.
     pub reusable: bool,
@@ -415,38 +559,94 @@ pub fn parse_response(
         let mut last_coding_chunked = None;
         let mut close = resp.version != Some(1);
         let mut count = 0;
+        // Whether the lines can be kept raw, where they are, and which come out.
+        let mut plain = !head_request && !matches!(code, 101 | 204 | 304);
+        let mut cuts = [(0u32, 0u32); MAX_CUTS];
+        let mut cut_count = 0;
+        let mut lines: Option<(u32, u32)> = None;
+        let mut length_line: Option<(u32, u32)> = None;
+        let mut names = 0u32;
         for h in resp.headers.iter() {
             let name = h.name.as_bytes();
+            let line = plain.then(|| plain_line(buf, name, h.value)).flatten();
+            match (line, lines) {
+                (Some(l), None) => lines = Some(l),
+                (Some(l), Some((start, end))) if l.0 == end => lines = Some((start, l.1)),
+                _ => plain = false,
+            }
             // `Connection: keep-alive` (or `close`) and `Keep-Alive` are this connection's
             // business, and the request layer would remove them (hop-by-hop): they are left
             // out of the map here, which spares it a lookup per name. A `Connection` naming
             // other headers is kept for the request layer, which removes those too.
+            let role = response_role(name);
             let mut own = false;
-            if name.eq_ignore_ascii_case(b"content-length") {
-                let n = content_length(h.value).ok_or("invalid Content-Length")?;
-                if length.is_some_and(|l| l != n) {
-                    return Err("conflicting Content-Length");
+            match role {
+                Role::Length => {
+                    let n = content_length(h.value).ok_or("invalid Content-Length")?;
+                    if length.is_some_and(|l| l != n) {
+                        return Err("conflicting Content-Length");
+                    }
+                    length = Some(n);
                 }
-                length = Some(n);
-            } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                if let Some(last) = list(h.value).last() {
-                    last_coding_chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
-                }
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                own = true;
-                for token in list(h.value) {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                        if resp.version == Some(0) {
-                            close = false;
-                        }
-                    } else {
-                        own = false;
+                Role::Coding => {
+                    if let Some(last) = list(h.value).last() {
+                        last_coding_chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
                     }
                 }
-            } else {
-                own = name.eq_ignore_ascii_case(b"keep-alive");
+                Role::Connection => {
+                    own = true;
+                    for token in list(h.value) {
+                        if token.eq_ignore_ascii_case(b"close") {
+                            close = true;
+                        } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                            if resp.version == Some(0) {
+                                close = false;
+                            }
+                        } else {
+                            own = false;
+                        }
+                    }
+                }
+                Role::KeepAlive => own = true,
+                Role::Date | Role::Unforwardable | Role::Other => {}
+            }
+            if plain {
+                // Framing lines are cut out of the raw lines; a `Connection` naming other
+                // headers, or another hop-by-hop one, has the map built.
+                let cut = match role {
+                    Role::Length | Role::Coding | Role::KeepAlive => true,
+                    Role::Connection => {
+                        plain = own;
+                        own
+                    }
+                    Role::Unforwardable => {
+                        plain = false;
+                        false
+                    }
+                    Role::Date => {
+                        names |= DATE_BIT | name_bit(name);
+                        false
+                    }
+                    Role::Other => {
+                        names |= name_bit(name);
+                        false
+                    }
+                };
+                if cut {
+                    if cut_count == MAX_CUTS {
+                        plain = false;
+                    } else if let Some(l) = line {
+                        cuts[cut_count] = l;
+                        cut_count += 1;
+                    }
+                }
+                if role == Role::Length {
+                    // Kept after the lines, for a map built from them (one only).
+                    plain &= length_line.is_none()
+                        && line.is_some_and(|(a, b)| (b - a) as usize <= MAX_LENGTH_LINE);
+                    length_line = line;
+                    names |= name_bit(name);
+                }
             }
             if !own {
                 spans[count] = Span {
@@ -465,17 +665,102 @@ pub fn parse_response(
             (false, None, Some(n)) => Framing::Length(n),
             (false, None, None) => Framing::Close,
         };
-        let head = buf.split_to(len).freeze();
-        let headers = header_map(&head, &spans[..count]).map_err(|_| "invalid header")?;
+        // The lines end where the head does (its blank line follows them).
+        let lines = lines.filter(|&(_, end)| plain && end as usize + 2 == len);
+        let (headers, raw) = match lines {
+            Some((start, end)) => {
+                let (start, end) = (start as usize, end as usize);
+                let mut head = buf.split_to(len);
+                let (kept, all) = cut_lines(&mut head, start, end, &cuts[..cut_count], length_line);
+                let raw = RawHeaders {
+                    lines: head.freeze().slice(start..all),
+                    kept: (kept - start) as u32,
+                    names,
+                };
+                // A kept map (the request layer adds its own headers, the request id at least).
+                (take_map(ADDED_HEADERS), Some(raw))
+            }
+            None => {
+                let head = buf.split_to(len).freeze();
+                let headers = header_map(&head, &spans[..count]).map_err(|_| "invalid header")?;
+                (headers, None)
+            }
+        };
         return Ok(Some(ResponseHead {
             status,
             headers,
+            raw,
             // After 101 the connection speaks another protocol: never back to the pool.
             reusable: !close && framing != Framing::Close && code != 101,
             framing,
         }));
     }
 }
+
+/// Where the header line of `name` and `value` lies in `buf`, when it is written plainly:
+/// `name: value\r\n`, one space, a non-empty value.
+#[inline]
+fn plain_line(buf: &[u8], name: &[u8], value: &[u8]) -> Option<(u32, u32)> {
+    let (start, name_end) = span_of(buf, name);
+    let (value_start, value_end) = span_of(buf, value);
+    let (name_end, value_end) = (name_end as usize, value_end as usize);
+    let plain = value_start as usize == name_end + 2
+        && value_end > name_end + 2
+        && buf.get(name_end..name_end + 2) == Some(b": ")
+        && buf.get(value_end..value_end + 2) == Some(b"\r\n");
+    plain.then_some((start, value_end as u32 + 2))
+}
+
+/// Takes the `cuts` (whole lines, in order) out of `head[start..end]` by moving what follows
+/// each forward, then puts the `Content-Length` line (one of the cuts) after what is left;
+/// returns where the kept lines end and where that line does. Usually nothing moves: servers
+/// write the framing lines last (nginx: `Content-Length`, then `Connection`).
+fn cut_lines(
+    head: &mut [u8],
+    start: usize,
+    end: usize,
+    cuts: &[(u32, u32)],
+    length: Option<(u32, u32)>,
+) -> (usize, usize) {
+    let cut: usize = cuts.iter().map(|&(from, to)| (to - from) as usize).sum();
+    let kept = end - cut;
+    let length = length.map(|(from, to)| (from as usize, to as usize));
+    // The length line is moved over only when kept lines follow it; then it waits here (a
+    // longer one is not kept raw: `parse_response`).
+    let mut saved = [0u8; MAX_LENGTH_LINE];
+    let saved_len = match length {
+        Some((from, to)) if from < kept => {
+            saved[..to - from].copy_from_slice(&head[from..to]);
+            to - from
+        }
+        _ => 0,
+    };
+    let (mut write, mut read) = (start, start);
+    for &(from, to) in cuts.iter().chain([&(end as u32, end as u32)]) {
+        let from = from as usize;
+        if write != read && from > read {
+            head.copy_within(read..from, write);
+        }
+        write += from - read;
+        read = to as usize;
+    }
+    match length {
+        Some((from, to)) if saved_len == 0 => {
+            if from != kept {
+                head.copy_within(from..to, kept);
+            }
+            (kept, kept + (to - from))
+        }
+        Some(_) => {
+            head[kept..kept + saved_len].copy_from_slice(&saved[..saved_len]);
+            (kept, kept + saved_len)
+        }
+        None => (kept, kept),
+    }
+}
+
+/// The longest `Content-Length` line kept raw.
+const MAX_LENGTH_LINE: usize = 64;
 
 /// What a chunked decoder produced.
 #[derive(Debug, PartialEq, Eq)]
@@ -796,6 +1081,7 @@ pub fn put_response_head(
     out: &mut BytesMut,
     status: StatusCode,
     headers: &HeaderMap,
+    raw: Option<&RawHeaders>,
     framing: ResponseFraming,
     close: bool,
     date: &[u8],
@@ -822,7 +1108,11 @@ pub fn put_response_head(
             seen
         }
     };
-    if !seen.date {
+    // Raw lines hold no framing header (they were taken out when the lines were kept).
+    if let Some(raw) = raw {
+        out.extend_from_slice(raw.lines());
+    }
+    if !seen.date && !raw.is_some_and(RawHeaders::has_date) {
         out.extend_from_slice(b"date: ");
         out.extend_from_slice(date);
         out.extend_from_slice(b"\r\n");
@@ -1122,6 +1412,162 @@ mod tests {
         }
     }
 
+    /// Every header of a parsed response: its map, with the raw lines put into it.
+    fn every_header(r: ResponseHead) -> HeaderMap {
+        let mut all = r.headers;
+        if let Some(raw) = r.raw {
+            raw.into_map(&mut all);
+        }
+        all
+    }
+
+    fn parsed_response(head: &str, head_request: bool) -> ResponseHead {
+        parse_response(&mut BytesMut::from(head), head_request)
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_plainly_written_response_keeps_its_lines_raw() {
+        let head = "HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 02 Dec 2026 21:00:00 GMT\r\n\
+                    Content-Type: text/plain\r\nContent-Length: 100\r\nConnection: keep-alive\r\n\
+                    Set-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n";
+        let r = parsed_response(head, false);
+        assert!(r.headers.is_empty());
+        let raw = r.raw.clone().unwrap();
+        // The framing lines are out; the others as written, in order.
+        assert_eq!(
+            raw.lines(),
+            b"Server: nginx/1.22.1\r\nDate: Wed, 02 Dec 2026 21:00:00 GMT\r\n\
+              Content-Type: text/plain\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n"
+        );
+        assert!(raw.has_date());
+        for name in [
+            "server",
+            "date",
+            "content-type",
+            "set-cookie",
+            "content-length",
+        ] {
+            assert!(raw.may_have(&HeaderName::from_static(name)), "{name}");
+        }
+        assert!(!raw.may_have(&HeaderName::from_static("x-request-id")));
+        let common = "server date content-type content-length set-cookie cache-control etag \
+            last-modified accept-ranges vary expires location x-powered-by content-encoding \
+            strict-transport-security x-frame-options x-content-type-options pragma x-cache age \
+            access-control-allow-origin via link content-security-policy x-xss-protection \
+            content-language content-disposition referrer-policy alt-svc keep-alive";
+        let id = name_bit(b"x-request-id");
+        for name in common.split_whitespace() {
+            assert_ne!(name_bit(name.as_bytes()), id, "{name}");
+        }
+        // The map built from them is the one built from the head, Content-Length included.
+        let all = every_header(r);
+        let pairs: Vec<_> = all
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("server", "nginx/1.22.1"),
+                ("date", "Wed, 02 Dec 2026 21:00:00 GMT"),
+                ("content-type", "text/plain"),
+                ("set-cookie", "a=1"),
+                ("set-cookie", "b=2"),
+                ("content-length", "100"),
+            ]
+        );
+        // Written after the map's headers; the upstream's Date stands.
+        let mut map = HeaderMap::new();
+        map.insert("x-request-id", HeaderValue::from_static("r1"));
+        let mut out = BytesMut::new();
+        let r = parsed_response(head, false);
+        let framing = ResponseFraming::Body(r.framing);
+        put_response_head(
+            &mut out,
+            r.status,
+            &map,
+            r.raw.as_ref(),
+            framing,
+            false,
+            b"D",
+        );
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "HTTP/1.1 200 OK\r\nx-request-id: r1\r\ncontent-length: 100\r\n\
+             Server: nginx/1.22.1\r\nDate: Wed, 02 Dec 2026 21:00:00 GMT\r\n\
+             Content-Type: text/plain\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n"
+        );
+    }
+
+    /// `token_is` agrees with `eq_ignore_ascii_case` for every token character in every
+    /// place of every name the parser looks for.
+    #[test]
+    fn token_is_agrees_with_eq_ignore_ascii_case() {
+        let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        let names: [&[u8]; 12] = [
+            b"content-length",
+            b"transfer-encoding",
+            b"connection",
+            b"keep-alive",
+            b"date",
+            b"te",
+            b"trailer",
+            b"upgrade",
+            b"proxy-connection",
+            b"proxy-authenticate",
+            b"proxy-authorization",
+            b"x-forwarded-client-cert",
+        ];
+        for lit in names {
+            for at in 0..lit.len() {
+                for b in (0..=255u8).filter(|&b| tchar(b)) {
+                    let mut name = lit.to_vec();
+                    name[at] = b;
+                    assert_eq!(
+                        token_is(&name, lit),
+                        name.eq_ignore_ascii_case(lit),
+                        "{:?} against {:?}",
+                        String::from_utf8_lossy(&name),
+                        String::from_utf8_lossy(lit)
+                    );
+                }
+            }
+            assert!(token_is(&lit.to_ascii_uppercase(), lit));
+        }
+    }
+
+    #[test]
+    fn other_responses_have_their_map_built() {
+        let framed = "Content-Length: 0\r\n\r\n";
+        for (head, head_request) in [
+            ("HTTP/1.1 200 OK\r\nServer:s\r\n", false),
+            ("HTTP/1.1 200 OK\r\nServer:  s\r\n", false),
+            ("HTTP/1.1 200 OK\r\nServer: s \r\n", false),
+            ("HTTP/1.1 200 OK\r\nServer:\ts\r\n", false),
+            ("HTTP/1.1 200 OK\r\nServer: s\n", false),
+            ("HTTP/1.1 200 OK\r\nX-Empty: \r\n", false),
+            ("HTTP/1.1 200 OK\r\nServer: s\r\n", true),
+            ("HTTP/1.1 204 No Content\r\nServer: s\r\n", false),
+            ("HTTP/1.1 304 Not Modified\r\nServer: s\r\n", false),
+            (
+                "HTTP/1.1 200 OK\r\nServer: s\r\nContent-Length: 0\r\n",
+                false,
+            ),
+            ("HTTP/1.1 200 OK\r\nUpgrade: h2c\r\n", false),
+        ] {
+            let r = parsed_response(&format!("{head}{framed}"), head_request);
+            assert!(r.raw.is_none(), "{head:?}");
+            assert!(!r.headers.is_empty(), "{head:?}");
+        }
+        let mut long = String::from("HTTP/1.1 200 OK\r\n");
+        for i in 0..5 {
+            long.push_str(&format!("Connection: keep-alive\r\nX-{i}: v\r\n"));
+        }
+        assert!(parsed_response(&format!("{long}\r\n"), false).raw.is_none());
+    }
+
     #[test]
     fn responses_frame_by_status_method_and_headers() {
         let parse = |raw: &str, head: bool| {
@@ -1153,15 +1599,19 @@ mod tests {
             "HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",
             false,
         );
-        let names: Vec<_> = r.headers.keys().map(HeaderName::as_str).collect();
-        assert_eq!((names, r.reusable), (vec!["x-a", "content-length"], true));
+        let reusable = r.reusable;
+        let all = every_header(r);
+        let names: Vec<_> = all.keys().map(HeaderName::as_str).collect();
+        assert_eq!((names, reusable), (vec!["x-a", "content-length"], true));
         let r = parse(
             "HTTP/1.1 200 OK\r\nConnection: close, x-a\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",
             false,
         );
-        let names: Vec<_> = r.headers.keys().map(HeaderName::as_str).collect();
+        let reusable = r.reusable;
+        let all = every_header(r);
+        let names: Vec<_> = all.keys().map(HeaderName::as_str).collect();
         assert_eq!(
-            (names, r.reusable),
+            (names, reusable),
             (vec!["connection", "x-a", "content-length"], false)
         );
         // HTTP/1.0 closes unless it asks to keep the connection.
@@ -1171,7 +1621,7 @@ mod tests {
             "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
             false,
         );
-        assert!(r.reusable && !r.headers.contains_key(header::CONNECTION));
+        assert!(r.reusable && !every_header(r).contains_key(header::CONNECTION));
         let r = parse(
             "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
             false,
@@ -1216,6 +1666,7 @@ mod tests {
             &mut out,
             StatusCode::OK,
             &h,
+            None,
             ResponseFraming::Body(Framing::Chunked),
             true,
             b"D",
@@ -1292,6 +1743,76 @@ mod tests {
             let mut d = BodyDecoder::new(Framing::Length(input.len() as u64 / 2));
             let mut buf = BytesMut::from(&input[..]);
             while let Ok(Some(Chunk::Data(_))) = d.decode(&mut buf) {}
+        }
+
+        /// Raw lines or not, a response's headers are the ones it was sent with (but the
+        /// connection's own), and what is written to the client parses back to them.
+        #[test]
+        fn raw_lines_and_the_map_agree(
+            lines in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "Server", "date", "X-A", "Set-Cookie", "content-type", "Keep-Alive",
+                    ]),
+                    proptest::sample::select(vec![": ", ":", ":  ", ": \t"]),
+                    "[!-~]{1,12}",
+                    proptest::sample::select(vec!["\r\n", "\n", "  \r\n"]),
+                ),
+                0..8,
+            ),
+            length in proptest::option::of((0u64..1000, 0usize..9)),
+            keep_alive in proptest::option::of(0usize..9),
+            plain in proptest::bool::ANY,
+        ) {
+            let mut written = Vec::new();
+            let mut expected = Vec::new();
+            for (name, sep, value, end) in &lines {
+                // Half the heads are written plainly throughout (kept raw, cuts anywhere).
+                let (sep, end) = if plain { (": ", "\r\n") } else { (*sep, *end) };
+                written.push(format!("{name}{sep}{value}{end}"));
+                if !name.eq_ignore_ascii_case("keep-alive") {
+                    expected.push((name.to_ascii_lowercase(), value.clone()));
+                }
+            }
+            // The framing lines anywhere among the others.
+            if let Some((n, at)) = length {
+                written.insert(at.min(written.len()), format!("Content-Length: {n}\r\n"));
+                expected.push(("content-length".to_owned(), n.to_string()));
+            }
+            if let Some(at) = keep_alive {
+                written.insert(at.min(written.len()), "Connection: keep-alive\r\n".to_owned());
+            }
+            let head = format!("HTTP/1.1 200 OK\r\n{}\r\n", written.concat());
+            let r = parsed_response(&head, false);
+            let (status, framing, raw) = (r.status, r.framing, r.raw.clone());
+            let map_of = |all: &HeaderMap| {
+                let mut got: Vec<_> = all
+                    .iter()
+                    .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+                    .collect();
+                got.sort();
+                got
+            };
+            expected.sort();
+            let all = every_header(r);
+            proptest::prop_assert_eq!(&map_of(&all), &expected);
+            // Written and parsed back: the same headers, but framing ones the writer set.
+            let mut out = BytesMut::new();
+            let mut map = all.clone();
+            if raw.is_some() {
+                map.clear();
+            }
+            let f = ResponseFraming::Body(framing);
+            put_response_head(&mut out, status, &map, raw.as_ref(), f, false, b"D");
+            let back = parsed_response(std::str::from_utf8(&out).unwrap(), false);
+            let mut back = every_header(back);
+            back.remove(header::CONTENT_LENGTH);
+            if !all.contains_key(header::DATE) {
+                back.remove(header::DATE);
+            }
+            let mut sent = all;
+            sent.remove(header::CONTENT_LENGTH);
+            proptest::prop_assert_eq!(map_of(&back), map_of(&sent));
         }
 
         /// A request head is incomplete at every proper prefix and parses whole, with the

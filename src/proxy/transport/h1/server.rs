@@ -24,7 +24,9 @@ use tokio::time::Instant;
 use super::super::conn::{Activity, ConnCtx, ConnLimits};
 use super::super::error::BoxError;
 use super::super::idle::{IdleSet, Slot as IdleSlot};
-use super::codec::{self, BodyDecoder, Chunk, Framing, Parsed, Reject, ResponseFraming};
+use super::codec::{
+    self, BodyDecoder, Chunk, Framing, Parsed, RawHeaders, Reject, ResponseFraming,
+};
 use super::fill;
 use super::recycle::{Recycled, Slot};
 use super::rewind::Rewind;
@@ -291,6 +293,11 @@ pub trait Listener: Send + Sync + 'static {
         ctx: &Arc<ConnCtx>,
         req: Request<NativeBody>,
     ) -> impl Future<Output = Response<Self::Body>> + Send;
+    /// Header lines a response carries beside its map, written after the map's headers.
+    fn raw_headers(body: &Self::Body) -> Option<&RawHeaders> {
+        let _ = body;
+        None
+    }
     /// Serves the rest of a connection the native server does not (HTTP/2, HTTP/1.0,
     /// upgrades, `Expect`): the bytes already read are put back in front.
     fn hand_over(&self, io: Rewind<TcpStream>, peer: SocketAddr)
@@ -460,7 +467,8 @@ impl Exchange<'_> {
         // The write buffer is the request's, not the connection's: an idle connection holds
         // none (the thread keeps some for the next requests).
         let mut out = BytesMut::new();
-        let framing = put_response_head(&mut out, &method, &parts, &body, close);
+        let raw = L::raw_headers(&body);
+        let framing = put_response_head(&mut out, &method, &parts, &body, raw, close);
         codec::give_back_map(std::mem::take(&mut parts.headers));
         drop(parts);
         let mut body = Some(body);
@@ -481,6 +489,7 @@ fn put_response_head<B: Body>(
     method: &Method,
     parts: &http::response::Parts,
     body: &B,
+    raw: Option<&RawHeaders>,
     close: bool,
 ) -> ResponseFraming {
     let status = parts.status;
@@ -498,7 +507,15 @@ fn put_response_head<B: Body>(
     };
     *out = fill::take_buffer(READ_BUF);
     out.reserve(512);
-    codec::put_response_head(out, status, &parts.headers, framing, close, &http_date());
+    codec::put_response_head(
+        out,
+        status,
+        &parts.headers,
+        raw,
+        framing,
+        close,
+        &http_date(),
+    );
     framing
 }
 
