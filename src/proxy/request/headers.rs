@@ -11,11 +11,13 @@ use super::trace::TRACEPARENT;
 use crate::proxy::transport::ProxyBody;
 
 /// A response's headers, to read or change. The native HTTP/1.1 client keeps an upstream's
-/// header lines raw when it can (`transport::RawHeaders`): the response's map is empty then
-/// and the client's writer copies the lines. Here they are put into the map first, so what
-/// the request layer sees is every header. This module is the only one in the request layer
-/// allowed `Response::headers`, `headers_mut` and `into_parts` (clippy's `disallowed_methods`,
-/// denied in `request/mod.rs`): a look at the map alone would miss the raw lines.
+/// header lines raw when it can (`transport::h1::RawHeaders`): the response's map holds only
+/// what the gateway adds then, and the client's writer copies the lines after it. Here they
+/// are put into the map first, so what the request layer sees is every header. These
+/// functions, and the hand-over to hyper's writer (`Handler::headers_into_map` in
+/// `handler.rs`), are the only places in the request layer allowed `Response::headers`,
+/// `headers_mut` and `into_parts` (clippy's `disallowed_methods`, denied in
+/// `request/mod.rs`): a look at the map alone would miss the raw lines.
 #[allow(clippy::disallowed_methods)]
 pub fn response_headers(resp: &mut Response<ProxyBody>) -> &mut HeaderMap {
     if let Some(raw) = resp.body_mut().take_raw_headers() {
