@@ -108,11 +108,11 @@ impl Asked {
 pub(super) async fn forward(
     t: forward::Target<'_>,
     errors: &ErrorResponses,
-    req: Request<ClientBody>,
+    req: &mut Request<ClientBody>,
     normalized: Option<String>,
     ex: &mut Exchange,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let asked = Asked::of(&req, t.service, t.conn);
+    let asked = Asked::of(req, t.service, t.conn);
     let r = Replace {
         service: t.service,
         router: t.router,

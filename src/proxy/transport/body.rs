@@ -95,6 +95,11 @@ impl ClientBody {
         Self::new(Source::Buffered(data, trailers.map(Box::new)), None)
     }
 
+    /// No body (what is left where a body was taken).
+    pub fn empty() -> Self {
+        Self::new(Source::Buffered(None, None), None)
+    }
+
     /// `body` cut with [`BodyTooLarge`] once its data passes `max` bytes.
     pub fn limited(body: ClientBody, max: u64) -> Self {
         Self::new(

@@ -28,32 +28,35 @@ pub(crate) use attempt::{Subrequest, subrequest};
 pub(crate) use prepare::request_hash;
 pub(crate) use target::Target;
 
-/// Sends `req` to the target's backend and returns the response to send the client.
+/// Sends `req` to the target's backend and returns the response to send the client. The
+/// request is made ready in place and its head and body are taken from it for the attempts
+/// (`req` is left empty).
 pub(crate) async fn forward(
     t: Target<'_>,
-    req: Request<ClientBody>,
+    req: &mut Request<ClientBody>,
     normalized: Option<String>,
     ex: &mut Exchange,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let cfg = &t.router.table.backends[t.picked.backend];
     ex.backend = cfg.label.clone();
     ex.series = t.router.backends[t.picked.backend].series(&t.rule.label);
-    let upgrade = headers::upgrade_protocol(&req);
+    let upgrade = headers::upgrade_protocol(req);
     if upgrade.is_some() && cfg.protocol != UpstreamProtocol::Http1 {
         return Err(ProxyError::UpgradeUnsupported("the backend speaks HTTP/2"));
     }
-    let mut prepared = prepare::prepare(&t, req, normalized, upgrade)?;
+    let prepared = prepare::prepare(&t, req, normalized, upgrade)?;
     ex.trace_id = Some(prepared.trace_id);
     let client_upgrade = prepared
         .upgrade
         .is_some()
-        .then(|| hyper::upgrade::on(&mut prepared.req));
+        .then(|| hyper::upgrade::on(&mut *req));
     let policy = retry::policy(
         t.rule.retry.as_deref(),
-        prepared.req.method(),
+        req.method(),
         prepared.upgrade.is_some(),
     );
-    let (parts, body) = prepared.req.into_parts();
+    let parts = headers::take_head(req);
+    let body = std::mem::replace(req.body_mut(), ClientBody::empty());
     // Borrowed by the plan: the attempts' future would hold a moved one twice (its argument
     // and its local), and the request's future is copied once per request.
     let added = prepared.added;

@@ -13,9 +13,8 @@ use crate::proxy::request::{headers, trace};
 use crate::proxy::transport::{ClientBody, ConnCtx};
 use crate::proxy::upstream::balance::stable_hash;
 
-/// A request ready to go upstream, and what the attempts need to know about it.
+/// What the attempts need to know about a request made ready to go upstream (in place).
 pub(super) struct Prepared {
-    pub req: Request<ClientBody>,
     /// The forwarding headers and trace context, sent after the request's own.
     pub added: headers::Added,
     /// Path and query sent upstream (after rewrites).
@@ -30,12 +29,12 @@ pub(super) struct Prepared {
 
 pub(super) fn prepare(
     t: &Target<'_>,
-    mut req: Request<ClientBody>,
+    req: &mut Request<ClientBody>,
     normalized: Option<String>,
     upgrade: Option<HeaderValue>,
 ) -> Result<Prepared, ProxyError> {
     let state = &t.router.backends[t.picked.backend];
-    let original_host = headers::host_value(&req);
+    let original_host = headers::host_value(req);
     let mut new_path = normalized;
     let mut new_host = None;
     let ref_filters = &t.picked.backend_ref.filters().request;
@@ -54,7 +53,7 @@ pub(super) fn prepare(
         }
     }
     let path_and_query = path_and_query(req.uri(), new_path.as_deref())?;
-    let hash = request_hash(&state.load_balancing(), &req, t.conn);
+    let hash = request_hash(&state.load_balancing(), req, t.conn);
 
     let h = req.headers_mut();
     let seen = headers::strip_hop_by_hop(h);
@@ -96,7 +95,6 @@ pub(super) fn prepare(
     }
     let trace_id = trace::propagate(h, seen, &mut added);
     Ok(Prepared {
-        req,
         added,
         path_and_query,
         hash,
