@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::upgrade::OnUpgrade;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -110,15 +110,19 @@ pub(super) async fn run(
         } else {
             head.clone().unwrap_or_default()
         };
-        let req = build_request(
-            &plan.parts.method,
-            &plan.path_and_query,
-            cfg,
-            &endpoint,
-            headers,
-            (!native).then_some(plan.added),
-            payload.next(),
-        )?;
+        let req = if native {
+            native_request(&plan.parts.method, headers, payload.next())
+        } else {
+            build_request(
+                &plan.parts.method,
+                &plan.path_and_query,
+                cfg,
+                &endpoint,
+                headers,
+                Some(plan.added),
+                payload.next(),
+            )?
+        };
 
         let sent_at = Instant::now();
         let budget = attempt_budget(
@@ -127,8 +131,11 @@ pub(super) async fn run(
             t.service.settings.default_request_timeout,
             t.started,
         );
-        let added = native.then_some(plan.added);
-        let outcome = send(t.service, cfg, state, &endpoint, req, added, native, budget).await;
+        let native = native.then(|| Native {
+            target: plan.path_and_query.as_str(),
+            extra: plan.added.as_slice(),
+        });
+        let outcome = send(t.service, cfg, state, &endpoint, req, native, budget).await;
         ex.upstream_duration = Some(sent_at.elapsed());
 
         let status = outcome.as_ref().map(|(r, _)| r.status().as_u16());
@@ -276,6 +283,22 @@ fn set_session_cookie(
     }
 }
 
+/// A request for the native HTTP/1.1 client: it writes the request target it is given
+/// ([`Native`]) and the endpoint's address as the Host when the request has none, so no URI
+/// is built (its request line needs only the path and query).
+fn native_request(
+    method: &Method,
+    headers: http::HeaderMap,
+    body: RequestBody,
+) -> Request<RequestBody> {
+    let mut req = Request::new(body);
+    *req.method_mut() = method.clone();
+    *req.headers_mut() = headers;
+    req
+}
+
+/// A request for hyper's clients (and the TLS client): the URI names the endpoint, and
+/// `added` headers go into the map.
 fn build_request(
     method: &Method,
     path_and_query: &PathAndQuery,
@@ -336,18 +359,24 @@ fn native_http1(service: &Service, cfg: &Backend, allowed: bool) -> bool {
         && service.settings.native_http1
 }
 
-/// One exchange with `endpoint` over the backend's protocol and TLS (the TLS client, the
-/// native HTTP/1.1 client when [`native_http1`] says so, or hyper's), within `budget`. `added`:
-/// headers the native client writes after the request's (others have them in the map).
-#[allow(clippy::too_many_arguments)]
+/// What the native HTTP/1.1 client is told beside a [`native_request`].
+struct Native<'a> {
+    /// The request target (path and query) to write.
+    target: &'a str,
+    /// Headers written after the request's own (forwarding, trace context).
+    extra: &'a [(&'static HeaderName, HeaderValue)],
+}
+
+/// One exchange with `endpoint` over the backend's protocol and TLS (the TLS client, hyper's
+/// clients, or the native HTTP/1.1 client when `native` is given: [`native_http1`]), within
+/// `budget`.
 async fn send(
     service: &Service,
     cfg: &Backend,
     state: &BackendState,
     endpoint: &Arc<EndpointState>,
     req: Request<RequestBody>,
-    added: Option<&Added>,
-    native: bool,
+    native: Option<Native<'_>>,
     budget: Option<Duration>,
 ) -> Result<Answer, UpstreamError> {
     let own = state.settings();
@@ -369,11 +398,10 @@ async fn send(
             let upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
                 .then(|| hyper::upgrade::on(&mut resp));
             Ok((resp.map(ProxyBody::upstream), upgrade))
-        } else if native {
+        } else if let Some(n) = native {
             let settings = service.clients.native(own.as_deref());
             let resend = retry::resend_if_stale(req.method());
-            let extra = added.map_or(&[][..], Added::as_slice);
-            let resp = h1::send(endpoint, &settings, req, extra, resend).await?;
+            let resp = h1::send(endpoint, &settings, req, n.target, n.extra, resend).await?;
             Ok((resp.map(ProxyBody::native), None))
         } else {
             let clients = service.clients.hyper(own.as_deref());
@@ -451,28 +479,27 @@ pub(crate) async fn subrequest(
         let admitted = admit(state, cfg).await?;
         let endpoint = pick(state, &s.ctx, cfg)?;
         let in_flight = endpoint.begin();
-        let req = build_request(
-            &s.method,
-            &s.path_and_query,
-            cfg,
-            &endpoint,
-            s.headers.clone(),
-            None,
-            RequestBody::full(s.body.clone()),
-        )?;
-        let left = s.deadline.saturating_duration_since(Instant::now());
         let native = native_http1(s.service, cfg, true);
-        let outcome = send(
-            s.service,
-            cfg,
-            state,
-            &endpoint,
-            req,
-            None,
-            native,
-            Some(left),
-        )
-        .await;
+        let (headers, body) = (s.headers.clone(), RequestBody::full(s.body.clone()));
+        let req = if native {
+            native_request(&s.method, headers, body)
+        } else {
+            build_request(
+                &s.method,
+                &s.path_and_query,
+                cfg,
+                &endpoint,
+                headers,
+                None,
+                body,
+            )?
+        };
+        let left = s.deadline.saturating_duration_since(Instant::now());
+        let native = native.then(|| Native {
+            target: s.path_and_query.as_str(),
+            extra: &[],
+        });
+        let outcome = send(s.service, cfg, state, &endpoint, req, native, Some(left)).await;
         let status = outcome.as_ref().map(|(r, _)| r.status().as_u16());
         let verdict =
             retry::judge(None, status, |c| state.is_failure_status(c)).unwrap_or(Verdict {

@@ -177,7 +177,9 @@ async fn connect(endpoint: &EndpointState, s: &ClientSettings) -> Result<Conn, U
     }))
 }
 
-/// Sends `req` to `endpoint` and returns the response once its head arrived.
+/// Sends `req` to `endpoint` and returns the response once its head arrived. The request line
+/// carries `target` (the path and query; `req`'s URI is not read), and `extra` headers follow
+/// the request's own.
 ///
 /// `resend_if_stale`: whether the request may be sent again on a new connection when a pooled
 /// one turns out to be closed by the upstream (the request layer decides: RFC 9112 §9.3.1.1
@@ -187,6 +189,7 @@ pub async fn send<B>(
     endpoint: &Arc<EndpointState>,
     s: &ClientSettings,
     req: Request<B>,
+    target: &str,
     extra: &[(&HeaderName, HeaderValue)],
     resend_if_stale: bool,
 ) -> Result<Response<UpstreamBody>, UpstreamError>
@@ -195,7 +198,6 @@ where
 {
     let (mut parts, mut body) = req.into_parts();
     let head_request = parts.method == Method::HEAD;
-    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let framing = match body.size_hint().exact() {
         Some(0) if body.is_end_stream() => Framing::None,
         Some(n) => Framing::Length(n),
