@@ -95,6 +95,8 @@ pub(super) async fn run(
         .policy
         .and_then(|r| r.max_duration)
         .map(|d| Instant::now() + d);
+    // Filled by each attempt where it is (a request built and returned would be copied).
+    let mut req = Request::new(RequestBody::full(Bytes::new()));
     let mut attempt = 1;
     loop {
         let last = attempt >= attempts;
@@ -110,19 +112,16 @@ pub(super) async fn run(
         } else {
             head.clone().unwrap_or_default()
         };
-        let req = if native {
-            native_request(&plan.parts.method, headers, payload.next())
-        } else {
-            build_request(
-                &plan.parts.method,
+        fill(&mut req, &plan.parts.method, headers, payload.next());
+        if !native {
+            for_hyper(
+                &mut req,
                 &plan.path_and_query,
                 cfg,
                 &endpoint,
-                headers,
                 Some(plan.added),
-                payload.next(),
-            )?
-        };
+            )?;
+        }
 
         let sent_at = Instant::now();
         let budget = attempt_budget(
@@ -135,7 +134,11 @@ pub(super) async fn run(
             target: plan.path_and_query.as_str(),
             extra: plan.added.as_slice(),
         });
-        let outcome = send(t.service, cfg, state, &endpoint, req, native, budget).await;
+        let budget = budget.map(|left| Budget {
+            from: sent_at,
+            left,
+        });
+        let outcome = send(t.service, cfg, state, &endpoint, &mut req, native, budget).await;
         ex.upstream_duration = Some(sent_at.elapsed());
 
         let status = outcome.as_ref().map(|(r, _)| r.status().as_u16());
@@ -283,33 +286,33 @@ fn set_session_cookie(
     }
 }
 
-/// A request for the native HTTP/1.1 client: it writes the request target it is given
-/// ([`Native`]) and the endpoint's address as the Host when the request has none, so no URI
-/// is built (its request line needs only the path and query).
-fn native_request(
+/// Fills `req` for an attempt: its method, headers and body. That is all the native HTTP/1.1
+/// client reads (it writes the request target it is given, [`Native`], and the endpoint's
+/// address as the Host when the request has none), so no URI is built for it; hyper's clients
+/// also need [`for_hyper`].
+fn fill(
+    req: &mut Request<RequestBody>,
     method: &Method,
     headers: http::HeaderMap,
     body: RequestBody,
-) -> Request<RequestBody> {
-    let mut req = Request::new(body);
+) {
     *req.method_mut() = method.clone();
     *req.headers_mut() = headers;
-    req
+    *req.body_mut() = body;
 }
 
-/// A request for hyper's clients (and the TLS client): the URI names the endpoint, and
-/// `added` headers go into the map.
-fn build_request(
-    method: &Method,
+/// Makes a [`fill`]ed request one for hyper's clients (and the TLS client): the URI names the
+/// endpoint, the version is the backend's protocol's, and `added` headers go into the map.
+fn for_hyper(
+    req: &mut Request<RequestBody>,
     path_and_query: &PathAndQuery,
     cfg: &Backend,
     endpoint: &EndpointState,
-    mut headers: http::HeaderMap,
     added: Option<&Added>,
-    body: RequestBody,
-) -> Result<Request<RequestBody>, ProxyError> {
+) -> Result<(), ProxyError> {
+    let headers = req.headers_mut();
     if let Some(added) = added {
-        added.insert_into(&mut headers);
+        added.insert_into(headers);
     }
     let address = || match &endpoint.authority {
         Some(a) => Uri::builder().authority(a.clone()),
@@ -337,16 +340,13 @@ fn build_request(
         .path_and_query(path_and_query.clone())
         .build()
         .map_err(|_| ProxyError::BadRequest("the upstream URL is invalid"))?;
-    let mut req = Request::new(body);
-    *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
     *req.version_mut() = match cfg.protocol {
         // The compiler never gives an HTTP rule a TCP Backend.
         UpstreamProtocol::Http1 | UpstreamProtocol::Tcp | UpstreamProtocol::Udp => Version::HTTP_11,
         UpstreamProtocol::H2c | UpstreamProtocol::Http2 => Version::HTTP_2,
     };
-    *req.headers_mut() = headers;
-    Ok(req)
+    Ok(())
 }
 
 /// Whether requests to `cfg` go through the native HTTP/1.1 client: a plain HTTP/1.1 backend,
@@ -359,7 +359,23 @@ fn native_http1(service: &Service, cfg: &Backend, allowed: bool) -> bool {
         && service.settings.native_http1
 }
 
-/// What the native HTTP/1.1 client is told beside a [`native_request`].
+/// The request out of `req` (for a client that takes it whole), `req` left empty.
+fn taken(req: &mut Request<RequestBody>) -> Request<RequestBody> {
+    let head = headers::take_head(req);
+    Request::from_parts(
+        head,
+        std::mem::replace(req.body_mut(), RequestBody::full(Bytes::new())),
+    )
+}
+
+/// How long an attempt may take (`left`), counted from when it was sent (`from`).
+#[derive(Clone, Copy)]
+struct Budget {
+    from: Instant,
+    left: Duration,
+}
+
+/// What the native HTTP/1.1 client is told beside a [`fill`]ed request.
 struct Native<'a> {
     /// The request target (path and query) to write.
     target: &'a str,
@@ -369,15 +385,16 @@ struct Native<'a> {
 
 /// One exchange with `endpoint` over the backend's protocol and TLS (the TLS client, hyper's
 /// clients, or the native HTTP/1.1 client when `native` is given: [`native_http1`]), within
-/// `budget`.
+/// `budget`. `req` is borrowed: hyper's clients take it (what is left is empty), the native
+/// one reads it where it is (a 344-byte request moved into each step was copied each time).
 async fn send(
     service: &Service,
     cfg: &Backend,
     state: &BackendState,
     endpoint: &Arc<EndpointState>,
-    req: Request<RequestBody>,
+    req: &mut Request<RequestBody>,
     native: Option<Native<'_>>,
-    budget: Option<Duration>,
+    budget: Option<Budget>,
 ) -> Result<Answer, UpstreamError> {
     let own = state.settings();
     let exchange = async {
@@ -392,7 +409,7 @@ async fn send(
                 )
                 .map_err(|e| UpstreamError::new(ErrorKind::Tls, e))?;
             let mut resp = client
-                .request(req)
+                .request(taken(req))
                 .await
                 .map_err(UpstreamError::from_hyper)?;
             let upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
@@ -412,7 +429,7 @@ async fn send(
                 UpstreamProtocol::H2c | UpstreamProtocol::Http2 => &clients.h2c,
             };
             let mut resp = client
-                .request(req)
+                .request(taken(req))
                 .await
                 .map_err(UpstreamError::from_hyper)?;
             let upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
@@ -424,9 +441,10 @@ async fn send(
     // the exchange (~2 KiB) into itself and then into this future, two copies per request.
     let mut exchange = std::pin::pin!(exchange);
     match budget {
-        Some(d) if d.is_zero() => Err(UpstreamError::timeout()),
-        Some(d) => {
-            let mut timer = std::pin::pin!(tokio::time::sleep(d));
+        Some(b) if b.left.is_zero() => Err(UpstreamError::timeout()),
+        Some(b) => {
+            // From the clock read the caller made when it sent (`sleep` would read it again).
+            let mut timer = std::pin::pin!(tokio::time::sleep_until(b.from + b.left));
             std::future::poll_fn(|cx| match exchange.as_mut().poll(cx) {
                 Poll::Ready(answer) => Poll::Ready(answer),
                 Poll::Pending => timer
@@ -480,26 +498,32 @@ pub(crate) async fn subrequest(
         let endpoint = pick(state, &s.ctx, cfg)?;
         let in_flight = endpoint.begin();
         let native = native_http1(s.service, cfg, true);
-        let (headers, body) = (s.headers.clone(), RequestBody::full(s.body.clone()));
-        let req = if native {
-            native_request(&s.method, headers, body)
-        } else {
-            build_request(
-                &s.method,
-                &s.path_and_query,
-                cfg,
-                &endpoint,
-                headers,
-                None,
-                body,
-            )?
-        };
-        let left = s.deadline.saturating_duration_since(Instant::now());
+        let mut req = Request::new(RequestBody::full(Bytes::new()));
+        fill(
+            &mut req,
+            &s.method,
+            s.headers.clone(),
+            RequestBody::full(s.body.clone()),
+        );
+        if !native {
+            for_hyper(&mut req, &s.path_and_query, cfg, &endpoint, None)?;
+        }
+        let from = Instant::now();
+        let left = s.deadline.saturating_duration_since(from);
         let native = native.then(|| Native {
             target: s.path_and_query.as_str(),
             extra: &[],
         });
-        let outcome = send(s.service, cfg, state, &endpoint, req, native, Some(left)).await;
+        let outcome = send(
+            s.service,
+            cfg,
+            state,
+            &endpoint,
+            &mut req,
+            native,
+            Some(Budget { from, left }),
+        )
+        .await;
         let status = outcome.as_ref().map(|(r, _)| r.status().as_u16());
         let verdict =
             retry::judge(None, status, |c| state.is_failure_status(c)).unwrap_or(Verdict {

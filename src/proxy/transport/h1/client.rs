@@ -179,7 +179,8 @@ async fn connect(endpoint: &EndpointState, s: &ClientSettings) -> Result<Conn, U
 
 /// Sends `req` to `endpoint` and returns the response once its head arrived. The request line
 /// carries `target` (the path and query; `req`'s URI is not read), and `extra` headers follow
-/// the request's own.
+/// the request's own. `req` is borrowed, not moved through the caller's steps (each would copy
+/// it): its header map is taken (and kept for the next head once written) and its body read.
 ///
 /// `resend_if_stale`: whether the request may be sent again on a new connection when a pooled
 /// one turns out to be closed by the upstream (the request layer decides: RFC 9112 §9.3.1.1
@@ -188,7 +189,7 @@ async fn connect(endpoint: &EndpointState, s: &ClientSettings) -> Result<Conn, U
 pub async fn send<B>(
     endpoint: &Arc<EndpointState>,
     s: &ClientSettings,
-    req: Request<B>,
+    req: &mut Request<B>,
     target: &str,
     extra: &[(&HeaderName, HeaderValue)],
     resend_if_stale: bool,
@@ -196,10 +197,9 @@ pub async fn send<B>(
 where
     B: Body<Data = Bytes, Error = BoxError> + Unpin,
 {
-    let (mut parts, mut body) = req.into_parts();
-    let head_request = parts.method == Method::HEAD;
-    let framing = match body.size_hint().exact() {
-        Some(0) if body.is_end_stream() => Framing::None,
+    let head_request = req.method() == Method::HEAD;
+    let framing = match req.body().size_hint().exact() {
+        Some(0) if req.body().is_end_stream() => Framing::None,
         Some(n) => Framing::Length(n),
         None => Framing::Chunked,
     };
@@ -216,19 +216,20 @@ where
     conn.write.clear();
     codec::put_request_head(
         &mut conn.write,
-        &parts.method,
+        req.method(),
         target,
-        &parts.headers,
+        req.headers(),
         extra,
         &endpoint.endpoint.address,
         framing,
     );
     // The head is in `write` (a resend writes it from there): the map can serve the next head.
-    codec::give_back_map(std::mem::take(&mut parts.headers));
+    codec::give_back_map(std::mem::take(req.headers_mut()));
+    let body = req.body_mut();
     // Whatever of the body is ready now rides along with the head.
     let mut body_done = framing == Framing::None;
     while !body_done && conn.write.len() < COALESCE {
-        match futures::FutureExt::now_or_never(poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))) {
+        match futures::FutureExt::now_or_never(poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx))) {
             Some(Some(Ok(frame))) => put_frame(&mut conn.write, frame, framing),
             Some(Some(Err(e))) => return Err(UpstreamError::new(ErrorKind::ClientBody, e)),
             Some(None) => {
@@ -251,7 +252,7 @@ where
                 .map_err(|e| Failure::Stale(broken(e)))?;
             if !body_done
                 && let Some(early) =
-                    stream_body(&mut conn, &mut body, framing, head_request).await?
+                    stream_body(&mut conn, &mut *body, framing, head_request).await?
             {
                 return Ok(early);
             }

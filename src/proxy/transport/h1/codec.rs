@@ -1076,15 +1076,16 @@ pub enum ResponseFraming {
     Body(Framing),
 }
 
-/// Appends a response head.
-pub fn put_response_head(
+/// Appends a response head. `date` is asked only when the response has no `Date` of its own
+/// (an upstream's usually has: the clock is not read then).
+pub fn put_response_head<D: AsRef<[u8]>>(
     out: &mut BytesMut,
     status: StatusCode,
     headers: &HeaderMap,
     raw: Option<&RawHeaders>,
     framing: ResponseFraming,
     close: bool,
-    date: &[u8],
+    date: impl FnOnce() -> D,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -1114,7 +1115,7 @@ pub fn put_response_head(
     }
     if !seen.date && !raw.is_some_and(RawHeaders::has_date) {
         out.extend_from_slice(b"date: ");
-        out.extend_from_slice(date);
+        out.extend_from_slice(date().as_ref());
         out.extend_from_slice(b"\r\n");
     }
     if close {
@@ -1491,7 +1492,7 @@ mod tests {
             r.raw.as_ref(),
             framing,
             false,
-            b"D",
+            || b"D",
         );
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
@@ -1669,7 +1670,7 @@ mod tests {
             None,
             ResponseFraming::Body(Framing::Chunked),
             true,
-            b"D",
+            || b"D",
         );
         assert_eq!(
             &out[..],
@@ -1803,7 +1804,7 @@ mod tests {
                 map.clear();
             }
             let f = ResponseFraming::Body(framing);
-            put_response_head(&mut out, status, &map, raw.as_ref(), f, false, b"D");
+            put_response_head(&mut out, status, &map, raw.as_ref(), f, false, || b"D");
             let back = parsed_response(std::str::from_utf8(&out).unwrap(), false);
             let mut back = every_header(back);
             back.remove(header::CONTENT_LENGTH);

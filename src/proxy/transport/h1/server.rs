@@ -507,15 +507,7 @@ fn put_response_head<B: Body>(
     };
     *out = fill::take_buffer(READ_BUF);
     out.reserve(512);
-    codec::put_response_head(
-        out,
-        status,
-        &parts.headers,
-        raw,
-        framing,
-        close,
-        &http_date(),
-    );
+    codec::put_response_head(out, status, &parts.headers, raw, framing, close, http_date);
     framing
 }
 
