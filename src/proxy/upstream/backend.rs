@@ -568,6 +568,21 @@ mod tests {
     use crate::model::{CircuitBreaker, Kind, PassiveHealthCheck, RoutingTable, UpstreamProtocol};
     use crate::proxy::upstream::{Admission, Registry, UpstreamSettings};
 
+    /// What is stored is what is read, set or not, and the flag follows it both ways.
+    #[test]
+    fn rarely_reads_what_was_stored() {
+        let r = Rarely::<u32>::default();
+        assert_eq!(r.load_full(), None);
+        r.store(Some(Arc::new(7)));
+        assert_eq!(r.load_full().as_deref(), Some(&7));
+        assert_eq!(r.load().as_deref(), Some(&7));
+        r.store(Some(Arc::new(8)));
+        assert_eq!(r.load_full().as_deref(), Some(&8));
+        r.store(None);
+        assert_eq!(r.load_full(), None);
+        assert!(r.load().is_none());
+    }
+
     /// One backend's state, and the registry that keeps it.
     fn backend(endpoints: usize, edit: impl FnOnce(&mut Backend)) -> (Registry, Arc<BackendState>) {
         let mut b = Backend::new(
