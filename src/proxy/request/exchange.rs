@@ -123,6 +123,11 @@ impl Exchange {
         self.started
     }
 
+    /// Whether the request is written to the access log.
+    pub fn logs(&self) -> bool {
+        self.log.is_some()
+    }
+
     /// A counter for request body bytes, when the access log wants them.
     pub fn bytes_in_counter(&mut self) -> Option<Arc<AtomicU64>> {
         let log = self.log.as_mut()?;

@@ -70,12 +70,12 @@ impl IdlePool {
             .expect("endpoints carry only the idle pool")
     }
 
-    /// A live idle connection, if one is kept. Connections idle longer than `max_idle` and ones
-    /// the upstream closed (readable while idle) are dropped on the way.
-    fn checkout(&self, max_idle: Duration) -> Option<Conn> {
+    /// A live idle connection, if one is kept. Connections idle longer than `max_idle` at `now`
+    /// and ones the upstream closed (readable while idle) are dropped on the way.
+    fn checkout(&self, max_idle: Duration, now: Instant) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(conn) = idle.pop() {
-            if conn.idle_since.elapsed() < max_idle && conn.is_quiet() {
+            if now.saturating_duration_since(conn.idle_since) < max_idle && conn.is_quiet() {
                 return Some(conn);
             }
         }
@@ -181,6 +181,7 @@ async fn connect(endpoint: &EndpointState, s: &ClientSettings) -> Result<Conn, U
 /// carries `target` (the path and query; `req`'s URI is not read), and `extra` headers follow
 /// the request's own. `req` is borrowed, not moved through the caller's steps (each would copy
 /// it): its header map is taken (and kept for the next head once written) and its body read.
+/// `now`: the caller's clock read as it sends (a pooled connection's idle time is counted to it).
 ///
 /// `resend_if_stale`: whether the request may be sent again on a new connection when a pooled
 /// one turns out to be closed by the upstream (the request layer decides: RFC 9112 §9.3.1.1
@@ -193,6 +194,7 @@ pub async fn send<B>(
     target: &str,
     extra: &[(&HeaderName, HeaderValue)],
     resend_if_stale: bool,
+    now: Instant,
 ) -> Result<Response<UpstreamBody>, UpstreamError>
 where
     B: Body<Data = Bytes, Error = BoxError> + Unpin,
@@ -206,7 +208,7 @@ where
 
     let mut reused = true;
     let pool = IdlePool::of(endpoint);
-    let mut conn = match pool.checkout(s.idle_timeout) {
+    let mut conn = match pool.checkout(s.idle_timeout, now) {
         Some(c) => c,
         None => {
             reused = false;
@@ -518,13 +520,14 @@ mod tests {
         let (conn, peer) = pair().await;
         pool.checkin(conn, 8);
         let conn = pool
-            .checkout(Duration::from_secs(60))
+            .checkout(Duration::from_secs(60), Instant::now())
             .expect("a live connection");
         pool.checkin(conn, 8);
         drop(peer);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
-            pool.checkout(Duration::from_secs(60)).is_none(),
+            pool.checkout(Duration::from_secs(60), Instant::now())
+                .is_none(),
             "closed by the upstream"
         );
 
