@@ -92,6 +92,13 @@ pub enum LoadBalancing {
     IpHash,
 }
 
+impl LoadBalancing {
+    /// Whether it picks by a hash of the request (which is then worth computing).
+    pub fn hashes(&self) -> bool {
+        matches!(self, Self::ConsistentHash(_) | Self::IpHash)
+    }
+}
+
 /// What an active probe does.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -134,6 +134,9 @@ pub struct BackendState {
     tls_probes: Option<Arc<dyn health::TlsProbes>>,
     /// The request metrics of each route that sends here (see [`BackendState::series`]).
     series: RwLock<Vec<(Arc<str>, Arc<RequestSeries>)>>,
+    /// Whether the pool's balancer hashes requests (kept beside the pool, so that a request to
+    /// a backend that does not reads one flag, not the pool: see [`BackendState::hashing`]).
+    hashes: AtomicBool,
 }
 
 impl BackendState {
@@ -174,6 +177,7 @@ impl BackendState {
             custom_check,
             tls_probes,
             series: RwLock::default(),
+            hashes: AtomicBool::new(config.load_balancer.hashes()),
         }
     }
 
@@ -294,6 +298,7 @@ impl BackendState {
         } else {
             balance::build(&config.load_balancer, &endpoints).into()
         };
+        let hashes = config.load_balancer.hashes();
         self.pool.store(Arc::new(Pool {
             endpoints: states,
             tiered: tiered(&endpoints),
@@ -301,6 +306,7 @@ impl BackendState {
             sticky: sticky_index(&config, &endpoints),
             config: Arc::new(config),
         }));
+        self.hashes.store(hashes, Ordering::Release);
     }
 
     /// Starts and stops probe tasks so that exactly the current endpoints are probed with the
@@ -444,6 +450,15 @@ impl BackendState {
     /// The balancing policy (for computing a request's hash key).
     pub fn load_balancing(&self) -> LoadBalancing {
         self.pool.load().config.load_balancer.clone()
+    }
+
+    /// The balancing policy when it hashes requests (`None` otherwise, without reading the
+    /// pool: a request to a backend that does not hash needs no key).
+    pub fn hashing(&self) -> Option<LoadBalancing> {
+        if !self.hashes.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.load_balancing())
     }
 
     /// Whether an upstream status counts as a failure for passive health and the breaker.
@@ -613,6 +628,21 @@ mod tests {
             *seen.entry(e.endpoint.address.clone()).or_default() += 1;
         }
         seen
+    }
+
+    /// A request's hash key is asked for only while the balancer hashes, and the flag follows
+    /// a reconfiguration both ways.
+    #[test]
+    fn hashing_follows_the_balancer() {
+        let (_registry, state) = backend(2, |_| {});
+        assert_eq!(state.hashing(), None);
+        let mut config = (*state.pool.load().config).clone();
+        config.load_balancer = LoadBalancing::IpHash;
+        state.configure(&config, &UpstreamSettings::default());
+        assert_eq!(state.hashing(), Some(LoadBalancing::IpHash));
+        config.load_balancer = LoadBalancing::LeastRequest;
+        state.configure(&config, &UpstreamSettings::default());
+        assert_eq!(state.hashing(), None);
     }
 
     /// The session's endpoint while it is there and available; else the balancer's pick.

@@ -365,11 +365,7 @@ fn native_http1(service: &Service, cfg: &Backend, allowed: bool) -> bool {
 
 /// The request out of `req` (for a client that takes it whole), `req` left empty.
 fn taken(req: &mut Request<RequestBody>) -> Request<RequestBody> {
-    let head = headers::take_head(req);
-    Request::from_parts(
-        head,
-        std::mem::replace(req.body_mut(), RequestBody::full(Bytes::new())),
-    )
+    std::mem::replace(req, Request::new(RequestBody::full(Bytes::new())))
 }
 
 /// How long an attempt may take (`left`), counted from when it was sent (`from`).

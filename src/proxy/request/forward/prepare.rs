@@ -53,7 +53,9 @@ pub(super) fn prepare(
         }
     }
     let path_and_query = path_and_query(req.uri(), new_path.as_deref())?;
-    let hash = request_hash(&state.load_balancing(), req, t.conn);
+    let hash = state
+        .hashing()
+        .and_then(|lb| request_hash(&lb, req, t.conn));
 
     let h = req.headers_mut();
     let seen = headers::strip_hop_by_hop(h);
