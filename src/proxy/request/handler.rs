@@ -92,9 +92,9 @@ fn client_certificate(rule: &crate::model::Rule, conn: &ConnCtx) -> Result<(), P
 
 /// The middleware's look at the request head; its answer, if it gives one.
 fn before(m: &dyn Middleware, req: &mut Request<ClientBody>) -> Option<Response<ProxyBody>> {
-    let mut parts = headers::take_head(req);
+    let (mut parts, body) = std::mem::replace(req, Request::new(ClientBody::empty())).into_parts();
     let answer = m.on_request(&mut parts);
-    headers::put_head(req, parts);
+    *req = Request::from_parts(parts, body);
     answer.map(|r| r.map(ProxyBody::full))
 }
 

@@ -55,28 +55,6 @@ pub fn response_into_parts(mut resp: Response<ProxyBody>) -> (http::response::Pa
     resp.into_parts()
 }
 
-/// The request's head taken out of it (the request keeps empty ones, which allocate nothing):
-/// the request itself stays where it is, in the request's future, rather than being moved
-/// (304 bytes a copy) into each step that needs it whole.
-pub fn take_head<B>(req: &mut Request<B>) -> http::request::Parts {
-    let (mut parts, ()) = Request::new(()).into_parts();
-    parts.method = std::mem::take(req.method_mut());
-    parts.uri = std::mem::take(req.uri_mut());
-    parts.version = req.version();
-    parts.headers = std::mem::take(req.headers_mut());
-    parts.extensions = std::mem::take(req.extensions_mut());
-    parts
-}
-
-/// Puts a head [`take_head`] took back into its request.
-pub fn put_head<B>(req: &mut Request<B>, parts: http::request::Parts) {
-    *req.method_mut() = parts.method;
-    *req.uri_mut() = parts.uri;
-    *req.version_mut() = parts.version;
-    *req.headers_mut() = parts.headers;
-    *req.extensions_mut() = parts.extensions;
-}
-
 /// The size of the per-thread chunks [`made_value`] cuts values from.
 const VALUE_CHUNK: usize = 4096;
 

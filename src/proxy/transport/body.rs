@@ -322,6 +322,15 @@ impl RequestBody {
         }
     }
 
+    /// No body (what is left where a body was taken).
+    pub fn empty() -> Self {
+        Self {
+            prefix: None,
+            rest: None,
+            counted: None,
+        }
+    }
+
     /// A body kept in memory (a replayable retry body; already counted).
     pub fn full(bytes: Bytes) -> Self {
         Self {

@@ -96,7 +96,7 @@ pub(super) async fn run(
         .and_then(|r| r.max_duration)
         .map(|d| Instant::now() + d);
     // Filled by each attempt where it is (a request built and returned would be copied).
-    let mut req = Request::new(RequestBody::full(Bytes::new()));
+    let mut req = Request::new(RequestBody::empty());
     let mut attempt = 1;
     loop {
         let last = attempt >= attempts;
@@ -124,20 +124,18 @@ pub(super) async fn run(
         }
 
         let sent_at = Instant::now();
-        let budget = attempt_budget(
-            &t.rule.timeouts,
-            plan.policy,
-            t.service.settings.default_request_timeout,
-            t.started,
-        );
+        let budget = Budget {
+            from: sent_at,
+            left: attempt_budget(
+                &t.rule.timeouts,
+                plan.policy,
+                t.service.settings.default_request_timeout,
+                t.started,
+            ),
+        };
         let native = native.then(|| Native {
             target: plan.path_and_query.as_str(),
             extra: plan.added.as_slice(),
-            sent_at,
-        });
-        let budget = budget.map(|left| Budget {
-            from: sent_at,
-            left,
         });
         let outcome = send(t.service, cfg, state, &endpoint, &mut req, native, budget).await;
         // Read only by the access log (a clock read per request otherwise).
@@ -365,14 +363,15 @@ fn native_http1(service: &Service, cfg: &Backend, allowed: bool) -> bool {
 
 /// The request out of `req` (for a client that takes it whole), `req` left empty.
 fn taken(req: &mut Request<RequestBody>) -> Request<RequestBody> {
-    std::mem::replace(req, Request::new(RequestBody::full(Bytes::new())))
+    std::mem::replace(req, Request::new(RequestBody::empty()))
 }
 
-/// How long an attempt may take (`left`), counted from when it was sent (`from`).
+/// When an attempt was sent (the clock read its timer and the native client's pool count
+/// from), and how long it may take (`None`: no limit).
 #[derive(Clone, Copy)]
 struct Budget {
     from: Instant,
-    left: Duration,
+    left: Option<Duration>,
 }
 
 /// What the native HTTP/1.1 client is told beside a [`fill`]ed request.
@@ -381,8 +380,6 @@ struct Native<'a> {
     target: &'a str,
     /// Headers written after the request's own (forwarding, trace context).
     extra: &'a [(&'static HeaderName, HeaderValue)],
-    /// The clock read taken as the attempt was sent.
-    sent_at: Instant,
 }
 
 /// One exchange with `endpoint` over the backend's protocol and TLS (the TLS client, hyper's
@@ -396,7 +393,7 @@ async fn send(
     endpoint: &Arc<EndpointState>,
     req: &mut Request<RequestBody>,
     native: Option<Native<'_>>,
-    budget: Option<Budget>,
+    budget: Budget,
 ) -> Result<Answer, UpstreamError> {
     let own = state.settings();
     let exchange = async {
@@ -421,7 +418,13 @@ async fn send(
             let settings = service.clients.native(own.as_deref());
             let resend = retry::resend_if_stale(req.method());
             let resp = h1::send(
-                endpoint, &settings, req, n.target, n.extra, resend, n.sent_at,
+                endpoint,
+                &settings,
+                req,
+                n.target,
+                n.extra,
+                resend,
+                budget.from,
             )
             .await?;
             Ok((resp.map(ProxyBody::native), None))
@@ -445,11 +448,11 @@ async fn send(
     // Pinned where it is, and raced with a timer beside it: `tokio::time::timeout` would move
     // the exchange (~2 KiB) into itself and then into this future, two copies per request.
     let mut exchange = std::pin::pin!(exchange);
-    match budget {
-        Some(b) if b.left.is_zero() => Err(UpstreamError::timeout()),
-        Some(b) => {
+    match budget.left {
+        Some(left) if left.is_zero() => Err(UpstreamError::timeout()),
+        Some(left) => {
             // From the clock read the caller made when it sent (`sleep` would read it again).
-            let mut timer = std::pin::pin!(tokio::time::sleep_until(b.from + b.left));
+            let mut timer = std::pin::pin!(tokio::time::sleep_until(budget.from + left));
             std::future::poll_fn(|cx| match exchange.as_mut().poll(cx) {
                 Poll::Ready(answer) => Poll::Ready(answer),
                 Poll::Pending => timer
@@ -503,13 +506,9 @@ pub(crate) async fn subrequest(
         let endpoint = pick(state, &s.ctx, cfg)?;
         let in_flight = endpoint.begin();
         let native = native_http1(s.service, cfg, true);
-        let mut req = Request::new(RequestBody::full(Bytes::new()));
-        fill(
-            &mut req,
-            &s.method,
-            s.headers.clone(),
-            RequestBody::full(s.body.clone()),
-        );
+        let mut req = Request::new(RequestBody::empty());
+        let body = RequestBody::full(s.body.clone());
+        fill(&mut req, &s.method, s.headers.clone(), body);
         if !native {
             for_hyper(&mut req, &s.path_and_query, cfg, &endpoint, None)?;
         }
@@ -518,7 +517,6 @@ pub(crate) async fn subrequest(
         let native = native.then(|| Native {
             target: s.path_and_query.as_str(),
             extra: &[],
-            sent_at: from,
         });
         let outcome = send(
             s.service,
@@ -527,7 +525,10 @@ pub(crate) async fn subrequest(
             &endpoint,
             &mut req,
             native,
-            Some(Budget { from, left }),
+            Budget {
+                from,
+                left: Some(left),
+            },
         )
         .await;
         let status = outcome.as_ref().map(|(r, _)| r.status().as_u16());
