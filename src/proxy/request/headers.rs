@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Version, heade
 
 use super::trace::TRACEPARENT;
 use crate::proxy::transport::ProxyBody;
+use crate::proxy::transport::h1::ExtraHeaders;
 
 /// A response's headers, to read or change. The native HTTP/1.1 client keeps an upstream's
 /// header lines raw when it can (`transport::h1::RawHeaders`): the response's map holds only
@@ -63,7 +64,7 @@ thread_local! {
     static VALUE_BYTES: RefCell<[BytesMut; 2]> = RefCell::new([BytesMut::new(), BytesMut::new()]);
 }
 
-/// A header value the proxy makes (a request id, `traceparent`, `X-Forwarded-For`), written by
+/// A header value the proxy makes and puts in a map (a request id), written by
 /// `fill` (at most `max_len` bytes) into a per-thread chunk and cut from it. A value of its own
 /// would cost two allocations per request: its bytes, and the shared count its first clone
 /// adds; cut from a chunk, they share one allocation per chunk of 4 KiB. When the chunk is used
@@ -303,38 +304,70 @@ pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
 
 /// The headers the proxy sets on every request it forwards (`X-Forwarded-For`, `-Proto`,
 /// `-Port`, `-Host`, `traceparent`), kept beside the request's map instead of inserted in it:
-/// the native HTTP/1.1 client writes them after the map's headers, and the other clients get
-/// them inserted ([`Added::insert_into`]). Inserting five names the map hashes byte by byte
-/// cost about 1,500 instructions per request (`bench/callgrind.sh`).
+/// the native HTTP/1.1 client writes them after the map's headers ([`ExtraHeaders`]), and the
+/// other clients get them inserted ([`Added::insert_into`]). Inserting five names the map
+/// hashes byte by byte cost about 1,500 instructions per request (`bench/callgrind.sh`); the
+/// values the proxy makes (the client's address, the trace context) are kept as bytes, not
+/// made `HeaderValue`s, whose constructor checks every byte again (another ~400).
 #[derive(Debug, Clone)]
 pub struct Added {
-    entries: [(&'static HeaderName, HeaderValue); ADDED],
-    len: u8,
+    /// The client's own non-empty `X-Forwarded-For`, which the client's address follows.
+    forwarded_for: Option<HeaderValue>,
+    client: IpText,
+    scheme: &'static str,
+    port: HeaderValue,
+    host: Option<HeaderValue>,
+    traceparent: Option<[u8; TRACEPARENT_LEN]>,
 }
 
-/// How many headers [`Added`] holds at most.
-const ADDED: usize = 5;
+/// The length of a version-00 `traceparent`.
+pub(crate) const TRACEPARENT_LEN: usize = 55;
 
 impl Added {
-    /// The headers, in the order they are written.
-    pub fn as_slice(&self) -> &[(&'static HeaderName, HeaderValue)] {
-        &self.entries[..usize::from(self.len)]
-    }
-
-    fn push(&mut self, name: &'static HeaderName, value: HeaderValue) {
-        self.entries[usize::from(self.len)] = (name, value);
-        self.len += 1;
-    }
-
-    /// Sets the trace context (`traceparent`) sent upstream.
-    pub fn set_traceparent(&mut self, value: HeaderValue) {
-        self.push(&TRACEPARENT, value);
+    /// Sets the trace context (`traceparent`) sent upstream: a version-00 value, only
+    /// lower-case hex digits and dashes.
+    pub(crate) fn set_traceparent(&mut self, value: [u8; TRACEPARENT_LEN]) {
+        self.traceparent = Some(value);
     }
 
     /// Inserts the headers into `headers` (for a client that takes only a map).
     pub fn insert_into(&self, headers: &mut HeaderMap) {
-        for (name, value) in self.as_slice() {
-            headers.insert((*name).clone(), value.clone());
+        let client = self.client.as_bytes();
+        let forwarded_for = match &self.forwarded_for {
+            Some(prev) => HeaderValue::from_bytes(&[prev.as_bytes(), b", ", client].concat()),
+            None => HeaderValue::from_bytes(client),
+        };
+        if let Ok(v) = forwarded_for {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(self.scheme),
+        );
+        headers.insert(X_FORWARDED_PORT.clone(), self.port.clone());
+        if let Some(h) = &self.host {
+            headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+        }
+        if let Some(Ok(v)) = self.traceparent.map(|t| HeaderValue::from_bytes(&t)) {
+            headers.insert(TRACEPARENT.clone(), v);
+        }
+    }
+}
+
+impl ExtraHeaders for Added {
+    fn each(&self, mut f: impl FnMut(&HeaderName, &[&[u8]])) {
+        let client = self.client.as_bytes();
+        match &self.forwarded_for {
+            Some(prev) => f(&X_FORWARDED_FOR, &[prev.as_bytes(), b", ", client]),
+            None => f(&X_FORWARDED_FOR, &[client]),
+        }
+        f(&X_FORWARDED_PROTO, &[self.scheme.as_bytes()]);
+        f(&X_FORWARDED_PORT, &[self.port.as_bytes()]);
+        if let Some(h) = &self.host {
+            f(&X_FORWARDED_HOST, &[h.as_bytes()]);
+        }
+        if let Some(t) = &self.traceparent {
+            f(&TRACEPARENT, &[t]);
         }
     }
 }
@@ -351,7 +384,7 @@ pub fn forwarded(
     port: &HeaderValue,
     host: Option<&HeaderValue>,
 ) -> Added {
-    let prev = seen
+    let forwarded_for = seen
         .has(Seen::FORWARDED_FOR)
         .then(|| headers.remove(&X_FORWARDED_FOR))
         .flatten()
@@ -365,51 +398,67 @@ pub fn forwarded(
             headers.remove(name);
         }
     }
-    const LONGEST_IP: usize = 45;
-    let room = prev.as_ref().map_or(0, |p| p.len() + 2) + LONGEST_IP;
-    let filler = || (&X_FORWARDED_FOR, HeaderValue::from_static(""));
-    let mut added = Added {
-        entries: [filler(), filler(), filler(), filler(), filler()],
-        len: 0,
-    };
-    let value = made_value(room, |value| {
-        if let Some(prev) = &prev {
-            value.extend_from_slice(prev.as_bytes());
-            value.extend_from_slice(b", ");
-        }
-        put_ip(value, client.to_canonical());
-    });
-    if let Some(v) = value {
-        added.push(&X_FORWARDED_FOR, v);
+    Added {
+        forwarded_for,
+        client: IpText::new(client.to_canonical()),
+        scheme,
+        port: port.clone(),
+        host: host.cloned(),
+        traceparent: None,
     }
-    added.push(&X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
-    added.push(&X_FORWARDED_PORT, port.clone());
-    if let Some(h) = host {
-        added.push(&X_FORWARDED_HOST, h.clone());
-    }
-    added
 }
 
-/// Appends an address in its usual text form; IPv4 (nearly every client) without the
-/// formatting machinery, which costs more than the rest of the header work.
-fn put_ip(out: &mut bytes::BytesMut, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.extend_from_slice(b".");
+/// An address in its usual text form, kept on the stack.
+#[derive(Debug, Clone, Copy)]
+struct IpText {
+    bytes: [u8; IpText::LONGEST],
+    len: u8,
+}
+
+impl IpText {
+    /// The longest text form (an IPv6 address with an embedded IPv4 one).
+    const LONGEST: usize = 45;
+
+    /// IPv4 (nearly every client) is written without the formatting machinery, which costs
+    /// more than the rest of the header work.
+    fn new(ip: IpAddr) -> Self {
+        let mut text = IpText {
+            bytes: [0; Self::LONGEST],
+            len: 0,
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                let mut push = |b: u8| {
+                    text.bytes[usize::from(text.len)] = b;
+                    text.len += 1;
+                };
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        push(b'.');
+                    }
+                    let (h, t, o) = (octet / 100, octet / 10 % 10, octet % 10);
+                    if h > 0 {
+                        push(b'0' + h);
+                    }
+                    if h > 0 || t > 0 {
+                        push(b'0' + t);
+                    }
+                    push(b'0' + o);
                 }
-                let (h, t, o) = (octet / 100, octet / 10 % 10, octet % 10);
-                if h > 0 {
-                    out.extend_from_slice(&[b'0' + h]);
-                }
-                if h > 0 || t > 0 {
-                    out.extend_from_slice(&[b'0' + t]);
-                }
-                out.extend_from_slice(&[b'0' + o]);
+            }
+            IpAddr::V6(v6) => {
+                use std::io::Write;
+                let mut out = &mut text.bytes[..];
+                // Never short: the longest text form fits.
+                let _ = write!(out, "{v6}");
+                text.len = (Self::LONGEST - out.len()) as u8;
             }
         }
-        IpAddr::V6(v6) => out.extend_from_slice(v6.to_string().as_bytes()),
+        text
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
     }
 }
 
@@ -626,9 +675,7 @@ mod tests {
             "2001:db8::7",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
-            let mut out = bytes::BytesMut::new();
-            put_ip(&mut out, ip);
-            assert_eq!(&out[..], ip.to_string().as_bytes());
+            assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
         }
     }
 
@@ -661,18 +708,13 @@ mod tests {
         // is carried on); the proxy's are beside it, in order.
         assert_eq!(h.len(), 2, "{h:?}");
         assert!(h.contains_key("x-kept") && h.contains_key(&TRACEPARENT));
-        let got: Vec<(&str, &[u8])> = added
-            .as_slice()
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_bytes()))
-            .collect();
         assert_eq!(
-            got,
+            written(&added),
             [
-                ("x-forwarded-for", &b"10.0.0.1, 127.0.0.1"[..]),
-                ("x-forwarded-proto", b"http"),
-                ("x-forwarded-port", b"8080"),
-                ("x-forwarded-host", b"a.test"),
+                "x-forwarded-for: 10.0.0.1, 127.0.0.1",
+                "x-forwarded-proto: http",
+                "x-forwarded-port: 8080",
+                "x-forwarded-host: a.test",
             ]
         );
         added.insert_into(&mut h);
@@ -692,7 +734,41 @@ mod tests {
             None,
         );
         assert!(h.is_empty());
-        assert_eq!(added.as_slice().len(), 3);
-        assert_eq!(added.as_slice()[0].1, "::1");
+        assert_eq!(
+            written(&added),
+            [
+                "x-forwarded-for: ::1",
+                "x-forwarded-proto: https",
+                "x-forwarded-port: 443",
+            ]
+        );
+        // A client's IPv4-mapped address is sent as the IPv4 address.
+        let added = forwarded(
+            &mut h,
+            seen,
+            "::ffff:10.1.2.3".parse().unwrap(),
+            "http",
+            &HeaderValue::from_static("80"),
+            None,
+        );
+        assert_eq!(written(&added)[0], "x-forwarded-for: 10.1.2.3");
+    }
+
+    /// The headers `added` writes (`name: value`, each value's parts joined); a map's
+    /// clients get the same ones inserted.
+    fn written(added: &Added) -> Vec<String> {
+        let mut got = Vec::new();
+        added.each(|name, parts| {
+            let value = String::from_utf8(parts.concat()).unwrap();
+            got.push(format!("{name}: {value}"));
+        });
+        let mut map = HeaderMap::new();
+        added.insert_into(&mut map);
+        let inserted: Vec<String> = map
+            .iter()
+            .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+            .collect();
+        assert_eq!(inserted, got);
+        got
     }
 }

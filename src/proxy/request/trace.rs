@@ -3,7 +3,7 @@
 
 use http::{HeaderMap, HeaderName};
 
-use super::headers::{Added, Seen, made_value};
+use super::headers::{Added, Seen, TRACEPARENT_LEN};
 use super::request_id::{hex, random_u64};
 
 /// `traceparent`.
@@ -44,16 +44,14 @@ pub fn propagate(headers: &mut HeaderMap, seen: Seen, added: &mut Added) -> Trac
             (t, *b"01")
         }
     };
-    let mut out = [0u8; 55];
+    let mut out = [0u8; TRACEPARENT_LEN];
     out[..3].copy_from_slice(b"00-");
     out[3..35].copy_from_slice(&trace);
     out[35] = b'-';
     out[36..52].copy_from_slice(&hex(random_u64() | 1));
     out[52] = b'-';
     out[53..55].copy_from_slice(&flags);
-    if let Some(v) = made_value(out.len(), |value| value.extend_from_slice(&out)) {
-        added.set_traceparent(v);
-    }
+    added.set_traceparent(out);
     TraceId(trace)
 }
 

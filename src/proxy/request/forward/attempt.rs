@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::upgrade::OnUpgrade;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -135,7 +135,7 @@ pub(super) async fn run(
         };
         let native = native.then(|| Native {
             target: plan.path_and_query.as_str(),
-            extra: plan.added.as_slice(),
+            extra: Some(plan.added),
         });
         let outcome = send(t.service, cfg, state, &endpoint, &mut req, native, budget).await;
         // Read only by the access log (a clock read per request otherwise).
@@ -379,7 +379,7 @@ struct Native<'a> {
     /// The request target (path and query) to write.
     target: &'a str,
     /// Headers written after the request's own (forwarding, trace context).
-    extra: &'a [(&'static HeaderName, HeaderValue)],
+    extra: Option<&'a Added>,
 }
 
 /// One exchange with `endpoint` over the backend's protocol and TLS (the TLS client, hyper's
@@ -422,7 +422,7 @@ async fn send(
                 &settings,
                 req,
                 n.target,
-                n.extra,
+                &n.extra,
                 resend,
                 budget.from,
             )
@@ -516,7 +516,7 @@ pub(crate) async fn subrequest(
         let left = s.deadline.saturating_duration_since(from);
         let native = native.then(|| Native {
             target: s.path_and_query.as_str(),
-            extra: &[],
+            extra: None,
         });
         let outcome = send(
             s.service,

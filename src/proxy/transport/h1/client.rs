@@ -16,14 +16,14 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderName, HeaderValue, Method, Request, Response};
+use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::super::error::{BoxError, ErrorKind, UpstreamError};
-use super::codec::{self, BodyDecoder, Chunk, Framing};
+use super::codec::{self, BodyDecoder, Chunk, ExtraHeaders, Framing};
 use super::fill;
 use crate::proxy::upstream::EndpointState;
 
@@ -187,17 +187,18 @@ async fn connect(endpoint: &EndpointState, s: &ClientSettings) -> Result<Conn, U
 /// one turns out to be closed by the upstream (the request layer decides: RFC 9112 §9.3.1.1
 /// allows it for requests that are safe to repeat, as the upstream may have received it
 /// before closing). A failure of `body` is the client's ([`ErrorKind::ClientBody`]).
-pub async fn send<B>(
+pub async fn send<B, E>(
     endpoint: &Arc<EndpointState>,
     s: &ClientSettings,
     req: &mut Request<B>,
     target: &str,
-    extra: &[(&HeaderName, HeaderValue)],
+    extra: &E,
     resend_if_stale: bool,
     now: Instant,
 ) -> Result<Response<UpstreamBody>, UpstreamError>
 where
     B: Body<Data = Bytes, Error = BoxError> + Unpin,
+    E: ExtraHeaders + ?Sized,
 {
     let head_request = req.method() == Method::HEAD;
     let framing = match req.body().size_hint().exact() {

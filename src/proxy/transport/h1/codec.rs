@@ -1029,15 +1029,41 @@ fn put_framing(out: &mut BytesMut, framing: Framing) {
     }
 }
 
+/// Headers a request's writer adds after its map's (the proxy's forwarding and trace
+/// headers, kept out of the map: inserting them would hash each name). Each is given as its
+/// name and the parts of its value, written one after another, so a value made of pieces (a
+/// client's `X-Forwarded-For`, `", "`, its address) is not put together first. The parts
+/// are valid header value bytes.
+pub trait ExtraHeaders {
+    /// Calls `f` with each header, in the order they are written.
+    fn each(&self, f: impl FnMut(&HeaderName, &[&[u8]]));
+}
+
+impl ExtraHeaders for [(&HeaderName, HeaderValue)] {
+    fn each(&self, mut f: impl FnMut(&HeaderName, &[&[u8]])) {
+        for (name, value) in self {
+            f(name, &[value.as_bytes()]);
+        }
+    }
+}
+
+impl<E: ExtraHeaders + ?Sized> ExtraHeaders for Option<&E> {
+    fn each(&self, f: impl FnMut(&HeaderName, &[&[u8]])) {
+        if let Some(extra) = self {
+            extra.each(f);
+        }
+    }
+}
+
 /// Appends a request head: `headers`, then `extra` (headers the proxy adds, kept out of the
 /// map). `framing` decides `Content-Length`/`Transfer-Encoding`; `host` is written when
 /// `headers` has none.
-pub fn put_request_head(
+pub fn put_request_head<E: ExtraHeaders + ?Sized>(
     out: &mut BytesMut,
     method: &Method,
     target: &str,
     headers: &HeaderMap,
-    extra: &[(&HeaderName, HeaderValue)],
+    extra: &E,
     host: &str,
     framing: Framing,
 ) {
@@ -1051,12 +1077,14 @@ pub fn put_request_head(
         out.extend_from_slice(b"\r\n");
     }
     let _ = put_headers(out, headers, false);
-    for (name, value) in extra {
+    extra.each(|name, parts| {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        for part in parts {
+            out.extend_from_slice(part);
+        }
         out.extend_from_slice(b"\r\n");
-    }
+    });
     match framing {
         // A body-carrying method with an empty body says so explicitly.
         Framing::None if matches!(*method, Method::POST | Method::PUT | Method::PATCH) => {
@@ -1654,7 +1682,7 @@ mod tests {
             &Method::POST,
             "/p?q",
             &h,
-            &[(&header::VIA, HeaderValue::from_static("1.1 t"))],
+            &[(&header::VIA, HeaderValue::from_static("1.1 t"))][..],
             "up:80",
             Framing::Length(5),
         );

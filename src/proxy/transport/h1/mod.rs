@@ -15,6 +15,6 @@ mod server;
 mod value;
 
 pub use client::{ClientSettings, IdlePool, UpstreamBody, send};
-pub use codec::RawHeaders;
+pub use codec::{ExtraHeaders, RawHeaders};
 pub use rewind::Rewind;
 pub use server::{ClientReader, Listener, NativeBody, accept, serve};
