@@ -322,6 +322,13 @@ async fn forwarding_headers_request_ids_and_hop_by_hop() {
     let c = HttpClient::http1();
     let at = gw.http_addr();
 
+    // The upstream gets the client's Host even when `Connection` lists it (header filters
+    // cannot touch it: the compiler refuses them).
+    let r = c
+        .get(at, "shop.test", "/", &[("connection", "host, x-a")])
+        .await;
+    assert_eq!(r.echo().header("host"), Some("shop.test"));
+
     let r = c
         .get(
             at,

@@ -148,6 +148,8 @@ impl Seen {
     pub const FORWARDED_HOST: Seen = Seen(1 << 3);
     /// `traceparent`.
     pub const TRACEPARENT: Seen = Seen(1 << 4);
+    /// `Connection` (the names it listed were removed too).
+    pub const CONNECTION: Seen = Seen(1 << 7);
 
     /// Whether the map held `name` (one of the constants).
     pub fn has(self, name: Seen) -> bool {
@@ -193,6 +195,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Seen {
         headers.remove(&X_FORWARDED_CLIENT_CERT);
     }
     if present & 1 != 0 {
+        seen |= Seen::CONNECTION.0;
         // Names listed in Connection are hop-by-hop too (values are cheap to clone: shared).
         let mut values = headers.get_all(header::CONNECTION).iter();
         let first = values.next().cloned();

@@ -42,6 +42,8 @@ pub(super) struct Plan<'a> {
     /// Whether the native HTTP/1.1 client may carry it (not for upgrades: hyper hands those
     /// over).
     pub native: bool,
+    /// Whether `parts.headers` holds a `Host`.
+    pub has_host: bool,
     pub policy: Option<&'a Retry>,
 }
 
@@ -56,7 +58,7 @@ struct Admitted {
 
 /// Attempts until one answers, the policy stops, or a failure is final.
 pub(super) async fn run(
-    mut plan: Plan<'_>,
+    plan: &mut Plan<'_>,
     body: ClientBody,
     ex: &mut Exchange,
 ) -> Result<Answer, ProxyError> {
@@ -133,9 +135,10 @@ pub(super) async fn run(
                 t.started,
             ),
         };
-        let native = native.then(|| Native {
+        let native = native.then(|| h1::Head {
             target: plan.path_and_query.as_str(),
             extra: Some(plan.added),
+            has_host: plan.has_host,
         });
         let outcome = send(t.service, cfg, state, &endpoint, &mut req, native, budget).await;
         // Read only by the access log (a clock read per request otherwise).
@@ -289,7 +292,7 @@ fn set_session_cookie(
 }
 
 /// Fills `req` for an attempt: its method, headers and body. That is all the native HTTP/1.1
-/// client reads (it writes the request target it is given, [`Native`], and the endpoint's
+/// client reads (it writes the request target it is given, [`h1::Head`], and the endpoint's
 /// address as the Host when the request has none), so no URI is built for it; hyper's clients
 /// also need [`for_hyper`].
 fn fill(
@@ -374,14 +377,6 @@ struct Budget {
     left: Option<Duration>,
 }
 
-/// What the native HTTP/1.1 client is told beside a [`fill`]ed request.
-struct Native<'a> {
-    /// The request target (path and query) to write.
-    target: &'a str,
-    /// Headers written after the request's own (forwarding, trace context).
-    extra: Option<&'a Added>,
-}
-
 /// One exchange with `endpoint` over the backend's protocol and TLS (the TLS client, hyper's
 /// clients, or the native HTTP/1.1 client when `native` is given: [`native_http1`]), within
 /// `budget`. `req` is borrowed: hyper's clients take it (what is left is empty), the native
@@ -392,7 +387,7 @@ async fn send(
     state: &BackendState,
     endpoint: &Arc<EndpointState>,
     req: &mut Request<RequestBody>,
-    native: Option<Native<'_>>,
+    native: Option<h1::Head<'_, Option<&Added>>>,
     budget: Budget,
 ) -> Result<Answer, UpstreamError> {
     let own = state.settings();
@@ -417,16 +412,7 @@ async fn send(
         } else if let Some(n) = native {
             let settings = service.clients.native(own.as_deref());
             let resend = retry::resend_if_stale(req.method());
-            let resp = h1::send(
-                endpoint,
-                &settings,
-                req,
-                n.target,
-                &n.extra,
-                resend,
-                budget.from,
-            )
-            .await?;
+            let resp = h1::send(endpoint, &settings, req, n, resend, budget.from).await?;
             Ok((resp.map(ProxyBody::native), None))
         } else {
             let clients = service.clients.hyper(own.as_deref());
@@ -514,9 +500,10 @@ pub(crate) async fn subrequest(
         }
         let from = Instant::now();
         let left = s.deadline.saturating_duration_since(from);
-        let native = native.then(|| Native {
+        let native = native.then(|| h1::Head {
             target: s.path_and_query.as_str(),
             extra: None,
+            has_host: req.headers().contains_key(http::header::HOST),
         });
         let outcome = send(
             s.service,

@@ -58,21 +58,21 @@ pub(crate) async fn forward(
     // Swapped for an empty one whole: taking each part (and dropping the defaults put in
     // their place) cost twice the copy.
     let (parts, body) = std::mem::replace(req, Request::new(ClientBody::empty())).into_parts();
-    // Borrowed by the plan: the attempts' future would hold a moved one twice (its argument
-    // and its local), and the request's future is copied once per request.
-    let added = prepared.added;
-    let plan = attempt::Plan {
+    // The plan borrows what it can (and the attempts borrow the plan): each value moved into
+    // a step is copied, and the forwarding headers are 240 bytes.
+    let mut plan = attempt::Plan {
         t: &t,
         parts,
-        added: &added,
+        added: &prepared.added,
         path_and_query: prepared.path_and_query,
         hash: prepared.hash,
         native: prepared.upgrade.is_none(),
+        has_host: prepared.has_host,
         policy,
     };
     // One future holds the request from here on (the payload is read inside): a request's
     // state is not kept twice across awaits.
-    let (resp, upstream_upgrade) = attempt::run(plan, body, ex).await?;
+    let (resp, upstream_upgrade) = attempt::run(&mut plan, body, ex).await?;
     let mut resp = upgrade::finish(t.service, resp, client_upgrade, upstream_upgrade)?;
     for m in &t.picked.backend_ref.filters().response {
         m.apply(headers::response_headers(&mut resp));

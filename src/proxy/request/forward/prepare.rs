@@ -25,6 +25,8 @@ pub(super) struct Prepared {
     pub upgrade: Option<HeaderValue>,
     /// The W3C trace id sent upstream.
     pub trace_id: trace::TraceId,
+    /// Whether the request's map holds a `Host`.
+    pub has_host: bool,
 }
 
 pub(super) fn prepare(
@@ -35,12 +37,17 @@ pub(super) fn prepare(
 ) -> Result<Prepared, ProxyError> {
     let state = &t.router.backends[t.picked.backend];
     let original_host = headers::host_value(req);
+    let host_from_map = req.uri().authority().is_none();
+    let mut edited = false;
     let mut new_path = normalized;
     let mut new_host = None;
     let ref_filters = &t.picked.backend_ref.filters().request;
     for filter in t.rule.request_filters.iter().chain(ref_filters) {
         match filter {
-            RequestFilter::RequestHeaderModifier(m) => m.apply(req.headers_mut()),
+            RequestFilter::RequestHeaderModifier(m) => {
+                m.apply(req.headers_mut());
+                edited = true;
+            }
             RequestFilter::UrlRewrite(rw) => {
                 if let Some(h) = &rw.hostname {
                     new_host = Some(h.clone());
@@ -83,15 +90,24 @@ pub(super) fn prepare(
         port,
         original_host.as_ref(),
     );
-    match (new_host, original_host) {
+    // The client's `Host` is where it was unless the names `Connection` lists (removed with
+    // the hop-by-hop headers) took it out, or a header filter did (the compiler refuses one
+    // naming `Host`; a rule built in code might not): a lookup only then.
+    let host_kept = host_from_map && !edited && !seen.has(headers::Seen::CONNECTION);
+    let has_host = match (new_host, original_host) {
         (Some(host), _) => {
             h.insert(header::HOST, host);
+            true
         }
-        (None, Some(host)) if !h.contains_key(header::HOST) => {
-            h.insert(header::HOST, host);
+        (None, Some(_)) if host_kept => true,
+        (None, Some(host)) => {
+            if !h.contains_key(header::HOST) {
+                h.insert(header::HOST, host);
+            }
+            true
         }
-        _ => {}
-    }
+        (None, None) => h.contains_key(header::HOST),
+    };
     if let Some(proto) = &upgrade {
         headers::set_upgrade(h, proto.clone());
     }
@@ -102,6 +118,7 @@ pub(super) fn prepare(
         hash,
         upgrade,
         trace_id,
+        has_host,
     })
 }
 

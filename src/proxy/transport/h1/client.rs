@@ -177,9 +177,18 @@ async fn connect(endpoint: &EndpointState, s: &ClientSettings) -> Result<Conn, U
     }))
 }
 
-/// Sends `req` to `endpoint` and returns the response once its head arrived. The request line
-/// carries `target` (the path and query; `req`'s URI is not read), and `extra` headers follow
-/// the request's own. `req` is borrowed, not moved through the caller's steps (each would copy
+/// What the native client writes besides a request's method, header map and body.
+pub struct Head<'a, E> {
+    /// The request target (the path and query; the request's URI is not read).
+    pub target: &'a str,
+    /// Headers written after the map's.
+    pub extra: E,
+    /// Whether the map holds a `Host`; when it does not, the endpoint's address is sent as one.
+    pub has_host: bool,
+}
+
+/// Sends `req` to `endpoint` and returns the response once its head arrived, its head
+/// written as `head` says. `req` is borrowed, not moved through the caller's steps (each would copy
 /// it): its header map is taken (and kept for the next head once written) and its body read.
 /// `now`: the caller's clock read as it sends (a pooled connection's idle time is counted to it).
 ///
@@ -191,14 +200,13 @@ pub async fn send<B, E>(
     endpoint: &Arc<EndpointState>,
     s: &ClientSettings,
     req: &mut Request<B>,
-    target: &str,
-    extra: &E,
+    head: Head<'_, E>,
     resend_if_stale: bool,
     now: Instant,
 ) -> Result<Response<UpstreamBody>, UpstreamError>
 where
     B: Body<Data = Bytes, Error = BoxError> + Unpin,
-    E: ExtraHeaders + ?Sized,
+    E: ExtraHeaders,
 {
     let head_request = req.method() == Method::HEAD;
     let framing = match req.body().size_hint().exact() {
@@ -220,10 +228,10 @@ where
     codec::put_request_head(
         &mut conn.write,
         req.method(),
-        target,
+        head.target,
         req.headers(),
-        extra,
-        &endpoint.endpoint.address,
+        &head.extra,
+        (!head.has_host).then_some(&*endpoint.endpoint.address),
         framing,
     );
     // The head is in `write` (a resend writes it from there): the map can serve the next head.

@@ -1055,23 +1055,23 @@ impl<E: ExtraHeaders + ?Sized> ExtraHeaders for Option<&E> {
     }
 }
 
-/// Appends a request head: `headers`, then `extra` (headers the proxy adds, kept out of the
-/// map). `framing` decides `Content-Length`/`Transfer-Encoding`; `host` is written when
-/// `headers` has none.
+/// Appends a request head: `host` (given when `headers` holds none), `headers`, then `extra`
+/// (headers the proxy adds, kept out of the map). `framing` decides
+/// `Content-Length`/`Transfer-Encoding`.
 pub fn put_request_head<E: ExtraHeaders + ?Sized>(
     out: &mut BytesMut,
     method: &Method,
     target: &str,
     headers: &HeaderMap,
     extra: &E,
-    host: &str,
+    host: Option<&str>,
     framing: Framing,
 ) {
     out.extend_from_slice(method.as_str().as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    if !headers.contains_key(header::HOST) {
+    if let Some(host) = host {
         out.extend_from_slice(b"host: ");
         out.extend_from_slice(host.as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -1683,7 +1683,7 @@ mod tests {
             "/p?q",
             &h,
             &[(&header::VIA, HeaderValue::from_static("1.1 t"))][..],
-            "up:80",
+            Some("up:80"),
             Framing::Length(5),
         );
         assert_eq!(

@@ -14,7 +14,7 @@ mod server;
 #[allow(unsafe_code)] // one of the crate's two unsafe modules: see the module's comment
 mod value;
 
-pub use client::{ClientSettings, IdlePool, UpstreamBody, send};
+pub use client::{ClientSettings, Head, IdlePool, UpstreamBody, send};
 pub use codec::{ExtraHeaders, RawHeaders};
 pub use rewind::Rewind;
 pub use server::{ClientReader, Listener, NativeBody, accept, serve};
