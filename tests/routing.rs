@@ -493,3 +493,76 @@ spec:
     );
     gw.shutdown(std::time::Duration::from_secs(1)).await;
 }
+
+/// The gateway's request id replaces an upstream's own, once, on both writers: the native
+/// HTTP/1.1 one (the id beside an upstream's raw lines, or in the map when a line names it)
+/// and hyper's (HTTP/2, the id put in the map).
+#[tokio::test]
+async fn the_request_id_is_sent_once_whatever_the_upstream_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An upstream writing fixed heads: with its own x-request-id, and without.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = upstream.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut have = 0;
+                loop {
+                    let Ok(n) = s.read(&mut buf[have..]).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    have += n;
+                    while let Some(end) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.copy_within(end + 4..have, 0);
+                        have -= end + 4;
+                        let own = if head.starts_with("GET /own") {
+                            "x-request-id: upstream-id\r\n"
+                        } else {
+                            ""
+                        };
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\nserver: fixed\r\n{own}content-length: 2\r\n\r\nok"
+                        );
+                        if s.write_all(resp.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "all.yaml",
+        &(backend_yaml("fixed", &[up])
+            + "apiVersion: tidegate.dev/v1alpha1\nkind: Route\nmetadata: { name: r }\nspec:\n  rules:\n    - backendRefs: [{ name: fixed }]\n"),
+    );
+    let gw = gateway(cfg.path()).await;
+    let at = gw.http_addr();
+    for client in [HttpClient::http1(), HttpClient::h2c()] {
+        for (path, sent) in [
+            ("/own", None),
+            ("/none", None),
+            ("/none", Some("client-id")),
+        ] {
+            let headers: Vec<(&str, &str)> =
+                sent.map(|id| ("x-request-id", id)).into_iter().collect();
+            let r = client.get(at, "h", path, &headers).await;
+            assert_eq!(r.status, StatusCode::OK);
+            let ids: Vec<_> = r.headers.get_all("x-request-id").iter().collect();
+            assert_eq!(ids.len(), 1, "{path} over {:?}: {ids:?}", r.version);
+            match sent {
+                Some(id) => assert_eq!(ids[0], id),
+                None => assert_eq!(ids[0].len(), 32, "the gateway's: {:?}", ids[0]),
+            }
+            assert_eq!(r.headers["server"], "fixed");
+        }
+    }
+    gw.shutdown(std::time::Duration::from_secs(1)).await;
+}

@@ -200,17 +200,36 @@ impl Drop for Exchange {
 pub struct ResponseBody {
     inner: ProxyBody,
     exchange: Exchange,
+    /// The request id, when it goes beside the response's map (see
+    /// `headers::set_response_header_or_beside`).
+    request_id: Option<HeaderValue>,
     _guard: ActivityGuard,
 }
 
 impl ResponseBody {
-    /// `inner`, recorded in `exchange`.
-    pub fn new(inner: ProxyBody, exchange: Exchange, guard: ActivityGuard) -> Self {
+    /// `inner`, recorded in `exchange`; `request_id` is sent beside the response's map.
+    pub fn new(
+        inner: ProxyBody,
+        exchange: Exchange,
+        guard: ActivityGuard,
+        request_id: Option<HeaderValue>,
+    ) -> Self {
         Self {
             inner,
             exchange,
+            request_id,
             _guard: guard,
         }
+    }
+
+    /// The request id, when it goes beside the response's map.
+    pub fn request_id(&self) -> Option<&HeaderValue> {
+        self.request_id.as_ref()
+    }
+
+    /// Takes the request id out, to put it in the response's map.
+    pub fn take_request_id(&mut self) -> Option<HeaderValue> {
+        self.request_id.take()
     }
 
     /// The upstream's header lines, when the native client kept them raw.

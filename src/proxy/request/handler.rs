@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use http::{HeaderValue, Request, Response, header};
+use http::{HeaderName, HeaderValue, Request, Response, header};
 use http_body::Body as _;
 
 use super::error::ProxyError;
@@ -33,11 +33,18 @@ impl transport::Handler for Service {
         body.raw_headers()
     }
 
+    fn extra_header(body: &ResponseBody) -> Option<(&HeaderName, &HeaderValue)> {
+        body.request_id().map(|id| (&X_REQUEST_ID, id))
+    }
+
     // The one place the request layer hands a response to a writer that knows only the map.
     #[allow(clippy::disallowed_methods)]
     fn headers_into_map(resp: &mut Response<ResponseBody>) {
         if let Some(raw) = resp.body_mut().take_raw_headers() {
             raw.into_map(resp.headers_mut());
+        }
+        if let Some(id) = resp.body_mut().take_request_id() {
+            resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
         }
     }
 }
@@ -74,8 +81,8 @@ async fn handle(
         resp = after(m.as_ref(), resp);
     }
     exchange.status = resp.status().as_u16();
-    headers::set_response_header(&mut resp, X_REQUEST_ID.clone(), id);
-    resp.map(|b| ResponseBody::new(b, exchange, guard))
+    let id = headers::set_response_header_or_beside(&mut resp, &X_REQUEST_ID, id);
+    resp.map(|b| ResponseBody::new(b, exchange, guard, id))
 }
 
 /// A rule with client validation refuses a request without a certificate its CA verified

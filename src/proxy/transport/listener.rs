@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderName, HeaderValue, Request, Response};
 use http_body::Body;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -76,8 +76,15 @@ pub trait Handler: Send + Sync + 'static {
         None
     }
 
-    /// Puts the raw header lines, if any, into the response's map: for a writer that knows
-    /// only the map (hyper).
+    /// A header the response carries beside its map (none of its map's or raw lines' names),
+    /// written after the map's headers.
+    fn extra_header(body: &Self::Body) -> Option<(&HeaderName, &HeaderValue)> {
+        let _ = body;
+        None
+    }
+
+    /// Puts the raw header lines and the extra header, if any, into the response's map: for
+    /// a writer that knows only the map (hyper).
     fn headers_into_map(resp: &mut Response<Self::Body>) {
         let _ = resp;
     }
@@ -404,6 +411,10 @@ impl<H: Handler> h1::Listener for Server<H> {
 
     fn raw_headers(body: &H::Body) -> Option<&RawHeaders> {
         H::raw_headers(body)
+    }
+
+    fn extra_header(body: &H::Body) -> Option<(&HeaderName, &HeaderValue)> {
+        H::extra_header(body)
     }
 
     fn hand_over(

@@ -1104,12 +1104,15 @@ pub enum ResponseFraming {
     Body(Framing),
 }
 
-/// Appends a response head. `date` is asked only when the response has no `Date` of its own
+/// Appends a response head: `headers`, `extra` (a header the gateway adds, kept out of the
+/// map), then `raw` lines. `date` is asked only when the response has no `Date` of its own
 /// (an upstream's usually has: the clock is not read then).
+#[allow(clippy::too_many_arguments)]
 pub fn put_response_head<D: AsRef<[u8]>>(
     out: &mut BytesMut,
     status: StatusCode,
     headers: &HeaderMap,
+    extra: Option<(&HeaderName, &HeaderValue)>,
     raw: Option<&RawHeaders>,
     framing: ResponseFraming,
     close: bool,
@@ -1137,6 +1140,12 @@ pub fn put_response_head<D: AsRef<[u8]>>(
             seen
         }
     };
+    if let Some((name, value)) = extra {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     // Raw lines hold no framing header (they were taken out when the lines were kept).
     if let Some(raw) = raw {
         out.extend_from_slice(raw.lines());
@@ -1517,6 +1526,7 @@ mod tests {
             &mut out,
             r.status,
             &map,
+            None,
             r.raw.as_ref(),
             framing,
             false,
@@ -1695,6 +1705,7 @@ mod tests {
             &mut out,
             StatusCode::OK,
             &h,
+            Some((&header::VIA, &HeaderValue::from_static("1.1 t"))),
             None,
             ResponseFraming::Body(Framing::Chunked),
             true,
@@ -1702,7 +1713,7 @@ mod tests {
         );
         assert_eq!(
             &out[..],
-            b"HTTP/1.1 200 OK\r\nx-a: 1\r\ntransfer-encoding: chunked\r\ndate: D\r\nconnection: close\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nx-a: 1\r\ntransfer-encoding: chunked\r\nvia: 1.1 t\r\ndate: D\r\nconnection: close\r\n\r\n"
         );
         let mut out = BytesMut::new();
         put_chunk(&mut out, &[b'x'; 26]);
@@ -1832,7 +1843,7 @@ mod tests {
                 map.clear();
             }
             let f = ResponseFraming::Body(framing);
-            put_response_head(&mut out, status, &map, raw.as_ref(), f, false, || b"D");
+            put_response_head(&mut out, status, &map, None, raw.as_ref(), f, false, || b"D");
             let back = parsed_response(std::str::from_utf8(&out).unwrap(), false);
             let mut back = every_header(back);
             back.remove(header::CONTENT_LENGTH);

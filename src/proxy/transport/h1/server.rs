@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -298,6 +298,12 @@ pub trait Listener: Send + Sync + 'static {
         let _ = body;
         None
     }
+    /// A header a response carries beside its map (none of its map's or lines' names),
+    /// written after the map's headers.
+    fn extra_header(body: &Self::Body) -> Option<(&HeaderName, &HeaderValue)> {
+        let _ = body;
+        None
+    }
     /// Serves the rest of a connection the native server does not (HTTP/2, HTTP/1.0,
     /// upgrades, `Expect`): the bytes already read are put back in front.
     fn hand_over(&self, io: Rewind<TcpStream>, peer: SocketAddr)
@@ -467,8 +473,8 @@ impl Exchange<'_> {
         // The write buffer is the request's, not the connection's: an idle connection holds
         // none (the thread keeps some for the next requests).
         let mut out = BytesMut::new();
-        let raw = L::raw_headers(&body);
-        let framing = put_response_head(&mut out, &method, &parts, &body, raw, close);
+        let beside = (L::extra_header(&body), L::raw_headers(&body));
+        let framing = put_response_head(&mut out, &method, &parts, &body, beside, close);
         codec::give_back_map(std::mem::take(&mut parts.headers));
         drop(parts);
         let mut body = Some(body);
@@ -489,7 +495,7 @@ fn put_response_head<B: Body>(
     method: &Method,
     parts: &http::response::Parts,
     body: &B,
-    raw: Option<&RawHeaders>,
+    (extra, raw): (Option<(&HeaderName, &HeaderValue)>, Option<&RawHeaders>),
     close: bool,
 ) -> ResponseFraming {
     let status = parts.status;
@@ -507,7 +513,16 @@ fn put_response_head<B: Body>(
     };
     *out = fill::take_buffer(READ_BUF);
     out.reserve(512);
-    codec::put_response_head(out, status, &parts.headers, raw, framing, close, http_date);
+    codec::put_response_head(
+        out,
+        status,
+        &parts.headers,
+        extra,
+        raw,
+        framing,
+        close,
+        http_date,
+    );
     framing
 }
 
