@@ -89,6 +89,12 @@ impl ClientBody {
         Self::new(Source::Native(body), stall)
     }
 
+    /// The body of a request the native HTTP/1.1 server read. That server hands a request
+    /// asking to upgrade to hyper, so such a request has no `Upgrade` header.
+    pub fn read_natively(&self) -> bool {
+        matches!(self.source, Source::Native(_))
+    }
+
     /// A body read already: `data`, then `trailers`.
     pub fn buffered(data: Bytes, trailers: Option<http::HeaderMap>) -> Self {
         let data = (!data.is_empty()).then_some(data);
