@@ -8,9 +8,8 @@ use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::request::Parts;
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::upgrade::OnUpgrade;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
@@ -34,15 +33,17 @@ use crate::telemetry::metrics::{BackendLabels, Metrics, RouteLabels};
 /// What every attempt of one request shares.
 pub(super) struct Plan<'a> {
     pub t: &'a Target<'a>,
-    pub parts: Parts,
-    /// Headers sent after `parts.headers` (forwarding, trace context).
+    pub method: &'a Method,
+    /// The request's headers (the last attempt takes them, any before it sends a copy).
+    pub headers: HeaderMap,
+    /// Headers sent after `headers` (forwarding, trace context).
     pub added: &'a Added,
     pub path_and_query: PathAndQuery,
     pub hash: Option<u64>,
     /// Whether the native HTTP/1.1 client may carry it (not for upgrades: hyper hands those
     /// over).
     pub native: bool,
-    /// Whether `parts.headers` holds a `Host`.
+    /// Whether `headers` holds a `Host`.
     pub has_host: bool,
     pub policy: Option<&'a Retry>,
 }
@@ -73,7 +74,7 @@ pub(super) async fn run(
     let cfg = &t.router.table.backends[t.picked.backend];
     let state = &t.router.backends[t.picked.backend];
     let attempts = payload.attempts(plan.policy);
-    let mut head = Some(std::mem::take(&mut plan.parts.headers));
+    let mut head = Some(std::mem::take(&mut plan.headers));
     let ctx = PickContext {
         client: t.conn.peer.ip(),
         hash: plan.hash,
@@ -114,7 +115,7 @@ pub(super) async fn run(
         } else {
             head.clone().unwrap_or_default()
         };
-        fill(&mut req, &plan.parts.method, headers, payload.next());
+        fill(&mut req, plan.method, headers, payload.next());
         if !native {
             for_hyper(
                 &mut req,
