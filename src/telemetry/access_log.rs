@@ -341,21 +341,57 @@ fn time_text(t: SystemTime, buf: &mut [u8; TIME_LEN]) -> &[u8] {
     buf
 }
 
-/// An address in its usual text form; IPv4 (nearly every client) without the formatting
-/// machinery.
-fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
+/// An address in its usual text form, kept on the stack (for the log's `client_ip` and the
+/// `X-Forwarded-For` sent upstream).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IpText {
+    bytes: [u8; IpText::LONGEST],
+    len: u8,
+}
+
+impl IpText {
+    /// The longest text form (an IPv6 address with an embedded IPv4 one).
+    const LONGEST: usize = 45;
+
+    /// IPv4 (nearly every client) is written without the formatting machinery, which costs
+    /// more than the rest of the header work.
+    pub(crate) fn new(ip: IpAddr) -> Self {
+        let mut text = IpText {
+            bytes: [0; Self::LONGEST],
+            len: 0,
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                let mut push = |b: u8| {
+                    text.bytes[usize::from(text.len)] = b;
+                    text.len += 1;
+                };
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        push(b'.');
+                    }
+                    let (h, t, o) = (octet / 100, octet / 10 % 10, octet % 10);
+                    if h > 0 {
+                        push(b'0' + h);
+                    }
+                    if h > 0 || t > 0 {
+                        push(b'0' + t);
+                    }
+                    push(b'0' + o);
                 }
-                out.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+            }
+            IpAddr::V6(v6) => {
+                let mut out = &mut text.bytes[..];
+                // Never short: the longest text form fits.
+                let _ = write!(out, "{v6}");
+                text.len = (Self::LONGEST - out.len()) as u8;
             }
         }
-        IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
-        }
+        text
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
     }
 }
 
@@ -523,7 +559,8 @@ fn begin(
             j.plain_field("{\"time\":", time);
             j.str_field(",\"request_id\":", r.request_id.to_str().unwrap_or(""));
             j.out.extend_from_slice(b",\"client_ip\":\"");
-            put_ip(j.out, r.client.to_canonical());
+            j.out
+                .extend_from_slice(IpText::new(r.client.to_canonical()).as_bytes());
             j.out.push(b'"');
             j.plain_field(",\"method\":", r.method.as_str().as_bytes());
             j.str_field(",\"host\":", host.unwrap_or(""));
@@ -625,6 +662,22 @@ fn finish_text(line: &Begun, o: &Outcome<'_>, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_print_as_std_does() {
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "127.0.0.1",
+            "192.168.100.255",
+            "1.20.3.99",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
+        }
+    }
 
     /// A test value that lives as long as the test binary.
     fn leak<T>(value: T) -> &'static T {

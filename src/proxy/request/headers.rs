@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Version, heade
 use super::trace::TRACEPARENT;
 use crate::proxy::transport::ProxyBody;
 use crate::proxy::transport::h1::ExtraHeaders;
+use crate::telemetry::access_log::IpText;
 
 /// A response's headers, to read or change. The native HTTP/1.1 client keeps an upstream's
 /// header lines raw when it can (`transport::h1::RawHeaders`): the response's map holds only
@@ -430,60 +431,6 @@ pub fn forwarded(
     }
 }
 
-/// An address in its usual text form, kept on the stack.
-#[derive(Debug, Clone, Copy)]
-struct IpText {
-    bytes: [u8; IpText::LONGEST],
-    len: u8,
-}
-
-impl IpText {
-    /// The longest text form (an IPv6 address with an embedded IPv4 one).
-    const LONGEST: usize = 45;
-
-    /// IPv4 (nearly every client) is written without the formatting machinery, which costs
-    /// more than the rest of the header work.
-    fn new(ip: IpAddr) -> Self {
-        let mut text = IpText {
-            bytes: [0; Self::LONGEST],
-            len: 0,
-        };
-        match ip {
-            IpAddr::V4(v4) => {
-                let mut push = |b: u8| {
-                    text.bytes[usize::from(text.len)] = b;
-                    text.len += 1;
-                };
-                for (i, octet) in v4.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        push(b'.');
-                    }
-                    let (h, t, o) = (octet / 100, octet / 10 % 10, octet % 10);
-                    if h > 0 {
-                        push(b'0' + h);
-                    }
-                    if h > 0 || t > 0 {
-                        push(b'0' + t);
-                    }
-                    push(b'0' + o);
-                }
-            }
-            IpAddr::V6(v6) => {
-                use std::io::Write;
-                let mut out = &mut text.bytes[..];
-                // Never short: the longest text form fits.
-                let _ = write!(out, "{v6}");
-                text.len = (Self::LONGEST - out.len()) as u8;
-            }
-        }
-        text
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
-    }
-}
-
 /// The host a request is for, lower-cased and without port, plus the port if one was given.
 /// HTTP/2 puts it in the `:authority` (the URI); HTTP/1.1 in `Host`.
 pub fn request_host<B>(req: &Request<B>) -> Option<(Cow<'_, str>, Option<u16>)> {
@@ -683,22 +630,6 @@ mod tests {
         grpc.insert(header::TE, HeaderValue::from_static("trailers"));
         strip_hop_by_hop(&mut grpc);
         assert!(grpc.contains_key(header::TE));
-    }
-
-    #[test]
-    fn addresses_print_as_std_does() {
-        for ip in [
-            "0.0.0.0",
-            "10.0.0.1",
-            "127.0.0.1",
-            "192.168.100.255",
-            "1.20.3.99",
-            "::1",
-            "2001:db8::7",
-        ] {
-            let ip: IpAddr = ip.parse().unwrap();
-            assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
-        }
     }
 
     #[test]
