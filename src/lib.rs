@@ -6,7 +6,7 @@
 //! Module map (see ARCHITECTURE.md): [`api`] (the CRDs) → [`controller`] (sources, compile) →
 //! [`model`] (the immutable routing table) ← [`proxy`] (the data plane), plus [`admin`].
 // No unsafe code but in the two modules that a measured need asks for (STYLE.md 9), both on
-// the native HTTP/1.1 path: its recycled boxes (`proxy::transport::h1::recycle`), which take
+// the native HTTP/1.1 path: its recycled boxes (`proxy::transport::recycle`), which take
 // the last per-request allocations off the request path (issue #16), and header values taken
 // from heads httparse has checked without checking them again (`proxy::transport::h1::value`).
 // Each allows `unsafe_code` itself.

@@ -57,7 +57,7 @@ async fn handle(
 ) -> Response<ResponseBody> {
     let guard = conn.activity.begin();
     let id = request_id::ensure(req.headers_mut());
-    let mut exchange = Exchange::start(&service.telemetry, &req, conn.peer.ip(), &id);
+    let mut exchange = Exchange::start(&service.telemetry, &req, conn.peer.ip(), &id, guard);
     let router = service.router.load_full();
     let answered = match &service.middleware {
         Some(m) => before(m.as_ref(), &mut req),
@@ -82,7 +82,7 @@ async fn handle(
     }
     exchange.status = resp.status().as_u16();
     let id = headers::set_response_header_or_beside(&mut resp, &X_REQUEST_ID, id);
-    resp.map(|b| ResponseBody::new(b, exchange, guard, id))
+    resp.map(|b| ResponseBody::new(b, exchange, id))
 }
 
 /// A rule with client validation refuses a request without a certificate its CA verified

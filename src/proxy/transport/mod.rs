@@ -16,6 +16,8 @@ pub mod idle;
 pub mod l4;
 pub mod listener;
 pub mod proxy_protocol;
+#[allow(unsafe_code)] // one of the crate's two unsafe modules: see the module's comment
+pub(crate) mod recycle;
 pub mod redis;
 pub mod sni;
 pub mod tls;

@@ -7,8 +7,6 @@
 mod client;
 pub(crate) mod codec;
 mod fill;
-#[allow(unsafe_code)] // one of the crate's two unsafe modules: see the module's comment
-mod recycle;
 mod rewind;
 mod server;
 #[allow(unsafe_code)] // one of the crate's two unsafe modules: see the module's comment

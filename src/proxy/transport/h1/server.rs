@@ -28,8 +28,8 @@ use super::codec::{
     self, BodyDecoder, Chunk, Framing, Parsed, RawHeaders, Reject, ResponseFraming,
 };
 use super::fill;
-use super::recycle::{Recycled, Slot};
 use super::rewind::Rewind;
+use crate::proxy::transport::recycle::{Recycled, Slot};
 
 /// Initial read buffer of a client connection.
 const READ_BUF: usize = 8 * 1024;

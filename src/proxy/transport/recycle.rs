@@ -1,6 +1,7 @@
 //! Boxes whose memory the thread keeps for the next box of the same layout, so that what a
-//! connection allocates per request (its parsed head, the request's future) is allocated once
-//! per thread rather than once per request, while an idle connection still holds none of it.
+//! connection allocates per request (its parsed head, the request's future, the request's
+//! record) is allocated once per thread rather than once per request, while an idle connection
+//! still holds none of it.
 
 use std::alloc::{self, Layout};
 use std::cell::RefCell;
@@ -12,7 +13,7 @@ use std::pin::Pin;
 use std::ptr::NonNull;
 use std::task::{Context, Poll};
 
-/// Blocks kept per layout and thread: as many as the buffers of [`super::fill`], enough for
+/// Blocks kept per layout and thread: as many as the buffers of `h1::fill`, enough for
 /// the requests a thread finishes between two it starts under load.
 const KEPT_PER_LAYOUT: usize = 64;
 
@@ -93,13 +94,13 @@ fn give(ptr: NonNull<u8>, layout: Layout) {
 
 /// A block taken for a `T` that is not written yet: made before the value, so that a large
 /// value (a future) can be built in place instead of on the stack and then copied.
-pub(super) struct Slot<T> {
+pub(crate) struct Slot<T> {
     ptr: NonNull<MaybeUninit<T>>,
 }
 
 impl<T> Slot<T> {
     #[inline(always)]
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let layout = Layout::new::<T>();
         let ptr = if layout.size() == 0 {
             NonNull::dangling()
@@ -110,7 +111,7 @@ impl<T> Slot<T> {
     }
 
     #[inline(always)]
-    pub(super) fn write(self, value: T) -> Recycled<T> {
+    pub(crate) fn write(self, value: T) -> Recycled<T> {
         let slot = ManuallyDrop::new(self);
         // SAFETY: the block is valid for a `T`, and owned by this slot alone.
         unsafe { (*slot.ptr.as_ptr()).write(value) };
@@ -137,7 +138,7 @@ fn give_block<T>(ptr: NonNull<u8>) {
 
 /// A `T` in a block the thread keeps when it is dropped. Like a `Box`, its value never moves
 /// while it lives, so a future in it can be polled through it.
-pub(super) struct Recycled<T> {
+pub(crate) struct Recycled<T> {
     ptr: NonNull<T>,
     _owns: PhantomData<T>,
 }
@@ -152,7 +153,7 @@ impl<T> Unpin for Recycled<T> {}
 
 impl<T> Recycled<T> {
     /// `value` in a block of its own (a kept one if the thread has one).
-    pub(super) fn new(value: T) -> Self {
+    pub(crate) fn new(value: T) -> Self {
         Slot::new().write(value)
     }
 }
@@ -160,7 +161,7 @@ impl<T> Recycled<T> {
 impl<T: Unpin> Recycled<T> {
     /// Moves the value out, keeping its block. Only for `Unpin` values: a pinned future must
     /// not move.
-    pub(super) fn into_inner(self) -> T {
+    pub(crate) fn into_inner(self) -> T {
         let this = ManuallyDrop::new(self);
         // SAFETY: the value is initialized, read once, and never dropped in place afterwards
         // (`this` is not dropped).
