@@ -382,13 +382,13 @@ impl BackendState {
         if pool.endpoints.is_empty() {
             return Err(NoEndpoint::Empty);
         }
-        let now = self.clock.now_ms();
+        let now = self.clock.lazy();
         let slow_start = pool.config.slow_start;
         // SRV priorities: only the lowest tier that has an available endpoint takes requests.
         let tier = if pool.tiered {
             pool.endpoints
                 .iter()
-                .filter(|e| e.available(now))
+                .filter(|e| e.available_at(&now))
                 .map(|e| e.endpoint.priority)
                 .min()
         } else {
@@ -397,14 +397,14 @@ impl BackendState {
         let in_tier = |i: usize| tier.is_none_or(|t| pool.endpoints[i].endpoint.priority == t);
         let admitted = |i: usize| {
             let e = &pool.endpoints[i];
-            e.available(now)
+            e.available_at(&now)
                 && in_tier(i)
                 && slow_start.is_none_or(|w| {
-                    let share = e.slow_start_share(now, w);
+                    let share = e.slow_start_share(now.get(), w);
                     share >= 1.0 || (balance::random::random_u64() % 1000) < (share * 1000.0) as u64
                 })
         };
-        let available = |i: usize| pool.endpoints[i].available(now) && in_tier(i);
+        let available = |i: usize| pool.endpoints[i].available_at(&now) && in_tier(i);
         // If slow start happened to turn every candidate away, fall back to availability alone.
         let i = pool
             .selector

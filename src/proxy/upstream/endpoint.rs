@@ -4,6 +4,7 @@
 //! outcome, from many threads, without a lock.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -35,6 +36,36 @@ impl Clock {
     /// The instant `ms` stands for.
     pub fn instant(&self, ms: u64) -> Instant {
         self.epoch + Duration::from_millis(ms.saturating_sub(1))
+    }
+
+    /// The time, read when first asked for (a pick asks only when an endpoint was ejected or
+    /// slow start is on: a clock read and a division per request otherwise).
+    pub fn lazy(&self) -> LazyNow<'_> {
+        LazyNow {
+            clock: self,
+            ms: Cell::new(0),
+        }
+    }
+}
+
+/// [`Clock::now_ms`] read once, on first use.
+pub struct LazyNow<'a> {
+    clock: &'a Clock,
+    /// 0 until read (`now_ms` is at least 1).
+    ms: Cell<u64>,
+}
+
+impl LazyNow<'_> {
+    /// Milliseconds since the clock's epoch, as first read.
+    pub fn get(&self) -> u64 {
+        match self.ms.get() {
+            0 => {
+                let ms = self.clock.now_ms();
+                self.ms.set(ms);
+                ms
+            }
+            ms => ms,
+        }
     }
 }
 
@@ -166,6 +197,12 @@ impl EndpointState {
         self.active_healthy() && !self.ejected(now_ms)
     }
 
+    /// [`Self::available`], reading the clock only for an endpoint ever ejected.
+    pub fn available_at(&self, now: &LazyNow<'_>) -> bool {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        self.active_healthy() && (until == 0 || now.get() >= until)
+    }
+
     /// Its share during slow start, from 0.1 to 1.0: it ramps linearly over `window` from the
     /// moment it became healthy or its ejection ended.
     pub fn slow_start_share(&self, now_ms: u64, window: Duration) -> f64 {
@@ -245,6 +282,28 @@ mod tests {
         assert_eq!(e.eject(12_000, &p), Duration::from_secs(20));
         e.record_success(32_000 + 10_001, Some(&p));
         assert_eq!(e.eject(50_000, &p), Duration::from_secs(10), "forgiven");
+    }
+
+    #[test]
+    fn the_lazy_clock_is_read_only_for_an_endpoint_ever_ejected() {
+        // A clock a minute old: its time is ~60,000 ms.
+        let clock = Clock {
+            epoch: Instant::now() - Duration::from_secs(60),
+        };
+        let p = passive();
+        let e = EndpointState::new(Endpoint::new("127.0.0.1:1"));
+        let now = clock.lazy();
+        assert!(e.available_at(&now));
+        assert_eq!(now.ms.get(), 0, "never ejected: no clock read");
+        // Ejected for 10 s from 55 s: still out; from 1 s: back.
+        e.eject(55_000, &p);
+        assert!(!e.available_at(&now) && now.ms.get() >= 60_000);
+        assert_eq!(e.available_at(&now), e.available(now.get()));
+        let e = EndpointState::new(Endpoint::new("127.0.0.1:1"));
+        e.eject(1_000, &p);
+        assert!(e.available_at(&clock.lazy()));
+        e.set_active_healthy(false, 1);
+        assert!(!e.available_at(&clock.lazy()));
     }
 
     #[test]
