@@ -35,7 +35,7 @@ pub(super) struct Plan<'a> {
     pub t: &'a Target<'a>,
     pub method: &'a Method,
     /// The request's headers (the last attempt takes them, any before it sends a copy).
-    pub headers: HeaderMap,
+    pub headers: Option<HeaderMap>,
     /// Headers sent after `headers` (forwarding, trace context).
     pub added: &'a Added,
     pub path_and_query: PathAndQuery,
@@ -74,7 +74,7 @@ pub(super) async fn run(
     let cfg = &t.router.table.backends[t.picked.backend];
     let state = &t.router.backends[t.picked.backend];
     let attempts = payload.attempts(plan.policy);
-    let mut head = Some(std::mem::take(&mut plan.headers));
+    let mut head = plan.headers.take();
     let ctx = PickContext {
         client: t.conn.peer.ip(),
         hash: plan.hash,
@@ -211,6 +211,7 @@ pub(super) async fn run(
             set_session_cookie(s, &endpoint, cookie, t, &mut answer.0);
         }
         ex.hold(admitted.permit, in_flight);
+        h1::discard_request(req);
         return Ok(answer);
     }
 }
@@ -303,7 +304,7 @@ fn fill(
     body: RequestBody,
 ) {
     *req.method_mut() = method.clone();
-    *req.headers_mut() = headers;
+    h1::put_map(req.headers_mut(), headers);
     *req.body_mut() = body;
 }
 

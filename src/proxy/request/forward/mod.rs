@@ -70,7 +70,7 @@ pub(crate) async fn forward(
     let mut plan = attempt::Plan {
         t: &t,
         method: req.method(),
-        headers,
+        headers: Some(headers),
         added: &prepared.added,
         path_and_query: prepared.path_and_query,
         hash: prepared.hash,

@@ -292,7 +292,7 @@ where
     body.raw = head.raw;
     let mut resp = Response::new(body);
     *resp.status_mut() = head.status;
-    *resp.headers_mut() = head.headers;
+    codec::put_map(resp.headers_mut(), head.headers);
     Ok(resp)
 }
 

@@ -432,7 +432,7 @@ fn exchange<'a, L: Listener>(
     *req.method_mut() = method.clone();
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = headers;
+    codec::put_map(req.headers_mut(), headers);
     let exchange = Exchange {
         ctx,
         wr,
@@ -469,14 +469,13 @@ impl Exchange<'_> {
         let body_left = self.has_body && !lock(self.ctx).body.is_done();
         let close = self.client_close || body_left || listener.idle().is_draining();
         // Only the body is kept across the writes (by reference, so it is not stored twice).
-        let (mut parts, body) = resp.into_parts();
+        let (parts, body) = resp.into_parts();
         // The write buffer is the request's, not the connection's: an idle connection holds
         // none (the thread keeps some for the next requests).
         let mut out = BytesMut::new();
         let beside = (L::extra_header(&body), L::raw_headers(&body));
         let framing = put_response_head(&mut out, &method, &parts, &body, beside, close);
-        codec::give_back_map(std::mem::take(&mut parts.headers));
-        drop(parts);
+        codec::give_back_head(parts);
         let mut body = Some(body);
         let written = write_body(self.wr, &mut out, &mut body, framing).await;
         drop(body);
