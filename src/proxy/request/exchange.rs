@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use super::reason;
 use super::trace::TraceId;
 use crate::proxy::transport::h1::RawHeaders;
-use crate::proxy::transport::recycle::Recycled;
+use crate::proxy::transport::recycle::{Recycled, Slot as Block};
 use crate::proxy::transport::{ActivityGuard, BoxError, ProxyBody};
 use crate::proxy::upstream::InFlight;
 use crate::proxy::upstream::rate_limit::Slot;
@@ -123,7 +123,9 @@ impl Exchange {
         } else {
             None
         };
-        Self(Recycled::new(Record {
+        // The block first, so that the record is written into it rather than copied there.
+        let block = Block::new();
+        Self(block.write(Record {
             telemetry: telemetry.clone(),
             started: Instant::now(),
             method: MethodLabel::from(req.method()),

@@ -83,7 +83,7 @@ async fn handle(
     exchange.status = resp.status().as_u16();
     let id = headers::set_response_header_or_beside(&mut resp, &X_REQUEST_ID, id);
     // Forwarded, it has given its map away.
-    transport::h1::discard_request(req);
+    transport::h1::discard_request(req, ClientBody::empty());
     resp.map(|b| ResponseBody::new(b, exchange, id))
 }
 

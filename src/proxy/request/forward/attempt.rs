@@ -211,7 +211,7 @@ pub(super) async fn run(
             set_session_cookie(s, &endpoint, cookie, t, &mut answer.0);
         }
         ex.hold(admitted.permit, in_flight);
-        h1::discard_request(req);
+        h1::discard_request(req, RequestBody::empty());
         return Ok(answer);
     }
 }

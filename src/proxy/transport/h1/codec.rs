@@ -320,17 +320,18 @@ pub fn put_map(slot: &mut HeaderMap, map: HeaderMap) {
     discard_map(std::mem::replace(slot, map));
 }
 
-/// Drops `req`, whose map was usually taken out (see [`discard_map`]).
-pub fn discard_request<B>(req: http::Request<B>) {
-    let (parts, body) = req.into_parts();
-    drop(body);
-    let mut parts = std::mem::ManuallyDrop::new(parts);
+/// Drops `req`, whose map was usually taken out (see [`discard_map`]); `blank` is a body that
+/// holds no memory. (Taken apart in place: `into_parts` would copy the request, 304 bytes.)
+#[inline(always)]
+pub fn discard_request<B>(req: http::Request<B>, blank: B) {
+    let mut req = std::mem::ManuallyDrop::new(req);
     // Each part that may hold memory is taken out and dropped, leaving one that holds none
     // (the version holds none): nothing is left to free in what is not dropped.
-    discard_map(std::mem::take(&mut parts.headers));
-    drop(std::mem::take(&mut parts.uri));
-    drop(std::mem::take(&mut parts.method));
-    drop(std::mem::take(&mut parts.extensions));
+    discard_map(std::mem::take(req.headers_mut()));
+    drop(std::mem::take(req.uri_mut()));
+    drop(std::mem::take(req.method_mut()));
+    drop(std::mem::take(req.extensions_mut()));
+    drop(std::mem::replace(req.body_mut(), blank));
 }
 
 /// Gives back a written response head's map (see [`give_back_map`]) and drops the rest of it
@@ -1272,12 +1273,12 @@ mod tests {
         // A request with its map, and one whose map was taken out.
         let mut req = http::Request::new(counted(&drops));
         req.headers_mut().insert("x-c", counted(&drops));
-        discard_request(req);
+        discard_request(req, HeaderValue::from_static(""));
         assert_eq!(drops.load(SeqCst), 4, "its body and its header");
         let mut req = http::Request::new(());
         req.headers_mut().insert("x-d", counted(&drops));
         let taken = std::mem::take(req.headers_mut());
-        discard_request(req);
+        discard_request(req, ());
         assert_eq!(drops.load(SeqCst), 4);
         drop(taken);
         assert_eq!(drops.load(SeqCst), 5);
