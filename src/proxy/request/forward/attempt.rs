@@ -38,7 +38,7 @@ pub(super) struct Plan<'a> {
     pub headers: Option<HeaderMap>,
     /// Headers sent after `headers` (forwarding, trace context).
     pub added: &'a Added,
-    pub path_and_query: PathAndQuery,
+    pub path_and_query: &'a PathAndQuery,
     pub hash: Option<u64>,
     /// Whether the native HTTP/1.1 client may carry it (not for upgrades: hyper hands those
     /// over).
@@ -119,7 +119,7 @@ pub(super) async fn run(
         if !native {
             for_hyper(
                 &mut req,
-                &plan.path_and_query,
+                plan.path_and_query,
                 cfg,
                 &endpoint,
                 Some(plan.added),
