@@ -542,14 +542,20 @@ fn run(args: RunArgs) -> ExitCode {
             eprintln!("tidegate: --worker-threads must be at least 1");
             return ExitCode::from(2);
         }
-        Some(1) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
+        Some(1) => {
+            // This thread runs the one runtime from here on: it may keep timers for it.
+            tidegate::proxy::keep_timers_on_this_thread();
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        }
         Some(n) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(n)
+            .on_thread_start(tidegate::proxy::keep_timers_on_this_thread)
             .enable_all()
             .build(),
         None => tokio::runtime::Builder::new_multi_thread()
+            .on_thread_start(tidegate::proxy::keep_timers_on_this_thread)
             .enable_all()
             .build(),
     };

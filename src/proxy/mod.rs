@@ -25,7 +25,7 @@ use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use request::{Middleware, ProxyError, reason};
+pub use request::{Middleware, ProxyError, keep_timers_on_this_thread, reason};
 pub use transport::{
     ClientIpConfig, ForwardedHeader, Http1Codec, ProxyBody, RedisConfig, RedisSetupError,
 };

@@ -33,5 +33,6 @@ mod service;
 mod trace;
 
 pub use error::ProxyError;
+pub use forward::keep_timers_on_this_thread;
 pub use middleware::Middleware;
 pub use service::{ForwardedPorts, RequestSettings, Service};

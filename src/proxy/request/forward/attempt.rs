@@ -2,9 +2,7 @@
 //! record the outcome (passive health, breaker); the retry decider says whether another
 //! follows.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -18,6 +16,7 @@ use super::super::headers;
 use super::payload::Payload;
 use super::retry::{self, Verdict};
 use super::target::Target;
+use super::timer;
 use crate::model::{Backend, BackendIdx, Retry, SessionCookie, Timeouts, UpstreamProtocol};
 use crate::proxy::request::error::ProxyError;
 use crate::proxy::request::exchange::Exchange;
@@ -435,20 +434,20 @@ async fn send(
     };
     // Pinned where it is, and raced with a timer beside it: `tokio::time::timeout` would move
     // the exchange (~2 KiB) into itself and then into this future, two copies per request.
-    let mut exchange = std::pin::pin!(exchange);
+    let exchange = std::pin::pin!(exchange);
     match budget.left {
         Some(left) if left.is_zero() => Err(UpstreamError::timeout()),
         Some(left) => {
             // From the clock read the caller made when it sent (`sleep` would read it again).
-            let mut timer = std::pin::pin!(tokio::time::sleep_until(budget.from + left));
-            std::future::poll_fn(|cx| match exchange.as_mut().poll(cx) {
-                Poll::Ready(answer) => Poll::Ready(answer),
-                Poll::Pending => timer
-                    .as_mut()
-                    .poll(cx)
-                    .map(|()| Err(UpstreamError::timeout())),
-            })
-            .await
+            let deadline = budget.from + left;
+            let timed_out = || Err(UpstreamError::timeout());
+            match timer::take(deadline) {
+                Some(mut kept) => timer::race(exchange, kept.sleep(), timed_out).await,
+                None => {
+                    let own = std::pin::pin!(tokio::time::sleep_until(deadline));
+                    timer::race(exchange, own, timed_out).await
+                }
+            }
         }
         None => exchange.await,
     }

@@ -15,6 +15,7 @@ mod payload;
 mod prepare;
 pub(crate) mod retry;
 mod target;
+mod timer;
 mod upgrade;
 
 use http::{Request, Response};
@@ -27,6 +28,7 @@ use crate::proxy::transport::{ClientBody, ProxyBody};
 pub(crate) use attempt::{Subrequest, subrequest};
 pub(crate) use prepare::request_hash;
 pub(crate) use target::Target;
+pub use timer::keep_timers_on_this_thread;
 
 /// Sends `req` to the target's backend and returns the response to send the client. The
 /// request is made ready in place and its headers and body are taken from it for the
