@@ -2,7 +2,7 @@
 //! shared buffer that a writer thread empties, so the request path never waits for the output
 //! (and drops the line, counting the drop, if the writer falls behind).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -353,9 +353,25 @@ impl IpText {
     /// The longest text form (an IPv6 address with an embedded IPv4 one).
     const LONGEST: usize = 45;
 
+    /// `ip`'s text. Requests come in runs from one address (a keep-alive connection, a load
+    /// balancer in front), so the last address a thread wrote is kept with its text.
+    pub(crate) fn new(ip: IpAddr) -> Self {
+        thread_local! {
+            static LAST: Cell<Option<(IpAddr, IpText)>> = const { Cell::new(None) };
+        }
+        if let Ok(Some((last, text))) = LAST.try_with(Cell::get)
+            && last == ip
+        {
+            return text;
+        }
+        let text = Self::write(ip);
+        let _ = LAST.try_with(|l| l.set(Some((ip, text))));
+        text
+    }
+
     /// IPv4 (nearly every client) is written without the formatting machinery, which costs
     /// more than the rest of the header work.
-    pub(crate) fn new(ip: IpAddr) -> Self {
+    fn write(ip: IpAddr) -> Self {
         let mut text = IpText {
             bytes: [0; Self::LONGEST],
             len: 0,
@@ -675,6 +691,11 @@ mod tests {
             "2001:db8::7",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
+            // Again (the thread's last address), and after another.
+            assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
+            let other: IpAddr = "10.9.8.7".parse().unwrap();
+            assert_eq!(IpText::new(other).as_bytes(), b"10.9.8.7");
             assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
         }
     }

@@ -10,14 +10,15 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 /// The request-id header.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Per-process random seeds, so ids from different replicas do not collide.
-static SEED: LazyLock<(u64, u64)> = LazyLock::new(|| {
+/// Per-process random seeds, so ids from different replicas do not collide: the first half of
+/// every id (in hex, as it is written), and the salt of the second.
+static SEED: LazyLock<([u8; 16], u64)> = LazyLock::new(|| {
     let s = std::collections::hash_map::RandomState::new();
     let mut a = s.build_hasher();
     a.write_u64(std::process::id() as u64);
     let mut b = s.build_hasher();
     b.write_u64(a.finish());
-    (a.finish(), b.finish())
+    (hex(a.finish()), b.finish())
 });
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -26,7 +27,7 @@ pub fn generate() -> HeaderValue {
     let (hi, salt) = *SEED;
     let lo = splitmix64(COUNTER.fetch_add(1, Ordering::Relaxed) ^ salt);
     let mut buf = [0u8; 32];
-    buf[..16].copy_from_slice(&hex(hi));
+    buf[..16].copy_from_slice(&hi);
     buf[16..].copy_from_slice(&hex(lo));
     super::headers::made_value(buf.len(), |out| out.extend_from_slice(&buf))
         .expect("hex digits are a valid header value")
