@@ -82,7 +82,8 @@ async fn handle(
     }
     exchange.status = resp.status().as_u16();
     let id = headers::set_response_header_or_beside(&mut resp, &X_REQUEST_ID, id);
-    // Forwarded, it has given its map away.
+    // Forwarded, it gave its map to the attempts: what is left is dropped without an empty
+    // map's drop glue (see `discard_map`).
     transport::h1::discard_request(req, ClientBody::empty());
     resp.map(|b| ResponseBody::new(b, exchange, id))
 }

@@ -425,7 +425,7 @@ impl BackendState {
         if let Some(id) = id {
             let pool = self.pool.load();
             if let Some(i) = pool.sticky.as_ref().and_then(|s| s.find(id))
-                && pool.endpoints[i].available(self.clock.now_ms())
+                && pool.endpoints[i].available_at(&self.clock.lazy())
             {
                 return Ok((pool.endpoints[i].clone(), true));
             }
@@ -444,7 +444,7 @@ impl BackendState {
             .value_in(headers)
             .and_then(balance::sticky::parse_cookie)
             .and_then(|id| sticky.find(id))
-            .is_some_and(|i| pool.endpoints[i].available(self.clock.now_ms()))
+            .is_some_and(|i| pool.endpoints[i].available_at(&self.clock.lazy()))
     }
 
     /// The balancing policy (for computing a request's hash key).

@@ -199,8 +199,7 @@ impl EndpointState {
 
     /// [`Self::available`], reading the clock only for an endpoint ever ejected.
     pub fn available_at(&self, now: &LazyNow<'_>) -> bool {
-        let until = self.ejected_until.load(Ordering::Relaxed);
-        self.active_healthy() && (until == 0 || now.get() >= until)
+        self.active_healthy() && (self.ejected_until() == 0 || !self.ejected(now.get()))
     }
 
     /// Its share during slow start, from 0.1 to 1.0: it ramps linearly over `window` from the
