@@ -104,14 +104,15 @@ impl Asked {
 }
 
 /// Forwards as [`forward::forward`] does; an answer with one of `errors`' statuses is replaced
-/// by the error page's.
-pub(super) async fn forward(
+/// by the error page's, where it was written.
+pub(super) async fn forward<'o>(
     t: forward::Target<'_>,
     errors: &ErrorResponses,
     req: &mut Request<ClientBody>,
     normalized: Option<String>,
     ex: &mut Exchange,
-) -> Result<Response<ProxyBody>, ProxyError> {
+    out: &'o mut Option<Response<ProxyBody>>,
+) -> Result<&'o mut Response<ProxyBody>, ProxyError> {
     let asked = Asked::of(req, t.service, t.conn);
     let r = Replace {
         service: t.service,
@@ -120,11 +121,11 @@ pub(super) async fn forward(
         errors,
         answered_by: t.picked.backend,
     };
-    let resp = forward::forward(t, req, normalized, ex).await?;
-    if !errors.intercepts(resp.status().as_u16()) {
-        return Ok(resp);
+    let resp = forward::forward(t, req, normalized, ex, out).await?;
+    if errors.intercepts(resp.status().as_u16()) {
+        replace(r, asked, resp, ex).await;
     }
-    Ok(replace(r, asked, resp, ex).await)
+    Ok(resp)
 }
 
 /// Where the error page is asked from, and about which answer.
@@ -137,13 +138,8 @@ struct Replace<'a> {
     pub answered_by: BackendIdx,
 }
 
-/// The error page's answer in place of `resp`, or `resp` itself when the error page fails.
-async fn replace(
-    r: Replace<'_>,
-    asked: Asked,
-    resp: Response<ProxyBody>,
-    ex: &mut Exchange,
-) -> Response<ProxyBody> {
+/// Puts the error page's answer in place of `resp`, which stays when the error page fails.
+async fn replace(r: Replace<'_>, asked: Asked, resp: &mut Response<ProxyBody>, ex: &mut Exchange) {
     let timeout = r
         .rule
         .timeouts
@@ -156,18 +152,15 @@ async fn replace(
     match tokio::time::timeout_at(deadline, ask(&r, asked, code, deadline)).await {
         Ok(Ok(page)) => {
             ex.reason = reason::ERROR_PAGE;
-            discard(resp.into_body());
-            page
+            discard(std::mem::replace(resp, page).into_body());
         }
         Ok(Err(why)) => {
             tracing::debug!(route = %r.rule.label, %why, "the error page failed; the upstream's answer is sent");
             ex.reason = reason::ERROR_PAGE_FAILED;
-            resp
         }
         Err(_) => {
             tracing::debug!(route = %r.rule.label, ?timeout, "the error page did not answer in time; the upstream's answer is sent");
             ex.reason = reason::ERROR_PAGE_FAILED;
-            resp
         }
     }
 }

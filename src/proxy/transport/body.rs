@@ -230,6 +230,15 @@ enum Inner {
     Full(Option<Bytes>),
 }
 
+/// An upstream's body read by the native HTTP/1.1 client.
+impl From<UpstreamBody> for ProxyBody {
+    fn from(body: UpstreamBody) -> Self {
+        Self {
+            inner: Inner::Native(body),
+        }
+    }
+}
+
 impl ProxyBody {
     /// The response's header lines as the upstream wrote them, when the native client kept
     /// them raw (the response's map does not hold them then: see
@@ -253,13 +262,6 @@ impl ProxyBody {
     pub fn upstream(body: Incoming) -> Self {
         Self {
             inner: Inner::Upstream(body),
-        }
-    }
-
-    /// An upstream's body read by the native HTTP/1.1 client.
-    pub(crate) fn native(body: UpstreamBody) -> Self {
-        Self {
-            inner: Inner::Native(body),
         }
     }
 

@@ -30,15 +30,17 @@ pub(crate) use prepare::request_hash;
 pub(crate) use target::Target;
 pub use timer::keep_timers_on_this_thread;
 
-/// Sends `req` to the target's backend and returns the response to send the client. The
-/// request is made ready in place and its headers and body are taken from it for the
-/// attempts (`req` keeps its method and URI).
-pub(crate) async fn forward(
+/// Sends `req` to the target's backend and writes the response to send the client into
+/// `out`, where the attempt that received it wrote it (see [`attempt::run`]); returns it
+/// there. The request is made ready in place and its headers and body are taken from it for
+/// the attempts (`req` keeps its method and URI).
+pub(crate) async fn forward<'o>(
     t: Target<'_>,
     req: &mut Request<ClientBody>,
     normalized: Option<String>,
     ex: &mut Exchange,
-) -> Result<Response<ProxyBody>, ProxyError> {
+    out: &'o mut Option<Response<ProxyBody>>,
+) -> Result<&'o mut Response<ProxyBody>, ProxyError> {
     let cfg = &t.router.table.backends[t.picked.backend];
     ex.backend = cfg.label.clone();
     ex.series = t.router.backends[t.picked.backend].series(&t.rule.label);
@@ -88,10 +90,13 @@ pub(crate) async fn forward(
     };
     // One future holds the request from here on (the payload is read inside): a request's
     // state is not kept twice across awaits.
-    let (resp, upstream_upgrade) = attempt::run(&mut plan, body, ex).await?;
-    let mut resp = upgrade::finish(t.service, resp, client_upgrade, upstream_upgrade)?;
+    let upstream_upgrade = attempt::run(&mut plan, body, ex, out).await?;
+    let Some(resp) = out else {
+        unreachable!("attempts that succeeded wrote their answer");
+    };
+    upgrade::finish(t.service, resp, client_upgrade, upstream_upgrade)?;
     for m in &t.picked.backend_ref.filters().response {
-        m.apply(headers::response_headers(&mut resp));
+        m.apply(headers::response_headers(resp));
     }
     Ok(resp)
 }

@@ -11,24 +11,24 @@ use crate::proxy::transport::ProxyBody;
 
 pub(super) fn finish(
     service: &Service,
-    mut resp: Response<ProxyBody>,
+    resp: &mut Response<ProxyBody>,
     client_upgrade: Option<OnUpgrade>,
     upstream_upgrade: Option<OnUpgrade>,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<(), ProxyError> {
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     // Only a 101 is looked at for the protocol it switched to (a lookup of the name per
     // response otherwise).
     let upstream_proto = if switching {
-        headers::response_headers(&mut resp)
+        headers::response_headers(resp)
             .get(header::UPGRADE)
             .cloned()
     } else {
         None
     };
-    headers::strip_response_hop_by_hop(&mut resp);
+    headers::strip_response_hop_by_hop(resp);
     match (switching, client_upgrade, upstream_proto, upstream_upgrade) {
         (true, Some(client_upgrade), Some(proto), Some(upstream_upgrade)) => {
-            headers::set_upgrade(headers::response_headers(&mut resp), proto);
+            headers::set_upgrade(headers::response_headers(resp), proto);
             service.tunnels.spawn(client_upgrade, upstream_upgrade);
         }
         (true, ..) => {
@@ -38,5 +38,5 @@ pub(super) fn finish(
         }
         _ => {}
     }
-    Ok(resp)
+    Ok(())
 }

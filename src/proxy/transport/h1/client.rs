@@ -187,26 +187,30 @@ pub struct Head<'a, E> {
     pub has_host: bool,
 }
 
-/// Sends `req` to `endpoint` and returns the response once its head arrived, its head
-/// written as `head` says. `req` is borrowed, not moved through the caller's steps (each would copy
-/// it): its header map is taken (and kept for the next head once written) and its body read.
+/// Sends `req` to `endpoint` and writes the response into `out` once its head arrived (its
+/// body as a `T`), its head written as `head` says; returns it where it was written. `req` is
+/// borrowed, not moved through the caller's steps (each would copy it): its header map is
+/// taken (and kept for the next head once written) and its body read. The response is
+/// written where the caller keeps it for the same reason (see `forward::attempt::run`).
 /// `now`: the caller's clock read as it sends (a pooled connection's idle time is counted to it).
 ///
 /// `resend_if_stale`: whether the request may be sent again on a new connection when a pooled
 /// one turns out to be closed by the upstream (the request layer decides: RFC 9112 §9.3.1.1
 /// allows it for requests that are safe to repeat, as the upstream may have received it
 /// before closing). A failure of `body` is the client's ([`ErrorKind::ClientBody`]).
-pub async fn send<B, E>(
+pub async fn send<'o, B, E, T>(
     endpoint: &Arc<EndpointState>,
     s: &ClientSettings,
     req: &mut Request<B>,
     head: Head<'_, E>,
     resend_if_stale: bool,
     now: Instant,
-) -> Result<Response<UpstreamBody>, UpstreamError>
+    out: &'o mut Option<Response<T>>,
+) -> Result<&'o mut Response<T>, UpstreamError>
 where
     B: Body<Data = Bytes, Error = BoxError> + Unpin,
     E: ExtraHeaders,
+    T: From<UpstreamBody>,
 {
     let head_request = req.method() == Method::HEAD;
     let framing = match req.body().size_hint().exact() {
@@ -290,7 +294,7 @@ where
         s.max_idle,
     );
     body.raw = head.raw;
-    let mut resp = Response::new(body);
+    let resp = out.insert(Response::new(T::from(body)));
     *resp.status_mut() = head.status;
     codec::put_map(resp.headers_mut(), head.headers);
     Ok(resp)
