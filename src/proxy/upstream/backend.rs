@@ -461,51 +461,23 @@ impl BackendState {
         Some(self.load_balancing())
     }
 
-    /// Whether an upstream status counts as a failure for passive health and the breaker.
-    pub fn is_failure_status(&self, code: u16) -> bool {
-        match &self.pool.load().config.passive_health_check {
-            Some(p) => p
-                .failure_statuses
-                .iter()
-                .any(|(lo, hi)| (*lo..=*hi).contains(&code)),
-            None => (500..600).contains(&code),
+    /// What judges and records attempts' outcomes: the backend's passive health check, read
+    /// once for both (each read of the pool is an `arc_swap` load, ~90 instructions).
+    pub fn outcomes(&self) -> Outcomes<'_> {
+        Outcomes {
+            state: self,
+            pool: self.pool.load(),
         }
     }
 
-    /// Records the outcome of one attempt on `endpoint`; may eject it (within the backend's
-    /// ejection budget). Returns the ejection's length when it ejected.
+    /// Whether an upstream status counts as a failure for passive health and the breaker.
+    pub fn is_failure_status(&self, code: u16) -> bool {
+        self.outcomes().is_failure_status(code)
+    }
+
+    /// Records the outcome of one attempt on `endpoint` (see [`Outcomes::record`]).
     pub fn record(&self, endpoint: &EndpointState, success: bool) -> Option<Duration> {
-        let pool = self.pool.load();
-        let policy = pool.config.passive_health_check.as_ref();
-        if success {
-            // Only a passive health check needs the time (a clock read per request otherwise).
-            let now = policy.map_or(0, |_| self.clock.now_ms());
-            endpoint.record_success(now, policy);
-            return None;
-        }
-        let now = self.clock.now_ms();
-        if !endpoint.record_failure(policy) {
-            return None;
-        }
-        let policy = policy?;
-        let n = pool.endpoints.len();
-        let ejected = pool.endpoints.iter().filter(|e| e.ejected(now)).count();
-        let allowed = if policy.max_ejection_percent == 0 {
-            0
-        } else {
-            (n * policy.max_ejection_percent as usize / 100).max(1)
-        };
-        if endpoint.ejected(now) || ejected >= allowed {
-            return None;
-        }
-        let length = endpoint.eject(now, policy);
-        tracing::warn!(
-            backend = %pool.config.label,
-            endpoint = %endpoint.endpoint.address,
-            seconds = length.as_secs_f64(),
-            "endpoint ejected after consecutive failures"
-        );
-        Some(length)
+        self.outcomes().record(endpoint, success)
     }
 
     /// The circuit breaker, if configured.
@@ -575,6 +547,67 @@ impl BackendState {
 /// Ejection, the breaker and slow start through a backend's state, on paused time: what the
 /// request path sees, without sockets or waiting (`tests/resilience.rs` keeps one wall-clock
 /// run of each through the binary).
+/// A backend's passive health check as it was when an attempt's outcome came: see
+/// [`BackendState::outcomes`]. Short-lived (it holds the pool's `arc_swap` guard).
+pub struct Outcomes<'a> {
+    state: &'a BackendState,
+    pool: arc_swap::Guard<Arc<Pool>>,
+}
+
+impl Outcomes<'_> {
+    /// The backend's clock (its breaker's).
+    pub fn clock(&self) -> &Clock {
+        self.state.clock()
+    }
+
+    /// Whether an upstream status counts as a failure for passive health and the breaker.
+    pub fn is_failure_status(&self, code: u16) -> bool {
+        match &self.pool.config.passive_health_check {
+            Some(p) => p
+                .failure_statuses
+                .iter()
+                .any(|(lo, hi)| (*lo..=*hi).contains(&code)),
+            None => (500..600).contains(&code),
+        }
+    }
+
+    /// Records the outcome of one attempt on `endpoint`; may eject it (within the backend's
+    /// ejection budget). Returns the ejection's length when it ejected.
+    pub fn record(&self, endpoint: &EndpointState, success: bool) -> Option<Duration> {
+        let pool = &self.pool;
+        let policy = pool.config.passive_health_check.as_ref();
+        if success {
+            // Only a passive health check needs the time (a clock read per request otherwise).
+            let now = policy.map_or(0, |_| self.state.clock.now_ms());
+            endpoint.record_success(now, policy);
+            return None;
+        }
+        let now = self.state.clock.now_ms();
+        if !endpoint.record_failure(policy) {
+            return None;
+        }
+        let policy = policy?;
+        let n = pool.endpoints.len();
+        let ejected = pool.endpoints.iter().filter(|e| e.ejected(now)).count();
+        let allowed = if policy.max_ejection_percent == 0 {
+            0
+        } else {
+            (n * policy.max_ejection_percent as usize / 100).max(1)
+        };
+        if endpoint.ejected(now) || ejected >= allowed {
+            return None;
+        }
+        let length = endpoint.eject(now, policy);
+        tracing::warn!(
+            backend = %pool.config.label,
+            endpoint = %endpoint.endpoint.address,
+            seconds = length.as_secs_f64(),
+            "endpoint ejected after consecutive failures"
+        );
+        Some(length)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

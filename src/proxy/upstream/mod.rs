@@ -23,7 +23,7 @@ mod router;
 mod settings;
 mod view;
 
-pub use backend::{BackendState, NoEndpoint};
+pub use backend::{BackendState, NoEndpoint, Outcomes};
 pub use breaker::{Admission, Breaker, Rejected};
 pub use budget::RetryBudget;
 pub use custom::{CheckFuture, Custom, HealthCheck, SelectorFactory};

@@ -25,7 +25,7 @@ use crate::proxy::request::service::Service;
 use crate::proxy::transport::{ClientBody, ErrorKind, ProxyBody, RequestBody, UpstreamError, h1};
 use crate::proxy::upstream::balance::{PickContext, sticky};
 use crate::proxy::upstream::{
-    Admission, BackendState, Breaker, EndpointState, InFlight, NoEndpoint, Router,
+    Admission, BackendState, Breaker, EndpointState, InFlight, NoEndpoint, Outcomes, Router,
 };
 use crate::telemetry::metrics::{BackendLabels, Metrics, RouteLabels};
 
@@ -155,7 +155,8 @@ pub(super) async fn run(
         }
 
         let status = outcome.as_ref().map(|(r, _)| r.status().as_u16());
-        let Some(verdict) = retry::judge(plan.policy, status, |c| state.is_failure_status(c))
+        let outcomes = state.outcomes();
+        let Some(verdict) = retry::judge(plan.policy, status, |c| outcomes.is_failure_status(c))
         else {
             // The client's body failed: not the upstream's doing.
             if let Some((breaker, admission)) = admitted.breaker {
@@ -171,7 +172,7 @@ pub(super) async fn run(
         record(
             &t.service.telemetry.metrics,
             cfg,
-            state,
+            outcomes,
             &endpoint,
             admitted.breaker,
             outcome.as_ref().err(),
@@ -543,8 +544,9 @@ pub(crate) async fn subrequest(
         )
         .await;
         let status = outcome.as_ref().map(|(r, _)| r.status().as_u16());
+        let outcomes = state.outcomes();
         let verdict =
-            retry::judge(None, status, |c| state.is_failure_status(c)).unwrap_or(Verdict {
+            retry::judge(None, status, |c| outcomes.is_failure_status(c)).unwrap_or(Verdict {
                 success: false,
                 retry: false,
             });
@@ -553,7 +555,7 @@ pub(crate) async fn subrequest(
         record(
             &s.service.telemetry.metrics,
             cfg,
-            state,
+            outcomes,
             &endpoint,
             admitted.breaker,
             error,
@@ -580,7 +582,7 @@ pub(crate) async fn subrequest(
 fn record(
     metrics: &Metrics,
     cfg: &Backend,
-    state: &BackendState,
+    outcomes: Outcomes<'_>,
     endpoint: &EndpointState,
     breaker: Option<(Arc<Breaker>, Admission)>,
     error: Option<&UpstreamError>,
@@ -597,10 +599,10 @@ fn record(
             .get_or_create(&labels())
             .inc();
     }
-    state.record(endpoint, verdict.success);
+    outcomes.record(endpoint, verdict.success);
     if let Some((breaker, admission)) = breaker {
         let trial = admission == Admission::Trial;
-        if let Some(open) = breaker.record(state.clock(), admission, verdict.success) {
+        if let Some(open) = breaker.record(outcomes.clock(), admission, verdict.success) {
             metrics
                 .circuit_breaker_open
                 .get_or_create(&labels())
