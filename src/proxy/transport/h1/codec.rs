@@ -16,6 +16,10 @@ use http::{HeaderMap, Method, StatusCode, Uri};
 
 /// Most header lines a head may have.
 pub const MAX_HEADERS: usize = 100;
+const _: () = assert!(
+    MAX_HEADERS <= 128,
+    "parse_response keeps a bit per header in a u128"
+);
 
 /// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -535,11 +539,11 @@ fn response_role(name: &[u8]) -> Role {
     }
 }
 
-/// Whether `name`, a token (`httparse` accepts no other name), is `lit` (lower-case letters
-/// and `-`) in any case, eight bytes at a time: OR-ing 0x20 into a byte lower-cases a letter,
-/// keeps `-`, and turns no other token character into either (only CR, never in a token,
-/// would become `-`). A byte-by-byte `eq_ignore_ascii_case` of `content-length` was ~110
-/// instructions.
+/// Whether `name`, a token (`httparse` accepts no other name) or a header value (which
+/// holds no CR), is `lit` (lower-case letters and `-`) in any case, eight bytes at a time:
+/// OR-ing 0x20 into a byte lower-cases a letter, keeps `-`, and turns no other byte into
+/// either but CR (which would become `-`). A byte-by-byte `eq_ignore_ascii_case` of
+/// `content-length` was ~110 instructions.
 #[inline]
 fn token_is(name: &[u8], lit: &[u8]) -> bool {
     if name.len() != lit.len() {
@@ -598,11 +602,12 @@ pub fn parse_response(
             buf.advance(len);
             continue;
         }
-        let mut spans = Spans::new(resp.headers.len());
         let mut length: Option<u64> = None;
         let mut last_coding_chunked = None;
         let mut close = resp.version != Some(1);
-        let mut count = 0;
+        // The connection's own headers, a bit per index: left out of a map built from the
+        // head (`MAX_HEADERS` bits fit).
+        let mut own_headers = 0u128;
         // Whether the lines can be kept raw, where they are, and which come out.
         let mut plain = !head_request && !matches!(code, 101 | 204 | 304);
         let mut cuts = [(0u32, 0u32); MAX_CUTS];
@@ -610,7 +615,7 @@ pub fn parse_response(
         let mut lines: Option<(u32, u32)> = None;
         let mut length_line: Option<(u32, u32)> = None;
         let mut names = 0u32;
-        for h in resp.headers.iter() {
+        for (i, h) in resp.headers.iter().enumerate() {
             let name = h.name.as_bytes();
             let line = plain.then(|| plain_line(buf, name, h.value)).flatten();
             match (line, lines) {
@@ -635,6 +640,13 @@ pub fn parse_response(
                 Role::Coding => {
                     if let Some(last) = list(h.value).last() {
                         last_coding_chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+                    }
+                }
+                // What servers write (nginx: `Connection: keep-alive`), in one comparison.
+                Role::Connection if token_is(h.value, b"keep-alive") => {
+                    own = true;
+                    if resp.version == Some(0) {
+                        close = false;
                     }
                 }
                 Role::Connection => {
@@ -692,12 +704,8 @@ pub fn parse_response(
                     names |= name_bit(name);
                 }
             }
-            if !own {
-                spans[count] = Span {
-                    name: span_of(buf, name),
-                    value: span_of(buf, h.value),
-                };
-                count += 1;
+            if own {
+                own_headers |= 1 << i;
             }
         }
         let bodiless = head_request || code == 204 || code == 304 || code == 101;
@@ -725,6 +733,18 @@ pub fn parse_response(
                 (take_map(ADDED_HEADERS), Some(raw))
             }
             None => {
+                // Found only now, for the heads that need them (most are kept raw).
+                let mut spans = Spans::new(resp.headers.len());
+                let mut count = 0;
+                for (i, h) in resp.headers.iter().enumerate() {
+                    if own_headers & (1 << i) == 0 {
+                        spans[count] = Span {
+                            name: span_of(buf, h.name.as_bytes()),
+                            value: span_of(buf, h.value),
+                        };
+                        count += 1;
+                    }
+                }
                 let head = buf.split_to(len).freeze();
                 let headers = header_map(&head, &spans[..count]).map_err(|_| "invalid header")?;
                 (headers, None)
