@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Version, heade
 
 use super::trace::TRACEPARENT;
 use crate::proxy::transport::ProxyBody;
-use crate::proxy::transport::h1::ExtraHeaders;
+use crate::proxy::transport::h1::{self, ExtraHeaders};
 use crate::telemetry::access_log::IpText;
 
 /// A response's headers, to read or change. The native HTTP/1.1 client keeps an upstream's
@@ -36,7 +36,9 @@ pub fn set_response_header(resp: &mut Response<ProxyBody>, name: HeaderName, val
     let headers = if raw_may_have {
         response_headers(resp)
     } else {
-        resp.headers_mut()
+        let headers = resp.headers_mut();
+        h1::make_room(headers, 1);
+        headers
     };
     headers.insert(name, value);
 }

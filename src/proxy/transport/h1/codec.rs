@@ -324,6 +324,17 @@ pub fn put_map(slot: &mut HeaderMap, map: HeaderMap) {
     discard_map(std::mem::replace(slot, map));
 }
 
+/// Makes room in `map` for `n` more headers: a map that has none yet (a response whose
+/// headers stay raw lines has no map until something is put in it) becomes one of the
+/// thread's spare maps.
+pub fn make_room(map: &mut HeaderMap, n: usize) {
+    if map.capacity() == 0 {
+        put_map(map, take_map(n + ADDED_HEADERS));
+    } else {
+        map.reserve(n);
+    }
+}
+
 /// Drops `req`, whose map was usually taken out (see [`discard_map`]); `blank` is a body that
 /// holds no memory. (Taken apart in place: `into_parts` would copy the request, 304 bytes.)
 #[inline(always)]
@@ -486,7 +497,7 @@ impl RawHeaders {
     /// Appends the lines' headers to `map`, in their order.
     pub fn into_map(self, map: &mut HeaderMap) {
         let lines = self.lines;
-        map.reserve(lines.iter().filter(|&&b| b == b'\n').count());
+        make_room(map, lines.iter().filter(|&&b| b == b'\n').count());
         NAMES.with(|known| {
             let known = &mut *known.borrow_mut();
             let mut at = 0;
@@ -729,8 +740,9 @@ pub fn parse_response(
                     kept: (kept - start) as u32,
                     names,
                 };
-                // A kept map (the request layer adds its own headers, the request id at least).
-                (take_map(ADDED_HEADERS), Some(raw))
+                // No map until the request layer puts a header in it (`make_room`): the
+                // request id goes beside it, and most responses get nothing else.
+                (HeaderMap::new(), Some(raw))
             }
             None => {
                 // Found only now, for the heads that need them (most are kept raw).

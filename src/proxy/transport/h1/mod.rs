@@ -13,6 +13,6 @@ mod server;
 mod value;
 
 pub use client::{ClientSettings, Head, IdlePool, UpstreamBody, send};
-pub use codec::{ExtraHeaders, RawHeaders, discard_request, put_map};
+pub use codec::{ExtraHeaders, RawHeaders, discard_request, make_room, put_map};
 pub use rewind::Rewind;
 pub use server::{ClientReader, Listener, NativeBody, accept, serve};
