@@ -384,6 +384,60 @@ async fn forwarding_headers_request_ids_and_hop_by_hop() {
     gw.shutdown(std::time::Duration::from_secs(1)).await;
 }
 
+/// A request without an id is given one, sent upstream once and to the client the same: beside
+/// the request's map when no step reads the map whole, in it when one does (a header filter,
+/// whose `remove` still removes it); over HTTP/2 (hyper's server) as over the native one.
+#[tokio::test]
+async fn a_generated_request_id_reaches_the_upstream_once() {
+    let web = Upstream::start("web").await;
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "all.yaml",
+        &(backend_yaml("web", &[web.addr])
+            + r#"
+apiVersion: tidegate.dev/v1alpha1
+kind: Route
+metadata: { name: r }
+spec:
+  rules:
+    - matches: [{ path: { value: /filtered } }]
+      filters:
+        - requestHeaderModifier: { add: [{ name: x-tag, value: b }] }
+      backendRefs: [{ name: web }]
+    - matches: [{ path: { value: /removed } }]
+      filters:
+        - requestHeaderModifier: { remove: [x-request-id] }
+      backendRefs: [{ name: web }]
+    - backendRefs: [{ name: web }]
+"#),
+    );
+    let gw = gateway(cfg.path()).await;
+    let at = gw.http_addr();
+    for client in [HttpClient::http1(), HttpClient::h2c()] {
+        for path in ["/", "/filtered"] {
+            let r = client.get(at, "shop.test", path, &[]).await;
+            let sent = r.echo().headers.get("x-request-id").cloned();
+            let sent = sent.unwrap_or_default();
+            assert_eq!(sent.len(), 1, "{path}: one id upstream: {sent:?}");
+            assert_eq!(sent[0].len(), 32);
+            assert_eq!(r.headers["x-request-id"], sent[0].as_str(), "{path}");
+        }
+        let r = client.get(at, "shop.test", "/removed", &[]).await;
+        assert_eq!(r.echo().header("x-request-id"), None);
+        assert_eq!(
+            r.headers["x-request-id"].len(),
+            32,
+            "the client still gets it"
+        );
+        let r = client
+            .get(at, "shop.test", "/", &[("x-request-id", "mine")])
+            .await;
+        assert_eq!(r.echo().headers["x-request-id"], ["mine"]);
+        assert_eq!(r.headers["x-request-id"], "mine");
+    }
+    gw.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
 #[tokio::test]
 async fn http2_cleartext_clients_and_h2c_backends() {
     let (web, grpc) = (Upstream::start("web").await, Upstream::start("grpc").await);

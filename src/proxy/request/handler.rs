@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Request, Response, header};
 use http_body::Body as _;
@@ -14,7 +15,7 @@ use super::request_id::{self, X_REQUEST_ID};
 use super::service::Service;
 use super::{access, error_page, forward, headers, path, rate_limit, reason};
 use crate::model::{Action, Answer, DirectResponse, PathMatcher, Redirect, RequestView};
-use crate::proxy::transport::h1::RawHeaders;
+use crate::proxy::transport::h1::{NativeHead, RawHeaders};
 use crate::proxy::transport::{self, ClientBody, ConnCtx, ProxyBody};
 use crate::proxy::upstream::Router;
 
@@ -27,6 +28,16 @@ impl transport::Handler for Service {
         req: Request<ClientBody>,
     ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
         handle(self, conn, req)
+    }
+
+    // The request is made in the request's future, where it stays (see `NativeHead`).
+    fn handle_native(
+        self: Arc<Self>,
+        conn: Arc<ConnCtx>,
+        head: NativeHead,
+        stall: Option<Duration>,
+    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
+        handle(self, conn, Native { head, stall })
     }
 
     fn raw_headers(body: &ResponseBody) -> Option<&RawHeaders> {
@@ -49,18 +60,67 @@ impl transport::Handler for Service {
     }
 }
 
+/// What a request is made from: the request (hyper's), or the head the native server read,
+/// made into the request in the request's future.
+trait Source {
+    /// Whether the request is known to have no `X-Request-ID`.
+    fn without_id(&self) -> bool;
+    fn into_request(self) -> Request<ClientBody>;
+}
+
+impl Source for Request<ClientBody> {
+    fn without_id(&self) -> bool {
+        false
+    }
+    fn into_request(self) -> Request<ClientBody> {
+        self
+    }
+}
+
+/// A head the native server read, and the body read timeout.
+struct Native {
+    head: NativeHead,
+    stall: Option<Duration>,
+}
+
+impl Source for Native {
+    fn without_id(&self) -> bool {
+        !self.head.has_request_id()
+    }
+    fn into_request(self) -> Request<ClientBody> {
+        let stall = self.stall;
+        self.head.into_request(|b| ClientBody::native(b, stall))
+    }
+}
+
 /// Serves one request; never fails (errors become responses here, and only here).
 async fn handle(
     service: Arc<Service>,
     conn: Arc<ConnCtx>,
-    mut req: Request<ClientBody>,
+    source: impl Source,
 ) -> Response<ResponseBody> {
+    let without_id = source.without_id();
+    let mut request = source.into_request();
+    let req = &mut request;
+    let (service, conn) = (&*service, &*conn);
     let guard = conn.activity.begin();
-    let id = request_id::ensure(req.headers_mut());
-    let mut exchange = Exchange::start(&service.telemetry, &req, conn.peer.ip(), &id, guard);
+    // A request without an id gets one, put in its map only for the steps that read the map
+    // whole (a middleware, access policies, rate limits, error pages, header filters,
+    // hashing), else sent upstream beside it (`Record::unsent_request_id`). Routes are
+    // matched on the client's own headers either way.
+    let unsent = without_id && service.middleware.is_none();
+    let id = if unsent {
+        request_id::generate()
+    } else {
+        request_id::ensure(req.headers_mut())
+    };
+    let mut exchange = Exchange::start(&service.telemetry, req, conn.peer.ip(), &id, guard);
+    if unsent {
+        exchange.unsent_request_id = Some(id.clone());
+    }
     let router = service.router.load_full();
     let answered = match &service.middleware {
-        Some(m) => before(m.as_ref(), &mut req),
+        Some(m) => before(m.as_ref(), req),
         None => None,
     };
     // The response is written here by the step that makes it (see `forward::attempt::run`).
@@ -70,7 +130,7 @@ async fn handle(
             exchange.reason = reason::MIDDLEWARE;
             out.insert(resp)
         }
-        None => match serve(&service, &router, &conn, &mut req, &mut exchange, &mut out).await {
+        None => match serve(service, &router, conn, req, &mut exchange, &mut out).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(error = %e, source = ?std::error::Error::source(&e), "request answered by the proxy");
@@ -86,7 +146,7 @@ async fn handle(
     let id = headers::set_response_header_or_beside(resp, &X_REQUEST_ID, id);
     // Forwarded, it gave its map to the attempts: what is left is dropped without an empty
     // map's drop glue (see `discard_map`).
-    transport::h1::discard_request(req, ClientBody::empty());
+    transport::h1::discard_request(request, ClientBody::empty());
     let Some(resp) = out else {
         unreachable!("every answer was written above");
     };
@@ -150,6 +210,9 @@ async fn serve<'o>(
     };
     let rule = hit.rule;
     ex.route = rule.label.clone();
+    if rule.access.is_some() || !rule.rate_limits.is_empty() || rule.error_responses.is_some() {
+        ex.request_id_into(req.headers_mut());
+    }
     if rule.https_redirect && conn.scheme == "http" {
         ex.reason = reason::HTTPS_REDIRECT;
         return Ok(out.insert(https_redirect(service, rule, req, normalized.as_deref())?));
@@ -364,7 +427,7 @@ fn https_redirect(
 mod tests {
     use super::*;
 
-    fn output_size<A, B, C, R>(_: fn(A, B, C) -> R) -> usize {
+    fn output_size<A, B, C, D, R>(_: fn(A, B, C, D) -> R) -> usize {
         size_of::<R>()
     }
 
@@ -396,10 +459,15 @@ mod tests {
     /// 6,152 since the request stays in this future and the steps that need it whole borrow it
     /// (`serve`, `forward`, `prepare`: each kept a moved copy of its own); 4,472 since the
     /// response is written where `handle` keeps it rather than returned through each step
-    /// (each kept a copy of its own there too).
+    /// (each kept a copy of its own there too); 4,288 as the native path's (`handle_native`),
+    /// which makes the request in this future from the head the server read.
     #[test]
     fn a_request_future_stays_within_its_size() {
-        let bytes = output_size(handle as fn(Arc<Service>, Arc<ConnCtx>, Request<ClientBody>) -> _);
+        let handle = <Service as transport::Handler>::handle_native;
+        let bytes = output_size(
+            handle
+                as fn(Arc<Service>, Arc<ConnCtx>, transport::h1::NativeHead, Option<Duration>) -> _,
+        );
         println!("request future: {bytes} bytes");
         assert!(bytes <= 4_800, "a request's future is {bytes} bytes");
     }

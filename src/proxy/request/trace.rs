@@ -14,6 +14,13 @@ pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub struct TraceId([u8; 32]);
 
 impl TraceId {
+    /// The trace id of a version-00 `traceparent` (`00-` then the id's 32 digits).
+    pub(crate) fn of_traceparent(value: &[u8; TRACEPARENT_LEN]) -> Self {
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&value[3..35]);
+        TraceId(id)
+    }
+
     /// The id's digits.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -95,6 +102,11 @@ mod tests {
         let port = HeaderValue::from_static("80");
         let mut added = forwarded(h, seen, [127, 0, 0, 1].into(), "http", &port, None);
         let trace = propagate(h, seen, &mut added);
+        assert_eq!(
+            added.trace_id(),
+            Some(trace),
+            "the id sent is the id logged"
+        );
         added.insert_into(h);
         assert_eq!(h.get_all(&TRACEPARENT).iter().count(), 1);
         trace

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response};
@@ -68,6 +69,20 @@ pub trait Handler: Send + Sync + 'static {
         conn: Arc<ConnCtx>,
         req: Request<ClientBody>,
     ) -> impl Future<Output = Response<Self::Body>> + Send + 'static;
+
+    /// Serves one request the native HTTP/1.1 server read, its body cut by `stall` (the body
+    /// read timeout) as [`ClientBody::native`] does. A handler that makes the request from
+    /// `head` in its own future ([`h1::NativeHead::into_request`]) spares the copies of a
+    /// request made before and moved into it.
+    fn handle_native(
+        self: Arc<Self>,
+        conn: Arc<ConnCtx>,
+        head: h1::NativeHead,
+        stall: Option<Duration>,
+    ) -> impl Future<Output = Response<Self::Body>> + Send + 'static {
+        let req = head.into_request(|b| ClientBody::native(b, stall));
+        self.handle(conn, req)
+    }
 
     /// Header lines the response carries beside its map, as an upstream wrote them (the
     /// native server writes them after the map's headers).
@@ -401,12 +416,10 @@ impl<H: Handler> h1::Listener for Server<H> {
     fn call(
         &self,
         ctx: &Arc<ConnCtx>,
-        req: Request<h1::NativeBody>,
+        head: h1::NativeHead,
     ) -> impl Future<Output = Response<H::Body>> + Send {
         let stall = self.limits.body_read_timeout;
-        self.handler
-            .clone()
-            .handle(ctx.clone(), req.map(|b| ClientBody::native(b, stall)))
+        self.handler.clone().handle_native(ctx.clone(), head, stall)
     }
 
     fn raw_headers(body: &H::Body) -> Option<&RawHeaders> {

@@ -55,12 +55,13 @@ pub(crate) async fn forward<'o>(
     }
     // Borrowed where it was returned: moved out of its `Result`, its 264 bytes were copied
     // twice.
-    let prepared = prepare::prepare(&t, req, normalized, upgrade);
+    let unsent_id = ex.unsent_request_id.take();
+    let prepared = prepare::prepare(&t, req, normalized, upgrade, unsent_id);
     let prepared = match prepared {
         Ok(ref prepared) => prepared,
         Err(e) => return Err(e),
     };
-    ex.trace_id = Some(prepared.trace_id);
+    ex.trace_id = prepared.added.trace_id();
     let client_upgrade = prepared
         .upgrade
         .is_some()

@@ -9,6 +9,7 @@ use http::{HeaderValue, Request, Uri, header};
 use super::target::Target;
 use crate::model::{HashKey, LoadBalancing, RequestFilter, query_pairs};
 use crate::proxy::request::error::ProxyError;
+use crate::proxy::request::request_id::X_REQUEST_ID;
 use crate::proxy::request::{headers, trace};
 use crate::proxy::transport::{ClientBody, ConnCtx};
 use crate::proxy::upstream::balance::stable_hash;
@@ -23,17 +24,18 @@ pub(super) struct Prepared {
     pub hash: Option<u64>,
     /// The protocol the client asks to switch to, if any.
     pub upgrade: Option<HeaderValue>,
-    /// The W3C trace id sent upstream.
-    pub trace_id: trace::TraceId,
     /// Whether the request's map holds a `Host`.
     pub has_host: bool,
 }
 
+/// Makes `req` ready to go upstream; `request_id`: the id made for it, when it is not in its
+/// map (see `Record::unsent_request_id`).
 pub(super) fn prepare(
     t: &Target<'_>,
     req: &mut Request<ClientBody>,
     normalized: Option<String>,
     upgrade: Option<HeaderValue>,
+    request_id: Option<HeaderValue>,
 ) -> Result<Prepared, ProxyError> {
     let state = &t.router.backends[t.picked.backend];
     let original_host = headers::host_value(req);
@@ -42,6 +44,19 @@ pub(super) fn prepare(
     let mut new_path = normalized;
     let mut new_host = None;
     let ref_filters = &t.picked.backend_ref.filters().request;
+    let hashing = state.hashing();
+    // Header filters and a hash key read the map whole: the id is in it for them.
+    let request_id = match request_id {
+        Some(id)
+            if !t.rule.request_filters.is_empty()
+                || !ref_filters.is_empty()
+                || hashing.is_some() =>
+        {
+            req.headers_mut().insert(X_REQUEST_ID.clone(), id);
+            None
+        }
+        id => id,
+    };
     for filter in t.rule.request_filters.iter().chain(ref_filters) {
         match filter {
             RequestFilter::RequestHeaderModifier(m) => {
@@ -60,9 +75,7 @@ pub(super) fn prepare(
         }
     }
     let path_and_query = path_and_query(req.uri(), new_path.as_deref())?;
-    let hash = state
-        .hashing()
-        .and_then(|lb| request_hash(&lb, req, t.conn));
+    let hash = hashing.and_then(|lb| request_hash(&lb, req, t.conn));
 
     let h = req.headers_mut();
     let seen = headers::strip_hop_by_hop(h);
@@ -111,13 +124,14 @@ pub(super) fn prepare(
     if let Some(proto) = &upgrade {
         headers::set_upgrade(h, proto.clone());
     }
-    let trace_id = trace::propagate(h, seen, &mut added);
+    // The trace id is read from `added` (see `Added::trace_id`).
+    let _ = trace::propagate(h, seen, &mut added);
+    added.set_request_id(request_id);
     Ok(Prepared {
         added,
         path_and_query,
         hash,
         upgrade,
-        trace_id,
         has_host,
     })
 }

@@ -43,6 +43,8 @@ pub struct RequestHead {
     pub framing: Framing,
     /// The client asked to close the connection after this exchange.
     pub close: bool,
+    /// The head has an `X-Request-ID` line.
+    pub request_id: bool,
 }
 
 /// The result of parsing what a buffer holds so far.
@@ -189,6 +191,7 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Parsed<RequestHead>, Reject> 
     let mut codings = 0;
     let mut hosts = 0;
     let mut close = false;
+    let mut request_id = false;
     for (h, span) in req.headers.iter().zip(spans.iter_mut()) {
         let name = h.name.as_bytes();
         let value = h.value;
@@ -225,6 +228,8 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Parsed<RequestHead>, Reject> 
             }
         } else if name.eq_ignore_ascii_case(b"upgrade") || name.eq_ignore_ascii_case(b"expect") {
             return Ok(Parsed::Handoff);
+        } else if name.eq_ignore_ascii_case(b"x-request-id") {
+            request_id = true;
         }
     }
     let count = req.headers.len();
@@ -258,6 +263,7 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Parsed<RequestHead>, Reject> 
         headers,
         framing,
         close,
+        request_id,
     }))
 }
 

@@ -15,4 +15,4 @@ mod value;
 pub use client::{ClientSettings, Head, IdlePool, UpstreamBody, send};
 pub use codec::{ExtraHeaders, RawHeaders, discard_request, make_room, put_map};
 pub use rewind::Rewind;
-pub use server::{ClientReader, Listener, NativeBody, accept, serve};
+pub use server::{ClientReader, Listener, NativeBody, NativeHead, accept, serve};

@@ -291,7 +291,7 @@ pub trait Listener: Send + Sync + 'static {
     fn call(
         &self,
         ctx: &Arc<ConnCtx>,
-        req: Request<NativeBody>,
+        head: NativeHead,
     ) -> impl Future<Output = Response<Self::Body>> + Send;
     /// Header lines a response carries beside its map, written after the map's headers.
     fn raw_headers(body: &Self::Body) -> Option<&RawHeaders> {
@@ -401,6 +401,50 @@ pub fn serve<L: Listener, K: Send + 'static>(
     }
 }
 
+/// A request head the native server read, made into its request by the listener where it
+/// keeps it ([`NativeHead::into_request`], usually in the handler's future): a request built
+/// here (~300 bytes) was copied into the handler's future, again into its state when it
+/// first ran, and once per step between.
+pub struct NativeHead {
+    head: Recycled<codec::RequestHead>,
+    conn: Arc<ConnCtx>,
+}
+
+impl NativeHead {
+    /// Whether the request has an `X-Request-ID` header (a request without one is given one;
+    /// knowing it spares a lookup).
+    pub fn has_request_id(&self) -> bool {
+        self.head.request_id
+    }
+
+    /// The request, its body read by the native codec from the connection (as `wrap` makes
+    /// it).
+    pub fn into_request<B>(self, wrap: impl FnOnce(NativeBody) -> B) -> Request<B> {
+        // Taken apart whole (not field by field from a local), so that no part of the head is
+        // copied more than once.
+        let codec::RequestHead {
+            method,
+            uri,
+            headers,
+            framing,
+            close: _,
+            request_id: _,
+        } = self.head.into_inner();
+        let decoder = BodyDecoder::new(framing);
+        let body = NativeBody {
+            conn: self.conn,
+            hint: decoder.remaining(),
+            done: decoder.is_done(),
+        };
+        let mut req = Request::new(wrap(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_11;
+        codec::put_map(req.headers_mut(), headers);
+        req
+    }
+}
+
 /// The boxed future that serves the request of `head` and writes its response (see
 /// [`Exchange::run`]).
 fn exchange<'a, L: Listener>(
@@ -409,40 +453,26 @@ fn exchange<'a, L: Listener>(
     wr: &'a mut OwnedWriteHalf,
     listener: &'a L,
 ) -> Recycled<impl Future<Output = bool>> {
-    // Taken apart whole (not field by field from a local), so that no part of the head is
-    // copied more than once.
-    let codec::RequestHead {
-        method,
-        uri,
-        headers,
-        framing,
-        close: client_close,
-    } = head.into_inner();
-    let decoder = BodyDecoder::new(framing);
-    let body = NativeBody {
-        conn: ctx.clone(),
-        hint: decoder.remaining(),
-        done: decoder.is_done(),
-    };
+    let decoder = BodyDecoder::new(head.framing);
     let has_body = !decoder.is_done();
     if has_body {
         lock(ctx).body = decoder;
     }
-    let mut req = Request::new(body);
-    *req.method_mut() = method.clone();
-    *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
-    codec::put_map(req.headers_mut(), headers);
     let exchange = Exchange {
         ctx,
         wr,
         has_body,
-        client_close,
+        client_close: head.close,
+    };
+    let method = head.method.clone();
+    let head = NativeHead {
+        head,
+        conn: ctx.clone(),
     };
     // The box is made first and the future written into it, so that it can be built in place
     // rather than on the stack and copied (it is several KiB).
     let slot = Slot::new();
-    slot.write(exchange.run(listener, req, method))
+    slot.write(exchange.run(listener, head, method))
 }
 
 /// What serving one request on a connection borrows from it.
@@ -456,14 +486,10 @@ struct Exchange<'a> {
 }
 
 impl Exchange<'_> {
-    /// Serves `req` and writes the response; whether the connection can carry another.
-    async fn run<L: Listener>(
-        self,
-        listener: &L,
-        req: Request<NativeBody>,
-        method: Method,
-    ) -> bool {
-        let resp = listener.call(self.ctx, req).await;
+    /// Serves the request of `head` and writes the response; whether the connection can carry
+    /// another.
+    async fn run<L: Listener>(self, listener: &L, head: NativeHead, method: Method) -> bool {
+        let resp = listener.call(self.ctx, head).await;
         // A body the handler left unread ends the connection (there is no telling where the
         // next request starts without reading it).
         let body_left = self.has_body && !lock(self.ctx).body.is_done();
@@ -694,9 +720,9 @@ mod tests {
         fn call(
             &self,
             _: &Arc<ConnCtx>,
-            req: Request<NativeBody>,
+            head: NativeHead,
         ) -> impl Future<Output = Response<B>> + Send {
-            (self.service)(req)
+            (self.service)(head.into_request(|b| b))
         }
         async fn hand_over(&self, io: Rewind<TcpStream>, _: SocketAddr) {
             *self.handed_over.lock().unwrap() = Some(io);
