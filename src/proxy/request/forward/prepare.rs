@@ -124,8 +124,7 @@ pub(super) fn prepare(
     if let Some(proto) = &upgrade {
         headers::set_upgrade(h, proto.clone());
     }
-    // The trace id is read from `added` (see `Added::trace_id`).
-    let _ = trace::propagate(h, seen, &mut added);
+    trace::propagate(h, seen, &mut added);
     added.set_request_id(request_id);
     Ok(Prepared {
         added,
