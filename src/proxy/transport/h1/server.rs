@@ -408,6 +408,9 @@ pub fn serve<L: Listener, K: Send + 'static>(
 pub struct NativeHead {
     head: Recycled<codec::RequestHead>,
     conn: Arc<ConnCtx>,
+    /// What the server's body decoder says of the body (read once, when the exchange begins).
+    hint: Option<u64>,
+    done: bool,
 }
 
 impl NativeHead {
@@ -426,15 +429,14 @@ impl NativeHead {
             method,
             uri,
             headers,
-            framing,
+            framing: _,
             close: _,
             request_id: _,
         } = self.head.into_inner();
-        let decoder = BodyDecoder::new(framing);
         let body = NativeBody {
             conn: self.conn,
-            hint: decoder.remaining(),
-            done: decoder.is_done(),
+            hint: self.hint,
+            done: self.done,
         };
         let mut req = Request::new(wrap(body));
         *req.method_mut() = method;
@@ -454,7 +456,8 @@ fn exchange<'a, L: Listener>(
     listener: &'a L,
 ) -> Recycled<impl Future<Output = bool>> {
     let decoder = BodyDecoder::new(head.framing);
-    let has_body = !decoder.is_done();
+    let (hint, done) = (decoder.remaining(), decoder.is_done());
+    let has_body = !done;
     if has_body {
         lock(ctx).body = decoder;
     }
@@ -468,6 +471,8 @@ fn exchange<'a, L: Listener>(
     let head = NativeHead {
         head,
         conn: ctx.clone(),
+        hint,
+        done,
     };
     // The box is made first and the future written into it, so that it can be built in place
     // rather than on the stack and copied (it is several KiB).
