@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -184,6 +184,11 @@ pub fn classify(kind: &EventKind) -> Option<Change> {
         // The writer closed the file: whatever it wrote is all there.
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Change::Complete),
         EventKind::Access(_) => None,
+        // inotify reports a rename as `From` and `To`, then `Both` repeating the pair: the `To`
+        // (or `From`) already said it. A second trigger for one rename would reload twice, the
+        // second time up to a window later, possibly reading a file half-way through its own
+        // replacement by then.
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => None,
         // Renamed into (or out of) place, removed, or only its metadata changed: no write in
         // progress.
         EventKind::Modify(ModifyKind::Name(_) | ModifyKind::Metadata(_)) | EventKind::Remove(_) => {
@@ -236,7 +241,7 @@ pub fn watch(path: &Path, triggers: mpsc::Sender<Change>) -> notify::Result<Reco
 
 #[cfg(test)]
 mod tests {
-    use notify::event::{DataChange, MetadataKind, RemoveKind, RenameMode};
+    use notify::event::{DataChange, MetadataKind, RemoveKind};
 
     use super::*;
 
@@ -245,7 +250,7 @@ mod tests {
         for kind in [
             EventKind::Access(AccessKind::Close(AccessMode::Write)),
             EventKind::Modify(ModifyKind::Name(RenameMode::To)),
-            EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)),
             EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
             EventKind::Remove(RemoveKind::File),
         ] {
@@ -268,6 +273,23 @@ mod tests {
     fn reads_change_nothing() {
         let read = EventKind::Access(AccessKind::Close(AccessMode::Read));
         assert_eq!(classify(&read), None);
+    }
+
+    /// A file written aside and renamed into place (how editors, `kubectl cp` and config tools
+    /// replace a file) is one trigger: the temporary file is not YAML, and the rename's `Both`
+    /// event repeats its `To`.
+    #[tokio::test]
+    async fn a_file_renamed_into_place_is_one_trigger() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let _watcher = watch(dir.path(), tx).unwrap();
+        let tmp = dir.path().join(".routes.yaml.tmp");
+        std::fs::write(&tmp, "kind: Route\n").unwrap();
+        std::fs::rename(&tmp, dir.path().join("routes.yaml")).unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        assert_eq!(first.unwrap(), Some(Change::Complete));
+        let more = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await;
+        assert!(more.is_err(), "a second trigger: {more:?}");
     }
 
     #[tokio::test(start_paused = true)]
