@@ -452,10 +452,10 @@ async fn send<'o>(
             let deadline = budget.from + left;
             let timed_out = || Err(UpstreamError::timeout());
             match timer::take(deadline) {
-                Some(mut kept) => timer::race(exchange, kept.sleep(), timed_out).await,
+                Some(mut kept) => timer::race(exchange, kept.sleep(), deadline, timed_out).await,
                 None => {
                     let own = std::pin::pin!(tokio::time::sleep_until(deadline));
-                    timer::race(exchange, own, timed_out).await
+                    timer::race(exchange, own, deadline, timed_out).await
                 }
             }
         }
