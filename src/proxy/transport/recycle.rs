@@ -152,7 +152,9 @@ unsafe impl<T: Sync> Sync for Recycled<T> {}
 impl<T> Unpin for Recycled<T> {}
 
 impl<T> Recycled<T> {
-    /// `value` in a block of its own (a kept one if the thread has one).
+    /// `value` in a block of its own (a kept one if the thread has one). (The request path
+    /// takes a [`Slot`] first and writes into it: `value`, made before the block, is copied.)
+    #[cfg(test)]
     pub(crate) fn new(value: T) -> Self {
         Slot::new().write(value)
     }
@@ -177,6 +179,12 @@ impl<T> Drop for Recycled<T> {
         // only after its value is dropped.
         unsafe { self.ptr.as_ptr().drop_in_place() };
         give_block::<T>(self.ptr.cast());
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Recycled<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        (**self).fmt(f)
     }
 }
 

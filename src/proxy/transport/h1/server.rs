@@ -246,7 +246,7 @@ fn next_step(ctx: &ConnCtx, first: bool, max_header_bytes: usize) -> Step {
         Ok(Parsed::Done(_)) if buffered - r.buf.len() > max_header_bytes => {
             Step::Reject(Reject::TooLarge)
         }
-        Ok(Parsed::Done(head)) => Step::Head(Recycled::new(head)),
+        Ok(Parsed::Done(head)) => Step::Head(head),
         Ok(Parsed::Partial) if r.buf.len() > max_header_bytes => Step::Reject(Reject::TooLarge),
         Ok(Parsed::Partial) => Step::Started,
         Ok(Parsed::Handoff) => Step::Handoff,
@@ -424,7 +424,8 @@ impl NativeHead {
     /// it).
     pub fn into_request<B>(self, wrap: impl FnOnce(NativeBody) -> B) -> Request<B> {
         // Taken apart whole (not field by field from a local), so that no part of the head is
-        // copied more than once.
+        // copied more than once. (Moving the parts one by one into a request made where the
+        // handler keeps it, instead of returning one, cost 44 instructions more per request.)
         let codec::RequestHead {
             method,
             uri,
