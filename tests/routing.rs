@@ -421,6 +421,8 @@ spec:
             assert_eq!(sent.len(), 1, "{path}: one id upstream: {sent:?}");
             assert_eq!(sent[0].len(), 32);
             assert_eq!(r.headers["x-request-id"], sent[0].as_str(), "{path}");
+            // Without a traceparent either, the trace started has the id as its trace id.
+            assert_eq!(trace_id(&r), sent[0], "{path}");
         }
         let r = client.get(at, "shop.test", "/removed", &[]).await;
         assert_eq!(r.echo().header("x-request-id"), None);
@@ -429,13 +431,41 @@ spec:
             32,
             "the client still gets it"
         );
+        assert_eq!(trace_id(&r), r.headers["x-request-id"]);
         let r = client
             .get(at, "shop.test", "/", &[("x-request-id", "mine")])
             .await;
         assert_eq!(r.echo().headers["x-request-id"], ["mine"]);
         assert_eq!(r.headers["x-request-id"], "mine");
+        // The client's id is not a trace id: a new one is started.
+        let started = trace_id(&r);
+        assert!(
+            started
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        );
+        assert_eq!(started.len(), 32);
+        // A client's trace goes on, whatever the request id.
+        let given = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let r = client
+            .get(at, "shop.test", "/", &[("traceparent", given)])
+            .await;
+        assert_eq!(trace_id(&r), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_ne!(
+            r.headers["x-request-id"],
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
     }
     gw.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
+/// The trace id of the `traceparent` the upstream got (exactly one).
+fn trace_id(r: &common::Reply) -> String {
+    let sent = &r.echo().headers["traceparent"];
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let (version, rest) = sent[0].split_once('-').expect("a traceparent");
+    assert_eq!(version, "00");
+    rest[..32].to_owned()
 }
 
 #[tokio::test]

@@ -53,8 +53,8 @@ const LINGER: Duration = Duration::from_millis(5);
 pub struct Request<'a> {
     /// When the request arrived.
     pub time: SystemTime,
-    /// The `x-request-id` sent back.
-    pub request_id: &'a HeaderValue,
+    /// The `x-request-id` sent back, `None` when it is not visible ASCII text.
+    pub request_id: Option<&'a str>,
     /// The peer address of the connection.
     pub client: IpAddr,
     /// The request method.
@@ -573,7 +573,7 @@ fn begin(
         AccessLogFormat::Json => {
             let mut j = JsonWriter { out };
             j.plain_field("{\"time\":", time);
-            j.str_field(",\"request_id\":", r.request_id.to_str().unwrap_or(""));
+            j.str_field(",\"request_id\":", r.request_id.unwrap_or(""));
             j.out.extend_from_slice(b",\"client_ip\":\"");
             j.out
                 .extend_from_slice(IpText::new(r.client.to_canonical()).as_bytes());
@@ -596,7 +596,7 @@ fn begin(
             let host_at = out.len();
             out.extend_from_slice(host.unwrap_or("-").as_bytes());
             let request_id_at = out.len();
-            out.extend_from_slice(r.request_id.to_str().unwrap_or("-").as_bytes());
+            out.extend_from_slice(r.request_id.unwrap_or("-").as_bytes());
             [host_at, request_id_at]
         }
     }
@@ -732,7 +732,7 @@ mod tests {
         fn request(&self) -> Request<'a> {
             Request {
                 time: self.time,
-                request_id: self.request_id,
+                request_id: self.request_id.to_str().ok(),
                 client: self.client,
                 method: self.method,
                 host: self.host,

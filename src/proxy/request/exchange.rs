@@ -9,13 +9,13 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request};
+use http::{HeaderMap, Request};
 use http_body::{Body, Frame, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::reason;
-use super::request_id::X_REQUEST_ID;
+use super::request_id::{RequestId, X_REQUEST_ID, value_of};
 use super::trace::TraceId;
 use crate::proxy::transport::h1::RawHeaders;
 use crate::proxy::transport::recycle::{Recycled, Slot as Block};
@@ -78,8 +78,12 @@ pub struct Record {
     pub upstream_duration: Option<Duration>,
     /// Retried attempts.
     pub retries: u32,
-    /// The W3C trace id.
+    /// The W3C trace id (of a forwarded request).
     pub trace_id: Option<TraceId>,
+    /// The id made for a request that came without one and put in its map (an unsent one,
+    /// `unsent_request_id`, is made too), as a trace id: the one started for it when it is
+    /// forwarded without a `traceparent` (see `trace::propagate`).
+    pub made_id: Option<TraceId>,
     /// Response body bytes sent.
     pub bytes_out: u64,
     /// Boxed: only the access log needs them, and the record is moved with every response.
@@ -90,12 +94,12 @@ pub struct Record {
     slots: Vec<Slot>,
     /// The request id, when it goes beside the response's map (see
     /// `headers::set_response_header_or_beside`).
-    request_id: Option<HeaderValue>,
+    request_id: Option<RequestId>,
     /// The id made for a request that came without one, until it is put in the request's map
     /// ([`Record::request_id_into`]) or sent upstream beside it (`headers::Added`): inserted
     /// into the map, its name was hashed and its value written from there, ~250
     /// instructions per request.
-    pub unsent_request_id: Option<HeaderValue>,
+    pub unsent_request_id: Option<[u8; 32]>,
     /// Keeps the connection counted busy (dropped after the record is finished).
     _guard: ActivityGuard,
 }
@@ -106,14 +110,14 @@ impl Exchange {
         telemetry: &Arc<Telemetry>,
         req: &Request<B>,
         client: IpAddr,
-        request_id: &HeaderValue,
+        request_id: &RequestId,
         guard: ActivityGuard,
     ) -> Self {
         // Nothing is read for the log when it is off.
         let log = if telemetry.access_log.enabled() {
             let line = telemetry.access_log.begin(&LogRequest {
                 time: SystemTime::now(),
-                request_id,
+                request_id: request_id.as_str(),
                 client,
                 method: req.method(),
                 host: req.headers().get(http::header::HOST),
@@ -144,6 +148,7 @@ impl Exchange {
             upstream_duration: None,
             retries: 0,
             trace_id: None,
+            made_id: None,
             bytes_out: 0,
             log,
             held: None,
@@ -181,7 +186,7 @@ impl Record {
     /// there yet: for the steps that read the request's headers whole.
     pub fn request_id_into(&mut self, headers: &mut HeaderMap) {
         if let Some(id) = self.unsent_request_id.take() {
-            headers.insert(X_REQUEST_ID.clone(), id);
+            headers.insert(X_REQUEST_ID.clone(), value_of(&id));
         }
     }
 
@@ -250,18 +255,18 @@ pub struct ResponseBody {
 
 impl ResponseBody {
     /// `inner`, recorded in `exchange`; `request_id` is sent beside the response's map.
-    pub fn new(inner: ProxyBody, mut exchange: Exchange, request_id: Option<HeaderValue>) -> Self {
+    pub fn new(inner: ProxyBody, mut exchange: Exchange, request_id: Option<RequestId>) -> Self {
         exchange.request_id = request_id;
         Self { inner, exchange }
     }
 
     /// The request id, when it goes beside the response's map.
-    pub fn request_id(&self) -> Option<&HeaderValue> {
+    pub fn request_id(&self) -> Option<&RequestId> {
         self.exchange.request_id.as_ref()
     }
 
     /// Takes the request id out, to put it in the response's map.
-    pub fn take_request_id(&mut self) -> Option<HeaderValue> {
+    pub fn take_request_id(&mut self) -> Option<RequestId> {
         self.exchange.request_id.take()
     }
 

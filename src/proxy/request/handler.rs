@@ -11,8 +11,9 @@ use http_body::Body as _;
 use super::error::ProxyError;
 use super::exchange::{Exchange, ResponseBody};
 use super::middleware::Middleware;
-use super::request_id::{self, X_REQUEST_ID};
+use super::request_id::{self, RequestId, X_REQUEST_ID};
 use super::service::Service;
+use super::trace::TraceId;
 use super::{access, error_page, forward, headers, path, rate_limit, reason};
 use crate::model::{Action, Answer, DirectResponse, PathMatcher, Redirect, RequestView};
 use crate::proxy::transport::h1::{NativeHead, RawHeaders};
@@ -44,8 +45,8 @@ impl transport::Handler for Service {
         body.raw_headers()
     }
 
-    fn extra_header(body: &ResponseBody) -> Option<(&HeaderName, &HeaderValue)> {
-        body.request_id().map(|id| (&X_REQUEST_ID, id))
+    fn extra_header(body: &ResponseBody) -> Option<(&HeaderName, &[u8])> {
+        body.request_id().map(|id| (&X_REQUEST_ID, id.as_bytes()))
     }
 
     // The one place the request layer hands a response to a writer that knows only the map.
@@ -55,7 +56,8 @@ impl transport::Handler for Service {
             raw.into_map(resp.headers_mut());
         }
         if let Some(id) = resp.body_mut().take_request_id() {
-            resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
+            resp.headers_mut()
+                .insert(X_REQUEST_ID.clone(), id.into_value());
         }
     }
 }
@@ -109,14 +111,21 @@ async fn handle(
     // hashing), else sent upstream beside it (`Record::unsent_request_id`). Routes are
     // matched on the client's own headers either way.
     let unsent = without_id && service.middleware.is_none();
+    let mut made = None;
     let id = if unsent {
-        request_id::generate()
+        RequestId::Made(request_id::new_id())
     } else {
-        request_id::ensure(req.headers_mut())
+        let (id, m) = request_id::ensure(req.headers_mut());
+        made = m;
+        RequestId::Given(id)
     };
     let mut exchange = Exchange::start(&service.telemetry, req, conn.peer.ip(), &id, guard);
-    if unsent {
-        exchange.unsent_request_id = Some(id.clone());
+    // An id made here is the trace id too, unless the client's `traceparent` names one (see
+    // `trace::propagate`): an unsent one is known as made, one put in the map is noted.
+    if let RequestId::Made(digits) = id {
+        exchange.unsent_request_id = Some(digits);
+    } else if let Some(made) = made {
+        exchange.made_id = Some(TraceId::of_id(made));
     }
     let router = service.router.load_full();
     let answered = match &service.middleware {

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Version, header};
 
-use super::request_id::X_REQUEST_ID;
+use super::request_id::{RequestId, X_REQUEST_ID, value_of};
 use super::trace::{TRACEPARENT, TraceId};
 use crate::proxy::transport::ProxyBody;
 use crate::proxy::transport::h1::{self, ExtraHeaders};
@@ -53,13 +53,13 @@ pub fn set_response_header(resp: &mut Response<ProxyBody>, name: HeaderName, val
 pub fn set_response_header_or_beside(
     resp: &mut Response<ProxyBody>,
     name: &HeaderName,
-    value: HeaderValue,
-) -> Option<HeaderValue> {
+    value: RequestId,
+) -> Option<RequestId> {
     let raw_may_have = resp.body().raw_headers().is_some_and(|r| r.may_have(name));
     if resp.headers().is_empty() && !raw_may_have {
         return Some(value);
     }
-    set_response_header(resp, name.clone(), value);
+    set_response_header(resp, name.clone(), value.into_value());
     None
 }
 
@@ -345,7 +345,7 @@ pub struct Added {
     host: Option<HeaderValue>,
     traceparent: Option<[u8; TRACEPARENT_LEN]>,
     /// The request id, when it is not in the request's map (see `Record::unsent_request_id`).
-    request_id: Option<HeaderValue>,
+    request_id: Option<[u8; 32]>,
 }
 
 /// The length of a version-00 `traceparent`.
@@ -365,7 +365,7 @@ impl Added {
     }
 
     /// Sets the request id sent upstream, one the request's map does not hold.
-    pub(crate) fn set_request_id(&mut self, id: Option<HeaderValue>) {
+    pub(crate) fn set_request_id(&mut self, id: Option<[u8; 32]>) {
         self.request_id = id;
     }
 
@@ -391,7 +391,7 @@ impl Added {
             headers.insert(TRACEPARENT.clone(), v);
         }
         if let Some(id) = &self.request_id {
-            headers.insert(X_REQUEST_ID.clone(), id.clone());
+            headers.insert(X_REQUEST_ID.clone(), value_of(id));
         }
     }
 }
@@ -412,7 +412,7 @@ impl ExtraHeaders for Added {
             f(&TRACEPARENT, &[t]);
         }
         if let Some(id) = &self.request_id {
-            f(&X_REQUEST_ID, &[id.as_bytes()]);
+            f(&X_REQUEST_ID, &[id]);
         }
     }
 }

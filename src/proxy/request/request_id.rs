@@ -22,31 +22,87 @@ static SEED: LazyLock<([u8; 16], u64)> = LazyLock::new(|| {
 });
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A new 32-hex-digit id: the process seed, then a counter scrambled by a bijective mix.
-pub fn generate() -> HeaderValue {
+/// A new id: 32 lower-case hex digits, the process seed, then a counter scrambled by a
+/// bijective mix; never all zeros (the mix is a bijection, and the seed half would have to be
+/// zeros too). A valid W3C trace id as well, which a request that comes without a `traceparent`
+/// gets (see `trace::propagate`).
+pub fn new_id() -> [u8; 32] {
     let (hi, salt) = *SEED;
     let lo = splitmix64(COUNTER.fetch_add(1, Ordering::Relaxed) ^ salt);
     let mut buf = [0u8; 32];
     buf[..16].copy_from_slice(&hi);
     buf[16..].copy_from_slice(&hex(lo));
-    super::headers::made_value(buf.len(), |out| out.extend_from_slice(&buf))
+    buf
+}
+
+/// `id` as a header value.
+pub fn value_of(id: &[u8; 32]) -> HeaderValue {
+    super::headers::made_value(id.len(), |out| out.extend_from_slice(id))
         .expect("hex digits are a valid header value")
 }
 
-/// The request's id, inserting a new one when the request has none (or an empty one). One
-/// lookup of the name either way (a lookup and then an insert hashed it twice).
-pub fn ensure(headers: &mut HeaderMap) -> HeaderValue {
+/// A new id as a header value ([`new_id`]).
+#[cfg(test)]
+pub fn generate() -> HeaderValue {
+    value_of(&new_id())
+}
+
+/// A request's id: one the gateway made (its digits, made a header value only where a map
+/// needs one: making it one cost ~110 instructions per request, most of them checking the
+/// digits) or the client's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestId {
+    /// Made for a request that came without one ([`new_id`]).
+    Made([u8; 32]),
+    /// The client's (or put in the map before it was known as made).
+    Given(HeaderValue),
+}
+
+impl RequestId {
+    /// The id's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            RequestId::Made(digits) => digits,
+            RequestId::Given(v) => v.as_bytes(),
+        }
+    }
+
+    /// The id as text, `None` when it is not visible ASCII (a client's may not be).
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            RequestId::Made(digits) => std::str::from_utf8(digits).ok(),
+            RequestId::Given(v) => v.to_str().ok(),
+        }
+    }
+
+    /// The id as a header value.
+    pub fn into_value(self) -> HeaderValue {
+        match self {
+            RequestId::Made(digits) => value_of(&digits),
+            RequestId::Given(v) => v,
+        }
+    }
+}
+
+/// The request's id, inserting a new one when the request has none (or an empty one), and the
+/// new one's digits. One lookup of the name either way (a lookup and then an insert hashed it
+/// twice).
+pub fn ensure(headers: &mut HeaderMap) -> (HeaderValue, Option<[u8; 32]>) {
+    let fresh = || {
+        let made = new_id();
+        (value_of(&made), Some(made))
+    };
     match headers.entry(&X_REQUEST_ID) {
-        Entry::Occupied(e) if !e.get().is_empty() => e.get().clone(),
+        Entry::Occupied(e) if !e.get().is_empty() => (e.get().clone(), None),
         Entry::Occupied(mut e) => {
-            let id = generate();
-            e.insert(id.clone());
-            id
+            let made = fresh();
+            e.insert(made.0.clone());
+            made
         }
         Entry::Vacant(e) => {
-            let id = generate();
-            e.insert(id.clone());
-            id
+            let made = fresh();
+            e.insert(made.0.clone());
+            made
         }
     }
 }
@@ -119,16 +175,18 @@ mod tests {
     fn an_existing_id_is_kept() {
         let mut h = HeaderMap::new();
         h.insert(X_REQUEST_ID.clone(), HeaderValue::from_static("abc"));
-        assert_eq!(ensure(&mut h), "abc");
+        assert_eq!(ensure(&mut h), (HeaderValue::from_static("abc"), None));
         let mut none = HeaderMap::new();
-        let id = ensure(&mut none);
+        let (id, made) = ensure(&mut none);
         assert_eq!(none.get(&X_REQUEST_ID), Some(&id));
+        assert_eq!(made.as_ref().map(|m| &m[..]), Some(id.as_bytes()));
         // An empty id is replaced, every copy of it.
         let mut empty = HeaderMap::new();
         empty.insert(X_REQUEST_ID.clone(), HeaderValue::from_static(""));
         empty.append(X_REQUEST_ID.clone(), HeaderValue::from_static("x"));
-        let id = ensure(&mut empty);
+        let (id, made) = ensure(&mut empty);
         assert_eq!(id.len(), 32);
+        assert!(made.is_some());
         let all: Vec<_> = empty.get_all(&X_REQUEST_ID).iter().collect();
         assert_eq!(all, [&id]);
     }

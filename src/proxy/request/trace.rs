@@ -21,6 +21,12 @@ impl TraceId {
         TraceId(id)
     }
 
+    /// A request id the gateway made ([`super::request_id::new_id`]: 32 lower-case hex digits,
+    /// never all zeros) as a trace id.
+    pub(crate) fn of_id(id: [u8; 32]) -> Self {
+        TraceId(id)
+    }
+
     /// The id's digits.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -35,16 +41,20 @@ impl TraceId {
 }
 
 /// Takes the client's `traceparent` out of `headers` (`seen` says whether it holds one) and
-/// adds the one sent upstream to `added` (whose `trace_id` is the request's trace id).
-pub fn propagate(headers: &mut HeaderMap, seen: Seen, added: &mut Added) {
+/// adds the one sent upstream to `added` (whose `trace_id` is the request's trace id). A
+/// request without a valid one starts a trace: `made`, the id the gateway made for the request
+/// when it came without one (the same id in `X-Request-ID` and the trace, which ties the two
+/// together in logs), else a new one.
+pub fn propagate(headers: &mut HeaderMap, seen: Seen, added: &mut Added, made: Option<TraceId>) {
     let incoming = seen
         .has(Seen::TRACEPARENT)
         .then(|| headers.remove(&TRACEPARENT))
         .flatten()
         .and_then(|v| parse(v.as_bytes()));
-    let (trace, flags) = match incoming {
-        Some((trace, flags)) => (trace, flags),
-        None => {
+    let (trace, flags) = match (incoming, made) {
+        (Some((trace, flags)), _) => (trace, flags),
+        (None, Some(made)) => (made.0, *b"01"),
+        (None, None) => {
             let mut t = [0u8; 32];
             t[..16].copy_from_slice(&hex(random_u64()));
             t[16..].copy_from_slice(&hex(random_u64() | 1)); // never all zeros (invalid)
@@ -100,7 +110,7 @@ mod tests {
         let seen = strip_hop_by_hop(h);
         let port = HeaderValue::from_static("80");
         let mut added = forwarded(h, seen, [127, 0, 0, 1].into(), "http", &port, None);
-        propagate(h, seen, &mut added);
+        propagate(h, seen, &mut added, None);
         let trace = added.trace_id().expect("a traceparent is always sent");
         added.insert_into(h);
         assert_eq!(h.get_all(&TRACEPARENT).iter().count(), 1);

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, Response};
+use http::{HeaderName, Request, Response};
 use http_body::Body;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -93,7 +93,7 @@ pub trait Handler: Send + Sync + 'static {
 
     /// A header the response carries beside its map (none of its map's or raw lines' names),
     /// written after the map's headers.
-    fn extra_header(body: &Self::Body) -> Option<(&HeaderName, &HeaderValue)> {
+    fn extra_header(body: &Self::Body) -> Option<(&HeaderName, &[u8])> {
         let _ = body;
         None
     }
@@ -426,7 +426,7 @@ impl<H: Handler> h1::Listener for Server<H> {
         H::raw_headers(body)
     }
 
-    fn extra_header(body: &H::Body) -> Option<(&HeaderName, &HeaderValue)> {
+    fn extra_header(body: &H::Body) -> Option<(&HeaderName, &[u8])> {
         H::extra_header(body)
     }
 

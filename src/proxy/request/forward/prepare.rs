@@ -9,8 +9,9 @@ use http::{HeaderValue, Request, Uri, header};
 use super::target::Target;
 use crate::model::{HashKey, LoadBalancing, RequestFilter, query_pairs};
 use crate::proxy::request::error::ProxyError;
-use crate::proxy::request::request_id::X_REQUEST_ID;
-use crate::proxy::request::{headers, trace};
+use crate::proxy::request::headers;
+use crate::proxy::request::request_id::{self, X_REQUEST_ID};
+use crate::proxy::request::trace::{self, TraceId};
 use crate::proxy::transport::{ClientBody, ConnCtx};
 use crate::proxy::upstream::balance::stable_hash;
 
@@ -35,7 +36,8 @@ pub(super) fn prepare(
     req: &mut Request<ClientBody>,
     normalized: Option<String>,
     upgrade: Option<HeaderValue>,
-    request_id: Option<HeaderValue>,
+    request_id: Option<[u8; 32]>,
+    made: Option<TraceId>,
 ) -> Result<Prepared, ProxyError> {
     let state = &t.router.backends[t.picked.backend];
     let original_host = headers::host_value(req);
@@ -45,6 +47,8 @@ pub(super) fn prepare(
     let mut new_host = None;
     let ref_filters = &t.picked.backend_ref.filters().request;
     let hashing = state.hashing();
+    // The id made for the request, as the trace id of a trace started for it.
+    let made = made.or(request_id.map(TraceId::of_id));
     // Header filters and a hash key read the map whole: the id is in it for them.
     let request_id = match request_id {
         Some(id)
@@ -52,7 +56,8 @@ pub(super) fn prepare(
                 || !ref_filters.is_empty()
                 || hashing.is_some() =>
         {
-            req.headers_mut().insert(X_REQUEST_ID.clone(), id);
+            req.headers_mut()
+                .insert(X_REQUEST_ID.clone(), request_id::value_of(&id));
             None
         }
         id => id,
@@ -124,7 +129,7 @@ pub(super) fn prepare(
     if let Some(proto) = &upgrade {
         headers::set_upgrade(h, proto.clone());
     }
-    trace::propagate(h, seen, &mut added);
+    trace::propagate(h, seen, &mut added, made);
     added.set_request_id(request_id);
     Ok(Prepared {
         added,

@@ -1199,7 +1199,7 @@ pub fn put_response_head<D: AsRef<[u8]>>(
     out: &mut BytesMut,
     status: StatusCode,
     headers: &HeaderMap,
-    extra: Option<(&HeaderName, &HeaderValue)>,
+    extra: Option<(&HeaderName, &[u8])>,
     raw: Option<&RawHeaders>,
     framing: ResponseFraming,
     close: bool,
@@ -1230,7 +1230,7 @@ pub fn put_response_head<D: AsRef<[u8]>>(
     if let Some((name, value)) = extra {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
     // Raw lines hold no framing header (they were taken out when the lines were kept).
@@ -1843,7 +1843,7 @@ mod tests {
             &mut out,
             StatusCode::OK,
             &h,
-            Some((&header::VIA, &HeaderValue::from_static("1.1 t"))),
+            Some((&header::VIA, &b"1.1 t"[..])),
             None,
             ResponseFraming::Body(Framing::Chunked),
             true,

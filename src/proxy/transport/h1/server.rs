@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderName, Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -300,7 +300,7 @@ pub trait Listener: Send + Sync + 'static {
     }
     /// A header a response carries beside its map (none of its map's or lines' names),
     /// written after the map's headers.
-    fn extra_header(body: &Self::Body) -> Option<(&HeaderName, &HeaderValue)> {
+    fn extra_header(body: &Self::Body) -> Option<(&HeaderName, &[u8])> {
         let _ = body;
         None
     }
@@ -526,7 +526,7 @@ fn put_response_head<B: Body>(
     method: &Method,
     parts: &http::response::Parts,
     body: &B,
-    (extra, raw): (Option<(&HeaderName, &HeaderValue)>, Option<&RawHeaders>),
+    (extra, raw): (Option<(&HeaderName, &[u8])>, Option<&RawHeaders>),
     close: bool,
 ) -> ResponseFraming {
     let status = parts.status;
