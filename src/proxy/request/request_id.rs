@@ -23,9 +23,8 @@ static SEED: LazyLock<([u8; 16], u64)> = LazyLock::new(|| {
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A new id: 32 lower-case hex digits, the process seed, then a counter scrambled by a
-/// bijective mix; never all zeros (the mix is a bijection, and the seed half would have to be
-/// zeros too). A valid W3C trace id as well, which a request that comes without a `traceparent`
-/// gets (see `trace::propagate`).
+/// bijective mix. Also the trace id of a request that comes without a `traceparent` (see
+/// `trace::propagate`, which does not take one of all zeros: the odds are 2^-64 a process).
 pub fn new_id() -> [u8; 32] {
     let (hi, salt) = *SEED;
     let lo = splitmix64(COUNTER.fetch_add(1, Ordering::Relaxed) ^ salt);
@@ -54,7 +53,7 @@ pub fn generate() -> HeaderValue {
 pub enum RequestId {
     /// Made for a request that came without one ([`new_id`]).
     Made([u8; 32]),
-    /// The client's (or put in the map before it was known as made).
+    /// The client's, or one made and put in the request's map ([`ensure`]).
     Given(HeaderValue),
 }
 

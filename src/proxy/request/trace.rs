@@ -21,8 +21,8 @@ impl TraceId {
         TraceId(id)
     }
 
-    /// A request id the gateway made ([`super::request_id::new_id`]: 32 lower-case hex digits,
-    /// never all zeros) as a trace id.
+    /// A request id the gateway made ([`super::request_id::new_id`]: 32 lower-case hex digits)
+    /// as a trace id.
     pub(crate) fn of_id(id: [u8; 32]) -> Self {
         TraceId(id)
     }
@@ -53,8 +53,9 @@ pub fn propagate(headers: &mut HeaderMap, seen: Seen, added: &mut Added, made: O
         .and_then(|v| parse(v.as_bytes()));
     let (trace, flags) = match (incoming, made) {
         (Some((trace, flags)), _) => (trace, flags),
-        (None, Some(made)) => (made.0, *b"01"),
-        (None, None) => {
+        // All zeros is not a valid trace id.
+        (None, Some(made)) if made.0 != [b'0'; 32] => (made.0, *b"01"),
+        (None, _) => {
             let mut t = [0u8; 32];
             t[..16].copy_from_slice(&hex(random_u64()));
             t[16..].copy_from_slice(&hex(random_u64() | 1)); // never all zeros (invalid)
