@@ -108,10 +108,15 @@ mod tests {
 
     /// The trace steps of forwarding `h`, with what they add inserted back into it.
     fn propagate_in(h: &mut HeaderMap) -> TraceId {
+        propagate_made(h, None)
+    }
+
+    /// As [`propagate_in`], for a request the gateway made the id `made` for.
+    fn propagate_made(h: &mut HeaderMap, made: Option<TraceId>) -> TraceId {
         let seen = strip_hop_by_hop(h);
         let port = HeaderValue::from_static("80");
         let mut added = forwarded(h, seen, [127, 0, 0, 1].into(), "http", &port, None);
-        propagate(h, seen, &mut added, None);
+        propagate(h, seen, &mut added, made);
         let trace = added.trace_id().expect("a traceparent is always sent");
         added.insert_into(h);
         assert_eq!(h.get_all(&TRACEPARENT).iter().count(), 1);
@@ -151,5 +156,23 @@ mod tests {
             assert_eq!(&out[3..35], trace.as_str());
             assert_ne!(trace.as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
         }
+    }
+
+    #[test]
+    fn a_trace_started_for_a_request_whose_id_was_made_has_that_id() {
+        let made = TraceId::of_id(*b"0123456789abcdef0123456789abcdef");
+        let trace = propagate_made(&mut HeaderMap::new(), Some(made));
+        assert_eq!(trace, made);
+        // A client's trace goes on all the same.
+        let mut h = HeaderMap::new();
+        h.insert(&TRACEPARENT, HeaderValue::from_static(GIVEN));
+        let trace = propagate_made(&mut h, Some(made));
+        assert_eq!(trace.as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        // All zeros is not a trace id: a new one is drawn.
+        let zeros = TraceId::of_id([b'0'; 32]);
+        let mut h = HeaderMap::new();
+        let trace = propagate_made(&mut h, Some(zeros));
+        assert_ne!(trace, zeros);
+        assert!(parse(h[&TRACEPARENT].as_bytes()).is_some());
     }
 }
