@@ -409,20 +409,41 @@ spec:
         - requestHeaderModifier: { remove: [x-request-id] }
       backendRefs: [{ name: web }]
     - backendRefs: [{ name: web }]
+---
+apiVersion: tidegate.dev/v1alpha1
+kind: Route
+metadata: { name: limited }
+spec:
+  hostnames: [limited.test]
+  rules:
+    - backendRefs: [{ name: web }]
+---
+apiVersion: tidegate.dev/v1alpha1
+kind: RateLimitPolicy
+metadata: { name: p }
+spec:
+  targetRef: { kind: Route, name: limited }
+  limits:
+    - { name: all, key: { none: {} }, rate: 1000, per: 1s }
 "#),
     );
     let gw = gateway(cfg.path()).await;
     let at = gw.http_addr();
     for client in [HttpClient::http1(), HttpClient::h2c()] {
-        for path in ["/", "/filtered"] {
-            let r = client.get(at, "shop.test", path, &[]).await;
+        // A rate limit reads the map whole: the id is put in it before the request goes on.
+        for (host, path) in [
+            ("shop.test", "/"),
+            ("shop.test", "/filtered"),
+            ("limited.test", "/"),
+        ] {
+            let r = client.get(at, host, path, &[]).await;
             let sent = r.echo().headers.get("x-request-id").cloned();
             let sent = sent.unwrap_or_default();
-            assert_eq!(sent.len(), 1, "{path}: one id upstream: {sent:?}");
+            assert_eq!(sent.len(), 1, "{host}{path}: one id upstream: {sent:?}");
             assert_eq!(sent[0].len(), 32);
-            assert_eq!(r.headers["x-request-id"], sent[0].as_str(), "{path}");
+            assert_eq!(r.headers["x-request-id"], sent[0].as_str(), "{host}{path}");
             // Without a traceparent either, the trace started has the id as its trace id.
-            assert_eq!(trace_id(&r), sent[0], "{path}");
+            assert_eq!(trace_id(&r), sent[0], "{host}{path}");
         }
         let r = client.get(at, "shop.test", "/removed", &[]).await;
         assert_eq!(r.echo().header("x-request-id"), None);

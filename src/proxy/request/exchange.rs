@@ -80,10 +80,13 @@ pub struct Record {
     pub retries: u32,
     /// The W3C trace id (of a forwarded request).
     pub trace_id: Option<TraceId>,
-    /// The id made for a request that came without one and put in its map (an unsent one,
-    /// `unsent_request_id`, is made too), as a trace id: the one started for it when it is
-    /// forwarded without a `traceparent` (see `trace::propagate`).
-    pub made_id: Option<TraceId>,
+    /// The id made for a request that came without one: also the trace id of the trace started
+    /// for it when it is forwarded without a `traceparent` (see `trace::propagate`).
+    made_id: Option<[u8; 32]>,
+    /// Whether the made id is in the request's map; until it is, it is sent upstream beside
+    /// the map (`headers::Added`): inserted into the map, its name was hashed and its value
+    /// written from there, ~250 instructions per request.
+    made_id_in_map: bool,
     /// Response body bytes sent.
     pub bytes_out: u64,
     /// Boxed: only the access log needs them, and the record is moved with every response.
@@ -93,13 +96,8 @@ pub struct Record {
     /// Places under concurrency limits, held to the end.
     slots: Vec<Slot>,
     /// The request id, when it goes beside the response's map (see
-    /// `headers::set_response_header_or_beside`).
+    /// `headers::set_request_id_or_beside`).
     request_id: Option<RequestId>,
-    /// The id made for a request that came without one, until it is put in the request's map
-    /// ([`Record::request_id_into`]) or sent upstream beside it (`headers::Added`): inserted
-    /// into the map, its name was hashed and its value written from there, ~250
-    /// instructions per request.
-    pub unsent_request_id: Option<[u8; 32]>,
     /// Keeps the connection counted busy (dropped after the record is finished).
     _guard: ActivityGuard,
 }
@@ -149,12 +147,12 @@ impl Exchange {
             retries: 0,
             trace_id: None,
             made_id: None,
+            made_id_in_map: false,
             bytes_out: 0,
             log,
             held: None,
             slots: Vec::new(),
             request_id: None,
-            unsent_request_id: None,
             _guard: guard,
         }))
     }
@@ -185,9 +183,26 @@ impl Record {
     /// Puts the request id made for this request into `headers`, the request's, if it is not
     /// there yet: for the steps that read the request's headers whole.
     pub fn request_id_into(&mut self, headers: &mut HeaderMap) {
-        if let Some(id) = self.unsent_request_id.take() {
+        if let Some(id) = self.unsent_request_id() {
             headers.insert(X_REQUEST_ID.clone(), value_of(&id));
+            self.made_id_in_map = true;
         }
+    }
+
+    /// Notes the id made for the request (`in_map`: already put in the request's map).
+    pub fn made_request_id(&mut self, digits: [u8; 32], in_map: bool) {
+        self.made_id = Some(digits);
+        self.made_id_in_map = in_map;
+    }
+
+    /// The id made for the request, if any.
+    pub fn made_id(&self) -> Option<[u8; 32]> {
+        self.made_id
+    }
+
+    /// The id made for the request while it is not in the request's map.
+    pub fn unsent_request_id(&self) -> Option<[u8; 32]> {
+        self.made_id.filter(|_| !self.made_id_in_map)
     }
 
     /// Keeps the request's places under concurrency limits until the record ends.

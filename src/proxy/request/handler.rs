@@ -13,7 +13,6 @@ use super::exchange::{Exchange, ResponseBody};
 use super::middleware::Middleware;
 use super::request_id::{self, RequestId, X_REQUEST_ID};
 use super::service::Service;
-use super::trace::TraceId;
 use super::{access, error_page, forward, headers, path, rate_limit, reason};
 use crate::model::{Action, Answer, DirectResponse, PathMatcher, Redirect, RequestView};
 use crate::proxy::transport::h1::{NativeHead, RawHeaders};
@@ -111,21 +110,21 @@ async fn handle(
     // hashing), else sent upstream beside it (`Record::unsent_request_id`). Routes are
     // matched on the client's own headers either way.
     let unsent = without_id && service.middleware.is_none();
-    let mut made = None;
+    let mut made_in_map = None;
     let id = if unsent {
         RequestId::Made(request_id::new_id())
     } else {
-        let (id, m) = request_id::ensure(req.headers_mut());
-        made = m;
+        let (id, made) = request_id::ensure(req.headers_mut());
+        made_in_map = made;
         RequestId::Given(id)
     };
     let mut exchange = Exchange::start(&service.telemetry, req, conn.peer.ip(), &id, guard);
     // An id made here is the trace id too, unless the client's `traceparent` names one (see
-    // `trace::propagate`): an unsent one is known as made, one put in the map is noted.
-    if let RequestId::Made(digits) = id {
-        exchange.unsent_request_id = Some(digits);
-    } else if let Some(made) = made {
-        exchange.made_id = Some(TraceId::of_id(made));
+    // `trace::propagate`).
+    match (&id, made_in_map) {
+        (RequestId::Made(digits), _) => exchange.made_request_id(*digits, false),
+        (_, Some(digits)) => exchange.made_request_id(digits, true),
+        _ => {}
     }
     let router = service.router.load_full();
     let answered = match &service.middleware {
@@ -152,7 +151,7 @@ async fn handle(
         after(m.as_ref(), resp);
     }
     exchange.status = resp.status().as_u16();
-    let id = headers::set_response_header_or_beside(resp, &X_REQUEST_ID, id);
+    let id = headers::set_request_id_or_beside(resp, id);
     // Forwarded, it gave its map to the attempts: what is left is dropped without an empty
     // map's drop glue (see `discard_map`).
     transport::h1::discard_request(request, ClientBody::empty());

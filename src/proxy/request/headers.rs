@@ -44,22 +44,24 @@ pub fn set_response_header(resp: &mut Response<ProxyBody>, name: HeaderName, val
     headers.insert(name, value);
 }
 
-/// Sets `name` on the response as [`set_response_header`] does, or returns `value` for the
-/// writer to send beside the map when the response cannot hold `name` already: its map is
-/// empty (on the native path it usually is: an upstream's headers stay raw lines) and its
+/// Sets the request id on the response as [`set_response_header`] does, or returns it for the
+/// writer to send beside the map when the response cannot hold `X-Request-ID` already: its map
+/// is empty (on the native path it usually is: an upstream's headers stay raw lines) and its
 /// raw lines do not name it. Inserting a name the map hashes byte by byte cost ~230
 /// instructions per request (`bench/callgrind.sh`).
 #[allow(clippy::disallowed_methods)]
-pub fn set_response_header_or_beside(
+pub fn set_request_id_or_beside(
     resp: &mut Response<ProxyBody>,
-    name: &HeaderName,
-    value: RequestId,
+    id: RequestId,
 ) -> Option<RequestId> {
-    let raw_may_have = resp.body().raw_headers().is_some_and(|r| r.may_have(name));
+    let raw_may_have = resp
+        .body()
+        .raw_headers()
+        .is_some_and(|r| r.may_have(&X_REQUEST_ID));
     if resp.headers().is_empty() && !raw_may_have {
-        return Some(value);
+        return Some(id);
     }
-    set_response_header(resp, name.clone(), value.into_value());
+    set_response_header(resp, X_REQUEST_ID.clone(), id.into_value());
     None
 }
 

@@ -55,8 +55,7 @@ pub(crate) async fn forward<'o>(
     }
     // Borrowed where it was returned: moved out of its `Result`, its 264 bytes were copied
     // twice.
-    let unsent_id = ex.unsent_request_id.take();
-    let made = ex.made_id;
+    let (unsent_id, made) = (ex.unsent_request_id(), ex.made_id());
     let prepared = prepare::prepare(&t, req, normalized, upgrade, unsent_id, made);
     let prepared = match prepared {
         Ok(ref prepared) => prepared,

@@ -30,14 +30,15 @@ pub(super) struct Prepared {
 }
 
 /// Makes `req` ready to go upstream; `request_id`: the id made for it, when it is not in its
-/// map (see `Record::unsent_request_id`).
+/// map (see `Record::unsent_request_id`); `made`: the id made for it, in its map or not (the
+/// trace id of a trace started for it).
 pub(super) fn prepare(
     t: &Target<'_>,
     req: &mut Request<ClientBody>,
     normalized: Option<String>,
     upgrade: Option<HeaderValue>,
     request_id: Option<[u8; 32]>,
-    made: Option<TraceId>,
+    made: Option<[u8; 32]>,
 ) -> Result<Prepared, ProxyError> {
     let state = &t.router.backends[t.picked.backend];
     let original_host = headers::host_value(req);
@@ -47,8 +48,6 @@ pub(super) fn prepare(
     let mut new_host = None;
     let ref_filters = &t.picked.backend_ref.filters().request;
     let hashing = state.hashing();
-    // The id made for the request, as the trace id of a trace started for it.
-    let made = made.or(request_id.map(TraceId::of_id));
     // Header filters and a hash key read the map whole: the id is in it for them.
     let request_id = match request_id {
         Some(id)
@@ -129,7 +128,7 @@ pub(super) fn prepare(
     if let Some(proto) = &upgrade {
         headers::set_upgrade(h, proto.clone());
     }
-    trace::propagate(h, seen, &mut added, made);
+    trace::propagate(h, seen, &mut added, made.map(TraceId::of_id));
     added.set_request_id(request_id);
     Ok(Prepared {
         added,
