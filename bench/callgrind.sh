@@ -6,18 +6,27 @@
 # usage: bench/callgrind.sh [BINARY] [extra tidegate run flags...]
 #   e.g. bench/callgrind.sh target/release/tidegate --access-log off
 #        bench/callgrind.sh nginx    (the reference: nginx as the proxy, one worker, keepalive 64)
+#   LOAD=h2c: the requests come over one HTTP/2 (prior knowledge) connection, 4 streams at a time,
+#   from h2load (apt-get install -y nghttp2-client); the default is one HTTP/1.1 connection.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release/tidegate}; shift || true
 EXTRA=("$@")
 N1=${N1:-500}; N2=${N2:-2500}
-for tool in valgrind nginx python3 curl; do
-  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install -y valgrind nginx curl)" >&2; exit 1; }
+LOAD=${LOAD:-h1}
+TOOLS=(valgrind nginx python3 curl)
+case $LOAD in
+  h1) ;;
+  h2c) TOOLS+=(h2load) ;;
+  *) echo "LOAD must be h1 or h2c, not $LOAD" >&2; exit 1 ;;
+esac
+for tool in "${TOOLS[@]}"; do
+  command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install -y valgrind nginx curl nghttp2-client)" >&2; exit 1; }
 done
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
 bench_workdir cg
-UP=$(port); HTTP=$(port); ADMIN=$(port)
+UP=$(port); HTTP=$(port); ADMIN=$(port); H2=$(port)
 nginx_upstream "$UP" "$(printf 'x%.0s' $(seq 100))"
 mkdir -p "$W/config"
 one_route "$W/config/all.yaml" "$UP"
@@ -26,7 +35,7 @@ worker_processes 1; daemon off; master_process off; pid $W/proxy.pid; error_log 
 events { worker_connections 1024; }
 http { access_log off; keepalive_requests 1000000;
   upstream up { server 127.0.0.1:$UP; keepalive 64; keepalive_requests 1000000; }
-  server { listen 127.0.0.1:$HTTP;
+  server { listen 127.0.0.1:$HTTP; listen 127.0.0.1:$H2 http2;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 NGINX
 count() { # N -> total instructions of a run serving N requests
@@ -41,6 +50,13 @@ count() { # N -> total instructions of a run serving N requests
   fi
   local pid=$!
   for _ in $(seq 1 300); do curl -sf -o /dev/null -H "Host: h" "127.0.0.1:$HTTP/" && break; sleep 0.1; done
+  if [[ $LOAD == h2c ]]; then
+    local port=$HTTP
+    [[ $BIN == nginx ]] && port=$H2
+    h2load -n "$1" -c 1 -m 4 "http://127.0.0.1:$port/x" >"$W/h2load.$1"
+    grep -q "requests: $1 total, $1 started, $1 done, $1 succeeded" "$W/h2load.$1" ||
+      { cat "$W/h2load.$1" >&2; exit 1; }
+  else
   python3 - "$HTTP" "$1" <<'PY'
 import http.client, sys
 c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
@@ -48,9 +64,10 @@ for _ in range(int(sys.argv[2])):
     c.request("GET", "/x", headers={"Host": "h"}); r = c.getresponse(); r.read()
     assert r.status == 200, r.status
 PY
+  fi
   if [[ $BIN == nginx ]]; then kill -QUIT "$pid"; else kill -INT "$pid"; fi
   wait "$pid" || true
   grep -h '^summary:\|^totals:' "$out" | head -1 | awk '{print $2}'
 }
 A=$(count "$N1"); B=$(count "$N2")
-echo "instructions per request: $(( (B - A) / (N2 - N1) ))  ($BIN ${EXTRA[*]})"
+echo "instructions per request: $(( (B - A) / (N2 - N1) ))  ($LOAD; $BIN ${EXTRA[*]})"

@@ -3,9 +3,11 @@
 
 Subcommands (all print to stdout):
   ports N                   N distinct free TCP ports on 127.0.0.1
-  cpu PID...                utime+stime clock ticks summed over each PID and its descendants
+  cpu PID...                utime and stime clock ticks ("USER SYS") summed over each PID and
+                            its descendants
   cores CPU...              busy and total clock ticks of each CPU, from /proc/stat
   rss PID...                VmRSS in KiB summed over each PID and its descendants
+  tree PID...               each PID and its descendants, comma-separated (for perf -p)
   meta ...                  describe the machine, tool versions and settings as JSON
   record ...                parse one wrk/h2load run and append it as a JSON line
   report ...                aggregate the runs (medians, ratios to nginx) into JSON and markdown
@@ -53,8 +55,8 @@ def _tree(pids):
 
 
 def cpu_ticks(pids):
-    """utime+stime of every process in the trees (threads included: /proc/PID/stat sums them)."""
-    total = 0
+    """[utime, stime] of every process in the trees (threads included: /proc/PID/stat sums them)."""
+    user = system = 0
     for pid in _tree(pids):
         try:
             with open(f"/proc/{pid}/stat") as f:
@@ -63,8 +65,9 @@ def cpu_ticks(pids):
             continue
         fields = stat[stat.rfind(")") + 2 :].split()
         # Fields 14 and 15 of proc(5) (utime, stime); fields[] starts at field 3.
-        total += int(fields[11]) + int(fields[12])
-    return total
+        user += int(fields[11])
+        system += int(fields[12])
+    return [user, system]
 
 
 def core_ticks(cpus):
@@ -213,6 +216,10 @@ def cmd_meta(a):
         f.write("\n")
 
 
+def _ints(text):
+    return [int(x) for x in text.split()]
+
+
 def cmd_record(a):
     with open(a.output) as f:
         text = f.read()
@@ -224,7 +231,14 @@ def cmd_record(a):
     before = [int(x) for x in a.cores_before.split()]
     after = [int(x) for x in a.cores_after.split()]
     d = [y - x for x, y in zip(before, after)]
-    proxy_ticks = a.cpu_after - a.cpu_before
+    user, system = (y - x for x, y in zip(_ints(a.cpu_before), _ints(a.cpu_after)))
+    proxy_ticks = user + system
+    up_ticks = sum(_ints(a.up_cpu_after)) - sum(_ints(a.up_cpu_before))
+    measured = a.proxy != "none" and requests
+
+    def per_request(ticks):
+        return ticks * tick_us / requests if measured else None
+
     cores = {
         "proxy_core_busy_pct": 100 * d[0] / d[1] if d[1] else None,
         "proxy_core_other_pct": 100 * max(0, d[0] - proxy_ticks) / d[1] if d[1] else None,
@@ -235,14 +249,13 @@ def cmd_record(a):
         "proxy": a.proxy,
         "load": a.load,
         **parsed,
-        "proxy_cpu_us_per_req": (
-            (a.cpu_after - a.cpu_before) * tick_us / requests
-            if a.proxy != "none" and requests
-            else None
+        "proxy_cpu_us_per_req": per_request(proxy_ticks),
+        "proxy_user_us_per_req": per_request(user),
+        "proxy_sys_us_per_req": per_request(system),
+        "proxy_syscalls_per_req": (
+            a.syscalls / requests if measured and a.syscalls is not None else None
         ),
-        "upstream_cpu_us_per_req": (
-            (a.up_cpu_after - a.up_cpu_before) * tick_us / requests if requests else None
-        ),
+        "upstream_cpu_us_per_req": up_ticks * tick_us / requests if requests else None,
         **cores,
         "rss_idle_kib": a.rss_idle if a.proxy != "none" else None,
         "rss_load_kib": a.rss_load if a.proxy != "none" else None,
@@ -261,6 +274,9 @@ METRICS = [
     ("p50_ms", "p50 ms", "{:.2f}"),
     ("p99_ms", "p99 ms", "{:.2f}"),
     ("proxy_cpu_us_per_req", "proxy CPU µs/req", "{:.1f}"),
+    ("proxy_user_us_per_req", "of it user", "{:.1f}"),
+    ("proxy_sys_us_per_req", "of it kernel", "{:.1f}"),
+    ("proxy_syscalls_per_req", "syscalls/req", "{:.2f}"),
     ("rss_idle_mib", "RSS idle MiB", "{:.1f}"),
     ("rss_load_mib", "RSS load MiB", "{:.1f}"),
 ]
@@ -289,6 +305,9 @@ def aggregate(runs, proxies, loads, unsupported):
                 "p50_ms",
                 "p99_ms",
                 "proxy_cpu_us_per_req",
+                "proxy_user_us_per_req",
+                "proxy_sys_us_per_req",
+                "proxy_syscalls_per_req",
                 "upstream_cpu_us_per_req",
                 "proxy_core_busy_pct",
                 "proxy_core_other_pct",
@@ -369,7 +388,10 @@ def markdown(meta, summary):
         f"`h2c` = h2load, prior knowledge, {meta['h2load']['clients']} connections × "
         f"{meta['h2load']['streams']} streams. `none` = wrk/h2load straight to the upstream. "
         "Proxy CPU = utime+stime of all the proxy's processes from /proc over the run, "
-        "divided by requests completed. CPU busy % = share of the proxy's core busy during the "
+        "divided by requests completed, then split into its user-space and kernel parts "
+        "(utime and stime). Syscalls/req (only with SYSCALLS=1) = "
+        "`perf stat -e raw_syscalls:sys_enter` on the proxy over the run, divided by requests "
+        "completed. CPU busy % = share of the proxy's core busy during the "
         "load, in parentheses the part of it not charged to the proxy (other processes, "
         "interrupts: a high figure means the row is noisy), then the share of the load "
         "generator's core busy (near 100: the load side, not the proxy, set req/s and latency).",
@@ -406,7 +428,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("ports").add_argument("n", type=int)
-    for name in ("cpu", "rss"):
+    for name in ("cpu", "rss", "tree"):
         sp = sub.add_parser(name)
         sp.add_argument("pids", nargs="+", type=int)
     m = sub.add_parser("meta")
@@ -435,8 +457,11 @@ def main():
     r.add_argument("--h2load-log")
     r.add_argument("--cores-before", required=True, help="proxy core busy/total, load core busy/total")
     r.add_argument("--cores-after", required=True)
-    for name in ("cpu-before", "cpu-after", "up-cpu-before", "up-cpu-after", "rss-idle", "rss-load"):
+    for name in ("cpu-before", "cpu-after", "up-cpu-before", "up-cpu-after"):
+        r.add_argument(f"--{name}", required=True, help="utime and stime ticks: USER SYS")
+    for name in ("rss-idle", "rss-load"):
         r.add_argument(f"--{name}", type=int, required=True)
+    r.add_argument("--syscalls", type=int, help="syscalls the proxy made over the run")
     rep = sub.add_parser("report")
     rep.add_argument("--meta", required=True)
     rep.add_argument("--runs", required=True)
@@ -447,9 +472,11 @@ def main():
     if a.cmd == "ports":
         print(" ".join(map(str, free_ports(a.n))))
     elif a.cmd == "cpu":
-        print(cpu_ticks(a.pids))
+        print(" ".join(map(str, cpu_ticks(a.pids))))
     elif a.cmd == "cores":
         print(" ".join(map(str, core_ticks(a.cpus))))
+    elif a.cmd == "tree":
+        print(",".join(map(str, _tree(a.pids))))
     elif a.cmd == "rss":
         print(rss_kib(a.pids))
     elif a.cmd == "meta":

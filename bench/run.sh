@@ -6,6 +6,9 @@
 #   PROXIES ("none tidegate nginx haproxy caddy")  LOADS ("h1-64 h1-256 h2c")
 #   H2_CLIENTS (64)  H2_STREAMS (4)  PROXY_CPU (0)  LOAD_CPU (1)
 #   NGINX_UPSTREAM_KEEPALIVE (64)  RESULTS_DIR (bench/results)  SKIP_BUILD=1
+#   TIDEGATE (target/release/tidegate: another build to measure, with SKIP_BUILD=1)
+#   SYSCALLS=1  also count the proxy's syscalls per request (perf stat; needs perf and the right
+#               to trace the proxy: root or kernel.perf_event_paranoid <= 1)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -40,6 +43,9 @@ die() {
 log() { echo "bench: $*" >&2; }
 
 ((ROUNDS >= 1)) || die "ROUNDS must be at least 1"
+if [[ ${SYSCALLS:-0} == 1 ]]; then
+    command -v perf >/dev/null || die "SYSCALLS=1 needs perf (Debian: linux-perf)"
+fi
 # The under-load RSS sample is taken one second before the end of each load.
 ((DURATION >= 2)) || die "DURATION must be at least 2 seconds"
 (($(nproc) >= 2)) || die "needs at least 2 CPUs (proxy on one, load generator and upstream on another)"
@@ -72,7 +78,7 @@ if [[ ${SKIP_BUILD:-0} != 1 ]]; then
     log "cargo build --release"
     (cd "$ROOT" && cargo build --release)
 fi
-TIDEGATE=$ROOT/target/release/tidegate
+TIDEGATE=${TIDEGATE:-$ROOT/target/release/tidegate}
 [[ -x $TIDEGATE ]] || die "$TIDEGATE is missing"
 # Access logs are off for every proxy; builds before `--access-log` had none to turn off.
 TIDEGATE_ACCESS_LOG_OFF=()
@@ -402,7 +408,8 @@ UP_PID=
 # measure ROUND PROXY LOAD RSS_IDLE: warm up, then one measured run; appends to $RUNS.
 measure() {
     local round=$1 proxy=$2 load=$3 rss_idle=$4 url tool out h2log rc=0
-    local cpu_before=0 cpu_after=0 rss_load=0 up_before up_after cores_before cores_after
+    local cpu_before="0 0" cpu_after="0 0" rss_load=0 up_before up_after cores_before cores_after
+    local perf_pid='' perf_out syscalls=()
     if [[ $load == h2c ]]; then
         url=$H2_URL
         tool=h2load
@@ -424,12 +431,24 @@ measure() {
     if [[ -n $PROXY_PID ]]; then cpu_before=$("${REPORT[@]}" cpu "$PROXY_PID"); fi
     up_before=$("${REPORT[@]}" cpu "$UP_PID")
     cores_before=$("${REPORT[@]}" cores "$PROXY_CPU" "$LOAD_CPU")
+    perf_out=$WORK/run-$round-$proxy-$load.perf
+    if [[ ${SYSCALLS:-0} == 1 && -n $PROXY_PID ]]; then
+        perf stat -x, -e raw_syscalls:sys_enter -o "$perf_out" \
+            -p "$("${REPORT[@]}" tree "$PROXY_PID")" &
+        perf_pid=$!
+    fi
     "${LOAD_CMD[@]}" >"$out" 2>&1 &
     LOAD_PID=$!
     sleep $((DURATION - 1))
     if [[ -n $PROXY_PID ]]; then rss_load=$("${REPORT[@]}" rss "$PROXY_PID"); fi
     wait "$LOAD_PID" || rc=$?
     LOAD_PID=
+    if [[ -n $perf_pid ]]; then
+        kill -INT "$perf_pid"
+        wait "$perf_pid" || true
+        syscalls=(--syscalls "$(awk -F, '/raw_syscalls:sys_enter/ {print $1}' "$perf_out")")
+        [[ ${syscalls[1]} =~ ^[0-9]+$ ]] || die "perf stat counted no syscalls (see $perf_out)"
+    fi
     cores_after=$("${REPORT[@]}" cores "$PROXY_CPU" "$LOAD_CPU")
     if [[ -n $PROXY_PID ]]; then cpu_after=$("${REPORT[@]}" cpu "$PROXY_PID"); fi
     up_after=$("${REPORT[@]}" cpu "$UP_PID")
@@ -439,7 +458,7 @@ measure() {
         --cpu-before "$cpu_before" --cpu-after "$cpu_after" \
         --up-cpu-before "$up_before" --up-cpu-after "$up_after" \
         --cores-before "$cores_before" --cores-after "$cores_after" \
-        --rss-idle "$rss_idle" --rss-load "$rss_load"
+        --rss-idle "$rss_idle" --rss-load "$rss_load" "${syscalls[@]}"
     rm -f "$h2log"
 }
 
