@@ -37,7 +37,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"
 fi
 
-# --- HTTP/2 abuse tests (tests/abuse.rs): Python's h2 package (python-hyper) ---
+# --- HTTP/2 abuse tests (tests/abuse.rs) and HPACK checks (tests/routing.rs): Python's h2 package (python-hyper) ---
 if ! python3 -c 'import h2, hpack' 2>/dev/null; then
   echo "installing the h2 package (pip, else Debian's python3-h2)" >&2
   python3 -m pip install --quiet h2 || {

@@ -480,6 +480,57 @@ spec:
     gw.shutdown(std::time::Duration::from_secs(1)).await;
 }
 
+/// Over HTTP/2 the id the gateway made goes to the client as a "never indexed" HPACK literal:
+/// each is unique to its response, so putting it in the connection's header table would only
+/// evict entries that repeat (and cost a hash and an insert per response). Python's `h2` and
+/// `hpack` read the frames, so the encoding is checked by a decoder other than ours.
+#[tokio::test]
+async fn a_made_request_id_goes_to_http2_clients_never_indexed() {
+    let web = Upstream::start("web").await;
+    let cfg = ConfigDir::new();
+    cfg.write(
+        "all.yaml",
+        &(backend_yaml("web", &[web.addr])
+            + r#"
+apiVersion: tidegate.dev/v1alpha1
+kind: Route
+metadata: { name: r }
+spec:
+  rules:
+    - backendRefs: [{ name: web }]
+"#),
+    );
+    let gw = gateway(cfg.path()).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/h2/never_indexed.py");
+    let port = gw.http_addr().port().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args([script, &port])
+            .output()
+            .expect("python3 runs (scripts/test.sh installs it and the h2 package)")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    let mut ids = Vec::new();
+    for line in lines {
+        let [status, how, id] = line.split(' ').collect::<Vec<_>>()[..] else {
+            panic!("unexpected line {line:?}");
+        };
+        assert_eq!((status, how), ("200", "never-indexed"), "{line}");
+        assert_eq!(id.len(), 32, "{line}");
+        ids.push(id.to_owned());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "a new id per request: {ids:?}");
+    gw.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
 /// The trace id of the `traceparent` the upstream got (exactly one).
 fn trace_id(r: &common::Reply) -> String {
     let sent = &r.echo().headers["traceparent"];
