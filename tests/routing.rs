@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{ConfigDir, HttpClient, Upstream, backend_yaml, gateway};
+use common::{ConfigDir, HttpClient, Upstream, backend_yaml, gateway, route_yaml};
 use http::StatusCode;
 
 const ROUTES: &str = r#"
@@ -490,15 +490,7 @@ async fn a_made_request_id_goes_to_http2_clients_never_indexed() {
     let cfg = ConfigDir::new();
     cfg.write(
         "all.yaml",
-        &(backend_yaml("web", &[web.addr])
-            + r#"
-apiVersion: tidegate.dev/v1alpha1
-kind: Route
-metadata: { name: r }
-spec:
-  rules:
-    - backendRefs: [{ name: web }]
-"#),
+        &(backend_yaml("web", &[web.addr]) + &route_yaml("r", "/", "web", "")),
     );
     let gw = gateway(cfg.path()).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/h2/never_indexed.py");

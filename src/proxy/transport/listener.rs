@@ -28,6 +28,7 @@ use super::error::BoxError;
 use super::h1::{self, RawHeaders};
 use super::idle::IdleSet;
 use super::proxy_protocol::{Origin, ProxyProtocolFrom};
+use super::recycle::Slot;
 use super::tls::{self, TlsAcceptor};
 use crate::telemetry::metrics::HandshakeLabels;
 
@@ -345,10 +346,14 @@ impl<H: Handler> Server<H> {
         let handler = self.handler.clone();
         let stall = self.limits.body_read_timeout;
         let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-            // Boxed: the request's future is ~10 KiB, and unboxed hyper and tokio moved it
-            // with each HTTP/2 stream (into the stream's future, its task's cell, out of it when
-            // done): ~80 KB copied per h2c request (callgrind, `LOAD=h2c bench/callgrind.sh`).
-            let resp = Box::pin(
+            // In a block of its own: the request's future is ~10 KiB, and unboxed hyper and
+            // tokio moved it with each HTTP/2 stream (into the stream's future, its task's
+            // cell, out of it when done): ~80 KB copied per h2c request (callgrind,
+            // `LOAD=h2c bench/callgrind.sh`). A block the thread keeps, not a `Box`: a block
+            // that size took glibc's slow path on every request (+270 instructions per HTTP/1.1
+            // request that hyper serves, which it did not copy).
+            let slot = Slot::new();
+            let resp = slot.write(
                 handler
                     .clone()
                     .handle(ctx.clone(), req.map(|b| ClientBody::hyper(b, stall))),
