@@ -5,7 +5,7 @@
 #   QUICK=1     smoke run: 1 round of 3 s loads, results under bench/work/results
 #   PROXIES ("none tidegate nginx haproxy caddy")  LOADS ("h1-64 h1-256 h2c")
 #   H2_CLIENTS (64)  H2_STREAMS (4)  PROXY_CPU (0)  LOAD_CPU (1)
-#   NGINX_UPSTREAM_KEEPALIVE (64)  RESULTS_DIR (bench/results)  SKIP_BUILD=1
+#   NGINX_UPSTREAM_KEEPALIVE (1024: Tidegate's own default idle pool)  RESULTS_DIR (bench/results)  SKIP_BUILD=1
 #   TIDEGATE (target/release/tidegate: another build to measure, with SKIP_BUILD=1)
 #   SYSCALLS=1  also count the proxy's syscalls per request (perf stat; needs perf and the right
 #               to trace the proxy: root or kernel.perf_event_paranoid <= 1)
@@ -34,7 +34,11 @@ H2_CLIENTS=${H2_CLIENTS:-64}
 H2_STREAMS=${H2_STREAMS:-4}
 PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
-NGINX_UPSTREAM_KEEPALIVE=${NGINX_UPSTREAM_KEEPALIVE:-64}
+# Idle upstream connections nginx and Caddy keep: Tidegate keeps up to 1,024 per endpoint and
+# HAProxy has no limit. With fewer than a load's concurrency (64 was the default until
+# 2026-12-04) nginx closes and reopens upstream connections under h1-256, which costs it ~40%
+# more CPU per request and flattered every proxy compared with it.
+NGINX_UPSTREAM_KEEPALIVE=${NGINX_UPSTREAM_KEEPALIVE:-1024}
 
 die() {
     echo "bench: $*" >&2
