@@ -5,9 +5,11 @@
 #
 # usage: bench/callgrind.sh [BINARY] [extra tidegate run flags...]
 #   e.g. bench/callgrind.sh target/release/tidegate --access-log off
-#        bench/callgrind.sh nginx    (the reference: nginx as the proxy, one worker, keepalive 64)
-#   LOAD=h2c: the requests come over one HTTP/2 (prior knowledge) connection, 4 streams at a time,
-#   from h2load (apt-get install -y nghttp2-client); the default is one HTTP/1.1 connection.
+#        bench/callgrind.sh nginx    (the reference: nginx as the proxy, one worker, keepalive 1024)
+#   LOAD=h1 (default): one HTTP/1.1 connection, one request at a time (Python's http.client).
+#   LOAD=h1-C: C HTTP/1.1 connections at once from h2load --h1 (N1 and N2 multiples of C).
+#   LOAD=h2c: one HTTP/2 (prior knowledge) connection, 4 streams at a time, from h2load
+#   (apt-get install -y nghttp2-client); LOAD=h2c-C: C such connections at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${1:-target/release/tidegate}; shift || true
@@ -15,10 +17,12 @@ EXTRA=("$@")
 N1=${N1:-500}; N2=${N2:-2500}
 LOAD=${LOAD:-h1}
 TOOLS=(valgrind nginx python3 curl)
+CONNS=1
 case $LOAD in
   h1) ;;
+  h1-[0-9]* | h2c-[0-9]*) CONNS=${LOAD#*-}; TOOLS+=(h2load) ;;
   h2c) TOOLS+=(h2load) ;;
-  *) echo "LOAD must be h1 or h2c, not $LOAD" >&2; exit 1 ;;
+  *) echo "LOAD must be h1, h1-C, h2c or h2c-C, not $LOAD" >&2; exit 1 ;;
 esac
 for tool in "${TOOLS[@]}"; do
   command -v "$tool" >/dev/null || { echo "needs $tool (apt-get install -y valgrind nginx curl nghttp2-client)" >&2; exit 1; }
@@ -34,7 +38,7 @@ cat > "$W/proxy.conf" <<NGINX
 worker_processes 1; daemon off; master_process off; pid $W/proxy.pid; error_log $W/proxy.err;
 events { worker_connections 1024; }
 http { access_log off; keepalive_requests 1000000;
-  upstream up { server 127.0.0.1:$UP; keepalive 64; keepalive_requests 1000000; }
+  upstream up { server 127.0.0.1:$UP; keepalive 1024; keepalive_requests 1000000; }
   server { listen 127.0.0.1:$HTTP; listen 127.0.0.1:$H2 http2;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 NGINX
@@ -50,10 +54,11 @@ count() { # N -> total instructions of a run serving N requests
   fi
   local pid=$!
   for _ in $(seq 1 300); do curl -sf -o /dev/null -H "Host: h" "127.0.0.1:$HTTP/" && break; sleep 0.1; done
-  if [[ $LOAD == h2c ]]; then
-    local port=$HTTP
-    [[ $BIN == nginx ]] && port=$H2
-    h2load -n "$1" -c 1 -m 4 "http://127.0.0.1:$port/x" >"$W/h2load.$1"
+  if [[ $LOAD == h2c* || $LOAD == h1-* ]]; then
+    local port=$HTTP flags=(-c "$CONNS" -m 4)
+    [[ $BIN == nginx && $LOAD == h2c* ]] && port=$H2
+    [[ $LOAD == h1-* ]] && flags=(--h1 -c "$CONNS")
+    h2load -n "$1" "${flags[@]}" "http://127.0.0.1:$port/x" >"$W/h2load.$1"
     grep -q "requests: $1 total, $1 started, $1 done, $1 succeeded" "$W/h2load.$1" ||
       { cat "$W/h2load.$1" >&2; exit 1; }
   else
