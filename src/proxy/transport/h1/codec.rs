@@ -276,6 +276,14 @@ pub fn parse_request(buf: &mut BytesMut) -> Result<Parsed<Recycled<RequestHead>>
 /// that has to grow rehashes everything.
 const ADDED_HEADERS: usize = 8;
 
+/// Room for the headers the proxy adds to a response's map beyond those asked for (a request
+/// id, a `Date`): fewer than to a request's. A response's map is usually a spare that was a
+/// request's, and an HTTP/2 request's map is the `h2` crate's, made with room for six headers
+/// when its client sends few (h2load, gRPC clients): asking for eight more than needed grew it
+/// on every request, one more allocation and rehash (~1,500 instructions, `LOAD=h2c-64
+/// bench/callgrind.sh`), for room most responses never use.
+const RESPONSE_ADDED_HEADERS: usize = 2;
+
 /// Header maps kept per thread for the next heads: a map costs two allocations (its index and
 /// its entries), and each request parses two (its own and its response's). Maps come back
 /// through [`give_back_map`] once their head is written out. As many as `recycle` keeps
@@ -341,7 +349,7 @@ pub fn put_map(slot: &mut HeaderMap, map: HeaderMap) {
 /// thread's spare maps.
 pub fn make_room(map: &mut HeaderMap, n: usize) {
     if map.capacity() == 0 {
-        put_map(map, take_map(n + ADDED_HEADERS));
+        put_map(map, take_map(n + RESPONSE_ADDED_HEADERS));
     } else {
         map.reserve(n);
     }
