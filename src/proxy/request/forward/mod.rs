@@ -83,7 +83,7 @@ pub(crate) async fn forward<'o>(
         method: req.method(),
         headers: Some(headers),
         added: &prepared.added,
-        path_and_query: &prepared.path_and_query,
+        path_and_query: prepare::sent_path_and_query(prepared.path_and_query.as_ref(), req.uri()),
         hash: prepared.hash,
         native: prepared.upgrade.is_none(),
         has_host: prepared.has_host,
