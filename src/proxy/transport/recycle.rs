@@ -13,14 +13,18 @@ use std::pin::Pin;
 use std::ptr::NonNull;
 use std::task::{Context, Poll};
 
-/// Blocks kept per layout and thread: as many as the buffers of `h1::fill`, enough for
-/// the requests a thread finishes between two it starts under load. That is up to every
-/// request it has in flight (an event-loop turn can finish all of them before the next reads
-/// start new ones), so this matches the 1,024 idle connections an upstream pool keeps by
-/// default: with 64, 256 requests at once (`h2load --h1 -c256`) spilled to `malloc` and cost
-/// 19,767 instructions per request instead of 17,610 (`LOAD=h1-256 bench/callgrind.sh`). What
-/// a thread keeps is bounded by what it once had in flight at the same moment.
-const KEPT_PER_LAYOUT: usize = 1024;
+/// What each per-thread cache of per-request things keeps at most (these blocks, per layout;
+/// the buffers of `h1::fill`, the spare header maps, the attempt timers): enough for the
+/// requests a thread finishes between two it starts under load. That is up to every request
+/// it has in flight (an event-loop turn can finish all of them before the next reads start
+/// new ones), so this matches the 1,024 idle connections an upstream pool keeps by default:
+/// with 64, 256 requests at once (`h2load --h1 -c256`) spilled to `malloc` and cost 19,767
+/// instructions per request instead of 17,610 (`LOAD=h1-256 bench/callgrind.sh`). What a
+/// thread keeps is bounded by what it once had in flight at the same moment.
+pub(crate) const KEPT_PER_THREAD: usize = 1024;
+
+/// Blocks kept per layout and thread.
+const KEPT_PER_LAYOUT: usize = KEPT_PER_THREAD;
 
 /// The free blocks of one layout.
 struct Blocks {

@@ -21,9 +21,8 @@ use std::task::{Context, Poll};
 
 use tokio::time::{Instant, Sleep};
 
-/// Timers kept per thread: one for each attempt a thread has under way at once, up to this
-/// (as many as `recycle` keeps blocks).
-const KEPT_TIMERS: usize = 1024;
+/// Timers kept per thread: one for each attempt a thread has under way at once, up to this.
+const KEPT_TIMERS: usize = crate::proxy::transport::recycle::KEPT_PER_THREAD;
 
 thread_local! {
     static KEEPS: Cell<bool> = const { Cell::new(false) };

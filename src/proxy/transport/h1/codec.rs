@@ -286,9 +286,8 @@ const RESPONSE_ADDED_HEADERS: usize = 2;
 
 /// Header maps kept per thread for the next heads: a map costs two allocations (its index and
 /// its entries), and each request parses two (its own and its response's). Maps come back
-/// through [`give_back_map`] once their head is written out. As many as `recycle` keeps
-/// blocks (see there why).
-const SPARE_MAPS: usize = 1024;
+/// through [`give_back_map`] once their head is written out.
+const SPARE_MAPS: usize = crate::proxy::transport::recycle::KEPT_PER_THREAD;
 /// A map grown larger than this (room for this many headers) is not kept.
 const SPARE_MAP_ROOM: usize = 64;
 

@@ -25,8 +25,8 @@ pub(super) fn poll_fill<R: AsyncRead + Unpin>(
 /// Buffers kept per thread for connections between requests: an idle keep-alive connection
 /// holds none, and without these each request would allocate its read and write buffers
 /// afresh (and the read buffer's shared count when the head is cut from it). All are of one
-/// size, the server's [`step`](poll_fill). As many as `recycle` keeps blocks (see there why).
-const SPARE_BUFFERS: usize = 1024;
+/// size, the server's [`step`](poll_fill).
+const SPARE_BUFFERS: usize = crate::proxy::transport::recycle::KEPT_PER_THREAD;
 
 thread_local! {
     static SPARE: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
