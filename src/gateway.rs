@@ -48,7 +48,7 @@ pub enum GatewayError {
     Config(#[from] FileSourceError),
     /// The file watcher could not start.
     #[error("cannot watch the configuration for changes: {0}")]
-    Watch(#[from] notify::Error),
+    Watch(#[source] std::io::Error),
     /// The Redis settings are unusable (a bad URL or CA file).
     #[error(transparent)]
     Redis(#[from] crate::proxy::RedisSetupError),
@@ -420,7 +420,7 @@ impl GatewayBuilder {
                     proxy.serve_tls(l);
                 }
                 let watcher = if self.watch {
-                    Some(reload::watch(&path, reload_tx.clone())?)
+                    Some(reload::watch(&path, reload_tx.clone()).map_err(GatewayError::Watch)?)
                 } else {
                     None
                 };
@@ -457,7 +457,7 @@ pub struct Gateway {
     code: Option<CodeSource>,
     stop: CancellationToken,
     shutting_down: CancellationToken,
-    _watcher: Option<notify::RecommendedWatcher>,
+    _watcher: Option<crate::controller::dirwatch::DirWatch>,
 }
 
 impl Gateway {

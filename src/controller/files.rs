@@ -6,10 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
 use super::compile::CompileOptions;
+use super::dirwatch::DirWatch;
 use super::snapshot::Snapshot;
 
 /// The bytes of each file, or why it could not be read.
@@ -78,7 +78,7 @@ pub fn fill(opts: &CompileOptions, snap: &mut Snapshot) -> BTreeSet<PathBuf> {
 /// `..data` symlink and editors replace files by rename.
 pub struct FileWatch {
     triggers: mpsc::Sender<super::pace::Change>,
-    watcher: Option<RecommendedWatcher>,
+    watcher: Option<DirWatch>,
     dirs: BTreeSet<PathBuf>,
 }
 
@@ -109,16 +109,9 @@ impl FileWatch {
         }
         if self.watcher.is_none() {
             let triggers = self.triggers.clone();
-            let made =
-                notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-                    Ok(event) => {
-                        if let Some(change) = super::reload::classify(&event.kind) {
-                            let _ = triggers.try_send(change);
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "file watch error"),
-                });
-            match made {
+            match DirWatch::new(move |seen| {
+                let _ = triggers.try_send(seen.change);
+            }) {
                 Ok(w) => self.watcher = Some(w),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot watch files; changes need a reload");
@@ -130,7 +123,7 @@ impl FileWatch {
             return;
         };
         for gone in self.dirs.difference(&wanted) {
-            let _ = watcher.unwatch(gone);
+            watcher.unwatch(gone);
         }
         let mut watched = BTreeSet::new();
         for dir in wanted {
@@ -138,7 +131,7 @@ impl FileWatch {
                 watched.insert(dir);
                 continue;
             }
-            match watcher.watch(&dir, RecursiveMode::NonRecursive) {
+            match watcher.watch(&dir, false) {
                 Ok(()) => {
                     watched.insert(dir);
                 }

@@ -2,6 +2,7 @@
 
 pub mod code;
 pub mod compile;
+pub mod dirwatch;
 pub mod dns;
 pub mod file;
 pub mod files;

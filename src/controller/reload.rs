@@ -5,12 +5,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RenameMode};
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::compile::CompileOptions;
+use super::dirwatch::{DirWatch, Seen};
 use super::file::{FileSource, FileSourceError, is_yaml};
 pub use super::pace::Change;
 use super::pace::Pace;
@@ -178,102 +177,39 @@ async fn settle(
     }
 }
 
-/// What a file event says about the change: `None` for events that change nothing (reads).
-pub fn classify(kind: &EventKind) -> Option<Change> {
-    match kind {
-        // The writer closed the file: whatever it wrote is all there.
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Some(Change::Complete),
-        EventKind::Access(_) => None,
-        // inotify reports a rename as `From` and `To`, then `Both` repeating the pair: the `To`
-        // (or `From`) already said it. A second trigger for one rename would reload twice, the
-        // second time up to a window later, possibly reading a file half-way through its own
-        // replacement by then.
-        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => None,
-        // Renamed into (or out of) place, removed, or only its metadata changed: no write in
-        // progress.
-        EventKind::Modify(ModifyKind::Name(_) | ModifyKind::Metadata(_)) | EventKind::Remove(_) => {
-            Some(Change::Complete)
-        }
-        EventKind::Create(CreateKind::Folder) => Some(Change::Complete),
-        // Data written, a file created (its data follows), or a backend that does not say.
-        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Any | EventKind::Other => {
-            Some(Change::Partial)
-        }
-    }
-}
-
 /// Watches `path` (a file or a directory) and sends a trigger on every change to YAML under it,
-/// saying whether the change is complete ([`classify`]).
-pub fn watch(path: &Path, triggers: mpsc::Sender<Change>) -> notify::Result<RecommendedWatcher> {
-    let target = path.to_path_buf();
-    let is_dir = target.is_dir();
-    let mut watcher =
-        notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-            Ok(event) => {
-                let relevant = event.paths.iter().any(|p| {
-                    if is_dir {
-                        is_yaml(p) || p.is_dir()
-                    } else {
-                        p == &target
-                    }
-                });
-                if let Some(change) = classify(&event.kind).filter(|_| relevant) {
-                    let _ = triggers.try_send(change);
-                }
+/// saying whether the change is complete.
+pub fn watch(path: &Path, triggers: mpsc::Sender<Change>) -> std::io::Result<DirWatch> {
+    let is_dir = path.is_dir();
+    let name = path.file_name().map(|n| n.to_os_string());
+    let mut watch = DirWatch::new(move |seen: Seen<'_>| {
+        // A file is watched through its directory: only its own name counts.
+        let relevant = seen.path.is_none_or(|p| {
+            if is_dir {
+                is_yaml(p) || p.is_dir()
+            } else {
+                p.file_name() == name.as_deref()
             }
-            Err(e) => tracing::warn!(error = %e, "file watch error"),
-        })?;
+        });
+        if relevant {
+            let _ = triggers.try_send(seen.change);
+        }
+    })?;
     // Watch the directory itself, or a single file's parent: editors replace files by rename.
-    let (dir, mode) = if is_dir {
-        (path.to_path_buf(), RecursiveMode::Recursive)
+    let dir = if is_dir {
+        path
     } else {
-        (
-            path.parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."))
-                .to_path_buf(),
-            RecursiveMode::NonRecursive,
-        )
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
     };
-    watcher.watch(&dir, mode)?;
-    Ok(watcher)
+    watch.watch(dir, is_dir)?;
+    Ok(watch)
 }
 
 #[cfg(test)]
 mod tests {
-    use notify::event::{DataChange, MetadataKind, RemoveKind};
-
     use super::*;
-
-    #[test]
-    fn a_closed_renamed_or_removed_file_is_complete() {
-        for kind in [
-            EventKind::Access(AccessKind::Close(AccessMode::Write)),
-            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
-            EventKind::Modify(ModifyKind::Name(RenameMode::From)),
-            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
-            EventKind::Remove(RemoveKind::File),
-        ] {
-            assert_eq!(classify(&kind), Some(Change::Complete), "{kind:?}");
-        }
-    }
-
-    #[test]
-    fn a_data_write_or_a_new_file_waits_for_its_close() {
-        for kind in [
-            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
-            EventKind::Create(CreateKind::File),
-            EventKind::Any,
-        ] {
-            assert_eq!(classify(&kind), Some(Change::Partial), "{kind:?}");
-        }
-    }
-
-    #[test]
-    fn reads_change_nothing() {
-        let read = EventKind::Access(AccessKind::Close(AccessMode::Read));
-        assert_eq!(classify(&read), None);
-    }
 
     /// A file written aside and renamed into place (how editors, `kubectl cp` and config tools
     /// replace a file) is one trigger: the temporary file is not YAML, and the rename's `Both`
