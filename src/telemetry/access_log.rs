@@ -226,24 +226,28 @@ impl AccessLog {
         self.sink.is_some()
     }
 
-    /// Begins the line of `request`, or `None` when the log is off.
-    pub fn begin(&self, request: &Request<'_>) -> Option<Begun> {
+    /// Begins the line of `request` in `buf` (emptied first: a buffer an earlier line gave
+    /// back, or a new one), or `None` when the log is off.
+    pub fn begin(&self, request: &Request<'_>, mut buf: Vec<u8>) -> Option<Begun> {
         let sink = self.sink.as_ref()?;
-        let mut text = Vec::with_capacity(512);
-        let marks = begin(request, sink.format, sink.include_query, &mut text);
-        Some(Begun { text, marks })
+        buf.clear();
+        buf.reserve(512);
+        let marks = begin(request, sink.format, sink.include_query, &mut buf);
+        Some(Begun { text: buf, marks })
     }
 
-    /// Finishes the line and hands it to the writer; never waits for the output.
-    pub fn finish(&self, mut line: Begun, outcome: &Outcome<'_>) {
-        let Some(sink) = &self.sink else {
-            return;
-        };
-        LINE.with_borrow_mut(|scratch| {
-            let text = complete(&mut line, outcome, sink.format, scratch);
-            text.push(b'\n');
-            self.hand_over(sink, text);
-        });
+    /// Finishes the line and hands it to the writer; never waits for the output. Gives the
+    /// line's buffer back for a later line (its bytes are the line's: [`begin`](Self::begin)
+    /// empties it).
+    pub fn finish(&self, mut line: Begun, outcome: &Outcome<'_>) -> Vec<u8> {
+        if let Some(sink) = &self.sink {
+            LINE.with_borrow_mut(|scratch| {
+                let text = complete(&mut line, outcome, sink.format, scratch);
+                text.push(b'\n');
+                self.hand_over(sink, text);
+            });
+        }
+        line.text
     }
 
     fn hand_over(&self, sink: &Sink, line: &[u8]) {
@@ -471,11 +475,10 @@ impl JsonWriter<'_> {
         let micros = micros(d);
         // Below 10^12 µs (11 days) the shortest form of `micros / 1e3` is its three decimals
         // with the trailing zeros cut, in plain notation; past that serde_json writes it.
-        if !(0.0..1e12).contains(&micros) {
-            let _ = serde_json::to_writer(&mut *self.out, &(micros / 1e3));
+        if micros >= 1_000_000_000_000 {
+            let _ = serde_json::to_writer(&mut *self.out, &ms(d));
             return;
         }
-        let micros = micros as u64;
         let (whole, frac) = (micros / 1000, micros % 1000);
         self.out
             .extend_from_slice(itoa::Buffer::new().format(whole).as_bytes());
@@ -531,13 +534,15 @@ fn protocol(v: Version) -> &'static str {
     }
 }
 
-/// `d` in whole microseconds (as a float: exact to 2^53).
-fn micros(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round()
+/// `d` in whole microseconds, rounded half up (in integers: the float form's `round` was ~50
+/// instructions a line); past `u64::MAX` µs (584,000 years) it stays there.
+fn micros(d: Duration) -> u64 {
+    let sub = (u64::from(d.subsec_nanos()) + 500) / 1000;
+    d.as_secs().saturating_mul(1_000_000).saturating_add(sub)
 }
 
 fn ms(d: Duration) -> f64 {
-    micros(d) / 1e3
+    micros(d) as f64 / 1e3
 }
 
 /// The path (with the query if asked) and the host a line shows.
@@ -1055,16 +1060,18 @@ mod tests {
         }
     }
 
-    /// Logs lines with request ids `from..to`.
+    /// Logs lines with request ids `from..to`, each line in the buffer the one before gave
+    /// back (as the request path does), so a line that kept an earlier one's bytes would show.
     fn log_ids(log: &AccessLog, ids: std::ops::Range<usize>) {
+        let mut buf = Vec::new();
         for i in ids {
             let id = HeaderValue::from(i);
             let e = Entry {
                 request_id: &id,
                 ..entry()
             };
-            let line = log.begin(&e.request()).unwrap();
-            log.finish(line, &e.outcome());
+            let line = log.begin(&e.request(), buf).unwrap();
+            buf = log.finish(line, &e.outcome());
         }
     }
 
