@@ -64,6 +64,11 @@ hot-text:
     bash bench/hot_text.sh
     cargo build --release
 
+# A profile-guided release build, trained on the benchmarks' loads: target/pgo/release/tidegate
+# (needs llvm-profdata of rustc's LLVM version; see bench/README.md).
+build-pgo:
+    bash bench/pgo.sh
+
 # Instructions per proxied request (callgrind): tidegate, then nginx for reference.
 callgrind:
     cargo build --release
