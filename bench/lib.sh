@@ -10,6 +10,9 @@
 #   one_route FILE PORT [HOST]
 #                         writes a Backend `up` (127.0.0.1:PORT) and a Route `r` to it (for HOST
 #                         only, if given) to FILE
+#   tls_route FILE HOST CRT KEY
+#                         writes a Route `tls` for HOST to the Backend `up`, its HTTPS served with
+#                         the PEM certificate CRT and key KEY (a Secret `tls-cert`), to FILE
 #   nginx_upstream PORT BODY
 #                         starts an nginx on 127.0.0.1:PORT answering 200 with BODY (config in W)
 
@@ -70,6 +73,29 @@ metadata: { name: r }
 spec:$hosts
   rules:
     - backendRefs: [{ name: up }]
+YAML
+}
+
+tls_route() { # FILE HOST CRT KEY
+  cat >"$1" <<YAML
+apiVersion: tidegate.dev/v1alpha1
+kind: Route
+metadata: { name: tls }
+spec:
+  hostnames: [$2]
+  tls: { secretName: tls-cert }
+  rules:
+    - backendRefs: [{ name: up }]
+---
+apiVersion: v1
+kind: Secret
+metadata: { name: tls-cert }
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+$(sed 's/^/    /' "$3")
+  tls.key: |
+$(sed 's/^/    /' "$4")
 YAML
 }
 

@@ -61,38 +61,8 @@ nginx_upstream "$UP" "$(printf 'x%.0s' $(seq 100))"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=pgo.test \
   -addext subjectAltName=DNS:pgo.test -keyout "$W/tls.key" -out "$W/tls.crt" 2>/dev/null
 mkdir -p "$W/config"
-cat >"$W/config/all.yaml" <<YAML
-apiVersion: tidegate.dev/v1alpha1
-kind: Backend
-metadata: { name: up }
-spec: { endpoints: ["127.0.0.1:$UP"] }
----
-apiVersion: tidegate.dev/v1alpha1
-kind: Route
-metadata: { name: plain }
-spec:
-  rules:
-    - backendRefs: [{ name: up }]
----
-apiVersion: tidegate.dev/v1alpha1
-kind: Route
-metadata: { name: tls }
-spec:
-  hostnames: [pgo.test]
-  tls: { secretName: pgo-cert }
-  rules:
-    - backendRefs: [{ name: up }]
----
-apiVersion: v1
-kind: Secret
-metadata: { name: pgo-cert }
-type: kubernetes.io/tls
-stringData:
-  tls.crt: |
-$(sed 's/^/    /' "$W/tls.crt")
-  tls.key: |
-$(sed 's/^/    /' "$W/tls.key")
-YAML
+one_route "$W/config/plain.yaml" "$UP"
+tls_route "$W/config/tls.yaml" pgo.test "$W/tls.crt" "$W/tls.key"
 wait_port "$UP"
 
 # check NAME OUTPUT PATTERN: the load's output must match PATTERN (it ran and nothing failed).

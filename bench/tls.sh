@@ -100,31 +100,13 @@ taskset -c "$PROXY_CPU" nginx -c "$W/ngx/nginx.conf" & NGX_PID=$!; PIDS+=("$NGX_
 
 # --- tidegate terminating TLS on PROXY_CPU: the same certificate, from files ---
 mkdir -p "$W/tg"
-cat >"$W/tg/all.yaml" <<YAML
+cat >"$W/tg/backend.yaml" <<YAML
 apiVersion: tidegate.dev/v1alpha1
 kind: Backend
 metadata: { name: up }
 spec: { endpoints: ["127.0.0.1:$UP"] }
----
-apiVersion: tidegate.dev/v1alpha1
-kind: Route
-metadata: { name: bench }
-spec:
-  hostnames: [bench.test]
-  tls: { secretName: bench-cert }
-  rules:
-    - backendRefs: [{ name: up }]
----
-apiVersion: v1
-kind: Secret
-metadata: { name: bench-cert }
-type: kubernetes.io/tls
-stringData:
-  tls.crt: |
-$(sed 's/^/    /' "$W/tls.crt")
-  tls.key: |
-$(sed 's/^/    /' "$W/tls.key")
 YAML
+tls_route "$W/tg/route.yaml" bench.test "$W/tls.crt" "$W/tls.key"
 "$BIN" validate --config "$W/tg" >/dev/null
 taskset -c "$PROXY_CPU" "$BIN" run --config "$W/tg" --http-addr "127.0.0.1:$TG_HTTP" \
   --https-addr "127.0.0.1:$TG_HTTPS" --admin-addr "127.0.0.1:$TG_ADMIN" --worker-threads 1 \
